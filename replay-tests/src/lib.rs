@@ -1,0 +1,1 @@
+//! Replay snapshot tests live in tests/.

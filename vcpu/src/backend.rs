@@ -1,0 +1,57 @@
+//! The hypervisor boundary, one trait per layer: [`Hypervisor`] (the system), [`Vm`], [`Vcpu`].
+//!
+//! Each layer has a single `call` entry point taking a [`SystemCall`] / [`VmCall`] / [`VcpuCall`],
+//! plus the few operations that hand back a new object. That shape is deliberate: a decorator
+//! (the recorder) or an alternative implementation (the replay backend) handles every call in one
+//! place, and adding a call to the vocabulary cannot silently bypass either of them.
+//!
+//! Implementations: the KVM backend ([`crate::kvm`]), and, in the `recorder` crate, the recording
+//! decorator and the replay backend. The supervisor never holds these objects directly; it goes
+//! through [`crate::handle`], which routes every CPU-model write through the pre-run lock.
+
+use crate::call::{Reply, SystemCall, VcpuCall, VmCall};
+use crate::error::CallError;
+use crate::ids::{VcpuId, VmId};
+use crate::lock::LockRefusal;
+use crate::GuestArch;
+use vm_memory::GuestMemoryMmap;
+
+/// The system layer: what `/dev/kvm` answers, and VM creation.
+pub trait Hypervisor: Send + Sync {
+    /// The architecture of the guests this backend runs (the host's, for KVM; the trace's, for
+    /// replay).
+    fn arch(&self) -> GuestArch;
+
+    /// Issue a system call. [`SystemCall::CreateVm`] is refused here: use [`Hypervisor::create_vm`].
+    fn call(&self, call: &SystemCall) -> Result<Reply, CallError>;
+
+    /// `KVM_CREATE_VM`, naming the VM by the supervisor's logical id.
+    fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError>;
+}
+
+/// The VM layer.
+pub trait Vm: Send {
+    fn id(&self) -> VmId;
+
+    /// Issue a VM call. [`VmCall::CreateVcpu`] is refused here: use [`Vm::create_vcpu`].
+    fn call(&mut self, call: &VmCall) -> Result<Reply, CallError>;
+
+    /// `KVM_CREATE_VCPU`.
+    fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError>;
+
+    /// The guest memory registered so far with [`VmCall::AddMemory`] (empty before that).
+    fn guest_memory(&self) -> &GuestMemoryMmap;
+}
+
+/// The vCPU layer. One vCPU is driven by one thread at a time (KVM serialises vCPU ioctls anyway).
+pub trait Vcpu: Send {
+    fn id(&self) -> (VmId, VcpuId);
+
+    /// Issue a vCPU call.
+    fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError>;
+
+    /// The pre-run lock refused `call` before it reached this backend. The kernel never sees it;
+    /// the recorder writes it down as refused by vmfleet, and the replay backend checks that the
+    /// recorded run refused the same write at the same point.
+    fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError>;
+}

@@ -1,0 +1,1 @@
+//! Drift and guest-view comparison (placeholder).

@@ -1,0 +1,1 @@
+//! Requested x86 CPU models (placeholder).

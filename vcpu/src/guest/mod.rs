@@ -1,0 +1,1 @@
+//! Built-in guest programs (placeholder).

@@ -1,0 +1,213 @@
+//! The only way the supervisor reaches a VM or a vCPU.
+//!
+//! [`VmHandle`] and [`VcpuHandle`] own the backend objects (KVM, recording, replay: it does not
+//! matter which) and the VM's [`ModelLock`]. Every CPU-model write goes through
+//! [`VcpuHandle::set_cpuid`], which judges it under the lock, and every run goes through
+//! [`VcpuHandle::run`], which seals the lock first. Nothing else hands out the backend objects, so
+//! no code path can write the CPU model without the lock seeing it.
+
+use crate::backend::{Vcpu, Vm};
+use crate::call::{Reply, VcpuCall, VcpuExit, VmCall};
+use crate::cpuid::{kernel_identity_differences, CpuidTable};
+use crate::errno::Errno;
+use crate::error::CallError;
+use crate::ids::{VcpuId, VmId};
+use crate::lock::{LockRefusal, ModelLock, Seal};
+use std::sync::{Arc, Mutex, MutexGuard};
+use thiserror::Error;
+use vm_memory::GuestMemoryMmap;
+
+/// A call through a handle failed; says which call on which object.
+#[derive(Debug, Clone, Error)]
+#[error("{call} on {target}: {source}")]
+pub struct HandleError {
+    /// `vm0` or `vm0/vcpu1`.
+    pub target: String,
+    /// The call, as the transcript prints it.
+    pub call: String,
+    #[source]
+    pub source: CallError,
+}
+
+impl HandleError {
+    pub fn errno(&self) -> Option<Errno> {
+        self.source.errno()
+    }
+
+    /// Whether vmfleet's lock (not the kernel) refused the call.
+    pub fn is_lock_refusal(&self) -> bool {
+        matches!(self.source, CallError::Refused(_))
+    }
+}
+
+/// A VM, its guest memory and its CPU-model lock.
+pub struct VmHandle {
+    id: VmId,
+    name: String,
+    lock: Arc<ModelLock>,
+    vm: Mutex<Box<dyn Vm>>,
+}
+
+impl VmHandle {
+    pub fn new(vm: Box<dyn Vm>, name: impl Into<String>) -> Self {
+        let id = vm.id();
+        VmHandle { id, name: name.into(), lock: Arc::new(ModelLock::new(id)), vm: Mutex::new(vm) }
+    }
+
+    pub fn id(&self) -> VmId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn lock(&self) -> &ModelLock {
+        &self.lock
+    }
+
+    /// Allocate guest memory and register it at `guest_phys_addr`.
+    pub fn add_memory(&self, slot: u32, guest_phys_addr: u64, size: u64) -> Result<(), HandleError> {
+        self.call(VmCall::AddMemory { slot, guest_phys_addr, size }).map(drop)
+    }
+
+    /// Run `f` on the VM's guest memory (to load a guest program).
+    pub fn with_memory<R>(&self, f: impl FnOnce(&GuestMemoryMmap) -> R) -> R {
+        f(self.backend().guest_memory())
+    }
+
+    /// Issue a VM call that is not a creation.
+    pub fn call(&self, call: VmCall) -> Result<Reply, HandleError> {
+        self.backend().call(&call).map_err(|source| HandleError {
+            target: self.id.to_string(),
+            call: call.to_string(),
+            source,
+        })
+    }
+
+    pub fn create_vcpu(&self, vcpu: VcpuId) -> Result<VcpuHandle, HandleError> {
+        let backend = self.backend().create_vcpu(vcpu).map_err(|source| HandleError {
+            target: self.id.to_string(),
+            call: VmCall::CreateVcpu { vcpu }.to_string(),
+            source,
+        })?;
+        Ok(VcpuHandle { vm: self.id, id: vcpu, lock: Arc::clone(&self.lock), vcpu: Mutex::new(backend) })
+    }
+
+    fn backend(&self) -> MutexGuard<'_, Box<dyn Vm>> {
+        self.vm.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// What a CPU-model write left in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuidWrite {
+    /// The table read back right after the write (`KVM_GET_CPUID2`).
+    pub held: CpuidTable,
+    /// Whether the VM was already sealed, i.e. this was an (allowed) identical rewrite.
+    pub after_run: bool,
+}
+
+/// A vCPU, sharing its VM's lock.
+pub struct VcpuHandle {
+    vm: VmId,
+    id: VcpuId,
+    lock: Arc<ModelLock>,
+    vcpu: Mutex<Box<dyn Vcpu>>,
+}
+
+impl VcpuHandle {
+    pub fn id(&self) -> VcpuId {
+        self.id
+    }
+
+    pub fn vm(&self) -> VmId {
+        self.vm
+    }
+
+    /// Write the vCPU's CPUID table, judged by the pre-run lock, and read it back.
+    ///
+    /// Before any vCPU of the VM has run, the kernel decides. Afterwards vmfleet first reads what
+    /// the kernel holds and refuses (as `EINVAL`, the kernel's class for this call) any table that
+    /// is not identical to it by KVM's own rule; an identical table is passed on to the kernel.
+    pub fn set_cpuid(&self, table: &CpuidTable) -> Result<CpuidWrite, HandleError> {
+        let call = VcpuCall::SetCpuid2 { table: table.clone() };
+        let gate = self.lock.write_gate();
+        let mut vcpu = self.backend();
+        let after_run = match gate.seal() {
+            Seal::Open => false,
+            Seal::Sealed { first_run } => {
+                let held = self.expect_cpuid(&mut vcpu, &VcpuCall::GetCpuid2)?;
+                let differences = kernel_identity_differences(&held, table);
+                if !differences.is_empty() {
+                    let refusal = LockRefusal {
+                        vm: self.vm,
+                        vcpu: self.id,
+                        first_run,
+                        errno: Errno::EINVAL,
+                        write: call.to_string(),
+                        differences: differences.iter().map(ToString::to_string).collect(),
+                    };
+                    vcpu.note_refused(&call, &refusal).map_err(|e| self.error(&call, e))?;
+                    return Err(self.error(&call, CallError::Refused(Box::new(refusal))));
+                }
+                true
+            }
+        };
+        vcpu.call(&call).map_err(|e| self.error(&call, e))?;
+        let held = self.expect_cpuid(&mut vcpu, &VcpuCall::GetCpuid2)?;
+        drop(gate);
+        Ok(CpuidWrite { held, after_run })
+    }
+
+    /// `KVM_GET_CPUID2`: the table the kernel holds now.
+    pub fn get_cpuid(&self) -> Result<CpuidTable, HandleError> {
+        let mut vcpu = self.backend();
+        self.expect_cpuid(&mut vcpu, &VcpuCall::GetCpuid2)
+    }
+
+    /// Place the vCPU at the guest's entry point.
+    pub fn set_boot_state(&self, entry: u64) -> Result<(), HandleError> {
+        self.plain_call(VcpuCall::SetBootState { entry }).map(drop)
+    }
+
+    /// `KVM_RUN` once; seals the VM's CPU model first.
+    pub fn run(&self) -> Result<VcpuExit, HandleError> {
+        self.lock.seal_for_run(self.id);
+        match self.plain_call(VcpuCall::Run)? {
+            Reply::Exit(exit) => Ok(exit),
+            other => Err(self.unexpected(&VcpuCall::Run, &other)),
+        }
+    }
+
+    /// Issue a vCPU call that does not write the CPU model (those must use the typed methods
+    /// above, which the lock judges).
+    pub fn plain_call(&self, call: VcpuCall) -> Result<Reply, HandleError> {
+        if call.is_cpu_model_write() {
+            return Err(self.error(
+                &call,
+                CallError::Backend("CPU-model writes must go through the lock-aware methods".into()),
+            ));
+        }
+        self.backend().call(&call).map_err(|e| self.error(&call, e))
+    }
+
+    fn expect_cpuid(&self, vcpu: &mut Box<dyn Vcpu>, call: &VcpuCall) -> Result<CpuidTable, HandleError> {
+        match vcpu.call(call).map_err(|e| self.error(call, e))? {
+            Reply::Cpuid(table) => Ok(table),
+            other => Err(self.unexpected(call, &other)),
+        }
+    }
+
+    fn unexpected(&self, call: &VcpuCall, reply: &Reply) -> HandleError {
+        self.error(call, CallError::Backend(format!("unexpected reply {reply}")))
+    }
+
+    fn error(&self, call: &VcpuCall, source: CallError) -> HandleError {
+        HandleError { target: format!("{}/{}", self.vm, self.id), call: call.to_string(), source }
+    }
+
+    fn backend(&self) -> MutexGuard<'_, Box<dyn Vcpu>> {
+        self.vcpu.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}

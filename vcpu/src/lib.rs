@@ -1,0 +1,55 @@
+//! # vcpu: vmfleet's hypervisor boundary and guest CPU model
+//!
+//! Owns:
+//! - the vocabulary of calls to a hypervisor ([`call`]) and the three-layer backend interface
+//!   ([`backend`]: system, VM, vCPU);
+//! - the KVM implementation of that interface ([`kvm`]), the only code in vmfleet with `unsafe`
+//!   and with `cfg(target_arch)`;
+//! - the guest CPU model as data: x86 CPUID tables and the named feature catalog ([`cpuid`]);
+//! - the pre-run lock ([`lock`]) and the handles that route every CPU-model write through it
+//!   ([`handle`]);
+//! - the built-in guest programs and the protocol they report through ([`guest`]), and the vCPU run
+//!   loop that drives them on one OS thread per vCPU ([`runner`]).
+//!
+//! Must not: know about fleets, specs, traces or async runtimes (that is `supervisor` and
+//! `recorder`), or branch on the *host* architecture anywhere but [`kvm`]: a guest architecture is
+//! a value ([`GuestArch`]), so every model and check here compiles and is tested on any host.
+
+pub mod backend;
+pub mod call;
+pub mod cpuid;
+pub mod errno;
+pub mod error;
+pub mod guest;
+pub mod handle;
+pub mod ids;
+pub mod kvm;
+pub mod lock;
+pub mod runner;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use backend::{Hypervisor, Vcpu, Vm};
+pub use call::{Call, Failure, Origin, Outcome, Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
+pub use errno::Errno;
+pub use error::{CallError, ReplayFailure};
+pub use handle::{CpuidWrite, HandleError, VcpuHandle, VmHandle};
+pub use ids::{Stream, VcpuId, VmId};
+pub use lock::{LockRefusal, ModelLock, Seal};
+
+/// The architecture a guest runs; data, not a `cfg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GuestArch {
+    X86_64,
+    Aarch64,
+}
+
+impl fmt::Display for GuestArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestArch::X86_64 => "x86_64",
+            GuestArch::Aarch64 => "aarch64",
+        })
+    }
+}

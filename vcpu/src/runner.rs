@@ -1,0 +1,1 @@
+//! vCPU run loop (placeholder).
