@@ -1,1 +1,36 @@
-//! recorder (placeholder)
+//! # recorder: vmfleet's traces, the recording backend and the replay backend
+//!
+//! Owns:
+//! - the trace data model ([`trace`]): a header saying where, by which vmfleet and for which job
+//!   a trace was recorded, and one [`Event`] per backend call with its outcome;
+//! - the trace file format ([`mod@format`]), its background writer ([`writer`]) and its reader
+//!   ([`reader`]), which reads a trace cut short up to its last whole event and names the byte
+//!   offset of any damage;
+//! - the recording decorator ([`recording`]) that wraps any backend and records every call on its
+//!   stream;
+//! - the replay backend ([`replay`]) that serves a trace's results without KVM and checks, stream
+//!   by stream, that vmfleet issues the same calls in the same order;
+//! - text renderings of events ([`render`]): the canonical transcript and the `trace show` views.
+//!
+//! Must not: know about fleets, specs or the supervisor's jobs beyond the opaque [`JobInputs`] it
+//! stores; talk to KVM itself (it only decorates or implements `vcpu`'s backend traits); or decide
+//! anything about the CPU model (the lock in `vcpu` does, the recorder only writes down its
+//! verdicts).
+
+pub mod diff;
+pub mod format;
+pub mod reader;
+pub mod recording;
+pub mod render;
+pub mod replay;
+pub mod trace;
+pub mod writer;
+
+pub use diff::describe_difference;
+pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN};
+pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
+pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};
+pub use render::{render_streams, show_json_lines, show_text};
+pub use replay::{ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm};
+pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
+pub use writer::{FLUSH_INTERVAL, Recorder, TraceWriter, WriteError, WriteSummary};

@@ -1,1 +1,21 @@
-//! supervisor (placeholder)
+//! # supervisor: the `vmfleet` program
+//!
+//! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the job that runs a fleet against
+//! any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), and the
+//! commands behind the CLI ([`commands`]).
+//!
+//! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
+//! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
+
+pub mod cli;
+pub mod commands;
+pub mod host;
+pub mod job;
+pub mod report;
+pub mod spec;
+
+/// The built-in demo fleet `vmfleet run` runs when given no spec.
+pub const DEMO_FLEET: &str = include_str!("demo.toml");
+
+/// What traces and errors call the built-in demo fleet.
+pub const DEMO_SOURCE: &str = "<built-in demo fleet>";

@@ -9,11 +9,11 @@
 //! decorator and the replay backend. The supervisor never holds these objects directly; it goes
 //! through [`crate::handle`], which routes every CPU-model write through the pre-run lock.
 
+use crate::GuestArch;
 use crate::call::{Reply, SystemCall, VcpuCall, VmCall};
 use crate::error::CallError;
 use crate::ids::{VcpuId, VmId};
 use crate::lock::LockRefusal;
-use crate::GuestArch;
 use vm_memory::GuestMemoryMmap;
 
 /// The system layer: what `/dev/kvm` answers, and VM creation.

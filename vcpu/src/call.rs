@@ -31,11 +31,19 @@ pub enum SystemCall {
 pub enum VmCall {
     /// Allocate `size` bytes of guest memory and register it with `KVM_SET_USER_MEMORY_REGION`.
     /// The host address is deliberately not part of the call: it differs on every run.
-    AddMemory { slot: u32, guest_phys_addr: u64, size: u64 },
+    AddMemory {
+        slot: u32,
+        guest_phys_addr: u64,
+        size: u64,
+    },
     /// `KVM_CREATE_VCPU`. Reply: [`Reply::Done`].
     CreateVcpu { vcpu: VcpuId },
     /// `KVM_ENABLE_CAP` on the VM fd. Reply: [`Reply::Value`] (the ioctl's return value).
-    EnableCap { cap: u32, flags: u32, args: [u64; 4] },
+    EnableCap {
+        cap: u32,
+        flags: u32,
+        args: [u64; 4],
+    },
     /// `KVM_ARM_PREFERRED_TARGET` (arm64). Reply: [`Reply::VcpuInit`].
     ArmPreferredTarget,
     /// `KVM_ARM_GET_REG_WRITABLE_MASKS` (arm64, feature-ID range). Reply: [`Reply::Masks`].
@@ -76,7 +84,10 @@ impl VcpuCall {
     /// Whether this call changes what the guest sees of its CPU, i.e. whether the pre-run lock
     /// must judge it. (`SetOneReg` is narrowed further per register by the arm64 model.)
     pub fn is_cpu_model_write(&self) -> bool {
-        matches!(self, VcpuCall::SetCpuid2 { .. } | VcpuCall::SetOneReg { .. })
+        matches!(
+            self,
+            VcpuCall::SetCpuid2 { .. } | VcpuCall::SetOneReg { .. }
+        )
     }
 }
 
@@ -97,7 +108,10 @@ pub enum Reply {
     RegList(Vec<u64>),
     /// The 192 writable masks of the arm64 feature-ID range, indexed as the kernel indexes them.
     Masks(Vec<u64>),
-    VcpuInit { target: u32, features: [u32; 7] },
+    VcpuInit {
+        target: u32,
+        features: [u32; 7],
+    },
     Exit(VcpuExit),
 }
 
@@ -190,7 +204,11 @@ impl fmt::Display for SystemCall {
 impl fmt::Display for VmCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            VmCall::AddMemory { slot, guest_phys_addr, size } => write!(
+            VmCall::AddMemory {
+                slot,
+                guest_phys_addr,
+                size,
+            } => write!(
                 f,
                 "SET_USER_MEMORY_REGION slot={slot} gpa={guest_phys_addr:#x} size={size:#x}"
             ),
@@ -221,7 +239,11 @@ impl fmt::Display for VcpuCall {
             }
             VcpuCall::GetRegList => f.write_str("GET_REG_LIST"),
             VcpuCall::ArmVcpuInit { target, features } => {
-                write!(f, "ARM_VCPU_INIT target={target} features={:#x}", features[0])
+                write!(
+                    f,
+                    "ARM_VCPU_INIT target={target} features={:#x}",
+                    features[0]
+                )
             }
             VcpuCall::ArmVcpuFinalize { feature } => write!(f, "ARM_VCPU_FINALIZE {feature}"),
             VcpuCall::SetBootState { entry } => write!(f, "SET_BOOT_STATE entry={entry:#x}"),

@@ -41,10 +41,14 @@ impl CallError {
     /// call (replay divergence, backend trouble).
     pub fn as_failure(&self) -> Option<Failure> {
         match self {
-            CallError::Kernel(errno) => Some(Failure { errno: *errno, origin: Origin::Kernel }),
-            CallError::Refused(refusal) => {
-                Some(Failure { errno: refusal.errno, origin: Origin::Lock })
-            }
+            CallError::Kernel(errno) => Some(Failure {
+                errno: *errno,
+                origin: Origin::Kernel,
+            }),
+            CallError::Refused(refusal) => Some(Failure {
+                errno: refusal.errno,
+                origin: Origin::Lock,
+            }),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@
 
 use crate::backend::{Vcpu, Vm};
 use crate::call::{Reply, VcpuCall, VcpuExit, VmCall};
-use crate::cpuid::{kernel_identity_differences, CpuidTable};
+use crate::cpuid::{CpuidTable, kernel_identity_differences};
 use crate::errno::Errno;
 use crate::error::CallError;
 use crate::ids::{VcpuId, VmId};
@@ -51,7 +51,12 @@ pub struct VmHandle {
 impl VmHandle {
     pub fn new(vm: Box<dyn Vm>, name: impl Into<String>) -> Self {
         let id = vm.id();
-        VmHandle { id, name: name.into(), lock: Arc::new(ModelLock::new(id)), vm: Mutex::new(vm) }
+        VmHandle {
+            id,
+            name: name.into(),
+            lock: Arc::new(ModelLock::new(id)),
+            vm: Mutex::new(vm),
+        }
     }
 
     pub fn id(&self) -> VmId {
@@ -67,8 +72,18 @@ impl VmHandle {
     }
 
     /// Allocate guest memory and register it at `guest_phys_addr`.
-    pub fn add_memory(&self, slot: u32, guest_phys_addr: u64, size: u64) -> Result<(), HandleError> {
-        self.call(VmCall::AddMemory { slot, guest_phys_addr, size }).map(drop)
+    pub fn add_memory(
+        &self,
+        slot: u32,
+        guest_phys_addr: u64,
+        size: u64,
+    ) -> Result<(), HandleError> {
+        self.call(VmCall::AddMemory {
+            slot,
+            guest_phys_addr,
+            size,
+        })
+        .map(drop)
     }
 
     /// Run `f` on the VM's guest memory (to load a guest program).
@@ -86,12 +101,20 @@ impl VmHandle {
     }
 
     pub fn create_vcpu(&self, vcpu: VcpuId) -> Result<VcpuHandle, HandleError> {
-        let backend = self.backend().create_vcpu(vcpu).map_err(|source| HandleError {
-            target: self.id.to_string(),
-            call: VmCall::CreateVcpu { vcpu }.to_string(),
-            source,
-        })?;
-        Ok(VcpuHandle { vm: self.id, id: vcpu, lock: Arc::clone(&self.lock), vcpu: Mutex::new(backend) })
+        let backend = self
+            .backend()
+            .create_vcpu(vcpu)
+            .map_err(|source| HandleError {
+                target: self.id.to_string(),
+                call: VmCall::CreateVcpu { vcpu }.to_string(),
+                source,
+            })?;
+        Ok(VcpuHandle {
+            vm: self.id,
+            id: vcpu,
+            lock: Arc::clone(&self.lock),
+            vcpu: Mutex::new(backend),
+        })
     }
 
     fn backend(&self) -> MutexGuard<'_, Box<dyn Vm>> {
@@ -131,7 +154,9 @@ impl VcpuHandle {
     /// the kernel holds and refuses (as `EINVAL`, the kernel's class for this call) any table that
     /// is not identical to it by KVM's own rule; an identical table is passed on to the kernel.
     pub fn set_cpuid(&self, table: &CpuidTable) -> Result<CpuidWrite, HandleError> {
-        let call = VcpuCall::SetCpuid2 { table: table.clone() };
+        let call = VcpuCall::SetCpuid2 {
+            table: table.clone(),
+        };
         let gate = self.lock.write_gate();
         let mut vcpu = self.backend();
         let after_run = match gate.seal() {
@@ -148,7 +173,8 @@ impl VcpuHandle {
                         write: call.to_string(),
                         differences: differences.iter().map(ToString::to_string).collect(),
                     };
-                    vcpu.note_refused(&call, &refusal).map_err(|e| self.error(&call, e))?;
+                    vcpu.note_refused(&call, &refusal)
+                        .map_err(|e| self.error(&call, e))?;
                     return Err(self.error(&call, CallError::Refused(Box::new(refusal))));
                 }
                 true
@@ -186,13 +212,19 @@ impl VcpuHandle {
         if call.is_cpu_model_write() {
             return Err(self.error(
                 &call,
-                CallError::Backend("CPU-model writes must go through the lock-aware methods".into()),
+                CallError::Backend(
+                    "CPU-model writes must go through the lock-aware methods".into(),
+                ),
             ));
         }
         self.backend().call(&call).map_err(|e| self.error(&call, e))
     }
 
-    fn expect_cpuid(&self, vcpu: &mut Box<dyn Vcpu>, call: &VcpuCall) -> Result<CpuidTable, HandleError> {
+    fn expect_cpuid(
+        &self,
+        vcpu: &mut Box<dyn Vcpu>,
+        call: &VcpuCall,
+    ) -> Result<CpuidTable, HandleError> {
         match vcpu.call(call).map_err(|e| self.error(call, e))? {
             Reply::Cpuid(table) => Ok(table),
             other => Err(self.unexpected(call, &other)),
@@ -200,14 +232,23 @@ impl VcpuHandle {
     }
 
     fn unexpected(&self, call: &VcpuCall, reply: &Reply) -> HandleError {
-        self.error(call, CallError::Backend(format!("unexpected reply {reply}")))
+        self.error(
+            call,
+            CallError::Backend(format!("unexpected reply {reply}")),
+        )
     }
 
     fn error(&self, call: &VcpuCall, source: CallError) -> HandleError {
-        HandleError { target: format!("{}/{}", self.vm, self.id), call: call.to_string(), source }
+        HandleError {
+            target: format!("{}/{}", self.vm, self.id),
+            call: call.to_string(),
+            source,
+        }
     }
 
     fn backend(&self) -> MutexGuard<'_, Box<dyn Vcpu>> {
-        self.vcpu.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.vcpu
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }

@@ -54,7 +54,11 @@ impl WriteGate<'_> {
 
 impl ModelLock {
     pub fn new(vm: VmId) -> Self {
-        ModelLock { vm, sealed: AtomicBool::new(false), seal: Mutex::new(Seal::Open) }
+        ModelLock {
+            vm,
+            sealed: AtomicBool::new(false),
+            seal: Mutex::new(Seal::Open),
+        }
     }
 
     pub fn vm(&self) -> VmId {
@@ -68,7 +72,9 @@ impl ModelLock {
 
     /// Hold the VM's lock for a CPU-model write.
     pub fn write_gate(&self) -> WriteGate<'_> {
-        WriteGate { seal: self.lock_state() }
+        WriteGate {
+            seal: self.lock_state(),
+        }
     }
 
     /// Called by a vCPU right before each `KVM_RUN`. The first call seals the VM; it returns the
@@ -89,7 +95,9 @@ impl ModelLock {
     fn lock_state(&self) -> MutexGuard<'_, Seal> {
         // A panic while holding the lock cannot leave `Seal` half-written (it is `Copy` and only
         // ever assigned whole), so a poisoned lock is still a valid lock.
-        self.seal.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.seal
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -98,7 +106,9 @@ impl ModelLock {
 pub struct LockRefusal {
     pub vm: VmId,
     pub vcpu: VcpuId,
-    /// The vCPU whose first `KVM_RUN` sealed the VM.
+    /// The vCPU whose first `KVM_RUN` sealed the VM. Which vCPU wins that race differs from run
+    /// to run, so it is kept for logs but never displayed: refusal texts go into transcripts, which
+    /// must be identical between a live run and its replays.
     pub first_run: VcpuId,
     /// The errno class the kernel uses for the same refusal.
     pub errno: Errno,
@@ -112,9 +122,9 @@ impl fmt::Display for LockRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "vmfleet refused {} on {}/{}: the CPU model is locked since {} entered KVM_RUN, \
-             and only an identical rewrite is allowed ({})",
-            self.write, self.vm, self.vcpu, self.first_run, self.errno
+            "vmfleet refused {} on {}/{}: the VM has run, so its CPU model is locked and only an \
+             identical rewrite is allowed ({})",
+            self.write, self.vm, self.vcpu, self.errno
         )?;
         if !self.differences.is_empty() {
             const SHOWN: usize = 8;
@@ -145,8 +155,18 @@ mod tests {
         let lock = ModelLock::new(VmId(0));
         assert_eq!(lock.state(), Seal::Open);
         assert_eq!(lock.seal_for_run(VcpuId(1)), Seal::Open);
-        assert_eq!(lock.state(), Seal::Sealed { first_run: VcpuId(1) });
-        assert_eq!(lock.seal_for_run(VcpuId(0)), Seal::Sealed { first_run: VcpuId(1) });
+        assert_eq!(
+            lock.state(),
+            Seal::Sealed {
+                first_run: VcpuId(1)
+            }
+        );
+        assert_eq!(
+            lock.seal_for_run(VcpuId(0)),
+            Seal::Sealed {
+                first_run: VcpuId(1)
+            }
+        );
     }
 
     /// A write that holds the gate cannot observe `Open` once a run has sealed the VM, and a run
@@ -161,9 +181,17 @@ mod tests {
             std::thread::spawn(move || lock.seal_for_run(VcpuId(0)))
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!runner.is_finished(), "seal must wait for the write holding the gate");
+        assert!(
+            !runner.is_finished(),
+            "seal must wait for the write holding the gate"
+        );
         drop(gate);
         assert_eq!(runner.join().unwrap(), Seal::Open);
-        assert_eq!(lock.write_gate().seal(), Seal::Sealed { first_run: VcpuId(0) });
+        assert_eq!(
+            lock.write_gate().seal(),
+            Seal::Sealed {
+                first_run: VcpuId(0)
+            }
+        );
     }
 }

@@ -1,1 +1,306 @@
-fn main() {}
+//! vmfleet's project chores, as `cargo xtask <task>` (rust-analyzer style: no shell scripts).
+//!
+//! - `test`: everything CI checks: format, clippy with warnings denied, all tests (live KVM tests
+//!   run when `/dev/kvm` works and say SKIPPED when not), then the replay tests and an end-to-end
+//!   live-versus-replay comparison once more with `/dev/kvm` made unusable in a private mount
+//!   namespace, to prove replay needs no KVM.
+//! - `record`: re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
+//!   refresh the replay snapshots.
+//!
+//! Must not: install anything behind the user's back other than what the tests need (rustup
+//! components), or touch files outside the workspace except its temporary directory.
+
+use anyhow::{Context, Result, bail};
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    match task {
+        "test" => test(rest),
+        "record" => record(rest),
+        "help" | "-h" | "--help" => {
+            println!("{}", HELP);
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n{HELP}"),
+    }
+}
+
+const HELP: &str = "usage: cargo xtask <task>\n\n\
+tasks:\n  \
+test     fmt check, clippy -D warnings, all tests, replay tests again with /dev/kvm unusable,\n           \
+and an end-to-end live-vs-replay comparison\n  \
+record   re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (needs /dev/kvm)";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}
+
+fn check(status: std::io::Result<ExitStatus>, what: &str) -> Result<()> {
+    let status = status.with_context(|| format!("could not start: {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ensure_components() -> Result<()> {
+    for (component, probe) in [
+        ("rustfmt", ["fmt", "--version"]),
+        ("clippy", ["clippy", "--version"]),
+    ] {
+        let ok = cargo()
+            .args(probe)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            step(&format!("installing rustup component {component}"));
+            check(
+                Command::new("rustup")
+                    .args(["component", "add", component])
+                    .status(),
+                "rustup component add",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if let Some(extra) = args.first() {
+        bail!("`cargo xtask test` takes no arguments (got `{extra}`)");
+    }
+    ensure_components()?;
+
+    step("cargo fmt --check");
+    check(
+        cargo().args(["fmt", "--all", "--", "--check"]).status(),
+        "cargo fmt --check",
+    )?;
+
+    step("cargo clippy (warnings denied)");
+    check(
+        cargo()
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .status(),
+        "cargo clippy",
+    )?;
+
+    step("cargo test --workspace");
+    check(
+        cargo().args(["test", "--workspace", "--locked"]).status(),
+        "cargo test",
+    )?;
+
+    step("replay tests with /dev/kvm unusable");
+    // Build first, with KVM visible (it does not matter to the build), so the namespaced run only
+    // runs tests.
+    check(
+        cargo()
+            .args(["build", "--release", "--locked", "-p", "supervisor"])
+            .status(),
+        "cargo build --release",
+    )?;
+    let cargo_bin = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    without_kvm(
+        &format!("{} test --locked -p replay-tests", shell_quote(&cargo_bin)),
+        &[("VMFLEET_EXPECT_NO_KVM", "1")],
+    )?;
+
+    step("end to end: live run recorded, replayed twice with /dev/kvm unusable");
+    end_to_end()?;
+    println!("\nxtask test: all steps passed");
+    Ok(())
+}
+
+/// Run `script` with `/dev/kvm` replaced by `/dev/null` in a private mount namespace.
+fn without_kvm(script: &str, envs: &[(&str, &str)]) -> Result<()> {
+    let inner = format!(
+        "set -e; if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm; fi; \
+         if [ -r /dev/kvm ] && [ -c /dev/kvm ] && [ \"$(stat -c %t:%T /dev/kvm)\" != \"1:3\" ]; then \
+           echo 'xtask: /dev/kvm is still a usable device' >&2; exit 1; fi; \
+         echo 'xtask: /dev/kvm is now' \"$(stat -c '%F %t:%T' /dev/kvm 2>/dev/null || echo absent)\"; {script}"
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &inner])
+        .current_dir(root());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    check(
+        cmd.status(),
+        "the no-KVM run (needs root for unshare --mount)",
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn vmfleet_release() -> PathBuf {
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    target.join("release").join("vmfleet")
+}
+
+fn kvm_usable() -> bool {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn end_to_end() -> Result<()> {
+    let bin = vmfleet_release();
+    let dir = env::temp_dir().join(format!("vmfleet-e2e-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let spec = root().join("fixtures/specs/fleet.toml");
+    let trace = dir.join("e2e.trace");
+    let live = dir.join("live.txt");
+    if !kvm_usable() {
+        println!(
+            "SKIPPED end-to-end live run: /dev/kvm is not usable here; replaying the committed fixture instead"
+        );
+        fs::copy(root().join("fixtures/fleet.trace"), &trace)
+            .context("copying fixtures/fleet.trace")?;
+        let status = Command::new(&bin)
+            .arg("replay")
+            .arg(&trace)
+            .arg("--transcript")
+            .arg(&live)
+            .status();
+        check(status, "vmfleet replay (reference transcript)")?;
+    } else {
+        let status = Command::new(&bin)
+            .args([
+                OsStr::new("run"),
+                spec.as_os_str(),
+                OsStr::new("--record"),
+                trace.as_os_str(),
+            ])
+            .arg("--transcript")
+            .arg(&live)
+            .status();
+        check(status, "vmfleet run --record")?;
+    }
+    let q = |p: &Path| shell_quote(&p.display().to_string());
+    let script = format!(
+        "{bin} replay {trace} --transcript {r1} > /dev/null && {bin} replay {trace} --transcript {r2} > /dev/null",
+        bin = q(&bin),
+        trace = q(&trace),
+        r1 = q(&dir.join("replay1.txt")),
+        r2 = q(&dir.join("replay2.txt")),
+    );
+    without_kvm(&script, &[])?;
+    let live_text = fs::read(&live)?;
+    for name in ["replay1.txt", "replay2.txt"] {
+        let replay = fs::read(dir.join(name))?;
+        if replay != live_text {
+            bail!(
+                "{name} differs from the live transcript; compare {} with {}",
+                live.display(),
+                dir.join(name).display()
+            );
+        }
+    }
+    println!(
+        "live and both replays: {} bytes, byte-identical",
+        live_text.len()
+    );
+    fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn record(args: &[String]) -> Result<()> {
+    if !kvm_usable() {
+        bail!("recording fixtures needs a usable /dev/kvm");
+    }
+    check(
+        cargo()
+            .args(["build", "--release", "-p", "supervisor"])
+            .status(),
+        "cargo build --release",
+    )?;
+    let bin = vmfleet_release();
+    let specs_dir = root().join("fixtures/specs");
+    let mut specs: Vec<PathBuf> = fs::read_dir(&specs_dir)
+        .with_context(|| format!("reading {}", specs_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension() == Some(OsStr::new("toml")))
+        .filter(|p| args.is_empty() || args.iter().any(|a| p.file_stem() == Some(OsStr::new(a))))
+        .collect();
+    specs.sort();
+    if specs.is_empty() {
+        bail!("no fixture specs matched in {}", specs_dir.display());
+    }
+    for spec in &specs {
+        let stem = spec
+            .file_stem()
+            .expect("file has a name")
+            .to_string_lossy()
+            .to_string();
+        let trace = root().join("fixtures").join(format!("{stem}.trace"));
+        step(&format!("recording {}", trace.display()));
+        let status = Command::new(&bin)
+            .arg("run")
+            .arg(spec)
+            .arg("--record")
+            .arg(&trace)
+            .status()?;
+        // A fixture may deliberately contain a failing VM; the trace is what matters.
+        if status.code().is_none() {
+            bail!("vmfleet was killed while recording {stem}");
+        }
+    }
+    step("refreshing replay snapshots");
+    check(
+        cargo()
+            .args(["test", "-p", "replay-tests"])
+            .env("INSTA_UPDATE", "always")
+            .env_remove("CI")
+            .status(),
+        "replay tests (snapshot refresh)",
+    )?;
+    println!(
+        "recorded {} fixture(s); review the snapshot diff before committing",
+        specs.len()
+    );
+    Ok(())
+}

@@ -79,8 +79,7 @@ impl CpuidEntry {
 
     /// KVM's lookup rule (`cpuid_entry2_find`): the subleaf only counts when the entry says so.
     pub fn matches(&self, leaf: u32, subleaf: u32) -> bool {
-        self.function == leaf
-            && (self.flags & FLAG_SIGNIFICANT_INDEX == 0 || self.index == subleaf)
+        self.function == leaf && (self.flags & FLAG_SIGNIFICANT_INDEX == 0 || self.index == subleaf)
     }
 
     /// The subleaf a guest should use to reach this entry.
@@ -157,11 +156,11 @@ impl CpuidTable {
 /// before comparing, so vmfleet's lock does the same: a table read back before the guest flipped
 /// CR4.OSXSAVE is still "identical".
 pub const RUNTIME_BITS: &[(u32, u32, CpuidReg, u32)] = &[
-    (0x1, 0, CpuidReg::Ecx, 1 << 27),   // OSXSAVE <- CR4.OSXSAVE
-    (0x1, 0, CpuidReg::Edx, 1 << 9),    // APIC <- APIC_BASE.EN
-    (0x7, 0, CpuidReg::Ecx, 1 << 4),    // OSPKE <- CR4.PKE
-    (0xd, 0, CpuidReg::Ebx, u32::MAX),  // XSAVE area size for XCR0
-    (0xd, 1, CpuidReg::Ebx, u32::MAX),  // XSAVE area size for XCR0 | XSS
+    (0x1, 0, CpuidReg::Ecx, 1 << 27),  // OSXSAVE <- CR4.OSXSAVE
+    (0x1, 0, CpuidReg::Edx, 1 << 9),   // APIC <- APIC_BASE.EN
+    (0x7, 0, CpuidReg::Ecx, 1 << 4),   // OSPKE <- CR4.PKE
+    (0xd, 0, CpuidReg::Ebx, u32::MAX), // XSAVE area size for XCR0
+    (0xd, 1, CpuidReg::Ebx, u32::MAX), // XSAVE area size for XCR0 | XSS
 ];
 
 /// How a requested table differs from the one the kernel holds, by KVM's after-run rule.
@@ -170,9 +169,19 @@ pub enum TableDifference {
     /// Different number of entries.
     Count { held: usize, requested: usize },
     /// The entry at `position` has a different key (function, index or flags).
-    Key { position: usize, held: CpuidEntry, requested: CpuidEntry },
+    Key {
+        position: usize,
+        held: CpuidEntry,
+        requested: CpuidEntry,
+    },
     /// Same key, different bits in one register.
-    Bits { leaf: u32, subleaf: u32, reg: CpuidReg, held: u32, requested: u32 },
+    Bits {
+        leaf: u32,
+        subleaf: u32,
+        reg: CpuidReg,
+        held: u32,
+        requested: u32,
+    },
 }
 
 impl fmt::Display for TableDifference {
@@ -181,12 +190,27 @@ impl fmt::Display for TableDifference {
             TableDifference::Count { held, requested } => {
                 write!(f, "{requested} entries where the kernel holds {held}")
             }
-            TableDifference::Key { position, held, requested } => write!(
+            TableDifference::Key {
+                position,
+                held,
+                requested,
+            } => write!(
                 f,
                 "entry {position} is leaf {:#x}.{} (flags {}) where the kernel holds {:#x}.{} (flags {})",
-                requested.function, requested.index, requested.flags, held.function, held.index, held.flags
+                requested.function,
+                requested.index,
+                requested.flags,
+                held.function,
+                held.index,
+                held.flags
             ),
-            TableDifference::Bits { leaf, subleaf, reg, held, requested } => {
+            TableDifference::Bits {
+                leaf,
+                subleaf,
+                reg,
+                held,
+                requested,
+            } => {
                 let changed = held ^ requested;
                 let names = features::describe_bits(*leaf, *subleaf, *reg, changed);
                 let list: Vec<String> = names
@@ -205,14 +229,24 @@ impl fmt::Display for TableDifference {
 /// Compare `requested` with the table the kernel `held`, the way KVM's `kvm_cpuid_check_equal`
 /// does after a vCPU has run: same count, same order, same keys and values once the runtime bits of
 /// `requested` are refreshed from `held`. An empty result means "identical".
-pub fn kernel_identity_differences(held: &CpuidTable, requested: &CpuidTable) -> Vec<TableDifference> {
+pub fn kernel_identity_differences(
+    held: &CpuidTable,
+    requested: &CpuidTable,
+) -> Vec<TableDifference> {
     if held.len() != requested.len() {
-        return vec![TableDifference::Count { held: held.len(), requested: requested.len() }];
+        return vec![TableDifference::Count {
+            held: held.len(),
+            requested: requested.len(),
+        }];
     }
     let mut out = Vec::new();
     for (position, (h, r)) in held.entries.iter().zip(&requested.entries).enumerate() {
         if (h.function, h.index, h.flags) != (r.function, r.index, r.flags) {
-            out.push(TableDifference::Key { position, held: *h, requested: *r });
+            out.push(TableDifference::Key {
+                position,
+                held: *h,
+                requested: *r,
+            });
             continue;
         }
         for reg in CpuidReg::ALL {
@@ -243,7 +277,15 @@ mod identity_tests {
     use super::*;
 
     fn entry(function: u32, index: u32, ecx: u32, ebx: u32) -> CpuidEntry {
-        CpuidEntry { function, index, flags: 0, eax: 0, ebx, ecx, edx: 0 }
+        CpuidEntry {
+            function,
+            index,
+            flags: 0,
+            eax: 0,
+            ebx,
+            ecx,
+            edx: 0,
+        }
     }
 
     #[test]
@@ -267,12 +309,24 @@ mod identity_tests {
         let d = kernel_identity_differences(&held, &changed);
         assert_eq!(
             d,
-            vec![TableDifference::Bits { leaf: 7, subleaf: 0, reg: CpuidReg::Ebx, held: 1 << 16, requested: 0 }]
+            vec![TableDifference::Bits {
+                leaf: 7,
+                subleaf: 0,
+                reg: CpuidReg::Ebx,
+                held: 1 << 16,
+                requested: 0
+            }]
         );
         let mut swapped = held.clone();
         swapped.entries.swap(0, 1);
-        assert!(matches!(kernel_identity_differences(&held, &swapped)[0], TableDifference::Key { .. }));
+        assert!(matches!(
+            kernel_identity_differences(&held, &swapped)[0],
+            TableDifference::Key { .. }
+        ));
         let shorter = CpuidTable::new(vec![entry(1, 0, 0, 0)]);
-        assert!(matches!(kernel_identity_differences(&held, &shorter)[0], TableDifference::Count { .. }));
+        assert!(matches!(
+            kernel_identity_differences(&held, &shorter)[0],
+            TableDifference::Count { .. }
+        ));
     }
 }

@@ -1,0 +1,98 @@
+//! The trace file layout, shared by the writer and the reader.
+//!
+//! ```text
+//! offset 0   magic           8 bytes  b"VMFLTRC\0"
+//! offset 8   format version  u32 LE   FORMAT_VERSION
+//! offset 12  frames, each:   u32 LE payload length (<= MAX_FRAME_LEN)
+//!                            u32 LE crc32 (IEEE) of the payload
+//!                            payload: bincode 2 (serde, standard config)
+//! frame 0:    TraceHeader
+//! frame 1..n: Record::Event(Event), seq 0..n-1 in order
+//! last:       Record::End { events: n }   (only on a clean close)
+//! ```
+//!
+//! The version sits outside any frame so that a reader can refuse a newer layout before trying to
+//! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame
+//! boundary.
+
+use crate::trace::Event;
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{Deserialize, Serialize};
+
+/// The first eight bytes of every trace.
+pub const MAGIC: [u8; 8] = *b"VMFLTRC\0";
+
+/// The layout this crate writes and the only one it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes before the first frame: magic and format version.
+pub const PREAMBLE_LEN: usize = MAGIC.len() + 4;
+
+/// Bytes before a frame's payload: length and checksum.
+pub const FRAME_HEADER_LEN: usize = 8;
+
+/// The largest payload a frame may have; a larger length field is corruption, never an
+/// allocation. (The largest real payload, a 256-entry CPUID table, is about 8 KiB.)
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+
+/// What every frame after the header holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Record {
+    Event(Event),
+    /// Written by a clean close: how many events precede it.
+    End {
+        events: u64,
+    },
+}
+
+type BincodeConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME_LEN>>;
+
+/// bincode's standard configuration, with a decoding limit so that no length prefix inside a
+/// payload can make the decoder allocate more than a frame may hold.
+pub(crate) fn bincode_config() -> BincodeConfig {
+    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// The preamble: magic and version.
+pub(crate) fn preamble() -> [u8; PREAMBLE_LEN] {
+    let mut out = [0u8; PREAMBLE_LEN];
+    out[..MAGIC.len()].copy_from_slice(&MAGIC);
+    out[MAGIC.len()..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out
+}
+
+/// Why a value could not be turned into a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("cannot encode: {0}")]
+    Bincode(#[from] bincode::error::EncodeError),
+    #[error("a {len}-byte frame exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLarge { len: usize },
+}
+
+/// One whole frame (length, checksum, payload) for `value`.
+pub(crate) fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let payload = bincode::serde::encode_to_vec(value, bincode_config())?;
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(EncodeError::TooLarge { len: payload.len() });
+    }
+    let len =
+        u32::try_from(payload.len()).map_err(|_| EncodeError::TooLarge { len: payload.len() })?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decode a whole payload (every byte must belong to the value).
+pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    match bincode::serde::decode_from_slice::<T, _>(payload, bincode_config()) {
+        Ok((value, used)) if used == payload.len() => Ok(value),
+        Ok((_, used)) => Err(format!(
+            "the payload has {} bytes after its value",
+            payload.len() - used
+        )),
+        Err(e) => Err(format!("cannot decode the payload: {e}")),
+    }
+}

@@ -1,0 +1,435 @@
+//! Reading a trace back: strictly (replay needs every event and the end marker) or leniently
+//! (`trace show` prints whatever is readable and then says where and why it stopped).
+//!
+//! Reading never panics and never allocates by a length it read: frame lengths are capped at
+//! [`MAX_FRAME_LEN`] and checked against the bytes actually present before anything is sliced,
+//! and bincode decodes under the same limit.
+
+use crate::format::{
+    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, Record, decode_payload,
+};
+use crate::trace::{Event, TraceHeader};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A trace read back from its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub header: TraceHeader,
+    /// Every whole event, in file (= `seq`) order.
+    pub events: Vec<Event>,
+    /// Whether the trace was closed cleanly, and if not, where reading stopped.
+    pub end: TraceEnd,
+}
+
+/// How a trace ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceEnd {
+    /// The writer closed the trace cleanly after `events` events.
+    Complete { events: u64 },
+    /// The file stops early (killed process, full disk): `whole_events` events were read and the
+    /// first byte that does not belong to a whole frame is at `offset`.
+    Truncated {
+        offset: u64,
+        whole_events: u64,
+        reason: Cut,
+    },
+    /// Only from the lenient readers: the frame at `offset` is damaged; `whole_events` events
+    /// before it were read. The strict readers return [`TraceError::Corrupt`] instead.
+    Corrupt {
+        offset: u64,
+        whole_events: u64,
+        problem: Corruption,
+    },
+}
+
+/// How a trace cut short ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cut {
+    /// The file ends exactly after a whole frame, but without the end marker a clean close
+    /// writes.
+    MissingEnd,
+    /// The file ends inside a frame's 8-byte length and checksum.
+    InFrameHeader { have: u64 },
+    /// The file ends inside a frame's payload.
+    InPayload { length: u32, have: u64 },
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cut::MissingEnd => {
+                f.write_str("the file ends after a whole frame but has no end marker")
+            }
+            Cut::InFrameHeader { have } => write!(
+                f,
+                "the file ends inside a frame header ({have} of {FRAME_HEADER_LEN} bytes)"
+            ),
+            Cut::InPayload { length, have } => write!(
+                f,
+                "the file ends inside a frame ({have} of its {length} payload bytes present)"
+            ),
+        }
+    }
+}
+
+/// What is wrong with a damaged frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Corruption {
+    BadChecksum {
+        stored: u32,
+        computed: u32,
+    },
+    FrameTooLong {
+        length: u32,
+    },
+    Undecodable {
+        reason: String,
+    },
+    /// The header frame's version disagrees with the preamble's.
+    HeaderVersionMismatch {
+        header: u32,
+        preamble: u32,
+    },
+    /// Events must be numbered 0, 1, 2, … in file order.
+    OutOfSequence {
+        expected: u64,
+        found: u64,
+    },
+    EndCountMismatch {
+        end_says: u64,
+        read: u64,
+    },
+    DataAfterEnd {
+        bytes: u64,
+    },
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::BadChecksum { stored, computed } => write!(
+                f,
+                "checksum mismatch (frame says {stored:08x}, payload hashes to {computed:08x})"
+            ),
+            Corruption::FrameTooLong { length } => write!(
+                f,
+                "frame length {length} exceeds the {MAX_FRAME_LEN}-byte limit"
+            ),
+            Corruption::Undecodable { reason } => f.write_str(reason),
+            Corruption::HeaderVersionMismatch { header, preamble } => write!(
+                f,
+                "the header says format version {header} but the file preamble says {preamble}"
+            ),
+            Corruption::OutOfSequence { expected, found } => {
+                write!(f, "event #{found} where event #{expected} was due")
+            }
+            Corruption::EndCountMismatch { end_says, read } => write!(
+                f,
+                "the end marker counts {end_says} events but the trace holds {read}"
+            ),
+            Corruption::DataAfterEnd { bytes } => {
+                write!(f, "{bytes} bytes follow the end marker")
+            }
+        }
+    }
+}
+
+/// Why a trace cannot be read (or, for [`Trace::require_complete`], cannot be replayed).
+#[derive(Debug, Error)]
+pub enum TraceError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("not a vmfleet trace: the file is empty")]
+    Empty,
+
+    #[error("not a vmfleet trace: it starts with {found:02x?}, not the trace magic {:?}",
+        String::from_utf8_lossy(&MAGIC))]
+    NotATrace { found: Vec<u8> },
+
+    #[error("unsupported trace format version {found}: this vmfleet reads version {supported}")]
+    UnsupportedVersion { found: u32, supported: u32 },
+
+    #[error("trace header is incomplete: the file ends at byte {offset}, {what}")]
+    HeaderCut { offset: u64, what: &'static str },
+
+    #[error("corrupt trace at byte {offset}: {problem}")]
+    Corrupt { offset: u64, problem: Corruption },
+
+    #[error("trace was cut short at byte {offset} {}: {reason}",
+        .whole_events.checked_sub(1).map_or("before any event".to_string(), |last| format!("after event #{last}")))]
+    CutShort {
+        offset: u64,
+        whole_events: u64,
+        reason: Cut,
+    },
+}
+
+/// One step through the frames.
+enum Frame<'a> {
+    Eof,
+    Whole { payload: &'a [u8], next: usize },
+    Cut(Cut),
+    Corrupt(Corruption),
+}
+
+fn next_frame(bytes: &[u8], pos: usize) -> Frame<'_> {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    if rest.is_empty() {
+        return Frame::Eof;
+    }
+    let word = |at: usize| -> Option<u32> {
+        rest.get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+    };
+    let Some(length) = word(0) else {
+        return Frame::Cut(Cut::InFrameHeader {
+            have: rest.len() as u64,
+        });
+    };
+    if length as usize > MAX_FRAME_LEN {
+        return Frame::Corrupt(Corruption::FrameTooLong { length });
+    }
+    let Some(stored) = word(4) else {
+        return Frame::Cut(Cut::InFrameHeader {
+            have: rest.len() as u64,
+        });
+    };
+    let body = &rest[FRAME_HEADER_LEN..];
+    let Some(payload) = body.get(..length as usize) else {
+        return Frame::Cut(Cut::InPayload {
+            length,
+            have: body.len() as u64,
+        });
+    };
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Frame::Corrupt(Corruption::BadChecksum { stored, computed });
+    }
+    Frame::Whole {
+        payload,
+        next: pos + FRAME_HEADER_LEN + payload.len(),
+    }
+}
+
+impl Trace {
+    /// Read a trace file strictly: damage anywhere is an error; a trace cut short is returned with
+    /// [`TraceEnd::Truncated`] (use [`Trace::require_complete`] where every event is needed).
+    pub fn open(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
+        Trace::from_bytes(&read(path.as_ref())?)
+    }
+
+    /// Read a trace file leniently: damage after the header ends the event list with
+    /// [`TraceEnd::Corrupt`] instead of failing.
+    pub fn open_lenient(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
+        Trace::from_bytes_lenient(&read(path.as_ref())?)
+    }
+
+    /// [`Trace::open`] on bytes in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Trace, TraceError> {
+        let trace = Trace::from_bytes_lenient(bytes)?;
+        match trace.end {
+            TraceEnd::Corrupt {
+                offset, problem, ..
+            } => Err(TraceError::Corrupt { offset, problem }),
+            _ => Ok(trace),
+        }
+    }
+
+    /// [`Trace::open_lenient`] on bytes in memory.
+    pub fn from_bytes_lenient(bytes: &[u8]) -> Result<Trace, TraceError> {
+        let header = read_preamble_and_header(bytes)?;
+        let (header, mut pos) = header;
+        let mut events = Vec::new();
+        let stop = |pos: usize, events: &Vec<Event>, problem| TraceEnd::Corrupt {
+            offset: pos as u64,
+            whole_events: events.len() as u64,
+            problem,
+        };
+        let end = loop {
+            let (payload, next) = match next_frame(bytes, pos) {
+                Frame::Whole { payload, next } => (payload, next),
+                Frame::Eof => {
+                    break TraceEnd::Truncated {
+                        offset: pos as u64,
+                        whole_events: events.len() as u64,
+                        reason: Cut::MissingEnd,
+                    };
+                }
+                Frame::Cut(reason) => {
+                    break TraceEnd::Truncated {
+                        offset: pos as u64,
+                        whole_events: events.len() as u64,
+                        reason,
+                    };
+                }
+                Frame::Corrupt(problem) => break stop(pos, &events, problem),
+            };
+            match decode_payload::<Record>(payload) {
+                Err(reason) => break stop(pos, &events, Corruption::Undecodable { reason }),
+                Ok(Record::Event(event)) => {
+                    let expected = events.len() as u64;
+                    if event.seq != expected {
+                        let problem = Corruption::OutOfSequence {
+                            expected,
+                            found: event.seq,
+                        };
+                        break stop(pos, &events, problem);
+                    }
+                    events.push(event);
+                }
+                Ok(Record::End { events: end_says }) => {
+                    let read = events.len() as u64;
+                    if end_says != read {
+                        let problem = Corruption::EndCountMismatch { end_says, read };
+                        break stop(pos, &events, problem);
+                    }
+                    if next < bytes.len() {
+                        let problem = Corruption::DataAfterEnd {
+                            bytes: (bytes.len() - next) as u64,
+                        };
+                        break stop(next, &events, problem);
+                    }
+                    break TraceEnd::Complete { events: read };
+                }
+            }
+            pos = next;
+        };
+        Ok(Trace {
+            header,
+            events,
+            end,
+        })
+    }
+
+    /// Whether the trace was closed cleanly.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.end, TraceEnd::Complete { .. })
+    }
+
+    /// The check replay needs: the trace ends with its end marker. Otherwise the error says where
+    /// it stopped ("trace was cut short at byte N after event #M") or what is damaged.
+    pub fn require_complete(&self) -> Result<(), TraceError> {
+        match &self.end {
+            TraceEnd::Complete { .. } => Ok(()),
+            TraceEnd::Truncated {
+                offset,
+                whole_events,
+                reason,
+            } => Err(TraceError::CutShort {
+                offset: *offset,
+                whole_events: *whole_events,
+                reason: reason.clone(),
+            }),
+            TraceEnd::Corrupt {
+                offset, problem, ..
+            } => Err(TraceError::Corrupt {
+                offset: *offset,
+                problem: problem.clone(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for TraceEnd {
+    /// One line for the footer of `trace show`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let after = |n: u64| match n.checked_sub(1) {
+            Some(last) => format!("after event #{last}"),
+            None => "before any event".to_string(),
+        };
+        match self {
+            TraceEnd::Complete { events } => write!(f, "complete: {events} events"),
+            TraceEnd::Truncated {
+                offset,
+                whole_events,
+                reason,
+            } => write!(
+                f,
+                "cut short at byte {offset} {}: {reason}",
+                after(*whole_events)
+            ),
+            TraceEnd::Corrupt {
+                offset,
+                whole_events,
+                problem,
+            } => write!(
+                f,
+                "corrupt at byte {offset} {}: {problem}",
+                after(*whole_events)
+            ),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TraceError> {
+    std::fs::read(path).map_err(|source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Check magic and version and decode the header frame; returns the header and the offset of the
+/// first event frame.
+fn read_preamble_and_header(bytes: &[u8]) -> Result<(TraceHeader, usize), TraceError> {
+    if bytes.is_empty() {
+        return Err(TraceError::Empty);
+    }
+    let magic_part = &bytes[..bytes.len().min(MAGIC.len())];
+    if magic_part != &MAGIC[..magic_part.len()] {
+        return Err(TraceError::NotATrace {
+            found: magic_part.to_vec(),
+        });
+    }
+    let Some(version) = bytes
+        .get(MAGIC.len()..PREAMBLE_LEN)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes)
+    else {
+        return Err(TraceError::HeaderCut {
+            offset: bytes.len() as u64,
+            what: "inside the magic and format version",
+        });
+    };
+    if version != FORMAT_VERSION {
+        return Err(TraceError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let pos = PREAMBLE_LEN;
+    let corrupt = |problem| TraceError::Corrupt {
+        offset: pos as u64,
+        problem,
+    };
+    match next_frame(bytes, pos) {
+        Frame::Eof => Err(TraceError::HeaderCut {
+            offset: bytes.len() as u64,
+            what: "before the header frame",
+        }),
+        Frame::Cut(_) => Err(TraceError::HeaderCut {
+            offset: bytes.len() as u64,
+            what: "inside the header frame",
+        }),
+        Frame::Corrupt(problem) => Err(corrupt(problem)),
+        Frame::Whole { payload, next } => {
+            let header: TraceHeader = decode_payload(payload)
+                .map_err(|reason| corrupt(Corruption::Undecodable { reason }))?;
+            if header.format_version != version {
+                return Err(corrupt(Corruption::HeaderVersionMismatch {
+                    header: header.format_version,
+                    preamble: version,
+                }));
+            }
+            Ok((header, next))
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The recording decorator: wraps any backend (KVM in a live run, the replay backend in a replay
+//! run) and writes down every call it forwards, with its outcome, on the call's stream.
+//!
+//! What is recorded:
+//! - `Ok(reply)` as `Ok(reply)`;
+//! - [`CallError::Kernel`] as `Err(Failure { errno, origin: Kernel })`;
+//! - a lock refusal reported through [`Vcpu::note_refused`] as
+//!   `Err(Failure { errno, origin: Lock })`, with the refusal's text as the event's detail.
+//!
+//! What is not: [`CallError::Backend`] and [`CallError::Replay`] are not answers to the call (the
+//! backend could not issue it, or a replay stopped), so there is nothing to replay; and
+//! [`CallError::Refused`] never comes from a backend (the lock sits above the backends and
+//! reports through `note_refused`). Those errors are passed on unrecorded.
+//!
+//! Streams: system calls on [`Stream::Host`]; `create_vm` as [`SystemCall::CreateVm`] on the new
+//! VM's stream; VM calls on [`Stream::Vm`]; `create_vcpu` as [`VmCall::CreateVcpu`] on the new
+//! vCPU's stream; vCPU calls on [`Stream::Vcpu`].
+
+use crate::writer::Recorder;
+use vcpu::{
+    Call, CallError, Failure, GuestArch, Hypervisor, LockRefusal, Origin, Reply, Stream,
+    SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall, VmId,
+};
+use vm_memory::GuestMemoryMmap;
+
+/// Record `result` of `call` on `stream` if it is an answer to the call.
+fn record<T>(
+    recorder: &Recorder,
+    stream: Stream,
+    call: Call,
+    result: &Result<T, CallError>,
+    reply: impl FnOnce(&T) -> Reply,
+) {
+    let outcome = match result {
+        Ok(value) => Ok(reply(value)),
+        Err(CallError::Kernel(errno)) => Err(Failure {
+            errno: *errno,
+            origin: Origin::Kernel,
+        }),
+        Err(CallError::Backend(_) | CallError::Replay(_) | CallError::Refused(_)) => return,
+    };
+    recorder.record(stream, call, outcome, None);
+}
+
+/// A [`Hypervisor`] that records every call to the one it wraps.
+pub struct RecordingHypervisor {
+    inner: Box<dyn Hypervisor>,
+    recorder: Recorder,
+}
+
+impl RecordingHypervisor {
+    pub fn new(inner: Box<dyn Hypervisor>, recorder: Recorder) -> Self {
+        RecordingHypervisor { inner, recorder }
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+}
+
+impl Hypervisor for RecordingHypervisor {
+    fn arch(&self) -> GuestArch {
+        self.inner.arch()
+    }
+
+    fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
+        let result = self.inner.call(call);
+        record(
+            &self.recorder,
+            Stream::Host,
+            Call::System(call.clone()),
+            &result,
+            Reply::clone,
+        );
+        result
+    }
+
+    fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError> {
+        let result = self.inner.create_vm(vm, name);
+        let call = Call::System(SystemCall::CreateVm {
+            vm,
+            name: name.to_string(),
+        });
+        record(&self.recorder, Stream::Vm(vm), call, &result, |_| {
+            Reply::Done
+        });
+        let inner = result?;
+        Ok(Box::new(RecordingVm {
+            id: vm,
+            inner,
+            recorder: self.recorder.clone(),
+        }))
+    }
+}
+
+/// A [`Vm`] that records every call to the one it wraps.
+pub struct RecordingVm {
+    id: VmId,
+    inner: Box<dyn Vm>,
+    recorder: Recorder,
+}
+
+impl Vm for RecordingVm {
+    fn id(&self) -> VmId {
+        self.id
+    }
+
+    fn call(&mut self, call: &VmCall) -> Result<Reply, CallError> {
+        let result = self.inner.call(call);
+        record(
+            &self.recorder,
+            Stream::Vm(self.id),
+            Call::Vm(call.clone()),
+            &result,
+            Reply::clone,
+        );
+        result
+    }
+
+    fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
+        let result = self.inner.create_vcpu(vcpu);
+        let call = Call::Vm(VmCall::CreateVcpu { vcpu });
+        record(
+            &self.recorder,
+            Stream::Vcpu(self.id, vcpu),
+            call,
+            &result,
+            |_| Reply::Done,
+        );
+        let inner = result?;
+        Ok(Box::new(RecordingVcpu {
+            vm: self.id,
+            id: vcpu,
+            inner,
+            recorder: self.recorder.clone(),
+        }))
+    }
+
+    fn guest_memory(&self) -> &GuestMemoryMmap {
+        self.inner.guest_memory()
+    }
+}
+
+/// A [`Vcpu`] that records every call to the one it wraps, and every lock refusal.
+pub struct RecordingVcpu {
+    vm: VmId,
+    id: VcpuId,
+    inner: Box<dyn Vcpu>,
+    recorder: Recorder,
+}
+
+impl Vcpu for RecordingVcpu {
+    fn id(&self) -> (VmId, VcpuId) {
+        (self.vm, self.id)
+    }
+
+    fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
+        let result = self.inner.call(call);
+        let stream = Stream::Vcpu(self.vm, self.id);
+        record(
+            &self.recorder,
+            stream,
+            Call::Vcpu(call.clone()),
+            &result,
+            Reply::clone,
+        );
+        result
+    }
+
+    /// Records the refusal (the lock decided it; no backend is asked), then tells the inner
+    /// backend.
+    fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
+        self.recorder.record(
+            Stream::Vcpu(self.vm, self.id),
+            Call::Vcpu(call.clone()),
+            Err(Failure {
+                errno: refusal.errno,
+                origin: Origin::Lock,
+            }),
+            Some(refusal.to_string()),
+        );
+        self.inner.note_refused(call, refusal)
+    }
+}

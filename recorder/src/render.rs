@@ -1,0 +1,168 @@
+//! Text renderings of recorded events: the canonical per-stream transcript that live and replayed
+//! runs must agree on, and the `trace show` views of a whole trace (text and JSON lines).
+
+use crate::reader::Trace;
+use crate::trace::Event;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use vcpu::{Call, Failure, Origin, Outcome, Reply, Stream, VcpuCall};
+
+/// An outcome as transcripts print it: `ok`, the reply, or `EINVAL (kernel)` /
+/// `EINVAL (refused by vmfleet)`.
+pub fn outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Ok(reply) => reply.to_string(),
+        Err(failure) => failure_text(failure),
+    }
+}
+
+fn failure_text(failure: &Failure) -> String {
+    match failure.origin {
+        Origin::Kernel => format!("{} (kernel)", failure.errno),
+        Origin::Lock => format!("{} (refused by vmfleet)", failure.errno),
+    }
+}
+
+/// Sorts streams in transcript order: the host, then each VM in id order followed by its vCPUs.
+type StreamOrder = (u8, u32, Option<u32>);
+
+fn stream_order(stream: &Stream) -> StreamOrder {
+    match stream {
+        Stream::Host => (0, 0, None),
+        Stream::Vm(vm) => (1, vm.0, None),
+        Stream::Vcpu(vm, vcpu) => (1, vm.0, Some(vcpu.0)),
+    }
+}
+
+/// The canonical transcript of `events`: calls grouped by stream, without sequence numbers or
+/// times (those differ between a live run and its replay), so a live run and its replay render
+/// identically. One `call -> outcome` line per call, except that consecutive `RUN`s collapse into
+/// one line with their count and a summary of their exits (`RUN x451 -> IO_OUT x450, HLT x1`). An
+/// event's detail (a lock refusal's explanation) follows on an indented line.
+pub fn render_streams(events: &[Event]) -> String {
+    let mut by_stream: BTreeMap<StreamOrder, (Stream, Vec<&Event>)> = BTreeMap::new();
+    for event in events {
+        by_stream
+            .entry(stream_order(&event.stream))
+            .or_insert_with(|| (event.stream, Vec::new()))
+            .1
+            .push(event);
+    }
+    let mut out = String::new();
+    for (i, (stream, mut stream_events)) in by_stream.into_values().enumerate() {
+        stream_events.sort_by_key(|e| e.seq);
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{stream}");
+        let mut rest = stream_events.as_slice();
+        while let Some((first, _)) = rest.split_first() {
+            let runs = rest.iter().take_while(|e| is_plain_run(e)).count();
+            if runs > 1 {
+                let _ = writeln!(out, "  RUN x{runs} -> {}", run_summary(&rest[..runs]));
+                rest = &rest[runs..];
+                continue;
+            }
+            let _ = writeln!(out, "  {} -> {}", first.call, outcome(&first.outcome));
+            if let Some(detail) = &first.detail {
+                for line in detail.lines() {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+            rest = &rest[1..];
+        }
+    }
+    out
+}
+
+fn is_plain_run(event: &Event) -> bool {
+    matches!(event.call, Call::Vcpu(VcpuCall::Run)) && event.detail.is_none()
+}
+
+/// `IO_OUT x450, HLT x1`: outcome kinds in order of first appearance, with counts.
+fn run_summary(runs: &[&Event]) -> String {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for event in runs {
+        let kind = match &event.outcome {
+            Ok(Reply::Exit(exit)) => exit.kind().to_string(),
+            other => outcome(other),
+        };
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `+1.234567s`: an event's time since the trace started.
+fn time(at_ns: u64) -> String {
+    format!(
+        "+{}.{:06}s",
+        at_ns / 1_000_000_000,
+        (at_ns % 1_000_000_000) / 1_000
+    )
+}
+
+/// `trace show`: the header, every event on one line (`#seq +time stream call -> outcome
+/// [origin]`, detail indented below), and a footer saying whether the trace is complete or where
+/// and why reading stopped.
+pub fn show_text(trace: &Trace) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{}", trace.header);
+    let _ = writeln!(out, "events:");
+    for event in &trace.events {
+        let result = match &event.outcome {
+            Ok(reply) => reply.to_string(),
+            Err(f) => format!("{} [{}]", f.errno, f.origin),
+        };
+        let _ = writeln!(
+            out,
+            "  #{} {} {} {} -> {}",
+            event.seq,
+            time(event.at_ns),
+            event.stream,
+            event.call,
+            result
+        );
+        if let Some(detail) = &event.detail {
+            for line in detail.lines() {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+    }
+    let _ = writeln!(out, "end: {}", trace.end);
+    out
+}
+
+#[derive(Serialize)]
+enum JsonLine<'a> {
+    #[serde(rename = "header")]
+    Header(&'a crate::trace::TraceHeader),
+    #[serde(rename = "event")]
+    Event(&'a Event),
+    #[serde(rename = "end")]
+    End(&'a crate::reader::TraceEnd),
+}
+
+/// `trace show --json`: one JSON object per line: `{"header": …}`, then `{"event": …}` per event,
+/// then `{"end": …}` (complete, or where and why reading stopped).
+pub fn show_json_lines(trace: &Trace) -> String {
+    let mut out = String::new();
+    let lines = std::iter::once(JsonLine::Header(&trace.header))
+        .chain(trace.events.iter().map(JsonLine::Event))
+        .chain(std::iter::once(JsonLine::End(&trace.end)));
+    for line in lines {
+        // These types serialise infallibly (no maps with non-string keys, no custom impls).
+        let text = serde_json::to_string(&line)
+            .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+        out.push_str(&text);
+        out.push('\n');
+    }
+    out
+}

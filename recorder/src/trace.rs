@@ -1,0 +1,143 @@
+//! The trace data model: what a trace says about where and why it was recorded (the header), and
+//! the calls it recorded (the events). Plain serde data; the file layout is in [`crate::format`].
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use vcpu::{Call, GuestArch, Outcome, Stream};
+
+/// What a trace file starts with: everything needed to judge whether and how to replay it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    /// The layout of the file ([`crate::format::FORMAT_VERSION`] when written by this crate).
+    pub format_version: u32,
+    /// The vmfleet that recorded the trace (e.g. `env!("CARGO_PKG_VERSION")` of the supervisor).
+    pub vmfleet_version: String,
+    /// The architecture of the recorded guests; the replay backend reports it as its own.
+    pub guest_arch: GuestArch,
+    /// The machine the trace was recorded on.
+    pub host: HostFingerprint,
+    /// What vmfleet was asked to do.
+    pub job: JobInputs,
+}
+
+impl TraceHeader {
+    /// A header for the current [`crate::format::FORMAT_VERSION`].
+    pub fn new(
+        vmfleet_version: impl Into<String>,
+        guest_arch: GuestArch,
+        host: HostFingerprint,
+        job: JobInputs,
+    ) -> Self {
+        TraceHeader {
+            format_version: crate::format::FORMAT_VERSION,
+            vmfleet_version: vmfleet_version.into(),
+            guest_arch,
+            host,
+            job,
+        }
+    }
+}
+
+impl fmt::Display for TraceHeader {
+    /// Multi-line, for `trace show`: format, vmfleet version, guest arch, job, then the host.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "trace format: {}", self.format_version)?;
+        writeln!(f, "vmfleet:      {}", self.vmfleet_version)?;
+        writeln!(f, "guest arch:   {}", self.guest_arch)?;
+        writeln!(f, "command:      {}", self.job.command)?;
+        writeln!(
+            f,
+            "spec:         {} ({} bytes)",
+            self.job.spec_source,
+            self.job.spec_text.len()
+        )?;
+        writeln!(f, "host:")?;
+        for line in self.host.to_string().lines() {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The machine a trace was recorded on. Just data: the supervisor fills it in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFingerprint {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// The KVM vendor module in use (`kvm_intel`, `kvm_amd`, `kvm_pvm`, …), if any.
+    pub kvm_module: Option<String>,
+    pub cpu_vendor: String,
+    pub cpu_family: u32,
+    pub cpu_model: u32,
+    pub cpu_stepping: u32,
+    pub cpu_model_name: String,
+    pub microcode: Option<String>,
+    /// `KVM_GET_API_VERSION`, if `/dev/kvm` was usable.
+    pub kvm_api_version: Option<u32>,
+    /// `KVM_CHECK_EXTENSION` answers the supervisor thought worth keeping.
+    pub capabilities: Vec<Capability>,
+}
+
+/// One `KVM_CHECK_EXTENSION` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    pub number: u32,
+    /// The uapi name, e.g. `KVM_CAP_ONE_REG`.
+    pub name: String,
+    pub value: u64,
+}
+
+impl fmt::Display for HostFingerprint {
+    /// Multi-line: one `key: value` line per fact, then one line per capability.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_string());
+        writeln!(f, "kernel:       {}", self.kernel_release)?;
+        writeln!(f, "kvm module:   {}", or_none(&self.kvm_module))?;
+        writeln!(
+            f,
+            "cpu:          {} family {} model {} stepping {}",
+            self.cpu_vendor, self.cpu_family, self.cpu_model, self.cpu_stepping
+        )?;
+        writeln!(f, "cpu name:     {}", self.cpu_model_name)?;
+        writeln!(f, "microcode:    {}", or_none(&self.microcode))?;
+        match self.kvm_api_version {
+            Some(v) => writeln!(f, "kvm api:      {v}")?,
+            None => writeln!(f, "kvm api:      unavailable")?,
+        }
+        if self.capabilities.is_empty() {
+            writeln!(f, "capabilities: none recorded")?;
+        } else {
+            writeln!(f, "capabilities:")?;
+            for cap in &self.capabilities {
+                writeln!(f, "  {} ({}) = {}", cap.name, cap.number, cap.value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What vmfleet was asked to do when it recorded the trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInputs {
+    /// The subcommand, e.g. `run`.
+    pub command: String,
+    /// Where the fleet spec came from: a file path, or `<built-in demo>`.
+    pub spec_source: String,
+    /// The fleet spec exactly as given.
+    pub spec_text: String,
+}
+
+/// One recorded backend call and what it came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Global position in the trace (0-based, no gaps: the file order).
+    pub seq: u64,
+    /// The object the call was issued on.
+    pub stream: Stream,
+    pub call: Call,
+    pub outcome: Outcome,
+    /// Extra text, e.g. the lock's explanation of a refusal.
+    pub detail: Option<String>,
+    /// Nanoseconds since the recorder started (when the outcome was known).
+    pub at_ns: u64,
+}

@@ -1,0 +1,457 @@
+//! The trace file format: round trip, and every way a file can be cut short or damaged.
+
+mod common;
+
+use common::{header, scratch, table};
+use recorder::{Corruption, Cut, Event, Recorder, Trace, TraceEnd, TraceError, TraceWriter};
+use serde::Serialize;
+use vcpu::{
+    Call, Errno, Failure, Origin, Reply, Stream, SystemCall, VcpuCall, VcpuExit, VcpuId, VmCall,
+    VmId,
+};
+
+const PREAMBLE: usize = 12;
+
+/// Record a small but varied set of events into `recorder`.
+fn record_sample(recorder: &Recorder) {
+    let vcpu = Stream::Vcpu(VmId(0), VcpuId(1));
+    recorder.record(
+        Stream::Host,
+        Call::System(SystemCall::GetApiVersion),
+        Ok(Reply::Value(12)),
+        None,
+    );
+    recorder.record(
+        Stream::Vm(VmId(0)),
+        Call::System(SystemCall::CreateVm {
+            vm: VmId(0),
+            name: "alpha".into(),
+        }),
+        Ok(Reply::Done),
+        None,
+    );
+    recorder.record(
+        Stream::Vm(VmId(0)),
+        Call::Vm(VmCall::AddMemory {
+            slot: 0,
+            guest_phys_addr: 0,
+            size: 0x10000,
+        }),
+        Ok(Reply::Done),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vm(VmCall::CreateVcpu { vcpu: VcpuId(1) }),
+        Ok(Reply::Done),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vcpu(VcpuCall::SetCpuid2 { table: table() }),
+        Ok(Reply::Done),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vcpu(VcpuCall::GetOneReg { id: 0 }),
+        Err(Failure {
+            errno: Errno::ENOENT,
+            origin: Origin::Kernel,
+        }),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vcpu(VcpuCall::Run),
+        Ok(Reply::Exit(VcpuExit::IoOut {
+            port: 0x3f8,
+            data: vec![b'h'],
+        })),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vcpu(VcpuCall::Run),
+        Ok(Reply::Exit(VcpuExit::Hlt)),
+        None,
+    );
+    recorder.record(
+        vcpu,
+        Call::Vcpu(VcpuCall::SetCpuid2 {
+            table: common::table_without_avx2(),
+        }),
+        Err(Failure {
+            errno: Errno::EINVAL,
+            origin: Origin::Lock,
+        }),
+        Some("vmfleet refused SET_CPUID2 …".into()),
+    );
+}
+
+/// A complete trace file's bytes and the events it holds.
+fn sample_trace(name: &str) -> (Vec<u8>, Vec<Event>) {
+    let path = scratch(name);
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header()).unwrap();
+    record_sample(&recorder);
+    let summary = writer.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(summary.bytes, bytes.len() as u64);
+    assert_eq!(summary.events, 9);
+    (bytes, recorder.events())
+}
+
+/// Frame end offsets, by walking the length fields of a known-good file: [header, events…, end].
+fn frame_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut pos = PREAMBLE;
+    while pos < bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 8 + len;
+        ends.push(pos);
+    }
+    assert_eq!(pos, bytes.len());
+    ends
+}
+
+/// The same shape as the crate's private frame record (serde encodes variants by index).
+#[derive(Serialize)]
+enum Record<'a> {
+    Event(&'a Event),
+    End { events: u64 },
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
+}
+
+#[test]
+fn round_trip() {
+    let (bytes, events) = sample_trace("round-trip.trace");
+    assert_eq!(&bytes[..8], b"VMFLTRC\0");
+    let trace = Trace::from_bytes(&bytes).unwrap();
+    assert_eq!(trace.header, header());
+    assert_eq!(trace.events, events);
+    assert_eq!(
+        trace.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert_eq!(trace.end, TraceEnd::Complete { events: 9 });
+    trace.require_complete().unwrap();
+    assert_eq!(Trace::open(scratch("round-trip.trace")).unwrap(), trace);
+}
+
+#[test]
+fn a_trace_cut_at_every_offset_reads_its_whole_events() {
+    let (bytes, events) = sample_trace("cut.trace");
+    let ends = frame_ends(&bytes);
+    let header_end = ends[0];
+    assert_eq!(ends.len(), events.len() + 2);
+    for cut in 0..=bytes.len() {
+        let result = Trace::from_bytes(&bytes[..cut]);
+        if cut == 0 {
+            assert!(
+                matches!(result, Err(TraceError::Empty)),
+                "cut at 0: {result:?}"
+            );
+            continue;
+        }
+        if cut < header_end {
+            match result {
+                Err(TraceError::HeaderCut { offset, .. }) => assert_eq!(offset, cut as u64),
+                other => panic!("cut at {cut} (inside the header): {other:?}"),
+            }
+            continue;
+        }
+        let trace = result.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(trace.header, header());
+        if cut == bytes.len() {
+            assert!(trace.is_complete());
+            assert_eq!(trace.events, events);
+            continue;
+        }
+        // Whole event frames are those ending at or before the cut (the end frame is not an event).
+        let whole = ends[1..=events.len()]
+            .iter()
+            .filter(|&&end| end <= cut)
+            .count();
+        let last_boundary = *ends[..=events.len()]
+            .iter()
+            .rev()
+            .find(|&&end| end <= cut)
+            .unwrap();
+        assert_eq!(trace.events, events[..whole], "cut at {cut}");
+        match &trace.end {
+            TraceEnd::Truncated {
+                offset,
+                whole_events,
+                reason,
+            } => {
+                assert_eq!(*offset, last_boundary as u64, "cut at {cut}");
+                assert_eq!(*whole_events, whole as u64);
+                if cut == last_boundary {
+                    assert_eq!(*reason, Cut::MissingEnd);
+                } else if cut - last_boundary < 8 {
+                    assert!(
+                        matches!(reason, Cut::InFrameHeader { .. }),
+                        "cut at {cut}: {reason:?}"
+                    );
+                } else {
+                    assert!(
+                        matches!(reason, Cut::InPayload { .. }),
+                        "cut at {cut}: {reason:?}"
+                    );
+                }
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+        let message = trace.require_complete().unwrap_err().to_string();
+        let after = match whole {
+            0 => "before any event".to_string(),
+            n => format!("after event #{}", n - 1),
+        };
+        assert!(
+            message.starts_with(&format!(
+                "trace was cut short at byte {last_boundary} {after}"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_an_error_or_a_cut_never_different_events() {
+    let (bytes, events) = sample_trace("flip.trace");
+    let mut errors = 0;
+    for i in 0..bytes.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= mask;
+            for lenient in [false, true] {
+                let result = if lenient {
+                    Trace::from_bytes_lenient(&damaged)
+                } else {
+                    Trace::from_bytes(&damaged)
+                };
+                match result {
+                    Err(_) => errors += 1,
+                    Ok(trace) => {
+                        assert!(!trace.is_complete(), "byte {i} ^ {mask:#x} went unnoticed");
+                        assert_eq!(trace.header, header(), "byte {i} ^ {mask:#x}");
+                        assert!(
+                            events.starts_with(&trace.events),
+                            "byte {i} ^ {mask:#x} changed the events"
+                        );
+                        assert!(trace.require_complete().is_err());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        errors > bytes.len(),
+        "most flips must be reported as errors"
+    );
+}
+
+#[test]
+fn damage_names_its_byte_offset() {
+    let (bytes, events) = sample_trace("offset.trace");
+    let ends = frame_ends(&bytes);
+    // A flipped payload byte of the third event.
+    let mut damaged = bytes.clone();
+    damaged[ends[2] + 8 + 1] ^= 0x10;
+    let err = Trace::from_bytes(&damaged).unwrap_err();
+    assert!(
+        matches!(err, TraceError::Corrupt { offset, problem: Corruption::BadChecksum { .. } } if offset == ends[2] as u64),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with(&format!(
+        "corrupt trace at byte {}: checksum mismatch",
+        ends[2]
+    )));
+    // Leniently, the two events before it are shown, and where it stopped.
+    let trace = Trace::from_bytes_lenient(&damaged).unwrap();
+    assert_eq!(trace.events, events[..2]);
+    assert!(
+        matches!(trace.end, TraceEnd::Corrupt { offset, whole_events: 2, .. } if offset == ends[2] as u64)
+    );
+}
+
+#[test]
+fn a_huge_length_is_corruption_not_an_allocation() {
+    let (bytes, _) = sample_trace("huge.trace");
+    let ends = frame_ends(&bytes);
+    for (at, cut_after) in [(PREAMBLE, false), (ends[0], false), (ends[3], true)] {
+        let mut damaged = bytes.clone();
+        damaged[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        if cut_after {
+            damaged.truncate(at + 6);
+        }
+        match Trace::from_bytes(&damaged) {
+            Err(TraceError::Corrupt {
+                offset,
+                problem: Corruption::FrameTooLong { length },
+            }) => {
+                assert_eq!((offset, length), (at as u64, u32::MAX));
+            }
+            other => panic!("length at {at}: {other:?}"),
+        }
+    }
+    // Just over the cap is also refused.
+    let mut damaged = bytes.clone();
+    let over = (recorder::MAX_FRAME_LEN + 1) as u32;
+    damaged[ends[0]..ends[0] + 4].copy_from_slice(&over.to_le_bytes());
+    assert!(matches!(
+        Trace::from_bytes(&damaged),
+        Err(TraceError::Corrupt {
+            problem: Corruption::FrameTooLong { .. },
+            ..
+        })
+    ));
+}
+
+/// Had the decoder believed these lengths, the allocation (2^62 bytes, 2^43 bytes) would fail and
+/// abort the test process.
+#[test]
+fn a_huge_length_inside_a_valid_frame_does_not_allocate() {
+    // A header payload whose first string claims 2^62 bytes; the frame's checksum is right.
+    let mut payload = vec![1u8]; // format_version = 1 (varint)
+    payload.push(253); // varint marker for a u64
+    payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    payload.extend_from_slice(b"abc");
+    let mut bytes = b"VMFLTRC\0".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&frame(&payload));
+    match Trace::from_bytes(&bytes) {
+        Err(TraceError::Corrupt {
+            offset: 12,
+            problem: Corruption::Undecodable { .. },
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The same inside an event: a RegList reply claiming 2^40 entries.
+    let (good, events) = sample_trace("huge-inner.trace");
+    let ends = frame_ends(&good);
+    let mut bytes = good[..ends[0]].to_vec();
+    let mut payload = encode(&Record::Event(&Event {
+        outcome: Ok(Reply::RegList(vec![7])),
+        detail: None,
+        at_ns: 0,
+        ..events[0].clone()
+    }));
+    // The payload ends with the reply's vector length (1), its element (7), no detail, time 0.
+    let at = payload.len() - 4;
+    assert_eq!(&payload[at..], &[1, 7, 0, 0]);
+    payload.splice(
+        at..at + 1,
+        [253].into_iter().chain((1u64 << 40).to_le_bytes()),
+    );
+    bytes.extend_from_slice(&frame(&payload));
+    match Trace::from_bytes(&bytes) {
+        Err(TraceError::Corrupt {
+            offset,
+            problem: Corruption::Undecodable { .. },
+        }) => {
+            assert_eq!(offset, ends[0] as u64)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn not_a_trace() {
+    assert!(matches!(Trace::from_bytes(b""), Err(TraceError::Empty)));
+    let elf = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let err = Trace::from_bytes(elf).unwrap_err();
+    assert!(matches!(err, TraceError::NotATrace { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("not a vmfleet trace"), "{err}");
+    assert!(matches!(
+        Trace::from_bytes(b"hello, world\n"),
+        Err(TraceError::NotATrace { .. })
+    ));
+    assert!(matches!(
+        Trace::from_bytes(b"VMF"),
+        Err(TraceError::HeaderCut { offset: 3, .. })
+    ));
+
+    let empty = scratch("empty.trace");
+    std::fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        Trace::open(&empty).unwrap_err().to_string(),
+        "not a vmfleet trace: the file is empty"
+    );
+    let missing = Trace::open(scratch("does-not-exist.trace")).unwrap_err();
+    assert!(matches!(missing, TraceError::Io { .. }), "{missing:?}");
+}
+
+#[test]
+fn an_unknown_format_version_is_named() {
+    let (mut bytes, _) = sample_trace("version.trace");
+    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+    let err = Trace::from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TraceError::UnsupportedVersion {
+                found: 7,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "unsupported trace format version 7: this vmfleet reads version 1"
+    );
+}
+
+#[test]
+fn end_marker_checks() {
+    let (bytes, events) = sample_trace("end.trace");
+    let ends = frame_ends(&bytes);
+    let body_end = ends[events.len()];
+
+    // Data after the end marker.
+    let mut more = bytes.clone();
+    more.extend_from_slice(b"x");
+    assert!(matches!(
+        Trace::from_bytes(&more),
+        Err(TraceError::Corrupt { offset, problem: Corruption::DataAfterEnd { bytes: 1 } }) if offset == bytes.len() as u64
+    ));
+
+    // An end marker that counts wrong.
+    let mut wrong = bytes[..body_end].to_vec();
+    wrong.extend_from_slice(&frame(&encode(&Record::End { events: 3 })));
+    let err = Trace::from_bytes(&wrong).unwrap_err();
+    assert!(
+        matches!(err, TraceError::Corrupt { offset, problem: Corruption::EndCountMismatch { end_says: 3, read: 9 } } if offset == body_end as u64),
+        "{err:?}"
+    );
+
+    // Events out of order (two whole, valid frames swapped).
+    let mut swapped = bytes[..ends[0]].to_vec();
+    swapped.extend_from_slice(&bytes[ends[1]..ends[2]]);
+    swapped.extend_from_slice(&bytes[ends[0]..ends[1]]);
+    let err = Trace::from_bytes(&swapped).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TraceError::Corrupt {
+                problem: Corruption::OutOfSequence {
+                    expected: 0,
+                    found: 1
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,195 @@
+//! Every fixture trace replays, deterministically, to its snapshot; and replay catches a damaged
+//! trace and a supervisor that issues different calls.
+
+use recorder::Trace;
+use replay_tests::{fixture_name, fixture_traces, fixtures_dir};
+use supervisor::commands::{ReplayOutcome, replay_trace};
+use supervisor::spec::{self, FleetSpec};
+
+/// The fixtures issue "x86 slice" promises: these must exist.
+const REQUIRED: &[&str] = &["single", "fleet", "hidden", "lock"];
+
+fn load(name: &str) -> (Trace, FleetSpec) {
+    let path = fixtures_dir().join(format!("{name}.trace"));
+    let trace = Trace::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = spec::parse(&trace.header.job.spec_text, &trace.header.job.spec_source)
+        .unwrap_or_else(|e| panic!("{name}: the spec in the header does not parse: {e}"));
+    (trace, spec)
+}
+
+fn replay_ok(name: &str, trace: &Trace, spec: &FleetSpec) -> String {
+    let outcome: ReplayOutcome =
+        replay_trace(trace, spec).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    if let Some(d) = outcome.divergence {
+        panic!("{name}: replay diverged: {d}");
+    }
+    outcome.transcript.expect("no divergence, so a transcript")
+}
+
+#[test]
+fn kvm_is_unusable_when_the_xtask_says_so() {
+    match std::env::var_os("VMFLEET_EXPECT_NO_KVM") {
+        Some(_) => {
+            let open = vcpu::kvm::KvmHypervisor::open();
+            assert!(
+                open.is_err(),
+                "this run is meant to prove replay needs no KVM, but /dev/kvm opened"
+            );
+            eprintln!(
+                "confirmed: /dev/kvm is unusable in this run ({})",
+                open.err().unwrap()
+            );
+        }
+        None => eprintln!("SKIPPED kvm_is_unusable_when_the_xtask_says_so: not the no-KVM run"),
+    }
+}
+
+#[test]
+fn the_required_fixtures_exist() {
+    let names: Vec<String> = fixture_traces().iter().map(|p| fixture_name(p)).collect();
+    for required in REQUIRED {
+        assert!(
+            names.iter().any(|n| n == required),
+            "fixtures/{required}.trace is missing (have {names:?})"
+        );
+    }
+}
+
+#[test]
+fn every_fixture_matches_its_spec_file() {
+    for path in fixture_traces() {
+        let name = fixture_name(&path);
+        let (trace, _) = load(&name);
+        let spec_path = fixtures_dir().join("specs").join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&spec_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (every fixture is recorded from a spec)",
+                spec_path.display()
+            )
+        });
+        assert_eq!(
+            trace.header.job.spec_text,
+            text,
+            "fixtures/{name}.trace was recorded from another version of {}; run `cargo xtask record {name}`",
+            spec_path.display()
+        );
+    }
+}
+
+#[test]
+fn every_fixture_replays_to_its_snapshot() {
+    let traces = fixture_traces();
+    assert!(!traces.is_empty(), "no fixtures to replay");
+    for path in traces {
+        let name = fixture_name(&path);
+        let (trace, spec) = load(&name);
+        let transcript = replay_ok(&name, &trace, &spec);
+        insta::assert_snapshot!(name.clone(), transcript);
+    }
+}
+
+#[test]
+fn replay_is_deterministic() {
+    for name in ["fleet", "lock"] {
+        let (trace, spec) = load(name);
+        let first = replay_ok(name, &trace, &spec);
+        for _ in 0..3 {
+            assert_eq!(
+                replay_ok(name, &trace, &spec),
+                first,
+                "{name}: two replays differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_lock_fixture_shows_refusal_and_identical_rewrite() {
+    let (trace, spec) = load("lock");
+    let outcome = replay_trace(&trace, &spec).expect("replays");
+    let report = outcome.report.expect("report");
+    let vm = &report.vms[0];
+    assert!(
+        vm.after_run
+            .iter()
+            .any(|a| a.action.starts_with("rewrite identical")
+                && a.outcome == supervisor::report::Verdict::Allowed)
+    );
+    assert!(
+        vm.after_run
+            .iter()
+            .any(|a| a.action.starts_with("hide sse4_2")
+                && a.outcome == supervisor::report::Verdict::RefusedByLock)
+    );
+    // The refusal is in the trace as refused by vmfleet, not by the kernel.
+    assert!(trace.events.iter().any(|e| matches!(
+        &e.outcome,
+        Err(f) if f.origin == vcpu::Origin::Lock && f.errno == vcpu::Errno::EINVAL
+    )));
+}
+
+#[test]
+fn a_trace_edited_by_one_byte_is_refused_with_its_offset() {
+    let bytes = std::fs::read(fixtures_dir().join("lock.trace")).unwrap();
+    // Spread over the file: the magic, the header, events, the end marker.
+    let positions = [
+        0,
+        9,
+        20,
+        bytes.len() / 4,
+        bytes.len() / 2,
+        bytes.len() * 3 / 4,
+        bytes.len() - 3,
+    ];
+    for pos in positions {
+        let mut edited = bytes.clone();
+        edited[pos] ^= 0x5a;
+        let err = match Trace::from_bytes(&edited) {
+            Err(e) => e.to_string(),
+            Ok(trace) => match trace.require_complete() {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("a one-byte edit at offset {pos} went unnoticed"),
+            },
+        };
+        // The magic and the version field have fixed places; their errors say what they found.
+        let says_where = err.contains("byte")
+            || (pos < 8 && err.contains("not a vmfleet trace"))
+            || ((8..12).contains(&pos) && err.contains("format version"));
+        assert!(says_where, "edit at {pos}: error does not say where: {err}");
+    }
+}
+
+#[test]
+fn a_supervisor_issuing_different_calls_diverges() {
+    let (trace, spec) = load("lock");
+    // The same job with one more feature hidden (one the host offers, so the table changes):
+    // vmfleet now sends a different SET_CPUID2.
+    let mut changed = spec.clone();
+    assert!(!changed.vms[0].cpu.hide.contains(&"x2apic".to_string()));
+    changed.vms[0].cpu.hide.push("x2apic".into());
+    let outcome = replay_trace(&trace, &changed).expect("replay runs");
+    let d = outcome
+        .divergence
+        .expect("a different CPU model must diverge");
+    let text = d.to_string();
+    assert!(text.contains("SET_CPUID2"), "{text}");
+    assert!(
+        d.seq.is_some(),
+        "the divergence names the recorded event: {text}"
+    );
+    assert!(outcome.transcript.is_none());
+
+    // The guest is told to probe once more: the recorded guest halts after one pass, so this run
+    // fails the VM and tears it down where the recorded run read the table back after its run.
+    let mut longer = spec.clone();
+    longer.vms[0].probe_repeats += 1;
+    let d = replay_trace(&trace, &longer)
+        .expect("replay runs")
+        .divergence
+        .expect("must diverge");
+    let text = d.to_string();
+    assert!(
+        text.contains("expected GET_CPUID2") && text.contains("got DESTROY_VCPU"),
+        "{text}"
+    );
+}

@@ -1,0 +1,415 @@
+//! What a job reports: per VM and per vCPU, what the kernel did with the requested CPU model, what
+//! the guest saw, and how the lock judged the after-run writes.
+//!
+//! Two renderings: the operator's table (`vmfleet run`), and the canonical transcript, a text that
+//! is a pure function of the job's calls and answers — no times, no sequence numbers, no host
+//! addresses — so that a live run and every replay of its trace produce it byte for byte.
+
+use recorder::{Event, HostFingerprint};
+use serde::Serialize;
+use std::fmt::Write as _;
+use vcpu::VmId;
+use vcpu::cpuid::CpuidTable;
+use vcpu::cpuid::drift::{self, GuestSeen};
+use vcpu::cpuid::features::Feature;
+
+/// Version of the transcript layout; bump it when the text changes shape.
+pub const TRANSCRIPT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobReport {
+    pub fleet: String,
+    pub vms: Vec<VmReport>,
+}
+
+impl JobReport {
+    /// Whether any VM failed (the process exit status).
+    pub fn any_failed(&self) -> bool {
+        self.vms.iter().any(VmReport::failed)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum VmState {
+    Completed,
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VmReport {
+    pub id: u32,
+    pub name: String,
+    pub vcpu_count: u32,
+    pub requested_hidden: Vec<String>,
+    pub state: VmState,
+    pub vcpus: Vec<VcpuReport>,
+    pub after_run: Vec<AfterRunReport>,
+}
+
+impl VmReport {
+    pub fn new(id: VmId, spec: &crate::spec::VmSpec) -> Self {
+        VmReport {
+            id: id.0,
+            name: spec.name.clone(),
+            vcpu_count: spec.vcpus,
+            requested_hidden: spec.cpu.hide.clone(),
+            state: VmState::Completed,
+            vcpus: Vec::new(),
+            after_run: Vec::new(),
+        }
+    }
+
+    /// Record a failure unless an earlier one is already recorded (the first cause matters most).
+    pub fn fail_if_ok(&mut self, why: String) {
+        if self.state == VmState::Completed {
+            self.state = VmState::Failed(why);
+        }
+    }
+
+    /// Failed: its lifecycle broke, the guest saw something other than what the kernel holds, or
+    /// the lock judged a write differently from its rule.
+    pub fn failed(&self) -> bool {
+        matches!(self.state, VmState::Failed(_))
+            || self
+                .vcpus
+                .iter()
+                .any(|v| v.guest.as_ref().is_some_and(|g| !g.consistent()))
+            || self.after_run.iter().any(|a| a.expected != a.outcome)
+    }
+
+    fn state_label(&self) -> String {
+        match &self.state {
+            VmState::Failed(why) => format!("FAILED: {why}"),
+            VmState::Completed if self.failed() => "FAILED: checks".into(),
+            VmState::Completed => "completed".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VcpuReport {
+    pub id: u32,
+    /// Bits the kernel changed between the requested table and the read-back, by name.
+    pub drift: Vec<String>,
+    /// Requested-hidden features the kernel still holds as present.
+    pub not_honoured: Vec<String>,
+    /// Requested-hidden features the host never offered.
+    pub already_absent: Vec<String>,
+    pub guest: Option<GuestSummary>,
+    pub exits: u64,
+    pub end: String,
+    #[serde(skip)]
+    pub held: CpuidTable,
+    #[serde(skip)]
+    pub hidden: Vec<&'static Feature>,
+}
+
+/// What the guest saw, against the table the kernel holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct GuestSummary {
+    pub passes: usize,
+    /// Whether every pass saw the same values (a CPU model must not flicker).
+    pub passes_agree: bool,
+    pub mismatches: Vec<String>,
+    pub unseen: usize,
+    pub runtime_differences: usize,
+    /// Requested-hidden features the guest still sees.
+    pub hidden_but_visible: Vec<String>,
+}
+
+impl GuestSummary {
+    pub fn from_passes(
+        held: &CpuidTable,
+        passes: &[Vec<GuestSeen>],
+        hidden: &[&'static Feature],
+    ) -> Self {
+        let Some(last) = passes.last() else {
+            return GuestSummary {
+                passes: 0,
+                passes_agree: true,
+                mismatches: vec!["the guest reported nothing".into()],
+                unseen: held.len(),
+                runtime_differences: 0,
+                hidden_but_visible: Vec::new(),
+            };
+        };
+        let check = drift::check_guest_view(held, last, hidden);
+        GuestSummary {
+            passes: passes.len(),
+            passes_agree: passes.windows(2).all(|w| w[0] == w[1]),
+            mismatches: check.mismatches.clone(),
+            unseen: check.unseen.len(),
+            runtime_differences: check.runtime_differences,
+            hidden_but_visible: check
+                .hidden_but_visible
+                .iter()
+                .map(|f| f.name.to_string())
+                .collect(),
+        }
+    }
+
+    /// The guest saw exactly what the kernel holds (runtime bits aside), every pass alike.
+    pub fn consistent(&self) -> bool {
+        self.passes > 0 && self.passes_agree && self.mismatches.is_empty() && self.unseen == 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Allowed,
+    RefusedByLock,
+    RefusedByKernel,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::RefusedByLock => "refused by vmfleet lock",
+            Verdict::RefusedByKernel => "refused by kernel",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AfterRunReport {
+    pub vcpu: u32,
+    pub action: String,
+    pub expected: Verdict,
+    pub outcome: Verdict,
+    pub message: Option<String>,
+}
+
+// ---- the operator's table -------------------------------------------------------------------
+
+/// The per-VM summary table printed by `vmfleet run`.
+pub fn table(report: &JobReport) -> String {
+    let header = [
+        "VM",
+        "state",
+        "vCPUs",
+        "exits",
+        "CPU-model drift",
+        "hidden, not honoured",
+        "guest saw",
+        "lock checks",
+    ];
+    let rows: Vec<[String; 8]> = report
+        .vms
+        .iter()
+        .map(|vm| {
+            let exits: u64 = vm.vcpus.iter().map(|v| v.exits).sum();
+            let drift_regs: usize = vm.vcpus.iter().map(|v| v.drift.len()).max().unwrap_or(0);
+            let mut not_honoured: Vec<&str> = vm
+                .vcpus
+                .iter()
+                .flat_map(|v| v.not_honoured.iter().map(String::as_str))
+                .collect();
+            not_honoured.sort_unstable();
+            not_honoured.dedup();
+            let guest = guest_cell(vm);
+            let lock = if vm.after_run.is_empty() {
+                "-".to_string()
+            } else {
+                let ok = vm
+                    .after_run
+                    .iter()
+                    .filter(|a| a.expected == a.outcome)
+                    .count();
+                format!("{ok}/{} as expected", vm.after_run.len())
+            };
+            [
+                vm.name.clone(),
+                vm.state_label(),
+                vm.vcpu_count.to_string(),
+                exits.to_string(),
+                if drift_regs == 0 {
+                    "none".into()
+                } else {
+                    format!("{drift_regs} register(s) rewritten")
+                },
+                if not_honoured.is_empty() {
+                    "-".into()
+                } else {
+                    not_honoured.join(",")
+                },
+                guest,
+                lock,
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(&mut out, &header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&mut out, &cells);
+    }
+    out
+}
+
+fn guest_cell(vm: &VmReport) -> String {
+    let guests: Vec<&GuestSummary> = vm.vcpus.iter().filter_map(|v| v.guest.as_ref()).collect();
+    if guests.is_empty() {
+        return "-".into();
+    }
+    if guests.iter().all(|g| g.consistent()) {
+        let visible: Vec<&str> = {
+            let mut v: Vec<&str> = guests
+                .iter()
+                .flat_map(|g| g.hidden_but_visible.iter().map(String::as_str))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if visible.is_empty() {
+            "= kernel table".into()
+        } else {
+            format!("= kernel table (still sees {})", visible.join(","))
+        }
+    } else {
+        let bad = guests.iter().filter(|g| !g.consistent()).count();
+        format!("MISMATCH on {bad} vCPU(s)")
+    }
+}
+
+// ---- the canonical transcript -----------------------------------------------------------------
+
+/// The transcript: the report in full, then every call per stream.
+pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "vmfleet transcript v{TRANSCRIPT_VERSION}");
+    let _ = writeln!(out, "fleet: {} ({} VMs)", report.fleet, report.vms.len());
+    let _ = writeln!(
+        out,
+        "host: {} {}, {} {} (family {} model {} stepping {}), microcode {}, KVM API {}",
+        host.kernel_release,
+        host.kvm_module.as_deref().unwrap_or("no-kvm-module"),
+        host.cpu_vendor,
+        host.cpu_model_name,
+        host.cpu_family,
+        host.cpu_model,
+        host.cpu_stepping,
+        host.microcode.as_deref().unwrap_or("unknown"),
+        host.kvm_api_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+    );
+    for vm in &report.vms {
+        let _ = writeln!(
+            out,
+            "\n== vm{} {}: {}, {} vCPU(s)",
+            vm.id,
+            vm.name,
+            vm.state_label(),
+            vm.vcpu_count
+        );
+        if !vm.requested_hidden.is_empty() {
+            let _ = writeln!(
+                out,
+                "requested: host minus {}",
+                vm.requested_hidden.join(", ")
+            );
+        }
+        for v in &vm.vcpus {
+            let _ = writeln!(
+                out,
+                "vcpu{}: kernel holds {} entries (digest {:08x}); {} exits; {}",
+                v.id,
+                v.held.len(),
+                v.held.digest(),
+                v.exits,
+                v.end
+            );
+            for d in &v.drift {
+                let _ = writeln!(out, "  drift: {d}");
+            }
+            if !v.already_absent.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  hidden, absent on this host anyway: {}",
+                    v.already_absent.join(", ")
+                );
+            }
+            if !v.not_honoured.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  hidden but NOT honoured by the kernel: {}",
+                    v.not_honoured.join(", ")
+                );
+            }
+            match &v.guest {
+                None => {
+                    let _ = writeln!(out, "  guest: did not report");
+                }
+                Some(g) => {
+                    let _ = writeln!(
+                        out,
+                        "  guest: {} pass(es){}; {}; {} runtime-managed difference(s)",
+                        g.passes,
+                        if g.passes_agree {
+                            ", all alike"
+                        } else {
+                            ", PASSES DIFFER"
+                        },
+                        if g.mismatches.is_empty() && g.unseen == 0 {
+                            "matches the kernel's table".to_string()
+                        } else {
+                            format!(
+                                "{} mismatch(es), {} entries unseen",
+                                g.mismatches.len(),
+                                g.unseen
+                            )
+                        },
+                        g.runtime_differences
+                    );
+                    for m in &g.mismatches {
+                        let _ = writeln!(out, "    mismatch: {m}");
+                    }
+                    if !g.hidden_but_visible.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "    guest still sees hidden: {}",
+                            g.hidden_but_visible.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+        for a in &vm.after_run {
+            let _ = writeln!(
+                out,
+                "after run, vcpu{} {}: {} (expected {}){}",
+                a.vcpu,
+                a.action,
+                a.outcome.label(),
+                a.expected.label(),
+                if a.expected == a.outcome {
+                    ""
+                } else {
+                    "  <-- LOCK RULE VIOLATED"
+                }
+            );
+            if let Some(m) = &a.message {
+                let _ = writeln!(out, "  {m}");
+            }
+        }
+    }
+    let _ = writeln!(out, "\n== calls");
+    out.push_str(&recorder::render_streams(events));
+    out
+}

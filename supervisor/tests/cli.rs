@@ -1,0 +1,209 @@
+//! The `vmfleet` binary as a user meets it: bad input gets a clear error and exit status 2, never a
+//! panic; a live run works when /dev/kvm does (and says SKIPPED when it does not); a trace cut
+//! short by a killed process still reads back to its last whole event.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmfleet-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clean_error(out: &Output, needle: &str) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "expected {needle:?} in stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+}
+
+fn kvm_usable() -> bool {
+    match vcpu::kvm::KvmHypervisor::open() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED (live part): /dev/kvm unusable: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn a_bad_spec_names_file_line_and_column() {
+    let dir = scratch("spec");
+    let spec = dir.join("bad.toml");
+    std::fs::write(
+        &spec,
+        "[[vm]]\nname = \"a\"\ncpu = { hide = [\"avx512\"] }\n",
+    )
+    .unwrap();
+    let out = vmfleet().arg("run").arg(&spec).output().unwrap();
+    assert_clean_error(
+        &out,
+        &format!("{}:3:17: unknown CPU feature `avx512`", spec.display()),
+    );
+    let out = vmfleet()
+        .arg("run")
+        .arg(dir.join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "missing.toml");
+}
+
+#[test]
+fn bad_traces_get_clear_errors() {
+    let dir = scratch("traces");
+    let foreign = dir.join("foreign.trace");
+    std::fs::write(&foreign, b"#!/bin/sh\necho this is not a trace\n").unwrap();
+    for sub in [&["replay"][..], &["trace", "show"][..]] {
+        let out = vmfleet().args(sub).arg(&foreign).output().unwrap();
+        assert_clean_error(&out, "not a vmfleet trace");
+    }
+    let empty = dir.join("empty.trace");
+    std::fs::write(&empty, b"").unwrap();
+    assert_clean_error(
+        &vmfleet().arg("replay").arg(&empty).output().unwrap(),
+        "empty",
+    );
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let corrupt = dir.join("corrupt.trace");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let out = vmfleet().arg("replay").arg(&corrupt).output().unwrap();
+    assert_clean_error(&out, "byte");
+}
+
+#[test]
+fn a_cut_trace_shows_its_whole_events_and_where_it_stopped() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let dir = scratch("cut");
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let out = vmfleet()
+        .args(["trace", "show"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("CREATE_VM"),
+        "the whole events are shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("cut short"),
+        "the footer says where it stopped: {stdout}"
+    );
+    // Replay refuses a partial job, naming the offset.
+    assert_clean_error(&vmfleet().arg("replay").arg(&cut).output().unwrap(), "byte");
+}
+
+#[test]
+fn unknown_arguments_are_usage_errors() {
+    let out = vmfleet().args(["run", "--frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = vmfleet().arg("fly").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_demo_fleet_runs_and_replays_identically() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = scratch("demo");
+    let (trace, live) = (dir.join("demo.trace"), dir.join("live.txt"));
+    let out = vmfleet()
+        .arg("run")
+        .arg("--record")
+        .arg(&trace)
+        .arg("--transcript")
+        .arg(&live)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for vm in ["solo", "quad", "masked"] {
+        assert!(stdout.contains(vm), "{stdout}");
+    }
+    let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        out.stdout,
+        std::fs::read(&live).unwrap(),
+        "replay transcript differs from the live one"
+    );
+    let out = vmfleet()
+        .args(["trace", "show", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
+    }
+}
+
+#[test]
+fn a_killed_run_leaves_a_trace_that_reads_back() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = scratch("killed");
+    let spec = dir.join("long.toml");
+    std::fs::write(
+        &spec,
+        "[[vm]]\nname = \"long\"\nvcpus = 2\nprobe_repeats = 100000\n",
+    )
+    .unwrap();
+    let trace = dir.join("killed.trace");
+    let mut child = vmfleet()
+        .arg("run")
+        .arg(&spec)
+        .arg("--record")
+        .arg(&trace)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    child.kill().unwrap(); // SIGKILL: no chance to close the trace
+    child.wait().unwrap();
+    let out = vmfleet()
+        .args(["trace", "show"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("RUN"),
+        "events recorded before the kill are there"
+    );
+    assert!(
+        stdout.contains("cut short"),
+        "{}",
+        stdout.lines().last().unwrap_or_default()
+    );
+}
