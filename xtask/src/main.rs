@@ -221,8 +221,12 @@ fn end_to_end() -> Result<()> {
         check(status, "vmfleet run --record")?;
     }
     let q = |p: &Path| shell_quote(&p.display().to_string());
+    // Without KVM, `run` must refuse with a pointer to `replay`; `replay` must work.
     let script = format!(
-        "{bin} replay {trace} --transcript {r1} > /dev/null && {bin} replay {trace} --transcript {r2} > /dev/null",
+        "if {bin} run > /dev/null 2> {err}; then echo 'vmfleet run worked without KVM' >&2; exit 1; fi; \
+         grep -q 'vmfleet replay' {err} || {{ echo 'vmfleet run without KVM does not point to replay:' >&2; cat {err} >&2; exit 1; }}; \
+         {bin} replay {trace} --transcript {r1} > /dev/null && {bin} replay {trace} --transcript {r2} > /dev/null",
+        err = q(&dir.join("run-without-kvm.err")),
         bin = q(&bin),
         trace = q(&trace),
         r1 = q(&dir.join("replay1.txt")),
