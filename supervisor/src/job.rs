@@ -16,7 +16,7 @@ use crate::report::{
 use crate::spec::{AfterRun, FleetSpec, VmSpec};
 use std::sync::Arc;
 use vcpu::cpuid::CpuidTable;
-use vcpu::cpuid::drift::{self, GuestSeen};
+use vcpu::cpuid::drift;
 use vcpu::cpuid::features;
 use vcpu::cpuid::model::X86CpuModel;
 use vcpu::guest::x86 as guest;
@@ -190,26 +190,9 @@ fn drive_vm(
         if !matches!(outcome.end, ProbeEnd::Halted) {
             failures.push(format!("vcpu{}: {}", vcpu_report.id, vcpu_report.end));
         }
-        let seen: Vec<Vec<GuestSeen>> = outcome
-            .report
-            .passes
-            .iter()
-            .map(|pass| {
-                pass.iter()
-                    .map(|p| GuestSeen {
-                        leaf: p.leaf,
-                        subleaf: p.subleaf,
-                        eax: p.eax,
-                        ebx: p.ebx,
-                        ecx: p.ecx,
-                        edx: p.edx,
-                    })
-                    .collect()
-            })
-            .collect();
         vcpu_report.guest = Some(GuestSummary::from_passes(
             &vcpu_report.held,
-            &seen,
+            &outcome.report.passes,
             &vcpu_report.hidden,
         ));
     }

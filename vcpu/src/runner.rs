@@ -137,7 +137,7 @@ mod tests {
     use crate::backend::{Vcpu, Vm};
     use crate::call::{Reply, VcpuCall, VmCall};
     use crate::error::CallError;
-    use crate::guest::ProbeResult;
+    use crate::guest::GuestSeen;
     use crate::guest::x86::{PORT_PASS_BEGIN, PORT_PASS_END, PORT_RESULT};
     use crate::handle::VmHandle;
     use crate::ids::{VcpuId, VmId};
@@ -225,7 +225,7 @@ mod tests {
         let outcome = run_probe(&vcpu(script), &POINTS, 2, None);
         assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
         assert_eq!(outcome.exits, 18);
-        let result = ProbeResult {
+        let result = GuestSeen {
             leaf: 1,
             subleaf: 0,
             eax: 0xa,

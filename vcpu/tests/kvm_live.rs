@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use vcpu::call::{Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
 use vcpu::cpuid::{CpuidReg, CpuidTable, RUNTIME_BITS};
-use vcpu::guest::ProbeResult;
+use vcpu::guest::GuestSeen;
 use vcpu::guest::x86::{self, ENTRY, MEMORY_SIZE};
 use vcpu::kvm::{KvmHypervisor, KvmUnavailable};
 use vcpu::runner::{ProbeEnd, run_probe, spawn_probe};
@@ -75,7 +75,7 @@ fn runtime_mask(leaf: u32, subleaf: u32, reg: CpuidReg) -> u32 {
 }
 
 /// Every result equals the held table's entry by KVM's lookup rule, runtime bits aside.
-fn assert_matches_table(pass: &[ProbeResult], held: &CpuidTable) {
+fn assert_matches_table(pass: &[GuestSeen], held: &CpuidTable) {
     assert_eq!(pass.len(), held.len());
     for result in pass {
         let entry = held

@@ -12,7 +12,7 @@
 pub mod probe;
 pub mod x86;
 
-pub use probe::{GuestProtocolError, GuestReport, ProbeDecoder, ProbeResult, Step};
+pub use probe::{GuestProtocolError, GuestReport, GuestSeen, ProbeDecoder, Step};
 
 use thiserror::Error;
 

@@ -5,22 +5,14 @@ use crate::guest::x86::{PORT_PASS_BEGIN, PORT_PASS_END, PORT_RESULT};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// What the guest's `CPUID(leaf, subleaf)` returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ProbeResult {
-    pub leaf: u32,
-    pub subleaf: u32,
-    pub eax: u32,
-    pub ebx: u32,
-    pub ecx: u32,
-    pub edx: u32,
-}
+/// What the guest's `CPUID(leaf, subleaf)` returned: the type the CPU-model checks consume.
+pub use crate::cpuid::drift::GuestSeen;
 
 /// Everything the guest reported: one entry per *complete* pass, each with one result per probe
 /// point in table order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestReport {
-    pub passes: Vec<Vec<ProbeResult>>,
+    pub passes: Vec<Vec<GuestSeen>>,
 }
 
 /// Whether the guest has more to say.
@@ -139,8 +131,8 @@ pub struct ProbeDecoder {
     points: Vec<(u32, u32)>,
     repeats: u32,
     exits: u64,
-    passes: Vec<Vec<ProbeResult>>,
-    current: Vec<ProbeResult>,
+    passes: Vec<Vec<GuestSeen>>,
+    current: Vec<GuestSeen>,
     phase: Phase,
 }
 
@@ -339,7 +331,7 @@ impl ProbeDecoder {
             return Ok(Step::Continue);
         }
         let [leaf, subleaf, eax, ebx, ecx, edx] = values;
-        self.current.push(ProbeResult {
+        self.current.push(GuestSeen {
             leaf,
             subleaf,
             eax,
@@ -421,8 +413,8 @@ mod tests {
         }
     }
 
-    fn result_of(leaf: u32, subleaf: u32) -> ProbeResult {
-        ProbeResult {
+    fn result_of(leaf: u32, subleaf: u32) -> GuestSeen {
+        GuestSeen {
             leaf,
             subleaf,
             eax: leaf ^ 0xa,
@@ -473,7 +465,7 @@ mod tests {
         // A HLT that returns and halts again is still done.
         assert_eq!(decoder.feed(&VcpuExit::Hlt), Ok(Step::Done));
         let report = decoder.finish();
-        let expected: Vec<ProbeResult> = POINTS.iter().map(|&(l, s)| result_of(l, s)).collect();
+        let expected: Vec<GuestSeen> = POINTS.iter().map(|&(l, s)| result_of(l, s)).collect();
         assert_eq!(report.passes, vec![expected.clone(), expected]);
     }
 
