@@ -190,9 +190,9 @@ fn drive_vm(
         if !matches!(outcome.end, ProbeEnd::Halted) {
             failures.push(format!("vcpu{}: {}", vcpu_report.id, vcpu_report.end));
         }
-        vcpu_report.guest = Some(GuestSummary::from_passes(
+        vcpu_report.guest = Some(GuestSummary::from_report(
             &vcpu_report.held,
-            &outcome.report.passes,
+            &outcome.report,
             &vcpu_report.hidden,
         ));
     }

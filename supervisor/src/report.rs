@@ -9,9 +9,10 @@ use recorder::{Event, HostFingerprint};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vcpu::VmId;
-use vcpu::cpuid::CpuidTable;
 use vcpu::cpuid::drift::{self, GuestSeen};
 use vcpu::cpuid::features::Feature;
+use vcpu::cpuid::{CpuidReg, CpuidTable};
+use vcpu::guest::{GuestReport, PassDifference};
 
 /// Version of the transcript layout; bump it when the text changes shape.
 pub const TRANSCRIPT_VERSION: u32 = 1;
@@ -107,9 +108,13 @@ pub struct VcpuReport {
 /// What the guest saw, against the table the kernel holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct GuestSummary {
-    pub passes: usize,
+    pub passes: u64,
     /// Whether every pass saw the same values (a CPU model must not flicker).
     pub passes_agree: bool,
+    /// How many passes saw something other than the first pass.
+    pub differing_passes: u64,
+    /// Differences with the held table (of the first pass), then one line per pass that differed
+    /// from the first (the first few of them).
     pub mismatches: Vec<String>,
     pub unseen: usize,
     pub runtime_differences: usize,
@@ -118,26 +123,32 @@ pub struct GuestSummary {
 }
 
 impl GuestSummary {
-    pub fn from_passes(
+    /// Check the guest's first complete pass against the `held` table (and the `hidden`
+    /// features), and every later pass against the first.
+    pub fn from_report(
         held: &CpuidTable,
-        passes: &[Vec<GuestSeen>],
+        report: &GuestReport,
         hidden: &[&'static Feature],
     ) -> Self {
-        let Some(last) = passes.last() else {
+        if report.passes == 0 {
             return GuestSummary {
                 passes: 0,
                 passes_agree: true,
+                differing_passes: 0,
                 mismatches: vec!["the guest reported nothing".into()],
                 unseen: held.len(),
                 runtime_differences: 0,
                 hidden_but_visible: Vec::new(),
             };
-        };
-        let check = drift::check_guest_view(held, last, hidden);
+        }
+        let check = drift::check_guest_view(held, &report.first_pass, hidden);
+        let mut mismatches = check.mismatches.clone();
+        mismatches.extend(report.first_differences.iter().map(describe_difference));
         GuestSummary {
-            passes: passes.len(),
-            passes_agree: passes.windows(2).all(|w| w[0] == w[1]),
-            mismatches: check.mismatches.clone(),
+            passes: report.passes,
+            passes_agree: report.passes_agree(),
+            differing_passes: report.differing_passes,
+            mismatches,
             unseen: check.unseen.len(),
             runtime_differences: check.runtime_differences,
             hidden_but_visible: check
@@ -152,6 +163,27 @@ impl GuestSummary {
     pub fn consistent(&self) -> bool {
         self.passes > 0 && self.passes_agree && self.mismatches.is_empty() && self.unseen == 0
     }
+}
+
+/// `pass 3 saw 0x7.0 ebx=0x00000001 where pass 0 saw ebx=0x00000000`: the registers of the first
+/// point where a later pass differed from the first.
+fn describe_difference(d: &PassDifference) -> String {
+    let regs = |seen: &GuestSeen| {
+        CpuidReg::ALL
+            .iter()
+            .filter(|&&reg| d.first.reg(reg) != d.seen.reg(reg))
+            .map(|&reg| format!("{reg}={:#010x}", seen.reg(reg)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "pass {} saw {:#x}.{} {} where pass 0 saw {}",
+        d.pass,
+        d.seen.leaf,
+        d.seen.subleaf,
+        regs(&d.seen),
+        regs(&d.first)
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -362,9 +394,12 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
                         "  guest: {} pass(es){}; {}; {} runtime-managed difference(s)",
                         g.passes,
                         if g.passes_agree {
-                            ", all alike"
+                            ", all alike".to_string()
                         } else {
-                            ", PASSES DIFFER"
+                            format!(
+                                ", PASSES DIFFER ({} differ from pass 0)",
+                                g.differing_passes
+                            )
                         },
                         if g.mismatches.is_empty() && g.unseen == 0 {
                             "matches the kernel's table".to_string()
@@ -412,4 +447,86 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
     let _ = writeln!(out, "\n== calls");
     out.push_str(&recorder::render_streams(events));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcpu::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
+
+    fn entry(function: u32, index: u32, ebx: u32) -> CpuidEntry {
+        CpuidEntry {
+            function,
+            index,
+            flags: FLAG_SIGNIFICANT_INDEX,
+            eax: 0,
+            ebx,
+            ecx: 0,
+            edx: 0,
+        }
+    }
+
+    fn seen(e: &CpuidEntry) -> GuestSeen {
+        GuestSeen {
+            leaf: e.function,
+            subleaf: e.index,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        }
+    }
+
+    fn held() -> CpuidTable {
+        CpuidTable::new(vec![entry(0x7, 0, 0x29), entry(0x8000_0001, 0, 0)])
+    }
+
+    #[test]
+    fn passes_that_agree() {
+        let held = held();
+        let report = GuestReport {
+            first_pass: held.entries.iter().map(seen).collect(),
+            passes: 100_000,
+            differing_passes: 0,
+            first_differences: Vec::new(),
+        };
+        let summary = GuestSummary::from_report(&held, &report, &[]);
+        assert_eq!(summary.passes, 100_000);
+        assert!(summary.passes_agree);
+        assert!(summary.mismatches.is_empty(), "{:?}", summary.mismatches);
+        assert!(summary.consistent());
+    }
+
+    #[test]
+    fn passes_that_differ_are_mismatches() {
+        let held = held();
+        let first = seen(&held.entries[0]);
+        let report = GuestReport {
+            first_pass: held.entries.iter().map(seen).collect(),
+            passes: 20,
+            differing_passes: 11,
+            first_differences: vec![PassDifference {
+                pass: 3,
+                first,
+                seen: GuestSeen { ebx: 0x28, ..first },
+            }],
+        };
+        let summary = GuestSummary::from_report(&held, &report, &[]);
+        assert!(!summary.passes_agree);
+        assert_eq!(summary.differing_passes, 11);
+        assert_eq!(
+            summary.mismatches,
+            ["pass 3 saw 0x7.0 ebx=0x00000028 where pass 0 saw ebx=0x00000029"]
+        );
+        assert!(!summary.consistent());
+    }
+
+    #[test]
+    fn no_pass_at_all() {
+        let held = held();
+        let summary = GuestSummary::from_report(&held, &GuestReport::default(), &[]);
+        assert_eq!(summary.passes, 0);
+        assert_eq!(summary.unseen, 2);
+        assert!(!summary.consistent());
+    }
 }

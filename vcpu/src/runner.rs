@@ -43,7 +43,8 @@ impl fmt::Display for ProbeEnd {
 /// The result of one probe run.
 #[derive(Clone, Debug)]
 pub struct ProbeOutcome {
-    /// The complete passes the guest reported (all of them when `end` is [`ProbeEnd::Halted`]).
+    /// What the guest's complete passes saw (all of its passes when `end` is
+    /// [`ProbeEnd::Halted`]).
     pub report: GuestReport,
     /// `KVM_RUN` calls that returned an exit (including `Interrupted` and the final one).
     pub exits: u64,
@@ -233,7 +234,10 @@ mod tests {
             ecx: 0xc,
             edx: 0xd,
         };
-        assert_eq!(outcome.report.passes, vec![vec![result]; 2]);
+        assert_eq!(outcome.report.first_pass, vec![result]);
+        assert_eq!(outcome.report.passes, 2);
+        assert_eq!(outcome.report.differing_passes, 0);
+        assert!(outcome.report.passes_agree());
     }
 
     #[test]
@@ -245,7 +249,7 @@ mod tests {
             panic!("{}", outcome.end)
         };
         assert!(fault.contains("exit #9: SHUTDOWN"), "{fault}");
-        assert_eq!(outcome.report.passes.len(), 1);
+        assert_eq!(outcome.report.passes, 1);
     }
 
     #[test]

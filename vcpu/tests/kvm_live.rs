@@ -221,7 +221,8 @@ fn backend_edges() {
     vcpu.set_boot_state(ENTRY).unwrap();
     let outcome = run_probe(&vcpu, &points, 1, Some(10_000));
     assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
-    assert_matches_table(&outcome.report.passes[0], &held);
+    assert_eq!(outcome.report.passes, 1);
+    assert_matches_table(&outcome.report.first_pass, &held);
 }
 
 /// Test 1: the guest sees, pass after pass, exactly the CPUID table the kernel holds.
@@ -241,10 +242,13 @@ fn probe_sees_the_held_table_and_the_lock_holds() {
 
     let outcome = run_probe(vcpu, &points, 2, Some(100_000));
     assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
-    assert_eq!(outcome.report.passes.len(), 2);
-    for pass in &outcome.report.passes {
-        assert_matches_table(pass, &held);
-    }
+    assert_eq!(outcome.report.passes, 2);
+    assert_matches_table(&outcome.report.first_pass, &held);
+    assert_eq!(
+        outcome.report.differing_passes, 0,
+        "the passes differ: {:?}",
+        outcome.report.first_differences
+    );
     eprintln!(
         "probe: {} points x 2 passes in {} exits; {} of {} entries were rewritten by the kernel",
         points.len(),
@@ -311,12 +315,15 @@ fn two_vcpus_on_their_own_threads() {
             "vcpu{id}: {}",
             outcome.end
         );
-        assert_eq!(outcome.report.passes.len(), 3, "vcpu{id}");
+        assert_eq!(outcome.report.passes, 3, "vcpu{id}");
         // Compare with what this vCPU's kernel table holds (both were given the same table).
         let own = vcpus[id].get_cpuid().unwrap();
-        for pass in &outcome.report.passes {
-            assert_matches_table(pass, &own);
-        }
+        assert_matches_table(&outcome.report.first_pass, &own);
+        assert_eq!(
+            outcome.report.differing_passes, 0,
+            "vcpu{id}: the passes differ: {:?}",
+            outcome.report.first_differences
+        );
     }
 }
 
@@ -345,7 +352,8 @@ fn ud2_triple_faults() {
         .expect("load UD2");
     vcpu.set_boot_state(ENTRY).expect("boot state");
     let outcome = run_probe(vcpu, &[], 1, Some(1000));
-    assert!(outcome.report.passes.is_empty());
+    assert_eq!(outcome.report.passes, 0);
+    assert!(outcome.report.first_pass.is_empty());
     match &outcome.end {
         ProbeEnd::GuestFault(fault) => {
             eprintln!("UD2 in real mode without an IDT: {fault}");

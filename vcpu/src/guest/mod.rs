@@ -12,7 +12,10 @@
 pub mod probe;
 pub mod x86;
 
-pub use probe::{GuestProtocolError, GuestReport, GuestSeen, ProbeDecoder, Step};
+pub use probe::{
+    GuestProtocolError, GuestReport, GuestSeen, MAX_DIFFERING_KEPT, PassDifference, ProbeDecoder,
+    Step,
+};
 
 use thiserror::Error;
 

@@ -8,11 +8,43 @@ use thiserror::Error;
 /// What the guest's `CPUID(leaf, subleaf)` returned: the type the CPU-model checks consume.
 pub use crate::cpuid::drift::GuestSeen;
 
-/// Everything the guest reported: one entry per *complete* pass, each with one result per probe
-/// point in table order.
+/// How many passes that differ from the first a [`GuestReport`] describes in
+/// [`GuestReport::first_differences`]; the rest are only counted.
+pub const MAX_DIFFERING_KEPT: usize = 8;
+
+/// What the guest reported, in constant size however many passes it ran: the first *complete*
+/// pass in full, and for the later ones only whether they saw the same (a CPU model must never
+/// flicker). A pass cut short by a fault or a protocol error is left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestReport {
-    pub passes: Vec<Vec<GuestSeen>>,
+    /// What the first complete pass saw, one entry per probe point in table order (empty if no
+    /// pass completed).
+    pub first_pass: Vec<GuestSeen>,
+    /// How many complete passes there were.
+    pub passes: u64,
+    /// How many complete passes saw something different from the first.
+    pub differing_passes: u64,
+    /// The first few of those passes (at most [`MAX_DIFFERING_KEPT`]), each with its first point
+    /// that differs, in pass order.
+    pub first_differences: Vec<PassDifference>,
+}
+
+impl GuestReport {
+    /// Every complete pass saw what the first one saw (trivially true with fewer than two).
+    pub fn passes_agree(&self) -> bool {
+        self.differing_passes == 0
+    }
+}
+
+/// A complete pass that saw something different from the first one: its first differing point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassDifference {
+    /// The 0-based number of the pass (the first complete pass is pass 0).
+    pub pass: u64,
+    /// What pass 0 saw at that point.
+    pub first: GuestSeen,
+    /// What this pass saw there.
+    pub seen: GuestSeen,
 }
 
 /// Whether the guest has more to say.
@@ -131,20 +163,22 @@ pub struct ProbeDecoder {
     points: Vec<(u32, u32)>,
     repeats: u32,
     exits: u64,
-    passes: Vec<Vec<GuestSeen>>,
+    /// Complete passes, the first of them, and how the later ones compared with it.
+    report: GuestReport,
+    /// The pass in progress (at most one entry per point).
     current: Vec<GuestSeen>,
     phase: Phase,
 }
 
 impl ProbeDecoder {
     /// A decoder for a guest loaded with these `points` and `repeats` (0 = forever: the report
-    /// then never completes, and every pass is kept).
+    /// then never completes, and it keeps counting passes; its size stays bounded either way).
     pub fn new(points: &[(u32, u32)], repeats: u32) -> Self {
         ProbeDecoder {
             points: points.to_vec(),
             repeats,
             exits: 0,
-            passes: Vec::new(),
+            report: GuestReport::default(),
             current: Vec::with_capacity(points.len()),
             phase: Phase::Idle,
         }
@@ -156,16 +190,14 @@ impl ProbeDecoder {
     }
 
     /// Complete passes so far.
-    pub fn passes_done(&self) -> usize {
-        self.passes.len()
+    pub fn passes_done(&self) -> u64 {
+        self.report.passes
     }
 
-    /// The report: every complete pass (a pass cut short by a fault or a protocol error is left
+    /// The report on the complete passes (a pass cut short by a fault or a protocol error is left
     /// out).
     pub fn finish(self) -> GuestReport {
-        GuestReport {
-            passes: self.passes,
-        }
+        self.report
     }
 
     /// Take one exit. [`VcpuExit::Interrupted`] (a kick from the host, not the guest's doing) is
@@ -208,11 +240,11 @@ impl ProbeDecoder {
 
     /// The number of the pass in progress, or of the next one (wraps like the guest's counter).
     fn pass(&self) -> u32 {
-        self.passes.len() as u32
+        self.report.passes as u32
     }
 
     fn all_passes_done(&self) -> bool {
-        self.repeats != 0 && self.passes.len() >= self.repeats as usize
+        self.repeats != 0 && self.report.passes >= u64::from(self.repeats)
     }
 
     /// What the protocol allows next, for error messages.
@@ -258,10 +290,10 @@ impl ProbeDecoder {
             Phase::Idle if self.repeats == 0 => {
                 format!(
                     "after pass {} although the table repeats forever",
-                    self.passes.len()
+                    self.report.passes
                 )
             }
-            Phase::Idle => format!("after {} of {} passes", self.passes.len(), self.repeats),
+            Phase::Idle => format!("after {} of {} passes", self.report.passes, self.repeats),
             Phase::Results { .. } | Phase::End => format!(
                 "in the middle of pass {}, after {} of {} points",
                 self.pass(),
@@ -396,9 +428,37 @@ impl ProbeDecoder {
                 expected: self.pass(),
             });
         }
-        self.passes.push(std::mem::take(&mut self.current));
+        self.complete_pass();
         self.phase = Phase::Idle;
         Ok(Step::Continue)
+    }
+
+    /// The pass in `current` is complete: keep it if it is the first, otherwise compare it with
+    /// the first and keep only the verdict.
+    fn complete_pass(&mut self) {
+        let report = &mut self.report;
+        if report.passes == 0 {
+            report.first_pass = std::mem::take(&mut self.current);
+        } else {
+            // Both passes reported the same points in table order, so only the results can differ.
+            let difference = report
+                .first_pass
+                .iter()
+                .zip(&self.current)
+                .find(|(first, seen)| first != seen);
+            if let Some((&first, &seen)) = difference {
+                report.differing_passes += 1;
+                if report.first_differences.len() < MAX_DIFFERING_KEPT {
+                    report.first_differences.push(PassDifference {
+                        pass: report.passes,
+                        first,
+                        seen,
+                    });
+                }
+            }
+            self.current.clear();
+        }
+        report.passes += 1;
     }
 }
 
@@ -466,7 +526,110 @@ mod tests {
         assert_eq!(decoder.feed(&VcpuExit::Hlt), Ok(Step::Done));
         let report = decoder.finish();
         let expected: Vec<GuestSeen> = POINTS.iter().map(|&(l, s)| result_of(l, s)).collect();
-        assert_eq!(report.passes, vec![expected.clone(), expected]);
+        assert_eq!(
+            report,
+            GuestReport {
+                first_pass: expected,
+                passes: 2,
+                differing_passes: 0,
+                first_differences: Vec::new(),
+            }
+        );
+        assert!(report.passes_agree());
+    }
+
+    /// Replace the ebx word of point `point` in pass `pass` of a [`script`] of `POINTS`.
+    fn set_ebx(exits: &mut [VcpuExit], pass: usize, point: usize, ebx: u32) {
+        let per_pass = 2 + 6 * POINTS.len();
+        exits[pass * per_pass + 1 + 6 * point + 3] = out(PORT_RESULT, ebx);
+    }
+
+    #[test]
+    fn a_later_pass_that_differs() {
+        let mut exits = script(&POINTS, 3);
+        set_ebx(&mut exits, 1, 1, 0x1234);
+        let mut decoder = ProbeDecoder::new(&POINTS, 3);
+        assert_eq!(run(&mut decoder, &exits), Ok(Step::Done));
+        let report = decoder.finish();
+        let expected: Vec<GuestSeen> = POINTS.iter().map(|&(l, s)| result_of(l, s)).collect();
+        assert_eq!(report.first_pass, expected);
+        assert_eq!(report.passes, 3);
+        assert_eq!(report.differing_passes, 1);
+        assert!(!report.passes_agree());
+        assert_eq!(
+            report.first_differences,
+            vec![PassDifference {
+                pass: 1,
+                first: result_of(0x7, 1),
+                seen: GuestSeen {
+                    ebx: 0x1234,
+                    ..result_of(0x7, 1)
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn a_differing_first_pass_is_the_reference() {
+        // Pass 0 is the odd one out: every later pass differs from it.
+        let mut exits = script(&POINTS, 3);
+        set_ebx(&mut exits, 0, 2, 0);
+        let mut decoder = ProbeDecoder::new(&POINTS, 3);
+        assert_eq!(run(&mut decoder, &exits), Ok(Step::Done));
+        let report = decoder.finish();
+        assert_eq!(report.first_pass[2].ebx, 0);
+        assert_eq!(report.differing_passes, 2);
+        let passes: Vec<u64> = report.first_differences.iter().map(|d| d.pass).collect();
+        assert_eq!(passes, [1, 2]);
+    }
+
+    #[test]
+    fn many_passes_keep_the_report_small() {
+        const PASSES: u32 = 1000;
+        let mut exits = script(&POINTS, PASSES);
+        // Every third pass after the first sees a different 0x8000_0001.0 ebx.
+        for pass in (3..PASSES as usize).step_by(3) {
+            set_ebx(&mut exits, pass, 2, pass as u32);
+        }
+        let mut decoder = ProbeDecoder::new(&POINTS, PASSES);
+        let (hlt, passes) = exits.split_last().unwrap();
+        let mut sizes = Vec::new();
+        for chunk in passes.chunks(2 + 6 * POINTS.len()) {
+            assert_eq!(run(&mut decoder, chunk), Ok(Step::Continue));
+            let report = decoder.clone().finish();
+            assert_eq!(report.first_pass.len(), POINTS.len());
+            assert!(report.first_differences.len() <= MAX_DIFFERING_KEPT);
+            sizes.push(report.first_differences.len());
+        }
+        assert_eq!(decoder.passes_done(), u64::from(PASSES));
+        assert_eq!(decoder.feed(hlt), Ok(Step::Done));
+        let report = decoder.finish();
+        assert_eq!(report.passes, u64::from(PASSES));
+        assert_eq!(report.differing_passes, u64::from(PASSES - 1) / 3);
+        assert_eq!(report.first_differences.len(), MAX_DIFFERING_KEPT);
+        assert_eq!(sizes.iter().max(), Some(&MAX_DIFFERING_KEPT));
+        let kept: Vec<u64> = report.first_differences.iter().map(|d| d.pass).collect();
+        assert_eq!(kept, [3, 6, 9, 12, 15, 18, 21, 24]);
+        assert_eq!(report.first_differences[7].seen.ebx, 24);
+        assert_eq!(report.first_differences[7].first, result_of(0x8000_0001, 0));
+    }
+
+    #[test]
+    fn forever_keeps_counting_in_constant_size() {
+        let mut exits = script(&POINTS, 1000);
+        exits.pop(); // no HLT: the guest repeats forever
+        set_ebx(&mut exits, 500, 0, 7);
+        let mut decoder = ProbeDecoder::new(&POINTS, 0);
+        assert_eq!(run(&mut decoder, &exits), Ok(Step::Continue));
+        assert_eq!(decoder.passes_done(), 1000);
+        let report = decoder.clone().finish();
+        assert_eq!(report.differing_passes, 1);
+        assert_eq!(report.first_differences[0].pass, 500);
+        let error = decoder.feed(&VcpuExit::Hlt).unwrap_err();
+        assert!(
+            error.to_string().contains("after pass 1000 although"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -476,14 +639,17 @@ mod tests {
         exits.insert(0, VcpuExit::Interrupted);
         let mut decoder = ProbeDecoder::new(&POINTS, 1);
         assert_eq!(run(&mut decoder, &exits), Ok(Step::Done));
-        assert_eq!(decoder.finish().passes.len(), 1);
+        assert_eq!(decoder.finish().passes, 1);
     }
 
     #[test]
     fn empty_table() {
         let mut decoder = ProbeDecoder::new(&[], 3);
         assert_eq!(run(&mut decoder, &script(&[], 3)), Ok(Step::Done));
-        assert_eq!(decoder.finish().passes, vec![Vec::new(); 3]);
+        let report = decoder.finish();
+        assert_eq!(report.passes, 3);
+        assert!(report.first_pass.is_empty());
+        assert!(report.passes_agree());
     }
 
     #[test]
@@ -650,7 +816,7 @@ mod tests {
             error.to_string().contains("HLT after 1 of 2 passes"),
             "{error}"
         );
-        assert_eq!(decoder.finish().passes.len(), 1);
+        assert_eq!(decoder.finish().passes, 1);
     }
 
     #[test]
@@ -735,7 +901,14 @@ mod tests {
     #[test]
     fn report_round_trips_through_serde() {
         let report = GuestReport {
-            passes: vec![vec![result_of(1, 0)]],
+            first_pass: vec![result_of(1, 0), result_of(7, 0)],
+            passes: 4,
+            differing_passes: 1,
+            first_differences: vec![PassDifference {
+                pass: 2,
+                first: result_of(7, 0),
+                seen: result_of(7, 1),
+            }],
         };
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<GuestReport>(&json).unwrap(), report);
