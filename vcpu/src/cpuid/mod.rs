@@ -220,7 +220,12 @@ impl fmt::Display for TableDifference {
                         format!("{name} {}->{now}", now ^ 1)
                     })
                     .collect();
-                write!(f, "{leaf:#x}.{subleaf}.{reg}: {}", list.join(" "))
+                write!(
+                    f,
+                    "{}: {}",
+                    features::position(*leaf, *subleaf, *reg),
+                    list.join(" ")
+                )
             }
         }
     }
