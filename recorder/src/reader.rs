@@ -310,6 +310,14 @@ impl Trace {
         })
     }
 
+    /// The fleet control requests the trace recorded, in the order they were carried out, with
+    /// their recorded replies: what a replay re-issues to its own control plane.
+    pub fn control_events(&self) -> impl Iterator<Item = &crate::trace::Event> {
+        self.events
+            .iter()
+            .filter(|e| e.stream == vcpu::Stream::Control)
+    }
+
     /// Whether the trace was closed cleanly.
     pub fn is_complete(&self) -> bool {
         matches!(self.end, TraceEnd::Complete { .. })

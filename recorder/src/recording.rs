@@ -14,12 +14,14 @@
 //!
 //! Streams: system calls on [`Stream::Host`]; `create_vm` as [`SystemCall::CreateVm`] on the new
 //! VM's stream; VM calls on [`Stream::Vm`]; `create_vcpu` as [`VmCall::CreateVcpu`] on the new
-//! vCPU's stream; vCPU calls on [`Stream::Vcpu`].
+//! vCPU's stream; vCPU calls and control decisions on [`Stream::Vcpu`]. Fleet control requests are
+//! recorded by the supervisor itself on [`Stream::Control`] ([`Recorder::record`]).
 
 use crate::writer::Recorder;
+use std::sync::Arc;
 use vcpu::{
-    Call, CallError, Failure, GuestArch, Hypervisor, LockRefusal, Origin, Reply, Stream,
-    SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall, VmId,
+    Call, CallError, Failure, GuestArch, Hypervisor, Kick, LockRefusal, Origin, Reply, RunDecision,
+    Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall, VmId,
 };
 use vm_memory::GuestMemoryMmap;
 
@@ -180,5 +182,22 @@ impl Vcpu for RecordingVcpu {
             Some(refusal.to_string()),
         );
         self.inner.note_refused(call, refusal)
+    }
+
+    /// Kicks are not calls: what they cause is recorded, as the `INTR` exit and the decision.
+    fn kicker(&self) -> Arc<dyn Kick> {
+        self.inner.kicker()
+    }
+
+    fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
+        let result = self.inner.control_point(wanted);
+        record(
+            &self.recorder,
+            Stream::Vcpu(self.vm, self.id),
+            Call::Decision,
+            &result,
+            |decision| Reply::Decision(*decision),
+        );
+        result
     }
 }

@@ -24,7 +24,8 @@ fn failure_text(failure: &Failure) -> String {
     }
 }
 
-/// Sorts streams in transcript order: the host, then each VM in id order followed by its vCPUs.
+/// Sorts streams in transcript order: the host, then each VM in id order followed by its vCPUs,
+/// then the control plane.
 type StreamOrder = (u8, u32, Option<u32>);
 
 fn stream_order(stream: &Stream) -> StreamOrder {
@@ -32,6 +33,7 @@ fn stream_order(stream: &Stream) -> StreamOrder {
         Stream::Host => (0, 0, None),
         Stream::Vm(vm) => (1, vm.0, None),
         Stream::Vcpu(vm, vcpu) => (1, vm.0, Some(vcpu.0)),
+        Stream::Control => (2, 0, None),
     }
 }
 

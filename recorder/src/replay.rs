@@ -20,8 +20,9 @@ use crate::trace::Event;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use vcpu::{
-    Call, CallError, Errno, GuestArch, Hypervisor, LockRefusal, Origin, Outcome, ReplayFailure,
-    Reply, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall, VmId,
+    Call, CallError, Errno, GuestArch, Hypervisor, Kick, LockRefusal, NoKick, Origin, Outcome,
+    ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall,
+    VmId,
 };
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
@@ -204,7 +205,9 @@ impl ReplayHypervisor {
         let mut events: Vec<Event> = events.into_iter().collect();
         events.sort_by_key(|e| e.seq);
         let mut state = State::default();
-        for event in events {
+        // Control requests are not calls to a backend: the supervisor's replay re-issues them to
+        // its own control plane (see `Trace::control_events`) and compares the replies.
+        for event in events.into_iter().filter(|e| e.stream != Stream::Control) {
             state
                 .queues
                 .entry(event.stream)
@@ -365,5 +368,21 @@ impl Vcpu for ReplayVcpu {
         lock(&self.state)
             .expect(stream, Actual::Refused(&call, refusal.errno))
             .map(drop)
+    }
+
+    /// Replayed runs never block: their kicks are the recorded `INTR` exits.
+    fn kicker(&self) -> Arc<dyn Kick> {
+        Arc::new(NoKick)
+    }
+
+    /// The recorded decision, whatever this run's control plane wants right now (the handle then
+    /// waits for it to want the same; see `VcpuHandle::control_point`).
+    fn control_point(&mut self, _wanted: RunDecision) -> Result<RunDecision, CallError> {
+        match serve(&self.state, Stream::Vcpu(self.vm, self.id), Call::Decision)? {
+            Reply::Decision(decision) => Ok(decision),
+            other => Err(CallError::Backend(format!(
+                "the trace answers a control point with {other}, not a decision"
+            ))),
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! that owns the background thread writing a trace file.
 //!
 //! A [`Recorder::record`] call takes one small mutex, assigns the event its `seq` and time, and
-//! hands it to the writer thread over an unbounded channel; it never waits for the disk. Because
+//! hands it to the writer thread over a bounded channel: it waits for the disk only when the
+//! writer is [`WRITER_BACKLOG`] events behind (backpressure on the vCPU threads of a huge fleet
+//! rather than unbounded memory). Because
 //! both happen under the same mutex, the file order is the `seq` order. The writer thread
 //! encodes and buffers, and flushes whenever it has held unwritten data for
 //! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
@@ -14,7 +16,7 @@ use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,11 +38,15 @@ struct Shared {
     state: Mutex<State>,
 }
 
+/// How many events may wait for the writer thread before recorders wait for it (about 10 MiB of
+/// queued events at the sizes vmfleet records).
+pub const WRITER_BACKLOG: usize = 65_536;
+
 #[derive(Debug)]
 struct State {
     next_seq: u64,
     /// To the writer thread; `None` for in-memory recorders and after the writer was closed.
-    to_writer: Option<Sender<Message>>,
+    to_writer: Option<SyncSender<Message>>,
     /// The events recorded so far, when this recorder keeps them.
     kept: Option<Vec<Event>>,
 }
@@ -62,7 +68,7 @@ impl Recorder {
         Recorder::with(None, true)
     }
 
-    fn with(to_writer: Option<Sender<Message>>, keep: bool) -> Recorder {
+    fn with(to_writer: Option<SyncSender<Message>>, keep: bool) -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
@@ -75,7 +81,8 @@ impl Recorder {
         }
     }
 
-    /// Record one event and return its `seq`. Never blocks on I/O. Events recorded after the
+    /// Record one event and return its `seq`. Blocks only while the writer is
+    /// [`WRITER_BACKLOG`] events behind. Events recorded after the
     /// trace file was finished are kept in memory (if this recorder keeps events) but not written.
     pub fn record(
         &self,
@@ -236,7 +243,7 @@ impl TraceWriter {
         out.write_all(&header_frame).map_err(io)?;
         let written = (preamble().len() + header_frame.len()) as u64;
 
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
         let recorder = Recorder::with(Some(tx), keep);
         let thread_path = path.clone();
         let thread = std::thread::Builder::new()

@@ -267,5 +267,6 @@ fn describe_end(end: &ProbeEnd) -> String {
         ProbeEnd::Protocol(e) => format!("guest protocol error: {e}"),
         ProbeEnd::Call(e) => format!("call failed: {e}"),
         ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
+        ProbeEnd::Stopped => "stopped by request".into(),
     }
 }

@@ -10,10 +10,11 @@
 //! through [`crate::handle`], which routes every CPU-model write through the pre-run lock.
 
 use crate::GuestArch;
-use crate::call::{Reply, SystemCall, VcpuCall, VmCall};
+use crate::call::{Reply, RunDecision, SystemCall, VcpuCall, VmCall};
 use crate::error::CallError;
 use crate::ids::{VcpuId, VmId};
 use crate::lock::LockRefusal;
+use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 /// The system layer: what `/dev/kvm` answers, and VM creation.
@@ -54,4 +55,39 @@ pub trait Vcpu: Send {
     /// the recorder writes it down as refused by vmfleet, and the replay backend checks that the
     /// recorded run refused the same write at the same point.
     fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError>;
+
+    /// What another thread uses to make this vCPU's `KVM_RUN` return promptly (taken once, before
+    /// the vCPU's thread starts running it).
+    fn kicker(&self) -> Arc<dyn Kick>;
+
+    /// A control point (see [`RunDecision`]): `wanted` is what the control plane wants now. A live
+    /// backend decides `wanted`; the recorder writes the decision down; the replay backend answers
+    /// the recorded decision instead, which the caller then waits for its control plane to reach.
+    fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError>;
+}
+
+/// Interrupting a vCPU that may be inside `KVM_RUN`, from any thread.
+///
+/// The KVM implementation is the one established VMMs use: set `kvm_run.immediate_exit` (so a
+/// `KVM_RUN` that has not started yet returns at once) and send the vCPU's thread a signal (so one
+/// that is blocked in the guest returns). Either way the run returns the exit
+/// [`crate::VcpuExit::Interrupted`]. Backends without a kernel (replay) do nothing: their exits,
+/// kicks included, come from the trace.
+pub trait Kick: Send + Sync {
+    /// Make the vCPU leave `KVM_RUN` now, or not enter it next time.
+    fn kick(&self);
+    /// The calling thread is the one that runs this vCPU from now on (it receives the signal).
+    fn bind_current_thread(&self);
+    /// The bound thread stops running this vCPU; no signal is sent to it after this returns.
+    fn unbind_thread(&self);
+}
+
+/// The [`Kick`] of backends whose runs never block.
+#[derive(Debug, Default)]
+pub struct NoKick;
+
+impl Kick for NoKick {
+    fn kick(&self) {}
+    fn bind_current_thread(&self) {}
+    fn unbind_thread(&self) {}
 }

@@ -91,12 +91,78 @@ impl VcpuCall {
     }
 }
 
+/// What a vCPU thread does next at a control point: after a kick interrupted `KVM_RUN`, or when
+/// it wakes up parked. The supervisor's control plane says what it *wants*; the thread's decision
+/// is recorded (as [`Call::Decision`] on the vCPU's stream), so a replay takes the same decision at
+/// the same exit whatever the timing of its own control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunDecision {
+    /// Enter the guest again.
+    Run,
+    /// Park the thread until the control plane wants something else.
+    Pause,
+    /// Leave the run loop; the thread ends.
+    Stop,
+}
+
+impl fmt::Display for RunDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunDecision::Run => "run",
+            RunDecision::Pause => "pause",
+            RunDecision::Stop => "stop",
+        })
+    }
+}
+
+/// A fleet control request as a trace records it (on [`crate::Stream::Control`]): the requests
+/// that change a VM's life or its CPU model, in the order the supervisor carried them out. Not a
+/// kernel call: replay re-issues these to its own control plane and compares the replies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlCall {
+    /// Create a VM from a fleet-spec fragment (TOML), configure its CPU model, do not start it.
+    Create { spec: String },
+    Start { vm: String },
+    Pause { vm: String },
+    Resume { vm: String },
+    Stop { vm: String },
+    Remove { vm: String },
+    /// Read a VM's CPU model and drift report.
+    Model { vm: String },
+    /// Change the CPU model: hide these features (refused by the lock once the VM has run).
+    SetModel { vm: String, hide: Vec<String> },
+    /// Stop every VM (a signal, or the operator's `stop all`).
+    StopAll,
+    /// Stop and remove every VM and end the daemon.
+    Shutdown,
+}
+
+impl ControlCall {
+    /// The VM the request is about, if it is about one.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            ControlCall::Start { vm }
+            | ControlCall::Pause { vm }
+            | ControlCall::Resume { vm }
+            | ControlCall::Stop { vm }
+            | ControlCall::Remove { vm }
+            | ControlCall::Model { vm }
+            | ControlCall::SetModel { vm, .. } => Some(vm),
+            ControlCall::Create { .. } | ControlCall::StopAll | ControlCall::Shutdown => None,
+        }
+    }
+}
+
 /// Any call, with the layer it was made on; what a trace event stores.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Call {
     System(SystemCall),
     Vm(VmCall),
     Vcpu(VcpuCall),
+    /// A vCPU thread's control decision (see [`RunDecision`]); reply [`Reply::Decision`].
+    Decision,
+    /// A fleet control request; reply [`Reply::Control`] (the reply's one-line summary).
+    Control(ControlCall),
 }
 
 /// A successful call's result.
@@ -113,6 +179,9 @@ pub enum Reply {
         features: [u32; 7],
     },
     Exit(VcpuExit),
+    Decision(RunDecision),
+    /// A control request's reply, as one deterministic line (`ok: ...` or `error: ...`).
+    Control(String),
 }
 
 /// Why `KVM_RUN` returned to userspace.
@@ -253,12 +322,33 @@ impl fmt::Display for VcpuCall {
     }
 }
 
+impl fmt::Display for ControlCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlCall::Create { spec } => {
+                write!(f, "create ({} lines of spec)", spec.lines().count())
+            }
+            ControlCall::Start { vm } => write!(f, "start {vm}"),
+            ControlCall::Pause { vm } => write!(f, "pause {vm}"),
+            ControlCall::Resume { vm } => write!(f, "resume {vm}"),
+            ControlCall::Stop { vm } => write!(f, "stop {vm}"),
+            ControlCall::Remove { vm } => write!(f, "remove {vm}"),
+            ControlCall::Model { vm } => write!(f, "model {vm}"),
+            ControlCall::SetModel { vm, hide } => write!(f, "set-model {vm} hide={}", hide.join(",")),
+            ControlCall::StopAll => f.write_str("stop all"),
+            ControlCall::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Call::System(c) => c.fmt(f),
             Call::Vm(c) => c.fmt(f),
             Call::Vcpu(c) => c.fmt(f),
+            Call::Decision => f.write_str("CONTROL_POINT"),
+            Call::Control(c) => c.fmt(f),
         }
     }
 }
@@ -297,6 +387,8 @@ impl fmt::Display for Reply {
                 write!(f, "target={target} features={:#x}", features[0])
             }
             Reply::Exit(exit) => exit.fmt(f),
+            Reply::Decision(d) => d.fmt(f),
+            Reply::Control(line) => f.write_str(line),
         }
     }
 }

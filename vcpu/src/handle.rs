@@ -6,15 +6,21 @@
 //! [`VcpuHandle::run`], which seals the lock first. Nothing else hands out the backend objects, so
 //! no code path can write the CPU model without the lock seeing it.
 
-use crate::backend::{Vcpu, Vm};
-use crate::call::{Reply, VcpuCall, VcpuExit, VmCall};
+use crate::backend::{Kick, Vcpu, Vm};
+use crate::call::{Call, Reply, RunDecision, VcpuCall, VcpuExit, VmCall};
+use crate::control::RunControl;
 use crate::cpuid::{CpuidTable, kernel_identity_differences};
 use crate::errno::Errno;
-use crate::error::CallError;
-use crate::ids::{VcpuId, VmId};
+use crate::error::{CallError, ReplayFailure};
+use crate::ids::{Stream, VcpuId, VmId};
 use crate::lock::{LockRefusal, ModelLock, Seal};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use thiserror::Error;
+
+/// How long a replayed vCPU thread waits for its control plane to want what the recorded run
+/// decided at the same control point, before calling the replay diverged.
+pub const REPLAY_CATCH_UP: Duration = Duration::from_secs(30);
 use vm_memory::GuestMemoryMmap;
 
 /// A call through a handle failed; says which call on which object.
@@ -113,6 +119,7 @@ impl VmHandle {
             vm: self.id,
             id: vcpu,
             lock: Arc::clone(&self.lock),
+            kick: backend.kicker(),
             vcpu: Mutex::new(backend),
         })
     }
@@ -136,6 +143,8 @@ pub struct VcpuHandle {
     vm: VmId,
     id: VcpuId,
     lock: Arc<ModelLock>,
+    /// Taken from the backend at creation: usable while the run thread holds `vcpu`.
+    kick: Arc<dyn Kick>,
     vcpu: Mutex<Box<dyn Vcpu>>,
 }
 
@@ -203,6 +212,52 @@ impl VcpuHandle {
         match self.plain_call(VcpuCall::Run)? {
             Reply::Exit(exit) => Ok(exit),
             other => Err(self.unexpected(&VcpuCall::Run, &other)),
+        }
+    }
+
+    /// What makes this vCPU leave `KVM_RUN` from another thread.
+    pub fn kicker(&self) -> Arc<dyn Kick> {
+        Arc::clone(&self.kick)
+    }
+
+    /// A control point: decide what the run thread does next, given what `control` wants.
+    ///
+    /// The backend has the last word (live: the wish; replay: the recorded decision). When the
+    /// decision is to pause or stop but the control plane does not want that (yet), this is a
+    /// replay running ahead of its control plane: wait for it to catch up, so the replayed
+    /// control plane sees the same states as the recorded one. A decision to run never waits (a
+    /// kick the recorded run found nothing to do for).
+    pub fn control_point(&self, control: &RunControl) -> Result<RunDecision, HandleError> {
+        let wanted = control.wanted();
+        let decision = self
+            .backend()
+            .control_point(wanted)
+            .map_err(|source| self.control_error(source))?;
+        if decision != RunDecision::Run
+            && decision != wanted
+            && !control.wait_for(decision, REPLAY_CATCH_UP)
+        {
+            let failure = ReplayFailure {
+                seq: None,
+                stream: Stream::Vcpu(self.vm, self.id),
+                expected: format!("{} (the recorded decision)", Call::Decision),
+                actual: format!("the control plane wants {}", control.wanted()),
+                detail: format!(
+                    "the recorded run decided to {decision} here; this run's control plane did not \
+                     ask for that within {}s",
+                    REPLAY_CATCH_UP.as_secs()
+                ),
+            };
+            return Err(self.control_error(CallError::Replay(Box::new(failure))));
+        }
+        Ok(decision)
+    }
+
+    fn control_error(&self, source: CallError) -> HandleError {
+        HandleError {
+            target: format!("{}/{}", self.vm, self.id),
+            call: Call::Decision.to_string(),
+            source,
         }
     }
 

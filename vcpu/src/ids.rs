@@ -25,8 +25,10 @@ pub enum Stream {
     Host,
     /// A VM file descriptor (and the call that created it).
     Vm(VmId),
-    /// A vCPU file descriptor (and the call that created it).
+    /// A vCPU file descriptor (and the call that created it), and its thread's control decisions.
     Vcpu(VmId, VcpuId),
+    /// The fleet's control plane: requests in the order the supervisor carried them out.
+    Control,
 }
 
 impl fmt::Display for VmId {
@@ -47,6 +49,7 @@ impl fmt::Display for Stream {
             Stream::Host => f.write_str("host"),
             Stream::Vm(vm) => write!(f, "{vm}"),
             Stream::Vcpu(vm, vcpu) => write!(f, "{vm}/{vcpu}"),
+            Stream::Control => f.write_str("control"),
         }
     }
 }

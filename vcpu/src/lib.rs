@@ -8,6 +8,7 @@
 //! - the guest CPU model as data: x86 CPUID tables and the named feature catalog ([`cpuid`]);
 //! - the pre-run lock ([`lock`]) and the handles that route every CPU-model write through it
 //!   ([`handle`]);
+//! - a VM's run control ([`control`]): what its control plane wants of the vCPU threads;
 //! - the built-in guest programs and the protocol they report through ([`guest`]), and the vCPU run
 //!   loop that drives them on one OS thread per vCPU ([`runner`]).
 //!
@@ -17,6 +18,7 @@
 
 pub mod backend;
 pub mod call;
+pub mod control;
 pub mod cpuid;
 pub mod errno;
 pub mod error;
@@ -30,8 +32,12 @@ pub mod runner;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use backend::{Hypervisor, Vcpu, Vm};
-pub use call::{Call, Failure, Origin, Outcome, Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
+pub use backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
+pub use control::RunControl;
+pub use call::{
+    Call, ControlCall, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall, VcpuExit,
+    VmCall,
+};
 pub use errno::Errno;
 pub use error::{CallError, ReplayFailure};
 pub use handle::{CpuidWrite, HandleError, VcpuHandle, VmHandle};

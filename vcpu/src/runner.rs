@@ -1,11 +1,18 @@
 //! The vCPU run loop: drive one vCPU through the CPUID probe guest ([`crate::guest::x86`]) on the
 //! calling thread, or on a thread of its own ([`spawn_probe`]), until the guest is done, faults,
-//! breaks the protocol, a call fails, or an exit budget runs out.
+//! breaks the protocol, a call fails, the control plane stops it, or an exit budget runs out.
 //!
 //! The loop only ever goes through [`VcpuHandle::run`], so the VM's CPU model is sealed before the
 //! first `KVM_RUN`, and it works the same over KVM, the recorder and the replay backend.
+//!
+//! Control ([`run_controlled`]): the thread binds itself as the target of its vCPU's kicks. A kick
+//! makes `KVM_RUN` return [`VcpuExit::Interrupted`]; there, and only there, the thread asks
+//! [`VcpuHandle::control_point`] what to do: run on, park until the wish changes, or stop. Only
+//! looking at control after a kick is what makes the decisions replayable: they sit at recorded
+//! exits, not at whatever instant a flag happened to be read.
 
-use crate::call::VcpuExit;
+use crate::call::{RunDecision, VcpuExit};
+use crate::control::RunControl;
 use crate::guest::{GuestProtocolError, GuestReport, ProbeDecoder, Step};
 use crate::handle::{HandleError, VcpuHandle};
 use std::fmt;
@@ -26,6 +33,8 @@ pub enum ProbeEnd {
     Call(HandleError),
     /// The exit budget was used up before the guest finished.
     ExitBudget,
+    /// The control plane stopped the vCPU.
+    Stopped,
 }
 
 impl fmt::Display for ProbeEnd {
@@ -36,6 +45,7 @@ impl fmt::Display for ProbeEnd {
             ProbeEnd::Protocol(error) => write!(f, "guest protocol error: {error}"),
             ProbeEnd::Call(error) => write!(f, "call failed: {error}"),
             ProbeEnd::ExitBudget => f.write_str("the exit budget ran out"),
+            ProbeEnd::Stopped => f.write_str("stopped by request"),
         }
     }
 }
@@ -63,10 +73,51 @@ pub fn run_probe(
     repeats: u32,
     exit_budget: Option<u64>,
 ) -> ProbeOutcome {
-    let mut decoder = ProbeDecoder::new(points, repeats);
+    let probe = Probe {
+        points,
+        repeats,
+        exit_budget,
+    };
+    run_controlled(vcpu, &probe, &RunControl::new(), &mut |_| {})
+}
+
+/// What a controlled run is asked to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    /// The probe table's points, as loaded into the guest.
+    pub points: &'a [(u32, u32)],
+    /// Passes the guest makes (0: forever).
+    pub repeats: u32,
+    /// Stop with [`ProbeEnd::ExitBudget`] after that many exits.
+    pub exit_budget: Option<u64>,
+}
+
+/// What a controlled run tells its VM's control plane as it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuNotice {
+    /// The first `KVM_RUN` returned: the guest is running.
+    FirstExit,
+    /// The thread parked at a pause.
+    Parked,
+    /// The parked thread woke up.
+    Unparked,
+}
+
+/// [`run_probe`] under `control`, reporting to `notify`. The thread running this is the target of
+/// the vCPU's kicks until it returns.
+pub fn run_controlled(
+    vcpu: &VcpuHandle,
+    probe: &Probe<'_>,
+    control: &RunControl,
+    notify: &mut dyn FnMut(VcpuNotice),
+) -> ProbeOutcome {
+    let kick = vcpu.kicker();
+    kick.bind_current_thread();
+    let _unbind = Unbind(kick.as_ref());
+    let mut decoder = ProbeDecoder::new(probe.points, probe.repeats);
     let mut exits = 0u64;
     let end = loop {
-        if exit_budget.is_some_and(|budget| exits >= budget) {
+        if probe.exit_budget.is_some_and(|budget| exits >= budget) {
             break ProbeEnd::ExitBudget;
         }
         let exit = match vcpu.run() {
@@ -74,6 +125,16 @@ pub fn run_probe(
             Err(error) => break ProbeEnd::Call(error),
         };
         exits += 1;
+        if exits == 1 {
+            notify(VcpuNotice::FirstExit);
+        }
+        if exit == VcpuExit::Interrupted {
+            match settle(vcpu, control, notify) {
+                Ok(RunDecision::Stop) => break ProbeEnd::Stopped,
+                Ok(_) => continue,
+                Err(error) => break ProbeEnd::Call(error),
+            }
+        }
         if let Some(fault) = guest_fault(&exit) {
             break ProbeEnd::GuestFault(format!("exit #{exits}: {fault}"));
         }
@@ -87,6 +148,34 @@ pub fn run_probe(
         report: decoder.finish(),
         exits,
         end,
+    }
+}
+
+/// Unbinds the run thread from its vCPU's kicks however the loop ends (a panic included).
+struct Unbind<'a>(&'a dyn crate::backend::Kick);
+
+impl Drop for Unbind<'_> {
+    fn drop(&mut self) {
+        self.0.unbind_thread();
+    }
+}
+
+/// After a kick: take control points until the decision is to run on or to stop, parking in
+/// between while the decision is to pause.
+fn settle(
+    vcpu: &VcpuHandle,
+    control: &RunControl,
+    notify: &mut dyn FnMut(VcpuNotice),
+) -> Result<RunDecision, HandleError> {
+    loop {
+        match vcpu.control_point(control)? {
+            RunDecision::Pause => {
+                notify(VcpuNotice::Parked);
+                control.wait_while_paused();
+                notify(VcpuNotice::Unparked);
+            }
+            decision => return Ok(decision),
+        }
     }
 }
 
@@ -166,6 +255,12 @@ mod tests {
         }
         fn note_refused(&mut self, _: &VcpuCall, _: &LockRefusal) -> Result<(), CallError> {
             Ok(())
+        }
+        fn kicker(&self) -> Arc<dyn crate::backend::Kick> {
+            Arc::new(crate::backend::NoKick)
+        }
+        fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
+            Ok(wanted)
         }
     }
 
@@ -336,6 +431,57 @@ mod tests {
         assert_eq!(handle.thread().name(), Some("vm0/vcpu0"));
         let outcome = handle.join().unwrap();
         assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
+    }
+
+    #[test]
+    fn a_kick_with_stop_wanted_stops_the_run() {
+        let mut script = one_pass(0);
+        script.insert(3, Ok(VcpuExit::Interrupted));
+        let control = RunControl::new();
+        control.request(RunDecision::Stop);
+        let mut notices = Vec::new();
+        let probe = Probe {
+            points: &POINTS,
+            repeats: 0,
+            exit_budget: None,
+        };
+        let outcome = run_controlled(&vcpu(script), &probe, &control, &mut |n| notices.push(n));
+        assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
+        assert_eq!(outcome.exits, 4);
+        assert_eq!(notices, vec![VcpuNotice::FirstExit]);
+    }
+
+    #[test]
+    fn a_kick_with_pause_wanted_parks_until_resumed() {
+        let mut script = one_pass(0);
+        script.insert(1, Ok(VcpuExit::Interrupted));
+        script.push(Ok(VcpuExit::Hlt));
+        let control = Arc::new(RunControl::new());
+        control.request(RunDecision::Pause);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = {
+            let control = Arc::clone(&control);
+            let vcpu = vcpu(script);
+            std::thread::spawn(move || {
+                let probe = Probe {
+                    points: &POINTS,
+                    repeats: 1,
+                    exit_budget: None,
+                };
+                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
+            })
+        };
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(30)).is_err(),
+            "the thread must stay parked while pause is wanted"
+        );
+        control.request(RunDecision::Run);
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::Unparked);
+        let outcome = runner.join().unwrap();
+        assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
+        assert_eq!(outcome.report.passes, 1);
     }
 
     #[test]

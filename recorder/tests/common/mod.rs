@@ -181,6 +181,15 @@ impl Vcpu for ScriptedVcpu {
         self.id
     }
 
+    fn kicker(&self) -> std::sync::Arc<dyn vcpu::Kick> {
+        std::sync::Arc::new(vcpu::NoKick)
+    }
+
+    /// Decides what is wanted, like a live backend.
+    fn control_point(&mut self, wanted: vcpu::RunDecision) -> Result<vcpu::RunDecision, CallError> {
+        Ok(wanted)
+    }
+
     fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
         match call {
             VcpuCall::SetCpuid2 { table } if table.len() > vcpu::cpuid::MAX_ENTRIES => {

@@ -8,6 +8,7 @@
 //! - `system`: opening `/dev/kvm`, the system ioctls, VM creation;
 //! - `vm`: the VM fd, guest memory, VM ioctls, vCPU creation;
 //! - `vcpu`: the vCPU fd and the ioctls common to both architectures (`KVM_RUN`);
+//! - `kick`: interrupting `KVM_RUN` from another thread (`immediate_exit` + a signal);
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
@@ -24,6 +25,8 @@ use crate::GuestArch;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod exit;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod kick;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod system;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

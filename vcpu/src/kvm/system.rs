@@ -58,6 +58,9 @@ impl KvmHypervisor {
         let arch = host_arch().ok_or_else(|| KvmUnavailable::UnsupportedArch {
             arch: std::env::consts::ARCH.to_string(),
         })?;
+        super::kick::install_handler().map_err(|e| KvmUnavailable::KickSignal {
+            errno: Errno(e.errno()),
+        })?;
         Ok(KvmHypervisor {
             kvm,
             path: path.to_path_buf(),

@@ -62,6 +62,13 @@ pub enum KvmUnavailable {
          {REPLAY_HINT}"
     )]
     UnsupportedArch { arch: String },
+
+    /// The signal handler that kicks vCPUs out of `KVM_RUN` could not be installed.
+    #[error(
+        "could not install the handler of the vCPU kick signal (SIGRTMIN): {errno}; vmfleet \
+         cannot stop or pause a running guest without it"
+    )]
+    KickSignal { errno: Errno },
 }
 
 // Only the real backend opens a device; the stub for other host architectures does not.

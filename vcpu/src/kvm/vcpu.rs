@@ -1,9 +1,10 @@
 //! The vCPU layer: the vCPU fd, `KVM_RUN`, and dispatch of the architecture-specific calls.
 
+use super::kick::KvmKick;
 use super::vm::MemoryKeepAlive;
 use super::{arch, exit};
-use crate::backend::Vcpu;
-use crate::call::{Reply, VcpuCall};
+use crate::backend::{Kick, Vcpu};
+use crate::call::{Reply, RunDecision, VcpuCall, VcpuExit};
 use crate::error::CallError;
 use crate::ids::{VcpuId, VmId};
 use crate::lock::LockRefusal;
@@ -20,15 +21,23 @@ pub struct KvmVcpu {
     fd: Option<VcpuFd>,
     vm: VmId,
     id: VcpuId,
+    kick: Arc<KvmKick>,
     _memory: Arc<MemoryKeepAlive>,
 }
 
 impl KvmVcpu {
-    pub(super) fn new(vm: VmId, id: VcpuId, fd: VcpuFd, memory: Arc<MemoryKeepAlive>) -> Self {
+    pub(super) fn new(
+        vm: VmId,
+        id: VcpuId,
+        mut fd: VcpuFd,
+        memory: Arc<MemoryKeepAlive>,
+    ) -> Self {
+        let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             fd: Some(fd),
             vm,
             id,
+            kick: Arc::new(KvmKick::new(immediate_exit)),
             _memory: memory,
         }
     }
@@ -48,9 +57,17 @@ impl Vcpu for KvmVcpu {
         };
         match call {
             // KVM_RUN until the next exit to userspace (see `exit::run`).
-            VcpuCall::Run => exit::run(fd).map(Reply::Exit),
-            // Close the vCPU fd and unmap its `kvm_run` area.
+            // A kick leaves `immediate_exit` set: clear it before anyone decides what comes next.
+            VcpuCall::Run => {
+                let exit = exit::run(fd)?;
+                if exit == VcpuExit::Interrupted {
+                    self.kick.clear_after_exit();
+                }
+                Ok(Reply::Exit(exit))
+            }
+            // Close the vCPU fd and unmap its `kvm_run` area (the kicker lets go of it first).
             VcpuCall::Destroy => {
+                self.kick.forget_mapping();
                 self.fd = None;
                 Ok(Reply::Done)
             }
@@ -62,5 +79,22 @@ impl Vcpu for KvmVcpu {
     /// backend to do (the recorder is the layer that writes refusals down).
     fn note_refused(&mut self, _call: &VcpuCall, _refusal: &LockRefusal) -> Result<(), CallError> {
         Ok(())
+    }
+
+    fn kicker(&self) -> Arc<dyn Kick> {
+        Arc::clone(&self.kick) as Arc<dyn Kick>
+    }
+
+    /// Live, the control plane's wish is the decision.
+    fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
+        Ok(wanted)
+    }
+}
+
+impl Drop for KvmVcpu {
+    fn drop(&mut self) {
+        // The kicker may outlive this vCPU (the control plane holds it): it must not write into
+        // the `kvm_run` mapping the fd's drop unmaps.
+        self.kick.forget_mapping();
     }
 }
