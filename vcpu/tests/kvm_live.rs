@@ -385,3 +385,61 @@ fn ud2_triple_faults() {
         ),
     }
 }
+
+/// A guest that repeats forever is paused, resumed and stopped promptly by kicks (immediate_exit
+/// plus a signal): the thread parks at an `INTR` exit, carries on after the resume, and ends with
+/// `Stopped` well before any budget, having made progress in between.
+#[test]
+fn kicks_pause_resume_and_stop_a_spinning_guest() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    use vcpu::RunDecision;
+    use vcpu::runner::{Probe, VcpuNotice, run_controlled};
+    let Some(kvm) = kvm("kicks_pause_resume_and_stop_a_spinning_guest") else {
+        return;
+    };
+    let supported = supported_cpuid(&kvm);
+    let (vm, vcpus, held) = probe_vm(&kvm, &supported, 1);
+    let points = held.probe_points();
+    vm.with_memory(|mem| x86::load(mem, &points, 0)).unwrap();
+    vcpus[0].set_boot_state(ENTRY).unwrap();
+    let control = Arc::new(vcpu::RunControl::new());
+    control.add_kick(vcpus[0].kicker());
+    let (tx, rx) = mpsc::channel();
+    let thread = {
+        let (vcpu, control, points) = (Arc::clone(&vcpus[0]), Arc::clone(&control), points.clone());
+        std::thread::spawn(move || {
+            let probe = Probe {
+                points: &points,
+                repeats: 0,
+                exit_budget: None,
+            };
+            run_controlled(&vcpu, &probe, &control, &mut |n| {
+                let _ = tx.send((n, Instant::now()));
+            })
+        })
+    };
+    assert_eq!(rx.recv().unwrap().0, VcpuNotice::FirstExit);
+    std::thread::sleep(Duration::from_millis(20));
+
+    let asked = Instant::now();
+    control.request(RunDecision::Pause);
+    let (notice, at) = rx.recv_timeout(Duration::from_secs(5)).expect("parked");
+    assert_eq!(notice, VcpuNotice::Parked);
+    eprintln!("pause took {:?}", at - asked);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(30)).is_err(),
+        "stays parked"
+    );
+    control.request(RunDecision::Run);
+    assert_eq!(rx.recv().unwrap().0, VcpuNotice::Unparked);
+    std::thread::sleep(Duration::from_millis(20));
+
+    let asked = Instant::now();
+    control.request(RunDecision::Stop);
+    let outcome = thread.join().expect("the vCPU thread");
+    eprintln!("stop took {:?}", asked.elapsed());
+    assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
+    assert!(outcome.report.passes >= 1, "the guest made progress");
+    assert!(outcome.report.passes_agree());
+}
