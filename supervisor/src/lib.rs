@@ -1,7 +1,8 @@
 //! # supervisor: the `vmfleet` program
 //!
-//! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the job that runs a fleet against
-//! any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), and the
+//! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the fleet runtime (an async
+//! control plane with one event-loop thread per VM, [`fleet`]), the job that runs a whole spec on
+//! it against any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), and the
 //! commands behind the CLI ([`commands`]).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
@@ -9,6 +10,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod fleet;
 pub mod host;
 pub mod job;
 pub mod report;

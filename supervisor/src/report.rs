@@ -32,7 +32,10 @@ impl JobReport {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum VmState {
+    /// Every guest ran to its end and halted.
     Completed,
+    /// Stopped by request before its guests halted (not a failure).
+    Stopped,
     Failed(String),
 }
 
@@ -62,7 +65,7 @@ impl VmReport {
 
     /// Record a failure unless an earlier one is already recorded (the first cause matters most).
     pub fn fail_if_ok(&mut self, why: String) {
-        if self.state == VmState::Completed {
+        if !matches!(self.state, VmState::Failed(_)) {
             self.state = VmState::Failed(why);
         }
     }
@@ -83,6 +86,8 @@ impl VmReport {
             VmState::Failed(why) => format!("FAILED: {why}"),
             VmState::Completed if self.failed() => "FAILED: checks".into(),
             VmState::Completed => "completed".into(),
+            VmState::Stopped if self.failed() => "FAILED: checks".into(),
+            VmState::Stopped => "stopped".into(),
         }
     }
 }

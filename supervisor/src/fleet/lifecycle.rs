@@ -1,0 +1,150 @@
+//! A VM's life as the control plane sees it, and the views of a VM the control API hands out.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a VM is in its life.
+///
+/// ```text
+/// Creating → Created → Starting → Running ⇄ (Pausing → Paused → Resuming)
+///                                    ↓ stop, or every guest halted, or a vCPU failed
+///                                  Stopping → Exited(reason)
+/// ```
+/// `Created` can also go straight to `Exited(Stopped)`; removal is not a state (the VM is gone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state", content = "reason")]
+pub enum Lifecycle {
+    /// Its loop is creating the VM and writing its CPU model.
+    Creating,
+    /// Configured; no vCPU has run. The CPU model can still change.
+    Created,
+    /// vCPU threads started; not every vCPU has left the guest once yet.
+    Starting,
+    Running,
+    /// Asked to pause; not every vCPU has parked yet.
+    Pausing,
+    Paused,
+    /// Asked to resume; not every vCPU is running again yet.
+    Resuming,
+    /// Asked to stop; not every vCPU thread has ended yet.
+    Stopping,
+    Exited(ExitReason),
+}
+
+impl Lifecycle {
+    pub fn is_exited(&self) -> bool {
+        matches!(self, Lifecycle::Exited(_))
+    }
+}
+
+/// How a VM's run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitReason {
+    /// Every guest finished its passes and halted.
+    Halted,
+    /// Stopped by request (the operator, a signal, or the daemon shutting down).
+    Stopped,
+    /// A guest faulted, a call failed or a vCPU thread panicked; the text says which and how.
+    Failed(String),
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lifecycle::Creating => f.write_str("creating"),
+            Lifecycle::Created => f.write_str("created"),
+            Lifecycle::Starting => f.write_str("starting"),
+            Lifecycle::Running => f.write_str("running"),
+            Lifecycle::Pausing => f.write_str("pausing"),
+            Lifecycle::Paused => f.write_str("paused"),
+            Lifecycle::Resuming => f.write_str("resuming"),
+            Lifecycle::Stopping => f.write_str("stopping"),
+            Lifecycle::Exited(reason) => write!(f, "exited ({reason})"),
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Halted => f.write_str("guest halted"),
+            ExitReason::Stopped => f.write_str("stopped"),
+            ExitReason::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// What a VM's loop publishes whenever its life changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    pub lifecycle: Lifecycle,
+    /// Guest exits of the vCPUs that have ended (running vCPUs count theirs when they end).
+    pub exits: u64,
+}
+
+impl VmStatus {
+    pub fn new(lifecycle: Lifecycle) -> Self {
+        VmStatus { lifecycle, exits: 0 }
+    }
+}
+
+/// One VM in `list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub id: u32,
+    pub name: String,
+    pub vcpus: u32,
+    pub state: String,
+    /// Milliseconds since it started running (absent before it started).
+    pub uptime_ms: Option<u64>,
+}
+
+/// A VM's CPU model as the kernel holds it, and how it differs from what was asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelView {
+    pub vm: String,
+    /// The vCPU that ran first, once the model is locked.
+    pub sealed: Option<u32>,
+    /// The features the model hides.
+    pub hide: Vec<String>,
+    pub vcpus: Vec<VcpuModelView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuModelView {
+    pub vcpu: u32,
+    /// CPUID entries the kernel holds, and their digest.
+    pub entries: usize,
+    pub digest: String,
+    /// Bits the kernel changed from the request, by name.
+    pub drift: Vec<String>,
+    /// Hidden features the kernel still shows.
+    pub not_honoured: Vec<String>,
+    /// Hidden features the host never offered.
+    pub already_absent: Vec<String>,
+}
+
+impl ModelView {
+    /// One deterministic line: what a trace records as the reply.
+    pub fn summary(&self) -> String {
+        let digests: Vec<&str> = self.vcpus.iter().map(|v| v.digest.as_str()).collect();
+        let drift: usize = self.vcpus.iter().map(|v| v.drift.len()).sum();
+        let not_honoured: Vec<&str> = self
+            .vcpus
+            .first()
+            .map(|v| v.not_honoured.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        format!(
+            "model of {}: {}; hide [{}]; cpuid digests [{}]; {drift} drift lines; not honoured [{}]",
+            self.vm,
+            match self.sealed {
+                Some(vcpu) => format!("locked (vcpu{vcpu} ran first)"),
+                None => "open".to_string(),
+            },
+            self.hide.join(","),
+            digests.join(","),
+            not_honoured.join(",")
+        )
+    }
+}

@@ -1,0 +1,537 @@
+//! The fleet: many VMs under one async control plane.
+//!
+//! [`Fleet`] is the control plane. It lives on tokio and never blocks: every VM has its own event
+//! loop thread ([`vm_loop`], built on `event-manager`) that owns the VM, its vCPU threads and its
+//! lifecycle; the fleet sends it commands and awaits the answers. So VM lifecycles proceed
+//! concurrently, a VM that misbehaves only delays requests about itself, and a guest spinning in
+//! `KVM_RUN` is stopped by kicks, never waited for.
+//!
+//! Control requests ([`Fleet::handle`]) are carried out one at a time, in arrival order, and each
+//! is recorded on the trace's control stream with its reply. Together with the vCPU threads'
+//! recorded decisions this is what makes a fleet's trace replay to the same transcript: replay
+//! re-issues the same requests in the same order, and every answer depends only on recorded
+//! things (a pause is answered when the VM has paused *or ended*, never "not yet").
+
+pub mod lifecycle;
+mod vm_loop;
+
+use crate::report::{JobReport, VmReport};
+use crate::spec::{self, VmSpec};
+use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
+use recorder::Recorder;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::oneshot;
+use vcpu::cpuid::CpuidTable;
+use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, SystemCall, VmId};
+use vm_loop::{Command, VmLink, VmSetup};
+
+/// The answer of a VM loop that was asked to create its VM.
+type Created = oneshot::Receiver<vm_loop::CreateResult>;
+
+/// How long a control request waits for a VM to carry it out.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a fleet cannot run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("this backend runs {0} guests; vmfleet's fleets run x86_64 guests")]
+    UnsupportedArch(GuestArch),
+    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
+    SupportedCpuid(String),
+}
+
+/// Why a control request failed. The text names the VM and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no VM named {0:?}")]
+    UnknownVm(String),
+    #[error("a VM named {0:?} already exists")]
+    NameTaken(String),
+    #[error("{vm} has been removed")]
+    Removed { vm: String },
+    #[error("the fleet spec in the request: {0}")]
+    Spec(String),
+    #[error("{vm} did not carry out {request} within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout { vm: String, request: String },
+    #[error("{0}")]
+    Vm(String),
+    #[error("the fleet is shutting down")]
+    ShuttingDown,
+}
+
+/// What a control request produced.
+#[derive(Clone, Debug)]
+pub enum ControlValue {
+    Created(Vec<ModelView>),
+    Status { vm: String, status: VmStatus },
+    Model(ModelView),
+    Removed(Box<VmReport>),
+    Stopped(Vec<(String, VmStatus)>),
+    Shutdown(Box<JobReport>),
+}
+
+impl ControlValue {
+    /// One deterministic line for the trace and the transcript.
+    pub fn summary(&self) -> String {
+        match self {
+            ControlValue::Created(models) => format!(
+                "created {}",
+                models
+                    .iter()
+                    .map(|m| m.vm.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            ControlValue::Status { vm, status } => format!("{vm} {}", status.lifecycle),
+            ControlValue::Model(model) => model.summary(),
+            ControlValue::Removed(report) => format!("removed {}", report.name),
+            ControlValue::Stopped(vms) => format!(
+                "stopped {} VM(s): {}",
+                vms.len(),
+                vms.iter()
+                    .map(|(vm, status)| format!("{vm} {}", status.lifecycle))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ControlValue::Shutdown(report) => format!("shut down {} VM(s)", report.vms.len()),
+        }
+    }
+}
+
+/// One VM the fleet knows about (removed VMs stay, with their final report).
+struct Entry {
+    id: VmId,
+    name: String,
+    vcpus: u32,
+    link: Option<Arc<Mutex<VmLink>>>,
+    status: Option<tokio::sync::watch::Receiver<VmStatus>>,
+    started: Option<Instant>,
+    /// The final report, once the VM is gone (removed, or failed to come up).
+    report: Option<VmReport>,
+}
+
+/// The control plane of a fleet of VMs.
+pub struct Fleet {
+    name: String,
+    hv: Arc<dyn Hypervisor>,
+    supported: Arc<CpuidTable>,
+    entries: Mutex<Vec<Entry>>,
+    next_id: AtomicU32,
+    control_log: Option<Recorder>,
+    dispatch: tokio::sync::Mutex<()>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Fleet {
+    /// A fleet on `hv`: reads what the host supports (`KVM_GET_SUPPORTED_CPUID`) once.
+    pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
+        if hv.arch() != GuestArch::X86_64 {
+            return Err(FleetError::UnsupportedArch(hv.arch()));
+        }
+        let asked = Arc::clone(&hv);
+        let supported =
+            tokio::task::spawn_blocking(move || asked.call(&SystemCall::GetSupportedCpuid))
+                .await
+                .map_err(|e| FleetError::SupportedCpuid(e.to_string()))?;
+        let supported = match supported {
+            Ok(Reply::Cpuid(table)) => Arc::new(table),
+            Ok(other) => return Err(FleetError::SupportedCpuid(format!("unexpected reply {other}"))),
+            Err(e) => return Err(FleetError::SupportedCpuid(e.to_string())),
+        };
+        Ok(Fleet {
+            name: name.to_string(),
+            hv,
+            supported,
+            entries: Mutex::new(Vec::new()),
+            next_id: AtomicU32::new(0),
+            control_log: None,
+            dispatch: tokio::sync::Mutex::new(()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Record every control request carried out by [`Fleet::handle`] on `recorder`'s control
+    /// stream.
+    pub fn with_control_log(mut self, recorder: Recorder) -> Self {
+        self.control_log = Some(recorder);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- lifecycle ----------------------------------------------------------------------------
+
+    /// Create and configure the VMs of `specs`, concurrently; ids follow the order of `specs`.
+    /// Every VM is answered for: its model, or why it could not come up (it then stays in the
+    /// fleet as failed, so the final report shows it).
+    pub async fn create_all(&self, specs: Vec<VmSpec>) -> Vec<Result<ModelView, ControlError>> {
+        let pending: Vec<_> = specs.into_iter().map(|spec| self.begin_create(spec)).collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for begun in pending {
+            results.push(match begun {
+                Ok((name, created)) => self.finish_create(&name, created).await,
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
+    /// Create and configure one VM (not started).
+    pub async fn create(&self, spec: VmSpec) -> Result<ModelView, ControlError> {
+        let (name, created) = self.begin_create(spec)?;
+        self.finish_create(&name, created).await
+    }
+
+    fn begin_create(&self, spec: VmSpec) -> Result<(String, Created), ControlError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ControlError::ShuttingDown);
+        }
+        let mut entries = self.entries();
+        if entries.iter().any(|e| e.name == spec.name) {
+            return Err(ControlError::NameTaken(spec.name));
+        }
+        let id = VmId(self.next_id.fetch_add(1, Ordering::SeqCst));
+        let name = spec.name.clone();
+        let vcpus = spec.vcpus;
+        let (tx, rx) = oneshot::channel();
+        let setup = VmSetup {
+            id,
+            spec,
+            hv: Arc::clone(&self.hv),
+            supported: Arc::clone(&self.supported),
+        };
+        let mut entry = Entry {
+            id,
+            name: name.clone(),
+            vcpus,
+            link: None,
+            status: None,
+            started: None,
+            report: None,
+        };
+        match vm_loop::spawn(setup, tx) {
+            Ok(link) => {
+                entry.status = Some(link.status.clone());
+                entry.link = Some(Arc::new(Mutex::new(link)));
+            }
+            Err((_, report)) => entry.report = Some(report),
+        }
+        entries.push(entry);
+        Ok((name, rx))
+    }
+
+    async fn finish_create(&self, name: &str, created: Created) -> Result<ModelView, ControlError> {
+        let (why, report) = match created.await {
+            Ok(Ok((model, _status))) => return Ok(model),
+            Ok(Err((why, report))) => (why, Some(*report)),
+            Err(_) => ("its event loop ended".to_string(), None),
+        };
+        self.retire(name, report).await;
+        Err(ControlError::Vm(format!("{name}: {why}")))
+    }
+
+    /// A VM that failed to come up: its loop has ended; keep its report.
+    async fn retire(&self, name: &str, report: Option<VmReport>) {
+        if let Ok(link) = self.link(name) {
+            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+        }
+        let mut entries = self.entries();
+        if let Some(entry) = entries.iter_mut().find(|e| e.name == name) {
+            entry.link = None;
+            if report.is_some() {
+                entry.report = report;
+            }
+        }
+    }
+
+    fn link(&self, name: &str) -> Result<Arc<Mutex<VmLink>>, ControlError> {
+        let entries = self.entries();
+        let entry = entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
+        entry.link.clone().ok_or_else(|| ControlError::Removed {
+            vm: name.to_string(),
+        })
+    }
+
+    /// Send a command to a VM's loop and await its answer.
+    async fn ask<T>(
+        &self,
+        name: &str,
+        request: &str,
+        command: impl FnOnce(vm_loop::Answer<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let link = self.link(name)?;
+        let (tx, rx) = oneshot::channel();
+        lock(&link)
+            .send(command(tx))
+            .map_err(|why| ControlError::Vm(format!("{name}: {why}")))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(why))) => Err(ControlError::Vm(why)),
+            Ok(Err(_)) => Err(ControlError::Vm(format!("{name}: its event loop ended"))),
+            Err(_) => Err(ControlError::Timeout {
+                vm: name.to_string(),
+                request: request.to_string(),
+            }),
+        }
+    }
+
+    /// Start a created VM; answered once every vCPU has left the guest once.
+    pub async fn start(&self, name: &str) -> Result<VmStatus, ControlError> {
+        let status = self.ask(name, "start", Command::Start).await?;
+        if let Some(entry) = self.entries().iter_mut().find(|e| e.name == name) {
+            entry.started.get_or_insert_with(Instant::now);
+        }
+        Ok(status)
+    }
+
+    /// Start every VM that is created and not started, concurrently; calls `started` as each
+    /// one is running.
+    pub async fn start_all(
+        &self,
+        mut started: impl FnMut(&str, &Result<VmStatus, ControlError>),
+    ) -> Vec<(String, Result<VmStatus, ControlError>)> {
+        let names: Vec<String> = self
+            .entries()
+            .iter()
+            .filter(|e| {
+                e.status
+                    .as_ref()
+                    .is_some_and(|s| s.borrow().lifecycle == Lifecycle::Created)
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        let mut pending = FuturesUnordered::from_iter(names.iter().map(|name| async move {
+            (name.clone(), self.start(name).await)
+        }));
+        let mut results = Vec::new();
+        while let Some((name, result)) = pending.next().await {
+            started(&name, &result);
+            results.push((name, result));
+        }
+        results
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<VmStatus, ControlError> {
+        self.ask(name, "pause", Command::Pause).await
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<VmStatus, ControlError> {
+        self.ask(name, "resume", Command::Resume).await
+    }
+
+    /// Stop a VM; answered once every vCPU thread has been joined.
+    pub async fn stop(&self, name: &str) -> Result<VmStatus, ControlError> {
+        self.ask(name, "stop", Command::Stop).await
+    }
+
+    pub async fn model(&self, name: &str) -> Result<ModelView, ControlError> {
+        self.ask(name, "model", Command::Model).await
+    }
+
+    /// Change a VM's CPU model to one that hides `hide`; the lock refuses a change once the VM
+    /// has run.
+    pub async fn set_model(&self, name: &str, hide: Vec<String>) -> Result<ModelView, ControlError> {
+        let hide = hide
+            .iter()
+            .map(|n| feature_name(n).map_err(ControlError::Spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.ask(name, "set-model", |answer| Command::SetModel { hide, answer })
+            .await
+    }
+
+    /// Stop (if needed) and tear down a VM; its final report stays with the fleet.
+    pub async fn remove(&self, name: &str) -> Result<VmReport, ControlError> {
+        let report = self.ask(name, "remove", Command::Remove).await?;
+        let link = self.link(name)?;
+        let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+        if let Some(entry) = self.entries().iter_mut().find(|e| e.name == name) {
+            entry.link = None;
+            entry.report = Some(report.clone());
+        }
+        Ok(report)
+    }
+
+    /// Stop every VM that has not exited, concurrently.
+    pub async fn stop_all(&self) -> Vec<(String, VmStatus)> {
+        let names = self.live_names(|l| !l.is_exited());
+        let mut pending = FuturesUnordered::from_iter(names.iter().map(|name| async move {
+            (name.clone(), self.stop(name).await)
+        }));
+        let mut stopped = Vec::new();
+        while let Some((name, result)) = pending.next().await {
+            match result {
+                Ok(status) => stopped.push((name, status)),
+                Err(e) => tracing::warn!("stopping {name}: {e}"),
+            }
+        }
+        // Report in fleet order, not completion order: replies must not depend on timing.
+        let order = self.live_names(|_| true);
+        stopped.sort_by_key(|(name, _)| order.iter().position(|n| n == name));
+        stopped
+    }
+
+    fn live_names(&self, keep: impl Fn(&Lifecycle) -> bool) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter(|e| e.link.is_some())
+            .filter(|e| e.status.as_ref().is_some_and(|s| keep(&s.borrow().lifecycle)))
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Wait until every VM has exited (halted, stopped or failed).
+    pub async fn wait_all_exited(&self) {
+        let watches: Vec<_> = self
+            .entries()
+            .iter()
+            .filter_map(|e| e.status.clone())
+            .collect();
+        for mut watch in watches {
+            let _ = watch.wait_for(|s| s.lifecycle.is_exited()).await;
+        }
+    }
+
+    /// Stop and remove every VM; the report of every VM the fleet ever had, in id order.
+    pub async fn shutdown(&self) -> JobReport {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stop_all().await;
+        for name in self.live_names(|_| true) {
+            if let Err(e) = self.remove(&name).await {
+                tracing::warn!("removing {name}: {e}");
+            }
+        }
+        self.report()
+    }
+
+    /// The reports of the VMs that are gone, in id order (all of them after a shutdown).
+    pub fn report(&self) -> JobReport {
+        let mut entries: Vec<(VmId, VmReport)> = self
+            .entries()
+            .iter()
+            .filter_map(|e| e.report.clone().map(|r| (e.id, r)))
+            .collect();
+        entries.sort_by_key(|(id, _)| *id);
+        JobReport {
+            fleet: self.name.clone(),
+            vms: entries.into_iter().map(|(_, r)| r).collect(),
+        }
+    }
+
+    /// Every VM with its state and uptime, in id order (removed VMs included, as `removed`).
+    pub fn list(&self) -> Vec<VmInfo> {
+        self.entries()
+            .iter()
+            .map(|e| {
+                let state = match (&e.link, &e.status) {
+                    (None, _) => "removed".to_string(),
+                    (Some(_), Some(status)) => status.borrow().lifecycle.to_string(),
+                    (Some(_), None) => "unknown".to_string(),
+                };
+                let running = e.link.is_some()
+                    && e.status
+                        .as_ref()
+                        .is_some_and(|s| !s.borrow().lifecycle.is_exited());
+                VmInfo {
+                    id: e.id.0,
+                    name: e.name.clone(),
+                    vcpus: e.vcpus,
+                    state,
+                    uptime_ms: e
+                        .started
+                        .filter(|_| running)
+                        .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                }
+            })
+            .collect()
+    }
+
+    // ---- the control API ----------------------------------------------------------------------
+
+    /// Carry out one control request, after any earlier one, and record it with its reply.
+    pub async fn handle(&self, call: ControlCall) -> Result<ControlValue, ControlError> {
+        let _turn = self.dispatch.lock().await;
+        let result = self.carry_out(&call).await;
+        if let Some(recorder) = &self.control_log {
+            recorder.record(
+                Stream::Control,
+                Call::Control(call),
+                Ok(Reply::Control(reply_line(&result))),
+                None,
+            );
+        }
+        result
+    }
+
+    async fn carry_out(&self, call: &ControlCall) -> Result<ControlValue, ControlError> {
+        let status = |vm: &str, status: VmStatus| ControlValue::Status {
+            vm: vm.to_string(),
+            status,
+        };
+        Ok(match call {
+            ControlCall::Create { spec } => {
+                let parsed = spec::parse(spec, "the create request")
+                    .map_err(|e| ControlError::Spec(e.to_string()))?;
+                let mut models = Vec::new();
+                for result in self.create_all(parsed.vms).await {
+                    models.push(result?);
+                }
+                ControlValue::Created(models)
+            }
+            ControlCall::Start { vm } => status(vm, self.start(vm).await?),
+            ControlCall::Pause { vm } => status(vm, self.pause(vm).await?),
+            ControlCall::Resume { vm } => status(vm, self.resume(vm).await?),
+            ControlCall::Stop { vm } => status(vm, self.stop(vm).await?),
+            ControlCall::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
+            ControlCall::Model { vm } => ControlValue::Model(self.model(vm).await?),
+            ControlCall::SetModel { vm, hide } => {
+                ControlValue::Model(self.set_model(vm, hide.clone()).await?)
+            }
+            ControlCall::StopAll => ControlValue::Stopped(self.stop_all().await),
+            ControlCall::Shutdown => ControlValue::Shutdown(Box::new(self.shutdown().await)),
+        })
+    }
+}
+
+/// A control reply as the trace records it.
+pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
+    match result {
+        Ok(value) => format!("ok: {}", value.summary()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// A feature's catalog spelling, or why the name is not one.
+fn feature_name(name: &str) -> Result<String, String> {
+    match vcpu::cpuid::features::by_name(name) {
+        Some(feature) => Ok(feature.name.to_string()),
+        None => Err(format!(
+            "unknown CPU feature `{name}`{}; `vmfleet host` lists them",
+            vcpu::cpuid::features::suggest(name)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fleet's VMs by name, for callers that need a lookup.
+pub fn by_name(list: &[VmInfo]) -> HashMap<&str, &VmInfo> {
+    list.iter().map(|vm| (vm.name.as_str(), vm)).collect()
+}

@@ -1,0 +1,874 @@
+//! One VM's event loop: a thread of its own, built on `event-manager`, that owns the VM, its vCPU
+//! threads and its lifecycle.
+//!
+//! Two eventfds wake it: one for commands from the async control plane (over an `mpsc` channel;
+//! replies go back on tokio `oneshot`s), one for notices from its vCPU threads (first exit, parked,
+//! unparked, ended). vCPU threads run the guest and decode its exits themselves (one OS thread
+//! each, `KVM_RUN` blocks); the loop handles what changes the VM's life: a start completing, a
+//! pause settling, a vCPU ending or failing, a stop, a removal. Nothing here blocks on a guest: a
+//! pause or a stop kicks the vCPUs and is answered when the notices say it took effect.
+//!
+//! A vCPU that fails (its guest faults, a call fails, its thread panics) stops the VM's other
+//! vCPUs and marks the VM failed; other VMs never notice.
+
+use super::lifecycle::{ExitReason, Lifecycle, ModelView, VcpuModelView, VmStatus};
+use crate::report::{AfterRunReport, GuestSummary, VcpuReport, Verdict, VmReport, VmState};
+use crate::spec::{AfterRun, VmSpec};
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use tokio::sync::{oneshot, watch};
+use vcpu::cpuid::model::X86CpuModel;
+use vcpu::cpuid::{CpuidTable, drift, features};
+use vcpu::guest::x86 as guest;
+use vcpu::runner::{self, Probe, ProbeEnd, ProbeOutcome, VcpuNotice};
+use vcpu::{
+    HandleError, Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle, VcpuId, VmCall,
+    VmHandle, VmId,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+/// Stack size of the VM loop thread and of each vCPU thread. Neither recurses nor keeps large
+/// frames; small stacks keep a 500-VM fleet's address space (and page tables) small.
+pub(super) const THREAD_STACK: usize = 256 << 10;
+
+/// A reply to the control plane: the result, or an error message that names the VM.
+pub(super) type Answer<T> = oneshot::Sender<Result<T, String>>;
+
+/// How creating a VM went: its model, or why it failed with its report (the VM is torn down).
+pub(super) type CreateResult = Result<(ModelView, VmStatus), (String, Box<VmReport>)>;
+
+/// What the control plane asks of a VM.
+pub(super) enum Command {
+    /// Load the guest, start every vCPU thread; answered once every vCPU has left the guest once.
+    Start(Answer<VmStatus>),
+    /// Answered once every vCPU has parked (or ended).
+    Pause(Answer<VmStatus>),
+    /// Answered once every parked vCPU is running again.
+    Resume(Answer<VmStatus>),
+    /// Answered once every vCPU thread has been joined.
+    Stop(Answer<VmStatus>),
+    Model(Answer<ModelView>),
+    /// Rewrite every vCPU's CPUID with this model, through the lock.
+    SetModel {
+        hide: Vec<String>,
+        answer: Answer<ModelView>,
+    },
+    /// Stop if needed, tear the VM down, end the loop; answered with the VM's final report.
+    Remove(Answer<VmReport>),
+}
+
+/// The control plane's end of a VM loop.
+pub(super) struct VmLink {
+    commands: Sender<Command>,
+    wake: Arc<EventFd>,
+    pub(super) status: watch::Receiver<VmStatus>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VmLink {
+    /// Send a command and wake the loop. Fails only if the loop is gone.
+    pub(super) fn send(&self, command: Command) -> Result<(), String> {
+        self.commands
+            .send(command)
+            .map_err(|_| "its event loop has ended".to_string())?;
+        self.wake
+            .write(1)
+            .map_err(|e| format!("cannot wake its event loop: {e}"))
+    }
+
+    /// Join the loop thread (after `Remove` was answered).
+    pub(super) fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a VM loop needs to create its VM.
+pub(super) struct VmSetup {
+    pub id: VmId,
+    pub spec: VmSpec,
+    pub hv: Arc<dyn Hypervisor>,
+    pub supported: Arc<CpuidTable>,
+}
+
+/// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
+/// or with the report of a VM that failed to come up, after tearing it down), then serves
+/// commands until the VM is removed.
+pub(super) fn spawn(
+    setup: VmSetup,
+    created: oneshot::Sender<CreateResult>,
+) -> Result<VmLink, (String, VmReport)> {
+    let report = VmReport::new(setup.id, &setup.spec);
+    let fail = |why: String| {
+        let mut report = report.clone();
+        report.state = VmState::Failed(why.clone());
+        (why, report)
+    };
+    let wake = EventFd::new(EFD_NONBLOCK)
+        .map(Arc::new)
+        .map_err(|e| fail(format!("cannot create its command eventfd: {e}")))?;
+    let (commands_tx, commands) = mpsc::channel();
+    let (status_tx, status) = watch::channel(VmStatus::new(Lifecycle::Creating));
+    let name = setup.spec.name.clone();
+    let loop_wake = Arc::clone(&wake);
+    let thread = std::thread::Builder::new()
+        .name(format!("vm-{name}"))
+        .stack_size(THREAD_STACK)
+        .spawn(move || vm_thread(setup, loop_wake, commands, status_tx, created))
+        .map_err(|e| fail(format!("cannot start its event loop thread: {e}")))?;
+    Ok(VmLink {
+        commands: commands_tx,
+        wake,
+        status,
+        thread: Some(thread),
+    })
+}
+
+fn vm_thread(
+    setup: VmSetup,
+    wake: Arc<EventFd>,
+    commands: Receiver<Command>,
+    status: watch::Sender<VmStatus>,
+    created: oneshot::Sender<CreateResult>,
+) {
+    let mut report = VmReport::new(setup.id, &setup.spec);
+    let mut fail = |why: String| {
+        report.state = VmState::Failed(why.clone());
+        status.send_replace(VmStatus::new(Lifecycle::Exited(ExitReason::Failed(
+            why.clone(),
+        ))));
+        (why, Box::new(report.clone()))
+    };
+    let notices = match EventFd::new(EFD_NONBLOCK) {
+        Ok(fd) => Arc::new(fd),
+        Err(e) => {
+            let _ = created.send(Err(fail(format!(
+                "cannot create its notice eventfd: {e}"
+            ))));
+            return;
+        }
+    };
+    let vm = match setup.hv.create_vm(setup.id, &setup.spec.name) {
+        Ok(vm) => VmHandle::new(vm, setup.spec.name.clone()),
+        Err(e) => {
+            let _ = created.send(Err(fail(format!("CREATE_VM: {e}"))));
+            return;
+        }
+    };
+    let (notice_tx, notice_rx) = mpsc::channel();
+    let mut this = VmLoop {
+        spec: setup.spec,
+        supported: setup.supported,
+        vm,
+        vcpus: Vec::new(),
+        control: Arc::new(RunControl::new()),
+        threads: Vec::new(),
+        runs: Vec::new(),
+        lifecycle: Lifecycle::Creating,
+        status,
+        report,
+        points: Vec::new(),
+        commands,
+        command_fd: wake,
+        notice_rx,
+        notice_tx,
+        notice_fd: notices,
+        starting: Vec::new(),
+        pausing: Vec::new(),
+        resuming: Vec::new(),
+        stopping: Vec::new(),
+        removing: None,
+        failure: None,
+        done: false,
+        broken: None,
+    };
+    if let Err(why) = this.configure() {
+        this.report.state = VmState::Failed(why.clone());
+        this.teardown();
+        this.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
+        let _ = created.send(Err((why, Box::new(this.report.clone()))));
+        return;
+    }
+    this.set_lifecycle(Lifecycle::Created);
+    let _ = created.send(Ok((this.model_view(), this.status_now())));
+
+    let shared = Rc::new(RefCell::new(this));
+    let mut manager = match EventManager::<Rc<RefCell<VmLoop>>>::new() {
+        Ok(manager) => manager,
+        Err(e) => {
+            shared
+                .borrow_mut()
+                .abandon(format!("cannot create its event manager: {e}"));
+            return;
+        }
+    };
+    manager.add_subscriber(Rc::clone(&shared));
+    if let Some(why) = shared.borrow_mut().broken.take() {
+        shared.borrow_mut().abandon(why);
+        return;
+    }
+    while !shared.borrow().done {
+        if let Err(e) = manager.run() {
+            shared
+                .borrow_mut()
+                .abandon(format!("its event loop failed: {e}"));
+            return;
+        }
+    }
+}
+
+/// Where one vCPU thread is, as its notices tell.
+#[derive(Clone, Copy, Debug, Default)]
+struct VcpuRun {
+    first_exit: bool,
+    parked: bool,
+    ended: bool,
+}
+
+/// Which eventfd woke the loop.
+const COMMANDS: u32 = 1;
+const NOTICES: u32 = 2;
+
+/// A notice from a vCPU thread.
+enum Notice {
+    Run(VcpuNotice),
+    /// The thread is about to end (sent from a drop guard, so a panic sends it too).
+    Ended,
+}
+
+struct VmLoop {
+    spec: VmSpec,
+    supported: Arc<CpuidTable>,
+    vm: VmHandle,
+    vcpus: Vec<Arc<VcpuHandle>>,
+    control: Arc<RunControl>,
+    threads: Vec<Option<JoinHandle<ProbeOutcome>>>,
+    runs: Vec<VcpuRun>,
+    lifecycle: Lifecycle,
+    status: watch::Sender<VmStatus>,
+    report: VmReport,
+    /// The probe table loaded into the guest (from vCPU 0's held table at start).
+    points: Vec<(u32, u32)>,
+    commands: Receiver<Command>,
+    command_fd: Arc<EventFd>,
+    notice_rx: Receiver<(usize, Notice)>,
+    notice_tx: Sender<(usize, Notice)>,
+    notice_fd: Arc<EventFd>,
+    starting: Vec<Answer<VmStatus>>,
+    pausing: Vec<Answer<VmStatus>>,
+    resuming: Vec<Answer<VmStatus>>,
+    stopping: Vec<Answer<VmStatus>>,
+    removing: Option<Answer<VmReport>>,
+    /// The first vCPU failure, if any (the VM's exit reason).
+    failure: Option<String>,
+    done: bool,
+    /// Set by `init` when the loop could not register its eventfds.
+    broken: Option<String>,
+}
+
+impl MutEventSubscriber for VmLoop {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            COMMANDS => {
+                // Nonblocking: the count is irrelevant, the channel holds the commands.
+                let _ = self.command_fd.read();
+                while let Ok(command) = self.commands.try_recv() {
+                    self.command(command);
+                }
+            }
+            NOTICES => {
+                let _ = self.notice_fd.read();
+                while let Ok((index, notice)) = self.notice_rx.try_recv() {
+                    self.notice(index, notice);
+                }
+            }
+            _ => {}
+        }
+        self.settle();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for (fd, data, what) in [
+            (&self.command_fd, COMMANDS, "command"),
+            (&self.notice_fd, NOTICES, "notice"),
+        ] {
+            if let Err(e) = ops.add(Events::with_data(fd.as_ref(), data, EventSet::IN)) {
+                self.broken = Some(format!("cannot watch its {what} eventfd: {e}"));
+            }
+        }
+    }
+}
+
+impl VmLoop {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn status_now(&self) -> VmStatus {
+        let mut status = VmStatus::new(self.lifecycle.clone());
+        status.exits = self.report.vcpus.iter().map(|v| v.exits).sum();
+        status
+    }
+
+    fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.lifecycle = lifecycle;
+        self.status.send_replace(self.status_now());
+    }
+
+    /// The loop cannot go on: fail every waiting request, stop and tear down the VM.
+    fn abandon(&mut self, why: String) {
+        tracing::error!(vm = self.name(), "{why}");
+        self.control.request(RunDecision::Stop);
+        self.join_all();
+        self.report.fail_if_ok(why.clone());
+        self.teardown();
+        self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
+        for answer in self
+            .starting
+            .drain(..)
+            .chain(self.pausing.drain(..))
+            .chain(self.resuming.drain(..))
+            .chain(self.stopping.drain(..))
+        {
+            let _ = answer.send(Err(why.clone()));
+        }
+        if let Some(answer) = self.removing.take() {
+            let _ = answer.send(Ok(self.report.clone()));
+        }
+        self.done = true;
+    }
+
+    // ---- configuration ------------------------------------------------------------------------
+
+    /// Guest memory, every vCPU and its CPU model; nothing runs yet.
+    fn configure(&mut self) -> Result<(), String> {
+        let memory = (u64::from(self.spec.memory_mib) << 20).max(guest::MEMORY_SIZE);
+        self.vm
+            .add_memory(0, 0, memory)
+            .map_err(|e| e.to_string())?;
+        for index in 0..self.spec.vcpus {
+            let vcpu = Arc::new(
+                self.vm
+                    .create_vcpu(VcpuId(index))
+                    .map_err(|e| e.to_string())?,
+            );
+            self.control.add_kick(vcpu.kicker());
+            self.vcpus.push(vcpu);
+            self.runs.push(VcpuRun::default());
+        }
+        self.apply_model(&self.spec.cpu.hide.clone(), false)
+    }
+
+    /// Write the model that hides `hide` to every vCPU, through the lock, and refresh the report.
+    /// `identical_if_unchanged`: when `hide` is the current model, rewrite what the kernel holds
+    /// (an identical write, which the lock allows after the first run) rather than rebuilding it
+    /// from the supported table (which the host may have rewritten).
+    fn apply_model(&mut self, hide: &[String], identical_if_unchanged: bool) -> Result<(), String> {
+        let unchanged = identical_if_unchanged && hide == self.spec.cpu.hide.as_slice();
+        let model = X86CpuModel {
+            hide: hide.to_vec(),
+        };
+        let mut reports = Vec::with_capacity(self.vcpus.len());
+        for (index, vcpu) in self.vcpus.iter().enumerate() {
+            let requested = model
+                .build(&self.supported, index as u32, self.spec.vcpus)
+                .map_err(|e| format!("{}/{}: CPU model: {e}", self.vm.id(), vcpu.id()))?;
+            let table = match (unchanged, self.report.vcpus.get(index)) {
+                (true, Some(current)) => current.held.clone(),
+                _ => requested.table.clone(),
+            };
+            let write = vcpu.set_cpuid(&table).map_err(|e| refusal_text(&e))?;
+            let hidden = requested.hidden.clone();
+            let previous = self.report.vcpus.get(index);
+            reports.push(VcpuReport {
+                id: index as u32,
+                drift: drift::drift(&requested.table, &write.held).lines(),
+                not_honoured: drift::not_honoured(&hidden, &write.held)
+                    .iter()
+                    .map(|f| f.name.to_string())
+                    .collect(),
+                already_absent: requested
+                    .already_absent
+                    .iter()
+                    .map(|f| f.name.to_string())
+                    .collect(),
+                held: write.held,
+                hidden,
+                guest: previous.and_then(|p| p.guest.clone()),
+                exits: previous.map_or(0, |p| p.exits),
+                end: previous.map_or_else(|| "not started".into(), |p| p.end.clone()),
+            });
+        }
+        self.report.vcpus = reports;
+        self.report.requested_hidden = hide.to_vec();
+        self.spec.cpu.hide = hide.to_vec();
+        Ok(())
+    }
+
+    fn model_view(&self) -> ModelView {
+        ModelView {
+            vm: self.name().to_string(),
+            sealed: match self.vm.lock().state() {
+                Seal::Open => None,
+                Seal::Sealed { first_run } => Some(first_run.0),
+            },
+            hide: self.spec.cpu.hide.clone(),
+            vcpus: self
+                .report
+                .vcpus
+                .iter()
+                .map(|v| VcpuModelView {
+                    vcpu: v.id,
+                    entries: v.held.len(),
+                    digest: format!("{:08x}", v.held.digest()),
+                    drift: v.drift.clone(),
+                    not_honoured: v.not_honoured.clone(),
+                    already_absent: v.already_absent.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    // ---- commands -----------------------------------------------------------------------------
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Start(answer) => self.start(answer),
+            Command::Pause(answer) => match &self.lifecycle {
+                Lifecycle::Running => {
+                    self.control.request(RunDecision::Pause);
+                    self.set_lifecycle(Lifecycle::Pausing);
+                    self.pausing.push(answer);
+                }
+                Lifecycle::Pausing => self.pausing.push(answer),
+                Lifecycle::Paused => {
+                    let _ = answer.send(Ok(self.status_now()));
+                }
+                other => {
+                    let _ = answer.send(Err(self.cannot("pause", other)));
+                }
+            },
+            Command::Resume(answer) => match &self.lifecycle {
+                Lifecycle::Paused => {
+                    self.control.request(RunDecision::Run);
+                    self.set_lifecycle(Lifecycle::Resuming);
+                    self.resuming.push(answer);
+                }
+                Lifecycle::Resuming => self.resuming.push(answer),
+                Lifecycle::Running => {
+                    let _ = answer.send(Ok(self.status_now()));
+                }
+                other => {
+                    let _ = answer.send(Err(self.cannot("resume", other)));
+                }
+            },
+            Command::Stop(answer) => match &self.lifecycle {
+                Lifecycle::Created => {
+                    self.report.state = VmState::Stopped;
+                    self.set_lifecycle(Lifecycle::Exited(ExitReason::Stopped));
+                    let _ = answer.send(Ok(self.status_now()));
+                }
+                Lifecycle::Exited(_) => {
+                    let _ = answer.send(Ok(self.status_now()));
+                }
+                Lifecycle::Creating => {
+                    let _ = answer.send(Err(self.cannot("stop", &Lifecycle::Creating)));
+                }
+                _ => {
+                    self.begin_stop();
+                    self.stopping.push(answer);
+                }
+            },
+            Command::Model(answer) => {
+                let _ = answer.send(Ok(self.model_view()));
+            }
+            Command::SetModel { hide, answer } => {
+                let result = self
+                    .apply_model(&hide, true)
+                    .map(|()| self.model_view())
+                    .map_err(|e| format!("{}: {e}", self.name()));
+                let _ = answer.send(result);
+            }
+            Command::Remove(answer) => {
+                if matches!(
+                    self.lifecycle,
+                    Lifecycle::Created | Lifecycle::Exited(_) | Lifecycle::Creating
+                ) {
+                    self.finish_removal(answer);
+                } else {
+                    self.begin_stop();
+                    self.removing = Some(answer);
+                }
+            }
+        }
+    }
+
+    fn cannot(&self, what: &str, state: &Lifecycle) -> String {
+        format!("cannot {what} {}: it is {state}", self.name())
+    }
+
+    fn begin_stop(&mut self) {
+        self.control.request(RunDecision::Stop);
+        if !matches!(self.lifecycle, Lifecycle::Exited(_)) {
+            self.set_lifecycle(Lifecycle::Stopping);
+        }
+    }
+
+    /// Load the guest, place every vCPU at its entry, start one thread per vCPU.
+    fn start(&mut self, answer: Answer<VmStatus>) {
+        match &self.lifecycle {
+            Lifecycle::Created => {}
+            Lifecycle::Starting => {
+                self.starting.push(answer);
+                return;
+            }
+            Lifecycle::Running => {
+                let _ = answer.send(Ok(self.status_now()));
+                return;
+            }
+            other => {
+                let _ = answer.send(Err(self.cannot("start", other)));
+                return;
+            }
+        }
+        if let Err(why) = self.launch() {
+            self.failure.get_or_insert(why.clone());
+            self.report.fail_if_ok(why.clone());
+            self.control.request(RunDecision::Stop);
+            self.join_all();
+            self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
+            let _ = answer.send(Err(format!("{}: {why}", self.name())));
+            return;
+        }
+        self.set_lifecycle(Lifecycle::Starting);
+        self.starting.push(answer);
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        self.points = self
+            .report
+            .vcpus
+            .first()
+            .map(|v| v.held.probe_points())
+            .unwrap_or_default();
+        let points = self.points.clone();
+        let repeats = self.spec.probe_repeats;
+        self.vm
+            .with_memory(|mem| guest::load(mem, &points, repeats))
+            .map_err(|e| format!("loading the guest: {e}"))?;
+        for vcpu in &self.vcpus {
+            vcpu.set_boot_state(guest::ENTRY)
+                .map_err(|e| e.to_string())?;
+        }
+        // A finite guest gets a budget a little above what its passes need; a guest that repeats
+        // forever runs until it is stopped.
+        let budget = (repeats > 0)
+            .then(|| u64::from(repeats) * (6 * points.len() as u64 + 2) + 16);
+        for (index, vcpu) in self.vcpus.iter().enumerate() {
+            let thread = spawn_vcpu(
+                index,
+                Arc::clone(vcpu),
+                Arc::clone(&self.control),
+                points.clone(),
+                repeats,
+                budget,
+                self.notice_tx.clone(),
+                Arc::clone(&self.notice_fd),
+                format!("{}-{}", self.name(), vcpu.id()),
+            )
+            .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))?;
+            self.threads.push(Some(thread));
+        }
+        Ok(())
+    }
+
+    // ---- notices ------------------------------------------------------------------------------
+
+    fn notice(&mut self, index: usize, notice: Notice) {
+        let Some(run) = self.runs.get_mut(index) else {
+            return;
+        };
+        match notice {
+            Notice::Run(VcpuNotice::FirstExit) => run.first_exit = true,
+            Notice::Run(VcpuNotice::Parked) => run.parked = true,
+            Notice::Run(VcpuNotice::Unparked) => run.parked = false,
+            Notice::Ended => {
+                run.ended = true;
+                run.parked = false;
+                self.collect(index);
+            }
+        }
+    }
+
+    /// Join an ended vCPU thread and take its outcome into the report.
+    fn collect(&mut self, index: usize) {
+        let Some(thread) = self.threads.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let Some(vcpu_report) = self.report.vcpus.get_mut(index) else {
+            return;
+        };
+        let failure = match thread.join() {
+            Ok(outcome) => {
+                vcpu_report.exits = outcome.exits;
+                vcpu_report.end = describe_end(&outcome.end);
+                vcpu_report.guest = Some(GuestSummary::from_report(
+                    &vcpu_report.held,
+                    &outcome.report,
+                    &vcpu_report.hidden,
+                ));
+                (!matches!(outcome.end, ProbeEnd::Halted | ProbeEnd::Stopped))
+                    .then(|| format!("vcpu{index}: {}", vcpu_report.end))
+            }
+            Err(_) => {
+                vcpu_report.end = "its thread panicked".into();
+                Some(format!("vcpu{index}: its thread panicked"))
+            }
+        };
+        if let Some(why) = failure {
+            tracing::warn!(vm = self.spec.name.as_str(), "{why}");
+            if self.failure.is_none() {
+                self.failure = Some(why.clone());
+                self.report.fail_if_ok(why);
+                // One failed vCPU fails the VM: stop the others.
+                self.control.request(RunDecision::Stop);
+            }
+        }
+    }
+
+    /// Join every vCPU thread still running (they must already have been asked to stop).
+    fn join_all(&mut self) {
+        for index in 0..self.threads.len() {
+            if self.threads[index].is_some() {
+                self.collect(index);
+                self.runs[index].ended = true;
+            }
+        }
+    }
+
+    /// Answer whatever the latest notices completed.
+    fn settle(&mut self) {
+        let started = !self.threads.is_empty();
+        let all_ended = started && self.runs.iter().all(|r| r.ended);
+        if started && !all_ended {
+            if self.runs.iter().all(|r| r.first_exit || r.ended) && !self.starting.is_empty() {
+                if self.lifecycle == Lifecycle::Starting {
+                    self.set_lifecycle(Lifecycle::Running);
+                }
+                let status = self.status_now();
+                for answer in self.starting.drain(..) {
+                    let _ = answer.send(Ok(status.clone()));
+                }
+            }
+            if self.lifecycle == Lifecycle::Pausing && self.runs.iter().all(|r| r.parked || r.ended)
+            {
+                self.set_lifecycle(Lifecycle::Paused);
+                let status = self.status_now();
+                for answer in self.pausing.drain(..) {
+                    let _ = answer.send(Ok(status.clone()));
+                }
+            }
+            if self.lifecycle == Lifecycle::Resuming && self.runs.iter().all(|r| !r.parked) {
+                self.set_lifecycle(Lifecycle::Running);
+                let status = self.status_now();
+                for answer in self.resuming.drain(..) {
+                    let _ = answer.send(Ok(status.clone()));
+                }
+            }
+        }
+        if all_ended && !matches!(self.lifecycle, Lifecycle::Exited(_)) {
+            self.exited();
+        }
+        if matches!(self.lifecycle, Lifecycle::Exited(_)) {
+            if let Some(answer) = self.removing.take() {
+                self.finish_removal(answer);
+            }
+        }
+    }
+
+    /// Every vCPU thread has ended: decide how the VM ended, run the after-run checks of a VM
+    /// whose guests all halted, and answer everyone waiting.
+    fn exited(&mut self) {
+        let stopped = self
+            .report
+            .vcpus
+            .iter()
+            .any(|v| v.end == describe_end(&ProbeEnd::Stopped));
+        let reason = match &self.failure {
+            Some(why) => ExitReason::Failed(why.clone()),
+            None if stopped => ExitReason::Stopped,
+            None => ExitReason::Halted,
+        };
+        if reason == ExitReason::Halted {
+            if let Err(why) = self.after_run() {
+                self.report.fail_if_ok(why);
+            }
+        }
+        if reason == ExitReason::Stopped && self.report.state == VmState::Completed {
+            self.report.state = VmState::Stopped;
+        }
+        self.set_lifecycle(Lifecycle::Exited(reason.clone()));
+        let status = self.status_now();
+        let ended = format!("{} ended before that took effect: {reason}", self.name());
+        for answer in self.starting.drain(..) {
+            // A guest that halts at once still started.
+            let _ = answer.send(Ok(status.clone()));
+        }
+        for answer in self.pausing.drain(..).chain(self.resuming.drain(..)) {
+            let _ = answer.send(Err(ended.clone()));
+        }
+        for answer in self.stopping.drain(..) {
+            let _ = answer.send(Ok(status.clone()));
+        }
+    }
+
+    fn after_run(&mut self) -> Result<(), String> {
+        for action in self.spec.after_run.clone() {
+            let targets: Vec<u32> = match action.vcpu() {
+                Some(v) => vec![v],
+                None => (0..self.spec.vcpus).collect(),
+            };
+            for target in targets {
+                let vcpu = &self.vcpus[target as usize];
+                let result = try_after_run(vcpu, &action)?;
+                self.report.after_run.push(result);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_removal(&mut self, answer: Answer<VmReport>) {
+        self.join_all();
+        self.teardown();
+        let _ = answer.send(Ok(self.report.clone()));
+        self.done = true;
+    }
+
+    /// Close every vCPU, then the VM, in reverse order of creation. A failed teardown is reported
+    /// but does not hide an earlier failure.
+    fn teardown(&mut self) {
+        for vcpu in self.vcpus.iter().rev() {
+            if let Err(e) = vcpu.plain_call(VcpuCall::Destroy) {
+                self.report.fail_if_ok(format!("teardown: {e}"));
+            }
+        }
+        self.vcpus.clear();
+        if let Err(e) = self.vm.call(VmCall::Destroy) {
+            self.report.fail_if_ok(format!("teardown: {e}"));
+        }
+    }
+}
+
+/// Sends `Ended` when the vCPU thread ends, however it ends.
+struct EndNotice {
+    index: usize,
+    tx: Sender<(usize, Notice)>,
+    wake: Arc<EventFd>,
+}
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        let _ = self.tx.send((self.index, Notice::Ended));
+        let _ = self.wake.write(1);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_vcpu(
+    index: usize,
+    vcpu: Arc<VcpuHandle>,
+    control: Arc<RunControl>,
+    points: Vec<(u32, u32)>,
+    repeats: u32,
+    exit_budget: Option<u64>,
+    tx: Sender<(usize, Notice)>,
+    wake: Arc<EventFd>,
+    name: String,
+) -> std::io::Result<JoinHandle<ProbeOutcome>> {
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let end = EndNotice {
+                index,
+                tx: tx.clone(),
+                wake: Arc::clone(&wake),
+            };
+            let probe = Probe {
+                points: &points,
+                repeats,
+                exit_budget,
+            };
+            let outcome = runner::run_controlled(&vcpu, &probe, &control, &mut |notice| {
+                let _ = tx.send((index, Notice::Run(notice)));
+                let _ = wake.write(1);
+            });
+            drop(end);
+            outcome
+        })
+}
+
+/// Attempt one after-run write and judge it against the lock's rule.
+fn try_after_run(vcpu: &VcpuHandle, action: &AfterRun) -> Result<AfterRunReport, String> {
+    let held = vcpu.get_cpuid().map_err(|e| e.to_string())?;
+    let (label, table) = match action {
+        AfterRun::RewriteIdentical { .. } => ("rewrite identical".to_string(), held.clone()),
+        AfterRun::Hide {
+            features: names, ..
+        } => {
+            let mut table = held.clone();
+            for name in names {
+                if let Some(f) = features::by_name(name) {
+                    if let Some(entry) = table.lookup_mut(f.leaf, f.subleaf) {
+                        *entry.reg_mut(f.reg) &= !(1u32 << f.bit);
+                    }
+                }
+            }
+            (format!("hide {}", names.join(",")), table)
+        }
+    };
+    // The lock's rule: a write identical to what the kernel holds is allowed, anything else is
+    // refused. Hiding a feature the kernel already hides is identical, hence allowed.
+    let expected = if table == held {
+        Verdict::Allowed
+    } else {
+        Verdict::RefusedByLock
+    };
+    let (outcome, message) = match vcpu.set_cpuid(&table) {
+        Ok(_) => (Verdict::Allowed, None),
+        Err(e) if e.is_lock_refusal() => (Verdict::RefusedByLock, Some(refusal_text(&e))),
+        Err(e) => (Verdict::RefusedByKernel, Some(e.to_string())),
+    };
+    Ok(AfterRunReport {
+        vcpu: vcpu.id().0,
+        action: label,
+        expected,
+        outcome,
+        message,
+    })
+}
+
+/// A lock refusal as its own explanation; any other error with its call and target.
+fn refusal_text(e: &HandleError) -> String {
+    match &e.source {
+        vcpu::CallError::Refused(refusal) => refusal.to_string(),
+        other => format!("{} on {}: {other}", e.call, e.target),
+    }
+}
+
+pub(super) fn describe_end(end: &ProbeEnd) -> String {
+    match end {
+        ProbeEnd::Halted => "halted".into(),
+        ProbeEnd::GuestFault(what) => format!("guest fault: {what}"),
+        ProbeEnd::Protocol(e) => format!("guest protocol error: {e}"),
+        ProbeEnd::Call(e) => format!("call failed: {e}"),
+        ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
+        ProbeEnd::Stopped => "stopped by request".into(),
+    }
+}
