@@ -3,7 +3,8 @@
 //! reported by `main` with status 2.
 
 use crate::cli::{HostArgs, ReplayArgs, RunArgs};
-use crate::job::run_job;
+use crate::fleet::{ControlValue, Fleet};
+use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
 use crate::{DEMO_FLEET, DEMO_SOURCE, host};
@@ -20,9 +21,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use vcpu::cpuid::{CpuidTable, features};
 use vcpu::kvm::KvmHypervisor;
-use vcpu::{Hypervisor, Reply, SystemCall};
+use vcpu::{ControlCall, Hypervisor, Reply, SystemCall};
 
 const COMMAND_RUN: &str = "run";
+/// What a trace recorded by `vmfleet serve` names its command.
+pub const COMMAND_SERVE: &str = "serve";
 
 /// Write to stdout; a reader that went away (`vmfleet host | head`) is not an error.
 fn emit(text: &str) -> Result<()> {
@@ -40,7 +43,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// `vmfleet run`.
+/// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
+/// stops it), report.
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let (source, text) = match &args.fleet {
         Some(path) => {
@@ -63,17 +67,36 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         },
     );
 
+    // Keep events in memory only for a transcript: a long-running fleet records a lot.
+    let keep = args.transcript.is_some();
     let (recorder, writer) = match &args.record {
         Some(path) => {
-            let (recorder, writer) = TraceWriter::create_keeping_events(path, &header)
-                .with_context(|| format!("creating trace {}", path.display()))?;
-            (recorder, Some(writer))
+            let created = if keep {
+                TraceWriter::create_keeping_events(path, &header)
+            } else {
+                TraceWriter::create(path, &header)
+            };
+            let (recorder, writer) =
+                created.with_context(|| format!("creating trace {}", path.display()))?;
+            (Some(recorder), Some(writer))
         }
-        None => (Recorder::in_memory(), None),
+        None if keep => (Some(Recorder::in_memory()), None),
+        None => (None, None),
     };
-    let hv: Arc<dyn Hypervisor> =
-        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
-    let report = runtime()?.block_on(run_job(hv, &spec));
+    let hv: Arc<dyn Hypervisor> = match &recorder {
+        Some(recorder) => Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone())),
+        None => Arc::new(kvm),
+    };
+    let report = runtime()?.block_on(async {
+        let mut fleet = Fleet::new(hv, &spec.name).await?;
+        if let Some(recorder) = &recorder {
+            fleet = fleet.with_control_log(recorder.clone());
+        }
+        let mut progress = Progress::new(spec.vms.len());
+        let report = run_on(&fleet, &spec, &mut progress, stop_signals()?).await;
+        progress.finish();
+        anyhow::Ok(report)
+    });
     // Close the trace whatever happened: a failed job is exactly the one worth replaying.
     if let Some(writer) = writer {
         let path = writer.path().to_path_buf();
@@ -88,13 +111,77 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         );
     }
     let report = report?;
+    let events = recorder.map(|r| r.events()).unwrap_or_default();
     finish_report(
         &report,
         &header,
-        &recorder.events(),
+        &events,
         args.transcript.as_deref(),
         args.json,
     )
+}
+
+/// SIGINT and SIGTERM, as `stop all` requests (each signal one request).
+pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(futures::stream::unfold(
+        (interrupt, terminate),
+        |(mut interrupt, mut terminate)| async move {
+            tokio::select! {
+                Some(()) = interrupt.recv() => {}
+                Some(()) = terminate.recv() => {}
+                else => return None,
+            }
+            eprintln!("vmfleet: stopping every VM");
+            Some((ControlCall::StopAll, (interrupt, terminate)))
+        },
+    ))
+}
+
+/// The start-up progress bar of `vmfleet run` (drawn only on a terminal).
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg:<10} [{bar:30}] {pos}/{len} VMs ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message("creating");
+        Progress { bar }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl JobProgress for Progress {
+    fn created(&mut self, created: usize, total: usize) {
+        tracing::info!("{created} of {total} VMs configured");
+        self.bar.set_message("starting");
+    }
+
+    fn started(&mut self, vm: &str, result: &Result<(), crate::fleet::ControlError>) {
+        if let Err(e) = result {
+            self.bar.suspend(|| tracing::warn!("{vm} did not start: {e}"));
+        }
+        self.bar.inc(1);
+    }
+
+    fn running(&mut self) {
+        self.bar.set_message("running");
+        self.bar.finish_and_clear();
+        tracing::info!("every VM is up");
+    }
 }
 
 fn finish_report(
@@ -129,20 +216,48 @@ pub struct ReplayOutcome {
 }
 
 /// Replay a trace with `spec` (normally the one in its header) and render its transcript.
+///
+/// The replayed supervisor does what the recorded one did: bring the spec's fleet up, then carry
+/// out the recorded control requests in their recorded order (a `run` trace's signal stops, a
+/// `serve` trace's API requests), each through the same [`Fleet::handle`]. Every reply must be
+/// the recorded one, and every backend call must match the trace, stream by stream.
 pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
-    if trace.header.job.command != COMMAND_RUN {
-        bail!(
-            "the trace records a `{}` job; this vmfleet replays `run` jobs",
-            trace.header.job.command
-        );
+    let command = trace.header.job.command.as_str();
+    if command != COMMAND_RUN && command != COMMAND_SERVE {
+        bail!("the trace records a `{command}` job; this vmfleet replays `run` and `serve` jobs");
     }
+    let recorded: Vec<&Event> = trace.control_events().collect();
+    let requests: Vec<ControlCall> = recorded
+        .iter()
+        .map(|e| match &e.call {
+            vcpu::Call::Control(call) => Ok(call.clone()),
+            other => Err(anyhow::anyhow!(
+                "event #{} on the control stream is {other}, not a control request",
+                e.seq
+            )),
+        })
+        .collect::<Result<_>>()?;
     let replay = ReplayHypervisor::new(trace)?;
     let monitor = replay.monitor();
     let recorder = Recorder::in_memory();
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(replay), recorder.clone()));
-    let report = runtime()?.block_on(run_job(hv, spec));
-    let divergence = monitor.finish().err();
+    let report = runtime()?.block_on(async {
+        let fleet = Fleet::new(hv, &spec.name)
+            .await?
+            .with_control_log(recorder.clone());
+        let report = if command == COMMAND_RUN {
+            run_on(&fleet, spec, &mut Quiet, futures::stream::iter(requests)).await
+        } else {
+            serve_replay(&fleet, spec, requests).await
+        };
+        anyhow::Ok(report)
+    });
+    let events = recorder.events();
+    let divergence = monitor
+        .finish()
+        .err()
+        .or_else(|| control_divergence(&recorded, &events));
     let report = match report {
         Ok(report) => Some(report),
         // A job that could not even start is a divergence if the trace says it did.
@@ -150,20 +265,60 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
             tracing::debug!("job stopped after the divergence: {e}");
             None
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let transcript = match (&report, &divergence) {
-        (Some(report), None) => Some(report::transcript(
-            report,
-            &trace.header.host,
-            &recorder.events(),
-        )),
+        (Some(report), None) => Some(report::transcript(report, &trace.header.host, &events)),
         _ => None,
     };
     Ok(ReplayOutcome {
         report,
         transcript,
         divergence,
+    })
+}
+
+/// What `vmfleet serve` does with its fleet, replayed: bring the spec's VMs up, carry out the
+/// requests one after the other, shut down (unless the last request already did).
+async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<ControlCall>) -> JobReport {
+    if !spec.vms.is_empty() {
+        fleet.create_all(spec.vms.clone()).await;
+        fleet.start_all(|_, _| {}).await;
+    }
+    let mut report = None;
+    for request in requests {
+        if let Ok(ControlValue::Shutdown(done)) = fleet.handle(request).await {
+            report = Some(*done);
+        }
+    }
+    match report {
+        Some(report) => report,
+        None => fleet.shutdown().await,
+    }
+}
+
+/// The first control reply of the replay that differs from the recorded one (or a request one
+/// side has and the other has not).
+fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::ReplayFailure> {
+    let replayed: Vec<&Event> = replayed
+        .iter()
+        .filter(|e| e.stream == vcpu::Stream::Control)
+        .collect();
+    let line = |e: &Event| format!("{} -> {}", e.call, recorder::render::outcome(&e.outcome));
+    let count = recorded.len().max(replayed.len());
+    (0..count).find_map(|i| {
+        let (expected, actual) = (recorded.get(i), replayed.get(i));
+        let same = match (expected, actual) {
+            (Some(a), Some(b)) => a.call == b.call && a.outcome == b.outcome,
+            _ => false,
+        };
+        (!same).then(|| vcpu::ReplayFailure {
+            seq: expected.map(|e| e.seq),
+            stream: vcpu::Stream::Control,
+            expected: expected.map_or_else(|| "end of stream".into(), |e| line(e)),
+            actual: actual.map_or_else(|| "end of stream".into(), |e| line(e)),
+            detail: "the control request or its reply differs from the recorded one".into(),
+        })
     })
 }
 
