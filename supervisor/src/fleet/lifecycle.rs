@@ -138,9 +138,10 @@ impl ModelView {
         format!(
             "model of {}: {}; hide [{}]; cpuid digests [{}]; {drift} drift lines; not honoured [{}]",
             self.vm,
+            // Which vCPU ran first is timing: the line only says whether the model is locked.
             match self.sealed {
-                Some(vcpu) => format!("locked (vcpu{vcpu} ran first)"),
-                None => "open".to_string(),
+                Some(_) => "locked",
+                None => "open",
             },
             self.hide.join(","),
             digests.join(","),

@@ -68,7 +68,12 @@ pub enum ControlError {
 #[derive(Clone, Debug)]
 pub enum ControlValue {
     Created(Vec<ModelView>),
-    Status { vm: String, status: VmStatus },
+    Status {
+        vm: String,
+        /// What was asked (`start`, `pause`, ...).
+        request: &'static str,
+        status: VmStatus,
+    },
     Model(ModelView),
     Removed(Box<VmReport>),
     Stopped(Vec<(String, VmStatus)>),
@@ -87,7 +92,14 @@ impl ControlValue {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            ControlValue::Status { vm, status } => format!("{vm} {}", status.lifecycle),
+            // A start is answered once every vCPU has been in the guest; whether a quick guest has
+            // already halted by then is timing, so the line does not say.
+            ControlValue::Status {
+                vm,
+                request: "start",
+                ..
+            } => format!("{vm} started"),
+            ControlValue::Status { vm, status, .. } => format!("{vm} {}", status.lifecycle),
             ControlValue::Model(model) => model.summary(),
             ControlValue::Removed(report) => format!("removed {}", report.name),
             ControlValue::Stopped(vms) => format!(
@@ -366,8 +378,10 @@ impl Fleet {
     }
 
     /// Stop every VM that has not exited, concurrently.
+    /// Every VM that has not been removed is answered for, exited ones included: which VMs had
+    /// exited by the time the request came is a matter of timing, the final states are not.
     pub async fn stop_all(&self) -> Vec<(String, VmStatus)> {
-        let names = self.live_names(|l| !l.is_exited());
+        let names = self.live_names(|_| true);
         let mut pending = FuturesUnordered::from_iter(names.iter().map(|name| async move {
             (name.clone(), self.stop(name).await)
         }));
@@ -477,8 +491,9 @@ impl Fleet {
     }
 
     async fn carry_out(&self, call: &ControlCall) -> Result<ControlValue, ControlError> {
-        let status = |vm: &str, status: VmStatus| ControlValue::Status {
+        let status = |vm: &str, request: &'static str, status: VmStatus| ControlValue::Status {
             vm: vm.to_string(),
+            request,
             status,
         };
         Ok(match call {
@@ -491,10 +506,10 @@ impl Fleet {
                 }
                 ControlValue::Created(models)
             }
-            ControlCall::Start { vm } => status(vm, self.start(vm).await?),
-            ControlCall::Pause { vm } => status(vm, self.pause(vm).await?),
-            ControlCall::Resume { vm } => status(vm, self.resume(vm).await?),
-            ControlCall::Stop { vm } => status(vm, self.stop(vm).await?),
+            ControlCall::Start { vm } => status(vm, "start", self.start(vm).await?),
+            ControlCall::Pause { vm } => status(vm, "pause", self.pause(vm).await?),
+            ControlCall::Resume { vm } => status(vm, "resume", self.resume(vm).await?),
+            ControlCall::Stop { vm } => status(vm, "stop", self.stop(vm).await?),
             ControlCall::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
             ControlCall::Model { vm } => ControlValue::Model(self.model(vm).await?),
             ControlCall::SetModel { vm, hide } => {

@@ -284,8 +284,13 @@ impl MutEventSubscriber for VmLoop {
             }
             NOTICES => {
                 let _ = self.notice_fd.read();
+                // Settle after every single notice, not after a batch: a vCPU's notices arrive in
+                // its own order (first exit before ended, unparked before ended), so answers that
+                // are due at a notice are given in the state right after it, however the notices
+                // of a live run happened to be batched. That is what makes them replayable.
                 while let Ok((index, notice)) = self.notice_rx.try_recv() {
                     self.notice(index, notice);
+                    self.settle();
                 }
             }
             _ => {}
@@ -509,8 +514,18 @@ impl VmLoop {
         }
     }
 
+    /// Why a request cannot be carried out in `state`. A VM that has exited gets the same words
+    /// whether it had exited before the request came or did while carrying it out (which of the
+    /// two happened is a matter of timing, and replies must not depend on timing).
     fn cannot(&self, what: &str, state: &Lifecycle) -> String {
-        format!("cannot {what} {}: it is {state}", self.name())
+        match state {
+            Lifecycle::Exited(reason) => self.has_ended(what, reason),
+            state => format!("cannot {what} {}: it is {state}", self.name()),
+        }
+    }
+
+    fn has_ended(&self, what: &str, reason: &ExitReason) -> String {
+        format!("cannot {what} {}: it has ended ({reason})", self.name())
     }
 
     fn begin_stop(&mut self) {
@@ -715,13 +730,19 @@ impl VmLoop {
         }
         self.set_lifecycle(Lifecycle::Exited(reason.clone()));
         let status = self.status_now();
-        let ended = format!("{} ended before that took effect: {reason}", self.name());
         for answer in self.starting.drain(..) {
-            // A guest that halts at once still started.
+            // Every vCPU left the guest once before ending (its notices come in that order).
             let _ = answer.send(Ok(status.clone()));
         }
-        for answer in self.pausing.drain(..).chain(self.resuming.drain(..)) {
-            let _ = answer.send(Err(ended.clone()));
+        let (no_pause, no_resume) = (
+            self.has_ended("pause", &reason),
+            self.has_ended("resume", &reason),
+        );
+        for answer in self.pausing.drain(..) {
+            let _ = answer.send(Err(no_pause.clone()));
+        }
+        for answer in self.resuming.drain(..) {
+            let _ = answer.send(Err(no_resume.clone()));
         }
         for answer in self.stopping.drain(..) {
             let _ = answer.send(Ok(status.clone()));
