@@ -172,7 +172,8 @@ impl JobProgress for Progress {
 
     fn started(&mut self, vm: &str, result: &Result<(), crate::fleet::ControlError>) {
         if let Err(e) = result {
-            self.bar.suspend(|| tracing::warn!("{vm} did not start: {e}"));
+            self.bar
+                .suspend(|| tracing::warn!("{vm} did not start: {e}"));
         }
         self.bar.inc(1);
     }

@@ -121,16 +121,33 @@ impl fmt::Display for RunDecision {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlCall {
     /// Create a VM from a fleet-spec fragment (TOML), configure its CPU model, do not start it.
-    Create { spec: String },
-    Start { vm: String },
-    Pause { vm: String },
-    Resume { vm: String },
-    Stop { vm: String },
-    Remove { vm: String },
+    Create {
+        spec: String,
+    },
+    Start {
+        vm: String,
+    },
+    Pause {
+        vm: String,
+    },
+    Resume {
+        vm: String,
+    },
+    Stop {
+        vm: String,
+    },
+    Remove {
+        vm: String,
+    },
     /// Read a VM's CPU model and drift report.
-    Model { vm: String },
+    Model {
+        vm: String,
+    },
     /// Change the CPU model: hide these features (refused by the lock once the VM has run).
-    SetModel { vm: String, hide: Vec<String> },
+    SetModel {
+        vm: String,
+        hide: Vec<String>,
+    },
     /// Stop every VM (a signal, or the operator's `stop all`).
     StopAll,
     /// Stop and remove every VM and end the daemon.
@@ -334,7 +351,9 @@ impl fmt::Display for ControlCall {
             ControlCall::Stop { vm } => write!(f, "stop {vm}"),
             ControlCall::Remove { vm } => write!(f, "remove {vm}"),
             ControlCall::Model { vm } => write!(f, "model {vm}"),
-            ControlCall::SetModel { vm, hide } => write!(f, "set-model {vm} hide={}", hide.join(",")),
+            ControlCall::SetModel { vm, hide } => {
+                write!(f, "set-model {vm} hide={}", hide.join(","))
+            }
             ControlCall::StopAll => f.write_str("stop all"),
             ControlCall::Shutdown => f.write_str("shutdown"),
         }

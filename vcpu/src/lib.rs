@@ -33,11 +33,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub use backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
-pub use control::RunControl;
 pub use call::{
-    Call, ControlCall, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall, VcpuExit,
-    VmCall,
+    Call, ControlCall, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall,
+    VcpuExit, VmCall,
 };
+pub use control::RunControl;
 pub use errno::Errno;
 pub use error::{CallError, ReplayFailure};
 pub use handle::{CpuidWrite, HandleError, VcpuHandle, VmHandle};

@@ -474,7 +474,8 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
         assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(30)).is_err(),
+            rx.recv_timeout(std::time::Duration::from_millis(30))
+                .is_err(),
             "the thread must stay parked while pause is wanted"
         );
         control.request(RunDecision::Run);

@@ -85,7 +85,10 @@ pub struct VmStatus {
 
 impl VmStatus {
     pub fn new(lifecycle: Lifecycle) -> Self {
-        VmStatus { lifecycle, exits: 0 }
+        VmStatus {
+            lifecycle,
+            exits: 0,
+        }
     }
 }
 

@@ -17,14 +17,14 @@ mod vm_loop;
 
 use crate::report::{JobReport, VmReport};
 use crate::spec::{self, VmSpec};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
 use recorder::Recorder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 use vcpu::cpuid::CpuidTable;
 use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, SystemCall, VmId};
@@ -152,7 +152,11 @@ impl Fleet {
                 .map_err(|e| FleetError::SupportedCpuid(e.to_string()))?;
         let supported = match supported {
             Ok(Reply::Cpuid(table)) => Arc::new(table),
-            Ok(other) => return Err(FleetError::SupportedCpuid(format!("unexpected reply {other}"))),
+            Ok(other) => {
+                return Err(FleetError::SupportedCpuid(format!(
+                    "unexpected reply {other}"
+                )));
+            }
             Err(e) => return Err(FleetError::SupportedCpuid(e.to_string())),
         };
         Ok(Fleet {
@@ -188,7 +192,10 @@ impl Fleet {
     /// Every VM is answered for: its model, or why it could not come up (it then stays in the
     /// fleet as failed, so the final report shows it).
     pub async fn create_all(&self, specs: Vec<VmSpec>) -> Vec<Result<ModelView, ControlError>> {
-        let pending: Vec<_> = specs.into_iter().map(|spec| self.begin_create(spec)).collect();
+        let pending: Vec<_> = specs
+            .into_iter()
+            .map(|spec| self.begin_create(spec))
+            .collect();
         let mut results = Vec::with_capacity(pending.len());
         for begun in pending {
             results.push(match begun {
@@ -326,9 +333,11 @@ impl Fleet {
             })
             .map(|e| e.name.clone())
             .collect();
-        let mut pending = FuturesUnordered::from_iter(names.iter().map(|name| async move {
-            (name.clone(), self.start(name).await)
-        }));
+        let mut pending = FuturesUnordered::from_iter(
+            names
+                .iter()
+                .map(|name| async move { (name.clone(), self.start(name).await) }),
+        );
         let mut results = Vec::new();
         while let Some((name, result)) = pending.next().await {
             started(&name, &result);
@@ -356,13 +365,20 @@ impl Fleet {
 
     /// Change a VM's CPU model to one that hides `hide`; the lock refuses a change once the VM
     /// has run.
-    pub async fn set_model(&self, name: &str, hide: Vec<String>) -> Result<ModelView, ControlError> {
+    pub async fn set_model(
+        &self,
+        name: &str,
+        hide: Vec<String>,
+    ) -> Result<ModelView, ControlError> {
         let hide = hide
             .iter()
             .map(|n| feature_name(n).map_err(ControlError::Spec))
             .collect::<Result<Vec<_>, _>>()?;
-        self.ask(name, "set-model", |answer| Command::SetModel { hide, answer })
-            .await
+        self.ask(name, "set-model", |answer| Command::SetModel {
+            hide,
+            answer,
+        })
+        .await
     }
 
     /// Stop (if needed) and tear down a VM; its final report stays with the fleet.
@@ -382,9 +398,11 @@ impl Fleet {
     /// exited by the time the request came is a matter of timing, the final states are not.
     pub async fn stop_all(&self) -> Vec<(String, VmStatus)> {
         let names = self.live_names(|_| true);
-        let mut pending = FuturesUnordered::from_iter(names.iter().map(|name| async move {
-            (name.clone(), self.stop(name).await)
-        }));
+        let mut pending = FuturesUnordered::from_iter(
+            names
+                .iter()
+                .map(|name| async move { (name.clone(), self.stop(name).await) }),
+        );
         let mut stopped = Vec::new();
         while let Some((name, result)) = pending.next().await {
             match result {
@@ -402,9 +420,33 @@ impl Fleet {
         self.entries()
             .iter()
             .filter(|e| e.link.is_some())
-            .filter(|e| e.status.as_ref().is_some_and(|s| keep(&s.borrow().lifecycle)))
+            .filter(|e| {
+                e.status
+                    .as_ref()
+                    .is_some_and(|s| keep(&s.borrow().lifecycle))
+            })
             .map(|e| e.name.clone())
             .collect()
+    }
+
+    /// Wait until one VM has exited (halted, stopped or failed); its final status.
+    pub async fn wait_exited(&self, name: &str) -> Result<VmStatus, ControlError> {
+        let watch = {
+            let entries = self.entries();
+            let entry = entries
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
+            entry.status.clone()
+        };
+        let mut watch = watch.ok_or_else(|| ControlError::Removed {
+            vm: name.to_string(),
+        })?;
+        let status = watch
+            .wait_for(|s| s.lifecycle.is_exited())
+            .await
+            .map_err(|_| ControlError::Vm(format!("{name}: its event loop ended")))?;
+        Ok(status.clone())
     }
 
     /// Wait until every VM has exited (halted, stopped or failed).

@@ -26,12 +26,7 @@ pub struct KvmVcpu {
 }
 
 impl KvmVcpu {
-    pub(super) fn new(
-        vm: VmId,
-        id: VcpuId,
-        mut fd: VcpuFd,
-        memory: Arc<MemoryKeepAlive>,
-    ) -> Self {
+    pub(super) fn new(vm: VmId, id: VcpuId, mut fd: VcpuFd, memory: Arc<MemoryKeepAlive>) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             fd: Some(fd),

@@ -1,0 +1,380 @@
+//! The fleet runtime on the real `/dev/kvm`: VMs controlled while others run, failures kept to
+//! the VM they happen in, and a recorded control session that replays to the same transcript.
+//!
+//! Every test prints `SKIPPED <test>: ...` and passes where `/dev/kvm` cannot be used.
+
+use recorder::{HostFingerprint, JobInputs, RecordingHypervisor, Trace, TraceHeader, TraceWriter};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use supervisor::commands::{COMMAND_SERVE, replay_trace};
+use supervisor::fleet::lifecycle::{ExitReason, Lifecycle};
+use supervisor::fleet::{ControlValue, Fleet};
+use supervisor::report::{self, VmState};
+use supervisor::spec;
+use vcpu::backend::{Kick, Vcpu, Vm};
+use vcpu::kvm::KvmHypervisor;
+use vcpu::{
+    CallError, ControlCall, GuestArch, Hypervisor, LockRefusal, Reply, RunDecision, SystemCall,
+    VcpuCall, VcpuId, VmId,
+};
+
+fn kvm(test: &str) -> Option<KvmHypervisor> {
+    match KvmHypervisor::open() {
+        Ok(kvm) if kvm.arch() == GuestArch::X86_64 => Some(kvm),
+        Ok(kvm) => {
+            eprintln!(
+                "SKIPPED {test}: the fleet runs x86 guests, this host runs {}",
+                kvm.arch()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            None
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three long-running VMs (they would take minutes to finish on their own).
+const LONG_FLEET: &str = r#"
+name = "control"
+
+[[vm]]
+name = "steady"
+vcpus = 2
+probe_repeats = 100000
+
+[[vm]]
+name = "paused"
+vcpus = 2
+probe_repeats = 100000
+cpu = { hide = ["avx2"] }
+
+[[vm]]
+name = "stopped"
+vcpus = 1
+probe_repeats = 100000
+"#;
+
+fn state(fleet: &Fleet, vm: &str) -> String {
+    fleet
+        .list()
+        .into_iter()
+        .find(|v| v.name == vm)
+        .map(|v| v.state)
+        .unwrap_or_else(|| panic!("{vm} is not listed"))
+}
+
+/// Pause, resume and stop VMs while the others keep running; a CPU-model change is refused once
+/// a VM ran and accepted before; then the recorded session replays to the same transcript.
+#[test]
+fn a_controlled_fleet_replays_to_the_same_transcript() {
+    let Some(kvm) = kvm("a_controlled_fleet_replays_to_the_same_transcript") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("vmfleet-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("control.trace");
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "LONG_FLEET".into(),
+            spec_text: LONG_FLEET.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(LONG_FLEET, "LONG_FLEET").unwrap();
+    let live = runtime().block_on(async {
+        let fleet = Fleet::new(hv, &spec.name)
+            .await
+            .unwrap()
+            .with_control_log(recorder.clone());
+        for result in fleet.create_all(spec.vms.clone()).await {
+            result.unwrap();
+        }
+        for (vm, result) in fleet.start_all(|_, _| {}).await {
+            result.unwrap_or_else(|e| panic!("{vm}: {e}"));
+        }
+        let ask = |call: ControlCall| {
+            let fleet = &fleet;
+            async move {
+                let shown = call.to_string();
+                let result = fleet.handle(call).await;
+                eprintln!("{shown} -> {}", supervisor::fleet::reply_line(&result));
+                result
+            }
+        };
+
+        ask(ControlCall::Pause {
+            vm: "paused".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(state(&fleet, "paused"), "paused");
+        assert_eq!(state(&fleet, "steady"), "running");
+        // The lock: once run, a changed model is refused, the same one is not.
+        let refused = ask(ControlCall::SetModel {
+            vm: "steady".into(),
+            hide: vec!["sse4_2".into()],
+        })
+        .await
+        .expect_err("a changed model after the first run");
+        assert!(refused.to_string().contains("refused"), "{refused}");
+        ask(ControlCall::SetModel {
+            vm: "paused".into(),
+            hide: vec!["avx2".into()],
+        })
+        .await
+        .expect("the same model again");
+        ask(ControlCall::Resume {
+            vm: "paused".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(state(&fleet, "paused"), "running");
+
+        let asked = Instant::now();
+        let stopped = ask(ControlCall::Stop {
+            vm: "stopped".into(),
+        })
+        .await
+        .unwrap();
+        let latency = asked.elapsed();
+        eprintln!("stop latency of a spinning 1-vCPU VM: {latency:?}");
+        let ControlValue::Status { status, .. } = stopped else {
+            panic!("{stopped:?}")
+        };
+        assert_eq!(status.lifecycle, Lifecycle::Exited(ExitReason::Stopped));
+        assert_eq!(state(&fleet, "steady"), "running");
+
+        // A new VM: its model can change before it runs.
+        ask(ControlCall::Create {
+            spec: "[[vm]]\nname = \"late\"\nvcpus = 1\nprobe_repeats = 3\n".into(),
+        })
+        .await
+        .unwrap();
+        ask(ControlCall::SetModel {
+            vm: "late".into(),
+            hide: vec!["x2apic".into()],
+        })
+        .await
+        .expect("a model change before the first run");
+        ask(ControlCall::Start { vm: "late".into() }).await.unwrap();
+        fleet.wait_exited("late").await.unwrap();
+        assert_eq!(state(&fleet, "late"), "exited (guest halted)");
+        ask(ControlCall::Remove {
+            vm: "stopped".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(state(&fleet, "stopped"), "removed");
+        // Unknown VMs and bad requests are errors, not crashes.
+        assert!(ask(ControlCall::Pause { vm: "nope".into() }).await.is_err());
+        assert!(
+            ask(ControlCall::Create {
+                spec: "[[vm]\n".into()
+            })
+            .await
+            .is_err()
+        );
+        let ControlValue::Shutdown(report) = ask(ControlCall::Shutdown).await.unwrap() else {
+            panic!("shutdown reports")
+        };
+        *report
+    });
+    let summary = writer.finish().unwrap();
+    eprintln!("recorded {} events", summary.events);
+    assert_eq!(live.vms.len(), 4);
+    for vm in &live.vms {
+        assert!(!vm.failed(), "{}: {:?}", vm.name, vm.state);
+    }
+    let late = live.vms.iter().find(|v| v.name == "late").unwrap();
+    assert_eq!(late.state, VmState::Completed);
+    assert_eq!(late.requested_hidden, vec!["x2apic".to_string()]);
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    assert!(live_transcript.contains("CONTROL_POINT -> pause"));
+    assert!(live_transcript.contains("CONTROL_POINT -> stop"));
+
+    let trace = Trace::open(&path).unwrap();
+    for round in 0..3 {
+        let outcome = replay_trace(&trace, &spec).unwrap();
+        if let Some(d) = &outcome.divergence {
+            panic!("round {round}: {d}");
+        }
+        assert_eq!(
+            outcome.transcript.as_deref(),
+            Some(live_transcript.as_str()),
+            "round {round}"
+        );
+    }
+}
+
+/// A backend decorator that makes the vCPU threads of one VM panic at their 50th run.
+struct PanicAt {
+    inner: Box<dyn Hypervisor>,
+    victim: VmId,
+}
+
+struct PanicVm {
+    inner: Box<dyn Vm>,
+    victim: bool,
+}
+
+struct PanicVcpu {
+    inner: Box<dyn Vcpu>,
+    runs: u32,
+    victim: bool,
+}
+
+impl Hypervisor for PanicAt {
+    fn arch(&self) -> GuestArch {
+        self.inner.arch()
+    }
+    fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
+        self.inner.call(call)
+    }
+    fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError> {
+        Ok(Box::new(PanicVm {
+            inner: self.inner.create_vm(vm, name)?,
+            victim: vm == self.victim,
+        }))
+    }
+}
+
+impl Vm for PanicVm {
+    fn id(&self) -> VmId {
+        self.inner.id()
+    }
+    fn call(&mut self, call: &vcpu::VmCall) -> Result<Reply, CallError> {
+        self.inner.call(call)
+    }
+    fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
+        Ok(Box::new(PanicVcpu {
+            inner: self.inner.create_vcpu(vcpu)?,
+            runs: 0,
+            victim: self.victim,
+        }))
+    }
+    fn guest_memory(&self) -> &vm_memory::GuestMemoryMmap {
+        self.inner.guest_memory()
+    }
+}
+
+impl Vcpu for PanicVcpu {
+    fn id(&self) -> (VmId, VcpuId) {
+        self.inner.id()
+    }
+    fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
+        if *call == VcpuCall::Run {
+            self.runs += 1;
+            assert!(
+                !(self.victim && self.runs == 50),
+                "injected vCPU thread panic"
+            );
+        }
+        self.inner.call(call)
+    }
+    fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
+        self.inner.note_refused(call, refusal)
+    }
+    fn kicker(&self) -> Arc<dyn Kick> {
+        self.inner.kicker()
+    }
+    fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
+        self.inner.control_point(wanted)
+    }
+}
+
+/// One VM's vCPU thread panics: that VM fails with the reason, its other vCPU is stopped, the
+/// other VMs run to completion.
+#[test]
+fn a_panicking_vcpu_thread_fails_only_its_vm() {
+    let Some(kvm) = kvm("a_panicking_vcpu_thread_fails_only_its_vm") else {
+        return;
+    };
+    let text = r#"
+[[vm]]
+name = "healthy"
+vcpus = 2
+probe_repeats = 3
+
+[[vm]]
+name = "victim"
+vcpus = 2
+probe_repeats = 100000
+
+[[vm]]
+name = "bystander"
+vcpus = 1
+probe_repeats = 3
+"#;
+    let spec = spec::parse(text, "test").unwrap();
+    let hv: Arc<dyn Hypervisor> = Arc::new(PanicAt {
+        inner: Box::new(kvm),
+        victim: VmId(1),
+    });
+    let report = runtime()
+        .block_on(supervisor::job::run_job(hv, &spec))
+        .unwrap();
+    let by_name = |n: &str| report.vms.iter().find(|v| v.name == n).unwrap();
+    let victim = by_name("victim");
+    match &victim.state {
+        VmState::Failed(why) => assert!(why.contains("its thread panicked"), "{why}"),
+        other => panic!("victim: {other:?}"),
+    }
+    assert!(victim.vcpus.iter().any(|v| v.end == "its thread panicked"));
+    for name in ["healthy", "bystander"] {
+        let vm = by_name(name);
+        assert_eq!(vm.state, VmState::Completed, "{name}");
+        assert!(!vm.failed(), "{name}");
+    }
+}
+
+/// Stopping a VM whose guest spins is prompt: a kick, not a wait for the guest.
+#[test]
+fn stopping_a_spinning_guest_is_prompt() {
+    let Some(kvm) = kvm("stopping_a_spinning_guest_is_prompt") else {
+        return;
+    };
+    let spec = spec::parse(
+        "[[vm]]\nname = \"spin\"\nvcpus = 2\nprobe_repeats = 100000\n",
+        "test",
+    )
+    .unwrap();
+    let hv: Arc<dyn Hypervisor> = Arc::new(kvm);
+    runtime().block_on(async {
+        let fleet = Fleet::new(hv, "spin").await.unwrap();
+        fleet.create_all(spec.vms.clone()).await[0]
+            .as_ref()
+            .unwrap();
+        fleet.start("spin").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let asked = Instant::now();
+        let status = fleet.stop("spin").await.unwrap();
+        let took = asked.elapsed();
+        eprintln!("stop took {took:?}");
+        assert_eq!(status.lifecycle, Lifecycle::Exited(ExitReason::Stopped));
+        // Far below what the guest's 100000 passes would take (minutes): the kick worked.
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let report = fleet.shutdown().await;
+        assert_eq!(report.vms[0].state, VmState::Stopped);
+        assert!(
+            report.vms[0]
+                .vcpus
+                .iter()
+                .all(|v| v.end == "stopped by request")
+        );
+    });
+}
