@@ -1,4 +1,4 @@
-//! The command line: `vmfleet run | replay | trace show | host`.
+//! The command line: `vmfleet run | replay | trace show | host | serve | ctl`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +22,18 @@ pub enum Command {
     Trace(TraceCommand),
     /// This host's fingerprint and its supported CPUID, feature by feature.
     Host(HostArgs),
+    /// Keep a fleet running and serve a control API on a Unix socket (see `vmfleet ctl`).
+    ///
+    /// Creates and starts the VMs of FLEET.toml, if given, then serves requests until `vmfleet
+    /// ctl shutdown`, SIGINT or SIGTERM; each stops every VM, closes the trace and prints the
+    /// final report. Exit status: 0 after a clean shutdown (the report shows each VM's fate), 2 if
+    /// the daemon could not start.
+    Serve(ServeArgs),
+    /// Send one request to a running `vmfleet serve` and print its reply.
+    ///
+    /// Exit status: 0 the daemon carried it out, 1 the daemon answered with an error, 2 the
+    /// daemon could not be reached (or the request could not be built).
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,4 +77,83 @@ pub struct HostArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A fleet spec (TOML) whose VMs are created and started at once. Without it the daemon
+    /// starts with no VMs (`vmfleet ctl create` adds some).
+    pub fleet: Option<PathBuf>,
+    /// The control socket, created with mode 0600 [default: $XDG_RUNTIME_DIR/vmfleet.sock, or
+    /// /tmp/vmfleet-<uid>.sock without XDG_RUNTIME_DIR].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Record every backend call and every control request into this trace file.
+    #[arg(long, value_name = "TRACE")]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The daemon's control socket [default: as `vmfleet serve`'s].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's reply as it came: one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub request: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Every VM with its state, vCPUs and uptime.
+    List,
+    /// Create (not start) the VMs of a spec fragment: TOML with one or more [[vm]] tables.
+    Create {
+        /// The spec fragment; `-` reads it from stdin.
+        file: PathBuf,
+    },
+    /// Start a created VM.
+    Start {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Pause a running VM (every vCPU parks).
+    Pause {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Resume a paused VM.
+    Resume {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Stop a VM (it stays listed, as exited, until removed).
+    Stop {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Stop every VM.
+    StopAll,
+    /// Stop a VM if needed, tear it down and print its final report.
+    Remove {
+        /// The VM's name.
+        vm: String,
+    },
+    /// A VM's CPU model as the kernel holds it, with its drift report.
+    Model {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Change a VM's CPU model; refused by the lock once the VM has run.
+    SetModel {
+        /// The VM's name.
+        vm: String,
+        /// Features to hide, by `vmfleet host` name, comma-separated (none: hide nothing).
+        #[arg(long, value_name = "FEATURES", value_delimiter = ',')]
+        hide: Vec<String>,
+    },
+    /// Stop and remove every VM and end the daemon; prints the fleet's final report.
+    Shutdown,
 }

@@ -28,7 +28,7 @@ const COMMAND_RUN: &str = "run";
 pub const COMMAND_SERVE: &str = "serve";
 
 /// Write to stdout; a reader that went away (`vmfleet host | head`) is not an error.
-fn emit(text: &str) -> Result<()> {
+pub(crate) fn emit(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -36,7 +36,7 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -327,8 +327,17 @@ fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::R
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let trace = Trace::open(&args.trace)
         .with_context(|| format!("reading trace {}", args.trace.display()))?;
-    let spec = spec::parse(&trace.header.job.spec_text, &trace.header.job.spec_source)
-        .context("the fleet spec stored in the trace header")?;
+    let job = &trace.header.job;
+    let spec = if job.command == COMMAND_SERVE && job.spec_text.trim().is_empty() {
+        // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
+        FleetSpec {
+            name: crate::serve::DEFAULT_FLEET_NAME.to_string(),
+            vms: Vec::new(),
+        }
+    } else {
+        spec::parse(&job.spec_text, &job.spec_source)
+            .context("the fleet spec stored in the trace header")?
+    };
     let outcome = replay_trace(&trace, &spec)?;
     if let Some(divergence) = &outcome.divergence {
         eprintln!(

@@ -2,18 +2,22 @@
 //!
 //! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the fleet runtime (an async
 //! control plane with one event-loop thread per VM, [`fleet`]), the job that runs a whole spec on
-//! it against any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), and the
-//! commands behind the CLI ([`commands`]).
+//! it against any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), the
+//! commands behind the CLI ([`commands`]), and the control daemon `vmfleet serve` ([`serve`]), its
+//! client `vmfleet ctl` ([`ctl`]) and the wire protocol between them ([`api`]).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
 //! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
 
+pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod ctl;
 pub mod fleet;
 pub mod host;
 pub mod job;
 pub mod report;
+pub mod serve;
 pub mod spec;
 
 /// The built-in demo fleet `vmfleet run` runs when given no spec.

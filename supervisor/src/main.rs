@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => commands::replay(&args),
         Command::Trace(TraceCommand::Show { trace, json }) => commands::trace_show(&trace, json),
         Command::Host(args) => commands::host(&args),
+        Command::Serve(args) => supervisor::serve::serve(&args),
+        Command::Ctl(args) => supervisor::ctl::ctl(&args),
     };
     match result {
         Ok(code) => code,

@@ -100,6 +100,10 @@ pub(super) struct VmSetup {
 /// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
 /// or with the report of a VM that failed to come up, after tearing it down), then serves
 /// commands until the VM is removed.
+#[allow(
+    clippy::result_large_err,
+    reason = "called once per VM creation; the error carries the VM's final report"
+)]
 pub(super) fn spawn(
     setup: VmSetup,
     created: oneshot::Sender<CreateResult>,

@@ -1,0 +1,707 @@
+//! The wire protocol of `vmfleet serve`'s control socket, shared by the daemon ([`crate::serve`])
+//! and its client ([`crate::ctl`]).
+//!
+//! Newline-delimited JSON over a Unix stream socket: the client writes one request object per
+//! line, the daemon answers each with one reply object per line, in order. A connection may carry
+//! any number of requests.
+//!
+//! ```text
+//! {"op":"list"}                                  → array of VmInfo
+//! {"op":"create","spec":"[[vm]]\nname = \"a\"\n"} → array of ModelView (TOML: one or more [[vm]])
+//! {"op":"start","vm":"a"}                        → {"vm":"a","state":"running","exits":0}
+//! {"op":"pause","vm":"a"}   resume, stop likewise
+//! {"op":"remove","vm":"a"}                       → the VM's final report
+//! {"op":"model","vm":"a"}                        → ModelView (CPU model and drift report)
+//! {"op":"set-model","vm":"a","hide":["avx2"]}    → ModelView (refused by the lock once a has run)
+//! {"op":"stop-all"}                              → array of VmInfo (after stopping)
+//! {"op":"shutdown"}                              → the fleet's final report; the daemon then exits
+//!
+//! {"ok":true,"result":...}    or    {"ok":false,"error":"what was wrong"}
+//! ```
+//!
+//! A request line longer than [`MAX_REQUEST_BYTES`] gets an error reply and the connection is
+//! closed (the rest of the line cannot be told apart from a next request). Every other bad line
+//! (not UTF-8, not JSON, not an object, unknown op, missing or mistyped field, unknown field) gets
+//! an error reply that names the problem, and the connection stays usable. Parsing never panics.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use vcpu::ControlCall;
+
+/// The longest request line the daemon reads (without its newline).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Every op, in the order error messages list them.
+pub const OPS: &[&str] = &[
+    "list",
+    "create",
+    "start",
+    "pause",
+    "resume",
+    "stop",
+    "remove",
+    "model",
+    "set-model",
+    "stop-all",
+    "shutdown",
+];
+
+/// One request. Serializes to exactly the line the daemon parses ([`Request::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Every VM with its state and uptime.
+    List,
+    /// Create (not start) the VMs of a fleet-spec fragment: TOML with one or more `[[vm]]` tables.
+    Create {
+        spec: String,
+    },
+    Start {
+        vm: String,
+    },
+    Pause {
+        vm: String,
+    },
+    Resume {
+        vm: String,
+    },
+    Stop {
+        vm: String,
+    },
+    /// Stop if needed, tear down, answer with the VM's final report.
+    Remove {
+        vm: String,
+    },
+    /// The VM's CPU model as the kernel holds it, with its drift report.
+    Model {
+        vm: String,
+    },
+    /// Change the VM's CPU model to one hiding `hide` (the lock refuses once the VM has run).
+    SetModel {
+        vm: String,
+        hide: Vec<String>,
+    },
+    StopAll,
+    /// Stop and remove every VM, then end the daemon.
+    Shutdown,
+}
+
+/// How a request of an op looks, for error messages.
+fn example(op: &str) -> &'static str {
+    match op {
+        "list" => r#"{"op":"list"}"#,
+        "create" => r#"{"op":"create","spec":"[[vm]]\nname = \"NAME\"\n"}"#,
+        "start" => r#"{"op":"start","vm":"NAME"}"#,
+        "pause" => r#"{"op":"pause","vm":"NAME"}"#,
+        "resume" => r#"{"op":"resume","vm":"NAME"}"#,
+        "stop" => r#"{"op":"stop","vm":"NAME"}"#,
+        "remove" => r#"{"op":"remove","vm":"NAME"}"#,
+        "model" => r#"{"op":"model","vm":"NAME"}"#,
+        "set-model" => r#"{"op":"set-model","vm":"NAME","hide":["avx2"]}"#,
+        "stop-all" => r#"{"op":"stop-all"}"#,
+        "shutdown" => r#"{"op":"shutdown"}"#,
+        _ => r#"{"op":"list"}"#,
+    }
+}
+
+/// The fields an op takes (besides `op`).
+fn fields(op: &str) -> &'static [&'static str] {
+    match op {
+        "create" => &["spec"],
+        "start" | "pause" | "resume" | "stop" | "remove" | "model" => &["vm"],
+        "set-model" => &["vm", "hide"],
+        _ => &[],
+    }
+}
+
+/// What kind of JSON value this is, for error messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Request {
+    /// Parse one request line (without its newline). The error is the text of the error reply.
+    pub fn parse(line: &[u8]) -> Result<Request, String> {
+        let text = std::str::from_utf8(line).map_err(|e| {
+            format!(
+                "the request is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            )
+        })?;
+        if text.trim().is_empty() {
+            return Err(format!(
+                "empty request: send one JSON object per line, such as {}",
+                example("list")
+            ));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "the request is not JSON: {e}; send one JSON object per line, such as {}",
+                example("list")
+            )
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(format!(
+                "a request must be a JSON object such as {}, not {}",
+                example("list"),
+                kind(&value)
+            ));
+        };
+        let op = match object.remove("op") {
+            Some(Value::String(op)) => op,
+            Some(other) => {
+                return Err(format!(
+                    "field `op` must be a string (one of {}), not {}",
+                    OPS.join(", "),
+                    kind(&other)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "the request has no field `op`; expected one of {}",
+                    OPS.join(", ")
+                ));
+            }
+        };
+        if !OPS.contains(&op.as_str()) {
+            return Err(format!(
+                "unknown op `{op}`; expected one of {}",
+                OPS.join(", ")
+            ));
+        }
+        let takes = fields(&op);
+        if let Some(unknown) = object.keys().find(|k| !takes.contains(&k.as_str())) {
+            return Err(format!(
+                "op `{op}` has no field `{unknown}`; {}: {}",
+                match takes {
+                    [] => "it takes no fields".to_string(),
+                    _ => format!(
+                        "it takes {}",
+                        takes
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                },
+                example(&op)
+            ));
+        }
+        let mut fields = Fields {
+            op: &op,
+            object: &mut object,
+        };
+        Ok(match op.as_str() {
+            "list" => Request::List,
+            "create" => Request::Create {
+                spec: fields.string("spec")?,
+            },
+            "start" => Request::Start {
+                vm: fields.string("vm")?,
+            },
+            "pause" => Request::Pause {
+                vm: fields.string("vm")?,
+            },
+            "resume" => Request::Resume {
+                vm: fields.string("vm")?,
+            },
+            "stop" => Request::Stop {
+                vm: fields.string("vm")?,
+            },
+            "remove" => Request::Remove {
+                vm: fields.string("vm")?,
+            },
+            "model" => Request::Model {
+                vm: fields.string("vm")?,
+            },
+            "set-model" => Request::SetModel {
+                vm: fields.string("vm")?,
+                hide: fields.strings("hide")?,
+            },
+            "stop-all" => Request::StopAll,
+            "shutdown" => Request::Shutdown,
+            other => return Err(format!("unknown op `{other}`")),
+        })
+    }
+
+    /// The request as one line, newline included.
+    pub fn to_line(&self) -> String {
+        // A `Request` is strings and lists of strings: it always serializes.
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+
+    /// The op's name on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::List => "list",
+            Request::Create { .. } => "create",
+            Request::Start { .. } => "start",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::Stop { .. } => "stop",
+            Request::Remove { .. } => "remove",
+            Request::Model { .. } => "model",
+            Request::SetModel { .. } => "set-model",
+            Request::StopAll => "stop-all",
+            Request::Shutdown => "shutdown",
+        }
+    }
+
+    /// The fleet control request this is, or `None` for `list` (answered from the fleet's state
+    /// directly, and not recorded: uptimes are not deterministic).
+    pub fn into_control(self) -> Option<ControlCall> {
+        Some(match self {
+            Request::List => return None,
+            Request::Create { spec } => ControlCall::Create { spec },
+            Request::Start { vm } => ControlCall::Start { vm },
+            Request::Pause { vm } => ControlCall::Pause { vm },
+            Request::Resume { vm } => ControlCall::Resume { vm },
+            Request::Stop { vm } => ControlCall::Stop { vm },
+            Request::Remove { vm } => ControlCall::Remove { vm },
+            Request::Model { vm } => ControlCall::Model { vm },
+            Request::SetModel { vm, hide } => ControlCall::SetModel { vm, hide },
+            Request::StopAll => ControlCall::StopAll,
+            Request::Shutdown => ControlCall::Shutdown,
+        })
+    }
+}
+
+/// The fields of one request object, taken out with type checks.
+struct Fields<'a> {
+    op: &'a str,
+    object: &'a mut Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn take(&mut self, field: &str, what: &str) -> Result<Value, String> {
+        self.object.remove(field).ok_or_else(|| {
+            format!(
+                "op `{}` needs field `{field}` ({what}): {}",
+                self.op,
+                example(self.op)
+            )
+        })
+    }
+
+    fn string(&mut self, field: &str) -> Result<String, String> {
+        let what = if field == "vm" {
+            "a VM name"
+        } else {
+            "a string"
+        };
+        match self.take(field, what)? {
+            Value::String(s) => Ok(s),
+            other => Err(format!(
+                "field `{field}` of op `{}` must be a string, not {}",
+                self.op,
+                kind(&other)
+            )),
+        }
+    }
+
+    fn strings(&mut self, field: &str) -> Result<Vec<String>, String> {
+        let items = match self.take(field, "an array of strings")? {
+            Value::Array(items) => items,
+            other => {
+                return Err(format!(
+                    "field `{field}` of op `{}` must be an array of strings, not {}",
+                    self.op,
+                    kind(&other)
+                ));
+            }
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "field `{field}` of op `{}` must be an array of strings; element {i} is {}",
+                    self.op,
+                    kind(&other)
+                )),
+            })
+            .collect()
+    }
+}
+
+/// One reply line: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: Value) -> Response {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(message.into()),
+        }
+    }
+
+    /// A successful reply carrying `result` serialized, or an error reply if it cannot be.
+    pub fn from_result<T: Serialize>(result: &T) -> Response {
+        match serde_json::to_value(result) {
+            Ok(value) => Response::ok(value),
+            Err(e) => Response::error(format!("the daemon could not encode its reply: {e}")),
+        }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"ok":false,"error":"the daemon could not encode its reply: {e}"}}"#)
+        });
+        line.push('\n');
+        line
+    }
+}
+
+/// The result of `start`, `pause`, `resume` and `stop`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub vm: String,
+    /// The VM's lifecycle, as `list` shows it (`running`, `paused`, `exited (stopped)`...).
+    pub state: String,
+    /// Guest exits of the vCPUs that have ended.
+    pub exits: u64,
+}
+
+/// What one read of at most `MAX_REQUEST_BYTES + 1` bytes up to a newline produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole request line, without its line ending.
+    Line(&'a [u8]),
+    /// The line is longer than [`MAX_REQUEST_BYTES`]: reply with [`too_long`] and close.
+    TooLong,
+    /// The peer closed the connection in the middle of a line: nothing to answer.
+    Unterminated,
+}
+
+/// Classify what a bounded `read_until(b'\n')` put in `buf` (which is not empty).
+pub fn frame(buf: &[u8]) -> Frame<'_> {
+    match buf.strip_suffix(b"\n") {
+        Some(line) => Frame::Line(line.strip_suffix(b"\r").unwrap_or(line)),
+        None if buf.len() > MAX_REQUEST_BYTES => Frame::TooLong,
+        None => Frame::Unterminated,
+    }
+}
+
+/// The error reply to a line longer than [`MAX_REQUEST_BYTES`].
+pub fn too_long() -> Response {
+    Response::error(format!(
+        "the request is longer than {MAX_REQUEST_BYTES} bytes; closing the connection"
+    ))
+}
+
+/// Where the daemon listens unless told otherwise: `$XDG_RUNTIME_DIR/vmfleet.sock` when that is
+/// set, else `/tmp/vmfleet-<uid>.sock`.
+pub fn default_socket() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("vmfleet.sock"));
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's user: the uid without a system call wrapper.
+    let uid = std::fs::metadata("/proc/self")
+        .map_err(|e| {
+            format!(
+                "cannot tell the default socket path: XDG_RUNTIME_DIR is not set and reading \
+                 /proc/self for this user's id failed ({e}); pass --socket PATH"
+            )
+        })?
+        .uid();
+    Ok(PathBuf::from(format!("/tmp/vmfleet-{uid}.sock")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Request, String> {
+        Request::parse(line.as_bytes())
+    }
+
+    fn error(line: &[u8]) -> String {
+        match Request::parse(line) {
+            Ok(request) => panic!("{:?} parsed as {request:?}", String::from_utf8_lossy(line)),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn every_op_parses() {
+        let vm = || "a".to_string();
+        let cases = [
+            (r#"{"op":"list"}"#, Request::List),
+            (
+                r#"{"op":"create","spec":"[[vm]]\nname = \"a\"\n"}"#,
+                Request::Create {
+                    spec: "[[vm]]\nname = \"a\"\n".into(),
+                },
+            ),
+            (r#"{"op":"start","vm":"a"}"#, Request::Start { vm: vm() }),
+            (r#"{"op":"pause","vm":"a"}"#, Request::Pause { vm: vm() }),
+            (r#"{"op":"resume","vm":"a"}"#, Request::Resume { vm: vm() }),
+            (r#"{"op":"stop","vm":"a"}"#, Request::Stop { vm: vm() }),
+            (r#"{"op":"remove","vm":"a"}"#, Request::Remove { vm: vm() }),
+            (r#"{"op":"model","vm":"a"}"#, Request::Model { vm: vm() }),
+            (
+                r#"{"op":"set-model","vm":"a","hide":["avx2","x2apic"]}"#,
+                Request::SetModel {
+                    vm: vm(),
+                    hide: vec!["avx2".into(), "x2apic".into()],
+                },
+            ),
+            (
+                r#"{"op":"set-model","vm":"a","hide":[]}"#,
+                Request::SetModel {
+                    vm: vm(),
+                    hide: vec![],
+                },
+            ),
+            (r#"{"op":"stop-all"}"#, Request::StopAll),
+            (r#" { "op" : "shutdown" } "#, Request::Shutdown),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (line, expected) in cases {
+            assert_eq!(parse(line), Ok(expected.clone()), "{line}");
+            seen.insert(expected.op());
+        }
+        assert_eq!(seen.len(), OPS.len(), "every op has a case");
+    }
+
+    #[test]
+    fn what_the_client_sends_is_what_the_daemon_parses() {
+        let requests = [
+            Request::List,
+            Request::Create {
+                spec: "[[vm]]\nname = \"x\"\ncpu = { hide = [\"avx2\"] }\n".into(),
+            },
+            Request::Start { vm: "x".into() },
+            Request::Pause { vm: "x".into() },
+            Request::Resume { vm: "x".into() },
+            Request::Stop { vm: "x".into() },
+            Request::Remove { vm: "x".into() },
+            Request::Model { vm: "x".into() },
+            Request::SetModel {
+                vm: "x".into(),
+                hide: vec!["avx2".into()],
+            },
+            Request::StopAll,
+            Request::Shutdown,
+        ];
+        for request in requests {
+            let line = request.to_line();
+            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+            assert!(
+                line.contains(&format!(r#""op":"{}""#, request.op())),
+                "{line}"
+            );
+            let Frame::Line(body) = frame(line.as_bytes()) else {
+                panic!("not a line: {line}");
+            };
+            assert_eq!(Request::parse(body), Ok(request));
+        }
+    }
+
+    #[test]
+    fn requests_map_to_control_calls_except_list() {
+        assert_eq!(Request::List.into_control(), None);
+        assert_eq!(
+            Request::SetModel {
+                vm: "a".into(),
+                hide: vec!["avx2".into()]
+            }
+            .into_control(),
+            Some(ControlCall::SetModel {
+                vm: "a".into(),
+                hide: vec!["avx2".into()]
+            })
+        );
+        assert_eq!(Request::StopAll.into_control(), Some(ControlCall::StopAll));
+        assert_eq!(
+            Request::Shutdown.into_control(),
+            Some(ControlCall::Shutdown)
+        );
+        assert_eq!(
+            Request::Pause { vm: "b".into() }.into_control(),
+            Some(ControlCall::Pause { vm: "b".into() })
+        );
+    }
+
+    #[test]
+    fn garbage_gets_an_error_that_names_the_problem() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"hello", "not JSON"),
+            (b"{\"op\":\"list\"", "not JSON"),
+            (b"", "empty request"),
+            (b"   ", "empty request"),
+            (b"[1,2,3]", "not an array"),
+            (b"[\"list\"]", "not an array"),
+            (b"\"list\"", "not a string"),
+            (b"42", "not a number"),
+            (b"null", "not null"),
+            (b"{}", "no field `op`"),
+            (b"{\"vm\":\"a\"}", "no field `op`"),
+            (b"{\"op\":7}", "field `op` must be a string"),
+            (
+                b"{\"op\":\"frob\"}",
+                "unknown op `frob`; expected one of list, create",
+            ),
+            (b"{\"op\":\"START\",\"vm\":\"a\"}", "unknown op `START`"),
+            (
+                b"{\"op\":\"start\"}",
+                "op `start` needs field `vm` (a VM name)",
+            ),
+            (
+                b"{\"op\":\"start\",\"name\":\"a\"}",
+                "op `start` has no field `name`; it takes `vm`",
+            ),
+            (
+                b"{\"op\":\"start\",\"vm\":3}",
+                "field `vm` of op `start` must be a string, not a number",
+            ),
+            (
+                b"{\"op\":\"start\",\"vm\":null}",
+                "must be a string, not null",
+            ),
+            (b"{\"op\":\"create\"}", "op `create` needs field `spec`"),
+            (
+                b"{\"op\":\"create\",\"spec\":[\"a\"]}",
+                "field `spec` of op `create` must be a string, not an array",
+            ),
+            (
+                b"{\"op\":\"set-model\",\"vm\":\"a\"}",
+                "op `set-model` needs field `hide`",
+            ),
+            (
+                b"{\"op\":\"set-model\",\"vm\":\"a\",\"hide\":\"avx2\"}",
+                "must be an array of strings, not a string",
+            ),
+            (
+                b"{\"op\":\"set-model\",\"vm\":\"a\",\"hide\":[\"avx2\",1]}",
+                "element 1 is a number",
+            ),
+            (
+                b"{\"op\":\"list\",\"vm\":\"a\"}",
+                "op `list` has no field `vm`; it takes no fields",
+            ),
+            (
+                b"{\"op\":\"stop-all\",\"vm\":\"a\"}",
+                "op `stop-all` has no field `vm`",
+            ),
+            (b"\xff\xfe{\"op\":\"list\"}", "not UTF-8"),
+            (b"{\"op\":\"list\"} {\"op\":\"list\"}", "not JSON"),
+        ];
+        for (line, needle) in cases {
+            let e = error(line);
+            assert!(
+                e.contains(needle),
+                "{:?}: expected {needle:?} in {e:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let line = "[".repeat(100_000);
+        assert!(error(line.as_bytes()).contains("not JSON"));
+        let line = format!("{}{}", "{\"a\":".repeat(50_000), "1");
+        assert!(error(line.as_bytes()).contains("not JSON"));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A small deterministic generator: every byte value, every length up to 64.
+        let mut state: u32 = 0x1234_5678;
+        for len in 0..64 {
+            for _ in 0..64 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 17;
+                        state ^= state << 5;
+                        (state >> 24) as u8
+                    })
+                    .collect();
+                assert!(Request::parse(&bytes).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn frames_split_lines_and_catch_oversized_and_cut_ones() {
+        assert_eq!(
+            frame(b"{\"op\":\"list\"}\n"),
+            Frame::Line(b"{\"op\":\"list\"}")
+        );
+        assert_eq!(
+            frame(b"{\"op\":\"list\"}\r\n"),
+            Frame::Line(b"{\"op\":\"list\"}")
+        );
+        assert_eq!(frame(b"\n"), Frame::Line(b""));
+        assert_eq!(frame(b"{\"op\":\"shutd"), Frame::Unterminated);
+        let mut exactly = vec![b' '; MAX_REQUEST_BYTES];
+        assert_eq!(frame(&exactly), Frame::Unterminated);
+        exactly.push(b'\n');
+        assert!(matches!(frame(&exactly), Frame::Line(l) if l.len() == MAX_REQUEST_BYTES));
+        let over = vec![b'x'; MAX_REQUEST_BYTES + 1];
+        assert_eq!(frame(&over), Frame::TooLong);
+        let reply = too_long();
+        assert!(!reply.ok);
+        assert!(
+            reply
+                .error
+                .unwrap()
+                .contains(&MAX_REQUEST_BYTES.to_string())
+        );
+    }
+
+    #[test]
+    fn replies_are_one_json_line() {
+        let ok = Response::ok(serde_json::json!([{"name": "a"}]));
+        let line = ok.to_line();
+        assert_eq!(line, "{\"ok\":true,\"result\":[{\"name\":\"a\"}]}\n");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), ok);
+        let err = Response::error("no VM named \"b\"\nsecond line");
+        let line = err.to_line();
+        assert_eq!(line.matches('\n').count(), 1, "newlines inside are escaped");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), err);
+        assert!(!line.contains("result"));
+    }
+
+    #[test]
+    fn the_default_socket_is_per_user() {
+        let path = default_socket().expect("a default socket path");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name == "vmfleet.sock" || (name.starts_with("vmfleet-") && name.ends_with(".sock")),
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,428 @@
+//! `vmfleet ctl`: send one request to a running `vmfleet serve` ([`crate::api`]) and print the
+//! reply for a human (or as it came, with `--json`).
+//!
+//! Exit status: 0 the daemon carried the request out, 1 it answered with an error, 2 it could not
+//! be reached (the message names the socket) or the request could not be built.
+
+use crate::api::{self, Request, Response, StatusView};
+use crate::cli::{CtlArgs, CtlCommand};
+use crate::commands::emit;
+use crate::fleet::lifecycle::{ModelView, VmInfo};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The longest reply `ctl` reads (a `list` of thousands of VMs is far below this).
+pub const MAX_REPLY_BYTES: u64 = 256 << 20;
+
+/// `vmfleet ctl`.
+pub fn ctl(args: &CtlArgs) -> Result<ExitCode> {
+    let socket = match &args.socket {
+        Some(path) => path.clone(),
+        None => api::default_socket().map_err(|e| anyhow!(e))?,
+    };
+    let request = request_of(&args.request)?;
+    let line = send(&socket, &request)?;
+    let response: Response = serde_json::from_str(&line).with_context(|| {
+        format!(
+            "the daemon at {} sent a reply that is not one: {}",
+            socket.display(),
+            line.trim_end()
+        )
+    })?;
+    if args.json {
+        emit(&format!("{}\n", line.trim_end()))?;
+    } else if response.ok {
+        let result = response.result.unwrap_or(Value::Null);
+        emit(&render(&request, &result)?)?;
+    } else {
+        eprintln!(
+            "vmfleet: {}",
+            response.error.as_deref().unwrap_or("the daemon refused")
+        );
+    }
+    Ok(if response.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The request a `ctl` subcommand sends.
+pub fn request_of(command: &CtlCommand) -> Result<Request> {
+    let vm = |vm: &String| vm.clone();
+    Ok(match command {
+        CtlCommand::List => Request::List,
+        CtlCommand::Create { file } => Request::Create {
+            spec: read_spec(file)?,
+        },
+        CtlCommand::Start { vm: v } => Request::Start { vm: vm(v) },
+        CtlCommand::Pause { vm: v } => Request::Pause { vm: vm(v) },
+        CtlCommand::Resume { vm: v } => Request::Resume { vm: vm(v) },
+        CtlCommand::Stop { vm: v } => Request::Stop { vm: vm(v) },
+        CtlCommand::StopAll => Request::StopAll,
+        CtlCommand::Remove { vm: v } => Request::Remove { vm: vm(v) },
+        CtlCommand::Model { vm: v } => Request::Model { vm: vm(v) },
+        CtlCommand::SetModel { vm: v, hide } => Request::SetModel {
+            vm: vm(v),
+            hide: hide
+                .iter()
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect(),
+        },
+        CtlCommand::Shutdown => Request::Shutdown,
+    })
+}
+
+fn read_spec(file: &Path) -> Result<String> {
+    let text = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the spec fragment from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading spec fragment {}", file.display()))?
+    };
+    let line = Request::Create { spec: text.clone() }.to_line();
+    if line.len() > api::MAX_REQUEST_BYTES {
+        bail!(
+            "the spec fragment {} is too large: its request is {} bytes, the daemon reads at most {}",
+            file.display(),
+            line.len(),
+            api::MAX_REQUEST_BYTES
+        );
+    }
+    Ok(text)
+}
+
+/// Send one request and read its reply line.
+pub fn send(socket: &Path, request: &Request) -> Result<String> {
+    let unreachable = |e: std::io::Error| {
+        anyhow!(
+            "cannot reach the vmfleet daemon at {}: {e}; start one with `vmfleet serve{}`",
+            socket.display(),
+            if api::default_socket().is_ok_and(|d| d == socket) {
+                String::new()
+            } else {
+                format!(" --socket {}", socket.display())
+            }
+        )
+    };
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream
+        .write_all(request.to_line().as_bytes())
+        .with_context(|| format!("sending the request to {}", socket.display()))?;
+    let mut reader = BufReader::new(stream).take(MAX_REPLY_BYTES);
+    let mut line = String::new();
+    let n = reader
+        .read_line(&mut line)
+        .with_context(|| format!("reading the reply from {}", socket.display()))?;
+    if n == 0 || !line.ends_with('\n') {
+        bail!(
+            "the daemon at {} closed the connection without a whole reply",
+            socket.display()
+        );
+    }
+    Ok(line)
+}
+
+/// The reply to `request` for a human.
+pub fn render(request: &Request, result: &Value) -> Result<String> {
+    let parse = |what: &str| anyhow!("the daemon's reply to {what} has an unexpected shape");
+    Ok(match request {
+        Request::List | Request::StopAll => {
+            let vms: Vec<VmInfo> =
+                serde_json::from_value(result.clone()).map_err(|_| parse(request.op()))?;
+            list_table(&vms)
+        }
+        Request::Create { .. } => {
+            let models: Vec<ModelView> =
+                serde_json::from_value(result.clone()).map_err(|_| parse("create"))?;
+            let mut out = String::new();
+            for m in &models {
+                let drift: usize = m.vcpus.iter().map(|v| v.drift.len()).sum();
+                let _ = writeln!(
+                    out,
+                    "created {} ({} vCPU(s), hides {}, {drift} drift line(s)); start it with \
+                     `vmfleet ctl start {}`",
+                    m.vm,
+                    m.vcpus.len(),
+                    hides(&m.hide),
+                    m.vm
+                );
+            }
+            out
+        }
+        Request::Start { .. }
+        | Request::Pause { .. }
+        | Request::Resume { .. }
+        | Request::Stop { .. } => {
+            let status: StatusView =
+                serde_json::from_value(result.clone()).map_err(|_| parse(request.op()))?;
+            format!("{}: {}\n", status.vm, status.state)
+        }
+        Request::Model { .. } | Request::SetModel { .. } => {
+            let model: ModelView =
+                serde_json::from_value(result.clone()).map_err(|_| parse(request.op()))?;
+            model_text(&model)
+        }
+        Request::Remove { .. } => {
+            format!("removed {}\n", vm_report_line(result))
+        }
+        Request::Shutdown => {
+            let mut out = String::from("the daemon shut down");
+            match result.get("vms").and_then(Value::as_array) {
+                Some(vms) if !vms.is_empty() => {
+                    out += "; its VMs:\n";
+                    for vm in vms {
+                        let _ = writeln!(out, "  {}", vm_report_line(vm));
+                    }
+                }
+                _ => out += "; it had no VMs\n",
+            }
+            out
+        }
+    })
+}
+
+fn hides(hide: &[String]) -> String {
+    if hide.is_empty() {
+        "nothing".into()
+    } else {
+        hide.join(",")
+    }
+}
+
+/// `NAME: STATE` of a serialized `VmReport`.
+fn vm_report_line(report: &Value) -> String {
+    let name = report.get("name").and_then(Value::as_str).unwrap_or("?");
+    let state = match report.get("state") {
+        Some(Value::String(s)) => s.to_lowercase(),
+        Some(Value::Object(o)) => match o.get("Failed").and_then(Value::as_str) {
+            Some(why) => format!("failed: {why}"),
+            None => Value::Object(o.clone()).to_string(),
+        },
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    };
+    format!("{name}: {state}")
+}
+
+/// `list` as a table: NAME, STATE, VCPUS, UPTIME.
+pub fn list_table(vms: &[VmInfo]) -> String {
+    if vms.is_empty() {
+        return "no VMs (add some with `vmfleet ctl create FILE`)\n".into();
+    }
+    let header = ["NAME", "STATE", "VCPUS", "UPTIME"];
+    let rows: Vec<[String; 4]> = vms
+        .iter()
+        .map(|vm| {
+            [
+                vm.name.clone(),
+                vm.state.clone(),
+                vm.vcpus.to_string(),
+                vm.uptime_ms.map_or_else(|| "-".into(), uptime),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 4]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3]]);
+    }
+    out
+}
+
+/// An uptime for a human: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// A VM's CPU model and drift report as text.
+pub fn model_text(model: &ModelView) -> String {
+    let mut out = format!(
+        "model of {}: {}\nhides: {}\n",
+        model.vm,
+        match model.sealed {
+            Some(vcpu) => format!("locked (vcpu{vcpu} ran first; only identical rewrites allowed)"),
+            None => "open (no vCPU has run; it can still change)".into(),
+        },
+        hides(&model.hide)
+    );
+    for v in &model.vcpus {
+        let _ = writeln!(
+            out,
+            "vcpu{}: {} CPUID entries, digest {}",
+            v.vcpu, v.entries, v.digest
+        );
+        if v.drift.is_empty() {
+            out += "  drift: none (the kernel holds what was asked)\n";
+        }
+        for d in &v.drift {
+            let _ = writeln!(out, "  drift: {d}");
+        }
+        if !v.not_honoured.is_empty() {
+            let _ = writeln!(
+                out,
+                "  hidden, not honoured by the kernel: {}",
+                v.not_honoured.join(",")
+            );
+        }
+        if !v.already_absent.is_empty() {
+            let _ = writeln!(
+                out,
+                "  hidden, never offered by the host: {}",
+                v.already_absent.join(",")
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::lifecycle::VcpuModelView;
+
+    #[test]
+    fn uptimes_read_naturally() {
+        assert_eq!(uptime(850), "850ms");
+        assert_eq!(uptime(12_345), "12.3s");
+        assert_eq!(uptime(245_000), "4m05s");
+        assert_eq!(uptime(7_380_000), "2h03m");
+        assert_eq!(uptime(273_600_000), "3d04h");
+    }
+
+    #[test]
+    fn list_is_a_table_with_aligned_columns() {
+        let vm = |name: &str, state: &str, uptime_ms| VmInfo {
+            id: 0,
+            name: name.into(),
+            vcpus: 2,
+            state: state.into(),
+            uptime_ms,
+        };
+        let table = list_table(&[
+            vm("web", "running", Some(61_000)),
+            vm("db-primary", "paused", Some(1_500)),
+            vm("new", "created", None),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].starts_with("NAME        STATE    VCPUS  UPTIME"),
+            "{table}"
+        );
+        assert_eq!(lines[1], "web         running  2      1m01s");
+        assert_eq!(lines[2], "db-primary  paused   2      1.5s");
+        assert_eq!(lines[3], "new         created  2      -");
+        assert!(list_table(&[]).contains("no VMs"));
+    }
+
+    #[test]
+    fn a_model_shows_its_lock_and_drift() {
+        let model = ModelView {
+            vm: "m".into(),
+            sealed: Some(1),
+            hide: vec!["avx2".into()],
+            vcpus: vec![VcpuModelView {
+                vcpu: 0,
+                entries: 42,
+                digest: "0badcafe".into(),
+                drift: vec!["0x1.0.ecx: x2apic 0 -> 1".into()],
+                not_honoured: vec!["avx2".into()],
+                already_absent: vec![],
+            }],
+        };
+        let text = model_text(&model);
+        assert!(
+            text.contains("model of m: locked (vcpu1 ran first"),
+            "{text}"
+        );
+        assert!(text.contains("hides: avx2"));
+        assert!(text.contains("vcpu0: 42 CPUID entries, digest 0badcafe"));
+        assert!(text.contains("  drift: 0x1.0.ecx: x2apic 0 -> 1"));
+        assert!(text.contains("not honoured by the kernel: avx2"));
+    }
+
+    #[test]
+    fn replies_render_per_op_and_bad_shapes_are_errors() {
+        let status = serde_json::json!({"vm": "a", "state": "paused", "exits": 3});
+        let text = render(&Request::Pause { vm: "a".into() }, &status).unwrap();
+        assert_eq!(text, "a: paused\n");
+        let e = render(&Request::List, &status).unwrap_err();
+        assert!(e.to_string().contains("reply to list"), "{e}");
+        let removed = serde_json::json!({"name": "b", "state": {"Failed": "guest faulted"}});
+        assert_eq!(
+            render(&Request::Remove { vm: "b".into() }, &removed).unwrap(),
+            "removed b: failed: guest faulted\n"
+        );
+        let report = serde_json::json!({"fleet": "f", "vms": [{"name": "a", "state": "Stopped"}]});
+        let text = render(&Request::Shutdown, &report).unwrap();
+        assert!(
+            text.contains("shut down") && text.contains("  a: stopped"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn set_model_drops_empty_names_and_create_reads_its_file() {
+        let r = request_of(&CtlCommand::SetModel {
+            vm: "a".into(),
+            hide: vec!["avx2".into(), " ".into(), "x2apic".into()],
+        })
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::SetModel {
+                vm: "a".into(),
+                hide: vec!["avx2".into(), "x2apic".into()]
+            }
+        );
+        let e = request_of(&CtlCommand::Create {
+            file: "/nonexistent/vmfleet/x.toml".into(),
+        })
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/nonexistent/vmfleet/x.toml"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn an_absent_daemon_is_named_with_its_socket() {
+        let path =
+            std::env::temp_dir().join(format!("vmfleet-ctl-{}-none.sock", std::process::id()));
+        let e = send(&path, &Request::List).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("vmfleet serve"), "{e}");
+    }
+}

@@ -1,0 +1,464 @@
+//! `vmfleet serve`: a fleet that keeps running, controlled over a Unix socket ([`crate::api`]).
+//!
+//! Start-up: open KVM, write the trace header (when recording), claim the socket (refusing if
+//! another daemon answers on it, replacing a stale socket file), bring the fleet spec's VMs up,
+//! then serve. The socket file is created with mode 0600 *before* it gets its name, so there is no
+//! moment at which another user could connect. Clients that connect during start-up wait until
+//! the fleet is up.
+//!
+//! Serving: one tokio task per connection, each reading request lines with a size cap and
+//! answering each in order. Control requests go through [`Fleet::handle`], which carries them out
+//! one at a time and records them; `list` reads the fleet's state directly. A connection's
+//! failure (garbage, a disconnect, even a panic) ends that connection only. A request whose
+//! client disconnects is still carried out to the end, so the fleet and its trace never see a
+//! half-done request.
+//!
+//! Stopping: a `shutdown` request, SIGINT or SIGTERM. Either way the daemon carries out
+//! [`ControlCall::Shutdown`] through [`Fleet::handle`] (so a replay sees it), stops accepting,
+//! removes its socket file, closes the trace and prints the final report. Exit status 0 after a
+//! clean shutdown, whatever the VMs did (the table shows their fate); 2 if the daemon could not
+//! start or could not close its trace.
+
+use crate::api::{self, Frame, Request, Response, StatusView};
+use crate::cli::ServeArgs;
+use crate::commands::{COMMAND_SERVE, emit, runtime};
+use crate::fleet::{ControlValue, Fleet};
+use crate::report::{self, JobReport};
+use crate::{host, spec};
+use anyhow::{Context, Result, anyhow, bail};
+use recorder::{JobInputs, RecordingHypervisor, TraceHeader, TraceWriter};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use vcpu::kvm::KvmHypervisor;
+use vcpu::{ControlCall, Hypervisor};
+
+/// The fleet name when the daemon starts without a spec (replay uses it too).
+pub const DEFAULT_FLEET_NAME: &str = "fleet";
+
+/// `vmfleet serve`.
+pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    let (source, text) = match &args.fleet {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("reading fleet spec {}", path.display()))?;
+            (path.display().to_string(), text)
+        }
+        None => (String::new(), String::new()),
+    };
+    let spec = match &args.fleet {
+        Some(_) => Some(spec::parse(&text, &source)?),
+        None => None,
+    };
+    let socket = match &args.socket {
+        Some(path) => path.clone(),
+        None => api::default_socket().map_err(|e| anyhow!(e))?,
+    };
+    let kvm = KvmHypervisor::open()?;
+    let header = TraceHeader::new(
+        env!("CARGO_PKG_VERSION"),
+        vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?,
+        host::fingerprint(&kvm),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: source,
+            spec_text: text,
+        },
+    );
+    // A daemon runs for long: the trace writer does not keep events in memory.
+    let writer = match &args.record {
+        Some(path) => Some(
+            TraceWriter::create(path, &header)
+                .with_context(|| format!("creating trace {}", path.display()))?
+                .1,
+        ),
+        None => None,
+    };
+    let hv: Arc<dyn Hypervisor> = match &writer {
+        Some(writer) => Arc::new(RecordingHypervisor::new(
+            Box::new(kvm),
+            writer.recorder().clone(),
+        )),
+        None => Arc::new(kvm),
+    };
+    let runtime = runtime()?;
+    let result = runtime.block_on(daemon(hv, spec, &socket, writer.as_ref()));
+    // Connection tasks still running (a client mid-request) are cancelled; the fleet is gone.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    // Close the trace whatever happened.
+    if let Some(writer) = writer {
+        let path = writer.path().to_path_buf();
+        let summary = writer
+            .finish()
+            .with_context(|| format!("writing trace {}", path.display()))?;
+        eprintln!(
+            "recorded {} events ({} bytes) to {}",
+            summary.events,
+            summary.bytes,
+            path.display()
+        );
+    }
+    let report = result?;
+    emit(&report::table(&report))?;
+    // A clean shutdown is a success whatever the VMs did: their failures were answered to the
+    // requests that met them and are in the table. (Unlike `vmfleet run`, a daemon's VMs are
+    // stopped at arbitrary moments, and one stopped before its guest finished a probe pass
+    // reports failed checks.)
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why the daemon stops.
+enum Stop {
+    Signal(&'static str),
+    /// A `shutdown` request was carried out; its report.
+    Requested(Box<JobReport>),
+}
+
+async fn daemon(
+    hv: Arc<dyn Hypervisor>,
+    spec: Option<spec::FleetSpec>,
+    socket: &Path,
+    writer: Option<&TraceWriter>,
+) -> Result<JobReport> {
+    // Installed first, so a signal during start-up is seen once serving begins.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let listener = SocketFile::claim(socket)?;
+
+    let name = spec
+        .as_ref()
+        .map_or(DEFAULT_FLEET_NAME, |s| s.name.as_str());
+    let mut fleet = Fleet::new(hv, name).await?;
+    if let Some(writer) = writer {
+        fleet = fleet.with_control_log(writer.recorder().clone());
+    }
+    let fleet = Arc::new(fleet);
+    if let Some(spec) = &spec {
+        for result in fleet.create_all(spec.vms.clone()).await {
+            if let Err(e) = result {
+                tracing::warn!("{e}");
+            }
+        }
+        fleet
+            .start_all(|vm, result| {
+                if let Err(e) = result {
+                    tracing::warn!("starting {vm}: {e}");
+                }
+            })
+            .await;
+    }
+    match &spec {
+        Some(_) => eprintln!(
+            "vmfleet: serving fleet {} ({} VM(s)) on {}",
+            fleet.name(),
+            fleet.list().len(),
+            socket.display()
+        ),
+        None => eprintln!("vmfleet: serving an empty fleet on {}", socket.display()),
+    }
+
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Box<JobReport>>();
+    let stop = loop {
+        tokio::select! {
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let fleet = Arc::clone(&fleet);
+                    let stop_tx = stop_tx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, &fleet, &stop_tx).await {
+                            tracing::debug!("control connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: the daemon goes on, and tries again shortly.
+                    tracing::warn!("accepting a control connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            Some(report) = stop_rx.recv() => break Stop::Requested(report),
+        }
+    };
+    // No new clients from here on.
+    drop(listener);
+    let report = match stop {
+        Stop::Requested(report) => *report,
+        Stop::Signal(name) => {
+            eprintln!("vmfleet: {name}: stopping every VM");
+            match fleet.handle(ControlCall::Shutdown).await {
+                Ok(ControlValue::Shutdown(report)) => *report,
+                Ok(other) => {
+                    tracing::warn!("shutdown answered {}", other.summary());
+                    fleet.report()
+                }
+                Err(e) => {
+                    tracing::warn!("shutdown: {e}");
+                    fleet.report()
+                }
+            }
+        }
+    };
+    Ok(report)
+}
+
+/// Serve one client: answer each request line in order until it disconnects.
+async fn connection(
+    stream: UnixStream,
+    fleet: &Fleet,
+    stop: &mpsc::UnboundedSender<Box<JobReport>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let limit = api::MAX_REQUEST_BYTES as u64 + 1;
+        let n = (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut buf)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = match api::frame(&buf) {
+            Frame::Line(line) => match Request::parse(line) {
+                Ok(request) => {
+                    let (response, stopped) = answer(fleet, request).await;
+                    if let Some(report) = stopped {
+                        // The daemon stops whether or not this client is still there to hear it.
+                        let written = write.write_all(response.to_line().as_bytes()).await;
+                        let _ = stop.send(report);
+                        return written;
+                    }
+                    response
+                }
+                Err(e) => Response::error(e),
+            },
+            Frame::TooLong => {
+                write
+                    .write_all(api::too_long().to_line().as_bytes())
+                    .await?;
+                write.shutdown().await?;
+                return Ok(());
+            }
+            Frame::Unterminated => {
+                tracing::debug!("a client disconnected in the middle of a request");
+                return Ok(());
+            }
+        };
+        write.write_all(response.to_line().as_bytes()).await?;
+    }
+}
+
+/// Carry out one request: the reply, and the final report if it shut the fleet down.
+async fn answer(fleet: &Fleet, request: Request) -> (Response, Option<Box<JobReport>>) {
+    let Some(call) = request.into_control() else {
+        return (Response::from_result(&fleet.list()), None);
+    };
+    let value = match fleet.handle(call).await {
+        Ok(value) => value,
+        Err(e) => return (Response::error(e.to_string()), None),
+    };
+    let response = match value {
+        ControlValue::Created(models) => Response::from_result(&models),
+        ControlValue::Status { vm, status, .. } => Response::from_result(&StatusView {
+            vm,
+            state: status.lifecycle.to_string(),
+            exits: status.exits,
+        }),
+        ControlValue::Model(model) => Response::from_result(&model),
+        ControlValue::Removed(report) => Response::from_result(&report),
+        ControlValue::Stopped(_) => Response::from_result(&fleet.list()),
+        ControlValue::Shutdown(report) => {
+            return (Response::from_result(&report), Some(report));
+        }
+    };
+    (response, None)
+}
+
+/// The daemon's listening socket and its file, removed when dropped (if it is still ours).
+struct SocketFile {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    /// (device, inode) of the socket file we created.
+    identity: (u64, u64),
+}
+
+impl SocketFile {
+    /// Listen on `path` with mode 0600: refuse if a daemon answers there or the path is not a
+    /// socket of ours; replace a stale socket file.
+    fn claim(path: &Path) -> Result<SocketFile> {
+        clear_stale(path)?;
+        // Bind under a temporary name, restrict it, then give it its name with a hard link, which
+        // fails instead of replacing a socket another daemon created meanwhile.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let temp = dir.join(format!(".vmfleet-{}.sock", std::process::id()));
+        let _ = fs::remove_file(&temp);
+        let listener = std::os::unix::net::UnixListener::bind(&temp)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        let named = fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {} to mode 0600", temp.display()))
+            .and_then(|()| {
+                fs::hard_link(&temp, path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        anyhow!(
+                            "another vmfleet daemon created {} while this one was starting",
+                            path.display()
+                        )
+                    } else {
+                        anyhow!("cannot create the socket file {}: {e}", path.display())
+                    }
+                })
+            });
+        let _ = fs::remove_file(&temp);
+        named?;
+        let meta = fs::symlink_metadata(path)
+            .with_context(|| format!("reading the socket file {}", path.display()))?;
+        let identity = (meta.dev(), meta.ino());
+        let socket = |listener: std::os::unix::net::UnixListener| -> Result<SocketFile> {
+            listener
+                .set_nonblocking(true)
+                .context("making the control socket non-blocking")?;
+            Ok(SocketFile {
+                listener: tokio::net::UnixListener::from_std(listener)
+                    .context("registering the control socket")?,
+                path: path.to_path_buf(),
+                identity,
+            })
+        };
+        match socket(listener) {
+            Ok(socket) => Ok(socket),
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        // Only our own file: never one a later daemon put there.
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.identity {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Make sure nothing is at `path`: nothing there, or a stale socket of ours (removed).
+fn clear_stale(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("cannot check the socket path {}: {e}", path.display()),
+    };
+    if !meta.file_type().is_socket() {
+        bail!(
+            "{} exists and is not a socket; remove it or choose another --socket",
+            path.display()
+        );
+    }
+    let ours = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if ours.is_some_and(|uid| uid != meta.uid()) {
+        bail!(
+            "the socket {} belongs to another user (uid {}); choose another --socket",
+            path.display(),
+            meta.uid()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "another vmfleet daemon is serving on {}; stop it with `vmfleet ctl --socket {} \
+             shutdown` or choose another --socket",
+            path.display(),
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            tracing::info!("removing the stale socket {}", path.display());
+            fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))
+        }
+        Err(e) => bail!(
+            "{} exists and cannot be checked for a live daemon: {e}",
+            path.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmfleet-serve-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_socket_is_0600_refuses_a_second_daemon_and_is_removed() {
+        let dir = scratch("claim");
+        let path = dir.join("d.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let first = SocketFile::claim(&path).expect("claim a free path");
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let e = SocketFile::claim(&path)
+                .err()
+                .expect("a live daemon refuses");
+            assert!(e.to_string().contains("another vmfleet daemon"), "{e}");
+            assert!(path.exists(), "the refusal leaves the live socket alone");
+            let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+            assert_eq!(leftovers.len(), 1, "no temporary socket left behind");
+            drop(first);
+            assert!(!path.exists(), "the socket file goes with its daemon");
+        });
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_other_files_are_not() {
+        let dir = scratch("stale");
+        let path = dir.join("s.sock");
+        // A socket file nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let socket = SocketFile::claim(&path).expect("a stale socket is replaced");
+            drop(socket);
+        });
+        let file = dir.join("plain");
+        fs::write(&file, "keep me").unwrap();
+        let e = rt
+            .block_on(async { SocketFile::claim(&file).err() })
+            .expect("a plain file is refused");
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "keep me");
+        let e = rt
+            .block_on(async { SocketFile::claim(&dir.join("no/such/dir/x.sock")).err() })
+            .expect("a missing directory is an error");
+        assert!(e.to_string().contains("cannot listen on"), "{e}");
+    }
+}
