@@ -33,6 +33,9 @@ use vm_loop::{Command, VmLink, VmSetup};
 /// The answer of a VM loop that was asked to create its VM.
 type Created = oneshot::Receiver<vm_loop::CreateResult>;
 
+/// How many VMs [`Fleet::start_all`] starts at a time.
+pub const START_WAVE: usize = 8;
+
 /// How long a control request waits for a VM to carry it out.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -333,11 +336,14 @@ impl Fleet {
             })
             .map(|e| e.name.clone())
             .collect();
-        let mut pending = FuturesUnordered::from_iter(
+        // Waves of START_WAVE VMs: a VM that starts competes for the CPU with every guest that
+        // already runs, so starting them all at once only makes every start slow.
+        let mut pending = futures::stream::iter(
             names
                 .iter()
                 .map(|name| async move { (name.clone(), self.start(name).await) }),
-        );
+        )
+        .buffer_unordered(START_WAVE);
         let mut results = Vec::new();
         while let Some((name, result)) = pending.next().await {
             started(&name, &result);

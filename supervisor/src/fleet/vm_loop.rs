@@ -889,6 +889,9 @@ fn spawn_vcpu(
         .name(name)
         .stack_size(THREAD_STACK)
         .spawn(move || {
+            if let Err(e) = vcpu::kvm::deprioritize_vcpu_thread() {
+                tracing::debug!("vCPU thread keeps its priority: {e}");
+            }
             let end = EndNotice {
                 index,
                 tx: tx.clone(),

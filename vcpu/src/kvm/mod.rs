@@ -11,13 +11,17 @@
 //! - `kick`: interrupting `KVM_RUN` from another thread (`immediate_exit` + a signal);
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
+//! - `thread`: the scheduling priority of vCPU threads;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
 //!
 //! On a host architecture KVM does not support here (anything but x86_64 and aarch64) the crate
 //! still compiles: [`KvmHypervisor::open`] returns [`KvmUnavailable::UnsupportedArch`].
 #![allow(unsafe_code)]
 
+mod thread;
 mod unavailable;
+
+pub use thread::{VCPU_NICE, deprioritize_vcpu_thread};
 
 pub use unavailable::KvmUnavailable;
 
