@@ -6,12 +6,13 @@
 //!
 //! Per VM, on its own blocking task: create the VM and its guest memory; create every vCPU and
 //! write its CPU model (all before any vCPU runs, so the initial configuration can never race
-//! with the lock); load the guest; run every vCPU on its own OS thread until the guest halts;
+//! with the lock); load the guest; run every vCPU on its own OS thread until the guest halts (or
+//! faults, when the spec asks it to: `fault_after_passes`);
 //! compare what the guest saw with the table the kernel holds; try the spec's after-run writes
 //! against the lock; tear down.
 
 use crate::report::{
-    AfterRunReport, GuestSummary, JobReport, VcpuReport, Verdict, VmReport, VmState,
+    AfterRunReport, GuestSummary, JobReport, RunEnd, VcpuReport, Verdict, VmReport, VmState,
 };
 use crate::spec::{AfterRun, FleetSpec, VmSpec};
 use std::sync::Arc;
@@ -144,6 +145,7 @@ fn drive_vm(
             guest: None,
             exits: 0,
             end: "not started".into(),
+            run_end: RunEnd::NotStarted,
         });
     }
 
@@ -153,14 +155,19 @@ fn drive_vm(
         .first()
         .map(|v| v.held.probe_points())
         .unwrap_or_default();
-    vm.with_memory(|mem| guest::load(mem, &points, spec.probe_repeats))
+    let program = guest::GuestProgram {
+        points: &points,
+        repeats: spec.probe_repeats,
+        fault_after: spec.fault_after_passes.unwrap_or(0),
+    };
+    vm.with_memory(|mem| guest::load_with(mem, &program))
         .map_err(|e| format!("loading the guest: {e}"))?;
     for vcpu in vcpus.iter() {
         vcpu.set_boot_state(guest::ENTRY)
             .map_err(|e| e.to_string())?;
     }
 
-    let budget = u64::from(spec.probe_repeats) * (6 * points.len() as u64 + 2) + 16;
+    let budget = exit_budget(&program);
     let threads: Vec<_> = vcpus
         .iter()
         .map(|vcpu| {
@@ -169,7 +176,7 @@ fn drive_vm(
                 format!("{}-{}", vm.name(), vcpu.id()),
                 points.clone(),
                 spec.probe_repeats,
-                Some(budget),
+                budget,
             )
             .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))
         })
@@ -182,11 +189,13 @@ fn drive_vm(
             Err(_) => {
                 failures.push(format!("vcpu{}: its thread panicked", vcpu_report.id));
                 vcpu_report.end = "thread panicked".into();
+                vcpu_report.run_end = RunEnd::ThreadPanicked;
                 continue;
             }
         };
         vcpu_report.exits = outcome.exits;
         vcpu_report.end = describe_end(&outcome.end);
+        vcpu_report.run_end = run_end(&outcome.end);
         if !matches!(outcome.end, ProbeEnd::Halted) {
             failures.push(format!("vcpu{}: {}", vcpu_report.id, vcpu_report.end));
         }
@@ -211,6 +220,16 @@ fn drive_vm(
         }
     }
     Ok(())
+}
+
+/// The exits a guest running `program` needs, with room to spare for kicks: every pass is
+/// `PASS_BEGIN`, six `OUT`s per point and `PASS_END`, and one final exit (`HLT` or the fault).
+/// `None` (no budget) for a guest that repeats forever and never faults.
+pub fn exit_budget(program: &guest::GuestProgram<'_>) -> Option<u64> {
+    let per_pass = 6 * program.points.len() as u64 + 2;
+    program
+        .passes()
+        .map(|passes| u64::from(passes) * per_pass + 16)
 }
 
 /// Attempt one after-run write and judge it against the lock's rule.
@@ -260,6 +279,16 @@ fn refusal_text(e: &HandleError) -> String {
     }
 }
 
+fn run_end(end: &ProbeEnd) -> RunEnd {
+    match end {
+        ProbeEnd::Halted => RunEnd::Halted,
+        ProbeEnd::GuestFault(_) => RunEnd::GuestFault,
+        ProbeEnd::Protocol(_) => RunEnd::ProtocolError,
+        ProbeEnd::Call(_) => RunEnd::CallFailed,
+        ProbeEnd::ExitBudget => RunEnd::ExitBudget,
+    }
+}
+
 fn describe_end(end: &ProbeEnd) -> String {
     match end {
         ProbeEnd::Halted => "halted".into(),
@@ -267,5 +296,28 @@ fn describe_end(end: &ProbeEnd) -> String {
         ProbeEnd::Protocol(e) => format!("guest protocol error: {e}"),
         ProbeEnd::Call(e) => format!("call failed: {e}"),
         ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_budget_covers_the_passes_the_guest_runs() {
+        let points = [(0, 0), (1, 0)];
+        let program = |repeats, fault_after| guest::GuestProgram {
+            points: &points,
+            repeats,
+            fault_after,
+        };
+        // 2 points: 14 exits a pass, plus room for the final exit and kicks.
+        assert_eq!(exit_budget(&program(1, 0)), Some(14 + 16));
+        assert_eq!(exit_budget(&program(3, 0)), Some(3 * 14 + 16));
+        // A fault bounds a guest that would otherwise repeat forever, or cuts it short.
+        assert_eq!(exit_budget(&program(0, 2)), Some(2 * 14 + 16));
+        assert_eq!(exit_budget(&program(5, 2)), Some(2 * 14 + 16));
+        // Forever without a fault: no budget.
+        assert_eq!(exit_budget(&program(0, 0)), None);
     }
 }
