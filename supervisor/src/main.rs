@@ -14,6 +14,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A big fleet needs thousands of file descriptors; a failure here only matters to one.
+    match commands::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(
+            "open-files limit: soft {} (was {}), hard {}",
+            show_limit(limit.soft),
+            show_limit(limit.previous),
+            show_limit(limit.hard)
+        ),
+        Err(e) => tracing::warn!("could not raise the open-files limit to the hard limit: {e}"),
+    }
     let result = match cli.command {
         Command::Run(args) => commands::run(&args),
         Command::Replay(args) => commands::replay(&args),
@@ -29,4 +39,8 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn show_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".into(), |n| n.to_string())
 }

@@ -103,11 +103,51 @@ pub struct VcpuReport {
     pub already_absent: Vec<String>,
     pub guest: Option<GuestSummary>,
     pub exits: u64,
+    /// How the run ended, in full (the transcript's words).
     pub end: String,
+    /// How the run ended, in a word (the table's).
+    pub run_end: RunEnd,
     #[serde(skip)]
     pub held: CpuidTable,
     #[serde(skip)]
     pub hidden: Vec<&'static Feature>,
+}
+
+/// How a vCPU's run of the guest ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// The VM failed before the vCPU ran.
+    NotStarted,
+    /// The guest halted after its last pass.
+    Halted,
+    /// The guest crashed (a triple fault, or KVM could not go on).
+    GuestFault,
+    /// The guest's exits broke the report protocol.
+    ProtocolError,
+    /// A backend call failed.
+    CallFailed,
+    /// The exit budget ran out before the guest halted.
+    ExitBudget,
+    /// The vCPU's thread panicked.
+    ThreadPanicked,
+    /// The control plane stopped the vCPU.
+    Stopped,
+}
+
+impl RunEnd {
+    pub fn label(self) -> &'static str {
+        match self {
+            RunEnd::NotStarted => "not started",
+            RunEnd::Halted => "halted",
+            RunEnd::GuestFault => "guest fault",
+            RunEnd::ProtocolError => "protocol error",
+            RunEnd::CallFailed => "call failed",
+            RunEnd::ExitBudget => "exit budget",
+            RunEnd::ThreadPanicked => "thread panicked",
+            RunEnd::Stopped => "stopped",
+        }
+    }
 }
 
 /// What the guest saw, against the table the kernel holds.
@@ -226,12 +266,13 @@ pub fn table(report: &JobReport) -> String {
         "state",
         "vCPUs",
         "exits",
+        "guest end",
         "CPU-model drift",
         "hidden, not honoured",
         "guest saw",
         "lock checks",
     ];
-    let rows: Vec<[String; 8]> = report
+    let rows: Vec<[String; 9]> = report
         .vms
         .iter()
         .map(|vm| {
@@ -260,6 +301,7 @@ pub fn table(report: &JobReport) -> String {
                 vm.state_label(),
                 vm.vcpu_count.to_string(),
                 exits.to_string(),
+                run_end_cell(vm),
                 if drift_regs == 0 {
                     "none".into()
                 } else {
@@ -296,6 +338,27 @@ pub fn table(report: &JobReport) -> String {
         line(&mut out, &cells);
     }
     out
+}
+
+/// How the vCPUs' runs ended: `halted` when they all did, else each way with how many vCPUs
+/// ended so (`1 halted, 1 guest fault`), in vCPU order of first appearance.
+fn run_end_cell(vm: &VmReport) -> String {
+    let mut ends: Vec<(RunEnd, usize)> = Vec::new();
+    for v in &vm.vcpus {
+        match ends.iter_mut().find(|(end, _)| *end == v.run_end) {
+            Some((_, n)) => *n += 1,
+            None => ends.push((v.run_end, 1)),
+        }
+    }
+    match ends.as_slice() {
+        [] => "-".into(),
+        [(end, _)] => end.label().into(),
+        _ => ends
+            .iter()
+            .map(|(end, n)| format!("{n} {}", end.label()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 fn guest_cell(vm: &VmReport) -> String {

@@ -10,9 +10,11 @@
 //!
 //! [[vm]]
 //! name = "api"
+//! count = 3                 # three copies: api-0, api-1, api-2 (default 1: just `api`)
 //! vcpus = 2
 //! memory_mib = 16
-//! probe_repeats = 1
+//! probe_repeats = 1         # 0 = probe forever
+//! # fault_after_passes = 1  # optional: the guest triple-faults after this many passes
 //! cpu = { base = "host", hide = ["avx512f", "pdpe1gb"] }
 //!
 //! [[vm.after_run]]          # checks of the pre-run lock, once the VM has run
@@ -25,16 +27,28 @@
 //! ```
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
 use vcpu::cpuid::features;
+use vcpu::guest::x86::FAULT_IDT_BASE;
 
 /// Limits that keep one spec from asking for absurd resources by typo.
 pub const MAX_VCPUS_PER_VM: u32 = 64;
 pub const MAX_MEMORY_MIB: u32 = 16 * 1024;
+/// The most passes `probe_repeats` and `fault_after_passes` can ask for (`probe_repeats = 0`
+/// means forever).
 pub const MAX_PROBE_REPEATS: u32 = 100_000;
+/// The most VMs in a fleet, after `count` expansion.
 pub const MAX_VMS: usize = 4096;
+/// The most copies one `[[vm]]` entry can ask for with `count`.
+pub const MAX_COUNT: u32 = 1000;
+/// The most vCPUs in a fleet, all VMs together (each takes a thread and file descriptors).
+pub const MAX_FLEET_VCPUS: u64 = 4096;
+/// The most memory a VM with `fault_after_passes` can have: the guest's deliberate triple fault
+/// points its IDT at [`FAULT_IDT_BASE`], which must lie above guest memory.
+pub const MAX_FAULT_MEMORY_MIB: u32 = (FAULT_IDT_BASE >> 20) as u32;
 
 /// A parsed, validated fleet spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,14 +57,17 @@ pub struct FleetSpec {
     pub vms: Vec<VmSpec>,
 }
 
-/// One VM of the fleet.
+/// One VM of the fleet (a `[[vm]]` entry with `count = N` gives N of them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmSpec {
     pub name: String,
     pub vcpus: u32,
     pub memory_mib: u32,
-    /// How many times the guest runs its CPUID probe before halting.
+    /// How many times the guest runs its CPUID probe before halting; 0 = forever.
     pub probe_repeats: u32,
+    /// The guest triple-faults on purpose after this many complete passes (never when `None`).
+    /// At most `probe_repeats` unless that is 0, so the fault always happens.
+    pub fault_after_passes: Option<u32>,
     pub cpu: CpuSpec,
     pub after_run: Vec<AfterRun>,
 }
@@ -121,9 +138,11 @@ struct RawFleet {
 #[serde(deny_unknown_fields)]
 struct RawVm {
     name: Spanned<String>,
+    count: Option<Spanned<i64>>,
     vcpus: Option<Spanned<i64>>,
     memory_mib: Option<Spanned<i64>>,
     probe_repeats: Option<Spanned<i64>>,
+    fault_after_passes: Option<Spanned<i64>>,
     cpu: Option<RawCpu>,
     #[serde(default)]
     after_run: Vec<Spanned<RawAfterRun>>,
@@ -176,16 +195,15 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     }
 
     let mut vms: Vec<VmSpec> = Vec::with_capacity(raw.vm.len());
+    // Every VM name so far, with what made it (for the duplicate-name error).
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut fleet_vcpus: u64 = 0;
     for raw_vm in &raw.vm {
         let vm = raw_vm.get_ref();
         let name = vm.name.get_ref();
+        let name_line = line_column(text, vm.name.span().start).0;
         check_name(name).map_err(|m| at(Some(vm.name.span()), format!("VM name: {m}")))?;
-        if vms.iter().any(|v| &v.name == name) {
-            return Err(at(
-                Some(vm.name.span()),
-                format!("duplicate VM name `{name}`"),
-            ));
-        }
+        let count = bounded(&vm.count, 1, 1, u64::from(MAX_COUNT), "count", &at)?;
         let vcpus = bounded(&vm.vcpus, 1, 1, u64::from(MAX_VCPUS_PER_VM), "vcpus", &at)?;
         let memory_mib = bounded(
             &vm.memory_mib,
@@ -198,11 +216,106 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
         let probe_repeats = bounded(
             &vm.probe_repeats,
             1,
-            1,
+            0,
             u64::from(MAX_PROBE_REPEATS),
             "probe_repeats",
             &at,
-        )?;
+        )
+        .map_err(|mut e| {
+            e.message += " (0 = repeat forever)";
+            e
+        })?;
+        let fault_after_passes = match &vm.fault_after_passes {
+            None => None,
+            Some(f) => {
+                let passes = bounded(
+                    &vm.fault_after_passes,
+                    1,
+                    1,
+                    u64::from(MAX_PROBE_REPEATS),
+                    "fault_after_passes",
+                    &at,
+                )?;
+                if probe_repeats != 0 && passes > probe_repeats {
+                    return Err(at(
+                        Some(f.span()),
+                        format!(
+                            "`fault_after_passes = {passes}` never happens: the guest halts after \
+                             `probe_repeats = {probe_repeats}` pass(es); raise `probe_repeats`, or \
+                             set it to 0 (repeat forever)"
+                        ),
+                    ));
+                }
+                if memory_mib > MAX_FAULT_MEMORY_MIB {
+                    return Err(at(
+                        Some(f.span()),
+                        format!(
+                            "`fault_after_passes` needs `memory_mib` <= {MAX_FAULT_MEMORY_MIB} \
+                             (it is {memory_mib}): the guest's deliberate triple fault points its \
+                             IDT at {FAULT_IDT_BASE:#x}, which must not be guest memory"
+                        ),
+                    ));
+                }
+                Some(passes)
+            }
+        };
+
+        // The fleet-wide limits, counting every copy.
+        let total_vms = vms.len() + count as usize;
+        let count_or_name = vm
+            .count
+            .as_ref()
+            .map_or_else(|| vm.name.span(), |c| c.span());
+        if total_vms > MAX_VMS {
+            return Err(at(
+                Some(count_or_name),
+                format!(
+                    "the fleet has {total_vms} VMs with `{name}` ({count} of them); at most \
+                     {MAX_VMS} VMs in a fleet"
+                ),
+            ));
+        }
+        fleet_vcpus += u64::from(count) * u64::from(vcpus);
+        if fleet_vcpus > MAX_FLEET_VCPUS {
+            let span = vm
+                .vcpus
+                .as_ref()
+                .map_or(count_or_name.clone(), |v| v.span());
+            return Err(at(
+                Some(span),
+                format!(
+                    "the fleet has {fleet_vcpus} vCPUs with `{name}` ({count} VM(s) x {vcpus} \
+                     vCPU(s)); at most {MAX_FLEET_VCPUS} vCPUs in a fleet"
+                ),
+            ));
+        }
+
+        // The names of the copies, unique across the fleet.
+        let copies: Vec<String> = if count == 1 {
+            vec![name.clone()]
+        } else {
+            (0..count).map(|i| format!("{name}-{i}")).collect()
+        };
+        for copy in &copies {
+            check_name(copy).map_err(|m| {
+                at(
+                    Some(vm.name.span()),
+                    format!("VM name with `count = {count}`: {m}"),
+                )
+            })?;
+            let made_here = if count == 1 {
+                format!("line {name_line} names a VM `{copy}`")
+            } else {
+                format!("`count = {count}` on `{name}` at line {name_line} makes a VM `{copy}`")
+            };
+            if let Some(first) = names.get(copy) {
+                return Err(at(
+                    Some(vm.name.span()),
+                    format!("duplicate VM name `{copy}`: {made_here}, but {first} already"),
+                ));
+            }
+            names.insert(copy.clone(), made_here);
+        }
 
         let hide = match &vm.cpu {
             None => Vec::new(),
@@ -274,14 +387,19 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             });
         }
 
-        vms.push(VmSpec {
+        let vm_spec = VmSpec {
             name: name.clone(),
             vcpus,
             memory_mib,
             probe_repeats,
+            fault_after_passes,
             cpu: CpuSpec { hide },
             after_run,
-        });
+        };
+        vms.extend(copies.into_iter().map(|copy| VmSpec {
+            name: copy,
+            ..vm_spec.clone()
+        }));
     }
     Ok(FleetSpec { name, vms })
 }
@@ -441,6 +559,8 @@ vcpu = 1
             ),
             (1, 1, 1)
         );
+        assert_eq!(spec.vms[0].fault_after_passes, None);
+        assert_eq!(spec.vms.len(), 1, "count defaults to 1");
     }
 
     #[test]
@@ -487,6 +607,184 @@ vcpu = 1
             err("[[vm]]\nname = \"a\"\n[[vm.after_run]]\naction = \"hide\"\n").line,
             4
         );
+    }
+
+    #[test]
+    fn count_expands_into_named_copies() {
+        let spec = parse(
+            "[[vm]]\nname = \"web\"\ncount = 3\nvcpus = 2\nfault_after_passes = 1\n\
+             [[vm.after_run]]\naction = \"rewrite-identical\"\n\
+             [[vm]]\nname = \"db\"\ncount = 1\n",
+            "f.toml",
+        )
+        .unwrap();
+        let names: Vec<&str> = spec.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["web-0", "web-1", "web-2", "db"]);
+        for vm in &spec.vms[..3] {
+            assert_eq!(vm.vcpus, 2);
+            assert_eq!(vm.fault_after_passes, Some(1));
+            assert_eq!(
+                vm.after_run,
+                vec![AfterRun::RewriteIdentical { vcpu: None }]
+            );
+        }
+        assert_eq!(spec.vms[3].vcpus, 1);
+        assert_eq!(spec.vms[3].fault_after_passes, None);
+    }
+
+    #[test]
+    fn count_is_bounded() {
+        for bad in ["0", "1001", "-1"] {
+            let e = err(&format!("[[vm]]\nname = \"a\"\ncount = {bad}\n"));
+            assert_eq!((e.line, e.column), (3, 9), "{e}");
+            assert!(e.message.contains("between 1 and 1000"), "{e}");
+        }
+        let spec = parse("[[vm]]\nname = \"a\"\ncount = 1000\n", "f.toml").unwrap();
+        assert_eq!(spec.vms.len(), 1000);
+        assert_eq!(spec.vms[999].name, "a-999");
+    }
+
+    #[test]
+    fn expanded_names_must_be_unique() {
+        // A later plain name that a count already made: points at the later entry's name.
+        let e = err("[[vm]]\nname = \"a\"\ncount = 2\n[[vm]]\nname = \"a-1\"\n");
+        assert_eq!((e.line, e.column), (5, 8), "{e}");
+        assert_eq!(
+            e.message,
+            "duplicate VM name `a-1`: line 5 names a VM `a-1`, but `count = 2` on `a` at line 2 \
+             makes a VM `a-1` already"
+        );
+        // A later count that makes a name already taken.
+        let e = err("[[vm]]\nname = \"b-0\"\n[[vm]]\nname = \"b\"\ncount = 4\n");
+        assert_eq!((e.line, e.column), (4, 8), "{e}");
+        assert!(
+            e.message
+                .starts_with("duplicate VM name `b-0`: `count = 4` on `b` at line 4"),
+            "{e}"
+        );
+        assert!(
+            e.message.ends_with("line 2 names a VM `b-0` already"),
+            "{e}"
+        );
+        // A plain duplicate still says where the first one is.
+        let e = err("[[vm]]\nname = \"a\"\n[[vm]]\nname = \"a\"\n");
+        assert_eq!((e.line, e.column), (4, 8), "{e}");
+        assert!(e.message.contains("line 2 names a VM `a` already"), "{e}");
+        // With count = 1 the name is not suffixed, so `a` and `a-0` can coexist.
+        parse(
+            "[[vm]]\nname = \"a\"\ncount = 1\n[[vm]]\nname = \"a-0\"\n",
+            "f.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn expanded_names_must_stay_short() {
+        let long = "x".repeat(62);
+        parse(
+            &format!("[[vm]]\nname = \"{long}\"\ncount = 10\n"),
+            "f.toml",
+        )
+        .unwrap();
+        let e = err(&format!("[[vm]]\nname = \"{long}\"\ncount = 11\n"));
+        assert_eq!((e.line, e.column), (2, 8), "{e}");
+        assert!(e.message.contains("-10` is longer than 64"), "{e}");
+    }
+
+    #[test]
+    fn the_fleet_is_bounded_in_vms_and_vcpus() {
+        // 4096 VMs of one vCPU are fine; one more VM is not.
+        let mut text = String::new();
+        for i in 0..4 {
+            text += &format!("[[vm]]\nname = \"v{i}\"\ncount = 1000\n");
+        }
+        text += "[[vm]]\nname = \"w\"\ncount = 96\n";
+        assert_eq!(parse(&text, "f.toml").unwrap().vms.len(), 4096);
+        let e = err(&(text.clone() + "[[vm]]\nname = \"z\"\n"));
+        assert_eq!((e.line, e.column), (17, 8), "points at the VM's name: {e}");
+        assert!(e.message.contains("4097 VMs"), "{e}");
+        let e = err(&text.replace("count = 96", "count = 97"));
+        assert_eq!((e.line, e.column), (15, 9), "points at count: {e}");
+
+        // vCPUs: 64 x 64 = 4096 is the most.
+        let vcpus = "[[vm]]\nname = \"a\"\ncount = 64\nvcpus = 64\n";
+        parse(vcpus, "f.toml").unwrap();
+        let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\nvcpus = 1\n"));
+        assert_eq!((e.line, e.column), (7, 9), "points at vcpus: {e}");
+        assert_eq!(
+            e.message,
+            "the fleet has 4097 vCPUs with `b` (1 VM(s) x 1 vCPU(s)); at most 4096 vCPUs in a fleet"
+        );
+        let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\ncount = 2\n"));
+        assert_eq!(
+            (e.line, e.column),
+            (7, 9),
+            "no vcpus key: points at count: {e}"
+        );
+        assert!(e.message.contains("4098 vCPUs"), "{e}");
+        let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\n"));
+        assert_eq!(
+            (e.line, e.column),
+            (6, 8),
+            "neither: points at the name: {e}"
+        );
+    }
+
+    #[test]
+    fn probe_repeats_zero_means_forever() {
+        let spec = parse("[[vm]]\nname = \"a\"\nprobe_repeats = 0\n", "f.toml").unwrap();
+        assert_eq!(spec.vms[0].probe_repeats, 0);
+        let e = err("[[vm]]\nname = \"a\"\nprobe_repeats = -1\n");
+        assert_eq!((e.line, e.column), (3, 17), "{e}");
+        assert_eq!(
+            e.message,
+            "`probe_repeats` is -1; it must be between 0 and 100000 (0 = repeat forever)"
+        );
+        let e = err("[[vm]]\nname = \"a\"\nprobe_repeats = 100001\n");
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn fault_after_passes_rules() {
+        let ok = |text: &str| parse(text, "f.toml").unwrap().vms[0].fault_after_passes;
+        assert_eq!(
+            ok("[[vm]]\nname = \"a\"\nfault_after_passes = 1\n"),
+            Some(1)
+        );
+        assert_eq!(
+            ok("[[vm]]\nname = \"a\"\nprobe_repeats = 0\nfault_after_passes = 7\n"),
+            Some(7)
+        );
+        assert_eq!(
+            ok("[[vm]]\nname = \"a\"\nprobe_repeats = 3\nfault_after_passes = 3\n"),
+            Some(3)
+        );
+        assert_eq!(
+            ok("[[vm]]\nname = \"a\"\nmemory_mib = 4095\nfault_after_passes = 1\n"),
+            Some(1)
+        );
+
+        let e = err("[[vm]]\nname = \"a\"\nfault_after_passes = 0\n");
+        assert_eq!((e.line, e.column), (3, 22), "{e}");
+        assert!(e.message.contains("between 1 and 100000"), "{e}");
+        // It would never happen: the guest halts first.
+        let e = err("[[vm]]\nname = \"a\"\nfault_after_passes = 2\n");
+        assert_eq!((e.line, e.column), (3, 22), "{e}");
+        assert!(
+            e.message.contains("never happens")
+                && e.message.contains("`probe_repeats = 1`")
+                && e.message.contains("set it to 0"),
+            "{e}"
+        );
+        // Guest memory must stay below the deliberate fault's IDT.
+        let e = err("[[vm]]\nname = \"a\"\nmemory_mib = 4096\nfault_after_passes = 1\n");
+        assert_eq!((e.line, e.column), (4, 22), "{e}");
+        assert!(
+            e.message.contains("`memory_mib` <= 4095 (it is 4096)")
+                && e.message.contains("0xffff0000"),
+            "{e}"
+        );
+        assert_eq!(MAX_FAULT_MEMORY_MIB, 4095);
     }
 
     #[test]

@@ -121,6 +121,36 @@ fn a_cut_trace_shows_its_whole_events_and_where_it_stopped() {
     assert_clean_error(&vmfleet().arg("replay").arg(&cut).output().unwrap(), "byte");
 }
 
+/// `vmfleet` raises its soft open-files limit to the hard one at startup (a big fleet needs
+/// thousands of descriptors) and says so at debug level.
+#[test]
+fn the_open_files_limit_is_raised_at_startup() {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -H -n"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    if hard.parse::<u64>().map_or(true, |n| n <= 256) {
+        eprintln!("SKIPPED: the hard open-files limit is {hard:?}, nothing to raise from 256");
+        return;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -S -n 256 && exec \"$0\" trace show \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_vmfleet"))
+        .arg(&fixture)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let expected = format!("open-files limit: soft {hard} (was 256), hard {hard}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in: {stderr}"
+    );
+}
+
 #[test]
 fn unknown_arguments_are_usage_errors() {
     let out = vmfleet().args(["run", "--frobnicate"]).output().unwrap();
@@ -165,6 +195,76 @@ fn the_demo_fleet_runs_and_replays_identically() {
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
     }
+}
+
+/// A VM whose guest faults on purpose fails with the fault; the other VM of the fleet is not
+/// disturbed and halts normally. The run's trace replays to the same transcript.
+#[test]
+fn a_faulting_guest_fails_its_vm_only() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = scratch("fault");
+    let spec = dir.join("fault.toml");
+    std::fs::write(
+        &spec,
+        "name = \"isolation\"\n\
+         [[vm]]\nname = \"healthy\"\nvcpus = 2\nprobe_repeats = 2\n\
+         [[vm]]\nname = \"faulty\"\nprobe_repeats = 0\nfault_after_passes = 1\n",
+    )
+    .unwrap();
+    let (trace, live) = (dir.join("fault.trace"), dir.join("live.txt"));
+    let out = vmfleet()
+        .arg("run")
+        .arg(&spec)
+        .arg("--record")
+        .arg(&trace)
+        .arg("--transcript")
+        .arg(&live)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let row = |vm: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{vm} ")))
+            .unwrap_or_else(|| panic!("no row for {vm}: {stdout}"))
+            .to_string()
+    };
+    let healthy = row("healthy");
+    assert!(healthy.contains(" completed "), "{healthy}");
+    assert!(healthy.contains(" halted "), "{healthy}");
+    assert!(healthy.contains("= kernel table"), "{healthy}");
+    let faulty = row("faulty");
+    assert!(
+        faulty.contains("FAILED: vcpu0: guest fault: exit #"),
+        "{faulty}"
+    );
+    assert!(
+        faulty.contains("SHUTDOWN") || faulty.contains("INTERNAL_ERROR"),
+        "{faulty}"
+    );
+    assert!(
+        faulty.contains(" guest fault "),
+        "the guest end column: {faulty}"
+    );
+    // The one pass before the fault was complete, and what it saw is checked.
+    let transcript = std::fs::read_to_string(&live).unwrap();
+    assert!(
+        transcript.contains("== vm1 faulty: FAILED: vcpu0: guest fault"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("guest: 1 pass(es)"), "{transcript}");
+    eprintln!("{stdout}");
+
+    let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        transcript,
+        "replay transcript differs from the live one"
+    );
 }
 
 #[test]

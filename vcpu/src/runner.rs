@@ -62,7 +62,9 @@ pub struct ProbeOutcome {
 }
 
 /// Run `vcpu`, which must already hold the probe guest (loaded with the same `points` and
-/// `repeats`) and be at its entry point, until it is done or something stops it.
+/// `repeats`) and be at its entry point, until it is done or something stops it. A guest loaded to
+/// fault on purpose ([`crate::guest::x86::GuestProgram::fault_after`]) ends in
+/// [`ProbeEnd::GuestFault`] after its last complete pass.
 ///
 /// `exit_budget`: stop with [`ProbeEnd::ExitBudget`] after that many exits (for guests that
 /// repeat forever, or as a guard against runaway guests). A kick ([`VcpuExit::Interrupted`])

@@ -12,7 +12,7 @@
 //! vCPUs and marks the VM failed; other VMs never notice.
 
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, VcpuModelView, VmStatus};
-use crate::report::{AfterRunReport, GuestSummary, VcpuReport, Verdict, VmReport, VmState};
+use crate::report::{AfterRunReport, GuestSummary, RunEnd, VcpuReport, Verdict, VmReport, VmState};
 use crate::spec::{AfterRun, VmSpec};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use std::cell::RefCell;
@@ -433,6 +433,7 @@ impl VmLoop {
                 hidden,
                 guest: previous.and_then(|p| p.guest.clone()),
                 exits: previous.map_or(0, |p| p.exits),
+                run_end: previous.map_or(RunEnd::NotStarted, |p| p.run_end),
                 end: previous.map_or_else(|| "not started".into(), |p| p.end.clone()),
             });
         }
@@ -617,8 +618,13 @@ impl VmLoop {
             .unwrap_or_default();
         let points = self.points.clone();
         let repeats = self.spec.probe_repeats;
+        let program = guest::GuestProgram {
+            points: &points,
+            repeats,
+            fault_after: self.spec.fault_after_passes.unwrap_or(0),
+        };
         self.vm
-            .with_memory(|mem| guest::load(mem, &points, repeats))
+            .with_memory(|mem| guest::load_with(mem, &program))
             .map_err(|e| format!("loading the guest: {e}"))?;
         for vcpu in &self.vcpus {
             vcpu.set_boot_state(guest::ENTRY)
@@ -626,7 +632,7 @@ impl VmLoop {
         }
         // A finite guest gets a budget a little above what its passes need; a guest that repeats
         // forever runs until it is stopped.
-        let budget = (repeats > 0).then(|| u64::from(repeats) * (6 * points.len() as u64 + 2) + 16);
+        let budget = crate::job::exit_budget(&program);
         for (index, vcpu) in self.vcpus.iter().enumerate() {
             let thread = spawn_vcpu(
                 index,
@@ -675,6 +681,7 @@ impl VmLoop {
             Ok(outcome) => {
                 vcpu_report.exits = outcome.exits;
                 vcpu_report.end = describe_end(&outcome.end);
+                vcpu_report.run_end = run_end(&outcome.end);
                 // A vCPU stopped before its guest finished one pass saw nothing to check; that
                 // is not a mismatch.
                 let saw_nothing =
@@ -691,6 +698,7 @@ impl VmLoop {
             }
             Err(_) => {
                 vcpu_report.end = "its thread panicked".into();
+                vcpu_report.run_end = RunEnd::ThreadPanicked;
                 Some(format!("vcpu{index}: its thread panicked"))
             }
         };
@@ -956,6 +964,17 @@ fn refusal_text(e: &HandleError) -> String {
     match &e.source {
         vcpu::CallError::Refused(refusal) => refusal.to_string(),
         other => format!("{} on {}: {other}", e.call, e.target),
+    }
+}
+
+fn run_end(end: &ProbeEnd) -> RunEnd {
+    match end {
+        ProbeEnd::Halted => RunEnd::Halted,
+        ProbeEnd::GuestFault(_) => RunEnd::GuestFault,
+        ProbeEnd::Protocol(_) => RunEnd::ProtocolError,
+        ProbeEnd::Call(_) => RunEnd::CallFailed,
+        ProbeEnd::ExitBudget => RunEnd::ExitBudget,
+        ProbeEnd::Stopped => RunEnd::Stopped,
     }
 }
 

@@ -1,8 +1,8 @@
 //! vmfleet's built-in guest programs and the protocol they report through.
 //!
 //! - [`x86`]: a real-mode x86 program that executes `CPUID` for every point of a probe table,
-//!   for a number of passes, and reports each result through I/O ports; plus its memory layout and
-//!   loader.
+//!   for a number of passes, and reports each result through I/O ports, optionally triple-faulting
+//!   on purpose after some passes; plus its memory layout and loader.
 //! - [`ProbeDecoder`]: turns the exits that program produces back into a [`GuestReport`], and
 //!   names every deviation from the protocol as a [`GuestProtocolError`] instead of panicking.
 //!
@@ -34,5 +34,18 @@ pub enum GuestError {
         len: usize,
         #[source]
         source: vm_memory::GuestMemoryError,
+    },
+
+    /// The program is to fault on purpose, but guest memory covers the vector table its fault
+    /// path relies on being absent (see [`x86`]'s module docs).
+    #[error(
+        "the guest cannot fault on purpose: its fault path points the IDT at {base:#x}, which \
+         must not be guest memory, but guest memory {region_start:#x}..{region_end:#x} covers it; \
+         give the VM less memory (below {base:#x} bytes)"
+    )]
+    FaultIdtInMemory {
+        base: u64,
+        region_start: u64,
+        region_end: u64,
     },
 }

@@ -98,7 +98,9 @@ fn set_boot_state(fd: &VcpuFd, call: &VcpuCall, entry: u64) -> Result<Reply, Cal
     }
     // No interrupt vector table: with an IDT limit of 0 any exception the guest raises cannot
     // be delivered and becomes a triple fault (a SHUTDOWN exit), instead of a jump through
-    // whatever happens to be at address 0.
+    // whatever happens to be at address 0. KVM's real-mode emulation (kvm_pvm) ignores the limit
+    // and does jump through address 0; the probe guest's deliberate fault therefore loads an IDT
+    // of its own whose base is not guest memory (see `guest::x86`).
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     fd.set_sregs(&sregs).map_err(kernel)?;
