@@ -7,7 +7,7 @@ use supervisor::commands::{ReplayOutcome, replay_trace};
 use supervisor::spec::{self, FleetSpec};
 
 /// The fixtures issue "x86 slice" promises: these must exist.
-const REQUIRED: &[&str] = &["single", "fleet", "hidden", "lock"];
+const REQUIRED: &[&str] = &["control", "single", "fleet", "hidden", "lock"];
 
 fn load(name: &str) -> (Trace, FleetSpec) {
     let path = fixtures_dir().join(format!("{name}.trace"));
@@ -101,6 +101,56 @@ fn replay_is_deterministic() {
             );
         }
     }
+}
+
+/// The fleet recorded through `vmfleet serve` under control requests: several VMs with two vCPUs
+/// each, paused, resumed, stopped, one triple-faulting, a model change refused by the lock while
+/// running and accepted before the first run, and every vCPU decision at its recorded exit.
+#[test]
+fn the_control_fixture_shows_a_fleet_under_control() {
+    let (trace, spec) = load("control");
+    assert_eq!(trace.header.job.command, "serve");
+    let outcome = replay_trace(&trace, &spec).expect("replays");
+    assert!(outcome.divergence.is_none(), "{:?}", outcome.divergence);
+    let report = outcome.report.expect("report");
+    let state = |name: &str| {
+        report
+            .vms
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("{name} in the report"))
+    };
+    assert!(report.vms.len() >= 5, "{} VMs", report.vms.len());
+    assert!(report.vms.iter().all(|v| v.vcpu_count >= 2));
+    match &state("crash").state {
+        supervisor::report::VmState::Failed(why) => assert!(why.contains("guest fault"), "{why}"),
+        other => panic!("crash: {other:?}"),
+    }
+    for healthy in ["web", "db", "batch", "late"] {
+        assert!(
+            !state(healthy).failed(),
+            "{healthy}: {:?}",
+            state(healthy).state
+        );
+    }
+    assert_eq!(state("late").requested_hidden, vec!["x2apic".to_string()]);
+    let transcript = outcome.transcript.expect("transcript");
+    for needle in [
+        "CONTROL_POINT -> pause",
+        "CONTROL_POINT -> run",
+        "CONTROL_POINT -> stop",
+        "pause web -> ok: web paused",
+        "set-model db hide=avx2,sse4_2 -> error:",
+        "set-model late hide=x2apic -> ok: model of late: open",
+        "pause nope -> error: no VM named",
+    ] {
+        assert!(transcript.contains(needle), "{needle:?} missing");
+    }
+    let refusal = transcript
+        .lines()
+        .find(|l| l.contains("set-model db hide=avx2,sse4_2"))
+        .unwrap();
+    assert!(refusal.contains("locked"), "{refusal}");
 }
 
 #[test]

@@ -40,6 +40,7 @@ pub const OPS: &[&str] = &[
     "pause",
     "resume",
     "stop",
+    "wait",
     "remove",
     "model",
     "set-model",
@@ -69,6 +70,10 @@ pub enum Request {
     Stop {
         vm: String,
     },
+    /// Wait until the VM has exited; answered with its final state.
+    Wait {
+        vm: String,
+    },
     /// Stop if needed, tear down, answer with the VM's final report.
     Remove {
         vm: String,
@@ -96,6 +101,7 @@ fn example(op: &str) -> &'static str {
         "pause" => r#"{"op":"pause","vm":"NAME"}"#,
         "resume" => r#"{"op":"resume","vm":"NAME"}"#,
         "stop" => r#"{"op":"stop","vm":"NAME"}"#,
+        "wait" => r#"{"op":"wait","vm":"NAME"}"#,
         "remove" => r#"{"op":"remove","vm":"NAME"}"#,
         "model" => r#"{"op":"model","vm":"NAME"}"#,
         "set-model" => r#"{"op":"set-model","vm":"NAME","hide":["avx2"]}"#,
@@ -109,7 +115,7 @@ fn example(op: &str) -> &'static str {
 fn fields(op: &str) -> &'static [&'static str] {
     match op {
         "create" => &["spec"],
-        "start" | "pause" | "resume" | "stop" | "remove" | "model" => &["vm"],
+        "start" | "pause" | "resume" | "stop" | "wait" | "remove" | "model" => &["vm"],
         "set-model" => &["vm", "hide"],
         _ => &[],
     }
@@ -216,6 +222,9 @@ impl Request {
             "stop" => Request::Stop {
                 vm: fields.string("vm")?,
             },
+            "wait" => Request::Wait {
+                vm: fields.string("vm")?,
+            },
             "remove" => Request::Remove {
                 vm: fields.string("vm")?,
             },
@@ -249,6 +258,7 @@ impl Request {
             Request::Pause { .. } => "pause",
             Request::Resume { .. } => "resume",
             Request::Stop { .. } => "stop",
+            Request::Wait { .. } => "wait",
             Request::Remove { .. } => "remove",
             Request::Model { .. } => "model",
             Request::SetModel { .. } => "set-model",
@@ -267,6 +277,7 @@ impl Request {
             Request::Pause { vm } => ControlCall::Pause { vm },
             Request::Resume { vm } => ControlCall::Resume { vm },
             Request::Stop { vm } => ControlCall::Stop { vm },
+            Request::Wait { vm } => ControlCall::Wait { vm },
             Request::Remove { vm } => ControlCall::Remove { vm },
             Request::Model { vm } => ControlCall::Model { vm },
             Request::SetModel { vm, hide } => ControlCall::SetModel { vm, hide },

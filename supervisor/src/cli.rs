@@ -134,6 +134,11 @@ pub enum CtlCommand {
         /// The VM's name.
         vm: String,
     },
+    /// Wait until a VM has exited (its guests halted or failed, or it was stopped).
+    Wait {
+        /// The VM's name.
+        vm: String,
+    },
     /// Stop every VM.
     StopAll,
     /// Stop a VM if needed, tear it down and print its final report.

@@ -64,6 +64,7 @@ pub fn request_of(command: &CtlCommand) -> Result<Request> {
         CtlCommand::Pause { vm: v } => Request::Pause { vm: vm(v) },
         CtlCommand::Resume { vm: v } => Request::Resume { vm: vm(v) },
         CtlCommand::Stop { vm: v } => Request::Stop { vm: vm(v) },
+        CtlCommand::Wait { vm: v } => Request::Wait { vm: vm(v) },
         CtlCommand::StopAll => Request::StopAll,
         CtlCommand::Remove { vm: v } => Request::Remove { vm: vm(v) },
         CtlCommand::Model { vm: v } => Request::Model { vm: vm(v) },
@@ -163,7 +164,8 @@ pub fn render(request: &Request, result: &Value) -> Result<String> {
         Request::Start { .. }
         | Request::Pause { .. }
         | Request::Resume { .. }
-        | Request::Stop { .. } => {
+        | Request::Stop { .. }
+        | Request::Wait { .. } => {
             let status: StatusView =
                 serde_json::from_value(result.clone()).map_err(|_| parse(request.op()))?;
             format!("{}: {}\n", status.vm, status.state)

@@ -136,6 +136,10 @@ pub enum ControlCall {
     Stop {
         vm: String,
     },
+    /// Wait until the VM has exited (its guests halted or failed, or it was stopped).
+    Wait {
+        vm: String,
+    },
     Remove {
         vm: String,
     },
@@ -162,6 +166,7 @@ impl ControlCall {
             | ControlCall::Pause { vm }
             | ControlCall::Resume { vm }
             | ControlCall::Stop { vm }
+            | ControlCall::Wait { vm }
             | ControlCall::Remove { vm }
             | ControlCall::Model { vm }
             | ControlCall::SetModel { vm, .. } => Some(vm),
@@ -349,6 +354,7 @@ impl fmt::Display for ControlCall {
             ControlCall::Pause { vm } => write!(f, "pause {vm}"),
             ControlCall::Resume { vm } => write!(f, "resume {vm}"),
             ControlCall::Stop { vm } => write!(f, "stop {vm}"),
+            ControlCall::Wait { vm } => write!(f, "wait {vm}"),
             ControlCall::Remove { vm } => write!(f, "remove {vm}"),
             ControlCall::Model { vm } => write!(f, "model {vm}"),
             ControlCall::SetModel { vm, hide } => {

@@ -172,6 +172,62 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Record a `vmfleet serve` session: the daemon runs `spec` while the control requests of
+/// `requests` (one JSON request per line, the daemon's own protocol; `#` lines are comments) are
+/// sent over its socket one after the other, each waiting for its reply, ending with `shutdown`.
+fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let script =
+        fs::read_to_string(requests).with_context(|| format!("reading {}", requests.display()))?;
+    let dir = env::temp_dir().join(format!("vmfleet-record-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let socket = dir.join("record.sock");
+    let _ = fs::remove_file(&socket);
+    let mut daemon = Command::new(bin)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--record")
+        .arg(trace)
+        .arg(spec)
+        .spawn()
+        .context("starting vmfleet serve")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                let _ = daemon.kill();
+                bail!("vmfleet serve never opened {}: {e}", socket.display());
+            }
+        }
+    };
+    let mut writer = stream.try_clone()?;
+    let mut replies = BufReader::new(stream);
+    for line in script.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        writeln!(writer, "{line}")?;
+        let mut reply = String::new();
+        replies.read_line(&mut reply)?;
+        let shown: String = reply.trim().chars().take(160).collect();
+        println!("  {line}\n    -> {shown}");
+    }
+    let status = daemon.wait()?;
+    if !status.success() {
+        bail!(
+            "vmfleet serve ended with {status} while recording {}",
+            trace.display()
+        );
+    }
+    Ok(())
+}
+
 fn vmfleet_release() -> PathBuf {
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -282,6 +338,11 @@ fn record(args: &[String]) -> Result<()> {
             .to_string();
         let trace = root().join("fixtures").join(format!("{stem}.trace"));
         step(&format!("recording {}", trace.display()));
+        let requests = spec.with_extension("requests");
+        if requests.exists() {
+            record_session(&bin, spec, &requests, &trace)?;
+            continue;
+        }
         let status = Command::new(&bin)
             .arg("run")
             .arg(spec)

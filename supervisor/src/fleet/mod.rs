@@ -558,6 +558,7 @@ impl Fleet {
             ControlCall::Pause { vm } => status(vm, "pause", self.pause(vm).await?),
             ControlCall::Resume { vm } => status(vm, "resume", self.resume(vm).await?),
             ControlCall::Stop { vm } => status(vm, "stop", self.stop(vm).await?),
+            ControlCall::Wait { vm } => status(vm, "wait", self.wait_exited(vm).await?),
             ControlCall::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
             ControlCall::Model { vm } => ControlValue::Model(self.model(vm).await?),
             ControlCall::SetModel { vm, hide } => {
