@@ -1,12 +1,14 @@
 //! # supervisor: the `vmfleet` program
 //!
 //! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the job that runs a fleet against
-//! any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), and the
-//! commands behind the CLI ([`commands`]).
+//! any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), the
+//! commands behind the CLI ([`commands`]), and the benchmark of vmfleet's figures against the
+//! floor ([`mod@bench`]).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
 //! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod host;

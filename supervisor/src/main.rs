@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => commands::replay(&args),
         Command::Trace(TraceCommand::Show { trace, json }) => commands::trace_show(&trace, json),
         Command::Host(args) => commands::host(&args),
+        Command::Bench(args) => commands::bench(&args),
     };
     match result {
         Ok(code) => code,
