@@ -1,4 +1,4 @@
-//! The command line: `vmfleet run | replay | trace show | host | serve | ctl`.
+//! The command line: `vmfleet run | replay | trace show | host | serve | ctl | bench`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ pub enum Command {
     /// Exit status: 0 the daemon carried it out, 1 the daemon answered with an error, 2 the
     /// daemon could not be reached (or the request could not be built).
     Ctl(CtlArgs),
+    /// Measure vmfleet's figures on this host's /dev/kvm, side by side with the floor (a minimal
+    /// start loop straight on kvm-ioctls). Run it from a release build (`cargo xtask bench`).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,4 +164,29 @@ pub enum CtlCommand {
     },
     /// Stop and remove every VM and end the daemon; prints the fleet's final report.
     Shutdown,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure only the floor (skip every vmfleet measurement).
+    #[arg(long)]
+    pub floor_only: bool,
+    /// VM counts of the start-throughput figure (2 vCPUs per VM).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub counts: Vec<u32>,
+    /// Runs per VM count and side; the report gives the median.
+    #[arg(
+        long,
+        default_value_t = crate::bench::DEFAULT_RUNS,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+    )]
+    pub runs: u32,
 }

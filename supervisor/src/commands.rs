@@ -2,7 +2,8 @@
 //! but something failed (a VM, a check, a replay divergence); errors (bad input, no KVM) are
 //! reported by `main` with status 2.
 
-use crate::cli::{HostArgs, ReplayArgs, RunArgs};
+use crate::bench::{self, BenchOptions};
+use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
 use crate::fleet::{ControlValue, Fleet};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
@@ -472,6 +473,29 @@ pub fn host(args: &HostArgs) -> Result<ExitCode> {
     }
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vmfleet bench`: 0 when every measured figure is met (or not built yet), 1 when one is missed
+/// or its measurement failed; no usable KVM is an error (status 2).
+pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    let floor = vcpu::kvm::floor::Floor::open()
+        .context("vmfleet bench measures vmfleet on this host's KVM")?;
+    let options = BenchOptions {
+        counts: args.counts.clone(),
+        runs: args.runs,
+        floor_only: args.floor_only,
+    };
+    let report = bench::run(&floor, &options)?;
+    if args.json {
+        emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        emit(&bench::table(&report))?;
+    }
+    Ok(if report.any_missed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

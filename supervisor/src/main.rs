@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Host(args) => commands::host(&args),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
+        Command::Bench(args) => commands::bench(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,11 @@
 //!   namespace, to prove replay needs no KVM.
 //! - `record`: re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
 //!   refresh the replay snapshots.
+//! - `bench [ARGS]`: build `vmfleet` in release and run `vmfleet bench [ARGS]` (e.g. `--json`,
+//!   `--floor-only`, `--counts 1,10,100`, `--runs 5`), which measures vmfleet's figures (start
+//!   throughput against the floor, scale, memory per VM, stop latency) on this host's KVM and
+//!   prints them. Needs a usable `/dev/kvm` and says so, before building, when there is none.
+//!   Fails when a measured figure misses its target.
 //!
 //! Must not: install anything behind the user's back other than what the tests need (rustup
 //! components), or touch files outside the workspace except its temporary directory.
@@ -31,6 +36,7 @@ fn run() -> Result<()> {
     match task {
         "test" => test(rest),
         "record" => record(rest),
+        "bench" => bench(rest),
         "help" | "-h" | "--help" => {
             println!("{}", HELP);
             Ok(())
@@ -43,7 +49,11 @@ const HELP: &str = "usage: cargo xtask <task>\n\n\
 tasks:\n  \
 test     fmt check, clippy -D warnings, all tests, replay tests again with /dev/kvm unusable,\n           \
 and an end-to-end live-vs-replay comparison\n  \
-record   re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (needs /dev/kvm)";
+record   re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (needs /dev/kvm)\n  \
+bench    build vmfleet in release and run `vmfleet bench [ARGS]` on this host's KVM (needs /dev/kvm):\n           \
+start throughput of 1, 10, 100 VMs x 2 vCPUs against the floor (a bare kvm-ioctls start loop),\n           \
+scale, supervisor memory per VM, stop latency; fails when a measured figure misses its target.\n           \
+ARGS: --json, --floor-only, --counts 1,10,100, --runs N (see `vmfleet bench --help`)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -236,11 +246,59 @@ fn vmfleet_release() -> PathBuf {
 }
 
 fn kvm_usable() -> bool {
-    fs::OpenOptions::new()
+    kvm_unusable_reason().is_none()
+}
+
+/// Why `/dev/kvm` cannot be opened read-write, if it cannot. (Whether it really is KVM is for
+/// `vmfleet` to find out; it says so clearly.)
+fn kvm_unusable_reason() -> Option<String> {
+    match fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .is_ok()
+    {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot open /dev/kvm read-write: {e}")),
+    }
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    if let Some(reason) = kvm_unusable_reason() {
+        bail!(
+            "`cargo xtask bench` measures vmfleet on this host's KVM and needs a usable /dev/kvm \
+             ({reason}); run it on a machine with KVM"
+        );
+    }
+    step("cargo build --release -p supervisor (vmfleet)");
+    check(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "supervisor",
+                "--bin",
+                "vmfleet",
+            ])
+            .status(),
+        "cargo build --release",
+    )?;
+    let bin = vmfleet_release();
+    step(&format!("vmfleet bench {}", args.join(" ")));
+    let status = Command::new(&bin)
+        .arg("bench")
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("could not start {}", bin.display()))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => {
+            bail!("vmfleet bench: a measured figure missed its target (see the table above)")
+        }
+        _ => bail!("vmfleet bench failed ({status}); its error is printed above"),
+    }
 }
 
 fn end_to_end() -> Result<()> {

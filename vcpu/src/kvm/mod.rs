@@ -13,11 +13,15 @@
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
 //! - `thread`: the scheduling priority of vCPU threads;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
+//! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
+//! - [`floor`]: the minimal start loop `vmfleet bench` measures vmfleet against (x86_64 hosts;
+//!   a stub that says so elsewhere).
 //!
 //! On a host architecture KVM does not support here (anything but x86_64 and aarch64) the crate
 //! still compiles: [`KvmHypervisor::open`] returns [`KvmUnavailable::UnsupportedArch`].
 #![allow(unsafe_code)]
 
+pub mod floor;
 mod thread;
 mod unavailable;
 

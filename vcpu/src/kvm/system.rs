@@ -36,28 +36,7 @@ impl KvmHypervisor {
     /// Checks, in order: that the file opens read-write, that `KVM_GET_API_VERSION` succeeds on it
     /// (a non-KVM file fails with `ENOTTY`), and that the version is 12.
     pub fn open_path(path: &Path) -> Result<KvmHypervisor, KvmUnavailable> {
-        let c_path =
-            CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmUnavailable::Open {
-                path: path.to_path_buf(),
-                errno: Errno::EINVAL,
-            })?;
-        // `Kvm::new_with_path`: open(2) with O_RDWR | O_CLOEXEC.
-        let kvm = Kvm::new_with_path(&c_path)
-            .map_err(|e| KvmUnavailable::from_open_errno(path.to_path_buf(), e.errno()))?;
-        let version = api_version(&kvm).map_err(|errno| KvmUnavailable::NotKvm {
-            path: path.to_path_buf(),
-            errno,
-        })?;
-        if version != KVM_API_VERSION {
-            return Err(KvmUnavailable::ApiVersion {
-                path: path.to_path_buf(),
-                found: version,
-                expected: KVM_API_VERSION,
-            });
-        }
-        let arch = host_arch().ok_or_else(|| KvmUnavailable::UnsupportedArch {
-            arch: std::env::consts::ARCH.to_string(),
-        })?;
+        let (kvm, arch) = open_device(path)?;
         super::kick::install_handler().map_err(|e| KvmUnavailable::KickSignal {
             errno: Errno(e.errno()),
         })?;
@@ -72,6 +51,33 @@ impl KvmHypervisor {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Open the KVM device at `path` and check it (see [`KvmHypervisor::open_path`]); also used by
+/// [`super::floor`], which needs the bare `kvm-ioctls` handle.
+pub(super) fn open_device(path: &Path) -> Result<(Kvm, GuestArch), KvmUnavailable> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmUnavailable::Open {
+        path: path.to_path_buf(),
+        errno: Errno::EINVAL,
+    })?;
+    // `Kvm::new_with_path`: open(2) with O_RDWR | O_CLOEXEC.
+    let kvm = Kvm::new_with_path(&c_path)
+        .map_err(|e| KvmUnavailable::from_open_errno(path.to_path_buf(), e.errno()))?;
+    let version = api_version(&kvm).map_err(|errno| KvmUnavailable::NotKvm {
+        path: path.to_path_buf(),
+        errno,
+    })?;
+    if version != KVM_API_VERSION {
+        return Err(KvmUnavailable::ApiVersion {
+            path: path.to_path_buf(),
+            found: version,
+            expected: KVM_API_VERSION,
+        });
+    }
+    let arch = host_arch().ok_or_else(|| KvmUnavailable::UnsupportedArch {
+        arch: std::env::consts::ARCH.to_string(),
+    })?;
+    Ok((kvm, arch))
 }
 
 /// `KVM_GET_API_VERSION`. `kvm-ioctls` returns the raw ioctl result, so a negative value means

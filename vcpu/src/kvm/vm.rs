@@ -9,7 +9,7 @@ use crate::ids::{VcpuId, VmId};
 use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use std::sync::{Arc, Mutex};
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
+use vm_memory::{Address, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 
 /// Every memory region ever registered with a VM, kept mapped for as long as anything that can
 /// still make the kernel touch it exists: the VM object and each of its vCPUs hold a clone.
@@ -102,22 +102,12 @@ impl KvmVm {
         let region = GuestRegionMmap::from_range(GuestAddress(guest_phys_addr), len, None)
             .map_err(|e| CallError::Backend(format!("{call}: cannot map guest memory: {e}")))?;
         let region = Arc::new(region);
-        let host_addr = region.as_ptr() as u64;
-        let memory_region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr,
-            memory_size: region.len(),
-            userspace_addr: host_addr,
-        };
-        // KVM_SET_USER_MEMORY_REGION.
-        // SAFETY: `userspace_addr..+memory_size` is exactly the anonymous mapping owned by
-        // `region`, which is page aligned (mmap) and valid for reads and writes. The mapping is
-        // kept alive at least as long as the kernel can use it: `keep_alive` holds it, and both
-        // this VM object and every vCPU object (whose fds keep the kernel VM alive) hold
-        // `keep_alive`; the VM fd and vCPU fds are declared before it, so they are closed first.
-        // If the ioctl fails, the kernel did not keep the address and the mapping can go.
-        unsafe { fd.set_user_memory_region(memory_region) }.map_err(kernel)?;
+        // SAFETY: `register_region`'s contract is met: the mapping is kept alive at least as long
+        // as the kernel can use it. `keep_alive` holds it, and both this VM object and every vCPU
+        // object (whose fds keep the kernel VM alive) hold `keep_alive`; the VM fd and vCPU fds
+        // are declared before it, so they are closed first. If the ioctl fails, the kernel did not
+        // keep the address and the mapping can go.
+        unsafe { register_region(fd, slot, &region) }?;
         self.keep_alive.push(Arc::clone(&region));
         self.slots.push(slot);
         match self.memory.insert_region(region) {
@@ -150,6 +140,33 @@ impl KvmVm {
         self.fd(call)?.enable_cap(&request).map_err(kernel)?;
         Ok(Reply::Value(0))
     }
+}
+
+/// `KVM_SET_USER_MEMORY_REGION`: register `region` (an anonymous mapping that `vm-memory` made)
+/// as memory slot `slot` of the VM, at the region's guest-physical start address.
+///
+/// # Safety
+///
+/// From the moment this returns `Ok` the kernel may read and write the mapping on behalf of the
+/// guest, at any time, until the VM is gone. The caller must keep `region` mapped until the VM fd
+/// *and every vCPU fd of the VM* are closed (a vCPU fd keeps the kernel VM, and so the slot,
+/// alive). On `Err` the kernel kept nothing.
+pub(super) unsafe fn register_region(
+    fd: &VmFd,
+    slot: u32,
+    region: &GuestRegionMmap,
+) -> Result<(), CallError> {
+    let memory_region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: region.start_addr().raw_value(),
+        memory_size: region.len(),
+        userspace_addr: region.as_ptr() as u64,
+    };
+    // SAFETY: `userspace_addr..+memory_size` is exactly the mapping owned by `region`, which is
+    // page aligned (mmap) and valid for reads and writes; the caller keeps it mapped for as long
+    // as the kernel can use it (this function's contract).
+    unsafe { fd.set_user_memory_region(memory_region) }.map_err(kernel)
 }
 
 impl Vm for KvmVm {

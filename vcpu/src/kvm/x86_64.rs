@@ -14,10 +14,15 @@ const BOOT_RFLAGS: u64 = 0x2;
 
 /// `KVM_GET_SUPPORTED_CPUID` with room for the kernel's maximum of 256 entries.
 pub(super) fn supported_cpuid(kvm: &Kvm, _call: &SystemCall) -> Result<Reply, CallError> {
+    supported_table(kvm).map(Reply::Cpuid)
+}
+
+/// `KVM_GET_SUPPORTED_CPUID` as a table (shared with [`super::floor`]).
+pub(super) fn supported_table(kvm: &Kvm) -> Result<CpuidTable, CallError> {
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kernel)?;
-    Ok(Reply::Cpuid(from_kvm(&cpuid)))
+    Ok(from_kvm(&cpuid))
 }
 
 /// VM calls with an x86-specific implementation: none; the arm64 ones are refused.
@@ -35,9 +40,9 @@ pub(super) fn vm_call(_fd: &VmFd, call: &VmCall) -> Result<Reply, CallError> {
 /// vCPU calls other than `Run` and `Destroy`.
 pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError> {
     match call {
-        VcpuCall::SetCpuid2 { table } => set_cpuid2(fd, table),
-        VcpuCall::GetCpuid2 => get_cpuid2(fd),
-        VcpuCall::SetBootState { entry } => set_boot_state(fd, call, *entry),
+        VcpuCall::SetCpuid2 { table } => set_cpuid2(fd, table).map(|()| Reply::Done),
+        VcpuCall::GetCpuid2 => get_cpuid2(fd).map(Reply::Cpuid),
+        VcpuCall::SetBootState { entry } => set_boot_state(fd, call, *entry).map(|()| Reply::Done),
         VcpuCall::GetOneReg { .. }
         | VcpuCall::SetOneReg { .. }
         | VcpuCall::GetRegList
@@ -52,21 +57,20 @@ pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError
 /// `KVM_SET_CPUID2`. A table over the kernel's limit of 256 entries is answered with `E2BIG`,
 /// the kernel's own answer, without calling it (`kvm-ioctls` could not even build the ioctl
 /// argument).
-fn set_cpuid2(fd: &VcpuFd, table: &CpuidTable) -> Result<Reply, CallError> {
+pub(super) fn set_cpuid2(fd: &VcpuFd, table: &CpuidTable) -> Result<(), CallError> {
     if table.len() > MAX_ENTRIES {
         return Err(CallError::Kernel(Errno::E2BIG));
     }
     let entries: Vec<kvm_cpuid_entry2> = table.entries.iter().map(to_kvm_entry).collect();
     let cpuid = CpuId::from_entries(&entries)
         .map_err(|e| CallError::Backend(format!("cannot build a kvm_cpuid2: {e:?}")))?;
-    fd.set_cpuid2(&cpuid).map_err(kernel)?;
-    Ok(Reply::Done)
+    fd.set_cpuid2(&cpuid).map_err(kernel)
 }
 
 /// `KVM_GET_CPUID2` with room for 256 entries (the most the kernel can hold).
-fn get_cpuid2(fd: &VcpuFd) -> Result<Reply, CallError> {
+pub(super) fn get_cpuid2(fd: &VcpuFd) -> Result<CpuidTable, CallError> {
     let cpuid = fd.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map_err(kernel)?;
-    Ok(Reply::Cpuid(from_kvm(&cpuid)))
+    Ok(from_kvm(&cpuid))
 }
 
 /// 16-bit real mode with flat segments, entering at `entry`:
@@ -77,8 +81,8 @@ fn get_cpuid2(fd: &VcpuFd) -> Result<Reply, CallError> {
 ///   just below the entry point, inside the memory that holds the code.
 ///
 /// With CS base 0 the entry must be below 64 KiB (IP is 16 bits); other entries are a backend
-/// error.
-fn set_boot_state(fd: &VcpuFd, call: &VcpuCall, entry: u64) -> Result<Reply, CallError> {
+/// error (`call` names the request in that error).
+pub(super) fn set_boot_state(fd: &VcpuFd, call: &VcpuCall, entry: u64) -> Result<(), CallError> {
     if entry > 0xffff {
         return Err(CallError::Backend(format!(
             "{call}: a real-mode entry point with flat segments must be below 0x10000"
@@ -110,8 +114,7 @@ fn set_boot_state(fd: &VcpuFd, call: &VcpuCall, entry: u64) -> Result<Reply, Cal
         rsp: entry,
         ..Default::default()
     };
-    fd.set_regs(&regs).map_err(kernel)?;
-    Ok(Reply::Done)
+    fd.set_regs(&regs).map_err(kernel)
 }
 
 fn to_kvm_entry(e: &CpuidEntry) -> kvm_cpuid_entry2 {

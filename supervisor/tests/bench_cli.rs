@@ -1,0 +1,82 @@
+//! `vmfleet bench` as a user meets it: bad options are a clear error (status 2, no panic); on a
+//! host with a usable /dev/kvm the floor is measured and reported (SKIPPED otherwise).
+
+use std::process::{Command, Output};
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn kvm_usable(test: &str) -> bool {
+    match vcpu::kvm::floor::Floor::open() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    for (args, needle) in [
+        (&["bench", "--counts", "0"][..], "--counts"),
+        (&["bench", "--counts", "1,x"][..], "--counts"),
+        (&["bench", "--counts", "1001"][..], "--counts"),
+        (&["bench", "--runs", "0"][..], "--runs"),
+    ] {
+        let out = vmfleet().args(args).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_floor_is_measured_and_reported() {
+    if !kvm_usable("the_floor_is_measured_and_reported") {
+        return;
+    }
+    let out = vmfleet()
+        .args([
+            "bench",
+            "--floor-only",
+            "--counts",
+            "1,3",
+            "--runs",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["vcpus_per_vm"], 2);
+    let rows = report["start"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, vms) in rows.iter().zip([1, 3]) {
+        assert_eq!(row["vms"], vms);
+        assert!(row["floor"]["median_vms_per_second"].as_f64().unwrap() > 0.0);
+        assert_eq!(row["verdict"]["status"], "skipped");
+    }
+    assert_eq!(report["stop_latency"]["verdict"]["status"], "skipped");
+
+    // Without --floor-only the vmfleet side is asked, and says it is not built yet.
+    let out = vmfleet()
+        .args(["bench", "--counts", "1", "--runs", "1"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("floor VMs/s"), "{stdout}");
+    assert!(stdout.contains("not built yet"), "{stdout}");
+}
