@@ -477,6 +477,7 @@ mod tests {
             (r#"{"op":"pause","vm":"a"}"#, Request::Pause { vm: vm() }),
             (r#"{"op":"resume","vm":"a"}"#, Request::Resume { vm: vm() }),
             (r#"{"op":"stop","vm":"a"}"#, Request::Stop { vm: vm() }),
+            (r#"{"op":"wait","vm":"a"}"#, Request::Wait { vm: vm() }),
             (r#"{"op":"remove","vm":"a"}"#, Request::Remove { vm: vm() }),
             (r#"{"op":"model","vm":"a"}"#, Request::Model { vm: vm() }),
             (
