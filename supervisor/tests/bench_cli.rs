@@ -69,14 +69,6 @@ fn the_floor_is_measured_and_reported() {
         assert_eq!(row["verdict"]["status"], "skipped");
     }
     assert_eq!(report["stop_latency"]["verdict"]["status"], "skipped");
-
-    // Without --floor-only the vmfleet side is asked, and says it is not built yet.
-    let out = vmfleet()
-        .args(["bench", "--counts", "1", "--runs", "1"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("floor VMs/s"), "{stdout}");
-    assert!(stdout.contains("not built yet"), "{stdout}");
+    // The vmfleet side (a 500-VM fleet among others) is measured by `cargo xtask bench`, not
+    // here: it takes minutes. `bench::tests` checks that it measures a real start.
 }
