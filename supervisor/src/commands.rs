@@ -136,16 +136,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     });
     // Close the trace whatever happened: a failed job is exactly the one worth replaying.
     if let Some(writer) = writer {
-        let path = writer.path().to_path_buf();
-        let summary = writer
-            .finish()
-            .with_context(|| format!("writing trace {}", path.display()))?;
-        eprintln!(
-            "recorded {} events ({} bytes) to {}",
-            summary.events,
-            summary.bytes,
-            path.display()
-        );
+        close_trace(writer)?;
     }
     let report = report?;
     let events = recorder.map(|r| r.events()).unwrap_or_default();
@@ -156,6 +147,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         args.transcript.as_deref(),
         args.json,
     )
+}
+
+/// Finish a trace (end marker, flush, sync) and say on stderr what it holds.
+pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
+    let path = writer.path().to_path_buf();
+    let summary = writer
+        .finish()
+        .with_context(|| format!("writing trace {}", path.display()))?;
+    eprintln!(
+        "recorded {} events ({} bytes) to {}",
+        summary.events,
+        summary.bytes,
+        path.display()
+    );
+    Ok(())
 }
 
 /// SIGINT and SIGTERM, as `stop all` requests (each signal one request).

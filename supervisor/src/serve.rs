@@ -94,16 +94,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     // Close the trace whatever happened.
     if let Some(writer) = writer {
-        let path = writer.path().to_path_buf();
-        let summary = writer
-            .finish()
-            .with_context(|| format!("writing trace {}", path.display()))?;
-        eprintln!(
-            "recorded {} events ({} bytes) to {}",
-            summary.events,
-            summary.bytes,
-            path.display()
-        );
+        crate::commands::close_trace(writer)?;
     }
     let report = result?;
     emit(&report::table(&report))?;
