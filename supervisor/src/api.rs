@@ -58,8 +58,12 @@ pub enum Request {
     Create {
         spec: String,
     },
+    /// Start a created VM; `paused`: every vCPU enters its guest once and parks at its first
+    /// exit until `resume` (optional, default false).
     Start {
         vm: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        paused: bool,
     },
     Pause {
         vm: String,
@@ -115,7 +119,8 @@ fn example(op: &str) -> &'static str {
 fn fields(op: &str) -> &'static [&'static str] {
     match op {
         "create" => &["spec"],
-        "start" | "pause" | "resume" | "stop" | "wait" | "remove" | "model" => &["vm"],
+        "start" => &["vm", "paused"],
+        "pause" | "resume" | "stop" | "wait" | "remove" | "model" => &["vm"],
         "set-model" => &["vm", "hide"],
         _ => &[],
     }
@@ -212,6 +217,7 @@ impl Request {
             },
             "start" => Request::Start {
                 vm: fields.string("vm")?,
+                paused: fields.optional_bool("paused")?,
             },
             "pause" => Request::Pause {
                 vm: fields.string("vm")?,
@@ -273,7 +279,8 @@ impl Request {
         Some(match self {
             Request::List => return None,
             Request::Create { spec } => ControlCall::Create { spec },
-            Request::Start { vm } => ControlCall::Start { vm },
+            Request::Start { vm, paused: false } => ControlCall::Start { vm },
+            Request::Start { vm, paused: true } => ControlCall::StartPaused { vm },
             Request::Pause { vm } => ControlCall::Pause { vm },
             Request::Resume { vm } => ControlCall::Resume { vm },
             Request::Stop { vm } => ControlCall::Stop { vm },
@@ -314,6 +321,19 @@ impl Fields<'_> {
             Value::String(s) => Ok(s),
             other => Err(format!(
                 "field `{field}` of op `{}` must be a string, not {}",
+                self.op,
+                kind(&other)
+            )),
+        }
+    }
+
+    /// A boolean that may be left out (then `false`).
+    fn optional_bool(&mut self, field: &str) -> Result<bool, String> {
+        match self.object.remove(field) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(other) => Err(format!(
+                "field `{field}` of op `{}` must be true or false, not {}",
                 self.op,
                 kind(&other)
             )),
@@ -473,7 +493,20 @@ mod tests {
                     spec: "[[vm]]\nname = \"a\"\n".into(),
                 },
             ),
-            (r#"{"op":"start","vm":"a"}"#, Request::Start { vm: vm() }),
+            (
+                r#"{"op":"start","vm":"a"}"#,
+                Request::Start {
+                    vm: vm(),
+                    paused: false,
+                },
+            ),
+            (
+                r#"{"op":"start","vm":"a","paused":true}"#,
+                Request::Start {
+                    vm: vm(),
+                    paused: true,
+                },
+            ),
             (r#"{"op":"pause","vm":"a"}"#, Request::Pause { vm: vm() }),
             (r#"{"op":"resume","vm":"a"}"#, Request::Resume { vm: vm() }),
             (r#"{"op":"stop","vm":"a"}"#, Request::Stop { vm: vm() }),
@@ -512,7 +545,14 @@ mod tests {
             Request::Create {
                 spec: "[[vm]]\nname = \"x\"\ncpu = { hide = [\"avx2\"] }\n".into(),
             },
-            Request::Start { vm: "x".into() },
+            Request::Start {
+                vm: "x".into(),
+                paused: false,
+            },
+            Request::Start {
+                vm: "x".into(),
+                paused: true,
+            },
             Request::Pause { vm: "x".into() },
             Request::Resume { vm: "x".into() },
             Request::Stop { vm: "x".into() },
@@ -590,7 +630,11 @@ mod tests {
             ),
             (
                 b"{\"op\":\"start\",\"name\":\"a\"}",
-                "op `start` has no field `name`; it takes `vm`",
+                "op `start` has no field `name`; it takes `vm` and `paused`",
+            ),
+            (
+                b"{\"op\":\"start\",\"vm\":\"a\",\"paused\":\"yes\"}",
+                "field `paused` of op `start` must be true or false, not a string",
             ),
             (
                 b"{\"op\":\"start\",\"vm\":3}",

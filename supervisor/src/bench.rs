@@ -14,6 +14,8 @@
 //! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`]) that drives the real
 //! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`.
 
+use crate::fleet::StartMode;
+use futures::StreamExt;
 use serde::Serialize;
 use std::fmt::{self, Write as _};
 use std::io;
@@ -33,6 +35,8 @@ pub const MAX_COUNT: u32 = 1000;
 pub const START_TARGET_RATIO: f64 = 1.25;
 /// VMs of the scale figure.
 pub const SCALE_VMS: u32 = 500;
+/// Resumes in flight at once when the scale fleet is released.
+const SCALE_RESUME_CONCURRENCY: usize = 32;
 /// Supervisor memory per running VM, guest memory not counted.
 pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
 /// Stop request to all vCPU threads joined.
@@ -240,7 +244,10 @@ fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> BenchError {
 
 /// vmfleet's side of the start figure: bring `vms` VMs of `vcpus_per_vm` vCPUs each from nothing
 /// (KVM already open) to every vCPU's first guest exit, all of them alive at once, and return the
-/// time that took. The clock starts where [`vcpu::kvm::floor`] starts it (just before
+/// time that took, through [`crate::fleet::Fleet::launch_all`]. The VMs are started paused (`StartMode::Paused`): like the floor's, each vCPU
+/// stops at its first exit and stays there, so neither side's clock includes guests running on
+/// after it (with running starts, every VM already started spins through its probe while the
+/// next ones start, and the figure measures the guests rather than the supervisor). The clock starts where [`vcpu::kvm::floor`] starts it (just before
 /// `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all` returns:
 /// every VM's start is answered once each of its vCPUs has left the guest once. Teardown is not
 /// timed. Not recorded, as `vmfleet run` without `--record`.
@@ -253,10 +260,7 @@ pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartS
         let fleet = crate::fleet::Fleet::new(hv, &spec.name)
             .await
             .map_err(|e| wrong("vmfleet", vms, e))?;
-        for created in fleet.create_all(spec.vms.clone()).await {
-            created.map_err(|e| wrong("vmfleet", vms, e))?;
-        }
-        let started = fleet.start_all(|_, _| {}).await;
+        let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
         let elapsed = clock.elapsed();
         let failed = started
             .iter()
@@ -327,7 +331,14 @@ fn scale_run(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
             .await
             .map_err(|e| wrong("vmfleet", vms, e))?;
         fleet.create_all(spec.vms.clone()).await;
-        fleet.start_all(|_, _| {}).await;
+        // Bring every VM to its first exit paused, then release them all: starting them running
+        // would make every later start compete with the guests already spinning.
+        fleet.start_all(StartMode::Paused, |_, _| {}).await;
+        let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
+        futures::stream::iter(names.iter().map(|name| fleet.resume(name)))
+            .buffer_unordered(SCALE_RESUME_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         let running = fleet.list().iter().filter(|v| v.state == "running").count() as u32;
         let rss_running = rss_bytes().map_err(|e| wrong("vmfleet", vms, e))?;
         let guest_resident = guest_resident_bytes(1024).map_err(|e| wrong("vmfleet", vms, e))?;
@@ -435,6 +446,9 @@ pub struct BenchOptions {
     pub runs: u32,
     /// Only the floor: skip every vmfleet measurement.
     pub floor_only: bool,
+    /// Only the start figure: skip scale, memory and stop latency (they bring up the 500-VM
+    /// fleet, which takes minutes).
+    pub start_only: bool,
 }
 
 impl Default for BenchOptions {
@@ -443,6 +457,7 @@ impl Default for BenchOptions {
             counts: DEFAULT_COUNTS.to_vec(),
             runs: DEFAULT_RUNS,
             floor_only: false,
+            start_only: false,
         }
     }
 }
@@ -474,7 +489,7 @@ pub enum Verdict {
     Missed,
     /// The vmfleet side is not written yet.
     NotBuilt(String),
-    /// Not measured in this run (`--floor-only`).
+    /// Not measured in this run (`--floor-only`, or `--start-only` for the figures after start).
     Skipped,
     /// The measurement failed.
     Failed(String),
@@ -499,7 +514,7 @@ impl fmt::Display for Verdict {
             Verdict::Met => f.write_str("met"),
             Verdict::Missed => f.write_str("MISSED"),
             Verdict::NotBuilt(_) => f.write_str("not built yet"),
-            Verdict::Skipped => f.write_str("skipped (--floor-only)"),
+            Verdict::Skipped => f.write_str("skipped (not asked for)"),
             Verdict::Failed(e) => write!(f, "FAILED: {e}"),
         }
     }
@@ -637,7 +652,7 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         start.push(start_row(floor, vms, options)?);
     }
     let measure = |unit, target: String, measure: &dyn Fn() -> Result<(f64, bool), BenchError>| {
-        let (value, verdict) = if options.floor_only {
+        let (value, verdict) = if options.floor_only || options.start_only {
             (None, Verdict::Skipped)
         } else {
             match measure() {
@@ -998,7 +1013,7 @@ mod tests {
             "scale (500 VMs x 2 vCPUs)",
             "supervisor memory per running VM",
             "stop latency",
-            "skipped (--floor-only)",
+            "skipped (not asked for)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
         }

@@ -121,6 +121,9 @@ pub enum CtlCommand {
     Start {
         /// The VM's name.
         vm: String,
+        /// Park every vCPU at its first guest exit: the VM is paused until `resume`.
+        #[arg(long)]
+        paused: bool,
     },
     /// Pause a running VM (every vCPU parks).
     Pause {
@@ -174,6 +177,9 @@ pub struct BenchArgs {
     /// Measure only the floor (skip every vmfleet measurement).
     #[arg(long)]
     pub floor_only: bool,
+    /// Measure only the start-throughput figure (skip the 500-VM scale, memory and stop figures).
+    #[arg(long)]
+    pub start_only: bool,
     /// VM counts of the start-throughput figure (2 vCPUs per VM).
     #[arg(
         long,

@@ -4,7 +4,7 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
-use crate::fleet::{ControlValue, Fleet};
+use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
@@ -327,7 +327,7 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
 async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<ControlCall>) -> JobReport {
     if !spec.vms.is_empty() {
         fleet.create_all(spec.vms.clone()).await;
-        fleet.start_all(|_, _| {}).await;
+        fleet.start_all(StartMode::Running, |_, _| {}).await;
     }
     let mut report = None;
     for request in requests {
@@ -490,6 +490,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         counts: args.counts.clone(),
         runs: args.runs,
         floor_only: args.floor_only,
+        start_only: args.start_only,
     };
     let report = bench::run(&floor, &options)?;
     if args.json {

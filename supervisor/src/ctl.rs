@@ -60,7 +60,10 @@ pub fn request_of(command: &CtlCommand) -> Result<Request> {
         CtlCommand::Create { file } => Request::Create {
             spec: read_spec(file)?,
         },
-        CtlCommand::Start { vm: v } => Request::Start { vm: vm(v) },
+        CtlCommand::Start { vm: v, paused } => Request::Start {
+            vm: vm(v),
+            paused: *paused,
+        },
         CtlCommand::Pause { vm: v } => Request::Pause { vm: vm(v) },
         CtlCommand::Resume { vm: v } => Request::Resume { vm: vm(v) },
         CtlCommand::Stop { vm: v } => Request::Stop { vm: vm(v) },

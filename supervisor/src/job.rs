@@ -10,7 +10,7 @@
 //! carry out the control requests `control` yields (a signal's `stop all` live, the recorded
 //! requests in a replay); wait until every VM has exited; shut the fleet down.
 
-use crate::fleet::{ControlError, Fleet, FleetError};
+use crate::fleet::{ControlError, Fleet, FleetError, StartMode};
 use crate::report::JobReport;
 use crate::spec::FleetSpec;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ pub async fn run_on(
         }
     }
     fleet
-        .start_all(|vm, result| {
+        .start_all(StartMode::Running, |vm, result| {
             let result = result.as_ref().map(drop).map_err(Clone::clone);
             progress.started(vm, &result);
         })

@@ -22,7 +22,7 @@
 use crate::api::{self, Frame, Request, Response, StatusView};
 use crate::cli::ServeArgs;
 use crate::commands::{COMMAND_SERVE, emit, runtime};
-use crate::fleet::{ControlValue, Fleet};
+use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::report::{self, JobReport};
 use crate::{host, spec};
 use anyhow::{Context, Result, anyhow, bail};
@@ -138,7 +138,7 @@ async fn daemon(
             }
         }
         fleet
-            .start_all(|vm, result| {
+            .start_all(StartMode::Running, |vm, result| {
                 if let Err(e) = result {
                     tracing::warn!("starting {vm}: {e}");
                 }

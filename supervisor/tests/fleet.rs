@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use supervisor::commands::{COMMAND_SERVE, replay_trace};
 use supervisor::fleet::lifecycle::{ExitReason, Lifecycle};
-use supervisor::fleet::{ControlValue, Fleet};
+use supervisor::fleet::{ControlValue, Fleet, StartMode};
 use supervisor::report::{self, VmState};
 use supervisor::spec;
 use vcpu::backend::{Kick, Vcpu, Vm};
@@ -104,7 +104,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         for result in fleet.create_all(spec.vms.clone()).await {
             result.unwrap();
         }
-        for (vm, result) in fleet.start_all(|_, _| {}).await {
+        for (vm, result) in fleet.start_all(StartMode::Running, |_, _| {}).await {
             result.unwrap_or_else(|e| panic!("{vm}: {e}"));
         }
         let ask = |call: ControlCall| {
@@ -171,7 +171,14 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         })
         .await
         .expect("a model change before the first run");
-        ask(ControlCall::Start { vm: "late".into() }).await.unwrap();
+        // Started paused: every vCPU entered the guest once and waits there for `resume`.
+        ask(ControlCall::StartPaused { vm: "late".into() })
+            .await
+            .unwrap();
+        assert_eq!(state(&fleet, "late"), "paused");
+        ask(ControlCall::Resume { vm: "late".into() })
+            .await
+            .unwrap();
         fleet.wait_exited("late").await.unwrap();
         assert_eq!(state(&fleet, "late"), "exited (guest halted)");
         ask(ControlCall::Remove {

@@ -156,6 +156,11 @@ pub enum ControlCall {
     StopAll,
     /// Stop and remove every VM and end the daemon.
     Shutdown,
+    /// Start a created VM paused: every vCPU enters its guest once and parks at its first exit
+    /// until `Resume`. (Last, so traces recorded before it existed keep their variant numbers.)
+    StartPaused {
+        vm: String,
+    },
 }
 
 impl ControlCall {
@@ -163,6 +168,7 @@ impl ControlCall {
     pub fn vm(&self) -> Option<&str> {
         match self {
             ControlCall::Start { vm }
+            | ControlCall::StartPaused { vm }
             | ControlCall::Pause { vm }
             | ControlCall::Resume { vm }
             | ControlCall::Stop { vm }
@@ -351,6 +357,7 @@ impl fmt::Display for ControlCall {
                 write!(f, "create ({} lines of spec)", spec.lines().count())
             }
             ControlCall::Start { vm } => write!(f, "start {vm}"),
+            ControlCall::StartPaused { vm } => write!(f, "start --paused {vm}"),
             ControlCall::Pause { vm } => write!(f, "pause {vm}"),
             ControlCall::Resume { vm } => write!(f, "resume {vm}"),
             ControlCall::Stop { vm } => write!(f, "stop {vm}"),

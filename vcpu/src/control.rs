@@ -57,6 +57,14 @@ impl RunControl {
         }
     }
 
+    /// Set what is wanted before any vCPU thread of the VM has run, without kicking. A kick now
+    /// would leave `immediate_exit` set, and the first `KVM_RUN` would return `EINTR` before
+    /// the guest ran a single instruction; a VM started paused must enter its guest once.
+    pub fn preset(&self, decision: RunDecision) {
+        *lock(&self.wanted) = decision;
+        self.changed.notify_all();
+    }
+
     /// Park the calling vCPU thread while the wish is `Pause`; returns the wish that woke it.
     pub fn wait_while_paused(&self) -> RunDecision {
         let guard = lock(&self.wanted);

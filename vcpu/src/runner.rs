@@ -79,6 +79,7 @@ pub fn run_probe(
         points,
         repeats,
         exit_budget,
+        pause_at_first_exit: false,
     };
     run_controlled(vcpu, &probe, &RunControl::new(), &mut |_| {})
 }
@@ -92,6 +93,10 @@ pub struct Probe<'a> {
     pub repeats: u32,
     /// Stop with [`ProbeEnd::ExitBudget`] after that many exits.
     pub exit_budget: Option<u64>,
+    /// Take a control point right after the first guest exit (before acting on it), so a VM
+    /// started paused parks there: every vCPU has entered its guest once, and none runs on until
+    /// it is resumed. The point is at a fixed place in the vCPU's stream, so replays take it too.
+    pub pause_at_first_exit: bool,
 }
 
 /// What a controlled run tells its VM's control plane as it goes.
@@ -129,6 +134,13 @@ pub fn run_controlled(
         exits += 1;
         if exits == 1 {
             notify(VcpuNotice::FirstExit);
+            if probe.pause_at_first_exit && exit != VcpuExit::Interrupted {
+                match settle(vcpu, control, notify) {
+                    Ok(RunDecision::Stop) => break ProbeEnd::Stopped,
+                    Ok(_) => {}
+                    Err(error) => break ProbeEnd::Call(error),
+                }
+            }
         }
         if exit == VcpuExit::Interrupted {
             match settle(vcpu, control, notify) {
@@ -446,6 +458,7 @@ mod tests {
             points: &POINTS,
             repeats: 0,
             exit_budget: None,
+            pause_at_first_exit: false,
         };
         let outcome = run_controlled(&vcpu(script), &probe, &control, &mut |n| notices.push(n));
         assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
@@ -469,6 +482,7 @@ mod tests {
                     points: &POINTS,
                     repeats: 1,
                     exit_budget: None,
+                    pause_at_first_exit: false,
                 };
                 run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
             })
@@ -485,6 +499,69 @@ mod tests {
         let outcome = runner.join().unwrap();
         assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
         assert_eq!(outcome.report.passes, 1);
+    }
+
+    #[test]
+    fn a_paused_start_parks_after_the_first_real_exit_and_keeps_it() {
+        // No kick: the first exit is the guest's own (pass 0 begins), and the thread parks right
+        // there, before it is decoded, because pause was wanted before the thread ran.
+        let control = Arc::new(RunControl::new());
+        control.preset(RunDecision::Pause);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = {
+            let control = Arc::clone(&control);
+            let mut script = one_pass(0);
+            script.push(Ok(VcpuExit::Hlt));
+            let vcpu = vcpu(script);
+            std::thread::spawn(move || {
+                let probe = Probe {
+                    points: &POINTS,
+                    repeats: 1,
+                    exit_budget: None,
+                    pause_at_first_exit: true,
+                };
+                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
+            })
+        };
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(30))
+                .is_err(),
+            "a vCPU started paused stays parked until resumed"
+        );
+        control.request(RunDecision::Run);
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::Unparked);
+        let outcome = runner.join().unwrap();
+        // The exit it parked at was not lost: the pass it began is complete.
+        assert!(matches!(outcome.end, ProbeEnd::Halted), "{}", outcome.end);
+        assert_eq!(outcome.report.passes, 1);
+    }
+
+    #[test]
+    fn a_paused_start_stopped_while_parked_ends_stopped() {
+        let control = Arc::new(RunControl::new());
+        control.preset(RunDecision::Pause);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = {
+            let control = Arc::clone(&control);
+            let vcpu = vcpu(one_pass(0));
+            std::thread::spawn(move || {
+                let probe = Probe {
+                    points: &POINTS,
+                    repeats: 1,
+                    exit_budget: None,
+                    pause_at_first_exit: true,
+                };
+                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
+            })
+        };
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
+        assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
+        control.request(RunDecision::Stop);
+        let outcome = runner.join().unwrap();
+        assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
+        assert_eq!(outcome.exits, 1);
     }
 
     #[test]

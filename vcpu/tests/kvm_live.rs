@@ -413,6 +413,7 @@ fn kicks_pause_resume_and_stop_a_spinning_guest() {
                 points: &points,
                 repeats: 0,
                 exit_budget: None,
+                pause_at_first_exit: false,
             };
             run_controlled(&vcpu, &probe, &control, &mut |n| {
                 let _ = tx.send((n, Instant::now()));

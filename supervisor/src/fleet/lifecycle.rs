@@ -152,3 +152,25 @@ impl ModelView {
         )
     }
 }
+
+/// How `start` leaves a VM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StartMode {
+    /// Every vCPU enters its guest and runs on (`start` answers once each has left it once).
+    #[default]
+    Running,
+    /// Every vCPU enters its guest once and parks at its first exit; the VM is `paused` until
+    /// `resume`. Brings a large fleet up without the guests already started competing for the
+    /// CPU with the starts still to come, and lets a fleet be released at one moment.
+    Paused,
+}
+
+impl StartMode {
+    /// The request's name in control replies and errors.
+    pub fn request(self) -> &'static str {
+        match self {
+            StartMode::Running => "start",
+            StartMode::Paused => "start --paused",
+        }
+    }
+}

@@ -13,21 +13,23 @@
 //! things (a pause is answered when the VM has paused *or ended*, never "not yet").
 
 pub mod lifecycle;
+mod supported;
 mod vm_loop;
 
 use crate::report::{JobReport, VmReport};
 use crate::spec::{self, VmSpec};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
 use recorder::Recorder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use supported::SupportedCpuid;
 use tokio::sync::oneshot;
-use vcpu::cpuid::CpuidTable;
-use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, SystemCall, VmId};
+use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, VmId};
 use vm_loop::{Command, VmLink, VmSetup};
 
 /// The answer of a VM loop that was asked to create its VM.
@@ -44,8 +46,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum FleetError {
     #[error("this backend runs {0} guests; vmfleet's fleets run x86_64 guests")]
     UnsupportedArch(GuestArch),
-    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
-    SupportedCpuid(String),
 }
 
 /// Why a control request failed. The text names the VM and what was wrong.
@@ -134,7 +134,7 @@ struct Entry {
 pub struct Fleet {
     name: String,
     hv: Arc<dyn Hypervisor>,
-    supported: Arc<CpuidTable>,
+    supported: Arc<SupportedCpuid>,
     entries: Mutex<Vec<Entry>>,
     next_id: AtomicU32,
     control_log: Option<Recorder>,
@@ -148,20 +148,7 @@ impl Fleet {
         if hv.arch() != GuestArch::X86_64 {
             return Err(FleetError::UnsupportedArch(hv.arch()));
         }
-        let asked = Arc::clone(&hv);
-        let supported =
-            tokio::task::spawn_blocking(move || asked.call(&SystemCall::GetSupportedCpuid))
-                .await
-                .map_err(|e| FleetError::SupportedCpuid(e.to_string()))?;
-        let supported = match supported {
-            Ok(Reply::Cpuid(table)) => Arc::new(table),
-            Ok(other) => {
-                return Err(FleetError::SupportedCpuid(format!(
-                    "unexpected reply {other}"
-                )));
-            }
-            Err(e) => return Err(FleetError::SupportedCpuid(e.to_string())),
-        };
+        let supported = Arc::new(SupportedCpuid::new(Arc::clone(&hv)));
         Ok(Fleet {
             name: name.to_string(),
             hv,
@@ -199,6 +186,7 @@ impl Fleet {
             .into_iter()
             .map(|spec| self.begin_create(spec))
             .collect();
+        self.ask_supported_while_loops_create();
         let mut results = Vec::with_capacity(pending.len());
         for begun in pending {
             results.push(match begun {
@@ -212,7 +200,16 @@ impl Fleet {
     /// Create and configure one VM (not started).
     pub async fn create(&self, spec: VmSpec) -> Result<ModelView, ControlError> {
         let (name, created) = self.begin_create(spec)?;
+        self.ask_supported_while_loops_create();
         self.finish_create(&name, created).await
+    }
+
+    /// Read the supported CPUID table (once per fleet) while the loop threads just spawned create
+    /// their VMs; they need it only for their CPU models. It blocks this task for one ioctl, once
+    /// per fleet; handing it to a blocking-pool thread costs as much again in thread hand-offs.
+    fn ask_supported_while_loops_create(&self) {
+        // Errors reach every VM through its own loop, which asks the same cell.
+        let _ = self.supported.get();
     }
 
     fn begin_create(&self, spec: VmSpec) -> Result<(String, Created), ControlError> {
@@ -295,11 +292,30 @@ impl Fleet {
         request: &str,
         command: impl FnOnce(vm_loop::Answer<T>) -> Command,
     ) -> Result<T, ControlError> {
+        let rx = self.send(name, command)?;
+        Self::answer(name, request, rx).await
+    }
+
+    /// Send a command to a VM's loop; the receiver gets its answer.
+    fn send<T>(
+        &self,
+        name: &str,
+        command: impl FnOnce(vm_loop::Answer<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, String>>, ControlError> {
         let link = self.link(name)?;
         let (tx, rx) = oneshot::channel();
         lock(&link)
             .send(command(tx))
             .map_err(|why| ControlError::Vm(format!("{name}: {why}")))?;
+        Ok(rx)
+    }
+
+    /// Await the answer to a command sent with [`Fleet::send`].
+    async fn answer<T>(
+        name: &str,
+        request: &str,
+        rx: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, ControlError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(why))) => Err(ControlError::Vm(why)),
@@ -311,12 +327,71 @@ impl Fleet {
         }
     }
 
-    /// Start a created VM; answered once every vCPU has left the guest once.
-    pub async fn start(&self, name: &str) -> Result<VmStatus, ControlError> {
-        let status = self.ask(name, "start", Command::Start).await?;
+    /// Create every VM of `specs` and start it in `mode`, without a round trip in between: each
+    /// VM's `start` is queued behind its creation, so its loop starts it as soon as it is
+    /// configured. A VM that fails to come up answers its start with why. In spec order.
+    pub async fn launch_all(
+        &self,
+        specs: Vec<VmSpec>,
+        mode: StartMode,
+    ) -> Vec<(String, Result<VmStatus, ControlError>)> {
+        let begun: Vec<_> = specs
+            .into_iter()
+            .map(|spec| {
+                let name = spec.name.clone();
+                let begun = self.begin_create(spec).map(|(_, created)| {
+                    let start = self.send(&name, |answer| Command::Start { mode, answer });
+                    (created, start)
+                });
+                (name, begun)
+            })
+            .collect::<Vec<_>>();
+        self.ask_supported_while_loops_create();
+        let mut results = Vec::with_capacity(begun.len());
+        for (name, begun) in begun {
+            let (created, start) = match begun {
+                Ok(begun) => begun,
+                Err(e) => {
+                    results.push((name, Err(e)));
+                    continue;
+                }
+            };
+            let result = match self.finish_create(&name, created).await {
+                Err(e) => Err(e),
+                Ok(_) => match start {
+                    Ok(rx) => Self::answer(&name, mode.request(), rx).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if result.is_ok() {
+                self.mark_started(&name);
+            }
+            results.push((name, result));
+        }
+        results
+    }
+
+    fn mark_started(&self, name: &str) {
         if let Some(entry) = self.entries().iter_mut().find(|e| e.name == name) {
             entry.started.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// Start a created VM; answered once every vCPU has left the guest once.
+    pub async fn start(&self, name: &str) -> Result<VmStatus, ControlError> {
+        self.start_as(name, StartMode::Running).await
+    }
+
+    /// Start a created VM in `mode`: running on, or paused at every vCPU's first exit (answered
+    /// once every vCPU has parked there; `resume` lets them run on).
+    pub async fn start_as(&self, name: &str, mode: StartMode) -> Result<VmStatus, ControlError> {
+        let status = self
+            .ask(name, mode.request(), |answer| Command::Start {
+                mode,
+                answer,
+            })
+            .await?;
+        self.mark_started(name);
         Ok(status)
     }
 
@@ -324,6 +399,7 @@ impl Fleet {
     /// one is running.
     pub async fn start_all(
         &self,
+        mode: StartMode,
         mut started: impl FnMut(&str, &Result<VmStatus, ControlError>),
     ) -> Vec<(String, Result<VmStatus, ControlError>)> {
         let names: Vec<String> = self
@@ -341,7 +417,7 @@ impl Fleet {
         let mut pending = futures::stream::iter(
             names
                 .iter()
-                .map(|name| async move { (name.clone(), self.start(name).await) }),
+                .map(|name| async move { (name.clone(), self.start_as(name, mode).await) }),
         )
         .buffer_unordered(START_WAVE);
         let mut results = Vec::new();
@@ -555,6 +631,11 @@ impl Fleet {
                 ControlValue::Created(models)
             }
             ControlCall::Start { vm } => status(vm, "start", self.start(vm).await?),
+            ControlCall::StartPaused { vm } => status(
+                vm,
+                "start --paused",
+                self.start_as(vm, StartMode::Paused).await?,
+            ),
             ControlCall::Pause { vm } => status(vm, "pause", self.pause(vm).await?),
             ControlCall::Resume { vm } => status(vm, "resume", self.resume(vm).await?),
             ControlCall::Stop { vm } => status(vm, "stop", self.stop(vm).await?),

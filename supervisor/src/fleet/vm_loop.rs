@@ -11,7 +11,7 @@
 //! A vCPU that fails (its guest faults, a call fails, its thread panics) stops the VM's other
 //! vCPUs and marks the VM failed; other VMs never notice.
 
-use super::lifecycle::{ExitReason, Lifecycle, ModelView, VcpuModelView, VmStatus};
+use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
 use crate::report::{AfterRunReport, GuestSummary, RunEnd, VcpuReport, Verdict, VmReport, VmState};
 use crate::spec::{AfterRun, VmSpec};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 use vcpu::cpuid::model::X86CpuModel;
-use vcpu::cpuid::{CpuidTable, drift, features};
+use vcpu::cpuid::{drift, features};
 use vcpu::guest::x86 as guest;
 use vcpu::runner::{self, Probe, ProbeEnd, ProbeOutcome, VcpuNotice};
 use vcpu::{
@@ -44,8 +44,12 @@ pub(super) type CreateResult = Result<(ModelView, VmStatus), (String, Box<VmRepo
 
 /// What the control plane asks of a VM.
 pub(super) enum Command {
-    /// Load the guest, start every vCPU thread; answered once every vCPU has left the guest once.
-    Start(Answer<VmStatus>),
+    /// Load the guest, start every vCPU thread; answered once every vCPU has left the guest once
+    /// (`Running`), or has parked at its first exit (`Paused`).
+    Start {
+        mode: StartMode,
+        answer: Answer<VmStatus>,
+    },
     /// Answered once every vCPU has parked (or ended).
     Pause(Answer<VmStatus>),
     /// Answered once every parked vCPU is running again.
@@ -94,7 +98,7 @@ pub(super) struct VmSetup {
     pub id: VmId,
     pub spec: VmSpec,
     pub hv: Arc<dyn Hypervisor>,
-    pub supported: Arc<CpuidTable>,
+    pub supported: Arc<super::supported::SupportedCpuid>,
 }
 
 /// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
@@ -171,6 +175,7 @@ fn vm_thread(
         vcpus: Vec::new(),
         control: Arc::new(RunControl::new()),
         threads: Vec::new(),
+        ready: Ok(Vec::new()),
         runs: Vec::new(),
         lifecycle: Lifecycle::Creating,
         status,
@@ -182,6 +187,7 @@ fn vm_thread(
         notice_tx,
         notice_fd: notices,
         starting: Vec::new(),
+        start_mode: StartMode::Running,
         pausing: Vec::new(),
         resuming: Vec::new(),
         stopping: Vec::new(),
@@ -200,6 +206,8 @@ fn vm_thread(
     }
     this.set_lifecycle(Lifecycle::Created);
     let _ = created.send(Ok((this.model_view(), this.status_now())));
+    // After answering: the control plane handles the answer and sends `start` meanwhile.
+    this.spawn_ready_threads();
 
     let shared = Rc::new(RefCell::new(this));
     let mut manager = match EventManager::<Rc<RefCell<VmLoop>>>::new() {
@@ -259,11 +267,15 @@ enum Notice {
 
 struct VmLoop {
     spec: VmSpec,
-    supported: Arc<CpuidTable>,
+    supported: Arc<super::supported::SupportedCpuid>,
     vm: VmHandle,
     vcpus: Vec<Arc<VcpuHandle>>,
     control: Arc<RunControl>,
-    threads: Vec<Option<JoinHandle<ProbeOutcome>>>,
+    /// One per vCPU once started (`None` once joined).
+    threads: Vec<Option<JoinHandle<Option<ProbeOutcome>>>>,
+    /// vCPU threads spawned ahead of `start`, waiting for their launch (or why they could not be
+    /// spawned, which `start` reports).
+    ready: Result<Vec<ReadyThread>, String>,
     runs: Vec<VcpuRun>,
     lifecycle: Lifecycle,
     status: watch::Sender<VmStatus>,
@@ -276,6 +288,8 @@ struct VmLoop {
     notice_tx: Sender<(usize, Notice)>,
     notice_fd: Arc<EventFd>,
     starting: Vec<Answer<VmStatus>>,
+    /// How the VM was started (what `starting` waits for).
+    start_mode: StartMode,
     pausing: Vec<Answer<VmStatus>>,
     resuming: Vec<Answer<VmStatus>>,
     stopping: Vec<Answer<VmStatus>>,
@@ -402,13 +416,14 @@ impl VmLoop {
     /// from the supported table (which the host may have rewritten).
     fn apply_model(&mut self, hide: &[String], identical_if_unchanged: bool) -> Result<(), String> {
         let unchanged = identical_if_unchanged && hide == self.spec.cpu.hide.as_slice();
+        let supported = self.supported.get()?;
         let model = X86CpuModel {
             hide: hide.to_vec(),
         };
         let mut reports = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.iter().enumerate() {
             let requested = model
-                .build(&self.supported, index as u32, self.spec.vcpus)
+                .build(&supported, index as u32, self.spec.vcpus)
                 .map_err(|e| format!("{}/{}: CPU model: {e}", self.vm.id(), vcpu.id()))?;
             let table = match (unchanged, self.report.vcpus.get(index)) {
                 (true, Some(current)) => current.held.clone(),
@@ -479,7 +494,7 @@ impl VmLoop {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Start(answer) => self.start(answer),
+            Command::Start { mode, answer } => self.start(mode, answer),
             Command::Pause(answer) => match &self.lifecycle {
                 Lifecycle::Running => {
                     self.control.request(RunDecision::Pause);
@@ -580,7 +595,7 @@ impl VmLoop {
     }
 
     /// Load the guest, place every vCPU at its entry, start one thread per vCPU.
-    fn start(&mut self, answer: Answer<VmStatus>) {
+    fn start(&mut self, mode: StartMode, answer: Answer<VmStatus>) {
         match &self.lifecycle {
             Lifecycle::Created => {}
             Lifecycle::Starting => {
@@ -595,6 +610,11 @@ impl VmLoop {
                 let _ = answer.send(Err(self.cannot("start", other)));
                 return;
             }
+        }
+        self.start_mode = mode;
+        if mode == StartMode::Paused {
+            // Before any thread exists: no kick, so every vCPU enters its guest once.
+            self.control.preset(RunDecision::Pause);
         }
         if let Err(why) = self.launch() {
             self.failure.get_or_insert(why.clone());
@@ -632,23 +652,55 @@ impl VmLoop {
         }
         // A finite guest gets a budget a little above what its passes need; a guest that repeats
         // forever runs until it is stopped.
-        let budget = crate::job::exit_budget(&program);
+        let exit_budget = crate::job::exit_budget(&program);
+        let launch = Launch {
+            points,
+            repeats,
+            exit_budget,
+            pause_at_first_exit: self.start_mode == StartMode::Paused,
+        };
+        let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
+        for ready in ready {
+            // A thread that cannot take its launch has ended; joining it says why.
+            let _ = ready.launch.send(launch.clone());
+            self.threads.push(Some(ready.thread));
+        }
+        Ok(())
+    }
+
+    /// Spawn one thread per vCPU, each waiting for its [`Launch`]. Spawning is the costliest part
+    /// of `start` that does not depend on it, so it is done while the control plane handles the
+    /// `create` answer (measured by `vmfleet bench`: it is on the path to every VM's first exit).
+    fn spawn_ready_threads(&mut self) {
+        let mut ready = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.iter().enumerate() {
-            let thread = spawn_vcpu(
+            let spawned = spawn_vcpu(
                 index,
                 Arc::clone(vcpu),
                 Arc::clone(&self.control),
-                points.clone(),
-                repeats,
-                budget,
                 self.notice_tx.clone(),
                 Arc::clone(&self.notice_fd),
                 format!("{}-{}", self.name(), vcpu.id()),
-            )
-            .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))?;
-            self.threads.push(Some(thread));
+            );
+            match spawned {
+                Ok(thread) => ready.push(thread),
+                Err(e) => {
+                    self.ready = Err(format!("starting the thread of {}: {e}", vcpu.id()));
+                    return;
+                }
+            }
         }
-        Ok(())
+        self.ready = Ok(ready);
+    }
+
+    /// End the threads that were never launched (dropping their launch channel ends them).
+    fn release_ready_threads(&mut self) {
+        if let Ok(ready) = std::mem::replace(&mut self.ready, Ok(Vec::new())) {
+            for ReadyThread { launch, thread } in ready {
+                drop(launch);
+                let _ = thread.join();
+            }
+        }
     }
 
     // ---- notices ------------------------------------------------------------------------------
@@ -678,7 +730,14 @@ impl VmLoop {
             return;
         };
         let failure = match thread.join() {
-            Ok(outcome) => {
+            Ok(None) => {
+                vcpu_report.end = "its thread ended before it was launched".into();
+                vcpu_report.run_end = RunEnd::CallFailed;
+                Some(format!(
+                    "vcpu{index}: its thread ended before it was launched"
+                ))
+            }
+            Ok(Some(outcome)) => {
                 vcpu_report.exits = outcome.exits;
                 vcpu_report.end = describe_end(&outcome.end);
                 vcpu_report.run_end = run_end(&outcome.end);
@@ -728,9 +787,16 @@ impl VmLoop {
         let started = !self.threads.is_empty();
         let all_ended = started && self.runs.iter().all(|r| r.ended);
         if started && !all_ended {
-            if self.runs.iter().all(|r| r.first_exit || r.ended) && !self.starting.is_empty() {
+            let start_done = match self.start_mode {
+                StartMode::Running => self.runs.iter().all(|r| r.first_exit || r.ended),
+                StartMode::Paused => self.runs.iter().all(|r| r.parked || r.ended),
+            };
+            if start_done && !self.starting.is_empty() {
                 if self.lifecycle == Lifecycle::Starting {
-                    self.set_lifecycle(Lifecycle::Running);
+                    self.set_lifecycle(match self.start_mode {
+                        StartMode::Running => Lifecycle::Running,
+                        StartMode::Paused => Lifecycle::Paused,
+                    });
                 }
                 let status = self.status_now();
                 for answer in self.starting.drain(..) {
@@ -855,6 +921,7 @@ impl VmLoop {
     /// Close every vCPU, then the VM, in reverse order of creation. A failed teardown is reported
     /// but does not hide an earlier failure.
     fn teardown(&mut self) {
+        self.release_ready_threads();
         for vcpu in self.vcpus.iter().rev() {
             if let Err(e) = vcpu.plain_call(VcpuCall::Destroy) {
                 self.report.fail_if_ok(format!("teardown: {e}"));
@@ -881,42 +948,63 @@ impl Drop for EndNotice {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a vCPU thread is launched with at `start`.
+#[derive(Clone, Debug)]
+struct Launch {
+    points: Vec<(u32, u32)>,
+    repeats: u32,
+    exit_budget: Option<u64>,
+    pause_at_first_exit: bool,
+}
+
+/// A vCPU thread spawned ahead of `start`.
+struct ReadyThread {
+    launch: Sender<Launch>,
+    thread: JoinHandle<Option<ProbeOutcome>>,
+}
+
+/// Spawn vCPU `index`'s thread: it waits for its [`Launch`] (ending with `None` if the VM is torn
+/// down first), then runs the guest until the guest or the control plane ends the run.
 fn spawn_vcpu(
     index: usize,
     vcpu: Arc<VcpuHandle>,
     control: Arc<RunControl>,
-    points: Vec<(u32, u32)>,
-    repeats: u32,
-    exit_budget: Option<u64>,
     tx: Sender<(usize, Notice)>,
     wake: Arc<EventFd>,
     name: String,
-) -> std::io::Result<JoinHandle<ProbeOutcome>> {
-    std::thread::Builder::new()
+) -> std::io::Result<ReadyThread> {
+    let (launch, launched) = mpsc::channel::<Launch>();
+    let thread = std::thread::Builder::new()
         .name(name)
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            if let Err(e) = vcpu::kvm::deprioritize_vcpu_thread() {
-                tracing::debug!("vCPU thread keeps its priority: {e}");
-            }
+            let launch = launched.recv().ok()?;
             let end = EndNotice {
                 index,
                 tx: tx.clone(),
                 wake: Arc::clone(&wake),
             };
             let probe = Probe {
-                points: &points,
-                repeats,
-                exit_budget,
+                points: &launch.points,
+                repeats: launch.repeats,
+                exit_budget: launch.exit_budget,
+                pause_at_first_exit: launch.pause_at_first_exit,
             };
             let outcome = runner::run_controlled(&vcpu, &probe, &control, &mut |notice| {
+                if notice == VcpuNotice::FirstExit {
+                    // From here on the thread runs the guest, not the start path: let the VM
+                    // loops and the control plane win the CPU from spinning guests.
+                    if let Err(e) = vcpu::kvm::deprioritize_vcpu_thread() {
+                        tracing::debug!("vCPU thread keeps its priority: {e}");
+                    }
+                }
                 let _ = tx.send((index, Notice::Run(notice)));
                 let _ = wake.write(1);
             });
             drop(end);
-            outcome
-        })
+            Some(outcome)
+        })?;
+    Ok(ReadyThread { launch, thread })
 }
 
 /// Attempt one after-run write and judge it against the lock's rule.
