@@ -14,6 +14,7 @@ use crate::errno::Errno;
 use crate::error::{CallError, ReplayFailure};
 use crate::ids::{Stream, VcpuId, VmId};
 use crate::lock::{LockRefusal, ModelLock, Seal};
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
@@ -138,6 +139,24 @@ pub struct CpuidWrite {
     pub after_run: bool,
 }
 
+/// What an arm64 register write left in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OneRegWrite {
+    /// The value read back right after the write (`KVM_GET_ONE_REG`).
+    pub held: u64,
+    /// Whether the VM was already sealed when it was written.
+    pub after_run: bool,
+}
+
+/// How the pre-run lock treats an arm64 register (the arm64 model says which applies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OneRegLockRule {
+    /// VM-wide CPU model state: after the first run only the identical value is accepted.
+    LockedAfterRun,
+    /// Stays writable after the run, as in the kernel.
+    AlwaysWritable,
+}
+
 /// A vCPU, sharing its VM's lock.
 pub struct VcpuHandle {
     vm: VmId,
@@ -193,6 +212,64 @@ impl VcpuHandle {
         let held = self.expect_cpuid(&mut vcpu, &VcpuCall::GetCpuid2)?;
         drop(gate);
         Ok(CpuidWrite { held, after_run })
+    }
+
+    /// Write one arm64 register (`KVM_SET_ONE_REG`), judged by the pre-run lock per `rule`.
+    ///
+    /// `AlwaysWritable` registers (PSCI_VERSION, the SMCCC workaround registers, MPIDR) go to the
+    /// kernel whatever the seal says, as the kernel allows. `LockedAfterRun` registers (the ID
+    /// registers and hypercall bitmaps, which are VM-wide) are checked once the VM is sealed:
+    /// vmfleet reads what the kernel holds and refuses a different value as `EBUSY`, the class
+    /// the newest kernels use, even on kernels that would accept it (6.1 takes a changed
+    /// `ID_AA64PFR0_EL1.CSV3` after the run). The identical value is passed on.
+    pub fn set_one_reg(
+        &self,
+        id: u64,
+        value: u64,
+        rule: OneRegLockRule,
+    ) -> Result<OneRegWrite, HandleError> {
+        let call = VcpuCall::SetOneReg { id, value };
+        let gate = self.lock.write_gate();
+        let mut vcpu = self.backend();
+        let after_run = match (gate.seal(), rule) {
+            (Seal::Open, _) => false,
+            (Seal::Sealed { .. }, OneRegLockRule::AlwaysWritable) => true,
+            (Seal::Sealed { first_run }, OneRegLockRule::LockedAfterRun) => {
+                let held = self.expect_one_reg(&mut vcpu, id)?;
+                if held != value {
+                    let refusal = LockRefusal {
+                        vm: self.vm,
+                        vcpu: self.id,
+                        first_run,
+                        errno: Errno::EBUSY,
+                        write: call.to_string(),
+                        differences: vec![format!("the kernel holds {held:#018x}")],
+                    };
+                    vcpu.note_refused(&call, &refusal)
+                        .map_err(|e| self.error(&call, e))?;
+                    return Err(self.error(&call, CallError::Refused(Box::new(refusal))));
+                }
+                true
+            }
+        };
+        vcpu.call(&call).map_err(|e| self.error(&call, e))?;
+        let held = self.expect_one_reg(&mut vcpu, id)?;
+        drop(gate);
+        Ok(OneRegWrite { held, after_run })
+    }
+
+    /// `KVM_GET_ONE_REG`: the value the kernel holds now.
+    pub fn get_one_reg(&self, id: u64) -> Result<u64, HandleError> {
+        let mut vcpu = self.backend();
+        self.expect_one_reg(&mut vcpu, id)
+    }
+
+    fn expect_one_reg(&self, vcpu: &mut Box<dyn Vcpu>, id: u64) -> Result<u64, HandleError> {
+        let call = VcpuCall::GetOneReg { id };
+        match vcpu.call(&call).map_err(|e| self.error(&call, e))? {
+            Reply::Value(value) => Ok(value),
+            other => Err(self.unexpected(&call, &other)),
+        }
     }
 
     /// `KVM_GET_CPUID2`: the table the kernel holds now.
@@ -305,5 +382,117 @@ impl VcpuHandle {
         self.vcpu
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::NoKick;
+    use std::collections::HashMap;
+
+    /// A vCPU with a register file that, like arm64 6.1, accepts any value at any time, and runs
+    /// by returning `HLT`. Only the lock stands between a sealed VM and a changed register.
+    #[derive(Default)]
+    struct LenientRegisters {
+        regs: HashMap<u64, u64>,
+        refused: Vec<String>,
+    }
+
+    impl Vcpu for LenientRegisters {
+        fn id(&self) -> (VmId, VcpuId) {
+            (VmId(0), VcpuId(0))
+        }
+        fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
+            Ok(match call {
+                VcpuCall::GetOneReg { id } => Reply::Value(self.regs.get(id).copied().unwrap_or(0)),
+                VcpuCall::SetOneReg { id, value } => {
+                    self.regs.insert(*id, *value);
+                    Reply::Done
+                }
+                VcpuCall::Run => Reply::Exit(VcpuExit::Hlt),
+                _ => Reply::Done,
+            })
+        }
+        fn note_refused(
+            &mut self,
+            call: &VcpuCall,
+            refusal: &LockRefusal,
+        ) -> Result<(), CallError> {
+            self.refused.push(format!("{call}: {}", refusal.errno));
+            Ok(())
+        }
+        fn kicker(&self) -> Arc<dyn Kick> {
+            Arc::new(NoKick)
+        }
+        fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
+            Ok(wanted)
+        }
+    }
+
+    struct OneVcpuVm(GuestMemoryMmap);
+
+    impl Vm for OneVcpuVm {
+        fn id(&self) -> VmId {
+            VmId(0)
+        }
+        fn call(&mut self, _: &VmCall) -> Result<Reply, CallError> {
+            Ok(Reply::Done)
+        }
+        fn create_vcpu(&mut self, _: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
+            Ok(Box::<LenientRegisters>::default())
+        }
+        fn guest_memory(&self) -> &GuestMemoryMmap {
+            &self.0
+        }
+    }
+
+    const ID_AA64PFR0_EL1: u64 = 0x6030_0000_0013_c020;
+    const PSCI_VERSION: u64 = 0x6030_0000_0014_0000;
+
+    #[test]
+    fn after_the_first_run_a_locked_register_only_takes_its_own_value() {
+        let vm = VmHandle::new(Box::new(OneVcpuVm(GuestMemoryMmap::new())), "lenient");
+        let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+        let locked = OneRegLockRule::LockedAfterRun;
+        // Before the run anything the kernel takes is fine.
+        assert_eq!(
+            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000, locked).unwrap(),
+            OneRegWrite {
+                held: 0x1000,
+                after_run: false
+            }
+        );
+        vcpu.run().unwrap();
+        // A changed value is refused by vmfleet (EBUSY) although this kernel would take it...
+        let refused = vcpu
+            .set_one_reg(ID_AA64PFR0_EL1, 0x2000, locked)
+            .unwrap_err();
+        assert!(refused.is_lock_refusal(), "{refused}");
+        assert_eq!(refused.errno(), Some(Errno::EBUSY));
+        assert!(
+            refused.to_string().contains("0x0000000000001000"),
+            "{refused}"
+        );
+        assert_eq!(vcpu.get_one_reg(ID_AA64PFR0_EL1).unwrap(), 0x1000);
+        // ...the identical value is passed on...
+        assert!(
+            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000, locked)
+                .unwrap()
+                .after_run
+        );
+        // ...and a register that stays writable in the kernel stays writable here.
+        let psci = vcpu
+            .set_one_reg(PSCI_VERSION, 0x1_0000, OneRegLockRule::AlwaysWritable)
+            .unwrap();
+        assert_eq!(psci.held, 0x1_0000);
+        // Plain calls cannot write the model behind the lock's back.
+        assert!(
+            vcpu.plain_call(VcpuCall::SetOneReg {
+                id: ID_AA64PFR0_EL1,
+                value: 0x2000
+            })
+            .is_err()
+        );
     }
 }

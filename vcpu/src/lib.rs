@@ -40,7 +40,7 @@ pub use call::{
 pub use control::RunControl;
 pub use errno::Errno;
 pub use error::{CallError, ReplayFailure};
-pub use handle::{CpuidWrite, HandleError, VcpuHandle, VmHandle};
+pub use handle::{CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle};
 pub use ids::{Stream, VcpuId, VmId};
 pub use lock::{LockRefusal, ModelLock, Seal};
 
