@@ -72,6 +72,16 @@ impl ExitDecoder for ProbeDecoder {
     }
 }
 
+impl ExitDecoder for crate::guest::arm64::decoder::Arm64Decoder {
+    type Report = crate::guest::arm64::decoder::Arm64GuestReport;
+    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String> {
+        crate::guest::arm64::decoder::Arm64Decoder::feed(self, exit).map_err(|e| e.to_string())
+    }
+    fn finish(self) -> Self::Report {
+        crate::guest::arm64::decoder::Arm64Decoder::finish(self)
+    }
+}
+
 /// The result of one probe run of the x86 guest.
 pub type ProbeOutcome = RunOutcome<GuestReport>;
 
