@@ -6,6 +6,9 @@
 //! - the KVM implementation of that interface ([`kvm`]), the only code in vmfleet with `unsafe`
 //!   and with `cfg(target_arch)`;
 //! - the guest CPU model as data: x86 CPUID tables and the named feature catalog ([`cpuid`]);
+//!   the arm64 ID registers, their field tables, the firmware pseudo-registers and hypercall
+//!   bitmaps, KVM's rules for writing them and the planner that turns a spec into judged writes
+//!   ([`arm64`]);
 //! - the pre-run lock ([`lock`]) and the handles that route every CPU-model write through it
 //!   ([`handle`]);
 //! - a VM's run control ([`control`]): what its control plane wants of the vCPU threads;
@@ -16,6 +19,7 @@
 //! `recorder`), or branch on the *host* architecture anywhere but [`kvm`]: a guest architecture is
 //! a value ([`GuestArch`]), so every model and check here compiles and is tested on any host.
 
+pub mod arm64;
 pub mod backend;
 pub mod call;
 pub mod control;

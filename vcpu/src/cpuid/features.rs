@@ -431,7 +431,7 @@ pub fn at(leaf: u32, subleaf: u32, reg: CpuidReg, bit: u8) -> Option<&'static Fe
 }
 
 /// Levenshtein distance over bytes (names are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b = b.as_bytes();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.bytes().enumerate() {

@@ -1,0 +1,13 @@
+//! The spec side of the arm64 CPU model ([`spec`]: what a fleet file asks for) and the planner
+//! ([`mod@plan`]: the ordered, judged writes that make a VM hold it).
+
+pub mod plan;
+pub mod spec;
+
+pub use plan::{
+    Arm64Plan, Change, PlanError, PlanNote, PlannedWrite, UnknownRegister, UnknownRegisterAction,
+    UnknownRegisterDecision, plan,
+};
+pub use spec::{
+    Arm64ModelSpec, IdFieldRequests, ServiceRequests, SpecError, UnknownRegisterPolicy,
+};

@@ -1,0 +1,60 @@
+//! "Did you mean …?" for names typed by hand into a spec.
+//!
+//! The same closeness rule as the x86 feature catalog (and the same edit distance), so both
+//! architectures suggest alike: the distance with `_` and `-` ignored must be at most a third of
+//! the typed name's length (at least 1, at most 3); ties go to the earlier candidate.
+
+use crate::cpuid::features::edit_distance;
+
+/// Uppercase, with `-` read as `_`: register, field and service names compare this way.
+pub(crate) fn normalise(name: &str) -> String {
+    name.trim().to_ascii_uppercase().replace('-', "_")
+}
+
+/// The candidate closest to `wanted`, if any is close enough to be a plausible typo.
+pub(crate) fn closest<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let wanted = normalise(wanted);
+    let wanted_bare = wanted.replace('_', "");
+    if wanted_bare.is_empty() {
+        return None;
+    }
+    let limit = (wanted_bare.len() / 3).clamp(1, 3);
+    let mut best: Option<((usize, usize), &'a str)> = None;
+    for candidate in candidates {
+        let spelled = normalise(candidate);
+        let bare = edit_distance(&wanted_bare, &spelled.replace('_', ""));
+        if bare > limit {
+            continue;
+        }
+        let score = (bare, edit_distance(&wanted, &spelled));
+        if best.is_none_or(|(s, _)| score < s) {
+            best = Some((score, candidate));
+        }
+    }
+    best.map(|(_, candidate)| candidate)
+}
+
+/// `" — did you mean `x`?"`, or nothing: the tail of every unknown-name message.
+pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_deref()
+        .map(|s| format!(" — did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_are_not() {
+        let names = ["ID_AA64ISAR0_EL1", "ID_AA64ISAR1_EL1", "CTR_EL0"];
+        assert_eq!(closest("id_aa64isr0_el1", names), Some("ID_AA64ISAR0_EL1"));
+        assert_eq!(closest("ctr-el0", names), Some("CTR_EL0"));
+        assert_eq!(closest("something else entirely", names), None);
+        assert_eq!(closest("", names), None);
+    }
+}
