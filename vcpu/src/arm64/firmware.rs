@@ -9,7 +9,7 @@
 //! decides what happens to the latter.
 
 use super::reg_id::{self, COPROC_FW, COPROC_FW_FEAT_BMAP, RegClass};
-use super::suggest;
+use super::{smccc, suggest};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -440,21 +440,23 @@ impl HypercallService {
         1 << self.bit()
     }
 
-    /// The SMCCC function ids the bit gates (`kvm_smccc_test_fw_bmap`), for guest-side checks.
-    /// The implementation-discovery calls are not gated by KVM at all (only advertised), so they
-    /// have none.
+    /// The SMCCC function ids the bit gates (`kvm_smccc_test_fw_bmap`), for guest-side checks;
+    /// the ids are [`smccc`]'s. The implementation-discovery calls are not gated by KVM at all
+    /// (only advertised), so they have none.
     pub const fn function_ids(self) -> &'static [u32] {
         match self {
             HypercallService::Trng => &[
-                0x8400_0050,
-                0x8400_0051,
-                0x8400_0052,
-                0x8400_0053,
-                0xC400_0053,
+                smccc::TRNG_VERSION,
+                smccc::TRNG_FEATURES,
+                smccc::TRNG_GET_UUID,
+                smccc::TRNG_RND32,
+                smccc::TRNG_RND64,
             ],
-            HypercallService::PvTime => &[0xC500_0020, 0xC500_0021],
-            HypercallService::KvmFeatures => &[0x8600_0000, 0x8600_FF01],
-            HypercallService::Ptp => &[0x8600_0001],
+            HypercallService::PvTime => &[smccc::PV_TIME_FEATURES, smccc::PV_TIME_ST],
+            HypercallService::KvmFeatures => {
+                &[smccc::VENDOR_HYP_KVM_FEATURES, smccc::VENDOR_HYP_CALL_UID]
+            }
+            HypercallService::Ptp => &[smccc::VENDOR_HYP_KVM_PTP],
             HypercallService::DiscoverImplVersion | HypercallService::DiscoverImplCpus => &[],
         }
     }
@@ -624,6 +626,30 @@ mod tests {
             FirmwareRegister::StdBitmap
         );
         assert_eq!(HypercallService::Ptp.mask(), 0x2);
+        assert_eq!(
+            HypercallService::Trng.function_ids(),
+            [
+                0x8400_0050,
+                0x8400_0051,
+                0x8400_0052,
+                0x8400_0053,
+                0xC400_0053
+            ]
+        );
+        assert_eq!(
+            HypercallService::PvTime.function_ids(),
+            [0xC500_0020, 0xC500_0021]
+        );
+        assert_eq!(
+            HypercallService::KvmFeatures.function_ids(),
+            [0x8600_0000, 0x8600_FF01]
+        );
+        assert_eq!(HypercallService::Ptp.function_ids(), [0x8600_0001]);
+        for service in HypercallService::ALL {
+            for &id in service.function_ids() {
+                assert!(smccc::function_name(id).is_some(), "{service}: {id:#x}");
+            }
+        }
         for register in FirmwareRegister::ALL {
             let bits = register.services().fold(0, |m, s| m | s.mask());
             assert_eq!(

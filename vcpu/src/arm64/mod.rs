@@ -16,6 +16,8 @@
 //!   change by.
 //! - [`features`]: the `KVM_ARM_VCPU_INIT` features and the kernel's rules for combining them.
 //! - [`firmware`]: PSCI version, SMCCC workarounds, hypercall bitmaps and their named services.
+//! - [`smccc`]: the SMCCC function ids KVM serves, their names, conventions and return codes
+//!   (shared with the built-in guest, which makes the calls).
 //! - [`validate`]: KVM's acceptance rules, applied before the kernel sees a write, and the rules of
 //!   the pre-run lock.
 //! - [`host`]: what the kernel reported about one VM, the input every judgement needs.
@@ -34,6 +36,7 @@ pub mod firmware;
 pub mod host;
 pub mod model;
 pub mod reg_id;
+pub mod smccc;
 pub mod sysreg;
 pub mod validate;
 

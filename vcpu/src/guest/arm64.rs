@@ -77,17 +77,18 @@ pub mod asm;
 pub mod decoder;
 pub mod protocol;
 pub mod smccc;
-pub mod sysreg;
 
+/// The registers the program reads are the model's system registers (named by
+/// [`crate::arm64::catalog`]), re-exported so that a program can be written from this module alone.
+pub use crate::arm64::sysreg::SysReg;
 pub use decoder::{Arm64Decoder, Arm64Difference, Arm64GuestReport, Arm64ProtocolError, IdRegSeen};
 pub use protocol::{Tag, TagKind};
 pub use smccc::{SmcccCall, SmcccResult, SmcccStatus};
-pub use sysreg::SysReg;
 
 use crate::guest::GuestError;
 use asm::{
-    Asm, ELR_EL1, ESR_EL1, FAR_EL1, ISB, UDF, VBAR_EL1, WFI, X0, X1, X2, X3, X9, X19, X20, X21,
-    add_imm, hvc, movz, mrs, msr, str_imm, sub_imm,
+    Asm, ELR_EL1, ESR_EL1, FAR_EL1, ISB, SysRegOperand, UDF, VBAR_EL1, WFI, X0, X1, X2, X3, X9,
+    X19, X20, X21, add_imm, hvc, movz, mrs, msr, str_imm, sub_imm,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -152,7 +153,8 @@ pub enum Finish {
 /// forever), then [`Finish`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Arm64GuestProgram<'a> {
-    /// The registers to read with `MRS`, in order; at most [`MAX_ID_REGS`].
+    /// The registers to read with `MRS`, in order; at most [`MAX_ID_REGS`], each with op0 2 or 3
+    /// (the registers of [`crate::arm64::catalog`] all are).
     pub id_regs: &'a [SysReg],
     /// The SMCCC calls to make with `HVC #0`, in order (after the registers); at most
     /// [`MAX_CALLS`], and none that changes the power state.
@@ -169,7 +171,8 @@ impl Arm64GuestProgram<'_> {
         (self.repeats != 0).then_some(self.repeats)
     }
 
-    /// Check the lists: their lengths, and that no call would stop the program (see
+    /// Check the lists: their lengths, that `MRS` can read every register (see
+    /// [`GuestError::NotAnMrsRegister`]), and that no call would stop the program (see
     /// [`GuestError::PowerStateCall`]).
     pub fn validate(&self) -> Result<(), GuestError> {
         for (what, count, max) in [
@@ -179,6 +182,9 @@ impl Arm64GuestProgram<'_> {
             if count > max {
                 return Err(GuestError::TooManySteps { what, count, max });
             }
+        }
+        for &reg in self.id_regs {
+            mrs_operand(reg)?;
         }
         for (index, call) in self.calls.iter().enumerate() {
             if let Some(name) = call.changes_power_state() {
@@ -191,6 +197,24 @@ impl Arm64GuestProgram<'_> {
         }
         Ok(())
     }
+}
+
+/// The `MRS` operand of `reg`, or why `MRS` cannot read it: op0 must be 2 (debug) or 3
+/// (everything else), since the instruction has a single bit for op0.
+fn mrs_operand(reg: SysReg) -> Result<SysRegOperand, GuestError> {
+    SysRegOperand::of(reg).ok_or_else(|| GuestError::NotAnMrsRegister {
+        register: reg.to_string(),
+        why: format!(
+            "op0 {} encodes instructions, not registers; MRS reads op0 2 or 3",
+            reg.op0()
+        ),
+    })
+}
+
+/// Whether `MRS` can read `reg` (what [`Arm64GuestProgram::validate`] requires of every
+/// register), so that only such registers are named in reports.
+pub(crate) fn readable_by_mrs(reg: SysReg) -> bool {
+    SysRegOperand::of(reg).is_some()
 }
 
 /// Generate the program (vector table first, entered at [`ENTRY`]) as little-endian bytes, to be
@@ -262,7 +286,7 @@ fn main(asm: &mut Asm, program: &Arm64GuestProgram<'_>) -> Result<(), GuestError
     value(asm, X19);
     for (index, reg) in program.id_regs.iter().enumerate() {
         tag(asm, Tag::id_reg(index as u16, reg.encoding()));
-        asm.emit(mrs(X0, reg.operand()));
+        asm.emit(mrs(X0, mrs_operand(*reg)?));
         value(asm, X0);
     }
     for (index, call) in program.calls.iter().enumerate() {

@@ -12,6 +12,7 @@
 //! field widths (a wrong operand can produce a wrong instruction, never a panic); [`Asm`] checks
 //! branch ranges and reports them as [`AsmError`].
 
+use crate::arm64::sysreg::SysReg;
 use thiserror::Error;
 
 /// A general-purpose register, `X0`..`X30` (31 is XZR or SP, depending on the instruction).
@@ -69,6 +70,21 @@ pub struct SysRegOperand {
 }
 
 impl SysRegOperand {
+    /// The operand that names `reg`, if `MRS`/`MSR` can: op0 0 and 1 encode instructions, not
+    /// registers, and the instruction's single `o0` bit cannot express them.
+    pub const fn of(reg: SysReg) -> Option<SysRegOperand> {
+        if reg.op0() < 2 {
+            return None;
+        }
+        Some(sysreg(
+            reg.op0(),
+            reg.op1(),
+            reg.crn(),
+            reg.crm(),
+            reg.op2(),
+        ))
+    }
+
     /// Bits 20..5 of `MRS`/`MSR`: `o0:op1:CRn:CRm:op2` (bit 19 is `o0`, op0 = 2 + o0).
     const fn field(self) -> u32 {
         ((self.op0 as u32 & 1) << 19)
@@ -378,6 +394,29 @@ mod tests {
         ];
         for &(got, want, asm) in cases {
             assert_eq!(got, want, "{asm}: got {got:#010x}, want {want:#010x}");
+        }
+    }
+
+    /// The model's registers become `MRS` operands field for field; op0 0 and 1 cannot.
+    #[test]
+    fn operands_of_the_models_registers() {
+        use crate::arm64::catalog::{CTR_EL0, ID_AA64ISAR0_EL1};
+        assert_eq!(
+            SysRegOperand::of(ID_AA64ISAR0_EL1),
+            Some(sysreg(3, 0, 0, 6, 0))
+        );
+        assert_eq!(
+            mrs(X0, SysRegOperand::of(CTR_EL0).unwrap()),
+            0xd53b_0020,
+            "mrs x0, ctr_el0"
+        );
+        let debug = SysReg::new(2, 0, 0, 0, 2).unwrap();
+        assert_eq!(mrs(X0, SysRegOperand::of(debug).unwrap()), 0xd530_0040);
+        for op0 in [0, 1] {
+            assert_eq!(
+                SysRegOperand::of(SysReg::new(op0, 0, 7, 5, 1).unwrap()),
+                None
+            );
         }
     }
 

@@ -4,8 +4,10 @@
 
 use super::protocol::{Tag, TagKind, exception_class, vector_name};
 use super::smccc::{SmcccCall, SmcccResult};
-use super::sysreg::SysReg;
-use super::{Arm64GuestProgram, Finish, REPORT_TAG, REPORT_VALUE, SYSTEM_EVENT_SHUTDOWN};
+use super::{
+    Arm64GuestProgram, Finish, REPORT_TAG, REPORT_VALUE, SYSTEM_EVENT_SHUTDOWN, SysReg,
+    readable_by_mrs,
+};
 use crate::call::VcpuExit;
 use crate::guest::{MAX_DIFFERING_KEPT, Step};
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,7 @@ use thiserror::Error;
 /// What the guest's `MRS` of one register read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IdRegSeen {
-    /// The register's `KVM_GET_ONE_REG` id ([`SysReg::kvm_id`]), so that it compares directly
+    /// The register's `KVM_GET_ONE_REG` id ([`SysReg::kvm_reg_id`]), so that it compares directly
     /// with what the host holds.
     pub id: u64,
     /// What the guest read.
@@ -24,9 +26,9 @@ pub struct IdRegSeen {
 impl IdRegSeen {
     /// `ID_AA64ISAR0_EL1 = 0x0000000000011120`.
     pub fn describe(&self) -> String {
-        match SysReg::from_kvm_id(self.id) {
-            Ok(reg) => format!("{reg} = {:#018x}", self.value),
-            Err(_) => format!("register {:#018x} = {:#018x}", self.id, self.value),
+        match SysReg::from_kvm_reg_id(self.id) {
+            Ok(reg) if readable_by_mrs(reg) => format!("{reg} = {:#018x}", self.value),
+            _ => format!("register {:#018x} = {:#018x}", self.id, self.value),
         }
     }
 }
@@ -549,7 +551,7 @@ impl Arm64Decoder {
             }
             Item::IdReg(i) => {
                 self.current_regs.push(IdRegSeen {
-                    id: self.id_regs[i].kvm_id(),
+                    id: self.id_regs[i].kvm_reg_id(),
                     value: words[0],
                 });
                 self.phase = Phase::Tag(self.after(item));

@@ -134,12 +134,11 @@ impl fmt::Display for Tag {
             TagKind::OffReturned => f.write_str("SYSTEM_OFF returned"),
             TagKind::IdReg => {
                 let encoding = self.detail as u16;
-                let reg = super::sysreg::SysReg::from_kvm_id(
-                    super::sysreg::KVM_SYSREG_ID_BASE | u64::from(encoding),
-                );
-                match reg {
-                    Ok(reg) => write!(f, "ID register #{} ({reg})", self.index),
-                    Err(_) => write!(f, "ID register #{} (encoding {encoding:#06x})", self.index),
+                let reg = super::SysReg::from_encoding(encoding);
+                if super::readable_by_mrs(reg) {
+                    write!(f, "ID register #{} ({reg})", self.index)
+                } else {
+                    write!(f, "ID register #{} (encoding {encoding:#06x})", self.index)
                 }
             }
             TagKind::Call => {

@@ -3,8 +3,8 @@
 //! [`Arm64Decoder`].
 
 use super::smccc::*;
-use super::sysreg::*;
 use super::*;
+use crate::arm64::catalog::{self, CTR_EL0, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
 use crate::call::VcpuExit;
 use crate::guest::Step;
 
@@ -422,7 +422,14 @@ mod sim {
                         (3, 0, 4, 0, 1) => Some(self.elr),
                         (3, 0, 6, 0, 0) => Some(0),
                         (op0, op1, crn, crm, op2) => {
-                            (self.sysreg)(SysReg::new(op0, op1, crn, crm, op2).unwrap())
+                            let reg = SysReg::new(
+                                op0.into(),
+                                op1.into(),
+                                crn.into(),
+                                crm.into(),
+                                op2.into(),
+                            );
+                            (self.sysreg)(reg.unwrap())
                         }
                     };
                     match value {
@@ -489,9 +496,9 @@ mod sim {
 
 use sim::{Hvc, Machine, Stop};
 
-/// A register file where every register reads `kvm_id ^ 0x5a5a`.
+/// A register file where every register reads `kvm_reg_id ^ 0x5a5a`.
 fn reg_value(reg: SysReg) -> Option<u64> {
-    Some(reg.kvm_id() ^ 0x5a5a)
+    Some(reg.kvm_reg_id() ^ 0x5a5a)
 }
 
 /// KVM-like answers: SYSTEM_OFF powers off, known calls answer something, the rest -1.
@@ -539,8 +546,8 @@ fn a_run_powers_off_and_decodes() {
     let regs: Vec<IdRegSeen> = REGS
         .iter()
         .map(|r| IdRegSeen {
-            id: r.kvm_id(),
-            value: r.kvm_id() ^ 0x5a5a,
+            id: r.kvm_reg_id(),
+            value: r.kvm_reg_id() ^ 0x5a5a,
         })
         .collect();
     assert_eq!(report.id_regs, regs);
@@ -624,7 +631,7 @@ fn passes_that_differ() {
 #[test]
 fn an_undefined_register_is_reported_by_the_vector_table() {
     let p = program_of(&REGS, &[], 1, Finish::PowerOff);
-    let sysreg = |reg: SysReg| (reg != MIDR_EL1).then(|| reg.kvm_id());
+    let sysreg = |reg: SysReg| (reg != MIDR_EL1).then(|| reg.kvm_reg_id());
     let mut machine = Machine::new(&program(&p).unwrap(), sysreg, kvm);
     assert_eq!(machine.run(10_000), Stop::Parked);
     let mut decoder = Arm64Decoder::new(&p);
@@ -647,7 +654,7 @@ fn an_undefined_register_is_reported_by_the_vector_table() {
     // ELR points at the MRS of MIDR_EL1.
     let code = words(&program(&p).unwrap());
     let at = usize::try_from((elr - CODE_ADDR) / 4).unwrap();
-    assert_eq!(code[at], asm::mrs(asm::X0, MIDR_EL1.operand()));
+    assert_eq!(code[at], asm::mrs(asm::X0, mrs_operand(MIDR_EL1).unwrap()));
     assert_eq!(during, "in ID register #2 (MIDR_EL1) of pass 0");
     assert!(
         error.to_string().contains("EC 0x00: unknown reason"),
@@ -673,4 +680,107 @@ fn system_off_that_returns_is_reported() {
         })
     );
     assert_eq!(decoder.passes_done(), 1);
+}
+
+/// The guest reads the model's registers: ids from kvm-semantics §2.3 (`ARM64_SYS_REG`), checked
+/// both ways, are what the decoder reports, and tags carry the same 16-bit encoding.
+#[test]
+fn id_registers_are_the_models_system_registers() {
+    for (reg, id, name) in [
+        (ID_AA64PFR0_EL1, 0x6030_0000_0013_c020, "ID_AA64PFR0_EL1"),
+        (ID_AA64ISAR0_EL1, 0x6030_0000_0013_c030, "ID_AA64ISAR0_EL1"),
+        (
+            catalog::ID_AA64MMFR2_EL1,
+            0x6030_0000_0013_c03a,
+            "ID_AA64MMFR2_EL1",
+        ),
+        (catalog::ID_DFR0_EL1, 0x6030_0000_0013_c00a, "ID_DFR0_EL1"),
+        (catalog::MPIDR_EL1, 0x6030_0000_0013_c005, "MPIDR_EL1"),
+        (catalog::CLIDR_EL1, 0x6030_0000_0013_c801, "CLIDR_EL1"),
+        (catalog::AIDR_EL1, 0x6030_0000_0013_c807, "AIDR_EL1"),
+        (CTR_EL0, 0x6030_0000_0013_d801, "CTR_EL0"),
+    ] {
+        assert_eq!(reg.kvm_reg_id(), id, "{reg}");
+        assert_eq!(SysReg::from_kvm_reg_id(id), Ok(reg), "{id:#x}");
+        assert_eq!(reg.to_string(), name);
+        assert_eq!(u64::from(reg.encoding()), id & 0xffff);
+        let seen = IdRegSeen { id, value: 7 };
+        assert_eq!(seen.describe(), format!("{name} = 0x0000000000000007"));
+        assert_eq!(
+            protocol::Tag::id_reg(0, reg.encoding()).to_string(),
+            format!("ID register #0 ({name})")
+        );
+    }
+    // Every register of the catalog can be read, as the fields it was declared with.
+    for register in catalog::REGISTERS {
+        let reg = register.reg;
+        let operand = mrs_operand(reg).unwrap();
+        assert_eq!(
+            (
+                operand.op0,
+                operand.op1,
+                operand.crn,
+                operand.crm,
+                operand.op2
+            ),
+            (reg.op0(), reg.op1(), reg.crn(), reg.crm(), reg.op2()),
+            "{}",
+            register.name
+        );
+        assert_eq!(reg.to_string(), register.name);
+    }
+    // An unallocated slot carries its generic name.
+    let reg = SysReg::new(3, 0, 0, 4, 3).unwrap();
+    assert_eq!(reg.to_string(), "S3_0_C0_C4_3");
+    assert_eq!(reg.kvm_reg_id(), 0x6030_0000_0013_c023);
+}
+
+/// What `MRS` cannot read is refused: out-of-range fields by the model's type, op0 0 and 1 by
+/// the program, ids of other register families by the id decoder.
+#[test]
+fn what_mrs_cannot_read_is_refused() {
+    let refused = |reg: SysReg| match program(&program_of(&[reg], &[], 1, Finish::PowerOff)) {
+        Err(GuestError::NotAnMrsRegister { register, why }) => format!("{register}: {why}"),
+        other => panic!("{reg}: {other:?}"),
+    };
+    assert_eq!(
+        refused(SysReg::new(1, 0, 7, 5, 1).unwrap()),
+        "S1_0_C7_C5_1: op0 1 encodes instructions, not registers; MRS reads op0 2 or 3"
+    );
+    // The right prefix with op0 0.
+    let op0_0 = SysReg::from_kvm_reg_id(0x6030_0000_0013_0020).unwrap();
+    assert!(refused(op0_0).contains("op0 0 encodes instructions"));
+    assert!(
+        program_of(&[op0_0], &[], 1, Finish::PowerOff)
+            .validate()
+            .is_err()
+    );
+    // Nor is such a register named in a report.
+    assert_eq!(
+        protocol::Tag::id_reg(0, op0_0.encoding()).to_string(),
+        "ID register #0 (encoding 0x0020)"
+    );
+    for (op0, op1, crn, crm, op2, part) in [
+        (4, 0, 0, 0, 0, "op0 = 4"),
+        (3, 8, 0, 0, 0, "op1 = 8"),
+        (3, 0, 16, 0, 0, "CRn = 16"),
+        (3, 0, 0, 16, 0, "CRm = 16"),
+        (3, 0, 0, 0, 8, "op2 = 8"),
+    ] {
+        let error = SysReg::new(op0, op1, crn, crm, op2).unwrap_err();
+        assert!(error.to_string().starts_with(part), "{error}");
+    }
+    // A core register, a firmware register, a 32-bit DEMUX id: not system registers.
+    for id in [
+        0x6030_0000_0010_0040,
+        0x6030_0000_0014_0000,
+        0x6020_0000_0011_0000,
+    ] {
+        assert!(SysReg::from_kvm_reg_id(id).is_err(), "{id:#x}");
+        let seen = IdRegSeen { id, value: 1 };
+        assert_eq!(
+            seen.describe(),
+            format!("register {id:#018x} = 0x0000000000000001")
+        );
+    }
 }

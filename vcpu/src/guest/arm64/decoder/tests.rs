@@ -2,10 +2,10 @@
 //! generator), well-formed and malformed.
 
 use super::*;
+use crate::arm64::catalog::{ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1};
 use crate::guest::arm64::smccc::{
     PSCI_VERSION, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1, TRNG_VERSION,
 };
-use crate::guest::arm64::sysreg::{ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1};
 use crate::guest::arm64::{REPORT_BASE, SmcccStatus};
 
 const REGS: [SysReg; 3] = [ID_AA64PFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1];
@@ -46,7 +46,7 @@ fn shutdown() -> VcpuExit {
 }
 
 fn reg_value(reg: SysReg) -> u64 {
-    reg.kvm_id().rotate_left(17)
+    reg.kvm_reg_id().rotate_left(17)
 }
 
 fn call_ret(call: &SmcccCall) -> [u64; 4] {
@@ -97,7 +97,7 @@ fn run(decoder: &mut Arm64Decoder, exits: &[VcpuExit]) -> Result<Step, Arm64Prot
 fn expected_regs() -> Vec<IdRegSeen> {
     REGS.iter()
         .map(|r| IdRegSeen {
-            id: r.kvm_id(),
+            id: r.kvm_reg_id(),
             value: reg_value(*r),
         })
         .collect()
@@ -250,7 +250,7 @@ fn passes_that_differ_are_counted_in_constant_size() {
             pass: 3,
             first: expected_regs()[1],
             seen: IdRegSeen {
-                id: ID_AA64ISAR0_EL1.kvm_id(),
+                id: ID_AA64ISAR0_EL1.kvm_reg_id(),
                 value: 3
             }
         }
