@@ -124,6 +124,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         Some(recorder) => Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone())),
         None => Arc::new(kvm),
     };
+    crate::fleet::check_arch(spec.arch, hv.arch())?;
     let report = runtime()?.block_on(async {
         let mut fleet = Fleet::new(hv, &spec.name).await?;
         if let Some(recorder) = &recorder {
@@ -286,6 +287,7 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
     let recorder = Recorder::in_memory();
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(replay), recorder.clone()));
+    crate::fleet::check_arch(spec.arch, hv.arch())?;
     let report = runtime()?.block_on(async {
         let fleet = Fleet::new(hv, &spec.name)
             .await?
@@ -375,6 +377,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
         FleetSpec {
             name: crate::serve::DEFAULT_FLEET_NAME.to_string(),
+            arch: trace.header.guest_arch,
             vms: Vec::new(),
         }
     } else {

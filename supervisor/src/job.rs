@@ -35,6 +35,7 @@ impl JobProgress for Quiet {}
 
 /// Run every VM of `spec` and report on each, in spec order, with no control requests.
 pub async fn run_job(hv: Arc<dyn Hypervisor>, spec: &FleetSpec) -> Result<JobReport, FleetError> {
+    crate::fleet::check_arch(spec.arch, hv.arch())?;
     let fleet = Fleet::new(hv, &spec.name).await?;
     Ok(run_on(&fleet, spec, &mut Quiet, futures::stream::empty()).await)
 }

@@ -48,6 +48,73 @@ pub struct VmReport {
     pub state: VmState,
     pub vcpus: Vec<VcpuReport>,
     pub after_run: Vec<AfterRunReport>,
+    /// The arm64 model: what the kernel offered, each planned write and its verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm64: Option<Arm64VmReport>,
+}
+
+/// What configuring an arm64 VM's model did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Arm64VmReport {
+    /// The `KVM_ARM_VCPU_INIT` features.
+    pub features: Vec<String>,
+    /// Ids `KVM_GET_REG_LIST` gave.
+    pub registers_listed: usize,
+    /// Model registers read before any write (the limits).
+    pub registers_read: usize,
+    /// Where the writable masks came from.
+    pub masks: String,
+    /// Every planned write: vmfleet's verdict, and what happened.
+    pub writes: Vec<Arm64WriteReport>,
+    /// Registers the spec names that already hold what it asks.
+    pub unchanged: Vec<String>,
+    /// The unknown-register policy (`clear`, `keep-host`, `refuse`).
+    pub unknown_policy: String,
+    /// The unknown-register policy's decisions.
+    pub unknown: Vec<String>,
+    /// Where what the kernel holds differs from what vmfleet expected it to read back.
+    pub drift: Vec<String>,
+}
+
+impl Arm64VmReport {
+    /// A write vmfleet predicted accepted that the kernel refused (or the reverse).
+    pub fn disagreements(&self) -> usize {
+        self.writes.iter().filter(|w| !w.agrees).count()
+    }
+}
+
+/// One planned arm64 register write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Arm64WriteReport {
+    pub register: String,
+    pub value: u64,
+    /// Why it is written (which spec keys).
+    pub reason: String,
+    /// vmfleet's verdict before the kernel.
+    pub verdict: String,
+    /// Whether it reached the kernel (vmfleet sends only what it does not refuse).
+    pub sent: bool,
+    pub outcome: String,
+    /// vmfleet's verdict and the kernel's answer agree.
+    pub agrees: bool,
+}
+
+/// What an arm64 guest saw, judged against its model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Arm64GuestSummary {
+    pub passes: u64,
+    pub registers_read: usize,
+    /// Each SMCCC call and its answer.
+    pub calls: Vec<String>,
+    pub passes_agree: bool,
+    /// Where the guest saw something other than the model.
+    pub mismatches: Vec<String>,
+}
+
+impl Arm64GuestSummary {
+    pub fn consistent(&self) -> bool {
+        self.mismatches.is_empty() && self.passes_agree
+    }
 }
 
 impl VmReport {
@@ -60,6 +127,7 @@ impl VmReport {
             state: VmState::Completed,
             vcpus: Vec::new(),
             after_run: Vec::new(),
+            arm64: None,
         }
     }
 
@@ -78,7 +146,12 @@ impl VmReport {
                 .vcpus
                 .iter()
                 .any(|v| v.guest.as_ref().is_some_and(|g| !g.consistent()))
+            || self
+                .vcpus
+                .iter()
+                .any(|v| v.arm64_guest.as_ref().is_some_and(|g| !g.consistent()))
             || self.after_run.iter().any(|a| a.expected != a.outcome)
+            || self.arm64.as_ref().is_some_and(|a| a.disagreements() > 0)
     }
 
     fn state_label(&self) -> String {
@@ -102,6 +175,9 @@ pub struct VcpuReport {
     /// Requested-hidden features the host never offered.
     pub already_absent: Vec<String>,
     pub guest: Option<GuestSummary>,
+    /// What an arm64 guest saw (arm64 VMs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm64_guest: Option<Arm64GuestSummary>,
     pub exits: u64,
     /// How the run ended, in full (the transcript's words).
     pub end: String,
@@ -425,6 +501,10 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
                 vm.requested_hidden.join(", ")
             );
         }
+        if let Some(arm64) = &vm.arm64 {
+            arm64_transcript(&mut out, vm, arm64);
+            continue;
+        }
         for v in &vm.vcpus {
             let _ = writeln!(
                 out,
@@ -493,7 +573,101 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
                 }
             }
         }
-        for a in &vm.after_run {
+        after_run_transcript(&mut out, &vm.after_run);
+    }
+    let _ = writeln!(out, "\n== calls");
+    out.push_str(&recorder::render_streams(events));
+    out
+}
+
+/// An arm64 VM's part of the transcript: the model's configuration, then each vCPU's guest view.
+fn arm64_transcript(out: &mut String, vm: &VmReport, arm64: &Arm64VmReport) {
+    let _ = writeln!(
+        out,
+        "arm64: features {}; {} registers listed, {} model registers read; writable masks: {}",
+        if arm64.features.is_empty() {
+            "none".to_string()
+        } else {
+            arm64.features.join(", ")
+        },
+        arm64.registers_listed,
+        arm64.registers_read,
+        arm64.masks
+    );
+    for w in &arm64.writes {
+        let _ = writeln!(
+            out,
+            "write {} = {:#018x} ({}): vmfleet: {}; {}{}",
+            w.register,
+            w.value,
+            w.reason,
+            w.verdict,
+            w.outcome,
+            if w.agrees {
+                ""
+            } else {
+                "  <-- VMFLEET AND THE KERNEL DISAGREE"
+            }
+        );
+    }
+    for u in &arm64.unchanged {
+        let _ = writeln!(out, "unchanged: {u}");
+    }
+    if arm64.unknown.is_empty() {
+        let _ = writeln!(
+            out,
+            "unknown registers (policy {}): the kernel listed none vmfleet does not know",
+            arm64.unknown_policy
+        );
+    }
+    for u in &arm64.unknown {
+        let _ = writeln!(
+            out,
+            "unknown register (policy {}): {u}",
+            arm64.unknown_policy
+        );
+    }
+    for d in &arm64.drift {
+        let _ = writeln!(out, "drift: {d}");
+    }
+    for v in &vm.vcpus {
+        let _ = writeln!(out, "vcpu{}: {} exits; {}", v.id, v.exits, v.end);
+        match &v.arm64_guest {
+            None => {
+                let _ = writeln!(out, "  guest: did not report");
+            }
+            Some(g) => {
+                let _ = writeln!(
+                    out,
+                    "  guest: {} pass(es){}; read {} registers; {}",
+                    g.passes,
+                    if g.passes_agree {
+                        ", all alike"
+                    } else {
+                        ", PASSES DIFFER"
+                    },
+                    g.registers_read,
+                    if g.mismatches.is_empty() {
+                        "matches the model".to_string()
+                    } else {
+                        format!("{} mismatch(es)", g.mismatches.len())
+                    }
+                );
+                for c in &g.calls {
+                    let _ = writeln!(out, "    call {c}");
+                }
+                for m in &g.mismatches {
+                    let _ = writeln!(out, "    mismatch: {m}");
+                }
+            }
+        }
+    }
+    after_run_transcript(out, &vm.after_run);
+}
+
+fn after_run_transcript(out: &mut String, after_run: &[AfterRunReport]) {
+    {
+        for a in after_run {
             let _ = writeln!(
                 out,
                 "after run, vcpu{} {}: {} (expected {}){}",
@@ -512,9 +686,6 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
             }
         }
     }
-    let _ = writeln!(out, "\n== calls");
-    out.push_str(&recorder::render_streams(events));
-    out
 }
 
 #[cfg(test)]

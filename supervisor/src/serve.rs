@@ -126,6 +126,9 @@ async fn daemon(
     let name = spec
         .as_ref()
         .map_or(DEFAULT_FLEET_NAME, |s| s.name.as_str());
+    if let Some(spec) = &spec {
+        crate::fleet::check_arch(spec.arch, hv.arch())?;
+    }
     let mut fleet = Fleet::new(hv, name).await?;
     if let Some(writer) = writer {
         fleet = fleet.with_control_log(writer.recorder().clone());

@@ -25,12 +25,35 @@
 //! features = ["sse4_2"]
 //! vcpu = 1
 //! ```
+//!
+//! An arm64 fleet says `arch = "aarch64"` and gives each VM an `arm64` table (the model's own
+//! spec, [`vcpu::arm64::Arm64ModelSpec`]) instead of `cpu`:
+//!
+//! ```toml
+//! arch = "aarch64"
+//!
+//! [[vm]]
+//! name = "edge"
+//! [vm.arm64]
+//! features = ["psci-0.2", "pmu-v3"]
+//! psci_version = "1.0"
+//! id_registers = { "ID_AA64ISAR0_EL1.AES" = 0 }
+//! hypercalls = { trng = false }
+//! unknown_registers = "clear"      # or "keep-host", "refuse"
+//!
+//! [[vm.after_run]]                 # after the run: refused by the lock (EBUSY class)
+//! action = "set"
+//! field = "ID_AA64PFR0_EL1.CSV3"
+//! value = 0
+//! ```
 
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
+use vcpu::GuestArch;
+use vcpu::arm64::{Arm64ModelSpec, FieldRef};
 use vcpu::cpuid::features;
 use vcpu::guest::x86::FAULT_IDT_BASE;
 
@@ -54,6 +77,9 @@ pub const MAX_FAULT_MEMORY_MIB: u32 = (FAULT_IDT_BASE >> 20) as u32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetSpec {
     pub name: String,
+    /// The guests' architecture (`arch`, default x86_64). A fleet runs on a host of its own
+    /// architecture, and replays anywhere.
+    pub arch: GuestArch,
     pub vms: Vec<VmSpec>,
 }
 
@@ -69,6 +95,8 @@ pub struct VmSpec {
     /// At most `probe_repeats` unless that is 0, so the fault always happens.
     pub fault_after_passes: Option<u32>,
     pub cpu: CpuSpec,
+    /// The arm64 CPU model (aarch64 fleets only; `None` there means the host's model).
+    pub arm64: Option<Arm64ModelSpec>,
     pub after_run: Vec<AfterRun>,
 }
 
@@ -89,13 +117,21 @@ pub enum AfterRun {
         features: Vec<String>,
         vcpu: Option<u32>,
     },
+    /// arm64: set one ID-register field; refused by the lock unless it is the value held.
+    SetField {
+        field: FieldRef,
+        value: u64,
+        vcpu: Option<u32>,
+    },
 }
 
 impl AfterRun {
     /// The vCPUs the action targets (`None` = all).
     pub fn vcpu(&self) -> Option<u32> {
         match self {
-            AfterRun::RewriteIdentical { vcpu } | AfterRun::Hide { vcpu, .. } => *vcpu,
+            AfterRun::RewriteIdentical { vcpu }
+            | AfterRun::Hide { vcpu, .. }
+            | AfterRun::SetField { vcpu, .. } => *vcpu,
         }
     }
 }
@@ -130,6 +166,7 @@ impl fmt::Display for SpecError {
 #[serde(deny_unknown_fields)]
 struct RawFleet {
     name: Option<Spanned<String>>,
+    arch: Option<Spanned<String>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
 }
@@ -144,6 +181,7 @@ struct RawVm {
     probe_repeats: Option<Spanned<i64>>,
     fault_after_passes: Option<Spanned<i64>>,
     cpu: Option<RawCpu>,
+    arm64: Option<Spanned<Arm64ModelSpec>>,
     #[serde(default)]
     after_run: Vec<Spanned<RawAfterRun>>,
 }
@@ -162,6 +200,8 @@ struct RawAfterRun {
     action: Spanned<String>,
     #[serde(default)]
     features: Vec<Spanned<String>>,
+    field: Option<Spanned<String>>,
+    value: Option<Spanned<i64>>,
     vcpu: Option<Spanned<i64>>,
 }
 
@@ -180,6 +220,19 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             n.get_ref().clone()
         }
         None => "fleet".to_string(),
+    };
+    let arch = match &raw.arch {
+        None => GuestArch::X86_64,
+        Some(a) => match a.get_ref().as_str() {
+            "x86_64" => GuestArch::X86_64,
+            "aarch64" | "arm64" => GuestArch::Aarch64,
+            other => {
+                return Err(at(
+                    Some(a.span()),
+                    format!("unknown arch `{other}`: expected \"x86_64\" or \"aarch64\""),
+                ));
+            }
+        },
     };
     if raw.vm.is_empty() {
         return Err(at(
@@ -227,6 +280,14 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
         })?;
         let fault_after_passes = match &vm.fault_after_passes {
             None => None,
+            Some(f) if arch == GuestArch::Aarch64 => {
+                return Err(at(
+                    Some(f.span()),
+                    "`fault_after_passes` is for the x86 guest; the arm64 guest has no \
+                     deliberate fault"
+                        .into(),
+                ));
+            }
             Some(f) => {
                 let passes = bounded(
                     &vm.fault_after_passes,
@@ -317,6 +378,34 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             names.insert(copy.clone(), made_here);
         }
 
+        let arm64 = match (&vm.arm64, arch) {
+            (None, _) => None,
+            (Some(model), GuestArch::Aarch64) => {
+                model
+                    .get_ref()
+                    .check()
+                    .map_err(|e| at(Some(model.span()), format!("arm64 model of `{name}`: {e}")))?;
+                Some(model.get_ref().clone())
+            }
+            (Some(model), GuestArch::X86_64) => {
+                return Err(at(
+                    Some(model.span()),
+                    "an `arm64` table needs `arch = \"aarch64\"` at the top of the spec".into(),
+                ));
+            }
+        };
+        if let (Some(cpu), GuestArch::Aarch64) = (&vm.cpu, arch) {
+            let span = cpu
+                .hide
+                .first()
+                .map(|h| h.span())
+                .or_else(|| cpu.base.as_ref().map(|b| b.span()))
+                .unwrap_or_else(|| vm.name.span());
+            return Err(at(
+                Some(span),
+                "`cpu` is the x86 CPUID model; an aarch64 VM's model is its `arm64` table".into(),
+            ));
+        }
         let hide = match &vm.cpu {
             None => Vec::new(),
             Some(cpu) => {
@@ -354,7 +443,54 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                     Some(index as u32)
                 }
             };
+            let only_for = |what: &str, wanted: GuestArch| {
+                (arch != wanted).then(|| {
+                    at(
+                        Some(a.action.span()),
+                        format!("action \"{what}\" is for {wanted} fleets; this one is {arch}"),
+                    )
+                })
+            };
+            if a.action.get_ref() != "set" {
+                if let Some(f) = a.field.as_ref() {
+                    return Err(at(
+                        Some(f.span()),
+                        "`field` only applies to action \"set\"".into(),
+                    ));
+                }
+            }
             after_run.push(match a.action.get_ref().as_str() {
+                "set" => {
+                    if let Some(e) = only_for("set", GuestArch::Aarch64) {
+                        return Err(e);
+                    }
+                    let field = a.field.as_ref().ok_or_else(|| {
+                        at(
+                            Some(a.action.span()),
+                            "action \"set\" needs `field` (e.g. \"ID_AA64PFR0_EL1.CSV3\") and `value`"
+                                .into(),
+                        )
+                    })?;
+                    let field_ref = vcpu::arm64::fields::resolve(field.get_ref())
+                        .map_err(|e| at(Some(field.span()), e.to_string()))?;
+                    let value = a.value.as_ref().ok_or_else(|| {
+                        at(
+                            Some(a.action.span()),
+                            "action \"set\" needs `value`".into(),
+                        )
+                    })?;
+                    if *value.get_ref() < 0 {
+                        return Err(at(
+                            Some(value.span()),
+                            "`value` must not be negative".into(),
+                        ));
+                    }
+                    AfterRun::SetField {
+                        field: field_ref,
+                        value: *value.get_ref() as u64,
+                        vcpu,
+                    }
+                }
                 "rewrite-identical" => {
                     if let Some(f) = a.features.first() {
                         return Err(at(
@@ -365,6 +501,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                     AfterRun::RewriteIdentical { vcpu }
                 }
                 "hide" => {
+                    if let Some(e) = only_for("hide", GuestArch::X86_64) {
+                        return Err(e);
+                    }
                     if a.features.is_empty() {
                         return Err(at(
                             Some(a.action.span()),
@@ -380,7 +519,8 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                     return Err(at(
                         Some(a.action.span()),
                         format!(
-                            "unknown action `{other}`: expected \"rewrite-identical\" or \"hide\""
+                            "unknown action `{other}`: expected \"rewrite-identical\", \"hide\" \
+                             (x86) or \"set\" (arm64)"
                         ),
                     ));
                 }
@@ -394,6 +534,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             probe_repeats,
             fault_after_passes,
             cpu: CpuSpec { hide },
+            arm64: arm64.or_else(|| (arch == GuestArch::Aarch64).then(Arm64ModelSpec::default)),
             after_run,
         };
         vms.extend(copies.into_iter().map(|copy| VmSpec {
@@ -401,7 +542,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             ..vm_spec.clone()
         }));
     }
-    Ok(FleetSpec { name, vms })
+    Ok(FleetSpec { name, arch, vms })
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -806,5 +947,81 @@ vcpu = 1
         ] {
             let _ = parse(text, "g.toml");
         }
+    }
+}
+
+#[cfg(test)]
+mod arm64_tests {
+    use super::*;
+    use vcpu::arm64::{HypercallService, VcpuFeature};
+
+    const ARM64: &str = r#"
+arch = "aarch64"
+
+[[vm]]
+name = "edge"
+[vm.arm64]
+features = ["psci-0.2", "pmu-v3"]
+psci_version = "1.0"
+id_registers = { "ID_AA64ISAR0_EL1.AES" = 0 }
+hypercalls = { trng = false }
+
+[[vm.after_run]]
+action = "set"
+field = "ID_AA64PFR0_EL1.CSV3"
+value = 0
+
+[[vm]]
+name = "plain"
+"#;
+
+    #[test]
+    fn an_arm64_fleet_carries_its_model() {
+        let spec = parse(ARM64, "arm64.toml").unwrap();
+        assert_eq!(spec.arch, GuestArch::Aarch64);
+        let edge = spec.vms[0].arm64.as_ref().unwrap();
+        assert!(edge.features.contains(VcpuFeature::PmuV3));
+        assert_eq!(edge.hypercalls.get(HypercallService::Trng), Some(false));
+        assert_eq!(edge.id_registers.len(), 1);
+        assert!(matches!(
+            spec.vms[0].after_run[0],
+            AfterRun::SetField { value: 0, .. }
+        ));
+        // A VM without a table gets the host's model.
+        assert_eq!(spec.vms[1].arm64, Some(Arm64ModelSpec::default()));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text, "arm64.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn arm64_mistakes_are_named_where_they_are() {
+        let e = err("[[vm]]\nname = \"a\"\n[vm.arm64]\nhypercalls = { trng = false }\n");
+        assert!(
+            e.contains("arm64.toml:3:") && e.contains("arch = \"aarch64\""),
+            "{e}"
+        );
+        let e = err("arch = \"sparc\"\n[[vm]]\nname = \"a\"\n");
+        assert!(
+            e.contains("arm64.toml:1:") && e.contains("unknown arch `sparc`"),
+            "{e}"
+        );
+        let e = err("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\ncpu = { hide = [\"avx2\"] }\n");
+        assert!(e.contains("`cpu` is the x86 CPUID model"), "{e}");
+        let e = err(
+            "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AESX\" = 0 }\n",
+        );
+        assert!(e.contains("AESX"), "{e}");
+        let e = err(
+            "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\n",
+        );
+        assert!(e.contains("needs `value`"), "{e}");
+        let e = err(
+            "[[vm]]\nname = \"a\"\n[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\nvalue = 0\n",
+        );
+        assert!(e.contains("is for aarch64 fleets"), "{e}");
+        let e = err("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\nfault_after_passes = 1\n");
+        assert!(e.contains("x86 guest"), "{e}");
     }
 }

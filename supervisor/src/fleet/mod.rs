@@ -12,6 +12,7 @@
 //! re-issues the same requests in the same order, and every answer depends only on recorded
 //! things (a pause is answered when the VM has paused *or ended*, never "not yet").
 
+mod arm64;
 pub mod lifecycle;
 mod supported;
 mod vm_loop;
@@ -44,8 +45,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a fleet cannot run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("this backend runs {0} guests; vmfleet's fleets run x86_64 guests")]
-    UnsupportedArch(GuestArch),
+    #[error("the fleet spec is for {spec} guests, and this backend runs {backend} guests{hint}")]
+    ArchMismatch {
+        spec: GuestArch,
+        backend: GuestArch,
+        hint: &'static str,
+    },
 }
 
 /// Why a control request failed. The text names the VM and what was wrong.
@@ -142,12 +147,27 @@ pub struct Fleet {
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
+/// A fleet spec for `spec` guests can run on a backend for `backend` guests only if they agree.
+pub fn check_arch(spec: GuestArch, backend: GuestArch) -> Result<(), FleetError> {
+    if spec == backend {
+        return Ok(());
+    }
+    Err(FleetError::ArchMismatch {
+        spec,
+        backend,
+        hint: match spec {
+            GuestArch::Aarch64 => {
+                "; record it on an arm64 host, or in the arm64 lab (`cargo xtask arm64-lab`), and \
+                 replay the trace here"
+            }
+            GuestArch::X86_64 => "",
+        },
+    })
+}
+
 impl Fleet {
     /// A fleet on `hv`: reads what the host supports (`KVM_GET_SUPPORTED_CPUID`) once.
     pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
-        if hv.arch() != GuestArch::X86_64 {
-            return Err(FleetError::UnsupportedArch(hv.arch()));
-        }
         let supported = Arc::new(SupportedCpuid::new(Arc::clone(&hv)));
         Ok(Fleet {
             name: name.to_string(),
@@ -623,6 +643,8 @@ impl Fleet {
         Ok(match call {
             ControlCall::Create { spec } => {
                 let parsed = spec::parse(spec, "the create request")
+                    .map_err(|e| ControlError::Spec(e.to_string()))?;
+                check_arch(parsed.arch, self.hv.arch())
                     .map_err(|e| ControlError::Spec(e.to_string()))?;
                 let mut models = Vec::new();
                 for result in self.create_all(parsed.vms).await {

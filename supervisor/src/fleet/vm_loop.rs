@@ -23,11 +23,13 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 use vcpu::cpuid::model::X86CpuModel;
 use vcpu::cpuid::{drift, features};
+use vcpu::guest::arm64 as arm64_guest;
+use vcpu::guest::arm64::decoder::Arm64GuestReport;
 use vcpu::guest::x86 as guest;
-use vcpu::runner::{self, Probe, ProbeEnd, ProbeOutcome, VcpuNotice};
+use vcpu::runner::{self, Probe, ProbeEnd, ProbeOutcome, RunLimits, RunOutcome, VcpuNotice};
 use vcpu::{
-    HandleError, Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle, VcpuId, VmCall,
-    VmHandle, VmId,
+    GuestArch, HandleError, Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle,
+    VcpuId, VmCall, VmHandle, VmId,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -169,6 +171,9 @@ fn vm_thread(
     };
     let (notice_tx, notice_rx) = mpsc::channel();
     let mut this = VmLoop {
+        arch: setup.hv.arch(),
+        hv: Arc::clone(&setup.hv),
+        arm64: None,
         spec: setup.spec,
         supported: setup.supported,
         vm,
@@ -266,13 +271,18 @@ enum Notice {
 }
 
 struct VmLoop {
+    /// The guests' architecture (the backend's: the host's, or the recorded trace's).
+    arch: GuestArch,
+    hv: Arc<dyn Hypervisor>,
+    /// The arm64 model state (arm64 VMs, once configured).
+    arm64: Option<super::arm64::Arm64Vm>,
     spec: VmSpec,
     supported: Arc<super::supported::SupportedCpuid>,
     vm: VmHandle,
     vcpus: Vec<Arc<VcpuHandle>>,
     control: Arc<RunControl>,
     /// One per vCPU once started (`None` once joined).
-    threads: Vec<Option<JoinHandle<Option<ProbeOutcome>>>>,
+    threads: Vec<Option<JoinHandle<Option<VcpuOutcome>>>>,
     /// vCPU threads spawned ahead of `start`, waiting for their launch (or why they could not be
     /// spawned, which `start` reports).
     ready: Result<Vec<ReadyThread>, String>,
@@ -393,9 +403,13 @@ impl VmLoop {
 
     /// Guest memory, every vCPU and its CPU model; nothing runs yet.
     fn configure(&mut self) -> Result<(), String> {
-        let memory = (u64::from(self.spec.memory_mib) << 20).max(guest::MEMORY_SIZE);
+        let (base, least) = match self.arch {
+            GuestArch::X86_64 => (0, guest::MEMORY_SIZE),
+            GuestArch::Aarch64 => (arm64_guest::MEMORY_BASE, arm64_guest::MEMORY_SIZE),
+        };
+        let memory = (u64::from(self.spec.memory_mib) << 20).max(least);
         self.vm
-            .add_memory(0, 0, memory)
+            .add_memory(0, base, memory)
             .map_err(|e| e.to_string())?;
         for index in 0..self.spec.vcpus {
             let vcpu = Arc::new(
@@ -407,7 +421,34 @@ impl VmLoop {
             self.vcpus.push(vcpu);
             self.runs.push(VcpuRun::default());
         }
-        self.apply_model(&self.spec.cpu.hide.clone(), false)
+        match self.arch {
+            GuestArch::X86_64 => self.apply_model(&self.spec.cpu.hide.clone(), false),
+            GuestArch::Aarch64 => self.configure_arm64(),
+        }
+    }
+
+    /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
+    fn configure_arm64(&mut self) -> Result<(), String> {
+        let spec = self.spec.arm64.clone().unwrap_or_default();
+        let configured = super::arm64::configure(&self.hv, &self.vm, &self.vcpus, &spec)?;
+        self.report.vcpus = (0..self.vcpus.len())
+            .map(|index| VcpuReport {
+                id: index as u32,
+                drift: Vec::new(),
+                not_honoured: Vec::new(),
+                already_absent: Vec::new(),
+                guest: None,
+                arm64_guest: None,
+                exits: 0,
+                end: "not started".into(),
+                run_end: RunEnd::NotStarted,
+                held: vcpu::cpuid::CpuidTable::default(),
+                hidden: Vec::new(),
+            })
+            .collect();
+        self.report.arm64 = Some(configured.report.clone());
+        self.arm64 = Some(configured);
+        Ok(())
     }
 
     /// Write the model that hides `hide` to every vCPU, through the lock, and refresh the report.
@@ -447,6 +488,7 @@ impl VmLoop {
                 held: write.held,
                 hidden,
                 guest: previous.and_then(|p| p.guest.clone()),
+                arm64_guest: None,
                 exits: previous.map_or(0, |p| p.exits),
                 run_end: previous.map_or(RunEnd::NotStarted, |p| p.run_end),
                 end: previous.map_or_else(|| "not started".into(), |p| p.end.clone()),
@@ -480,9 +522,24 @@ impl VmLoop {
                 .iter()
                 .map(|v| VcpuModelView {
                     vcpu: v.id,
-                    entries: v.held.len(),
-                    digest: format!("{:08x}", v.held.digest()),
-                    drift: v.drift.clone(),
+                    entries: match &self.arm64 {
+                        Some(arm64) => arm64.held.get(v.id as usize).map_or(0, |h| h.len()),
+                        None => v.held.len(),
+                    },
+                    digest: match &self.arm64 {
+                        Some(arm64) => format!(
+                            "{:08x}",
+                            arm64
+                                .held
+                                .get(v.id as usize)
+                                .map_or(0, super::arm64::digest)
+                        ),
+                        None => format!("{:08x}", v.held.digest()),
+                    },
+                    drift: match &self.report.arm64 {
+                        Some(arm64) => arm64.drift.clone(),
+                        None => v.drift.clone(),
+                    },
                     not_honoured: v.not_honoured.clone(),
                     already_absent: v.already_absent.clone(),
                 })
@@ -542,6 +599,13 @@ impl VmLoop {
             },
             Command::Model(answer) => {
                 let _ = answer.send(Ok(self.model_view()));
+            }
+            Command::SetModel { answer, .. } if self.arch == GuestArch::Aarch64 => {
+                let _ = answer.send(Err(format!(
+                    "{}: set-model hides x86 CPUID features; an arm64 VM's model is its spec's \
+                     `arm64` table, fixed at create",
+                    self.name()
+                )));
             }
             Command::SetModel { hide, answer } => match &self.lifecycle {
                 // vCPU state is never written while its thread runs: pause, write, resume. (It
@@ -630,6 +694,60 @@ impl VmLoop {
     }
 
     fn launch(&mut self) -> Result<(), String> {
+        let launch = match self.arch {
+            GuestArch::X86_64 => self.load_x86()?,
+            GuestArch::Aarch64 => self.load_arm64()?,
+        };
+        let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
+        for ready in ready {
+            // A thread that cannot take its launch has ended; joining it says why.
+            let _ = ready.launch.send(launch.clone());
+            self.threads.push(Some(ready.thread));
+        }
+        Ok(())
+    }
+
+    /// Load the arm64 guest (generated from the model's register list), place every vCPU at its
+    /// entry.
+    fn load_arm64(&mut self) -> Result<Launch, String> {
+        let arm64 = self
+            .arm64
+            .as_ref()
+            .ok_or_else(|| "the arm64 model was not configured".to_string())?;
+        let finish = super::arm64::finish_for(self.spec.vcpus);
+        let program = arm64_guest::Arm64GuestProgram {
+            id_regs: &arm64.id_regs,
+            calls: &arm64.calls,
+            repeats: self.spec.probe_repeats,
+            finish,
+        };
+        self.vm
+            .with_memory(|mem| arm64_guest::load(mem, &program))
+            .map_err(|e| format!("loading the guest: {e}"))?;
+        for vcpu in &self.vcpus {
+            vcpu.set_boot_state(arm64_guest::ENTRY)
+                .map_err(|e| e.to_string())?;
+        }
+        // Every pass is one tag and one value per register, a tag and four values per call,
+        // and two pass markers; plus the final exit and room for kicks.
+        let per_pass = 2 * arm64.id_regs.len() as u64 + 5 * arm64.calls.len() as u64 + 4;
+        let exit_budget = program
+            .passes()
+            .map(|passes| u64::from(passes) * per_pass + 16);
+        Ok(Launch::Arm64 {
+            id_regs: arm64.id_regs.clone(),
+            calls: arm64.calls.clone(),
+            repeats: self.spec.probe_repeats,
+            finish,
+            limits: RunLimits {
+                exit_budget,
+                pause_at_first_exit: self.start_mode == StartMode::Paused,
+            },
+        })
+    }
+
+    /// Load the x86 probe guest with vCPU 0's table, place every vCPU at its entry.
+    fn load_x86(&mut self) -> Result<Launch, String> {
         self.points = self
             .report
             .vcpus
@@ -653,19 +771,12 @@ impl VmLoop {
         // A finite guest gets a budget a little above what its passes need; a guest that repeats
         // forever runs until it is stopped.
         let exit_budget = crate::job::exit_budget(&program);
-        let launch = Launch {
+        Ok(Launch::X86 {
             points,
             repeats,
             exit_budget,
             pause_at_first_exit: self.start_mode == StartMode::Paused,
-        };
-        let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
-        for ready in ready {
-            // A thread that cannot take its launch has ended; joining it says why.
-            let _ = ready.launch.send(launch.clone());
-            self.threads.push(Some(ready.thread));
-        }
-        Ok(())
+        })
     }
 
     /// Spawn one thread per vCPU, each waiting for its [`Launch`]. Spawning is the costliest part
@@ -738,21 +849,34 @@ impl VmLoop {
                 ))
             }
             Ok(Some(outcome)) => {
-                vcpu_report.exits = outcome.exits;
-                vcpu_report.end = describe_end(&outcome.end);
-                vcpu_report.run_end = run_end(&outcome.end);
+                vcpu_report.exits = outcome.exits();
+                vcpu_report.end = describe_end(outcome.end());
+                vcpu_report.run_end = run_end(outcome.end());
                 // A vCPU stopped before its guest finished one pass saw nothing to check; that
                 // is not a mismatch.
                 let saw_nothing =
-                    matches!(outcome.end, ProbeEnd::Stopped) && outcome.report.passes == 0;
-                vcpu_report.guest = (!saw_nothing).then(|| {
-                    GuestSummary::from_report(
-                        &vcpu_report.held,
-                        &outcome.report,
-                        &vcpu_report.hidden,
-                    )
-                });
-                (!matches!(outcome.end, ProbeEnd::Halted | ProbeEnd::Stopped))
+                    matches!(outcome.end(), ProbeEnd::Stopped) && outcome.passes() == 0;
+                match &outcome {
+                    VcpuOutcome::X86(outcome) => {
+                        vcpu_report.guest = (!saw_nothing).then(|| {
+                            GuestSummary::from_report(
+                                &vcpu_report.held,
+                                &outcome.report,
+                                &vcpu_report.hidden,
+                            )
+                        });
+                    }
+                    VcpuOutcome::Arm64(outcome) => {
+                        let held = self.arm64.as_ref().and_then(|a| a.held.get(index));
+                        vcpu_report.arm64_guest = match (saw_nothing, held) {
+                            (false, Some(held)) => {
+                                Some(super::arm64::judge_guest(&outcome.report, held))
+                            }
+                            _ => None,
+                        };
+                    }
+                }
+                (!matches!(outcome.end(), ProbeEnd::Halted | ProbeEnd::Stopped))
                     .then(|| format!("vcpu{index}: {}", vcpu_report.end))
             }
             Err(_) => {
@@ -904,7 +1028,10 @@ impl VmLoop {
             };
             for target in targets {
                 let vcpu = &self.vcpus[target as usize];
-                let result = try_after_run(vcpu, &action)?;
+                let result = match self.arch {
+                    GuestArch::X86_64 => try_after_run(vcpu, &action)?,
+                    GuestArch::Aarch64 => super::arm64::try_after_run(vcpu, &action)?,
+                };
                 self.report.after_run.push(result);
             }
         }
@@ -948,19 +1075,59 @@ impl Drop for EndNotice {
     }
 }
 
-/// What a vCPU thread is launched with at `start`.
+/// What a vCPU thread is launched with at `start`: the guest program it runs.
 #[derive(Clone, Debug)]
-struct Launch {
-    points: Vec<(u32, u32)>,
-    repeats: u32,
-    exit_budget: Option<u64>,
-    pause_at_first_exit: bool,
+enum Launch {
+    X86 {
+        points: Vec<(u32, u32)>,
+        repeats: u32,
+        exit_budget: Option<u64>,
+        pause_at_first_exit: bool,
+    },
+    Arm64 {
+        id_regs: Vec<vcpu::arm64::SysReg>,
+        calls: Vec<arm64_guest::smccc::SmcccCall>,
+        repeats: u32,
+        finish: arm64_guest::Finish,
+        limits: RunLimits,
+    },
+}
+
+/// How a vCPU thread's run went, by guest architecture.
+#[derive(Debug)]
+enum VcpuOutcome {
+    X86(ProbeOutcome),
+    Arm64(RunOutcome<Arm64GuestReport>),
+}
+
+impl VcpuOutcome {
+    fn exits(&self) -> u64 {
+        match self {
+            VcpuOutcome::X86(o) => o.exits,
+            VcpuOutcome::Arm64(o) => o.exits,
+        }
+    }
+
+    fn end(&self) -> &ProbeEnd {
+        match self {
+            VcpuOutcome::X86(o) => &o.end,
+            VcpuOutcome::Arm64(o) => &o.end,
+        }
+    }
+
+    /// Complete passes the guest reported.
+    fn passes(&self) -> u64 {
+        match self {
+            VcpuOutcome::X86(o) => o.report.passes,
+            VcpuOutcome::Arm64(o) => o.report.passes,
+        }
+    }
 }
 
 /// A vCPU thread spawned ahead of `start`.
 struct ReadyThread {
     launch: Sender<Launch>,
-    thread: JoinHandle<Option<ProbeOutcome>>,
+    thread: JoinHandle<Option<VcpuOutcome>>,
 }
 
 /// Spawn vCPU `index`'s thread: it waits for its [`Launch`] (ending with `None` if the VM is torn
@@ -984,13 +1151,7 @@ fn spawn_vcpu(
                 tx: tx.clone(),
                 wake: Arc::clone(&wake),
             };
-            let probe = Probe {
-                points: &launch.points,
-                repeats: launch.repeats,
-                exit_budget: launch.exit_budget,
-                pause_at_first_exit: launch.pause_at_first_exit,
-            };
-            let outcome = runner::run_controlled(&vcpu, &probe, &control, &mut |notice| {
+            let mut notify = |notice| {
                 if notice == VcpuNotice::FirstExit {
                     // From here on the thread runs the guest, not the start path: let the VM
                     // loops and the control plane win the CPU from spinning guests.
@@ -1000,7 +1161,45 @@ fn spawn_vcpu(
                 }
                 let _ = tx.send((index, Notice::Run(notice)));
                 let _ = wake.write(1);
-            });
+            };
+            let outcome = match launch {
+                Launch::X86 {
+                    points,
+                    repeats,
+                    exit_budget,
+                    pause_at_first_exit,
+                } => {
+                    let probe = Probe {
+                        points: &points,
+                        repeats,
+                        exit_budget,
+                        pause_at_first_exit,
+                    };
+                    VcpuOutcome::X86(runner::run_controlled(&vcpu, &probe, &control, &mut notify))
+                }
+                Launch::Arm64 {
+                    id_regs,
+                    calls,
+                    repeats,
+                    finish,
+                    limits,
+                } => {
+                    let program = arm64_guest::Arm64GuestProgram {
+                        id_regs: &id_regs,
+                        calls: &calls,
+                        repeats,
+                        finish,
+                    };
+                    let decoder = arm64_guest::decoder::Arm64Decoder::new(&program);
+                    VcpuOutcome::Arm64(runner::run_decoded(
+                        &vcpu,
+                        decoder,
+                        limits,
+                        &control,
+                        &mut notify,
+                    ))
+                }
+            };
             drop(end);
             Some(outcome)
         })?;
@@ -1011,6 +1210,9 @@ fn spawn_vcpu(
 fn try_after_run(vcpu: &VcpuHandle, action: &AfterRun) -> Result<AfterRunReport, String> {
     let held = vcpu.get_cpuid().map_err(|e| e.to_string())?;
     let (label, table) = match action {
+        AfterRun::SetField { .. } => {
+            return Err("action \"set\" is for arm64 VMs".into());
+        }
         AfterRun::RewriteIdentical { .. } => ("rewrite identical".to_string(), held.clone()),
         AfterRun::Hide {
             features: names, ..

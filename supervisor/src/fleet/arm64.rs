@@ -1,0 +1,417 @@
+//! The arm64 half of a VM loop: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what the
+//! kernel offers (the register list, the untouched values, the writable masks), plan the spec's
+//! model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel sees it),
+//! write the accepted part through the lock, read it back, build the guest program that reads
+//! the model back from inside, and judge what the guest saw.
+//!
+//! Nothing here is `cfg(target_arch)`: on an x86 host these run against the replay backend of a
+//! trace recorded on real arm64 KVM, exactly as they ran there.
+
+use crate::report::Verdict as LockVerdict;
+use crate::report::{AfterRunReport, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport};
+use crate::spec::AfterRun;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vcpu::arm64::firmware::FirmwareRegister;
+use vcpu::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
+use vcpu::arm64::{
+    Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
+    lock_class, reg_id,
+};
+use vcpu::guest::arm64::decoder::Arm64GuestReport;
+use vcpu::guest::arm64::smccc::{self, SmcccCall};
+use vcpu::guest::arm64::{self as guest, Finish};
+use vcpu::{Hypervisor, OneRegLockRule, Reply, SystemCall, VcpuCall, VcpuHandle, VmCall, VmHandle};
+
+/// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
+const KVM_ARM_VCPU_SVE: i32 = 4;
+
+/// `ID_AA64PFR0_EL1.GIC` (bits 27..24): KVM clears it at the first run of a VM without a vGIC,
+/// so what the guest reads there is not what was written before the run (kvm-semantics §2.10).
+const PFR0_GIC_MASK: u64 = 0xf << 24;
+
+/// The arm64 state of one configured VM.
+pub(super) struct Arm64Vm {
+    /// The model registers each vCPU holds after configuration, by id.
+    pub held: Vec<BTreeMap<u64, u64>>,
+    /// What the guest reads with `MRS`, in order.
+    pub id_regs: Vec<SysReg>,
+    /// What the guest calls with `HVC`, in order.
+    pub calls: Vec<SmcccCall>,
+    pub report: Arm64VmReport,
+}
+
+/// The lock's rule for a register, from the model's lock class.
+pub(super) fn lock_rule(id: u64) -> OneRegLockRule {
+    match lock_class(id) {
+        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
+        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
+    }
+}
+
+/// Whether `id` is CPU-model state (read into the host view, held, and compared).
+fn is_model_register(id: u64) -> bool {
+    lock_class(id) != LockClass::NotCpuModel
+}
+
+/// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
+pub(super) fn configure(
+    hv: &Arc<dyn Hypervisor>,
+    vm: &VmHandle,
+    vcpus: &[Arc<VcpuHandle>],
+    spec: &Arm64ModelSpec,
+) -> Result<Arm64Vm, String> {
+    let target = match vm.call(VmCall::ArmPreferredTarget) {
+        Ok(Reply::VcpuInit { target, .. }) => target,
+        Ok(other) => return Err(format!("ARM_PREFERRED_TARGET: unexpected reply {other}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut features = [0u32; 7];
+    features[0] = spec.features.bits();
+    for vcpu in vcpus {
+        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
+            .map_err(|e| e.to_string())?;
+        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+            vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
+                feature: KVM_ARM_VCPU_SVE,
+            })
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    let first = vcpus
+        .first()
+        .ok_or_else(|| "an arm64 VM needs at least one vCPU".to_string())?;
+    let host = read_host_view(hv, vm, first)?;
+    let plan = vcpu::arm64::plan(spec, &host).map_err(|e| format!("arm64 model: {e}"))?;
+
+    let mut writes = Vec::new();
+    for write in &plan.writes {
+        let (sent, outcome) = match &write.verdict {
+            Verdict::Refused(refusal) => (false, format!("refused by vmfleet: {refusal}")),
+            Verdict::Accepted { .. } | Verdict::Unjudged { .. } => {
+                match write_all(vcpus, write.reg_id, write.value) {
+                    Ok(()) => (true, "written".to_string()),
+                    Err(e) => (true, format!("the kernel refused it: {e}")),
+                }
+            }
+        };
+        // vmfleet's prediction and the kernel's answer must agree on every write it sent.
+        let agrees = match (&write.verdict, outcome.as_str()) {
+            (Verdict::Accepted { .. }, "written") => true,
+            (Verdict::Accepted { .. }, _) => false,
+            _ => true,
+        };
+        writes.push(Arm64WriteReport {
+            register: write.register.clone(),
+            value: write.value,
+            reason: write.reason.clone(),
+            verdict: write.verdict.to_string(),
+            sent,
+            outcome,
+            agrees,
+        });
+    }
+    let mut unknown = Vec::new();
+    for decision in &plan.unknown_registers {
+        if decision.action == vcpu::arm64::model::plan::UnknownRegisterAction::WriteZero {
+            write_all(vcpus, decision.reg_id, 0)
+                .map_err(|e| format!("clearing unknown register {}: {e}", decision.register))?;
+        }
+        unknown.push(decision.to_string());
+    }
+
+    let mut held = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        let mut values = BTreeMap::new();
+        for &id in host.values.keys() {
+            values.insert(id, vcpu.get_one_reg(id).map_err(|e| e.to_string())?);
+        }
+        held.push(values);
+    }
+    let drift = drift_lines(&plan, &held[0]);
+
+    let id_regs: Vec<SysReg> = host
+        .register_ids
+        .iter()
+        .filter_map(|&id| match reg_id::classify(id) {
+            RegClass::SysReg(reg) if is_model_register(id) => Some(reg),
+            _ => None,
+        })
+        .take(guest::MAX_ID_REGS)
+        .collect();
+    let report = Arm64VmReport {
+        features: spec.features.iter().map(|f| f.to_string()).collect(),
+        registers_listed: host.register_ids.len(),
+        registers_read: host.values.len(),
+        masks: describe_masks(&host.masks),
+        writes,
+        unchanged: plan.unchanged.iter().map(ToString::to_string).collect(),
+        unknown_policy: spec.unknown_registers.to_string(),
+        unknown,
+        drift,
+    };
+    Ok(Arm64Vm {
+        held,
+        id_regs,
+        calls: guest_calls(),
+        report,
+    })
+}
+
+/// Write `value` to register `id` of every vCPU, through the lock.
+fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), String> {
+    for vcpu in vcpus {
+        vcpu.set_one_reg(id, value, lock_rule(id))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The register list, every model register's untouched value, and the writable masks.
+fn read_host_view(
+    hv: &Arc<dyn Hypervisor>,
+    vm: &VmHandle,
+    vcpu: &VcpuHandle,
+) -> Result<HostView, String> {
+    let register_ids = match vcpu.plain_call(VcpuCall::GetRegList) {
+        Ok(Reply::RegList(ids)) => ids,
+        Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut values = BTreeMap::new();
+    for &id in register_ids.iter().filter(|&&id| is_model_register(id)) {
+        values.insert(id, vcpu.get_one_reg(id).map_err(|e| e.to_string())?);
+    }
+    let ranges = match hv.call(&SystemCall::CheckExtension {
+        cap: KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
+    }) {
+        Ok(Reply::Value(v)) => v,
+        Ok(other) => return Err(format!("CHECK_EXTENSION: unexpected reply {other}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let reported = if ranges != 0 {
+        match vm.call(VmCall::ArmGetRegWritableMasks) {
+            Ok(Reply::Masks(masks)) => Some(masks),
+            Ok(other) => {
+                return Err(format!(
+                    "ARM_GET_REG_WRITABLE_MASKS: unexpected reply {other}"
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        None
+    };
+    let masks = WritableMasks::for_kernel(ranges, reported.as_deref())
+        .map_err(|e| format!("the writable masks: {e}"))?;
+    Ok(HostView {
+        register_ids,
+        values,
+        masks,
+        writable_imp_id_regs: false,
+    })
+}
+
+fn describe_masks(masks: &WritableMasks) -> String {
+    masks.source().to_string()
+}
+
+/// Where what vCPU 0 holds differs from what the plan expected to read back.
+fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<String> {
+    plan.writes
+        .iter()
+        .filter_map(|write| {
+            let Verdict::Accepted { readback } = write.verdict else {
+                return None;
+            };
+            let now = *held.get(&write.reg_id)?;
+            (now != readback).then(|| {
+                format!(
+                    "{}: expected {readback:#018x} after the write, the kernel holds {now:#018x}",
+                    write.register
+                )
+            })
+        })
+        .collect()
+}
+
+/// The SMCCC calls the guest makes: the versions, the workaround discovery, and one call of each
+/// gated service, so that a service the model hides is seen as NOT_SUPPORTED from inside.
+fn guest_calls() -> Vec<SmcccCall> {
+    vec![
+        SmcccCall::new(smccc::PSCI_VERSION),
+        SmcccCall::new(smccc::SMCCC_VERSION),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_8000),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_7fff),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_3fff),
+        SmcccCall::new(smccc::TRNG_VERSION),
+        SmcccCall::with_arg(smccc::PV_TIME_FEATURES, u64::from(smccc::PV_TIME_FEATURES)),
+        SmcccCall::new(smccc::VENDOR_HYP_KVM_FEATURES),
+        SmcccCall::new(smccc::VENDOR_HYP_CALL_UID),
+    ]
+}
+
+/// How the guest ends: one vCPU powers the VM off; several park (a `SYSTEM_OFF` would freeze the
+/// others mid-pass).
+pub(super) fn finish_for(vcpus: u32) -> Finish {
+    if vcpus == 1 {
+        Finish::PowerOff
+    } else {
+        Finish::Park
+    }
+}
+
+/// Judge what the guest saw against what vCPU `held` holds: every ID register it read must be
+/// the held value (PFR0.GIC aside), PSCI_VERSION must be the held version, and each gated
+/// service must answer as its bitmap bit says.
+pub(super) fn judge_guest(
+    report: &Arm64GuestReport,
+    held: &BTreeMap<u64, u64>,
+) -> Arm64GuestSummary {
+    let mut mismatches = Vec::new();
+    for seen in &report.id_regs {
+        let Some(&expected) = held.get(&seen.id) else {
+            continue;
+        };
+        let masked = if seen.id == vcpu::arm64::catalog::ID_AA64PFR0_EL1.kvm_reg_id() {
+            PFR0_GIC_MASK
+        } else {
+            0
+        };
+        if seen.value & !masked != expected & !masked {
+            mismatches.push(format!(
+                "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",
+                reg_id::describe(seen.id),
+                seen.value
+            ));
+        }
+    }
+    let bitmap = |r: FirmwareRegister| held.get(&r.id()).copied();
+    let not_supported = smccc::NOT_SUPPORTED as u64;
+    for call in &report.calls {
+        let expected_supported = match call.function_id {
+            smccc::TRNG_VERSION => bitmap(FirmwareRegister::StdBitmap).map(|b| b & 1 != 0),
+            smccc::VENDOR_HYP_KVM_FEATURES | smccc::VENDOR_HYP_CALL_UID => {
+                bitmap(FirmwareRegister::VendorHypBitmap).map(|b| b & 1 != 0)
+            }
+            _ => None,
+        };
+        if let Some(supported) = expected_supported {
+            let answered = call.ret[0] != not_supported;
+            if supported != answered {
+                mismatches.push(format!(
+                    "{}: the model {} it, the guest was answered {}",
+                    call.describe(),
+                    if supported { "offers" } else { "hides" },
+                    if answered {
+                        "as supported"
+                    } else {
+                        "NOT_SUPPORTED"
+                    }
+                ));
+            }
+        }
+        if call.function_id == smccc::PSCI_VERSION {
+            if let Some(version) = bitmap(FirmwareRegister::PsciVersion) {
+                if call.ret[0] != version {
+                    mismatches.push(format!(
+                        "PSCI_VERSION: the guest was answered {:#x}, the kernel holds {version:#x}",
+                        call.ret[0]
+                    ));
+                }
+            }
+        }
+    }
+    Arm64GuestSummary {
+        passes: report.passes,
+        registers_read: report.id_regs.len(),
+        calls: report.calls.iter().map(|c| c.describe()).collect(),
+        passes_agree: report.passes_agree(),
+        mismatches,
+    }
+}
+
+/// A digest of the model registers a vCPU holds (for `model` replies).
+pub(super) fn digest(held: &BTreeMap<u64, u64>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for (id, value) in held {
+        hasher.update(&id.to_le_bytes());
+        hasher.update(&value.to_le_bytes());
+    }
+    hasher.finalize()
+}
+
+/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule: the
+/// identical value is allowed, a changed frozen register is refused (`EBUSY` class), on every
+/// kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
+pub(super) fn try_after_run(
+    vcpu: &VcpuHandle,
+    action: &AfterRun,
+) -> Result<AfterRunReport, String> {
+    let writes: Vec<(u64, u64, u64)> = match action {
+        AfterRun::SetField { field, value, .. } => {
+            let id = field.register().kvm_reg_id();
+            let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+            let wanted = field.field().with(held, *value);
+            vec![(id, wanted, held)]
+        }
+        AfterRun::RewriteIdentical { .. } => {
+            let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
+                Ok(Reply::RegList(ids)) => ids,
+                Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut writes = Vec::new();
+            for id in ids.into_iter().filter(|&id| is_model_register(id)) {
+                let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+                writes.push((id, held, held));
+            }
+            writes
+        }
+        AfterRun::Hide { .. } => return Err("action \"hide\" is for x86 VMs".into()),
+    };
+    let label = match action {
+        AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
+        _ => "rewrite identical".to_string(),
+    };
+    let changed = writes.iter().any(|&(id, wanted, held)| {
+        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
+    });
+    let expected = if changed {
+        LockVerdict::RefusedByLock
+    } else {
+        LockVerdict::Allowed
+    };
+    let mut outcome = LockVerdict::Allowed;
+    let mut message = None;
+    for (id, wanted, _) in writes {
+        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
+            Ok(_) => {}
+            Err(e) if e.is_lock_refusal() => {
+                outcome = LockVerdict::RefusedByLock;
+                message = Some(lock_refusal_text(id, &e));
+                break;
+            }
+            Err(e) => {
+                outcome = LockVerdict::RefusedByKernel;
+                message = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(AfterRunReport {
+        vcpu: vcpu.id().0,
+        action: label,
+        expected,
+        outcome,
+        message,
+    })
+}
+
+/// A lock refusal of an arm64 write, naming the register.
+fn lock_refusal_text(id: u64, e: &vcpu::HandleError) -> String {
+    match &e.source {
+        vcpu::CallError::Refused(refusal) => format!("{}: {refusal}", reg_id::describe(id)),
+        other => format!("{}: {other}", reg_id::describe(id)),
+    }
+}
