@@ -427,6 +427,8 @@ pub fn trace_show(path: &Path, json: bool) -> Result<ExitCode> {
 
 #[derive(Serialize)]
 struct HostReport<'a> {
+    /// The guest architecture this build runs under KVM.
+    arch: Option<String>,
     fingerprint: &'a recorder::HostFingerprint,
     supported_cpuid_entries: usize,
     features: Vec<FeatureSupport>,
@@ -443,13 +445,21 @@ struct FeatureSupport {
 pub fn host(args: &HostArgs) -> Result<ExitCode> {
     let kvm = KvmHypervisor::open()?;
     let fingerprint = host::fingerprint(&kvm);
-    let supported = match kvm.call(&SystemCall::GetSupportedCpuid) {
-        Ok(Reply::Cpuid(table)) => table,
-        Ok(_) => CpuidTable::default(),
-        Err(e) => bail!("KVM_GET_SUPPORTED_CPUID failed: {e}"),
+    let arch = vcpu::kvm::host_arch();
+    // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).
+    let x86 = arch == Some(vcpu::GuestArch::X86_64);
+    let supported = if !x86 {
+        CpuidTable::default()
+    } else {
+        match kvm.call(&SystemCall::GetSupportedCpuid) {
+            Ok(Reply::Cpuid(table)) => table,
+            Ok(_) => CpuidTable::default(),
+            Err(e) => bail!("KVM_GET_SUPPORTED_CPUID failed: {e}"),
+        }
     };
     let features: Vec<FeatureSupport> = features::CATALOG
         .iter()
+        .filter(|_| x86)
         .map(|f| FeatureSupport {
             name: f.name,
             position: f.position(),
@@ -458,6 +468,7 @@ pub fn host(args: &HostArgs) -> Result<ExitCode> {
         .collect();
     if args.json {
         let report = HostReport {
+            arch: arch.map(|a| a.to_string()),
             fingerprint: &fingerprint,
             supported_cpuid_entries: supported.len(),
             features,
@@ -465,7 +476,13 @@ pub fn host(args: &HostArgs) -> Result<ExitCode> {
         emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut text = format!("{fingerprint}");
+    let mut text = host::kvm_summary(arch, &fingerprint);
+    text += &format!("{fingerprint}");
+    if !x86 {
+        text += "supported CPUID: none (not x86; arm64 ID registers are not listed here yet)\n";
+        emit(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     text += &format!(
         "supported CPUID: {} entries (digest {:08x})\n",
         supported.len(),

@@ -7,7 +7,7 @@
 use recorder::{Capability, HostFingerprint};
 use std::fs;
 use std::path::Path;
-use vcpu::{Hypervisor, Reply, SystemCall};
+use vcpu::{GuestArch, Hypervisor, Reply, SystemCall};
 
 /// The KVM capabilities a fingerprint lists, by number and uapi name.
 pub const FINGERPRINT_CAPS: &[(u32, &str)] = &[
@@ -64,16 +64,33 @@ pub fn fingerprint(hv: &dyn Hypervisor) -> HostFingerprint {
 
 /// Which KVM vendor module is loaded: `kvm_intel`, `kvm_amd`, `kvm_pvm` (nested, paging-based), or
 /// several joined with `+` when more than one is (PVM hosts may also load the vendor module).
+/// arm64 has no vendor module: KVM is built into the kernel, and shows as `kvm` (its
+/// `/sys/module/kvm`, there for its parameters).
 pub fn kvm_module(sys_module: &Path) -> Option<String> {
     let loaded: Vec<&str> = ["kvm_pvm", "kvm_intel", "kvm_amd", "kvm_arm"]
         .into_iter()
         .filter(|m| sys_module.join(m).exists())
         .collect();
-    if loaded.is_empty() {
-        None
-    } else {
+    if !loaded.is_empty() {
         Some(loaded.join("+"))
+    } else if sys_module.join("kvm").exists() {
+        Some("kvm".to_string())
+    } else {
+        None
     }
+}
+
+/// The lines `vmfleet host` starts with: KVM answered (the caller opened it), its API version, and
+/// the guest architecture this build runs under it.
+pub fn kvm_summary(arch: Option<GuestArch>, fingerprint: &HostFingerprint) -> String {
+    let api = fingerprint
+        .kvm_api_version
+        .map_or_else(|| "API version unknown".to_string(), |v| format!("API {v}"));
+    let arch = arch.map_or_else(
+        || format!("{} (no KVM backend in vmfleet)", std::env::consts::ARCH),
+        |a| a.to_string(),
+    );
+    format!("kvm:          available (/dev/kvm, {api})\narch:         {arch}\n")
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -173,5 +190,21 @@ mod tests {
         assert_eq!(kvm_module(&dir).as_deref(), Some("kvm_pvm+kvm_amd"));
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(kvm_module(&dir), None);
+        // arm64: KVM built in, no vendor module.
+        fs::create_dir_all(dir.join("kvm")).unwrap();
+        assert_eq!(kvm_module(&dir).as_deref(), Some("kvm"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn summary_names_the_arch() {
+        let fingerprint = HostFingerprint {
+            kvm_api_version: Some(12),
+            ..HostFingerprint::default()
+        };
+        assert_eq!(
+            kvm_summary(Some(GuestArch::Aarch64), &fingerprint),
+            "kvm:          available (/dev/kvm, API 12)\narch:         aarch64\n"
+        );
     }
 }

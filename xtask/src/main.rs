@@ -11,9 +11,17 @@
 //!   throughput against the floor, scale, memory per VM, stop latency) on this host's KVM and
 //!   prints them. Needs a usable `/dev/kvm` and says so, before building, when there is none.
 //!   Fails when a measured figure misses its target.
+//! - `arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]... [--
+//!   VMFLEET ARGS]`: run a static aarch64 `vmfleet` on real arm64 KVM, inside a Debian arm64
+//!   kernel booted at EL2 under `qemu-system-aarch64` (TCG), and bring back its output and files
+//!   (see `arm64_lab`). Other tasks call [`arm64_lab::Lab`] directly.
 //!
-//! Must not: install anything behind the user's back other than what the tests need (rustup
-//! components), or touch files outside the workspace except its temporary directory.
+//! Must not: install anything behind the user's back other than what the tests and the arm64
+//! lab need (rustup components and target; the lab's apt packages, bookworm-backports and the
+//! arm64 dpkg architecture, each step printed), or touch files outside the workspace except its
+//! temporary directory and those installs.
+
+mod arm64_lab;
 
 use anyhow::{Context, Result, bail};
 use std::env;
@@ -37,6 +45,13 @@ fn run() -> Result<()> {
         "test" => test(rest),
         "record" => record(rest),
         "bench" => bench(rest),
+        "arm64-lab" => arm64_lab::cli(rest),
+        // Not in the help: the lab's own checks, as `cargo xtask test` runs them.
+        "arm64-lab-selftest" => {
+            let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12])?;
+            arm64_lab::transport_test(&lab)?;
+            arm64_lab::smoke_test(&lab).map(|_| ())
+        }
         "help" | "-h" | "--help" => {
             println!("{}", HELP);
             Ok(())
@@ -53,13 +68,24 @@ record   re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KV
 bench    build vmfleet in release and run `vmfleet bench [ARGS]` on this host's KVM (needs /dev/kvm):\n           \
 start throughput of 1, 10, 100 VMs x 2 vCPUs against the floor (a bare kvm-ioctls start loop),\n           \
 scale, supervisor memory per VM, stop latency; fails when a measured figure misses its target.\n           \
-ARGS: --json, --floor-only, --counts 1,10,100, --runs N (see `vmfleet bench --help`)";
+ARGS: --json, --floor-only, --counts 1,10,100, --runs N (see `vmfleet bench --help`)\n  \
+arm64-lab  run a static aarch64 vmfleet on real arm64 KVM (a Debian arm64 kernel at EL2 under\n           \
+qemu-system-aarch64 TCG) and bring back its output and files; installs what it needs (root)\n           \
+[--kernel 6.12|6.1] [--cpu max|neoverse-n1|...] [--smp N] [--out DIR] [--input FILE]...\n           \
+[--timeout SECS] [-- VMFLEET ARGS] (default: host); see `cargo xtask arm64-lab --help`";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn cargo() -> Command {
@@ -154,6 +180,13 @@ fn test(args: &[String]) -> Result<()> {
 
     step("end to end: live run recorded, replayed twice with /dev/kvm unusable");
     end_to_end()?;
+
+    // arm64: the aarch64 build, and real arm64 KVM in the lab (installs what it needs first).
+    let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12])?;
+    step("arm64 lab: a 600 KiB binary file comes back from the guest byte-exact");
+    arm64_lab::transport_test(&lab)?;
+    step("arm64 lab: `vmfleet host` on 6.12 -cpu max sees KVM, arch aarch64");
+    arm64_lab::smoke_test(&lab)?;
     println!("\nxtask test: all steps passed");
     Ok(())
 }
@@ -239,10 +272,7 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
 }
 
 fn vmfleet_release() -> PathBuf {
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    target.join("release").join("vmfleet")
+    target_dir().join("release").join("vmfleet")
 }
 
 fn kvm_usable() -> bool {

@@ -1,0 +1,753 @@
+//! `cargo xtask arm64-lab`: real arm64 KVM on an x86_64 machine.
+//!
+//! A Debian arm64 kernel boots at EL2 under `qemu-system-aarch64` in TCG mode
+//! (`-M virt,virtualization=on`); its `/dev/kvm` is the real kernel KVM code. The lab runs a static
+//! aarch64 `vmfleet` there, from an initramfs, and brings back what it printed and wrote. See
+//! `shared/arm64-lab.md` for the recipe and what the kernels said.
+//!
+//! Other xtask commands call it as a function:
+//!
+//! ```ignore
+//! let lab = arm64_lab::Lab::prepare(&[Kernel::V6_12])?;   // install, fetch, cross-build (idempotent)
+//! let mut run = LabRun::new(Kernel::V6_12, "max");
+//! run.inputs.push(spec.clone());                          // lands in the guest's working directory
+//! run.args = vec!["run".into(), "arm.toml".into(), "--record".into(), "out/arm.trace".into()];
+//! let outcome = lab.run(&run)?;                           // Err: the lab itself failed
+//! outcome.ensure_success()?;                              // Err: vmfleet exited non-zero inside
+//! let trace = outcome.out.join("out/arm.trace");          // byte-exact copy of the guest's file
+//! ```
+//!
+//! Layout: `install` (apt, the kernel/busybox cache, the Rust target), `initramfs` (the cpio
+//! archive and the guest's `/init`), `console` (how files come back: framed base64 on the serial
+//! console, both ends of it), `boot` (QEMU with a deadline).
+
+mod boot;
+mod console;
+mod initramfs;
+mod install;
+
+pub use install::RustRoute;
+
+use crate::{cargo, check, step, target_dir};
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The guest kernels the lab boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Debian's 6.12 from bookworm-backports: writable ID registers, writable-mask ioctl.
+    V6_12,
+    /// Debian bookworm's own 6.1: the old-kernel behaviour.
+    V6_1,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 2] = [Kernel::V6_12, Kernel::V6_1];
+
+    pub fn parse(text: &str) -> Result<Kernel> {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.label() == text)
+            .with_context(|| format!("unknown kernel `{text}`: the lab has 6.12 and 6.1"))
+    }
+
+    /// `6.12` or `6.1`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kernel::V6_12 => "6.12",
+            Kernel::V6_1 => "6.1",
+        }
+    }
+
+    /// What `apt-cache pkgnames` is asked for.
+    fn package_prefix(self) -> &'static str {
+        match self {
+            Kernel::V6_12 => "linux-image-6.12.",
+            Kernel::V6_1 => "linux-image-6.1.",
+        }
+    }
+
+    /// The packages meant, for error messages.
+    fn package_pattern(self) -> &'static str {
+        match self {
+            Kernel::V6_12 => "linux-image-6.12.*+deb12-arm64-unsigned",
+            Kernel::V6_1 => {
+                "linux-image-6.1.*-arm64-unsigned (or the signed linux-image-6.1.*-arm64)"
+            }
+        }
+    }
+
+    /// Where the packages come from.
+    fn suites(self) -> &'static [&'static str] {
+        match self {
+            Kernel::V6_12 => &["bookworm-backports"],
+            Kernel::V6_1 => &["bookworm", "bookworm-security", "bookworm-updates"],
+        }
+    }
+
+    /// Whether `name` is this kernel's generic arm64 image package: the unsigned one when
+    /// `unsigned`, else the signed one (no cloud, rt or debug flavours).
+    fn matches_name(self, name: &str, unsigned: bool) -> bool {
+        let Some(rest) = name.strip_prefix(self.package_prefix()) else {
+            return false;
+        };
+        let rest = match (unsigned, rest.strip_suffix("-unsigned")) {
+            (true, Some(rest)) => rest,
+            (false, None) => rest,
+            _ => return false,
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match self {
+            // 6.12.43+deb12-arm64
+            Kernel::V6_12 => rest.strip_suffix("+deb12-arm64").is_some_and(digits),
+            // 6.1.0-37-arm64
+            Kernel::V6_1 => rest
+                .strip_suffix("-arm64")
+                .and_then(|v| v.split_once('-'))
+                .is_some_and(|(patch, abi)| digits(patch) && digits(abi)),
+        }
+    }
+
+    fn matches_package(self, name: &str) -> bool {
+        self.matches_name(name, true) || self.matches_name(name, false)
+    }
+}
+
+/// One run of vmfleet in the lab.
+#[derive(Clone, Debug)]
+pub struct LabRun {
+    pub kernel: Kernel,
+    /// QEMU's `-cpu`: `max`, `neoverse-n1`, `neoverse-v1`, `cortex-a72`, ...
+    pub cpu: String,
+    /// QEMU's `-smp`.
+    pub smp: u32,
+    /// Where the results go; `None`: `<target>/arm64-lab/<kernel>-<cpu>/`. The directory is
+    /// emptied first if it is empty or a previous lab run's; anything else is refused.
+    pub out: Option<PathBuf>,
+    /// Files copied into the guest's working directory under their file names (the run may
+    /// refer to them by name). Unchanged, they are not brought back.
+    pub inputs: Vec<PathBuf>,
+    /// vmfleet's arguments; empty means `host`. It runs in a working directory (with the inputs
+    /// and an empty `out/`) whose files, new or changed, all come back byte-exact into `out`,
+    /// under the same relative paths.
+    pub args: Vec<String>,
+    /// How long vmfleet may run inside the guest before it gets SIGTERM (then SIGKILL 10 s later);
+    /// what it wrote by then still comes back. The host gives QEMU this plus time to boot and to
+    /// send the files back.
+    pub timeout: Duration,
+}
+
+impl LabRun {
+    pub fn new(kernel: Kernel, cpu: &str) -> LabRun {
+        LabRun {
+            kernel,
+            cpu: cpu.to_string(),
+            smp: 1,
+            out: None,
+            inputs: Vec::new(),
+            args: Vec::new(),
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    fn vmfleet_args(&self) -> Vec<String> {
+        if self.args.is_empty() {
+            vec!["host".to_string()]
+        } else {
+            self.args.clone()
+        }
+    }
+
+    /// `6.12-max`, `6.1-neoverse-n1`, ...
+    fn default_out(&self) -> PathBuf {
+        let cpu: String = self
+            .cpu
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        lab_dir().join(format!("{}-{cpu}", self.kernel.label()))
+    }
+}
+
+/// What a lab run came to. A run whose vmfleet failed is still an outcome (a fixture may fail on
+/// purpose); the lab failing (no boot, corrupt or truncated frames, timeout) is an error.
+#[derive(Clone, Debug)]
+pub struct LabOutcome {
+    /// The results directory.
+    pub out: PathBuf,
+    /// `uname -r` in the guest.
+    pub kernel_release: String,
+    /// vmfleet's exit status in the guest (128 + N for signal N).
+    pub exit_code: i32,
+    /// Whether vmfleet ran into [`LabRun::timeout`] and was stopped.
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// The files the guest wrote, as written under `out`.
+    pub files: Vec<PathBuf>,
+    /// The full serial console (`out/console.log`).
+    pub console: PathBuf,
+    /// Guest uptime when `/init` started (kernel boot).
+    pub boot: Duration,
+    /// vmfleet's run time in the guest.
+    pub run: Duration,
+    /// Wall time from starting QEMU to its exit.
+    pub total: Duration,
+    /// What was run, for messages: `6.12 -cpu max -smp 1: vmfleet host`.
+    pub what: String,
+}
+
+impl LabOutcome {
+    /// An error unless vmfleet exited 0 inside the guest; the error carries its stderr.
+    pub fn ensure_success(&self) -> Result<()> {
+        if self.exit_code == 0 && !self.timed_out {
+            return Ok(());
+        }
+        let why = if self.timed_out {
+            format!(
+                "ran out of time and was stopped (exit status {})",
+                self.exit_code
+            )
+        } else {
+            format!("exited with status {}", self.exit_code)
+        };
+        bail!(
+            "in the arm64 lab ({}), vmfleet {why}; its stderr:\n{}\n(everything is in {}, the \
+             guest's console in {})",
+            self.what,
+            indent(self.stderr.trim_end()),
+            self.out.display(),
+            self.console.display()
+        )
+    }
+
+    /// One line: what ran, how it ended, the times, where the results are.
+    pub fn summary(&self) -> String {
+        format!(
+            "arm64 lab {} [{}]: exit {}{}; boot {:.1} s, vmfleet {:.1} s, wall {:.1} s; {} file(s) back; results in {}",
+            self.what,
+            self.kernel_release,
+            self.exit_code,
+            if self.timed_out { " (timed out)" } else { "" },
+            self.boot.as_secs_f64(),
+            self.run.as_secs_f64(),
+            self.total.as_secs_f64(),
+            self.files.len(),
+            self.out.display()
+        )
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `<target>/arm64-lab`: the cache and the default results directories.
+pub fn lab_dir() -> PathBuf {
+    target_dir().join("arm64-lab")
+}
+
+/// The lab, ready to run: tools installed, kernels and busybox cached, vmfleet cross-built.
+#[derive(Clone, Debug)]
+pub struct Lab {
+    qemu: PathBuf,
+    busybox: PathBuf,
+    vmfleet: PathBuf,
+    kernels: Vec<(Kernel, install::KernelImage)>,
+}
+
+impl Lab {
+    /// Install what is missing (idempotent: skips what is present), fetch `kernels` into the
+    /// cache, and build the static aarch64 vmfleet.
+    pub fn prepare(kernels: &[Kernel]) -> Result<Lab> {
+        let started = Instant::now();
+        let (busybox, images, route) = install::provision(kernels, &lab_dir().join("cache"))?;
+        println!("  (install step: {:.1} s)", started.elapsed().as_secs_f64());
+        let qemu = which("qemu-system-aarch64")
+            .context("qemu-system-aarch64 is not on PATH although qemu-system-arm is installed")?;
+        let vmfleet = build_vmfleet(&route)?;
+        Ok(Lab {
+            qemu,
+            busybox,
+            vmfleet,
+            kernels: kernels.iter().copied().zip(images).collect(),
+        })
+    }
+
+    /// Boot `run.kernel` with an initramfs holding vmfleet and the inputs, run vmfleet, bring
+    /// back what it printed and wrote. Errors when the lab itself fails; vmfleet failing is in
+    /// the outcome (see [`LabOutcome::ensure_success`]).
+    pub fn run(&self, run: &LabRun) -> Result<LabOutcome> {
+        let image = self
+            .kernels
+            .iter()
+            .find(|(k, _)| *k == run.kernel)
+            .map(|(_, image)| image)
+            .with_context(|| {
+                format!(
+                    "the lab was prepared without kernel {}; pass it to Lab::prepare",
+                    run.kernel.label()
+                )
+            })?;
+        if run.smp == 0 {
+            bail!("--smp must be at least 1");
+        }
+        let args = run.vmfleet_args();
+        let what = format!(
+            "{} -cpu {} -smp {}: vmfleet {}",
+            run.kernel.label(),
+            run.cpu,
+            run.smp,
+            args.join(" ")
+        );
+        step(&format!("arm64 lab: {what}"));
+        let out = run.out.clone().unwrap_or_else(|| run.default_out());
+        prepare_out(&out, &what)?;
+
+        let initrd = out.join(console::INITRAMFS);
+        initramfs::write(&initramfs::Contents {
+            path: &initrd,
+            busybox: &self.busybox,
+            vmfleet: &self.vmfleet,
+            inputs: &run.inputs,
+            args: &args,
+            timeout: run.timeout,
+        })?;
+
+        let console_log = out.join(console::CONSOLE);
+        let booted = boot::boot(&boot::Boot {
+            qemu: &self.qemu,
+            kernel: &image.image,
+            initrd: &initrd,
+            cpu: &run.cpu,
+            smp: run.smp,
+            console: &console_log,
+            // Boot takes seconds; sending files back about 1 s per 100 KiB. Be generous.
+            deadline: run.timeout + Duration::from_secs(180),
+        })?;
+        let decoded = console::decode(&booted.console).with_context(|| {
+            format!(
+                "the guest's results on the console are incomplete or corrupt ({}; the console is {})",
+                what,
+                console_log.display()
+            )
+        })?;
+        let files = decoded.write_into(&out)?;
+        if decoded.skipped > 0 {
+            println!(
+                "  ({} stray console line(s) inside the frames were skipped; every file's \
+                 SHA-256 matched)",
+                decoded.skipped
+            );
+        }
+        let outcome = LabOutcome {
+            out: out.clone(),
+            kernel_release: decoded.kernel_release.clone(),
+            exit_code: decoded.status.code,
+            timed_out: decoded.status.timed_out,
+            stdout: String::from_utf8_lossy(decoded.lab_file("stdout")).into_owned(),
+            stderr: String::from_utf8_lossy(decoded.lab_file("stderr")).into_owned(),
+            files,
+            console: console_log,
+            boot: decoded.status.started,
+            run: decoded.status.ended.saturating_sub(decoded.status.started),
+            total: booted.elapsed,
+            what,
+        };
+        Ok(outcome)
+    }
+}
+
+/// Empty `out` for a run: it must not exist, be empty, or be a previous lab run's (it has the
+/// marker file). Anything else could be someone's files, and is refused.
+fn prepare_out(out: &Path, what: &str) -> Result<()> {
+    if out.exists() {
+        let marker = out.join(console::MARKER);
+        let empty = fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
+        if !empty && !marker.exists() {
+            bail!(
+                "{} exists and is not an arm64 lab results directory (no {}); pass an empty or \
+                 new --out",
+                out.display(),
+                console::MARKER
+            );
+        }
+        fs::remove_dir_all(out).with_context(|| format!("emptying {}", out.display()))?;
+    }
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    fs::write(
+        out.join(console::MARKER),
+        format!("results of `cargo xtask arm64-lab`: {what}\n"),
+    )?;
+    Ok(())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `cargo build --release --locked --target <aarch64> -p supervisor --bin vmfleet`, linked by
+/// `aarch64-linux-gnu-gcc`; checks that the result is a static aarch64 executable.
+pub fn build_vmfleet(route: &RustRoute) -> Result<PathBuf> {
+    let target = route.target();
+    step(&format!("cross-building vmfleet for {target} (release)"));
+    let started = Instant::now();
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        target,
+        "-p",
+        "supervisor",
+        "--bin",
+        "vmfleet",
+    ]);
+    match route {
+        RustRoute::Rustup => {
+            cmd.env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+                "aarch64-linux-gnu-gcc",
+            );
+        }
+        RustRoute::Debian { rustc } => {
+            cmd.env("RUSTC", rustc)
+                .env(
+                    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                    "aarch64-linux-gnu-gcc",
+                )
+                .env(
+                    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                    "-C target-feature=+crt-static",
+                );
+        }
+    }
+    check(
+        cmd.status(),
+        &format!(
+            "cargo build --target {target} (the aarch64 build of vmfleet; its errors are above)"
+        ),
+    )?;
+    let bin = target_dir().join(target).join("release").join("vmfleet");
+    let bytes = fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    check_static_aarch64(&bytes).with_context(|| format!("{} is unusable", bin.display()))?;
+    println!(
+        "  {} ({:.1} MiB, static aarch64) in {:.1} s",
+        bin.display(),
+        bytes.len() as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64()
+    );
+    // The guest unpacks the initramfs under emulation, about 1 s per 10 MiB: leave the DWARF line
+    // tables out of the copy it gets (the symbols stay, for backtraces).
+    let stripped = lab_dir().join("vmfleet-aarch64");
+    fs::create_dir_all(lab_dir())?;
+    let ok = std::process::Command::new("aarch64-linux-gnu-strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&bin)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        println!("  (aarch64-linux-gnu-strip failed; the guest gets the unstripped binary)");
+        return Ok(bin);
+    }
+    let size = fs::metadata(&stripped)?.len();
+    println!(
+        "  {} ({:.1} MiB, without debug info) goes into the initramfs",
+        stripped.display(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    Ok(stripped)
+}
+
+/// An ELF64 little-endian aarch64 executable without a program interpreter (static), as the
+/// initramfs has no dynamic loader.
+fn check_static_aarch64(elf: &[u8]) -> Result<()> {
+    const EM_AARCH64: u16 = 183;
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    if u16_at(18) != Some(EM_AARCH64) {
+        bail!("not an aarch64 executable (e_machine {:?})", u16_at(18));
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20).context("truncated ELF header")? as usize,
+        u16_at(0x36).context("truncated ELF header")? as usize,
+        u16_at(0x38).context("truncated ELF header")? as usize,
+    );
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize) == Some(PT_INTERP) {
+            bail!(
+                "dynamically linked (it has a program interpreter); the initramfs needs a static binary"
+            );
+        }
+    }
+    Ok(())
+}
+
+const USAGE: &str =
+    "usage: cargo xtask arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR]
+                         [--input FILE]... [--timeout SECS] [-- VMFLEET ARGS...]
+
+Boots a Debian arm64 kernel at EL2 under qemu-system-aarch64 (TCG, -M virt,virtualization=on),
+so that its /dev/kvm is real arm64 KVM, and runs a static aarch64 vmfleet there.
+
+  --kernel 6.12|6.1   guest kernel (default 6.12, from bookworm-backports; 6.1 from bookworm)
+  --cpu CPU           QEMU -cpu: max (default), neoverse-n1, neoverse-v1, cortex-a72, ...
+  --smp N             guest CPUs (default 1)
+  --out DIR           results (default <target>/arm64-lab/<kernel>-<cpu>/); emptied first if it
+                      is a previous lab run's, refused if it holds anything else
+  --input FILE        copy FILE into vmfleet's working directory in the guest (repeatable)
+  --timeout SECS      vmfleet's time limit in the guest (default 300)
+  -- VMFLEET ARGS     what vmfleet runs (default: host). Its working directory holds the inputs
+                      and an empty out/; every file it writes there comes back into DIR.
+
+Results in DIR: console.log (the whole serial console), vmfleet.stdout, vmfleet.stderr,
+vmfleet.status (exit status), dmesg.log, initramfs.cpio.gz, and the files vmfleet wrote.
+The first run installs what is missing (root; apt, rustup) and caches the kernels under
+<target>/arm64-lab/cache. Exit status: non-zero when the lab fails or vmfleet exits non-zero.";
+
+/// `cargo xtask arm64-lab ARGS`.
+pub fn cli(args: &[String]) -> Result<()> {
+    let mut run = LabRun::new(Kernel::V6_12, "max");
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--kernel" => run.kernel = Kernel::parse(&value("--kernel")?)?,
+            "--cpu" => run.cpu = value("--cpu")?,
+            "--smp" => {
+                let v = value("--smp")?;
+                run.smp = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .with_context(|| format!("--smp {v}: give a number from 1 to 8"))?;
+            }
+            "--out" => run.out = Some(PathBuf::from(value("--out")?)),
+            "--input" => {
+                let path = PathBuf::from(value("--input")?);
+                if !path.is_file() {
+                    bail!("--input {}: no such file", path.display());
+                }
+                run.inputs.push(path);
+            }
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .with_context(|| format!("--timeout {v}: give whole seconds"))?;
+                run.timeout = Duration::from_secs(secs);
+            }
+            "--" => {
+                run.args = it.by_ref().cloned().collect();
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    let lab = Lab::prepare(&[run.kernel])?;
+    let outcome = lab.run(&run)?;
+    print_outcome(&outcome);
+    outcome.ensure_success()
+}
+
+/// vmfleet's output and the summary line.
+pub fn print_outcome(outcome: &LabOutcome) {
+    for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        if !text.is_empty() {
+            println!("--- vmfleet {name} (guest) ---\n{}", text.trim_end());
+        }
+    }
+    for file in &outcome.files {
+        let size = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        println!("  file back: {} ({size} bytes)", file.display());
+    }
+    println!("{}", outcome.summary());
+}
+
+/// The check `cargo xtask test` makes: on 6.12 with `-cpu max`, `vmfleet host` says KVM is
+/// available, the guest architecture is aarch64, KVM is the kernel's own (`kvm`), and the arm64
+/// capabilities answer (PSCI 0.2: this is really arm64 KVM).
+pub fn smoke_test(lab: &Lab) -> Result<LabOutcome> {
+    let run = LabRun::new(Kernel::V6_12, "max");
+    let outcome = lab.run(&run)?;
+    print_outcome(&outcome);
+    outcome.ensure_success()?;
+    let lines: Vec<&str> = outcome.stdout.lines().map(str::trim_end).collect();
+    // (what must be printed, whether a line only has to start with it)
+    let expect = [
+        ("kvm:          available (/dev/kvm, API 12)", false),
+        ("arch:         aarch64", false),
+        ("kernel:       6.12.", true),
+        ("kvm module:   kvm", false),
+        ("  KVM_CAP_ARM_PSCI_0_2 (102) = 1", false),
+    ];
+    for (text, prefix) in expect {
+        let found = lines.iter().any(|l| {
+            if prefix {
+                l.starts_with(text)
+            } else {
+                *l == text
+            }
+        });
+        if !found {
+            bail!(
+                "`vmfleet host` in the arm64 lab did not print `{}`; it printed:\n{}",
+                text.trim(),
+                indent(&outcome.stdout)
+            );
+        }
+    }
+    println!("  vmfleet host: KVM available, arch aarch64, arm64 capabilities answer");
+    Ok(outcome)
+}
+
+/// A stand-in for vmfleet that proves the way back: it doubles a pseudo-random input into a
+/// binary file, prints on both streams and exits 3. The file must come back byte-exact, the
+/// unchanged input must not come back, and the status and streams must be vmfleet's.
+pub fn transport_test(lab: &Lab) -> Result<LabOutcome> {
+    let dir = lab_dir().join("transport-test");
+    fs::create_dir_all(&dir)?;
+    let seed_path = dir.join("seed.bin");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let seed: Vec<u8> = (0..300 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(&seed_path, &seed)?;
+    let program = dir.join("stand-in");
+    fs::write(
+        &program,
+        "#!/bin/sh\n# stands in for vmfleet in the lab's transport test\n\
+         cat seed.bin seed.bin > out/echo.bin\n\
+         echo \"stdout: $*\"\necho 'stderr line' >&2\nexit 3\n",
+    )?;
+    let mut stand_in = lab.clone();
+    stand_in.vmfleet = program;
+    let mut run = LabRun::new(Kernel::V6_12, "max");
+    run.out = Some(dir.join("out"));
+    run.inputs = vec![seed_path];
+    run.args = vec!["a b".into(), "it's".into()];
+    let outcome = stand_in.run(&run)?;
+    print_outcome(&outcome);
+    let echo = outcome.out.join("out/echo.bin");
+    let back = fs::read(&echo).with_context(|| format!("{} did not come back", echo.display()))?;
+    let expected = [seed.as_slice(), seed.as_slice()].concat();
+    if back != expected {
+        bail!(
+            "{} came back different from what the guest wrote",
+            echo.display()
+        );
+    }
+    if outcome.files != vec![echo.clone()] {
+        bail!("expected only out/echo.bin back, got {:?}", outcome.files);
+    }
+    if outcome.exit_code != 3
+        || outcome.stdout != "stdout: a b it's\n"
+        || outcome.stderr != "stderr line\n"
+    {
+        bail!(
+            "the stand-in's status and streams came back wrong: {} {:?} {:?}",
+            outcome.exit_code,
+            outcome.stdout,
+            outcome.stderr
+        );
+    }
+    println!("  {} bytes came back byte-exact", back.len());
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_packages_are_recognised() {
+        let k612 = Kernel::V6_12;
+        assert!(k612.matches_name("linux-image-6.12.95+deb12-arm64-unsigned", true));
+        assert!(k612.matches_name("linux-image-6.12.95+deb12-arm64", false));
+        assert!(!k612.matches_name("linux-image-6.12.95+deb12-arm64", true));
+        assert!(!k612.matches_name("linux-image-6.12.95+deb12-cloud-arm64-unsigned", true));
+        assert!(!k612.matches_name("linux-image-6.12.95+deb12-rt-arm64", false));
+        let k61 = Kernel::V6_1;
+        assert!(k61.matches_name("linux-image-6.1.0-56-arm64-unsigned", true));
+        assert!(k61.matches_name("linux-image-6.1.0-56-arm64", false));
+        assert!(!k61.matches_name("linux-image-6.1.0-56-cloud-arm64", false));
+        assert!(!k61.matches_name("linux-image-6.12.95+deb12-arm64-unsigned", true));
+        assert!(!k61.matches_name("linux-image-6.1.0-56-arm64-dbg", false));
+        assert_eq!(Kernel::parse("6.1").unwrap(), Kernel::V6_1);
+        assert!(Kernel::parse("5.10").is_err());
+    }
+
+    #[test]
+    fn only_static_aarch64_elf_passes() {
+        // A minimal ELF64 header: aarch64, one PT_LOAD program header.
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18..20].copy_from_slice(&183u16.to_le_bytes());
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+        assert!(check_static_aarch64(&elf).is_ok());
+        let mut dynamic = elf.clone();
+        dynamic[64..68].copy_from_slice(&3u32.to_le_bytes());
+        assert!(check_static_aarch64(&dynamic).is_err());
+        let mut x86 = elf.clone();
+        x86[18..20].copy_from_slice(&62u16.to_le_bytes());
+        assert!(check_static_aarch64(&x86).is_err());
+        assert!(check_static_aarch64(b"#!/bin/sh\n").is_err());
+    }
+
+    #[test]
+    fn default_results_directory_names_kernel_and_cpu() {
+        let run = LabRun::new(Kernel::V6_1, "neoverse-n1");
+        assert!(run.default_out().ends_with("arm64-lab/6.1-neoverse-n1"));
+        assert_eq!(run.vmfleet_args(), vec!["host".to_string()]);
+    }
+}
