@@ -7,7 +7,19 @@ use supervisor::commands::{ReplayOutcome, replay_trace};
 use supervisor::spec::{self, FleetSpec};
 
 /// The fixtures issue "x86 slice" promises: these must exist.
-const REQUIRED: &[&str] = &["control", "single", "fleet", "hidden", "lock"];
+const REQUIRED: &[&str] = &[
+    "control",
+    "single",
+    "fleet",
+    "hidden",
+    "lock",
+    "arm64-6.12-max",
+    "arm64-6.1-max",
+    "arm64-6.12-neoverse-n1",
+];
+
+/// The arm64 fixtures, recorded on real arm64 KVM in the arm64 lab.
+const ARM64: &[&str] = &["arm64-6.12-max", "arm64-6.1-max", "arm64-6.12-neoverse-n1"];
 
 fn load(name: &str) -> (Trace, FleetSpec) {
     let path = fixtures_dir().join(format!("{name}.trace"));
@@ -176,6 +188,104 @@ fn the_lock_fixture_shows_refusal_and_identical_rewrite() {
         &e.outcome,
         Err(f) if f.origin == vcpu::Origin::Lock && f.errno == vcpu::Errno::EINVAL
     )));
+}
+
+/// Each arm64 fixture shows, from real arm64 KVM: every write vmfleet sent was answered as it
+/// predicted; a field raised above (or outside) what the host allows was refused by vmfleet
+/// before the kernel, with the field named; the hidden TRNG service is NOT_SUPPORTED inside the
+/// guest while the host's VMs see it; every guest read back its model; and a post-run change was
+/// refused by vmfleet's lock (EBUSY class) while the identical rewrite was allowed.
+#[test]
+fn the_arm64_fixtures_show_the_model_validated_applied_seen_and_locked() {
+    use supervisor::report::Verdict;
+    for name in ARM64 {
+        let (trace, spec) = load(name);
+        assert_eq!(trace.header.guest_arch, vcpu::GuestArch::Aarch64, "{name}");
+        let outcome = replay_trace(&trace, &spec).expect("replays");
+        let report = outcome.report.expect("report");
+        let by_name = |vm: &str| {
+            report
+                .vms
+                .iter()
+                .find(|v| v.name == vm)
+                .unwrap_or_else(|| panic!("{name}: no VM {vm}"))
+        };
+        for vm in &report.vms {
+            let arm64 = vm.arm64.as_ref().expect("an arm64 VM reports its model");
+            assert!(arm64.registers_listed > 200, "{name}: {}", vm.name);
+            // vmfleet's verdict and the real kernel's answer agree on every write it sent.
+            assert_eq!(arm64.disagreements(), 0, "{name}: {}", vm.name);
+            for v in &vm.vcpus {
+                let guest = v.arm64_guest.as_ref().expect("the guest reported");
+                assert!(guest.consistent(), "{name}: {}: {:?}", vm.name, guest);
+                assert!(guest.registers_read > 50, "{name}");
+            }
+            assert!(!vm.failed(), "{name}: {} failed", vm.name);
+        }
+        // The hidden service: NOT_SUPPORTED inside; offered to the host-model VM.
+        let trng = |vm: &str| -> String {
+            by_name(vm).vcpus[0]
+                .arm64_guest
+                .as_ref()
+                .unwrap()
+                .calls
+                .iter()
+                .find(|c| c.starts_with("TRNG_VERSION"))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            trng("lowered"),
+            "TRNG_VERSION -> NOT_SUPPORTED (-1)",
+            "{name}"
+        );
+        assert!(!trng("host").contains("NOT_SUPPORTED"), "{name}");
+        // Lowering was accepted and sent; the refused writes never reached the kernel.
+        let lowered = by_name("lowered").arm64.as_ref().unwrap();
+        assert!(
+            lowered
+                .writes
+                .iter()
+                .all(|w| w.sent && w.outcome == "written")
+        );
+        let refused: Vec<_> = report
+            .vms
+            .iter()
+            .flat_map(|vm| vm.arm64.as_ref().unwrap().writes.iter())
+            .filter(|w| !w.sent)
+            .collect();
+        assert!(!refused.is_empty(), "{name}: no write was refused");
+        for w in refused {
+            assert!(
+                w.verdict.starts_with("refused: ID_AA64"),
+                "{name}: {}",
+                w.verdict
+            );
+            assert!(
+                w.verdict.contains("(bits "),
+                "the field is named: {}",
+                w.verdict
+            );
+        }
+        // The lock after the run: the change refused by vmfleet (EBUSY), the same value allowed.
+        let after = &by_name("lowered").after_run;
+        assert!(
+            after
+                .iter()
+                .any(|a| a.action.starts_with("set ") && a.outcome == Verdict::RefusedByLock),
+            "{name}"
+        );
+        assert!(
+            after
+                .iter()
+                .any(|a| a.action == "rewrite identical" && a.outcome == Verdict::Allowed),
+            "{name}"
+        );
+        assert!(trace.events.iter().any(|e| matches!(
+            &e.outcome,
+            Err(f) if f.origin == vcpu::Origin::Lock && f.errno == vcpu::Errno::EBUSY
+        )));
+    }
 }
 
 #[test]

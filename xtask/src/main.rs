@@ -396,17 +396,41 @@ fn end_to_end() -> Result<()> {
     Ok(())
 }
 
-fn record(args: &[String]) -> Result<()> {
-    if !kvm_usable() {
-        bail!("recording fixtures needs a usable /dev/kvm");
+/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>.toml`.
+fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> {
+    let rest = stem.strip_prefix("arm64-")?;
+    let (kernel, cpu) = rest.split_once('-').unwrap_or((rest, ""));
+    if cpu.is_empty() {
+        return Some(Err(anyhow::anyhow!(
+            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>, e.g. arm64-6.12-max"
+        )));
     }
-    check(
-        cargo()
-            .args(["build", "--release", "-p", "supervisor"])
-            .status(),
-        "cargo build --release",
-    )?;
-    let bin = vmfleet_release();
+    Some(arm64_lab::Kernel::parse(kernel).map(|k| (k, cpu.to_string())))
+}
+
+/// Record an arm64 fixture on real arm64 KVM in the lab.
+fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
+    let (kernel, cpu) = arm64_fixture_lab(stem).expect("an arm64 fixture")?;
+    let lab = arm64_lab::Lab::prepare(&[kernel])?;
+    let mut run = arm64_lab::LabRun::new(kernel, &cpu);
+    run.inputs.push(spec.to_path_buf());
+    let spec_name = spec
+        .file_name()
+        .expect("a spec file")
+        .to_string_lossy()
+        .to_string();
+    let recorded = format!("out/{stem}.trace");
+    run.args = vec!["run".into(), spec_name, "--record".into(), recorded.clone()];
+    let outcome = lab.run(&run)?;
+    // A fixture may deliberately contain a failing VM; the trace is what matters.
+    let back = outcome.out.join(&recorded);
+    fs::copy(&back, trace)
+        .with_context(|| format!("copying {} to {}", back.display(), trace.display()))?;
+    println!("{}", outcome.stdout);
+    Ok(())
+}
+
+fn record(args: &[String]) -> Result<()> {
     let specs_dir = root().join("fixtures/specs");
     let mut specs: Vec<PathBuf> = fs::read_dir(&specs_dir)
         .with_context(|| format!("reading {}", specs_dir.display()))?
@@ -418,6 +442,19 @@ fn record(args: &[String]) -> Result<()> {
     if specs.is_empty() {
         bail!("no fixture specs matched in {}", specs_dir.display());
     }
+    let x86 = specs
+        .iter()
+        .any(|s| arm64_fixture_lab(&s.file_stem().unwrap_or_default().to_string_lossy()).is_none());
+    if x86 && !kvm_usable() {
+        bail!("recording x86 fixtures needs a usable /dev/kvm");
+    }
+    check(
+        cargo()
+            .args(["build", "--release", "-p", "supervisor"])
+            .status(),
+        "cargo build --release",
+    )?;
+    let bin = vmfleet_release();
     for spec in &specs {
         let stem = spec
             .file_stem()
@@ -426,6 +463,10 @@ fn record(args: &[String]) -> Result<()> {
             .to_string();
         let trace = root().join("fixtures").join(format!("{stem}.trace"));
         step(&format!("recording {}", trace.display()));
+        if arm64_fixture_lab(&stem).is_some() {
+            record_arm64(&stem, spec, &trace)?;
+            continue;
+        }
         let requests = spec.with_extension("requests");
         if requests.exists() {
             record_session(&bin, spec, &requests, &trace)?;

@@ -13,7 +13,6 @@ use crate::spec::AfterRun;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vcpu::arm64::firmware::FirmwareRegister;
-use vcpu::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
 use vcpu::arm64::{
     Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
     lock_class, reg_id,
@@ -21,14 +20,10 @@ use vcpu::arm64::{
 use vcpu::guest::arm64::decoder::Arm64GuestReport;
 use vcpu::guest::arm64::smccc::{self, SmcccCall};
 use vcpu::guest::arm64::{self as guest, Finish};
-use vcpu::{Hypervisor, OneRegLockRule, Reply, SystemCall, VcpuCall, VcpuHandle, VmCall, VmHandle};
+use vcpu::{OneRegLockRule, Reply, VcpuCall, VcpuHandle, VmCall, VmHandle};
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
 const KVM_ARM_VCPU_SVE: i32 = 4;
-
-/// `ID_AA64PFR0_EL1.GIC` (bits 27..24): KVM clears it at the first run of a VM without a vGIC,
-/// so what the guest reads there is not what was written before the run (kvm-semantics §2.10).
-const PFR0_GIC_MASK: u64 = 0xf << 24;
 
 /// The arm64 state of one configured VM.
 pub(super) struct Arm64Vm {
@@ -56,7 +51,7 @@ fn is_model_register(id: u64) -> bool {
 
 /// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
 pub(super) fn configure(
-    hv: &Arc<dyn Hypervisor>,
+    mask_ranges: u64,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
@@ -81,13 +76,13 @@ pub(super) fn configure(
     let first = vcpus
         .first()
         .ok_or_else(|| "an arm64 VM needs at least one vCPU".to_string())?;
-    let host = read_host_view(hv, vm, first)?;
+    let host = read_host_view(mask_ranges, vm, first)?;
     let plan = vcpu::arm64::plan(spec, &host).map_err(|e| format!("arm64 model: {e}"))?;
 
     let mut writes = Vec::new();
     for write in &plan.writes {
         let (sent, outcome) = match &write.verdict {
-            Verdict::Refused(refusal) => (false, format!("refused by vmfleet: {refusal}")),
+            Verdict::Refused(_) => (false, "not sent to the kernel".to_string()),
             Verdict::Accepted { .. } | Verdict::Unjudged { .. } => {
                 match write_all(vcpus, write.reg_id, write.value) {
                     Ok(()) => (true, "written".to_string()),
@@ -168,11 +163,7 @@ fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), Strin
 }
 
 /// The register list, every model register's untouched value, and the writable masks.
-fn read_host_view(
-    hv: &Arc<dyn Hypervisor>,
-    vm: &VmHandle,
-    vcpu: &VcpuHandle,
-) -> Result<HostView, String> {
+fn read_host_view(ranges: u64, vm: &VmHandle, vcpu: &VcpuHandle) -> Result<HostView, String> {
     let register_ids = match vcpu.plain_call(VcpuCall::GetRegList) {
         Ok(Reply::RegList(ids)) => ids,
         Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
@@ -182,13 +173,6 @@ fn read_host_view(
     for &id in register_ids.iter().filter(|&&id| is_model_register(id)) {
         values.insert(id, vcpu.get_one_reg(id).map_err(|e| e.to_string())?);
     }
-    let ranges = match hv.call(&SystemCall::CheckExtension {
-        cap: KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
-    }) {
-        Ok(Reply::Value(v)) => v,
-        Ok(other) => return Err(format!("CHECK_EXTENSION: unexpected reply {other}")),
-        Err(e) => return Err(e.to_string()),
-    };
     let reported = if ranges != 0 {
         match vm.call(VmCall::ArmGetRegWritableMasks) {
             Ok(Reply::Masks(masks)) => Some(masks),
@@ -273,11 +257,10 @@ pub(super) fn judge_guest(
         let Some(&expected) = held.get(&seen.id) else {
             continue;
         };
-        let masked = if seen.id == vcpu::arm64::catalog::ID_AA64PFR0_EL1.kvm_reg_id() {
-            PFR0_GIC_MASK
-        } else {
-            0
-        };
+        // KVM clears the GIC fields at the first run of a VM without a vGIC, so what the guest
+        // reads there is not what was held before the run (kvm-semantics §2.10).
+        let masked =
+            SysReg::from_kvm_reg_id(seen.id).map_or(0, vcpu::arm64::fields::first_run_mutable_mask);
         if seen.value & !masked != expected & !masked {
             mismatches.push(format!(
                 "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use supported::SupportedCpuid;
+use supported::HostQueries;
 use tokio::sync::oneshot;
 use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, VmId};
 use vm_loop::{Command, VmLink, VmSetup};
@@ -139,7 +139,7 @@ struct Entry {
 pub struct Fleet {
     name: String,
     hv: Arc<dyn Hypervisor>,
-    supported: Arc<SupportedCpuid>,
+    supported: Arc<HostQueries>,
     entries: Mutex<Vec<Entry>>,
     next_id: AtomicU32,
     control_log: Option<Recorder>,
@@ -168,7 +168,7 @@ pub fn check_arch(spec: GuestArch, backend: GuestArch) -> Result<(), FleetError>
 impl Fleet {
     /// A fleet on `hv`: reads what the host supports (`KVM_GET_SUPPORTED_CPUID`) once.
     pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
-        let supported = Arc::new(SupportedCpuid::new(Arc::clone(&hv)));
+        let supported = Arc::new(HostQueries::new(Arc::clone(&hv)));
         Ok(Fleet {
             name: name.to_string(),
             hv,
@@ -228,8 +228,7 @@ impl Fleet {
     /// their VMs; they need it only for their CPU models. It blocks this task for one ioctl, once
     /// per fleet; handing it to a blocking-pool thread costs as much again in thread hand-offs.
     fn ask_supported_while_loops_create(&self) {
-        // Errors reach every VM through its own loop, which asks the same cell.
-        let _ = self.supported.get();
+        self.supported.prefetch();
     }
 
     fn begin_create(&self, spec: VmSpec) -> Result<(String, Created), ControlError> {

@@ -1,37 +1,70 @@
-//! The host's supported CPUID table (`KVM_GET_SUPPORTED_CPUID`), asked once per fleet by
-//! whichever thread needs it first.
+//! What the fleet asks the host once, not once per VM: the supported CPUID table (x86,
+//! `KVM_GET_SUPPORTED_CPUID`) and the writable-mask ranges (arm64,
+//! `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)`), each asked by whichever thread
+//! needs it first.
 //!
-//! Why lazily and shared: the first VM's loop thread can create its VM, memory and vCPUs without
-//! the table; only the CPU model needs it. So the control plane asks for it right after it has
-//! spawned the loop threads, while they create their VMs, and a loop that gets to its CPU model
-//! first asks itself or waits for the answer in flight. Asking up front instead puts a whole
-//! ioctl in front of every fleet's first VM (measured by `vmfleet bench`).
+//! Why once: these calls are on the trace's host stream, which every VM loop shares. Asked per
+//! VM, they would interleave differently on every run; asked once, the stream is one call long.
+//!
+//! Why lazily: the first VM's loop thread can create its VM, memory and vCPUs without the
+//! answer; only the CPU model needs it. So the control plane asks right after it has spawned the
+//! loop threads, while they create their VMs, and a loop that gets to its CPU model first asks
+//! itself or waits for the answer in flight. Asking up front instead puts a whole ioctl in front
+//! of every fleet's first VM (measured by `vmfleet bench`).
 
 use std::sync::{Arc, OnceLock};
+use vcpu::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
 use vcpu::cpuid::CpuidTable;
-use vcpu::{Hypervisor, Reply, SystemCall};
+use vcpu::{GuestArch, Hypervisor, Reply, SystemCall};
 
-/// The supported table, or why it could not be read (the same answer for every VM).
-pub(crate) struct SupportedCpuid {
+/// The host's answers, or why they could not be had (the same answer for every VM).
+pub(crate) struct HostQueries {
     hv: Arc<dyn Hypervisor>,
-    table: OnceLock<Result<Arc<CpuidTable>, String>>,
+    supported_cpuid: OnceLock<Result<Arc<CpuidTable>, String>>,
+    mask_ranges: OnceLock<Result<u64, String>>,
 }
 
-impl SupportedCpuid {
+impl HostQueries {
     pub(crate) fn new(hv: Arc<dyn Hypervisor>) -> Self {
-        SupportedCpuid {
+        HostQueries {
             hv,
-            table: OnceLock::new(),
+            supported_cpuid: OnceLock::new(),
+            mask_ranges: OnceLock::new(),
         }
     }
 
-    /// The table; the first caller asks the hypervisor, concurrent callers wait for its answer.
-    pub(crate) fn get(&self) -> Result<Arc<CpuidTable>, String> {
-        self.table
+    /// Ask what this architecture's VMs will need, if not asked yet (the control plane calls
+    /// this while the loops create their VMs).
+    pub(crate) fn prefetch(&self) {
+        // Errors reach every VM through its own loop, which asks the same cell.
+        let _ = match self.hv.arch() {
+            GuestArch::X86_64 => self.supported_cpuid().map(drop),
+            GuestArch::Aarch64 => self.mask_ranges().map(drop),
+        };
+    }
+
+    /// x86: the supported CPUID table; the first caller asks, concurrent callers wait.
+    pub(crate) fn supported_cpuid(&self) -> Result<Arc<CpuidTable>, String> {
+        self.supported_cpuid
             .get_or_init(|| match self.hv.call(&SystemCall::GetSupportedCpuid) {
                 Ok(Reply::Cpuid(table)) => Ok(Arc::new(table)),
                 Ok(other) => Err(format!("KVM_GET_SUPPORTED_CPUID: unexpected reply {other}")),
                 Err(e) => Err(format!("KVM_GET_SUPPORTED_CPUID failed: {e}")),
+            })
+            .clone()
+    }
+
+    /// arm64: which ranges `KVM_ARM_GET_REG_WRITABLE_MASKS` covers (0: the ioctl does not exist).
+    pub(crate) fn mask_ranges(&self) -> Result<u64, String> {
+        self.mask_ranges
+            .get_or_init(|| {
+                match self.hv.call(&SystemCall::CheckExtension {
+                    cap: KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
+                }) {
+                    Ok(Reply::Value(v)) => Ok(v),
+                    Ok(other) => Err(format!("CHECK_EXTENSION: unexpected reply {other}")),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .clone()
     }

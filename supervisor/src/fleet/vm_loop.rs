@@ -100,7 +100,7 @@ pub(super) struct VmSetup {
     pub id: VmId,
     pub spec: VmSpec,
     pub hv: Arc<dyn Hypervisor>,
-    pub supported: Arc<super::supported::SupportedCpuid>,
+    pub supported: Arc<super::supported::HostQueries>,
 }
 
 /// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
@@ -172,7 +172,6 @@ fn vm_thread(
     let (notice_tx, notice_rx) = mpsc::channel();
     let mut this = VmLoop {
         arch: setup.hv.arch(),
-        hv: Arc::clone(&setup.hv),
         arm64: None,
         spec: setup.spec,
         supported: setup.supported,
@@ -273,11 +272,10 @@ enum Notice {
 struct VmLoop {
     /// The guests' architecture (the backend's: the host's, or the recorded trace's).
     arch: GuestArch,
-    hv: Arc<dyn Hypervisor>,
     /// The arm64 model state (arm64 VMs, once configured).
     arm64: Option<super::arm64::Arm64Vm>,
     spec: VmSpec,
-    supported: Arc<super::supported::SupportedCpuid>,
+    supported: Arc<super::supported::HostQueries>,
     vm: VmHandle,
     vcpus: Vec<Arc<VcpuHandle>>,
     control: Arc<RunControl>,
@@ -430,7 +428,8 @@ impl VmLoop {
     /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
     fn configure_arm64(&mut self) -> Result<(), String> {
         let spec = self.spec.arm64.clone().unwrap_or_default();
-        let configured = super::arm64::configure(&self.hv, &self.vm, &self.vcpus, &spec)?;
+        let ranges = self.supported.mask_ranges()?;
+        let configured = super::arm64::configure(ranges, &self.vm, &self.vcpus, &spec)?;
         self.report.vcpus = (0..self.vcpus.len())
             .map(|index| VcpuReport {
                 id: index as u32,
@@ -457,7 +456,7 @@ impl VmLoop {
     /// from the supported table (which the host may have rewritten).
     fn apply_model(&mut self, hide: &[String], identical_if_unchanged: bool) -> Result<(), String> {
         let unchanged = identical_if_unchanged && hide == self.spec.cpu.hide.as_slice();
-        let supported = self.supported.get()?;
+        let supported = self.supported.supported_cpuid()?;
         let model = X86CpuModel {
             hide: hide.to_vec(),
         };
