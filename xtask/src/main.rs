@@ -187,7 +187,58 @@ fn test(args: &[String]) -> Result<()> {
     arm64_lab::transport_test(&lab)?;
     step("arm64 lab: `vmfleet host` on 6.12 -cpu max sees KVM, arch aarch64");
     arm64_lab::smoke_test(&lab)?;
+    step("arm64 lab: an arm64 fleet on real KVM 6.12, recorded, replayed here byte for byte");
+    arm64_fleet_replays_here(&lab)?;
     println!("\nxtask test: all steps passed");
+    Ok(())
+}
+
+/// Run the arm64 fixture's fleet on real arm64 KVM in the lab (recording a trace and writing the
+/// live transcript there), then replay the trace on this machine and compare transcripts.
+fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
+    let spec = root().join("fixtures/specs/arm64-6.12-max.toml");
+    let mut run = arm64_lab::LabRun::new(arm64_lab::Kernel::V6_12, "max");
+    run.out = Some(target_dir().join("arm64-lab/xtask-test-fleet"));
+    run.inputs.push(spec);
+    run.args = [
+        "run",
+        "arm64-6.12-max.toml",
+        "--record",
+        "out/lab.trace",
+        "--transcript",
+        "out/live.txt",
+    ]
+    .map(String::from)
+    .to_vec();
+    let outcome = lab.run(&run)?;
+    outcome.ensure_success()?;
+    let trace = outcome.out.join("out/lab.trace");
+    let live = outcome.out.join("out/live.txt");
+    let replayed = outcome.out.join("replayed.txt");
+    check(
+        Command::new(vmfleet_release())
+            .arg("replay")
+            .arg(&trace)
+            .arg("--transcript")
+            .arg(&replayed)
+            .stdout(std::process::Stdio::null())
+            .status(),
+        "vmfleet replay of the arm64 lab's trace",
+    )?;
+    let (live_text, replayed_text) = (fs::read(&live)?, fs::read(&replayed)?);
+    if live_text != replayed_text {
+        bail!(
+            "the replay of the arm64 lab's trace differs from the live transcript: diff {} {}",
+            live.display(),
+            replayed.display()
+        );
+    }
+    println!(
+        "  arm64 fleet on {}: {} bytes of trace; live and replayed transcripts identical ({} bytes)",
+        outcome.kernel_release,
+        fs::metadata(&trace)?.len(),
+        live_text.len()
+    );
     Ok(())
 }
 
