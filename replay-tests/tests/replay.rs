@@ -194,7 +194,8 @@ fn the_lock_fixture_shows_refusal_and_identical_rewrite() {
 /// predicted; a field raised above (or outside) what the host allows was refused by vmfleet
 /// before the kernel, with the field named; the hidden TRNG service is NOT_SUPPORTED inside the
 /// guest while the host's VMs see it; every guest read back its model; and a post-run change was
-/// refused by vmfleet's lock (EBUSY class) while the identical rewrite was allowed.
+/// refused by vmfleet's lock (EBUSY class) while the identical rewrite was allowed. Every write
+/// vmfleet refused was also sent to a scratch VM (`cross_check`), and the kernel refused it too.
 #[test]
 fn the_arm64_fixtures_show_the_model_validated_applied_seen_and_locked() {
     use supervisor::report::Verdict;
@@ -266,6 +267,16 @@ fn the_arm64_fixtures_show_the_model_validated_applied_seen_and_locked() {
                 "the field is named: {}",
                 w.verdict
             );
+            // Cross-checked on a scratch VM of the same kernel: it refused it too, same errno.
+            let kernel = w
+                .cross_check
+                .as_deref()
+                .unwrap_or_else(|| panic!("{name}: {} was not cross-checked", w.register));
+            assert!(
+                kernel.starts_with("the kernel refused it too"),
+                "{name}: {kernel}"
+            );
+            assert!(w.agrees, "{name}: {}", w.register);
         }
         // The lock after the run: the change refused by vmfleet (EBUSY), the same value allowed.
         let after = &by_name("lowered").after_run;

@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// arm64: also send every write vmfleet refuses before the kernel to a scratch VM, and
+    /// report both verdicts (the spec's `cross_check = true`; recorded, so replays do it too).
+    #[arg(long)]
+    pub cross_check: bool,
 }
 
 #[derive(Debug, Args)]

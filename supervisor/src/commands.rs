@@ -91,7 +91,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
     };
-    let spec = spec::parse(&text, &source)?;
+    let mut spec = spec::parse(&text, &source)?;
+    // `--cross-check` is the spec's `cross_check = true`: written into the spec text the trace
+    // keeps, so that its replays cross-check the same writes.
+    let text = if args.cross_check && !spec.cross_check {
+        let text = format!("cross_check = true  # vmfleet run --cross-check\n{text}");
+        spec = spec::parse(&text, &source)?;
+        text
+    } else {
+        text
+    };
     let kvm = KvmHypervisor::open()?;
     let header = TraceHeader::new(
         env!("CARGO_PKG_VERSION"),
@@ -378,6 +387,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         FleetSpec {
             name: crate::serve::DEFAULT_FLEET_NAME.to_string(),
             arch: trace.header.guest_arch,
+            cross_check: false,
             vms: Vec::new(),
         }
     } else {

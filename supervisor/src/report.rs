@@ -95,8 +95,12 @@ pub struct Arm64WriteReport {
     /// Whether it reached the kernel (vmfleet sends only what it does not refuse).
     pub sent: bool,
     pub outcome: String,
-    /// vmfleet's verdict and the kernel's answer agree.
+    /// vmfleet's verdict and the kernel's answer agree (for a refused write: on the scratch VM
+    /// of a cross-check, when there was one).
     pub agrees: bool,
+    /// The kernel's own verdict on a write vmfleet refused, from a scratch VM (`cross_check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_check: Option<String>,
 }
 
 /// What an arm64 guest saw, judged against its model.
@@ -597,12 +601,16 @@ fn arm64_transcript(out: &mut String, vm: &VmReport, arm64: &Arm64VmReport) {
     for w in &arm64.writes {
         let _ = writeln!(
             out,
-            "write {} = {:#018x} ({}): vmfleet: {}; {}{}",
+            "write {} = {:#018x} ({}): vmfleet: {}; {}{}{}",
             w.register,
             w.value,
             w.reason,
             w.verdict,
             w.outcome,
+            w.cross_check
+                .as_ref()
+                .map(|c| format!("; cross-check on a scratch VM: {c}"))
+                .unwrap_or_default(),
             if w.agrees {
                 ""
             } else {

@@ -41,6 +41,8 @@
 //! hypercalls = { trng = false }
 //! unknown_registers = "clear"      # or "keep-host", "refuse"
 //!
+//! # cross_check = true             # (top level) also send each refused write to a scratch VM
+//!
 //! [[vm.after_run]]                 # after the run: refused by the lock (EBUSY class)
 //! action = "set"
 //! field = "ID_AA64PFR0_EL1.CSV3"
@@ -80,6 +82,8 @@ pub struct FleetSpec {
     /// The guests' architecture (`arch`, default x86_64). A fleet runs on a host of its own
     /// architecture, and replays anywhere.
     pub arch: GuestArch,
+    /// arm64: send every write vmfleet refuses to a scratch VM too, and report both verdicts.
+    pub cross_check: bool,
     pub vms: Vec<VmSpec>,
 }
 
@@ -97,6 +101,8 @@ pub struct VmSpec {
     pub cpu: CpuSpec,
     /// The arm64 CPU model (aarch64 fleets only; `None` there means the host's model).
     pub arm64: Option<Arm64ModelSpec>,
+    /// The fleet's `cross_check`, for this VM.
+    pub cross_check: bool,
     pub after_run: Vec<AfterRun>,
 }
 
@@ -167,6 +173,7 @@ impl fmt::Display for SpecError {
 struct RawFleet {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
+    cross_check: Option<Spanned<bool>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
 }
@@ -247,6 +254,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
         ));
     }
 
+    let cross_check = match &raw.cross_check {
+        Some(c) if *c.get_ref() && arch != GuestArch::Aarch64 => {
+            return Err(at(
+                Some(c.span()),
+                "`cross_check` applies to aarch64 fleets (x86 writes are not judged before the \
+                 kernel)"
+                    .into(),
+            ));
+        }
+        Some(c) => *c.get_ref(),
+        None => false,
+    };
     let mut vms: Vec<VmSpec> = Vec::with_capacity(raw.vm.len());
     // Every VM name so far, with what made it (for the duplicate-name error).
     let mut names: HashMap<String, String> = HashMap::new();
@@ -535,6 +554,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             fault_after_passes,
             cpu: CpuSpec { hide },
             arm64: arm64.or_else(|| (arch == GuestArch::Aarch64).then(Arm64ModelSpec::default)),
+            cross_check,
             after_run,
         };
         vms.extend(copies.into_iter().map(|copy| VmSpec {
@@ -542,7 +562,12 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             ..vm_spec.clone()
         }));
     }
-    Ok(FleetSpec { name, arch, vms })
+    Ok(FleetSpec {
+        name,
+        arch,
+        cross_check,
+        vms,
+    })
 }
 
 fn check_name(name: &str) -> Result<(), String> {

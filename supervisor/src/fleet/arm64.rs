@@ -20,7 +20,9 @@ use vcpu::arm64::{
 use vcpu::guest::arm64::decoder::Arm64GuestReport;
 use vcpu::guest::arm64::smccc::{self, SmcccCall};
 use vcpu::guest::arm64::{self as guest, Finish};
-use vcpu::{OneRegLockRule, Reply, VcpuCall, VcpuHandle, VmCall, VmHandle};
+use vcpu::{
+    Errno, Hypervisor, OneRegLockRule, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
+};
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
 const KVM_ARM_VCPU_SVE: i32 = 4;
@@ -49,12 +51,24 @@ fn is_model_register(id: u64) -> bool {
     lock_class(id) != LockClass::NotCpuModel
 }
 
+/// Where cross-checks run: a scratch VM of the same host, created for the purpose.
+pub(super) struct CrossCheck<'a> {
+    pub hv: &'a Arc<dyn Hypervisor>,
+    /// The VM being configured; its scratch VM gets a logical id derived from it.
+    pub vm: VmId,
+}
+
+/// Scratch VMs' logical ids: the configured VM's id with the top bit set, so that a replay gives
+/// them the same streams.
+const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
+
 /// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
 pub(super) fn configure(
     mask_ranges: u64,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
+    cross_check: Option<CrossCheck<'_>>,
 ) -> Result<Arm64Vm, String> {
     let target = match vm.call(VmCall::ArmPreferredTarget) {
         Ok(Reply::VcpuInit { target, .. }) => target,
@@ -104,7 +118,27 @@ pub(super) fn configure(
             sent,
             outcome,
             agrees,
+            cross_check: None,
         });
+    }
+    if let Some(cross) = cross_check {
+        let refused: Vec<(usize, u64, u64, Errno)> = plan
+            .writes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, w)| {
+                w.verdict
+                    .refusal()
+                    .map(|r| (index, w.reg_id, w.value, r.errno))
+            })
+            .collect();
+        if !refused.is_empty() {
+            let verdicts = scratch_verdicts(&cross, vm.name(), target, features, spec, &refused)?;
+            for ((index, ..), (verdict, agrees)) in refused.iter().zip(verdicts) {
+                writes[*index].cross_check = Some(verdict);
+                writes[*index].agrees = agrees;
+            }
+        }
     }
     let mut unknown = Vec::new();
     for decision in &plan.unknown_registers {
@@ -151,6 +185,69 @@ pub(super) fn configure(
         calls: guest_calls(),
         report,
     })
+}
+
+/// Send each refused write to a scratch VM (a fresh VM, one vCPU initialised like the VM's):
+/// the kernel's own verdict, and whether it is vmfleet's (the same errno). A write the kernel
+/// accepts is undone (the host value written back) before the next one.
+fn scratch_verdicts(
+    cross: &CrossCheck<'_>,
+    name: &str,
+    target: u32,
+    features: [u32; 7],
+    spec: &Arm64ModelSpec,
+    refused: &[(usize, u64, u64, Errno)],
+) -> Result<Vec<(String, bool)>, String> {
+    let id = VmId(cross.vm.0 | SCRATCH_VM_ID_BIT);
+    let scratch_name = format!("{name}-cross-check");
+    let scratch = VmHandle::new(
+        cross
+            .hv
+            .create_vm(id, &scratch_name)
+            .map_err(|e| format!("cross-check: creating the scratch VM: {e}"))?,
+        scratch_name,
+    );
+    let result = (|| {
+        let vcpu = scratch
+            .create_vcpu(VcpuId(0))
+            .map_err(|e| format!("cross-check: {e}"))?;
+        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
+            .map_err(|e| format!("cross-check: {e}"))?;
+        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+            vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
+                feature: KVM_ARM_VCPU_SVE,
+            })
+            .map_err(|e| format!("cross-check: {e}"))?;
+        }
+        let mut verdicts = Vec::with_capacity(refused.len());
+        for &(_, reg, value, errno) in refused {
+            let before = vcpu
+                .get_one_reg(reg)
+                .map_err(|e| format!("cross-check: {e}"))?;
+            let verdict = match vcpu.set_one_reg(reg, value, lock_rule(reg)) {
+                Ok(_) => {
+                    vcpu.set_one_reg(reg, before, lock_rule(reg))
+                        .map_err(|e| format!("cross-check: undoing: {e}"))?;
+                    ("the kernel accepted it".to_string(), false)
+                }
+                Err(e) => match e.errno() {
+                    Some(kernel) => (
+                        format!("the kernel refused it too ({kernel})"),
+                        kernel == errno,
+                    ),
+                    None => return Err(format!("cross-check: {e}")),
+                },
+            };
+            verdicts.push(verdict);
+        }
+        vcpu.plain_call(VcpuCall::Destroy)
+            .map_err(|e| format!("cross-check: {e}"))?;
+        Ok(verdicts)
+    })();
+    scratch
+        .call(VmCall::Destroy)
+        .map_err(|e| format!("cross-check: closing the scratch VM: {e}"))?;
+    result
 }
 
 /// Write `value` to register `id` of every vCPU, through the lock.

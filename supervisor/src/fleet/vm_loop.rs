@@ -172,6 +172,7 @@ fn vm_thread(
     let (notice_tx, notice_rx) = mpsc::channel();
     let mut this = VmLoop {
         arch: setup.hv.arch(),
+        hv: Arc::clone(&setup.hv),
         arm64: None,
         spec: setup.spec,
         supported: setup.supported,
@@ -272,6 +273,8 @@ enum Notice {
 struct VmLoop {
     /// The guests' architecture (the backend's: the host's, or the recorded trace's).
     arch: GuestArch,
+    /// For the scratch VMs of arm64 cross-checks.
+    hv: Arc<dyn Hypervisor>,
     /// The arm64 model state (arm64 VMs, once configured).
     arm64: Option<super::arm64::Arm64Vm>,
     spec: VmSpec,
@@ -429,7 +432,12 @@ impl VmLoop {
     fn configure_arm64(&mut self) -> Result<(), String> {
         let spec = self.spec.arm64.clone().unwrap_or_default();
         let ranges = self.supported.mask_ranges()?;
-        let configured = super::arm64::configure(ranges, &self.vm, &self.vcpus, &spec)?;
+        let cross_check = self.spec.cross_check.then(|| super::arm64::CrossCheck {
+            hv: &self.hv,
+            vm: self.vm.id(),
+        });
+        let configured =
+            super::arm64::configure(ranges, &self.vm, &self.vcpus, &spec, cross_check)?;
         self.report.vcpus = (0..self.vcpus.len())
             .map(|index| VcpuReport {
                 id: index as u32,
