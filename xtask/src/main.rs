@@ -183,6 +183,33 @@ fn test(args: &[String]) -> Result<()> {
 
     // arm64: the aarch64 build, and real arm64 KVM in the lab (installs what it needs first).
     let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12])?;
+    if *lab.rust_route() == arm64_lab::RustRoute::Rustup {
+        // The aarch64 half of the KVM backend is cfg'd out of the host's clippy run.
+        step("cargo clippy --target aarch64-unknown-linux-musl (warnings denied)");
+        check(
+            cargo()
+                .args([
+                    "clippy",
+                    "--locked",
+                    "--target",
+                    "aarch64-unknown-linux-musl",
+                    "-p",
+                    "vcpu",
+                    "-p",
+                    "recorder",
+                    "-p",
+                    "supervisor",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .status(),
+            "cargo clippy for aarch64",
+        )?;
+    } else {
+        println!("(no clippy for aarch64: the lab builds with Debian's rustc, which has none)");
+    }
     step("arm64 lab: a 600 KiB binary file comes back from the guest byte-exact");
     arm64_lab::transport_test(&lab)?;
     step("arm64 lab: `vmfleet host` on 6.12 -cpu max sees KVM, arch aarch64");

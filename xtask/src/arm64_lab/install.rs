@@ -28,6 +28,10 @@ const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 /// The machine's own deb822 source, the one backports is derived from.
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+/// Where older set-ups keep their sources instead, one line each.
+const SOURCES_LIST: &str = "/etc/apt/sources.list";
+/// Where the backports line derived from it is written.
+const BACKPORTS_LIST: &str = "/etc/apt/sources.list.d/bookworm-backports.list";
 
 /// The Rust target of route 1.
 pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
@@ -318,18 +322,56 @@ fn ensure_backports() -> Result<bool> {
     }
     require_bookworm("QEMU 10 and the 6.12 kernel")?;
     require_root("writing an apt source for bookworm-backports")?;
-    let text = fs::read_to_string(DEBIAN_SOURCES).with_context(|| {
+    // The deb822 file of current Debian images; older set-ups (debootstrap) have one-line
+    // entries in sources.list instead.
+    let (from, to, text) = match fs::read_to_string(DEBIAN_SOURCES) {
+        Ok(text) => (DEBIAN_SOURCES, BACKPORTS_SOURCE, backports_stanza(&text)),
+        Err(_) => (
+            SOURCES_LIST,
+            BACKPORTS_LIST,
+            fs::read_to_string(SOURCES_LIST)
+                .map_err(anyhow::Error::from)
+                .and_then(|text| backports_line(&text)),
+        ),
+    };
+    let text = text.with_context(|| {
         format!(
-            "{BACKPORTS} is not configured and the lab derives it from {DEBIAN_SOURCES}, which \
-             cannot be read; add a {BACKPORTS} source by hand"
+            "{BACKPORTS} is not configured and cannot be derived from {from} (the lab copies the \
+             {CODENAME} entry's mirror and key); add a {BACKPORTS} source by hand"
         )
     })?;
-    let stanza = backports_stanza(&text).with_context(|| {
-        format!("cannot derive {BACKPORTS} from {DEBIAN_SOURCES}; add a {BACKPORTS} source by hand")
-    })?;
-    fs::write(BACKPORTS_SOURCE, stanza).with_context(|| format!("writing {BACKPORTS_SOURCE}"))?;
-    println!("  {BACKPORTS}: added {BACKPORTS_SOURCE} (derived from {DEBIAN_SOURCES})");
+    fs::write(to, text).with_context(|| format!("writing {to}"))?;
+    println!("  {BACKPORTS}: added {to} (derived from {from})");
     Ok(true)
+}
+
+/// The one-line `sources.list` entry for bookworm-backports, derived from the `deb` line for
+/// `bookworm` (same options, URI and components).
+pub fn backports_line(sources_list: &str) -> Result<String> {
+    for line in sources_list.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("deb ") else {
+            continue;
+        };
+        // `[options]` may stand before the URI.
+        let (options, rest) = match rest.trim_start().strip_prefix('[') {
+            Some(inner) => match inner.split_once(']') {
+                Some((opts, rest)) => (format!("[{opts}] "), rest),
+                None => continue,
+            },
+            None => (String::new(), rest),
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if let [uri, suite, components @ ..] = words.as_slice() {
+            if *suite == CODENAME && !components.is_empty() {
+                return Ok(format!(
+                    "# Written by `cargo xtask arm64-lab` (vmfleet): {BACKPORTS}, derived from \
+                     {SOURCES_LIST}.\ndeb {options}{uri} {BACKPORTS} {}\n",
+                    components.join(" ")
+                ));
+            }
+        }
+    }
+    bail!("no `deb URI {CODENAME} COMPONENTS` line")
 }
 
 /// `dpkg --add-architecture arm64` unless it is there. Returns whether it changed.
@@ -736,6 +778,18 @@ mod tests {
     #[test]
     fn backports_needs_a_bookworm_stanza() {
         assert!(backports_stanza("Types: deb\nURIs: x\nSuites: trixie\n").is_err());
+    }
+
+    #[test]
+    fn backports_line_is_derived_from_the_bookworm_line() {
+        let list = "# deb http://old.example/debian bookworm main\n\
+                    deb http://deb.example/debian-security bookworm-security main\n\
+                    deb [signed-by=/k.gpg] http://deb.example/debian bookworm main contrib\n";
+        assert_eq!(
+            backports_line(list).unwrap().lines().last().unwrap(),
+            "deb [signed-by=/k.gpg] http://deb.example/debian bookworm-backports main contrib"
+        );
+        assert!(backports_line("deb http://x/debian trixie main\n").is_err());
     }
 
     #[test]

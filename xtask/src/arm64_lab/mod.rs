@@ -265,6 +265,7 @@ pub struct Lab {
     busybox: PathBuf,
     vmfleet: PathBuf,
     kernels: Vec<(Kernel, install::KernelImage)>,
+    route: RustRoute,
 }
 
 impl Lab {
@@ -282,7 +283,13 @@ impl Lab {
             busybox,
             vmfleet,
             kernels: kernels.iter().copied().zip(images).collect(),
+            route,
         })
+    }
+
+    /// How vmfleet was compiled for aarch64.
+    pub fn rust_route(&self) -> &RustRoute {
+        &self.route
     }
 
     /// Boot `run.kernel` with an initramfs holding vmfleet and the inputs, run vmfleet, bring
