@@ -31,6 +31,16 @@ pub const DEFAULT_COUNTS: [u32; 3] = [1, 10, 100];
 pub const DEFAULT_RUNS: u32 = 5;
 /// The most VMs one start measurement may ask for (`--counts`).
 pub const MAX_COUNT: u32 = 1000;
+/// Each start count runs until at least this many VMs were started per side (and at least
+/// `--runs` times): a 1-VM run takes about a millisecond, and five samples of that on a shared,
+/// nested-virtualized host measure the host's hiccups more than either side.
+pub const START_VMS_SAMPLED: u32 = 1000;
+
+/// Runs of the start figure for `vms` VMs, given `--runs`.
+pub fn start_runs(vms: u32, runs: u32) -> u32 {
+    runs.max(START_VMS_SAMPLED.div_ceil(vms.max(1)))
+}
+
 /// vmfleet's start throughput must be at least the floor's divided by this.
 pub const START_TARGET_RATIO: f64 = 1.25;
 /// VMs of the scale figure.
@@ -580,6 +590,8 @@ impl PhaseMedians {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StartRow {
     pub vms: u32,
+    /// Runs per side ([`start_runs`]).
+    pub runs: u32,
     pub floor: StartSide,
     /// Where the floor's time goes (medians).
     pub floor_phases: PhaseMedians,
@@ -697,10 +709,11 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
 /// The start figure for `vms` VMs: floor and vmfleet alternate, run by run, so that both see the
 /// same state of the host.
 fn start_row(floor: &Floor, vms: u32, options: &BenchOptions) -> Result<StartRow, BenchError> {
-    let mut floor_runs = Vec::with_capacity(options.runs as usize);
-    let mut vmfleet_runs = Vec::with_capacity(options.runs as usize);
+    let runs = start_runs(vms, options.runs);
+    let mut floor_runs = Vec::with_capacity(runs as usize);
+    let mut vmfleet_runs = Vec::with_capacity(runs as usize);
     let mut vmfleet_error = None;
-    for _ in 0..options.runs {
+    for _ in 0..runs {
         floor_runs.push(floor_start_to_first_exit(floor, vms, VCPUS_PER_VM)?);
         if !options.floor_only && vmfleet_error.is_none() {
             match vmfleet_start_to_first_exit(vms, VCPUS_PER_VM) {
@@ -737,6 +750,7 @@ fn start_row(floor: &Floor, vms: u32, options: &BenchOptions) -> Result<StartRow
     };
     Ok(StartRow {
         vms,
+        runs,
         floor_phases: PhaseMedians::from_runs(&floor_runs),
         floor: floor_side,
         vmfleet,
@@ -751,7 +765,7 @@ pub fn table(report: &BenchReport) -> String {
     let host = &report.host;
     let _ = writeln!(
         out,
-        "vmfleet bench on {} ({} CPUs, kernel {}): {} vCPUs per VM, median of {} run(s)",
+        "vmfleet bench on {} ({} CPUs, kernel {}): {} vCPUs per VM, medians of at least {} run(s)",
         host.kvm_module.as_deref().unwrap_or("no KVM module"),
         host.cpus,
         host.kernel,
@@ -764,8 +778,8 @@ pub fn table(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
-        "VMs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
+        "  {:>5}  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
+        "VMs", "runs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
     );
     for row in &report.start {
         let vmfleet = row.vmfleet.as_ref().map_or_else(
@@ -777,8 +791,9 @@ pub fn table(report: &BenchReport) -> String {
             .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
         let _ = writeln!(
             out,
-            "  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
+            "  {:>5}  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
             row.vms,
+            row.runs,
             row.floor.median_vms_per_second,
             row.floor.median_elapsed_ms,
             vmfleet,
@@ -981,6 +996,7 @@ mod tests {
             vcpus_per_vm: 2,
             runs: 1,
             start: vec![StartRow {
+                runs: 5,
                 vms: 1,
                 floor: side.clone(),
                 floor_phases: PhaseMedians::default(),
