@@ -78,6 +78,11 @@ pub enum VcpuCall {
     Run,
     /// Close the vCPU fd. Reply: [`Reply::Done`].
     Destroy,
+    /// `KVM_SET_DEVICE_ATTR` (`KVM_ARM_VCPU_PMU_V3_CTRL`, `KVM_ARM_VCPU_PMU_V3_INIT`): initialise
+    /// the PMU of a vCPU created with the `pmu-v3` feature; `KVM_RUN` refuses it (`EINVAL`)
+    /// otherwise. Without an in-kernel irqchip no overflow interrupt is set first. Reply:
+    /// [`Reply::Done`]. (Last, so traces recorded before it keep their variant numbers.)
+    ArmPmuV3Init,
 }
 
 impl VcpuCall {
@@ -343,6 +348,7 @@ impl fmt::Display for VcpuCall {
                 )
             }
             VcpuCall::ArmVcpuFinalize { feature } => write!(f, "ARM_VCPU_FINALIZE {feature}"),
+            VcpuCall::ArmPmuV3Init => f.write_str("ARM_PMU_V3_INIT"),
             VcpuCall::SetBootState { entry } => write!(f, "SET_BOOT_STATE entry={entry:#x}"),
             VcpuCall::Run => f.write_str("RUN"),
             VcpuCall::Destroy => f.write_str("DESTROY_VCPU"),

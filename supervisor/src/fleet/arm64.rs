@@ -86,6 +86,10 @@ pub(super) fn configure(
             })
             .map_err(|e| e.to_string())?;
         }
+        if spec.features.contains(vcpu::arm64::VcpuFeature::PmuV3) {
+            vcpu.plain_call(VcpuCall::ArmPmuV3Init)
+                .map_err(|e| e.to_string())?;
+        }
     }
     let first = vcpus
         .first()

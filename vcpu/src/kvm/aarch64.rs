@@ -7,8 +7,9 @@ use crate::call::{Reply, SystemCall, VcpuCall, VmCall};
 use crate::errno::Errno;
 use crate::error::CallError;
 use kvm_bindings::{
-    KVM_ARM_FEATURE_ID_RANGE, KVM_ARM_FEATURE_ID_RANGE_SIZE, KVM_REG_ARM_CORE, KVM_REG_ARM64,
-    KVM_REG_SIZE_U64, kvm_regs, kvm_vcpu_init, reg_mask_range, user_pt_regs,
+    KVM_ARM_FEATURE_ID_RANGE, KVM_ARM_FEATURE_ID_RANGE_SIZE, KVM_ARM_VCPU_PMU_V3_CTRL,
+    KVM_ARM_VCPU_PMU_V3_INIT, KVM_REG_ARM_CORE, KVM_REG_ARM64, KVM_REG_SIZE_U64, kvm_device_attr,
+    kvm_regs, kvm_vcpu_init, reg_mask_range, user_pt_regs,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd, reg_size};
 use std::mem::offset_of;
@@ -80,6 +81,17 @@ pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError
         // KVM_ARM_VCPU_FINALIZE.
         VcpuCall::ArmVcpuFinalize { feature } => {
             fd.vcpu_finalize(feature).map_err(kernel)?;
+            Ok(Reply::Done)
+        }
+        // KVM_SET_DEVICE_ATTR on the vCPU: PMU v3 INIT (no attribute payload).
+        VcpuCall::ArmPmuV3Init => {
+            let attr = kvm_device_attr {
+                flags: 0,
+                group: KVM_ARM_VCPU_PMU_V3_CTRL,
+                attr: u64::from(KVM_ARM_VCPU_PMU_V3_INIT),
+                addr: 0,
+            };
+            fd.set_device_attr(&attr).map_err(kernel)?;
             Ok(Reply::Done)
         }
         // Two KVM_SET_ONE_REGs: PC = entry, PSTATE = EL1h with DAIF masked.

@@ -47,7 +47,8 @@ pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError
         | VcpuCall::SetOneReg { .. }
         | VcpuCall::GetRegList
         | VcpuCall::ArmVcpuInit { .. }
-        | VcpuCall::ArmVcpuFinalize { .. } => Err(other_arch(call, GuestArch::Aarch64)),
+        | VcpuCall::ArmVcpuFinalize { .. }
+        | VcpuCall::ArmPmuV3Init => Err(other_arch(call, GuestArch::Aarch64)),
         VcpuCall::Run | VcpuCall::Destroy => Err(CallError::Backend(format!(
             "{call} is not an architecture-specific vCPU call"
         ))),
