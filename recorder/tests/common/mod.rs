@@ -206,9 +206,9 @@ impl Vcpu for ScriptedVcpu {
                 Ok(Reply::Done)
             }
             VcpuCall::GetRegList => Ok(Reply::RegList(vec![1, 2, 3])),
-            VcpuCall::ArmVcpuInit { .. } | VcpuCall::ArmVcpuFinalize { .. } => {
-                Err(CallError::Kernel(Errno::ENOSYS))
-            }
+            VcpuCall::ArmVcpuInit { .. }
+            | VcpuCall::ArmVcpuFinalize { .. }
+            | VcpuCall::ArmPmuV3Init => Err(CallError::Kernel(Errno::ENOSYS)),
             VcpuCall::Run => {
                 let n = self.runs;
                 self.runs += 1;
