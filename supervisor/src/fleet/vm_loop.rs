@@ -211,8 +211,16 @@ fn vm_thread(
     }
     this.set_lifecycle(Lifecycle::Created);
     let _ = created.send(Ok((this.model_view(), this.status_now())));
-    // After answering: the control plane handles the answer and sends `start` meanwhile.
-    this.spawn_ready_threads();
+    // A `start` queued behind the creation (`Fleet::launch_all`) is carried out right away, and
+    // its vCPU threads find their launch waiting when they start. Otherwise the threads are
+    // started now, while the control plane handles the answer, and wait for a `start`.
+    while let Ok(command) = this.commands.try_recv() {
+        this.command(command);
+        this.settle();
+    }
+    if this.lifecycle == Lifecycle::Created {
+        this.spawn_ready_threads();
+    }
 
     let shared = Rc::new(RefCell::new(this));
     let mut manager = match EventManager::<Rc<RefCell<VmLoop>>>::new() {
@@ -706,6 +714,23 @@ impl VmLoop {
             GuestArch::Aarch64 => self.load_arm64()?,
         };
         let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
+        if ready.is_empty() {
+            // Not started ahead: each thread starts with its launch already waiting.
+            for (index, vcpu) in self.vcpus.iter().enumerate() {
+                let spawned = spawn_vcpu(
+                    index,
+                    Arc::clone(vcpu),
+                    Arc::clone(&self.control),
+                    self.notice_tx.clone(),
+                    Arc::clone(&self.notice_fd),
+                    format!("{}-{}", self.spec.name, vcpu.id()),
+                )
+                .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))?;
+                let _ = spawned.launch.send(launch.clone());
+                self.threads.push(Some(spawned.thread));
+            }
+            return Ok(());
+        }
         for ready in ready {
             // A thread that cannot take its launch has ended; joining it says why.
             let _ = ready.launch.send(launch.clone());
@@ -1100,6 +1125,18 @@ enum Launch {
     },
 }
 
+impl Launch {
+    fn pauses_at_first_exit(&self) -> bool {
+        match self {
+            Launch::X86 {
+                pause_at_first_exit,
+                ..
+            } => *pause_at_first_exit,
+            Launch::Arm64 { limits, .. } => limits.pause_at_first_exit,
+        }
+    }
+}
+
 /// How a vCPU thread's run went, by guest architecture.
 #[derive(Debug)]
 enum VcpuOutcome {
@@ -1158,6 +1195,7 @@ fn spawn_vcpu(
                 tx: tx.clone(),
                 wake: Arc::clone(&wake),
             };
+            let parks_at_first_exit = launch.pauses_at_first_exit();
             let mut notify = |notice| {
                 if notice == VcpuNotice::FirstExit {
                     // From here on the thread runs the guest, not the start path: let the VM
@@ -1167,7 +1205,14 @@ fn spawn_vcpu(
                     }
                 }
                 let _ = tx.send((index, Notice::Run(notice)));
-                let _ = wake.write(1);
+                // A thread that parks right after its first exit wakes its loop once, for both
+                // notices: the loop reads them in order either way, and has nothing to do at the
+                // first one alone (a paused start is answered when every vCPU has parked). The
+                // first-exit control point always ends in a park or a stop (each wakes the loop):
+                // while a VM starts paused nothing can ask it to run (`resume` needs `paused`).
+                if !(parks_at_first_exit && notice == VcpuNotice::FirstExit) {
+                    let _ = wake.write(1);
+                }
             };
             let outcome = match launch {
                 Launch::X86 {
