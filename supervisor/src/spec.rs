@@ -42,6 +42,7 @@
 //! unknown_registers = "clear"      # or "keep-host", "refuse"
 //!
 //! # cross_check = true             # (top level) also send each refused write to a scratch VM
+//! # unknown_registers = "refuse"    # (top level) the fleet's policy; a VM's table may differ
 //!
 //! [[vm.after_run]]                 # after the run: refused by the lock (EBUSY class)
 //! action = "set"
@@ -55,7 +56,7 @@ use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
 use vcpu::GuestArch;
-use vcpu::arm64::{Arm64ModelSpec, FieldRef};
+use vcpu::arm64::{Arm64ModelSpec, FieldRef, UnknownRegisterPolicy};
 use vcpu::cpuid::features;
 use vcpu::guest::x86::FAULT_IDT_BASE;
 
@@ -174,6 +175,7 @@ struct RawFleet {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
     cross_check: Option<Spanned<bool>>,
+    unknown_registers: Option<Spanned<UnknownRegisterPolicy>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
 }
@@ -265,6 +267,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
         }
         Some(c) => *c.get_ref(),
         None => false,
+    };
+    // The fleet's policy for registers vmfleet does not know: every VM's, unless its own `arm64`
+    // table chooses another.
+    let fleet_unknown = match &raw.unknown_registers {
+        Some(p) if arch != GuestArch::Aarch64 => {
+            return Err(at(
+                Some(p.span()),
+                "`unknown_registers` applies to aarch64 fleets".into(),
+            ));
+        }
+        Some(p) => Some(*p.get_ref()),
+        None => None,
     };
     let mut vms: Vec<VmSpec> = Vec::with_capacity(raw.vm.len());
     // Every VM name so far, with what made it (for the duplicate-name error).
@@ -553,7 +567,16 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             probe_repeats,
             fault_after_passes,
             cpu: CpuSpec { hide },
-            arm64: arm64.or_else(|| (arch == GuestArch::Aarch64).then(Arm64ModelSpec::default)),
+            arm64: arm64
+                .or_else(|| (arch == GuestArch::Aarch64).then(Arm64ModelSpec::default))
+                .map(|mut model| {
+                    if let Some(policy) = fleet_unknown {
+                        if model.unknown_registers == UnknownRegisterPolicy::default() {
+                            model.unknown_registers = policy;
+                        }
+                    }
+                    model
+                }),
             cross_check,
             after_run,
         };
@@ -1014,6 +1037,22 @@ name = "plain"
         ));
         // A VM without a table gets the host's model.
         assert_eq!(spec.vms[1].arm64, Some(Arm64ModelSpec::default()));
+    }
+
+    #[test]
+    fn the_fleet_sets_the_unknown_register_policy_a_vm_does_not_choose() {
+        let text = "arch = \"aarch64\"\nunknown_registers = \"refuse\"\n[[vm]]\nname = \"a\"\n[[vm]]\nname = \"b\"\n[vm.arm64]\nunknown_registers = \"keep-host\"\n";
+        let spec = parse(text, "f.toml").unwrap();
+        let policy = |i: usize| spec.vms[i].arm64.as_ref().unwrap().unknown_registers;
+        assert_eq!(policy(0), UnknownRegisterPolicy::Refuse);
+        assert_eq!(policy(1), UnknownRegisterPolicy::KeepHost);
+        let e = parse(
+            "unknown_registers = \"clear\"\n[[vm]]\nname = \"a\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f.toml:1:") && e.contains("aarch64"), "{e}");
     }
 
     fn err(text: &str) -> String {
