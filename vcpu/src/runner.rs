@@ -529,6 +529,31 @@ mod tests {
         assert_eq!(notices, vec![VcpuNotice::FirstExit]);
     }
 
+    /// Run `script` on a thread of its own under `control` (one probe pass), with its notices on
+    /// a channel.
+    fn spawn_run(
+        script: Vec<Result<VcpuExit, CallError>>,
+        control: &Arc<RunControl>,
+        pause_at_first_exit: bool,
+    ) -> (
+        std::thread::JoinHandle<ProbeOutcome>,
+        std::sync::mpsc::Receiver<VcpuNotice>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let control = Arc::clone(control);
+        let vcpu = vcpu(script);
+        let runner = std::thread::spawn(move || {
+            let probe = Probe {
+                points: &POINTS,
+                repeats: 1,
+                exit_budget: None,
+                pause_at_first_exit,
+            };
+            run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
+        });
+        (runner, rx)
+    }
+
     #[test]
     fn a_kick_with_pause_wanted_parks_until_resumed() {
         let mut script = one_pass(0);
@@ -536,20 +561,7 @@ mod tests {
         script.push(Ok(VcpuExit::Hlt));
         let control = Arc::new(RunControl::new());
         control.request(RunDecision::Pause);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let runner = {
-            let control = Arc::clone(&control);
-            let vcpu = vcpu(script);
-            std::thread::spawn(move || {
-                let probe = Probe {
-                    points: &POINTS,
-                    repeats: 1,
-                    exit_budget: None,
-                    pause_at_first_exit: false,
-                };
-                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
-            })
-        };
+        let (runner, rx) = spawn_run(script, &control, false);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
         assert!(
@@ -570,22 +582,9 @@ mod tests {
         // there, before it is decoded, because pause was wanted before the thread ran.
         let control = Arc::new(RunControl::new());
         control.preset(RunDecision::Pause);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let runner = {
-            let control = Arc::clone(&control);
-            let mut script = one_pass(0);
-            script.push(Ok(VcpuExit::Hlt));
-            let vcpu = vcpu(script);
-            std::thread::spawn(move || {
-                let probe = Probe {
-                    points: &POINTS,
-                    repeats: 1,
-                    exit_budget: None,
-                    pause_at_first_exit: true,
-                };
-                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
-            })
-        };
+        let mut script = one_pass(0);
+        script.push(Ok(VcpuExit::Hlt));
+        let (runner, rx) = spawn_run(script, &control, true);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
         assert!(
@@ -605,20 +604,7 @@ mod tests {
     fn a_paused_start_stopped_while_parked_ends_stopped() {
         let control = Arc::new(RunControl::new());
         control.preset(RunDecision::Pause);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let runner = {
-            let control = Arc::clone(&control);
-            let vcpu = vcpu(one_pass(0));
-            std::thread::spawn(move || {
-                let probe = Probe {
-                    points: &POINTS,
-                    repeats: 1,
-                    exit_budget: None,
-                    pause_at_first_exit: true,
-                };
-                run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())
-            })
-        };
+        let (runner, rx) = spawn_run(one_pass(0), &control, true);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::FirstExit);
         assert_eq!(rx.recv().unwrap(), VcpuNotice::Parked);
         control.request(RunDecision::Stop);

@@ -716,16 +716,8 @@ impl VmLoop {
         let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
         if ready.is_empty() {
             // Not started ahead: each thread starts with its launch already waiting.
-            for (index, vcpu) in self.vcpus.iter().enumerate() {
-                let spawned = spawn_vcpu(
-                    index,
-                    Arc::clone(vcpu),
-                    Arc::clone(&self.control),
-                    self.notice_tx.clone(),
-                    Arc::clone(&self.notice_fd),
-                    format!("{}-{}", self.spec.name, vcpu.id()),
-                )
-                .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))?;
+            for index in 0..self.vcpus.len() {
+                let spawned = self.spawn_thread(index)?;
                 let _ = spawned.launch.send(launch.clone());
                 self.threads.push(Some(spawned.thread));
             }
@@ -816,24 +808,30 @@ impl VmLoop {
     /// `create` answer (measured by `vmfleet bench`: it is on the path to every VM's first exit).
     fn spawn_ready_threads(&mut self) {
         let mut ready = Vec::with_capacity(self.vcpus.len());
-        for (index, vcpu) in self.vcpus.iter().enumerate() {
-            let spawned = spawn_vcpu(
-                index,
-                Arc::clone(vcpu),
-                Arc::clone(&self.control),
-                self.notice_tx.clone(),
-                Arc::clone(&self.notice_fd),
-                format!("{}-{}", self.name(), vcpu.id()),
-            );
-            match spawned {
+        for index in 0..self.vcpus.len() {
+            match self.spawn_thread(index) {
                 Ok(thread) => ready.push(thread),
-                Err(e) => {
-                    self.ready = Err(format!("starting the thread of {}: {e}", vcpu.id()));
+                Err(why) => {
+                    self.ready = Err(why);
                     return;
                 }
             }
         }
         self.ready = Ok(ready);
+    }
+
+    /// Spawn vCPU `index`'s thread, waiting for its [`Launch`].
+    fn spawn_thread(&self, index: usize) -> Result<ReadyThread, String> {
+        let vcpu = &self.vcpus[index];
+        spawn_vcpu(
+            index,
+            Arc::clone(vcpu),
+            Arc::clone(&self.control),
+            self.notice_tx.clone(),
+            Arc::clone(&self.notice_fd),
+            format!("{}-{}", self.name(), vcpu.id()),
+        )
+        .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))
     }
 
     /// End the threads that were never launched (dropping their launch channel ends them).
