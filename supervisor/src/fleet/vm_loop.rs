@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 use vcpu::cpuid::model::X86CpuModel;
-use vcpu::cpuid::{drift, features};
+use vcpu::cpuid::{CpuidTable, drift, features};
 use vcpu::guest::arm64 as arm64_guest;
 use vcpu::guest::arm64::decoder::Arm64GuestReport;
 use vcpu::guest::x86 as guest;
@@ -180,6 +180,7 @@ fn vm_thread(
         vcpus: Vec::new(),
         control: Arc::new(RunControl::new()),
         threads: Vec::new(),
+        pending_drift: Vec::new(),
         ready: Ok(Vec::new()),
         runs: Vec::new(),
         lifecycle: Lifecycle::Creating,
@@ -210,17 +211,27 @@ fn vm_thread(
         return;
     }
     this.set_lifecycle(Lifecycle::Created);
-    let _ = created.send(Ok((this.model_view(), this.status_now())));
+    // What `create` answers is the VM as configured, whatever a queued command does next.
+    let status = this.status_now();
     // A `start` queued behind the creation (`Fleet::launch_all`) is carried out right away, and
-    // its vCPU threads find their launch waiting when they start. Otherwise the threads are
-    // started now, while the control plane handles the answer, and wait for a `start`.
+    // its vCPU threads find their launch waiting when they start; the drift lines, which nothing
+    // on the way to a first exit needs, are worked out while the guests enter. Otherwise the
+    // threads are started now, while the control plane handles the answer, and wait for a
+    // `start`.
+    let mut started_early = false;
     while let Ok(command) = this.commands.try_recv() {
+        started_early |= matches!(command, Command::Start { .. });
         this.command(command);
         this.settle();
     }
     if this.lifecycle == Lifecycle::Created {
         this.spawn_ready_threads();
     }
+    let mut view = this.model_view();
+    if started_early {
+        view.sealed = None;
+    }
+    let _ = created.send(Ok((view, status)));
 
     let shared = Rc::new(RefCell::new(this));
     let mut manager = match EventManager::<Rc<RefCell<VmLoop>>>::new() {
@@ -292,6 +303,10 @@ struct VmLoop {
     control: Arc<RunControl>,
     /// One per vCPU once started (`None` once joined).
     threads: Vec<Option<JoinHandle<Option<VcpuOutcome>>>>,
+    /// Drift lines not worked out yet: (vCPU index, the table that was requested). They are the
+    /// costliest CPU work of configuring a VM, and nothing on the way to its first exit needs
+    /// them, so they are worked out when first read ([`VmLoop::finish_drift`]).
+    pending_drift: Vec<(usize, CpuidTable)>,
     /// vCPU threads spawned ahead of `start`, waiting for their launch (or why they could not be
     /// spawned, which `start` reports).
     ready: Result<Vec<ReadyThread>, String>,
@@ -477,6 +492,7 @@ impl VmLoop {
             hide: hide.to_vec(),
         };
         let mut reports = Vec::with_capacity(self.vcpus.len());
+        let mut pending = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.iter().enumerate() {
             let requested = model
                 .build(&supported, index as u32, self.spec.vcpus)
@@ -488,9 +504,10 @@ impl VmLoop {
             let write = vcpu.set_cpuid(&table).map_err(|e| refusal_text(&e))?;
             let hidden = requested.hidden.clone();
             let previous = self.report.vcpus.get(index);
+            pending.push((index, requested.table.clone()));
             reports.push(VcpuReport {
                 id: index as u32,
-                drift: drift::drift(&requested.table, &write.held).lines(),
+                drift: Vec::new(),
                 not_honoured: drift::not_honoured(&hidden, &write.held)
                     .iter()
                     .map(|f| f.name.to_string())
@@ -510,6 +527,7 @@ impl VmLoop {
             });
         }
         self.report.vcpus = reports;
+        self.pending_drift = pending;
         self.report.requested_hidden = hide.to_vec();
         self.spec.cpu.hide = hide.to_vec();
         Ok(())
@@ -523,7 +541,17 @@ impl VmLoop {
             .map_err(|e| format!("{}: {e}", self.name()))
     }
 
-    fn model_view(&self) -> ModelView {
+    /// Work out the drift lines still pending (see `pending_drift`).
+    fn finish_drift(&mut self) {
+        for (index, requested) in std::mem::take(&mut self.pending_drift) {
+            if let Some(vcpu) = self.report.vcpus.get_mut(index) {
+                vcpu.drift = drift::drift(&requested, &vcpu.held).lines();
+            }
+        }
+    }
+
+    fn model_view(&mut self) -> ModelView {
+        self.finish_drift();
         ModelView {
             vm: self.name().to_string(),
             sealed: match self.vm.lock().state() {
@@ -1078,6 +1106,7 @@ impl VmLoop {
     /// Close every vCPU, then the VM, in reverse order of creation. A failed teardown is reported
     /// but does not hide an earlier failure.
     fn teardown(&mut self) {
+        self.finish_drift();
         self.release_ready_threads();
         for vcpu in self.vcpus.iter().rev() {
             if let Err(e) = vcpu.plain_call(VcpuCall::Destroy) {
