@@ -278,6 +278,24 @@ fn the_arm64_fixtures_show_the_model_validated_applied_seen_and_locked() {
             );
             assert!(w.agrees, "{name}: {}", w.register);
         }
+        // The operator's table says the same in a word per VM.
+        let table = supervisor::report::table(&report);
+        let row = |vm: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("{vm} ")))
+                .unwrap_or_else(|| panic!("{name}: no row for {vm} in\n{table}"))
+                .to_string()
+        };
+        assert!(row("lowered").contains("= model"), "{}", row("lowered"));
+        assert!(row("lowered").contains(" written"), "{}", row("lowered"));
+        assert!(
+            report
+                .vms
+                .iter()
+                .any(|vm| row(&vm.name).contains("refused")),
+            "{table}"
+        );
         // The lock after the run: the change refused by vmfleet (EBUSY), the same value allowed.
         let after = &by_name("lowered").after_run;
         assert!(

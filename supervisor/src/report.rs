@@ -382,10 +382,10 @@ pub fn table(report: &JobReport) -> String {
                 vm.vcpu_count.to_string(),
                 exits.to_string(),
                 run_end_cell(vm),
-                if drift_regs == 0 {
-                    "none".into()
-                } else {
-                    format!("{drift_regs} register(s) rewritten")
+                match &vm.arm64 {
+                    Some(arm64) => arm64_writes_cell(arm64),
+                    None if drift_regs == 0 => "none".into(),
+                    None => format!("{drift_regs} register(s) rewritten"),
                 },
                 if not_honoured.is_empty() {
                     "-".into()
@@ -420,6 +420,24 @@ pub fn table(report: &JobReport) -> String {
     out
 }
 
+/// An arm64 VM's model writes in a word: how many went to the kernel, how many vmfleet refused,
+/// and any the kernel held differently or answered otherwise than vmfleet predicted.
+fn arm64_writes_cell(arm64: &Arm64VmReport) -> String {
+    let sent = arm64.writes.iter().filter(|w| w.sent).count();
+    let refused = arm64.writes.len() - sent;
+    let mut parts = vec![format!("{sent} written")];
+    if refused > 0 {
+        parts.push(format!("{refused} refused"));
+    }
+    if !arm64.drift.is_empty() {
+        parts.push(format!("{} drifted", arm64.drift.len()));
+    }
+    if arm64.disagreements() > 0 {
+        parts.push(format!("{} DISAGREE", arm64.disagreements()));
+    }
+    parts.join(", ")
+}
+
 /// How the vCPUs' runs ended: `halted` when they all did, else each way with how many vCPUs
 /// ended so (`1 halted, 1 guest fault`), in vCPU order of first appearance.
 fn run_end_cell(vm: &VmReport) -> String {
@@ -442,6 +460,19 @@ fn run_end_cell(vm: &VmReport) -> String {
 }
 
 fn guest_cell(vm: &VmReport) -> String {
+    let arm64: Vec<&Arm64GuestSummary> = vm
+        .vcpus
+        .iter()
+        .filter_map(|v| v.arm64_guest.as_ref())
+        .collect();
+    if !arm64.is_empty() {
+        let bad = arm64.iter().filter(|g| !g.consistent()).count();
+        return if bad == 0 {
+            "= model".into()
+        } else {
+            format!("MISMATCH on {bad} vCPU(s)")
+        };
+    }
     let guests: Vec<&GuestSummary> = vm.vcpus.iter().filter_map(|v| v.guest.as_ref()).collect();
     if guests.is_empty() {
         return "-".into();
