@@ -705,24 +705,22 @@ fn arm64_transcript(out: &mut String, vm: &VmReport, arm64: &Arm64VmReport) {
 }
 
 fn after_run_transcript(out: &mut String, after_run: &[AfterRunReport]) {
-    {
-        for a in after_run {
-            let _ = writeln!(
-                out,
-                "after run, vcpu{} {}: {} (expected {}){}",
-                a.vcpu,
-                a.action,
-                a.outcome.label(),
-                a.expected.label(),
-                if a.expected == a.outcome {
-                    ""
-                } else {
-                    "  <-- LOCK RULE VIOLATED"
-                }
-            );
-            if let Some(m) = &a.message {
-                let _ = writeln!(out, "  {m}");
+    for a in after_run {
+        let _ = writeln!(
+            out,
+            "after run, vcpu{} {}: {} (expected {}){}",
+            a.vcpu,
+            a.action,
+            a.outcome.label(),
+            a.expected.label(),
+            if a.expected == a.outcome {
+                ""
+            } else {
+                "  <-- LOCK RULE VIOLATED"
             }
+        );
+        if let Some(m) = &a.message {
+            let _ = writeln!(out, "  {m}");
         }
     }
 }

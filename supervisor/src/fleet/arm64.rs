@@ -99,20 +99,18 @@ pub(super) fn configure(
 
     let mut writes = Vec::new();
     for write in &plan.writes {
-        let (sent, outcome) = match &write.verdict {
-            Verdict::Refused(_) => (false, "not sent to the kernel".to_string()),
-            Verdict::Accepted { .. } | Verdict::Unjudged { .. } => {
-                match write_all(vcpus, write.reg_id, write.value) {
-                    Ok(()) => (true, "written".to_string()),
-                    Err(e) => (true, format!("the kernel refused it: {e}")),
-                }
-            }
-        };
-        // vmfleet's prediction and the kernel's answer must agree on every write it sent.
-        let agrees = match (&write.verdict, outcome.as_str()) {
-            (Verdict::Accepted { .. }, "written") => true,
-            (Verdict::Accepted { .. }, _) => false,
-            _ => true,
+        // vmfleet's prediction and the kernel's answer must agree on every write it sent: a
+        // write predicted accepted that the kernel refuses is a disagreement.
+        let (sent, outcome, agrees) = match &write.verdict {
+            Verdict::Refused(_) => (false, "not sent to the kernel".to_string(), true),
+            verdict => match write_all(vcpus, write.reg_id, write.value) {
+                Ok(()) => (true, "written".to_string(), true),
+                Err(e) => (
+                    true,
+                    format!("the kernel refused it: {e}"),
+                    !verdict.is_accepted(),
+                ),
+            },
         };
         writes.push(Arm64WriteReport {
             register: write.register.clone(),
@@ -176,7 +174,7 @@ pub(super) fn configure(
         features: spec.features.iter().map(|f| f.to_string()).collect(),
         registers_listed: host.register_ids.len(),
         registers_read: host.values.len(),
-        masks: describe_masks(&host.masks),
+        masks: host.masks.source().to_string(),
         writes,
         unchanged: plan.unchanged.iter().map(ToString::to_string).collect(),
         unknown_policy: spec.unknown_registers.to_string(),
@@ -295,10 +293,6 @@ fn read_host_view(ranges: u64, vm: &VmHandle, vcpu: &VcpuHandle) -> Result<HostV
         masks,
         writable_imp_id_regs: false,
     })
-}
-
-fn describe_masks(masks: &WritableMasks) -> String {
-    masks.source().to_string()
 }
 
 /// Where what vCPU 0 holds differs from what the plan expected to read back.
@@ -473,7 +467,11 @@ pub(super) fn try_after_run(
             Ok(_) => {}
             Err(e) if e.is_lock_refusal() => {
                 outcome = LockVerdict::RefusedByLock;
-                message = Some(lock_refusal_text(id, &e));
+                message = Some(format!(
+                    "{}: {}",
+                    reg_id::describe(id),
+                    super::vm_loop::refusal_text(&e)
+                ));
                 break;
             }
             Err(e) => {
@@ -490,12 +488,4 @@ pub(super) fn try_after_run(
         outcome,
         message,
     })
-}
-
-/// A lock refusal of an arm64 write, naming the register.
-fn lock_refusal_text(id: u64, e: &vcpu::HandleError) -> String {
-    match &e.source {
-        vcpu::CallError::Refused(refusal) => format!("{}: {refusal}", reg_id::describe(id)),
-        other => format!("{}: {other}", reg_id::describe(id)),
-    }
 }

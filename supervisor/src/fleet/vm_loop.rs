@@ -1329,7 +1329,7 @@ fn try_after_run(vcpu: &VcpuHandle, action: &AfterRun) -> Result<AfterRunReport,
 }
 
 /// A lock refusal as its own explanation; any other error with its call and target.
-fn refusal_text(e: &HandleError) -> String {
+pub(super) fn refusal_text(e: &HandleError) -> String {
     match &e.source {
         vcpu::CallError::Refused(refusal) => refusal.to_string(),
         other => format!("{} on {}: {other}", e.call, e.target),
