@@ -5,10 +5,15 @@ use std::path::PathBuf;
 
 /// vmfleet runs fleets of KVM VMs and owns what their guests see of the CPU.
 #[derive(Debug, Parser)]
-#[command(name = "vmfleet", version, about, long_about = None)]
+#[command(name = "vmfleet", version, about, long_about = None, after_help = crate::exit::TABLE_HINT, after_long_help = exit_table())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The exit-status table, for `--help`.
+fn exit_table() -> String {
+    crate::exit::Status::table()
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,13 +31,14 @@ pub enum Command {
     ///
     /// Creates and starts the VMs of FLEET.toml, if given, then serves requests until `vmfleet
     /// ctl shutdown`, SIGINT or SIGTERM; each stops every VM, closes the trace and prints the
-    /// final report. Exit status: 0 after a clean shutdown (the report shows each VM's fate), 2 if
-    /// the daemon could not start.
+    /// final report. Exit status: 0 after a clean shutdown (the report shows each VM's fate); see
+    /// `vmfleet --help` for the others.
     Serve(ServeArgs),
     /// Send one request to a running `vmfleet serve` and print its reply.
     ///
-    /// Exit status: 0 the daemon carried it out, 1 the daemon answered with an error, 2 the
-    /// daemon could not be reached (or the request could not be built).
+    /// Exit status: 0 the daemon carried it out, 7 (refused) the daemon answered with an error,
+    /// 8 (unreachable) the daemon could not be reached, 4 (bad_input) the request could not be
+    /// built.
     Ctl(CtlArgs),
     /// Measure vmfleet's figures on this host's /dev/kvm, side by side with the floor (a minimal
     /// start loop straight on kvm-ioctls). Run it from a release build (`cargo xtask bench`).

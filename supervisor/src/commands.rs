@@ -1,9 +1,9 @@
-//! The commands behind the CLI. Each returns the process exit status: 0 all good, 1 the job ran
-//! but something failed (a VM, a check, a replay divergence); errors (bad input, no KVM) are
-//! reported by `main` with status 2.
+//! The commands behind the CLI. Each returns its [`Status`] from the one exit-status table
+//! ([`crate::exit`]); errors carry theirs (bad input, no KVM, ...) and `main` reports them.
 
 use crate::bench::{self, BenchOptions};
 use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
+use crate::exit::{Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
@@ -18,7 +18,6 @@ use serde::Serialize;
 use std::fs;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use vcpu::cpuid::{CpuidTable, features};
 use vcpu::kvm::KvmHypervisor;
@@ -82,26 +81,27 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimit> {
 
 /// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
 /// stops it), report.
-pub fn run(args: &RunArgs) -> Result<ExitCode> {
+pub fn run(args: &RunArgs) -> Result<Status> {
     let (source, text) = match &args.fleet {
         Some(path) => {
             let text = fs::read_to_string(path)
-                .with_context(|| format!("reading fleet spec {}", path.display()))?;
+                .with_context(|| format!("reading fleet spec {}", path.display()))
+                .or_status(Status::BadInput)?;
             (path.display().to_string(), text)
         }
         None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
     };
-    let mut spec = spec::parse(&text, &source)?;
+    let mut spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
     // `--cross-check` is the spec's `cross_check = true`: written into the spec text the trace
     // keeps, so that its replays cross-check the same writes.
     let text = if args.cross_check && !spec.cross_check {
         let text = format!("cross_check = true  # vmfleet run --cross-check\n{text}");
-        spec = spec::parse(&text, &source)?;
+        spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
         text
     } else {
         text
     };
-    let kvm = KvmHypervisor::open()?;
+    let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
         env!("CARGO_PKG_VERSION"),
         vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?,
@@ -244,7 +244,7 @@ fn finish_report(
     events: &[Event],
     transcript_path: Option<&Path>,
     json: bool,
-) -> Result<ExitCode> {
+) -> Result<Status> {
     if let Some(path) = transcript_path {
         let text = report::transcript(report, &header.host, events);
         fs::write(path, text).with_context(|| format!("writing transcript {}", path.display()))?;
@@ -255,9 +255,9 @@ fn finish_report(
         emit(&report::table(report))?;
     }
     Ok(if report.any_failed() {
-        ExitCode::from(1)
+        Status::VmFailed
     } else {
-        ExitCode::SUCCESS
+        Status::Success
     })
 }
 
@@ -378,9 +378,15 @@ fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::R
 }
 
 /// `vmfleet replay`.
-pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+pub fn replay(args: &ReplayArgs) -> Result<Status> {
     let trace = Trace::open(&args.trace)
-        .with_context(|| format!("reading trace {}", args.trace.display()))?;
+        .with_context(|| format!("reading trace {}", args.trace.display()))
+        .or_status(Status::BadInput)?;
+    // A trace cut short cannot be replayed to its end: say so with its own status.
+    trace
+        .require_complete()
+        .with_context(|| format!("replaying trace {}", args.trace.display()))
+        .or_status(Status::Incomplete)?;
     let job = &trace.header.job;
     let spec = if job.command == COMMAND_SERVE && job.spec_text.trim().is_empty() {
         // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
@@ -392,7 +398,8 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         }
     } else {
         spec::parse(&job.spec_text, &job.spec_source)
-            .context("the fleet spec stored in the trace header")?
+            .context("the fleet spec stored in the trace header")
+            .or_status(Status::BadInput)?
     };
     let outcome = replay_trace(&trace, &spec)?;
     if let Some(divergence) = &outcome.divergence {
@@ -401,7 +408,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             args.trace.display()
         );
         eprintln!("  {divergence}");
-        return Ok(ExitCode::from(1));
+        return Ok(Status::Divergence);
     }
     let transcript = outcome
         .transcript
@@ -411,27 +418,25 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing transcript {}", path.display()))?;
     }
     emit(&transcript)?;
-    let failed = outcome.report.as_ref().is_some_and(JobReport::any_failed);
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    // The replay matched the recording: that is success, whatever the recorded VMs did (a VM
+    // that failed in the recording failed in the replay too, and the transcript shows it).
+    Ok(Status::Success)
 }
 
 /// `vmfleet trace show`.
-pub fn trace_show(path: &Path, json: bool) -> Result<ExitCode> {
-    let trace =
-        Trace::open_lenient(path).with_context(|| format!("reading trace {}", path.display()))?;
+pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
+    let trace = Trace::open_lenient(path)
+        .with_context(|| format!("reading trace {}", path.display()))
+        .or_status(Status::BadInput)?;
     if json {
         emit(&show_json_lines(&trace))?;
     } else {
         emit(&show_text(&trace))?;
     }
     Ok(if trace.is_complete() {
-        ExitCode::SUCCESS
+        Status::Success
     } else {
-        ExitCode::from(1)
+        Status::Incomplete
     })
 }
 
@@ -452,8 +457,8 @@ struct FeatureSupport {
 }
 
 /// `vmfleet host`.
-pub fn host(args: &HostArgs) -> Result<ExitCode> {
-    let kvm = KvmHypervisor::open()?;
+pub fn host(args: &HostArgs) -> Result<Status> {
+    let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let fingerprint = host::fingerprint(&kvm);
     let arch = vcpu::kvm::host_arch();
     // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).
@@ -484,14 +489,14 @@ pub fn host(args: &HostArgs) -> Result<ExitCode> {
             features,
         };
         emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Status::Success);
     }
     let mut text = host::kvm_summary(arch, &fingerprint);
     text += &format!("{fingerprint}");
     if !x86 {
         text += "supported CPUID: none (not x86; arm64 ID registers are not listed here yet)\n";
         emit(&text)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Status::Success);
     }
     text += &format!(
         "supported CPUID: {} entries (digest {:08x})\n",
@@ -508,14 +513,15 @@ pub fn host(args: &HostArgs) -> Result<ExitCode> {
         text += &format!("  {:<width$}  {:<24}  {state}\n", f.name, f.position);
     }
     emit(&text)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
-/// `vmfleet bench`: 0 when every measured figure is met (or not built yet), 1 when one is missed
-/// or its measurement failed; no usable KVM is an error (status 2).
-pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
+/// `vmfleet bench`: success when every measured figure is met, [`Status::TargetMissed`] when one
+/// is missed or its measurement failed, [`Status::NoKvm`] without a usable KVM.
+pub fn bench(args: &BenchArgs) -> Result<Status> {
     let floor = vcpu::kvm::floor::Floor::open()
-        .context("vmfleet bench measures vmfleet on this host's KVM")?;
+        .context("vmfleet bench measures vmfleet on this host's KVM")
+        .or_status(Status::NoKvm)?;
     let options = BenchOptions {
         counts: args.counts.clone(),
         runs: args.runs,
@@ -529,9 +535,9 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         emit(&bench::table(&report))?;
     }
     Ok(if report.any_missed() {
-        ExitCode::from(1)
+        Status::TargetMissed
     } else {
-        ExitCode::SUCCESS
+        Status::Success
     })
 }
 

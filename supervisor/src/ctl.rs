@@ -1,12 +1,14 @@
 //! `vmfleet ctl`: send one request to a running `vmfleet serve` ([`crate::api`]) and print the
 //! reply for a human (or as it came, with `--json`).
 //!
-//! Exit status: 0 the daemon carried the request out, 1 it answered with an error, 2 it could not
-//! be reached (the message names the socket) or the request could not be built.
+//! Exit status ([`crate::exit`]): success when the daemon carried the request out, `refused` when
+//! it answered with an error, `unreachable` when it could not be reached (the message names the
+//! socket), `bad_input` when the request could not be built.
 
 use crate::api::{self, Request, Response, StatusView};
 use crate::cli::{CtlArgs, CtlCommand};
 use crate::commands::emit;
+use crate::exit::{Status, StatusExt as _};
 use crate::fleet::lifecycle::{ModelView, VmInfo};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -14,19 +16,18 @@ use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::ExitCode;
 
 /// The longest reply `ctl` reads (a `list` of thousands of VMs is far below this).
 pub const MAX_REPLY_BYTES: u64 = 256 << 20;
 
 /// `vmfleet ctl`.
-pub fn ctl(args: &CtlArgs) -> Result<ExitCode> {
+pub fn ctl(args: &CtlArgs) -> Result<Status> {
     let socket = match &args.socket {
         Some(path) => path.clone(),
         None => api::default_socket().map_err(|e| anyhow!(e))?,
     };
-    let request = request_of(&args.request)?;
-    let line = send(&socket, &request)?;
+    let request = request_of(&args.request).or_status(Status::BadInput)?;
+    let line = send(&socket, &request).or_status(Status::Unreachable)?;
     let response: Response = serde_json::from_str(&line).with_context(|| {
         format!(
             "the daemon at {} sent a reply that is not one: {}",
@@ -46,9 +47,9 @@ pub fn ctl(args: &CtlArgs) -> Result<ExitCode> {
         );
     }
     Ok(if response.ok {
-        ExitCode::SUCCESS
+        Status::Success
     } else {
-        ExitCode::from(1)
+        Status::Refused
     })
 }
 

@@ -34,10 +34,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench(&args),
     };
     match result {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(e) => {
             eprintln!("vmfleet: {e:#}");
-            ExitCode::from(2)
+            supervisor::exit::status_of(&e).into()
         }
     }
 }

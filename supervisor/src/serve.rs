@@ -22,6 +22,7 @@
 use crate::api::{self, Frame, Request, Response, StatusView};
 use crate::cli::ServeArgs;
 use crate::commands::{COMMAND_SERVE, emit, runtime};
+use crate::exit::{Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::report::{self, JobReport};
 use crate::{host, spec};
@@ -30,7 +31,6 @@ use recorder::{JobInputs, RecordingHypervisor, TraceHeader, TraceWriter};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -44,24 +44,25 @@ use vcpu::{ControlCall, Hypervisor};
 pub const DEFAULT_FLEET_NAME: &str = "fleet";
 
 /// `vmfleet serve`.
-pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
+pub fn serve(args: &ServeArgs) -> Result<Status> {
     let (source, text) = match &args.fleet {
         Some(path) => {
             let text = fs::read_to_string(path)
-                .with_context(|| format!("reading fleet spec {}", path.display()))?;
+                .with_context(|| format!("reading fleet spec {}", path.display()))
+                .or_status(Status::BadInput)?;
             (path.display().to_string(), text)
         }
         None => (String::new(), String::new()),
     };
     let spec = match &args.fleet {
-        Some(_) => Some(spec::parse(&text, &source)?),
+        Some(_) => Some(spec::parse(&text, &source).or_status(Status::BadInput)?),
         None => None,
     };
     let socket = match &args.socket {
         Some(path) => path.clone(),
         None => api::default_socket().map_err(|e| anyhow!(e))?,
     };
-    let kvm = KvmHypervisor::open()?;
+    let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
         env!("CARGO_PKG_VERSION"),
         vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?,
@@ -102,7 +103,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     // requests that met them and are in the table. (Unlike `vmfleet run`, a daemon's VMs are
     // stopped at arbitrary moments, and one stopped before its guest finished a probe pass
     // reports failed checks.)
-    Ok(ExitCode::SUCCESS)
+    Ok(Status::Success)
 }
 
 /// Why the daemon stops.

@@ -1,10 +1,11 @@
-//! The `vmfleet` binary as a user meets it: bad input gets a clear error and exit status 2, never a
-//! panic; a live run works when /dev/kvm does (and says SKIPPED when it does not); a trace cut
+//! The `vmfleet` binary as a user meets it: bad input gets a clear error and exit status 4
+//! (`bad_input`), never a panic; a live run works when /dev/kvm does (and says SKIPPED when it does not); a trace cut
 //! short by a killed process still reads back to its last whole event.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+use supervisor::exit::Status;
 
 fn vmfleet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmfleet"))
@@ -27,7 +28,7 @@ fn assert_clean_error(out: &Output, needle: &str) {
     let (stdout, stderr) = text(out);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(Status::BadInput.code().into()),
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
@@ -108,7 +109,11 @@ fn a_cut_trace_shows_its_whole_events_and_where_it_stopped() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Incomplete.code().into()),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("CREATE_VM"),
         "the whole events are shown: {stdout}"
@@ -117,8 +122,15 @@ fn a_cut_trace_shows_its_whole_events_and_where_it_stopped() {
         stdout.contains("cut short"),
         "the footer says where it stopped: {stdout}"
     );
-    // Replay refuses a partial job, naming the offset.
-    assert_clean_error(&vmfleet().arg("replay").arg(&cut).output().unwrap(), "byte");
+    // Replay refuses a partial job, naming the offset, with the status of a trace cut short.
+    let out = vmfleet().arg("replay").arg(&cut).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Incomplete.code().into()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cut short at byte"), "{stderr}");
 }
 
 /// `vmfleet` raises its soft open-files limit to the hard one at startup (a big fleet needs
@@ -154,9 +166,9 @@ fn the_open_files_limit_is_raised_at_startup() {
 #[test]
 fn unknown_arguments_are_usage_errors() {
     let out = vmfleet().args(["run", "--frobnicate"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(Status::Usage.code().into()));
     let out = vmfleet().arg("fly").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(Status::Usage.code().into()));
 }
 
 #[test]
@@ -224,7 +236,11 @@ fn a_faulting_guest_fails_its_vm_only() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(Status::VmFailed.code().into()),
+        "{stdout}\n{stderr}"
+    );
     let row = |vm: &str| {
         stdout
             .lines()
@@ -258,8 +274,9 @@ fn a_faulting_guest_fails_its_vm_only() {
     assert!(transcript.contains("guest: 1 pass(es)"), "{transcript}");
     eprintln!("{stdout}");
 
+    // The replay matched the recording, so it succeeds although the recorded VM failed.
     let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         transcript,
@@ -296,7 +313,11 @@ fn a_killed_run_leaves_a_trace_that_reads_back() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Incomplete.code().into()),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("RUN"),
         "events recorded before the kill are there"

@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use supervisor::exit::Status;
 
 fn vmfleet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmfleet"))
@@ -150,13 +151,13 @@ impl Daemon {
         stdout
     }
 
-    /// `ctl ARGS` must get an error reply (status 1); its stderr.
+    /// `ctl ARGS` must get an error reply (status `refused`); its stderr.
     fn refused(&self, args: &[&str]) -> String {
         let out = self.ctl(args);
         let (stdout, stderr) = text(&out);
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(Status::Refused.code().into()),
             "ctl {args:?}\nstdout: {stdout}\nstderr: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -250,7 +251,11 @@ fn ctl_without_a_daemon_names_the_socket_and_serve_needs_a_readable_spec() {
         .output()
         .unwrap();
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Unreachable.code().into()),
+        "{stderr}"
+    );
     assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
     assert!(stderr.contains("vmfleet serve"), "{stderr}");
 
@@ -261,7 +266,11 @@ fn ctl_without_a_daemon_names_the_socket_and_serve_needs_a_readable_spec() {
         .output()
         .unwrap();
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(Status::BadInput.code().into()),
+        "{stderr}"
+    );
     assert!(stderr.contains("missing.toml"), "{stderr}");
     assert!(
         !socket.exists(),
@@ -271,7 +280,7 @@ fn ctl_without_a_daemon_names_the_socket_and_serve_needs_a_readable_spec() {
     let out = vmfleet().args(["ctl", "set-model"]).output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(Status::Usage.code().into()),
         "a missing VM name is a usage error"
     );
 }
@@ -297,7 +306,11 @@ fn a_daemon_serves_the_control_api_end_to_end() {
         .output()
         .unwrap();
     let (_, stderr) = text(&second);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        second.status.code(),
+        Some(Status::Error.code().into()),
+        "{stderr}"
+    );
     assert!(stderr.contains("another vmfleet daemon"), "{stderr}");
 
     let table = daemon.ok(&["list"]);
