@@ -433,10 +433,19 @@ pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
     } else {
         emit(&show_text(&trace))?;
     }
-    Ok(if trace.is_complete() {
-        Status::Success
-    } else {
-        Status::Incomplete
+    // The readable part was shown; the status says how the trace ends.
+    Ok(match &trace.end {
+        recorder::TraceEnd::Complete { .. } => Status::Success,
+        recorder::TraceEnd::Truncated { .. } => Status::Incomplete,
+        recorder::TraceEnd::Corrupt {
+            offset, problem, ..
+        } => {
+            eprintln!(
+                "vmfleet: {}: corrupt trace at byte {offset}: {problem}",
+                path.display()
+            );
+            Status::BadInput
+        }
     })
 }
 
