@@ -173,15 +173,23 @@ fn exchange(
     // Even when writing failed: a daemon that refuses a connection says why, then closes it,
     // maybe before the request was written.
     let n = (&mut *stream).take(MAX_REPLY_BYTES).read_line(&mut reply);
+    // A daemon that has closed the connection (it shut down, say) shows up as a broken pipe or
+    // a reset, depending on who was first; either way there is no reply.
+    let closed = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
     match (written, n) {
         (_, Ok(n)) if n > 0 && reply.ends_with('\n') => Ok(Some(reply)),
-        (Err(e), _) => {
+        (Err(e), _) if !closed(&e) => {
             Err(e).with_context(|| format!("sending the request to {}", socket.display()))
         }
-        (Ok(()), Err(e)) => {
+        (_, Err(e)) if !closed(&e) => {
             Err(e).with_context(|| format!("reading the reply from {}", socket.display()))
         }
-        (Ok(()), Ok(_)) => Ok(None),
+        _ => Ok(None),
     }
 }
 

@@ -240,14 +240,17 @@ async fn admit(mut stream: UnixStream) -> Option<UnixStream> {
     if peer.trusted_by(ours) {
         return Some(stream);
     }
+    let served = match ours {
+        0 => "root".to_string(),
+        _ => format!("uid {ours} and root"),
+    };
     tracing::warn!(
-        "refused a control connection from uid {} (pid {}): this daemon serves only uid {ours} \
-         and root",
+        "refused a control connection from uid {} (pid {}): this daemon serves only {served}",
         peer.uid,
         peer.pid
     );
     let reply = Response::error(format!(
-        "this vmfleet daemon serves only uid {ours} and root, not uid {}; closing the connection",
+        "this vmfleet daemon serves only {served}, not uid {}; closing the connection",
         peer.uid
     ));
     // Bounded: a peer that does not read must not hold this task.
@@ -507,5 +510,23 @@ mod tests {
             .block_on(async { SocketFile::claim(&dir.join("no/such/dir/x.sock")).err() })
             .expect("a missing directory is an error");
         assert!(e.to_string().contains("cannot listen on"), "{e}");
+    }
+
+    #[test]
+    fn a_socket_file_of_another_user_is_refused_by_name() {
+        if socket::euid() != 0 {
+            println!("SKIPPED a_socket_file_of_another_user_is_refused_by_name: needs root");
+            return;
+        }
+        let dir = scratch("theirs");
+        let path = dir.join("t.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let e = clear_stale(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("belongs to uid 65534"),
+            "{e}"
+        );
+        assert!(path.exists(), "their file is left alone");
     }
 }
