@@ -545,4 +545,65 @@ mod tests {
         assert!(e.contains(&path.display().to_string()), "{e}");
         assert!(e.contains("vmfleet serve"), "{e}");
     }
+
+    /// A stand-in daemon on a fresh socket: answers `ok` to lines containing "list", an error to
+    /// any other, and closes the connection after `answers` lines.
+    fn fake_daemon(name: &str, answers: usize) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmfleet-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fake.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            for _ in 0..answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let reply = if line.contains("list") {
+                    Response::ok(Value::Array(vec![]))
+                } else {
+                    Response::error(format!("no: {}", line.trim_end()))
+                };
+                reader
+                    .get_mut()
+                    .write_all(reply.to_line().as_bytes())
+                    .unwrap();
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn send_passes_every_line_and_exits_by_the_replies() {
+        let socket = fake_daemon("send-ok", 2);
+        let status = send_lines(
+            &socket,
+            Some("{\"op\":\"list\"}\n\n  \r\n{\"op\":\"list\"}"),
+        )
+        .unwrap();
+        assert_eq!(status, Status::Success, "blank lines are not sent");
+
+        let socket = fake_daemon("send-refused", 3);
+        let status = send_lines(
+            &socket,
+            Some("{\"op\":\"list\"}\n{\"op\":\"frob\"}\n{\"op\":\"list\"}"),
+        )
+        .unwrap();
+        assert_eq!(status, Status::Refused, "one error reply is enough");
+
+        let socket = fake_daemon("send-cut", 1);
+        let e = send_lines(&socket, Some("{\"op\":\"list\"}\n{\"op\":\"list\"}")).unwrap_err();
+        assert_eq!(crate::exit::status_of(&e), Status::Unreachable, "{e:#}");
+        assert!(
+            format!("{e:#}").contains("closed the connection after 1 reply line(s)"),
+            "{e:#}"
+        );
+        // The process serving is this test's, so it is trusted; a one-line exchange works too.
+        let socket = fake_daemon("send-one", 1);
+        let line = send(&socket, &Request::List).unwrap();
+        assert_eq!(line, "{\"ok\":true,\"result\":[]}\n");
+    }
 }
