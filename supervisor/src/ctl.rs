@@ -141,7 +141,8 @@ pub fn connect(socket: &Path) -> Result<UnixStream> {
     let ours = socket::euid();
     if !peer.trusted_by(ours) {
         bail!(
-            "not trusting the process serving {}: it runs as uid {} (pid {}), not as this user              (uid {ours}) or root; another user may have put it there",
+            "not trusting the process serving {}: it runs as uid {} (pid {}), not as this user \
+             (uid {ours}) or root; another user may have put it there",
             socket.display(),
             peer.uid,
             peer.pid

@@ -811,8 +811,8 @@ fn ctl_refuses_a_daemon_of_another_user() {
         );
         assert!(
             stderr.contains(&socket.display().to_string())
-                && stderr.contains(&format!("uid {OTHER_UID}"))
-                && stderr.contains("not trusting"),
+                && stderr.contains(&format!("it runs as uid {OTHER_UID}"))
+                && stderr.contains("not as this user (uid 0) or root"),
             "{how} {args:?}: {stderr}"
         );
         assert!(
