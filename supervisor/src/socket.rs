@@ -98,8 +98,12 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return refuse(format!(
-            "its mode is {mode:04o}: group or others can reach it (it must be 0700)"
+        // Ours, so nobody else's trap; but whoever could enter it may have left something there.
+        return Err(format!(
+            "refusing the socket directory {}: its mode is {mode:04o}, so group or others can \
+             reach it; it must be 0700 (`chmod 700 {}`) or pass --socket PATH",
+            dir.display(),
+            dir.display()
         ));
     }
     Ok(())
