@@ -21,12 +21,16 @@
 //!
 //! A request line longer than [`MAX_REQUEST_BYTES`] gets an error reply and the connection is
 //! closed (the rest of the line cannot be told apart from a next request). Every other bad line
-//! (not UTF-8, not JSON, not an object, unknown op, missing or mistyped field, unknown field) gets
-//! an error reply that names the problem, and the connection stays usable. Parsing never panics.
+//! (not UTF-8, not JSON, not an object, a key twice in one object, unknown op, missing or mistyped
+//! field, unknown field) gets an error reply that names the problem, and the connection stays
+//! usable. Parsing never panics.
+//!
+//! Where the socket lives and who may connect to it is [`crate::socket`]'s.
 
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::fmt;
 use vcpu::ControlCall;
 
 /// The longest request line the daemon reads (without its newline).
@@ -153,11 +157,16 @@ impl Request {
                 example("list")
             ));
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "the request is not JSON: {e}; send one JSON object per line, such as {}",
-                example("list")
-            )
+        let Unique(value) = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                // Only `Unique` raises data errors: a key twice, named with where.
+                e.to_string()
+            } else {
+                format!(
+                    "the request is not JSON: {e}; send one JSON object per line, such as {}",
+                    example("list")
+                )
+            }
         })?;
         let Value::Object(mut object) = value else {
             return Err(format!(
@@ -291,6 +300,95 @@ impl Request {
             Request::StopAll => ControlCall::StopAll,
             Request::Shutdown => ControlCall::Shutdown,
         })
+    }
+}
+
+/// A JSON value read like `serde_json::Value`, except that an object with the same key twice is an
+/// error (at any depth). `Value` keeps the last of them silently, so `{"op":"list","op":"shutdown"}`
+/// would shut the daemon down while a reader of the line (a log, a proxy that checks requests)
+/// sees a `list`. serde_json's nesting limit still applies: deep nesting is an error, not a
+/// stack overflow.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unique, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        // Not finite is impossible from JSON text; `Value::from` makes it null, not a panic.
+        Ok(Value::from(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!(
+                    "the request has the key `{}` twice in one object (each key may appear once)",
+                    shown(&key)
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A key for an error message: escaped, and cut short if long (a line may be 64 KiB).
+fn shown(key: &str) -> String {
+    const MAX: usize = 40;
+    let escaped: String = key.escape_debug().collect();
+    match escaped.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &escaped[..at]),
+        None => escaped,
     }
 }
 
@@ -446,25 +544,6 @@ pub fn too_long() -> Response {
     Response::error(format!(
         "the request is longer than {MAX_REQUEST_BYTES} bytes; closing the connection"
     ))
-}
-
-/// Where the daemon listens unless told otherwise: `$XDG_RUNTIME_DIR/vmfleet.sock` when that is
-/// set, else `/tmp/vmfleet-<uid>.sock`.
-pub fn default_socket() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("vmfleet.sock"));
-    }
-    use std::os::unix::fs::MetadataExt as _;
-    // /proc/self belongs to the process's user: the uid without a system call wrapper.
-    let uid = std::fs::metadata("/proc/self")
-        .map_err(|e| {
-            format!(
-                "cannot tell the default socket path: XDG_RUNTIME_DIR is not set and reading \
-                 /proc/self for this user's id failed ({e}); pass --socket PATH"
-            )
-        })?
-        .uid();
-    Ok(PathBuf::from(format!("/tmp/vmfleet-{uid}.sock")))
 }
 
 #[cfg(test)]
@@ -671,6 +750,22 @@ mod tests {
             ),
             (b"\xff\xfe{\"op\":\"list\"}", "not UTF-8"),
             (b"{\"op\":\"list\"} {\"op\":\"list\"}", "not JSON"),
+            (
+                b"{\"op\":\"list\",\"op\":\"shutdown\"}",
+                "the request has the key `op` twice in one object",
+            ),
+            (
+                b"{\"op\":\"start\",\"vm\":\"a\",\"vm\":\"b\"}",
+                "the key `vm` twice",
+            ),
+            (
+                b"{\"op\":\"set-model\",\"vm\":\"a\",\"hide\":[{\"x\":1,\"x\":2}]}",
+                "the key `x` twice",
+            ),
+            (
+                b"{\"op\":\"start\",\"vm\":\"a\",\"paused\":true,\"paused\":false}",
+                "at line 1 column",
+            ),
         ];
         for (line, needle) in cases {
             let e = error(line);
@@ -751,13 +846,23 @@ mod tests {
     }
 
     #[test]
-    fn the_default_socket_is_per_user() {
-        let path = default_socket().expect("a default socket path");
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    fn duplicate_keys_are_told_apart_from_lookalikes() {
+        // Same letters, different keys: fine (and then judged on their own).
+        let e = error(br#"{"op":"start","vm":"a","Vm":"b"}"#);
+        assert!(e.contains("has no field `Vm`"), "{e}");
+        // An escaped spelling of the same key is the same key.
+        let e = error(br#"{"op":"start","vm":"a","\u0076m":"b"}"#);
+        assert!(e.contains("the key `vm` twice"), "{e}");
+        // The same key in two sibling objects is not a duplicate.
         assert!(
-            name == "vmfleet.sock" || (name.starts_with("vmfleet-") && name.ends_with(".sock")),
-            "{}",
-            path.display()
+            error(br#"{"op":"set-model","vm":"a","hide":[{"k":1},{"k":2}]}"#)
+                .contains("element 0 is an object")
         );
+        // A long key is cut short in the message.
+        let long = "k".repeat(10_000);
+        let line = format!(r#"{{"op":"list","{long}":1,"{long}":2}}"#);
+        let e = error(line.as_bytes());
+        assert!(e.contains("twice") && e.len() < 300, "{e}");
+        assert_eq!(shown("a\nb"), "a\\nb");
     }
 }

@@ -36,9 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send one request to a running `vmfleet serve` and print its reply.
     ///
-    /// Exit status: 0 the daemon carried it out, 7 (refused) the daemon answered with an error,
-    /// 8 (unreachable) the daemon could not be reached, 4 (bad_input) the request could not be
-    /// built.
+    /// Talks only to a daemon running as this user or root. Exit status: 0 the daemon carried it
+    /// out, 7 (refused) the daemon answered with an error, 8 (unreachable) the daemon could not
+    /// be reached or runs as another user, 4 (bad_input) the request could not be built.
     Ctl(CtlArgs),
     /// Measure vmfleet's figures on this host's /dev/kvm, side by side with the floor (a minimal
     /// start loop straight on kvm-ioctls). Run it from a release build (`cargo xtask bench`).
@@ -97,8 +97,9 @@ pub struct ServeArgs {
     /// A fleet spec (TOML) whose VMs are created and started at once. Without it the daemon
     /// starts with no VMs (`vmfleet ctl create` adds some).
     pub fleet: Option<PathBuf>,
-    /// The control socket, created with mode 0600 [default: $XDG_RUNTIME_DIR/vmfleet.sock, or
-    /// /tmp/vmfleet-<uid>.sock without XDG_RUNTIME_DIR].
+    /// The control socket, created with mode 0600 in a directory of this user's [default:
+    /// $XDG_RUNTIME_DIR/vmfleet/vmfleet.sock; without XDG_RUNTIME_DIR /run/vmfleet/vmfleet.sock
+    /// for root, /tmp/vmfleet-<uid>/vmfleet.sock for others; the directory is created 0700].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Record every backend call and every control request into this trace file.
@@ -177,6 +178,16 @@ pub enum CtlCommand {
     },
     /// Stop and remove every VM and end the daemon; prints the fleet's final report.
     Shutdown,
+    /// Send raw JSON request lines and print each reply line as it came.
+    ///
+    /// Sends REQUEST, or without it each line of stdin (blank lines are skipped), on one
+    /// connection, one line at a time, and prints each reply as soon as it comes. Exit status: 0
+    /// every reply was ok, 7 (refused) at least one was not, 8 (unreachable) the daemon could not
+    /// be reached, is not trusted, or closed the connection before answering every line.
+    Send {
+        /// One request line, such as '{"op":"list"}' [default: each line of stdin].
+        request: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

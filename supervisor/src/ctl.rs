@@ -1,15 +1,21 @@
 //! `vmfleet ctl`: send one request to a running `vmfleet serve` ([`crate::api`]) and print the
-//! reply for a human (or as it came, with `--json`).
+//! reply for a human (or as it came, with `--json`); `vmfleet ctl send` sends raw request lines
+//! and prints the reply lines as they came.
+//!
+//! Before sending anything, `ctl` asks the kernel who is serving the socket (`SO_PEERCRED`) and
+//! talks only to a daemon of its own user or root ([`crate::socket`]): a request can carry a spec,
+//! and a reply is believed.
 //!
 //! Exit status ([`crate::exit`]): success when the daemon carried the request out, `refused` when
-//! it answered with an error, `unreachable` when it could not be reached (the message names the
-//! socket), `bad_input` when the request could not be built.
+//! it answered with an error, `unreachable` when it could not be reached or is not trusted (the
+//! message names the socket), `bad_input` when the request could not be built.
 
 use crate::api::{self, Request, Response, StatusView};
 use crate::cli::{CtlArgs, CtlCommand};
 use crate::commands::emit;
 use crate::exit::{Status, StatusExt as _};
 use crate::fleet::lifecycle::{ModelView, VmInfo};
+use crate::socket::{self, Peer};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -24,8 +30,11 @@ pub const MAX_REPLY_BYTES: u64 = 256 << 20;
 pub fn ctl(args: &CtlArgs) -> Result<Status> {
     let socket = match &args.socket {
         Some(path) => path.clone(),
-        None => api::default_socket().map_err(|e| anyhow!(e))?,
+        None => socket::default_path(),
     };
+    if let CtlCommand::Send { request } = &args.request {
+        return send_lines(&socket, request.as_deref());
+    }
     let request = request_of(&args.request).or_status(Status::BadInput)?;
     let line = send(&socket, &request).or_status(Status::Unreachable)?;
     let response: Response = serde_json::from_str(&line).with_context(|| {
@@ -81,6 +90,9 @@ pub fn request_of(command: &CtlCommand) -> Result<Request> {
                 .collect(),
         },
         CtlCommand::Shutdown => Request::Shutdown,
+        CtlCommand::Send { .. } => {
+            bail!("`vmfleet ctl send` sends raw request lines, not one request of its own")
+        }
     })
 }
 
@@ -107,35 +119,138 @@ fn read_spec(file: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// Send one request and read its reply line.
-pub fn send(socket: &Path, request: &Request) -> Result<String> {
-    let unreachable = |e: std::io::Error| {
+/// Connect to the daemon at `socket` and make sure it runs as this user or root.
+pub fn connect(socket: &Path) -> Result<UnixStream> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
         anyhow!(
             "cannot reach the vmfleet daemon at {}: {e}; start one with `vmfleet serve{}`",
             socket.display(),
-            if api::default_socket().is_ok_and(|d| d == socket) {
+            if socket::default_path() == socket {
                 String::new()
             } else {
                 format!(" --socket {}", socket.display())
             }
         )
-    };
-    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
-    stream
-        .write_all(request.to_line().as_bytes())
-        .with_context(|| format!("sending the request to {}", socket.display()))?;
-    let mut reader = BufReader::new(stream).take(MAX_REPLY_BYTES);
-    let mut line = String::new();
-    let n = reader
-        .read_line(&mut line)
-        .with_context(|| format!("reading the reply from {}", socket.display()))?;
-    if n == 0 || !line.ends_with('\n') {
-        bail!(
-            "the daemon at {} closed the connection without a whole reply",
+    })?;
+    let peer = Peer::of(&stream).with_context(|| {
+        format!(
+            "cannot tell who is serving {} (SO_PEERCRED)",
             socket.display()
+        )
+    })?;
+    let ours = socket::euid();
+    if !peer.trusted_by(ours) {
+        bail!(
+            "not trusting the process serving {}: it runs as uid {} (pid {}), not as this user \
+             (uid {ours}) or root; another user may have put it there",
+            socket.display(),
+            peer.uid,
+            peer.pid
         );
     }
-    Ok(line)
+    Ok(stream)
+}
+
+/// Send one request and read its reply line.
+pub fn send(socket: &Path, request: &Request) -> Result<String> {
+    let mut stream = BufReader::new(connect(socket)?);
+    exchange(&mut stream, socket, request.to_line().as_bytes())?.with_context(|| {
+        format!(
+            "the daemon at {} closed the connection without a whole reply",
+            socket.display()
+        )
+    })
+}
+
+/// Write one request line (newline included) and read one reply line: `None` when the daemon
+/// closed the connection first.
+fn exchange(
+    stream: &mut BufReader<UnixStream>,
+    socket: &Path,
+    line: &[u8],
+) -> Result<Option<String>> {
+    let written = stream.get_mut().write_all(line);
+    let mut reply = String::new();
+    // Even when writing failed: a daemon that refuses a connection says why, then closes it,
+    // maybe before the request was written.
+    let n = (&mut *stream).take(MAX_REPLY_BYTES).read_line(&mut reply);
+    // A daemon that has closed the connection (it shut down, say) shows up as a broken pipe or
+    // a reset, depending on who was first; either way there is no reply.
+    let closed = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    };
+    match (written, n) {
+        (_, Ok(n)) if n > 0 && reply.ends_with('\n') => Ok(Some(reply)),
+        (Err(e), _) if !closed(&e) => {
+            Err(e).with_context(|| format!("sending the request to {}", socket.display()))
+        }
+        (_, Err(e)) if !closed(&e) => {
+            Err(e).with_context(|| format!("reading the reply from {}", socket.display()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `vmfleet ctl send`: send `request` (or each line of stdin without it; blank lines are skipped)
+/// on one connection, and print each reply line as it came, as soon as it came.
+fn send_lines(socket: &Path, request: Option<&str>) -> Result<Status> {
+    let mut stream = BufReader::new(connect(socket).or_status(Status::Unreachable)?);
+    let mut refused = 0usize;
+    let mut answered = 0usize;
+    let mut one = |line: &str| -> Result<()> {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let reply = exchange(&mut stream, socket, format!("{line}\n").as_bytes())
+            .or_status(Status::Unreachable)?
+            .with_context(|| {
+                format!(
+                    "the daemon at {} closed the connection after {answered} reply line(s), \
+                     without answering {}",
+                    socket.display(),
+                    shorten(line)
+                )
+            })
+            .or_status(Status::Unreachable)?;
+        answered += 1;
+        emit(&reply)?;
+        let response: Response = serde_json::from_str(&reply).with_context(|| {
+            format!(
+                "the daemon at {} sent a reply that is not one: {}",
+                socket.display(),
+                reply.trim_end()
+            )
+        })?;
+        if !response.ok {
+            refused += 1;
+        }
+        Ok(())
+    };
+    match request {
+        Some(text) => text.lines().try_for_each(&mut one)?,
+        None => {
+            for line in std::io::stdin().lock().lines() {
+                one(&line.context("reading request lines from stdin")?)?;
+            }
+        }
+    }
+    Ok(if refused > 0 {
+        Status::Refused
+    } else {
+        Status::Success
+    })
+}
+
+/// A request line for an error message: its start, if it is long.
+fn shorten(line: &str) -> String {
+    match line.char_indices().nth(80) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// The reply to `request` for a human.
@@ -430,5 +545,66 @@ mod tests {
         let e = send(&path, &Request::List).unwrap_err().to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
         assert!(e.contains("vmfleet serve"), "{e}");
+    }
+
+    /// A stand-in daemon on a fresh socket: answers `ok` to lines containing "list", an error to
+    /// any other, and closes the connection after `answers` lines.
+    fn fake_daemon(name: &str, answers: usize) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmfleet-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fake.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            for _ in 0..answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let reply = if line.contains("list") {
+                    Response::ok(Value::Array(vec![]))
+                } else {
+                    Response::error(format!("no: {}", line.trim_end()))
+                };
+                reader
+                    .get_mut()
+                    .write_all(reply.to_line().as_bytes())
+                    .unwrap();
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn send_passes_every_line_and_exits_by_the_replies() {
+        let socket = fake_daemon("send-ok", 2);
+        let status = send_lines(
+            &socket,
+            Some("{\"op\":\"list\"}\n\n  \r\n{\"op\":\"list\"}"),
+        )
+        .unwrap();
+        assert_eq!(status, Status::Success, "blank lines are not sent");
+
+        let socket = fake_daemon("send-refused", 3);
+        let status = send_lines(
+            &socket,
+            Some("{\"op\":\"list\"}\n{\"op\":\"frob\"}\n{\"op\":\"list\"}"),
+        )
+        .unwrap();
+        assert_eq!(status, Status::Refused, "one error reply is enough");
+
+        let socket = fake_daemon("send-cut", 1);
+        let e = send_lines(&socket, Some("{\"op\":\"list\"}\n{\"op\":\"list\"}")).unwrap_err();
+        assert_eq!(crate::exit::status_of(&e), Status::Unreachable, "{e:#}");
+        assert!(
+            format!("{e:#}").contains("closed the connection after 1 reply line(s)"),
+            "{e:#}"
+        );
+        // The process serving is this test's, so it is trusted; a one-line exchange works too.
+        let socket = fake_daemon("send-one", 1);
+        let line = send(&socket, &Request::List).unwrap();
+        assert_eq!(line, "{\"ok\":true,\"result\":[]}\n");
     }
 }

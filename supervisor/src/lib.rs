@@ -21,6 +21,7 @@ pub mod host;
 pub mod job;
 pub mod report;
 pub mod serve;
+pub mod socket;
 pub mod spec;
 
 /// The built-in demo fleet `vmfleet run` runs when given no spec.

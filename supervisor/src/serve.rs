@@ -1,10 +1,17 @@
 //! `vmfleet serve`: a fleet that keeps running, controlled over a Unix socket ([`crate::api`]).
 //!
-//! Start-up: open KVM, write the trace header (when recording), claim the socket (refusing if
-//! another daemon answers on it, replacing a stale socket file), bring the fleet spec's VMs up,
-//! then serve. The socket file is created with mode 0600 *before* it gets its name, so there is no
+//! Start-up: check the socket's directory ([`crate::socket`]: the default one is created 0700 and
+//! must be ours and private; a `--socket` one must be ours), open KVM, write the trace header
+//! (when recording), claim the socket (refusing if another daemon answers on it or the file is
+//! another user's, replacing a stale socket file of ours), bring the fleet spec's VMs up, then
+//! serve. The socket file is created with mode 0600 *before* it gets its name, so there is no
 //! moment at which another user could connect. Clients that connect during start-up wait until
 //! the fleet is up.
+//!
+//! Every connection's peer is checked with `SO_PEERCRED` before anything is read from it: only
+//! this user and root are served. Anyone else (who could reach the socket only if its
+//! permissions were loosened by hand) gets one error line, the connection closed, and a warning
+//! in the daemon's log.
 //!
 //! Serving: one tokio task per connection, each reading request lines with a size cap and
 //! answering each in order. Control requests go through [`Fleet::handle`], which carries them out
@@ -25,6 +32,7 @@ use crate::commands::{COMMAND_SERVE, emit, runtime};
 use crate::exit::{Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::report::{self, JobReport};
+use crate::socket::{self, Peer};
 use crate::{host, spec};
 use anyhow::{Context, Result, anyhow, bail};
 use recorder::{JobInputs, RecordingHypervisor, TraceHeader, TraceWriter};
@@ -58,9 +66,17 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
         Some(_) => Some(spec::parse(&text, &source).or_status(Status::BadInput)?),
         None => None,
     };
+    // Before KVM: a socket that cannot be used safely is refused without touching anything else.
     let socket = match &args.socket {
-        Some(path) => path.clone(),
-        None => api::default_socket().map_err(|e| anyhow!(e))?,
+        Some(path) => {
+            socket::given_dir(path).map_err(|e| anyhow!(e))?;
+            path.clone()
+        }
+        None => {
+            let path = socket::default_path();
+            socket::private_dir(socket::dir_of(&path)).map_err(|e| anyhow!(e))?;
+            path
+        }
     };
     let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
@@ -167,6 +183,9 @@ async fn daemon(
                     let fleet = Arc::clone(&fleet);
                     let stop_tx = stop_tx.clone();
                     tokio::spawn(async move {
+                        let Some(stream) = admit(stream).await else {
+                            return;
+                        };
                         if let Err(e) = connection(stream, &fleet, &stop_tx).await {
                             tracing::debug!("control connection: {e}");
                         }
@@ -203,6 +222,44 @@ async fn daemon(
         }
     };
     Ok(report)
+}
+
+/// Let in this user and root only. Anyone else gets one error line (if it can take it at once)
+/// and the connection closed, and the daemon's log says who it was.
+async fn admit(mut stream: UnixStream) -> Option<UnixStream> {
+    let ours = socket::euid();
+    let peer = match Peer::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(
+                "refused a control connection: cannot tell whose it is (SO_PEERCRED): {e}"
+            );
+            return None;
+        }
+    };
+    if peer.trusted_by(ours) {
+        return Some(stream);
+    }
+    let served = match ours {
+        0 => "root".to_string(),
+        _ => format!("uid {ours} and root"),
+    };
+    tracing::warn!(
+        "refused a control connection from uid {} (pid {}): this daemon serves only {served}",
+        peer.uid,
+        peer.pid
+    );
+    let reply = Response::error(format!(
+        "this vmfleet daemon serves only {served}, not uid {}; closing the connection",
+        peer.uid
+    ));
+    // Bounded: a peer that does not read must not hold this task.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(reply.to_line().as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    None
 }
 
 /// Serve one client: answer each request line in order until it disconnects.
@@ -295,10 +352,7 @@ impl SocketFile {
         clear_stale(path)?;
         // Bind under a temporary name, restrict it, then give it its name with a hard link, which
         // fails instead of replacing a socket another daemon created meanwhile.
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        let dir = socket::dir_of(path);
         let temp = dir.join(format!(".vmfleet-{}.sock", std::process::id()));
         let _ = fs::remove_file(&temp);
         let listener = std::os::unix::net::UnixListener::bind(&temp)
@@ -367,10 +421,11 @@ fn clear_stale(path: &Path) -> Result<()> {
             path.display()
         );
     }
-    let ours = fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    if ours.is_some_and(|uid| uid != meta.uid()) {
+    let ours = socket::euid();
+    if meta.uid() != ours {
         bail!(
-            "the socket {} belongs to another user (uid {}); choose another --socket",
+            "refusing the socket {}: it belongs to uid {}, not to this user (uid {ours}); \
+             choose another --socket",
             path.display(),
             meta.uid()
         );
@@ -455,5 +510,23 @@ mod tests {
             .block_on(async { SocketFile::claim(&dir.join("no/such/dir/x.sock")).err() })
             .expect("a missing directory is an error");
         assert!(e.to_string().contains("cannot listen on"), "{e}");
+    }
+
+    #[test]
+    fn a_socket_file_of_another_user_is_refused_by_name() {
+        if socket::euid() != 0 {
+            println!("SKIPPED a_socket_file_of_another_user_is_refused_by_name: needs root");
+            return;
+        }
+        let dir = scratch("theirs");
+        let path = dir.join("t.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let e = clear_stale(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("belongs to uid 65534"),
+            "{e}"
+        );
+        assert!(path.exists(), "their file is left alone");
     }
 }

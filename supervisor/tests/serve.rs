@@ -1,12 +1,17 @@
 //! `vmfleet serve` and `vmfleet ctl` as an operator meets them: a daemon on a 0600 socket that
 //! lists, creates, starts, pauses, resumes, stops and removes VMs, reports and guards their CPU
 //! model, survives garbage and clients that vanish mid-request, and stops cleanly on `shutdown`
-//! or SIGTERM, closing its trace. The live tests print SKIPPED when /dev/kvm is unusable.
+//! or SIGTERM, closing its trace. Its socket: by default in a private directory it creates; a
+//! directory or socket it cannot trust is refused; clients of another user are refused, and
+//! `ctl` refuses a daemon of another user; `ctl send` passes raw lines. The live tests print
+//! SKIPPED when /dev/kvm is unusable, and those acting as another user (uid 65534, made by
+//! root) print SKIPPED when not run as root.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +79,24 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Run `command` (a `vmfleet serve`) with its output in `dir`, until it answers on `socket`.
+    fn launch(dir: &Path, mut command: Command, socket: PathBuf) -> Daemon {
+        let (stdout, stderr) = (dir.join("serve.out"), dir.join("serve.err"));
+        let child = command
+            .stdout(Stdio::from(File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(File::create(&stderr).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            socket,
+            stdout,
+            stderr,
+        };
+        daemon.wait_until_answering();
+        daemon
+    }
+
     fn start(dir: &Path, spec: &str, extra: &[&str]) -> Daemon {
         let fleet = dir.join("fleet.toml");
         std::fs::write(&fleet, spec).unwrap();
@@ -647,4 +670,475 @@ fn an_empty_daemon_records_vms_created_by_request_and_replays() {
     ] {
         assert!(stdout.contains(line), "{line:?} in the replay: {stdout}");
     }
+}
+
+/// The user the tests act as when they need another one ("nobody" on most systems).
+const OTHER_UID: u32 = 65534;
+
+/// Whether this test can act as another user (only root can); prints SKIPPED if not.
+fn can_be_another_user(test: &str) -> bool {
+    if supervisor::socket::euid() == 0 {
+        true
+    } else {
+        println!("SKIPPED {test}: only root can act as another user (uid {OTHER_UID})");
+        false
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0)
+}
+
+/// Whether every directory on the way to `file` lets others through and `file` lets them run it.
+fn others_can_run(file: &Path) -> bool {
+    mode(file) & 0o005 == 0o005 && file.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
+/// Whether others can get through `dir` and every directory above it (a temporary directory may
+/// be private); prints SKIPPED if not.
+fn others_can_enter(test: &str, dir: &Path) -> bool {
+    if dir.ancestors().all(|d| mode(d) & 0o001 != 0) {
+        return true;
+    }
+    println!(
+        "SKIPPED {test}: uid {OTHER_UID} cannot get through {} or a directory above it",
+        dir.display()
+    );
+    false
+}
+
+/// `program` as a path uid [`OTHER_UID`] can run: itself, or a copy in `dir` (a checkout may be
+/// in a directory only root can enter). `None`, with SKIPPED printed, if neither will do.
+fn runnable_by_other(test: &str, program: &Path, dir: &Path) -> Option<PathBuf> {
+    if others_can_run(program) {
+        return Some(program.to_path_buf());
+    }
+    let copy = dir.join(program.file_name().unwrap());
+    std::fs::copy(program, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if others_can_run(&copy) {
+        return Some(copy);
+    }
+    println!(
+        "SKIPPED {test}: uid {OTHER_UID} cannot reach {} nor a copy in {}",
+        program.display(),
+        dir.display()
+    );
+    None
+}
+
+/// A child process, killed (by its own pid) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test: the impostor that `ctl_refuses_a_daemon_of_another_user` runs as another user, by
+/// running this test binary again. It listens where it is told and answers every line as a
+/// daemon would, so only `ctl`'s credential check can tell it apart.
+#[test]
+#[ignore = "a helper that another test runs as another user"]
+fn impostor_listener() {
+    let Some(path) = std::env::var_os("VMFLEET_IMPOSTOR_SOCKET") else {
+        return;
+    };
+    // Never outlive the test that started it by long.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(0);
+    });
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+                let _ = reader.get_mut().write_all(b"{\"ok\":true,\"result\":[]}\n");
+            }
+        });
+    }
+}
+
+#[test]
+fn ctl_refuses_a_daemon_of_another_user() {
+    let test = "ctl_refuses_a_daemon_of_another_user";
+    if !can_be_another_user(test) {
+        return;
+    }
+    let dir = scratch("impostor");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if !others_can_enter(test, &dir) {
+        return;
+    }
+    let Some(helper) = runnable_by_other(test, &std::env::current_exe().unwrap(), &dir) else {
+        return;
+    };
+    // The other user's socket where ours would be by default (XDG_RUNTIME_DIR=dir).
+    let theirs = dir.join("vmfleet");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let socket = theirs.join("vmfleet.sock");
+    let _impostor = KillOnDrop(
+        Command::new(&helper)
+            .args(["impostor_listener", "--exact", "--ignored", "--nocapture"])
+            .env("VMFLEET_IMPOSTOR_SOCKET", &socket)
+            .gid(OTHER_UID)
+            .uid(OTHER_UID)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the impostor never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It answers like a daemon: only credentials tell.
+    let mut raw = BufReader::new(UnixStream::connect(&socket).unwrap());
+    assert_eq!(raw_exchange(&mut raw, b"{\"op\":\"list\"}\n")["ok"], true);
+    assert_eq!(std::fs::metadata(&socket).unwrap().uid(), OTHER_UID);
+
+    let explicit = || {
+        let mut c = vmfleet();
+        c.arg("ctl").arg("--socket").arg(&socket);
+        c
+    };
+    let by_default = || {
+        let mut c = vmfleet();
+        c.arg("ctl").env("XDG_RUNTIME_DIR", &dir);
+        c
+    };
+    for (how, mut command, args) in [
+        ("--socket", explicit(), vec!["list"]),
+        ("default path", by_default(), vec!["list"]),
+        ("default path", by_default(), vec!["shutdown"]),
+        ("send", by_default(), vec!["send", "{\"op\":\"list\"}"]),
+    ] {
+        let out = command.args(&args).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(Status::Unreachable.code().into()),
+            "{how} {args:?}: {stdout} {stderr}"
+        );
+        assert!(
+            stderr.contains(&socket.display().to_string())
+                && stderr.contains(&format!("it runs as uid {OTHER_UID}"))
+                && stderr.contains("not as this user (uid 0) or root"),
+            "{how} {args:?}: {stderr}"
+        );
+        assert!(
+            stdout.is_empty(),
+            "{how} {args:?}: nothing printed: {stdout}"
+        );
+    }
+
+    // And `serve` will not take the other user's directory for its own.
+    let out = vmfleet()
+        .arg("serve")
+        .env("XDG_RUNTIME_DIR", &dir)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Error.code().into()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&theirs.display().to_string())
+            && stderr.contains(&format!("belongs to uid {OTHER_UID}")),
+        "{stderr}"
+    );
+    assert!(
+        UnixStream::connect(&socket).is_ok(),
+        "their socket is left alone"
+    );
+}
+
+#[test]
+fn serve_refuses_socket_places_it_cannot_trust() {
+    let dir = scratch("untrusted");
+    let refused = |command: &mut Command, needles: &[&str]| {
+        let out = command.output().unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(Status::Error.code().into()),
+            "{command:?}: {stderr}"
+        );
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    let serve_in = |xdg: &Path| {
+        let mut c = vmfleet();
+        c.arg("serve").env("XDG_RUNTIME_DIR", xdg);
+        c
+    };
+
+    // Ours, but others can enter it.
+    let loose = dir.join("loose");
+    std::fs::create_dir_all(loose.join("vmfleet")).unwrap();
+    std::fs::set_permissions(
+        loose.join("vmfleet"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    refused(
+        &mut serve_in(&loose),
+        &[&loose.join("vmfleet").display().to_string(), "0755", "0700"],
+    );
+    assert!(!loose.join("vmfleet/vmfleet.sock").exists());
+
+    // A symbolic link, even to a private directory of ours.
+    let linked = dir.join("linked");
+    let real = dir.join("real");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, linked.join("vmfleet")).unwrap();
+    refused(&mut serve_in(&linked), &["symbolic link"]);
+    assert!(!real.join("vmfleet.sock").exists());
+
+    // A plain file where the directory should be.
+    let file = dir.join("file");
+    std::fs::create_dir_all(&file).unwrap();
+    std::fs::write(file.join("vmfleet"), "").unwrap();
+    refused(&mut serve_in(&file), &["not a directory"]);
+
+    if !can_be_another_user("serve_refuses_socket_places_it_cannot_trust (other owners)") {
+        return;
+    }
+    // Another user's directory, by default and with --socket.
+    let theirs = dir.join("theirs");
+    std::fs::create_dir_all(theirs.join("vmfleet")).unwrap();
+    std::fs::set_permissions(
+        theirs.join("vmfleet"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(theirs.join("vmfleet"), Some(OTHER_UID), None).unwrap();
+    refused(
+        &mut serve_in(&theirs),
+        &[&format!("belongs to uid {OTHER_UID}")],
+    );
+    let mut explicit = vmfleet();
+    explicit
+        .arg("serve")
+        .arg("--socket")
+        .arg(theirs.join("vmfleet/x.sock"));
+    refused(
+        &mut explicit,
+        &[
+            &theirs.join("vmfleet/x.sock").display().to_string(),
+            &format!("belongs to uid {OTHER_UID}"),
+        ],
+    );
+}
+
+#[test]
+fn the_default_socket_is_0600_in_a_0700_directory_of_its_own() {
+    if !kvm_usable("the_default_socket_is_0600_in_a_0700_directory_of_its_own") {
+        return;
+    }
+    let dir = scratch("default");
+    let xdg = dir.join("xdg");
+    std::fs::create_dir_all(&xdg).unwrap();
+    let mut command = vmfleet();
+    command.arg("serve").env("XDG_RUNTIME_DIR", &xdg);
+    let socket = xdg.join("vmfleet/vmfleet.sock");
+    let mut daemon = Daemon::launch(&dir, command, socket.clone());
+
+    let meta = std::fs::symlink_metadata(xdg.join("vmfleet")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o700,
+        "directory mode {:o}",
+        meta.mode()
+    );
+    assert_eq!(meta.uid(), supervisor::socket::euid());
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "socket mode {:o}", meta.mode());
+    let logs = daemon.logs();
+    assert!(logs.contains(&socket.display().to_string()), "{logs}");
+
+    // ctl finds it by the same rule.
+    let out = vmfleet()
+        .args(["ctl", "list"])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("no VMs"));
+    let out = vmfleet()
+        .args(["ctl", "shutdown"])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    assert!(!socket.exists(), "the socket goes with its daemon");
+    assert!(
+        xdg.join("vmfleet").is_dir(),
+        "its directory stays, for the next one"
+    );
+}
+
+#[test]
+fn ctl_send_passes_raw_lines_and_a_key_twice_is_refused() {
+    if !kvm_usable("ctl_send_passes_raw_lines_and_a_key_twice_is_refused") {
+        return;
+    }
+    let dir = scratch("send");
+    let socket = dir.join("ctl.sock");
+    let mut command = vmfleet();
+    command.arg("serve").arg("--socket").arg(&socket);
+    let mut daemon = Daemon::launch(&dir, command, socket.clone());
+
+    // A key twice, over the socket: the reply names it, and the connection goes on.
+    let mut raw = BufReader::new(UnixStream::connect(&socket).unwrap());
+    let reply = raw_exchange(&mut raw, b"{\"op\":\"list\",\"op\":\"shutdown\"}\n");
+    assert_eq!(reply["ok"], false, "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.contains("the key `op` twice"), "{error}");
+    assert_eq!(
+        raw_exchange(&mut raw, b"{\"op\":\"list\"}\n")["ok"],
+        true,
+        "still serving"
+    );
+
+    // One request as an argument: the reply line as it came.
+    let out = daemon.ctl(&["send", r#"{"op":"list"}"#]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "{\"ok\":true,\"result\":[]}\n");
+
+    // Lines from stdin, blank ones skipped, one reply line each, in order; one refused: 7.
+    let mut send = vmfleet()
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("send")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"op\":\"list\"}\n\n{\"op\":\"start\",\"vm\":\"a\",\"vm\":\"b\"}\r\n\
+              {\"op\":\"frob\"}\n{\"op\":\"list\"}\n",
+        )
+        .unwrap();
+    let out = send.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Refused.code().into()),
+        "{stdout} {stderr}"
+    );
+    let replies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 4, "{stdout}");
+    assert_eq!(replies[0]["ok"], true);
+    assert!(
+        replies[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the key `vm` twice"),
+        "{stdout}"
+    );
+    assert!(
+        replies[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown op `frob`"),
+        "{stdout}"
+    );
+    assert_eq!(replies[3]["ok"], true);
+
+    // Shutdown, then a line the daemon is gone for: the reply, then unreachable.
+    let out = daemon.ctl(&["send", "{\"op\":\"shutdown\"}\n{\"op\":\"list\"}"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Unreachable.code().into()),
+        "{stdout} {stderr}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("{\"ok\":true"), "{stdout}");
+    assert!(
+        stderr.contains("closed the connection after 1 reply line(s)"),
+        "{stderr}"
+    );
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    let out = daemon.ctl(&["send", "{\"op\":\"list\"}"]);
+    assert_eq!(out.status.code(), Some(Status::Unreachable.code().into()));
+}
+
+#[test]
+fn a_client_of_another_user_is_refused_by_the_daemon() {
+    let test = "a_client_of_another_user_is_refused_by_the_daemon";
+    if !kvm_usable(test) || !can_be_another_user(test) {
+        return;
+    }
+    let dir = scratch("foreign");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if !others_can_enter(test, &dir) {
+        return;
+    }
+    let Some(vmfleet_bin) = runnable_by_other(test, Path::new(env!("CARGO_BIN_EXE_vmfleet")), &dir)
+    else {
+        return;
+    };
+    let socket = dir.join("ctl.sock");
+    let mut command = vmfleet();
+    command.arg("serve").arg("--socket").arg(&socket);
+    let daemon = Daemon::launch(&dir, command, socket.clone());
+    // Only for this test: let the other user reach connect(), so the daemon's own check is what
+    // stands in the way.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let out = Command::new(&vmfleet_bin)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("list")
+        .gid(OTHER_UID)
+        .uid(OTHER_UID)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Refused.code().into()),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("serves only") && stderr.contains(&format!("not uid {OTHER_UID}")),
+        "{stderr}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.logs().contains(&format!(
+        "refused a control connection from uid {OTHER_UID}"
+    )) {
+        assert!(Instant::now() < deadline, "no log line: {}", daemon.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its own user is still served.
+    assert!(daemon.ok(&["list"]).contains("no VMs"));
 }
