@@ -42,8 +42,8 @@ pub enum OutputError {
         path.display())]
     NotAFile { path: PathBuf },
 
-    #[error("{} is left from an earlier run that did not finish writing {} (`vmfleet trace show` \
-        reads a partial trace); remove it, or pass --force to replace it",
+    #[error("{} is in the way: an earlier run that did not finish writing {} left it there (or \
+        one still running is writing it); remove it, or pass --force to replace it",
         partial.display(), target.display())]
     StalePartial { partial: PathBuf, target: PathBuf },
 
