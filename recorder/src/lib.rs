@@ -6,6 +6,8 @@
 //! - the trace file format ([`mod@format`]), its background writer ([`writer`]) and its reader
 //!   ([`reader`]), which reads a trace cut short up to its last whole event and names the byte
 //!   offset of any damage;
+//! - safe output files ([`output`]): never through a link, never over an existing file unless
+//!   asked, written beside the target (mode 0600) and renamed into place when complete;
 //! - the recording decorator ([`recording`]) that wraps any backend and records every call on its
 //!   stream;
 //! - the replay backend ([`replay`]) that serves a trace's results without KVM and checks, stream
@@ -19,6 +21,7 @@
 
 pub mod diff;
 pub mod format;
+pub mod output;
 pub mod reader;
 pub mod recording;
 pub mod render;
@@ -28,9 +31,10 @@ pub mod writer;
 
 pub use diff::describe_difference;
 pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN};
+pub use output::{Output, OutputError};
 pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
 pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};
 pub use render::{render_streams, show_json_lines, show_text};
 pub use replay::{ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm};
 pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
-pub use writer::{FLUSH_INTERVAL, Recorder, TraceWriter, WriteError, WriteSummary};
+pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

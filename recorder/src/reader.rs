@@ -4,6 +4,14 @@
 //! Reading never panics and never allocates by a length it read: frame lengths are capped at
 //! [`MAX_FRAME_LEN`] and checked against the bytes actually present before anything is sliced,
 //! and bincode decodes under the same limit.
+//!
+//! A trace *cut short* (the file simply ends, inside or after a frame) is told apart from a
+//! *corrupt* one (a frame whose checksum or length is wrong). The hard case is a damaged length
+//! field that points past the end of the file, which looks like a cut: when a frame runs past the
+//! end (or fails its checksum), the reader looks for a shorter or longer payload that does match
+//! the frame's stored checksum and is followed by the end of the file or a plausible next frame.
+//! If there is one, the length field is what is damaged, and the frame is reported corrupt at its
+//! own offset. A real cut leaves no such payload (short of a 1 in 2^32 checksum coincidence).
 
 use crate::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, Record, decode_payload,
@@ -105,6 +113,13 @@ pub enum Corruption {
     DataAfterEnd {
         bytes: u64,
     },
+    /// The frame's length field says `length`, but its stored checksum matches the first `fits`
+    /// bytes after the frame header, which are followed by the end of the file or a plausible
+    /// next frame: the length field is damaged.
+    DamagedLength {
+        length: u32,
+        fits: u32,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -133,6 +148,11 @@ impl fmt::Display for Corruption {
             Corruption::DataAfterEnd { bytes } => {
                 write!(f, "{bytes} bytes follow the end marker")
             }
+            Corruption::DamagedLength { length, fits } => write!(
+                f,
+                "the frame's length field says {length} bytes, but its checksum matches the \
+                 {fits} bytes that follow its header: the length field is damaged"
+            ),
         }
     }
 }
@@ -172,6 +192,29 @@ pub enum TraceError {
     },
 }
 
+impl TraceError {
+    /// Whether the trace was cut short (the file ends early) rather than unreadable or damaged:
+    /// `vmfleet` exits `incomplete` for these and `bad_input` for the others.
+    pub fn is_cut_short(&self) -> bool {
+        matches!(
+            self,
+            TraceError::CutShort { .. } | TraceError::HeaderCut { .. }
+        )
+    }
+
+    /// The byte offset the error names, if it names one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            TraceError::HeaderCut { offset, .. }
+            | TraceError::Corrupt { offset, .. }
+            | TraceError::CutShort { offset, .. } => Some(*offset),
+            TraceError::NotATrace { .. } | TraceError::Empty => Some(0),
+            TraceError::UnsupportedVersion { .. } => Some(crate::format::MAGIC.len() as u64),
+            TraceError::Io { .. } => None,
+        }
+    }
+}
+
 /// One step through the frames.
 enum Frame<'a> {
     Eof,
@@ -203,20 +246,66 @@ fn next_frame(bytes: &[u8], pos: usize) -> Frame<'_> {
             have: rest.len() as u64,
         });
     };
-    let body = &rest[FRAME_HEADER_LEN..];
+    let body = rest.get(FRAME_HEADER_LEN..).unwrap_or_default();
+    let damaged_length = |fits| Frame::Corrupt(Corruption::DamagedLength { length, fits });
     let Some(payload) = body.get(..length as usize) else {
-        return Frame::Cut(Cut::InPayload {
-            length,
-            have: body.len() as u64,
-        });
+        // Past the end of the file: a cut, unless the length field is what is wrong.
+        return match payload_that_fits(body, stored) {
+            Some(fits) => damaged_length(fits),
+            None => Frame::Cut(Cut::InPayload {
+                length,
+                have: body.len() as u64,
+            }),
+        };
     };
     let computed = crc32fast::hash(payload);
     if computed != stored {
-        return Frame::Corrupt(Corruption::BadChecksum { stored, computed });
+        return match payload_that_fits(body, stored) {
+            Some(fits) => damaged_length(fits),
+            None => Frame::Corrupt(Corruption::BadChecksum { stored, computed }),
+        };
     }
     Frame::Whole {
         payload,
         next: pos + FRAME_HEADER_LEN + payload.len(),
+    }
+}
+
+/// The length of a prefix of `body` (at most [`MAX_FRAME_LEN`]) whose checksum is `stored` and
+/// which is followed by the end of the file or a plausible frame: the payload a frame with a
+/// damaged length field really has. Only called once reading has already stopped at a frame, so
+/// its cost (one pass over the rest of the file) is paid once.
+fn payload_that_fits(body: &[u8], stored: u32) -> Option<u32> {
+    let limit = body.len().min(MAX_FRAME_LEN);
+    let mut hasher = crc32fast::Hasher::new();
+    for len in 0..=limit {
+        if hasher.clone().finalize() == stored && plausible_frame_start(&body[len..]) {
+            return u32::try_from(len).ok();
+        }
+        if let Some(byte) = body.get(len..=len) {
+            hasher.update(byte);
+        }
+    }
+    None
+}
+
+/// Whether `rest` could be what follows a whole frame: nothing, a frame header cut short, a whole
+/// frame whose checksum matches, or a frame cut short inside a payload of a possible length.
+fn plausible_frame_start(rest: &[u8]) -> bool {
+    let word = |at: usize| {
+        rest.get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+    };
+    let (Some(length), Some(stored)) = (word(0), word(4)) else {
+        return true;
+    };
+    if length as usize > MAX_FRAME_LEN {
+        return false;
+    }
+    match rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + length as usize) {
+        Some(payload) => crc32fast::hash(payload) == stored,
+        None => true,
     }
 }
 

@@ -10,8 +10,14 @@
 //! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
 //! then reads back as cut short). An I/O error (disk full) stops the writing, never the
 //! recorders; [`TraceWriter::finish`] reports it.
+//!
+//! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
+//! name by [`TraceWriter::finish`]; a killed process leaves the partial file, which reads back to
+//! its last whole event. The header is flushed as soon as the writer thread starts, so even a
+//! process killed at once leaves a partial file with its header.
 
 use crate::format::{EncodeError, FORMAT_VERSION, Record, encode_frame, preamble};
+use crate::output::{Output, OutputError};
 use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -176,6 +182,19 @@ pub enum WriteError {
     HeaderVersion { path: PathBuf, found: u32 },
     #[error("cannot write trace {}: the writer thread panicked", path.display())]
     WriterPanicked { path: PathBuf },
+    /// The trace's path is refused (it exists, it is a link, a partial file is in the way), or
+    /// the finished trace could not be renamed into place.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// How [`TraceWriter::create_with`] creates a trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// The recorder also keeps every event in memory (see [`Recorder::events`]).
+    pub keep_events: bool,
+    /// Replace an existing trace (or a link) at the path, and a partial file from an earlier run.
+    pub replace: bool,
 }
 
 /// What a cleanly finished trace holds.
@@ -186,24 +205,28 @@ pub struct WriteSummary {
     pub bytes: u64,
 }
 
-/// The owner of a trace file's writer thread. [`TraceWriter::finish`] closes the trace cleanly;
-/// dropping it instead flushes what was written and leaves the trace without its end marker (it
-/// then reads back as cut short, which is what it is).
+/// The owner of a trace file's writer thread. [`TraceWriter::finish`] closes the trace cleanly
+/// and renames it into place; dropping it instead flushes what was written and leaves the partial
+/// file without its end marker (it then reads back as cut short, which is what it is);
+/// [`TraceWriter::discard`] removes it.
 #[derive(Debug)]
 pub struct TraceWriter {
     path: PathBuf,
+    /// Where the bytes go until [`TraceWriter::finish`]; `None` for [`TraceWriter::to_file`].
+    output: Option<Output>,
     recorder: Recorder,
     thread: Option<JoinHandle<Result<WriteSummary, WriteError>>>,
 }
 
 impl TraceWriter {
-    /// Create (or overwrite) the trace file at `path`, write its preamble and header, and start
-    /// the writer thread. Returns the recorder to hand to [`crate::RecordingHypervisor`].
+    /// Create the trace `path` (refused if something is there: see [`crate::output`]), write its
+    /// preamble and header to `path.partial`, and start the writer thread. Returns the recorder
+    /// to hand to [`crate::RecordingHypervisor`].
     pub fn create(
         path: impl AsRef<Path>,
         header: &TraceHeader,
     ) -> Result<(Recorder, TraceWriter), WriteError> {
-        TraceWriter::start(path.as_ref(), header, false)
+        TraceWriter::create_with(path, header, TraceOptions::default())
     }
 
     /// Like [`TraceWriter::create`], and the recorder also keeps every event in memory (for
@@ -212,40 +235,77 @@ impl TraceWriter {
         path: impl AsRef<Path>,
         header: &TraceHeader,
     ) -> Result<(Recorder, TraceWriter), WriteError> {
-        TraceWriter::start(path.as_ref(), header, true)
+        let options = TraceOptions {
+            keep_events: true,
+            ..TraceOptions::default()
+        };
+        TraceWriter::create_with(path, header, options)
+    }
+
+    /// [`TraceWriter::create`] with options (keep events, replace an existing trace).
+    pub fn create_with(
+        path: impl AsRef<Path>,
+        header: &TraceHeader,
+        options: TraceOptions,
+    ) -> Result<(Recorder, TraceWriter), WriteError> {
+        check_version(path.as_ref(), header)?;
+        let output = Output::check(path.as_ref(), options.replace)?;
+        let file = output.create_partial()?;
+        let started = TraceWriter::start(
+            output.target().to_path_buf(),
+            Some(output.clone()),
+            file,
+            header,
+            options.keep_events,
+        );
+        if started.is_err() {
+            output.discard();
+        }
+        started
+    }
+
+    /// Write a trace straight into an open file (a pipe, a device, a file the caller made safe
+    /// itself); `name` is what errors call it. [`TraceWriter::finish`] renames nothing.
+    pub fn to_file(
+        file: File,
+        name: impl Into<PathBuf>,
+        header: &TraceHeader,
+        keep_events: bool,
+    ) -> Result<(Recorder, TraceWriter), WriteError> {
+        let name = name.into();
+        check_version(&name, header)?;
+        TraceWriter::start(name, None, file, header, keep_events)
     }
 
     fn start(
-        path: &Path,
+        path: PathBuf,
+        output: Option<Output>,
+        file: File,
         header: &TraceHeader,
         keep: bool,
     ) -> Result<(Recorder, TraceWriter), WriteError> {
-        let path = path.to_path_buf();
-        if header.format_version != FORMAT_VERSION {
-            return Err(WriteError::HeaderVersion {
-                path,
-                found: header.format_version,
-            });
-        }
+        // I/O errors name the file the bytes go to.
+        let writing_to = output
+            .as_ref()
+            .map_or_else(|| path.clone(), |o| o.partial().to_path_buf());
         let header_frame = encode_frame(header).map_err(|source| WriteError::Header {
             path: path.clone(),
             source,
         })?;
         let io = |source| WriteError::Io {
-            path: path.clone(),
+            path: writing_to.clone(),
             source,
         };
-        let file = File::create(&path).map_err(io)?;
         let mut out = BufWriter::with_capacity(64 << 10, file);
-        // Buffered only: a full disk shows up at the first flush and is reported by `finish`,
-        // like any later write error.
+        // Buffered here, flushed by the writer thread as it starts: a full disk is reported by
+        // `finish`, like any later write error, and never blocks the caller.
         out.write_all(&preamble()).map_err(io)?;
         out.write_all(&header_frame).map_err(io)?;
         let written = (preamble().len() + header_frame.len()) as u64;
 
         let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
         let recorder = Recorder::with(Some(tx), keep);
-        let thread_path = path.clone();
+        let thread_path = writing_to.clone();
         let thread = std::thread::Builder::new()
             .name("vmfleet-trace-writer".into())
             .spawn(move || write_loop(thread_path, out, written, rx))
@@ -254,14 +314,22 @@ impl TraceWriter {
             recorder.clone(),
             TraceWriter {
                 path,
+                output,
                 recorder,
                 thread: Some(thread),
             },
         ))
     }
 
+    /// The trace's name (where it is once finished).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the trace is being written until [`TraceWriter::finish`] renames it: the partial
+    /// file, or the file itself for [`TraceWriter::to_file`].
+    pub fn writing_to(&self) -> &Path {
+        self.output.as_ref().map_or(&self.path, |o| o.partial())
     }
 
     /// The recorder feeding this trace (the same one `create` returned).
@@ -269,12 +337,26 @@ impl TraceWriter {
         &self.recorder
     }
 
-    /// Write the end marker, flush, fsync and stop the writer thread. Returns the first I/O error
-    /// the writer met, if any. Events recorded after this are not written.
+    /// Write the end marker, flush, fsync, stop the writer thread and rename the trace into
+    /// place. Returns the first I/O error the writer met, if any (the partial file then stays
+    /// where it is). Events recorded after this are not written.
     pub fn finish(mut self) -> Result<WriteSummary, WriteError> {
-        self.stop(true).unwrap_or(Err(WriteError::WriterPanicked {
+        let summary = self.stop(true).unwrap_or(Err(WriteError::WriterPanicked {
             path: self.path.clone(),
-        }))
+        }))?;
+        if let Some(output) = &self.output {
+            output.publish()?;
+        }
+        Ok(summary)
+    }
+
+    /// Stop writing and remove the partial file: for a job that was refused or failed before
+    /// it ran, whose trace is worth nothing and must not replace an existing one.
+    pub fn discard(mut self) {
+        let _ = self.stop(false);
+        if let Some(output) = &self.output {
+            output.discard();
+        }
     }
 
     /// Tell the thread to stop and join it; `None` if it was already stopped or it panicked.
@@ -303,6 +385,16 @@ impl Drop for TraceWriter {
     }
 }
 
+fn check_version(path: &Path, header: &TraceHeader) -> Result<(), WriteError> {
+    if header.format_version != FORMAT_VERSION {
+        return Err(WriteError::HeaderVersion {
+            path: path.to_path_buf(),
+            found: header.format_version,
+        });
+    }
+    Ok(())
+}
+
 /// The writer thread: encode, buffer, flush regularly; on `Finish`, end marker + flush + fsync.
 fn write_loop(
     path: PathBuf,
@@ -310,14 +402,15 @@ fn write_loop(
     mut bytes: u64,
     rx: Receiver<Message>,
 ) -> Result<WriteSummary, WriteError> {
-    let mut failed: Option<WriteError> = None;
-    let mut events: u64 = 0;
-    // The header is buffered but not yet flushed.
-    let mut dirty_since = Some(Instant::now());
     let io = |source| WriteError::Io {
         path: path.clone(),
         source,
     };
+    // The header first, at once: a process killed right after start-up still leaves a file with
+    // its header, which reads back as a trace cut short before any event.
+    let mut failed: Option<WriteError> = out.flush().err().map(io);
+    let mut events: u64 = 0;
+    let mut dirty_since: Option<Instant> = None;
 
     let finish_events = loop {
         let message = match dirty_since {

@@ -155,6 +155,15 @@ fn a_trace_cut_at_every_offset_reads_its_whole_events() {
     let header_end = ends[0];
     assert_eq!(ends.len(), events.len() + 2);
     for cut in 0..=bytes.len() {
+        // Leniently too: a cut is never taken for damage.
+        match Trace::from_bytes_lenient(&bytes[..cut]) {
+            Ok(Trace {
+                end: TraceEnd::Corrupt { .. },
+                ..
+            }) => panic!("cut at {cut} read as corrupt"),
+            Err(e) if !e.is_cut_short() && cut > 0 => panic!("cut at {cut}: {e}"),
+            _ => {}
+        }
         let result = Trace::from_bytes(&bytes[..cut]);
         if cut == 0 {
             assert!(
@@ -241,9 +250,18 @@ fn a_flipped_byte_is_an_error_or_a_cut_never_different_events() {
                     Trace::from_bytes(&damaged)
                 };
                 match result {
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        assert!(!e.is_cut_short(), "byte {i} ^ {mask:#x}: {e}");
+                        errors += 1;
+                    }
                     Ok(trace) => {
                         assert!(!trace.is_complete(), "byte {i} ^ {mask:#x} went unnoticed");
+                        // Damage is never mistaken for a cut: every byte is still there.
+                        assert!(
+                            matches!(trace.end, TraceEnd::Corrupt { .. }),
+                            "byte {i} ^ {mask:#x}: {}",
+                            trace.end
+                        );
                         assert_eq!(trace.header, header(), "byte {i} ^ {mask:#x}");
                         assert!(
                             events.starts_with(&trace.events),
@@ -259,6 +277,75 @@ fn a_flipped_byte_is_an_error_or_a_cut_never_different_events() {
         errors > bytes.len(),
         "most flips must be reported as errors"
     );
+}
+
+/// The hard case: a damaged length field that points past the end of the file looks like a cut.
+/// Every single-bit flip of every frame's length field must be reported as damage at that frame,
+/// never as a trace cut short, strictly and leniently, and whether or not the file was complete.
+#[test]
+fn a_flipped_bit_in_any_length_field_is_corruption_at_its_frame() {
+    let (bytes, events) = sample_trace("length-flip.trace");
+    let ends = frame_ends(&bytes);
+    let starts: Vec<usize> = std::iter::once(PREAMBLE)
+        .chain(ends[..ends.len() - 1].iter().copied())
+        .collect();
+    // The complete file, and the file cut after its last event (no end marker), which must not
+    // change the verdict on frames before the cut.
+    let without_end = &bytes[..ends[events.len()]];
+    for file in [&bytes[..], without_end] {
+        for (frame, &start) in starts.iter().enumerate() {
+            if start >= file.len() {
+                continue;
+            }
+            for bit in 0..32 {
+                let mut damaged = file.to_vec();
+                damaged[start + bit / 8] ^= 1 << (bit % 8);
+                let what = format!("frame {frame} at {start}, length bit {bit}");
+                match Trace::from_bytes(&damaged) {
+                    Err(TraceError::Corrupt { offset, problem }) => {
+                        assert_eq!(offset, start as u64, "{what}: {problem}");
+                        let length = u32::from_le_bytes(file[start..start + 4].try_into().unwrap());
+                        match problem {
+                            Corruption::DamagedLength { fits, .. } => {
+                                assert_eq!(fits, length, "{what}: the real length is found")
+                            }
+                            Corruption::FrameTooLong { .. } => {}
+                            other => panic!("{what}: {other:?}"),
+                        }
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+                if frame == 0 {
+                    // Without its header nothing is readable, leniently or not.
+                    let err = Trace::from_bytes_lenient(&damaged).unwrap_err();
+                    assert!(
+                        matches!(err, TraceError::Corrupt { offset: 12, .. }),
+                        "{err:?}"
+                    );
+                    continue;
+                }
+                let trace = Trace::from_bytes_lenient(&damaged).unwrap();
+                let whole = frame as u64 - 1;
+                assert_eq!(trace.events, events[..whole as usize], "{what}");
+                match &trace.end {
+                    TraceEnd::Corrupt {
+                        offset,
+                        whole_events,
+                        ..
+                    } => assert_eq!((*offset, *whole_events), (start as u64, whole), "{what}"),
+                    other => panic!("{what}: {other}"),
+                }
+                assert!(
+                    trace
+                        .end
+                        .to_string()
+                        .starts_with(&format!("corrupt at byte {start} ")),
+                    "{what}: {}",
+                    trace.end
+                );
+            }
+        }
+    }
 }
 
 #[test]

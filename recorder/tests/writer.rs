@@ -3,7 +3,12 @@
 mod common;
 
 use common::{header, scratch};
-use recorder::{Cut, FLUSH_INTERVAL, Recorder, Trace, TraceEnd, TraceWriter, WriteError};
+use recorder::{
+    Cut, FLUSH_INTERVAL, OutputError, Recorder, Trace, TraceEnd, TraceOptions, TraceWriter,
+    WriteError,
+};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::time::Duration;
 use vcpu::{Call, Reply, Stream, VcpuCall, VcpuId, VmId};
 
@@ -62,8 +67,14 @@ fn the_writer_flushes_while_the_run_goes_on() {
         recorder.record(Stream::Host, reg(i), Ok(Reply::Value(i)), None);
     }
     std::thread::sleep(FLUSH_INTERVAL * 6);
-    // What a killed process would leave: the events so far, without the end marker.
-    let trace = Trace::open(&path).unwrap();
+    // What a killed process would leave: the partial file, with the events so far and without
+    // the end marker; nothing at the trace's own name yet.
+    assert!(!path.exists());
+    assert_eq!(
+        writer.writing_to(),
+        Path::new(&format!("{}.partial", path.display()))
+    );
+    let trace = Trace::open(writer.writing_to()).unwrap();
     assert_eq!(trace.events.len(), 3);
     assert!(matches!(
         trace.end,
@@ -73,8 +84,10 @@ fn the_writer_flushes_while_the_run_goes_on() {
             ..
         }
     ));
+    let partial = writer.writing_to().to_path_buf();
     writer.finish().unwrap();
     assert!(Trace::open(&path).unwrap().is_complete());
+    assert!(!partial.exists(), "the partial file was renamed into place");
 }
 
 #[test]
@@ -84,12 +97,14 @@ fn a_dropped_writer_leaves_a_trace_cut_short() {
     for i in 0..10 {
         recorder.record(Stream::Host, reg(i), Ok(Reply::Value(i)), None);
     }
+    let partial = writer.writing_to().to_path_buf();
     drop(writer);
     // Recording after the writer is gone must neither panic nor block.
     recorder.record(Stream::Host, reg(99), Ok(Reply::Done), None);
-    let trace = Trace::open(&path).unwrap();
+    assert!(!path.exists(), "only a finished trace gets its name");
+    let trace = Trace::open(&partial).unwrap();
     assert_eq!(trace.events.len(), 10);
-    let size = std::fs::metadata(&path).unwrap().len();
+    let size = std::fs::metadata(&partial).unwrap().len();
     assert_eq!(
         trace.end,
         TraceEnd::Truncated {
@@ -113,7 +128,11 @@ fn a_full_disk_is_reported_at_finish_without_blocking_recorders() {
         eprintln!("no /dev/full here; skipped");
         return;
     }
-    let (recorder, writer) = TraceWriter::create("/dev/full", &header()).unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (recorder, writer) = TraceWriter::to_file(full, "/dev/full", &header(), false).unwrap();
     let started = std::time::Instant::now();
     for i in 0..20_000 {
         recorder.record(Stream::Host, reg(i), Ok(Reply::Value(i)), None);
@@ -169,4 +188,102 @@ fn a_writer_can_also_keep_events() {
     assert_eq!(writer.recorder().recorded(), 1);
     writer.finish().unwrap();
     assert_eq!(Trace::open(&path).unwrap().events, recorder.events());
+}
+
+#[test]
+fn a_trace_never_overwrites_follows_links_or_leaves_others_readable() {
+    let path = scratch("safe.trace");
+    let partial = std::path::PathBuf::from(format!("{}.partial", path.display()));
+    // A first trace: mode 0600, renamed into place.
+    let (_, writer) = TraceWriter::create(&path, &header()).unwrap();
+    let mode = std::fs::metadata(&partial).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the partial file is the owner's only");
+    writer.finish().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = std::fs::read(&path).unwrap();
+
+    // Again without `replace`: refused before anything is written, naming the file and --force.
+    let err = TraceWriter::create(&path, &header()).unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Output(OutputError::Exists { path: p }) if *p == path),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(&path.display().to_string()) && message.contains("--force"));
+    assert!(!partial.exists());
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+
+    // With `replace`: a new trace replaces it, whole.
+    let replace = TraceOptions {
+        replace: true,
+        ..TraceOptions::default()
+    };
+    let (recorder, writer) = TraceWriter::create_with(&path, &header(), replace).unwrap();
+    recorder.record(Stream::Host, reg(1), Ok(Reply::Value(1)), None);
+    writer.finish().unwrap();
+    assert_eq!(Trace::open(&path).unwrap().events.len(), 1);
+
+    // A link is refused, and what it points to is untouched; with `replace`, the link itself is
+    // replaced.
+    let victim = scratch("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = scratch("link.trace");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let err = TraceWriter::create(&link, &header()).unwrap_err();
+    assert!(
+        matches!(err, WriteError::Output(OutputError::Symlink { .. })),
+        "{err:?}"
+    );
+    let (_, writer) = TraceWriter::create_with(&link, &header(), replace).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        !std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(Trace::open(&link).unwrap().is_complete());
+
+    // A partial file left by a killed run is refused by name, or replaced with `replace`; a link
+    // in its place is never written through.
+    let stale = scratch("stale.trace");
+    let stale_partial = format!("{}.partial", stale.display());
+    std::os::unix::fs::symlink(&victim, &stale_partial).unwrap();
+    let err = TraceWriter::create(&stale, &header()).unwrap_err();
+    assert!(
+        matches!(err, WriteError::Output(OutputError::StalePartial { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&stale_partial), "{err}");
+    let (_, writer) = TraceWriter::create_with(&stale, &header(), replace).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(Trace::open(&stale).unwrap().is_complete());
+
+    // A discarded writer (a refused job) leaves nothing behind, and an existing trace as it was.
+    let before = std::fs::read(&path).unwrap();
+    let (_, writer) = TraceWriter::create_with(&path, &header(), replace).unwrap();
+    writer.discard();
+    assert!(!partial.exists());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_trace_that_appears_meanwhile_is_not_replaced() {
+    let path = scratch("raced.trace");
+    let (_, writer) = TraceWriter::create(&path, &header()).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    let partial = writer.writing_to().to_path_buf();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(err, WriteError::Output(OutputError::Appeared { .. })),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+    assert!(
+        Trace::open(&partial).unwrap().is_complete(),
+        "the finished trace is kept in its partial file"
+    );
 }

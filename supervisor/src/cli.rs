@@ -49,12 +49,18 @@ pub enum Command {
 pub struct RunArgs {
     /// The fleet spec (TOML). Without it, the built-in demo fleet runs.
     pub fleet: Option<PathBuf>,
-    /// Record every backend call into this trace file.
+    /// Record every backend call into this trace file (mode 0600; written as TRACE.partial and
+    /// renamed when the run ends). An existing file is refused without --force.
     #[arg(long, value_name = "TRACE")]
     pub record: Option<PathBuf>,
-    /// Write the canonical transcript (what `vmfleet replay` prints) to this file.
+    /// Write the canonical transcript (what `vmfleet replay` prints) to this file (mode 0600).
+    /// An existing file is refused without --force.
     #[arg(long, value_name = "PATH")]
     pub transcript: Option<PathBuf>,
+    /// Replace existing --record / --transcript files (by rename: a symbolic link is replaced,
+    /// never written through), and a .partial file left by an earlier run.
+    #[arg(long)]
+    pub force: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -68,9 +74,14 @@ pub struct RunArgs {
 pub struct ReplayArgs {
     /// The trace to replay.
     pub trace: PathBuf,
-    /// Also write the transcript to this file.
+    /// Also write the transcript to this file (mode 0600). An existing file is refused without
+    /// --force.
     #[arg(long, value_name = "PATH")]
     pub transcript: Option<PathBuf>,
+    /// Replace an existing --transcript file (by rename: a symbolic link is replaced, never
+    /// written through).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,9 +113,15 @@ pub struct ServeArgs {
     /// for root, /tmp/vmfleet-<uid>/vmfleet.sock for others; the directory is created 0700].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Record every backend call and every control request into this trace file.
+    /// Record every backend call and every control request into this trace file (mode 0600;
+    /// written as TRACE.partial and renamed at shutdown). An existing file is refused without
+    /// --force.
     #[arg(long, value_name = "TRACE")]
     pub record: Option<PathBuf>,
+    /// Replace an existing --record trace (by rename: a symbolic link is replaced, never written
+    /// through), and a .partial file left by an earlier daemon.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

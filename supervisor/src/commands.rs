@@ -3,7 +3,7 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
-use crate::exit::{Status, StatusExt as _};
+use crate::exit::{Failure, Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
@@ -11,8 +11,8 @@ use crate::spec::{self, FleetSpec};
 use crate::{DEMO_FLEET, DEMO_SOURCE, host};
 use anyhow::{Context, Result, bail};
 use recorder::{
-    Event, JobInputs, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceHeader,
-    TraceWriter, show_json_lines, show_text,
+    Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceEnd,
+    TraceError, TraceHeader, TraceOptions, TraceWriter, show_json_lines, show_text,
 };
 use serde::Serialize;
 use std::fs;
@@ -101,10 +101,36 @@ pub fn run(args: &RunArgs) -> Result<Status> {
     } else {
         text
     };
+    // Refused now, before KVM is opened or any VM created: a run that cannot keep its results
+    // must not start, and a refused run must leave the files it was pointed at untouched.
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            Output::check(path, args.force)
+                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(record) = &args.record {
+        Output::check(record, args.force)
+            .with_context(|| format!("cannot record to {}", record.display()))?;
+        if args.transcript.as_ref() == Some(record) {
+            return Err(Failure::msg(
+                Status::Usage,
+                format!(
+                    "--record and --transcript both name {}; give them different files",
+                    record.display()
+                ),
+            )
+            .into());
+        }
+    }
+    // A fleet for another architecture is refused before any file is touched, too.
+    let arch = vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?;
+    crate::fleet::check_arch(spec.arch, arch)?;
     let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
         env!("CARGO_PKG_VERSION"),
-        vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?,
+        arch,
         host::fingerprint(&kvm),
         JobInputs {
             command: COMMAND_RUN.into(),
@@ -117,13 +143,13 @@ pub fn run(args: &RunArgs) -> Result<Status> {
     let keep = args.transcript.is_some();
     let (recorder, writer) = match &args.record {
         Some(path) => {
-            let created = if keep {
-                TraceWriter::create_keeping_events(path, &header)
-            } else {
-                TraceWriter::create(path, &header)
+            let options = TraceOptions {
+                keep_events: keep,
+                replace: args.force,
             };
-            let (recorder, writer) =
-                created.with_context(|| format!("creating trace {}", path.display()))?;
+            let (recorder, writer) = TraceWriter::create_with(path, &header, options)
+                .with_context(|| format!("creating trace {}", path.display()))?;
+            say_where_the_trace_goes(&writer);
             (Some(recorder), Some(writer))
         }
         None if keep => (Some(Recorder::in_memory()), None),
@@ -133,30 +159,39 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         Some(recorder) => Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone())),
         None => Arc::new(kvm),
     };
-    crate::fleet::check_arch(spec.arch, hv.arch())?;
-    let report = runtime()?.block_on(async {
-        let mut fleet = Fleet::new(hv, &spec.name).await?;
-        if let Some(recorder) = &recorder {
-            fleet = fleet.with_control_log(recorder.clone());
-        }
-        let mut progress = Progress::new(spec.vms.len());
-        let report = run_on(&fleet, &spec, &mut progress, stop_signals()?).await;
-        progress.finish();
-        anyhow::Ok(report)
+    let report = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let mut fleet = Fleet::new(hv, &spec.name).await?;
+            if let Some(recorder) = &recorder {
+                fleet = fleet.with_control_log(recorder.clone());
+            }
+            let mut progress = Progress::new(spec.vms.len());
+            let report = run_on(&fleet, &spec, &mut progress, stop_signals()?).await;
+            progress.finish();
+            anyhow::Ok(report)
+        })
     });
-    // Close the trace whatever happened: a failed job is exactly the one worth replaying.
+    // Close the trace of every job that ran, however its VMs fared: a failed job is exactly
+    // the one worth replaying. A job that could not even start leaves an existing trace as it
+    // was, and no partial file.
     if let Some(writer) = writer {
-        close_trace(writer)?;
+        match &report {
+            Ok(_) => close_trace(writer)?,
+            Err(_) => writer.discard(),
+        }
     }
     let report = report?;
     let events = recorder.map(|r| r.events()).unwrap_or_default();
-    finish_report(
-        &report,
-        &header,
-        &events,
-        args.transcript.as_deref(),
-        args.json,
-    )
+    finish_report(&report, &header, &events, transcript.as_ref(), args.json)
+}
+
+/// Say on stderr where the trace is being written (where a killed run leaves it).
+pub(crate) fn say_where_the_trace_goes(writer: &TraceWriter) {
+    eprintln!(
+        "vmfleet: recording to {} (renamed to {} when the trace is closed)",
+        writer.writing_to().display(),
+        writer.path().display()
+    );
 }
 
 /// Finish a trace (end marker, flush, sync) and say on stderr what it holds.
@@ -242,12 +277,14 @@ fn finish_report(
     report: &JobReport,
     header: &TraceHeader,
     events: &[Event],
-    transcript_path: Option<&Path>,
+    transcript: Option<&Output>,
     json: bool,
 ) -> Result<Status> {
-    if let Some(path) = transcript_path {
+    if let Some(output) = transcript {
         let text = report::transcript(report, &header.host, events);
-        fs::write(path, text).with_context(|| format!("writing transcript {}", path.display()))?;
+        output
+            .write_all(text.as_bytes())
+            .with_context(|| format!("writing transcript {}", output.target().display()))?;
     }
     if json {
         emit(&(serde_json::to_string_pretty(report)? + "\n"))?;
@@ -379,9 +416,15 @@ fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::R
 
 /// `vmfleet replay`.
 pub fn replay(args: &ReplayArgs) -> Result<Status> {
-    let trace = Trace::open(&args.trace)
-        .with_context(|| format!("reading trace {}", args.trace.display()))
-        .or_status(Status::BadInput)?;
+    // Refused before the replay runs: the transcript must not overwrite anything.
+    let output = match &args.transcript {
+        Some(path) => Some(
+            Output::check(path, args.force)
+                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let trace = open_trace(&args.trace, |p| Trace::open(p))?;
     // A trace cut short cannot be replayed to its end: say so with its own status.
     trace
         .require_complete()
@@ -413,9 +456,10 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
     let transcript = outcome
         .transcript
         .expect("a replay without divergence has a transcript");
-    if let Some(path) = &args.transcript {
-        fs::write(path, &transcript)
-            .with_context(|| format!("writing transcript {}", path.display()))?;
+    if let Some(output) = &output {
+        output
+            .write_all(transcript.as_bytes())
+            .with_context(|| format!("writing transcript {}", output.target().display()))?;
     }
     emit(&transcript)?;
     // The replay matched the recording: that is success, whatever the recorded VMs did (a VM
@@ -423,27 +467,35 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
-/// `vmfleet trace show`.
+/// Read a trace with `open`; a failure carries the status it means: a trace cut short is
+/// [`Status::Incomplete`], anything else (unreadable, foreign, corrupt) [`Status::BadInput`].
+fn open_trace(path: &Path, open: impl FnOnce(&Path) -> Result<Trace, TraceError>) -> Result<Trace> {
+    open(path).map_err(|e| {
+        let status = if e.is_cut_short() {
+            Status::Incomplete
+        } else {
+            Status::BadInput
+        };
+        let error = anyhow::Error::new(e).context(format!("reading trace {}", path.display()));
+        Failure::new(status, error).into()
+    })
+}
+
+/// `vmfleet trace show`: everything readable, then how the trace ends. Exit status: success for
+/// a complete trace, incomplete for one cut short, bad input for a corrupt one (its readable
+/// part is still shown, and stderr says where the damage is).
 pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
-    let trace = Trace::open_lenient(path)
-        .with_context(|| format!("reading trace {}", path.display()))
-        .or_status(Status::BadInput)?;
+    let trace = open_trace(path, |p| Trace::open_lenient(p))?;
     if json {
         emit(&show_json_lines(&trace))?;
     } else {
         emit(&show_text(&trace))?;
     }
-    // The readable part was shown; the status says how the trace ends.
     Ok(match &trace.end {
-        recorder::TraceEnd::Complete { .. } => Status::Success,
-        recorder::TraceEnd::Truncated { .. } => Status::Incomplete,
-        recorder::TraceEnd::Corrupt {
-            offset, problem, ..
-        } => {
-            eprintln!(
-                "vmfleet: {}: corrupt trace at byte {offset}: {problem}",
-                path.display()
-            );
+        TraceEnd::Complete { .. } => Status::Success,
+        TraceEnd::Truncated { .. } => Status::Incomplete,
+        TraceEnd::Corrupt { .. } => {
+            eprintln!("vmfleet: {}: {}", path.display(), trace.end);
             Status::BadInput
         }
     })

@@ -35,7 +35,7 @@ use crate::report::{self, JobReport};
 use crate::socket::{self, Peer};
 use crate::{host, spec};
 use anyhow::{Context, Result, anyhow, bail};
-use recorder::{JobInputs, RecordingHypervisor, TraceHeader, TraceWriter};
+use recorder::{JobInputs, Output, RecordingHypervisor, TraceHeader, TraceOptions, TraceWriter};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -78,10 +78,20 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
             path
         }
     };
+    // The trace's path, and the fleet's architecture, are refused before anything is created:
+    // a refused daemon leaves the file it was pointed at untouched.
+    if let Some(record) = &args.record {
+        Output::check(record, args.force)
+            .with_context(|| format!("cannot record to {}", record.display()))?;
+    }
+    let arch = vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?;
+    if let Some(spec) = &spec {
+        crate::fleet::check_arch(spec.arch, arch)?;
+    }
     let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
         env!("CARGO_PKG_VERSION"),
-        vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?,
+        arch,
         host::fingerprint(&kvm),
         JobInputs {
             command: COMMAND_SERVE.into(),
@@ -91,11 +101,16 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
     );
     // A daemon runs for long: the trace writer does not keep events in memory.
     let writer = match &args.record {
-        Some(path) => Some(
-            TraceWriter::create(path, &header)
-                .with_context(|| format!("creating trace {}", path.display()))?
-                .1,
-        ),
+        Some(path) => {
+            let options = TraceOptions {
+                keep_events: false,
+                replace: args.force,
+            };
+            let (_, writer) = TraceWriter::create_with(path, &header, options)
+                .with_context(|| format!("creating trace {}", path.display()))?;
+            crate::commands::say_where_the_trace_goes(&writer);
+            Some(writer)
+        }
         None => None,
     };
     let hv: Arc<dyn Hypervisor> = match &writer {
@@ -109,9 +124,13 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
     let result = runtime.block_on(daemon(hv, spec, &socket, writer.as_ref()));
     // Connection tasks still running (a client mid-request) are cancelled; the fleet is gone.
     runtime.shutdown_timeout(Duration::from_secs(2));
-    // Close the trace whatever happened.
+    // Close the trace of a daemon that served; one that could not start (its socket taken, say)
+    // leaves an existing trace as it was, and no partial file.
     if let Some(writer) = writer {
-        crate::commands::close_trace(writer)?;
+        match &result {
+            Ok(_) => crate::commands::close_trace(writer)?,
+            Err(_) => writer.discard(),
+        }
     }
     let report = result?;
     emit(&report::table(&report))?;

@@ -1,7 +1,9 @@
 //! The `vmfleet` binary as a user meets it: bad input gets a clear error and exit status 4
 //! (`bad_input`), never a panic; a live run works when /dev/kvm does (and says SKIPPED when it does not); a trace cut
-//! short by a killed process still reads back to its last whole event.
+//! short by a killed process still reads back to its last whole event; the files vmfleet writes
+//! never overwrite or follow anything without `--force`, and only their owner can read them.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -94,6 +96,50 @@ fn bad_traces_get_clear_errors() {
     std::fs::write(&corrupt, &bytes).unwrap();
     let out = vmfleet().arg("replay").arg(&corrupt).output().unwrap();
     assert_clean_error(&out, "byte");
+}
+
+/// A flipped bit in a frame's length field that makes the frame run past the end of the file
+/// looks like a cut; it is reported as corrupt at that frame's byte (status bad_input), while
+/// `trace show` still shows the events before it.
+#[test]
+fn a_damaged_length_is_corrupt_not_cut_short() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    // Walk to the third event frame (preamble, header frame, two event frames).
+    let mut pos = 12;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 8 + len;
+    }
+    // Bit 20 of the length: about 1 MiB more, past the end of this small file.
+    assert!(bytes.len() < 1 << 20);
+    bytes[pos + 2] ^= 0x10;
+    let dir = scratch("length");
+    let damaged = dir.join("length.trace");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = vmfleet().arg("replay").arg(&damaged).output().unwrap();
+    assert_clean_error(&out, &format!("corrupt trace at byte {pos}"));
+    let out = vmfleet()
+        .args(["trace", "show"])
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::BadInput.code().into()),
+        "{stderr}"
+    );
+    assert!(stdout.contains("#1 "), "the events before it: {stdout}");
+    assert!(!stdout.contains("#2 "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("corrupt at byte {pos}")) && !stdout.contains("cut short"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("corrupt at byte {pos}")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -297,19 +343,32 @@ fn a_killed_run_leaves_a_trace_that_reads_back() {
     )
     .unwrap();
     let trace = dir.join("killed.trace");
+    let partial = dir.join("killed.trace.partial");
+    let _ = std::fs::remove_file(&partial);
+    let stderr_path = dir.join("stderr.txt");
     let mut child = vmfleet()
         .arg("run")
         .arg(&spec)
         .arg("--record")
         .arg(&trace)
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(600));
     child.kill().unwrap(); // SIGKILL: no chance to close the trace
     child.wait().unwrap();
+    // The run said where its trace was being written, and that is where it is.
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        stderr.contains(&format!("recording to {}", partial.display())),
+        "{stderr}"
+    );
+    assert!(!trace.exists(), "only a closed trace gets its name");
+    let mode = std::fs::metadata(&partial).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let out = vmfleet()
         .args(["trace", "show"])
-        .arg(&trace)
+        .arg(&partial)
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
@@ -326,5 +385,269 @@ fn a_killed_run_leaves_a_trace_that_reads_back() {
         stdout.contains("cut short"),
         "{}",
         stdout.lines().last().unwrap_or_default()
+    );
+    // The next run refuses the stale partial file by name, and replaces it with --force.
+    let out = vmfleet()
+        .arg("run")
+        .arg(&spec)
+        .arg("--record")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_refused_existing(&out, &partial);
+}
+
+fn assert_refused_existing(out: &Output, path: &Path) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(Status::Error.code().into()),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("--force"),
+        "the refusal names {} and --force: {stderr}",
+        path.display()
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// What `--record`, `--transcript` (of run and replay) and serve's `--record` are pointed at
+/// is refused when it exists, is a link, or has a partial file beside it; the refusal comes
+/// before KVM is even opened, so none of this needs /dev/kvm.
+#[test]
+fn existing_files_and_links_are_refused_without_force() {
+    let dir = scratch("refuse");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = dir.join("link.trace");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let existing = dir.join("existing.trace");
+    std::fs::write(&existing, b"an earlier trace").unwrap();
+    let stale = dir.join("stale.trace");
+    let stale_partial = dir.join("stale.trace.partial");
+    std::fs::write(&stale_partial, b"left by a killed run").unwrap();
+    let untouched = || {
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&existing).unwrap(), b"an earlier trace");
+        assert_eq!(
+            std::fs::read(&stale_partial).unwrap(),
+            b"left by a killed run"
+        );
+        for leftover in [&link, &existing] {
+            let partial = format!("{}.partial", leftover.display());
+            assert!(!Path::new(&partial).exists(), "{partial}");
+        }
+    };
+    let socket = dir.join("d.sock");
+    for (flag, target) in [
+        ("--record", &link),
+        ("--record", &existing),
+        ("--record", &stale),
+        ("--transcript", &link),
+        ("--transcript", &existing),
+    ] {
+        let named = if target == &stale {
+            &stale_partial
+        } else {
+            target
+        };
+        let out = vmfleet().arg("run").arg(flag).arg(target).output().unwrap();
+        assert_refused_existing(&out, named);
+        untouched();
+        if flag == "--record" {
+            let out = vmfleet()
+                .arg("serve")
+                .arg("--socket")
+                .arg(&socket)
+                .arg(flag)
+                .arg(target)
+                .output()
+                .unwrap();
+            assert_refused_existing(&out, named);
+            assert!(!socket.exists(), "a refused daemon never served");
+            untouched();
+        }
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    for target in [&link, &existing] {
+        let out = vmfleet()
+            .arg("replay")
+            .arg(&fixture)
+            .arg("--transcript")
+            .arg(target)
+            .output()
+            .unwrap();
+        assert_refused_existing(&out, target);
+        assert!(out.stdout.is_empty(), "refused before replaying");
+        untouched();
+    }
+    // The same file for both is a usage error.
+    let same = dir.join("same");
+    let out = vmfleet()
+        .arg("run")
+        .arg("--record")
+        .arg(&same)
+        .arg("--transcript")
+        .arg(&same)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(Status::Usage.code().into()));
+    assert!(!same.exists());
+}
+
+/// `replay --transcript --force` replaces an existing file, and a link by a file (the link's
+/// target is untouched); the transcript is mode 0600 and is what the replay printed.
+#[test]
+fn replay_force_replaces_files_and_links_themselves() {
+    let dir = scratch("replay-force");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = dir.join("link.txt");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let existing = dir.join("existing.txt");
+    std::fs::write(&existing, b"old").unwrap();
+    let fresh = dir.join("fresh.txt");
+    let _ = std::fs::remove_file(&fresh);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
+    for (target, force) in [(&fresh, false), (&existing, true), (&link, true)] {
+        let mut cmd = vmfleet();
+        cmd.arg("replay")
+            .arg(&fixture)
+            .arg("--transcript")
+            .arg(target);
+        if force {
+            cmd.arg("--force");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out).1);
+        assert_eq!(std::fs::read(target).unwrap(), out.stdout);
+        assert_eq!(mode(target), 0o600, "{}", target.display());
+        assert!(!Path::new(&format!("{}.partial", target.display())).exists());
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        !std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link itself was replaced"
+    );
+}
+
+/// A run (or daemon) refused for its fleet's architecture leaves the files it was pointed at
+/// byte for byte as they were, even under --force, and no partial files. Needs no /dev/kvm.
+#[test]
+fn a_run_refused_for_its_architecture_leaves_files_untouched() {
+    if vcpu::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
+        eprintln!(
+            "SKIPPED a_run_refused_for_its_architecture_leaves_files_untouched: not an x86_64 host"
+        );
+        return;
+    }
+    let dir = scratch("arch");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs/arm64-6.12-max.toml");
+    let trace = dir.join("keep.trace");
+    let transcript = dir.join("keep.txt");
+    let fixture =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace"))
+            .unwrap();
+    std::fs::write(&trace, &fixture).unwrap();
+    std::fs::write(&transcript, b"an earlier transcript").unwrap();
+    let socket = dir.join("d.sock");
+    for serve in [false, true] {
+        let mut cmd = vmfleet();
+        if serve {
+            cmd.arg("serve").arg("--socket").arg(&socket);
+        } else {
+            cmd.arg("run").arg("--transcript").arg(&transcript);
+        }
+        let out = cmd
+            .arg(&spec)
+            .arg("--record")
+            .arg(&trace)
+            .arg("--force")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{stdout}\n{stderr}");
+        assert!(stderr.contains("aarch64"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(std::fs::read(&trace).unwrap(), fixture);
+        assert_eq!(
+            std::fs::read(&transcript).unwrap(),
+            b"an earlier transcript"
+        );
+        for partial in ["keep.trace.partial", "keep.txt.partial"] {
+            assert!(!dir.join(partial).exists(), "{partial}");
+        }
+    }
+}
+
+/// Live: a trace and a transcript are mode 0600; an existing trace is replaced with --force,
+/// and a link by the trace itself (what it pointed to is untouched).
+#[test]
+fn force_replaces_an_existing_trace_and_files_are_0600() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = scratch("force");
+    let spec = dir.join("one.toml");
+    std::fs::write(&spec, "[[vm]]\nname = \"one\"\n").unwrap();
+    let trace = dir.join("one.trace");
+    let transcript = dir.join("one.txt");
+    std::fs::write(&trace, b"an earlier trace").unwrap();
+    std::fs::write(&transcript, b"an earlier transcript").unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = dir.join("link.trace");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    for target in [&trace, &link] {
+        let out = vmfleet()
+            .arg("run")
+            .arg(&spec)
+            .arg("--record")
+            .arg(target)
+            .arg("--transcript")
+            .arg(&transcript)
+            .arg("--force")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let show = vmfleet()
+            .args(["trace", "show"])
+            .arg(target)
+            .output()
+            .unwrap();
+        assert!(show.status.success(), "{}", text(&show).1);
+        assert_eq!(mode(target), 0o600);
+        assert_eq!(mode(&transcript), 0o600);
+        assert!(
+            std::fs::read_to_string(&transcript)
+                .unwrap()
+                .contains("one")
+        );
+        assert!(!Path::new(&format!("{}.partial", target.display())).exists());
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        !std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
 }
