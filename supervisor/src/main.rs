@@ -7,12 +7,14 @@ use supervisor::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let term = supervisor::term::Term::init(cli.color);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(term.stderr_color)
         .init();
     // A big fleet needs thousands of file descriptors; a failure here only matters to one.
     match commands::raise_fd_limit() {
