@@ -583,7 +583,7 @@ impl VmLoop {
                         None => format!("{:08x}", v.held.digest()),
                     },
                     drift: match &self.report.arm64 {
-                        Some(arm64) => arm64.drift.clone(),
+                        Some(arm64) => arm64.drift.iter().map(ToString::to_string).collect(),
                         None => v.drift.clone(),
                     },
                     not_honoured: v.not_honoured.clone(),
