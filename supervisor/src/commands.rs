@@ -181,7 +181,7 @@ pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
     let summary = writer
         .finish()
         .with_context(|| format!("writing trace {}", path.display()))?;
-    eprintln!(
+    crate::note!(
         "recorded {} events ({} bytes) to {}",
         summary.events,
         summary.bytes,
@@ -203,7 +203,7 @@ pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
                 Some(()) = terminate.recv() => {}
                 else => return None,
             }
-            eprintln!("vmfleet: stopping every VM");
+            crate::note!("vmfleet: stopping every VM");
             Some((ControlCall::StopAll, (interrupt, terminate)))
         },
     ))
@@ -428,11 +428,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
     };
     let outcome = replay_trace(&trace, &spec)?;
     if let Some(divergence) = &outcome.divergence {
-        eprintln!(
+        crate::note!(
             "vmfleet: replay of {} diverged from the trace",
             args.trace.display()
         );
-        eprintln!("  {divergence}");
+        crate::note!("  {divergence}");
         return Ok(Status::Divergence);
     }
     let (Some(transcript), Some(report)) = (outcome.transcript, outcome.report) else {

@@ -52,7 +52,7 @@ pub fn ctl(args: &CtlArgs) -> Result<Status> {
         let result = response.result.unwrap_or(Value::Null);
         emit(&render(&request, &result)?)?;
     } else {
-        eprintln!(
+        crate::note!(
             "vmfleet: {}",
             response.error.as_deref().unwrap_or("the daemon refused")
         );

@@ -51,6 +51,16 @@ pub fn term() -> Term {
     TERM.get().copied().unwrap_or(Term::PLAIN)
 }
 
+/// Write a line to stderr, like `eprintln!` but without panicking when stderr is gone (a closed
+/// pipe: `vmfleet run 2>&1 | head -1`): nothing is left to tell then.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `text` in ANSI colour `code` (e.g. `"31"` red) when `color`, else as it is.
 pub fn paint(text: &str, code: &str, color: bool) -> String {
     if color {

@@ -207,6 +207,39 @@ fn trace_show_json_of_every_fixture_matches_its_schema() {
     }
 }
 
+/// A trace cut short still gives schema-valid lines, its end saying where reading stopped.
+#[test]
+fn trace_show_json_of_a_cut_trace_matches_its_schema() {
+    let bytes = std::fs::read(root().join("fixtures/single.trace")).unwrap();
+    let dir = std::env::temp_dir().join(format!("vmfleet-json-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = vmfleet()
+        .args(["trace", "show", "--json"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "exit status incomplete");
+    let validator = validator("trace-show");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        check_with(&validator, "trace-show", line, "the cut trace");
+    }
+    let end = lines.last().unwrap();
+    assert_eq!(end["status"], "truncated", "{end}");
+    assert!(
+        end["offset"].as_u64().unwrap() <= bytes.len() as u64 / 2,
+        "{end}"
+    );
+    assert!(end["reason"].is_string(), "{end}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `replay --json` of every fixture, x86 and arm64: the report `run --json` prints, validated.
 #[test]
 fn replay_json_of_every_fixture_matches_the_run_schema() {
