@@ -34,7 +34,7 @@ pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN};
 pub use output::{Output, OutputError};
 pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
 pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};
-pub use render::{render_streams, show_json_lines, show_text};
+pub use render::{TRACE_SHOW_SCHEMA, render_streams, show_json_lines, show_text};
 pub use replay::{ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm};
 pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
 pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

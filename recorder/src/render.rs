@@ -142,29 +142,192 @@ pub fn show_text(trace: &Trace) -> String {
     out
 }
 
+/// The schema every line of `trace show --json` names (`supervisor/schemas/trace-show.v1.schema.json`).
+pub const TRACE_SHOW_SCHEMA: &str = "vmfleet.trace-show.v1";
+
+/// The first line: the trace header.
 #[derive(Serialize)]
-enum JsonLine<'a> {
-    #[serde(rename = "header")]
-    Header(&'a crate::trace::TraceHeader),
-    #[serde(rename = "event")]
-    Event(&'a Event),
-    #[serde(rename = "end")]
-    End(&'a crate::reader::TraceEnd),
+struct HeaderLine<'a> {
+    schema: &'static str,
+    kind: &'static str,
+    format_version: u32,
+    vmfleet_version: &'a str,
+    /// `x86_64` or `aarch64`.
+    guest_arch: String,
+    host: &'a crate::trace::HostFingerprint,
+    job: &'a crate::trace::JobInputs,
 }
 
-/// `trace show --json`: one JSON object per line: `{"header": …}`, then `{"event": …}` per event,
-/// then `{"end": …}` (complete, or where and why reading stopped).
-pub fn show_json_lines(trace: &Trace) -> String {
-    let mut out = String::new();
-    let lines = std::iter::once(JsonLine::Header(&trace.header))
-        .chain(trace.events.iter().map(JsonLine::Event))
-        .chain(std::iter::once(JsonLine::End(&trace.end)));
-    for line in lines {
-        // These types serialise infallibly (no maps with non-string keys, no custom impls).
-        let text = serde_json::to_string(&line)
-            .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
-        out.push_str(&text);
-        out.push('\n');
+/// One line per event.
+#[derive(Serialize)]
+struct EventLine<'a> {
+    schema: &'static str,
+    kind: &'static str,
+    seq: u64,
+    at_ns: u64,
+    stream: StreamJson,
+    /// The call as `trace show` prints it (`SET_CPUID2 entries=56 digest=…`).
+    call: String,
+    outcome: OutcomeJson,
+    detail: Option<&'a str>,
+    /// The call and outcome in the trace's own encoding (every argument, every reply), for tools
+    /// that need more than the text.
+    raw: RawEvent<'a>,
+}
+
+#[derive(Serialize)]
+struct StreamJson {
+    /// `host`, `vm`, `vcpu` or `control`.
+    kind: &'static str,
+    /// `host`, `vm0`, `vm0/vcpu1`, `control`.
+    name: String,
+    vm: Option<u32>,
+    vcpu: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct OutcomeJson {
+    ok: bool,
+    /// The reply as text, when `ok`.
+    reply: Option<String>,
+    /// `EINVAL`, ..., when not `ok`.
+    errno: Option<String>,
+    /// Who refused, when not `ok`: `kernel` or `vmfleet_lock`.
+    origin: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RawEvent<'a> {
+    call: &'a Call,
+    outcome: &'a Outcome,
+}
+
+/// The last line: how the trace ends.
+#[derive(Serialize)]
+struct EndLine {
+    schema: &'static str,
+    kind: &'static str,
+    /// `complete`, `truncated` or `corrupt`.
+    status: &'static str,
+    /// Events read (whole events, for a trace cut short or corrupt).
+    events: u64,
+    /// Where reading stopped (not for a complete trace).
+    offset: Option<u64>,
+    /// Why reading stopped (not for a complete trace).
+    reason: Option<String>,
+    /// The footer of `trace show`.
+    text: String,
+}
+
+fn stream_json(stream: &Stream) -> StreamJson {
+    let (kind, vm, vcpu) = match stream {
+        Stream::Host => ("host", None, None),
+        Stream::Vm(vm) => ("vm", Some(vm.0), None),
+        Stream::Vcpu(vm, vcpu) => ("vcpu", Some(vm.0), Some(vcpu.0)),
+        Stream::Control => ("control", None, None),
+    };
+    StreamJson {
+        kind,
+        name: stream.to_string(),
+        vm,
+        vcpu,
     }
+}
+
+fn outcome_json(outcome: &Outcome) -> OutcomeJson {
+    match outcome {
+        Ok(reply) => OutcomeJson {
+            ok: true,
+            reply: Some(reply.to_string()),
+            errno: None,
+            origin: None,
+        },
+        Err(f) => OutcomeJson {
+            ok: false,
+            reply: None,
+            errno: Some(f.errno.to_string()),
+            origin: Some(match f.origin {
+                Origin::Kernel => "kernel",
+                Origin::Lock => "vmfleet_lock",
+            }),
+        },
+    }
+}
+
+fn end_line(end: &crate::reader::TraceEnd) -> EndLine {
+    use crate::reader::TraceEnd;
+    let (status, events, offset, reason) = match end {
+        TraceEnd::Complete { events } => ("complete", *events, None, None),
+        TraceEnd::Truncated {
+            offset,
+            whole_events,
+            reason,
+        } => (
+            "truncated",
+            *whole_events,
+            Some(*offset),
+            Some(reason.to_string()),
+        ),
+        TraceEnd::Corrupt {
+            offset,
+            whole_events,
+            problem,
+        } => (
+            "corrupt",
+            *whole_events,
+            Some(*offset),
+            Some(problem.to_string()),
+        ),
+    };
+    EndLine {
+        schema: TRACE_SHOW_SCHEMA,
+        kind: "end",
+        status,
+        events,
+        offset,
+        reason,
+        text: end.to_string(),
+    }
+}
+
+fn json_line(value: &impl Serialize) -> String {
+    // These types serialise infallibly (no maps with non-string keys, no custom impls).
+    let mut text = serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    text.push('\n');
+    text
+}
+
+/// `trace show --json`: one JSON object per line, each with `schema` ([`TRACE_SHOW_SCHEMA`]) and
+/// `kind`: the `header`, then an `event` per event, then the `end` (complete, or where and why
+/// reading stopped).
+pub fn show_json_lines(trace: &Trace) -> String {
+    let h = &trace.header;
+    let mut out = json_line(&HeaderLine {
+        schema: TRACE_SHOW_SCHEMA,
+        kind: "header",
+        format_version: h.format_version,
+        vmfleet_version: &h.vmfleet_version,
+        guest_arch: h.guest_arch.to_string(),
+        host: &h.host,
+        job: &h.job,
+    });
+    for event in &trace.events {
+        out += &json_line(&EventLine {
+            schema: TRACE_SHOW_SCHEMA,
+            kind: "event",
+            seq: event.seq,
+            at_ns: event.at_ns,
+            stream: stream_json(&event.stream),
+            call: event.call.to_string(),
+            outcome: outcome_json(&event.outcome),
+            detail: event.detail.as_deref(),
+            raw: RawEvent {
+                call: &event.call,
+                outcome: &event.outcome,
+            },
+        });
+    }
+    out += &json_line(&end_line(&trace.end));
     out
 }

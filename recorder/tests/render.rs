@@ -258,9 +258,17 @@ fn show_json_lines_is_one_object_per_line() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 1 + 17 + 1);
-    assert_eq!(lines[0]["header"]["job"]["command"], "run");
-    assert_eq!(lines[1]["event"]["seq"], 0);
-    assert_eq!(lines[1]["event"]["stream"], "Host");
-    assert_eq!(lines[1]["event"]["outcome"]["Ok"]["Value"], 12);
-    assert_eq!(lines[18]["end"]["Complete"]["events"], 17);
+    for line in &lines {
+        assert_eq!(line["schema"], recorder::TRACE_SHOW_SCHEMA);
+    }
+    assert_eq!(lines[0]["kind"], "header");
+    assert_eq!(lines[0]["job"]["command"], "run");
+    assert_eq!(lines[1]["kind"], "event");
+    assert_eq!(lines[1]["seq"], 0);
+    assert_eq!(lines[1]["stream"]["kind"], "host");
+    assert_eq!(lines[1]["outcome"]["ok"], true);
+    assert_eq!(lines[1]["raw"]["outcome"]["Ok"]["Value"], 12);
+    assert_eq!(lines[18]["kind"], "end");
+    assert_eq!(lines[18]["status"], "complete");
+    assert_eq!(lines[18]["events"], 17);
 }

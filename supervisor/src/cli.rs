@@ -1,14 +1,41 @@
 //! The command line: `vmfleet run | replay | trace show | host | serve | ctl | bench`.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// vmfleet runs fleets of KVM VMs and owns what their guests see of the CPU.
 #[derive(Debug, Parser)]
 #[command(name = "vmfleet", version, about, long_about = None, after_help = crate::exit::TABLE_HINT, after_long_help = exit_table())]
 pub struct Cli {
+    /// When to colour terminal output (the run table, log lines): `auto` colours only a terminal,
+    /// and not when NO_COLOR is set to anything non-empty.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`: when to write ANSI colour codes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set (non-empty).
+    #[default]
+    Auto,
+    /// Always, even into a pipe or file.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour a stream that `is_terminal` or not, with NO_COLOR's value `no_color`.
+    pub fn enabled(self, is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// The exit-status table, for `--help`.
@@ -61,7 +88,8 @@ pub struct RunArgs {
     /// never written through), and a .partial file left by an earlier run.
     #[arg(long)]
     pub force: bool,
-    /// Print the report as JSON instead of a table.
+    /// Print the report as JSON (schema `vmfleet.run.v1`, supervisor/schemas/run.v1.schema.json)
+    /// instead of a table.
     #[arg(long)]
     pub json: bool,
     /// arm64: also send every write vmfleet refuses before the kernel to a scratch VM, and
@@ -82,6 +110,10 @@ pub struct ReplayArgs {
     /// written through).
     #[arg(long)]
     pub force: bool,
+    /// Print the replayed report as JSON, exactly as `vmfleet run --json` prints it (schema
+    /// `vmfleet.run.v1`), instead of the transcript.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,7 +122,8 @@ pub enum TraceCommand {
     Show {
         /// The trace file.
         trace: PathBuf,
-        /// One JSON object per line: the header, then each event.
+        /// One JSON object per line (schema `vmfleet.trace-show.v1`): the header, then each event,
+        /// then how the trace ends.
         #[arg(long)]
         json: bool,
     },
@@ -98,7 +131,7 @@ pub enum TraceCommand {
 
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// Print JSON instead of text.
+    /// Print JSON (schema `vmfleet.host.v1`) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -129,7 +162,8 @@ pub struct CtlArgs {
     /// The daemon's control socket [default: as `vmfleet serve`'s].
     #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
-    /// Print the daemon's reply as it came: one JSON object.
+    /// Print the daemon's reply as one JSON object (schema `vmfleet.ctl.v1`): as it came, with
+    /// its schema added.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -209,7 +243,7 @@ pub enum CtlCommand {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Print the report as JSON instead of a table.
+    /// Print the report as JSON (schema `vmfleet.bench.v1`) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Measure only the floor (skip every vmfleet measurement).

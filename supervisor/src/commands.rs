@@ -19,13 +19,29 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use vcpu::cpuid::{CpuidTable, features};
+use vcpu::cpuid::CpuidTable;
+use vcpu::cpuid::features::{self, Feature};
 use vcpu::kvm::KvmHypervisor;
 use vcpu::{ControlCall, Hypervisor, Reply, SystemCall};
 
 const COMMAND_RUN: &str = "run";
 /// What a trace recorded by `vmfleet serve` names its command.
 pub const COMMAND_SERVE: &str = "serve";
+
+/// Write `value` to stdout as pretty JSON and a newline (a reader that went away is not an
+/// error).
+pub(crate) fn emit_json(value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("rendering JSON")?;
+    emit(&(text + "\n"))
+}
+
+/// `value` serialized with a `schema` field first: what every `--json` document carries.
+#[derive(Serialize)]
+pub(crate) struct Versioned<'a, T: Serialize> {
+    pub schema: &'static str,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
 
 /// Write to stdout; a reader that went away (`vmfleet host | head`) is not an error.
 pub(crate) fn emit(text: &str) -> Result<()> {
@@ -200,7 +216,7 @@ pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
     let summary = writer
         .finish()
         .with_context(|| format!("writing trace {}", path.display()))?;
-    eprintln!(
+    crate::note!(
         "recorded {} events ({} bytes) to {}",
         summary.events,
         summary.bytes,
@@ -222,7 +238,7 @@ pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
                 Some(()) = terminate.recv() => {}
                 else => return None,
             }
-            eprintln!("vmfleet: stopping every VM");
+            crate::note!("vmfleet: stopping every VM");
             Some((ControlCall::StopAll, (interrupt, terminate)))
         },
     ))
@@ -235,7 +251,13 @@ struct Progress {
 
 impl Progress {
     fn new(total: usize) -> Self {
-        let bar = indicatif::ProgressBar::new(total as u64);
+        // Drawn only when stderr is a terminal: into a pipe or a log file, a bar is noise.
+        let target = if crate::term::term().progress {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), target);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} {msg:<10} [{bar:30}] {pos}/{len} VMs ({per_sec}, {elapsed})",
@@ -287,9 +309,12 @@ fn finish_report(
             .with_context(|| format!("writing transcript {}", output.target().display()))?;
     }
     if json {
-        emit(&(serde_json::to_string_pretty(report)? + "\n"))?;
+        emit_json(&report::json(report))?;
     } else {
-        emit(&report::table(report))?;
+        emit(&report::table_colored(
+            report,
+            crate::term::term().stdout_color,
+        ))?;
     }
     Ok(if report.any_failed() {
         Status::VmFailed
@@ -446,22 +471,26 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
     };
     let outcome = replay_trace(&trace, &spec)?;
     if let Some(divergence) = &outcome.divergence {
-        eprintln!(
+        crate::note!(
             "vmfleet: replay of {} diverged from the trace",
             args.trace.display()
         );
-        eprintln!("  {divergence}");
+        crate::note!("  {divergence}");
         return Ok(Status::Divergence);
     }
-    let transcript = outcome
-        .transcript
-        .expect("a replay without divergence has a transcript");
+    let (Some(transcript), Some(report)) = (outcome.transcript, outcome.report) else {
+        bail!("internal error: a replay without divergence has no report or transcript");
+    };
     if let Some(output) = &output {
         output
             .write_all(transcript.as_bytes())
             .with_context(|| format!("writing transcript {}", output.target().display()))?;
     }
-    emit(&transcript)?;
+    if args.json {
+        emit_json(&report::json(&report))?;
+    } else {
+        emit(&transcript)?;
+    }
     // The replay matched the recording: that is success, whatever the recorded VMs did (a VM
     // that failed in the recording failed in the replay too, and the transcript shows it).
     Ok(Status::Success)
@@ -501,12 +530,18 @@ pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
     })
 }
 
+/// The schema of `vmfleet host --json` (`supervisor/schemas/host.v1.schema.json`).
+pub const HOST_SCHEMA: &str = "vmfleet.host.v1";
+
 #[derive(Serialize)]
 struct HostReport<'a> {
+    schema: &'static str,
     /// The guest architecture this build runs under KVM.
     arch: Option<String>,
     fingerprint: &'a recorder::HostFingerprint,
     supported_cpuid_entries: usize,
+    /// What a guest really holds when given the supported table (x86; `None` elsewhere).
+    guest_cpuid: Option<GuestCpuidProbe>,
     features: Vec<FeatureSupport>,
 }
 
@@ -515,11 +550,138 @@ struct FeatureSupport {
     name: &'static str,
     position: String,
     supported: Option<bool>,
+    /// Not in the supported table, but set in what the kernel holds after writing it: the host
+    /// gives it to guests anyway.
+    host_adds: bool,
+    /// In the supported table, but cleared in what the kernel holds after writing it.
+    host_removes: bool,
+}
+
+/// The supported table written to a scratch vCPU (`KVM_SET_CPUID2`) and read back
+/// (`KVM_GET_CPUID2`), compared bit by bit.
+#[derive(Serialize)]
+struct GuestCpuidProbe {
+    /// Whether the scratch VM could be made and written (else `error` says why).
+    measured: bool,
+    error: Option<String>,
+    /// Entries the kernel holds after the write.
+    held_entries: usize,
+    /// Bits set in what the kernel holds that the supported table does not list (kernel
+    /// rewrites only, not bits that track guest state).
+    extra_bits: usize,
+    /// Every change between the table written and the one read back.
+    changes: Vec<report::DriftChange>,
+}
+
+impl GuestCpuidProbe {
+    /// Kernel rewrites of a single bit from 0 to 1: what the host gives beyond `supported`.
+    fn added(&self) -> impl Iterator<Item = &report::DriftChange> {
+        self.changes.iter().filter(|c| {
+            c.kind == report::DriftKind::KernelRewrote
+                && c.bit.is_some()
+                && c.from == Some(0)
+                && c.to == Some(1)
+        })
+    }
+
+    fn removed(&self) -> impl Iterator<Item = &report::DriftChange> {
+        self.changes.iter().filter(|c| {
+            c.kind == report::DriftKind::KernelRewrote
+                && c.bit.is_some()
+                && c.from == Some(1)
+                && c.to == Some(0)
+        })
+    }
+
+    fn touches<'a>(
+        mut changes: impl Iterator<Item = &'a report::DriftChange>,
+        f: &Feature,
+    ) -> bool {
+        changes.any(|c| {
+            (c.leaf, c.subleaf, c.reg, c.bit)
+                == (f.leaf, f.subleaf, Some(f.reg.name()), Some(f.bit))
+        })
+    }
+}
+
+/// Measure what a guest is given: create a scratch VM and vCPU, write the model vmfleet builds
+/// from `supported` (hiding nothing) through the lock's handle, read it back, and compare with the
+/// same drift code `vmfleet run` uses. Nothing runs in the guest.
+fn probe_guest_cpuid(kvm: &KvmHypervisor, supported: &CpuidTable) -> GuestCpuidProbe {
+    let measure = || -> Result<(usize, Vec<report::DriftChange>)> {
+        let vm = kvm
+            .create_vm(vcpu::VmId(0), "host-probe")
+            .context("KVM_CREATE_VM of a scratch VM")?;
+        let vm = vcpu::VmHandle::new(vm, "host-probe");
+        let vcpu = vm
+            .create_vcpu(vcpu::VcpuId(0))
+            .context("KVM_CREATE_VCPU of a scratch vCPU")?;
+        let requested = vcpu::cpuid::model::X86CpuModel { hide: Vec::new() }
+            .build(supported, 0, 1)
+            .context("building the supported model")?;
+        let write = vcpu
+            .set_cpuid(&requested.table)
+            .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU")?;
+        let changes =
+            report::drift_changes(&vcpu::cpuid::drift::drift(&requested.table, &write.held));
+        let _ = vcpu.plain_call(vcpu::VcpuCall::Destroy);
+        let _ = vm.call(vcpu::VmCall::Destroy);
+        Ok((write.held.len(), changes))
+    };
+    match measure() {
+        Ok((held_entries, changes)) => {
+            let mut probe = GuestCpuidProbe {
+                measured: true,
+                error: None,
+                held_entries,
+                extra_bits: 0,
+                changes,
+            };
+            probe.extra_bits = probe.added().count();
+            probe
+        }
+        Err(e) => GuestCpuidProbe {
+            measured: false,
+            error: Some(format!("{e:#}")),
+            held_entries: 0,
+            extra_bits: 0,
+            changes: Vec::new(),
+        },
+    }
+}
+
+/// What `vmfleet host` can say without KVM: the kernel, the CPU, the KVM module.
+fn host_without_kvm() -> String {
+    let cpu = host::CpuInfo::read();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "kvm:          UNUSABLE (see below)\nkernel:       {kernel}\nkvm module:   {}\ncpu:          {} {} (family {} model {} stepping {})\n",
+        host::kvm_module(Path::new("/sys/module")).unwrap_or_else(|| "none loaded".into()),
+        cpu.vendor,
+        cpu.model_name,
+        cpu.family,
+        cpu.model,
+        cpu.stepping
+    )
 }
 
 /// `vmfleet host`.
 pub fn host(args: &HostArgs) -> Result<Status> {
-    let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
+    let kvm = match KvmHypervisor::open() {
+        Ok(kvm) => kvm,
+        Err(e) => {
+            // What can be said without KVM goes to stdout (not with --json: a JSON document
+            // describes a usable host); why KVM is unusable goes to stderr, and the status is 6.
+            if !args.json {
+                emit(&host_without_kvm())?;
+            }
+            return Err(anyhow::Error::new(e))
+                .context("vmfleet host needs a usable /dev/kvm to ask KVM what guests get")
+                .or_status(Status::NoKvm);
+        }
+    };
     let fingerprint = host::fingerprint(&kvm);
     let arch = vcpu::kvm::host_arch();
     // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).
@@ -529,10 +691,11 @@ pub fn host(args: &HostArgs) -> Result<Status> {
     } else {
         match kvm.call(&SystemCall::GetSupportedCpuid) {
             Ok(Reply::Cpuid(table)) => table,
-            Ok(_) => CpuidTable::default(),
+            Ok(other) => bail!("KVM_GET_SUPPORTED_CPUID answered {other}, not a CPUID table"),
             Err(e) => bail!("KVM_GET_SUPPORTED_CPUID failed: {e}"),
         }
     };
+    let probe = x86.then(|| probe_guest_cpuid(&kvm, &supported));
     let features: Vec<FeatureSupport> = features::CATALOG
         .iter()
         .filter(|_| x86)
@@ -540,42 +703,92 @@ pub fn host(args: &HostArgs) -> Result<Status> {
             name: f.name,
             position: f.position(),
             supported: f.is_set_in(&supported),
+            host_adds: probe
+                .as_ref()
+                .is_some_and(|p| GuestCpuidProbe::touches(p.added(), f)),
+            host_removes: probe
+                .as_ref()
+                .is_some_and(|p| GuestCpuidProbe::touches(p.removed(), f)),
         })
         .collect();
     if args.json {
         let report = HostReport {
+            schema: HOST_SCHEMA,
             arch: arch.map(|a| a.to_string()),
             fingerprint: &fingerprint,
             supported_cpuid_entries: supported.len(),
+            guest_cpuid: probe,
             features,
         };
-        emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+        emit_json(&report)?;
         return Ok(Status::Success);
     }
     let mut text = host::kvm_summary(arch, &fingerprint);
     text += &format!("{fingerprint}");
-    if !x86 {
+    let Some(probe) = probe else {
         text += "supported CPUID: none (not x86; arm64 ID registers are not listed here yet)\n";
         emit(&text)?;
         return Ok(Status::Success);
-    }
+    };
     text += &format!(
         "supported CPUID: {} entries (digest {:08x})\n",
         supported.len(),
         supported.digest()
     );
+    text += &probe_summary(&probe);
     let width = features.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in &features {
-        let state = match f.supported {
-            Some(true) => "supported",
-            Some(false) => "-",
-            None => "- (leaf absent)",
+        let state = match (f.supported, f.host_adds, f.host_removes) {
+            (Some(true), _, true) => "supported, host removes",
+            (Some(true), _, false) => "supported",
+            (_, true, _) => "host adds (not supported, guests get it)",
+            (Some(false), false, _) => "-",
+            (None, false, _) => "- (leaf absent)",
         };
         text += &format!("  {:<width$}  {:<24}  {state}\n", f.name, f.position);
     }
     emit(&text)?;
     Ok(Status::Success)
 }
+
+/// The lines saying what guests are really given, beside "supported".
+fn probe_summary(probe: &GuestCpuidProbe) -> String {
+    if !probe.measured {
+        return format!(
+            "guest CPUID: not measured ({})\n",
+            probe.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    let name = |c: &report::DriftChange| {
+        c.feature.map_or_else(
+            || format!("{}[{}]", c.register, c.bit.unwrap_or(0)),
+            str::to_string,
+        )
+    };
+    let mut text = String::new();
+    let added: Vec<String> = probe.added().map(name).collect();
+    if added.is_empty() {
+        text += "the host gives guests no bits beyond supported (KVM_SET_CPUID2 then KVM_GET_CPUID2 of the supported table on a scratch vCPU)\n";
+    } else {
+        text += &format!(
+            "the host gives guests {} bits beyond supported (KVM_SET_CPUID2 then KVM_GET_CPUID2 of the supported table on a scratch vCPU): {}\n",
+            added.len(),
+            added.join(", ")
+        );
+    }
+    let removed: Vec<String> = probe.removed().map(name).collect();
+    if !removed.is_empty() {
+        text += &format!(
+            "the host withholds {} supported bits from guests: {}\n",
+            removed.len(),
+            removed.join(", ")
+        );
+    }
+    text
+}
+
+/// The schema of `vmfleet bench --json` (`supervisor/schemas/bench.v1.schema.json`).
+pub const BENCH_SCHEMA: &str = "vmfleet.bench.v1";
 
 /// `vmfleet bench`: success when every measured figure is met, [`Status::TargetMissed`] when one
 /// is missed or its measurement failed, [`Status::NoKvm`] without a usable KVM.
@@ -591,7 +804,10 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
     };
     let report = bench::run(&floor, &options)?;
     if args.json {
-        emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+        emit_json(&Versioned {
+            schema: BENCH_SCHEMA,
+            body: &report,
+        })?;
     } else {
         emit(&bench::table(&report))?;
     }

@@ -26,6 +26,10 @@ use std::path::Path;
 /// The longest reply `ctl` reads (a `list` of thousands of VMs is far below this).
 pub const MAX_REPLY_BYTES: u64 = 256 << 20;
 
+/// The schema of `vmfleet ctl --json` (`supervisor/schemas/ctl.v1.schema.json`): the daemon's
+/// reply, `{"ok":…,"result":…}` or `{"ok":false,"error":…}`, with this `schema` added.
+pub const CTL_SCHEMA: &str = "vmfleet.ctl.v1";
+
 /// `vmfleet ctl`.
 pub fn ctl(args: &CtlArgs) -> Result<Status> {
     let socket = match &args.socket {
@@ -45,12 +49,19 @@ pub fn ctl(args: &CtlArgs) -> Result<Status> {
         )
     })?;
     if args.json {
-        emit(&format!("{}\n", line.trim_end()))?;
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string(&crate::commands::Versioned {
+                schema: CTL_SCHEMA,
+                body: &response,
+            })
+            .context("rendering the reply as JSON")?
+        ))?;
     } else if response.ok {
         let result = response.result.unwrap_or(Value::Null);
         emit(&render(&request, &result)?)?;
     } else {
-        eprintln!(
+        crate::note!(
             "vmfleet: {}",
             response.error.as_deref().unwrap_or("the daemon refused")
         );
@@ -321,17 +332,17 @@ fn hides(hide: &[String]) -> String {
     }
 }
 
-/// `NAME: STATE` of a serialized `VmReport`.
+/// `NAME: STATE` of a serialized `VmReport` (its state is `{"status": "completed"}`,
+/// `{"status": "failed", "detail": "why"}`, ...).
 fn vm_report_line(report: &Value) -> String {
     let name = report.get("name").and_then(Value::as_str).unwrap_or("?");
-    let state = match report.get("state") {
-        Some(Value::String(s)) => s.to_lowercase(),
-        Some(Value::Object(o)) => match o.get("Failed").and_then(Value::as_str) {
-            Some(why) => format!("failed: {why}"),
-            None => Value::Object(o.clone()).to_string(),
-        },
-        Some(other) => other.to_string(),
-        None => "?".into(),
+    let state = report.get("state");
+    let status = state.and_then(|s| s.get("status")).and_then(Value::as_str);
+    let detail = state.and_then(|s| s.get("detail")).and_then(Value::as_str);
+    let state = match (status, detail) {
+        (Some(status), Some(why)) => format!("{status}: {why}"),
+        (Some(status), None) => status.to_string(),
+        (None, _) => state.map_or_else(|| "?".into(), Value::to_string),
     };
     format!("{name}: {state}")
 }
@@ -501,12 +512,12 @@ mod tests {
         assert_eq!(text, "a: paused\n");
         let e = render(&Request::List, &status).unwrap_err();
         assert!(e.to_string().contains("reply to list"), "{e}");
-        let removed = serde_json::json!({"name": "b", "state": {"Failed": "guest faulted"}});
+        let removed = serde_json::json!({"name": "b", "state": {"status": "failed", "detail": "guest faulted"}});
         assert_eq!(
             render(&Request::Remove { vm: "b".into() }, &removed).unwrap(),
             "removed b: failed: guest faulted\n"
         );
-        let report = serde_json::json!({"fleet": "f", "vms": [{"name": "a", "state": "Stopped"}]});
+        let report = serde_json::json!({"fleet": "f", "vms": [{"name": "a", "state": {"status": "stopped"}}]});
         let text = render(&Request::Shutdown, &report).unwrap();
         assert!(
             text.contains("shut down") && text.contains("  a: stopped"),

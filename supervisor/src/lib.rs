@@ -5,7 +5,8 @@
 //! it against any backend ([`job`]), what a job reports and the canonical transcript ([`report`]), the
 //! commands behind the CLI ([`commands`]), and the control daemon `vmfleet serve` ([`serve`]), its
 //! client `vmfleet ctl` ([`ctl`]) and the wire protocol between them ([`api`]), and the benchmark of vmfleet's figures
-//! against the floor ([`mod@bench`]).
+//! against the floor ([`mod@bench`]); how the terminal is written to ([`term`]: colour,
+//! progress bars).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
 //! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
@@ -23,6 +24,7 @@ pub mod report;
 pub mod serve;
 pub mod socket;
 pub mod spec;
+pub mod term;
 
 /// The built-in demo fleet `vmfleet run` runs when given no spec.
 pub const DEMO_FLEET: &str = include_str!("demo.toml");

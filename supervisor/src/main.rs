@@ -1,18 +1,24 @@
 //! `vmfleet`: see `vmfleet --help`.
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
 use supervisor::cli::{Cli, Command, TraceCommand};
 use supervisor::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap colours its own help and errors: tell it what `--color` will say (it parses later).
+    let matches = Cli::command()
+        .color(clap_color(std::env::args_os()))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let term = supervisor::term::Term::init(cli.color);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(term.stderr_color)
         .init();
     // A big fleet needs thousands of file descriptors; a failure here only matters to one.
     match commands::raise_fd_limit() {
@@ -36,9 +42,28 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("vmfleet: {e:#}");
+            supervisor::note!("vmfleet: {e:#}");
             supervisor::exit::status_of(&e).into()
         }
+    }
+}
+
+/// `--color WHEN` / `--color=WHEN` as clap's own setting, looked up before clap parses (auto when
+/// absent or misspelt: clap then reports the misspelling itself).
+fn clap_color(args: impl Iterator<Item = std::ffi::OsString>) -> clap::ColorChoice {
+    let args: Vec<String> = args
+        .map(|a| a.to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .collect();
+    let value = args.iter().enumerate().rev().find_map(|(i, a)| {
+        a.strip_prefix("--color=")
+            .map(str::to_string)
+            .or_else(|| (a == "--color").then(|| args.get(i + 1).cloned()).flatten())
+    });
+    match value.as_deref() {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
     }
 }
 

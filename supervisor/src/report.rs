@@ -1,21 +1,63 @@
 //! What a job reports: per VM and per vCPU, what the kernel did with the requested CPU model, what
 //! the guest saw, and how the lock judged the after-run writes.
 //!
-//! Two renderings: the operator's table (`vmfleet run`), and the canonical transcript, a text that
-//! is a pure function of the job's calls and answers — no times, no sequence numbers, no host
-//! addresses — so that a live run and every replay of its trace produce it byte for byte.
+//! Three renderings: the operator's table (`vmfleet run`), the machine's JSON ([`json`], schema
+//! [`RUN_SCHEMA`]: `vmfleet run --json` and `vmfleet replay --json`), and the canonical
+//! transcript, a text that is a pure function of the job's calls and answers — no times, no
+//! sequence numbers, no host addresses — so that a live run and every replay of its trace produce
+//! it byte for byte.
 
 use recorder::{Event, HostFingerprint};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vcpu::VmId;
-use vcpu::cpuid::drift::{self, GuestSeen};
+use vcpu::cpuid::drift::{self, DriftReport, GuestSeen};
 use vcpu::cpuid::features::Feature;
 use vcpu::cpuid::{CpuidReg, CpuidTable};
 use vcpu::guest::{GuestReport, PassDifference};
 
 /// Version of the transcript layout; bump it when the text changes shape.
 pub const TRANSCRIPT_VERSION: u32 = 1;
+
+/// The schema of `vmfleet run --json` and `vmfleet replay --json`
+/// (`supervisor/schemas/run.v1.schema.json`). Bump the version when a field changes meaning or
+/// goes away; adding a field is not a new version.
+pub const RUN_SCHEMA: &str = "vmfleet.run.v1";
+
+/// The report as `vmfleet run --json` prints it: the [`JobReport`] with its `schema`, and each
+/// VM's `failed` verdict (the exit status's reason) spelled out. Serialize it with `serde_json`.
+#[derive(Serialize)]
+pub struct JobJson<'a> {
+    pub schema: &'static str,
+    pub fleet: &'a str,
+    pub vms: Vec<VmJson<'a>>,
+}
+
+/// One VM of [`JobJson`].
+#[derive(Serialize)]
+pub struct VmJson<'a> {
+    #[serde(flatten)]
+    pub vm: &'a VmReport,
+    /// Whether the VM failed: its state, a guest that saw something else than the kernel holds,
+    /// or a lock judgement against the rule.
+    pub failed: bool,
+}
+
+/// [`JobJson`] of `report`.
+pub fn json(report: &JobReport) -> JobJson<'_> {
+    JobJson {
+        schema: RUN_SCHEMA,
+        fleet: &report.fleet,
+        vms: report
+            .vms
+            .iter()
+            .map(|vm| VmJson {
+                vm,
+                failed: vm.failed(),
+            })
+            .collect(),
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct JobReport {
@@ -30,7 +72,10 @@ impl JobReport {
     }
 }
 
+/// How a VM's life ended. In JSON: `{"status": "completed"}`, `{"status": "stopped"}` or
+/// `{"status": "failed", "detail": "why"}` (the same shape as a bench verdict).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
 pub enum VmState {
     /// Every guest ran to its end and halted.
     Completed,
@@ -73,7 +118,32 @@ pub struct Arm64VmReport {
     /// The unknown-register policy's decisions.
     pub unknown: Vec<String>,
     /// Where what the kernel holds differs from what vmfleet expected it to read back.
-    pub drift: Vec<String>,
+    pub drift: Vec<Arm64Drift>,
+}
+
+/// An arm64 register that holds something other than what vmfleet expected to read back after
+/// its write (the transcript prints it as a line, JSON as data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Arm64Drift {
+    /// The register's name (`ID_AA64PFR0_EL1`).
+    pub register: String,
+    /// What vmfleet expected to read back after the write.
+    pub from: u64,
+    /// What the kernel holds.
+    pub to: u64,
+    /// Always `kernel_rewrote` (the same spelling as x86 drift).
+    pub kind: DriftKind,
+}
+
+impl std::fmt::Display for Arm64Drift {
+    /// `ID_AA64PFR0_EL1: expected 0x… after the write, the kernel holds 0x…`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: expected {:#018x} after the write, the kernel holds {:#018x}",
+            self.register, self.from, self.to
+        )
+    }
 }
 
 impl Arm64VmReport {
@@ -172,8 +242,14 @@ impl VmReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct VcpuReport {
     pub id: u32,
-    /// Bits the kernel changed between the requested table and the read-back, by name.
+    /// Bits the kernel changed between the requested table and the read-back, by name: one line
+    /// per register, as the transcript prints them.
+    #[serde(skip)]
     pub drift: Vec<String>,
+    /// The same changes as data, one per bit (or per multi-bit value, or per entry): JSON's
+    /// `drift`.
+    #[serde(rename = "drift")]
+    pub drift_changes: Vec<DriftChange>,
     /// Requested-hidden features the kernel still holds as present.
     pub not_honoured: Vec<String>,
     /// Requested-hidden features the host never offered.
@@ -191,6 +267,121 @@ pub struct VcpuReport {
     pub held: CpuidTable,
     #[serde(skip)]
     pub hidden: Vec<&'static Feature>,
+}
+
+impl VcpuReport {
+    /// Set the drift from the kernel's read-back: the transcript's lines and JSON's data.
+    pub fn set_drift(&mut self, report: &DriftReport) {
+        self.drift = report.lines();
+        self.drift_changes = drift_changes(report);
+    }
+}
+
+/// Why a CPUID bit or entry differs between the table vmfleet set and the one the kernel holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// The kernel changed the model (nested PVM rewrites leaves 0x1, 0x7, 0xD).
+    KernelRewrote,
+    /// A bit KVM recomputes from guest state (OSXSAVE, APIC, OSPKE, XSAVE sizes).
+    TracksGuestState,
+    /// A requested `(leaf, subleaf)` the kernel's table lacks.
+    EntryMissing,
+    /// A `(leaf, subleaf)` the kernel's table has that was not requested.
+    EntryAdded,
+}
+
+/// One difference between the requested and the held CPUID table, as data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DriftChange {
+    /// `7.0.ebx` (leaf.subleaf.register) or, for a whole entry, `7.0`.
+    pub register: String,
+    pub leaf: u32,
+    pub subleaf: u32,
+    /// `eax`, `ebx`, `ecx` or `edx`; `None` for a whole entry.
+    pub reg: Option<&'static str>,
+    /// The bit, for a one-bit change; `None` for a multi-bit value (a size, a count) or an entry.
+    pub bit: Option<u8>,
+    /// The bit's name in the feature catalog (`vmfleet host` lists them), if it has one.
+    pub feature: Option<&'static str>,
+    /// The bit (0 or 1) or, for a multi-bit value, the whole register as requested.
+    pub from: Option<u32>,
+    /// The bit or register as the kernel holds it.
+    pub to: Option<u32>,
+    pub kind: DriftKind,
+}
+
+/// The changes of a drift report as data: one per changed bit, except where none of a
+/// register's changed bits has a name and several changed (a count, a size, an id: one change of
+/// the whole value), and one per missing or added entry. Mirrors [`DriftReport::lines`].
+pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
+    let mut out = Vec::new();
+    for d in &report.changed {
+        let kind = if d.runtime {
+            DriftKind::TracksGuestState
+        } else {
+            DriftKind::KernelRewrote
+        };
+        let register = vcpu::cpuid::features::position(d.leaf, d.subleaf, d.reg);
+        let bits: Vec<u8> = (0..32u8).filter(|b| d.bits & (1 << b) != 0).collect();
+        let named = bits
+            .iter()
+            .any(|&b| vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, b).is_some());
+        if !named && bits.len() > 1 {
+            out.push(DriftChange {
+                register,
+                leaf: d.leaf,
+                subleaf: d.subleaf,
+                reg: Some(d.reg.name()),
+                bit: None,
+                feature: None,
+                from: Some(d.requested),
+                to: Some(d.held),
+                kind,
+            });
+            continue;
+        }
+        for bit in bits {
+            out.push(DriftChange {
+                register: register.clone(),
+                leaf: d.leaf,
+                subleaf: d.subleaf,
+                reg: Some(d.reg.name()),
+                bit: Some(bit),
+                feature: vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, bit).map(|f| f.name),
+                from: Some((d.requested >> bit) & 1),
+                to: Some((d.held >> bit) & 1),
+                kind,
+            });
+        }
+    }
+    let entries = report
+        .missing_entries
+        .iter()
+        .map(|k| (k, DriftKind::EntryMissing))
+        .chain(
+            report
+                .added_entries
+                .iter()
+                .map(|k| (k, DriftKind::EntryAdded)),
+        );
+    for (&(leaf, subleaf), kind) in entries {
+        let register = vcpu::cpuid::features::position(leaf, subleaf, vcpu::cpuid::CpuidReg::Eax);
+        out.push(DriftChange {
+            register: register
+                .rsplit_once('.')
+                .map_or(register.clone(), |(entry, _)| entry.to_string()),
+            leaf,
+            subleaf,
+            reg: None,
+            bit: None,
+            feature: None,
+            from: None,
+            to: None,
+            kind,
+        });
+    }
+    out
 }
 
 /// How a vCPU's run of the guest ended.
@@ -311,7 +502,9 @@ fn describe_difference(d: &PassDifference) -> String {
     )
 }
 
+/// How an after-run write was judged (JSON: `allowed`, `refused_by_lock`, `refused_by_kernel`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Allowed,
     RefusedByLock,
@@ -339,8 +532,14 @@ pub struct AfterRunReport {
 
 // ---- the operator's table -------------------------------------------------------------------
 
-/// The per-VM summary table printed by `vmfleet run`.
+/// The per-VM summary table printed by `vmfleet run`, without colour.
 pub fn table(report: &JobReport) -> String {
+    table_colored(report, false)
+}
+
+/// The per-VM summary table; with `color`, its state column is green for a VM that completed,
+/// red for one that failed (ANSI codes added after padding, so columns stay aligned).
+pub fn table_colored(report: &JobReport, color: bool) -> String {
     let header = [
         "VM",
         "state",
@@ -413,8 +612,20 @@ pub fn table(report: &JobReport) -> String {
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
     line(&mut out, &header);
-    for row in &rows {
-        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+    for (row, vm) in rows.iter().zip(&report.vms) {
+        let mut cells: Vec<String> = row.clone().into();
+        if color {
+            let code = match &vm.state {
+                _ if vm.failed() => Some("31"),
+                VmState::Completed => Some("32"),
+                _ => None,
+            };
+            if let Some(code) = code {
+                let w = widths[1];
+                cells[1] = crate::term::paint(&format!("{:<w$}", cells[1]), code, true);
+            }
+        }
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
         line(&mut out, &cells);
     }
     out
@@ -795,6 +1006,126 @@ mod tests {
             ["pass 3 saw 0x7.0 ebx=0x00000028 where pass 0 saw ebx=0x00000029"]
         );
         assert!(!summary.consistent());
+    }
+
+    #[test]
+    fn drift_is_data_bit_by_bit_and_matches_the_lines() {
+        let requested = CpuidTable::new(vec![
+            entry(0x7, 0, 0x0000_0000),
+            entry(0xd, 1, 0),
+            entry(0x8000_0001, 0, 0),
+        ]);
+        let mut held = CpuidTable::new(vec![entry(0x7, 0, 0x0001_0020), entry(0xd, 1, 0)]);
+        // 0xd.1.ebx (an XSAVE size: unnamed bits that track guest state) becomes 0x240.
+        held.entries[1].ebx = 0x240;
+        held.entries.push(entry(0x4000_0000, 0, 0));
+        let report = drift::drift(&requested, &held);
+        let changes = drift_changes(&report);
+        let avx2 = changes
+            .iter()
+            .find(|c| c.feature == Some("avx2"))
+            .expect("avx2 (7.0.ebx[5]) is named");
+        assert_eq!(
+            (
+                avx2.register.as_str(),
+                avx2.reg,
+                avx2.bit,
+                avx2.from,
+                avx2.to,
+                avx2.kind
+            ),
+            (
+                "7.0.ebx",
+                Some("ebx"),
+                Some(5),
+                Some(0),
+                Some(1),
+                DriftKind::KernelRewrote
+            )
+        );
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.feature == Some("avx512f") && c.bit == Some(16))
+        );
+        let size = changes
+            .iter()
+            .find(|c| c.leaf == 0xd)
+            .expect("the XSAVE size change");
+        assert_eq!(
+            (size.bit, size.from, size.to, size.kind),
+            (None, Some(0), Some(0x240), DriftKind::TracksGuestState)
+        );
+        let kinds: Vec<DriftKind> = changes.iter().map(|c| c.kind).collect();
+        assert!(kinds.contains(&DriftKind::EntryMissing) && kinds.contains(&DriftKind::EntryAdded));
+        let missing = changes
+            .iter()
+            .find(|c| c.kind == DriftKind::EntryMissing)
+            .unwrap();
+        assert_eq!(
+            (missing.register.as_str(), missing.reg),
+            ("0x80000001.0", None)
+        );
+        let json = serde_json::to_value(avx2).unwrap();
+        assert_eq!(json["kind"], "kernel_rewrote");
+        // The transcript keeps its lines.
+        let mut vcpu = VcpuReport {
+            id: 0,
+            drift: Vec::new(),
+            drift_changes: Vec::new(),
+            not_honoured: Vec::new(),
+            already_absent: Vec::new(),
+            guest: None,
+            arm64_guest: None,
+            exits: 0,
+            end: String::new(),
+            run_end: RunEnd::Halted,
+            held: CpuidTable::default(),
+            hidden: Vec::new(),
+        };
+        vcpu.set_drift(&report);
+        assert_eq!(vcpu.drift, report.lines());
+        assert_eq!(vcpu.drift_changes, changes);
+    }
+
+    #[test]
+    fn states_and_verdicts_are_snake_case() {
+        let json = |v: &dyn erased::Ser| v.value();
+        assert_eq!(
+            json(&VmState::Completed),
+            serde_json::json!({"status": "completed"})
+        );
+        assert_eq!(
+            json(&VmState::Failed("guest fault".into())),
+            serde_json::json!({"status": "failed", "detail": "guest fault"})
+        );
+        assert_eq!(
+            json(&Verdict::RefusedByLock),
+            serde_json::json!("refused_by_lock")
+        );
+        assert_eq!(json(&RunEnd::GuestFault), serde_json::json!("guest_fault"));
+        let drift = Arm64Drift {
+            register: "ID_AA64PFR0_EL1".into(),
+            from: 1,
+            to: 0x10,
+            kind: DriftKind::KernelRewrote,
+        };
+        assert_eq!(
+            drift.to_string(),
+            "ID_AA64PFR0_EL1: expected 0x0000000000000001 after the write, the kernel holds 0x0000000000000010"
+        );
+        assert_eq!(json(&drift)["kind"], "kernel_rewrote");
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn value(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn value(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap()
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! trace recorded on real arm64 KVM, exactly as they ran there.
 
 use crate::report::Verdict as LockVerdict;
-use crate::report::{AfterRunReport, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport};
+use crate::report::{
+    AfterRunReport, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
+};
 use crate::spec::AfterRun;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -296,7 +298,7 @@ fn read_host_view(ranges: u64, vm: &VmHandle, vcpu: &VcpuHandle) -> Result<HostV
 }
 
 /// Where what vCPU 0 holds differs from what the plan expected to read back.
-fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<String> {
+fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
     plan.writes
         .iter()
         .filter_map(|write| {
@@ -304,11 +306,11 @@ fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<String> {
                 return None;
             };
             let now = *held.get(&write.reg_id)?;
-            (now != readback).then(|| {
-                format!(
-                    "{}: expected {readback:#018x} after the write, the kernel holds {now:#018x}",
-                    write.register
-                )
+            (now != readback).then(|| Arm64Drift {
+                register: write.register.to_string(),
+                from: readback,
+                to: now,
+                kind: DriftKind::KernelRewrote,
             })
         })
         .collect()

@@ -465,6 +465,7 @@ impl VmLoop {
             .map(|index| VcpuReport {
                 id: index as u32,
                 drift: Vec::new(),
+                drift_changes: Vec::new(),
                 not_honoured: Vec::new(),
                 already_absent: Vec::new(),
                 guest: None,
@@ -508,6 +509,7 @@ impl VmLoop {
             reports.push(VcpuReport {
                 id: index as u32,
                 drift: Vec::new(),
+                drift_changes: Vec::new(),
                 not_honoured: drift::not_honoured(&hidden, &write.held)
                     .iter()
                     .map(|f| f.name.to_string())
@@ -545,7 +547,8 @@ impl VmLoop {
     fn finish_drift(&mut self) {
         for (index, requested) in std::mem::take(&mut self.pending_drift) {
             if let Some(vcpu) = self.report.vcpus.get_mut(index) {
-                vcpu.drift = drift::drift(&requested, &vcpu.held).lines();
+                let report = drift::drift(&requested, &vcpu.held);
+                vcpu.set_drift(&report);
             }
         }
     }
@@ -580,7 +583,7 @@ impl VmLoop {
                         None => format!("{:08x}", v.held.digest()),
                     },
                     drift: match &self.report.arm64 {
-                        Some(arm64) => arm64.drift.clone(),
+                        Some(arm64) => arm64.drift.iter().map(ToString::to_string).collect(),
                         None => v.drift.clone(),
                     },
                     not_honoured: v.not_honoured.clone(),

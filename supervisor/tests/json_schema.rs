@@ -1,0 +1,390 @@
+//! Every `--json` output validates against its schema in `supervisor/schemas/`: replay-derived
+//! output (`trace show --json`, `replay --json` of every fixture, x86 and arm64) on any machine;
+//! live output (`run`, `host`, `bench`, `ctl`) when /dev/kvm is usable (SKIPPED otherwise).
+//! The schema files themselves must be valid JSON Schemas, and must reject wrong documents.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The schema files and the version string each document must carry.
+const SCHEMAS: [(&str, &str); 5] = [
+    ("run", "vmfleet.run.v1"),
+    ("host", "vmfleet.host.v1"),
+    ("trace-show", "vmfleet.trace-show.v1"),
+    ("ctl", "vmfleet.ctl.v1"),
+    ("bench", "vmfleet.bench.v1"),
+];
+
+fn schema(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{name}.v1.schema.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+fn validator(name: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&schema(name))
+        .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"))
+}
+
+/// Validate `doc` against schema `name`, failing with every error and where it is.
+fn check(name: &str, doc: &Value, source: &str) {
+    check_with(&validator(name), name, doc, source);
+}
+
+fn check_with(validator: &jsonschema::Validator, name: &str, doc: &Value, source: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("  at {}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{source} does not match schema {name}:\n{}",
+        errors.join("\n")
+    );
+    let version = SCHEMAS.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!(doc["schema"], version, "{source}");
+}
+
+fn kvm_usable(test: &str) -> bool {
+    match vcpu::kvm::KvmHypervisor::open() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            false
+        }
+    }
+}
+
+/// Run vmfleet; its stdout must be JSON only (nothing else on it), whatever went to stderr.
+fn json_of(out: &Output, what: &str) -> Value {
+    let stdout = String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: stdout is not one JSON document ({e}):\n{stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut traces: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
+        .expect("fixtures/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+        .collect();
+    traces.sort();
+    assert!(traces.len() >= 2, "no fixtures found");
+    traces
+}
+
+#[test]
+fn the_schema_files_are_valid_schemas() {
+    for (name, version) in SCHEMAS {
+        let schema = schema(name);
+        if let Err(e) = jsonschema::meta::validate(&schema) {
+            panic!("{name}.v1.schema.json is not a valid JSON Schema: {e}");
+        }
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
+        assert!(
+            schema["title"]
+                .as_str()
+                .is_some_and(|t| t.contains(version)),
+            "{name}: the title names the version"
+        );
+        assert!(
+            schema["description"].is_string(),
+            "{name} has a description"
+        );
+    }
+}
+
+/// The schemas are not vacuous: documents with the wrong version, an enum in another spelling,
+/// or prose where data belongs are rejected.
+#[test]
+fn the_schemas_reject_wrong_documents() {
+    let reject = |name: &str, doc: Value| {
+        let validator = jsonschema::validator_for(&schema(name)).unwrap();
+        assert!(!validator.is_valid(&doc), "{name} accepted {doc}");
+    };
+    reject(
+        "run",
+        serde_json::json!({"schema": "vmfleet.run.v2", "fleet": "f", "vms": []}),
+    );
+    let vm = |state: Value, drift: Value| {
+        serde_json::json!({"schema": "vmfleet.run.v1", "fleet": "f", "vms": [{
+            "id": 0, "name": "a", "vcpu_count": 1, "requested_hidden": [], "state": state,
+            "vcpus": [{"id": 0, "drift": drift, "not_honoured": [], "already_absent": [],
+                       "guest": null, "exits": 1, "end": "halted", "run_end": "halted"}],
+            "after_run": [], "failed": false}]})
+    };
+    let good = vm(
+        serde_json::json!({"status": "completed"}),
+        serde_json::json!([]),
+    );
+    assert!(
+        jsonschema::validator_for(&schema("run"))
+            .unwrap()
+            .is_valid(&good)
+    );
+    reject(
+        "run",
+        vm(serde_json::json!("Completed"), serde_json::json!([])),
+    );
+    reject(
+        "run",
+        vm(
+            serde_json::json!({"status": "failed"}),
+            serde_json::json!([]),
+        ),
+    );
+    reject(
+        "run",
+        vm(
+            serde_json::json!({"status": "completed"}),
+            serde_json::json!(["1.0.ecx: pni 0->1 (kernel rewrote)"]),
+        ),
+    );
+    reject(
+        "trace-show",
+        serde_json::json!({"schema": "vmfleet.trace-show.v1", "kind": "end", "status": "Complete",
+                           "events": 1, "offset": null, "reason": null, "text": "x"}),
+    );
+    reject(
+        "ctl",
+        serde_json::json!({"schema": "vmfleet.ctl.v1", "ok": false}),
+    );
+    reject("host", serde_json::json!({"schema": "vmfleet.host.v1"}));
+    reject(
+        "bench",
+        serde_json::json!({"schema": "vmfleet.bench.v1", "host": {}}),
+    );
+}
+
+/// `trace show --json` of every fixture: every line is a document of its schema, stdout holds
+/// nothing else, and the lines are a header, events and an end.
+#[test]
+fn trace_show_json_of_every_fixture_matches_its_schema() {
+    let validator = validator("trace-show");
+    for trace in fixtures() {
+        let out = vmfleet()
+            .args(["trace", "show", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", trace.display());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            check_with(
+                &validator,
+                "trace-show",
+                line,
+                &format!("{} line {}", trace.display(), i + 1),
+            );
+        }
+        assert_eq!(lines[0]["kind"], "header");
+        assert_eq!(lines.last().unwrap()["kind"], "end");
+        assert_eq!(lines.last().unwrap()["status"], "complete");
+        let events = lines.iter().filter(|l| l["kind"] == "event").count();
+        assert_eq!(lines.last().unwrap()["events"], events as u64);
+    }
+}
+
+/// A trace cut short still gives schema-valid lines, its end saying where reading stopped.
+#[test]
+fn trace_show_json_of_a_cut_trace_matches_its_schema() {
+    let bytes = std::fs::read(root().join("fixtures/single.trace")).unwrap();
+    let dir = std::env::temp_dir().join(format!("vmfleet-json-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = vmfleet()
+        .args(["trace", "show", "--json"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "exit status incomplete");
+    let validator = validator("trace-show");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        check_with(&validator, "trace-show", line, "the cut trace");
+    }
+    let end = lines.last().unwrap();
+    assert_eq!(end["status"], "truncated", "{end}");
+    assert!(
+        end["offset"].as_u64().unwrap() <= bytes.len() as u64 / 2,
+        "{end}"
+    );
+    assert!(end["reason"].is_string(), "{end}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `replay --json` of every fixture, x86 and arm64: the report `run --json` prints, validated.
+#[test]
+fn replay_json_of_every_fixture_matches_the_run_schema() {
+    let mut arches = Vec::new();
+    for trace in fixtures() {
+        let out = vmfleet()
+            .args(["replay", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", trace.display());
+        let report = json_of(&out, &trace.display().to_string());
+        check("run", &report, &trace.display().to_string());
+        let vms = report["vms"].as_array().unwrap();
+        if vms.iter().any(|vm| vm["arm64"].is_object()) {
+            arches.push("aarch64");
+        } else {
+            arches.push("x86_64");
+        }
+        // Drift is data: every change names its register and kind.
+        for vcpu in vms.iter().flat_map(|vm| vm["vcpus"].as_array().unwrap()) {
+            for change in vcpu["drift"].as_array().unwrap() {
+                assert!(change["register"].is_string() && change["kind"].is_string());
+            }
+        }
+    }
+    assert!(
+        arches.contains(&"aarch64") && arches.contains(&"x86_64"),
+        "{arches:?}"
+    );
+}
+
+#[test]
+fn live_run_json_matches_the_run_schema() {
+    if !kvm_usable("live_run_json_matches_the_run_schema") {
+        return;
+    }
+    let out = vmfleet().args(["run", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report = json_of(&out, "run --json");
+    check("run", &report, "run --json");
+    // The demo fleet on a host that rewrites CPUID reports drift as data, with names.
+    for change in report["vms"][0]["vcpus"][0]["drift"].as_array().unwrap() {
+        assert!(
+            [
+                "kernel_rewrote",
+                "tracks_guest_state",
+                "entry_missing",
+                "entry_added"
+            ]
+            .contains(&change["kind"].as_str().unwrap())
+        );
+    }
+}
+
+#[test]
+fn live_host_json_matches_the_host_schema() {
+    if !kvm_usable("live_host_json_matches_the_host_schema") {
+        return;
+    }
+    let out = vmfleet().args(["host", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    check("host", &json_of(&out, "host --json"), "host --json");
+}
+
+#[test]
+fn live_bench_json_matches_the_bench_schema() {
+    if !kvm_usable("live_bench_json_matches_the_bench_schema") {
+        return;
+    }
+    let out = vmfleet()
+        .args([
+            "bench",
+            "--json",
+            "--floor-only",
+            "--counts",
+            "1",
+            "--runs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_of(&out, "bench --json");
+    check("bench", &report, "bench --json");
+    assert_eq!(report["start"][0]["verdict"]["status"], "skipped");
+}
+
+/// A daemon with no VMs: `ctl --json` replies, a success and a refusal, validate.
+#[test]
+fn live_ctl_json_matches_the_ctl_schema() {
+    if !kvm_usable("live_ctl_json_matches_the_ctl_schema") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmfleet-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("ctl.sock");
+    let mut daemon = vmfleet()
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not create its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        vmfleet()
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let list = ctl(&["list"]);
+    assert_eq!(list.status.code(), Some(0));
+    let reply = json_of(&list, "ctl list --json");
+    check("ctl", &reply, "ctl list --json");
+    assert_eq!(reply["result"], serde_json::json!([]));
+    let refused = ctl(&["model", "nosuch"]);
+    assert_eq!(refused.status.code(), Some(7));
+    let reply = json_of(&refused, "ctl model nosuch --json");
+    check("ctl", &reply, "ctl model nosuch --json");
+    assert_eq!(reply["ok"], false);
+    let shutdown = ctl(&["shutdown"]);
+    check(
+        "ctl",
+        &json_of(&shutdown, "ctl shutdown --json"),
+        "ctl shutdown --json",
+    );
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
