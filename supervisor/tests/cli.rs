@@ -42,7 +42,7 @@ fn kvm_usable() -> bool {
     match vcpu::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED (live part): /dev/kvm unusable: {e}");
+            vcpu::skip::skipped("(live part)", format!("/dev/kvm unusable: {e}"));
             false
         }
     }
@@ -143,7 +143,10 @@ fn the_open_files_limit_is_raised_at_startup() {
         .unwrap();
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
     if hard.parse::<u64>().map_or(true, |n| n <= 256) {
-        eprintln!("SKIPPED: the hard open-files limit is {hard:?}, nothing to raise from 256");
+        vcpu::skip::skipped(
+            "the_open_files_limit_is_raised_at_startup",
+            format!("the hard open-files limit is {hard:?}, nothing to raise from 256"),
+        );
         return;
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
