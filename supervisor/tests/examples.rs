@@ -87,7 +87,8 @@ fn every_example_spec_parses() {
 }
 
 /// Paths in the README that name repository files: `examples/...` and `fixtures/...` anywhere,
-/// and every `*.toml` word in a code block (the commands a reader copies).
+/// and every `*.toml` word in a code block (the commands a reader copies), except vmfleet's
+/// arguments inside the arm64 lab (after `--`), which name the guest's copies of its inputs.
 fn readme_paths(readme: &str) -> Vec<String> {
     let mut paths = Vec::new();
     let mut in_code = false;
@@ -96,6 +97,11 @@ fn readme_paths(readme: &str) -> Vec<String> {
             in_code = !in_code;
             continue;
         }
+        // What follows `--` on an arm64-lab line runs in the guest, on its own inputs' names.
+        let line = match line.split_once(" -- ") {
+            Some((host, _guest)) if line.contains("arm64-lab") => host,
+            _ => line,
+        };
         let words = line.split(|c: char| {
             c.is_whitespace() || matches!(c, '`' | '(' | ')' | ',' | ';' | '"' | '\'' | '[' | ']')
         });
@@ -154,10 +160,17 @@ fn every_file_the_readme_names_exists() {
 #[test]
 fn readme_paths_are_found_and_checked() {
     let text = "See `examples/web.toml`.\n```sh\nvmfleet run examples/lock.toml --record x.trace\n\
-                vmfleet run spec.toml   # a spec\n```\nprose about f.toml: not a command\n";
+                vmfleet run spec.toml   # a spec\n\
+                cargo xtask arm64-lab --input examples/arm.toml -- run arm.toml\n```\n\
+                prose about f.toml: not a command\n";
     assert_eq!(
         readme_paths(text),
-        ["examples/web.toml", "examples/lock.toml", "spec.toml"]
+        [
+            "examples/web.toml",
+            "examples/lock.toml",
+            "spec.toml",
+            "examples/arm.toml"
+        ]
     );
     assert!(exists("examples/web.toml"));
     assert!(exists("fixtures/specs/arm64-*.toml"));
