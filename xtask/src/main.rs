@@ -794,3 +794,24 @@ fn record(args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_install_refuses_with_what_and_why_found_through_context() {
+        NO_INSTALL.store(true, Ordering::Relaxed);
+        let refused = may_install("the rustup component clippy", "lints");
+        NO_INSTALL.store(false, Ordering::Relaxed);
+        let err = refused
+            .context("preparing the lab")
+            .context("cargo xtask test")
+            .unwrap_err();
+        let why = not_installed(&err).expect("the NotInstalled cause is found");
+        assert_eq!(why.what, "the rustup component clippy");
+        assert!(why.to_string().contains("--no-install"), "{why}");
+        assert!(not_installed(&anyhow::anyhow!("another failure")).is_none());
+        assert!(may_install("nothing, really", "a test").is_ok());
+    }
+}
