@@ -280,6 +280,28 @@ const ARM64_CHECKS: [&str; 4] = [
     "xtask::arm64_fleet_replays_here",
 ];
 
+/// What `prepared` gave, or, when `--no-install` kept something from being installed, `None`
+/// after counting `checks` as skipped for that reason; any other error is a failed check.
+fn or_skip<T>(
+    tally: &mut Tally,
+    checks: &[&str],
+    context: &str,
+    prepared: Result<T>,
+) -> Result<Option<T>> {
+    match prepared {
+        Ok(it) => Ok(Some(it)),
+        Err(e) => {
+            let Some(why) = not_installed(&e) else {
+                return counted(tally, Err(e)).map(|()| None);
+            };
+            for check in checks {
+                tally.skip(check, &format!("{context}: {why}"));
+            }
+            Ok(None)
+        }
+    }
+}
+
 fn test(tally: &mut Tally) -> Result<()> {
     step("cargo fmt --check");
     match ensure_component("rustfmt") {
@@ -372,17 +394,14 @@ fn test(tally: &mut Tally) -> Result<()> {
     counted(tally, result)?;
 
     // arm64: the aarch64 build, and real arm64 KVM in the lab (installs what it needs first).
-    let lab = match arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12]) {
-        Ok(lab) => lab,
-        Err(e) => {
-            let Some(why) = not_installed(&e) else {
-                return counted(tally, Err(e));
-            };
-            for check in ARM64_CHECKS {
-                tally.skip(check, &format!("the arm64 lab cannot run: {why}"));
-            }
-            return Ok(());
-        }
+    let Some(lab) = or_skip(
+        tally,
+        &ARM64_CHECKS,
+        "the arm64 lab cannot run",
+        arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12]),
+    )?
+    else {
+        return Ok(());
     };
     if *lab.rust_route() != arm64_lab::RustRoute::Rustup {
         tally.skip(
@@ -813,5 +832,27 @@ mod tests {
         assert!(why.to_string().contains("--no-install"), "{why}");
         assert!(not_installed(&anyhow::anyhow!("another failure")).is_none());
         assert!(may_install("nothing, really", "a test").is_ok());
+    }
+
+    #[test]
+    fn a_lab_that_needs_an_install_is_skipped_and_any_other_failure_fails() {
+        let mut tally = Tally::default();
+        let missing: Result<()> = Err(NotInstalled {
+            what: "qemu".into(),
+            why: "the lab".into(),
+        }
+        .into());
+        let prepared = or_skip(
+            &mut tally,
+            &ARM64_CHECKS,
+            "the arm64 lab cannot run",
+            missing,
+        );
+        assert!(prepared.unwrap().is_none());
+        assert_eq!(tally.line(), "0 passed, 0 failed, 4 skipped");
+        let broken: Result<()> = Err(anyhow::anyhow!("qemu crashed"));
+        assert!(or_skip(&mut tally, &ARM64_CHECKS, "lab", broken).is_err());
+        assert_eq!(tally.line(), "0 passed, 1 failed, 4 skipped");
+        assert_eq!(or_skip(&mut tally, &[], "lab", Ok(7)).unwrap(), Some(7));
     }
 }
