@@ -940,7 +940,10 @@ mod tests {
     #[test]
     fn the_vmfleet_side_measures_a_real_start() {
         if let Err(e) = vcpu::kvm::KvmHypervisor::open() {
-            eprintln!("SKIPPED the_vmfleet_side_measures_a_real_start: /dev/kvm unusable: {e}");
+            vcpu::skip::skipped(
+                "the_vmfleet_side_measures_a_real_start",
+                format!("/dev/kvm unusable: {e}"),
+            );
             return;
         }
         let sample = vmfleet_start_to_first_exit(1, 2).expect("one VM starts");

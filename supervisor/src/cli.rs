@@ -70,6 +70,15 @@ pub enum Command {
     /// Measure vmfleet's figures on this host's /dev/kvm, side by side with the floor (a minimal
     /// start loop straight on kvm-ioctls). Run it from a release build (`cargo xtask bench`).
     Bench(BenchArgs),
+    /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
+    /// ~/.local/share/bash-completion/completions/vmfleet`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print vmfleet's man page (roff) to stdout, e.g. `vmfleet man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]

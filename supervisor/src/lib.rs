@@ -16,6 +16,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod ctl;
+pub mod docs;
 pub mod exit;
 pub mod fleet;
 pub mod host;

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),
+        Command::Completions { shell } => supervisor::docs::completions(shell),
+        Command::Man => supervisor::docs::man(),
     };
     match result {
         Ok(status) => status.into(),

@@ -534,7 +534,10 @@ mod tests {
     #[test]
     fn a_socket_file_of_another_user_is_refused_by_name() {
         if socket::euid() != 0 {
-            println!("SKIPPED a_socket_file_of_another_user_is_refused_by_name: needs root");
+            vcpu::skip::skipped(
+                "a_socket_file_of_another_user_is_refused_by_name",
+                "needs root",
+            );
             return;
         }
         let dir = scratch("theirs");

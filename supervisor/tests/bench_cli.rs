@@ -18,7 +18,7 @@ fn kvm_usable(test: &str) -> bool {
     match vcpu::kvm::floor::Floor::open() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED {test}: {e}");
+            vcpu::skip::skipped(test, e);
             false
         }
     }

@@ -44,7 +44,7 @@ fn kvm_usable() -> bool {
     match vcpu::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED (live part): /dev/kvm unusable: {e}");
+            vcpu::skip::skipped("(live part)", format!("/dev/kvm unusable: {e}"));
             false
         }
     }
@@ -189,7 +189,10 @@ fn the_open_files_limit_is_raised_at_startup() {
         .unwrap();
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
     if hard.parse::<u64>().map_or(true, |n| n <= 256) {
-        eprintln!("SKIPPED: the hard open-files limit is {hard:?}, nothing to raise from 256");
+        vcpu::skip::skipped(
+            "the_open_files_limit_is_raised_at_startup",
+            format!("the hard open-files limit is {hard:?}, nothing to raise from 256"),
+        );
         return;
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/single.trace");
@@ -552,8 +555,9 @@ fn replay_force_replaces_files_and_links_themselves() {
 #[test]
 fn a_run_refused_for_its_architecture_leaves_files_untouched() {
     if vcpu::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
-        eprintln!(
-            "SKIPPED a_run_refused_for_its_architecture_leaves_files_untouched: not an x86_64 host"
+        vcpu::skip::skipped(
+            "a_run_refused_for_its_architecture_leaves_files_untouched",
+            "not an x86_64 host",
         );
         return;
     }

@@ -22,14 +22,14 @@ fn kvm(test: &str) -> Option<KvmHypervisor> {
     match KvmHypervisor::open() {
         Ok(kvm) if kvm.arch() == GuestArch::X86_64 => Some(kvm),
         Ok(kvm) => {
-            eprintln!(
-                "SKIPPED {test}: the fleet runs x86 guests, this host runs {}",
-                kvm.arch()
+            vcpu::skip::skipped(
+                test,
+                format!("the fleet runs x86 guests, this host runs {}", kvm.arch()),
             );
             None
         }
         Err(e) => {
-            eprintln!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
             None
         }
     }

@@ -60,7 +60,7 @@ fn kvm_usable(test: &str) -> bool {
     match vcpu::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
-            println!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
             false
         }
     }

@@ -23,7 +23,7 @@ fn kvm_usable(test: &str) -> bool {
     match vcpu::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
-            println!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
             false
         }
     }
@@ -182,7 +182,7 @@ fn host_reports_what_guests_get_beyond_supported() {
         return;
     }
     if vcpu::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
-        println!("SKIPPED host_reports_what_guests_get_beyond_supported: not x86");
+        vcpu::skip::skipped("host_reports_what_guests_get_beyond_supported", "not x86");
         return;
     }
     let out = vmfleet().args(["host", "--json"]).output().unwrap();
@@ -280,8 +280,9 @@ fn host_without_kvm_says_why_and_exits_no_kvm() {
         .args(["--mount", "--propagation", "private", "true"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        println!(
-            "SKIPPED host_without_kvm_says_why_and_exits_no_kvm: unshare --mount is unavailable (needs root)"
+        vcpu::skip::skipped(
+            "host_without_kvm_says_why_and_exits_no_kvm",
+            "unshare --mount is unavailable (needs root)",
         );
         return;
     }

@@ -41,7 +41,7 @@ fn kvm_usable(test: &str) -> bool {
     match vcpu::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
-            println!("SKIPPED {test}: /dev/kvm unusable: {e}");
+            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
             false
         }
     }
@@ -680,7 +680,10 @@ fn can_be_another_user(test: &str) -> bool {
     if supervisor::socket::euid() == 0 {
         true
     } else {
-        println!("SKIPPED {test}: only root can act as another user (uid {OTHER_UID})");
+        vcpu::skip::skipped(
+            test,
+            format!("only root can act as another user (uid {OTHER_UID})"),
+        );
         false
     }
 }
@@ -700,9 +703,12 @@ fn others_can_enter(test: &str, dir: &Path) -> bool {
     if dir.ancestors().all(|d| mode(d) & 0o001 != 0) {
         return true;
     }
-    println!(
-        "SKIPPED {test}: uid {OTHER_UID} cannot get through {} or a directory above it",
-        dir.display()
+    vcpu::skip::skipped(
+        test,
+        format!(
+            "uid {OTHER_UID} cannot get through {} or a directory above it",
+            dir.display()
+        ),
     );
     false
 }
@@ -719,10 +725,13 @@ fn runnable_by_other(test: &str, program: &Path, dir: &Path) -> Option<PathBuf> 
     if others_can_run(&copy) {
         return Some(copy);
     }
-    println!(
-        "SKIPPED {test}: uid {OTHER_UID} cannot reach {} nor a copy in {}",
-        program.display(),
-        dir.display()
+    vcpu::skip::skipped(
+        test,
+        format!(
+            "uid {OTHER_UID} cannot reach {} nor a copy in {}",
+            program.display(),
+            dir.display()
+        ),
     );
     None
 }

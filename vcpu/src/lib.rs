@@ -13,7 +13,8 @@
 //!   ([`handle`]);
 //! - a VM's run control ([`control`]): what its control plane wants of the vCPU threads;
 //! - the built-in guest programs and the protocol they report through ([`guest`]), and the vCPU run
-//!   loop that drives them on one OS thread per vCPU ([`runner`]).
+//!   loop that drives them on one OS thread per vCPU ([`runner`]);
+//! - the skip helper every test crate uses to say a test cannot run here ([`skip`]).
 //!
 //! Must not: know about fleets, specs, traces or async runtimes (that is `supervisor` and
 //! `recorder`), or branch on the *host* architecture anywhere but [`kvm`]: a guest architecture is
@@ -32,6 +33,7 @@ pub mod ids;
 pub mod kvm;
 pub mod lock;
 pub mod runner;
+pub mod skip;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -15,7 +15,7 @@ fn floor(test: &str) -> Option<Floor> {
     match Floor::open() {
         Ok(floor) => Some(floor),
         Err(err) => {
-            eprintln!("SKIPPED {test}: {err}");
+            vcpu::skip::skipped(test, err);
             None
         }
     }

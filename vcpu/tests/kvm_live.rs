@@ -19,14 +19,14 @@ fn kvm(test: &str) -> Option<KvmHypervisor> {
     match KvmHypervisor::open() {
         Ok(kvm) if kvm.arch() == GuestArch::X86_64 => Some(kvm),
         Ok(kvm) => {
-            eprintln!(
-                "SKIPPED {test}: these tests run x86 guests, this host runs {}",
-                kvm.arch()
+            vcpu::skip::skipped(
+                test,
+                format!("these tests run x86 guests, this host runs {}", kvm.arch()),
             );
             None
         }
         Err(err) => {
-            eprintln!("SKIPPED {test}: /dev/kvm unusable: {err}");
+            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {err}"));
             None
         }
     }

@@ -29,11 +29,15 @@ fn no_changed_write_slips_past_the_first_run() {
     let kvm = match KvmHypervisor::open() {
         Ok(kvm) if kvm.arch() == GuestArch::X86_64 => kvm,
         Ok(_) => {
-            return eprintln!("SKIPPED no_changed_write_slips_past_the_first_run: not an x86 host");
+            return vcpu::skip::skipped(
+                "no_changed_write_slips_past_the_first_run",
+                "not an x86 host",
+            );
         }
         Err(e) => {
-            return eprintln!(
-                "SKIPPED no_changed_write_slips_past_the_first_run: /dev/kvm unusable: {e}"
+            return vcpu::skip::skipped(
+                "no_changed_write_slips_past_the_first_run",
+                format!("/dev/kvm unusable: {e}"),
             );
         }
     };

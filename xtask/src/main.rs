@@ -1,9 +1,11 @@
 //! vmfleet's project chores, as `cargo xtask <task>` (rust-analyzer style: no shell scripts).
 //!
 //! - `test`: everything CI checks: format, clippy with warnings denied, all tests (live KVM tests
-//!   run when `/dev/kvm` works and say SKIPPED when not), then the replay tests and an end-to-end
+//!   run when `/dev/kvm` works and are SKIPPED when not), then the replay tests and an end-to-end
 //!   live-versus-replay comparison once more with `/dev/kvm` made unusable in a private mount
-//!   namespace, to prove replay needs no KVM.
+//!   namespace, to prove replay needs no KVM, then the arm64 lab. It prints `SKIPPED <test>:
+//!   <reason>` for every test that could not run and ends with `N passed, N failed, N skipped`
+//!   (see [`tally`]).
 //! - `record`: re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
 //!   refresh the replay snapshots.
 //! - `bench [ARGS]`: build `vmfleet` in release and run `vmfleet bench [ARGS]` (e.g. `--json`,
@@ -16,63 +18,143 @@
 //!   kernel booted at EL2 under `qemu-system-aarch64` (TCG), and bring back its output and files
 //!   (see `arm64_lab`). Other tasks call [`arm64_lab::Lab`] directly.
 //!
-//! Must not: install anything behind the user's back other than what the tests and the arm64
-//! lab need (rustup components and target; the lab's apt packages, bookworm-backports and the
-//! arm64 dpkg architecture, each step printed), or touch files outside the workspace except its
-//! temporary directory and those installs.
+//! Output: stdout carries results (test output, the SKIPPED lines and the count, vmfleet's own
+//! output); xtask's step lines (`==> ...`) and install notices go to stderr, so `cargo xtask bench
+//! --json` prints only vmfleet's JSON on stdout. Writing to a closed pipe is not an error.
+//!
+//! Must not: install anything behind the user's back: each install (rustup components and
+//! target; the lab's apt packages, bookworm-backports and the arm64 dpkg architecture, its
+//! kernels and busybox) is announced on stderr before it happens, and `--no-install` turns them
+//! all off ([`may_install`]). Nor touch files outside the workspace except its temporary
+//! directory and those installs.
+
+/// `println!` that ignores a closed stdout (`cargo xtask ... | head` must not panic).
+#[cfg(not(test))]
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// In unit tests: `println!`, which libtest captures (xtask's own tests must not print
+/// libtest-like lines into the output `cargo xtask test` reads).
+#[cfg(test)]
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        println!($($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+#[cfg(not(test))]
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// In unit tests: `eprintln!`, which libtest captures.
+#[cfg(test)]
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        eprintln!($($arg)*);
+    }};
+}
 
 mod arm64_lab;
+mod cli;
+mod tally;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
+use cli::{Cli, Task, TestArgs};
 use std::env;
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tally::Tally;
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("xtask: error: {e:#}");
-        std::process::exit(1);
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" too; printing ignores a closed pipe.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    NO_INSTALL.store(cli.no_install, Ordering::Relaxed);
+    let result = match cli.task {
+        Task::Test(args) => return test_task(&args),
+        Task::Record(args) => record(&args.fixtures),
+        Task::Bench(args) => bench(&args.args),
+        Task::Arm64Lab(args) => arm64_lab::cli(args),
+        Task::Arm64LabSelftest => {
+            arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12]).and_then(|lab| {
+                arm64_lab::transport_test(&lab)?;
+                arm64_lab::smoke_test(&lab).map(|_| ())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            errln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn run() -> Result<()> {
-    let args: Vec<String> = env::args().skip(1).collect();
-    let task = args.first().map(String::as_str).unwrap_or("help");
-    let rest = &args[args.len().min(1)..];
-    match task {
-        "test" => test(rest),
-        "record" => record(rest),
-        "bench" => bench(rest),
-        "arm64-lab" => arm64_lab::cli(rest),
-        // Not in the help: the lab's own checks, as `cargo xtask test` runs them.
-        "arm64-lab-selftest" => {
-            let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12])?;
-            arm64_lab::transport_test(&lab)?;
-            arm64_lab::smoke_test(&lab).map(|_| ())
-        }
-        "help" | "-h" | "--help" => {
-            println!("{}", HELP);
-            Ok(())
-        }
-        other => bail!("unknown task `{other}`\n{HELP}"),
+/// Set by `--no-install`.
+static NO_INSTALL: AtomicBool = AtomicBool::new(false);
+
+/// What `--no-install` kept from being installed; the task that needed it is skipped or fails
+/// with this as its reason.
+#[derive(Debug)]
+pub struct NotInstalled {
+    pub what: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for NotInstalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is not installed ({}), and --no-install keeps xtask from installing it",
+            self.what, self.why
+        )
     }
 }
 
-const HELP: &str = "usage: cargo xtask <task>\n\n\
-tasks:\n  \
-test     fmt check, clippy -D warnings, all tests, replay tests again with /dev/kvm unusable,\n           \
-and an end-to-end live-vs-replay comparison\n  \
-record   re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (needs /dev/kvm)\n  \
-bench    build vmfleet in release and run `vmfleet bench [ARGS]` on this host's KVM (needs /dev/kvm):\n           \
-start throughput of 1, 10, 100 VMs x 2 vCPUs against the floor (a bare kvm-ioctls start loop),\n           \
-scale, supervisor memory per VM, stop latency; fails when a measured figure misses its target.\n           \
-ARGS: --json, --floor-only, --counts 1,10,100, --runs N (see `vmfleet bench --help`)\n  \
-arm64-lab  run a static aarch64 vmfleet on real arm64 KVM (a Debian arm64 kernel at EL2 under\n           \
-qemu-system-aarch64 TCG) and bring back its output and files; installs what it needs (root)\n           \
-[--kernel 6.12|6.1] [--cpu max|neoverse-n1|...] [--smp N] [--out DIR] [--input FILE]...\n           \
-[--timeout SECS] [-- VMFLEET ARGS] (default: host); see `cargo xtask arm64-lab --help`";
+impl std::error::Error for NotInstalled {}
+
+/// Ask before installing `what` (needed for `why`): announces it on stderr, in one line, before
+/// it happens; with `--no-install`, an error ([`NotInstalled`]) instead.
+pub fn may_install(what: &str, why: &str) -> Result<()> {
+    if NO_INSTALL.load(Ordering::Relaxed) {
+        return Err(NotInstalled {
+            what: what.to_string(),
+            why: why.to_string(),
+        }
+        .into());
+    }
+    errln!("xtask: installing {what} ({why}); --no-install to skip");
+    Ok(())
+}
+
+/// The [`NotInstalled`] behind `e`, if that is why it failed.
+pub fn not_installed(e: &anyhow::Error) -> Option<&NotInstalled> {
+    e.chain().find_map(|c| c.downcast_ref::<NotInstalled>())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,8 +176,9 @@ fn cargo() -> Command {
     cmd
 }
 
+/// A step line: `==> name`, on stderr.
 fn step(name: &str) {
-    println!("\n==> {name}");
+    errln!("\n==> {name}");
 }
 
 fn check(status: std::io::Result<ExitStatus>, what: &str) -> Result<()> {
@@ -106,117 +189,262 @@ fn check(status: std::io::Result<ExitStatus>, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn ensure_components() -> Result<()> {
-    for (component, probe) in [
-        ("rustfmt", ["fmt", "--version"]),
-        ("clippy", ["clippy", "--version"]),
-    ] {
-        let ok = cargo()
-            .args(probe)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            step(&format!("installing rustup component {component}"));
-            check(
-                Command::new("rustup")
-                    .args(["component", "add", component])
-                    .status(),
-                "rustup component add",
-            )?;
-        }
+/// Whether the rustup component `component` (rustfmt, clippy) works, installing it if not (and
+/// installing is allowed). `Err(NotInstalled)` under `--no-install`.
+fn ensure_component(component: &str) -> Result<()> {
+    let probe = match component {
+        "rustfmt" => ["fmt", "--version"],
+        _ => ["clippy", "--version"],
+    };
+    let ok = cargo()
+        .args(probe)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Ok(());
     }
-    Ok(())
+    may_install(
+        &format!("the rustup component {component} (rustup component add {component})"),
+        "cargo xtask test checks formatting and lints with it",
+    )?;
+    check(
+        Command::new("rustup")
+            .args(["component", "add", component])
+            .status(),
+        "rustup component add",
+    )
 }
 
-fn test(args: &[String]) -> Result<()> {
-    if let Some(extra) = args.first() {
-        bail!("`cargo xtask test` takes no arguments (got `{extra}`)");
+/// `cargo xtask test`: the steps, then the count line, always last (on failure too).
+fn test_task(args: &TestArgs) -> ExitCode {
+    let mut tally = Tally::default();
+    let result = if args.packages.is_empty() {
+        test(&mut tally)
+    } else {
+        cargo_tests(&args.packages, &mut tally)
+    };
+    let failed = match result {
+        Ok(()) => tally.failed > 0,
+        Err(e) => {
+            errln!("xtask: error: {e:#}");
+            true
+        }
+    };
+    // The count is the very last line, after everything on stderr.
+    let _ = std::io::stderr().flush();
+    outln!("{}", tally.line());
+    let _ = std::io::stdout().flush();
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
-    ensure_components()?;
+}
 
+/// Where `cargo xtask test` keeps its skip logs.
+fn skip_log_dir() -> PathBuf {
+    target_dir().join("xtask")
+}
+
+/// `cargo test -p PKG...` alone, counted (`cargo xtask test -p PKG`).
+fn cargo_tests(packages: &[String], tally: &mut Tally) -> Result<()> {
+    step(&format!("cargo test -p {}", packages.join(" -p ")));
+    let mut cmd = cargo();
+    cmd.args(["test", "--locked", "--no-fail-fast"]);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    tally::run_cargo_test(cmd, "cargo test", &skip_log_dir(), tally)
+}
+
+/// Run one of xtask's own checks as a counted test: passed, or failed with its error.
+fn counted(tally: &mut Tally, result: Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => {
+            tally.pass();
+            Ok(())
+        }
+        Err(e) => {
+            tally.fail();
+            Err(e)
+        }
+    }
+}
+
+/// The checks of the arm64 lab, for SKIPPED lines when it cannot be prepared.
+const ARM64_CHECKS: [&str; 4] = [
+    "xtask::arm64_clippy",
+    "xtask::arm64_lab_transport",
+    "xtask::arm64_lab_smoke",
+    "xtask::arm64_fleet_replays_here",
+];
+
+/// What `prepared` gave, or, when `--no-install` kept something from being installed, `None`
+/// after counting `checks` as skipped for that reason; any other error is a failed check.
+fn or_skip<T>(
+    tally: &mut Tally,
+    checks: &[&str],
+    context: &str,
+    prepared: Result<T>,
+) -> Result<Option<T>> {
+    match prepared {
+        Ok(it) => Ok(Some(it)),
+        Err(e) => {
+            let Some(why) = not_installed(&e) else {
+                return counted(tally, Err(e)).map(|()| None);
+            };
+            for check in checks {
+                tally.skip(check, &format!("{context}: {why}"));
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn test(tally: &mut Tally) -> Result<()> {
     step("cargo fmt --check");
-    check(
-        cargo().args(["fmt", "--all", "--", "--check"]).status(),
-        "cargo fmt --check",
-    )?;
+    match ensure_component("rustfmt") {
+        Ok(()) => counted(
+            tally,
+            check(
+                cargo().args(["fmt", "--all", "--", "--check"]).status(),
+                "cargo fmt --check",
+            ),
+        )?,
+        Err(e) => match not_installed(&e) {
+            Some(why) => tally.skip("xtask::fmt", &why.to_string()),
+            None => return counted(tally, Err(e)),
+        },
+    }
 
     step("cargo clippy (warnings denied)");
-    check(
-        cargo()
-            .args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .status(),
-        "cargo clippy",
-    )?;
+    let clippy = match ensure_component("clippy") {
+        Ok(()) => {
+            counted(
+                tally,
+                check(
+                    cargo()
+                        .args([
+                            "clippy",
+                            "--workspace",
+                            "--all-targets",
+                            "--locked",
+                            "--",
+                            "-D",
+                            "warnings",
+                        ])
+                        .status(),
+                    "cargo clippy",
+                ),
+            )?;
+            true
+        }
+        Err(e) => match not_installed(&e) {
+            Some(why) => {
+                tally.skip("xtask::clippy", &why.to_string());
+                false
+            }
+            None => return counted(tally, Err(e)),
+        },
+    };
 
     step("cargo test --workspace");
-    check(
-        cargo().args(["test", "--workspace", "--locked"]).status(),
-        "cargo test",
-    )?;
+    // The no-KVM check runs below, where /dev/kvm is unusable; here it would only be skipped.
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--workspace",
+        "--locked",
+        "--no-fail-fast",
+        "--",
+        "--skip",
+        "kvm_is_unusable_when_the_xtask_says_so",
+    ]);
+    tally::run_cargo_test(cmd, "cargo test --workspace", &skip_log_dir(), tally)?;
 
     step("replay tests with /dev/kvm unusable");
     // Build first, with KVM visible (it does not matter to the build), so the namespaced run only
     // runs tests.
-    check(
-        cargo()
-            .args(["build", "--release", "--locked", "-p", "supervisor"])
-            .status(),
-        "cargo build --release",
+    counted(
+        tally,
+        check(
+            cargo()
+                .args(["build", "--release", "--locked", "-p", "supervisor"])
+                .status(),
+            "cargo build --release",
+        ),
     )?;
     let cargo_bin = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    without_kvm(
-        &format!("{} test --locked -p replay-tests", shell_quote(&cargo_bin)),
-        &[("VMFLEET_EXPECT_NO_KVM", "1")],
+    tally::run_cargo_test(
+        without_kvm_command(
+            &format!(
+                "{} test --locked --no-fail-fast -p replay-tests",
+                shell_quote(&cargo_bin)
+            ),
+            &[("VMFLEET_EXPECT_NO_KVM", "1")],
+        ),
+        "the replay tests with /dev/kvm unusable (needs root for unshare --mount)",
+        &skip_log_dir(),
+        tally,
     )?;
 
     step("end to end: live run recorded, replayed twice with /dev/kvm unusable");
-    end_to_end()?;
+    let result = end_to_end(tally);
+    counted(tally, result)?;
 
     // arm64: the aarch64 build, and real arm64 KVM in the lab (installs what it needs first).
-    let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12])?;
-    if *lab.rust_route() == arm64_lab::RustRoute::Rustup {
+    let Some(lab) = or_skip(
+        tally,
+        &ARM64_CHECKS,
+        "the arm64 lab cannot run",
+        arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12]),
+    )?
+    else {
+        return Ok(());
+    };
+    if *lab.rust_route() != arm64_lab::RustRoute::Rustup {
+        tally.skip(
+            "xtask::arm64_clippy",
+            "the lab builds with Debian's rustc, which has no clippy",
+        );
+    } else if !clippy {
+        tally.skip("xtask::arm64_clippy", "clippy is not installed");
+    } else {
         // The aarch64 half of the KVM backend is cfg'd out of the host's clippy run.
         step("cargo clippy --target aarch64-unknown-linux-musl (warnings denied)");
-        check(
-            cargo()
-                .args([
-                    "clippy",
-                    "--locked",
-                    "--target",
-                    "aarch64-unknown-linux-musl",
-                    "-p",
-                    "vcpu",
-                    "-p",
-                    "recorder",
-                    "-p",
-                    "supervisor",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
-                .status(),
-            "cargo clippy for aarch64",
+        counted(
+            tally,
+            check(
+                cargo()
+                    .args([
+                        "clippy",
+                        "--locked",
+                        "--target",
+                        "aarch64-unknown-linux-musl",
+                        "-p",
+                        "vcpu",
+                        "-p",
+                        "recorder",
+                        "-p",
+                        "supervisor",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
+                    .status(),
+                "cargo clippy for aarch64",
+            ),
         )?;
-    } else {
-        println!("(no clippy for aarch64: the lab builds with Debian's rustc, which has none)");
     }
     step("arm64 lab: a 600 KiB binary file comes back from the guest byte-exact");
-    arm64_lab::transport_test(&lab)?;
+    counted(tally, arm64_lab::transport_test(&lab).map(|_| ()))?;
     step("arm64 lab: `vmfleet host` on 6.12 -cpu max sees KVM, arch aarch64");
-    arm64_lab::smoke_test(&lab)?;
+    counted(tally, arm64_lab::smoke_test(&lab).map(|_| ()))?;
     step("arm64 lab: an arm64 fleet on real KVM 6.12, recorded, replayed here byte for byte");
-    arm64_fleet_replays_here(&lab)?;
-    println!("\nxtask test: all steps passed");
+    counted(tally, arm64_fleet_replays_here(&lab))?;
+    errln!("\nxtask test: all steps passed");
     Ok(())
 }
 
@@ -248,6 +476,8 @@ fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
             .arg(&trace)
             .arg("--transcript")
             .arg(&replayed)
+            // The lab's output directory is kept between runs: replace the last replay's file.
+            .arg("--force")
             .stdout(std::process::Stdio::null())
             .status(),
         "vmfleet replay of the arm64 lab's trace",
@@ -260,7 +490,7 @@ fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
             replayed.display()
         );
     }
-    println!(
+    outln!(
         "  arm64 fleet on {}: {} bytes of trace; live and replayed transcripts identical ({} bytes)",
         outcome.kernel_release,
         fs::metadata(&trace)?.len(),
@@ -269,13 +499,13 @@ fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
     Ok(())
 }
 
-/// Run `script` with `/dev/kvm` replaced by `/dev/null` in a private mount namespace.
-fn without_kvm(script: &str, envs: &[(&str, &str)]) -> Result<()> {
+/// `script` with `/dev/kvm` replaced by `/dev/null` in a private mount namespace.
+fn without_kvm_command(script: &str, envs: &[(&str, &str)]) -> Command {
     let inner = format!(
         "set -e; if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm; fi; \
          if [ -r /dev/kvm ] && [ -c /dev/kvm ] && [ \"$(stat -c %t:%T /dev/kvm)\" != \"1:3\" ]; then \
            echo 'xtask: /dev/kvm is still a usable device' >&2; exit 1; fi; \
-         echo 'xtask: /dev/kvm is now' \"$(stat -c '%F %t:%T' /dev/kvm 2>/dev/null || echo absent)\"; {script}"
+         echo 'xtask: /dev/kvm is now' \"$(stat -c '%F %t:%T' /dev/kvm 2>/dev/null || echo absent)\" >&2; {script}"
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &inner])
@@ -283,8 +513,13 @@ fn without_kvm(script: &str, envs: &[(&str, &str)]) -> Result<()> {
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Run `script` with `/dev/kvm` unusable (see [`without_kvm_command`]).
+fn without_kvm(script: &str, envs: &[(&str, &str)]) -> Result<()> {
     check(
-        cmd.status(),
+        without_kvm_command(script, envs).status(),
         "the no-KVM run (needs root for unshare --mount)",
     )
 }
@@ -311,6 +546,8 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
         .arg(&socket)
         .arg("--record")
         .arg(trace)
+        // Re-recording a fixture replaces it (vmfleet refuses an existing trace otherwise).
+        .arg("--force")
         .arg(spec)
         .spawn()
         .context("starting vmfleet serve")?;
@@ -337,7 +574,7 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
         let mut reply = String::new();
         replies.read_line(&mut reply)?;
         let shown: String = reply.trim().chars().take(160).collect();
-        println!("  {line}\n    -> {shown}");
+        outln!("  {line}\n    -> {shown}");
     }
     let status = daemon.wait()?;
     if !status.success() {
@@ -402,23 +639,27 @@ fn bench(args: &[String]) -> Result<()> {
         .with_context(|| format!("could not start {}", bin.display()))?;
     match status.code() {
         Some(0) => Ok(()),
-        Some(1) => {
-            bail!("vmfleet bench: a measured figure missed its target (see the table above)")
+        // `target_missed` in vmfleet's exit-status table (supervisor/src/exit.rs).
+        Some(9) => {
+            bail!("vmfleet bench: a measured figure missed its target (see its report)")
         }
         _ => bail!("vmfleet bench failed ({status}); its error is printed above"),
     }
 }
 
-fn end_to_end() -> Result<()> {
+fn end_to_end(tally: &mut Tally) -> Result<()> {
     let bin = vmfleet_release();
     let dir = env::temp_dir().join(format!("vmfleet-e2e-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let spec = root().join("fixtures/specs/fleet.toml");
     let trace = dir.join("e2e.trace");
     let live = dir.join("live.txt");
-    if !kvm_usable() {
-        println!(
-            "SKIPPED end-to-end live run: /dev/kvm is not usable here; replaying the committed fixture instead"
+    if let Some(reason) = kvm_unusable_reason() {
+        tally.skip(
+            "xtask::end_to_end_live_run",
+            &format!(
+                "{reason}; the replays compare against the committed fixtures/fleet.trace instead"
+            ),
         );
         fs::copy(root().join("fixtures/fleet.trace"), &trace)
             .context("copying fixtures/fleet.trace")?;
@@ -466,7 +707,7 @@ fn end_to_end() -> Result<()> {
             );
         }
     }
-    println!(
+    outln!(
         "live and both replays: {} bytes, byte-identical",
         live_text.len()
     );
@@ -504,7 +745,7 @@ fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
     let back = outcome.out.join(&recorded);
     fs::copy(&back, trace)
         .with_context(|| format!("copying {} to {}", back.display(), trace.display()))?;
-    println!("{}", outcome.stdout);
+    outln!("{}", outcome.stdout);
     Ok(())
 }
 
@@ -555,6 +796,8 @@ fn record(args: &[String]) -> Result<()> {
             .arg(spec)
             .arg("--record")
             .arg(&trace)
+            // Re-recording a fixture replaces it (vmfleet refuses an existing trace otherwise).
+            .arg("--force")
             .status()?;
         // A fixture may deliberately contain a failing VM; the trace is what matters.
         if status.code().is_none() {
@@ -570,9 +813,52 @@ fn record(args: &[String]) -> Result<()> {
             .status(),
         "replay tests (snapshot refresh)",
     )?;
-    println!(
+    outln!(
         "recorded {} fixture(s); review the snapshot diff before committing",
         specs.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_install_refuses_with_what_and_why_found_through_context() {
+        NO_INSTALL.store(true, Ordering::Relaxed);
+        let refused = may_install("the rustup component clippy", "lints");
+        NO_INSTALL.store(false, Ordering::Relaxed);
+        let err = refused
+            .context("preparing the lab")
+            .context("cargo xtask test")
+            .unwrap_err();
+        let why = not_installed(&err).expect("the NotInstalled cause is found");
+        assert_eq!(why.what, "the rustup component clippy");
+        assert!(why.to_string().contains("--no-install"), "{why}");
+        assert!(not_installed(&anyhow::anyhow!("another failure")).is_none());
+        assert!(may_install("nothing, really", "a test").is_ok());
+    }
+
+    #[test]
+    fn a_lab_that_needs_an_install_is_skipped_and_any_other_failure_fails() {
+        let mut tally = Tally::default();
+        let missing: Result<()> = Err(NotInstalled {
+            what: "qemu".into(),
+            why: "the lab".into(),
+        }
+        .into());
+        let prepared = or_skip(
+            &mut tally,
+            &ARM64_CHECKS,
+            "the arm64 lab cannot run",
+            missing,
+        );
+        assert!(prepared.unwrap().is_none());
+        assert_eq!(tally.line(), "0 passed, 0 failed, 4 skipped");
+        let broken: Result<()> = Err(anyhow::anyhow!("qemu crashed"));
+        assert!(or_skip(&mut tally, &ARM64_CHECKS, "lab", broken).is_err());
+        assert_eq!(tally.line(), "0 passed, 1 failed, 4 skipped");
+        assert_eq!(or_skip(&mut tally, &[], "lab", Ok(7)).unwrap(), Some(7));
+    }
 }

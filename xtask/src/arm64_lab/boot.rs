@@ -62,7 +62,7 @@ fn tail(bytes: &[u8], lines: usize) -> String {
 
 pub fn boot(boot: &Boot) -> Result<Booted> {
     let mut cmd = qemu_command(boot);
-    println!(
+    crate::errln!(
         "  {} {}",
         boot.qemu.display(),
         cmd.get_args()
@@ -148,7 +148,7 @@ pub fn boot(boot: &Boot) -> Result<Booted> {
         );
     }
     if !qemu_errors.trim().is_empty() {
-        println!("  qemu-system-aarch64 said: {}", qemu_errors.trim());
+        crate::errln!("  qemu-system-aarch64 said: {}", qemu_errors.trim());
     }
     Ok(Booted { console, elapsed })
 }

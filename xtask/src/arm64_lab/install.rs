@@ -13,7 +13,7 @@
 //!   Debian's `rustc-web` with `libstd-rust-web-dev:arm64` (route 2).
 
 use super::Kernel;
-use crate::{check, step};
+use crate::{check, may_install, step};
 use anyhow::{Context, Result, bail};
 use std::env;
 use std::fs;
@@ -83,7 +83,7 @@ impl Apt {
             return Ok(());
         }
         require_root("apt-get update")?;
-        println!("  apt-get update");
+        errln!("  apt-get update");
         check(
             apt_command("apt-get").args(["update", "-q"]).status(),
             "apt-get update (the package lists could not be refreshed; check the network and \
@@ -93,8 +93,17 @@ impl Apt {
         Ok(())
     }
 
-    /// `apt-get install` `packages`, from `release` when given (`-t`).
-    fn install(&mut self, release: Option<&str>, packages: &[&str]) -> Result<()> {
+    /// `apt-get install` `packages`, from `release` when given (`-t`), needed for `why`
+    /// (announced first; refused by `--no-install`).
+    fn install(&mut self, release: Option<&str>, packages: &[&str], why: &str) -> Result<()> {
+        may_install(
+            &format!(
+                "apt package(s) {}{}",
+                packages.join(" "),
+                release.map(|r| format!(" from {r}")).unwrap_or_default()
+            ),
+            why,
+        )?;
         self.update()?;
         let mut cmd = apt_command("apt-get");
         cmd.args(["install", "-y", "-q", "--no-install-recommends"]);
@@ -102,7 +111,7 @@ impl Apt {
             cmd.args(["-t", release]);
         }
         cmd.args(packages);
-        println!(
+        errln!(
             "  apt-get install{} {}",
             release.map(|r| format!(" -t {r}")).unwrap_or_default(),
             packages.join(" ")
@@ -125,7 +134,7 @@ impl Apt {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let spec = format!("{package}={version}");
-        println!("  apt-get download {spec}");
+        errln!("  apt-get download {spec}");
         let mut ok = apt_command("apt-get")
             .args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec])
             .current_dir(&tmp)
@@ -317,10 +326,14 @@ pub fn backports_stanza(debian_sources: &str) -> Result<String> {
 /// Make sure apt knows bookworm-backports. Returns whether the sources changed.
 fn ensure_backports() -> Result<bool> {
     if suite_configured(BACKPORTS) {
-        println!("  {BACKPORTS}: configured");
+        errln!("  {BACKPORTS}: configured");
         return Ok(false);
     }
     require_bookworm("QEMU 10 and the 6.12 kernel")?;
+    may_install(
+        &format!("the apt source {BACKPORTS} (derived from this machine's {CODENAME} source)"),
+        "the arm64 lab's QEMU 10 and 6.12 kernel come from there",
+    )?;
     require_root("writing an apt source for bookworm-backports")?;
     // The deb822 file of current Debian images; older set-ups (debootstrap) have one-line
     // entries in sources.list instead.
@@ -341,7 +354,7 @@ fn ensure_backports() -> Result<bool> {
         )
     })?;
     fs::write(to, text).with_context(|| format!("writing {to}"))?;
-    println!("  {BACKPORTS}: added {to} (derived from {from})");
+    errln!("  {BACKPORTS}: added {to} (derived from {from})");
     Ok(true)
 }
 
@@ -384,11 +397,15 @@ fn ensure_arm64_arch() -> Result<bool> {
         .split_whitespace()
         .any(|a| a == "arm64")
     {
-        println!("  dpkg architecture arm64: present");
+        errln!("  dpkg architecture arm64: present");
         return Ok(false);
     }
+    may_install(
+        "the dpkg architecture arm64 (dpkg --add-architecture arm64)",
+        "the arm64 lab fetches arm64 kernels and busybox through apt",
+    )?;
     require_root("dpkg --add-architecture arm64")?;
-    println!("  dpkg --add-architecture arm64");
+    errln!("  dpkg --add-architecture arm64");
     check(
         Command::new("dpkg")
             .args(["--add-architecture", "arm64"])
@@ -401,27 +418,35 @@ fn ensure_arm64_arch() -> Result<bool> {
 /// The host packages: QEMU 10 and the cross linker.
 fn ensure_host_packages(apt: &mut Apt) -> Result<()> {
     match installed_version("qemu-system-arm") {
-        Some(v) if !version_gt("1:10~", &v) => println!("  qemu-system-arm {v}: present"),
+        Some(v) if !version_gt("1:10~", &v) => errln!("  qemu-system-arm {v}: present"),
         found => {
             if let Some(v) = found {
-                println!("  qemu-system-arm {v}: older than QEMU 10, upgrading from {BACKPORTS}");
+                errln!("  qemu-system-arm {v}: older than QEMU 10, upgrading from {BACKPORTS}");
             }
             require_bookworm("QEMU 10")?;
-            apt.install(Some(BACKPORTS), &["qemu-system-arm"])?;
+            apt.install(
+                Some(BACKPORTS),
+                &["qemu-system-arm"],
+                "the arm64 lab boots its kernels at EL2 under QEMU >= 10",
+            )?;
         }
     }
     let missing: Vec<&str> = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
         .into_iter()
         .filter(|p| match installed_version(p) {
             Some(v) => {
-                println!("  {p} {v}: present");
+                errln!("  {p} {v}: present");
                 false
             }
             None => true,
         })
         .collect();
     if !missing.is_empty() {
-        apt.install(None, &missing)?;
+        apt.install(
+            None,
+            &missing,
+            "the arm64 lab links the aarch64 vmfleet with them",
+        )?;
     }
     Ok(())
 }
@@ -510,7 +535,7 @@ fn unpack(deb: &Path, dest: &Path, paths: &[&str]) -> Result<()> {
     let tmp = dest.with_extension("partial");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    println!("  unpacking {} into {}", deb.display(), dest.display());
+    errln!("  unpacking {} into {}", deb.display(), dest.display());
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -581,7 +606,7 @@ fn cached_kernel(kernel: Kernel, cache: &Path) -> Option<KernelImage> {
 /// and unpacked into the cache.
 pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<KernelImage> {
     if let Some(found) = cached_kernel(kernel, cache) {
-        println!(
+        errln!(
             "  kernel {}: {} {} (cached; delete {} to look for a newer one)",
             kernel.label(),
             found.package,
@@ -593,6 +618,15 @@ pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<Kern
         return Ok(found);
     }
     require_bookworm("the arm64 kernels")?;
+    may_install(
+        &format!(
+            "arm64 kernel {} ({}, downloaded into {})",
+            kernel.label(),
+            kernel.package_pattern(),
+            cache.display()
+        ),
+        "the arm64 lab boots it; `apt-get update` first",
+    )?;
     apt.update()?;
     let names = package_names(kernel.package_prefix());
     let mut candidates: Vec<Offer> = Vec::new();
@@ -613,7 +647,7 @@ pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<Kern
             kernel.package_prefix()
         );
     };
-    println!(
+    errln!(
         "  kernel {}: {} {}",
         kernel.label(),
         offer.package,
@@ -649,13 +683,17 @@ pub fn ensure_busybox(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
                 .to_string();
             if name.starts_with("busybox-static_") && name.ends_with("_arm64") {
                 if let Some(bin) = find(&dir) {
-                    println!("  busybox-static:arm64: {} (cached)", bin.display());
+                    errln!("  busybox-static:arm64: {} (cached)", bin.display());
                     return Ok(bin);
                 }
             }
         }
     }
     require_bookworm("busybox-static:arm64")?;
+    may_install(
+        &format!("busybox-static:arm64 (downloaded into {})", cache.display()),
+        "the arm64 lab's initramfs runs it; `apt-get update` first",
+    )?;
     apt.update()?;
     let offer = newest(offers(
         "busybox-static",
@@ -679,33 +717,49 @@ pub fn ensure_rust(apt: &mut Apt) -> Result<RustRoute> {
     let forced = env::var("VMFLEET_LAB_RUST").ok();
     if forced.as_deref() != Some("debian") {
         if rustup_has_target()? {
-            println!("  rust target {MUSL_TARGET}: present");
+            errln!("  rust target {MUSL_TARGET}: present");
             return Ok(RustRoute::Rustup);
         }
-        println!("  rustup target add {MUSL_TARGET}");
-        let added = Command::new("rustup")
-            .args(["target", "add", MUSL_TARGET])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        let allowed = may_install(
+            &format!("the rustup target {MUSL_TARGET} (rustup target add {MUSL_TARGET})"),
+            "the arm64 lab cross-builds a static aarch64 vmfleet",
+        );
+        let added = allowed.is_ok()
+            && Command::new("rustup")
+                .args(["target", "add", MUSL_TARGET])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
         if added {
             return Ok(RustRoute::Rustup);
         }
-        println!(
+        if let Err(refused) = allowed {
+            // --no-install: route 2 only if it is already there.
+            let have = installed_version("rustc-web").is_some()
+                && installed_version("libstd-rust-web-dev:arm64").is_some();
+            if !have {
+                return Err(refused);
+            }
+        }
+        errln!(
             "  rustup could not add {MUSL_TARGET}; falling back to Debian's rustc-web with \
              libstd-rust-web-dev:arm64 (route 2)"
         );
     } else {
-        println!("  VMFLEET_LAB_RUST=debian: Debian's rustc-web (route 2)");
+        errln!("  VMFLEET_LAB_RUST=debian: Debian's rustc-web (route 2)");
     }
     let rustc = PathBuf::from("/usr/bin/rustc");
     let have = installed_version("rustc-web").is_some()
         && installed_version("libstd-rust-web-dev:arm64").is_some();
     if have {
-        println!("  rustc-web, libstd-rust-web-dev:arm64: present");
+        errln!("  rustc-web, libstd-rust-web-dev:arm64: present");
     } else {
         require_bookworm("rustc-web")?;
-        apt.install(None, &["rustc-web", "libstd-rust-web-dev:arm64"])?;
+        apt.install(
+            None,
+            &["rustc-web", "libstd-rust-web-dev:arm64"],
+            "the arm64 lab cross-builds vmfleet with Debian's Rust, as rustup has no aarch64 musl target",
+        )?;
     }
     if !rustc.is_file() {
         bail!(

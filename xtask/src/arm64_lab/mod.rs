@@ -35,11 +35,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The guest kernels the lab boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kernel {
     /// Debian's 6.12 from bookworm-backports: writable ID registers, writable-mask ioctl.
+    #[value(name = "6.12")]
     V6_12,
     /// Debian bookworm's own 6.1: the old-kernel behaviour.
+    #[value(name = "6.1")]
     V6_1,
 }
 
@@ -274,7 +276,7 @@ impl Lab {
     pub fn prepare(kernels: &[Kernel]) -> Result<Lab> {
         let started = Instant::now();
         let (busybox, images, route) = install::provision(kernels, &lab_dir().join("cache"))?;
-        println!("  (install step: {:.1} s)", started.elapsed().as_secs_f64());
+        errln!("  (install step: {:.1} s)", started.elapsed().as_secs_f64());
         let qemu = which("qemu-system-aarch64")
             .context("qemu-system-aarch64 is not on PATH although qemu-system-arm is installed")?;
         let vmfleet = build_vmfleet(&route)?;
@@ -352,7 +354,7 @@ impl Lab {
         })?;
         let files = decoded.write_into(&out)?;
         if decoded.skipped > 0 {
-            println!(
+            errln!(
                 "  ({} stray console line(s) inside the frames were skipped; every file's \
                  SHA-256 matched)",
                 decoded.skipped
@@ -457,7 +459,7 @@ pub fn build_vmfleet(route: &RustRoute) -> Result<PathBuf> {
     let bin = target_dir().join(target).join("release").join("vmfleet");
     let bytes = fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     check_static_aarch64(&bytes).with_context(|| format!("{} is unusable", bin.display()))?;
-    println!(
+    errln!(
         "  {} ({:.1} MiB, static aarch64) in {:.1} s",
         bin.display(),
         bytes.len() as f64 / (1024.0 * 1024.0),
@@ -476,11 +478,11 @@ pub fn build_vmfleet(route: &RustRoute) -> Result<PathBuf> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        println!("  (aarch64-linux-gnu-strip failed; the guest gets the unstripped binary)");
+        errln!("  (aarch64-linux-gnu-strip failed; the guest gets the unstripped binary)");
         return Ok(bin);
     }
     let size = fs::metadata(&stripped)?.len();
-    println!(
+    errln!(
         "  {} ({:.1} MiB, without debug info) goes into the initramfs",
         stripped.display(),
         size as f64 / (1024.0 * 1024.0)
@@ -523,76 +525,61 @@ fn check_static_aarch64(elf: &[u8]) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str =
-    "usage: cargo xtask arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR]
-                         [--input FILE]... [--timeout SECS] [-- VMFLEET ARGS...]
+/// `cargo xtask arm64-lab`'s options.
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    /// Guest kernel: 6.12 (from bookworm-backports) or 6.1 (from bookworm).
+    #[arg(long, value_enum, default_value = "6.12", value_name = "KERNEL")]
+    pub kernel: Kernel,
+    /// QEMU's -cpu: max, neoverse-n1, neoverse-v1, cortex-a72, ...
+    #[arg(long, default_value = "max", value_name = "CPU", value_parser = cpu_name)]
+    pub cpu: String,
+    /// Guest CPUs (QEMU's -smp), 1 to 8.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub smp: u32,
+    /// Results directory [default: <target>/arm64-lab/<kernel>-<cpu>/]; emptied first if it is
+    /// a previous lab run's, refused if it holds anything else.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Copy FILE into vmfleet's working directory in the guest (repeatable).
+    #[arg(long, value_name = "FILE", value_parser = existing_file)]
+    pub input: Vec<PathBuf>,
+    /// vmfleet's time limit in the guest, in whole seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// What vmfleet runs [default: host]. Its working directory holds the inputs and an empty
+    /// out/; every file it writes there comes back into DIR.
+    #[arg(last = true, value_name = "VMFLEET ARGS")]
+    pub args: Vec<String>,
+}
 
-Boots a Debian arm64 kernel at EL2 under qemu-system-aarch64 (TCG, -M virt,virtualization=on),
-so that its /dev/kvm is real arm64 KVM, and runs a static aarch64 vmfleet there.
+/// A QEMU CPU model name: not empty, no spaces or commas (QEMU would read them as options).
+fn cpu_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains([' ', ',', '=']) {
+        return Err(format!(
+            "`{text}` is not a QEMU CPU model name (e.g. max, neoverse-n1)"
+        ));
+    }
+    Ok(text.to_string())
+}
 
-  --kernel 6.12|6.1   guest kernel (default 6.12, from bookworm-backports; 6.1 from bookworm)
-  --cpu CPU           QEMU -cpu: max (default), neoverse-n1, neoverse-v1, cortex-a72, ...
-  --smp N             guest CPUs (default 1)
-  --out DIR           results (default <target>/arm64-lab/<kernel>-<cpu>/); emptied first if it
-                      is a previous lab run's, refused if it holds anything else
-  --input FILE        copy FILE into vmfleet's working directory in the guest (repeatable)
-  --timeout SECS      vmfleet's time limit in the guest (default 300)
-  -- VMFLEET ARGS     what vmfleet runs (default: host). Its working directory holds the inputs
-                      and an empty out/; every file it writes there comes back into DIR.
-
-Results in DIR: console.log (the whole serial console), vmfleet.stdout, vmfleet.stderr,
-vmfleet.status (exit status), dmesg.log, initramfs.cpio.gz, and the files vmfleet wrote.
-The first run installs what is missing (root; apt, rustup) and caches the kernels under
-<target>/arm64-lab/cache. Exit status: non-zero when the lab fails or vmfleet exits non-zero.";
+/// An `--input` must be a file that exists now.
+fn existing_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if !path.is_file() {
+        return Err(format!("{text}: no such file"));
+    }
+    Ok(path)
+}
 
 /// `cargo xtask arm64-lab ARGS`.
-pub fn cli(args: &[String]) -> Result<()> {
-    let mut run = LabRun::new(Kernel::V6_12, "max");
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--kernel" => run.kernel = Kernel::parse(&value("--kernel")?)?,
-            "--cpu" => run.cpu = value("--cpu")?,
-            "--smp" => {
-                let v = value("--smp")?;
-                run.smp = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=8).contains(n))
-                    .with_context(|| format!("--smp {v}: give a number from 1 to 8"))?;
-            }
-            "--out" => run.out = Some(PathBuf::from(value("--out")?)),
-            "--input" => {
-                let path = PathBuf::from(value("--input")?);
-                if !path.is_file() {
-                    bail!("--input {}: no such file", path.display());
-                }
-                run.inputs.push(path);
-            }
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let secs: u64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .with_context(|| format!("--timeout {v}: give whole seconds"))?;
-                run.timeout = Duration::from_secs(secs);
-            }
-            "--" => {
-                run.args = it.by_ref().cloned().collect();
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
-        }
-    }
+pub fn cli(args: LabArgs) -> Result<()> {
+    let mut run = LabRun::new(args.kernel, &args.cpu);
+    run.smp = args.smp;
+    run.out = args.out;
+    run.inputs = args.input;
+    run.timeout = Duration::from_secs(args.timeout);
+    run.args = args.args;
     let lab = Lab::prepare(&[run.kernel])?;
     let outcome = lab.run(&run)?;
     print_outcome(&outcome);
@@ -603,14 +590,14 @@ pub fn cli(args: &[String]) -> Result<()> {
 pub fn print_outcome(outcome: &LabOutcome) {
     for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         if !text.is_empty() {
-            println!("--- vmfleet {name} (guest) ---\n{}", text.trim_end());
+            outln!("--- vmfleet {name} (guest) ---\n{}", text.trim_end());
         }
     }
     for file in &outcome.files {
         let size = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        println!("  file back: {} ({size} bytes)", file.display());
+        outln!("  file back: {} ({size} bytes)", file.display());
     }
-    println!("{}", outcome.summary());
+    outln!("{}", outcome.summary());
 }
 
 /// The check `cargo xtask test` makes: on 6.12 with `-cpu max`, `vmfleet host` says KVM is
@@ -646,7 +633,7 @@ pub fn smoke_test(lab: &Lab) -> Result<LabOutcome> {
             );
         }
     }
-    println!("  vmfleet host: KVM available, arch aarch64, arm64 capabilities answer");
+    outln!("  vmfleet host: KVM available, arch aarch64, arm64 capabilities answer");
     Ok(outcome)
 }
 
@@ -705,7 +692,7 @@ pub fn transport_test(lab: &Lab) -> Result<LabOutcome> {
             outcome.stderr
         );
     }
-    println!("  {} bytes came back byte-exact", back.len());
+    outln!("  {} bytes came back byte-exact", back.len());
     Ok(outcome)
 }
 
