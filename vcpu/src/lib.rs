@@ -32,6 +32,7 @@ pub mod ids;
 pub mod kvm;
 pub mod lock;
 pub mod runner;
+pub mod suggest;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
