@@ -501,7 +501,9 @@ impl VmLoop {
                 (true, Some(current)) => current.held.clone(),
                 _ => requested.table.clone(),
             };
-            let write = vcpu.set_cpuid(&table).map_err(|e| refusal_text(&e))?;
+            let write = vcpu
+                .set_cpuid(&table)
+                .map_err(|e| recorded_refusal_text(&e))?;
             let hidden = requested.hidden.clone();
             let previous = self.report.vcpus.get(index);
             pending.push((index, requested.table.clone()));
@@ -1328,11 +1330,21 @@ fn try_after_run(vcpu: &VcpuHandle, action: &AfterRun) -> Result<AfterRunReport,
     })
 }
 
-/// A lock refusal as its own explanation; any other error with its call and target.
+/// A lock refusal as its own explanation, for people: what changed, old → new, and the rule on
+/// the first line, the details below. Any other error with its call and target.
 pub(super) fn refusal_text(e: &HandleError) -> String {
     match &e.source {
         vcpu::CallError::Refused(refusal) => refusal.to_string(),
         other => format!("{} on {}: {other}", e.call, e.target),
+    }
+}
+
+/// A lock refusal in the one-line words traces record ([`vcpu::LockRefusal::recorded`]): for the
+/// replies of control requests, which replays compare with the recorded ones.
+fn recorded_refusal_text(e: &HandleError) -> String {
+    match &e.source {
+        vcpu::CallError::Refused(refusal) => refusal.recorded(),
+        _ => refusal_text(e),
     }
 }
 
