@@ -1,8 +1,8 @@
 //! The fleet spec: which VMs to run, with which CPU model, and what to try on them after they ran.
 //!
 //! A spec is TOML. Every error, syntactic or semantic, names the file, line and column of the
-//! offending value, because a fleet spec is hand-written and a bare "invalid value" wastes the
-//! operator's time. Parsing is pure: the same text always gives the same spec, which is what lets
+//! offending key or value, because a fleet spec is hand-written and a bare "invalid value" wastes
+//! the operator's time; a misspelt key, action, arch or feature gets the nearest known name. Parsing is pure: the same text always gives the same spec, which is what lets
 //! a trace carry its spec as text and replay re-parse it.
 //!
 //! ```toml
@@ -246,7 +246,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             other => {
                 return Err(at(
                     Some(a.span()),
-                    format!("unknown arch `{other}`: expected \"x86_64\" or \"aarch64\""),
+                    format!(
+                        "unknown arch `{other}`{}: expected \"x86_64\" or \"aarch64\"",
+                        did_you_mean(other, &["x86_64", "aarch64"])
+                    ),
                 ));
             }
         },
@@ -576,8 +579,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                     return Err(at(
                         Some(a.action.span()),
                         format!(
-                            "unknown action `{other}`: expected \"rewrite-identical\", \"hide\" \
-                             (x86) or \"set\" (arm64)"
+                            "unknown action `{other}`{}: expected \"rewrite-identical\", \
+                             \"hide\" (x86) or \"set\" (arm64)",
+                            did_you_mean(other, &["rewrite-identical", "hide", "set"])
                         ),
                     ));
                 }
@@ -778,14 +782,22 @@ fn array_tables<'a, 'i>(
 fn unknown_key(key: &str, kind: usize) -> String {
     let (table, known) = TABLES[kind];
     let mut message = format!("unknown key `{key}` in {table}");
-    if let Some(near) = vcpu::suggest::closest(key, known.iter().copied()) {
-        message += &format!(" (did you mean `{near}`?)");
+    let near = did_you_mean(key, known);
+    if !near.is_empty() {
+        message += &near;
     } else if let Some((elsewhere, _)) = TABLES.iter().find(|(_, keys)| keys.contains(&key)) {
         message += &format!(": `{key}` belongs in {elsewhere}");
     } else {
         message += &format!("; the keys there are {}", backticked(known));
     }
     message
+}
+
+/// ` (did you mean `x`?)` when a known name is close to `name`, else nothing.
+fn did_you_mean(name: &str, known: &[&str]) -> String {
+    vcpu::suggest::closest(name, known.iter().copied())
+        .map(|near| format!(" (did you mean `{near}`?)"))
+        .unwrap_or_default()
 }
 
 fn backticked(names: &[&str]) -> String {
@@ -1259,7 +1271,13 @@ vcpu = 1
                 format!("arch = \"sparc\"\n{X}"),
                 1,
                 8,
-                "unknown arch `sparc`",
+                "unknown arch `sparc`: expected",
+            ),
+            (
+                format!("arch = \"aarch46\"\n{X}"),
+                1,
+                8,
+                "unknown arch `aarch46` (did you mean `aarch64`?)",
             ),
             (
                 format!("cross_check = true\n{X}"),
@@ -1399,7 +1417,13 @@ vcpu = 1
                 x("[[vm.after_run]]\naction = \"explode\"\n"),
                 4,
                 10,
-                "unknown action `explode`",
+                "unknown action `explode`: expected",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"rewrite_identical\"\n"),
+                4,
+                10,
+                "unknown action `rewrite_identical` (did you mean `rewrite-identical`?)",
             ),
             (
                 x("[[vm.after_run]]\naction = \"hide\"\n"),
