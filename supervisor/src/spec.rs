@@ -697,6 +697,42 @@ fn feature_list(
     Ok(out)
 }
 
+/// `vmfleet run --cross-check`: the spec with `cross_check = true` written into its text (the
+/// text a trace keeps, so that replays cross-check the same writes), and the text. Refused, at
+/// the key that contradicts it, for an x86 fleet and for a spec that says `cross_check = false`.
+pub fn parse_cross_checked(
+    text: &str,
+    source_name: &str,
+) -> Result<(String, FleetSpec), SpecError> {
+    let spec = parse(text, source_name)?;
+    if spec.cross_check {
+        return Ok((text.to_string(), spec));
+    }
+    let at =
+        |span: Option<Range<usize>>, message: String| error_at(text, source_name, span, message);
+    let doc = DeTable::parse(text).map_err(|e| at(e.span(), toml_message(&e)))?;
+    let top = |key: &str| doc.get_ref().get(key).map(|v| v.span());
+    if spec.arch != GuestArch::Aarch64 {
+        return Err(at(
+            top("arch"),
+            format!(
+                "`--cross-check` applies to aarch64 fleets (x86 writes are not judged before the \
+                 kernel); this one is {}",
+                spec.arch
+            ),
+        ));
+    }
+    if let Some(span) = top("cross_check") {
+        return Err(at(
+            Some(span),
+            "`cross_check = false` contradicts `--cross-check`: drop one of them".into(),
+        ));
+    }
+    let text = format!("cross_check = true  # vmfleet run --cross-check\n{text}");
+    let spec = parse(&text, source_name)?;
+    Ok((text, spec))
+}
+
 // ---- keys ----------------------------------------------------------------------------------
 
 /// The tables of a spec and their keys. An unknown key is refused with the nearest known one, or
@@ -1700,6 +1736,37 @@ value = 0
 [[vm]]
 name = "plain"
 "#;
+
+    #[test]
+    fn cross_check_from_the_command_line_goes_into_the_text() {
+        let (text, spec) = parse_cross_checked(ARM64, "arm64.toml").unwrap();
+        assert!(spec.cross_check && spec.vms.iter().all(|vm| vm.cross_check));
+        assert!(text.starts_with("cross_check = true") && text.ends_with(ARM64));
+        // Already there: the text is kept.
+        let with = format!("cross_check = true\n{ARM64}");
+        assert_eq!(parse_cross_checked(&with, "arm64.toml").unwrap().0, with);
+        // An x86 fleet: the error points at its `arch`, or at the start without one.
+        let e = parse_cross_checked("arch = \"x86_64\"\n[[vm]]\nname = \"a\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x.toml:1:8: `--cross-check` applies to aarch64 fleets"),
+            "{e}"
+        );
+        let e = parse_cross_checked("[[vm]]\nname = \"a\"\n", "x.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1), "{e}");
+        // A spec that says no: the error is at its own line, not one shifted by the flag.
+        let e = parse_cross_checked(&format!("{ARM64}\n"), "arm64.toml").map(|_| ());
+        assert!(e.is_ok());
+        let no = ARM64.replacen(
+            "arch = \"aarch64\"\n",
+            "arch = \"aarch64\"\ncross_check = false\n",
+            1,
+        );
+        let e = parse_cross_checked(&no, "arm64.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 15), "{e}");
+        assert!(e.message.contains("contradicts `--cross-check`"), "{e}");
+    }
 
     #[test]
     fn an_arm64_fleet_carries_its_model() {
