@@ -1615,6 +1615,24 @@ vcpu = 1
                 "both set ID_AA64ISAR0_EL1.AES",
             ),
             (
+                a("[vm.arm64]\nid_registers = { CSV3 = 0 }\n"),
+                5,
+                18,
+                "`CSV3` is not of the form REGISTER.FIELD (e.g. ID_AA64ISAR0_EL1.AES) — did you mean `ID_AA64PFR0_EL1.CSV3`?",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"MIDR_EL1.Revision\" = 0 }\n"),
+                5,
+                18,
+                "vmfleet has no field table for MIDR_EL1",
+            ),
+            (
+                a("[[vm.after_run]]\naction = \"set\"\nfield = \"CSV3\"\nvalue = 0\n"),
+                6,
+                9,
+                "`CSV3` is not of the form REGISTER.FIELD",
+            ),
+            (
                 a("[vm.arm64]\nhypercalls = { trg = false }\n"),
                 5,
                 16,
