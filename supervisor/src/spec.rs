@@ -1119,6 +1119,14 @@ vcpu = 1
         let e = err(&text.replace("count = 96", "count = 97"));
         assert_eq!((e.line, e.column), (15, 9), "points at count: {e}");
 
+        // As many [[vm]] tables: the one past the limit is named.
+        let tables: String = (0..=MAX_VMS)
+            .map(|i| format!("[[vm]]\nname = \"t{i}\"\n"))
+            .collect();
+        let e = err(&tables);
+        assert_eq!((e.line, e.column), (2 * MAX_VMS + 1, 1), "{e}");
+        assert_eq!(e.message, "more than 4096 VMs");
+
         // vCPUs: 64 x 64 = 4096 is the most.
         let vcpus = "[[vm]]\nname = \"a\"\ncount = 64\nvcpus = 64\n";
         parse(vcpus, "f.toml").unwrap();
