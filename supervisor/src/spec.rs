@@ -2,7 +2,8 @@
 //!
 //! A spec is TOML. Every error, syntactic or semantic, names the file, line and column of the
 //! offending key or value, because a fleet spec is hand-written and a bare "invalid value" wastes
-//! the operator's time; a misspelt key, action, arch or feature gets the nearest known name. Parsing is pure: the same text always gives the same spec, which is what lets
+//! the operator's time; a misspelt key, action, arch or feature gets the nearest known name.
+//! Parsing is pure: the same text always gives the same spec, which is what lets
 //! a trace carry its spec as text and replay re-parse it.
 //!
 //! ```toml
@@ -148,7 +149,8 @@ impl AfterRun {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct SpecError {
     pub source_name: String,
-    /// 1-based; 0 when the error has no position (an empty fleet, say).
+    /// 1-based, like `column`: [`parse`] always names a position (the start of the file when
+    /// nothing narrower is to blame); 0 only in errors made elsewhere, displayed without one.
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -758,13 +760,13 @@ const ARM64_KEYS: &[&str] = &[
     "psci_version",
     "unknown_registers",
 ];
-/// Every table, as an error names it, with its keys.
+/// Every table, where an error says a key is, with its keys.
 const TABLES: &[(&str, &[&str])] = &[
-    ("the top level", TOP_KEYS),
-    ("[[vm]]", VM_KEYS),
-    ("a VM's `cpu`", CPU_KEYS),
-    ("[[vm.after_run]]", AFTER_RUN_KEYS),
-    ("[vm.arm64]", ARM64_KEYS),
+    ("at the top level", TOP_KEYS),
+    ("in [[vm]]", VM_KEYS),
+    ("in a VM's `cpu`", CPU_KEYS),
+    ("in [[vm.after_run]]", AFTER_RUN_KEYS),
+    ("in [vm.arm64]", ARM64_KEYS),
 ];
 
 /// Refuse the first unknown key (in file order) of every table whose keys are fixed. Values of
@@ -817,12 +819,12 @@ fn array_tables<'a, 'i>(
 
 fn unknown_key(key: &str, kind: usize) -> String {
     let (table, known) = TABLES[kind];
-    let mut message = format!("unknown key `{key}` in {table}");
+    let mut message = format!("unknown key `{key}` {table}");
     let near = did_you_mean(key, known);
     if !near.is_empty() {
         message += &near;
     } else if let Some((elsewhere, _)) = TABLES.iter().find(|(_, keys)| keys.contains(&key)) {
-        message += &format!(": `{key}` belongs in {elsewhere}");
+        message += &format!(": `{key}` belongs {elsewhere}");
     } else {
         message += &format!("; the keys there are {}", backticked(known));
     }
@@ -1251,14 +1253,14 @@ vcpu = 1
                 x("cross_check = 1\n"),
                 3,
                 1,
-                "unknown key `cross_check` in [[vm]]: `cross_check` belongs in the top level",
+                "unknown key `cross_check` in [[vm]]: `cross_check` belongs at the top level",
             ),
             // Unknown keys, in every table.
             (
                 format!("nme = \"x\"\n{X}"),
                 1,
                 1,
-                "unknown key `nme` in the top level (did you mean `name`?)",
+                "unknown key `nme` at the top level (did you mean `name`?)",
             ),
             (
                 x("vcpu = 2\n"),
