@@ -179,7 +179,7 @@ impl Vcpu for RecordingVcpu {
                 errno: refusal.errno,
                 origin: Origin::Lock,
             }),
-            Some(refusal.to_string()),
+            Some(refusal.recorded()),
         );
         self.inner.note_refused(call, refusal)
     }

@@ -242,6 +242,7 @@ fn refusal(errno: Errno) -> LockRefusal {
         errno,
         write: "SET_CPUID2".into(),
         differences: vec!["0x7.0.ebx: avx2 1->0".into()],
+        changes: vec!["CPUID 0x7.0.ebx avx2 1 → 0".into()],
     }
 }
 
@@ -271,7 +272,8 @@ fn a_lock_refusal_replays_only_as_a_lock_refusal() {
     let events = record_one_write(true);
     assert_eq!(
         events.last().unwrap().detail.as_deref(),
-        Some(refusal(Errno::EINVAL).to_string().as_str())
+        Some(refusal(Errno::EINVAL).recorded().as_str()),
+        "traces keep the one-line text of the first recordings"
     );
 
     // The same refusal replays.

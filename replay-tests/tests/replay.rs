@@ -385,3 +385,61 @@ fn a_supervisor_issuing_different_calls_diverges() {
         "{text}"
     );
 }
+
+/// A lock refusal's first line says what changed (feature or register field), old → new, and the
+/// rule, in at most 200 characters; the details follow on later lines. Checked on the refusals
+/// the lock makes while replaying real recordings: the x86 post-run `hide` of `lock.trace`, and
+/// the post-run `ID_AA64PFR0_EL1.CSV3` writes of the arm64 fixtures.
+#[test]
+fn lock_refusals_open_with_a_short_line_naming_the_change_and_the_rule() {
+    let expected: &[(&str, &str)] = &[
+        (
+            "lock",
+            "vm0/vcpu1: CPUID 0x1.0.ecx sse4_2 1 → 0 (and 1 more) refused: ",
+        ),
+        (
+            "arm64-6.12-max",
+            "vm0/vcpu0: ID_AA64PFR0_EL1.CSV3 1 → 0 refused: ",
+        ),
+        (
+            "arm64-6.12-neoverse-n1",
+            "vm0/vcpu0: ID_AA64PFR0_EL1.CSV3 1 → 0 refused: ",
+        ),
+        (
+            "arm64-6.1-max",
+            "vm0/vcpu0: ID_AA64PFR0_EL1.CSV3 0 → 1 refused: ",
+        ),
+    ];
+    for (name, start) in expected {
+        let (trace, spec) = load(name);
+        let outcome = replay_trace(&trace, &spec).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let report = outcome
+            .report
+            .expect("a replay without divergence has a report");
+        let messages: Vec<&str> = report
+            .vms
+            .iter()
+            .flat_map(|vm| &vm.after_run)
+            .filter(|a| a.outcome == supervisor::report::Verdict::RefusedByLock)
+            .filter_map(|a| a.message.as_deref())
+            .collect();
+        assert!(!messages.is_empty(), "{name}: no lock refusal");
+        for message in messages {
+            let mut lines = message.lines();
+            let first = lines.next().unwrap_or_default();
+            assert!(
+                first.chars().count() <= vcpu::lock::HEADLINE_MAX,
+                "{name}: {} characters: {first}",
+                first.chars().count()
+            );
+            assert!(first.starts_with(start), "{name}: {first}");
+            assert!(first.ends_with(vcpu::lock::LOCK_RULE), "{name}: {first}");
+            let details: Vec<&str> = lines.collect();
+            assert!(
+                details.iter().any(|l| l.contains("refused write: SET_"))
+                    && details.iter().any(|l| l.contains("errno: E")),
+                "{name}: the details follow the first line: {message}"
+            );
+        }
+    }
+}

@@ -107,15 +107,13 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         }
         None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
     };
-    let mut spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
     // `--cross-check` is the spec's `cross_check = true`: written into the spec text the trace
     // keeps, so that its replays cross-check the same writes.
-    let text = if args.cross_check && !spec.cross_check {
-        let text = format!("cross_check = true  # vmfleet run --cross-check\n{text}");
-        spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
-        text
+    let (text, spec) = if args.cross_check {
+        spec::parse_cross_checked(&text, &source).or_status(Status::BadInput)?
     } else {
-        text
+        let spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
+        (text, spec)
     };
     // Refused now, before KVM is opened or any VM created: a run that cannot keep its results
     // must not start, and a refused run must leave the files it was pointed at untouched.

@@ -931,7 +931,9 @@ fn after_run_transcript(out: &mut String, after_run: &[AfterRunReport]) {
             }
         );
         if let Some(m) = &a.message {
-            let _ = writeln!(out, "  {m}");
+            for line in m.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
         }
     }
 }

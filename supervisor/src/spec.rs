@@ -1,8 +1,9 @@
 //! The fleet spec: which VMs to run, with which CPU model, and what to try on them after they ran.
 //!
 //! A spec is TOML. Every error, syntactic or semantic, names the file, line and column of the
-//! offending value, because a fleet spec is hand-written and a bare "invalid value" wastes the
-//! operator's time. Parsing is pure: the same text always gives the same spec, which is what lets
+//! offending key or value, because a fleet spec is hand-written and a bare "invalid value" wastes
+//! the operator's time; a misspelt key, action, arch or feature gets the nearest known name.
+//! Parsing is pure: the same text always gives the same spec, which is what lets
 //! a trace carry its spec as text and replay re-parse it.
 //!
 //! ```toml
@@ -55,6 +56,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 use vcpu::GuestArch;
 use vcpu::arm64::{Arm64ModelSpec, FieldRef, UnknownRegisterPolicy};
 use vcpu::cpuid::features;
@@ -147,7 +149,8 @@ impl AfterRun {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct SpecError {
     pub source_name: String,
-    /// 1-based; 0 when the error has no position (an empty fleet, say).
+    /// 1-based, like `column`: [`parse`] always names a position (the start of the file when
+    /// nothing narrower is to blame); 0 only in errors made elsewhere, displayed without one.
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -217,11 +220,18 @@ struct RawAfterRun {
 // ---- parsing ----------------------------------------------------------------------------------
 
 /// Parse and validate a fleet spec. `source_name` is what errors call the text (a path).
+///
+/// Every error carries the line and column of the key or value at fault (the start of the file
+/// when nothing narrower is to blame, e.g. a spec without VMs).
 pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     let at =
         |span: Option<Range<usize>>, message: String| error_at(text, source_name, span, message);
-    let raw: RawFleet =
-        toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+    // First the document with the span of every key and value: syntax errors, and unknown keys
+    // with a suggestion. Then the typed shape, then the rules.
+    let doc = DeTable::parse(text).map_err(|e| at(e.span(), toml_message(&e)))?;
+    check_keys(doc.get_ref(), &at)?;
+    let raw: RawFleet = toml::from_str(text)
+        .map_err(|e| at(e.span().map(|s| narrow(doc.get_ref(), s)), toml_message(&e)))?;
 
     let name = match &raw.name {
         Some(n) => {
@@ -238,14 +248,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
             other => {
                 return Err(at(
                     Some(a.span()),
-                    format!("unknown arch `{other}`: expected \"x86_64\" or \"aarch64\""),
+                    format!(
+                        "unknown arch `{other}`{}: expected \"x86_64\" or \"aarch64\"",
+                        did_you_mean(other, &["x86_64", "aarch64"])
+                    ),
                 ));
             }
         },
     };
     if raw.vm.is_empty() {
+        let vm_key = doc.get_ref().get("vm").map(|v| v.span());
         return Err(at(
-            None,
+            vm_key.or(Some(0..0)),
             "the fleet has no VMs: add at least one [[vm]] table".into(),
         ));
     }
@@ -284,7 +298,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     // Every VM name so far, with what made it (for the duplicate-name error).
     let mut names: HashMap<String, String> = HashMap::new();
     let mut fleet_vcpus: u64 = 0;
-    for raw_vm in &raw.vm {
+    for (index, raw_vm) in raw.vm.iter().enumerate() {
         let vm = raw_vm.get_ref();
         let name = vm.name.get_ref();
         let name_line = line_column(text, vm.name.span().start).0;
@@ -414,10 +428,19 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
         let arm64 = match (&vm.arm64, arch) {
             (None, _) => None,
             (Some(model), GuestArch::Aarch64) => {
-                model
-                    .get_ref()
-                    .check()
-                    .map_err(|e| at(Some(model.span()), format!("arm64 model of `{name}`: {e}")))?;
+                model.get_ref().check().map_err(|e| {
+                    // Point at the key the contradiction is about, not the whole table.
+                    let key = match e {
+                        vcpu::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
+                        | vcpu::arm64::SpecError::Psci01WithPsci02 => "psci_version",
+                        _ => "features",
+                    };
+                    let span = vm_value_span(doc.get_ref(), index, &["arm64", key]);
+                    at(
+                        span.or(Some(model.span())),
+                        format!("arm64 model of `{name}`: {e}"),
+                    )
+                })?;
                 Some(model.get_ref().clone())
             }
             (Some(model), GuestArch::X86_64) => {
@@ -512,10 +535,16 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                             "action \"set\" needs `value`".into(),
                         )
                     })?;
-                    if *value.get_ref() < 0 {
+                    let max = field_ref.field().max_raw();
+                    if *value.get_ref() < 0 || *value.get_ref() as u64 > max {
                         return Err(at(
                             Some(value.span()),
-                            "`value` must not be negative".into(),
+                            format!(
+                                "`value` is {}; {} is {} bits wide, so its values are 0..={max:#x}",
+                                value.get_ref(),
+                                field_ref.full_name(),
+                                field_ref.field().width
+                            ),
                         ));
                     }
                     AfterRun::SetField {
@@ -552,8 +581,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                     return Err(at(
                         Some(a.action.span()),
                         format!(
-                            "unknown action `{other}`: expected \"rewrite-identical\", \"hide\" \
-                             (x86) or \"set\" (arm64)"
+                            "unknown action `{other}`{}: expected \"rewrite-identical\", \
+                             \"hide\" (x86) or \"set\" (arm64)",
+                            did_you_mean(other, &["rewrite-identical", "hide", "set"])
                         ),
                     ));
                 }
@@ -593,9 +623,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     })
 }
 
+/// Names are addressed on command lines (`vmfleet ctl stop NAME`) and printed in tables, so they
+/// are 1 to 64 letters, digits, `-` and `_`, and never start with `-` (a command line would take
+/// them for an option).
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
+    }
+    if name.starts_with('-') {
+        return Err(format!(
+            "`{name}` starts with `-`, so a command line would take it for an option; start it \
+             with a letter, a digit or `_`"
+        ));
     }
     if name.len() > 64 {
         return Err(format!("`{name}` is longer than 64 characters"));
@@ -660,16 +699,203 @@ fn feature_list(
     Ok(out)
 }
 
+/// `vmfleet run --cross-check`: the spec with `cross_check = true` written into its text (the
+/// text a trace keeps, so that replays cross-check the same writes), and the text. Refused, at
+/// the key that contradicts it, for an x86 fleet and for a spec that says `cross_check = false`.
+pub fn parse_cross_checked(
+    text: &str,
+    source_name: &str,
+) -> Result<(String, FleetSpec), SpecError> {
+    let spec = parse(text, source_name)?;
+    if spec.cross_check {
+        return Ok((text.to_string(), spec));
+    }
+    let at =
+        |span: Option<Range<usize>>, message: String| error_at(text, source_name, span, message);
+    let doc = DeTable::parse(text).map_err(|e| at(e.span(), toml_message(&e)))?;
+    let top = |key: &str| doc.get_ref().get(key).map(|v| v.span());
+    if spec.arch != GuestArch::Aarch64 {
+        return Err(at(
+            top("arch"),
+            format!(
+                "`--cross-check` applies to aarch64 fleets (x86 writes are not judged before the \
+                 kernel); this one is {}",
+                spec.arch
+            ),
+        ));
+    }
+    if let Some(span) = top("cross_check") {
+        return Err(at(
+            Some(span),
+            "`cross_check = false` contradicts `--cross-check`: drop one of them".into(),
+        ));
+    }
+    let text = format!("cross_check = true  # vmfleet run --cross-check\n{text}");
+    let spec = parse(&text, source_name)?;
+    Ok((text, spec))
+}
+
+// ---- keys ----------------------------------------------------------------------------------
+
+/// The tables of a spec and their keys. An unknown key is refused with the nearest known one, or
+/// with the table it belongs in when it is a key of another table.
+const TOP_KEYS: &[&str] = &["name", "arch", "cross_check", "unknown_registers", "vm"];
+const VM_KEYS: &[&str] = &[
+    "name",
+    "count",
+    "vcpus",
+    "memory_mib",
+    "probe_repeats",
+    "fault_after_passes",
+    "cpu",
+    "arm64",
+    "after_run",
+];
+const CPU_KEYS: &[&str] = &["base", "hide"];
+const AFTER_RUN_KEYS: &[&str] = &["action", "features", "field", "value", "vcpu"];
+const ARM64_KEYS: &[&str] = &[
+    "features",
+    "id_registers",
+    "hypercalls",
+    "psci_version",
+    "unknown_registers",
+];
+/// Every table, where an error says a key is, with its keys.
+const TABLES: &[(&str, &[&str])] = &[
+    ("at the top level", TOP_KEYS),
+    ("in [[vm]]", VM_KEYS),
+    ("in a VM's `cpu`", CPU_KEYS),
+    ("in [[vm.after_run]]", AFTER_RUN_KEYS),
+    ("in [vm.arm64]", ARM64_KEYS),
+];
+
+/// Refuse the first unknown key (in file order) of every table whose keys are fixed. Values of
+/// the wrong shape are left to the typed parse, which names them.
+fn check_keys(
+    doc: &DeTable<'_>,
+    at: &dyn Fn(Option<Range<usize>>, String) -> SpecError,
+) -> Result<(), SpecError> {
+    let mut tables: Vec<(&DeTable<'_>, usize)> = vec![(doc, 0)];
+    for vm in array_tables(doc.get("vm")) {
+        tables.push((vm, 1));
+        if let Some(DeValue::Table(cpu)) = vm.get("cpu").map(|v| v.get_ref()) {
+            tables.push((cpu, 2));
+        }
+        tables.extend(array_tables(vm.get("after_run")).map(|a| (a, 3)));
+        if let Some(DeValue::Table(arm64)) = vm.get("arm64").map(|v| v.get_ref()) {
+            tables.push((arm64, 4));
+        }
+    }
+    let mut unknown: Vec<(Range<usize>, String)> = Vec::new();
+    for (table, kind) in tables {
+        let (_, known) = TABLES[kind];
+        if let Some(key) = table
+            .keys()
+            .filter(|k| !known.contains(&k.get_ref().as_ref()))
+            .min_by_key(|k| k.span().start)
+        {
+            unknown.push((key.span(), unknown_key(key.get_ref(), kind)));
+        }
+    }
+    match unknown.into_iter().min_by_key(|(span, _)| span.start) {
+        Some((span, message)) => Err(at(Some(span), message)),
+        None => Ok(()),
+    }
+}
+
+/// The tables of an array of tables (`[[vm]]`), or none when the value is something else.
+fn array_tables<'a, 'i>(
+    value: Option<&'a Spanned<DeValue<'i>>>,
+) -> impl Iterator<Item = &'a DeTable<'i>> {
+    let items: &[Spanned<DeValue<'i>>] = match value.map(|v| v.get_ref()) {
+        Some(DeValue::Array(items)) => items,
+        _ => &[],
+    };
+    items.iter().filter_map(|v| match v.get_ref() {
+        DeValue::Table(t) => Some(t),
+        _ => None,
+    })
+}
+
+fn unknown_key(key: &str, kind: usize) -> String {
+    let (table, known) = TABLES[kind];
+    let mut message = format!("unknown key `{key}` {table}");
+    let near = did_you_mean(key, known);
+    if !near.is_empty() {
+        message += &near;
+    } else if let Some((elsewhere, _)) = TABLES.iter().find(|(_, keys)| keys.contains(&key)) {
+        message += &format!(": `{key}` belongs {elsewhere}");
+    } else {
+        message += &format!("; the keys there are {}", backticked(known));
+    }
+    message
+}
+
+/// ` (did you mean `x`?)` when a known name is close to `name`, else nothing.
+fn did_you_mean(name: &str, known: &[&str]) -> String {
+    vcpu::suggest::closest(name, known.iter().copied())
+        .map(|near| format!(" (did you mean `{near}`?)"))
+        .unwrap_or_default()
+}
+
+fn backticked(names: &[&str]) -> String {
+    let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    names.join(", ")
+}
+
+/// The span of the value at `path` inside the `index`th `[[vm]]` table.
+fn vm_value_span(doc: &DeTable<'_>, index: usize, path: &[&str]) -> Option<Range<usize>> {
+    let mut value = match doc.get("vm")?.get_ref() {
+        DeValue::Array(items) => items.get(index)?,
+        _ => return None,
+    };
+    for key in path {
+        value = match value.get_ref() {
+            DeValue::Table(t) => t.get(*key)?,
+            _ => return None,
+        };
+    }
+    Some(value.span())
+}
+
+/// The TOML parser puts an error in an arm64 `features` list on the whole list: narrow it to
+/// the first element that is not a vCPU feature's name.
+fn narrow(doc: &DeTable<'_>, span: Range<usize>) -> Range<usize> {
+    for vm in array_tables(doc.get("vm")) {
+        let Some(DeValue::Table(arm64)) = vm.get("arm64").map(|v| v.get_ref()) else {
+            continue;
+        };
+        let Some(features) = arm64.get("features").filter(|f| f.span() == span) else {
+            continue;
+        };
+        if let DeValue::Array(items) = features.get_ref() {
+            if let Some(bad) = items.iter().find(|item| match item.get_ref() {
+                DeValue::String(name) => vcpu::arm64::VcpuFeature::from_name(name).is_none(),
+                _ => true,
+            }) {
+                return bad.span();
+            }
+        }
+    }
+    span
+}
+
+/// A TOML error's message, in the spec's words (`missing field` is a key here).
+fn toml_message(e: &toml::de::Error) -> String {
+    e.message()
+        .trim()
+        .replace("missing field", "missing key")
+        .replace("unknown field", "unknown key")
+}
+
 fn error_at(
     text: &str,
     source_name: &str,
     span: Option<Range<usize>>,
     message: String,
 ) -> SpecError {
-    let (line, column) = match span {
-        Some(span) => line_column(text, span.start),
-        None => (0, 0),
-    };
+    // Nothing narrower to blame: the start of the file.
+    let (line, column) = line_column(text, span.map_or(0, |s| s.start));
     SpecError {
         source_name: source_name.to_string(),
         line,
@@ -895,6 +1121,14 @@ vcpu = 1
         let e = err(&text.replace("count = 96", "count = 97"));
         assert_eq!((e.line, e.column), (15, 9), "points at count: {e}");
 
+        // As many [[vm]] tables: the one past the limit is named.
+        let tables: String = (0..=MAX_VMS)
+            .map(|i| format!("[[vm]]\nname = \"t{i}\"\n"))
+            .collect();
+        let e = err(&tables);
+        assert_eq!((e.line, e.column), (2 * MAX_VMS + 1, 1), "{e}");
+        assert_eq!(e.message, "more than 4096 VMs");
+
         // vCPUs: 64 x 64 = 4096 is the most.
         let vcpus = "[[vm]]\nname = \"a\"\ncount = 64\nvcpus = 64\n";
         parse(vcpus, "f.toml").unwrap();
@@ -977,10 +1211,518 @@ vcpu = 1
     }
 
     #[test]
-    fn an_empty_fleet_is_an_error_without_position() {
+    fn an_empty_fleet_points_at_the_start_of_the_file_or_its_vm_key() {
         let e = err("name = \"x\"\n");
-        assert_eq!(e.line, 0);
-        assert!(e.to_string().contains("no VMs"), "{e}");
+        assert_eq!((e.line, e.column), (1, 1), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("f.toml:1:1: the fleet has no VMs"),
+            "{e}"
+        );
+        let e = err("name = \"x\"\nvm = []\n");
+        assert_eq!((e.line, e.column), (2, 6), "{e}");
+    }
+
+    /// One spec per kind of error `parse` can give, with where it must point (line, column) and
+    /// a piece of its message. The position is the offending key or value, never just the table.
+    #[test]
+    fn every_kind_of_error_points_at_its_key_or_value() {
+        const X: &str = "[[vm]]\nname = \"a\"\n";
+        const A: &str = "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n";
+        let x = |rest: &str| format!("{X}{rest}");
+        let a = |rest: &str| format!("{A}{rest}");
+        let cases: Vec<(String, usize, usize, &str)> = vec![
+            // TOML itself.
+            (x("vcpus = = 2\n"), 3, 9, "extra `=`"),
+            (
+                x("vcpus = \"2\"\n"),
+                3,
+                9,
+                "invalid type: string \"2\", expected i64",
+            ),
+            ("[[vm]]\nname = 3\n".into(), 2, 8, "expected a string"),
+            ("vm = 3\n".into(), 1, 6, "expected a sequence"),
+            ("[[vm]]\nvcpus = 2\n".into(), 1, 1, "missing key `name`"),
+            (
+                x("[[vm.after_run]]\nvcpu = 0\n"),
+                3,
+                1,
+                "missing key `action`",
+            ),
+            (
+                x("cross_check = 1\n"),
+                3,
+                1,
+                "unknown key `cross_check` in [[vm]]: `cross_check` belongs at the top level",
+            ),
+            // Unknown keys, in every table.
+            (
+                format!("nme = \"x\"\n{X}"),
+                1,
+                1,
+                "unknown key `nme` at the top level (did you mean `name`?)",
+            ),
+            (
+                x("vcpu = 2\n"),
+                3,
+                1,
+                "unknown key `vcpu` in [[vm]] (did you mean `vcpus`?)",
+            ),
+            (x("memorymib = 2\n"), 3, 1, "(did you mean `memory_mib`?)"),
+            (x("hide = []\n"), 3, 1, "`hide` belongs in a VM's `cpu`"),
+            (
+                x("colour = 1\n"),
+                3,
+                1,
+                "the keys there are `name`, `count`",
+            ),
+            (
+                x("cpu = { hid = [] }\n"),
+                3,
+                9,
+                "unknown key `hid` in a VM's `cpu` (did you mean `hide`?)",
+            ),
+            (
+                x("[[vm.after_run]]\nacton = \"hide\"\n"),
+                4,
+                1,
+                "in [[vm.after_run]] (did you mean `action`?)",
+            ),
+            (
+                a("[vm.arm64]\nfeature = []\n"),
+                5,
+                1,
+                "in [vm.arm64] (did you mean `features`?)",
+            ),
+            (
+                a("[vm.arm64]\npsci = \"1.0\"\n"),
+                5,
+                1,
+                "unknown key `psci` in [vm.arm64]",
+            ),
+            // The fleet.
+            (
+                format!("name = \"a b\"\n{X}"),
+                1,
+                8,
+                "fleet name: `a b` contains ' '",
+            ),
+            (
+                format!("name = \"-x\"\n{X}"),
+                1,
+                8,
+                "fleet name: `-x` starts with `-`",
+            ),
+            (
+                format!("arch = \"sparc\"\n{X}"),
+                1,
+                8,
+                "unknown arch `sparc`: expected",
+            ),
+            (
+                format!("arch = \"aarch46\"\n{X}"),
+                1,
+                8,
+                "unknown arch `aarch46` (did you mean `aarch64`?)",
+            ),
+            (
+                format!("cross_check = true\n{X}"),
+                1,
+                15,
+                "`cross_check` applies to aarch64 fleets",
+            ),
+            (
+                format!("unknown_registers = \"clear\"\n{X}"),
+                1,
+                21,
+                "`unknown_registers` applies to aarch64 fleets",
+            ),
+            (
+                format!("arch = \"aarch64\"\nunknown_registers = \"nope\"\n{X}"),
+                2,
+                21,
+                "unknown variant `nope`",
+            ),
+            // A VM's name and sizes.
+            (
+                "[[vm]]\nname = \"\"\n".into(),
+                2,
+                8,
+                "VM name: must not be empty",
+            ),
+            (
+                "[[vm]]\nname = \"-x\"\n".into(),
+                2,
+                8,
+                "VM name: `-x` starts with `-`, so a command line would take it for an option",
+            ),
+            (
+                "[[vm]]\nname = \"a.b\"\n".into(),
+                2,
+                8,
+                "VM name: `a.b` contains '.'",
+            ),
+            (
+                format!("[[vm]]\nname = \"{}\"\n", "y".repeat(65)),
+                2,
+                8,
+                "is longer than 64 characters",
+            ),
+            (
+                format!("[[vm]]\nname = \"{}\"\ncount = 10\n", "y".repeat(63)),
+                2,
+                8,
+                "VM name with `count = 10`",
+            ),
+            (
+                x("count = 0\n"),
+                3,
+                9,
+                "`count` is 0; it must be between 1 and 1000",
+            ),
+            (
+                x("vcpus = 65\n"),
+                3,
+                9,
+                "`vcpus` is 65; it must be between 1 and 64",
+            ),
+            (
+                x("memory_mib = 0\n"),
+                3,
+                14,
+                "`memory_mib` is 0; it must be between 1 and 16384",
+            ),
+            (x("probe_repeats = 100001\n"), 3, 17, "(0 = repeat forever)"),
+            (
+                x("fault_after_passes = 0\n"),
+                3,
+                22,
+                "`fault_after_passes` is 0",
+            ),
+            (x("fault_after_passes = 2\n"), 3, 22, "never happens"),
+            (
+                x("memory_mib = 4096\nfault_after_passes = 1\n"),
+                4,
+                22,
+                "needs `memory_mib` <= 4095",
+            ),
+            (a("fault_after_passes = 1\n"), 4, 22, "is for the x86 guest"),
+            (
+                format!("{X}[[vm]]\nname = \"b\"\n[[vm]]\nname = \"a\"\n"),
+                6,
+                8,
+                "duplicate VM name `a`: line 6 names a VM `a`, but line 2",
+            ),
+            (
+                x("count = 1000\nvcpus = 5\n"),
+                4,
+                9,
+                "at most 4096 vCPUs in a fleet",
+            ),
+            // The x86 model.
+            (
+                x("cpu = { base = \"skylake\" }\n"),
+                3,
+                16,
+                "unknown CPU base `skylake`",
+            ),
+            (
+                x("cpu = { hide = [\"x2apic\", \"avx512\"] }\n"),
+                3,
+                27,
+                "unknown CPU feature `avx512` in `hide` (did you mean `avx512f`?)",
+            ),
+            (
+                x("cpu = { hide = [\"avx2\", \"AVX2\"] }\n"),
+                3,
+                25,
+                "feature `avx2` is listed twice in `hide`",
+            ),
+            (
+                x("[vm.arm64]\n"),
+                3,
+                1,
+                "an `arm64` table needs `arch = \"aarch64\"`",
+            ),
+            (
+                a("cpu = { hide = [\"avx2\"] }\n"),
+                4,
+                17,
+                "`cpu` is the x86 CPUID model",
+            ),
+            // After the run.
+            (
+                x(
+                    "vcpus = 2\n[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx2\"]\nvcpu = 2\n",
+                ),
+                7,
+                8,
+                "vcpu 2 does not exist: `a` has vCPUs 0..=1",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"explode\"\n"),
+                4,
+                10,
+                "unknown action `explode`: expected",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"rewrite_identical\"\n"),
+                4,
+                10,
+                "unknown action `rewrite_identical` (did you mean `rewrite-identical`?)",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"hide\"\n"),
+                4,
+                10,
+                "action \"hide\" needs a non-empty `features` list",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx\", \"sse9\"]\n"),
+                5,
+                20,
+                "unknown CPU feature `sse9` in `features`",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"rewrite-identical\"\nfeatures = [\"avx2\"]\n"),
+                5,
+                13,
+                "`features` does not apply to action \"rewrite-identical\"",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"hide\"\nfield = \"X.Y\"\nfeatures = [\"avx2\"]\n"),
+                5,
+                9,
+                "`field` only applies to action \"set\"",
+            ),
+            (
+                x("[[vm.after_run]]\naction = \"set\"\n"),
+                4,
+                10,
+                "action \"set\" is for aarch64 fleets; this one is x86_64",
+            ),
+            (
+                a("[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx2\"]\n"),
+                5,
+                10,
+                "action \"hide\" is for x86_64 fleets",
+            ),
+            (
+                a("[[vm.after_run]]\naction = \"set\"\nvalue = 0\n"),
+                5,
+                10,
+                "action \"set\" needs `field`",
+            ),
+            (
+                a("[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\n"),
+                5,
+                10,
+                "action \"set\" needs `value`",
+            ),
+            (
+                a(
+                    "[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV9\"\nvalue = 0\n",
+                ),
+                6,
+                9,
+                "ID_AA64PFR0_EL1 has no field `CSV9`",
+            ),
+            (
+                a(
+                    "[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\nvalue = -1\n",
+                ),
+                7,
+                9,
+                "`value` is -1; ID_AA64PFR0_EL1.CSV3 is 4 bits wide",
+            ),
+            (
+                a(
+                    "[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\nvalue = 16\n",
+                ),
+                7,
+                9,
+                "so its values are 0..=0xf",
+            ),
+            // The arm64 model: what is wrong within the table points at its key.
+            (
+                a("[vm.arm64]\nfeatures = [\"power-off\"]\n"),
+                5,
+                12,
+                "arm64 model of `a`: features: `power-off` is per-vCPU boot state",
+            ),
+            (
+                a("[vm.arm64]\nfeatures = [\"psci-0.2\", \"ptrauth-address\"]\n"),
+                5,
+                12,
+                "ptrauth-address and ptrauth-generic must be requested together",
+            ),
+            (
+                a("[vm.arm64]\nfeatures = []\npsci_version = \"1.0\"\n"),
+                6,
+                16,
+                "psci_version = \"1.0\" needs the psci-0.2 feature",
+            ),
+            (
+                a("[vm.arm64]\npsci_version = \"0.1\"\n"),
+                5,
+                16,
+                "psci_version = \"0.1\" is KVM's legacy PSCI",
+            ),
+            (
+                a("[vm.arm64]\npsci_version = \"9.9\"\n"),
+                5,
+                16,
+                "unknown PSCI version `9.9`",
+            ),
+            (
+                a("[vm.arm64]\nfeatures = [\"sve\", \"pmuv3\"]\n"),
+                5,
+                20,
+                "unknown vCPU feature `pmuv3`",
+            ),
+            (
+                a("[vm.arm64]\nunknown_registers = \"nope\"\n"),
+                5,
+                21,
+                "unknown variant `nope`",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AESX\" = 0 }\n"),
+                5,
+                18,
+                "has no field `AESX`",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"ID_AA64ISR0_EL1.AES\" = 0 }\n"),
+                5,
+                18,
+                "unknown register `ID_AA64ISR0_EL1` — did you mean `ID_AA64ISAR0_EL1.AES`?",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = 16 }\n"),
+                5,
+                43,
+                "ID_AA64ISAR0_EL1.AES is 4 bits wide",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = \"x\" }\n"),
+                5,
+                43,
+                "expected an integer field value",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { ID_AA64ISAR0_EL1 = { AESX = 0 } }\n"),
+                5,
+                39,
+                "has no field `AESX`",
+            ),
+            (
+                a(
+                    "[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = 1, ID_AA64ISAR0_EL1 = { AES = 0 } }\n",
+                ),
+                5,
+                16,
+                "both set ID_AA64ISAR0_EL1.AES",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { CSV3 = 0 }\n"),
+                5,
+                18,
+                "`CSV3` is not of the form REGISTER.FIELD (e.g. ID_AA64ISAR0_EL1.AES) — did you mean `ID_AA64PFR0_EL1.CSV3`?",
+            ),
+            (
+                a("[vm.arm64]\nid_registers = { \"MIDR_EL1.Revision\" = 0 }\n"),
+                5,
+                18,
+                "vmfleet has no field table for MIDR_EL1",
+            ),
+            (
+                a("[[vm.after_run]]\naction = \"set\"\nfield = \"CSV3\"\nvalue = 0\n"),
+                6,
+                9,
+                "`CSV3` is not of the form REGISTER.FIELD",
+            ),
+            (
+                a("[vm.arm64]\nhypercalls = { trg = false }\n"),
+                5,
+                16,
+                "unknown hypercall service `trg` — did you mean `trng`?",
+            ),
+            (
+                a("[vm.arm64]\nhypercalls = { trng = false, TRNG = true }\n"),
+                5,
+                14,
+                "hypercalls: `trng` and `TRNG` both set trng",
+            ),
+            (
+                a("[vm.arm64]\nhypercalls = { trng = 1 }\n"),
+                5,
+                23,
+                "expected a boolean",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, line, column, fragment) in &cases {
+            let e = err(text);
+            let shown = e.to_string();
+            let prefix = format!("f.toml:{line}:{column}: ");
+            if !shown.starts_with(&prefix) || !shown.contains(fragment) {
+                wrong.push(format!(
+                    "{text:?}\n  want {prefix}…{fragment}…\n  got  {shown}"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The key lists that unknown keys are checked against are the keys the typed parse reads:
+    /// each known key, in its table, gets no "unknown key" error.
+    #[test]
+    fn the_known_keys_are_the_keys_read() {
+        let value = |key: &str| match key {
+            "name" => "\"n\"",
+            "arch" => "\"aarch64\"",
+            "cross_check" => "true",
+            "unknown_registers" => "\"clear\"",
+            "vm" | "after_run" => "[]",
+            "cpu" => "{}",
+            "arm64" => "{}",
+            "hide" | "features" => "[]",
+            "base" => "\"host\"",
+            "action" => "\"set\"",
+            "field" => "\"ID_AA64PFR0_EL1.CSV3\"",
+            "id_registers" | "hypercalls" => "{}",
+            "psci_version" => "\"1.0\"",
+            _ => "1",
+        };
+        for (kind, (_, keys)) in TABLES.iter().enumerate() {
+            for key in *keys {
+                let line = format!("{key} = {}\n", value(key));
+                let text = match kind {
+                    0 => format!("{line}[[vm]]\nname = \"a\"\n"),
+                    1 => format!(
+                        "arch = \"aarch64\"\n[[vm]]\n{}{line}",
+                        if *key == "name" { "" } else { "name = \"a\"\n" }
+                    ),
+                    2 => format!("[[vm]]\nname = \"a\"\n[vm.cpu]\n{line}"),
+                    3 => format!(
+                        "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[[vm.after_run]]\n{}{line}",
+                        if *key == "action" {
+                            ""
+                        } else {
+                            "action = \"set\"\n"
+                        }
+                    ),
+                    _ => format!("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64]\n{line}"),
+                };
+                if let Err(e) = parse(&text, "f.toml") {
+                    assert!(
+                        !e.message.contains("unknown key"),
+                        "{key} in table {kind}: {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -1022,6 +1764,37 @@ value = 0
 [[vm]]
 name = "plain"
 "#;
+
+    #[test]
+    fn cross_check_from_the_command_line_goes_into_the_text() {
+        let (text, spec) = parse_cross_checked(ARM64, "arm64.toml").unwrap();
+        assert!(spec.cross_check && spec.vms.iter().all(|vm| vm.cross_check));
+        assert!(text.starts_with("cross_check = true") && text.ends_with(ARM64));
+        // Already there: the text is kept.
+        let with = format!("cross_check = true\n{ARM64}");
+        assert_eq!(parse_cross_checked(&with, "arm64.toml").unwrap().0, with);
+        // An x86 fleet: the error points at its `arch`, or at the start without one.
+        let e = parse_cross_checked("arch = \"x86_64\"\n[[vm]]\nname = \"a\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x.toml:1:8: `--cross-check` applies to aarch64 fleets"),
+            "{e}"
+        );
+        let e = parse_cross_checked("[[vm]]\nname = \"a\"\n", "x.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1), "{e}");
+        // A spec that says no: the error is at its own line, not one shifted by the flag.
+        let e = parse_cross_checked(&format!("{ARM64}\n"), "arm64.toml").map(|_| ());
+        assert!(e.is_ok());
+        let no = ARM64.replacen(
+            "arch = \"aarch64\"\n",
+            "arch = \"aarch64\"\ncross_check = false\n",
+            1,
+        );
+        let e = parse_cross_checked(&no, "arm64.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 15), "{e}");
+        assert!(e.message.contains("contradicts `--cross-check`"), "{e}");
+    }
 
     #[test]
     fn an_arm64_fleet_carries_its_model() {
@@ -1087,5 +1860,279 @@ name = "plain"
         assert!(e.contains("is for aarch64 fleets"), "{e}");
         let e = err("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\nfault_after_passes = 1\n");
         assert!(e.contains("x86 guest"), "{e}");
+    }
+}
+
+/// Property tests: valid specs (the fixtures' and the demo's) mutated at random, by bytes, lines,
+/// values and keys, either parse or fail with an error that names `file:line:col` inside the
+/// text; `parse` never panics.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &[&str] = &[
+        include_str!("demo.toml"),
+        include_str!("../../fixtures/specs/single.toml"),
+        include_str!("../../fixtures/specs/fleet.toml"),
+        include_str!("../../fixtures/specs/hidden.toml"),
+        include_str!("../../fixtures/specs/lock.toml"),
+        include_str!("../../fixtures/specs/control.toml"),
+        include_str!("../../fixtures/specs/arm64-6.1-max.toml"),
+        include_str!("../../fixtures/specs/arm64-6.12-max.toml"),
+        include_str!("../../fixtures/specs/arm64-6.12-neoverse-n1.toml"),
+    ];
+
+    /// Keys, values and bits of TOML that mutations insert: the spec's own words (so mutants get
+    /// past the syntax into the rules) and some that are wrong.
+    const KEYS: &[&str] = &[
+        "name",
+        "arch",
+        "cross_check",
+        "unknown_registers",
+        "vm",
+        "count",
+        "vcpus",
+        "memory_mib",
+        "probe_repeats",
+        "fault_after_passes",
+        "cpu",
+        "arm64",
+        "after_run",
+        "base",
+        "hide",
+        "action",
+        "features",
+        "field",
+        "value",
+        "vcpu",
+        "id_registers",
+        "hypercalls",
+        "psci_version",
+        "vcpu_count",
+        "nmae",
+        "-x",
+        "\"quoted key\"",
+        "a.b",
+    ];
+    const VALUES: &[&str] = &[
+        "0",
+        "1",
+        "-1",
+        "65",
+        "4096",
+        "100001",
+        "9223372036854775807",
+        "\"\"",
+        "\"-x\"",
+        "\"a b\"",
+        "\"aarch64\"",
+        "\"x86_64\"",
+        "\"host\"",
+        "\"hide\"",
+        "\"set\"",
+        "\"rewrite-identical\"",
+        "[\"avx2\"]",
+        "[\"avx512\"]",
+        "[\"psci-0.2\", \"pmu-v3\"]",
+        "[\"power-off\"]",
+        "\"ID_AA64PFR0_EL1.CSV3\"",
+        "{ \"ID_AA64ISAR0_EL1.AES\" = 16 }",
+        "{ trng = 1 }",
+        "\"1.0\"",
+        "\"0.1\"",
+        "true",
+        "1.5",
+        "[]",
+        "{}",
+        "[[1]]",
+        "\"\\u00e9\"",
+    ];
+    const LINES: &[&str] = &[
+        "[[vm]]",
+        "[vm]",
+        "[[vm.after_run]]",
+        "[vm.arm64]",
+        "[vm.cpu]",
+        "[[vm]",
+        "[",
+        "=",
+        "name = ",
+        "\"unterminated",
+        "# comment",
+        "",
+        "é = 1",
+        "\t",
+        "a = 1 = 2",
+    ];
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        /// XOR one byte (the text is made UTF-8 again, lossily).
+        FlipByte {
+            at: usize,
+            bits: u8,
+        },
+        /// Put any character somewhere.
+        InsertChar {
+            at: usize,
+            c: char,
+        },
+        DeleteLine(usize),
+        DuplicateLine(usize),
+        /// Swap the values (right of `=`) of two lines.
+        SwapValues(usize, usize),
+        /// Give a line's key another value.
+        SetValue {
+            line: usize,
+            value: usize,
+        },
+        /// Add `key = value` before a line.
+        AddKey {
+            line: usize,
+            key: usize,
+            value: usize,
+        },
+        /// Rename a line's key.
+        RenameKey {
+            line: usize,
+            key: usize,
+        },
+        /// Add a line of TOML structure before a line.
+        AddLine {
+            line: usize,
+            text: usize,
+        },
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        let i = || any::<prop::sample::Index>().prop_map(|i| i.index(1 << 16));
+        prop_oneof![
+            (i(), 1..=255u8).prop_map(|(at, bits)| Mutation::FlipByte { at, bits }),
+            (i(), any::<char>()).prop_map(|(at, c)| Mutation::InsertChar { at, c }),
+            i().prop_map(Mutation::DeleteLine),
+            i().prop_map(Mutation::DuplicateLine),
+            (i(), i()).prop_map(|(a, b)| Mutation::SwapValues(a, b)),
+            (i(), i()).prop_map(|(line, value)| Mutation::SetValue { line, value }),
+            (i(), i(), i()).prop_map(|(line, key, value)| Mutation::AddKey { line, key, value }),
+            (i(), i()).prop_map(|(line, key)| Mutation::RenameKey { line, key }),
+            (i(), i()).prop_map(|(line, text)| Mutation::AddLine { line, text }),
+        ]
+    }
+
+    fn apply(text: &str, m: &Mutation) -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let n = lines.len().max(1);
+        let split = |line: &str| -> Option<(String, String)> {
+            line.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        };
+        match m {
+            Mutation::FlipByte { at, bits } => {
+                let mut bytes = text.as_bytes().to_vec();
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] ^= bits;
+                }
+                return String::from_utf8_lossy(&bytes).into_owned();
+            }
+            Mutation::InsertChar { at, c } => {
+                let mut chars: Vec<char> = text.chars().collect();
+                chars.insert(at % (chars.len() + 1), *c);
+                return chars.into_iter().collect();
+            }
+            Mutation::DeleteLine(line) => {
+                if !lines.is_empty() {
+                    lines.remove(line % n);
+                }
+            }
+            Mutation::DuplicateLine(line) => {
+                if !lines.is_empty() {
+                    let copy = lines[line % n].clone();
+                    lines.insert(line % n, copy);
+                }
+            }
+            Mutation::SwapValues(a, b) => {
+                if let (Some((ka, va)), Some((kb, vb))) = (
+                    lines.get(a % n).and_then(|l| split(l)),
+                    lines.get(b % n).and_then(|l| split(l)),
+                ) {
+                    lines[a % n] = format!("{ka}={vb}");
+                    lines[b % n] = format!("{kb}={va}");
+                }
+            }
+            Mutation::SetValue { line, value } => {
+                if let Some((k, _)) = lines.get(line % n).and_then(|l| split(l)) {
+                    lines[line % n] = format!("{k}= {}", VALUES[value % VALUES.len()]);
+                }
+            }
+            Mutation::AddKey { line, key, value } => {
+                let at = line % (lines.len() + 1);
+                lines.insert(
+                    at,
+                    format!(
+                        "{} = {}",
+                        KEYS[key % KEYS.len()],
+                        VALUES[value % VALUES.len()]
+                    ),
+                );
+            }
+            Mutation::RenameKey { line, key } => {
+                if let Some((_, v)) = lines.get(line % n).and_then(|l| split(l)) {
+                    lines[line % n] = format!("{} ={v}", KEYS[key % KEYS.len()]);
+                }
+            }
+            Mutation::AddLine { line, text } => {
+                let at = line % (lines.len() + 1);
+                lines.insert(at, LINES[text % LINES.len()].to_string());
+            }
+        }
+        lines.join("\n") + "\n"
+    }
+
+    /// `Ok`, or an error whose text starts with `f.toml:LINE:COL: ` for a position in `text`.
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let Err(e) = parse(text, "f.toml") else {
+            return Ok(());
+        };
+        let shown = e.to_string();
+        let prefix = format!("f.toml:{}:{}: ", e.line, e.column);
+        prop_assert!(shown.starts_with(&prefix), "{shown}");
+        prop_assert!(!e.message.trim().is_empty(), "{shown}");
+        let lines: Vec<&str> = text.split('\n').collect();
+        prop_assert!(e.line >= 1 && e.line <= lines.len(), "{shown}\n{text}");
+        prop_assert!(
+            e.column >= 1 && e.column <= lines[e.line - 1].chars().count() + 1,
+            "{shown}\n{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_valid_specs_parse() {
+        for text in VALID {
+            parse(text, "f.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_specs_parse_or_name_a_position(
+            spec in 0..VALID.len(),
+            mutations in prop::collection::vec(mutation(), 1..4),
+        ) {
+            let mut text = VALID[spec].to_string();
+            for m in &mutations {
+                text = apply(&text, m);
+            }
+            check(&text)?;
+        }
+
+        #[test]
+        fn arbitrary_text_parses_or_names_a_position(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
     }
 }

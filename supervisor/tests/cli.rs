@@ -70,6 +70,30 @@ fn a_bad_spec_names_file_line_and_column() {
         .output()
         .unwrap();
     assert_clean_error(&out, "missing.toml");
+
+    // A misspelt key gets the nearest one; a name a command line would take for an option is
+    // refused; `--cross-check` on an x86 fleet points at its own `arch`. All exit 4 (bad input).
+    for (text, args, at) in [
+        (
+            "[[vm]]\nname = \"a\"\nvcpu = 2\n",
+            &[][..],
+            "3:1: unknown key `vcpu` in [[vm]] (did you mean `vcpus`?)",
+        ),
+        (
+            "[[vm]]\nname = \"-x\"\n",
+            &[],
+            "2:8: VM name: `-x` starts with `-`",
+        ),
+        (
+            "arch = \"x86_64\"\n[[vm]]\nname = \"a\"\n",
+            &["--cross-check"],
+            "1:8: `--cross-check` applies to aarch64 fleets",
+        ),
+    ] {
+        std::fs::write(&spec, text).unwrap();
+        let out = vmfleet().arg("run").args(args).arg(&spec).output().unwrap();
+        assert_clean_error(&out, &format!("{}:{at}", spec.display()));
+    }
 }
 
 #[test]

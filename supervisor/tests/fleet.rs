@@ -131,7 +131,25 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         })
         .await
         .expect_err("a changed model after the first run");
-        assert!(refused.to_string().contains("refused"), "{refused}");
+        // People see the change and the rule first, in one short line; the trace keeps the
+        // one-line words replays compare.
+        let shown = refused.to_string();
+        let first = shown.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("steady: vm")
+                && first.contains("/vcpu0: CPUID 0x1.0.ecx ")
+                && first.contains(" 1 → 0"),
+            "{shown}"
+        );
+        assert!(first.ends_with(vcpu::lock::LOCK_RULE), "{shown}");
+        assert!(first.chars().count() <= "steady: ".len() + vcpu::lock::HEADLINE_MAX);
+        assert!(shown.contains("\n  refused write: SET_CPUID2"), "{shown}");
+        let recorded = supervisor::fleet::reply_line(&Err(refused));
+        assert!(
+            recorded.starts_with("error: steady: vmfleet refused SET_CPUID2")
+                && !recorded.contains('\n'),
+            "{recorded}"
+        );
         ask(ControlCall::SetModel {
             vm: "paused".into(),
             hide: vec!["avx2".into()],

@@ -365,7 +365,18 @@ fn a_daemon_serves_the_control_api_end_to_end() {
 
     // The lock: a change to a VM that has run is refused, and says why.
     let stderr = daemon.refused(&["set-model", "a", "--hide", "avx2"]);
-    assert!(stderr.contains("locked"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("vmfleet: a: vm0/vcpu0: CPUID 0x")
+            && first.contains(" 1 → 0")
+            && first.ends_with(vcpu::lock::LOCK_RULE),
+        "{stderr}"
+    );
+    assert!(
+        first.chars().count() <= "vmfleet: a: ".len() + 200,
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n  errno: EINVAL"), "{stderr}");
     let model = daemon.ok(&["model", "a"]);
     assert!(model.contains("model of a: locked"), "{model}");
     assert!(

@@ -200,6 +200,7 @@ impl VcpuHandle {
                         errno: Errno::EINVAL,
                         write: call.to_string(),
                         differences: differences.iter().map(ToString::to_string).collect(),
+                        changes: differences.iter().flat_map(|d| d.changes()).collect(),
                     };
                     vcpu.note_refused(&call, &refusal)
                         .map_err(|e| self.error(&call, e))?;
@@ -244,6 +245,7 @@ impl VcpuHandle {
                         errno: Errno::EBUSY,
                         write: call.to_string(),
                         differences: vec![format!("the kernel holds {held:#018x}")],
+                        changes: crate::arm64::validate::register_changes(id, held, value),
                     };
                     vcpu.note_refused(&call, &refusal)
                         .map_err(|e| self.error(&call, e))?;

@@ -34,6 +34,7 @@ pub mod kvm;
 pub mod lock;
 pub mod runner;
 pub mod skip;
+pub mod suggest;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -101,7 +101,62 @@ impl ModelLock {
     }
 }
 
+/// The lock's rule, as the first line of a refusal states it.
+pub const LOCK_RULE: &str =
+    "the VM has run, its CPU model is locked (only an identical rewrite is allowed)";
+
+/// The most characters the first line of a refusal has: what changed and why it was refused fit
+/// in one terminal line or table cell; everything else follows on later lines.
+pub const HEADLINE_MAX: usize = 200;
+
+/// The first line of a refusal: `TARGET: CHANGE (and N more) refused: RULE`, at most
+/// [`HEADLINE_MAX`] characters. `target` may be empty; `changes` are `WHAT OLD → NEW`, most
+/// relevant first. Too long a line is cut with `…`: the change where it takes more than its
+/// share, then the rule (the full text always follows in the details).
+pub fn headline(target: &str, changes: &[String], rule: &str) -> String {
+    let what = changes.first().map_or("the CPU model", String::as_str);
+    let more = match changes.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let target = if target.is_empty() {
+        String::new()
+    } else {
+        format!("{target}: ")
+    };
+    let head = |what: &str| format!("{target}{what}{more} refused: ");
+    let rule_share = rule.chars().count().min(HEADLINE_MAX / 2);
+    let mut first = head(what);
+    let over = first
+        .chars()
+        .count()
+        .saturating_sub(HEADLINE_MAX - rule_share);
+    if over > 0 {
+        first = head(&cut(what, what.chars().count().saturating_sub(over)));
+    }
+    let room = HEADLINE_MAX.saturating_sub(first.chars().count());
+    first += &cut(rule, room);
+    // Only a target longer than the line itself gets here.
+    cut(&first, HEADLINE_MAX)
+}
+
+/// `text` in at most `chars` characters, ending in `…` when cut.
+fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(chars.saturating_sub(1)).collect();
+    if chars > 0 {
+        kept.push('…');
+    }
+    kept
+}
+
 /// A CPU-model write refused by the lock.
+///
+/// It is shown to people as [`LockRefusal::headline`] (what changed, old → new, and the rule, in
+/// one short line) followed by the details; [`LockRefusal::recorded`] is the one-line text that
+/// traces keep and that control replies are compared by, unchanged since the first recordings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRefusal {
     pub vm: VmId,
@@ -116,28 +171,74 @@ pub struct LockRefusal {
     pub write: String,
     /// How the write differs from what the kernel holds, most relevant first.
     pub differences: Vec<String>,
+    /// The same, as changes from what the kernel holds to what was asked, most relevant first:
+    /// `CPUID 0x7.0.ebx avx2 1 → 0`, `ID_AA64PFR0_EL1.CSV3 1 → 0`.
+    #[serde(default)]
+    pub changes: Vec<String>,
 }
 
-impl fmt::Display for LockRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+impl LockRefusal {
+    /// The first line: `vm0/vcpu1: CPUID 0x1.0.ecx sse4_2 1 → 0 (and 1 more) refused: the VM
+    /// has run, its CPU model is locked (only an identical rewrite is allowed)`; at most
+    /// [`HEADLINE_MAX`] characters.
+    pub fn headline(&self) -> String {
+        headline(
+            &format!("{}/{}", self.vm, self.vcpu),
+            &self.changes,
+            LOCK_RULE,
+        )
+    }
+
+    /// The lines after the headline: the write, how it differs from what the kernel holds (every
+    /// difference, one a line), the errno.
+    pub fn details(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "refused write: {} (not sent to the kernel)",
+            self.write
+        )];
+        for difference in &self.differences {
+            lines.push(format!("difference: {difference}"));
+        }
+        lines.push(format!(
+            "errno: {}, the kernel's own class for this write",
+            self.errno
+        ));
+        lines
+    }
+
+    /// The one-line text traces record with the refused call (and control replies carry). It is
+    /// what the first recordings said, so that replies compared on replay stay identical; people
+    /// are shown [`LockRefusal::headline`] and the details instead.
+    pub fn recorded(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = format!(
             "vmfleet refused {} on {}/{}: the VM has run, so its CPU model is locked and only an \
              identical rewrite is allowed ({})",
             self.write, self.vm, self.vcpu, self.errno
-        )?;
+        );
         if !self.differences.is_empty() {
             const SHOWN: usize = 8;
-            write!(f, "; it differs from what the kernel holds: ")?;
+            text += "; it differs from what the kernel holds: ";
             for (i, d) in self.differences.iter().take(SHOWN).enumerate() {
                 if i > 0 {
-                    f.write_str(", ")?;
+                    text += ", ";
                 }
-                f.write_str(d)?;
+                text += d;
             }
             if self.differences.len() > SHOWN {
-                write!(f, ", and {} more", self.differences.len() - SHOWN)?;
+                let _ = write!(text, ", and {} more", self.differences.len() - SHOWN);
             }
+        }
+        text
+    }
+}
+
+impl fmt::Display for LockRefusal {
+    /// The headline, then the details indented on the following lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.headline())?;
+        for line in self.details() {
+            write!(f, "\n  {line}")?;
         }
         Ok(())
     }
@@ -148,7 +249,118 @@ impl std::error::Error for LockRefusal {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpuid::{CpuidReg, TableDifference};
     use std::sync::Arc;
+
+    fn refusal(differences: Vec<TableDifference>) -> LockRefusal {
+        LockRefusal {
+            vm: VmId(1),
+            vcpu: VcpuId(0),
+            first_run: VcpuId(1),
+            errno: Errno::EINVAL,
+            write: "SET_CPUID2 entries=56 digest=7738582f".into(),
+            differences: differences.iter().map(ToString::to_string).collect(),
+            changes: differences.iter().flat_map(|d| d.changes()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_opens_with_the_change_old_new_and_the_rule() {
+        // avx2 is 7.0.ebx[5].
+        let r = refusal(vec![TableDifference::Bits {
+            leaf: 7,
+            subleaf: 0,
+            reg: CpuidReg::Ebx,
+            held: 1 << 5,
+            requested: 0,
+        }]);
+        let text = r.to_string();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "vm1/vcpu0: CPUID 0x7.0.ebx avx2 1 → 0 refused: the VM has run, its CPU model is \
+             locked (only an identical rewrite is allowed)"
+        );
+        assert_eq!(
+            lines.collect::<Vec<_>>(),
+            [
+                "  refused write: SET_CPUID2 entries=56 digest=7738582f (not sent to the kernel)",
+                "  difference: 7.0.ebx: avx2 1->0",
+                "  errno: EINVAL, the kernel's own class for this write",
+            ]
+        );
+        // What traces keep is the one-line text of the first recordings, unchanged.
+        assert_eq!(
+            r.recorded(),
+            "vmfleet refused SET_CPUID2 entries=56 digest=7738582f on vm1/vcpu0: the VM has run, \
+             so its CPU model is locked and only an identical rewrite is allowed (EINVAL); it \
+             differs from what the kernel holds: 7.0.ebx: avx2 1->0"
+        );
+    }
+
+    /// The control fixture's refusal hides dozens of features: its recorded text is over 1,000
+    /// characters, its first line stays short and every change is still in the details.
+    #[test]
+    fn a_refusal_of_many_changes_stays_short_on_its_first_line() {
+        let all = |leaf, reg| TableDifference::Bits {
+            leaf,
+            subleaf: 0,
+            reg,
+            held: u32::MAX,
+            requested: 0,
+        };
+        let r = refusal(vec![
+            all(1, CpuidReg::Ecx),
+            all(1, CpuidReg::Edx),
+            all(7, CpuidReg::Ebx),
+            all(7, CpuidReg::Ecx),
+            all(0x8000_0001, CpuidReg::Ecx),
+            all(0xd, CpuidReg::Eax),
+            all(0xd, CpuidReg::Edx),
+            all(6, CpuidReg::Eax),
+            all(0x14, CpuidReg::Ebx),
+        ]);
+        assert!(r.recorded().chars().count() > 1000, "{}", r.recorded());
+        let first = r.headline();
+        assert!(first.chars().count() <= HEADLINE_MAX, "{first}");
+        assert!(
+            first.starts_with("vm1/vcpu0: CPUID 0x1.0.ecx pni 1 → 0 (and ")
+                && first.ends_with(&format!(" more) refused: {LOCK_RULE}")),
+            "{first}"
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("7.0.ebx: ") && text.contains("0x14.0.ebx: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn headlines_are_cut_to_the_limit_on_any_input() {
+        // A long change is cut, the rule kept.
+        let long = vec!["x".repeat(500), "y".into()];
+        let line = headline("vm0/vcpu0", &long, LOCK_RULE);
+        assert_eq!(line.chars().count(), HEADLINE_MAX, "{line}");
+        assert!(line.starts_with("vm0/vcpu0: xxx"), "{line}");
+        assert!(
+            line.ends_with(&format!("x… (and 1 more) refused: {LOCK_RULE}")),
+            "{line}"
+        );
+        // A long rule is cut, the change kept (characters, not bytes, are counted).
+        let line = headline("", &["é → è".into()], &"r".repeat(400));
+        assert_eq!(line.chars().count(), HEADLINE_MAX, "{line}");
+        assert!(
+            line.starts_with("é → è refused: rrr") && line.ends_with("r…"),
+            "{line}"
+        );
+        // Both long: each gets its share.
+        let line = headline("t", &["c".repeat(300)], &"r".repeat(300));
+        assert_eq!(line.chars().count(), HEADLINE_MAX, "{line}");
+        assert!(line.contains("c… refused: rrr"), "{line}");
+        assert!(line.ends_with("r…"), "{line}");
+        assert_eq!(headline("t", &[], "rule"), "t: the CPU model refused: rule");
+        assert!(headline(&"t".repeat(300), &[], "rule").chars().count() <= HEADLINE_MAX);
+    }
 
     #[test]
     fn first_run_seals_and_later_runs_see_it() {

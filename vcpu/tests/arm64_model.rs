@@ -978,3 +978,70 @@ fn spec_contradictions_are_caught_before_any_host_is_asked() {
         Ok(())
     );
 }
+
+/// The first line of an arm64 refusal names the register field, old → new and the rule in at
+/// most 200 characters, for the lock's refusal after the run (a register-wide write, whose
+/// changed fields are named) and for a field the kernel's rules refuse before it (where "old" is
+/// the host limit); the full explanation stays in the display.
+#[test]
+fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
+    let host = host_6_12();
+    let isar0 = id_of("ID_AA64ISAR0_EL1");
+    let limit = host.value(isar0).unwrap();
+    let aes = (limit >> 4) & 0xF;
+    assert_ne!(aes, 0, "the 6.12 max host has AES");
+    let held = limit;
+    let after = judge_after_run(isar0, held & !0xF0, held, &host, psci_only());
+    let refusal = after.refusal().expect("a change after the run is refused");
+    let first = refusal.headline();
+    assert_eq!(
+        first,
+        format!(
+            "ID_AA64ISAR0_EL1.AES {aes} → 0 refused: {}",
+            vcpu::lock::LOCK_RULE
+        )
+    );
+    assert!(first.chars().count() <= vcpu::lock::HEADLINE_MAX);
+
+    // Two fields at once: the first is named, the count of the others follows.
+    let pfr0 = id_of("ID_AA64PFR0_EL1");
+    let pfr0_limit = host.value(pfr0).unwrap();
+    let csv = pfr0_limit & !(0xFF << 56);
+    assert_ne!(csv, pfr0_limit, "the 6.12 max host has CSV2 or CSV3");
+    let after = judge_after_run(pfr0, csv, pfr0_limit, &host, psci_only());
+    let first = after.refusal().unwrap().headline();
+    assert!(
+        first.starts_with("ID_AA64PFR0_EL1.CSV") && first.ends_with(vcpu::lock::LOCK_RULE),
+        "{first}"
+    );
+
+    // Before the run: raising AES above the host limit.
+    let raised = judge_before_run(isar0, (limit & !0xF0) | (aes + 1) << 4, &host, psci_only());
+    let refusal = raised.refusal().unwrap();
+    let first = refusal.headline();
+    assert_eq!(
+        first,
+        format!(
+            "ID_AA64ISAR0_EL1.AES {aes} → {} refused: a lower-safe field may be lowered, not \
+             raised above the host limit (EINVAL)",
+            aes + 1
+        )
+    );
+
+    // The longest rule (6.1's fixed masks) is cut to the limit; the display keeps all of it.
+    let mut old = host_6_12();
+    old.masks = WritableMasks::PreWritableIdRegisters;
+    let lowered = judge_before_run(isar0, limit & !0xF0, &old, psci_only());
+    let refusal = lowered.refusal().unwrap();
+    let first = refusal.headline();
+    assert!(first.chars().count() <= vcpu::lock::HEADLINE_MAX, "{first}");
+    assert!(
+        first.starts_with(&format!("ID_AA64ISAR0_EL1.AES {aes} → 0 refused: ")),
+        "{first}"
+    );
+    assert!(
+        refusal
+            .to_string()
+            .contains("only ID_AA64PFR0_EL1.CSV2/CSV3 are writable")
+    );
+}

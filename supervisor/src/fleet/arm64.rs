@@ -469,11 +469,8 @@ pub(super) fn try_after_run(
             Ok(_) => {}
             Err(e) if e.is_lock_refusal() => {
                 outcome = LockVerdict::RefusedByLock;
-                message = Some(format!(
-                    "{}: {}",
-                    reg_id::describe(id),
-                    super::vm_loop::refusal_text(&e)
-                ));
+                // The refusal names the register and its fields itself.
+                message = Some(super::vm_loop::refusal_text(&e));
                 break;
             }
             Err(e) => {

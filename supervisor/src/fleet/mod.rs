@@ -68,6 +68,15 @@ pub enum ControlError {
     Timeout { vm: String, request: String },
     #[error("{0}")]
     Vm(String),
+    /// The pre-run lock refused a CPU-model change: `shown` is for people (the refusal's short
+    /// first line, then its details), `recorded` is the reply's text in the trace, the one-line
+    /// words replays compare.
+    #[error("{vm}: {shown}")]
+    Refused {
+        vm: String,
+        shown: String,
+        recorded: String,
+    },
     #[error("the fleet is shutting down")]
     ShuttingDown,
 }
@@ -305,22 +314,22 @@ impl Fleet {
     }
 
     /// Send a command to a VM's loop and await its answer.
-    async fn ask<T>(
+    async fn ask<T, E: Into<ControlError>>(
         &self,
         name: &str,
         request: &str,
-        command: impl FnOnce(vm_loop::Answer<T>) -> Command,
+        command: impl FnOnce(vm_loop::Answer<T, E>) -> Command,
     ) -> Result<T, ControlError> {
         let rx = self.send(name, command)?;
         Self::answer(name, request, rx).await
     }
 
     /// Send a command to a VM's loop; the receiver gets its answer.
-    fn send<T>(
+    fn send<T, E>(
         &self,
         name: &str,
-        command: impl FnOnce(vm_loop::Answer<T>) -> Command,
-    ) -> Result<oneshot::Receiver<Result<T, String>>, ControlError> {
+        command: impl FnOnce(vm_loop::Answer<T, E>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, E>>, ControlError> {
         let link = self.link(name)?;
         let (tx, rx) = oneshot::channel();
         lock(&link)
@@ -330,14 +339,14 @@ impl Fleet {
     }
 
     /// Await the answer to a command sent with [`Fleet::send`].
-    async fn answer<T>(
+    async fn answer<T, E: Into<ControlError>>(
         name: &str,
         request: &str,
-        rx: oneshot::Receiver<Result<T, String>>,
+        rx: oneshot::Receiver<Result<T, E>>,
     ) -> Result<T, ControlError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(why))) => Err(ControlError::Vm(why)),
+            Ok(Ok(Err(why))) => Err(why.into()),
             Ok(Err(_)) => Err(ControlError::Vm(format!("{name}: its event loop ended"))),
             Err(_) => Err(ControlError::Timeout {
                 vm: name.to_string(),
@@ -672,10 +681,36 @@ impl Fleet {
     }
 }
 
-/// A control reply as the trace records it.
+impl From<String> for ControlError {
+    fn from(why: String) -> ControlError {
+        ControlError::Vm(why)
+    }
+}
+
+impl From<vm_loop::ModelError> for ControlError {
+    fn from(e: vm_loop::ModelError) -> ControlError {
+        match e {
+            vm_loop::ModelError::Refused {
+                vm,
+                shown,
+                recorded,
+            } => ControlError::Refused {
+                vm,
+                shown,
+                recorded,
+            },
+            vm_loop::ModelError::Other(why) => ControlError::Vm(why),
+        }
+    }
+}
+
+/// A control reply as the trace records it. A lock refusal keeps its one-line recorded words
+/// (people are shown its headline and details instead), so replies stay comparable with the
+/// ones traces hold.
 pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
     match result {
         Ok(value) => format!("ok: {}", value.summary()),
+        Err(ControlError::Refused { vm, recorded, .. }) => format!("error: {vm}: {recorded}"),
         Err(e) => format!("error: {e}"),
     }
 }

@@ -39,7 +39,28 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 pub(super) const THREAD_STACK: usize = 256 << 10;
 
 /// A reply to the control plane: the result, or an error message that names the VM.
-pub(super) type Answer<T> = oneshot::Sender<Result<T, String>>;
+pub(super) type Answer<T, E = String> = oneshot::Sender<Result<T, E>>;
+
+/// Why a CPU-model write did not happen: the lock refused it, or something else failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelError {
+    /// The pre-run lock refused the change, in both of its words: `shown` to people (the
+    /// refusal's headline and details), `recorded` in the trace's reply (the one-line text replays
+    /// compare).
+    Refused {
+        vm: String,
+        shown: String,
+        recorded: String,
+    },
+    /// Anything else, naming the VM.
+    Other(String),
+}
+
+impl From<String> for ModelError {
+    fn from(message: String) -> ModelError {
+        ModelError::Other(message)
+    }
+}
 
 /// How creating a VM went: its model, or why it failed with its report (the VM is torn down).
 pub(super) type CreateResult = Result<(ModelView, VmStatus), (String, Box<VmReport>)>;
@@ -62,7 +83,7 @@ pub(super) enum Command {
     /// Rewrite every vCPU's CPUID with this model, through the lock.
     SetModel {
         hide: Vec<String>,
-        answer: Answer<ModelView>,
+        answer: Answer<ModelView, ModelError>,
     },
     /// Stop if needed, tear the VM down, end the loop; answered with the VM's final report.
     Remove(Answer<VmReport>),
@@ -270,11 +291,11 @@ struct VcpuRun {
 enum ModelChange {
     WaitingForPause {
         hide: Vec<String>,
-        answer: Answer<ModelView>,
+        answer: Answer<ModelView, ModelError>,
     },
     WaitingForResume {
-        result: Result<ModelView, String>,
-        answer: Answer<ModelView>,
+        result: Result<ModelView, ModelError>,
+        answer: Answer<ModelView, ModelError>,
     },
 }
 
@@ -413,7 +434,7 @@ impl VmLoop {
                 ModelChange::WaitingForPause { answer, .. }
                 | ModelChange::WaitingForResume { answer, .. },
             ) => {
-                let _ = answer.send(Err(why.clone()));
+                let _ = answer.send(Err(why.clone().into()));
             }
             None => {}
         }
@@ -446,7 +467,12 @@ impl VmLoop {
             self.runs.push(VcpuRun::default());
         }
         match self.arch {
-            GuestArch::X86_64 => self.apply_model(&self.spec.cpu.hide.clone(), false),
+            GuestArch::X86_64 => self
+                .apply_model(&self.spec.cpu.hide.clone(), false)
+                .map_err(|e| match e {
+                    ModelError::Refused { recorded, .. } => recorded,
+                    ModelError::Other(message) => message,
+                }),
             GuestArch::Aarch64 => self.configure_arm64(),
         }
     }
@@ -486,7 +512,11 @@ impl VmLoop {
     /// `identical_if_unchanged`: when `hide` is the current model, rewrite what the kernel holds
     /// (an identical write, which the lock allows after the first run) rather than rebuilding it
     /// from the supported table (which the host may have rewritten).
-    fn apply_model(&mut self, hide: &[String], identical_if_unchanged: bool) -> Result<(), String> {
+    fn apply_model(
+        &mut self,
+        hide: &[String],
+        identical_if_unchanged: bool,
+    ) -> Result<(), ModelError> {
         let unchanged = identical_if_unchanged && hide == self.spec.cpu.hide.as_slice();
         let supported = self.supported.supported_cpuid()?;
         let model = X86CpuModel {
@@ -502,7 +532,14 @@ impl VmLoop {
                 (true, Some(current)) => current.held.clone(),
                 _ => requested.table.clone(),
             };
-            let write = vcpu.set_cpuid(&table).map_err(|e| refusal_text(&e))?;
+            let write = vcpu.set_cpuid(&table).map_err(|e| match &e.source {
+                vcpu::CallError::Refused(refusal) => ModelError::Refused {
+                    vm: self.spec.name.clone(),
+                    shown: refusal.to_string(),
+                    recorded: refusal.recorded(),
+                },
+                _ => ModelError::Other(refusal_text(&e)),
+            })?;
             let hidden = requested.hidden.clone();
             let previous = self.report.vcpus.get(index);
             pending.push((index, requested.table.clone()));
@@ -537,10 +574,12 @@ impl VmLoop {
 
     /// Write the model that hides `hide` (the VM's vCPU threads are parked, ended or not
     /// started) and describe the result.
-    fn write_model(&mut self, hide: &[String]) -> Result<ModelView, String> {
-        self.apply_model(hide, true)
-            .map(|()| self.model_view())
-            .map_err(|e| format!("{}: {e}", self.name()))
+    fn write_model(&mut self, hide: &[String]) -> Result<ModelView, ModelError> {
+        match self.apply_model(hide, true) {
+            Ok(()) => Ok(self.model_view()),
+            Err(ModelError::Other(e)) => Err(ModelError::Other(format!("{}: {e}", self.name()))),
+            Err(refused) => Err(refused),
+        }
     }
 
     /// Work out the drift lines still pending (see `pending_drift`).
@@ -651,7 +690,8 @@ impl VmLoop {
                     "{}: set-model hides x86 CPUID features; an arm64 VM's model is its spec's \
                      `arm64` table, fixed at create",
                     self.name()
-                )));
+                )
+                .into()));
             }
             Command::SetModel { hide, answer } => match &self.lifecycle {
                 // vCPU state is never written while its thread runs: pause, write, resume. (It
@@ -666,7 +706,7 @@ impl VmLoop {
                     let _ = answer.send(result);
                 }
                 other => {
-                    let _ = answer.send(Err(self.cannot("change the CPU model of", other)));
+                    let _ = answer.send(Err(self.cannot("change the CPU model of", other).into()));
                 }
             },
             Command::Remove(answer) => {
@@ -1331,7 +1371,8 @@ fn try_after_run(vcpu: &VcpuHandle, action: &AfterRun) -> Result<AfterRunReport,
     })
 }
 
-/// A lock refusal as its own explanation; any other error with its call and target.
+/// A lock refusal as its own explanation, for people: what changed, old → new, and the rule on
+/// the first line, the details below. Any other error with its call and target.
 pub(super) fn refusal_text(e: &HandleError) -> String {
     match &e.source {
         vcpu::CallError::Refused(refusal) => refusal.to_string(),

@@ -40,7 +40,7 @@ pub mod smccc;
 pub mod sysreg;
 pub mod validate;
 
-mod suggest;
+use crate::suggest;
 
 pub use catalog::{Register, RegisterRole, Scope};
 pub use features::{VcpuFeature, VcpuFeatureSet};

@@ -430,50 +430,23 @@ pub fn at(leaf: u32, subleaf: u32, reg: CpuidReg, bit: u8) -> Option<&'static Fe
         .find(|f| f.leaf == leaf && f.subleaf == subleaf && f.reg == reg && f.bit == bit)
 }
 
-/// Levenshtein distance over bytes (names are ASCII).
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b = b.as_bytes();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.bytes().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
 /// The catalog name closest to `name` (aliases count as their feature), for "unknown feature
 /// `avx512` — did you mean `avx512f`?". Closeness is the edit distance with underscores ignored
 /// (`sse42` is next to `sse4_2`, not `sse2`), then the plain edit distance; ties go to the earlier
 /// catalog entry. `None` when nothing is close: the distance must be at most a third of the
 /// name's length (at least 1, at most 3).
 pub fn suggest(name: &str) -> Option<&'static str> {
-    let wanted = normalise(name);
-    let wanted_bare = wanted.replace('_', "");
-    if wanted_bare.is_empty() {
-        return None;
-    }
-    let limit = (wanted_bare.len() / 3).clamp(1, 3);
-    let candidates = CATALOG
+    let spellings = CATALOG
         .iter()
-        .map(|f| (f.name, f.name))
-        .chain(ALIASES.iter().map(|&(alias, canonical)| (alias, canonical)));
-    let mut best: Option<((usize, usize), &'static str)> = None;
-    for (spelling, canonical) in candidates {
-        let bare = edit_distance(&wanted_bare, &spelling.replace('_', ""));
-        if bare > limit {
-            continue;
-        }
-        let score = (bare, edit_distance(&wanted, spelling));
-        if best.is_none_or(|(s, _)| score < s) {
-            best = Some((score, canonical));
-        }
-    }
-    best.map(|(_, canonical)| canonical)
+        .map(|f| f.name)
+        .chain(ALIASES.iter().map(|&(alias, _)| alias));
+    let spelling = crate::suggest::closest(name, spellings)?;
+    Some(
+        ALIASES
+            .iter()
+            .find(|&&(alias, _)| alias == spelling)
+            .map_or(spelling, |&(_, canonical)| canonical),
+    )
 }
 
 /// Each set bit of `mask` as `(bit, name)`, the name from the catalog or `leaf.subleaf.reg[bit]`

@@ -231,6 +231,45 @@ impl fmt::Display for TableDifference {
     }
 }
 
+impl TableDifference {
+    /// The difference as changes from what the kernel holds to what was asked, one per feature
+    /// bit, each `WHAT OLD → NEW`: `CPUID 0x7.0.ebx avx2 1 → 0`, `CPUID 0x1.0.ecx[31] 0 → 1`,
+    /// `CPUID entries 57 → 56`, `CPUID entry 3 0x7.0 → 0x8.0`.
+    pub fn changes(&self) -> Vec<String> {
+        match self {
+            TableDifference::Count { held, requested } => {
+                vec![format!("CPUID entries {held} → {requested}")]
+            }
+            TableDifference::Key {
+                position,
+                held,
+                requested,
+            } => vec![format!(
+                "CPUID entry {position} {:#x}.{} → {:#x}.{}",
+                held.function, held.index, requested.function, requested.index
+            )],
+            TableDifference::Bits {
+                leaf,
+                subleaf,
+                reg,
+                held,
+                requested,
+            } => features::describe_bits(*leaf, *subleaf, *reg, held ^ requested)
+                .into_iter()
+                .map(|(bit, name)| {
+                    let (old, new) = ((held >> bit) & 1, (requested >> bit) & 1);
+                    let position = format!("{leaf:#x}.{subleaf}.{reg}");
+                    if name.contains('[') {
+                        format!("CPUID {position}[{bit}] {old} → {new}")
+                    } else {
+                        format!("CPUID {position} {name} {old} → {new}")
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Compare `requested` with the table the kernel `held`, the way KVM's `kvm_cpuid_check_equal`
 /// does after a vCPU has run: same count, same order, same keys and values once the runtime bits of
 /// `requested` are refreshed from `held`. An empty result means "identical".

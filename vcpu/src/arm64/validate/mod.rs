@@ -14,7 +14,7 @@ pub mod refusal;
 
 pub use lock::{LockClass, judge_after_run, lock_class};
 pub use masks::{MaskError, MaskSource, WritableMasks};
-pub use refusal::{Arm64Refusal, Arm64Rule, RefusedField};
+pub use refusal::{Arm64Refusal, Arm64Rule, RefusedField, register_changes};
 
 use super::catalog::{self, RegisterRole};
 use super::features::VcpuFeatureSet;

@@ -4,7 +4,8 @@
 
 use super::masks::MaskSource;
 use crate::arm64::features::VcpuFeature;
-use crate::arm64::reg_id;
+use crate::arm64::fields;
+use crate::arm64::reg_id::{self, RegClass};
 use crate::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -363,6 +364,54 @@ impl Arm64Refusal {
             ..self
         }
     }
+}
+
+impl Arm64Refusal {
+    /// The first line, for people: `ID_AA64ISAR0_EL1.AES 2 → 3 refused: RULE`, where 2 is what
+    /// the write is judged against (the host limit, or what the VM holds after its first run) and
+    /// 3 what was asked; a register-wide refusal names the fields that change. At most
+    /// [`crate::lock::HEADLINE_MAX`] characters; [`Arm64Refusal`]'s display has every detail.
+    pub fn headline(&self) -> String {
+        let changes = match &self.field {
+            Some(field) => vec![format!(
+                "{}.{} {} → {}",
+                self.register_name(),
+                field.name,
+                self.limit,
+                self.requested
+            )],
+            None => register_changes(self.reg_id, self.limit, self.requested),
+        };
+        let rule = match self.rule {
+            Arm64Rule::ChangedAfterRun { .. } => crate::lock::LOCK_RULE.to_string(),
+            ref rule => format!("{rule} ({})", self.errno),
+        };
+        crate::lock::headline("", &changes, &rule)
+    }
+}
+
+/// What writing `requested` to register `id` changes from `held`, field by field
+/// (`ID_AA64PFR0_EL1.CSV3 1 → 0`), for the fields vmfleet knows; bits outside them, and registers
+/// without a field table, as the whole value (`KVM_REG_ARM_STD_BMAP 0x1 → 0x0`).
+pub fn register_changes(id: u64, held: u64, requested: u64) -> Vec<String> {
+    let name = reg_id::describe(id);
+    let table = match reg_id::classify(id) {
+        RegClass::SysReg(reg) => fields::table_for(reg),
+        _ => None,
+    };
+    let mut changes = Vec::new();
+    let mut covered = 0u64;
+    for field in table.map_or(&[][..], |t| t.fields) {
+        covered |= field.mask();
+        let (old, new) = (field.raw(held), field.raw(requested));
+        if old != new {
+            changes.push(format!("{name}.{} {old} → {new}", field.name));
+        }
+    }
+    if (held ^ requested) & !covered != 0 {
+        changes.push(format!("{name} {held:#x} → {requested:#x}"));
+    }
+    changes
 }
 
 // A refusal is an error to whoever asked for the write; it has no underlying cause.

@@ -1,21 +1,22 @@
-//! "Did you mean …?" for names typed by hand into a spec.
+//! "Did you mean …?" for names typed by hand: x86 feature names, arm64 registers, fields,
+//! features and services, and the keys of a fleet spec all use this one rule.
 //!
-//! The same closeness rule as the x86 feature catalog (and the same edit distance), so both
-//! architectures suggest alike: the distance with `_` and `-` ignored must be at most a third of
-//! the typed name's length (at least 1, at most 3); ties go to the earlier candidate.
+//! Closeness is the Levenshtein distance (`strsim`) with case ignored, `-` read as `_`, and `_`
+//! then ignored; it must be at most a third of the typed name's length (at least 1, at most 3).
+//! Ties go to the plain distance, then to the earlier candidate.
 
-use crate::cpuid::features::edit_distance;
+/// Levenshtein distance (names are ASCII; `strsim` counts characters).
+fn edit_distance(a: &str, b: &str) -> usize {
+    strsim::levenshtein(a, b)
+}
 
 /// Uppercase, with `-` read as `_`: register, field and service names compare this way.
-pub(crate) fn normalise(name: &str) -> String {
+pub fn normalise(name: &str) -> String {
     name.trim().to_ascii_uppercase().replace('-', "_")
 }
 
 /// The candidate closest to `wanted`, if any is close enough to be a plausible typo.
-pub(crate) fn closest<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let wanted = normalise(wanted);
     let wanted_bare = wanted.replace('_', "");
     if wanted_bare.is_empty() {
@@ -37,8 +38,8 @@ pub(crate) fn closest<'a>(
     best.map(|(_, candidate)| candidate)
 }
 
-/// `" — did you mean `x`?"`, or nothing: the tail of every unknown-name message.
-pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
+/// `" — did you mean `x`?"`, or nothing: the tail of every arm64 unknown-name message.
+pub fn did_you_mean(suggestion: &Option<String>) -> String {
     suggestion
         .as_deref()
         .map(|s| format!(" — did you mean `{s}`?"))
@@ -56,5 +57,11 @@ mod tests {
         assert_eq!(closest("ctr-el0", names), Some("CTR_EL0"));
         assert_eq!(closest("something else entirely", names), None);
         assert_eq!(closest("", names), None);
+        // Keys of a spec: lower case, `_` ignored for closeness.
+        let keys = ["name", "vcpus", "memory_mib", "probe_repeats"];
+        assert_eq!(closest("vcpu", keys), Some("vcpus"));
+        assert_eq!(closest("memorymib", keys), Some("memory_mib"));
+        assert_eq!(closest("probe_repeat", keys), Some("probe_repeats"));
+        assert_eq!(closest("colour", keys), None);
     }
 }
