@@ -667,10 +667,14 @@ impl VmLoop {
                 }
             },
             Command::Remove(answer) => {
-                if matches!(
-                    self.lifecycle,
-                    Lifecycle::Created | Lifecycle::Exited(_) | Lifecycle::Creating
-                ) {
+                if matches!(self.lifecycle, Lifecycle::Created | Lifecycle::Creating) {
+                    // Its own state, not "completed": no guest ran, nothing was checked.
+                    if !matches!(self.report.state, VmState::Failed(_)) {
+                        self.report.state = VmState::RemovedBeforeStart;
+                    }
+                    self.set_lifecycle(Lifecycle::Exited(ExitReason::RemovedBeforeStart));
+                    self.finish_removal(answer);
+                } else if matches!(self.lifecycle, Lifecycle::Exited(_)) {
                     self.finish_removal(answer);
                 } else {
                     self.begin_stop();
