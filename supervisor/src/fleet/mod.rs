@@ -78,8 +78,8 @@ pub enum ControlError {
     ShuttingDown,
     /// Creating the request's VMs would exceed a fleet-wide limit; nothing was created.
     #[error(
-        "creating {vm} would make the fleet {what} {total} (it has {current}); at most {limit} \
-         {what} in a fleet, so nothing of this request was created"
+        "creating {vm} would bring the fleet to {total} {what} (it has {current}); at most \
+         {limit} {what} in a fleet, so nothing of this request was created"
     )]
     Limit {
         vm: String,
@@ -159,8 +159,26 @@ struct Entry {
     waits: usize,
 }
 
+/// What a whole fleet may hold at once, across every request (VMs removed no longer count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetLimits {
+    pub vms: u64,
+    pub vcpus: u64,
+}
+
+impl Default for FleetLimits {
+    /// The limits a fleet spec is held to.
+    fn default() -> Self {
+        FleetLimits {
+            vms: spec::MAX_VMS as u64,
+            vcpus: spec::MAX_FLEET_VCPUS,
+        }
+    }
+}
+
 /// The control plane of a fleet of VMs.
 pub struct Fleet {
+    limits: FleetLimits,
     name: String,
     hv: Arc<dyn Hypervisor>,
     supported: Arc<HostQueries>,
@@ -207,6 +225,7 @@ impl Fleet {
     pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
         let supported = Arc::new(HostQueries::new(Arc::clone(&hv)));
         Ok(Fleet {
+            limits: FleetLimits::default(),
             name: name.to_string(),
             hv,
             supported,
@@ -224,6 +243,12 @@ impl Fleet {
     /// stream.
     pub fn with_control_log(mut self, recorder: Recorder) -> Self {
         self.control_log = Some(recorder);
+        self
+    }
+
+    /// Hold `create` requests to `limits` instead of the spec's (tests use small ones).
+    pub fn with_limits(mut self, limits: FleetLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -318,12 +343,12 @@ impl Fleet {
                     limit,
                 })
             };
-            if vms + 1 > spec::MAX_VMS as u64 {
-                return Err(limit("VMs", vms, vms + 1, spec::MAX_VMS as u64));
+            if vms + 1 > self.limits.vms {
+                return Err(limit("VMs", vms, vms + 1, self.limits.vms));
             }
             let more = vcpus + u64::from(spec.vcpus);
-            if more > spec::MAX_FLEET_VCPUS {
-                return Err(limit("vCPUs", vcpus, more, spec::MAX_FLEET_VCPUS));
+            if more > self.limits.vcpus {
+                return Err(limit("vCPUs", vcpus, more, self.limits.vcpus));
             }
             vms += 1;
             vcpus = more;
