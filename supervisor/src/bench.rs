@@ -471,17 +471,34 @@ pub fn vmfleet_shutdown(vms: u32, vcpus_per_vm: u32) -> Result<Duration, BenchEr
             return Err(wrong("vmfleet", vms, format!("{vm} did not start: {e}")));
         }
         let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
-        futures::stream::iter(names.iter().map(|name| fleet.resume(name)))
-            .buffer_unordered(SHUTDOWN_BRING_UP_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let running = fleet.list().iter().filter(|v| v.state == "running").count();
-        if running != vms as usize {
+        let fleet = &fleet;
+        let resumed = futures::stream::iter(
+            names
+                .iter()
+                .map(|name| async move { (name, fleet.resume(name).await) }),
+        )
+        .buffer_unordered(SHUTDOWN_BRING_UP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        let not_running: Vec<String> = fleet
+            .list()
+            .into_iter()
+            .filter(|v| v.state != "running")
+            .map(|v| {
+                let why = resumed
+                    .iter()
+                    .find(|(name, _)| **name == v.name)
+                    .and_then(|(_, r)| r.as_ref().err().map(|e| format!(": {e}")))
+                    .unwrap_or_default();
+                format!("{} {}{why}", v.name, v.state)
+            })
+            .collect();
+        if !not_running.is_empty() {
             fleet.shutdown().await;
             return Err(wrong(
                 "vmfleet",
                 vms,
-                format!("only {running} VM(s) were running"),
+                format!("not every VM was running: {}", not_running.join("; ")),
             ));
         }
         let clock = Stopwatch::start();
