@@ -683,3 +683,97 @@ fn a_create_is_all_or_nothing() {
         assert_eq!(report.vms.len(), 1, "{:?}", report.vms);
     });
 }
+
+/// A name taken again while a `wait` on its removed VM has not answered yet: whichever order
+/// the requests take, the control stream replays, and the `wait` on the old VM is recorded
+/// before the `create` that reuses its name (a replay binds `wait NAME` to the newest VM).
+#[test]
+fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
+    let Some(kvm) = kvm("a_name_reused_while_a_wait_on_it_is_outstanding_replays") else {
+        return;
+    };
+    const FLEET: &str =
+        "name = \"reuse\"\n\n[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 100000\n";
+    let dir = std::env::temp_dir().join(format!("vmfleet-fleet-reuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("reuse.trace");
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "FLEET".into(),
+            spec_text: FLEET.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(FLEET, "FLEET").unwrap();
+    let hang = Duration::from_secs(10);
+    let live = runtime().block_on(async {
+        let fleet = Arc::new(
+            Fleet::new(hv, &spec.name)
+                .await
+                .unwrap()
+                .with_control_log(recorder.clone()),
+        );
+        for result in fleet.create_all(spec.vms.clone()).await {
+            result.unwrap();
+        }
+        fleet.start_all(StartMode::Running, |_, _| {}).await;
+        let spawn = |call: ControlCall| {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move { fleet.handle(call).await })
+        };
+        let waiting = spawn(ControlCall::Wait { vm: "r".into() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let removed = spawn(ControlCall::Remove { vm: "r".into() });
+        // Queued behind the removal, and (mostly) ahead of the wait's record.
+        tokio::task::yield_now().await;
+        let created = spawn(ControlCall::Create {
+            spec: "[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 1\n".into(),
+        });
+        for (what, task) in [("wait", waiting), ("remove", removed), ("create", created)] {
+            let answer = tokio::time::timeout(hang, task)
+                .await
+                .unwrap_or_else(|_| panic!("{what} did not answer within {hang:?}"))
+                .unwrap();
+            eprintln!("{what} -> {}", supervisor::fleet::reply_line(&answer));
+        }
+        let ControlValue::Shutdown(report) = fleet.handle(ControlCall::Shutdown).await.unwrap()
+        else {
+            panic!("shutdown reports")
+        };
+        *report
+    });
+    writer.finish().unwrap();
+    let trace = Trace::open(&path).unwrap();
+    let control: Vec<(String, String)> = trace
+        .control_events()
+        .map(|e| {
+            (
+                e.call.to_string(),
+                recorder::render::outcome(&e.outcome).to_string(),
+            )
+        })
+        .collect();
+    let at = |call: &str| control.iter().position(|(c, _)| c.starts_with(call));
+    let create = at("create").expect("create recorded");
+    if control[create].1.contains("ok") {
+        assert!(
+            at("wait r").expect("wait recorded") < create,
+            "the wait on the old r comes before r is created again: {control:?}"
+        );
+    }
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    let outcome = replay_trace(&trace, &spec).unwrap();
+    if let Some(d) = &outcome.divergence {
+        panic!("{d}\n{control:?}");
+    }
+    assert_eq!(
+        outcome.transcript.as_deref(),
+        Some(live_transcript.as_str())
+    );
+}
