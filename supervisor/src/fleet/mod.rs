@@ -780,7 +780,10 @@ impl Fleet {
             let stop = self.send(name, Command::Stop);
             let remove = self.send(name, Command::Remove);
             let removed = async {
-                Self::answer(name, "stop", stop?).await?;
+                // A stop that fails (the VM failed meanwhile, say) does not keep it from removal.
+                if let Err(e) = async { Self::answer(name, "stop", stop?).await }.await {
+                    tracing::warn!("stopping {name}: {e}");
+                }
                 let report = Self::answer(name, "remove", remove?).await?;
                 self.forget_loop(name, report).await
             };
