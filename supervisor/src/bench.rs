@@ -9,9 +9,12 @@
 //! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
+//! | shutdown | the `shutdown` request (what SIGTERM to `vmfleet serve` carries out) to every VM stopped, removed and every thread joined, [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`) | <= [`SHUTDOWN_TARGET`] |
+//! | pause after an abandoned wait | a `wait` for a running VM whose client went away, then `pause` of another VM: the pause's answer | <= [`ABANDONED_WAIT_PAUSE_TARGET`] |
 //!
 //! The vmfleet side of each figure lives in one function ([`vmfleet_start_to_first_exit`],
-//! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`]) that drives the real
+//! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`], [`vmfleet_shutdown`],
+//! [`vmfleet_pause_after_abandoned_wait`]) that drives the real
 //! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`.
 
 use crate::fleet::StartMode;
@@ -51,6 +54,14 @@ const SCALE_RESUME_CONCURRENCY: usize = 32;
 pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
 /// Stop request to all vCPU threads joined.
 pub const STOP_TARGET: Duration = Duration::from_millis(50);
+/// Running VMs of the shutdown figure (`--shutdown-vms`).
+pub const SHUTDOWN_VMS: u32 = 1000;
+/// `shutdown` request to every VM stopped, removed and joined.
+pub const SHUTDOWN_TARGET: Duration = Duration::from_secs(2);
+/// A `pause` answered after a `wait` whose client went away.
+pub const ABANDONED_WAIT_PAUSE_TARGET: Duration = Duration::from_secs(1);
+/// Starts (paused) and resumes in flight at once while the shutdown fleet comes up.
+const SHUTDOWN_BRING_UP_CONCURRENCY: usize = 32;
 
 /// Why a measurement could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -441,6 +452,133 @@ pub fn vmfleet_stop_latency(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
     })
 }
 
+/// vmfleet's side of the shutdown figure: `vms` VMs of `vcpus_per_vm` vCPUs running the
+/// long-running guest, then the `shutdown` request through [`crate::fleet::Fleet::handle`] (as
+/// SIGTERM to `vmfleet serve` does); the time from the request to its answer, which comes when
+/// every VM is stopped and removed and every vCPU and loop thread joined.
+pub fn vmfleet_shutdown(vms: u32, vcpus_per_vm: u32) -> Result<Duration, BenchError> {
+    let spec = bench_spec(vms, vcpus_per_vm, 0);
+    let hv = kvm_backend()?;
+    let runtime = bench_runtime()?;
+    runtime.block_on(async {
+        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
+            .await
+            .map_err(|e| wrong("vmfleet", vms, e))?;
+        // Up paused, then released (as the scale figure does), so that every VM runs.
+        let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
+        if let Some((vm, Err(e))) = started.iter().find(|(_, r)| r.is_err()) {
+            fleet.shutdown().await;
+            return Err(wrong("vmfleet", vms, format!("{vm} did not start: {e}")));
+        }
+        let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
+        let fleet = &fleet;
+        let resumed = futures::stream::iter(
+            names
+                .iter()
+                .map(|name| async move { (name, fleet.resume(name).await) }),
+        )
+        .buffer_unordered(SHUTDOWN_BRING_UP_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        let not_running: Vec<String> = fleet
+            .list()
+            .into_iter()
+            .filter(|v| v.state != "running")
+            .map(|v| {
+                let why = resumed
+                    .iter()
+                    .find(|(name, _)| **name == v.name)
+                    .and_then(|(_, r)| r.as_ref().err().map(|e| format!(": {e}")))
+                    .unwrap_or_default();
+                format!("{} {}{why}", v.name, v.state)
+            })
+            .collect();
+        if !not_running.is_empty() {
+            fleet.shutdown().await;
+            return Err(wrong(
+                "vmfleet",
+                vms,
+                format!("not every VM was running: {}", not_running.join("; ")),
+            ));
+        }
+        let clock = Stopwatch::start();
+        let answer = fleet.handle(vcpu::ControlCall::Shutdown).await;
+        let elapsed = clock.elapsed();
+        let report = match answer {
+            Ok(crate::fleet::ControlValue::Shutdown(report)) => report,
+            Ok(other) => return Err(wrong("vmfleet", vms, other.summary())),
+            Err(e) => return Err(wrong("vmfleet", vms, e)),
+        };
+        if report.vms.len() != vms as usize
+            || report
+                .vms
+                .iter()
+                .any(|v| v.state != crate::report::VmState::Stopped)
+        {
+            return Err(wrong("vmfleet", vms, "not every VM stopped cleanly"));
+        }
+        Ok(elapsed)
+    })
+}
+
+/// vmfleet's side of the abandoned-wait figure: two running VMs; a `wait` for the first whose
+/// client goes away (its request future is dropped, as `vmfleet serve` does when the client
+/// hangs up); then the time to the answer of `pause` of the second. The median of 5.
+pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
+    let spec = bench_spec(2, vcpus_per_vm, 0);
+    let hv = kvm_backend()?;
+    let runtime = bench_runtime()?;
+    runtime.block_on(async {
+        let fleet = std::sync::Arc::new(
+            crate::fleet::Fleet::new(hv, &spec.name)
+                .await
+                .map_err(|e| wrong("vmfleet", 2, e))?,
+        );
+        let started = fleet.launch_all(spec.vms.clone(), StartMode::Running).await;
+        if let Some((vm, Err(e))) = started.iter().find(|(_, r)| r.is_err()) {
+            fleet.shutdown().await;
+            return Err(wrong("vmfleet", 2, format!("{vm} did not start: {e}")));
+        }
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let waiting = {
+                let fleet = std::sync::Arc::clone(&fleet);
+                tokio::spawn(async move {
+                    fleet
+                        .handle(vcpu::ControlCall::Wait { vm: "vm0".into() })
+                        .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waiting.abort();
+            let clock = Stopwatch::start();
+            let paused = tokio::time::timeout(
+                Duration::from_secs(30),
+                fleet.handle(vcpu::ControlCall::Pause { vm: "vm1".into() }),
+            )
+            .await;
+            samples.push(clock.elapsed());
+            match paused {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(wrong("vmfleet", 2, e)),
+                Err(_) => {
+                    return Err(wrong(
+                        "vmfleet",
+                        2,
+                        "pause did not answer within 30 s after an abandoned wait",
+                    ));
+                }
+            }
+            fleet
+                .handle(vcpu::ControlCall::Resume { vm: "vm1".into() })
+                .await
+                .map_err(|e| wrong("vmfleet", 2, e))?;
+        }
+        fleet.shutdown().await;
+        median_duration(&samples).ok_or_else(|| wrong("vmfleet", 2, "no sample"))
+    })
+}
+
 // === end of the vmfleet side ===================================================================
 
 // ---------------------------------------------------------------------------------------------
@@ -459,6 +597,10 @@ pub struct BenchOptions {
     /// Only the start figure: skip scale, memory and stop latency (they bring up the 500-VM
     /// fleet, which takes minutes).
     pub start_only: bool,
+    /// Only the control-plane figures (shutdown, pause after an abandoned wait).
+    pub control_only: bool,
+    /// Running VMs of the shutdown figure.
+    pub shutdown_vms: u32,
 }
 
 impl Default for BenchOptions {
@@ -468,6 +610,8 @@ impl Default for BenchOptions {
             runs: DEFAULT_RUNS,
             floor_only: false,
             start_only: false,
+            control_only: false,
+            shutdown_vms: SHUTDOWN_VMS,
         }
     }
 }
@@ -486,6 +630,17 @@ impl BenchOptions {
         }
         if self.runs == 0 {
             return Err(BenchError::Options("--runs must be at least 1".into()));
+        }
+        if self.shutdown_vms == 0 || self.shutdown_vms > MAX_COUNT {
+            return Err(BenchError::Options(format!(
+                "--shutdown-vms: {} is not a VM count between 1 and {MAX_COUNT}",
+                self.shutdown_vms
+            )));
+        }
+        if self.control_only && (self.floor_only || self.start_only) {
+            return Err(BenchError::Options(
+                "--control-only cannot be combined with --floor-only or --start-only".into(),
+            ));
         }
         Ok(())
     }
@@ -642,6 +797,10 @@ pub struct BenchReport {
     pub scale: Figure,
     pub memory_per_vm: Figure,
     pub stop_latency: Figure,
+    /// Running VMs the shutdown figure stopped.
+    pub shutdown_vms: u32,
+    pub shutdown: Figure,
+    pub pause_after_abandoned_wait: Figure,
 }
 
 impl BenchReport {
@@ -649,9 +808,15 @@ impl BenchReport {
     pub fn any_missed(&self) -> bool {
         let bad = |v: &Verdict| matches!(v, Verdict::Missed | Verdict::Failed(_));
         self.start.iter().any(|row| bad(&row.verdict))
-            || [&self.scale, &self.memory_per_vm, &self.stop_latency]
-                .iter()
-                .any(|f| bad(&f.verdict))
+            || [
+                &self.scale,
+                &self.memory_per_vm,
+                &self.stop_latency,
+                &self.shutdown,
+                &self.pause_after_abandoned_wait,
+            ]
+            .iter()
+            .any(|f| bad(&f.verdict))
     }
 }
 
@@ -660,11 +825,17 @@ impl BenchReport {
 pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchError> {
     options.check()?;
     let mut start = Vec::with_capacity(options.counts.len());
-    for &vms in &options.counts {
-        start.push(start_row(floor, vms, options)?);
+    if !options.control_only {
+        for &vms in &options.counts {
+            start.push(start_row(floor, vms, options)?);
+        }
     }
-    let measure = |unit, target: String, measure: &dyn Fn() -> Result<(f64, bool), BenchError>| {
-        let (value, verdict) = if options.floor_only || options.start_only {
+    // Which figures this run measures: `control` for the control-plane ones, else the others.
+    let measure_if = |wanted: bool,
+                      unit,
+                      target: String,
+                      measure: &dyn Fn() -> Result<(f64, bool), BenchError>| {
+        let (value, verdict) = if !wanted {
             (None, Verdict::Skipped)
         } else {
             match measure() {
@@ -678,6 +849,11 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
             target,
             verdict,
         }
+    };
+    let others = !(options.floor_only || options.start_only || options.control_only);
+    let control = !(options.floor_only || options.start_only);
+    let measure = |unit, target, how: &dyn Fn() -> Result<(f64, bool), BenchError>| {
+        measure_if(others, unit, target, how)
     };
     let scale = measure("VMs", format!("{SCALE_VMS} VMs running"), &|| {
         let running = vmfleet_scale(SCALE_VMS, VCPUS_PER_VM)?;
@@ -695,6 +871,27 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         let latency = vmfleet_stop_latency(VCPUS_PER_VM)?;
         Ok((latency.as_secs_f64() * 1e3, latency <= STOP_TARGET))
     });
+    let shutdown = measure_if(
+        control,
+        "ms",
+        format!("<= {} ms", SHUTDOWN_TARGET.as_millis()),
+        &|| {
+            let took = vmfleet_shutdown(options.shutdown_vms, VCPUS_PER_VM)?;
+            Ok((took.as_secs_f64() * 1e3, took <= SHUTDOWN_TARGET))
+        },
+    );
+    let pause_after_abandoned_wait = measure_if(
+        control,
+        "ms",
+        format!("<= {} ms", ABANDONED_WAIT_PAUSE_TARGET.as_millis()),
+        &|| {
+            let took = vmfleet_pause_after_abandoned_wait(VCPUS_PER_VM)?;
+            Ok((
+                took.as_secs_f64() * 1e3,
+                took <= ABANDONED_WAIT_PAUSE_TARGET,
+            ))
+        },
+    );
     Ok(BenchReport {
         host: BenchHost::read(),
         vcpus_per_vm: VCPUS_PER_VM,
@@ -703,6 +900,9 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         scale,
         memory_per_vm,
         stop_latency,
+        shutdown_vms: options.shutdown_vms,
+        shutdown,
+        pause_after_abandoned_wait,
     })
 }
 
@@ -850,6 +1050,17 @@ pub fn table(report: &BenchReport) -> String {
             "stop latency (spinning guest)".to_string(),
             &report.stop_latency,
         ),
+        (
+            format!(
+                "shutdown of {} running VMs x {} vCPUs",
+                report.shutdown_vms, report.vcpus_per_vm
+            ),
+            &report.shutdown,
+        ),
+        (
+            "pause answered after an abandoned wait".to_string(),
+            &report.pause_after_abandoned_wait,
+        ),
     ] {
         let value = figure
             .value
@@ -972,6 +1183,15 @@ mod tests {
                 runs: 0,
                 ..Default::default()
             },
+            BenchOptions {
+                shutdown_vms: 0,
+                ..Default::default()
+            },
+            BenchOptions {
+                control_only: true,
+                start_only: true,
+                ..Default::default()
+            },
         ] {
             let error = bad.check().unwrap_err();
             assert!(matches!(error, BenchError::Options(_)), "{error}");
@@ -1009,7 +1229,10 @@ mod tests {
             }],
             scale: skipped.clone(),
             memory_per_vm: skipped.clone(),
-            stop_latency: skipped,
+            stop_latency: skipped.clone(),
+            shutdown_vms: 1000,
+            shutdown: skipped.clone(),
+            pause_after_abandoned_wait: skipped,
         }
     }
 
@@ -1032,6 +1255,8 @@ mod tests {
             "scale (500 VMs x 2 vCPUs)",
             "supervisor memory per running VM",
             "stop latency",
+            "shutdown of 1000 running VMs x 2 vCPUs",
+            "pause answered after an abandoned wait",
             "skipped (not asked for)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing in:\n{text}");

@@ -258,9 +258,21 @@ pub struct BenchArgs {
     /// Measure only the floor (skip every vmfleet measurement).
     #[arg(long)]
     pub floor_only: bool,
-    /// Measure only the start-throughput figure (skip the 500-VM scale, memory and stop figures).
+    /// Measure only the start-throughput figure (skip the 500-VM scale, memory, stop and control
+    /// figures).
     #[arg(long)]
     pub start_only: bool,
+    /// Measure only the control-plane figures: shutdown of running VMs, and a pause after an
+    /// abandoned wait.
+    #[arg(long, conflicts_with_all = ["floor_only", "start_only"])]
+    pub control_only: bool,
+    /// Running VMs (2 vCPUs each) the shutdown figure stops.
+    #[arg(
+        long,
+        default_value_t = crate::bench::SHUTDOWN_VMS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub shutdown_vms: u32,
     /// VM counts of the start-throughput figure (2 vCPUs per VM).
     #[arg(
         long,

@@ -799,6 +799,8 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
         runs: args.runs,
         floor_only: args.floor_only,
         start_only: args.start_only,
+        control_only: args.control_only,
+        shutdown_vms: args.shutdown_vms,
     };
     let report = bench::run(&floor, &options)?;
     if args.json {

@@ -81,6 +81,8 @@ pub enum VmState {
     Completed,
     /// Stopped by request before its guests halted (not a failure).
     Stopped,
+    /// Removed before it was started: no vCPU ever ran (not a failure).
+    RemovedBeforeStart,
     Failed(String),
 }
 
@@ -235,6 +237,8 @@ impl VmReport {
             VmState::Completed => "completed".into(),
             VmState::Stopped if self.failed() => "FAILED: checks".into(),
             VmState::Stopped => "stopped".into(),
+            VmState::RemovedBeforeStart if self.failed() => "FAILED: checks".into(),
+            VmState::RemovedBeforeStart => "removed before start".into(),
         }
     }
 }

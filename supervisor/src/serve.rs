@@ -14,11 +14,13 @@
 //! in the daemon's log.
 //!
 //! Serving: one tokio task per connection, each reading request lines with a size cap and
-//! answering each in order. Control requests go through [`Fleet::handle`], which carries them out
-//! one at a time and records them; `list` reads the fleet's state directly. A connection's
-//! failure (garbage, a disconnect, even a panic) ends that connection only. A request whose
-//! client disconnects is still carried out to the end, so the fleet and its trace never see a
-//! half-done request.
+//! answering each in order. Control requests go through [`Fleet::handle`], which carries requests
+//! of different connections out concurrently and records each when it completes; `list` reads
+//! the fleet's state directly. Each request runs in a task of its own while its connection
+//! watches for the client hanging up. A `wait` whose client is gone ends there (unrecorded: it
+//! changed nothing); any other request is carried out to the end, so the fleet and its trace
+//! never see a half-done request. A connection's failure (garbage, a disconnect, even a panic)
+//! ends that connection only.
 //!
 //! Stopping: a `shutdown` request, SIGINT or SIGTERM. Either way the daemon carries out
 //! [`ControlCall::Shutdown`] through [`Fleet::handle`] (so a replay sees it), stops accepting,
@@ -205,7 +207,7 @@ async fn daemon(
                         let Some(stream) = admit(stream).await else {
                             return;
                         };
-                        if let Err(e) = connection(stream, &fleet, &stop_tx).await {
+                        if let Err(e) = connection(stream, fleet, &stop_tx).await {
                             tracing::debug!("control connection: {e}");
                         }
                     });
@@ -284,7 +286,7 @@ async fn admit(mut stream: UnixStream) -> Option<UnixStream> {
 /// Serve one client: answer each request line in order until it disconnects.
 async fn connection(
     stream: UnixStream,
-    fleet: &Fleet,
+    fleet: Arc<Fleet>,
     stop: &mpsc::UnboundedSender<Box<JobReport>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -303,7 +305,12 @@ async fn connection(
         let response = match api::frame(&buf) {
             Frame::Line(line) => match Request::parse(line) {
                 Ok(request) => {
-                    let (response, stopped) = answer(fleet, request).await;
+                    let Some((response, stopped)) =
+                        answer_while_connected(&fleet, request, &mut reader).await
+                    else {
+                        tracing::debug!("a client went away while its request was carried out");
+                        return Ok(());
+                    };
                     if let Some(report) = stopped {
                         // The daemon stops whether or not this client is still there to hear it.
                         let written = write.write_all(response.to_line().as_bytes()).await;
@@ -327,6 +334,42 @@ async fn connection(
             }
         };
         write.write_all(response.to_line().as_bytes()).await?;
+    }
+}
+
+/// Carry out one request in a task of its own while watching the client: `None` when the client
+/// of a `wait` hung up first: the `wait` ends there (it has changed nothing, and nobody is there
+/// to tell). Any other request goes on to its end (and its record) whether the client stays.
+async fn answer_while_connected(
+    fleet: &Arc<Fleet>,
+    request: Request,
+    client: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> Option<(Response, Option<Box<JobReport>>)> {
+    let ends_with_client = matches!(request, Request::Wait { .. });
+    let mut task = {
+        let fleet = Arc::clone(fleet);
+        tokio::spawn(async move { answer(&fleet, request).await })
+    };
+    // Once the client has sent more (pipelined requests), its next bytes are buffered and it
+    // cannot be told apart from a live client until they are read: stop watching then.
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            done = &mut task => {
+                return match done {
+                    Ok(answered) => Some(answered),
+                    Err(e) => Some((Response::error(format!("the request failed: {e}")), None)),
+                };
+            }
+            more = client.fill_buf(), if watching => match more {
+                Ok([]) | Err(_) if ends_with_client => {
+                    task.abort();
+                    return None;
+                }
+                // Gone or not, the request is carried out; a `shutdown` still stops the daemon.
+                Ok(_) | Err(_) => watching = false,
+            },
+        }
     }
 }
 

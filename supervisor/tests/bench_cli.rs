@@ -72,3 +72,44 @@ fn the_floor_is_measured_and_reported() {
     // The vmfleet side (a 500-VM fleet among others) is measured by `cargo xtask bench`, not
     // here: it takes minutes. `bench::tests` checks that it measures a real start.
 }
+
+/// `--control-only` measures the control-plane figures alone, on as few VMs as asked for
+/// (`--shutdown-vms`): this checks they are measured and reported, not what they are (that is
+/// the benchmark's job, with 1,000 VMs).
+#[test]
+fn the_control_figures_are_measured_on_a_small_fleet() {
+    if !kvm_usable("the_control_figures_are_measured_on_a_small_fleet") {
+        return;
+    }
+    let out = vmfleet()
+        .args(["bench", "--control-only", "--shutdown-vms", "3", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        matches!(out.status.code(), Some(0 | 9)),
+        "met or missed, never failed: {stdout}{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["start"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["scale"]["verdict"]["status"], "skipped");
+    assert_eq!(report["shutdown_vms"], 3);
+    for figure in ["shutdown", "pause_after_abandoned_wait"] {
+        let status = &report[figure]["verdict"]["status"];
+        assert!(status == "met" || status == "missed", "{figure}: {report}");
+        assert!(report[figure]["value"].as_f64().unwrap() > 0.0, "{figure}");
+    }
+    let table = vmfleet()
+        .args(["bench", "--control-only", "--shutdown-vms", "2"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&table);
+    assert!(
+        stdout.contains("shutdown of 2 running VMs x 2 vCPUs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pause answered after an abandoned wait"),
+        "{stdout}"
+    );
+}

@@ -679,3 +679,75 @@ fn force_replaces_an_existing_trace_and_files_are_0600() {
             .is_symlink()
     );
 }
+
+/// SIGTERM to `vmfleet run` stops every VM, closes the trace whole (end marker) and exits with
+/// the run's status, not the signal's; the trace replays.
+#[test]
+fn sigterm_stops_a_run_and_closes_its_trace() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = scratch("sigterm-run");
+    let spec = dir.join("long.toml");
+    std::fs::write(
+        &spec,
+        "[[vm]]\nname = \"x\"\nvcpus = 2\nprobe_repeats = 100000\n\n\
+         [[vm]]\nname = \"y\"\nvcpus = 1\nprobe_repeats = 100000\n",
+    )
+    .unwrap();
+    let trace = dir.join("term.trace");
+    let mut child = vmfleet()
+        .arg("run")
+        .arg(&spec)
+        .arg("--record")
+        .arg(&trace)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Up and running (its signal handlers are installed before the fleet comes up).
+    std::thread::sleep(Duration::from_millis(1500));
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // A hang, not a figure (the figure is `vmfleet bench`'s shutdown).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("vmfleet run still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    // 0, or 1 if a guest was stopped in the middle of a probe pass: the run's status either way.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("stopping every VM"), "{stderr}");
+    for vm in ["x", "y"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{vm} "))),
+            "{vm} in the report: {stdout}"
+        );
+    }
+    let recorded = recorder::Trace::open(&trace).expect("the trace reads back");
+    recorded
+        .require_complete()
+        .expect("the trace has its end marker");
+    let replay = vmfleet().arg("replay").arg(&trace).output().unwrap();
+    assert_eq!(replay.status.code(), Some(0), "{}", text(&replay).1);
+    assert!(
+        text(&replay)
+            .0
+            .contains("  stop all -> ok: stopped 2 VM(s)"),
+        "{}",
+        text(&replay).0
+    );
+}

@@ -63,10 +63,12 @@ vcpus = 1
 probe_repeats = 100000
 "#;
 
+/// The state of the newest VM named `vm` (a removed VM's name can be taken again).
 fn state(fleet: &Fleet, vm: &str) -> String {
     fleet
         .list()
         .into_iter()
+        .rev()
         .find(|v| v.name == vm)
         .map(|v| v.state)
         .unwrap_or_else(|| panic!("{vm} is not listed"))
@@ -402,4 +404,394 @@ fn stopping_a_spinning_guest_is_prompt() {
                 .all(|v| v.end == "stopped by request")
         );
     });
+}
+
+/// Concurrent requests: a `wait` blocks nobody while it waits, one abandoned half-way ends
+/// unrecorded, requests issued together all answer, a VM removed before it started says so and
+/// its name is taken again. The control stream records each request when it completed, in an
+/// order the replay re-issues one after the other with the same replies.
+#[test]
+fn concurrent_requests_record_an_order_that_replays() {
+    let Some(kvm) = kvm("concurrent_requests_record_an_order_that_replays") else {
+        return;
+    };
+    const FLEET: &str = "name = \"busy\"\n\n[[vm]]\nname = \"a\"\nvcpus = 2\nprobe_repeats = 100000\n\n[[vm]]\nname = \"b\"\nvcpus = 1\nprobe_repeats = 100000\n";
+    let dir = std::env::temp_dir().join(format!("vmfleet-fleet-conc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("concurrent.trace");
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "FLEET".into(),
+            spec_text: FLEET.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(FLEET, "FLEET").unwrap();
+    // Generous: only a hang (a request blocked behind a wait) comes anywhere near it.
+    let hang = Duration::from_secs(10);
+    let live = runtime().block_on(async {
+        let fleet = Arc::new(
+            Fleet::new(hv, &spec.name)
+                .await
+                .unwrap()
+                .with_control_log(recorder.clone()),
+        );
+        for result in fleet.create_all(spec.vms.clone()).await {
+            result.unwrap();
+        }
+        for (vm, result) in fleet.start_all(StartMode::Running, |_, _| {}).await {
+            result.unwrap_or_else(|e| panic!("{vm}: {e}"));
+        }
+        let spawn = |call: ControlCall| {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move { fleet.handle(call).await })
+        };
+        let ask = |call: ControlCall| {
+            let shown = call.to_string();
+            let task = spawn(call);
+            async move {
+                tokio::time::timeout(hang, task)
+                    .await
+                    .unwrap_or_else(|_| panic!("{shown} did not answer within {hang:?}"))
+                    .unwrap()
+            }
+        };
+        let waiting = spawn(ControlCall::Wait { vm: "a".into() });
+        let abandoned = spawn(ControlCall::Wait { vm: "b".into() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its client went away: the request ends there.
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+
+        // Requests issued at once, with a wait outstanding: every one answers.
+        let together = futures::future::join_all([
+            ask(ControlCall::Pause { vm: "b".into() }),
+            ask(ControlCall::Model { vm: "a".into() }),
+            ask(ControlCall::Create {
+                spec: "[[vm]]\nname = \"c\"\nvcpus = 1\nprobe_repeats = 2\n".into(),
+            }),
+            ask(ControlCall::Pause { vm: "nope".into() }),
+        ])
+        .await;
+        assert!(together[0].is_ok(), "{:?}", together[0]);
+        assert!(together[1].is_ok(), "{:?}", together[1]);
+        assert!(together[2].is_ok(), "{:?}", together[2]);
+        assert!(together[3].is_err());
+        assert_eq!(state(&fleet, "b"), "paused");
+        assert!(!waiting.is_finished(), "a is still running: the wait waits");
+
+        // Removed before it started: a state of its own, not "completed"; the name is free.
+        let removed = ask(ControlCall::Remove { vm: "c".into() }).await.unwrap();
+        let ControlValue::Removed(report) = &removed else {
+            panic!("{removed:?}")
+        };
+        assert_eq!(report.state, VmState::RemovedBeforeStart);
+        assert_eq!(state(&fleet, "c"), "removed before start");
+        let gone = ask(ControlCall::Wait { vm: "c".into() }).await.unwrap();
+        assert_eq!(gone.summary(), "c exited (removed before start)");
+        ask(ControlCall::Create {
+            spec: "[[vm]]\nname = \"c\"\nvcpus = 2\nprobe_repeats = 2\n".into(),
+        })
+        .await
+        .expect("a removed VM's name can be taken again");
+        assert_eq!(state(&fleet, "c"), "created");
+        ask(ControlCall::Start { vm: "c".into() }).await.unwrap();
+        let halted = ask(ControlCall::Wait { vm: "c".into() }).await.unwrap();
+        assert_eq!(halted.summary(), "c exited (guest halted)");
+
+        ask(ControlCall::Resume { vm: "b".into() }).await.unwrap();
+        ask(ControlCall::Stop { vm: "a".into() }).await.unwrap();
+        let waited = tokio::time::timeout(hang, waiting)
+            .await
+            .expect("the wait answers once a has stopped")
+            .unwrap()
+            .unwrap();
+        assert_eq!(waited.summary(), "a exited (stopped)");
+        let ControlValue::Shutdown(report) = ask(ControlCall::Shutdown).await.unwrap() else {
+            panic!("shutdown reports")
+        };
+        *report
+    });
+    writer.finish().unwrap();
+    let states: Vec<(&str, &VmState)> = live
+        .vms
+        .iter()
+        .map(|v| (v.name.as_str(), &v.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", &VmState::Stopped),
+            ("b", &VmState::Stopped),
+            ("c", &VmState::RemovedBeforeStart),
+            ("c", &VmState::Completed),
+        ]
+    );
+
+    let trace = Trace::open(&path).unwrap();
+    trace.require_complete().unwrap();
+    let control: Vec<String> = trace.control_events().map(|e| e.call.to_string()).collect();
+    assert!(
+        !control.iter().any(|c| c == "wait b"),
+        "an abandoned wait is not recorded: {control:?}"
+    );
+    let at = |call: &str| {
+        control
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("{call} in {control:?}"))
+    };
+    assert!(
+        at("wait a") > at("stop a"),
+        "a wait is recorded after the request that ended its VM: {control:?}"
+    );
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    for round in 0..2 {
+        let outcome = replay_trace(&trace, &spec).unwrap();
+        if let Some(d) = &outcome.divergence {
+            panic!("round {round}: {d}");
+        }
+        assert_eq!(
+            outcome.transcript.as_deref(),
+            Some(live_transcript.as_str()),
+            "round {round}"
+        );
+    }
+}
+
+/// Fleet-wide limits hold across requests: creates issued together share them, the one that
+/// would exceed them is refused naming the limit and leaves nothing behind, and a removed VM
+/// no longer counts.
+#[test]
+fn create_requests_share_the_fleet_limits() {
+    let Some(kvm) = kvm("create_requests_share_the_fleet_limits") else {
+        return;
+    };
+    let hv: Arc<dyn Hypervisor> = Arc::new(kvm);
+    runtime().block_on(async {
+        let fleet = Arc::new(
+            Fleet::new(hv, "limited")
+                .await
+                .unwrap()
+                .with_limits(supervisor::fleet::FleetLimits { vms: 100, vcpus: 8 }),
+        );
+        let creates = (0..5).map(|i| {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move {
+                fleet
+                    .handle(ControlCall::Create {
+                        spec: format!("[[vm]]\nname = \"v{i}\"\nvcpus = 2\nmemory_mib = 1\n"),
+                    })
+                    .await
+            })
+        });
+        let results: Vec<_> = futures::future::join_all(creates)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let refused: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert_eq!(refused.len(), 1, "5 x 2 vCPUs against 8: {results:?}");
+        assert!(
+            refused[0].contains("would bring the fleet to 10 vCPUs (it has 8); at most 8 vCPUs"),
+            "{}",
+            refused[0]
+        );
+        let listed = fleet.list();
+        assert_eq!(
+            listed.len(),
+            4,
+            "nothing of the refused request: {listed:?}"
+        );
+        assert_eq!(listed.iter().map(|v| v.vcpus).sum::<u32>(), 8);
+        assert!(refused[0].contains("creating v"), "{}", refused[0]);
+
+        // Several VMs in one request: all of them fit, or none is created.
+        let two = "[[vm]]\nname = \"w\"\nvcpus = 1\nmemory_mib = 1\ncount = 2\n".to_string();
+        let e = fleet
+            .handle(ControlCall::Create { spec: two.clone() })
+            .await
+            .expect_err("the fleet is full");
+        assert!(e.to_string().contains("creating w-0"), "{e}");
+        let victim = listed[0].name.clone();
+        fleet
+            .handle(ControlCall::Remove { vm: victim })
+            .await
+            .unwrap();
+        fleet
+            .handle(ControlCall::Create { spec: two })
+            .await
+            .expect("a removed VM's vCPUs are free again");
+        let live: u32 = fleet
+            .list()
+            .iter()
+            .filter(|v| !v.state.starts_with("removed"))
+            .map(|v| v.vcpus)
+            .sum();
+        assert_eq!(live, 8);
+        fleet.handle(ControlCall::Shutdown).await.unwrap();
+    });
+}
+
+/// A backend decorator under which creating the VM named `broken` fails.
+struct FailCreate {
+    inner: Box<dyn Hypervisor>,
+}
+
+impl Hypervisor for FailCreate {
+    fn arch(&self) -> GuestArch {
+        self.inner.arch()
+    }
+    fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
+        self.inner.call(call)
+    }
+    fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError> {
+        if name == "broken" {
+            return Err(CallError::Backend("injected failure".into()));
+        }
+        self.inner.create_vm(vm, name)
+    }
+}
+
+/// A create whose second VM fails to come up: the request fails naming that VM, and the VMs it
+/// had made are torn down and forgotten (their names are free).
+#[test]
+fn a_create_is_all_or_nothing() {
+    let Some(kvm) = kvm("a_create_is_all_or_nothing") else {
+        return;
+    };
+    let hv: Arc<dyn Hypervisor> = Arc::new(FailCreate {
+        inner: Box::new(kvm),
+    });
+    runtime().block_on(async {
+        let fleet = Fleet::new(hv, "partial").await.unwrap();
+        let spec = "[[vm]]\nname = \"first\"\nvcpus = 2\n\n[[vm]]\nname = \"broken\"\n\n\
+                    [[vm]]\nname = \"third\"\n";
+        let e = fleet
+            .handle(ControlCall::Create { spec: spec.into() })
+            .await
+            .expect_err("broken cannot be created");
+        let e = e.to_string();
+        assert!(
+            e.contains("broken failed to come up") && e.contains("injected failure"),
+            "{e}"
+        );
+        assert!(
+            fleet.list().is_empty(),
+            "nothing remains: {:?}",
+            fleet.list()
+        );
+        fleet
+            .handle(ControlCall::Create {
+                spec: "[[vm]]\nname = \"first\"\n".into(),
+            })
+            .await
+            .expect("its names are free");
+        assert_eq!(state(&fleet, "first"), "created");
+        let report = fleet.shutdown().await;
+        assert_eq!(report.vms.len(), 1, "{:?}", report.vms);
+    });
+}
+
+/// A name taken again while a `wait` on its removed VM has not answered yet: whichever order
+/// the requests take, the control stream replays, and the `wait` on the old VM is recorded
+/// before the `create` that reuses its name (a replay binds `wait NAME` to the newest VM).
+#[test]
+fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
+    let Some(kvm) = kvm("a_name_reused_while_a_wait_on_it_is_outstanding_replays") else {
+        return;
+    };
+    const FLEET: &str =
+        "name = \"reuse\"\n\n[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 100000\n";
+    let dir = std::env::temp_dir().join(format!("vmfleet-fleet-reuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("reuse.trace");
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "FLEET".into(),
+            spec_text: FLEET.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(FLEET, "FLEET").unwrap();
+    let hang = Duration::from_secs(10);
+    let live = runtime().block_on(async {
+        let fleet = Arc::new(
+            Fleet::new(hv, &spec.name)
+                .await
+                .unwrap()
+                .with_control_log(recorder.clone()),
+        );
+        for result in fleet.create_all(spec.vms.clone()).await {
+            result.unwrap();
+        }
+        fleet.start_all(StartMode::Running, |_, _| {}).await;
+        let spawn = |call: ControlCall| {
+            let fleet = Arc::clone(&fleet);
+            tokio::spawn(async move { fleet.handle(call).await })
+        };
+        let waiting = spawn(ControlCall::Wait { vm: "r".into() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let removed = spawn(ControlCall::Remove { vm: "r".into() });
+        // Queued behind the removal, and (mostly) ahead of the wait's record.
+        tokio::task::yield_now().await;
+        let created = spawn(ControlCall::Create {
+            spec: "[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 1\n".into(),
+        });
+        for (what, task) in [("wait", waiting), ("remove", removed), ("create", created)] {
+            let answer = tokio::time::timeout(hang, task)
+                .await
+                .unwrap_or_else(|_| panic!("{what} did not answer within {hang:?}"))
+                .unwrap();
+            eprintln!("{what} -> {}", supervisor::fleet::reply_line(&answer));
+        }
+        let ControlValue::Shutdown(report) = fleet.handle(ControlCall::Shutdown).await.unwrap()
+        else {
+            panic!("shutdown reports")
+        };
+        *report
+    });
+    writer.finish().unwrap();
+    let trace = Trace::open(&path).unwrap();
+    let control: Vec<(String, String)> = trace
+        .control_events()
+        .map(|e| {
+            (
+                e.call.to_string(),
+                recorder::render::outcome(&e.outcome).to_string(),
+            )
+        })
+        .collect();
+    let at = |call: &str| control.iter().position(|(c, _)| c.starts_with(call));
+    let create = at("create").expect("create recorded");
+    if control[create].1.contains("ok") {
+        assert!(
+            at("wait r").expect("wait recorded") < create,
+            "the wait on the old r comes before r is created again: {control:?}"
+        );
+    }
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    let outcome = replay_trace(&trace, &spec).unwrap();
+    if let Some(d) = &outcome.divergence {
+        panic!("{d}\n{control:?}");
+    }
+    assert_eq!(
+        outcome.transcript.as_deref(),
+        Some(live_transcript.as_str())
+    );
 }

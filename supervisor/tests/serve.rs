@@ -1162,3 +1162,121 @@ fn a_client_of_another_user_is_refused_by_the_daemon() {
     // Its own user is still served.
     assert!(daemon.ok(&["list"]).contains("no VMs"));
 }
+
+/// Wait for a `ctl` child, at most `within` (a hang, not a figure); its output.
+fn finish_within(mut child: Child, what: &str, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ctl {what} did not answer within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A `wait` whose client went away blocks nothing: the next `pause` answers, clients asking at
+/// once all get answers while another client's `wait` is outstanding, and SIGTERM still stops
+/// every VM, exits 0 and leaves a complete trace that replays (without the abandoned wait).
+#[test]
+fn an_abandoned_wait_blocks_nothing_and_sigterm_still_stops_promptly() {
+    if !kvm_usable("an_abandoned_wait_blocks_nothing_and_sigterm_still_stops_promptly") {
+        return;
+    }
+    let dir = scratch("abandoned");
+    let trace = dir.join("serve.trace");
+    let mut daemon = Daemon::start(&dir, LONG_FLEET, &["--record", trace.to_str().unwrap()]);
+    daemon.wait_uptime(Duration::from_secs(1));
+    let hang = Duration::from_secs(10);
+    let ctl = |args: &[&str]| {
+        vmfleet()
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // A client asks to wait for a VM that runs for minutes, then goes away.
+    let mut abandoned = UnixStream::connect(&daemon.socket).unwrap();
+    abandoned
+        .write_all(b"{\"op\":\"wait\",\"vm\":\"a\"}\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(abandoned);
+    let out = finish_within(ctl(&["pause", "b"]), "pause b", hang);
+    assert_eq!(text(&out).0, "b: paused\n", "{}", text(&out).1);
+
+    // A wait that stays, and clients asking at once.
+    let staying = ctl(&["wait", "c"]);
+    let asks: Vec<(&str, Child)> = [
+        "pause a",
+        "model b",
+        "resume b",
+        "model c",
+        "list",
+        "pause nope",
+    ]
+    .into_iter()
+    .map(|ask| (ask, ctl(&ask.split(' ').collect::<Vec<_>>())))
+    .collect();
+    for (ask, child) in asks {
+        let out = finish_within(child, ask, hang);
+        let expected = if ask == "pause nope" {
+            Status::Refused.code().into()
+        } else {
+            0
+        };
+        assert_eq!(out.status.code(), Some(expected), "{ask}: {:?}", text(&out));
+    }
+    assert_eq!(daemon.state("a"), "paused");
+    assert_eq!(daemon.state("b"), "running");
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", daemon.logs());
+    // The staying client hears that c stopped, or loses its daemon; it never hangs.
+    let out = finish_within(staying, "wait c", hang);
+    assert!(!text(&out).1.contains("panicked"), "{:?}", text(&out));
+    let report = std::fs::read_to_string(&daemon.stdout).unwrap();
+    for vm in ["a", "b", "c"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("{vm} ")) && l.contains("stopped")),
+            "{vm} stopped in the final report: {report}"
+        );
+    }
+
+    let recorded = recorder::Trace::open(&trace).expect("the trace reads back");
+    recorded
+        .require_complete()
+        .expect("the trace has its end marker");
+    let control: Vec<String> = recorded
+        .control_events()
+        .map(|e| e.call.to_string())
+        .collect();
+    assert!(
+        !control.iter().any(|c| c == "wait a"),
+        "the abandoned wait is not recorded: {control:?}"
+    );
+    assert!(control.iter().any(|c| c == "shutdown"), "{control:?}");
+    let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "replay: {stderr}");
+    assert!(stdout.contains("  pause b -> ok: b paused"), "{stdout}");
+    assert!(
+        stdout.contains("  shutdown -> ok: shut down 3 VM(s)"),
+        "{stdout}"
+    );
+}

@@ -10,7 +10,9 @@ use std::fmt;
 ///                                    ↓ stop, or every guest halted, or a vCPU failed
 ///                                  Stopping → Exited(reason)
 /// ```
-/// `Created` can also go straight to `Exited(Stopped)`; removal is not a state (the VM is gone).
+/// `Created` can also go straight to `Exited(Stopped)`, or, removed, to
+/// `Exited(RemovedBeforeStart)`; otherwise removal is not a state (the VM is gone; `list` says
+/// `removed`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state", content = "reason")]
 pub enum Lifecycle {
@@ -47,6 +49,8 @@ pub enum ExitReason {
     Stopped,
     /// A guest faulted, a call failed or a vCPU thread panicked; the text says which and how.
     Failed(String),
+    /// Removed while created: no vCPU ever ran.
+    RemovedBeforeStart,
 }
 
 impl fmt::Display for Lifecycle {
@@ -71,6 +75,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Halted => f.write_str("guest halted"),
             ExitReason::Stopped => f.write_str("stopped"),
             ExitReason::Failed(why) => write!(f, "failed: {why}"),
+            ExitReason::RemovedBeforeStart => f.write_str("removed before start"),
         }
     }
 }

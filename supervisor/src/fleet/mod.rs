@@ -6,25 +6,31 @@
 //! concurrently, a VM that misbehaves only delays requests about itself, and a guest spinning in
 //! `KVM_RUN` is stopped by kicks, never waited for.
 //!
-//! Control requests ([`Fleet::handle`]) are carried out one at a time, in arrival order, and each
-//! is recorded on the trace's control stream with its reply. Together with the vCPU threads'
-//! recorded decisions this is what makes a fleet's trace replay to the same transcript: replay
-//! re-issues the same requests in the same order, and every answer depends only on recorded
-//! things (a pause is answered when the VM has paused *or ended*, never "not yet").
+//! Control requests ([`Fleet::handle`]) are carried out concurrently, and each is recorded on the
+//! trace's control stream with its reply *when it completes*, while it still holds what orders it
+//! against the requests it could interfere with: requests about one VM name take turns (a
+//! per-name async mutex, held from the name's lookup to the record), `stop-all` and `shutdown`
+//! exclude every other request (a fleet-wide gate, taken shared by the others), and `wait`
+//! holds nothing while it waits: it takes the gate and its name's turn only to record its answer.
+//! So the control stream's order is an order in which the requests could have run one after the
+//! other with the same replies, which is how replay re-issues them. Together with the vCPU
+//! threads' recorded decisions this is what makes a fleet's trace replay to the same transcript:
+//! every answer depends only on recorded things (a pause is answered when the VM has paused *or
+//! ended*, never "not yet").
 
 mod arm64;
 pub mod lifecycle;
 mod supported;
 mod vm_loop;
 
-use crate::report::{JobReport, VmReport};
+use crate::report::{JobReport, VmReport, VmState};
 use crate::spec::{self, VmSpec};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
 use recorder::Recorder;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -79,6 +85,21 @@ pub enum ControlError {
     },
     #[error("the fleet is shutting down")]
     ShuttingDown,
+    /// Creating the request's VMs would exceed a fleet-wide limit; nothing was created.
+    #[error(
+        "creating {vm} would bring the fleet to {total} {what} (it has {current}); at most \
+         {limit} {what} in a fleet, so nothing of this request was created"
+    )]
+    Limit {
+        vm: String,
+        what: &'static str,
+        current: u64,
+        total: u64,
+        limit: u64,
+    },
+    /// A VM of a `create` request failed to come up; the request's other VMs were torn down.
+    #[error("{vm} failed to come up, so nothing of this request was kept: {why}")]
+    CreateFailed { vm: String, why: String },
 }
 
 /// What a control request produced.
@@ -142,18 +163,52 @@ struct Entry {
     started: Option<Instant>,
     /// The final report, once the VM is gone (removed, or failed to come up).
     report: Option<VmReport>,
+    /// `wait` requests bound to this VM that have not recorded their answer yet. A new VM may
+    /// take this one's name only when there are none (see [`Fleet::reserve`]).
+    waits: usize,
+}
+
+/// What a whole fleet may hold at once, across every request (VMs removed no longer count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetLimits {
+    pub vms: u64,
+    pub vcpus: u64,
+}
+
+impl Default for FleetLimits {
+    /// The limits a fleet spec is held to.
+    fn default() -> Self {
+        FleetLimits {
+            vms: spec::MAX_VMS as u64,
+            vcpus: spec::MAX_FLEET_VCPUS,
+        }
+    }
 }
 
 /// The control plane of a fleet of VMs.
 pub struct Fleet {
+    limits: FleetLimits,
     name: String,
     hv: Arc<dyn Hypervisor>,
     supported: Arc<HostQueries>,
     entries: Mutex<Vec<Entry>>,
     next_id: AtomicU32,
     control_log: Option<Recorder>,
-    dispatch: tokio::sync::Mutex<()>,
+    /// Taken shared by every recorded request, exclusively by `stop-all` and `shutdown`.
+    gate: tokio::sync::RwLock<()>,
+    /// One turn per VM name: requests about a name are carried out one at a time.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Signalled whenever a `wait` is done with its VM (a reused name may then be free).
+    waits_done: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// Why [`Fleet::reserve`] did not reserve.
+enum Refusal<'a> {
+    Error(ControlError),
+    /// A name is free only once the `wait`s on its previous VM have answered; signalled when one
+    /// has.
+    WaitsPending(tokio::sync::futures::Notified<'a>),
 }
 
 /// A fleet spec for `spec` guests can run on a backend for `backend` guests only if they agree.
@@ -179,13 +234,16 @@ impl Fleet {
     pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
         let supported = Arc::new(HostQueries::new(Arc::clone(&hv)));
         Ok(Fleet {
+            limits: FleetLimits::default(),
             name: name.to_string(),
             hv,
             supported,
             entries: Mutex::new(Vec::new()),
             next_id: AtomicU32::new(0),
             control_log: None,
-            dispatch: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
+            turns: Mutex::new(HashMap::new()),
+            waits_done: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -194,6 +252,12 @@ impl Fleet {
     /// stream.
     pub fn with_control_log(mut self, recorder: Recorder) -> Self {
         self.control_log = Some(recorder);
+        self
+    }
+
+    /// Hold `create` requests to `limits` instead of the spec's (tests use small ones).
+    pub fn with_limits(mut self, limits: FleetLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -245,9 +309,71 @@ impl Fleet {
             return Err(ControlError::ShuttingDown);
         }
         let mut entries = self.entries();
-        if entries.iter().any(|e| e.name == spec.name) {
+        if live(&entries, &spec.name).is_some() {
             return Err(ControlError::NameTaken(spec.name));
         }
+        Ok(self.push_vm(&mut entries, spec))
+    }
+
+    /// Reserve room and names for every VM of a `create` request at once, and spawn their loops:
+    /// all of them, or none (the first VM that would break a fleet-wide limit is named). The
+    /// caller holds the turns of every name in `specs`.
+    fn reserve(&self, specs: Vec<VmSpec>) -> Result<Vec<(String, VmId, Created)>, Refusal<'_>> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(Refusal::Error(ControlError::ShuttingDown));
+        }
+        let mut entries = self.entries();
+        for (index, spec) in specs.iter().enumerate() {
+            if live(&entries, &spec.name).is_some()
+                || specs[..index].iter().any(|s| s.name == spec.name)
+            {
+                return Err(Refusal::Error(ControlError::NameTaken(spec.name.clone())));
+            }
+        }
+        // A name is reused only once every `wait` bound to its previous VM has answered: their
+        // records must come before this request's (a replay binds `wait NAME` to the newest VM
+        // of that name).
+        if entries
+            .iter()
+            .any(|e| e.waits > 0 && specs.iter().any(|s| s.name == e.name))
+        {
+            return Err(Refusal::WaitsPending(self.waits_done.notified()));
+        }
+        let live_entries = entries.iter().filter(|e| e.link.is_some());
+        let (mut vms, mut vcpus) =
+            live_entries.fold((0u64, 0u64), |(n, v), e| (n + 1, v + u64::from(e.vcpus)));
+        for spec in &specs {
+            let limit = |what, current, total, limit| {
+                Refusal::Error(ControlError::Limit {
+                    vm: spec.name.clone(),
+                    what,
+                    current,
+                    total,
+                    limit,
+                })
+            };
+            if vms + 1 > self.limits.vms {
+                return Err(limit("VMs", vms, vms + 1, self.limits.vms));
+            }
+            let more = vcpus + u64::from(spec.vcpus);
+            if more > self.limits.vcpus {
+                return Err(limit("vCPUs", vcpus, more, self.limits.vcpus));
+            }
+            vms += 1;
+            vcpus = more;
+        }
+        Ok(specs
+            .into_iter()
+            .map(|spec| {
+                let (name, created) = self.push_vm(&mut entries, spec);
+                let id = entries.last().map_or(VmId(u32::MAX), |e| e.id);
+                (name, id, created)
+            })
+            .collect())
+    }
+
+    /// Add a VM to the fleet and spawn its loop (which creates it).
+    fn push_vm(&self, entries: &mut Vec<Entry>, spec: VmSpec) -> (String, Created) {
         let id = VmId(self.next_id.fetch_add(1, Ordering::SeqCst));
         let name = spec.name.clone();
         let vcpus = spec.vcpus;
@@ -266,6 +392,7 @@ impl Fleet {
             status: None,
             started: None,
             report: None,
+            waits: 0,
         };
         match vm_loop::spawn(setup, tx) {
             Ok(link) => {
@@ -275,7 +402,56 @@ impl Fleet {
             Err((_, report)) => entry.report = Some(report),
         }
         entries.push(entry);
-        Ok((name, rx))
+        (name, rx)
+    }
+
+    /// Await the VMs a `create` request reserved: all of them configured, or, if one failed to
+    /// come up, every one of them torn down and forgotten (the first failure in spec order is
+    /// the answer).
+    async fn finish_request(
+        &self,
+        begun: Vec<(String, VmId, Created)>,
+    ) -> Result<Vec<ModelView>, ControlError> {
+        let mut models = Vec::with_capacity(begun.len());
+        let mut failure = None;
+        let mut ids = Vec::with_capacity(begun.len());
+        for (name, id, created) in begun {
+            ids.push((name.clone(), id));
+            let why = match created.await {
+                Ok(Ok((model, _))) => {
+                    models.push(model);
+                    continue;
+                }
+                Ok(Err((why, _))) => why,
+                Err(_) => "its event loop ended".to_string(),
+            };
+            failure.get_or_insert(ControlError::CreateFailed { vm: name, why });
+        }
+        let Some(failure) = failure else {
+            return Ok(models);
+        };
+        // All or nothing: tear down what came up, join every loop, forget the request's VMs.
+        let teardowns = ids.iter().map(|(name, id)| async move {
+            let link = {
+                let entries = self.entries();
+                entries
+                    .iter()
+                    .find(|e| e.id == *id)
+                    .and_then(|e| e.link.clone())
+            };
+            let Some(link) = link else { return };
+            let (tx, rx) = oneshot::channel();
+            if lock(&link).send(Command::Remove(tx)).is_ok() {
+                if let Err(e) = Self::answer(name, "remove", rx).await {
+                    tracing::debug!("tearing down {name} after a failed create: {e}");
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+        });
+        futures::future::join_all(teardowns).await;
+        self.entries()
+            .retain(|e| !ids.iter().any(|(_, id)| *id == e.id));
+        Err(failure)
     }
 
     async fn finish_create(&self, name: &str, created: Created) -> Result<ModelView, ControlError> {
@@ -294,7 +470,7 @@ impl Fleet {
             let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
         }
         let mut entries = self.entries();
-        if let Some(entry) = entries.iter_mut().find(|e| e.name == name) {
+        if let Some(entry) = entries.iter_mut().rev().find(|e| e.name == name) {
             entry.link = None;
             if report.is_some() {
                 entry.report = report;
@@ -304,10 +480,8 @@ impl Fleet {
 
     fn link(&self, name: &str) -> Result<Arc<Mutex<VmLink>>, ControlError> {
         let entries = self.entries();
-        let entry = entries
-            .iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
+        let entry =
+            newest(&entries, name).ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
         entry.link.clone().ok_or_else(|| ControlError::Removed {
             vm: name.to_string(),
         })
@@ -400,7 +574,7 @@ impl Fleet {
     }
 
     fn mark_started(&self, name: &str) {
-        if let Some(entry) = self.entries().iter_mut().find(|e| e.name == name) {
+        if let Some(entry) = self.entries().iter_mut().rev().find(|e| e.name == name) {
             entry.started.get_or_insert_with(Instant::now);
         }
     }
@@ -494,13 +668,36 @@ impl Fleet {
     /// Stop (if needed) and tear down a VM; its final report stays with the fleet.
     pub async fn remove(&self, name: &str) -> Result<VmReport, ControlError> {
         let report = self.ask(name, "remove", Command::Remove).await?;
+        self.forget_loop(name, report).await
+    }
+
+    /// A VM whose removal was answered: join its loop thread, keep its final report.
+    async fn forget_loop(&self, name: &str, report: VmReport) -> Result<VmReport, ControlError> {
         let link = self.link(name)?;
         let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
-        if let Some(entry) = self.entries().iter_mut().find(|e| e.name == name) {
+        if let Some(entry) = self.entries().iter_mut().rev().find(|e| e.name == name) {
             entry.link = None;
             entry.report = Some(report.clone());
         }
         Ok(report)
+    }
+
+    /// Want every vCPU of these VMs stopped and kick them all now, from here (see
+    /// `VmLink::kick_stop`): a loop thread woken by its `stop` competes for the CPU with every
+    /// guest still spinning, so a thousand loops kicking their own vCPUs one after the other
+    /// take seconds. The caller holds the gate (nothing else is in flight) or is the job's end;
+    /// the loops then carry out their `stop` as usual.
+    fn kick_stop(&self, names: &[String]) {
+        let links: Vec<_> = {
+            let entries = self.entries();
+            names
+                .iter()
+                .filter_map(|name| live(&entries, name).and_then(|e| e.link.clone()))
+                .collect()
+        };
+        for link in links {
+            lock(&link).kick_stop();
+        }
     }
 
     /// Stop every VM that has not exited, concurrently.
@@ -508,6 +705,7 @@ impl Fleet {
     /// exited by the time the request came is a matter of timing, the final states are not.
     pub async fn stop_all(&self) -> Vec<(String, VmStatus)> {
         let names = self.live_names(|_| true);
+        self.kick_stop(&names);
         let mut pending = FuturesUnordered::from_iter(
             names
                 .iter()
@@ -543,15 +741,21 @@ impl Fleet {
     pub async fn wait_exited(&self, name: &str) -> Result<VmStatus, ControlError> {
         let watch = {
             let entries = self.entries();
-            let entry = entries
-                .iter()
-                .find(|e| e.name == name)
-                .ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
+            let entry =
+                newest(&entries, name).ok_or_else(|| ControlError::UnknownVm(name.to_string()))?;
             entry.status.clone()
         };
-        let mut watch = watch.ok_or_else(|| ControlError::Removed {
+        let watch = watch.ok_or_else(|| ControlError::Removed {
             vm: name.to_string(),
         })?;
+        Self::exited(name, watch).await
+    }
+
+    /// Wait until the VM behind `watch` has exited; its final status.
+    async fn exited(
+        name: &str,
+        mut watch: tokio::sync::watch::Receiver<VmStatus>,
+    ) -> Result<VmStatus, ControlError> {
         let status = watch
             .wait_for(|s| s.lifecycle.is_exited())
             .await
@@ -574,12 +778,34 @@ impl Fleet {
     /// Stop and remove every VM; the report of every VM the fleet ever had, in id order.
     pub async fn shutdown(&self) -> JobReport {
         self.shutting_down.store(true, Ordering::SeqCst);
-        self.stop_all().await;
-        for name in self.live_names(|_| true) {
-            if let Err(e) = self.remove(&name).await {
+        let clock = Instant::now();
+        let names = self.live_names(|_| true);
+        self.kick_stop(&names);
+        // Every VM at once, and each VM's `stop` and `remove` sent together so that its loop
+        // carries out both in one wake-up: a thousand VMs one round trip after another, or two
+        // rounds of wake-ups, take seconds. The loop answers `stop` first, exactly as if the two
+        // had come one after the other.
+        let removals = names.iter().map(|name| async move {
+            let stop = self.send(name, Command::Stop);
+            let remove = self.send(name, Command::Remove);
+            let removed = async {
+                // A stop that fails (the VM failed meanwhile, say) does not keep it from removal.
+                if let Err(e) = async { Self::answer(name, "stop", stop?).await }.await {
+                    tracing::warn!("stopping {name}: {e}");
+                }
+                let report = Self::answer(name, "remove", remove?).await?;
+                self.forget_loop(name, report).await
+            };
+            if let Err(e) = removed.await {
                 tracing::warn!("removing {name}: {e}");
             }
-        }
+        });
+        futures::future::join_all(removals).await;
+        tracing::debug!(
+            "shutdown: {} VM(s) stopped and removed in {:?}",
+            names.len(),
+            clock.elapsed()
+        );
         self.report()
     }
 
@@ -603,7 +829,13 @@ impl Fleet {
             .iter()
             .map(|e| {
                 let state = match (&e.link, &e.status) {
-                    (None, _) => "removed".to_string(),
+                    (None, _) => match e.report.as_ref().map(|r| &r.state) {
+                        Some(VmState::RemovedBeforeStart) => "removed before start".to_string(),
+                        Some(VmState::Failed(_)) if e.started.is_none() => {
+                            "failed to come up".to_string()
+                        }
+                        _ => "removed".to_string(),
+                    },
                     (Some(_), Some(status)) => status.borrow().lifecycle.to_string(),
                     (Some(_), None) => "unknown".to_string(),
                 };
@@ -627,19 +859,163 @@ impl Fleet {
 
     // ---- the control API ----------------------------------------------------------------------
 
-    /// Carry out one control request, after any earlier one, and record it with its reply.
+    /// Carry out one control request and record it with its reply when it completes (see the
+    /// module's documentation for what orders the records). Requests about different VMs run
+    /// concurrently; `wait` blocks nobody while it waits.
+    ///
+    /// Dropping the future of a `wait` ends it unrecorded. Any other request must be driven to
+    /// its end (`vmfleet serve` runs each in a task of its own): dropped half-way, it would leave
+    /// the fleet with half a request, unrecorded.
     pub async fn handle(&self, call: ControlCall) -> Result<ControlValue, ControlError> {
-        let _turn = self.dispatch.lock().await;
-        let result = self.carry_out(&call).await;
+        match &call {
+            ControlCall::StopAll | ControlCall::Shutdown => {
+                let _all = self.gate.write().await;
+                let result = self.carry_out(&call).await;
+                self.record(call, &result)
+            }
+            ControlCall::Wait { vm } => {
+                let vm = vm.clone();
+                self.wait_request(call, &vm).await
+            }
+            ControlCall::Create { spec } => {
+                let spec = spec.clone();
+                self.create_request(call, &spec).await
+            }
+            ControlCall::Start { vm }
+            | ControlCall::StartPaused { vm }
+            | ControlCall::Pause { vm }
+            | ControlCall::Resume { vm }
+            | ControlCall::Stop { vm }
+            | ControlCall::Remove { vm }
+            | ControlCall::Model { vm }
+            | ControlCall::SetModel { vm, .. } => {
+                let _shared = self.gate.read().await;
+                let _turn = self.turn(vm).lock_owned().await;
+                let result = self.carry_out(&call).await;
+                self.record(call, &result)
+            }
+        }
+    }
+
+    /// Record a request and its reply on the control stream; the reply.
+    fn record(
+        &self,
+        call: ControlCall,
+        result: &Result<ControlValue, ControlError>,
+    ) -> Result<ControlValue, ControlError> {
         if let Some(recorder) = &self.control_log {
             recorder.record(
                 Stream::Control,
                 Call::Control(call),
-                Ok(Reply::Control(reply_line(&result))),
+                Ok(Reply::Control(reply_line(result))),
                 None,
             );
         }
+        result.clone()
+    }
+
+    /// The turn of requests about `name`.
+    fn turn(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = lock(&self.turns);
+        Arc::clone(turns.entry(name.to_string()).or_default())
+    }
+
+    /// `wait`: bound to the newest VM of that name (under its turn), then waiting with no lock
+    /// held, then recorded under the gate and the turn, so after the request that ended the VM.
+    async fn wait_request(
+        &self,
+        call: ControlCall,
+        name: &str,
+    ) -> Result<ControlValue, ControlError> {
+        let turn = self.turn(name);
+        let bound = {
+            let _shared = self.gate.read().await;
+            let _turn = turn.lock().await;
+            let mut entries = self.entries();
+            let bound = match entries.iter_mut().rev().find(|e| e.name == name) {
+                None => Err(ControlError::UnknownVm(name.to_string())),
+                Some(entry) => match entry.status.clone() {
+                    None => Err(ControlError::Removed {
+                        vm: name.to_string(),
+                    }),
+                    Some(watch) => {
+                        entry.waits += 1;
+                        Ok(WaitBinding {
+                            fleet: self,
+                            id: entry.id,
+                            watch,
+                        })
+                    }
+                },
+            };
+            match bound {
+                Ok(bound) => bound,
+                Err(e) => {
+                    drop(entries);
+                    return self.record(call, &Err(e));
+                }
+            }
+        };
+        let result =
+            Self::exited(name, bound.watch.clone())
+                .await
+                .map(|status| ControlValue::Status {
+                    vm: name.to_string(),
+                    request: "wait",
+                    status,
+                });
+        let _shared = self.gate.read().await;
+        let _turn = turn.lock().await;
+        let result = self.record(call, &result);
+        drop(bound);
         result
+    }
+
+    /// `create`: reserve every VM's name and room at once (under their turns), create them all
+    /// or none, record under the same turns.
+    async fn create_request(
+        &self,
+        call: ControlCall,
+        spec: &str,
+    ) -> Result<ControlValue, ControlError> {
+        let parsed = spec::parse(spec, "the create request")
+            .map_err(|e| ControlError::Spec(e.to_string()))
+            .and_then(|parsed| {
+                check_arch(parsed.arch, self.hv.arch())
+                    .map_err(|e| ControlError::Spec(e.to_string()))?;
+                Ok(parsed)
+            });
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let _shared = self.gate.read().await;
+                return self.record(call, &Err(e));
+            }
+        };
+        let names: BTreeSet<&str> = parsed.vms.iter().map(|v| v.name.as_str()).collect();
+        loop {
+            let _shared = self.gate.read().await;
+            // In name order: two creates never wait for each other's turns in a cycle.
+            let mut turns = Vec::with_capacity(names.len());
+            for name in &names {
+                turns.push(self.turn(name).lock_owned().await);
+            }
+            let result = match self.reserve(parsed.vms.clone()) {
+                Err(Refusal::WaitsPending(done)) => {
+                    // Let those waits take the turns and record, then try again.
+                    drop(turns);
+                    drop(_shared);
+                    done.await;
+                    continue;
+                }
+                Err(Refusal::Error(e)) => Err(e),
+                Ok(begun) => {
+                    self.ask_supported_while_loops_create();
+                    self.finish_request(begun).await.map(ControlValue::Created)
+                }
+            };
+            return self.record(call, &result);
+        }
     }
 
     async fn carry_out(&self, call: &ControlCall) -> Result<ControlValue, ControlError> {
@@ -649,16 +1025,11 @@ impl Fleet {
             status,
         };
         Ok(match call {
-            ControlCall::Create { spec } => {
-                let parsed = spec::parse(spec, "the create request")
-                    .map_err(|e| ControlError::Spec(e.to_string()))?;
-                check_arch(parsed.arch, self.hv.arch())
-                    .map_err(|e| ControlError::Spec(e.to_string()))?;
-                let mut models = Vec::new();
-                for result in self.create_all(parsed.vms).await {
-                    models.push(result?);
-                }
-                ControlValue::Created(models)
+            // `handle` carries it out itself (it reserves under the names' turns).
+            ControlCall::Create { .. } => {
+                return Err(ControlError::Vm(
+                    "create is carried out by Fleet::handle".to_string(),
+                ));
             }
             ControlCall::Start { vm } => status(vm, "start", self.start(vm).await?),
             ControlCall::StartPaused { vm } => status(
@@ -726,6 +1097,32 @@ fn feature_name(name: &str) -> Result<String, String> {
                 .unwrap_or_default()
         )),
     }
+}
+
+/// A `wait` bound to a VM: counted on its entry until dropped (answered, or its client gone).
+struct WaitBinding<'a> {
+    fleet: &'a Fleet,
+    id: VmId,
+    watch: tokio::sync::watch::Receiver<VmStatus>,
+}
+
+impl Drop for WaitBinding<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.fleet.entries().iter_mut().find(|e| e.id == self.id) {
+            entry.waits = entry.waits.saturating_sub(1);
+        }
+        self.fleet.waits_done.notify_waiters();
+    }
+}
+
+/// The newest VM of that name (a removed VM's name can be taken again).
+fn newest<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
+    entries.iter().rev().find(|e| e.name == name)
+}
+
+/// The VM of that name that has not been removed, if any.
+fn live<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.name == name && e.link.is_some())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
