@@ -515,6 +515,12 @@ pub struct StatusView {
     pub vm: String,
     /// The VM's lifecycle, as `list` shows it (`running`, `paused`, `exited (stopped)`...).
     pub state: String,
+    /// The same for machines (snake_case): `running`, `paused`, `exited`... (see `VmInfo`).
+    #[serde(default)]
+    pub phase: String,
+    /// Why it exited, once it has: `halted`, `stopped`, `failed`, `removed_before_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<String>,
     /// Guest exits of the vCPUs that have ended.
     pub exits: u64,
 }

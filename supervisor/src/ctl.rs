@@ -460,6 +460,8 @@ mod tests {
             name: name.into(),
             vcpus: 2,
             state: state.into(),
+            phase: state.into(),
+            exit_reason: None,
             uptime_ms,
         };
         let table = list_table(&[
@@ -490,6 +492,7 @@ mod tests {
                 entries: 42,
                 digest: "0badcafe".into(),
                 drift: vec!["0x1.0.ecx: x2apic 0 -> 1".into()],
+                drift_changes: vec![],
                 not_honoured: vec!["avx2".into()],
                 already_absent: vec![],
             }],

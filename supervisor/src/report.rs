@@ -295,6 +295,17 @@ pub enum DriftKind {
     EntryAdded,
 }
 
+/// One difference between the CPU model asked for and the one the kernel holds, as data: what
+/// `ctl model` sends for either architecture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ModelDrift {
+    /// x86: one CPUID bit (or value, or entry).
+    X86(DriftChange),
+    /// arm64: one register.
+    Arm64(Arm64Drift),
+}
+
 /// One difference between the requested and the held CPUID table, as data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DriftChange {

@@ -135,7 +135,7 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
         }
     }
     let report = result?;
-    emit(&report::table(&report))?;
+    emit(&report::table_colored(&report, crate::term::term().stdout_color))?;
     // A clean shutdown is a success whatever the VMs did: their failures were answered to the
     // requests that met them and are in the table. (Unlike `vmfleet run`, a daemon's VMs are
     // stopped at arbitrary moments, and one stopped before its guest finished a probe pass
@@ -387,6 +387,8 @@ async fn answer(fleet: &Fleet, request: Request) -> (Response, Option<Box<JobRep
         ControlValue::Status { vm, status, .. } => Response::from_result(&StatusView {
             vm,
             state: status.lifecycle.to_string(),
+            phase: status.lifecycle.phase().to_string(),
+            exit_reason: status.lifecycle.exit_reason().map(str::to_string),
             exits: status.exits,
         }),
         ControlValue::Model(model) => Response::from_result(&model),

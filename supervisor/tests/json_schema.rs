@@ -373,6 +373,35 @@ fn live_ctl_json_matches_the_ctl_schema() {
     let reply = json_of(&list, "ctl list --json");
     check("ctl", &reply, "ctl list --json");
     assert_eq!(reply["result"], serde_json::json!([]));
+    // A VM through its life: every reply validates, and states are snake_case data.
+    let spec = dir.join("one.toml");
+    std::fs::write(&spec, "[[vm]]\nname = \"one\"\nprobe_repeats = 1\n").unwrap();
+    let created = ctl(&["create", spec.to_str().unwrap()]);
+    check(
+        "ctl",
+        &json_of(&created, "ctl create --json"),
+        "ctl create --json",
+    );
+    let listed = json_of(&ctl(&["list"]), "ctl list --json");
+    check("ctl", &listed, "ctl list --json");
+    assert_eq!(listed["result"][0]["phase"], "created", "{listed}");
+    let started = json_of(&ctl(&["start", "one"]), "ctl start --json");
+    check("ctl", &started, "ctl start --json");
+    let waited = json_of(&ctl(&["wait", "one"]), "ctl wait --json");
+    check("ctl", &waited, "ctl wait --json");
+    assert_eq!(waited["result"]["phase"], "exited", "{waited}");
+    assert_eq!(waited["result"]["exit_reason"], "halted", "{waited}");
+    let model = json_of(&ctl(&["model", "one"]), "ctl model --json");
+    check("ctl", &model, "ctl model --json");
+    let vcpu = &model["result"]["vcpus"][0];
+    let lines = vcpu["drift"].as_array().unwrap().len();
+    let changes = vcpu["drift_changes"].as_array().unwrap();
+    assert!(
+        lines == 0 || !changes.is_empty(),
+        "drift lines come with their data: {model}"
+    );
+    let removed = json_of(&ctl(&["remove", "one"]), "ctl remove --json");
+    check("ctl", &removed, "ctl remove --json");
     let refused = ctl(&["model", "nosuch"]);
     assert_eq!(refused.status.code(), Some(7));
     let reply = json_of(&refused, "ctl model nosuch --json");

@@ -37,6 +37,43 @@ impl Lifecycle {
     pub fn is_exited(&self) -> bool {
         matches!(self, Lifecycle::Exited(_))
     }
+
+    /// The phase for machines (snake_case; JSON's `phase`): `creating`, `created`, `starting`,
+    /// `running`, `pausing`, `paused`, `resuming`, `stopping` or `exited`.
+    pub fn phase(&self) -> &'static str {
+        match self {
+            Lifecycle::Creating => "creating",
+            Lifecycle::Created => "created",
+            Lifecycle::Starting => "starting",
+            Lifecycle::Running => "running",
+            Lifecycle::Pausing => "pausing",
+            Lifecycle::Paused => "paused",
+            Lifecycle::Resuming => "resuming",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Exited(_) => "exited",
+        }
+    }
+
+    /// Why the VM exited, for machines (JSON's `exit_reason`), once it has.
+    pub fn exit_reason(&self) -> Option<&'static str> {
+        match self {
+            Lifecycle::Exited(reason) => Some(reason.name()),
+            _ => None,
+        }
+    }
+}
+
+impl ExitReason {
+    /// The reason for machines (snake_case): `halted`, `stopped`, `failed` or
+    /// `removed_before_start`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExitReason::Halted => "halted",
+            ExitReason::Stopped => "stopped",
+            ExitReason::Failed(_) => "failed",
+            ExitReason::RemovedBeforeStart => "removed_before_start",
+        }
+    }
 }
 
 /// How a VM's run ended.
@@ -103,7 +140,15 @@ pub struct VmInfo {
     pub id: u32,
     pub name: String,
     pub vcpus: u32,
+    /// The state for people (`running`, `exited (guest halted)`, `removed`...).
     pub state: String,
+    /// The state for machines (snake_case): a [`Lifecycle::phase`], or `removed` for a VM that
+    /// is gone.
+    #[serde(default)]
+    pub phase: String,
+    /// Why it exited, once it has ([`ExitReason::name`]; also `failed_to_come_up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_reason: Option<String>,
     /// Milliseconds since it started running (absent before it started).
     pub uptime_ms: Option<u64>,
 }
@@ -125,8 +170,12 @@ pub struct VcpuModelView {
     /// CPUID entries the kernel holds, and their digest.
     pub entries: usize,
     pub digest: String,
-    /// Bits the kernel changed from the request, by name.
+    /// Bits the kernel changed from the request, by name (one line per register).
     pub drift: Vec<String>,
+    /// The same changes as data: x86 one per bit (as `run --json`'s `drift`), arm64 one per
+    /// register. Only sent: `ctl` renders the lines.
+    #[serde(default, skip_deserializing)]
+    pub drift_changes: Vec<crate::report::ModelDrift>,
     /// Hidden features the kernel still shows.
     pub not_honoured: Vec<String>,
     /// Hidden features the host never offered.

@@ -828,16 +828,30 @@ impl Fleet {
         self.entries()
             .iter()
             .map(|e| {
-                let state = match (&e.link, &e.status) {
+                // For people, and for machines (phase, exit reason: snake_case).
+                let (state, phase, exit_reason) = match (&e.link, &e.status) {
                     (None, _) => match e.report.as_ref().map(|r| &r.state) {
-                        Some(VmState::RemovedBeforeStart) => "removed before start".to_string(),
-                        Some(VmState::Failed(_)) if e.started.is_none() => {
-                            "failed to come up".to_string()
-                        }
-                        _ => "removed".to_string(),
+                        Some(VmState::RemovedBeforeStart) => (
+                            "removed before start".to_string(),
+                            "removed",
+                            Some("removed_before_start"),
+                        ),
+                        Some(VmState::Failed(_)) if e.started.is_none() => (
+                            "failed to come up".to_string(),
+                            "removed",
+                            Some("failed_to_come_up"),
+                        ),
+                        _ => ("removed".to_string(), "removed", None),
                     },
-                    (Some(_), Some(status)) => status.borrow().lifecycle.to_string(),
-                    (Some(_), None) => "unknown".to_string(),
+                    (Some(_), Some(status)) => {
+                        let lifecycle = &status.borrow().lifecycle;
+                        (
+                            lifecycle.to_string(),
+                            lifecycle.phase(),
+                            lifecycle.exit_reason(),
+                        )
+                    }
+                    (Some(_), None) => ("unknown".to_string(), "unknown", None),
                 };
                 let running = e.link.is_some()
                     && e.status
@@ -848,6 +862,8 @@ impl Fleet {
                     name: e.name.clone(),
                     vcpus: e.vcpus,
                     state,
+                    phase: phase.to_string(),
+                    exit_reason: exit_reason.map(str::to_string),
                     uptime_ms: e
                         .started
                         .filter(|_| running)

@@ -12,7 +12,9 @@
 //! vCPUs and marks the VM failed; other VMs never notice.
 
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
-use crate::report::{AfterRunReport, GuestSummary, RunEnd, VcpuReport, Verdict, VmReport, VmState};
+use crate::report::{
+    AfterRunReport, GuestSummary, ModelDrift, RunEnd, VcpuReport, Verdict, VmReport, VmState,
+};
 use crate::spec::{AfterRun, VmSpec};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use std::cell::RefCell;
@@ -642,6 +644,15 @@ impl VmLoop {
                     drift: match &self.report.arm64 {
                         Some(arm64) => arm64.drift.iter().map(ToString::to_string).collect(),
                         None => v.drift.clone(),
+                    },
+                    drift_changes: match &self.report.arm64 {
+                        Some(arm64) => arm64.drift.iter().cloned().map(ModelDrift::Arm64).collect(),
+                        None => v
+                            .drift_changes
+                            .iter()
+                            .cloned()
+                            .map(ModelDrift::X86)
+                            .collect(),
                     },
                     not_honoured: v.not_honoured.clone(),
                     already_absent: v.already_absent.clone(),
