@@ -135,7 +135,10 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
         }
     }
     let report = result?;
-    emit(&report::table_colored(&report, crate::term::term().stdout_color))?;
+    emit(&report::table_colored(
+        &report,
+        crate::term::term().stdout_color,
+    ))?;
     // A clean shutdown is a success whatever the VMs did: their failures were answered to the
     // requests that met them and are in the table. (Unlike `vmfleet run`, a daemon's VMs are
     // stopped at arbitrary moments, and one stopped before its guest finished a probe pass

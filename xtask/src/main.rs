@@ -393,6 +393,14 @@ fn test(tally: &mut Tally) -> Result<()> {
     let result = end_to_end(tally);
     counted(tally, result)?;
 
+    step("cargo xtask bench --json: stdout is vmfleet's JSON document alone");
+    if let Some(reason) = kvm_unusable_reason() {
+        tally.skip("xtask::bench_json_is_json", &reason);
+    } else {
+        let result = bench_json_is_json();
+        counted(tally, result)?;
+    }
+
     // arm64: the aarch64 build, and real arm64 KVM in the lab (installs what it needs first).
     let Some(lab) = or_skip(
         tally,
@@ -645,6 +653,44 @@ fn bench(args: &[String]) -> Result<()> {
         }
         _ => bail!("vmfleet bench failed ({status}); its error is printed above"),
     }
+}
+
+/// `cargo xtask bench --json` as a script runs it (the smallest measurement: the floor, one
+/// VM): its stdout must parse as one JSON document of schema `vmfleet.bench.v1`, so nothing of
+/// xtask's (step lines, cargo's output) may reach stdout. The document itself is validated
+/// against the schema by `supervisor/tests/json_schema.rs`.
+fn bench_json_is_json() -> Result<()> {
+    let out = cargo()
+        .args(["run", "--quiet", "--locked", "-p", "xtask", "--"])
+        .args([
+            "bench",
+            "--json",
+            "--floor-only",
+            "--counts",
+            "1",
+            "--runs",
+            "1",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("could not start cargo xtask bench")?;
+    if !out.status.success() {
+        bail!("cargo xtask bench --json failed ({})", out.status);
+    }
+    let stdout = String::from_utf8(out.stdout).context("bench --json stdout is not UTF-8")?;
+    // serde_json refuses trailing characters: this is exactly one document.
+    let document: serde_json::Value = serde_json::from_str(&stdout).with_context(|| {
+        format!(
+            "cargo xtask bench --json printed something other than one JSON document:\n{stdout}"
+        )
+    })?;
+    let schema = document["schema"].as_str().unwrap_or_default();
+    if schema != "vmfleet.bench.v1" {
+        bail!(
+            "cargo xtask bench --json printed a document of schema {schema:?}, not vmfleet.bench.v1"
+        );
+    }
+    Ok(())
 }
 
 fn end_to_end(tally: &mut Tally) -> Result<()> {
