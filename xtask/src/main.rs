@@ -70,6 +70,7 @@ macro_rules! errln {
 mod arm64_lab;
 mod cli;
 mod tally;
+mod tidy;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
     NO_INSTALL.store(cli.no_install, Ordering::Relaxed);
     let result = match cli.task {
         Task::Test(args) => return test_task(&args),
+        Task::Tidy(args) => return tidy::task(args.all),
         Task::Record(args) => record(&args.fixtures),
         Task::Bench(args) => bench(&args.args),
         Task::Arm64Lab(args) => arm64_lab::cli(args),
@@ -189,33 +191,6 @@ fn check(status: std::io::Result<ExitStatus>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether the rustup component `component` (rustfmt, clippy) works, installing it if not (and
-/// installing is allowed). `Err(NotInstalled)` under `--no-install`.
-fn ensure_component(component: &str) -> Result<()> {
-    let probe = match component {
-        "rustfmt" => ["fmt", "--version"],
-        _ => ["clippy", "--version"],
-    };
-    let ok = cargo()
-        .args(probe)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Ok(());
-    }
-    may_install(
-        &format!("the rustup component {component} (rustup component add {component})"),
-        "cargo xtask test checks formatting and lints with it",
-    )?;
-    check(
-        Command::new("rustup")
-            .args(["component", "add", component])
-            .status(),
-        "rustup component add",
-    )
-}
-
 /// `cargo xtask test`: the steps, then the count line, always last (on failure too).
 fn test_task(args: &TestArgs) -> ExitCode {
     let mut tally = Tally::default();
@@ -303,51 +278,9 @@ fn or_skip<T>(
 }
 
 fn test(tally: &mut Tally) -> Result<()> {
-    step("cargo fmt --check");
-    match ensure_component("rustfmt") {
-        Ok(()) => counted(
-            tally,
-            check(
-                cargo().args(["fmt", "--all", "--", "--check"]).status(),
-                "cargo fmt --check",
-            ),
-        )?,
-        Err(e) => match not_installed(&e) {
-            Some(why) => tally.skip("xtask::fmt", &why.to_string()),
-            None => return counted(tally, Err(e)),
-        },
-    }
-
-    step("cargo clippy (warnings denied)");
-    let clippy = match ensure_component("clippy") {
-        Ok(()) => {
-            counted(
-                tally,
-                check(
-                    cargo()
-                        .args([
-                            "clippy",
-                            "--workspace",
-                            "--all-targets",
-                            "--locked",
-                            "--",
-                            "-D",
-                            "warnings",
-                        ])
-                        .status(),
-                    "cargo clippy",
-                ),
-            )?;
-            true
-        }
-        Err(e) => match not_installed(&e) {
-            Some(why) => {
-                tally.skip("xtask::clippy", &why.to_string());
-                false
-            }
-            None => return counted(tally, Err(e)),
-        },
-    };
+    tidy::fmt_step(tally)?;
+    let clippy = tidy::clippy_step(tally)?;
+    tidy::rules_step(tally)?;
 
     step("cargo test --workspace");
     // The no-KVM check runs below, where /dev/kvm is unusable; here it would only be skipped.
