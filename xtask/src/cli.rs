@@ -23,8 +23,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Task {
-    /// Everything CI checks: fmt, clippy -D warnings, all tests, the replay tests again with
-    /// /dev/kvm unusable, an end-to-end live-vs-replay comparison, and the arm64 lab.
+    /// Everything CI checks: fmt, clippy -D warnings, the source rules (tidy), all tests, the
+    /// replay tests again with /dev/kvm unusable, an end-to-end live-vs-replay comparison, and
+    /// the arm64 lab.
     ///
     /// Tests that cannot run here print `SKIPPED <test>: <reason>`; the last line is
     /// `N passed, N failed, N skipped` (passed does not count skipped tests). The first run

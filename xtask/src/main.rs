@@ -1,11 +1,14 @@
 //! vmfleet's project chores, as `cargo xtask <task>` (rust-analyzer style: no shell scripts).
 //!
-//! - `test`: everything CI checks: format, clippy with warnings denied, all tests (live KVM tests
-//!   run when `/dev/kvm` works and are SKIPPED when not), then the replay tests and an end-to-end
-//!   live-versus-replay comparison once more with `/dev/kvm` made unusable in a private mount
-//!   namespace, to prove replay needs no KVM, then the arm64 lab. It prints `SKIPPED <test>:
-//!   <reason>` for every test that could not run and ends with `N passed, N failed, N skipped`
-//!   (see [`tally`]).
+//! - `test`: everything CI checks: format, clippy with warnings denied, the source rules
+//!   (`tidy`), all tests (live KVM tests run when `/dev/kvm` works and are SKIPPED when not),
+//!   then the replay tests and an end-to-end live-versus-replay comparison once more with
+//!   `/dev/kvm` made unusable in a private mount namespace, to prove replay needs no KVM, then
+//!   the arm64 lab. It prints `SKIPPED <test>: <reason>` for every test that could not run and
+//!   ends with `N passed, N failed, N skipped` (see [`tally`]).
+//! - `tidy [--all]`: the workspace's source rules (`unsafe` and `cfg(target_arch)` only in the
+//!   KVM backend, SAFETY comments, file length, the CPU model's imports), every violation as
+//!   `path:line: rule: what`; `--all` runs fmt and clippy too (see [`tidy`]).
 //! - `record`: re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
 //!   refresh the replay snapshots.
 //! - `bench [ARGS]`: build `vmfleet` in release and run `vmfleet bench [ARGS]` (e.g. `--json`,

