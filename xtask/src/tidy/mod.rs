@@ -489,6 +489,43 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_survives_every_cut_of_a_file() {
+        // Bad input is any prefix of real code: cut strings, comments, groups and paths.
+        let text = "//! x\n#[cfg_attr(test, cfg(target_arch = \"x86_64\"))]\n\
+                    use crate::{kvm::{self, Kvm}, lock as l};\n\
+                    mod tests { use super::super::guest::x; }\n\
+                    fn f<'a>(s: &'a str) -> char {\n    // SAFETY: no\n    let r =\n        unsafe { g(r#\"\"x\"#, b'\\'', '\\u{1F600}') };\n    'y'\n}\n\
+                    /* open /* nested */ still */ unsafe impl Send for X {}\n";
+        let rules = Rules {
+            max_lines: 3,
+            length_debts: &[],
+            import_debts: &[],
+        };
+        for (cut, _) in text.char_indices() {
+            for path in ["vcpu/src/cpuid/model.rs", "vcpu/src/kvm/vm.rs"] {
+                let files = [(path.to_string(), text[..cut].to_string())];
+                let report = check_files(&files, rules);
+                assert!(report.violations.iter().all(|v| v.line >= 1), "{cut}");
+            }
+        }
+        let whole = [("vcpu/src/cpuid/model.rs".to_string(), text.to_string())];
+        let rules_hit: std::collections::BTreeSet<&str> = check_files(&whole, rules)
+            .violations
+            .iter()
+            .map(|v| v.rule)
+            .collect();
+        assert_eq!(
+            rules_hit.into_iter().collect::<Vec<_>>(),
+            [
+                "cpu-model-imports",
+                "file-length",
+                "target-arch-outside-kvm",
+                "unsafe-outside-kvm"
+            ]
+        );
+    }
+
+    #[test]
     fn a_file_that_is_not_utf8_is_an_error_naming_it() {
         let tree = Scratch::new("utf8");
         fs::create_dir_all(tree.0.join("src")).unwrap();
