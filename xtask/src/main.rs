@@ -1,11 +1,14 @@
 //! vmfleet's project chores, as `cargo xtask <task>` (rust-analyzer style: no shell scripts).
 //!
-//! - `test`: everything CI checks: format, clippy with warnings denied, all tests (live KVM tests
-//!   run when `/dev/kvm` works and are SKIPPED when not), then the replay tests and an end-to-end
-//!   live-versus-replay comparison once more with `/dev/kvm` made unusable in a private mount
-//!   namespace, to prove replay needs no KVM, then the arm64 lab. It prints `SKIPPED <test>:
-//!   <reason>` for every test that could not run and ends with `N passed, N failed, N skipped`
-//!   (see [`tally`]).
+//! - `test`: everything CI checks: format, clippy with warnings denied, the source rules
+//!   (`tidy`), all tests (live KVM tests run when `/dev/kvm` works and are SKIPPED when not),
+//!   then the replay tests and an end-to-end live-versus-replay comparison once more with
+//!   `/dev/kvm` made unusable in a private mount namespace, to prove replay needs no KVM, then
+//!   the arm64 lab. It prints `SKIPPED <test>: <reason>` for every test that could not run and
+//!   ends with `N passed, N failed, N skipped` (see [`tally`]).
+//! - `tidy [--all]`: the workspace's source rules (`unsafe` and `cfg(target_arch)` only in the
+//!   KVM backend, SAFETY comments, file length, the CPU model's imports), every violation as
+//!   `path:line: rule: what`; `--all` runs fmt and clippy too (see [`tidy`]).
 //! - `record`: re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
 //!   refresh the replay snapshots.
 //! - `bench [ARGS]`: build `vmfleet` in release and run `vmfleet bench [ARGS]` (e.g. `--json`,
@@ -70,6 +73,7 @@ macro_rules! errln {
 mod arm64_lab;
 mod cli;
 mod tally;
+mod tidy;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
     NO_INSTALL.store(cli.no_install, Ordering::Relaxed);
     let result = match cli.task {
         Task::Test(args) => return test_task(&args),
+        Task::Tidy(args) => return tidy::task(args.all),
         Task::Record(args) => record(&args.fixtures),
         Task::Bench(args) => bench(&args.args),
         Task::Arm64Lab(args) => arm64_lab::cli(args),
@@ -189,33 +194,6 @@ fn check(status: std::io::Result<ExitStatus>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether the rustup component `component` (rustfmt, clippy) works, installing it if not (and
-/// installing is allowed). `Err(NotInstalled)` under `--no-install`.
-fn ensure_component(component: &str) -> Result<()> {
-    let probe = match component {
-        "rustfmt" => ["fmt", "--version"],
-        _ => ["clippy", "--version"],
-    };
-    let ok = cargo()
-        .args(probe)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Ok(());
-    }
-    may_install(
-        &format!("the rustup component {component} (rustup component add {component})"),
-        "cargo xtask test checks formatting and lints with it",
-    )?;
-    check(
-        Command::new("rustup")
-            .args(["component", "add", component])
-            .status(),
-        "rustup component add",
-    )
-}
-
 /// `cargo xtask test`: the steps, then the count line, always last (on failure too).
 fn test_task(args: &TestArgs) -> ExitCode {
     let mut tally = Tally::default();
@@ -303,51 +281,9 @@ fn or_skip<T>(
 }
 
 fn test(tally: &mut Tally) -> Result<()> {
-    step("cargo fmt --check");
-    match ensure_component("rustfmt") {
-        Ok(()) => counted(
-            tally,
-            check(
-                cargo().args(["fmt", "--all", "--", "--check"]).status(),
-                "cargo fmt --check",
-            ),
-        )?,
-        Err(e) => match not_installed(&e) {
-            Some(why) => tally.skip("xtask::fmt", &why.to_string()),
-            None => return counted(tally, Err(e)),
-        },
-    }
-
-    step("cargo clippy (warnings denied)");
-    let clippy = match ensure_component("clippy") {
-        Ok(()) => {
-            counted(
-                tally,
-                check(
-                    cargo()
-                        .args([
-                            "clippy",
-                            "--workspace",
-                            "--all-targets",
-                            "--locked",
-                            "--",
-                            "-D",
-                            "warnings",
-                        ])
-                        .status(),
-                    "cargo clippy",
-                ),
-            )?;
-            true
-        }
-        Err(e) => match not_installed(&e) {
-            Some(why) => {
-                tally.skip("xtask::clippy", &why.to_string());
-                false
-            }
-            None => return counted(tally, Err(e)),
-        },
-    };
+    tidy::fmt_step(tally)?;
+    let clippy = tidy::clippy_step(tally)?;
+    tidy::rules_step(tally)?;
 
     step("cargo test --workspace");
     // The no-KVM check runs below, where /dev/kvm is unusable; here it would only be skipped.
