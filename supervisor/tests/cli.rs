@@ -741,12 +741,26 @@ fn sigterm_stops_a_run_and_closes_its_trace() {
     recorded
         .require_complete()
         .expect("the trace has its end marker");
+    // The signal is a shutdown for exit: every VM stopped and reported, nothing closed one by
+    // one (the process's exit does that), and the trace says no more than what happened.
+    let control: Vec<String> = recorded
+        .control_events()
+        .map(|e| e.call.to_string())
+        .collect();
+    assert_eq!(control, ["shutdown for exit"]);
+    assert!(
+        !recorded.events.iter().any(|e| matches!(
+            e.call,
+            vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(vcpu::VcpuCall::Destroy)
+        )),
+        "no DESTROY was recorded"
+    );
     let replay = vmfleet().arg("replay").arg(&trace).output().unwrap();
     assert_eq!(replay.status.code(), Some(0), "{}", text(&replay).1);
     assert!(
         text(&replay)
             .0
-            .contains("  stop all -> ok: stopped 2 VM(s)"),
+            .contains("  shutdown for exit -> ok: shut down 2 VM(s)"),
         "{}",
         text(&replay).0
     );
