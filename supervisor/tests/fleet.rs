@@ -878,14 +878,25 @@ fn a_shutdown_for_exit_closes_nothing_and_replays() {
         *report
     });
     // Nothing was let go: the VMs' loop threads are parked, not ended (the threads of the VM
-    // that halted on its own before the shutdown ended then, as always).
-    let loops: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|comm| comm.trim().to_string())
-        .filter(|comm| comm.starts_with("vm-x"))
-        .collect();
-    for vm in ["vm-xrun", "vm-xpaused", "vm-xdone", "vm-xidle"] {
+    // that halted on its own before the shutdown ended then, as always). Reading
+    // /proc/self/task can skip entries while the other tests of this binary start and end
+    // threads, so a few scans are pooled: a thread that has ended shows up in none of them.
+    let expected = ["vm-xrun", "vm-xpaused", "vm-xdone", "vm-xidle"];
+    let mut loops = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        loops.extend(
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim().to_string())
+                .filter(|comm| comm.starts_with("vm-x")),
+        );
+        if expected.iter().all(|vm| loops.contains(*vm)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for vm in expected {
         assert!(
             loops.iter().any(|l| l == vm),
             "{vm}'s loop thread is parked until the process exits: {loops:?}"
