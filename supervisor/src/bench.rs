@@ -9,13 +9,14 @@
 //! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
-//! | shutdown | the `shutdown` request (what SIGTERM to `vmfleet serve` carries out) to every VM stopped, removed and every thread joined, [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`) | <= [`SHUTDOWN_TARGET`] |
+//! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
 //! | pause after an abandoned wait | a `wait` for a running VM whose client went away, then `pause` of another VM: the pause's answer | <= [`ABANDONED_WAIT_PAUSE_TARGET`] |
 //!
 //! The vmfleet side of each figure lives in one function ([`vmfleet_start_to_first_exit`],
 //! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`], [`vmfleet_shutdown`],
 //! [`vmfleet_pause_after_abandoned_wait`]) that drives the real
-//! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`.
+//! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`; the shutdown
+//! figure runs `vmfleet serve` itself, as a child process.
 
 use crate::fleet::StartMode;
 use futures::StreamExt;
@@ -56,12 +57,11 @@ pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
 pub const STOP_TARGET: Duration = Duration::from_millis(50);
 /// Running VMs of the shutdown figure (`--shutdown-vms`).
 pub const SHUTDOWN_VMS: u32 = 1000;
-/// `shutdown` request to every VM stopped, removed and joined.
+/// SIGTERM to `vmfleet serve` with the shutdown fleet running, to the process exited with its
+/// trace whole.
 pub const SHUTDOWN_TARGET: Duration = Duration::from_secs(2);
 /// A `pause` answered after a `wait` whose client went away.
 pub const ABANDONED_WAIT_PAUSE_TARGET: Duration = Duration::from_secs(1);
-/// Starts (paused) and resumes in flight at once while the shutdown fleet comes up.
-const SHUTDOWN_BRING_UP_CONCURRENCY: usize = 32;
 
 /// Why a measurement could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -452,73 +452,174 @@ pub fn vmfleet_stop_latency(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
     })
 }
 
-/// vmfleet's side of the shutdown figure: `vms` VMs of `vcpus_per_vm` vCPUs running the
-/// long-running guest, then the `shutdown` request through [`crate::fleet::Fleet::handle`] (as
-/// SIGTERM to `vmfleet serve` does); the time from the request to its answer, which comes when
-/// every VM is stopped and removed and every vCPU and loop thread joined.
+/// vmfleet's side of the shutdown figure, end to end as an operator meets it: a `vmfleet serve
+/// --record` child process (this executable) with `vms` VMs x `vcpus_per_vm` vCPUs of the
+/// long-running guest; once `list` says every VM is running, SIGTERM; the time from the signal
+/// until the process has exited (reaped). Then the trace must read back whole (its end marker)
+/// with the shutdown as its last control request, answered for every VM.
 pub fn vmfleet_shutdown(vms: u32, vcpus_per_vm: u32) -> Result<Duration, BenchError> {
-    let spec = bench_spec(vms, vcpus_per_vm, 0);
-    let hv = kvm_backend()?;
-    let runtime = bench_runtime()?;
-    runtime.block_on(async {
-        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
-            .await
-            .map_err(|e| wrong("vmfleet", vms, e))?;
-        // Up paused, then released (as the scale figure does), so that every VM runs.
-        let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
-        if let Some((vm, Err(e))) = started.iter().find(|(_, r)| r.is_err()) {
-            fleet.shutdown().await;
-            return Err(wrong("vmfleet", vms, format!("{vm} did not start: {e}")));
-        }
-        let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
-        let fleet = &fleet;
-        let resumed = futures::stream::iter(
-            names
-                .iter()
-                .map(|name| async move { (name, fleet.resume(name).await) }),
+    let dir = std::env::temp_dir().join(format!("vmfleet-bench-shutdown-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(|e| {
+        wrong(
+            "vmfleet",
+            vms,
+            format!("creating the scratch directory {}: {e}", dir.display()),
         )
-        .buffer_unordered(SHUTDOWN_BRING_UP_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-        let not_running: Vec<String> = fleet
-            .list()
-            .into_iter()
-            .filter(|v| v.state != "running")
-            .map(|v| {
-                let why = resumed
-                    .iter()
-                    .find(|(name, _)| **name == v.name)
-                    .and_then(|(_, r)| r.as_ref().err().map(|e| format!(": {e}")))
-                    .unwrap_or_default();
-                format!("{} {}{why}", v.name, v.state)
-            })
-            .collect();
-        if !not_running.is_empty() {
-            fleet.shutdown().await;
-            return Err(wrong(
-                "vmfleet",
-                vms,
-                format!("not every VM was running: {}", not_running.join("; ")),
-            ));
+    })?;
+    let result = serve_sigterm(&dir, vms, vcpus_per_vm);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// How long the shutdown fleet may take to come up before the figure gives up (a hang guard, not
+/// a figure).
+fn shutdown_bring_up_limit(vms: u32) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(200) * vms
+}
+
+/// The process exit after SIGTERM that counts as a hang.
+const SHUTDOWN_HANG: Duration = Duration::from_secs(120);
+
+/// [`vmfleet_shutdown`] in its scratch directory `dir`.
+fn serve_sigterm(dir: &Path, vms: u32, vcpus_per_vm: u32) -> Result<Duration, BenchError> {
+    use std::process::{Command, Stdio};
+    let fail = |what: String| wrong("vmfleet", vms, what);
+    let (spec, socket, trace) = (
+        dir.join("fleet.toml"),
+        dir.join("ctl.sock"),
+        dir.join("serve.trace"),
+    );
+    // One entry per 1000 VMs (a spec's `count` goes up to 1000).
+    let mut text = String::from("name = \"bench\"\n");
+    let mut left = vms;
+    for entry in 0.. {
+        if left == 0 {
+            break;
         }
-        let clock = Stopwatch::start();
-        let answer = fleet.handle(vcpu::ControlCall::Shutdown).await;
-        let elapsed = clock.elapsed();
-        let report = match answer {
-            Ok(crate::fleet::ControlValue::Shutdown(report)) => report,
-            Ok(other) => return Err(wrong("vmfleet", vms, other.summary())),
-            Err(e) => return Err(wrong("vmfleet", vms, e)),
-        };
-        if report.vms.len() != vms as usize
-            || report
-                .vms
-                .iter()
-                .any(|v| v.state != crate::report::VmState::Stopped)
-        {
-            return Err(wrong("vmfleet", vms, "not every VM stopped cleanly"));
+        let count = left.min(1000);
+        left -= count;
+        let _ = write!(
+            text,
+            "[[vm]]\nname = \"vm{entry}\"\ncount = {count}\nvcpus = {vcpus_per_vm}\n\
+             memory_mib = 1\nprobe_repeats = 0\n"
+        );
+    }
+    std::fs::write(&spec, text).map_err(|e| fail(format!("writing {}: {e}", spec.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("finding the vmfleet executable: {e}")))?;
+    let log = dir.join("serve.err");
+    let stderr = std::fs::File::create(&log)
+        .map_err(|e| fail(format!("creating {}: {e}", log.display())))?;
+    let mut child = Command::new(&exe)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--record")
+        .arg(&trace)
+        .arg(&spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| fail(format!("starting {} serve: {e}", exe.display())))?;
+    let logs = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    };
+    // Every VM running, as a client sees it.
+    let deadline = Instant::now() + shutdown_bring_up_limit(vms);
+    let mut last = String::from("no answer yet");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(fail(format!(
+                "vmfleet serve ended ({status}) before every VM ran: {}",
+                logs()
+            )));
         }
-        Ok(elapsed)
-    })
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!(
+                "not every VM was running after {:?}: {last}",
+                shutdown_bring_up_limit(vms)
+            )));
+        }
+        match running_vms(&socket) {
+            Ok(running) if running == vms as usize => break,
+            Ok(running) => last = format!("{running} running"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| fail("the child has no valid pid".to_string()))?;
+    let clock = Stopwatch::start();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).map_err(|e| {
+        fail(format!(
+            "sending SIGTERM to vmfleet serve (pid {pid:?}): {e}"
+        ))
+    })?;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if clock.elapsed() < SHUTDOWN_HANG => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "vmfleet serve still running {SHUTDOWN_HANG:?} after SIGTERM"
+                )));
+            }
+            Err(e) => return Err(fail(format!("waiting for vmfleet serve: {e}"))),
+        }
+    };
+    let took = clock.elapsed();
+    if !status.success() {
+        return Err(fail(format!(
+            "vmfleet serve exited with {status} after SIGTERM: {}",
+            logs()
+        )));
+    }
+    let recorded = recorder::Trace::open(&trace)
+        .map_err(|e| fail(format!("reading the trace {}: {e}", trace.display())))?;
+    recorded
+        .require_complete()
+        .map_err(|e| fail(format!("the trace {}: {e}", trace.display())))?;
+    let expected = format!("ok: shut down {vms} VM(s)");
+    match recorded.control_events().last() {
+        Some(event)
+            if event.call == vcpu::Call::Control(vcpu::ControlCall::ShutdownForExit)
+                && event.outcome == Ok(vcpu::Reply::Control(expected.clone())) => {}
+        other => {
+            return Err(fail(format!(
+                "the trace's last control request is not a shutdown of every VM ({expected}): \
+                 {}",
+                other.map_or_else(
+                    || "none".to_string(),
+                    |e| format!("{} -> {}", e.call, recorder::render::outcome(&e.outcome))
+                )
+            )));
+        }
+    }
+    Ok(took)
+}
+
+/// How many VMs the daemon at `socket` lists as running (or why it could not be asked).
+fn running_vms(socket: &Path) -> Result<usize, String> {
+    let reply = crate::ctl::send(socket, &crate::api::Request::List).map_err(|e| e.to_string())?;
+    let response: crate::api::Response =
+        serde_json::from_str(&reply).map_err(|e| format!("list: unreadable reply: {e}"))?;
+    let vms: Vec<crate::fleet::lifecycle::VmInfo> = response
+        .result
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| format!("list: unexpected reply: {e}"))?
+        .ok_or_else(|| format!("list: {}", response.error.unwrap_or_default()))?;
+    Ok(vms.iter().filter(|vm| vm.state == "running").count())
 }
 
 /// vmfleet's side of the abandoned-wait figure: two running VMs; a `wait` for the first whose
@@ -1052,7 +1153,7 @@ pub fn table(report: &BenchReport) -> String {
         ),
         (
             format!(
-                "shutdown of {} running VMs x {} vCPUs",
+                "SIGTERM to serve with {} running VMs x {} vCPUs -> process exited, trace whole",
                 report.shutdown_vms, report.vcpus_per_vm
             ),
             &report.shutdown,
@@ -1255,7 +1356,7 @@ mod tests {
             "scale (500 VMs x 2 vCPUs)",
             "supervisor memory per running VM",
             "stop latency",
-            "shutdown of 1000 running VMs x 2 vCPUs",
+            "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",
             "pause answered after an abandoned wait",
             "skipped (not asked for)",
         ] {

@@ -266,7 +266,7 @@ pub struct BenchArgs {
     /// abandoned wait.
     #[arg(long, conflicts_with_all = ["floor_only", "start_only"])]
     pub control_only: bool,
-    /// Running VMs (2 vCPUs each) the shutdown figure stops.
+    /// Running VMs (2 vCPUs each) of the `vmfleet serve` the shutdown figure sends SIGTERM to.
     #[arg(
         long,
         default_value_t = crate::bench::SHUTDOWN_VMS,

@@ -223,7 +223,8 @@ pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM, as `stop all` requests (each signal one request).
+/// SIGINT and SIGTERM, as `shutdown for exit` requests: every VM stopped and reported, and the
+/// VMs left to the process's exit, which follows (see [`crate::fleet::ShutdownMode`]).
 pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
     use tokio::signal::unix::{SignalKind, signal};
     let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
@@ -237,7 +238,7 @@ pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
                 else => return None,
             }
             crate::note!("vmfleet: stopping every VM");
-            Some((ControlCall::StopAll, (interrupt, terminate)))
+            Some((ControlCall::ShutdownForExit, (interrupt, terminate)))
         },
     ))
 }
@@ -394,7 +395,9 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
 }
 
 /// What `vmfleet serve` does with its fleet, replayed: bring the spec's VMs up, carry out the
-/// requests one after the other, shut down (unless the last request already did).
+/// requests one after the other, shut down (unless the last request already did). A recorded
+/// `shutdown for exit` is carried out as recorded: the replay's threads and objects stay until
+/// the replaying process ends, and no `DESTROY` call is issued, as none was recorded.
 async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<ControlCall>) -> JobReport {
     if !spec.vms.is_empty() {
         fleet.create_all(spec.vms.clone()).await;

@@ -7,10 +7,11 @@
 //!
 //! Steps: create and configure every VM concurrently (every vCPU's CPU model is written before any
 //! vCPU runs, so the initial configuration never races the lock); start them all concurrently;
-//! carry out the control requests `control` yields (a signal's `stop all` live, the recorded
-//! requests in a replay); wait until every VM has exited; shut the fleet down.
+//! carry out the control requests `control` yields (a signal's `shutdown for exit` live, the
+//! recorded requests in a replay); wait until every VM has exited; shut the fleet down (unless a
+//! request already did: its report is the job's).
 
-use crate::fleet::{ControlError, Fleet, FleetError, StartMode};
+use crate::fleet::{ControlError, ControlValue, Fleet, FleetError, StartMode};
 use crate::report::JobReport;
 use crate::spec::FleetSpec;
 use std::sync::Arc;
@@ -41,7 +42,8 @@ pub async fn run_job(hv: Arc<dyn Hypervisor>, spec: &FleetSpec) -> Result<JobRep
 }
 
 /// [`run_job`] on a given fleet, carrying out `control` requests once every VM is up (through
-/// [`Fleet::handle`], so they are recorded) until the stream ends, then waiting for every VM.
+/// [`Fleet::handle`], so they are recorded) until the stream ends or one shuts the fleet down,
+/// then waiting for every VM.
 pub async fn run_on(
     fleet: &Fleet,
     spec: &FleetSpec,
@@ -73,8 +75,10 @@ pub async fn run_on(
             next = control.next() => match next {
                 Some(call) => {
                     let shown = call.to_string();
-                    if let Err(e) = fleet.handle(call).await {
-                        tracing::warn!("{shown}: {e}");
+                    match fleet.handle(call).await {
+                        Ok(ControlValue::Shutdown(report)) => return *report,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("{shown}: {e}"),
                     }
                 }
                 None => {

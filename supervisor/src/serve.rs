@@ -23,10 +23,12 @@
 //! ends that connection only.
 //!
 //! Stopping: a `shutdown` request, SIGINT or SIGTERM. Either way the daemon carries out
-//! [`ControlCall::Shutdown`] through [`Fleet::handle`] (so a replay sees it), stops accepting,
-//! removes its socket file, closes the trace and prints the final report. Exit status 0 after a
-//! clean shutdown, whatever the VMs did (the table shows their fate); 2 if the daemon could not
-//! start or could not close its trace.
+//! [`ControlCall::ShutdownForExit`] through [`Fleet::handle`] (so a replay sees it): every VM
+//! stopped and its final report collected, but no VM torn down one by one (the process's exit
+//! does that, linearly; see [`crate::fleet::ShutdownMode::ProcessExit`]). Then it stops
+//! accepting, removes its socket file, closes the trace, prints the final report and exits.
+//! Exit status 0 after a clean shutdown, whatever the VMs did (the table shows their fate); 2 if
+//! the daemon could not start or could not close its trace.
 
 use crate::api::{self, Frame, Request, Response, StatusView};
 use crate::cli::ServeArgs;
@@ -232,7 +234,7 @@ async fn daemon(
         Stop::Requested(report) => *report,
         Stop::Signal(name) => {
             eprintln!("vmfleet: {name}: stopping every VM");
-            match fleet.handle(ControlCall::Shutdown).await {
+            match fleet.handle(ControlCall::ShutdownForExit).await {
                 Ok(ControlValue::Shutdown(report)) => *report,
                 Ok(other) => {
                     tracing::warn!("shutdown answered {}", other.summary());
@@ -380,6 +382,12 @@ async fn answer_while_connected(
 async fn answer(fleet: &Fleet, request: Request) -> (Response, Option<Box<JobReport>>) {
     let Some(call) = request.into_control() else {
         return (Response::from_result(&fleet.list()), None);
+    };
+    // The daemon exits once shut down: its VMs are left to the process's exit, not torn down one
+    // by one (the trace records which of the two happened).
+    let call = match call {
+        ControlCall::Shutdown => ControlCall::ShutdownForExit,
+        call => call,
     };
     let value = match fleet.handle(call).await {
         Ok(value) => value,

@@ -105,7 +105,9 @@ fn the_control_figures_are_measured_on_a_small_fleet() {
         .unwrap();
     let (stdout, _) = text(&table);
     assert!(
-        stdout.contains("shutdown of 2 running VMs x 2 vCPUs"),
+        stdout.contains(
+            "SIGTERM to serve with 2 running VMs x 2 vCPUs -> process exited, trace whole"
+        ),
         "{stdout}"
     );
     assert!(

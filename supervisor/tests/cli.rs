@@ -687,7 +687,21 @@ fn sigterm_stops_a_run_and_closes_its_trace() {
     if !kvm_usable() {
         return;
     }
-    let dir = scratch("sigterm-run");
+    signal_stops_a_run("TERM");
+}
+
+/// SIGINT (Ctrl-C) does the same as SIGTERM.
+#[test]
+fn sigint_stops_a_run_and_closes_its_trace() {
+    if !kvm_usable() {
+        return;
+    }
+    signal_stops_a_run("INT");
+}
+
+/// Send `SIG<signal>` to a running `vmfleet run --record` and check how it ends.
+fn signal_stops_a_run(signal: &str) {
+    let dir = scratch(&format!("sig{signal}-run"));
     let spec = dir.join("long.toml");
     std::fs::write(
         &spec,
@@ -708,7 +722,7 @@ fn sigterm_stops_a_run_and_closes_its_trace() {
     // Up and running (its signal handlers are installed before the fleet comes up).
     std::thread::sleep(Duration::from_millis(1500));
     let kill = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .status()
         .unwrap();
@@ -718,7 +732,7 @@ fn sigterm_stops_a_run_and_closes_its_trace() {
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() >= deadline {
             let _ = child.kill();
-            panic!("vmfleet run still running 20 s after SIGTERM");
+            panic!("vmfleet run still running 20 s after SIG{signal}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -741,12 +755,26 @@ fn sigterm_stops_a_run_and_closes_its_trace() {
     recorded
         .require_complete()
         .expect("the trace has its end marker");
+    // The signal is a shutdown for exit: every VM stopped and reported, nothing closed one by
+    // one (the process's exit does that), and the trace says no more than what happened.
+    let control: Vec<String> = recorded
+        .control_events()
+        .map(|e| e.call.to_string())
+        .collect();
+    assert_eq!(control, ["shutdown for exit"]);
+    assert!(
+        !recorded.events.iter().any(|e| matches!(
+            e.call,
+            vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(vcpu::VcpuCall::Destroy)
+        )),
+        "no DESTROY was recorded"
+    );
     let replay = vmfleet().arg("replay").arg(&trace).output().unwrap();
     assert_eq!(replay.status.code(), Some(0), "{}", text(&replay).1);
     assert!(
         text(&replay)
             .0
-            .contains("  stop all -> ok: stopped 2 VM(s)"),
+            .contains("  shutdown for exit -> ok: shut down 2 VM(s)"),
         "{}",
         text(&replay).0
     );

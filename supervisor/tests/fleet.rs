@@ -795,3 +795,135 @@ fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
         Some(live_transcript.as_str())
     );
 }
+
+/// A shutdown for exit (what `vmfleet serve` ends with) stops every VM whatever its state and
+/// reports on each as a teardown would, but closes nothing and ends no thread: no `DESTROY` is
+/// recorded, the VMs' loop threads are still there afterwards, and the trace replays to the
+/// same transcript (the replay takes the same path).
+#[test]
+fn a_shutdown_for_exit_closes_nothing_and_replays() {
+    let Some(kvm) = kvm("a_shutdown_for_exit_closes_nothing_and_replays") else {
+        return;
+    };
+    const FLEET: &str = "name = \"exiting\"\n\n\
+        [[vm]]\nname = \"xrun\"\nvcpus = 2\nprobe_repeats = 100000\n\n\
+        [[vm]]\nname = \"xpaused\"\nvcpus = 2\nprobe_repeats = 100000\n\n\
+        [[vm]]\nname = \"xdone\"\nvcpus = 1\nprobe_repeats = 1\n";
+    let dir = std::env::temp_dir().join(format!("vmfleet-fleet-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exit.trace");
+    let _ = std::fs::remove_file(&path);
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "FLEET".into(),
+            spec_text: FLEET.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(FLEET, "FLEET").unwrap();
+    let hang = Duration::from_secs(20);
+    let live = runtime().block_on(async {
+        let fleet = Fleet::new(hv, &spec.name)
+            .await
+            .unwrap()
+            .with_control_log(recorder.clone());
+        for result in fleet.create_all(spec.vms.clone()).await {
+            result.unwrap();
+        }
+        fleet.start_all(StartMode::Running, |_, _| {}).await;
+        let ask = |call| async {
+            tokio::time::timeout(hang, fleet.handle(call))
+                .await
+                .expect("answered in time")
+        };
+        ask(ControlCall::Pause {
+            vm: "xpaused".into(),
+        })
+        .await
+        .unwrap();
+        ask(ControlCall::Wait { vm: "xdone".into() }).await.unwrap();
+        // Created by request and never started.
+        ask(ControlCall::Create {
+            spec: "[[vm]]\nname = \"xidle\"\nvcpus = 1\nprobe_repeats = 1\n".into(),
+        })
+        .await
+        .unwrap();
+        let ControlValue::Shutdown(report) = ask(ControlCall::ShutdownForExit).await.unwrap()
+        else {
+            panic!("a shutdown reports")
+        };
+        let states: Vec<(String, VmState)> = report
+            .vms
+            .iter()
+            .map(|v| (v.name.clone(), v.state.clone()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("xrun".to_string(), VmState::Stopped),
+                ("xpaused".to_string(), VmState::Stopped),
+                ("xdone".to_string(), VmState::Completed),
+                ("xidle".to_string(), VmState::Stopped),
+            ]
+        );
+        for vm in fleet.list() {
+            assert_eq!(vm.state, "removed", "{vm:?}");
+        }
+        *report
+    });
+    // Nothing was let go: the VMs' loop threads are parked, not ended (the threads of the VM
+    // that halted on its own before the shutdown ended then, as always). Reading
+    // /proc/self/task can skip entries while the other tests of this binary start and end
+    // threads, so a few scans are pooled: a thread that has ended shows up in none of them.
+    let expected = ["vm-xrun", "vm-xpaused", "vm-xdone", "vm-xidle"];
+    let mut loops = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        loops.extend(
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|comm| comm.trim().to_string())
+                .filter(|comm| comm.starts_with("vm-x")),
+        );
+        if expected.iter().all(|vm| loops.contains(*vm)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for vm in expected {
+        assert!(
+            loops.iter().any(|l| l == vm),
+            "{vm}'s loop thread is parked until the process exits: {loops:?}"
+        );
+    }
+    writer.finish().unwrap();
+    let trace = Trace::open(&path).unwrap();
+    let destroys: Vec<String> = trace
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.call,
+                vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(VcpuCall::Destroy)
+            )
+        })
+        .map(|e| format!("{} {}", e.stream, e.call))
+        .collect();
+    assert!(destroys.is_empty(), "nothing was destroyed: {destroys:?}");
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    let outcome = replay_trace(&trace, &spec).unwrap();
+    if let Some(d) = &outcome.divergence {
+        panic!("{d}");
+    }
+    assert_eq!(
+        outcome.transcript.as_deref(),
+        Some(live_transcript.as_str())
+    );
+    assert!(live_transcript.contains("shutdown for exit -> ok: shut down 4 VM(s)"));
+}

@@ -580,9 +580,39 @@ fn sigterm_stops_every_vm_and_closes_the_trace() {
         .collect();
     assert_eq!(
         control,
-        ["pause a", "set-model b hide=avx2", "shutdown"],
+        ["pause a", "set-model b hide=avx2", "shutdown for exit"],
         "the control requests, in order (list is not recorded)"
     );
+    // A shutdown for exit closes nothing itself (the process's exit does): the trace must not
+    // claim it did, and every vCPU's stream ends with its stop decision.
+    let destroys: Vec<String> = recorded
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.call,
+                vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(vcpu::VcpuCall::Destroy)
+            )
+        })
+        .map(|e| format!("#{} {} {}", e.seq, e.stream, e.call))
+        .collect();
+    assert!(destroys.is_empty(), "no DESTROY was recorded: {destroys:?}");
+    let mut last = std::collections::BTreeMap::new();
+    for event in &recorded.events {
+        if matches!(event.stream, vcpu::Stream::Vcpu(..)) {
+            last.insert(event.stream.to_string(), event);
+        }
+    }
+    assert_eq!(last.len(), 3, "3 VMs x 1 vCPU ran: {:?}", last.keys());
+    for (stream, event) in &last {
+        assert!(
+            event.call == vcpu::Call::Decision
+                && event.outcome == Ok(vcpu::Reply::Decision(vcpu::RunDecision::Stop)),
+            "{stream} ends with its stop decision, not {} -> {:?}",
+            event.call,
+            event.outcome
+        );
+    }
 
     // The trace replays: same backend calls stream by stream, same control replies.
     let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
@@ -592,10 +622,14 @@ fn sigterm_stops_every_vm_and_closes_the_trace() {
     for line in [
         "  pause a -> ok: a paused",
         "  set-model b hide=avx2 -> error: ",
-        "  shutdown -> ok: shut down 3 VM(s)",
+        "  shutdown for exit -> ok: shut down 3 VM(s)",
     ] {
         assert!(stdout.contains(line), "{line:?} in the replay: {stdout}");
     }
+    assert!(
+        !stdout.contains("DESTROY"),
+        "the replay destroys nothing either: {stdout}"
+    );
 }
 
 #[test]
@@ -677,7 +711,7 @@ fn an_empty_daemon_records_vms_created_by_request_and_replays() {
         "== vm0 quick: completed, 2 vCPU(s)",
         "  create (4 lines of spec) -> ok: created quick",
         "  start quick -> ok: quick started",
-        "  shutdown -> ok: shut down 1 VM(s)",
+        "  shutdown for exit -> ok: shut down 1 VM(s)",
     ] {
         assert!(stdout.contains(line), "{line:?} in the replay: {stdout}");
     }
@@ -1270,13 +1304,16 @@ fn an_abandoned_wait_blocks_nothing_and_sigterm_still_stops_promptly() {
         !control.iter().any(|c| c == "wait a"),
         "the abandoned wait is not recorded: {control:?}"
     );
-    assert!(control.iter().any(|c| c == "shutdown"), "{control:?}");
+    assert!(
+        control.iter().any(|c| c == "shutdown for exit"),
+        "{control:?}"
+    );
     let out = vmfleet().arg("replay").arg(&trace).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "replay: {stderr}");
     assert!(stdout.contains("  pause b -> ok: b paused"), "{stdout}");
     assert!(
-        stdout.contains("  shutdown -> ok: shut down 3 VM(s)"),
+        stdout.contains("  shutdown for exit -> ok: shut down 3 VM(s)"),
         "{stdout}"
     );
 }

@@ -166,6 +166,12 @@ pub enum ControlCall {
     StartPaused {
         vm: String,
     },
+    /// Stop every VM and collect its final report, for a process that exits right after: the
+    /// kernel objects are left to the process's exit (no `DESTROY_VCPU`/`DESTROY_VM`, no vCPU or
+    /// loop thread ends), because closing them one by one costs every live VM's MMU notifier a
+    /// call per `munmap`, which grows with the square of the fleet. `vmfleet serve` ends this
+    /// way. (Last, so traces recorded before it keep their variant numbers.)
+    ShutdownForExit,
 }
 
 impl ControlCall {
@@ -181,7 +187,10 @@ impl ControlCall {
             | ControlCall::Remove { vm }
             | ControlCall::Model { vm }
             | ControlCall::SetModel { vm, .. } => Some(vm),
-            ControlCall::Create { .. } | ControlCall::StopAll | ControlCall::Shutdown => None,
+            ControlCall::Create { .. }
+            | ControlCall::StopAll
+            | ControlCall::Shutdown
+            | ControlCall::ShutdownForExit => None,
         }
     }
 }
@@ -375,6 +384,7 @@ impl fmt::Display for ControlCall {
             }
             ControlCall::StopAll => f.write_str("stop all"),
             ControlCall::Shutdown => f.write_str("shutdown"),
+            ControlCall::ShutdownForExit => f.write_str("shutdown for exit"),
         }
     }
 }

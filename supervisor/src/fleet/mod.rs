@@ -48,6 +48,23 @@ pub const START_WAVE: usize = 8;
 /// How long a control request waits for a VM to carry it out.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How [`Fleet::shutdown_as`] ends the fleet's VMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Stop every VM, then close its vCPUs and the VM (`DESTROY_VCPU`, `DESTROY_VM`), join every
+    /// thread and unmap guest memory: the process goes on (a library user, a test that shuts
+    /// many fleets down). `ControlCall::Shutdown`.
+    #[default]
+    Teardown,
+    /// Stop every VM and collect its final report, and let go of nothing: no `DESTROY` call, no
+    /// thread ends, no guest memory is unmapped; the process's exit releases it all. Every
+    /// `munmap` in the process calls every live VM's MMU notifier, so a teardown one VM after
+    /// another grows with the square of the fleet, while the exit releases each notifier once
+    /// before unmapping anything. Only for a process that exits right after (`vmfleet serve`):
+    /// the fleet's threads and objects stay until then. `ControlCall::ShutdownForExit`.
+    ProcessExit,
+}
+
 /// Why a fleet cannot run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -682,12 +699,18 @@ impl Fleet {
         Ok(report)
     }
 
-    /// Want every vCPU of these VMs stopped and kick them all now, from here (see
-    /// `VmLink::kick_stop`): a loop thread woken by its `stop` competes for the CPU with every
-    /// guest still spinning, so a thousand loops kicking their own vCPUs one after the other
-    /// take seconds. The caller holds the gate (nothing else is in flight) or is the job's end;
-    /// the loops then carry out their `stop` as usual.
-    fn kick_stop(&self, names: &[String]) {
+    /// A VM whose loop answered [`Command::Exit`]: keep its final report; its loop thread stays
+    /// parked until the process exits (dropping its handle detaches it, nothing is joined).
+    fn leave_loop(&self, name: &str, report: VmReport) -> VmReport {
+        if let Some(entry) = self.entries().iter_mut().rev().find(|e| e.name == name) {
+            entry.link = None;
+            entry.report = Some(report.clone());
+        }
+        report
+    }
+
+    /// Call `each` on the link of every one of these VMs that has not been removed.
+    fn each_link(&self, names: &[String], each: impl Fn(&VmLink)) {
         let links: Vec<_> = {
             let entries = self.entries();
             names
@@ -696,8 +719,17 @@ impl Fleet {
                 .collect()
         };
         for link in links {
-            lock(&link).kick_stop();
+            each(&lock(&link));
         }
+    }
+
+    /// Want every vCPU of these VMs stopped and kick them all now, from here (see
+    /// `VmLink::kick_stop`): a loop thread woken by its `stop` competes for the CPU with every
+    /// guest still spinning, so a thousand loops kicking their own vCPUs one after the other
+    /// take seconds. The caller holds the gate (nothing else is in flight) or is the job's end;
+    /// the loops then carry out their `stop` as usual.
+    fn kick_stop(&self, names: &[String]) {
+        self.each_link(names, VmLink::kick_stop);
     }
 
     /// Stop every VM that has not exited, concurrently.
@@ -775,11 +807,23 @@ impl Fleet {
         }
     }
 
-    /// Stop and remove every VM; the report of every VM the fleet ever had, in id order.
+    /// Stop and remove every VM (torn down); the report of every VM the fleet ever had, in id
+    /// order.
     pub async fn shutdown(&self) -> JobReport {
+        self.shutdown_as(ShutdownMode::Teardown).await
+    }
+
+    /// Stop every VM and end it as `mode` says; the report of every VM the fleet ever had, in id
+    /// order. After [`ShutdownMode::ProcessExit`] the caller must end the process soon: the
+    /// fleet's threads and kernel objects stay until then.
+    pub async fn shutdown_as(&self, mode: ShutdownMode) -> JobReport {
         self.shutting_down.store(true, Ordering::SeqCst);
         let clock = Instant::now();
         let names = self.live_names(|_| true);
+        if mode == ShutdownMode::ProcessExit {
+            // Before the kicks: every vCPU thread they stop parks instead of returning.
+            self.each_link(&names, VmLink::linger);
+        }
         self.kick_stop(&names);
         // Every VM at once, and each VM's `stop` and `remove` sent together so that its loop
         // carries out both in one wake-up: a thousand VMs one round trip after another, or two
@@ -787,14 +831,20 @@ impl Fleet {
         // had come one after the other.
         let removals = names.iter().map(|name| async move {
             let stop = self.send(name, Command::Stop);
-            let remove = self.send(name, Command::Remove);
+            let remove = match mode {
+                ShutdownMode::Teardown => self.send(name, Command::Remove),
+                ShutdownMode::ProcessExit => self.send(name, Command::Exit),
+            };
             let removed = async {
                 // A stop that fails (the VM failed meanwhile, say) does not keep it from removal.
                 if let Err(e) = async { Self::answer(name, "stop", stop?).await }.await {
                     tracing::warn!("stopping {name}: {e}");
                 }
                 let report = Self::answer(name, "remove", remove?).await?;
-                self.forget_loop(name, report).await
+                match mode {
+                    ShutdownMode::Teardown => self.forget_loop(name, report).await,
+                    ShutdownMode::ProcessExit => Ok(self.leave_loop(name, report)),
+                }
             };
             if let Err(e) = removed.await {
                 tracing::warn!("removing {name}: {e}");
@@ -802,7 +852,7 @@ impl Fleet {
         });
         futures::future::join_all(removals).await;
         tracing::debug!(
-            "shutdown: {} VM(s) stopped and removed in {:?}",
+            "shutdown ({mode:?}): {} VM(s) stopped and removed in {:?}",
             names.len(),
             clock.elapsed()
         );
@@ -884,7 +934,7 @@ impl Fleet {
     /// the fleet with half a request, unrecorded.
     pub async fn handle(&self, call: ControlCall) -> Result<ControlValue, ControlError> {
         match &call {
-            ControlCall::StopAll | ControlCall::Shutdown => {
+            ControlCall::StopAll | ControlCall::Shutdown | ControlCall::ShutdownForExit => {
                 let _all = self.gate.write().await;
                 let result = self.carry_out(&call).await;
                 self.record(call, &result)
@@ -1064,6 +1114,9 @@ impl Fleet {
             }
             ControlCall::StopAll => ControlValue::Stopped(self.stop_all().await),
             ControlCall::Shutdown => ControlValue::Shutdown(Box::new(self.shutdown().await)),
+            ControlCall::ShutdownForExit => {
+                ControlValue::Shutdown(Box::new(self.shutdown_as(ShutdownMode::ProcessExit).await))
+            }
         })
     }
 }

@@ -10,6 +10,13 @@
 //!
 //! A vCPU that fails (its guest faults, a call fails, its thread panics) stops the VM's other
 //! vCPUs and marks the VM failed; other VMs never notice.
+//!
+//! A VM of a process about to exit ([`Command::Exit`], after [`VmLink::linger`]) ends without
+//! letting anything go: each vCPU thread hands its outcome over in its last notice and parks for
+//! good, and the loop answers with the final report and parks too, holding the VM, its vCPUs and
+//! its guest memory. Every `munmap` in the process (a thread's stack, a VM's guest memory) calls
+//! the MMU notifier of every live VM, so a fleet that lets go of its objects one by one pays for
+//! the square of its size; the process's exit releases the notifiers once and then everything.
 
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
 use crate::report::{
@@ -20,6 +27,7 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
@@ -89,6 +97,10 @@ pub(super) enum Command {
     },
     /// Stop if needed, tear the VM down, end the loop; answered with the VM's final report.
     Remove(Answer<VmReport>),
+    /// Stop if needed and answer with the VM's final report, as `Remove` does, but keep every
+    /// kernel object and thread: the process is about to exit and leaves them to the kernel
+    /// (see the module's documentation). No `DESTROY` call is made, so none is recorded.
+    Exit(Answer<VmReport>),
 }
 
 /// The control plane's end of a VM loop.
@@ -99,6 +111,9 @@ pub(super) struct VmLink {
     /// The VM's run control, shared with its loop: stopping a whole fleet kicks every vCPU from
     /// here at once instead of waiting for each loop to be scheduled (see [`VmLink::kick_stop`]).
     control: Arc<RunControl>,
+    /// Shared with the loop and its vCPU threads: once set, a thread that ends parks for good
+    /// instead of returning (see [`VmLink::linger`]).
+    linger: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -120,6 +135,13 @@ impl VmLink {
     /// replays do not change.
     pub(super) fn kick_stop(&self) {
         self.control.request(RunDecision::Stop);
+    }
+
+    /// From now on the VM's threads park for good when they end instead of returning (the
+    /// process is about to exit; see the module's documentation). Set before the kicks of a
+    /// shutdown for exit, so that no vCPU thread stopped by them returns.
+    pub(super) fn linger(&self) {
+        self.linger.store(true, Ordering::SeqCst);
     }
 
     /// Join the loop thread (after `Remove` was answered).
@@ -163,12 +185,18 @@ pub(super) fn spawn(
     let name = setup.spec.name.clone();
     let loop_wake = Arc::clone(&wake);
     let control = Arc::new(RunControl::new());
+    let linger = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()
         .name(format!("vm-{name}"))
         .stack_size(THREAD_STACK)
         .spawn({
             let control = Arc::clone(&control);
-            move || vm_thread(setup, control, loop_wake, commands, status_tx, created)
+            let linger = Arc::clone(&linger);
+            move || {
+                vm_thread(
+                    setup, control, &linger, loop_wake, commands, status_tx, created,
+                )
+            }
         })
         .map_err(|e| fail(format!("cannot start its event loop thread: {e}")))?;
     Ok(VmLink {
@@ -176,13 +204,23 @@ pub(super) fn spawn(
         wake,
         status,
         control,
+        linger,
         thread: Some(thread),
     })
+}
+
+/// The end of a thread of a process about to exit: it holds on to everything it owns until the
+/// process ends (returning would unmap its stack, dropping would close and unmap its objects).
+fn park_for_good() -> ! {
+    loop {
+        std::thread::park();
+    }
 }
 
 fn vm_thread(
     setup: VmSetup,
     control: Arc<RunControl>,
+    linger: &Arc<AtomicBool>,
     wake: Arc<EventFd>,
     commands: Receiver<Command>,
     status: watch::Sender<VmStatus>,
@@ -220,6 +258,7 @@ fn vm_thread(
         vm,
         vcpus: Vec::new(),
         control,
+        linger: Arc::clone(linger),
         threads: Vec::new(),
         pending_drift: Vec::new(),
         ready: Ok(Vec::new()),
@@ -241,6 +280,7 @@ fn vm_thread(
         removing: None,
         model_change: None,
         failure: None,
+        exiting: false,
         done: false,
         broken: None,
     };
@@ -297,6 +337,11 @@ fn vm_thread(
             return;
         }
     }
+    if shared.borrow().exiting {
+        // Answered with the final report: keep the VM, its vCPUs and its memory (and this
+        // thread's stack) until the process exits.
+        park_for_good();
+    }
 }
 
 /// Where one vCPU thread is, as its notices tell.
@@ -326,8 +371,10 @@ const NOTICES: u32 = 2;
 /// A notice from a vCPU thread.
 enum Notice {
     Run(VcpuNotice),
-    /// The thread is about to end (sent from a drop guard, so a panic sends it too).
-    Ended,
+    /// The thread is about to end (sent from a drop guard, so a panic sends it too). With its
+    /// outcome when the thread parks for good instead of returning it (the loop must not join
+    /// it then).
+    Ended(Option<Box<VcpuOutcome>>),
 }
 
 struct VmLoop {
@@ -342,6 +389,11 @@ struct VmLoop {
     vm: VmHandle,
     vcpus: Vec<Arc<VcpuHandle>>,
     control: Arc<RunControl>,
+    /// Set when the process is about to exit: threads that end park for good (see
+    /// [`VmLink::linger`]).
+    linger: Arc<AtomicBool>,
+    /// Asked to [`Command::Exit`]: answer with the report and keep everything.
+    exiting: bool,
     /// One per vCPU once started (`None` once joined).
     threads: Vec<Option<JoinHandle<Option<VcpuOutcome>>>>,
     /// Drift lines not worked out yet: (vCPU index, the table that was requested). They are the
@@ -738,6 +790,11 @@ impl VmLoop {
                     let _ = answer.send(Err(self.cannot("change the CPU model of", other).into()));
                 }
             },
+            Command::Exit(answer) => {
+                self.linger.store(true, Ordering::SeqCst);
+                self.exiting = true;
+                self.command(Command::Remove(answer));
+            }
             Command::Remove(answer) => {
                 if matches!(self.lifecycle, Lifecycle::Created | Lifecycle::Creating) {
                     // Its own state, not "completed": no guest ran, nothing was checked.
@@ -931,6 +988,7 @@ impl VmLoop {
             index,
             Arc::clone(vcpu),
             Arc::clone(&self.control),
+            Arc::clone(&self.linger),
             self.notice_tx.clone(),
             Arc::clone(&self.notice_fd),
             format!("{}-{}", self.name(), vcpu.id()),
@@ -958,23 +1016,29 @@ impl VmLoop {
             Notice::Run(VcpuNotice::FirstExit) => run.first_exit = true,
             Notice::Run(VcpuNotice::Parked) => run.parked = true,
             Notice::Run(VcpuNotice::Unparked) => run.parked = false,
-            Notice::Ended => {
+            Notice::Ended(outcome) => {
                 run.ended = true;
                 run.parked = false;
-                self.collect(index);
+                self.collect(index, outcome);
             }
         }
     }
 
-    /// Join an ended vCPU thread and take its outcome into the report.
-    fn collect(&mut self, index: usize) {
+    /// Take an ended vCPU thread's outcome into the report: the one it handed over (it parks for
+    /// good, and is never joined), or the one it returns (joined).
+    fn collect(&mut self, index: usize, handed_over: Option<Box<VcpuOutcome>>) {
         let Some(thread) = self.threads.get_mut(index).and_then(Option::take) else {
             return;
         };
         let Some(vcpu_report) = self.report.vcpus.get_mut(index) else {
             return;
         };
-        let failure = match thread.join() {
+        let ended = match handed_over {
+            // Dropping the handle detaches the parked thread.
+            Some(outcome) => Ok(Some(*outcome)),
+            None => thread.join(),
+        };
+        let failure = match ended {
             Ok(None) => {
                 vcpu_report.end = "its thread ended before it was launched".into();
                 vcpu_report.run_end = RunEnd::CallFailed;
@@ -1034,7 +1098,7 @@ impl VmLoop {
     fn join_all(&mut self) {
         for index in 0..self.threads.len() {
             if self.threads[index].is_some() {
-                self.collect(index);
+                self.collect(index, None);
                 self.runs[index].ended = true;
             }
         }
@@ -1173,6 +1237,13 @@ impl VmLoop {
     }
 
     fn finish_removal(&mut self, answer: Answer<VmReport>) {
+        if self.exiting {
+            // Every vCPU has ended (or never started); nothing is closed or joined.
+            self.finish_drift();
+            let _ = answer.send(Ok(self.report.clone()));
+            self.done = true;
+            return;
+        }
         self.join_all();
         self.teardown();
         let _ = answer.send(Ok(self.report.clone()));
@@ -1196,16 +1267,20 @@ impl VmLoop {
     }
 }
 
-/// Sends `Ended` when the vCPU thread ends, however it ends.
+/// Sends `Ended` when the vCPU thread ends, however it ends (with the outcome it hands over, if
+/// it parks for good).
 struct EndNotice {
     index: usize,
     tx: Sender<(usize, Notice)>,
     wake: Arc<EventFd>,
+    handed_over: Option<Box<VcpuOutcome>>,
 }
 
 impl Drop for EndNotice {
     fn drop(&mut self) {
-        let _ = self.tx.send((self.index, Notice::Ended));
+        let _ = self
+            .tx
+            .send((self.index, Notice::Ended(self.handed_over.take())));
         let _ = self.wake.write(1);
     }
 }
@@ -1283,6 +1358,7 @@ fn spawn_vcpu(
     index: usize,
     vcpu: Arc<VcpuHandle>,
     control: Arc<RunControl>,
+    linger: Arc<AtomicBool>,
     tx: Sender<(usize, Notice)>,
     wake: Arc<EventFd>,
     name: String,
@@ -1293,10 +1369,11 @@ fn spawn_vcpu(
         .stack_size(THREAD_STACK)
         .spawn(move || {
             let launch = launched.recv().ok()?;
-            let end = EndNotice {
+            let mut end = EndNotice {
                 index,
                 tx: tx.clone(),
                 wake: Arc::clone(&wake),
+                handed_over: None,
             };
             let parks_at_first_exit = launch.pauses_at_first_exit();
             let mut notify = |notice| {
@@ -1355,6 +1432,13 @@ fn spawn_vcpu(
                     ))
                 }
             };
+            if linger.load(Ordering::SeqCst) {
+                // The process is about to exit: hand the outcome over and keep this thread (its
+                // stack) and the vCPU it holds until then.
+                end.handed_over = Some(Box::new(outcome));
+                drop(end);
+                park_for_good();
+            }
             drop(end);
             Some(outcome)
         })?;
