@@ -18,6 +18,7 @@ pub mod commands;
 pub mod ctl;
 pub mod docs;
 pub mod exit;
+pub mod fdlimit;
 pub mod fleet;
 pub mod host;
 pub mod job;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         .with_ansi(term.stderr_color)
         .init();
     // A big fleet needs thousands of file descriptors; a failure here only matters to one.
-    match commands::raise_fd_limit() {
+    match supervisor::fdlimit::raise_fd_limit() {
         Ok(limit) => tracing::debug!(
             "open-files limit: soft {} (was {}), hard {}",
             show_limit(limit.soft),
