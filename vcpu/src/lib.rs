@@ -29,6 +29,7 @@ pub mod errno;
 pub mod error;
 pub mod guest;
 pub mod handle;
+pub mod headline;
 pub mod ids;
 pub mod kvm;
 pub mod lock;
