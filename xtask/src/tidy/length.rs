@@ -25,13 +25,11 @@ pub const RULE: &str = "file-length";
 /// (paths relative to the workspace root). Paid off by splitting them (issue 11's refactor);
 /// never add to this list.
 pub const LENGTH_DEBTS: &[(&str, usize)] = &[
-    ("supervisor/src/api.rs", 874),
-    ("supervisor/src/bench.rs", 1142),
+    ("supervisor/src/bench.rs", 952),
     ("supervisor/src/fleet/mod.rs", 1008),
     ("supervisor/src/fleet/vm_loop.rs", 1389),
-    ("supervisor/src/report.rs", 1156),
-    ("supervisor/src/spec.rs", 2138),
-    ("vcpu/src/guest/probe.rs", 916),
+    ("supervisor/src/report.rs", 957),
+    ("supervisor/src/spec.rs", 929),
     ("xtask/src/arm64_lab/install.rs", 863),
     ("xtask/src/main.rs", 846),
 ];

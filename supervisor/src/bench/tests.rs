@@ -1,0 +1,190 @@
+//! Tests of `bench` (tests), kept beside it so the module itself stays short.
+
+use super::*;
+
+#[test]
+fn vm_rss_is_parsed() {
+    let status = "Name:\tvmfleet\nVmPeak:\t  10000 kB\nVmRSS:\t    2132 kB\nRssAnon:\t 144 kB\n";
+    assert_eq!(parse_vm_rss(status), Some(2132 * 1024));
+    assert_eq!(parse_vm_rss("Name: x\n"), None);
+    assert_eq!(parse_vm_rss("VmRSS: lots kB\n"), None);
+    assert_eq!(parse_vm_rss("VmRSS: 12 MB\n"), None);
+    assert_eq!(parse_vm_rss("VmRSS: 12\n"), None);
+}
+
+#[test]
+fn own_rss_is_readable() {
+    let rss = rss_bytes().expect("/proc/self/status");
+    assert!(rss > 0 && rss % 1024 == 0, "{rss}");
+    let missing = rss_bytes_from(Path::new("/nonexistent/status")).unwrap_err();
+    assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn medians() {
+    assert_eq!(median(&[]), None);
+    assert_eq!(median(&[3.0]), Some(3.0));
+    assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    assert_eq!(median(&[1.0, f64::NAN]), None);
+    let ms = Duration::from_millis;
+    assert_eq!(median_duration(&[]), None);
+    assert_eq!(median_duration(&[ms(9), ms(1), ms(5)]), Some(ms(5)));
+    assert_eq!(median_duration(&[ms(4), ms(2)]), Some(ms(3)));
+}
+
+#[test]
+fn stopwatch_laps_add_up() {
+    let mut watch = Stopwatch::start();
+    let a = watch.lap();
+    std::thread::sleep(Duration::from_millis(2));
+    let b = watch.lap();
+    assert!(b >= Duration::from_millis(2));
+    assert!(a + b <= watch.elapsed());
+}
+
+#[test]
+fn samples_give_rates() {
+    let sample = StartSample {
+        vms: 10,
+        vcpus_per_vm: 2,
+        elapsed: Duration::from_millis(250),
+    };
+    assert_eq!(sample.vms_per_second(), 40.0);
+    let side = StartSide::from_samples(&[
+        sample,
+        StartSample {
+            elapsed: Duration::from_millis(500),
+            ..sample
+        },
+        StartSample {
+            elapsed: Duration::from_millis(100),
+            ..sample
+        },
+    ])
+    .unwrap();
+    assert_eq!(side.vms_per_second, [40.0, 20.0, 100.0]);
+    assert_eq!(side.median_vms_per_second, 40.0);
+    assert_eq!(side.median_elapsed_ms, 250.0);
+    assert_eq!(StartSide::from_samples(&[]), None);
+}
+
+/// The vmfleet side measures a real start on KVM (skipped without it): one VM of two vCPUs
+/// comes up, and the time is a real duration.
+#[test]
+fn the_vmfleet_side_measures_a_real_start() {
+    if let Err(e) = vcpu::kvm::KvmHypervisor::open() {
+        vcpu::skip::skipped(
+            "the_vmfleet_side_measures_a_real_start",
+            format!("/dev/kvm unusable: {e}"),
+        );
+        return;
+    }
+    let sample = vmfleet_start_to_first_exit(1, 2).expect("one VM starts");
+    assert_eq!((sample.vms, sample.vcpus_per_vm), (1, 2));
+    assert!(sample.elapsed > Duration::ZERO);
+    assert!(vmfleet_stop_latency(2).expect("stops") < Duration::from_secs(10));
+}
+
+#[test]
+fn options_are_checked() {
+    assert!(BenchOptions::default().check().is_ok());
+    for bad in [
+        BenchOptions {
+            counts: vec![],
+            ..Default::default()
+        },
+        BenchOptions {
+            counts: vec![10, 0],
+            ..Default::default()
+        },
+        BenchOptions {
+            counts: vec![MAX_COUNT + 1],
+            ..Default::default()
+        },
+        BenchOptions {
+            runs: 0,
+            ..Default::default()
+        },
+        BenchOptions {
+            shutdown_vms: 0,
+            ..Default::default()
+        },
+        BenchOptions {
+            control_only: true,
+            start_only: true,
+            ..Default::default()
+        },
+    ] {
+        let error = bad.check().unwrap_err();
+        assert!(matches!(error, BenchError::Options(_)), "{error}");
+    }
+}
+
+fn report(verdict: Verdict) -> BenchReport {
+    let side = StartSide {
+        vms_per_second: vec![100.0],
+        median_vms_per_second: 100.0,
+        median_elapsed_ms: 10.0,
+    };
+    let skipped = Figure {
+        value: None,
+        unit: "ms",
+        target: "<= 50 ms".into(),
+        verdict: Verdict::Skipped,
+    };
+    BenchReport {
+        host: BenchHost {
+            kernel: "6.x".into(),
+            kvm_module: Some("kvm_pvm".into()),
+            cpus: 2,
+        },
+        vcpus_per_vm: 2,
+        runs: 1,
+        start: vec![StartRow {
+            runs: 5,
+            vms: 1,
+            floor: side.clone(),
+            floor_phases: PhaseMedians::default(),
+            vmfleet: Some(side),
+            ratio: Some(1.0),
+            verdict,
+        }],
+        scale: skipped.clone(),
+        memory_per_vm: skipped.clone(),
+        stop_latency: skipped.clone(),
+        shutdown_vms: 1000,
+        shutdown: skipped.clone(),
+        pause_after_abandoned_wait: skipped,
+    }
+}
+
+#[test]
+fn misses_and_failures_count_not_built_does_not() {
+    assert!(!report(Verdict::Met).any_missed());
+    assert!(!report(Verdict::NotBuilt("x".into())).any_missed());
+    assert!(!report(Verdict::Skipped).any_missed());
+    assert!(report(Verdict::Missed).any_missed());
+    assert!(report(Verdict::Failed("x".into())).any_missed());
+}
+
+#[test]
+fn the_table_names_every_figure() {
+    let text = table(&report(Verdict::Met));
+    for needle in [
+        "kvm_pvm",
+        "start: nothing -> first guest exit",
+        "1.00x",
+        "scale (500 VMs x 2 vCPUs)",
+        "supervisor memory per running VM",
+        "stop latency",
+        "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",
+        "pause answered after an abandoned wait",
+        "skipped (not asked for)",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+    }
+    let json = serde_json::to_value(report(Verdict::NotBuilt("why".into()))).unwrap();
+    assert_eq!(json["start"][0]["verdict"]["status"], "not_built");
+    assert_eq!(json["start"][0]["verdict"]["detail"], "why");
+}

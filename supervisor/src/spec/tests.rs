@@ -1,0 +1,815 @@
+//! Tests of `spec` (tests), kept beside it so the module itself stays short.
+
+use super::*;
+
+fn err(text: &str) -> SpecError {
+    parse(text, "f.toml").expect_err("spec should be rejected")
+}
+
+#[test]
+fn a_full_spec_parses() {
+    let spec = parse(
+        r#"
+name = "t"
+[[vm]]
+name = "a"
+vcpus = 2
+memory_mib = 4
+probe_repeats = 3
+cpu = { base = "host", hide = ["AVX512F", "x2apic"] }
+[[vm.after_run]]
+action = "rewrite-identical"
+[[vm.after_run]]
+action = "hide"
+features = ["sse4_2"]
+vcpu = 1
+"#,
+        "f.toml",
+    )
+    .unwrap();
+    assert_eq!(spec.name, "t");
+    let vm = &spec.vms[0];
+    assert_eq!((vm.vcpus, vm.memory_mib, vm.probe_repeats), (2, 4, 3));
+    assert_eq!(
+        vm.cpu.hide,
+        vec!["avx512f".to_string(), "x2apic".to_string()]
+    );
+    assert_eq!(
+        vm.after_run,
+        vec![
+            AfterRun::RewriteIdentical { vcpu: None },
+            AfterRun::Hide {
+                features: vec!["sse4_2".into()],
+                vcpu: Some(1)
+            }
+        ]
+    );
+}
+
+#[test]
+fn defaults_apply() {
+    let spec = parse("[[vm]]\nname = \"a\"\n", "f.toml").unwrap();
+    assert_eq!(spec.name, "fleet");
+    assert_eq!(
+        (
+            spec.vms[0].vcpus,
+            spec.vms[0].memory_mib,
+            spec.vms[0].probe_repeats
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(spec.vms[0].fault_after_passes, None);
+    assert_eq!(spec.vms.len(), 1, "count defaults to 1");
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    let e = err("[[vm]]\nname = \"a\"\nvcpus = = 2\n");
+    assert_eq!((e.line, e.source_name.as_str()), (3, "f.toml"));
+    assert!(e.to_string().starts_with("f.toml:3:"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_position() {
+    let e = err("[[vm]]\nname = \"a\"\nvcpu = 2\n");
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("vcpu"), "{e}");
+}
+
+#[test]
+fn unknown_features_point_at_the_name_and_suggest() {
+    let e = err("[[vm]]\nname = \"a\"\ncpu = { hide = [\"x2apic\", \"avx512\"] }\n");
+    assert_eq!((e.line, e.column), (3, 27), "{e}");
+    assert!(e.message.contains("`avx512`"), "{e}");
+    assert!(e.message.contains("did you mean"), "{e}");
+}
+
+#[test]
+fn semantic_errors_have_positions() {
+    assert_eq!(err("[[vm]]\nname = \"a\"\nvcpus = 0\n").line, 3);
+    assert_eq!(err("[[vm]]\nname = \"a\"\nvcpus = 65\n").line, 3);
+    assert_eq!(err("[[vm]]\nname = \"a b\"\n").line, 2);
+    assert_eq!(err("[[vm]]\nname = \"a\"\n[[vm]]\nname = \"a\"\n").line, 4);
+    assert_eq!(
+        err("[[vm]]\nname = \"a\"\ncpu = { base = \"skylake\" }\n").line,
+        3
+    );
+    let e = err(
+        "[[vm]]\nname = \"a\"\nvcpus = 2\n[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"sse4_2\"]\nvcpu = 2\n",
+    );
+    assert_eq!(e.line, 7, "{e}");
+    assert_eq!(
+        err("[[vm]]\nname = \"a\"\n[[vm.after_run]]\naction = \"explode\"\n").line,
+        4
+    );
+    assert_eq!(
+        err("[[vm]]\nname = \"a\"\n[[vm.after_run]]\naction = \"hide\"\n").line,
+        4
+    );
+}
+
+#[test]
+fn count_expands_into_named_copies() {
+    let spec = parse(
+        "[[vm]]\nname = \"web\"\ncount = 3\nvcpus = 2\nfault_after_passes = 1\n\
+             [[vm.after_run]]\naction = \"rewrite-identical\"\n\
+             [[vm]]\nname = \"db\"\ncount = 1\n",
+        "f.toml",
+    )
+    .unwrap();
+    let names: Vec<&str> = spec.vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["web-0", "web-1", "web-2", "db"]);
+    for vm in &spec.vms[..3] {
+        assert_eq!(vm.vcpus, 2);
+        assert_eq!(vm.fault_after_passes, Some(1));
+        assert_eq!(
+            vm.after_run,
+            vec![AfterRun::RewriteIdentical { vcpu: None }]
+        );
+    }
+    assert_eq!(spec.vms[3].vcpus, 1);
+    assert_eq!(spec.vms[3].fault_after_passes, None);
+}
+
+#[test]
+fn count_is_bounded() {
+    for bad in ["0", "1001", "-1"] {
+        let e = err(&format!("[[vm]]\nname = \"a\"\ncount = {bad}\n"));
+        assert_eq!((e.line, e.column), (3, 9), "{e}");
+        assert!(e.message.contains("between 1 and 1000"), "{e}");
+    }
+    let spec = parse("[[vm]]\nname = \"a\"\ncount = 1000\n", "f.toml").unwrap();
+    assert_eq!(spec.vms.len(), 1000);
+    assert_eq!(spec.vms[999].name, "a-999");
+}
+
+#[test]
+fn expanded_names_must_be_unique() {
+    // A later plain name that a count already made: points at the later entry's name.
+    let e = err("[[vm]]\nname = \"a\"\ncount = 2\n[[vm]]\nname = \"a-1\"\n");
+    assert_eq!((e.line, e.column), (5, 8), "{e}");
+    assert_eq!(
+        e.message,
+        "duplicate VM name `a-1`: line 5 names a VM `a-1`, but `count = 2` on `a` at line 2 \
+             makes a VM `a-1` already"
+    );
+    // A later count that makes a name already taken.
+    let e = err("[[vm]]\nname = \"b-0\"\n[[vm]]\nname = \"b\"\ncount = 4\n");
+    assert_eq!((e.line, e.column), (4, 8), "{e}");
+    assert!(
+        e.message
+            .starts_with("duplicate VM name `b-0`: `count = 4` on `b` at line 4"),
+        "{e}"
+    );
+    assert!(
+        e.message.ends_with("line 2 names a VM `b-0` already"),
+        "{e}"
+    );
+    // A plain duplicate still says where the first one is.
+    let e = err("[[vm]]\nname = \"a\"\n[[vm]]\nname = \"a\"\n");
+    assert_eq!((e.line, e.column), (4, 8), "{e}");
+    assert!(e.message.contains("line 2 names a VM `a` already"), "{e}");
+    // With count = 1 the name is not suffixed, so `a` and `a-0` can coexist.
+    parse(
+        "[[vm]]\nname = \"a\"\ncount = 1\n[[vm]]\nname = \"a-0\"\n",
+        "f.toml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn expanded_names_must_stay_short() {
+    let long = "x".repeat(62);
+    parse(
+        &format!("[[vm]]\nname = \"{long}\"\ncount = 10\n"),
+        "f.toml",
+    )
+    .unwrap();
+    let e = err(&format!("[[vm]]\nname = \"{long}\"\ncount = 11\n"));
+    assert_eq!((e.line, e.column), (2, 8), "{e}");
+    assert!(e.message.contains("-10` is longer than 64"), "{e}");
+}
+
+#[test]
+fn the_fleet_is_bounded_in_vms_and_vcpus() {
+    // 4096 VMs of one vCPU are fine; one more VM is not.
+    let mut text = String::new();
+    for i in 0..4 {
+        text += &format!("[[vm]]\nname = \"v{i}\"\ncount = 1000\n");
+    }
+    text += "[[vm]]\nname = \"w\"\ncount = 96\n";
+    assert_eq!(parse(&text, "f.toml").unwrap().vms.len(), 4096);
+    let e = err(&(text.clone() + "[[vm]]\nname = \"z\"\n"));
+    assert_eq!((e.line, e.column), (17, 8), "points at the VM's name: {e}");
+    assert!(e.message.contains("4097 VMs"), "{e}");
+    let e = err(&text.replace("count = 96", "count = 97"));
+    assert_eq!((e.line, e.column), (15, 9), "points at count: {e}");
+
+    // As many [[vm]] tables: the one past the limit is named.
+    let tables: String = (0..=MAX_VMS)
+        .map(|i| format!("[[vm]]\nname = \"t{i}\"\n"))
+        .collect();
+    let e = err(&tables);
+    assert_eq!((e.line, e.column), (2 * MAX_VMS + 1, 1), "{e}");
+    assert_eq!(e.message, "more than 4096 VMs");
+
+    // vCPUs: 64 x 64 = 4096 is the most.
+    let vcpus = "[[vm]]\nname = \"a\"\ncount = 64\nvcpus = 64\n";
+    parse(vcpus, "f.toml").unwrap();
+    let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\nvcpus = 1\n"));
+    assert_eq!((e.line, e.column), (7, 9), "points at vcpus: {e}");
+    assert_eq!(
+        e.message,
+        "the fleet has 4097 vCPUs with `b` (1 VM(s) x 1 vCPU(s)); at most 4096 vCPUs in a fleet"
+    );
+    let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\ncount = 2\n"));
+    assert_eq!(
+        (e.line, e.column),
+        (7, 9),
+        "no vcpus key: points at count: {e}"
+    );
+    assert!(e.message.contains("4098 vCPUs"), "{e}");
+    let e = err(&format!("{vcpus}[[vm]]\nname = \"b\"\n"));
+    assert_eq!(
+        (e.line, e.column),
+        (6, 8),
+        "neither: points at the name: {e}"
+    );
+}
+
+#[test]
+fn probe_repeats_zero_means_forever() {
+    let spec = parse("[[vm]]\nname = \"a\"\nprobe_repeats = 0\n", "f.toml").unwrap();
+    assert_eq!(spec.vms[0].probe_repeats, 0);
+    let e = err("[[vm]]\nname = \"a\"\nprobe_repeats = -1\n");
+    assert_eq!((e.line, e.column), (3, 17), "{e}");
+    assert_eq!(
+        e.message,
+        "`probe_repeats` is -1; it must be between 0 and 100000 (0 = repeat forever)"
+    );
+    let e = err("[[vm]]\nname = \"a\"\nprobe_repeats = 100001\n");
+    assert_eq!(e.line, 3, "{e}");
+}
+
+#[test]
+fn fault_after_passes_rules() {
+    let ok = |text: &str| parse(text, "f.toml").unwrap().vms[0].fault_after_passes;
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nfault_after_passes = 1\n"),
+        Some(1)
+    );
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nprobe_repeats = 0\nfault_after_passes = 7\n"),
+        Some(7)
+    );
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nprobe_repeats = 3\nfault_after_passes = 3\n"),
+        Some(3)
+    );
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nmemory_mib = 4095\nfault_after_passes = 1\n"),
+        Some(1)
+    );
+
+    let e = err("[[vm]]\nname = \"a\"\nfault_after_passes = 0\n");
+    assert_eq!((e.line, e.column), (3, 22), "{e}");
+    assert!(e.message.contains("between 1 and 100000"), "{e}");
+    // It would never happen: the guest halts first.
+    let e = err("[[vm]]\nname = \"a\"\nfault_after_passes = 2\n");
+    assert_eq!((e.line, e.column), (3, 22), "{e}");
+    assert!(
+        e.message.contains("never happens")
+            && e.message.contains("`probe_repeats = 1`")
+            && e.message.contains("set it to 0"),
+        "{e}"
+    );
+    // Guest memory must stay below the deliberate fault's IDT.
+    let e = err("[[vm]]\nname = \"a\"\nmemory_mib = 4096\nfault_after_passes = 1\n");
+    assert_eq!((e.line, e.column), (4, 22), "{e}");
+    assert!(
+        e.message.contains("`memory_mib` <= 4095 (it is 4096)") && e.message.contains("0xffff0000"),
+        "{e}"
+    );
+    assert_eq!(MAX_FAULT_MEMORY_MIB, 4095);
+}
+
+#[test]
+fn an_empty_fleet_points_at_the_start_of_the_file_or_its_vm_key() {
+    let e = err("name = \"x\"\n");
+    assert_eq!((e.line, e.column), (1, 1), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("f.toml:1:1: the fleet has no VMs"),
+        "{e}"
+    );
+    let e = err("name = \"x\"\nvm = []\n");
+    assert_eq!((e.line, e.column), (2, 6), "{e}");
+}
+
+/// One spec per kind of error `parse` can give, with where it must point (line, column) and
+/// a piece of its message. The position is the offending key or value, never just the table.
+#[test]
+fn every_kind_of_error_points_at_its_key_or_value() {
+    const X: &str = "[[vm]]\nname = \"a\"\n";
+    const A: &str = "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n";
+    let x = |rest: &str| format!("{X}{rest}");
+    let a = |rest: &str| format!("{A}{rest}");
+    let cases: Vec<(String, usize, usize, &str)> = vec![
+        // TOML itself.
+        (x("vcpus = = 2\n"), 3, 9, "extra `=`"),
+        (
+            x("vcpus = \"2\"\n"),
+            3,
+            9,
+            "invalid type: string \"2\", expected i64",
+        ),
+        ("[[vm]]\nname = 3\n".into(), 2, 8, "expected a string"),
+        ("vm = 3\n".into(), 1, 6, "expected a sequence"),
+        ("[[vm]]\nvcpus = 2\n".into(), 1, 1, "missing key `name`"),
+        (
+            x("[[vm.after_run]]\nvcpu = 0\n"),
+            3,
+            1,
+            "missing key `action`",
+        ),
+        (
+            x("cross_check = 1\n"),
+            3,
+            1,
+            "unknown key `cross_check` in [[vm]]: `cross_check` belongs at the top level",
+        ),
+        // Unknown keys, in every table.
+        (
+            format!("nme = \"x\"\n{X}"),
+            1,
+            1,
+            "unknown key `nme` at the top level (did you mean `name`?)",
+        ),
+        (
+            x("vcpu = 2\n"),
+            3,
+            1,
+            "unknown key `vcpu` in [[vm]] (did you mean `vcpus`?)",
+        ),
+        (x("memorymib = 2\n"), 3, 1, "(did you mean `memory_mib`?)"),
+        (x("hide = []\n"), 3, 1, "`hide` belongs in a VM's `cpu`"),
+        (
+            x("colour = 1\n"),
+            3,
+            1,
+            "the keys there are `name`, `count`",
+        ),
+        (
+            x("cpu = { hid = [] }\n"),
+            3,
+            9,
+            "unknown key `hid` in a VM's `cpu` (did you mean `hide`?)",
+        ),
+        (
+            x("[[vm.after_run]]\nacton = \"hide\"\n"),
+            4,
+            1,
+            "in [[vm.after_run]] (did you mean `action`?)",
+        ),
+        (
+            a("[vm.arm64]\nfeature = []\n"),
+            5,
+            1,
+            "in [vm.arm64] (did you mean `features`?)",
+        ),
+        (
+            a("[vm.arm64]\npsci = \"1.0\"\n"),
+            5,
+            1,
+            "unknown key `psci` in [vm.arm64]",
+        ),
+        // The fleet.
+        (
+            format!("name = \"a b\"\n{X}"),
+            1,
+            8,
+            "fleet name: `a b` contains ' '",
+        ),
+        (
+            format!("name = \"-x\"\n{X}"),
+            1,
+            8,
+            "fleet name: `-x` starts with `-`",
+        ),
+        (
+            format!("arch = \"sparc\"\n{X}"),
+            1,
+            8,
+            "unknown arch `sparc`: expected",
+        ),
+        (
+            format!("arch = \"aarch46\"\n{X}"),
+            1,
+            8,
+            "unknown arch `aarch46` (did you mean `aarch64`?)",
+        ),
+        (
+            format!("cross_check = true\n{X}"),
+            1,
+            15,
+            "`cross_check` applies to aarch64 fleets",
+        ),
+        (
+            format!("unknown_registers = \"clear\"\n{X}"),
+            1,
+            21,
+            "`unknown_registers` applies to aarch64 fleets",
+        ),
+        (
+            format!("arch = \"aarch64\"\nunknown_registers = \"nope\"\n{X}"),
+            2,
+            21,
+            "unknown variant `nope`",
+        ),
+        // A VM's name and sizes.
+        (
+            "[[vm]]\nname = \"\"\n".into(),
+            2,
+            8,
+            "VM name: must not be empty",
+        ),
+        (
+            "[[vm]]\nname = \"-x\"\n".into(),
+            2,
+            8,
+            "VM name: `-x` starts with `-`, so a command line would take it for an option",
+        ),
+        (
+            "[[vm]]\nname = \"a.b\"\n".into(),
+            2,
+            8,
+            "VM name: `a.b` contains '.'",
+        ),
+        (
+            format!("[[vm]]\nname = \"{}\"\n", "y".repeat(65)),
+            2,
+            8,
+            "is longer than 64 characters",
+        ),
+        (
+            format!("[[vm]]\nname = \"{}\"\ncount = 10\n", "y".repeat(63)),
+            2,
+            8,
+            "VM name with `count = 10`",
+        ),
+        (
+            x("count = 0\n"),
+            3,
+            9,
+            "`count` is 0; it must be between 1 and 1000",
+        ),
+        (
+            x("vcpus = 65\n"),
+            3,
+            9,
+            "`vcpus` is 65; it must be between 1 and 64",
+        ),
+        (
+            x("memory_mib = 0\n"),
+            3,
+            14,
+            "`memory_mib` is 0; it must be between 1 and 16384",
+        ),
+        (x("probe_repeats = 100001\n"), 3, 17, "(0 = repeat forever)"),
+        (
+            x("fault_after_passes = 0\n"),
+            3,
+            22,
+            "`fault_after_passes` is 0",
+        ),
+        (x("fault_after_passes = 2\n"), 3, 22, "never happens"),
+        (
+            x("memory_mib = 4096\nfault_after_passes = 1\n"),
+            4,
+            22,
+            "needs `memory_mib` <= 4095",
+        ),
+        (a("fault_after_passes = 1\n"), 4, 22, "is for the x86 guest"),
+        (
+            format!("{X}[[vm]]\nname = \"b\"\n[[vm]]\nname = \"a\"\n"),
+            6,
+            8,
+            "duplicate VM name `a`: line 6 names a VM `a`, but line 2",
+        ),
+        (
+            x("count = 1000\nvcpus = 5\n"),
+            4,
+            9,
+            "at most 4096 vCPUs in a fleet",
+        ),
+        // The x86 model.
+        (
+            x("cpu = { base = \"skylake\" }\n"),
+            3,
+            16,
+            "unknown CPU base `skylake`",
+        ),
+        (
+            x("cpu = { hide = [\"x2apic\", \"avx512\"] }\n"),
+            3,
+            27,
+            "unknown CPU feature `avx512` in `hide` (did you mean `avx512f`?)",
+        ),
+        (
+            x("cpu = { hide = [\"avx2\", \"AVX2\"] }\n"),
+            3,
+            25,
+            "feature `avx2` is listed twice in `hide`",
+        ),
+        (
+            x("[vm.arm64]\n"),
+            3,
+            1,
+            "an `arm64` table needs `arch = \"aarch64\"`",
+        ),
+        (
+            a("cpu = { hide = [\"avx2\"] }\n"),
+            4,
+            17,
+            "`cpu` is the x86 CPUID model",
+        ),
+        // After the run.
+        (
+            x("vcpus = 2\n[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx2\"]\nvcpu = 2\n"),
+            7,
+            8,
+            "vcpu 2 does not exist: `a` has vCPUs 0..=1",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"explode\"\n"),
+            4,
+            10,
+            "unknown action `explode`: expected",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"rewrite_identical\"\n"),
+            4,
+            10,
+            "unknown action `rewrite_identical` (did you mean `rewrite-identical`?)",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"hide\"\n"),
+            4,
+            10,
+            "action \"hide\" needs a non-empty `features` list",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx\", \"sse9\"]\n"),
+            5,
+            20,
+            "unknown CPU feature `sse9` in `features`",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"rewrite-identical\"\nfeatures = [\"avx2\"]\n"),
+            5,
+            13,
+            "`features` does not apply to action \"rewrite-identical\"",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"hide\"\nfield = \"X.Y\"\nfeatures = [\"avx2\"]\n"),
+            5,
+            9,
+            "`field` only applies to action \"set\"",
+        ),
+        (
+            x("[[vm.after_run]]\naction = \"set\"\n"),
+            4,
+            10,
+            "action \"set\" is for aarch64 fleets; this one is x86_64",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"hide\"\nfeatures = [\"avx2\"]\n"),
+            5,
+            10,
+            "action \"hide\" is for x86_64 fleets",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nvalue = 0\n"),
+            5,
+            10,
+            "action \"set\" needs `field`",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\n"),
+            5,
+            10,
+            "action \"set\" needs `value`",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV9\"\nvalue = 0\n"),
+            6,
+            9,
+            "ID_AA64PFR0_EL1 has no field `CSV9`",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\nvalue = -1\n"),
+            7,
+            9,
+            "`value` is -1; ID_AA64PFR0_EL1.CSV3 is 4 bits wide",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nfield = \"ID_AA64PFR0_EL1.CSV3\"\nvalue = 16\n"),
+            7,
+            9,
+            "so its values are 0..=0xf",
+        ),
+        // The arm64 model: what is wrong within the table points at its key.
+        (
+            a("[vm.arm64]\nfeatures = [\"power-off\"]\n"),
+            5,
+            12,
+            "arm64 model of `a`: features: `power-off` is per-vCPU boot state",
+        ),
+        (
+            a("[vm.arm64]\nfeatures = [\"psci-0.2\", \"ptrauth-address\"]\n"),
+            5,
+            12,
+            "ptrauth-address and ptrauth-generic must be requested together",
+        ),
+        (
+            a("[vm.arm64]\nfeatures = []\npsci_version = \"1.0\"\n"),
+            6,
+            16,
+            "psci_version = \"1.0\" needs the psci-0.2 feature",
+        ),
+        (
+            a("[vm.arm64]\npsci_version = \"0.1\"\n"),
+            5,
+            16,
+            "psci_version = \"0.1\" is KVM's legacy PSCI",
+        ),
+        (
+            a("[vm.arm64]\npsci_version = \"9.9\"\n"),
+            5,
+            16,
+            "unknown PSCI version `9.9`",
+        ),
+        (
+            a("[vm.arm64]\nfeatures = [\"sve\", \"pmuv3\"]\n"),
+            5,
+            20,
+            "unknown vCPU feature `pmuv3`",
+        ),
+        (
+            a("[vm.arm64]\nunknown_registers = \"nope\"\n"),
+            5,
+            21,
+            "unknown variant `nope`",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AESX\" = 0 }\n"),
+            5,
+            18,
+            "has no field `AESX`",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { \"ID_AA64ISR0_EL1.AES\" = 0 }\n"),
+            5,
+            18,
+            "unknown register `ID_AA64ISR0_EL1` — did you mean `ID_AA64ISAR0_EL1.AES`?",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = 16 }\n"),
+            5,
+            43,
+            "ID_AA64ISAR0_EL1.AES is 4 bits wide",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = \"x\" }\n"),
+            5,
+            43,
+            "expected an integer field value",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { ID_AA64ISAR0_EL1 = { AESX = 0 } }\n"),
+            5,
+            39,
+            "has no field `AESX`",
+        ),
+        (
+            a(
+                "[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = 1, ID_AA64ISAR0_EL1 = { AES = 0 } }\n",
+            ),
+            5,
+            16,
+            "both set ID_AA64ISAR0_EL1.AES",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { CSV3 = 0 }\n"),
+            5,
+            18,
+            "`CSV3` is not of the form REGISTER.FIELD (e.g. ID_AA64ISAR0_EL1.AES) — did you mean `ID_AA64PFR0_EL1.CSV3`?",
+        ),
+        (
+            a("[vm.arm64]\nid_registers = { \"MIDR_EL1.Revision\" = 0 }\n"),
+            5,
+            18,
+            "vmfleet has no field table for MIDR_EL1",
+        ),
+        (
+            a("[[vm.after_run]]\naction = \"set\"\nfield = \"CSV3\"\nvalue = 0\n"),
+            6,
+            9,
+            "`CSV3` is not of the form REGISTER.FIELD",
+        ),
+        (
+            a("[vm.arm64]\nhypercalls = { trg = false }\n"),
+            5,
+            16,
+            "unknown hypercall service `trg` — did you mean `trng`?",
+        ),
+        (
+            a("[vm.arm64]\nhypercalls = { trng = false, TRNG = true }\n"),
+            5,
+            14,
+            "hypercalls: `trng` and `TRNG` both set trng",
+        ),
+        (
+            a("[vm.arm64]\nhypercalls = { trng = 1 }\n"),
+            5,
+            23,
+            "expected a boolean",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, line, column, fragment) in &cases {
+        let e = err(text);
+        let shown = e.to_string();
+        let prefix = format!("f.toml:{line}:{column}: ");
+        if !shown.starts_with(&prefix) || !shown.contains(fragment) {
+            wrong.push(format!(
+                "{text:?}\n  want {prefix}…{fragment}…\n  got  {shown}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The key lists that unknown keys are checked against are the keys the typed parse reads:
+/// each known key, in its table, gets no "unknown key" error.
+#[test]
+fn the_known_keys_are_the_keys_read() {
+    let value = |key: &str| match key {
+        "name" => "\"n\"",
+        "arch" => "\"aarch64\"",
+        "cross_check" => "true",
+        "unknown_registers" => "\"clear\"",
+        "vm" | "after_run" => "[]",
+        "cpu" => "{}",
+        "arm64" => "{}",
+        "hide" | "features" => "[]",
+        "base" => "\"host\"",
+        "action" => "\"set\"",
+        "field" => "\"ID_AA64PFR0_EL1.CSV3\"",
+        "id_registers" | "hypercalls" => "{}",
+        "psci_version" => "\"1.0\"",
+        _ => "1",
+    };
+    for (kind, (_, keys)) in TABLES.iter().enumerate() {
+        for key in *keys {
+            let line = format!("{key} = {}\n", value(key));
+            let text = match kind {
+                0 => format!("{line}[[vm]]\nname = \"a\"\n"),
+                1 => format!(
+                    "arch = \"aarch64\"\n[[vm]]\n{}{line}",
+                    if *key == "name" { "" } else { "name = \"a\"\n" }
+                ),
+                2 => format!("[[vm]]\nname = \"a\"\n[vm.cpu]\n{line}"),
+                3 => format!(
+                    "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[[vm.after_run]]\n{}{line}",
+                    if *key == "action" {
+                        ""
+                    } else {
+                        "action = \"set\"\n"
+                    }
+                ),
+                _ => format!("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64]\n{line}"),
+            };
+            if let Err(e) = parse(&text, "f.toml") {
+                assert!(
+                    !e.message.contains("unknown key"),
+                    "{key} in table {kind}: {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    for text in [
+        "\u{0}\u{1}",
+        "[[vm]",
+        "vm = 3",
+        "[[vm]]\nname = 3",
+        "\"",
+        "[vm]\nname=\"a\"",
+    ] {
+        let _ = parse(text, "g.toml");
+    }
+}
