@@ -15,38 +15,20 @@ const VALID: &[&str] = &[
     include_str!("../../../../fixtures/specs/arm64-6.12-neoverse-n1.toml"),
 ];
 
-/// Keys, values and bits of TOML that mutations insert: the spec's own words (so mutants get
-/// past the syntax into the rules) and some that are wrong.
-const KEYS: &[&str] = &[
-    "name",
-    "arch",
-    "cross_check",
-    "unknown_registers",
-    "vm",
-    "count",
-    "vcpus",
-    "memory_mib",
-    "probe_repeats",
-    "fault_after_passes",
-    "cpu",
-    "arm64",
-    "after_run",
-    "base",
-    "hide",
-    "action",
-    "features",
-    "field",
-    "value",
-    "vcpu",
-    "id_registers",
-    "hypercalls",
-    "psci_version",
-    "vcpu_count",
-    "nmae",
-    "-x",
-    "\"quoted key\"",
-    "a.b",
-];
+/// Keys that mutations insert: every key the parser reads (its own tables, so mutants get past
+/// the syntax into the rules), then some that are wrong.
+fn keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = TABLES
+        .iter()
+        .flat_map(|(_, keys)| keys.iter().copied())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.extend(["vcpu_count", "nmae", "-x", "\"quoted key\"", "a.b"]);
+    keys
+}
+
+/// Values and bits of TOML that mutations insert: the spec's own words and some that are wrong.
 const VALUES: &[&str] = &[
     "0",
     "1",
@@ -199,19 +181,21 @@ fn apply(text: &str, m: &Mutation) -> String {
             }
         }
         Mutation::AddKey { line, key, value } => {
+            let keys = keys();
             let at = line % (lines.len() + 1);
             lines.insert(
                 at,
                 format!(
                     "{} = {}",
-                    KEYS[key % KEYS.len()],
+                    keys[key % keys.len()],
                     VALUES[value % VALUES.len()]
                 ),
             );
         }
         Mutation::RenameKey { line, key } => {
             if let Some((_, v)) = lines.get(line % n).and_then(|l| split(l)) {
-                lines[line % n] = format!("{} ={v}", KEYS[key % KEYS.len()]);
+                let keys = keys();
+                lines[line % n] = format!("{} ={v}", keys[key % keys.len()]);
             }
         }
         Mutation::AddLine { line, text } => {
