@@ -41,13 +41,7 @@ fn assert_clean_error(out: &Output, needle: &str) {
 }
 
 fn kvm_usable() -> bool {
-    match vcpu::kvm::KvmHypervisor::open() {
-        Ok(_) => true,
-        Err(e) => {
-            vcpu::skip::skipped("(live part)", format!("/dev/kvm unusable: {e}"));
-            false
-        }
-    }
+    vcpu::skip::kvm_usable("(live part)")
 }
 
 #[test]

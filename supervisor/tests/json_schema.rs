@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use vcpu::skip::kvm_usable;
 
 fn vmfleet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmfleet"))
@@ -54,16 +55,6 @@ fn check_with(validator: &jsonschema::Validator, name: &str, doc: &Value, source
     );
     let version = SCHEMAS.iter().find(|(n, _)| *n == name).unwrap().1;
     assert_eq!(doc["schema"], version, "{source}");
-}
-
-fn kvm_usable(test: &str) -> bool {
-    match vcpu::kvm::KvmHypervisor::open() {
-        Ok(_) => true,
-        Err(e) => {
-            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
-            false
-        }
-    }
 }
 
 /// Run vmfleet; its stdout must be JSON only (nothing else on it), whatever went to stderr.

@@ -7,6 +7,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use vcpu::cpuid::CpuidTable;
+use vcpu::skip::kvm_usable;
 use vcpu::{Hypervisor as _, Reply, SystemCall};
 
 fn vmfleet() -> Command {
@@ -17,16 +18,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures")
         .join(name)
-}
-
-fn kvm_usable(test: &str) -> bool {
-    match vcpu::kvm::KvmHypervisor::open() {
-        Ok(_) => true,
-        Err(e) => {
-            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
-            false
-        }
-    }
 }
 
 fn stderr(out: &Output) -> String {

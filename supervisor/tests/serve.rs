@@ -15,6 +15,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+use vcpu::skip::kvm_usable;
 
 use serde_json::Value;
 use supervisor::exit::Status;
@@ -35,16 +36,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn kvm_usable(test: &str) -> bool {
-    match vcpu::kvm::KvmHypervisor::open() {
-        Ok(_) => true,
-        Err(e) => {
-            vcpu::skip::skipped(test, format!("/dev/kvm unusable: {e}"));
-            false
-        }
-    }
 }
 
 /// Three VMs that probe for minutes: they are still running when the test is done with them.

@@ -45,6 +45,18 @@ pub fn skipped(test: &str, reason: impl Display) {
     }
 }
 
+/// Whether `/dev/kvm` can be used here; if not, `test` is [`skipped`] with the reason. The one
+/// check the live tests of every crate start with.
+pub fn kvm_usable(test: &str) -> bool {
+    match crate::kvm::KvmHypervisor::open() {
+        Ok(_) => true,
+        Err(e) => {
+            skipped(test, format!("/dev/kvm unusable: {e}"));
+            false
+        }
+    }
+}
+
 /// libtest's name of the running test: the current thread's name, unless it is `main` (tests run
 /// on the main thread with `--test-threads=1` on some toolchains) or missing.
 pub fn current_test() -> Option<String> {
