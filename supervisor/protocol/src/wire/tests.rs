@@ -1,4 +1,4 @@
-//! Tests of `api` (tests), kept beside it so the module itself stays short.
+//! Tests of `wire` (the socket's JSON), kept beside it so the module itself stays short.
 
 use super::*;
 
@@ -111,28 +111,51 @@ fn what_the_client_sends_is_what_the_daemon_parses() {
 }
 
 #[test]
-fn requests_map_to_control_calls_except_list() {
-    assert_eq!(Request::List.into_control(), None);
-    assert_eq!(
-        Request::SetModel {
-            vm: "a".into(),
-            hide: vec!["avx2".into()]
-        }
-        .into_control(),
-        Some(ControlCall::SetModel {
-            vm: "a".into(),
-            hide: vec!["avx2".into()]
-        })
-    );
-    assert_eq!(Request::StopAll.into_control(), Some(ControlCall::StopAll));
-    assert_eq!(
-        Request::Shutdown.into_control(),
-        Some(ControlCall::Shutdown)
-    );
-    assert_eq!(
-        Request::Pause { vm: "b".into() }.into_control(),
-        Some(ControlCall::Pause { vm: "b".into() })
-    );
+fn shutdown_for_exit_is_never_read_from_the_socket() {
+    let line = Request::ShutdownForExit.to_line();
+    assert_eq!(line, "{\"op\":\"shutdown-for-exit\"}\n");
+    let e = error(line.trim_end().as_bytes());
+    assert!(e.starts_with("unknown op `shutdown-for-exit`"), "{e}");
+    assert!(!OPS.contains(&Op::ShutdownForExit.name()));
+}
+
+#[test]
+fn lines_are_written_as_the_derived_serializer_wrote_them() {
+    // What clients and logs saw before `to_line` was written by hand.
+    let cases = [
+        (Request::List, r#"{"op":"list"}"#),
+        (
+            Request::Start {
+                vm: "a\"b".into(),
+                paused: false,
+            },
+            r#"{"op":"start","vm":"a\"b"}"#,
+        ),
+        (
+            Request::Start {
+                vm: "a".into(),
+                paused: true,
+            },
+            r#"{"op":"start","vm":"a","paused":true}"#,
+        ),
+        (
+            Request::SetModel {
+                vm: "a".into(),
+                hide: vec!["avx2".into()],
+            },
+            r#"{"op":"set-model","vm":"a","hide":["avx2"]}"#,
+        ),
+        (
+            Request::Create {
+                spec: "[[vm]]\n".into(),
+            },
+            r#"{"op":"create","spec":"[[vm]]\n"}"#,
+        ),
+        (Request::StopAll, r#"{"op":"stop-all"}"#),
+    ];
+    for (request, line) in cases {
+        assert_eq!(request.to_line(), format!("{line}\n"));
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The wire protocol of `vmfleet serve`'s control socket, shared by the daemon ([`crate::serve`])
-//! and its client ([`crate::ctl`]).
+//! The wire protocol of `vmfleet serve`'s control socket, shared by the daemon (the supervisor's
+//! `serve`) and its client (`ctl`).
 //!
 //! Newline-delimited JSON over a Unix stream socket: the client writes one request object per
 //! line, the daemon answers each with one reply object per line, in order. A connection may carry
@@ -25,110 +25,29 @@
 //! field, unknown field) gets an error reply that names the problem, and the connection stays
 //! usable. Parsing never panics.
 //!
-//! Where the socket lives and who may connect to it is [`crate::socket`]'s.
+//! The JSON is read and written by hand, not derived: `Request`'s serde form is its trace form
+//! (`trace_form.rs`). Where the socket lives and who may connect to it is the supervisor's
+//! `socket` module's.
 
+use crate::{Op, Request};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
-use vcpu::ControlCall;
 
 /// The longest request line the daemon reads (without its newline).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Every op, in the order error messages list them.
-pub const OPS: &[&str] = &[
-    "list",
-    "create",
-    "start",
-    "pause",
-    "resume",
-    "stop",
-    "wait",
-    "remove",
-    "model",
-    "set-model",
-    "stop-all",
-    "shutdown",
-];
-
-/// One request. Serializes to exactly the line the daemon parses ([`Request::parse`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Request {
-    /// Every VM with its state and uptime.
-    List,
-    /// Create (not start) the VMs of a fleet-spec fragment: TOML with one or more `[[vm]]` tables.
-    Create {
-        spec: String,
-    },
-    /// Start a created VM; `paused`: every vCPU enters its guest once and parks at its first
-    /// exit until `resume` (optional, default false).
-    Start {
-        vm: String,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        paused: bool,
-    },
-    Pause {
-        vm: String,
-    },
-    Resume {
-        vm: String,
-    },
-    Stop {
-        vm: String,
-    },
-    /// Wait until the VM has exited; answered with its final state.
-    Wait {
-        vm: String,
-    },
-    /// Stop if needed, tear down, answer with the VM's final report.
-    Remove {
-        vm: String,
-    },
-    /// The VM's CPU model as the kernel holds it, with its drift report.
-    Model {
-        vm: String,
-    },
-    /// Change the VM's CPU model to one hiding `hide` (the lock refuses once the VM has run).
-    SetModel {
-        vm: String,
-        hide: Vec<String>,
-    },
-    StopAll,
-    /// Stop and remove every VM, then end the daemon.
-    Shutdown,
-}
-
-/// How a request of an op looks, for error messages.
-fn example(op: &str) -> &'static str {
-    match op {
-        "list" => r#"{"op":"list"}"#,
-        "create" => r#"{"op":"create","spec":"[[vm]]\nname = \"NAME\"\n"}"#,
-        "start" => r#"{"op":"start","vm":"NAME"}"#,
-        "pause" => r#"{"op":"pause","vm":"NAME"}"#,
-        "resume" => r#"{"op":"resume","vm":"NAME"}"#,
-        "stop" => r#"{"op":"stop","vm":"NAME"}"#,
-        "wait" => r#"{"op":"wait","vm":"NAME"}"#,
-        "remove" => r#"{"op":"remove","vm":"NAME"}"#,
-        "model" => r#"{"op":"model","vm":"NAME"}"#,
-        "set-model" => r#"{"op":"set-model","vm":"NAME","hide":["avx2"]}"#,
-        "stop-all" => r#"{"op":"stop-all"}"#,
-        "shutdown" => r#"{"op":"shutdown"}"#,
-        _ => r#"{"op":"list"}"#,
+/// Every op a client may send, in the order error messages list them (the names of [`Op::WIRE`]).
+pub const OPS: &[&str] = &{
+    let mut names = [""; Op::WIRE.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Op::WIRE[i].name();
+        i += 1;
     }
-}
-
-/// The fields an op takes (besides `op`).
-fn fields(op: &str) -> &'static [&'static str] {
-    match op {
-        "create" => &["spec"],
-        "start" => &["vm", "paused"],
-        "pause" | "resume" | "stop" | "wait" | "remove" | "model" => &["vm"],
-        "set-model" => &["vm", "hide"],
-        _ => &[],
-    }
-}
+    names
+};
 
 /// What kind of JSON value this is, for error messages.
 fn kind(value: &Value) -> &'static str {
@@ -154,7 +73,7 @@ impl Request {
         if text.trim().is_empty() {
             return Err(format!(
                 "empty request: send one JSON object per line, such as {}",
-                example("list")
+                Op::List.example()
             ));
         }
         let Unique(value) = serde_json::from_str(text).map_err(|e| {
@@ -164,14 +83,14 @@ impl Request {
             } else {
                 format!(
                     "the request is not JSON: {e}; send one JSON object per line, such as {}",
-                    example("list")
+                    Op::List.example()
                 )
             }
         })?;
         let Value::Object(mut object) = value else {
             return Err(format!(
                 "a request must be a JSON object such as {}, not {}",
-                example("list"),
+                Op::List.example(),
                 kind(&value)
             ));
         };
@@ -191,13 +110,13 @@ impl Request {
                 ));
             }
         };
-        if !OPS.contains(&op.as_str()) {
+        let Some(which) = Op::on_wire(&op) else {
             return Err(format!(
                 "unknown op `{op}`; expected one of {}",
                 OPS.join(", ")
             ));
-        }
-        let takes = fields(&op);
+        };
+        let takes = which.fields();
         if let Some(unknown) = object.keys().find(|k| !takes.contains(&k.as_str())) {
             return Err(format!(
                 "op `{op}` has no field `{unknown}`; {}: {}",
@@ -212,95 +131,93 @@ impl Request {
                             .join(" and ")
                     ),
                 },
-                example(&op)
+                which.example()
             ));
         }
         let mut fields = Fields {
-            op: &op,
+            op: which,
             object: &mut object,
         };
-        Ok(match op.as_str() {
-            "list" => Request::List,
-            "create" => Request::Create {
+        Ok(match which {
+            Op::List => Request::List,
+            Op::Create => Request::Create {
                 spec: fields.string("spec")?,
             },
-            "start" => Request::Start {
+            Op::Start => Request::Start {
                 vm: fields.string("vm")?,
                 paused: fields.optional_bool("paused")?,
             },
-            "pause" => Request::Pause {
+            Op::Pause => Request::Pause {
                 vm: fields.string("vm")?,
             },
-            "resume" => Request::Resume {
+            Op::Resume => Request::Resume {
                 vm: fields.string("vm")?,
             },
-            "stop" => Request::Stop {
+            Op::Stop => Request::Stop {
                 vm: fields.string("vm")?,
             },
-            "wait" => Request::Wait {
+            Op::Wait => Request::Wait {
                 vm: fields.string("vm")?,
             },
-            "remove" => Request::Remove {
+            Op::Remove => Request::Remove {
                 vm: fields.string("vm")?,
             },
-            "model" => Request::Model {
+            Op::Model => Request::Model {
                 vm: fields.string("vm")?,
             },
-            "set-model" => Request::SetModel {
+            Op::SetModel => Request::SetModel {
                 vm: fields.string("vm")?,
                 hide: fields.strings("hide")?,
             },
-            "stop-all" => Request::StopAll,
-            "shutdown" => Request::Shutdown,
-            other => return Err(format!("unknown op `{other}`")),
+            Op::StopAll => Request::StopAll,
+            Op::Shutdown => Request::Shutdown,
+            // `Op::on_wire` never names it: the socket cannot ask a daemon to leave its VMs to
+            // the process's exit other than through `shutdown`.
+            Op::ShutdownForExit => return Err(format!("unknown op `{op}`")),
         })
     }
 
-    /// The request as one line, newline included.
+    /// The request as one line, newline included: `{"op":…}` then its fields in the order
+    /// [`Op::fields`] lists them (`paused` only when true), which [`Request::parse`] reads back.
+    /// (`shutdown-for-exit` is written too, for logs, but no daemon accepts it.)
     pub fn to_line(&self) -> String {
-        // A `Request` is strings and lists of strings: it always serializes.
-        let mut line = serde_json::to_string(self).unwrap_or_default();
-        line.push('\n');
+        let mut line = String::from("{");
+        push_field(&mut line, "op", self.op());
+        match self {
+            Request::Create { spec } => push_field(&mut line, "spec", spec),
+            Request::Start { vm, paused } => {
+                push_field(&mut line, "vm", vm);
+                if *paused {
+                    line.push_str(",\"paused\":true");
+                }
+            }
+            Request::Pause { vm }
+            | Request::Resume { vm }
+            | Request::Stop { vm }
+            | Request::Wait { vm }
+            | Request::Remove { vm }
+            | Request::Model { vm } => push_field(&mut line, "vm", vm),
+            Request::SetModel { vm, hide } => {
+                push_field(&mut line, "vm", vm);
+                push_field(&mut line, "hide", hide);
+            }
+            Request::List | Request::StopAll | Request::Shutdown | Request::ShutdownForExit => {}
+        }
+        line.push_str("}\n");
         line
     }
+}
 
-    /// The op's name on the wire.
-    pub fn op(&self) -> &'static str {
-        match self {
-            Request::List => "list",
-            Request::Create { .. } => "create",
-            Request::Start { .. } => "start",
-            Request::Pause { .. } => "pause",
-            Request::Resume { .. } => "resume",
-            Request::Stop { .. } => "stop",
-            Request::Wait { .. } => "wait",
-            Request::Remove { .. } => "remove",
-            Request::Model { .. } => "model",
-            Request::SetModel { .. } => "set-model",
-            Request::StopAll => "stop-all",
-            Request::Shutdown => "shutdown",
-        }
+/// Append `"key":value` (with a comma unless it is the object's first field) to a JSON object
+/// being written.
+fn push_field<T: Serialize + ?Sized>(line: &mut String, key: &str, value: &T) {
+    if !line.ends_with('{') {
+        line.push(',');
     }
-
-    /// The fleet control request this is, or `None` for `list` (answered from the fleet's state
-    /// directly, and not recorded: uptimes are not deterministic).
-    pub fn into_control(self) -> Option<ControlCall> {
-        Some(match self {
-            Request::List => return None,
-            Request::Create { spec } => ControlCall::Create { spec },
-            Request::Start { vm, paused: false } => ControlCall::Start { vm },
-            Request::Start { vm, paused: true } => ControlCall::StartPaused { vm },
-            Request::Pause { vm } => ControlCall::Pause { vm },
-            Request::Resume { vm } => ControlCall::Resume { vm },
-            Request::Stop { vm } => ControlCall::Stop { vm },
-            Request::Wait { vm } => ControlCall::Wait { vm },
-            Request::Remove { vm } => ControlCall::Remove { vm },
-            Request::Model { vm } => ControlCall::Model { vm },
-            Request::SetModel { vm, hide } => ControlCall::SetModel { vm, hide },
-            Request::StopAll => ControlCall::StopAll,
-            Request::Shutdown => ControlCall::Shutdown,
-        })
-    }
+    // Strings and lists of strings always serialize; `null` would be refused by `parse`, never
+    // misread.
+    let value = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
+    line.push_str(&format!("\"{key}\":{value}"));
 }
 
 /// A JSON value read like `serde_json::Value`, except that an object with the same key twice is an
@@ -394,7 +311,7 @@ fn shown(key: &str) -> String {
 
 /// The fields of one request object, taken out with type checks.
 struct Fields<'a> {
-    op: &'a str,
+    op: Op,
     object: &'a mut Map<String, Value>,
 }
 
@@ -403,8 +320,8 @@ impl Fields<'_> {
         self.object.remove(field).ok_or_else(|| {
             format!(
                 "op `{}` needs field `{field}` ({what}): {}",
-                self.op,
-                example(self.op)
+                self.op.name(),
+                self.op.example()
             )
         })
     }
@@ -419,7 +336,7 @@ impl Fields<'_> {
             Value::String(s) => Ok(s),
             other => Err(format!(
                 "field `{field}` of op `{}` must be a string, not {}",
-                self.op,
+                self.op.name(),
                 kind(&other)
             )),
         }
@@ -432,7 +349,7 @@ impl Fields<'_> {
             Some(Value::Bool(b)) => Ok(b),
             Some(other) => Err(format!(
                 "field `{field}` of op `{}` must be true or false, not {}",
-                self.op,
+                self.op.name(),
                 kind(&other)
             )),
         }
@@ -444,7 +361,7 @@ impl Fields<'_> {
             other => {
                 return Err(format!(
                     "field `{field}` of op `{}` must be an array of strings, not {}",
-                    self.op,
+                    self.op.name(),
                     kind(&other)
                 ));
             }
@@ -456,7 +373,7 @@ impl Fields<'_> {
                 Value::String(s) => Ok(s),
                 other => Err(format!(
                     "field `{field}` of op `{}` must be an array of strings; element {i} is {}",
-                    self.op,
+                    self.op.name(),
                     kind(&other)
                 )),
             })

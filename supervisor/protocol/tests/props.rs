@@ -1,4 +1,4 @@
-//! Property tests of the control protocol's parser ([`supervisor::api::Request::parse`]): valid
+//! Property tests of the control protocol's parser ([`protocol::Request::parse`]): valid
 //! request lines, mutated every way a confused or hostile client could (flipped bytes, cut
 //! lines, inserted bytes, any JSON value in any field, a key twice, huge numbers, deep nesting),
 //! must give a valid request or a clean error, never a panic. The daemon answers whatever a
@@ -6,8 +6,8 @@
 //! a reason, and an accepted duplicate key a request read two ways.
 
 use proptest::prelude::*;
+use protocol::Request;
 use serde_json::Value;
-use supervisor::api::Request;
 
 /// A printable-ish string, with some of the characters JSON must escape.
 fn text() -> impl Strategy<Value = String> {
