@@ -1,26 +1,27 @@
 //! Where two calls differ, narrower than their one-line renderings: the first differing CPUID
 //! entry and register, the first differing word of an array, or the fields a rendering omits.
 
+use crate::call::TraceCall;
+use vcpu::VcpuCall;
 use vcpu::cpuid::{CpuidEntry, CpuidTable};
-use vcpu::{Call, VcpuCall};
 
 /// A short description of where `actual` departs from the recorded `expected`, or an empty string
 /// when the two renderings already show it (different kinds of call, different plain values).
-pub fn describe_difference(expected: &Call, actual: &Call) -> String {
+pub fn describe_difference(expected: &TraceCall, actual: &TraceCall) -> String {
     if expected == actual {
         return String::new();
     }
     match (expected, actual) {
         (
-            Call::Vcpu(VcpuCall::SetCpuid2 { table: recorded }),
-            Call::Vcpu(VcpuCall::SetCpuid2 { table: now }),
+            TraceCall::Vcpu(VcpuCall::SetCpuid2 { table: recorded }),
+            TraceCall::Vcpu(VcpuCall::SetCpuid2 { table: now }),
         ) => table_difference(recorded, now),
         (
-            Call::Vcpu(VcpuCall::ArmVcpuInit {
+            TraceCall::Vcpu(VcpuCall::ArmVcpuInit {
                 target: t1,
                 features: f1,
             }),
-            Call::Vcpu(VcpuCall::ArmVcpuInit {
+            TraceCall::Vcpu(VcpuCall::ArmVcpuInit {
                 target: t2,
                 features: f2,
             }),

@@ -14,10 +14,12 @@
 //! The version sits outside any frame so that a reader can refuse a newer layout before trying to
 //! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame
 //! boundary.
+//!
+//! What the frames hold (`TraceHeader`, `Record`) is the data model's, [`crate::trace`]; this module
+//! knows only bytes, so the data model may name the format's version and not the other way round.
 
-use crate::trace::Event;
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The first eight bytes of every trace.
 pub const MAGIC: [u8; 8] = *b"VMFLTRC\0";
@@ -34,16 +36,6 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// The largest payload a frame may have; a larger length field is corruption, never an
 /// allocation. (The largest real payload, a 256-entry CPUID table, is about 8 KiB.)
 pub const MAX_FRAME_LEN: usize = 16 << 20;
-
-/// What every frame after the header holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Record {
-    Event(Event),
-    /// Written by a clean close: how many events precede it.
-    End {
-        events: u64,
-    },
-}
 
 type BincodeConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME_LEN>>;
 

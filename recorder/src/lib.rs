@@ -2,7 +2,8 @@
 //!
 //! Owns:
 //! - the trace data model ([`trace`]): a header saying where, by which vmfleet and for which job
-//!   a trace was recorded, and one [`Event`] per backend call with its outcome;
+//!   a trace was recorded, and one [`Event`] per backend call or control request with its
+//!   outcome ([`TraceCall`], [`call`]);
 //! - the trace file format ([`mod@format`]), its background writer ([`writer`]) and its reader
 //!   ([`reader`]), which reads a trace cut short up to its last whole event and names the byte
 //!   offset of any damage;
@@ -19,6 +20,7 @@
 //! anything about the CPU model (the lock in `vcpu` does, the recorder only writes down its
 //! verdicts).
 
+pub mod call;
 pub mod diff;
 pub mod format;
 pub mod output;
@@ -29,6 +31,7 @@ pub mod replay;
 pub mod trace;
 pub mod writer;
 
+pub use call::TraceCall;
 pub use diff::describe_difference;
 pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN};
 pub use output::{Output, OutputError};

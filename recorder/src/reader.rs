@@ -14,9 +14,9 @@
 //! own offset. A real cut leaves no such payload (short of a 1 in 2^32 checksum coincidence).
 
 use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, Record, decode_payload,
+    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, decode_payload,
 };
-use crate::trace::{Event, TraceHeader};
+use crate::trace::{Event, Record, TraceHeader};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};

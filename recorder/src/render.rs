@@ -1,12 +1,13 @@
 //! Text renderings of recorded events: the canonical per-stream transcript that live and replayed
 //! runs must agree on, and the `trace show` views of a whole trace (text and JSON lines).
 
+use crate::call::TraceCall;
 use crate::reader::Trace;
 use crate::trace::Event;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use vcpu::{Call, Failure, Origin, Outcome, Reply, Stream, VcpuCall};
+use vcpu::{Failure, Origin, Outcome, Reply, Stream, VcpuCall};
 
 /// An outcome as transcripts print it: `ok`, the reply, or `EINVAL (kernel)` /
 /// `EINVAL (refused by vmfleet)`.
@@ -79,7 +80,7 @@ pub fn render_streams(events: &[Event]) -> String {
 }
 
 fn is_plain_run(event: &Event) -> bool {
-    matches!(event.call, Call::Vcpu(VcpuCall::Run)) && event.detail.is_none()
+    matches!(event.call, TraceCall::Vcpu(VcpuCall::Run)) && event.detail.is_none()
 }
 
 /// `IO_OUT x450, HLT x1`: outcome kinds in order of first appearance, with counts.
@@ -198,7 +199,7 @@ struct OutcomeJson {
 
 #[derive(Serialize)]
 struct RawEvent<'a> {
-    call: &'a Call,
+    call: &'a TraceCall,
     outcome: &'a Outcome,
 }
 

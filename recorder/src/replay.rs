@@ -14,6 +14,7 @@
 //! position is still served and checked, so the divergence [`ReplayMonitor::finish`] reports is the
 //! earliest one whichever thread happened to get there first.
 
+use crate::call::TraceCall;
 use crate::diff::describe_difference;
 use crate::reader::{Trace, TraceError};
 use crate::trace::Event;
@@ -42,9 +43,9 @@ struct State {
 /// What this run did at the point a recorded event is expected.
 enum Actual<'a> {
     /// The call reached the backend.
-    Call(&'a Call),
+    Call(&'a TraceCall),
     /// The pre-run lock refused the call with this errno.
-    Refused(&'a Call, Errno),
+    Refused(&'a TraceCall, Errno),
 }
 
 impl State {
@@ -119,7 +120,7 @@ impl State {
         position: Position,
         seq: Option<u64>,
         expected: String,
-        actual: &Call,
+        actual: &TraceCall,
         detail: String,
     ) -> CallError {
         let failure = ReplayFailure {
@@ -170,7 +171,7 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
 }
 
 fn serve(state: &Shared, stream: Stream, call: Call) -> Result<Reply, CallError> {
-    let outcome = lock(state).expect(stream, Actual::Call(&call))?;
+    let outcome = lock(state).expect(stream, Actual::Call(&call.into()))?;
     outcome.map_err(|failure| CallError::from_kernel_failure(&failure))
 }
 
@@ -363,7 +364,7 @@ impl Vcpu for ReplayVcpu {
     /// Checks that the recorded run's lock refused the same call at the same point, with the same
     /// errno (the explanation text is not compared: it is rendered, not replayed).
     fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
-        let call = Call::Vcpu(call.clone());
+        let call = TraceCall::Vcpu(call.clone());
         let stream = Stream::Vcpu(self.vm, self.id);
         lock(&self.state)
             .expect(stream, Actual::Refused(&call, refusal.errno))

@@ -1,9 +1,10 @@
 //! The trace data model: what a trace says about where and why it was recorded (the header), and
 //! the calls it recorded (the events). Plain serde data; the file layout is in [`crate::format`].
 
+use crate::call::TraceCall;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use vcpu::{Call, GuestArch, Outcome, Stream};
+use vcpu::{GuestArch, Outcome, Stream};
 
 /// What a trace file starts with: everything needed to judge whether and how to replay it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,10 +135,20 @@ pub struct Event {
     pub seq: u64,
     /// The object the call was issued on.
     pub stream: Stream,
-    pub call: Call,
+    pub call: TraceCall,
     pub outcome: Outcome,
     /// Extra text, e.g. the lock's explanation of a refusal.
     pub detail: Option<String>,
     /// Nanoseconds since the recorder started (when the outcome was known).
     pub at_ns: u64,
+}
+
+/// What every frame after the header holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Record {
+    Event(Event),
+    /// Written by a clean close: how many events precede it.
+    End {
+        events: u64,
+    },
 }

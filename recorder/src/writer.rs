@@ -16,9 +16,10 @@
 //! its last whole event. The header is flushed as soon as the writer thread starts, so even a
 //! process killed at once leaves a partial file with its header.
 
-use crate::format::{EncodeError, FORMAT_VERSION, Record, encode_frame, preamble};
+use crate::call::TraceCall;
+use crate::format::{EncodeError, FORMAT_VERSION, encode_frame, preamble};
 use crate::output::{Output, OutputError};
-use crate::trace::{Event, TraceHeader};
+use crate::trace::{Event, Record, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use vcpu::{Call, Outcome, Stream};
+use vcpu::{Outcome, Stream};
 
 /// The longest the writer thread keeps written-but-unflushed events.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -93,7 +94,7 @@ impl Recorder {
     pub fn record(
         &self,
         stream: Stream,
-        call: Call,
+        call: impl Into<TraceCall>,
         outcome: Outcome,
         detail: Option<String>,
     ) -> u64 {
@@ -104,7 +105,7 @@ impl Recorder {
         let event = Event {
             seq,
             stream,
-            call,
+            call: call.into(),
             outcome,
             detail,
             at_ns,

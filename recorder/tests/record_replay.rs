@@ -5,11 +5,12 @@ mod common;
 
 use common::{Drive, Scripted, Variant, drive, header, scratch, table};
 use recorder::{
-    Event, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceWriter, render_streams,
+    Event, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceCall, TraceWriter,
+    render_streams,
 };
 use vcpu::{
-    Call, CallError, Errno, Failure, GuestArch, Hypervisor, LockRefusal, Origin, ReplayFailure,
-    Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId,
+    CallError, Errno, Failure, GuestArch, Hypervisor, LockRefusal, Origin, ReplayFailure, Reply,
+    Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId,
 };
 
 /// Record `opts` live through a trace file; returns the trace read back and the drive's log.
@@ -57,7 +58,7 @@ fn opts(vcpus: u32, threads: bool, variant: Variant) -> Drive {
     }
 }
 
-fn find(trace: &Trace, stream: Stream, pred: impl Fn(&Call) -> bool) -> &Event {
+fn find(trace: &Trace, stream: Stream, pred: impl Fn(&TraceCall) -> bool) -> &Event {
     trace
         .events
         .iter()
@@ -135,7 +136,7 @@ fn a_different_argument_diverges_naming_the_expected_event() {
     let (trace, _) = record("arg.trace", &opts(2, false, Variant::Reference));
     let stream = Stream::Vcpu(VmId(0), VcpuId(1));
     let expected = find(&trace, stream, |c| {
-        matches!(c, Call::Vcpu(VcpuCall::SetBootState { .. }))
+        matches!(c, TraceCall::Vcpu(VcpuCall::SetBootState { .. }))
     });
 
     let Replayed { log, verdict, .. } = replay(&trace, &opts(2, false, Variant::OtherEntry(1)));
@@ -182,7 +183,7 @@ fn an_extra_call_diverges() {
     let (trace, _) = record("extra.trace", &opts(1, false, Variant::Reference));
     let stream = Stream::Vcpu(VmId(0), VcpuId(0));
     let expected = find(&trace, stream, |c| {
-        matches!(c, Call::Vcpu(VcpuCall::SetBootState { .. }))
+        matches!(c, TraceCall::Vcpu(VcpuCall::SetBootState { .. }))
     });
     let Replayed { log, verdict, .. } = replay(&trace, &opts(1, false, Variant::ExtraCall));
     let failure = log.unwrap_err();
@@ -223,7 +224,7 @@ fn a_call_past_the_end_of_its_stream_diverges() {
 fn a_missing_call_is_reported_at_finish() {
     let (trace, _) = record("missing.trace", &opts(1, false, Variant::Reference));
     let destroy = find(&trace, Stream::Vm(VmId(0)), |c| {
-        *c == Call::Vm(VmCall::Destroy)
+        *c == TraceCall::Vm(VmCall::Destroy)
     });
     let Replayed { log, verdict, .. } = replay(&trace, &opts(1, false, Variant::MissingDestroy));
     log.unwrap();
@@ -386,7 +387,7 @@ fn multithreaded_divergences_report_the_earliest_one_every_time() {
     let earliest = (0..4)
         .map(|i| {
             find(&trace, Stream::Vcpu(VmId(0), VcpuId(i)), |c| {
-                *c == Call::Vcpu(VcpuCall::Run)
+                *c == TraceCall::Vcpu(VcpuCall::Run)
             })
         })
         .min_by_key(|e| e.seq)
@@ -433,7 +434,7 @@ fn only_answers_are_recorded() {
         Err(CallError::Backend(_))
     ));
     let _vcpu = vm.create_vcpu(VcpuId(2)).unwrap();
-    let got: Vec<(Stream, Call, Result<Reply, Failure>)> = recorder
+    let got: Vec<(Stream, TraceCall, Result<Reply, Failure>)> = recorder
         .events()
         .into_iter()
         .map(|e| (e.stream, e.call, e.outcome))
@@ -443,7 +444,7 @@ fn only_answers_are_recorded() {
         vec![
             (
                 Stream::Vm(VmId(7)),
-                Call::System(SystemCall::CreateVm {
+                TraceCall::System(SystemCall::CreateVm {
                     vm: VmId(7),
                     name: "big".into()
                 }),
@@ -454,7 +455,7 @@ fn only_answers_are_recorded() {
             ),
             (
                 Stream::Vm(VmId(1)),
-                Call::System(SystemCall::CreateVm {
+                TraceCall::System(SystemCall::CreateVm {
                     vm: VmId(1),
                     name: "b".into()
                 }),
@@ -462,7 +463,7 @@ fn only_answers_are_recorded() {
             ),
             (
                 Stream::Vcpu(VmId(1), VcpuId(2)),
-                Call::Vm(VmCall::CreateVcpu { vcpu: VcpuId(2) }),
+                TraceCall::Vm(VmCall::CreateVcpu { vcpu: VcpuId(2) }),
                 Ok(Reply::Done)
             ),
         ]

@@ -13,7 +13,7 @@ fn event(seq: u64, stream: Stream, call: Call, outcome: Outcome, detail: Option<
     Event {
         seq,
         stream,
-        call,
+        call: call.into(),
         outcome,
         detail: detail.map(str::to_string),
         at_ns: seq * 1_500_000,

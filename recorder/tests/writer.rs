@@ -50,7 +50,7 @@ fn concurrent_recorders_number_events_in_file_order() {
             .iter()
             .filter(|e| e.stream == Stream::Vcpu(VmId(0), VcpuId(t)))
             .map(|e| match e.call {
-                Call::Vcpu(VcpuCall::GetOneReg { id }) => id,
+                recorder::TraceCall::Vcpu(VcpuCall::GetOneReg { id }) => id,
                 _ => unreachable!(),
             })
             .collect();

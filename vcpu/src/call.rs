@@ -120,82 +120,8 @@ impl fmt::Display for RunDecision {
     }
 }
 
-/// A fleet control request as a trace records it (on [`crate::Stream::Control`]): the requests
-/// that change a VM's life or its CPU model, in the order the supervisor carried them out. Not a
-/// kernel call: replay re-issues these to its own control plane and compares the replies.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ControlCall {
-    /// Create a VM from a fleet-spec fragment (TOML), configure its CPU model, do not start it.
-    Create {
-        spec: String,
-    },
-    Start {
-        vm: String,
-    },
-    Pause {
-        vm: String,
-    },
-    Resume {
-        vm: String,
-    },
-    Stop {
-        vm: String,
-    },
-    /// Wait until the VM has exited (its guests halted or failed, or it was stopped).
-    Wait {
-        vm: String,
-    },
-    Remove {
-        vm: String,
-    },
-    /// Read a VM's CPU model and drift report.
-    Model {
-        vm: String,
-    },
-    /// Change the CPU model: hide these features (refused by the lock once the VM has run).
-    SetModel {
-        vm: String,
-        hide: Vec<String>,
-    },
-    /// Stop every VM (a signal, or the operator's `stop all`).
-    StopAll,
-    /// Stop and remove every VM and end the daemon.
-    Shutdown,
-    /// Start a created VM paused: every vCPU enters its guest once and parks at its first exit
-    /// until `Resume`. (Last, so traces recorded before it existed keep their variant numbers.)
-    StartPaused {
-        vm: String,
-    },
-    /// Stop every VM and collect its final report, for a process that exits right after: the
-    /// kernel objects are left to the process's exit (no `DESTROY_VCPU`/`DESTROY_VM`, no vCPU or
-    /// loop thread ends), because closing them one by one costs every live VM's MMU notifier a
-    /// call per `munmap`, which grows with the square of the fleet. `vmfleet serve` ends this
-    /// way. (Last, so traces recorded before it keep their variant numbers.)
-    ShutdownForExit,
-}
-
-impl ControlCall {
-    /// The VM the request is about, if it is about one.
-    pub fn vm(&self) -> Option<&str> {
-        match self {
-            ControlCall::Start { vm }
-            | ControlCall::StartPaused { vm }
-            | ControlCall::Pause { vm }
-            | ControlCall::Resume { vm }
-            | ControlCall::Stop { vm }
-            | ControlCall::Wait { vm }
-            | ControlCall::Remove { vm }
-            | ControlCall::Model { vm }
-            | ControlCall::SetModel { vm, .. } => Some(vm),
-            ControlCall::Create { .. }
-            | ControlCall::StopAll
-            | ControlCall::Shutdown
-            | ControlCall::ShutdownForExit => None,
-        }
-    }
-}
-
-/// Any call, with the layer it was made on; what a trace event stores.
+/// Any backend call, with the layer it was made on. (A trace event stores these, and the fleet's
+/// control requests besides, which are no business of this crate: see `recorder::TraceCall`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Call {
     System(SystemCall),
@@ -203,8 +129,6 @@ pub enum Call {
     Vcpu(VcpuCall),
     /// A vCPU thread's control decision (see [`RunDecision`]); reply [`Reply::Decision`].
     Decision,
-    /// A fleet control request; reply [`Reply::Control`] (the reply's one-line summary).
-    Control(ControlCall),
 }
 
 /// A successful call's result.
@@ -222,7 +146,8 @@ pub enum Reply {
     },
     Exit(VcpuExit),
     Decision(RunDecision),
-    /// A control request's reply, as one deterministic line (`ok: ...` or `error: ...`).
+    /// A fleet control request's reply, as one deterministic line (`ok: ...` or `error: ...`);
+    /// opaque here: the supervisor writes it, the trace keeps it.
     Control(String),
 }
 
@@ -365,30 +290,6 @@ impl fmt::Display for VcpuCall {
     }
 }
 
-impl fmt::Display for ControlCall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ControlCall::Create { spec } => {
-                write!(f, "create ({} lines of spec)", spec.lines().count())
-            }
-            ControlCall::Start { vm } => write!(f, "start {vm}"),
-            ControlCall::StartPaused { vm } => write!(f, "start --paused {vm}"),
-            ControlCall::Pause { vm } => write!(f, "pause {vm}"),
-            ControlCall::Resume { vm } => write!(f, "resume {vm}"),
-            ControlCall::Stop { vm } => write!(f, "stop {vm}"),
-            ControlCall::Wait { vm } => write!(f, "wait {vm}"),
-            ControlCall::Remove { vm } => write!(f, "remove {vm}"),
-            ControlCall::Model { vm } => write!(f, "model {vm}"),
-            ControlCall::SetModel { vm, hide } => {
-                write!(f, "set-model {vm} hide={}", hide.join(","))
-            }
-            ControlCall::StopAll => f.write_str("stop all"),
-            ControlCall::Shutdown => f.write_str("shutdown"),
-            ControlCall::ShutdownForExit => f.write_str("shutdown for exit"),
-        }
-    }
-}
-
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -396,7 +297,6 @@ impl fmt::Display for Call {
             Call::Vm(c) => c.fmt(f),
             Call::Vcpu(c) => c.fmt(f),
             Call::Decision => f.write_str("CONTROL_POINT"),
-            Call::Control(c) => c.fmt(f),
         }
     }
 }

@@ -42,8 +42,7 @@ use std::fmt;
 
 pub use backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
 pub use call::{
-    Call, ControlCall, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall,
-    VcpuExit, VmCall,
+    Call, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall, VcpuExit, VmCall,
 };
 pub use control::RunControl;
 pub use errno::Errno;
