@@ -3,6 +3,10 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
+use crate::common::{
+    COMMAND_RUN, COMMAND_SERVE, DEFAULT_FLEET_NAME, Versioned, close_trace, emit, emit_json,
+    runtime, say_where_the_trace_goes,
+};
 use crate::exit::{Failure, Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
@@ -10,54 +14,19 @@ use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
 use crate::{DEMO_FLEET, DEMO_SOURCE, host};
 use anyhow::{Context, Result, bail};
+use protocol::Request;
 use recorder::{
     Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceEnd,
     TraceError, TraceHeader, TraceOptions, TraceWriter, show_json_lines, show_text,
 };
 use serde::Serialize;
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use vcpu::cpuid::CpuidTable;
 use vcpu::cpuid::features::{self, Feature};
 use vcpu::kvm::KvmHypervisor;
-use vcpu::{ControlCall, Hypervisor, Reply, SystemCall};
-
-const COMMAND_RUN: &str = "run";
-/// What a trace recorded by `vmfleet serve` names its command.
-pub const COMMAND_SERVE: &str = "serve";
-
-/// Write `value` to stdout as pretty JSON and a newline (a reader that went away is not an
-/// error).
-pub(crate) fn emit_json(value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).context("rendering JSON")?;
-    emit(&(text + "\n"))
-}
-
-/// `value` serialized with a `schema` field first: what every `--json` document carries.
-#[derive(Serialize)]
-pub(crate) struct Versioned<'a, T: Serialize> {
-    pub schema: &'static str,
-    #[serde(flatten)]
-    pub body: &'a T,
-}
-
-/// Write to stdout; a reader that went away (`vmfleet host | head`) is not an error.
-pub(crate) fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to stdout"),
-    }
-}
-
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
+use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
 /// stops it), report.
@@ -163,33 +132,9 @@ pub fn run(args: &RunArgs) -> Result<Status> {
     finish_report(&report, &header, &events, transcript.as_ref(), args.json)
 }
 
-/// Say on stderr where the trace is being written (where a killed run leaves it).
-pub(crate) fn say_where_the_trace_goes(writer: &TraceWriter) {
-    eprintln!(
-        "vmfleet: recording to {} (renamed to {} when the trace is closed)",
-        writer.writing_to().display(),
-        writer.path().display()
-    );
-}
-
-/// Finish a trace (end marker, flush, sync) and say on stderr what it holds.
-pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
-    let path = writer.path().to_path_buf();
-    let summary = writer
-        .finish()
-        .with_context(|| format!("writing trace {}", path.display()))?;
-    crate::note!(
-        "recorded {} events ({} bytes) to {}",
-        summary.events,
-        summary.bytes,
-        path.display()
-    );
-    Ok(())
-}
-
 /// SIGINT and SIGTERM, as `shutdown for exit` requests: every VM stopped and reported, and the
 /// VMs left to the process's exit, which follows (see [`crate::fleet::ShutdownMode`]).
-pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
+pub fn stop_signals() -> Result<impl futures::Stream<Item = Request>> {
     use tokio::signal::unix::{SignalKind, signal};
     let interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
@@ -202,7 +147,7 @@ pub fn stop_signals() -> Result<impl futures::Stream<Item = ControlCall>> {
                 else => return None,
             }
             crate::note!("vmfleet: stopping every VM");
-            Some((ControlCall::ShutdownForExit, (interrupt, terminate)))
+            Some((Request::ShutdownForExit, (interrupt, terminate)))
         },
     ))
 }
@@ -306,10 +251,10 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
         bail!("the trace records a `{command}` job; this vmfleet replays `run` and `serve` jobs");
     }
     let recorded: Vec<&Event> = trace.control_events().collect();
-    let requests: Vec<ControlCall> = recorded
+    let requests: Vec<Request> = recorded
         .iter()
         .map(|e| match &e.call {
-            vcpu::Call::Control(call) => Ok(call.clone()),
+            recorder::TraceCall::Control(request) => Ok(request.clone()),
             other => Err(anyhow::anyhow!(
                 "event #{} on the control stream is {other}, not a control request",
                 e.seq
@@ -362,7 +307,7 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
 /// requests one after the other, shut down (unless the last request already did). A recorded
 /// `shutdown for exit` is carried out as recorded: the replay's threads and objects stay until
 /// the replaying process ends, and no `DESTROY` call is issued, as none was recorded.
-async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<ControlCall>) -> JobReport {
+async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<Request>) -> JobReport {
     if !spec.vms.is_empty() {
         fleet.create_all(spec.vms.clone()).await;
         fleet.start_all(StartMode::Running, |_, _| {}).await;
@@ -424,7 +369,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
     let spec = if job.command == COMMAND_SERVE && job.spec_text.trim().is_empty() {
         // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
         FleetSpec {
-            name: crate::serve::DEFAULT_FLEET_NAME.to_string(),
+            name: DEFAULT_FLEET_NAME.to_string(),
             arch: trace.header.guest_arch,
             cross_check: false,
             vms: Vec::new(),

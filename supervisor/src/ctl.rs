@@ -1,4 +1,4 @@
-//! `vmfleet ctl`: send one request to a running `vmfleet serve` ([`crate::api`]) and print the
+//! `vmfleet ctl`: send one request to a running `vmfleet serve` ([`protocol::wire`]) and print the
 //! reply for a human (or as it came, with `--json`); `vmfleet ctl send` sends raw request lines
 //! and prints the reply lines as they came.
 //!
@@ -10,13 +10,13 @@
 //! it answered with an error, `unreachable` when it could not be reached or is not trusted (the
 //! message names the socket), `bad_input` when the request could not be built.
 
-use crate::api::{self, Request, Response, StatusView};
 use crate::cli::{CtlArgs, CtlCommand};
-use crate::commands::emit;
+use crate::common::{Versioned, emit};
 use crate::exit::{Status, StatusExt as _};
 use crate::fleet::lifecycle::{ModelView, VmInfo};
 use crate::socket::{self, Peer};
 use anyhow::{Context, Result, anyhow, bail};
+use protocol::{MAX_REQUEST_BYTES, Request, Response, StatusView};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -51,7 +51,7 @@ pub fn ctl(args: &CtlArgs) -> Result<Status> {
     if args.json {
         emit(&format!(
             "{}\n",
-            serde_json::to_string(&crate::commands::Versioned {
+            serde_json::to_string(&Versioned {
                 schema: CTL_SCHEMA,
                 body: &response,
             })
@@ -73,7 +73,8 @@ pub fn ctl(args: &CtlArgs) -> Result<Status> {
     })
 }
 
-/// The request a `ctl` subcommand sends.
+/// The request a `ctl` subcommand sends: the one place that maps `CtlCommand` (clap) onto
+/// `protocol::Request`, one to one (`create` reads its file here; `send` has no request of its own).
 pub fn request_of(command: &CtlCommand) -> Result<Request> {
     let vm = |vm: &String| vm.clone();
     Ok(match command {
@@ -119,12 +120,12 @@ fn read_spec(file: &Path) -> Result<String> {
             .with_context(|| format!("reading spec fragment {}", file.display()))?
     };
     let line = Request::Create { spec: text.clone() }.to_line();
-    if line.len() > api::MAX_REQUEST_BYTES {
+    if line.len() > MAX_REQUEST_BYTES {
         bail!(
             "the spec fragment {} is too large: its request is {} bytes, the daemon reads at most {}",
             file.display(),
             line.len(),
-            api::MAX_REQUEST_BYTES
+            MAX_REQUEST_BYTES
         );
     }
     Ok(text)
@@ -275,7 +276,7 @@ pub fn render(request: &Request, result: &Value) -> Result<String> {
         }
         Request::Create { .. } => {
             let models: Vec<ModelView> =
-                serde_json::from_value(result.clone()).map_err(|_| parse("create"))?;
+                serde_json::from_value(result.clone()).map_err(|_| parse(request.op()))?;
             let mut out = String::new();
             for m in &models {
                 let drift: usize = m.vcpus.iter().map(|v| v.drift.len()).sum();
@@ -308,7 +309,7 @@ pub fn render(request: &Request, result: &Value) -> Result<String> {
         Request::Remove { .. } => {
             format!("removed {}\n", vm_report_line(result))
         }
-        Request::Shutdown => {
+        Request::Shutdown | Request::ShutdownForExit => {
             let mut out = String::from("the daemon shut down");
             match result.get("vms").and_then(Value::as_array) {
                 Some(vms) if !vms.is_empty() => {

@@ -14,9 +14,10 @@
 use crate::fleet::{ControlError, ControlValue, Fleet, FleetError, StartMode};
 use crate::report::JobReport;
 use crate::spec::FleetSpec;
+use protocol::Request;
 use std::sync::Arc;
+use vcpu::Hypervisor;
 use vcpu::guest::x86 as guest;
-use vcpu::{ControlCall, Hypervisor};
 
 pub use crate::fleet::FleetError as JobError;
 
@@ -48,7 +49,7 @@ pub async fn run_on(
     fleet: &Fleet,
     spec: &FleetSpec,
     progress: &mut dyn JobProgress,
-    control: impl futures::Stream<Item = ControlCall>,
+    control: impl futures::Stream<Item = Request>,
 ) -> JobReport {
     use futures::StreamExt;
     let total = spec.vms.len();
@@ -73,9 +74,9 @@ pub async fn run_on(
         tokio::select! {
             () = &mut all_exited => break,
             next = control.next() => match next {
-                Some(call) => {
-                    let shown = call.to_string();
-                    match fleet.handle(call).await {
+                Some(request) => {
+                    let shown = request.to_string();
+                    match fleet.handle(request).await {
                         Ok(ControlValue::Shutdown(report)) => return *report,
                         Ok(_) => {}
                         Err(e) => tracing::warn!("{shown}: {e}"),

@@ -1,4 +1,4 @@
-//! `vmfleet serve`: a fleet that keeps running, controlled over a Unix socket ([`crate::api`]).
+//! `vmfleet serve`: a fleet that keeps running, controlled over a Unix socket ([`protocol::wire`]).
 //!
 //! Start-up: check the socket's directory ([`crate::socket`]: the default one is created 0700 and
 //! must be ours and private; a `--socket` one must be ours), open KVM, write the trace header
@@ -23,22 +23,24 @@
 //! ends that connection only.
 //!
 //! Stopping: a `shutdown` request, SIGINT or SIGTERM. Either way the daemon carries out
-//! [`ControlCall::ShutdownForExit`] through [`Fleet::handle`] (so a replay sees it): every VM
+//! [`Request::ShutdownForExit`] through [`Fleet::handle`] (so a replay sees it): every VM
 //! stopped and its final report collected, but no VM torn down one by one (the process's exit
 //! does that, linearly; see [`crate::fleet::ShutdownMode::ProcessExit`]). Then it stops
 //! accepting, removes its socket file, closes the trace, prints the final report and exits.
 //! Exit status 0 after a clean shutdown, whatever the VMs did (the table shows their fate); 2 if
 //! the daemon could not start or could not close its trace.
 
-use crate::api::{self, Frame, Request, Response, StatusView};
 use crate::cli::ServeArgs;
-use crate::commands::{COMMAND_SERVE, emit, runtime};
+use crate::common::{
+    COMMAND_SERVE, DEFAULT_FLEET_NAME, close_trace, emit, runtime, say_where_the_trace_goes,
+};
 use crate::exit::{Status, StatusExt as _};
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::report::{self, JobReport};
 use crate::socket::{self, Peer};
 use crate::{host, spec};
 use anyhow::{Context, Result, anyhow, bail};
+use protocol::{Frame, MAX_REQUEST_BYTES, Request, Response, StatusView};
 use recorder::{JobInputs, Output, RecordingHypervisor, TraceHeader, TraceOptions, TraceWriter};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
@@ -49,11 +51,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use vcpu::Hypervisor;
 use vcpu::kvm::KvmHypervisor;
-use vcpu::{ControlCall, Hypervisor};
-
-/// The fleet name when the daemon starts without a spec (replay uses it too).
-pub const DEFAULT_FLEET_NAME: &str = "fleet";
 
 /// `vmfleet serve`.
 pub fn serve(args: &ServeArgs) -> Result<Status> {
@@ -112,7 +111,7 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
             };
             let (_, writer) = TraceWriter::create_with(path, &header, options)
                 .with_context(|| format!("creating trace {}", path.display()))?;
-            crate::commands::say_where_the_trace_goes(&writer);
+            say_where_the_trace_goes(&writer);
             Some(writer)
         }
         None => None,
@@ -132,7 +131,7 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
     // leaves an existing trace as it was, and no partial file.
     if let Some(writer) = writer {
         match &result {
-            Ok(_) => crate::commands::close_trace(writer)?,
+            Ok(_) => close_trace(writer)?,
             Err(_) => writer.discard(),
         }
     }
@@ -234,7 +233,7 @@ async fn daemon(
         Stop::Requested(report) => *report,
         Stop::Signal(name) => {
             eprintln!("vmfleet: {name}: stopping every VM");
-            match fleet.handle(ControlCall::ShutdownForExit).await {
+            match fleet.handle(Request::ShutdownForExit).await {
                 Ok(ControlValue::Shutdown(report)) => *report,
                 Ok(other) => {
                     tracing::warn!("shutdown answered {}", other.summary());
@@ -299,7 +298,7 @@ async fn connection(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let limit = api::MAX_REQUEST_BYTES as u64 + 1;
+        let limit = MAX_REQUEST_BYTES as u64 + 1;
         let n = (&mut reader)
             .take(limit)
             .read_until(b'\n', &mut buf)
@@ -307,7 +306,7 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
-        let response = match api::frame(&buf) {
+        let response = match protocol::frame(&buf) {
             Frame::Line(line) => match Request::parse(line) {
                 Ok(request) => {
                     let Some((response, stopped)) =
@@ -328,7 +327,7 @@ async fn connection(
             },
             Frame::TooLong => {
                 write
-                    .write_all(api::too_long().to_line().as_bytes())
+                    .write_all(protocol::too_long().to_line().as_bytes())
                     .await?;
                 write.shutdown().await?;
                 return Ok(());
@@ -380,16 +379,13 @@ async fn answer_while_connected(
 
 /// Carry out one request: the reply, and the final report if it shut the fleet down.
 async fn answer(fleet: &Fleet, request: Request) -> (Response, Option<Box<JobReport>>) {
-    let Some(call) = request.into_control() else {
-        return (Response::from_result(&fleet.list()), None);
-    };
     // The daemon exits once shut down: its VMs are left to the process's exit, not torn down one
     // by one (the trace records which of the two happened).
-    let call = match call {
-        ControlCall::Shutdown => ControlCall::ShutdownForExit,
-        call => call,
+    let request = match request {
+        Request::Shutdown => Request::ShutdownForExit,
+        request => request,
     };
-    let value = match fleet.handle(call).await {
+    let value = match fleet.handle(request).await {
         Ok(value) => value,
         Err(e) => return (Response::error(e.to_string()), None),
     };
@@ -402,6 +398,7 @@ async fn answer(fleet: &Fleet, request: Request) -> (Response, Option<Box<JobRep
             exit_reason: status.lifecycle.exit_reason().map(str::to_string),
             exits: status.exits,
         }),
+        ControlValue::Listed(vms) => Response::from_result(&vms),
         ControlValue::Model(model) => Response::from_result(&model),
         ControlValue::Removed(report) => Response::from_result(&report),
         ControlValue::Stopped(_) => Response::from_result(&fleet.list()),

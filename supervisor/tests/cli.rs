@@ -759,7 +759,8 @@ fn signal_stops_a_run(signal: &str) {
     assert!(
         !recorded.events.iter().any(|e| matches!(
             e.call,
-            vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(vcpu::VcpuCall::Destroy)
+            recorder::TraceCall::Vm(vcpu::VmCall::Destroy)
+                | recorder::TraceCall::Vcpu(vcpu::VcpuCall::Destroy)
         )),
         "no DESTROY was recorded"
     );

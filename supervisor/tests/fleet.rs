@@ -3,10 +3,12 @@
 //!
 //! Every test prints `SKIPPED <test>: ...` and passes where `/dev/kvm` cannot be used.
 
+use protocol::Request;
 use recorder::{HostFingerprint, JobInputs, RecordingHypervisor, Trace, TraceHeader, TraceWriter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supervisor::commands::{COMMAND_SERVE, replay_trace};
+use supervisor::commands::replay_trace;
+use supervisor::common::COMMAND_SERVE;
 use supervisor::fleet::lifecycle::{ExitReason, Lifecycle};
 use supervisor::fleet::{ControlValue, Fleet, StartMode};
 use supervisor::report::{self, VmState};
@@ -14,8 +16,8 @@ use supervisor::spec;
 use vcpu::backend::{Kick, Vcpu, Vm};
 use vcpu::kvm::KvmHypervisor;
 use vcpu::{
-    CallError, ControlCall, GuestArch, Hypervisor, LockRefusal, Reply, RunDecision, SystemCall,
-    VcpuCall, VcpuId, VmId,
+    CallError, GuestArch, Hypervisor, LockRefusal, Reply, RunDecision, SystemCall, VcpuCall,
+    VcpuId, VmId,
 };
 
 fn kvm(test: &str) -> Option<KvmHypervisor> {
@@ -109,7 +111,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         for (vm, result) in fleet.start_all(StartMode::Running, |_, _| {}).await {
             result.unwrap_or_else(|e| panic!("{vm}: {e}"));
         }
-        let ask = |call: ControlCall| {
+        let ask = |call: Request| {
             let fleet = &fleet;
             async move {
                 let shown = call.to_string();
@@ -119,7 +121,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
             }
         };
 
-        ask(ControlCall::Pause {
+        ask(Request::Pause {
             vm: "paused".into(),
         })
         .await
@@ -127,7 +129,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         assert_eq!(state(&fleet, "paused"), "paused");
         assert_eq!(state(&fleet, "steady"), "running");
         // The lock: once run, a changed model is refused, the same one is not.
-        let refused = ask(ControlCall::SetModel {
+        let refused = ask(Request::SetModel {
             vm: "steady".into(),
             hide: vec!["sse4_2".into()],
         })
@@ -152,13 +154,13 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
                 && !recorded.contains('\n'),
             "{recorded}"
         );
-        ask(ControlCall::SetModel {
+        ask(Request::SetModel {
             vm: "paused".into(),
             hide: vec!["avx2".into()],
         })
         .await
         .expect("the same model again");
-        ask(ControlCall::Resume {
+        ask(Request::Resume {
             vm: "paused".into(),
         })
         .await
@@ -166,7 +168,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         assert_eq!(state(&fleet, "paused"), "running");
 
         let asked = Instant::now();
-        let stopped = ask(ControlCall::Stop {
+        let stopped = ask(Request::Stop {
             vm: "stopped".into(),
         })
         .await
@@ -180,43 +182,44 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         assert_eq!(state(&fleet, "steady"), "running");
 
         // A new VM: its model can change before it runs.
-        ask(ControlCall::Create {
+        ask(Request::Create {
             spec: "[[vm]]\nname = \"late\"\nvcpus = 1\nprobe_repeats = 3\n".into(),
         })
         .await
         .unwrap();
-        ask(ControlCall::SetModel {
+        ask(Request::SetModel {
             vm: "late".into(),
             hide: vec!["x2apic".into()],
         })
         .await
         .expect("a model change before the first run");
         // Started paused: every vCPU entered the guest once and waits there for `resume`.
-        ask(ControlCall::StartPaused { vm: "late".into() })
-            .await
-            .unwrap();
+        ask(Request::Start {
+            vm: "late".into(),
+            paused: true,
+        })
+        .await
+        .unwrap();
         assert_eq!(state(&fleet, "late"), "paused");
-        ask(ControlCall::Resume { vm: "late".into() })
-            .await
-            .unwrap();
+        ask(Request::Resume { vm: "late".into() }).await.unwrap();
         fleet.wait_exited("late").await.unwrap();
         assert_eq!(state(&fleet, "late"), "exited (guest halted)");
-        ask(ControlCall::Remove {
+        ask(Request::Remove {
             vm: "stopped".into(),
         })
         .await
         .unwrap();
         assert_eq!(state(&fleet, "stopped"), "removed");
         // Unknown VMs and bad requests are errors, not crashes.
-        assert!(ask(ControlCall::Pause { vm: "nope".into() }).await.is_err());
+        assert!(ask(Request::Pause { vm: "nope".into() }).await.is_err());
         assert!(
-            ask(ControlCall::Create {
+            ask(Request::Create {
                 spec: "[[vm]\n".into()
             })
             .await
             .is_err()
         );
-        let ControlValue::Shutdown(report) = ask(ControlCall::Shutdown).await.unwrap() else {
+        let ControlValue::Shutdown(report) = ask(Request::Shutdown).await.unwrap() else {
             panic!("shutdown reports")
         };
         *report
@@ -448,11 +451,11 @@ fn concurrent_requests_record_an_order_that_replays() {
         for (vm, result) in fleet.start_all(StartMode::Running, |_, _| {}).await {
             result.unwrap_or_else(|e| panic!("{vm}: {e}"));
         }
-        let spawn = |call: ControlCall| {
+        let spawn = |call: Request| {
             let fleet = Arc::clone(&fleet);
             tokio::spawn(async move { fleet.handle(call).await })
         };
-        let ask = |call: ControlCall| {
+        let ask = |call: Request| {
             let shown = call.to_string();
             let task = spawn(call);
             async move {
@@ -462,8 +465,8 @@ fn concurrent_requests_record_an_order_that_replays() {
                     .unwrap()
             }
         };
-        let waiting = spawn(ControlCall::Wait { vm: "a".into() });
-        let abandoned = spawn(ControlCall::Wait { vm: "b".into() });
+        let waiting = spawn(Request::Wait { vm: "a".into() });
+        let abandoned = spawn(Request::Wait { vm: "b".into() });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Its client went away: the request ends there.
         abandoned.abort();
@@ -471,12 +474,12 @@ fn concurrent_requests_record_an_order_that_replays() {
 
         // Requests issued at once, with a wait outstanding: every one answers.
         let together = futures::future::join_all([
-            ask(ControlCall::Pause { vm: "b".into() }),
-            ask(ControlCall::Model { vm: "a".into() }),
-            ask(ControlCall::Create {
+            ask(Request::Pause { vm: "b".into() }),
+            ask(Request::Model { vm: "a".into() }),
+            ask(Request::Create {
                 spec: "[[vm]]\nname = \"c\"\nvcpus = 1\nprobe_repeats = 2\n".into(),
             }),
-            ask(ControlCall::Pause { vm: "nope".into() }),
+            ask(Request::Pause { vm: "nope".into() }),
         ])
         .await;
         assert!(together[0].is_ok(), "{:?}", together[0]);
@@ -487,33 +490,38 @@ fn concurrent_requests_record_an_order_that_replays() {
         assert!(!waiting.is_finished(), "a is still running: the wait waits");
 
         // Removed before it started: a state of its own, not "completed"; the name is free.
-        let removed = ask(ControlCall::Remove { vm: "c".into() }).await.unwrap();
+        let removed = ask(Request::Remove { vm: "c".into() }).await.unwrap();
         let ControlValue::Removed(report) = &removed else {
             panic!("{removed:?}")
         };
         assert_eq!(report.state, VmState::RemovedBeforeStart);
         assert_eq!(state(&fleet, "c"), "removed before start");
-        let gone = ask(ControlCall::Wait { vm: "c".into() }).await.unwrap();
+        let gone = ask(Request::Wait { vm: "c".into() }).await.unwrap();
         assert_eq!(gone.summary(), "c exited (removed before start)");
-        ask(ControlCall::Create {
+        ask(Request::Create {
             spec: "[[vm]]\nname = \"c\"\nvcpus = 2\nprobe_repeats = 2\n".into(),
         })
         .await
         .expect("a removed VM's name can be taken again");
         assert_eq!(state(&fleet, "c"), "created");
-        ask(ControlCall::Start { vm: "c".into() }).await.unwrap();
-        let halted = ask(ControlCall::Wait { vm: "c".into() }).await.unwrap();
+        ask(Request::Start {
+            vm: "c".into(),
+            paused: false,
+        })
+        .await
+        .unwrap();
+        let halted = ask(Request::Wait { vm: "c".into() }).await.unwrap();
         assert_eq!(halted.summary(), "c exited (guest halted)");
 
-        ask(ControlCall::Resume { vm: "b".into() }).await.unwrap();
-        ask(ControlCall::Stop { vm: "a".into() }).await.unwrap();
+        ask(Request::Resume { vm: "b".into() }).await.unwrap();
+        ask(Request::Stop { vm: "a".into() }).await.unwrap();
         let waited = tokio::time::timeout(hang, waiting)
             .await
             .expect("the wait answers once a has stopped")
             .unwrap()
             .unwrap();
         assert_eq!(waited.summary(), "a exited (stopped)");
-        let ControlValue::Shutdown(report) = ask(ControlCall::Shutdown).await.unwrap() else {
+        let ControlValue::Shutdown(report) = ask(Request::Shutdown).await.unwrap() else {
             panic!("shutdown reports")
         };
         *report
@@ -585,7 +593,7 @@ fn create_requests_share_the_fleet_limits() {
             let fleet = Arc::clone(&fleet);
             tokio::spawn(async move {
                 fleet
-                    .handle(ControlCall::Create {
+                    .handle(Request::Create {
                         spec: format!("[[vm]]\nname = \"v{i}\"\nvcpus = 2\nmemory_mib = 1\n"),
                     })
                     .await
@@ -618,17 +626,14 @@ fn create_requests_share_the_fleet_limits() {
         // Several VMs in one request: all of them fit, or none is created.
         let two = "[[vm]]\nname = \"w\"\nvcpus = 1\nmemory_mib = 1\ncount = 2\n".to_string();
         let e = fleet
-            .handle(ControlCall::Create { spec: two.clone() })
+            .handle(Request::Create { spec: two.clone() })
             .await
             .expect_err("the fleet is full");
         assert!(e.to_string().contains("creating w-0"), "{e}");
         let victim = listed[0].name.clone();
+        fleet.handle(Request::Remove { vm: victim }).await.unwrap();
         fleet
-            .handle(ControlCall::Remove { vm: victim })
-            .await
-            .unwrap();
-        fleet
-            .handle(ControlCall::Create { spec: two })
+            .handle(Request::Create { spec: two })
             .await
             .expect("a removed VM's vCPUs are free again");
         let live: u32 = fleet
@@ -638,7 +643,7 @@ fn create_requests_share_the_fleet_limits() {
             .map(|v| v.vcpus)
             .sum();
         assert_eq!(live, 8);
-        fleet.handle(ControlCall::Shutdown).await.unwrap();
+        fleet.handle(Request::Shutdown).await.unwrap();
     });
 }
 
@@ -677,7 +682,7 @@ fn a_create_is_all_or_nothing() {
         let spec = "[[vm]]\nname = \"first\"\nvcpus = 2\n\n[[vm]]\nname = \"broken\"\n\n\
                     [[vm]]\nname = \"third\"\n";
         let e = fleet
-            .handle(ControlCall::Create { spec: spec.into() })
+            .handle(Request::Create { spec: spec.into() })
             .await
             .expect_err("broken cannot be created");
         let e = e.to_string();
@@ -691,7 +696,7 @@ fn a_create_is_all_or_nothing() {
             fleet.list()
         );
         fleet
-            .handle(ControlCall::Create {
+            .handle(Request::Create {
                 spec: "[[vm]]\nname = \"first\"\n".into(),
             })
             .await
@@ -741,16 +746,16 @@ fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
             result.unwrap();
         }
         fleet.start_all(StartMode::Running, |_, _| {}).await;
-        let spawn = |call: ControlCall| {
+        let spawn = |call: Request| {
             let fleet = Arc::clone(&fleet);
             tokio::spawn(async move { fleet.handle(call).await })
         };
-        let waiting = spawn(ControlCall::Wait { vm: "r".into() });
+        let waiting = spawn(Request::Wait { vm: "r".into() });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let removed = spawn(ControlCall::Remove { vm: "r".into() });
+        let removed = spawn(Request::Remove { vm: "r".into() });
         // Queued behind the removal, and (mostly) ahead of the wait's record.
         tokio::task::yield_now().await;
-        let created = spawn(ControlCall::Create {
+        let created = spawn(Request::Create {
             spec: "[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 1\n".into(),
         });
         for (what, task) in [("wait", waiting), ("remove", removed), ("create", created)] {
@@ -760,8 +765,7 @@ fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
                 .unwrap();
             eprintln!("{what} -> {}", supervisor::fleet::reply_line(&answer));
         }
-        let ControlValue::Shutdown(report) = fleet.handle(ControlCall::Shutdown).await.unwrap()
-        else {
+        let ControlValue::Shutdown(report) = fleet.handle(Request::Shutdown).await.unwrap() else {
             panic!("shutdown reports")
         };
         *report
@@ -842,20 +846,19 @@ fn a_shutdown_for_exit_closes_nothing_and_replays() {
                 .await
                 .expect("answered in time")
         };
-        ask(ControlCall::Pause {
+        ask(Request::Pause {
             vm: "xpaused".into(),
         })
         .await
         .unwrap();
-        ask(ControlCall::Wait { vm: "xdone".into() }).await.unwrap();
+        ask(Request::Wait { vm: "xdone".into() }).await.unwrap();
         // Created by request and never started.
-        ask(ControlCall::Create {
+        ask(Request::Create {
             spec: "[[vm]]\nname = \"xidle\"\nvcpus = 1\nprobe_repeats = 1\n".into(),
         })
         .await
         .unwrap();
-        let ControlValue::Shutdown(report) = ask(ControlCall::ShutdownForExit).await.unwrap()
-        else {
+        let ControlValue::Shutdown(report) = ask(Request::ShutdownForExit).await.unwrap() else {
             panic!("a shutdown reports")
         };
         let states: Vec<(String, VmState)> = report
@@ -910,7 +913,8 @@ fn a_shutdown_for_exit_closes_nothing_and_replays() {
         .filter(|e| {
             matches!(
                 e.call,
-                vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(VcpuCall::Destroy)
+                recorder::TraceCall::Vm(vcpu::VmCall::Destroy)
+                    | recorder::TraceCall::Vcpu(VcpuCall::Destroy)
             )
         })
         .map(|e| format!("{} {}", e.stream, e.call))

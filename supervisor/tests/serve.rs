@@ -582,7 +582,8 @@ fn sigterm_stops_every_vm_and_closes_the_trace() {
         .filter(|e| {
             matches!(
                 e.call,
-                vcpu::Call::Vm(vcpu::VmCall::Destroy) | vcpu::Call::Vcpu(vcpu::VcpuCall::Destroy)
+                recorder::TraceCall::Vm(vcpu::VmCall::Destroy)
+                    | recorder::TraceCall::Vcpu(vcpu::VcpuCall::Destroy)
             )
         })
         .map(|e| format!("#{} {} {}", e.seq, e.stream, e.call))
@@ -597,7 +598,7 @@ fn sigterm_stops_every_vm_and_closes_the_trace() {
     assert_eq!(last.len(), 3, "3 VMs x 1 vCPU ran: {:?}", last.keys());
     for (stream, event) in &last {
         assert!(
-            event.call == vcpu::Call::Decision
+            event.call == recorder::TraceCall::Decision
                 && event.outcome == Ok(vcpu::Reply::Decision(vcpu::RunDecision::Stop)),
             "{stream} ends with its stop decision, not {} -> {:?}",
             event.call,

@@ -151,7 +151,7 @@ fn serve_sigterm(dir: &Path, vms: u32, vcpus_per_vm: u32) -> Result<Duration, Be
     let expected = format!("ok: shut down {vms} VM(s)");
     match recorded.control_events().last() {
         Some(event)
-            if event.call == vcpu::Call::Control(vcpu::ControlCall::ShutdownForExit)
+            if event.call == recorder::TraceCall::Control(protocol::Request::ShutdownForExit)
                 && event.outcome == Ok(vcpu::Reply::Control(expected.clone())) => {}
         other => {
             return Err(fail(format!(
@@ -169,8 +169,8 @@ fn serve_sigterm(dir: &Path, vms: u32, vcpus_per_vm: u32) -> Result<Duration, Be
 
 /// How many VMs the daemon at `socket` lists as running (or why it could not be asked).
 fn running_vms(socket: &Path) -> Result<usize, String> {
-    let reply = crate::ctl::send(socket, &crate::api::Request::List).map_err(|e| e.to_string())?;
-    let response: crate::api::Response =
+    let reply = crate::ctl::send(socket, &protocol::Request::List).map_err(|e| e.to_string())?;
+    let response: protocol::Response =
         serde_json::from_str(&reply).map_err(|e| format!("list: unreadable reply: {e}"))?;
     let vms: Vec<crate::fleet::lifecycle::VmInfo> = response
         .result
@@ -205,7 +205,7 @@ pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration,
                 let fleet = std::sync::Arc::clone(&fleet);
                 tokio::spawn(async move {
                     fleet
-                        .handle(vcpu::ControlCall::Wait { vm: "vm0".into() })
+                        .handle(protocol::Request::Wait { vm: "vm0".into() })
                         .await
                 })
             };
@@ -214,7 +214,7 @@ pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration,
             let clock = Stopwatch::start();
             let paused = tokio::time::timeout(
                 Duration::from_secs(30),
-                fleet.handle(vcpu::ControlCall::Pause { vm: "vm1".into() }),
+                fleet.handle(protocol::Request::Pause { vm: "vm1".into() }),
             )
             .await;
             samples.push(clock.elapsed());
@@ -230,7 +230,7 @@ pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration,
                 }
             }
             fleet
-                .handle(vcpu::ControlCall::Resume { vm: "vm1".into() })
+                .handle(protocol::Request::Resume { vm: "vm1".into() })
                 .await
                 .map_err(|e| wrong("vmfleet", 2, e))?;
         }

@@ -1,9 +1,12 @@
-//! The fleet's control API: [`Fleet::handle`] carries out one [`ControlCall`] and records it
+//! The fleet's control API: [`Fleet::handle`] carries out one [`Request`] and records it
 //! on the control stream when it completes (see the module documentation of [`super`] for what
 //! orders the records). Apart from the lifecycle methods it calls, because this is where
 //! requests meet each other: turns per VM name, waits that hold nothing, creates that reserve.
 
 use super::*;
+use protocol::Request;
+use recorder::TraceCall;
+use vcpu::{Reply, Stream};
 
 impl Fleet {
     /// Carry out one control request and record it with its reply when it completes (see the
@@ -13,33 +16,35 @@ impl Fleet {
     /// Dropping the future of a `wait` ends it unrecorded. Any other request must be driven to
     /// its end (`vmfleet serve` runs each in a task of its own): dropped half-way, it would leave
     /// the fleet with half a request, unrecorded.
-    pub async fn handle(&self, call: ControlCall) -> Result<ControlValue, ControlError> {
-        match &call {
-            ControlCall::StopAll | ControlCall::Shutdown | ControlCall::ShutdownForExit => {
+    ///
+    /// `list` is answered from the fleet's state at once, under no lock, and not recorded.
+    pub async fn handle(&self, request: Request) -> Result<ControlValue, ControlError> {
+        match &request {
+            Request::List => Ok(ControlValue::Listed(self.list())),
+            Request::StopAll | Request::Shutdown | Request::ShutdownForExit => {
                 let _all = self.gate.write().await;
-                let result = self.carry_out(&call).await;
-                self.record(call, &result)
+                let result = self.carry_out(&request).await;
+                self.record(request, &result)
             }
-            ControlCall::Wait { vm } => {
+            Request::Wait { vm } => {
                 let vm = vm.clone();
-                self.wait_request(call, &vm).await
+                self.wait_request(request, &vm).await
             }
-            ControlCall::Create { spec } => {
+            Request::Create { spec } => {
                 let spec = spec.clone();
-                self.create_request(call, &spec).await
+                self.create_request(request, &spec).await
             }
-            ControlCall::Start { vm }
-            | ControlCall::StartPaused { vm }
-            | ControlCall::Pause { vm }
-            | ControlCall::Resume { vm }
-            | ControlCall::Stop { vm }
-            | ControlCall::Remove { vm }
-            | ControlCall::Model { vm }
-            | ControlCall::SetModel { vm, .. } => {
+            Request::Start { vm, .. }
+            | Request::Pause { vm }
+            | Request::Resume { vm }
+            | Request::Stop { vm }
+            | Request::Remove { vm }
+            | Request::Model { vm }
+            | Request::SetModel { vm, .. } => {
                 let _shared = self.gate.read().await;
                 let _turn = self.turn(vm).lock_owned().await;
-                let result = self.carry_out(&call).await;
-                self.record(call, &result)
+                let result = self.carry_out(&request).await;
+                self.record(request, &result)
             }
         }
     }
@@ -47,13 +52,13 @@ impl Fleet {
     /// Record a request and its reply on the control stream; the reply.
     fn record(
         &self,
-        call: ControlCall,
+        request: Request,
         result: &Result<ControlValue, ControlError>,
     ) -> Result<ControlValue, ControlError> {
         if let Some(recorder) = &self.control_log {
             recorder.record(
                 Stream::Control,
-                Call::Control(call),
+                TraceCall::Control(request),
                 Ok(Reply::Control(reply_line(result))),
                 None,
             );
@@ -71,7 +76,7 @@ impl Fleet {
     /// held, then recorded under the gate and the turn, so after the request that ended the VM.
     async fn wait_request(
         &self,
-        call: ControlCall,
+        request: Request,
         name: &str,
     ) -> Result<ControlValue, ControlError> {
         let turn = self.turn(name);
@@ -99,7 +104,7 @@ impl Fleet {
                 Ok(bound) => bound,
                 Err(e) => {
                     drop(entries);
-                    return self.record(call, &Err(e));
+                    return self.record(request, &Err(e));
                 }
             }
         };
@@ -113,7 +118,7 @@ impl Fleet {
                 });
         let _shared = self.gate.read().await;
         let _turn = turn.lock().await;
-        let result = self.record(call, &result);
+        let result = self.record(request, &result);
         drop(bound);
         result
     }
@@ -122,7 +127,7 @@ impl Fleet {
     /// or none, record under the same turns.
     async fn create_request(
         &self,
-        call: ControlCall,
+        request: Request,
         spec: &str,
     ) -> Result<ControlValue, ControlError> {
         let parsed = spec::parse(spec, "the create request")
@@ -136,7 +141,7 @@ impl Fleet {
             Ok(parsed) => parsed,
             Err(e) => {
                 let _shared = self.gate.read().await;
-                return self.record(call, &Err(e));
+                return self.record(request, &Err(e));
             }
         };
         let names: BTreeSet<&str> = parsed.vms.iter().map(|v| v.name.as_str()).collect();
@@ -161,41 +166,43 @@ impl Fleet {
                     self.finish_request(begun).await.map(ControlValue::Created)
                 }
             };
-            return self.record(call, &result);
+            return self.record(request, &result);
         }
     }
 
-    async fn carry_out(&self, call: &ControlCall) -> Result<ControlValue, ControlError> {
-        let status = |vm: &str, request: &'static str, status: VmStatus| ControlValue::Status {
+    async fn carry_out(&self, request: &Request) -> Result<ControlValue, ControlError> {
+        let status = |vm: &str, what: &'static str, status: VmStatus| ControlValue::Status {
             vm: vm.to_string(),
-            request,
+            request: what,
             status,
         };
-        Ok(match call {
+        let op = request.op();
+        Ok(match request {
+            Request::List => ControlValue::Listed(self.list()),
             // `handle` carries it out itself (it reserves under the names' turns).
-            ControlCall::Create { .. } => {
+            Request::Create { .. } => {
                 return Err(ControlError::Vm(
                     "create is carried out by Fleet::handle".to_string(),
                 ));
             }
-            ControlCall::Start { vm } => status(vm, "start", self.start(vm).await?),
-            ControlCall::StartPaused { vm } => status(
+            Request::Start { vm, paused: false } => status(vm, op, self.start(vm).await?),
+            Request::Start { vm, paused: true } => status(
                 vm,
                 "start --paused",
                 self.start_as(vm, StartMode::Paused).await?,
             ),
-            ControlCall::Pause { vm } => status(vm, "pause", self.pause(vm).await?),
-            ControlCall::Resume { vm } => status(vm, "resume", self.resume(vm).await?),
-            ControlCall::Stop { vm } => status(vm, "stop", self.stop(vm).await?),
-            ControlCall::Wait { vm } => status(vm, "wait", self.wait_exited(vm).await?),
-            ControlCall::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
-            ControlCall::Model { vm } => ControlValue::Model(self.model(vm).await?),
-            ControlCall::SetModel { vm, hide } => {
+            Request::Pause { vm } => status(vm, op, self.pause(vm).await?),
+            Request::Resume { vm } => status(vm, op, self.resume(vm).await?),
+            Request::Stop { vm } => status(vm, op, self.stop(vm).await?),
+            Request::Wait { vm } => status(vm, op, self.wait_exited(vm).await?),
+            Request::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
+            Request::Model { vm } => ControlValue::Model(self.model(vm).await?),
+            Request::SetModel { vm, hide } => {
                 ControlValue::Model(self.set_model(vm, hide.clone()).await?)
             }
-            ControlCall::StopAll => ControlValue::Stopped(self.stop_all().await),
-            ControlCall::Shutdown => ControlValue::Shutdown(Box::new(self.shutdown().await)),
-            ControlCall::ShutdownForExit => {
+            Request::StopAll => ControlValue::Stopped(self.stop_all().await),
+            Request::Shutdown => ControlValue::Shutdown(Box::new(self.shutdown().await)),
+            Request::ShutdownForExit => {
                 ControlValue::Shutdown(Box::new(self.shutdown_as(ShutdownMode::ProcessExit).await))
             }
         })

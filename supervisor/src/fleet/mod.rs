@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use supported::HostQueries;
 use tokio::sync::oneshot;
-use vcpu::{Call, ControlCall, GuestArch, Hypervisor, Reply, Stream, VmId};
+use vcpu::{GuestArch, Hypervisor, VmId};
 use vm_loop::{Command, VmLink, VmSetup};
 
 /// The answer of a VM loop that was asked to create its VM.
@@ -54,7 +54,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ShutdownMode {
     /// Stop every VM, then close its vCPUs and the VM (`DESTROY_VCPU`, `DESTROY_VM`), join every
     /// thread and unmap guest memory: the process goes on (a library user, a test that shuts
-    /// many fleets down). `ControlCall::Shutdown`.
+    /// many fleets down). `Request::Shutdown`.
     #[default]
     Teardown,
     /// Stop every VM and collect its final report, and let go of nothing: no `DESTROY` call, no
@@ -62,7 +62,7 @@ pub enum ShutdownMode {
     /// `munmap` in the process calls every live VM's MMU notifier, so a teardown one VM after
     /// another grows with the square of the fleet, while the exit releases each notifier once
     /// before unmapping anything. Only for a process that exits right after (`vmfleet serve`):
-    /// the fleet's threads and objects stay until then. `ControlCall::ShutdownForExit`.
+    /// the fleet's threads and objects stay until then. `Request::ShutdownForExit`.
     ProcessExit,
 }
 
@@ -123,6 +123,8 @@ pub enum ControlError {
 /// What a control request produced.
 #[derive(Clone, Debug)]
 pub enum ControlValue {
+    /// `list`'s answer, read from the fleet's state (never recorded).
+    Listed(Vec<VmInfo>),
     Created(Vec<ModelView>),
     Status {
         vm: String,
@@ -140,6 +142,7 @@ impl ControlValue {
     /// One deterministic line for the trace and the transcript.
     pub fn summary(&self) -> String {
         match self {
+            ControlValue::Listed(vms) => format!("{} VM(s)", vms.len()),
             ControlValue::Created(models) => format!(
                 "created {}",
                 models

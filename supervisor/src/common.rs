@@ -1,0 +1,76 @@
+//! What the subcommand modules share: writing to stdout (`emit`, `--json` documents), the async
+//! runtime, opening lines and closing of trace files, and the names traces record for the jobs
+//! and fleets they come from.
+//!
+//! Why a module of its own: `commands` (run, replay, ...) and `serve` both use these, and
+//! `commands`' replay needs `serve`'s names, so with the pieces in either module the two imported
+//! each other. Here they sit below both: this module imports neither.
+
+use anyhow::{Context, Result};
+use recorder::TraceWriter;
+use serde::Serialize;
+use std::io::Write as _;
+
+/// What a trace recorded by `vmfleet run` names its command.
+pub const COMMAND_RUN: &str = "run";
+/// What a trace recorded by `vmfleet serve` names its command.
+pub const COMMAND_SERVE: &str = "serve";
+
+/// Write `value` to stdout as pretty JSON and a newline (a reader that went away is not an
+/// error).
+pub(crate) fn emit_json(value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("rendering JSON")?;
+    emit(&(text + "\n"))
+}
+
+/// `value` serialized with a `schema` field first: what every `--json` document carries.
+#[derive(Serialize)]
+pub(crate) struct Versioned<'a, T: Serialize> {
+    pub schema: &'static str,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
+
+/// Write to stdout; a reader that went away (`vmfleet host | head`) is not an error.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+/// The tokio runtime a subcommand's fleet runs on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The fleet name when the daemon starts without a spec (replay uses it too).
+pub const DEFAULT_FLEET_NAME: &str = "fleet";
+
+/// Say on stderr where the trace is being written (where a killed run leaves it).
+pub(crate) fn say_where_the_trace_goes(writer: &TraceWriter) {
+    eprintln!(
+        "vmfleet: recording to {} (renamed to {} when the trace is closed)",
+        writer.writing_to().display(),
+        writer.path().display()
+    );
+}
+
+/// Finish a trace (end marker, flush, sync) and say on stderr what it holds.
+pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
+    let path = writer.path().to_path_buf();
+    let summary = writer
+        .finish()
+        .with_context(|| format!("writing trace {}", path.display()))?;
+    crate::note!(
+        "recorded {} events ({} bytes) to {}",
+        summary.events,
+        summary.bytes,
+        path.display()
+    );
+    Ok(())
+}
