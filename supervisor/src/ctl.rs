@@ -553,6 +553,49 @@ mod tests {
         );
     }
 
+    /// `vmfleet ctl`'s subcommands are the protocol's ops, by name, and each sends its own op
+    /// (`send` aside: it sends raw lines).
+    #[test]
+    fn every_ctl_subcommand_is_the_op_of_its_name() {
+        use clap::{CommandFactory as _, Parser as _};
+        let cli = crate::cli::Cli::command();
+        let ctl = cli.find_subcommand("ctl").expect("a ctl subcommand");
+        let mut names: Vec<&str> = ctl
+            .get_subcommands()
+            .map(|c| c.get_name())
+            .filter(|n| *n != "send")
+            .collect();
+        names.sort_unstable();
+        let mut ops = protocol::OPS.to_vec();
+        ops.sort_unstable();
+        assert_eq!(names, ops);
+        let spec =
+            std::env::temp_dir().join(format!("vmfleet-ctl-{}-ops.toml", std::process::id()));
+        std::fs::write(&spec, "[[vm]]\nname = \"a\"\n").unwrap();
+        for op in protocol::OPS {
+            let op_spec = op_args(op, &spec);
+            let args = ["vmfleet", "ctl", op]
+                .into_iter()
+                .chain(op_spec.iter().map(String::as_str));
+            let parsed =
+                crate::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{op}: {e}"));
+            let crate::cli::Command::Ctl(ctl) = parsed.command else {
+                panic!("{op}: not a ctl command");
+            };
+            assert_eq!(request_of(&ctl.request).unwrap().op(), *op);
+        }
+        let _ = std::fs::remove_file(&spec);
+    }
+
+    /// The arguments `vmfleet ctl OP` needs.
+    fn op_args(op: &str, spec: &Path) -> Vec<String> {
+        match protocol::Op::on_wire(op).map(protocol::Op::fields) {
+            Some(["spec"]) => vec![spec.display().to_string()],
+            Some([]) | None => vec![],
+            Some(_) => vec!["a".to_string()],
+        }
+    }
+
     #[test]
     fn an_absent_daemon_is_named_with_its_socket() {
         let path =

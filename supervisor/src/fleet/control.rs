@@ -1,12 +1,66 @@
-//! The fleet's control API: [`Fleet::handle`] carries out one [`Request`] and records it
-//! on the control stream when it completes (see the module documentation of [`super`] for what
-//! orders the records). Apart from the lifecycle methods it calls, because this is where
+//! The fleet's control API: [`Fleet::handle`] carries out one [`Request`], answers with a
+//! [`ControlValue`] and records both on the control stream when it completes (see the module
+//! documentation of [`super`] for what orders the records). Apart from the lifecycle methods it calls, because this is where
 //! requests meet each other: turns per VM name, waits that hold nothing, creates that reserve.
 
 use super::*;
 use protocol::Request;
 use recorder::TraceCall;
 use vcpu::{Reply, Stream};
+
+/// What a control request produced.
+#[derive(Clone, Debug)]
+pub enum ControlValue {
+    /// `list`'s answer, read from the fleet's state (never recorded).
+    Listed(Vec<VmInfo>),
+    Created(Vec<ModelView>),
+    Status {
+        vm: String,
+        /// What was asked (`start`, `pause`, ...).
+        request: &'static str,
+        status: VmStatus,
+    },
+    Model(ModelView),
+    Removed(Box<VmReport>),
+    Stopped(Vec<(String, VmStatus)>),
+    Shutdown(Box<JobReport>),
+}
+
+impl ControlValue {
+    /// One deterministic line for the trace and the transcript.
+    pub fn summary(&self) -> String {
+        match self {
+            ControlValue::Listed(vms) => format!("{} VM(s)", vms.len()),
+            ControlValue::Created(models) => format!(
+                "created {}",
+                models
+                    .iter()
+                    .map(|m| m.vm.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            // A start is answered once every vCPU has been in the guest; whether a quick guest has
+            // already halted by then is timing, so the line does not say.
+            ControlValue::Status {
+                vm,
+                request: "start",
+                ..
+            } => format!("{vm} started"),
+            ControlValue::Status { vm, status, .. } => format!("{vm} {}", status.lifecycle),
+            ControlValue::Model(model) => model.summary(),
+            ControlValue::Removed(report) => format!("removed {}", report.name),
+            ControlValue::Stopped(vms) => format!(
+                "stopped {} VM(s): {}",
+                vms.len(),
+                vms.iter()
+                    .map(|(vm, status)| format!("{vm} {}", status.lifecycle))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ControlValue::Shutdown(report) => format!("shut down {} VM(s)", report.vms.len()),
+        }
+    }
+}
 
 impl Fleet {
     /// Carry out one control request and record it with its reply when it completes (see the

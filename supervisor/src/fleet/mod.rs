@@ -26,6 +26,7 @@ mod vm_loop;
 
 use crate::report::{JobReport, VmReport, VmState};
 use crate::spec::{self, VmSpec};
+pub use control::ControlValue;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use lifecycle::StartMode;
@@ -118,60 +119,6 @@ pub enum ControlError {
     /// A VM of a `create` request failed to come up; the request's other VMs were torn down.
     #[error("{vm} failed to come up, so nothing of this request was kept: {why}")]
     CreateFailed { vm: String, why: String },
-}
-
-/// What a control request produced.
-#[derive(Clone, Debug)]
-pub enum ControlValue {
-    /// `list`'s answer, read from the fleet's state (never recorded).
-    Listed(Vec<VmInfo>),
-    Created(Vec<ModelView>),
-    Status {
-        vm: String,
-        /// What was asked (`start`, `pause`, ...).
-        request: &'static str,
-        status: VmStatus,
-    },
-    Model(ModelView),
-    Removed(Box<VmReport>),
-    Stopped(Vec<(String, VmStatus)>),
-    Shutdown(Box<JobReport>),
-}
-
-impl ControlValue {
-    /// One deterministic line for the trace and the transcript.
-    pub fn summary(&self) -> String {
-        match self {
-            ControlValue::Listed(vms) => format!("{} VM(s)", vms.len()),
-            ControlValue::Created(models) => format!(
-                "created {}",
-                models
-                    .iter()
-                    .map(|m| m.vm.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            // A start is answered once every vCPU has been in the guest; whether a quick guest has
-            // already halted by then is timing, so the line does not say.
-            ControlValue::Status {
-                vm,
-                request: "start",
-                ..
-            } => format!("{vm} started"),
-            ControlValue::Status { vm, status, .. } => format!("{vm} {}", status.lifecycle),
-            ControlValue::Model(model) => model.summary(),
-            ControlValue::Removed(report) => format!("removed {}", report.name),
-            ControlValue::Stopped(vms) => format!(
-                "stopped {} VM(s): {}",
-                vms.len(),
-                vms.iter()
-                    .map(|(vm, status)| format!("{vm} {}", status.lifecycle))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            ControlValue::Shutdown(report) => format!("shut down {} VM(s)", report.vms.len()),
-        }
-    }
 }
 
 /// One VM the fleet knows about (removed VMs stay, with their final report).
