@@ -1,7 +1,8 @@
 //! The fleet's control API: [`Fleet::handle`] carries out one [`Request`], answers with a
 //! [`ControlValue`] and records both on the control stream when it completes (see the module
-//! documentation of [`super`] for what orders the records). Apart from the lifecycle methods it calls, because this is where
-//! requests meet each other: turns per VM name, waits that hold nothing, creates that reserve.
+//! documentation of [`super`] for what orders the records). Apart from the lifecycle methods it
+//! calls, because this is where requests meet each other: turns per VM name, waits that hold
+//! nothing, creates that reserve.
 
 use super::*;
 use protocol::Request;
