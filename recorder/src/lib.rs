@@ -16,9 +16,9 @@
 //! - text renderings of events ([`render`]): the canonical transcript and the `trace show` views.
 //!
 //! Must not: know about fleets, specs or the supervisor's jobs beyond the opaque [`JobInputs`] it
-//! stores; talk to KVM itself (it only decorates or implements `vcpu`'s backend traits); or decide
-//! anything about the CPU model (the lock in `vcpu` does, the recorder only writes down its
-//! verdicts).
+//! stores and the control requests (`protocol::Request`, the control vocabulary) it records;
+//! talk to KVM itself (it only decorates or implements `vcpu`'s backend traits); or decide anything
+//! about the CPU model (the lock in `vcpu` does, the recorder only writes down its verdicts).
 
 pub mod call;
 pub mod diff;
