@@ -1,5 +1,6 @@
-//! The trace data model: what a trace says about where and why it was recorded (the header), and
-//! the calls it recorded (the events). Plain serde data; the file layout is in [`crate::format`].
+//! The trace data model: what a trace says about where and why it was recorded (the header), the
+//! calls it recorded (the events) and what each frame after the header holds (`Record`). Plain
+//! serde data; the file layout, which knows only bytes, is in [`crate::format`].
 
 use crate::call::TraceCall;
 use serde::{Deserialize, Serialize};
