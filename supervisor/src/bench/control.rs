@@ -238,5 +238,3 @@ pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration,
         median_duration(&samples).ok_or_else(|| wrong("vmfleet", 2, "no sample"))
     })
 }
-
-// === end of the vmfleet side ===================================================================

@@ -372,3 +372,29 @@ fn garbage_never_panics() {
         let _ = parse(text, "g.toml");
     }
 }
+
+/// Every way a name is refused reads as it did when the rule returned a `String`.
+#[test]
+fn name_errors_read_as_before() {
+    use super::top::check_name;
+    let text = |name: &str| check_name(name).map_err(|e| e.to_string());
+    assert_eq!(text(""), Err("must not be empty".to_string()));
+    assert_eq!(
+        text("-x"),
+        Err(
+            "`-x` starts with `-`, so a command line would take it for an option; start it \
+             with a letter, a digit or `_`"
+                .to_string()
+        )
+    );
+    let long = "a".repeat(65);
+    assert_eq!(
+        text(&long),
+        Err(format!("`{long}` is longer than 64 characters"))
+    );
+    assert_eq!(
+        text("a b"),
+        Err("`a b` contains ' '; use letters, digits, `-` and `_`".to_string())
+    );
+    assert_eq!(text("web_1-a"), Ok(()));
+}
