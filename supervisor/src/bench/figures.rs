@@ -123,7 +123,7 @@ impl PhaseMedians {
 pub struct StartRow {
     /// VMs per run.
     pub vms: u32,
-    /// Runs per side ([`start_runs`]).
+    /// Runs per side ([`start_runs`](super::start_runs)).
     pub runs: u32,
     /// The floor's side.
     pub floor: StartSide,
@@ -132,7 +132,7 @@ pub struct StartRow {
     /// `None` when not measured (see `verdict`).
     pub vmfleet: Option<StartSide>,
     /// Floor VMs/s divided by vmfleet VMs/s (how many times slower vmfleet is); the target is at
-    /// most [`START_TARGET_RATIO`].
+    /// most [`START_TARGET_RATIO`](super::START_TARGET_RATIO).
     pub ratio: Option<f64>,
     /// Whether the ratio meets the target.
     pub verdict: Verdict,

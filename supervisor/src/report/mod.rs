@@ -1,7 +1,7 @@
 //! What a job reports: per VM and per vCPU, what the kernel did with the requested CPU model, what
 //! the guest saw, and how the lock judged the after-run writes.
 //!
-//! Three renderings: the operator's table (`vmfleet run`), the machine's JSON ([`json`], schema
+//! Three renderings: the operator's table (`vmfleet run`), the machine's JSON ([`json()`], schema
 //! [`RUN_SCHEMA`]: `vmfleet run --json` and `vmfleet replay --json`), and the canonical
 //! transcript, a text that is a pure function of the job's calls and answers — no times, no
 //! sequence numbers, no host addresses — so that a live run and every replay of its trace produce
