@@ -8,7 +8,7 @@ use super::SpecError;
 use super::keys::vm_value_span;
 use super::position::Source;
 use super::raw::RawVm;
-use super::top::Fleet;
+use super::top::TopLevel;
 use toml::de::DeTable;
 use vcpu::GuestArch;
 use vcpu::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
@@ -18,7 +18,7 @@ use vcpu::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
 pub(super) fn model(
     vm: &RawVm,
     index: usize,
-    fleet: &Fleet,
+    fleet: &TopLevel,
     doc: &DeTable<'_>,
     src: &Source<'_>,
 ) -> Result<Option<Arm64ModelSpec>, SpecError> {

@@ -13,7 +13,7 @@ use vcpu::GuestArch;
 use vcpu::arm64::UnknownRegisterPolicy;
 
 /// What the top level of a spec says about the whole fleet, as every `[[vm]]` needs it.
-pub(super) struct Fleet {
+pub(super) struct TopLevel {
     /// The fleet's name (`name`, default `fleet`).
     pub(super) name: String,
     /// The guests' architecture (`arch`).
@@ -40,7 +40,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     check_keys(doc.get_ref(), &src)?;
     let raw: RawFleet = toml::from_str(text)
         .map_err(|e| src.at(e.span().map(|s| narrow(doc.get_ref(), s)), toml_message(&e)))?;
-    let fleet = fleet(&raw, doc.get_ref(), &src)?;
+    let fleet = top_level(&raw, doc.get_ref(), &src)?;
     let vms = vm::vms(&raw.vm, &fleet, doc.get_ref(), &src)?;
     Ok(FleetSpec {
         name: fleet.name,
@@ -52,7 +52,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
 
 /// The top-level keys: the fleet's name and arch, that it has VMs (and not too many), and the
 /// defaults it gives them.
-fn fleet(raw: &RawFleet, doc: &DeTable<'_>, src: &Source<'_>) -> Result<Fleet, SpecError> {
+fn top_level(raw: &RawFleet, doc: &DeTable<'_>, src: &Source<'_>) -> Result<TopLevel, SpecError> {
     let name = match &raw.name {
         Some(n) => {
             check_name(n.get_ref())
@@ -97,7 +97,7 @@ fn fleet(raw: &RawFleet, doc: &DeTable<'_>, src: &Source<'_>) -> Result<Fleet, S
         Some(p) => Some(*p.get_ref()),
         None => None,
     };
-    Ok(Fleet {
+    Ok(TopLevel {
         name,
         arch,
         cross_check,

@@ -5,7 +5,7 @@
 
 use super::position::Source;
 use super::raw::RawVm;
-use super::top::{Fleet, check_name};
+use super::top::{TopLevel, check_name};
 use super::{
     CpuSpec, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS, MAX_MEMORY_MIB, MAX_PROBE_REPEATS,
     MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run, arm64, x86,
@@ -39,7 +39,7 @@ struct Sizes {
 /// Every `[[vm]]` entry, in file order, each expanded to its copies.
 pub(super) fn vms(
     raw: &[Spanned<RawVm>],
-    fleet: &Fleet,
+    fleet: &TopLevel,
     doc: &DeTable<'_>,
     src: &Source<'_>,
 ) -> Result<Vec<VmSpec>, SpecError> {
