@@ -3,9 +3,9 @@
 //! whose client went away. They live apart from the start, scale and memory figures because they
 //! drive the daemon and the control API, not the fleet's start path.
 
-use super::{
-    BenchError, Stopwatch, bench_runtime, bench_spec, kvm_backend, median_duration, wrong,
-};
+use super::BenchError;
+use super::measure::{Stopwatch, median_duration};
+use super::vmfleet::{bench_runtime, bench_spec, kvm_backend, wrong};
 use crate::fleet::StartMode;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -185,7 +185,7 @@ fn running_vms(socket: &Path) -> Result<usize, String> {
 /// client goes away (its request future is dropped, as `vmfleet serve` does when the client
 /// hangs up); then the time to the answer of `pause` of the second. The median of 5.
 pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
-    let spec = bench_spec(2, vcpus_per_vm, 0);
+    let spec = bench_spec(2, vcpus_per_vm, 0)?;
     let hv = kvm_backend()?;
     let runtime = bench_runtime()?;
     runtime.block_on(async {
@@ -238,5 +238,3 @@ pub fn vmfleet_pause_after_abandoned_wait(vcpus_per_vm: u32) -> Result<Duration,
         median_duration(&samples).ok_or_else(|| wrong("vmfleet", 2, "no sample"))
     })
 }
-
-// === end of the vmfleet side ===================================================================

@@ -1,6 +1,8 @@
 //! Tests of `bench` (tests), kept beside it so the module itself stays short.
 
 use super::*;
+use std::io;
+use std::path::Path;
 
 #[test]
 fn vm_rss_is_parsed() {

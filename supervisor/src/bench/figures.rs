@@ -1,0 +1,217 @@
+//! What `vmfleet bench` reports: each figure's value, target and verdict, the start figure's
+//! medians per side and the floor's steps, and where it ran. Data only (serialized for
+//! `--json`); measuring is in `vmfleet`, `control` and `bench::run`, rendering in `table`.
+
+use super::BenchError;
+use super::measure::{StartSample, median, median_duration};
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+use vcpu::kvm::floor::{FloorPhases, FloorRun};
+
+/// Whether a figure's target is met.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum Verdict {
+    /// The target is met.
+    Met,
+    /// The target is missed.
+    Missed,
+    /// The vmfleet side is not written yet.
+    NotBuilt(String),
+    /// Not measured in this run (`--floor-only`, or `--start-only` for the figures after start).
+    Skipped,
+    /// The measurement failed.
+    Failed(String),
+}
+
+impl Verdict {
+    pub(super) fn from_error(error: &BenchError) -> Verdict {
+        match error {
+            BenchError::NotBuilt(what) => Verdict::NotBuilt((*what).to_string()),
+            other => Verdict::Failed(other.to_string()),
+        }
+    }
+
+    pub(super) fn judge(met: bool) -> Verdict {
+        if met { Verdict::Met } else { Verdict::Missed }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Met => f.write_str("met"),
+            Verdict::Missed => f.write_str("MISSED"),
+            Verdict::NotBuilt(_) => f.write_str("not built yet"),
+            Verdict::Skipped => f.write_str("skipped (not asked for)"),
+            Verdict::Failed(e) => write!(f, "FAILED: {e}"),
+        }
+    }
+}
+
+/// The medians of one side of the start figure for one VM count.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StartSide {
+    /// VMs/s of every run, in run order.
+    pub vms_per_second: Vec<f64>,
+    /// The median of `vms_per_second`.
+    pub median_vms_per_second: f64,
+    /// The median time of a run, in milliseconds.
+    pub median_elapsed_ms: f64,
+}
+
+impl StartSide {
+    pub(super) fn from_samples(samples: &[StartSample]) -> Option<StartSide> {
+        let rates: Vec<f64> = samples.iter().map(StartSample::vms_per_second).collect();
+        let elapsed: Vec<Duration> = samples.iter().map(|s| s.elapsed).collect();
+        Some(StartSide {
+            median_vms_per_second: median(&rates)?,
+            median_elapsed_ms: median_duration(&elapsed)?.as_secs_f64() * 1e3,
+            vms_per_second: rates,
+        })
+    }
+}
+
+/// The median time of each floor step, in milliseconds, over the runs of one count.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PhaseMedians {
+    /// `KVM_GET_SUPPORTED_CPUID`.
+    pub supported_cpuid_ms: f64,
+    /// `KVM_CREATE_VM`.
+    pub create_vm_ms: f64,
+    /// Mapping and registering guest memory.
+    pub guest_memory_ms: f64,
+    /// `KVM_CREATE_VCPU` and the run area's mapping.
+    pub create_vcpu_ms: f64,
+    /// Each vCPU's model: built, `KVM_SET_CPUID2` and `KVM_GET_CPUID2`.
+    pub cpuid_ms: f64,
+    /// Writing the probe program and its table into guest memory.
+    pub load_guest_ms: f64,
+    /// The boot state: `KVM_GET_SREGS`, `KVM_SET_SREGS`, `KVM_SET_REGS`.
+    pub boot_state_ms: f64,
+    /// `KVM_RUN` to each vCPU's first exit.
+    pub first_run_ms: f64,
+    /// Closing every vCPU and VM (not part of the start).
+    pub teardown_ms: f64,
+}
+
+impl PhaseMedians {
+    pub(super) fn from_runs(runs: &[FloorRun]) -> PhaseMedians {
+        let ms = |pick: &dyn Fn(&FloorRun) -> Duration| {
+            let samples: Vec<Duration> = runs.iter().map(pick).collect();
+            median_duration(&samples).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let phase = |pick: fn(&FloorPhases) -> Duration| ms(&|run| pick(&run.phases));
+        PhaseMedians {
+            supported_cpuid_ms: phase(|p| p.supported_cpuid),
+            create_vm_ms: phase(|p| p.create_vm),
+            guest_memory_ms: phase(|p| p.guest_memory),
+            create_vcpu_ms: phase(|p| p.create_vcpu),
+            cpuid_ms: phase(|p| p.cpuid),
+            load_guest_ms: phase(|p| p.load_guest),
+            boot_state_ms: phase(|p| p.boot_state),
+            first_run_ms: phase(|p| p.first_run),
+            teardown_ms: ms(&|run| run.teardown),
+        }
+    }
+}
+
+/// The start figure for one VM count.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StartRow {
+    /// VMs per run.
+    pub vms: u32,
+    /// Runs per side ([`start_runs`](super::start_runs)).
+    pub runs: u32,
+    /// The floor's side.
+    pub floor: StartSide,
+    /// Where the floor's time goes (medians).
+    pub floor_phases: PhaseMedians,
+    /// `None` when not measured (see `verdict`).
+    pub vmfleet: Option<StartSide>,
+    /// Floor VMs/s divided by vmfleet VMs/s (how many times slower vmfleet is); the target is at
+    /// most [`START_TARGET_RATIO`](super::START_TARGET_RATIO).
+    pub ratio: Option<f64>,
+    /// Whether the ratio meets the target.
+    pub verdict: Verdict,
+}
+
+/// A figure with a single value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Figure {
+    /// The value measured, in `unit` (`None` when not measured).
+    pub value: Option<f64>,
+    /// The value's unit (`ms`, `KiB`, `VMs`).
+    pub unit: &'static str,
+    /// The target, in words (`<= 50 ms`).
+    pub target: String,
+    /// Whether the value meets the target.
+    pub verdict: Verdict,
+}
+
+/// Where the benchmark ran.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchHost {
+    /// The kernel release.
+    pub kernel: String,
+    /// The loaded KVM module (`kvm_intel`, `kvm_amd`, …), if any.
+    pub kvm_module: Option<String>,
+    /// CPUs available to the process.
+    pub cpus: usize,
+}
+
+impl BenchHost {
+    pub(super) fn read() -> BenchHost {
+        BenchHost {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            kvm_module: crate::host::kvm_module(Path::new("/sys/module")),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        }
+    }
+}
+
+/// Everything `vmfleet bench` measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// Where it ran.
+    pub host: BenchHost,
+    /// vCPUs per VM in every figure.
+    pub vcpus_per_vm: u32,
+    /// `--runs`: the fewest runs per count and side of the start figure.
+    pub runs: u32,
+    /// The start figure, one row per VM count.
+    pub start: Vec<StartRow>,
+    /// VMs running at once.
+    pub scale: Figure,
+    /// Supervisor memory per running VM.
+    pub memory_per_vm: Figure,
+    /// Stop request to every vCPU thread joined.
+    pub stop_latency: Figure,
+    /// Running VMs the shutdown figure stopped.
+    pub shutdown_vms: u32,
+    /// SIGTERM to `vmfleet serve` to the process exited, its trace whole.
+    pub shutdown: Figure,
+    /// A `pause` answered after an abandoned `wait`.
+    pub pause_after_abandoned_wait: Figure,
+}
+
+impl BenchReport {
+    /// Whether any figure that was measured missed its target or failed.
+    pub fn any_missed(&self) -> bool {
+        let bad = |v: &Verdict| matches!(v, Verdict::Missed | Verdict::Failed(_));
+        self.start.iter().any(|row| bad(&row.verdict))
+            || [
+                &self.scale,
+                &self.memory_per_vm,
+                &self.stop_latency,
+                &self.shutdown,
+                &self.pause_after_abandoned_wait,
+            ]
+            .iter()
+            .any(|f| bad(&f.verdict))
+    }
+}

@@ -1,0 +1,145 @@
+//! The measuring instruments of `vmfleet bench`: resident memory read from `/proc`, a monotonic
+//! stopwatch, medians, and one start sample. Pure or read-only, apart from the benchmark's
+//! figures, so that they are tested without KVM.
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// This process's resident set size (`VmRSS` in `/proc/self/status`), in bytes.
+pub fn rss_bytes() -> io::Result<u64> {
+    rss_bytes_from(Path::new("/proc/self/status"))
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` file, in bytes.
+pub fn rss_bytes_from(status: &Path) -> io::Result<u64> {
+    let text = std::fs::read_to_string(status)?;
+    parse_vm_rss(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} has no readable `VmRSS: <n> kB` line", status.display()),
+        )
+    })
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes (the kernel prints kB).
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
+
+/// A monotonic stopwatch.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch {
+    start: Instant,
+    last: Instant,
+}
+
+impl Stopwatch {
+    /// Start now.
+    pub fn start() -> Stopwatch {
+        let now = Instant::now();
+        Stopwatch {
+            start: now,
+            last: now,
+        }
+    }
+
+    /// Time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Time since the previous lap (or the start).
+    pub fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        let lap = now.duration_since(self.last);
+        self.last = now;
+        lap
+    }
+}
+
+/// The median of `samples` (the mean of the middle two for an even count); `None` when empty or
+/// when a sample is NaN.
+pub fn median(samples: &[f64]) -> Option<f64> {
+    if samples.is_empty() || samples.iter().any(|s| s.is_nan()) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    })
+}
+
+/// The median of `samples`; `None` when empty.
+pub fn median_duration(samples: &[Duration]) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let mid = sorted.len() / 2;
+    Some(if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2
+    })
+}
+
+/// One start measurement: `vms` VMs of `vcpus_per_vm` vCPUs from nothing to every vCPU's first
+/// exit took `elapsed`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StartSample {
+    /// VMs started.
+    pub vms: u32,
+    /// vCPUs of each.
+    pub vcpus_per_vm: u32,
+    /// Nothing to every vCPU's first exit.
+    pub elapsed: Duration,
+}
+
+impl StartSample {
+    /// The start throughput (infinite for a run too short to time).
+    pub fn vms_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            f64::from(self.vms) / seconds
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// The resident bytes of guest memory: the `Rss` of every mapping exactly `guest_kib` long (the
+/// bench's VMs have 1 MiB of guest memory each; no other mapping of vmfleet has that size).
+pub(super) fn guest_resident_bytes(guest_kib: u64) -> io::Result<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut total = 0;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Size:") {
+            in_guest =
+                kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok() == Some(guest_kib);
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            if in_guest {
+                total += kib
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    * 1024;
+            }
+        }
+    }
+    Ok(total)
+}

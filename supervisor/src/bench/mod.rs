@@ -1,0 +1,331 @@
+//! `vmfleet bench`: the figures vmfleet has to meet, measured on this host.
+//!
+//! A figure is met in this benchmark, not in a timed test: timed tests on shared CI machines prove
+//! nothing either way. `cargo xtask bench` builds a release `vmfleet` and runs this.
+//!
+//! | figure | how it is measured | target |
+//! |---|---|---|
+//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
+//! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
+//! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
+//! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
+//! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
+//! | pause after an abandoned wait | a `wait` for a running VM whose client went away, then `pause` of another VM: the pause's answer | <= [`ABANDONED_WAIT_PAUSE_TARGET`] |
+//!
+//! The vmfleet side of each figure lives in one function ([`vmfleet_start_to_first_exit`],
+//! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`], [`vmfleet_shutdown`],
+//! [`vmfleet_pause_after_abandoned_wait`]) that drives the real
+//! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`; the shutdown
+//! figure runs `vmfleet serve` itself, as a child process.
+//!
+//! The parts: `measure` (the instruments: RSS, stopwatch, medians), `vmfleet` (vmfleet's side
+//! of the start, scale, memory and stop figures), `control` (the control-plane figures),
+//! `figures` (the report's data) and `table` (its rendering). The floor's side and the order in
+//! which both sides run are here, in [`run`].
+
+use std::time::Duration;
+use vcpu::kvm::floor::{Floor, FloorError, FloorRun};
+
+mod control;
+mod figures;
+mod measure;
+mod table;
+mod vmfleet;
+
+pub use control::{vmfleet_pause_after_abandoned_wait, vmfleet_shutdown};
+pub use figures::{BenchHost, BenchReport, Figure, PhaseMedians, StartRow, StartSide, Verdict};
+pub use measure::{
+    StartSample, Stopwatch, median, median_duration, parse_vm_rss, rss_bytes, rss_bytes_from,
+};
+pub use table::table;
+pub use vmfleet::{
+    vmfleet_memory_per_vm, vmfleet_scale, vmfleet_start_to_first_exit, vmfleet_stop_latency,
+};
+
+/// vCPUs per VM in every figure.
+pub const VCPUS_PER_VM: u32 = 2;
+/// The VM counts of the start-throughput figure.
+pub const DEFAULT_COUNTS: [u32; 3] = [1, 10, 100];
+/// Runs per count and side; the report gives their median.
+pub const DEFAULT_RUNS: u32 = 5;
+/// The most VMs one start measurement may ask for (`--counts`).
+pub const MAX_COUNT: u32 = 1000;
+/// Each start count runs until at least this many VMs were started per side (and at least
+/// `--runs` times): a 1-VM run takes about a millisecond, and five samples of that on a shared,
+/// nested-virtualized host measure the host's hiccups more than either side.
+pub const START_VMS_SAMPLED: u32 = 1000;
+
+/// Runs of the start figure for `vms` VMs, given `--runs`.
+pub fn start_runs(vms: u32, runs: u32) -> u32 {
+    runs.max(START_VMS_SAMPLED.div_ceil(vms.max(1)))
+}
+
+/// vmfleet's start throughput must be at least the floor's divided by this.
+pub const START_TARGET_RATIO: f64 = 1.25;
+/// VMs of the scale figure.
+pub const SCALE_VMS: u32 = 500;
+/// Supervisor memory per running VM, guest memory not counted.
+pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
+/// Stop request to all vCPU threads joined.
+pub const STOP_TARGET: Duration = Duration::from_millis(50);
+/// Running VMs of the shutdown figure (`--shutdown-vms`).
+pub const SHUTDOWN_VMS: u32 = 1000;
+/// SIGTERM to `vmfleet serve` with the shutdown fleet running, to the process exited with its
+/// trace whole.
+pub const SHUTDOWN_TARGET: Duration = Duration::from_secs(2);
+/// A `pause` answered after a `wait` whose client went away.
+pub const ABANDONED_WAIT_PAUSE_TARGET: Duration = Duration::from_secs(1);
+
+/// Why a measurement could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The vmfleet side of a figure is not written yet.
+    #[error("not built yet: {0}")]
+    NotBuilt(&'static str),
+    /// The floor could not run (no usable KVM, or a step failed).
+    #[error("the floor: {0}")]
+    Floor(#[from] FloorError),
+    /// A run finished, but a guest did not do what it was loaded to do, so the time measured
+    /// something other than a start.
+    #[error("{side}, {vms} VM(s): {what}")]
+    Wrong {
+        /// `floor` or `vmfleet`.
+        side: &'static str,
+        /// VMs of the run.
+        vms: u32,
+        /// What went wrong.
+        what: String,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// The fleet spec the benchmark writes for itself does not parse (a bug of the benchmark).
+    #[error("the bench's own spec: {0}")]
+    Spec(#[from] crate::spec::SpecError),
+}
+
+/// The floor side of the start figure: one floor run, checked.
+pub fn floor_start_to_first_exit(
+    floor: &Floor,
+    vms: u32,
+    vcpus_per_vm: u32,
+) -> Result<FloorRun, BenchError> {
+    let run = floor.start_to_first_exit(vms, vcpus_per_vm)?;
+    if let Some(first) = run.unexpected_first_exit() {
+        return Err(BenchError::Wrong {
+            side: "floor",
+            vms,
+            what: format!(
+                "{}/{}: the first exit was {}, not the probe guest's OUT of pass 0 to port {:#x}",
+                first.vm,
+                first.vcpu,
+                first.exit,
+                vcpu::guest::x86::PORT_PASS_BEGIN
+            ),
+        });
+    }
+    Ok(run)
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// VM counts of the start figure.
+    pub counts: Vec<u32>,
+    /// Runs per count and side.
+    pub runs: u32,
+    /// Only the floor: skip every vmfleet measurement.
+    pub floor_only: bool,
+    /// Only the start figure: skip scale, memory and stop latency (they bring up the 500-VM
+    /// fleet, which takes minutes).
+    pub start_only: bool,
+    /// Only the control-plane figures (shutdown, pause after an abandoned wait).
+    pub control_only: bool,
+    /// Running VMs of the shutdown figure.
+    pub shutdown_vms: u32,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            counts: DEFAULT_COUNTS.to_vec(),
+            runs: DEFAULT_RUNS,
+            floor_only: false,
+            start_only: false,
+            control_only: false,
+            shutdown_vms: SHUTDOWN_VMS,
+        }
+    }
+}
+
+impl BenchOptions {
+    fn check(&self) -> Result<(), BenchError> {
+        if self.counts.is_empty() {
+            return Err(BenchError::Options(
+                "--counts needs at least one VM count".into(),
+            ));
+        }
+        if let Some(bad) = self.counts.iter().find(|&&c| c == 0 || c > MAX_COUNT) {
+            return Err(BenchError::Options(format!(
+                "--counts: {bad} is not a VM count between 1 and {MAX_COUNT}"
+            )));
+        }
+        if self.runs == 0 {
+            return Err(BenchError::Options("--runs must be at least 1".into()));
+        }
+        if self.shutdown_vms == 0 || self.shutdown_vms > MAX_COUNT {
+            return Err(BenchError::Options(format!(
+                "--shutdown-vms: {} is not a VM count between 1 and {MAX_COUNT}",
+                self.shutdown_vms
+            )));
+        }
+        if self.control_only && (self.floor_only || self.start_only) {
+            return Err(BenchError::Options(
+                "--control-only cannot be combined with --floor-only or --start-only".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Run the benchmark on `floor`. Fails only when the floor itself cannot run (the vmfleet side
+/// failing is reported per figure).
+pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    options.check()?;
+    let mut start = Vec::with_capacity(options.counts.len());
+    if !options.control_only {
+        for &vms in &options.counts {
+            start.push(start_row(floor, vms, options)?);
+        }
+    }
+    // Which figures this run measures: `control` for the control-plane ones, else the others.
+    let measure_if = |wanted: bool,
+                      unit,
+                      target: String,
+                      measure: &dyn Fn() -> Result<(f64, bool), BenchError>| {
+        let (value, verdict) = if !wanted {
+            (None, Verdict::Skipped)
+        } else {
+            match measure() {
+                Ok((value, met)) => (Some(value), Verdict::judge(met)),
+                Err(e) => (None, Verdict::from_error(&e)),
+            }
+        };
+        Figure {
+            value,
+            unit,
+            target,
+            verdict,
+        }
+    };
+    let others = !(options.floor_only || options.start_only || options.control_only);
+    let control = !(options.floor_only || options.start_only);
+    let measure = |unit, target, how: &dyn Fn() -> Result<(f64, bool), BenchError>| {
+        measure_if(others, unit, target, how)
+    };
+    let scale = measure("VMs", format!("{SCALE_VMS} VMs running"), &|| {
+        let running = vmfleet_scale(SCALE_VMS, VCPUS_PER_VM)?;
+        Ok((f64::from(running), running >= SCALE_VMS))
+    });
+    let memory_per_vm = measure(
+        "KiB",
+        format!("<= {} KiB", MEMORY_TARGET_BYTES / 1024),
+        &|| {
+            let bytes = vmfleet_memory_per_vm(SCALE_VMS, VCPUS_PER_VM)?;
+            Ok((bytes as f64 / 1024.0, bytes <= MEMORY_TARGET_BYTES))
+        },
+    );
+    let stop_latency = measure("ms", format!("<= {} ms", STOP_TARGET.as_millis()), &|| {
+        let latency = vmfleet_stop_latency(VCPUS_PER_VM)?;
+        Ok((latency.as_secs_f64() * 1e3, latency <= STOP_TARGET))
+    });
+    let shutdown = measure_if(
+        control,
+        "ms",
+        format!("<= {} ms", SHUTDOWN_TARGET.as_millis()),
+        &|| {
+            let took = vmfleet_shutdown(options.shutdown_vms, VCPUS_PER_VM)?;
+            Ok((took.as_secs_f64() * 1e3, took <= SHUTDOWN_TARGET))
+        },
+    );
+    let pause_after_abandoned_wait = measure_if(
+        control,
+        "ms",
+        format!("<= {} ms", ABANDONED_WAIT_PAUSE_TARGET.as_millis()),
+        &|| {
+            let took = vmfleet_pause_after_abandoned_wait(VCPUS_PER_VM)?;
+            Ok((
+                took.as_secs_f64() * 1e3,
+                took <= ABANDONED_WAIT_PAUSE_TARGET,
+            ))
+        },
+    );
+    Ok(BenchReport {
+        host: BenchHost::read(),
+        vcpus_per_vm: VCPUS_PER_VM,
+        runs: options.runs,
+        start,
+        scale,
+        memory_per_vm,
+        stop_latency,
+        shutdown_vms: options.shutdown_vms,
+        shutdown,
+        pause_after_abandoned_wait,
+    })
+}
+
+/// The start figure for `vms` VMs: floor and vmfleet alternate, run by run, so that both see the
+/// same state of the host.
+fn start_row(floor: &Floor, vms: u32, options: &BenchOptions) -> Result<StartRow, BenchError> {
+    let runs = start_runs(vms, options.runs);
+    let mut floor_runs = Vec::with_capacity(runs as usize);
+    let mut vmfleet_runs = Vec::with_capacity(runs as usize);
+    let mut vmfleet_error = None;
+    for _ in 0..runs {
+        floor_runs.push(floor_start_to_first_exit(floor, vms, VCPUS_PER_VM)?);
+        if !options.floor_only && vmfleet_error.is_none() {
+            match vmfleet_start_to_first_exit(vms, VCPUS_PER_VM) {
+                Ok(sample) => vmfleet_runs.push(sample),
+                Err(e) => vmfleet_error = Some(e),
+            }
+        }
+    }
+    let floor_samples: Vec<StartSample> = floor_runs
+        .iter()
+        .map(|run| StartSample {
+            vms: run.vms,
+            vcpus_per_vm: run.vcpus_per_vm,
+            elapsed: run.elapsed,
+        })
+        .collect();
+    let floor_side = StartSide::from_samples(&floor_samples).ok_or_else(|| BenchError::Wrong {
+        side: "floor",
+        vms,
+        what: "no usable runs".into(),
+    })?;
+    let vmfleet = match &vmfleet_error {
+        None => StartSide::from_samples(&vmfleet_runs),
+        Some(_) => None,
+    };
+    let ratio = vmfleet
+        .as_ref()
+        .map(|side| floor_side.median_vms_per_second / side.median_vms_per_second);
+    let verdict = match (&vmfleet_error, ratio) {
+        _ if options.floor_only => Verdict::Skipped,
+        (Some(e), _) => Verdict::from_error(e),
+        (None, Some(ratio)) => Verdict::judge(ratio <= START_TARGET_RATIO),
+        (None, None) => Verdict::Failed("vmfleet gave no usable runs".into()),
+    };
+    Ok(StartRow {
+        vms,
+        runs,
+        floor_phases: PhaseMedians::from_runs(&floor_runs),
+        floor: floor_side,
+        vmfleet,
+        ratio,
+        verdict,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! vmfleet's side of the start, scale, memory and stop figures, each measured through vmfleet's
+//! own runtime (fleet, VM loops, handles, lock) on KVM, as `vmfleet run` does without
+//! `--record`, with VMs like the floor's (1 MiB of memory, the probe guest). The control-plane
+//! figures are in `control`; the floor's side is `vcpu::kvm::floor`, called from `bench::run`.
+
+use super::BenchError;
+use super::measure::{StartSample, Stopwatch, guest_resident_bytes, median_duration, rss_bytes};
+use crate::fleet::StartMode;
+use futures::StreamExt;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+/// Resumes in flight at once when the scale fleet is released.
+const SCALE_RESUME_CONCURRENCY: usize = 32;
+
+/// A fleet spec of `vms` VMs with `vcpus` vCPUs, 1 MiB of memory and the probe guest repeating
+/// `repeats` times (0: forever), as the floor builds them.
+pub(super) fn bench_spec(
+    vms: u32,
+    vcpus: u32,
+    repeats: u32,
+) -> Result<crate::spec::FleetSpec, BenchError> {
+    let mut text = String::from("name = \"bench\"\n");
+    for i in 0..vms {
+        let _ = write!(
+            text,
+            "[[vm]]\nname = \"vm{i}\"\nvcpus = {vcpus}\nmemory_mib = 1\nprobe_repeats = {repeats}\n"
+        );
+    }
+    Ok(crate::spec::parse(&text, "the bench fleet")?)
+}
+
+/// KVM, opened for one figure (an error of the floor's kind: no usable KVM).
+pub(super) fn kvm_backend() -> Result<std::sync::Arc<dyn vcpu::Hypervisor>, BenchError> {
+    let kvm = vcpu::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
+    Ok(std::sync::Arc::new(kvm))
+}
+
+/// A multi-threaded tokio runtime, as `vmfleet run` uses.
+pub(super) fn bench_runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Options(format!("cannot start the async runtime: {e}")))
+}
+
+/// A measurement that ran but did not measure what it should have.
+pub(super) fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> BenchError {
+    BenchError::Wrong {
+        side,
+        vms,
+        what: what.to_string(),
+    }
+}
+
+/// vmfleet's side of the start figure: bring `vms` VMs of `vcpus_per_vm` vCPUs each from nothing
+/// (KVM already open) to every vCPU's first guest exit, all of them alive at once, and return the
+/// time that took, through [`crate::fleet::Fleet::launch_all`]. The VMs are started paused
+/// (`StartMode::Paused`): like the floor's, each vCPU stops at its first exit and stays there, so
+/// neither side's clock includes guests running on after it (with running starts, every VM
+/// already started spins through its probe while the next ones start, and the figure measures
+/// the guests rather than the supervisor). The clock starts where [`vcpu::kvm::floor`] starts it
+/// (just before `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all` returns:
+/// every VM's start is answered once each of its vCPUs has left the guest once. Teardown is not
+/// timed. Not recorded, as `vmfleet run` without `--record`.
+pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartSample, BenchError> {
+    let spec = bench_spec(vms, vcpus_per_vm, 1)?;
+    let hv = kvm_backend()?;
+    let runtime = bench_runtime()?;
+    runtime.block_on(async {
+        let clock = Stopwatch::start();
+        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
+            .await
+            .map_err(|e| wrong("vmfleet", vms, e))?;
+        let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
+        let elapsed = clock.elapsed();
+        let failed = started
+            .iter()
+            .find_map(|(vm, r)| r.as_ref().err().map(|e| (vm, e)));
+        fleet.shutdown().await;
+        if let Some((vm, e)) = failed {
+            return Err(wrong("vmfleet", vms, format!("{vm} did not start: {e}")));
+        }
+        Ok(StartSample {
+            vms,
+            vcpus_per_vm,
+            elapsed,
+        })
+    })
+}
+
+/// What one run of the scale fleet measured (shared by the scale and memory figures, so the
+/// 500-VM fleet is brought up once).
+#[derive(Clone, Copy, Debug)]
+struct ScaleRun {
+    vms: u32,
+    running: u32,
+    rss_before: u64,
+    rss_running: u64,
+    guest_resident: u64,
+}
+
+static SCALE_RUN: std::sync::Mutex<Option<ScaleRun>> = std::sync::Mutex::new(None);
+
+/// Bring the scale fleet up once (cached for the figures that share it), measure, stop it.
+fn scale_run(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
+    let mut cached = SCALE_RUN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(run) = *cached {
+        if run.vms == vms {
+            return Ok(run);
+        }
+    }
+    let spec = bench_spec(vms, vcpus_per_vm, 0)?;
+    let hv = kvm_backend()?;
+    let runtime = bench_runtime()?;
+    let rss_before = rss_bytes().map_err(|e| wrong("vmfleet", vms, e))?;
+    let run = runtime.block_on(async {
+        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
+            .await
+            .map_err(|e| wrong("vmfleet", vms, e))?;
+        fleet.create_all(spec.vms.clone()).await;
+        // Bring every VM to its first exit paused, then release them all: starting them running
+        // would make every later start compete with the guests already spinning.
+        fleet.start_all(StartMode::Paused, |_, _| {}).await;
+        let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
+        futures::stream::iter(names.iter().map(|name| fleet.resume(name)))
+            .buffer_unordered(SCALE_RESUME_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let running = fleet.list().iter().filter(|v| v.state == "running").count() as u32;
+        let rss_running = rss_bytes().map_err(|e| wrong("vmfleet", vms, e))?;
+        let guest_resident = guest_resident_bytes(1024).map_err(|e| wrong("vmfleet", vms, e))?;
+        // Control under load: pause and resume one VM while the others run, then stop all.
+        if running > 0 {
+            fleet
+                .pause("vm0")
+                .await
+                .map_err(|e| wrong("vmfleet", vms, e))?;
+            fleet
+                .resume("vm0")
+                .await
+                .map_err(|e| wrong("vmfleet", vms, e))?;
+        }
+        let stopped = fleet.stop_all().await;
+        let report = fleet.shutdown().await;
+        if stopped.len() != vms as usize || report.vms.iter().any(|v| v.failed()) {
+            return Err(wrong("vmfleet", vms, "not every VM stopped cleanly"));
+        }
+        Ok(ScaleRun {
+            vms,
+            running,
+            rss_before,
+            rss_running,
+            guest_resident,
+        })
+    })?;
+    *cached = Some(run);
+    Ok(run)
+}
+
+/// vmfleet's side of the scale figure: run `vms` VMs of `vcpus_per_vm` vCPUs, each on the
+/// long-running probe guest (`probe_repeats = 0`), at once; pause and resume one of them while
+/// the others run; stop them all cleanly. Returns how many were running at the same moment.
+pub fn vmfleet_scale(vms: u32, vcpus_per_vm: u32) -> Result<u32, BenchError> {
+    Ok(scale_run(vms, vcpus_per_vm)?.running)
+}
+
+/// vmfleet's side of the memory figure: with `vms` VMs running, ([`rss_bytes`] while running -
+/// [`rss_bytes`] before the first VM - the guest memory resident in the process) / `vms`.
+pub fn vmfleet_memory_per_vm(vms: u32, vcpus_per_vm: u32) -> Result<u64, BenchError> {
+    let run = scale_run(vms, vcpus_per_vm)?;
+    let supervisor = run
+        .rss_running
+        .saturating_sub(run.rss_before)
+        .saturating_sub(run.guest_resident);
+    Ok(supervisor / u64::from(run.vms.max(1)))
+}
+
+/// vmfleet's side of the stop figure: for a VM whose guest spins (the only VM running), the time
+/// from the stop request to the moment every one of its vCPU threads has been joined; the median
+/// of 5 VMs stopped one after the other.
+pub fn vmfleet_stop_latency(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
+    let spec = bench_spec(5, vcpus_per_vm, 0)?;
+    let hv = kvm_backend()?;
+    let runtime = bench_runtime()?;
+    runtime.block_on(async {
+        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
+            .await
+            .map_err(|e| wrong("vmfleet", 1, e))?;
+        let mut samples = Vec::new();
+        for vm in spec.vms.clone() {
+            let name = vm.name.clone();
+            fleet.create(vm).await.map_err(|e| wrong("vmfleet", 1, e))?;
+            fleet
+                .start(&name)
+                .await
+                .map_err(|e| wrong("vmfleet", 1, e))?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let clock = Stopwatch::start();
+            let status = fleet
+                .stop(&name)
+                .await
+                .map_err(|e| wrong("vmfleet", 1, e))?;
+            samples.push(clock.elapsed());
+            if status.lifecycle
+                != crate::fleet::lifecycle::Lifecycle::Exited(
+                    crate::fleet::lifecycle::ExitReason::Stopped,
+                )
+            {
+                return Err(wrong(
+                    "vmfleet",
+                    1,
+                    format!("{name} ended {}", status.lifecycle),
+                ));
+            }
+        }
+        fleet.shutdown().await;
+        median_duration(&samples).ok_or_else(|| wrong("vmfleet", 1, "no sample"))
+    })
+}
