@@ -15,7 +15,7 @@
 use std::sync::{Arc, OnceLock};
 use vcpu::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
 use vcpu::cpuid::CpuidTable;
-use vcpu::{GuestArch, Hypervisor, Reply, SystemCall};
+use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// The host's answers, or why they could not be had (the same answer for every VM).
 pub(crate) struct HostQueries {
@@ -31,16 +31,6 @@ impl HostQueries {
             supported_cpuid: OnceLock::new(),
             mask_ranges: OnceLock::new(),
         }
-    }
-
-    /// Ask what this architecture's VMs will need, if not asked yet (the control plane calls
-    /// this while the loops create their VMs).
-    pub(crate) fn prefetch(&self) {
-        // Errors reach every VM through its own loop, which asks the same cell.
-        let _ = match self.hv.arch() {
-            GuestArch::X86_64 => self.supported_cpuid().map(drop),
-            GuestArch::Aarch64 => self.mask_ranges().map(drop),
-        };
     }
 
     /// x86: the supported CPUID table; the first caller asks, concurrent callers wait.

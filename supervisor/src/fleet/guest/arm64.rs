@@ -1,15 +1,18 @@
-//! The arm64 half of a VM loop: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what the
-//! kernel offers (the register list, the untouched values, the writable masks), plan the spec's
-//! model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel sees it),
-//! write the accepted part through the lock, read it back, build the guest program that reads
-//! the model back from inside, and judge what the guest saw.
+//! The arm64 half of the guest seam: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what
+//! the kernel offers (the register list, the untouched values, the writable masks), plan the
+//! spec's model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel
+//! sees it), write the accepted part through the lock, read it back, build the guest program that
+//! reads the model back from inside, judge what the guest saw, and carry out the after-run writes.
 //!
 //! Nothing here is `cfg(target_arch)`: on an x86 host these run against the replay backend of a
 //! trace recorded on real arm64 KVM, exactly as they ran there.
 
+use super::{VmParts, refusal_text};
+use crate::fleet::lifecycle::VcpuModelView;
 use crate::report::Verdict as LockVerdict;
 use crate::report::{
     AfterRunReport, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
+    ModelDrift, VcpuReport, VmReport,
 };
 use crate::spec::AfterRun;
 use std::collections::BTreeMap;
@@ -22,15 +25,17 @@ use vcpu::arm64::{
 use vcpu::guest::arm64::decoder::Arm64GuestReport;
 use vcpu::guest::arm64::smccc::{self, SmcccCall};
 use vcpu::guest::arm64::{self as guest, Finish};
+use vcpu::runner::{self, RunLimits, RunOutcome, VcpuNotice};
 use vcpu::{
-    Errno, Hypervisor, OneRegLockRule, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
+    Errno, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall, VcpuHandle, VcpuId, VmCall,
+    VmHandle, VmId,
 };
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
 const KVM_ARM_VCPU_SVE: i32 = 4;
 
 /// The arm64 state of one configured VM.
-pub(super) struct Arm64Vm {
+struct Arm64Vm {
     /// The model registers each vCPU holds after configuration, by id.
     pub held: Vec<BTreeMap<u64, u64>>,
     /// What the guest reads with `MRS`, in order.
@@ -40,21 +45,163 @@ pub(super) struct Arm64Vm {
     pub report: Arm64VmReport,
 }
 
-/// The lock's rule for a register, from the model's lock class.
-pub(super) fn lock_rule(id: u64) -> OneRegLockRule {
-    match lock_class(id) {
-        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
-        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
+/// Where guest memory starts, and the least there is of it.
+pub(super) const MEMORY: (u64, u64) = (guest::MEMORY_BASE, guest::MEMORY_SIZE);
+
+/// Why `set-model` does not apply to an arm64 VM (the reply puts the VM's name in front).
+pub(super) const SET_MODEL_REFUSED: &str = "set-model hides x86 CPUID features; an arm64 VM's \
+     model is its spec's `arm64` table, fixed at create";
+
+/// How to run an arm64 fleet spec on a backend for other guests.
+pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the arm64 lab \
+     (`cargo xtask arm64-lab`), and replay the trace here";
+
+/// One arm64 VM's guest: its model state, once configured.
+#[derive(Default)]
+pub(in crate::fleet) struct Arm64Guest {
+    configured: Option<Arm64Vm>,
+}
+
+impl Arm64Guest {
+    /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
+    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), String> {
+        let spec = vm.spec.arm64.clone().unwrap_or_default();
+        let ranges = vm.supported.mask_ranges()?;
+        let cross_check = vm.spec.cross_check.then(|| CrossCheck {
+            hv: vm.hv,
+            vm: vm.vm.id(),
+        });
+        let configured = configure(ranges, vm.vm, vm.vcpus, &spec, cross_check)?;
+        vm.report.vcpus = (0..vm.vcpus.len())
+            .map(|index| super::unstarted_vcpu(index as u32))
+            .collect();
+        vm.report.arm64 = Some(configured.report.clone());
+        self.configured = Some(configured);
+        Ok(())
+    }
+
+    /// Load the arm64 guest (generated from the model's register list), place every vCPU at its
+    /// entry.
+    pub(super) fn load(
+        &self,
+        vm: VmParts<'_>,
+        pause_at_first_exit: bool,
+    ) -> Result<Launch, String> {
+        let arm64 = self
+            .configured
+            .as_ref()
+            .ok_or_else(|| "the arm64 model was not configured".to_string())?;
+        let finish = finish_for(vm.spec.vcpus);
+        let program = guest::Arm64GuestProgram {
+            id_regs: &arm64.id_regs,
+            calls: &arm64.calls,
+            repeats: vm.spec.probe_repeats,
+            finish,
+        };
+        vm.vm
+            .with_memory(|mem| guest::load(mem, &program))
+            .map_err(|e| format!("loading the guest: {e}"))?;
+        for vcpu in vm.vcpus {
+            vcpu.set_boot_state(guest::ENTRY)
+                .map_err(|e| e.to_string())?;
+        }
+        // Every pass is one tag and one value per register, a tag and four values per call,
+        // and two pass markers; plus the final exit and room for kicks.
+        let per_pass = 2 * arm64.id_regs.len() as u64 + 5 * arm64.calls.len() as u64 + 4;
+        let exit_budget = program
+            .passes()
+            .map(|passes| u64::from(passes) * per_pass + 16);
+        Ok(Launch {
+            id_regs: arm64.id_regs.clone(),
+            calls: arm64.calls.clone(),
+            repeats: vm.spec.probe_repeats,
+            finish,
+            limits: RunLimits {
+                exit_budget,
+                pause_at_first_exit,
+            },
+        })
+    }
+
+    /// The model registers vCPU `index` holds, once configured.
+    pub(super) fn held(&self, index: usize) -> Option<&BTreeMap<u64, u64>> {
+        self.configured.as_ref().and_then(|a| a.held.get(index))
+    }
+
+    /// What `model` answers about one arm64 vCPU (`None` before the model is configured): its
+    /// held registers' count and digest, the VM's drift.
+    pub(super) fn view(&self, v: &VcpuReport, report: &VmReport) -> Option<VcpuModelView> {
+        let arm64 = self.configured.as_ref()?;
+        let held = arm64.held.get(v.id as usize);
+        let (drift, drift_changes) = match &report.arm64 {
+            Some(arm64) => (
+                arm64.drift.iter().map(ToString::to_string).collect(),
+                arm64.drift.iter().cloned().map(ModelDrift::Arm64).collect(),
+            ),
+            None => (
+                v.drift.clone(),
+                v.drift_changes
+                    .iter()
+                    .cloned()
+                    .map(ModelDrift::X86)
+                    .collect(),
+            ),
+        };
+        Some(VcpuModelView {
+            vcpu: v.id,
+            entries: held.map_or(0, |h| h.len()),
+            digest: format!("{:08x}", held.map_or(0, digest)),
+            drift,
+            drift_changes,
+            not_honoured: v.not_honoured.clone(),
+            already_absent: v.already_absent.clone(),
+        })
     }
 }
 
-/// Whether `id` is CPU-model state (read into the host view, held, and compared).
-fn is_model_register(id: u64) -> bool {
-    lock_class(id) != LockClass::NotCpuModel
+/// What an arm64 vCPU thread runs: the guest generated from the model's register list.
+#[derive(Clone, Debug)]
+pub(in crate::fleet) struct Launch {
+    id_regs: Vec<SysReg>,
+    calls: Vec<SmcccCall>,
+    repeats: u32,
+    finish: Finish,
+    pub(super) limits: RunLimits,
+}
+
+impl Launch {
+    pub(super) fn run(
+        self,
+        vcpu: &VcpuHandle,
+        control: &RunControl,
+        notify: &mut dyn FnMut(VcpuNotice),
+    ) -> RunOutcome<Arm64GuestReport> {
+        let program = guest::Arm64GuestProgram {
+            id_regs: &self.id_regs,
+            calls: &self.calls,
+            repeats: self.repeats,
+            finish: self.finish,
+        };
+        let decoder = guest::decoder::Arm64Decoder::new(&program);
+        runner::run_decoded(vcpu, decoder, self.limits, control, notify)
+    }
+}
+
+/// What the guest saw, against what the vCPU holds (nothing to judge without a held model).
+pub(super) fn judge(
+    outcome: &RunOutcome<Arm64GuestReport>,
+    held: Option<&BTreeMap<u64, u64>>,
+    saw_nothing: bool,
+    report: &mut VcpuReport,
+) {
+    report.arm64_guest = match (saw_nothing, held) {
+        (false, Some(held)) => Some(judge_guest(&outcome.report, held)),
+        _ => None,
+    };
 }
 
 /// Where cross-checks run: a scratch VM of the same host, created for the purpose.
-pub(super) struct CrossCheck<'a> {
+struct CrossCheck<'a> {
     pub hv: &'a Arc<dyn Hypervisor>,
     /// The VM being configured; its scratch VM gets a logical id derived from it.
     pub vm: VmId,
@@ -65,7 +212,7 @@ pub(super) struct CrossCheck<'a> {
 const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
 
 /// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
-pub(super) fn configure(
+fn configure(
     mask_ranges: u64,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
@@ -297,25 +444,6 @@ fn read_host_view(ranges: u64, vm: &VmHandle, vcpu: &VcpuHandle) -> Result<HostV
     })
 }
 
-/// Where what vCPU 0 holds differs from what the plan expected to read back.
-fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
-    plan.writes
-        .iter()
-        .filter_map(|write| {
-            let Verdict::Accepted { readback } = write.verdict else {
-                return None;
-            };
-            let now = *held.get(&write.reg_id)?;
-            (now != readback).then(|| Arm64Drift {
-                register: write.register.to_string(),
-                from: readback,
-                to: now,
-                kind: DriftKind::KernelRewrote,
-            })
-        })
-        .collect()
-}
-
 /// The SMCCC calls the guest makes: the versions, the workaround discovery, and one call of each
 /// gated service, so that a service the model hides is seen as NOT_SUPPORTED from inside.
 fn guest_calls() -> Vec<SmcccCall> {
@@ -342,13 +470,118 @@ pub(super) fn finish_for(vcpus: u32) -> Finish {
     }
 }
 
+/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule: the
+/// identical value is allowed, a changed frozen register is refused (`EBUSY` class), on every
+/// kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
+pub(super) fn try_after_run(
+    vcpu: &VcpuHandle,
+    action: &AfterRun,
+) -> Result<AfterRunReport, String> {
+    let writes: Vec<(u64, u64, u64)> = match action {
+        AfterRun::SetField { field, value, .. } => {
+            let id = field.register().kvm_reg_id();
+            let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+            let wanted = field.field().with(held, *value);
+            vec![(id, wanted, held)]
+        }
+        AfterRun::RewriteIdentical { .. } => {
+            let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
+                Ok(Reply::RegList(ids)) => ids,
+                Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut writes = Vec::new();
+            for id in ids.into_iter().filter(|&id| is_model_register(id)) {
+                let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+                writes.push((id, held, held));
+            }
+            writes
+        }
+        AfterRun::Hide { .. } => return Err("action \"hide\" is for x86 VMs".into()),
+    };
+    let label = match action {
+        AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
+        _ => "rewrite identical".to_string(),
+    };
+    let changed = writes.iter().any(|&(id, wanted, held)| {
+        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
+    });
+    let expected = if changed {
+        LockVerdict::RefusedByLock
+    } else {
+        LockVerdict::Allowed
+    };
+    let mut outcome = LockVerdict::Allowed;
+    let mut message = None;
+    for (id, wanted, _) in writes {
+        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
+            Ok(_) => {}
+            Err(e) if e.is_lock_refusal() => {
+                outcome = LockVerdict::RefusedByLock;
+                // The refusal names the register and its fields itself.
+                message = Some(refusal_text(&e));
+                break;
+            }
+            Err(e) => {
+                outcome = LockVerdict::RefusedByKernel;
+                message = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(AfterRunReport {
+        vcpu: vcpu.id().0,
+        action: label,
+        expected,
+        outcome,
+        message,
+    })
+}
+
+// ---- pure CPU-model logic ------------------------------------------------------------------
+// Rules and data of the arm64 model, no I/O: they wait here until the model crate has a place
+// for them.
+
+// TODO(model): belongs in vcpu::model::arm64
+/// The lock's rule for a register, from the model's lock class.
+fn lock_rule(id: u64) -> OneRegLockRule {
+    match lock_class(id) {
+        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
+        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
+    }
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// Whether `id` is CPU-model state (read into the host view, held, and compared).
+fn is_model_register(id: u64) -> bool {
+    lock_class(id) != LockClass::NotCpuModel
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// Where what vCPU 0 holds differs from what the plan expected to read back.
+fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
+    plan.writes
+        .iter()
+        .filter_map(|write| {
+            let Verdict::Accepted { readback } = write.verdict else {
+                return None;
+            };
+            let now = *held.get(&write.reg_id)?;
+            (now != readback).then(|| Arm64Drift {
+                register: write.register.to_string(),
+                from: readback,
+                to: now,
+                kind: DriftKind::KernelRewrote,
+            })
+        })
+        .collect()
+}
+
+// TODO(model): belongs in vcpu::model::arm64
 /// Judge what the guest saw against what vCPU `held` holds: every ID register it read must be
 /// the held value (PFR0.GIC aside), PSCI_VERSION must be the held version, and each gated
 /// service must answer as its bitmap bit says.
-pub(super) fn judge_guest(
-    report: &Arm64GuestReport,
-    held: &BTreeMap<u64, u64>,
-) -> Arm64GuestSummary {
+fn judge_guest(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64GuestSummary {
     let mut mismatches = Vec::new();
     for seen in &report.id_regs {
         let Some(&expected) = held.get(&seen.id) else {
@@ -411,80 +644,13 @@ pub(super) fn judge_guest(
     }
 }
 
+// TODO(model): belongs in vcpu::model::arm64
 /// A digest of the model registers a vCPU holds (for `model` replies).
-pub(super) fn digest(held: &BTreeMap<u64, u64>) -> u32 {
+fn digest(held: &BTreeMap<u64, u64>) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     for (id, value) in held {
         hasher.update(&id.to_le_bytes());
         hasher.update(&value.to_le_bytes());
     }
     hasher.finalize()
-}
-
-/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule: the
-/// identical value is allowed, a changed frozen register is refused (`EBUSY` class), on every
-/// kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
-pub(super) fn try_after_run(
-    vcpu: &VcpuHandle,
-    action: &AfterRun,
-) -> Result<AfterRunReport, String> {
-    let writes: Vec<(u64, u64, u64)> = match action {
-        AfterRun::SetField { field, value, .. } => {
-            let id = field.register().kvm_reg_id();
-            let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
-            let wanted = field.field().with(held, *value);
-            vec![(id, wanted, held)]
-        }
-        AfterRun::RewriteIdentical { .. } => {
-            let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
-                Ok(Reply::RegList(ids)) => ids,
-                Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
-                Err(e) => return Err(e.to_string()),
-            };
-            let mut writes = Vec::new();
-            for id in ids.into_iter().filter(|&id| is_model_register(id)) {
-                let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
-                writes.push((id, held, held));
-            }
-            writes
-        }
-        AfterRun::Hide { .. } => return Err("action \"hide\" is for x86 VMs".into()),
-    };
-    let label = match action {
-        AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
-        _ => "rewrite identical".to_string(),
-    };
-    let changed = writes.iter().any(|&(id, wanted, held)| {
-        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
-    });
-    let expected = if changed {
-        LockVerdict::RefusedByLock
-    } else {
-        LockVerdict::Allowed
-    };
-    let mut outcome = LockVerdict::Allowed;
-    let mut message = None;
-    for (id, wanted, _) in writes {
-        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
-            Ok(_) => {}
-            Err(e) if e.is_lock_refusal() => {
-                outcome = LockVerdict::RefusedByLock;
-                // The refusal names the register and its fields itself.
-                message = Some(super::vm_loop::refusal_text(&e));
-                break;
-            }
-            Err(e) => {
-                outcome = LockVerdict::RefusedByKernel;
-                message = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    Ok(AfterRunReport {
-        vcpu: vcpu.id().0,
-        action: label,
-        expected,
-        outcome,
-        message,
-    })
 }
