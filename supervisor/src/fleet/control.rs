@@ -174,9 +174,7 @@ impl Fleet {
         Ok(match call {
             // `handle` carries it out itself (it reserves under the names' turns).
             ControlCall::Create { .. } => {
-                return Err(ControlError::Vm(
-                    "create is carried out by Fleet::handle".to_string(),
-                ));
+                return Err(ControlError::CreateOutsideHandle);
             }
             ControlCall::Start { vm } => status(vm, "start", self.start(vm).await?),
             ControlCall::StartPaused { vm } => status(

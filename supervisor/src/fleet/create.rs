@@ -5,6 +5,7 @@
 //! once and answered for one by one.
 
 use super::*;
+use error::VmError;
 
 /// Why [`Fleet::reserve`] did not reserve.
 pub(super) enum Refusal<'a> {
@@ -170,7 +171,7 @@ impl Fleet {
                     continue;
                 }
                 Ok(Err((why, _))) => why,
-                Err(_) => "its event loop ended".to_string(),
+                Err(_) => VmError::LoopEnded,
             };
             failure.get_or_insert(ControlError::CreateFailed { vm: name, why });
         }
@@ -209,10 +210,13 @@ impl Fleet {
         let (why, report) = match created.await {
             Ok(Ok((model, _status))) => return Ok(model),
             Ok(Err((why, report))) => (why, Some(*report)),
-            Err(_) => ("its event loop ended".to_string(), None),
+            Err(_) => (VmError::LoopEnded, None),
         };
         self.retire(name, report).await;
-        Err(ControlError::Vm(format!("{name}: {why}")))
+        Err(ControlError::NotCreated {
+            vm: name.to_string(),
+            source: why,
+        })
     }
 
     /// A VM that failed to come up: its loop has ended; keep its report.

@@ -29,7 +29,10 @@ mod vm_loop;
 use crate::report::{JobReport, VmReport, VmState};
 use crate::spec::{self, VmSpec};
 use create::Refusal;
-pub use error::{ControlError, FleetError, check_arch};
+pub use error::{
+    AfterRunError, ConfigureError, ControlError, CrossCheckError, FleetError, HostQueryError,
+    LinkError, ModelError, StartError, UnknownFeature, VmError, check_arch,
+};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use lifecycle::StartMode;
@@ -243,7 +246,10 @@ impl Fleet {
         let (tx, rx) = oneshot::channel();
         lock(&link)
             .send(command(tx))
-            .map_err(|why| ControlError::Vm(format!("{name}: {why}")))?;
+            .map_err(|source| ControlError::Link {
+                vm: name.to_string(),
+                source,
+            })?;
         Ok(rx)
     }
 
@@ -256,7 +262,9 @@ impl Fleet {
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(why))) => Err(why.into()),
-            Ok(Err(_)) => Err(ControlError::Vm(format!("{name}: its event loop ended"))),
+            Ok(Err(_)) => Err(ControlError::LoopEnded {
+                vm: name.to_string(),
+            }),
             Err(_) => Err(ControlError::Timeout {
                 vm: name.to_string(),
                 request: request.to_string(),
@@ -347,7 +355,7 @@ impl Fleet {
     ) -> Result<ModelView, ControlError> {
         let hide = hide
             .iter()
-            .map(|n| feature_name(n).map_err(ControlError::Spec))
+            .map(|n| feature_name(n).map_err(ControlError::UnknownFeature))
             .collect::<Result<Vec<_>, _>>()?;
         self.ask(name, "set-model", |answer| Command::SetModel {
             hide,
@@ -465,7 +473,9 @@ impl Fleet {
         let status = watch
             .wait_for(|s| s.lifecycle.is_exited())
             .await
-            .map_err(|_| ControlError::Vm(format!("{name}: its event loop ended")))?;
+            .map_err(|_| ControlError::LoopEnded {
+                vm: name.to_string(),
+            })?;
         Ok(status.clone())
     }
 
@@ -610,15 +620,13 @@ pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
 }
 
 /// A feature's catalog spelling, or why the name is not one.
-fn feature_name(name: &str) -> Result<String, String> {
+fn feature_name(name: &str) -> Result<String, UnknownFeature> {
     match vcpu::cpuid::features::by_name(name) {
         Some(feature) => Ok(feature.name.to_string()),
-        None => Err(format!(
-            "unknown CPU feature `{name}`{}; `vmfleet host` lists them",
-            vcpu::cpuid::features::suggest(name)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default()
-        )),
+        None => Err(UnknownFeature {
+            name: name.to_string(),
+            suggestion: vcpu::cpuid::features::suggest(name),
+        }),
     }
 }
 

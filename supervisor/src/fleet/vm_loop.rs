@@ -18,7 +18,7 @@
 //! the MMU notifier of every live VM, so a fleet that lets go of its objects one by one pays for
 //! the square of its size; the process's exit releases the notifiers once and then everything.
 
-use super::error::ModelError;
+use super::error::{AfterRunError, ConfigureError, LinkError, ModelError, StartError, VmError};
 use super::guest::{Guest, VcpuOutcome, VmParts};
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
 use crate::report::{RunEnd, VmReport, VmState};
@@ -96,7 +96,7 @@ struct VmLoop {
     threads: Vec<Option<JoinHandle<Option<VcpuOutcome>>>>,
     /// vCPU threads spawned ahead of `start`, waiting for their launch (or why they could not be
     /// spawned, which `start` reports).
-    ready: Result<Vec<ReadyThread>, String>,
+    ready: Result<Vec<ReadyThread>, StartError>,
     runs: Vec<VcpuRun>,
     lifecycle: Lifecycle,
     status: watch::Sender<VmStatus>,
@@ -119,7 +119,7 @@ struct VmLoop {
     failure: Option<String>,
     done: bool,
     /// Set by `init` when the loop could not register its eventfds.
-    broken: Option<String>,
+    broken: Option<VmError>,
 }
 
 impl MutEventSubscriber for VmLoop {
@@ -154,7 +154,10 @@ impl MutEventSubscriber for VmLoop {
             (&self.notice_fd, NOTICES, "notice"),
         ] {
             if let Err(e) = ops.add(Events::with_data(fd.as_ref(), data, EventSet::IN)) {
-                self.broken = Some(format!("cannot watch its {what} eventfd: {e}"));
+                self.broken = Some(VmError::Watch {
+                    what,
+                    source: Arc::new(e),
+                });
             }
         }
     }
@@ -177,13 +180,13 @@ impl VmLoop {
     }
 
     /// The loop cannot go on: fail every waiting request, stop and tear down the VM.
-    fn abandon(&mut self, why: String) {
+    fn abandon(&mut self, why: VmError) {
         tracing::error!(vm = self.name(), "{why}");
         self.control.request(RunDecision::Stop);
         self.join_all();
-        self.report.fail_if_ok(why.clone());
+        self.report.fail_if_ok(why.to_string());
         self.teardown();
-        self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
+        self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.to_string())));
         for answer in self
             .starting
             .drain(..)
@@ -211,17 +214,11 @@ impl VmLoop {
     // ---- configuration ------------------------------------------------------------------------
 
     /// Guest memory, every vCPU and its CPU model; nothing runs yet.
-    fn configure(&mut self) -> Result<(), String> {
+    fn configure(&mut self) -> Result<(), ConfigureError> {
         let (base, memory) = self.guest.memory(self.spec.memory_mib);
-        self.vm
-            .add_memory(0, base, memory)
-            .map_err(|e| e.to_string())?;
+        self.vm.add_memory(0, base, memory)?;
         for index in 0..self.spec.vcpus {
-            let vcpu = Arc::new(
-                self.vm
-                    .create_vcpu(VcpuId(index))
-                    .map_err(|e| e.to_string())?,
-            );
+            let vcpu = Arc::new(self.vm.create_vcpu(VcpuId(index))?);
             self.control.add_kick(vcpu.kicker());
             self.vcpus.push(vcpu);
             self.runs.push(VcpuRun::default());
@@ -311,7 +308,10 @@ impl VmLoop {
     /// create; else written at once when no vCPU runs, or by pausing, writing, resuming.
     fn set_model(&mut self, hide: Vec<String>, answer: Answer<ModelView, ModelError>) {
         if let Some(why) = self.guest.set_model_refused() {
-            let _ = answer.send(Err(format!("{}: {why}", self.name()).into()));
+            let _ = answer.send(Err(ModelError::Fixed {
+                vm: self.name().to_string(),
+                why,
+            }));
             return;
         }
         match &self.lifecycle {
@@ -335,15 +335,23 @@ impl VmLoop {
     /// Why a request cannot be carried out in `state`. A VM that has exited gets the same words
     /// whether it had exited before the request came or did while carrying it out (which of the
     /// two happened is a matter of timing, and replies must not depend on timing).
-    fn cannot(&self, what: &str, state: &Lifecycle) -> String {
+    fn cannot(&self, what: &'static str, state: &Lifecycle) -> VmError {
         match state {
             Lifecycle::Exited(reason) => self.has_ended(what, reason),
-            state => format!("cannot {what} {}: it is {state}", self.name()),
+            state => VmError::Cannot {
+                what,
+                vm: self.name().to_string(),
+                state: state.clone(),
+            },
         }
     }
 
-    fn has_ended(&self, what: &str, reason: &ExitReason) -> String {
-        format!("cannot {what} {}: it has ended ({reason})", self.name())
+    fn has_ended(&self, what: &'static str, reason: &ExitReason) -> VmError {
+        VmError::Ended {
+            what,
+            vm: self.name().to_string(),
+            reason: reason.clone(),
+        }
     }
 
     fn begin_stop(&mut self) {
@@ -376,19 +384,22 @@ impl VmLoop {
             self.control.preset(RunDecision::Pause);
         }
         if let Err(why) = self.launch() {
-            self.failure.get_or_insert(why.clone());
-            self.report.fail_if_ok(why.clone());
+            self.failure.get_or_insert(why.to_string());
+            self.report.fail_if_ok(why.to_string());
             self.control.request(RunDecision::Stop);
             self.join_all();
-            self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
-            let _ = answer.send(Err(format!("{}: {why}", self.name())));
+            self.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.to_string())));
+            let _ = answer.send(Err(VmError::Start {
+                vm: self.name().to_string(),
+                source: Box::new(why),
+            }));
             return;
         }
         self.set_lifecycle(Lifecycle::Starting);
         self.starting.push(answer);
     }
 
-    fn launch(&mut self) -> Result<(), String> {
+    fn launch(&mut self) -> Result<(), StartError> {
         let paused = self.start_mode == StartMode::Paused;
         let (guest, vm) = self.guest_and_parts();
         let launch = guest.load(vm, paused)?;
@@ -428,7 +439,7 @@ impl VmLoop {
     }
 
     /// Spawn vCPU `index`'s thread, waiting for its [`Launch`](crate::fleet::guest::Launch).
-    fn spawn_thread(&self, index: usize) -> Result<ReadyThread, String> {
+    fn spawn_thread(&self, index: usize) -> Result<ReadyThread, StartError> {
         let vcpu = &self.vcpus[index];
         spawn_vcpu(
             index,
@@ -439,7 +450,10 @@ impl VmLoop {
             Arc::clone(&self.notice_fd),
             format!("{}-{}", self.name(), vcpu.id()),
         )
-        .map_err(|e| format!("starting the thread of {}: {e}", vcpu.id()))
+        .map_err(|e| StartError::Thread {
+            vcpu: vcpu.id(),
+            source: Arc::new(e),
+        })
     }
 
     /// End the threads that were never launched (dropping their launch channel ends them).
@@ -606,7 +620,7 @@ impl VmLoop {
         };
         if reason == ExitReason::Halted {
             if let Err(why) = self.after_run() {
-                self.report.fail_if_ok(why);
+                self.report.fail_if_ok(why.to_string());
             }
         }
         if reason == ExitReason::Stopped && self.report.state == VmState::Completed {
@@ -645,7 +659,7 @@ impl VmLoop {
         }
     }
 
-    fn after_run(&mut self) -> Result<(), String> {
+    fn after_run(&mut self) -> Result<(), AfterRunError> {
         for action in self.spec.after_run.clone() {
             let targets: Vec<u32> = match action.vcpu() {
                 Some(v) => vec![v],

@@ -8,6 +8,7 @@
 //! trace recorded on real arm64 KVM, exactly as they ran there.
 
 use super::{VmParts, refusal_text};
+use crate::fleet::error::{AfterRunError, ConfigureError, CrossCheckError, StartError};
 use crate::fleet::lifecycle::VcpuModelView;
 use crate::report::Verdict as LockVerdict;
 use crate::report::{
@@ -27,8 +28,8 @@ use vcpu::guest::arm64::smccc::{self, SmcccCall};
 use vcpu::guest::arm64::{self as guest, Finish};
 use vcpu::runner::{self, RunLimits, RunOutcome, VcpuNotice};
 use vcpu::{
-    Errno, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall, VcpuHandle, VcpuId, VmCall,
-    VmHandle, VmId,
+    Errno, HandleError, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall, VcpuHandle,
+    VcpuId, VmCall, VmHandle, VmId,
 };
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
@@ -59,12 +60,12 @@ pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the 
 /// One arm64 VM's guest: its model state, once configured.
 #[derive(Default)]
 pub(in crate::fleet) struct Arm64Guest {
-    configured: Option<Arm64Vm>,
+    configured: Option<Box<Arm64Vm>>,
 }
 
 impl Arm64Guest {
     /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
-    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), String> {
+    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
         let spec = vm.spec.arm64.clone().unwrap_or_default();
         let ranges = vm.supported.mask_ranges()?;
         let cross_check = vm.spec.cross_check.then(|| CrossCheck {
@@ -76,7 +77,7 @@ impl Arm64Guest {
             .map(|index| super::unstarted_vcpu(index as u32))
             .collect();
         vm.report.arm64 = Some(configured.report.clone());
-        self.configured = Some(configured);
+        self.configured = Some(Box::new(configured));
         Ok(())
     }
 
@@ -86,11 +87,8 @@ impl Arm64Guest {
         &self,
         vm: VmParts<'_>,
         pause_at_first_exit: bool,
-    ) -> Result<Launch, String> {
-        let arm64 = self
-            .configured
-            .as_ref()
-            .ok_or_else(|| "the arm64 model was not configured".to_string())?;
+    ) -> Result<Launch, StartError> {
+        let arm64 = self.configured.as_ref().ok_or(StartError::NotConfigured)?;
         let finish = finish_for(vm.spec.vcpus);
         let program = guest::Arm64GuestProgram {
             id_regs: &arm64.id_regs,
@@ -100,10 +98,9 @@ impl Arm64Guest {
         };
         vm.vm
             .with_memory(|mem| guest::load(mem, &program))
-            .map_err(|e| format!("loading the guest: {e}"))?;
+            .map_err(|e| StartError::Load(Arc::new(e)))?;
         for vcpu in vm.vcpus {
-            vcpu.set_boot_state(guest::ENTRY)
-                .map_err(|e| e.to_string())?;
+            vcpu.set_boot_state(guest::ENTRY)?;
         }
         // Every pass is one tag and one value per register, a tag and four values per call,
         // and two pass markers; plus the final exit and room for kicks.
@@ -218,33 +215,28 @@ fn configure(
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
     cross_check: Option<CrossCheck<'_>>,
-) -> Result<Arm64Vm, String> {
+) -> Result<Arm64Vm, ConfigureError> {
     let target = match vm.call(VmCall::ArmPreferredTarget) {
         Ok(Reply::VcpuInit { target, .. }) => target,
-        Ok(other) => return Err(format!("ARM_PREFERRED_TARGET: unexpected reply {other}")),
-        Err(e) => return Err(e.to_string()),
+        Ok(other) => return Err(unexpected("ARM_PREFERRED_TARGET", &other)),
+        Err(e) => return Err(e.into()),
     };
     let mut features = [0u32; 7];
     features[0] = spec.features.bits();
     for vcpu in vcpus {
-        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
-            .map_err(|e| e.to_string())?;
+        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })?;
         if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
         }
         if spec.features.contains(vcpu::arm64::VcpuFeature::PmuV3) {
-            vcpu.plain_call(VcpuCall::ArmPmuV3Init)
-                .map_err(|e| e.to_string())?;
+            vcpu.plain_call(VcpuCall::ArmPmuV3Init)?;
         }
     }
-    let first = vcpus
-        .first()
-        .ok_or_else(|| "an arm64 VM needs at least one vCPU".to_string())?;
+    let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
     let host = read_host_view(mask_ranges, vm, first)?;
-    let plan = vcpu::arm64::plan(spec, &host).map_err(|e| format!("arm64 model: {e}"))?;
+    let plan = vcpu::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
 
     let mut writes = Vec::new();
     for write in &plan.writes {
@@ -294,8 +286,12 @@ fn configure(
     let mut unknown = Vec::new();
     for decision in &plan.unknown_registers {
         if decision.action == vcpu::arm64::model::plan::UnknownRegisterAction::WriteZero {
-            write_all(vcpus, decision.reg_id, 0)
-                .map_err(|e| format!("clearing unknown register {}: {e}", decision.register))?;
+            write_all(vcpus, decision.reg_id, 0).map_err(|source| {
+                ConfigureError::ClearUnknown {
+                    register: decision.register.to_string(),
+                    source,
+                }
+            })?;
         }
         unknown.push(decision.to_string());
     }
@@ -304,7 +300,7 @@ fn configure(
     for vcpu in vcpus {
         let mut values = BTreeMap::new();
         for &id in host.values.keys() {
-            values.insert(id, vcpu.get_one_reg(id).map_err(|e| e.to_string())?);
+            values.insert(id, vcpu.get_one_reg(id)?);
         }
         held.push(values);
     }
@@ -348,37 +344,35 @@ fn scratch_verdicts(
     features: [u32; 7],
     spec: &Arm64ModelSpec,
     refused: &[(usize, u64, u64, Errno)],
-) -> Result<Vec<(String, bool)>, String> {
+) -> Result<Vec<(String, bool)>, CrossCheckError> {
     let id = VmId(cross.vm.0 | SCRATCH_VM_ID_BIT);
     let scratch_name = format!("{name}-cross-check");
     let scratch = VmHandle::new(
         cross
             .hv
             .create_vm(id, &scratch_name)
-            .map_err(|e| format!("cross-check: creating the scratch VM: {e}"))?,
+            .map_err(CrossCheckError::CreateVm)?,
         scratch_name,
     );
     let result = (|| {
         let vcpu = scratch
             .create_vcpu(VcpuId(0))
-            .map_err(|e| format!("cross-check: {e}"))?;
+            .map_err(CrossCheckError::Call)?;
         vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
-            .map_err(|e| format!("cross-check: {e}"))?;
+            .map_err(CrossCheckError::Call)?;
         if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
             })
-            .map_err(|e| format!("cross-check: {e}"))?;
+            .map_err(CrossCheckError::Call)?;
         }
         let mut verdicts = Vec::with_capacity(refused.len());
         for &(_, reg, value, errno) in refused {
-            let before = vcpu
-                .get_one_reg(reg)
-                .map_err(|e| format!("cross-check: {e}"))?;
+            let before = vcpu.get_one_reg(reg).map_err(CrossCheckError::Call)?;
             let verdict = match vcpu.set_one_reg(reg, value, lock_rule(reg)) {
                 Ok(_) => {
                     vcpu.set_one_reg(reg, before, lock_rule(reg))
-                        .map_err(|e| format!("cross-check: undoing: {e}"))?;
+                        .map_err(CrossCheckError::Undo)?;
                     ("the kernel accepted it".to_string(), false)
                 }
                 Err(e) => match e.errno() {
@@ -386,62 +380,71 @@ fn scratch_verdicts(
                         format!("the kernel refused it too ({kernel})"),
                         kernel == errno,
                     ),
-                    None => return Err(format!("cross-check: {e}")),
+                    None => return Err(CrossCheckError::Call(e)),
                 },
             };
             verdicts.push(verdict);
         }
         vcpu.plain_call(VcpuCall::Destroy)
-            .map_err(|e| format!("cross-check: {e}"))?;
+            .map_err(CrossCheckError::Call)?;
         Ok(verdicts)
     })();
     scratch
         .call(VmCall::Destroy)
-        .map_err(|e| format!("cross-check: closing the scratch VM: {e}"))?;
+        .map_err(CrossCheckError::Close)?;
     result
 }
 
 /// Write `value` to register `id` of every vCPU, through the lock.
-fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), String> {
+fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), HandleError> {
     for vcpu in vcpus {
-        vcpu.set_one_reg(id, value, lock_rule(id))
-            .map_err(|e| e.to_string())?;
+        vcpu.set_one_reg(id, value, lock_rule(id))?;
     }
     Ok(())
 }
 
 /// The register list, every model register's untouched value, and the writable masks.
-fn read_host_view(ranges: u64, vm: &VmHandle, vcpu: &VcpuHandle) -> Result<HostView, String> {
+fn read_host_view(
+    ranges: u64,
+    vm: &VmHandle,
+    vcpu: &VcpuHandle,
+) -> Result<HostView, ConfigureError> {
     let register_ids = match vcpu.plain_call(VcpuCall::GetRegList) {
         Ok(Reply::RegList(ids)) => ids,
-        Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
-        Err(e) => return Err(e.to_string()),
+        Ok(other) => return Err(unexpected("GET_REG_LIST", &other)),
+        Err(e) => return Err(e.into()),
     };
     let mut values = BTreeMap::new();
     for &id in register_ids.iter().filter(|&&id| is_model_register(id)) {
-        values.insert(id, vcpu.get_one_reg(id).map_err(|e| e.to_string())?);
+        values.insert(id, vcpu.get_one_reg(id)?);
     }
     let reported = if ranges != 0 {
         match vm.call(VmCall::ArmGetRegWritableMasks) {
             Ok(Reply::Masks(masks)) => Some(masks),
             Ok(other) => {
-                return Err(format!(
-                    "ARM_GET_REG_WRITABLE_MASKS: unexpected reply {other}"
-                ));
+                return Err(unexpected("ARM_GET_REG_WRITABLE_MASKS", &other));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     } else {
         None
     };
-    let masks = WritableMasks::for_kernel(ranges, reported.as_deref())
-        .map_err(|e| format!("the writable masks: {e}"))?;
+    let masks =
+        WritableMasks::for_kernel(ranges, reported.as_deref()).map_err(ConfigureError::Masks)?;
     Ok(HostView {
         register_ids,
         values,
         masks,
         writable_imp_id_regs: false,
     })
+}
+
+/// A reply that is not the one `call` answers with.
+fn unexpected(call: &'static str, reply: &Reply) -> ConfigureError {
+    ConfigureError::UnexpectedReply {
+        call,
+        reply: reply.to_string(),
+    }
 }
 
 /// The SMCCC calls the guest makes: the versions, the workaround discovery, and one call of each
@@ -476,28 +479,38 @@ pub(super) fn finish_for(vcpus: u32) -> Finish {
 pub(super) fn try_after_run(
     vcpu: &VcpuHandle,
     action: &AfterRun,
-) -> Result<AfterRunReport, String> {
+) -> Result<AfterRunReport, AfterRunError> {
     let writes: Vec<(u64, u64, u64)> = match action {
         AfterRun::SetField { field, value, .. } => {
             let id = field.register().kvm_reg_id();
-            let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+            let held = vcpu.get_one_reg(id)?;
             let wanted = field.field().with(held, *value);
             vec![(id, wanted, held)]
         }
         AfterRun::RewriteIdentical { .. } => {
             let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
                 Ok(Reply::RegList(ids)) => ids,
-                Ok(other) => return Err(format!("GET_REG_LIST: unexpected reply {other}")),
-                Err(e) => return Err(e.to_string()),
+                Ok(other) => {
+                    return Err(AfterRunError::UnexpectedReply {
+                        call: "GET_REG_LIST",
+                        reply: other.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
             };
             let mut writes = Vec::new();
             for id in ids.into_iter().filter(|&id| is_model_register(id)) {
-                let held = vcpu.get_one_reg(id).map_err(|e| e.to_string())?;
+                let held = vcpu.get_one_reg(id)?;
                 writes.push((id, held, held));
             }
             writes
         }
-        AfterRun::Hide { .. } => return Err("action \"hide\" is for x86 VMs".into()),
+        AfterRun::Hide { .. } => {
+            return Err(AfterRunError::OtherArch {
+                action: "hide",
+                arch: "x86",
+            });
+        }
     };
     let label = match action {
         AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),

@@ -15,7 +15,7 @@
 mod arm64;
 mod x86;
 
-use super::error::ModelError;
+use super::error::{AfterRunError, ConfigureError, ModelError, StartError};
 use super::lifecycle::VcpuModelView;
 use super::supported::HostQueries;
 use crate::report::{AfterRunReport, VcpuReport, VmReport};
@@ -63,7 +63,7 @@ impl Guest {
 
     /// Configure the CPU model of the VM's vCPUs (all created, none run): plan and judge it,
     /// write it through the lock, read it back into the report.
-    pub fn configure(&mut self, vm: VmParts<'_>) -> Result<(), String> {
+    pub fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
         match self {
             Guest::X86(guest) => guest.configure(vm),
             Guest::Arm64(guest) => guest.configure(vm),
@@ -72,7 +72,11 @@ impl Guest {
 
     /// Load the guest program into memory and place every vCPU at its entry; what each vCPU
     /// thread is launched with.
-    pub fn load(&mut self, vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch, String> {
+    pub fn load(
+        &mut self,
+        vm: VmParts<'_>,
+        pause_at_first_exit: bool,
+    ) -> Result<Launch, StartError> {
         match self {
             Guest::X86(_) => x86::load(vm, pause_at_first_exit).map(Launch::X86),
             Guest::Arm64(guest) => guest.load(vm, pause_at_first_exit).map(Launch::Arm64),
@@ -105,15 +109,14 @@ impl Guest {
         &self,
         vcpu: &VcpuHandle,
         action: &AfterRun,
-    ) -> Result<AfterRunReport, String> {
+    ) -> Result<AfterRunReport, AfterRunError> {
         match self {
             Guest::X86(_) => x86::try_after_run(vcpu, action),
             Guest::Arm64(_) => arm64::try_after_run(vcpu, action),
         }
     }
 
-    /// Why this guest's model cannot be changed after create, if it cannot (the reply names the
-    /// VM in front of it).
+    /// Why this guest's model cannot be changed after create, if it cannot.
     pub fn set_model_refused(&self) -> Option<&'static str> {
         match self {
             Guest::X86(_) => None,
@@ -124,9 +127,27 @@ impl Guest {
     /// Write the model that hides `hide` to every vCPU (their threads are parked, ended or not
     /// started), through the lock, and refresh the report.
     pub fn write_model(&mut self, vm: VmParts<'_>, hide: &[String]) -> Result<(), ModelError> {
+        let name = vm.spec.name.clone();
         match self {
-            Guest::X86(guest) => guest.apply_model(vm, hide, true),
-            Guest::Arm64(_) => Err(ModelError::Other(arm64::SET_MODEL_REFUSED.to_string())),
+            Guest::X86(guest) => guest.apply_model(vm, hide, true).map_err(|e| match e {
+                ConfigureError::Refused {
+                    vm,
+                    shown,
+                    recorded,
+                } => ModelError::Refused {
+                    vm,
+                    shown,
+                    recorded,
+                },
+                source => ModelError::Write {
+                    vm: name,
+                    source: Box::new(source),
+                },
+            }),
+            Guest::Arm64(_) => Err(ModelError::Fixed {
+                vm: name,
+                why: arm64::SET_MODEL_REFUSED,
+            }),
         }
     }
 

@@ -5,12 +5,13 @@
 //! per-vCPU view `model` answers.
 
 use super::{VmParts, refusal_text};
-use crate::fleet::error::ModelError;
+use crate::fleet::error::{AfterRunError, ConfigureError, StartError};
 use crate::fleet::lifecycle::VcpuModelView;
 use crate::report::{
     AfterRunReport, GuestSummary, ModelDrift, RunEnd, VcpuReport, Verdict, VmReport,
 };
 use crate::spec::AfterRun;
+use std::sync::Arc;
 use vcpu::cpuid::model::X86CpuModel;
 use vcpu::cpuid::{CpuidTable, drift, features};
 use vcpu::guest::x86 as guest;
@@ -31,12 +32,9 @@ pub(in crate::fleet) struct X86Guest {
 
 impl X86Guest {
     /// The spec's model, written to every vCPU. A lock refusal fails with its recorded words.
-    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), String> {
+    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
         let hide = vm.spec.cpu.hide.clone();
-        self.apply_model(vm, &hide, false).map_err(|e| match e {
-            ModelError::Refused { recorded, .. } => recorded,
-            ModelError::Other(message) => message,
-        })
+        self.apply_model(vm, &hide, false)
     }
 
     /// Write the model that hides `hide` to every vCPU, through the lock, and refresh the report.
@@ -48,7 +46,7 @@ impl X86Guest {
         vm: VmParts<'_>,
         hide: &[String],
         identical_if_unchanged: bool,
-    ) -> Result<(), ModelError> {
+    ) -> Result<(), ConfigureError> {
         let unchanged = identical_if_unchanged && hide == vm.spec.cpu.hide.as_slice();
         let supported = vm.supported.supported_cpuid()?;
         let model = X86CpuModel {
@@ -59,18 +57,22 @@ impl X86Guest {
         for (index, vcpu) in vm.vcpus.iter().enumerate() {
             let requested = model
                 .build(&supported, index as u32, vm.spec.vcpus)
-                .map_err(|e| format!("{}/{}: CPU model: {e}", vm.vm.id(), vcpu.id()))?;
+                .map_err(|source| ConfigureError::CpuModel {
+                    vm: vm.vm.id(),
+                    vcpu: vcpu.id(),
+                    source,
+                })?;
             let table = match (unchanged, vm.report.vcpus.get(index)) {
                 (true, Some(current)) => current.held.clone(),
                 _ => requested.table.clone(),
             };
             let write = vcpu.set_cpuid(&table).map_err(|e| match &e.source {
-                vcpu::CallError::Refused(refusal) => ModelError::Refused {
+                vcpu::CallError::Refused(refusal) => ConfigureError::Refused {
                     vm: vm.spec.name.clone(),
                     shown: refusal.to_string(),
                     recorded: refusal.recorded(),
                 },
-                _ => ModelError::Other(refusal_text(&e)),
+                _ => ConfigureError::Call(e),
             })?;
             let hidden = requested.hidden.clone();
             let previous = vm.report.vcpus.get(index);
@@ -142,7 +144,7 @@ impl Launch {
 }
 
 /// Load the x86 probe guest with vCPU 0's table, place every vCPU at its entry.
-pub(super) fn load(vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch, String> {
+pub(super) fn load(vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch, StartError> {
     let points = vm
         .report
         .vcpus
@@ -157,10 +159,9 @@ pub(super) fn load(vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch,
     };
     vm.vm
         .with_memory(|mem| guest::load_with(mem, &program))
-        .map_err(|e| format!("loading the guest: {e}"))?;
+        .map_err(|e| StartError::Load(Arc::new(e)))?;
     for vcpu in vm.vcpus {
-        vcpu.set_boot_state(guest::ENTRY)
-            .map_err(|e| e.to_string())?;
+        vcpu.set_boot_state(guest::ENTRY)?;
     }
     // A finite guest gets a budget a little above what its passes need; a guest that repeats
     // forever runs until it is stopped.
@@ -193,11 +194,14 @@ pub(super) fn judge(outcome: &ProbeOutcome, saw_nothing: bool, report: &mut Vcpu
 pub(super) fn try_after_run(
     vcpu: &VcpuHandle,
     action: &AfterRun,
-) -> Result<AfterRunReport, String> {
-    let held = vcpu.get_cpuid().map_err(|e| e.to_string())?;
+) -> Result<AfterRunReport, AfterRunError> {
+    let held = vcpu.get_cpuid()?;
     let (label, table) = match action {
         AfterRun::SetField { .. } => {
-            return Err("action \"set\" is for arm64 VMs".into());
+            return Err(AfterRunError::OtherArch {
+                action: "set",
+                arch: "arm64",
+            });
         }
         AfterRun::RewriteIdentical { .. } => ("rewrite identical".to_string(), held.clone()),
         AfterRun::Hide {

@@ -5,8 +5,9 @@
 
 use super::*;
 
-/// A reply to the control plane: the result, or an error message that names the VM.
-pub(in crate::fleet) type Answer<T, E = String> = oneshot::Sender<Result<T, E>>;
+/// A reply to the control plane: the result, or why not (naming the VM where the request needs
+/// it).
+pub(in crate::fleet) type Answer<T, E = VmError> = oneshot::Sender<Result<T, E>>;
 
 /// What the control plane asks of a VM.
 pub(in crate::fleet) enum Command {
@@ -52,13 +53,11 @@ pub(in crate::fleet) struct VmLink {
 
 impl VmLink {
     /// Send a command and wake the loop. Fails only if the loop is gone.
-    pub(in crate::fleet) fn send(&self, command: Command) -> Result<(), String> {
+    pub(in crate::fleet) fn send(&self, command: Command) -> Result<(), LinkError> {
         self.commands
             .send(command)
-            .map_err(|_| "its event loop has ended".to_string())?;
-        self.wake
-            .write(1)
-            .map_err(|e| format!("cannot wake its event loop: {e}"))
+            .map_err(|_| LinkError::LoopEnded)?;
+        self.wake.write(1).map_err(|e| LinkError::Wake(Arc::new(e)))
     }
 
     /// Want every vCPU of the VM stopped and kick them now, ahead of the `Stop` or `Remove`

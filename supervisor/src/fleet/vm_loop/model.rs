@@ -25,11 +25,8 @@ impl VmLoop {
     /// started) and describe the result.
     pub(super) fn write_model(&mut self, hide: &[String]) -> Result<ModelView, ModelError> {
         let (guest, vm) = self.guest_and_parts();
-        match guest.write_model(vm, hide) {
-            Ok(()) => Ok(self.model_view()),
-            Err(ModelError::Other(e)) => Err(ModelError::Other(format!("{}: {e}", self.name()))),
-            Err(refused) => Err(refused),
-        }
+        guest.write_model(vm, hide)?;
+        Ok(self.model_view())
     }
 
     /// Work out what configuring left for later (see [`Guest::finish_drift`]).

@@ -7,7 +7,7 @@ use super::*;
 use vcpu::VmId;
 
 /// How creating a VM went: its model, or why it failed with its report (the VM is torn down).
-pub(in crate::fleet) type CreateResult = Result<(ModelView, VmStatus), (String, Box<VmReport>)>;
+pub(in crate::fleet) type CreateResult = Result<(ModelView, VmStatus), (VmError, Box<VmReport>)>;
 
 /// What a VM loop needs to create its VM.
 pub(in crate::fleet) struct VmSetup {
@@ -27,16 +27,16 @@ pub(in crate::fleet) struct VmSetup {
 pub(in crate::fleet) fn spawn(
     setup: VmSetup,
     created: oneshot::Sender<CreateResult>,
-) -> Result<VmLink, (String, VmReport)> {
+) -> Result<VmLink, (VmError, VmReport)> {
     let report = VmReport::new(setup.id, &setup.spec);
-    let fail = |why: String| {
+    let fail = |why: VmError| {
         let mut report = report.clone();
-        report.state = VmState::Failed(why.clone());
+        report.state = VmState::Failed(why.to_string());
         (why, report)
     };
     let wake = EventFd::new(EFD_NONBLOCK)
         .map(Arc::new)
-        .map_err(|e| fail(format!("cannot create its command eventfd: {e}")))?;
+        .map_err(|e| fail(VmError::CommandEventfd(Arc::new(e))))?;
     let (commands_tx, commands) = mpsc::channel();
     let (status_tx, status) = watch::channel(VmStatus::new(Lifecycle::Creating));
     let name = setup.spec.name.clone();
@@ -55,7 +55,7 @@ pub(in crate::fleet) fn spawn(
                 )
             }
         })
-        .map_err(|e| fail(format!("cannot start its event loop thread: {e}")))?;
+        .map_err(|e| fail(VmError::LoopThread(Arc::new(e))))?;
     Ok(VmLink {
         commands: commands_tx,
         wake,
@@ -84,24 +84,24 @@ fn vm_thread(
     created: oneshot::Sender<CreateResult>,
 ) {
     let mut report = VmReport::new(setup.id, &setup.spec);
-    let mut fail = |why: String| {
-        report.state = VmState::Failed(why.clone());
+    let mut fail = |why: VmError| {
+        report.state = VmState::Failed(why.to_string());
         status.send_replace(VmStatus::new(Lifecycle::Exited(ExitReason::Failed(
-            why.clone(),
+            why.to_string(),
         ))));
         (why, Box::new(report.clone()))
     };
     let notices = match EventFd::new(EFD_NONBLOCK) {
         Ok(fd) => Arc::new(fd),
         Err(e) => {
-            let _ = created.send(Err(fail(format!("cannot create its notice eventfd: {e}"))));
+            let _ = created.send(Err(fail(VmError::NoticeEventfd(Arc::new(e)))));
             return;
         }
     };
     let vm = match setup.hv.create_vm(setup.id, &setup.spec.name) {
         Ok(vm) => VmHandle::new(vm, setup.spec.name.clone()),
         Err(e) => {
-            let _ = created.send(Err(fail(format!("CREATE_VM: {e}"))));
+            let _ = created.send(Err(fail(VmError::CreateVm(e))));
             return;
         }
     };
@@ -139,10 +139,10 @@ fn vm_thread(
         broken: None,
     };
     if let Err(why) = this.configure() {
-        this.report.state = VmState::Failed(why.clone());
+        this.report.state = VmState::Failed(why.to_string());
         this.teardown();
-        this.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.clone())));
-        let _ = created.send(Err((why, Box::new(this.report.clone()))));
+        this.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.to_string())));
+        let _ = created.send(Err((why.into(), Box::new(this.report.clone()))));
         return;
     }
     this.set_lifecycle(Lifecycle::Created);
@@ -174,7 +174,7 @@ fn vm_thread(
         Err(e) => {
             shared
                 .borrow_mut()
-                .abandon(format!("cannot create its event manager: {e}"));
+                .abandon(VmError::EventManager(Arc::new(e)));
             return;
         }
     };
@@ -185,9 +185,7 @@ fn vm_thread(
     }
     while !shared.borrow().done {
         if let Err(e) = manager.run() {
-            shared
-                .borrow_mut()
-                .abandon(format!("its event loop failed: {e}"));
+            shared.borrow_mut().abandon(VmError::EventLoop(Arc::new(e)));
             return;
         }
     }
