@@ -17,6 +17,12 @@
 //! threads' recorded decisions this is what makes a fleet's trace replay to the same transcript:
 //! every answer depends only on recorded things (a pause is answered when the VM has paused *or
 //! ended*, never "not yet").
+//!
+//! The parts: this file is the control plane's state and its lifecycle requests; `create.rs`
+//! brings VMs up (all of a request or none), `control.rs` is [`Fleet::handle`] (turns, the gate,
+//! the record), `vm_loop` is one VM's event loop, `guest/` the one place that knows x86 from
+//! arm64, `supported.rs` what the host is asked once per fleet, `lifecycle.rs` the states and
+//! views handed out, and `error.rs` every error of the fleet.
 
 mod control;
 mod create;

@@ -17,6 +17,13 @@
 //! its guest memory. Every `munmap` in the process (a thread's stack, a VM's guest memory) calls
 //! the MMU notifier of every live VM, so a fleet that lets go of its objects one by one pays for
 //! the square of its size; the process's exit releases the notifiers once and then everything.
+//!
+//! Nothing here depends on the guests' architecture: what does (memory layout, CPU model, guest
+//! program, what a vCPU thread runs, judging what it saw, after-run writes) is asked of
+//! [`Guest`], the fleet's one guest-architecture seam (`fleet/guest/`). Around the loop: its
+//! setup, run once before there are events (`setup.rs`), the control plane's end of it
+//! (`link.rs`), the vCPU threads (`vcpu_thread.rs`) and the CPU model as the loop asks for it
+//! (`model.rs`).
 
 use super::error::{AfterRunError, ConfigureError, LinkError, ModelError, StartError, VmError};
 use super::guest::{Guest, VcpuOutcome, VmParts};
