@@ -62,7 +62,7 @@ pub enum ControlError {
     /// The VM did not come up.
     #[error("{vm}: {source}")]
     NotCreated { vm: String, source: VmError },
-    /// `create` reached [`super::Fleet::carry_out`], which only `Fleet::handle` may bypass.
+    /// `create` reached `Fleet::carry_out`: only `Fleet::handle` carries it out (under its turns).
     #[error("create is carried out by Fleet::handle")]
     CreateOutsideHandle,
     /// The pre-run lock refused a CPU-model change: `shown` is for people (the refusal's short
@@ -91,18 +91,6 @@ pub enum ControlError {
     /// A VM of a `create` request failed to come up; the request's other VMs were torn down.
     #[error("{vm} failed to come up, so nothing of this request was kept: {why}")]
     CreateFailed { vm: String, why: VmError },
-}
-
-/// A fleet spec for `spec` guests can run on a backend for `backend` guests only if they agree.
-pub fn check_arch(spec: GuestArch, backend: GuestArch) -> Result<(), FleetError> {
-    if spec == backend {
-        return Ok(());
-    }
-    Err(FleetError::ArchMismatch {
-        spec,
-        backend,
-        hint: super::guest::mismatch_hint(spec),
-    })
 }
 
 /// A CPU feature name that is not in the catalog, with the nearest one that is.

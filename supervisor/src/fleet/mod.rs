@@ -37,10 +37,11 @@ use crate::spec::{self, VmSpec};
 use create::Refusal;
 pub use error::{
     AfterRunError, ConfigureError, ControlError, CrossCheckError, FleetError, HostQueryError,
-    LinkError, ModelError, StartError, UnknownFeature, VmError, check_arch,
+    LinkError, ModelError, StartError, UnknownFeature, VmError,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use guest::check_arch;
 pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
 use recorder::Recorder;

@@ -38,12 +38,12 @@ const KVM_ARM_VCPU_SVE: i32 = 4;
 /// The arm64 state of one configured VM.
 struct Arm64Vm {
     /// The model registers each vCPU holds after configuration, by id.
-    pub held: Vec<BTreeMap<u64, u64>>,
+    held: Vec<BTreeMap<u64, u64>>,
     /// What the guest reads with `MRS`, in order.
-    pub id_regs: Vec<SysReg>,
+    id_regs: Vec<SysReg>,
     /// What the guest calls with `HVC`, in order.
-    pub calls: Vec<SmcccCall>,
-    pub report: Arm64VmReport,
+    calls: Vec<SmcccCall>,
+    report: Arm64VmReport,
 }
 
 /// Where guest memory starts, and the least there is of it.

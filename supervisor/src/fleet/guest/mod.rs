@@ -15,7 +15,7 @@
 mod arm64;
 mod x86;
 
-use super::error::{AfterRunError, ConfigureError, ModelError, StartError};
+use super::error::{AfterRunError, ConfigureError, FleetError, ModelError, StartError};
 use super::lifecycle::VcpuModelView;
 use super::supported::HostQueries;
 use crate::report::{AfterRunReport, VcpuReport, VmReport};
@@ -180,13 +180,20 @@ pub(super) fn prefetch(arch: GuestArch, host: &HostQueries) {
     };
 }
 
-/// What a fleet spec for `spec` guests cannot run on a backend for other guests says after its
-/// first sentence: how to run it anyway.
-pub(super) fn mismatch_hint(spec: GuestArch) -> &'static str {
-    match spec {
-        GuestArch::Aarch64 => arm64::MISMATCH_HINT,
-        GuestArch::X86_64 => "",
+/// A fleet spec for `spec` guests can run on a backend for `backend` guests only if they agree;
+/// if not, the error says how to run it anyway.
+pub fn check_arch(spec: GuestArch, backend: GuestArch) -> Result<(), FleetError> {
+    if spec == backend {
+        return Ok(());
     }
+    Err(FleetError::ArchMismatch {
+        spec,
+        backend,
+        hint: match spec {
+            GuestArch::Aarch64 => arm64::MISMATCH_HINT,
+            GuestArch::X86_64 => "",
+        },
+    })
 }
 
 /// What a vCPU thread is launched with at `start`: the guest program it runs.
