@@ -17,7 +17,6 @@ use crate::spec::FleetSpec;
 use protocol::Request;
 use std::sync::Arc;
 use vcpu::Hypervisor;
-use vcpu::guest::x86 as guest;
 
 pub use crate::fleet::FleetError as JobError;
 
@@ -90,37 +89,4 @@ pub async fn run_on(
         }
     }
     fleet.shutdown().await
-}
-
-/// The exits a guest running `program` needs, with room to spare for kicks: every pass is
-/// `PASS_BEGIN`, six `OUT`s per point and `PASS_END`, and one final exit (`HLT` or the fault).
-/// `None` (no budget) for a guest that repeats forever and never faults.
-pub fn exit_budget(program: &guest::GuestProgram<'_>) -> Option<u64> {
-    let per_pass = 6 * program.points.len() as u64 + 2;
-    program
-        .passes()
-        .map(|passes| u64::from(passes) * per_pass + 16)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_budget_covers_the_passes_the_guest_runs() {
-        let points = [(0, 0), (1, 0)];
-        let program = |repeats, fault_after| guest::GuestProgram {
-            points: &points,
-            repeats,
-            fault_after,
-        };
-        // 2 points: 14 exits a pass, plus room for the final exit and kicks.
-        assert_eq!(exit_budget(&program(1, 0)), Some(14 + 16));
-        assert_eq!(exit_budget(&program(3, 0)), Some(3 * 14 + 16));
-        // A fault bounds a guest that would otherwise repeat forever, or cuts it short.
-        assert_eq!(exit_budget(&program(0, 2)), Some(2 * 14 + 16));
-        assert_eq!(exit_budget(&program(5, 2)), Some(2 * 14 + 16));
-        // Forever without a fault: no budget.
-        assert_eq!(exit_budget(&program(0, 0)), None);
-    }
 }

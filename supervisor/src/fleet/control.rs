@@ -236,9 +236,7 @@ impl Fleet {
             Request::List => ControlValue::Listed(self.list()),
             // `handle` carries it out itself (it reserves under the names' turns).
             Request::Create { .. } => {
-                return Err(ControlError::Vm(
-                    "create is carried out by Fleet::handle".to_string(),
-                ));
+                return Err(ControlError::CreateOutsideHandle);
             }
             Request::Start { vm, paused: false } => status(vm, op, self.start(vm).await?),
             Request::Start { vm, paused: true } => status(

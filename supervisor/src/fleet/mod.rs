@@ -17,9 +17,17 @@
 //! threads' recorded decisions this is what makes a fleet's trace replay to the same transcript:
 //! every answer depends only on recorded things (a pause is answered when the VM has paused *or
 //! ended*, never "not yet").
+//!
+//! The parts: this file is the control plane's state and its lifecycle requests; `create.rs`
+//! brings VMs up (all of a request or none), `control.rs` is [`Fleet::handle`] (turns, the gate,
+//! the record), `vm_loop` is one VM's event loop, `guest/` the one place that knows x86 from
+//! arm64, `supported.rs` what the host is asked once per fleet, `lifecycle.rs` the states and
+//! views handed out, and `error.rs` every error of the fleet.
 
-mod arm64;
 mod control;
+mod create;
+mod error;
+mod guest;
 pub mod lifecycle;
 mod supported;
 mod vm_loop;
@@ -27,8 +35,14 @@ mod vm_loop;
 use crate::report::{JobReport, VmReport, VmState};
 use crate::spec::{self, VmSpec};
 pub use control::ControlValue;
+use create::Refusal;
+pub use error::{
+    AfterRunError, ConfigureError, ControlError, CrossCheckError, FleetError, HostQueryError,
+    LinkError, ModelError, StartError, UnknownFeature, VmError,
+};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use guest::check_arch;
 pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
 use recorder::Recorder;
@@ -38,7 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use supported::HostQueries;
 use tokio::sync::oneshot;
-use vcpu::{GuestArch, Hypervisor, VmId};
+use vcpu::{Hypervisor, VmId};
 use vm_loop::{Command, VmLink, VmSetup};
 
 /// The answer of a VM loop that was asked to create its VM.
@@ -65,60 +79,6 @@ pub enum ShutdownMode {
     /// before unmapping anything. Only for a process that exits right after (`vmfleet serve`):
     /// the fleet's threads and objects stay until then. `Request::ShutdownForExit`.
     ProcessExit,
-}
-
-/// Why a fleet cannot run at all.
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("the fleet spec is for {spec} guests, and this backend runs {backend} guests{hint}")]
-    ArchMismatch {
-        spec: GuestArch,
-        backend: GuestArch,
-        hint: &'static str,
-    },
-}
-
-/// Why a control request failed. The text names the VM and what was wrong.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no VM named {0:?}")]
-    UnknownVm(String),
-    #[error("a VM named {0:?} already exists")]
-    NameTaken(String),
-    #[error("{vm} has been removed")]
-    Removed { vm: String },
-    #[error("the fleet spec in the request: {0}")]
-    Spec(String),
-    #[error("{vm} did not carry out {request} within {}s", REQUEST_TIMEOUT.as_secs())]
-    Timeout { vm: String, request: String },
-    #[error("{0}")]
-    Vm(String),
-    /// The pre-run lock refused a CPU-model change: `shown` is for people (the refusal's short
-    /// first line, then its details), `recorded` is the reply's text in the trace, the one-line
-    /// words replays compare.
-    #[error("{vm}: {shown}")]
-    Refused {
-        vm: String,
-        shown: String,
-        recorded: String,
-    },
-    #[error("the fleet is shutting down")]
-    ShuttingDown,
-    /// Creating the request's VMs would exceed a fleet-wide limit; nothing was created.
-    #[error(
-        "creating {vm} would bring the fleet to {total} {what} (it has {current}); at most \
-         {limit} {what} in a fleet, so nothing of this request was created"
-    )]
-    Limit {
-        vm: String,
-        what: &'static str,
-        current: u64,
-        total: u64,
-        limit: u64,
-    },
-    /// A VM of a `create` request failed to come up; the request's other VMs were torn down.
-    #[error("{vm} failed to come up, so nothing of this request was kept: {why}")]
-    CreateFailed { vm: String, why: String },
 }
 
 /// One VM the fleet knows about (removed VMs stay, with their final report).
@@ -171,32 +131,6 @@ pub struct Fleet {
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
-/// Why [`Fleet::reserve`] did not reserve.
-enum Refusal<'a> {
-    Error(ControlError),
-    /// A name is free only once the `wait`s on its previous VM have answered; signalled when one
-    /// has.
-    WaitsPending(tokio::sync::futures::Notified<'a>),
-}
-
-/// A fleet spec for `spec` guests can run on a backend for `backend` guests only if they agree.
-pub fn check_arch(spec: GuestArch, backend: GuestArch) -> Result<(), FleetError> {
-    if spec == backend {
-        return Ok(());
-    }
-    Err(FleetError::ArchMismatch {
-        spec,
-        backend,
-        hint: match spec {
-            GuestArch::Aarch64 => {
-                "; record it on an arm64 host, or in the arm64 lab (`cargo xtask arm64-lab`), and \
-                 replay the trace here"
-            }
-            GuestArch::X86_64 => "",
-        },
-    })
-}
-
 impl Fleet {
     /// A fleet on `hv`: reads what the host supports (`KVM_GET_SUPPORTED_CPUID`) once.
     pub async fn new(hv: Arc<dyn Hypervisor>, name: &str) -> Result<Fleet, FleetError> {
@@ -239,213 +173,6 @@ impl Fleet {
 
     // ---- lifecycle ----------------------------------------------------------------------------
 
-    /// Create and configure the VMs of `specs`, concurrently; ids follow the order of `specs`.
-    /// Every VM is answered for: its model, or why it could not come up (it then stays in the
-    /// fleet as failed, so the final report shows it).
-    pub async fn create_all(&self, specs: Vec<VmSpec>) -> Vec<Result<ModelView, ControlError>> {
-        let pending: Vec<_> = specs
-            .into_iter()
-            .map(|spec| self.begin_create(spec))
-            .collect();
-        self.ask_supported_while_loops_create();
-        let mut results = Vec::with_capacity(pending.len());
-        for begun in pending {
-            results.push(match begun {
-                Ok((name, created)) => self.finish_create(&name, created).await,
-                Err(e) => Err(e),
-            });
-        }
-        results
-    }
-
-    /// Create and configure one VM (not started).
-    pub async fn create(&self, spec: VmSpec) -> Result<ModelView, ControlError> {
-        let (name, created) = self.begin_create(spec)?;
-        self.ask_supported_while_loops_create();
-        self.finish_create(&name, created).await
-    }
-
-    /// Read the supported CPUID table (once per fleet) while the loop threads just spawned create
-    /// their VMs; they need it only for their CPU models. It blocks this task for one ioctl, once
-    /// per fleet; handing it to a blocking-pool thread costs as much again in thread hand-offs.
-    fn ask_supported_while_loops_create(&self) {
-        self.supported.prefetch();
-    }
-
-    fn begin_create(&self, spec: VmSpec) -> Result<(String, Created), ControlError> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ControlError::ShuttingDown);
-        }
-        let mut entries = self.entries();
-        if live(&entries, &spec.name).is_some() {
-            return Err(ControlError::NameTaken(spec.name));
-        }
-        Ok(self.push_vm(&mut entries, spec))
-    }
-
-    /// Reserve room and names for every VM of a `create` request at once, and spawn their loops:
-    /// all of them, or none (the first VM that would break a fleet-wide limit is named). The
-    /// caller holds the turns of every name in `specs`.
-    fn reserve(&self, specs: Vec<VmSpec>) -> Result<Vec<(String, VmId, Created)>, Refusal<'_>> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(Refusal::Error(ControlError::ShuttingDown));
-        }
-        let mut entries = self.entries();
-        for (index, spec) in specs.iter().enumerate() {
-            if live(&entries, &spec.name).is_some()
-                || specs[..index].iter().any(|s| s.name == spec.name)
-            {
-                return Err(Refusal::Error(ControlError::NameTaken(spec.name.clone())));
-            }
-        }
-        // A name is reused only once every `wait` bound to its previous VM has answered: their
-        // records must come before this request's (a replay binds `wait NAME` to the newest VM
-        // of that name).
-        if entries
-            .iter()
-            .any(|e| e.waits > 0 && specs.iter().any(|s| s.name == e.name))
-        {
-            return Err(Refusal::WaitsPending(self.waits_done.notified()));
-        }
-        let live_entries = entries.iter().filter(|e| e.link.is_some());
-        let (mut vms, mut vcpus) =
-            live_entries.fold((0u64, 0u64), |(n, v), e| (n + 1, v + u64::from(e.vcpus)));
-        for spec in &specs {
-            let limit = |what, current, total, limit| {
-                Refusal::Error(ControlError::Limit {
-                    vm: spec.name.clone(),
-                    what,
-                    current,
-                    total,
-                    limit,
-                })
-            };
-            if vms + 1 > self.limits.vms {
-                return Err(limit("VMs", vms, vms + 1, self.limits.vms));
-            }
-            let more = vcpus + u64::from(spec.vcpus);
-            if more > self.limits.vcpus {
-                return Err(limit("vCPUs", vcpus, more, self.limits.vcpus));
-            }
-            vms += 1;
-            vcpus = more;
-        }
-        Ok(specs
-            .into_iter()
-            .map(|spec| {
-                let (name, created) = self.push_vm(&mut entries, spec);
-                let id = entries.last().map_or(VmId(u32::MAX), |e| e.id);
-                (name, id, created)
-            })
-            .collect())
-    }
-
-    /// Add a VM to the fleet and spawn its loop (which creates it).
-    fn push_vm(&self, entries: &mut Vec<Entry>, spec: VmSpec) -> (String, Created) {
-        let id = VmId(self.next_id.fetch_add(1, Ordering::SeqCst));
-        let name = spec.name.clone();
-        let vcpus = spec.vcpus;
-        let (tx, rx) = oneshot::channel();
-        let setup = VmSetup {
-            id,
-            spec,
-            hv: Arc::clone(&self.hv),
-            supported: Arc::clone(&self.supported),
-        };
-        let mut entry = Entry {
-            id,
-            name: name.clone(),
-            vcpus,
-            link: None,
-            status: None,
-            started: None,
-            report: None,
-            waits: 0,
-        };
-        match vm_loop::spawn(setup, tx) {
-            Ok(link) => {
-                entry.status = Some(link.status.clone());
-                entry.link = Some(Arc::new(Mutex::new(link)));
-            }
-            Err((_, report)) => entry.report = Some(report),
-        }
-        entries.push(entry);
-        (name, rx)
-    }
-
-    /// Await the VMs a `create` request reserved: all of them configured, or, if one failed to
-    /// come up, every one of them torn down and forgotten (the first failure in spec order is
-    /// the answer).
-    async fn finish_request(
-        &self,
-        begun: Vec<(String, VmId, Created)>,
-    ) -> Result<Vec<ModelView>, ControlError> {
-        let mut models = Vec::with_capacity(begun.len());
-        let mut failure = None;
-        let mut ids = Vec::with_capacity(begun.len());
-        for (name, id, created) in begun {
-            ids.push((name.clone(), id));
-            let why = match created.await {
-                Ok(Ok((model, _))) => {
-                    models.push(model);
-                    continue;
-                }
-                Ok(Err((why, _))) => why,
-                Err(_) => "its event loop ended".to_string(),
-            };
-            failure.get_or_insert(ControlError::CreateFailed { vm: name, why });
-        }
-        let Some(failure) = failure else {
-            return Ok(models);
-        };
-        // All or nothing: tear down what came up, join every loop, forget the request's VMs.
-        let teardowns = ids.iter().map(|(name, id)| async move {
-            let link = {
-                let entries = self.entries();
-                entries
-                    .iter()
-                    .find(|e| e.id == *id)
-                    .and_then(|e| e.link.clone())
-            };
-            let Some(link) = link else { return };
-            let (tx, rx) = oneshot::channel();
-            if lock(&link).send(Command::Remove(tx)).is_ok() {
-                if let Err(e) = Self::answer(name, "remove", rx).await {
-                    tracing::debug!("tearing down {name} after a failed create: {e}");
-                }
-            }
-            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
-        });
-        futures::future::join_all(teardowns).await;
-        self.entries()
-            .retain(|e| !ids.iter().any(|(_, id)| *id == e.id));
-        Err(failure)
-    }
-
-    async fn finish_create(&self, name: &str, created: Created) -> Result<ModelView, ControlError> {
-        let (why, report) = match created.await {
-            Ok(Ok((model, _status))) => return Ok(model),
-            Ok(Err((why, report))) => (why, Some(*report)),
-            Err(_) => ("its event loop ended".to_string(), None),
-        };
-        self.retire(name, report).await;
-        Err(ControlError::Vm(format!("{name}: {why}")))
-    }
-
-    /// A VM that failed to come up: its loop has ended; keep its report.
-    async fn retire(&self, name: &str, report: Option<VmReport>) {
-        if let Ok(link) = self.link(name) {
-            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
-        }
-        let mut entries = self.entries();
-        if let Some(entry) = entries.iter_mut().rev().find(|e| e.name == name) {
-            entry.link = None;
-            if report.is_some() {
-                entry.report = report;
-            }
-        }
-    }
-
     fn link(&self, name: &str) -> Result<Arc<Mutex<VmLink>>, ControlError> {
         let entries = self.entries();
         let entry =
@@ -476,7 +203,10 @@ impl Fleet {
         let (tx, rx) = oneshot::channel();
         lock(&link)
             .send(command(tx))
-            .map_err(|why| ControlError::Vm(format!("{name}: {why}")))?;
+            .map_err(|source| ControlError::Link {
+                vm: name.to_string(),
+                source,
+            })?;
         Ok(rx)
     }
 
@@ -489,56 +219,14 @@ impl Fleet {
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(why))) => Err(why.into()),
-            Ok(Err(_)) => Err(ControlError::Vm(format!("{name}: its event loop ended"))),
+            Ok(Err(_)) => Err(ControlError::LoopEnded {
+                vm: name.to_string(),
+            }),
             Err(_) => Err(ControlError::Timeout {
                 vm: name.to_string(),
                 request: request.to_string(),
             }),
         }
-    }
-
-    /// Create every VM of `specs` and start it in `mode`, without a round trip in between: each
-    /// VM's `start` is queued behind its creation, so its loop starts it as soon as it is
-    /// configured. A VM that fails to come up answers its start with why. In spec order.
-    pub async fn launch_all(
-        &self,
-        specs: Vec<VmSpec>,
-        mode: StartMode,
-    ) -> Vec<(String, Result<VmStatus, ControlError>)> {
-        let begun: Vec<_> = specs
-            .into_iter()
-            .map(|spec| {
-                let name = spec.name.clone();
-                let begun = self.begin_create(spec).map(|(_, created)| {
-                    let start = self.send(&name, |answer| Command::Start { mode, answer });
-                    (created, start)
-                });
-                (name, begun)
-            })
-            .collect::<Vec<_>>();
-        self.ask_supported_while_loops_create();
-        let mut results = Vec::with_capacity(begun.len());
-        for (name, begun) in begun {
-            let (created, start) = match begun {
-                Ok(begun) => begun,
-                Err(e) => {
-                    results.push((name, Err(e)));
-                    continue;
-                }
-            };
-            let result = match self.finish_create(&name, created).await {
-                Err(e) => Err(e),
-                Ok(_) => match start {
-                    Ok(rx) => Self::answer(&name, mode.request(), rx).await,
-                    Err(e) => Err(e),
-                },
-            };
-            if result.is_ok() {
-                self.mark_started(&name);
-            }
-            results.push((name, result));
-        }
-        results
     }
 
     fn mark_started(&self, name: &str) {
@@ -624,7 +312,7 @@ impl Fleet {
     ) -> Result<ModelView, ControlError> {
         let hide = hide
             .iter()
-            .map(|n| feature_name(n).map_err(ControlError::Spec))
+            .map(|n| feature_name(n).map_err(ControlError::UnknownFeature))
             .collect::<Result<Vec<_>, _>>()?;
         self.ask(name, "set-model", |answer| Command::SetModel {
             hide,
@@ -742,7 +430,9 @@ impl Fleet {
         let status = watch
             .wait_for(|s| s.lifecycle.is_exited())
             .await
-            .map_err(|_| ControlError::Vm(format!("{name}: its event loop ended")))?;
+            .map_err(|_| ControlError::LoopEnded {
+                vm: name.to_string(),
+            })?;
         Ok(status.clone())
     }
 
@@ -875,29 +565,6 @@ impl Fleet {
     }
 }
 
-impl From<String> for ControlError {
-    fn from(why: String) -> ControlError {
-        ControlError::Vm(why)
-    }
-}
-
-impl From<vm_loop::ModelError> for ControlError {
-    fn from(e: vm_loop::ModelError) -> ControlError {
-        match e {
-            vm_loop::ModelError::Refused {
-                vm,
-                shown,
-                recorded,
-            } => ControlError::Refused {
-                vm,
-                shown,
-                recorded,
-            },
-            vm_loop::ModelError::Other(why) => ControlError::Vm(why),
-        }
-    }
-}
-
 /// A control reply as the trace records it. A lock refusal keeps its one-line recorded words
 /// (people are shown its headline and details instead), so replies stay comparable with the
 /// ones traces hold.
@@ -910,15 +577,13 @@ pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
 }
 
 /// A feature's catalog spelling, or why the name is not one.
-fn feature_name(name: &str) -> Result<String, String> {
+fn feature_name(name: &str) -> Result<String, UnknownFeature> {
     match vcpu::cpuid::features::by_name(name) {
         Some(feature) => Ok(feature.name.to_string()),
-        None => Err(format!(
-            "unknown CPU feature `{name}`{}; `vmfleet host` lists them",
-            vcpu::cpuid::features::suggest(name)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default()
-        )),
+        None => Err(UnknownFeature {
+            name: name.to_string(),
+            suggestion: vcpu::cpuid::features::suggest(name),
+        }),
     }
 }
 

@@ -12,16 +12,17 @@
 //! itself or waits for the answer in flight. Asking up front instead puts a whole ioctl in front
 //! of every fleet's first VM (measured by `vmfleet bench`).
 
+use super::error::HostQueryError;
 use std::sync::{Arc, OnceLock};
 use vcpu::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
 use vcpu::cpuid::CpuidTable;
-use vcpu::{GuestArch, Hypervisor, Reply, SystemCall};
+use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// The host's answers, or why they could not be had (the same answer for every VM).
 pub(crate) struct HostQueries {
     hv: Arc<dyn Hypervisor>,
-    supported_cpuid: OnceLock<Result<Arc<CpuidTable>, String>>,
-    mask_ranges: OnceLock<Result<u64, String>>,
+    supported_cpuid: OnceLock<Result<Arc<CpuidTable>, HostQueryError>>,
+    mask_ranges: OnceLock<Result<u64, HostQueryError>>,
 }
 
 impl HostQueries {
@@ -33,37 +34,33 @@ impl HostQueries {
         }
     }
 
-    /// Ask what this architecture's VMs will need, if not asked yet (the control plane calls
-    /// this while the loops create their VMs).
-    pub(crate) fn prefetch(&self) {
-        // Errors reach every VM through its own loop, which asks the same cell.
-        let _ = match self.hv.arch() {
-            GuestArch::X86_64 => self.supported_cpuid().map(drop),
-            GuestArch::Aarch64 => self.mask_ranges().map(drop),
-        };
-    }
-
     /// x86: the supported CPUID table; the first caller asks, concurrent callers wait.
-    pub(crate) fn supported_cpuid(&self) -> Result<Arc<CpuidTable>, String> {
+    pub(crate) fn supported_cpuid(&self) -> Result<Arc<CpuidTable>, HostQueryError> {
         self.supported_cpuid
             .get_or_init(|| match self.hv.call(&SystemCall::GetSupportedCpuid) {
                 Ok(Reply::Cpuid(table)) => Ok(Arc::new(table)),
-                Ok(other) => Err(format!("KVM_GET_SUPPORTED_CPUID: unexpected reply {other}")),
-                Err(e) => Err(format!("KVM_GET_SUPPORTED_CPUID failed: {e}")),
+                Ok(other) => Err(HostQueryError::UnexpectedReply {
+                    call: "KVM_GET_SUPPORTED_CPUID",
+                    reply: other.to_string(),
+                }),
+                Err(e) => Err(HostQueryError::SupportedCpuid(e)),
             })
             .clone()
     }
 
     /// arm64: which ranges `KVM_ARM_GET_REG_WRITABLE_MASKS` covers (0: the ioctl does not exist).
-    pub(crate) fn mask_ranges(&self) -> Result<u64, String> {
+    pub(crate) fn mask_ranges(&self) -> Result<u64, HostQueryError> {
         self.mask_ranges
             .get_or_init(|| {
                 match self.hv.call(&SystemCall::CheckExtension {
                     cap: KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
                 }) {
                     Ok(Reply::Value(v)) => Ok(v),
-                    Ok(other) => Err(format!("CHECK_EXTENSION: unexpected reply {other}")),
-                    Err(e) => Err(e.to_string()),
+                    Ok(other) => Err(HostQueryError::UnexpectedReply {
+                        call: "CHECK_EXTENSION",
+                        reply: other.to_string(),
+                    }),
+                    Err(e) => Err(HostQueryError::MaskRanges(e)),
                 }
             })
             .clone()

@@ -1,0 +1,669 @@
+//! The arm64 half of the guest seam: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what
+//! the kernel offers (the register list, the untouched values, the writable masks), plan the
+//! spec's model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel
+//! sees it), write the accepted part through the lock, read it back, build the guest program that
+//! reads the model back from inside, judge what the guest saw, and carry out the after-run writes.
+//!
+//! Nothing here is `cfg(target_arch)`: on an x86 host these run against the replay backend of a
+//! trace recorded on real arm64 KVM, exactly as they ran there.
+
+use super::{VmParts, refusal_text};
+use crate::fleet::error::{AfterRunError, ConfigureError, CrossCheckError, StartError};
+use crate::fleet::lifecycle::VcpuModelView;
+use crate::report::Verdict as LockVerdict;
+use crate::report::{
+    AfterRunReport, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
+    ModelDrift, VcpuReport, VmReport,
+};
+use crate::spec::AfterRun;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vcpu::arm64::firmware::FirmwareRegister;
+use vcpu::arm64::{
+    Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
+    lock_class, reg_id,
+};
+use vcpu::guest::arm64::decoder::Arm64GuestReport;
+use vcpu::guest::arm64::smccc::{self, SmcccCall};
+use vcpu::guest::arm64::{self as guest, Finish};
+use vcpu::runner::{self, RunLimits, RunOutcome, VcpuNotice};
+use vcpu::{
+    Errno, HandleError, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall, VcpuHandle,
+    VcpuId, VmCall, VmHandle, VmId,
+};
+
+/// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
+const KVM_ARM_VCPU_SVE: i32 = 4;
+
+/// The arm64 state of one configured VM.
+struct Arm64Vm {
+    /// The model registers each vCPU holds after configuration, by id.
+    held: Vec<BTreeMap<u64, u64>>,
+    /// What the guest reads with `MRS`, in order.
+    id_regs: Vec<SysReg>,
+    /// What the guest calls with `HVC`, in order.
+    calls: Vec<SmcccCall>,
+    report: Arm64VmReport,
+}
+
+/// Where guest memory starts, and the least there is of it.
+pub(super) const MEMORY: (u64, u64) = (guest::MEMORY_BASE, guest::MEMORY_SIZE);
+
+/// Why `set-model` does not apply to an arm64 VM (the reply puts the VM's name in front).
+pub(super) const SET_MODEL_REFUSED: &str = "set-model hides x86 CPUID features; an arm64 VM's \
+     model is its spec's `arm64` table, fixed at create";
+
+/// How to run an arm64 fleet spec on a backend for other guests.
+pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the arm64 lab \
+     (`cargo xtask arm64-lab`), and replay the trace here";
+
+/// One arm64 VM's guest: its model state, once configured.
+#[derive(Default)]
+pub(in crate::fleet) struct Arm64Guest {
+    configured: Option<Box<Arm64Vm>>,
+}
+
+impl Arm64Guest {
+    /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
+    pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
+        let spec = vm.spec.arm64.clone().unwrap_or_default();
+        let ranges = vm.supported.mask_ranges()?;
+        let cross_check = vm.spec.cross_check.then(|| CrossCheck {
+            hv: vm.hv,
+            vm: vm.vm.id(),
+        });
+        let configured = configure(ranges, vm.vm, vm.vcpus, &spec, cross_check)?;
+        vm.report.vcpus = (0..vm.vcpus.len())
+            .map(|index| super::unstarted_vcpu(index as u32))
+            .collect();
+        vm.report.arm64 = Some(configured.report.clone());
+        self.configured = Some(Box::new(configured));
+        Ok(())
+    }
+
+    /// Load the arm64 guest (generated from the model's register list), place every vCPU at its
+    /// entry.
+    pub(super) fn load(
+        &self,
+        vm: VmParts<'_>,
+        pause_at_first_exit: bool,
+    ) -> Result<Launch, StartError> {
+        let arm64 = self.configured.as_ref().ok_or(StartError::NotConfigured)?;
+        let finish = finish_for(vm.spec.vcpus);
+        let program = guest::Arm64GuestProgram {
+            id_regs: &arm64.id_regs,
+            calls: &arm64.calls,
+            repeats: vm.spec.probe_repeats,
+            finish,
+        };
+        vm.vm
+            .with_memory(|mem| guest::load(mem, &program))
+            .map_err(|e| StartError::Load(Arc::new(e)))?;
+        for vcpu in vm.vcpus {
+            vcpu.set_boot_state(guest::ENTRY)?;
+        }
+        // Every pass is one tag and one value per register, a tag and four values per call,
+        // and two pass markers; plus the final exit and room for kicks.
+        let per_pass = 2 * arm64.id_regs.len() as u64 + 5 * arm64.calls.len() as u64 + 4;
+        let exit_budget = program
+            .passes()
+            .map(|passes| u64::from(passes) * per_pass + 16);
+        Ok(Launch {
+            id_regs: arm64.id_regs.clone(),
+            calls: arm64.calls.clone(),
+            repeats: vm.spec.probe_repeats,
+            finish,
+            limits: RunLimits {
+                exit_budget,
+                pause_at_first_exit,
+            },
+        })
+    }
+
+    /// The model registers vCPU `index` holds, once configured.
+    pub(super) fn held(&self, index: usize) -> Option<&BTreeMap<u64, u64>> {
+        self.configured.as_ref().and_then(|a| a.held.get(index))
+    }
+
+    /// What `model` answers about one arm64 vCPU (`None` before the model is configured): its
+    /// held registers' count and digest, the VM's drift.
+    pub(super) fn view(&self, v: &VcpuReport, report: &VmReport) -> Option<VcpuModelView> {
+        let arm64 = self.configured.as_ref()?;
+        let held = arm64.held.get(v.id as usize);
+        let (drift, drift_changes) = match &report.arm64 {
+            Some(arm64) => (
+                arm64.drift.iter().map(ToString::to_string).collect(),
+                arm64.drift.iter().cloned().map(ModelDrift::Arm64).collect(),
+            ),
+            None => (
+                v.drift.clone(),
+                v.drift_changes
+                    .iter()
+                    .cloned()
+                    .map(ModelDrift::X86)
+                    .collect(),
+            ),
+        };
+        Some(VcpuModelView {
+            vcpu: v.id,
+            entries: held.map_or(0, |h| h.len()),
+            digest: format!("{:08x}", held.map_or(0, digest)),
+            drift,
+            drift_changes,
+            not_honoured: v.not_honoured.clone(),
+            already_absent: v.already_absent.clone(),
+        })
+    }
+}
+
+/// What an arm64 vCPU thread runs: the guest generated from the model's register list.
+#[derive(Clone, Debug)]
+pub(in crate::fleet) struct Launch {
+    id_regs: Vec<SysReg>,
+    calls: Vec<SmcccCall>,
+    repeats: u32,
+    finish: Finish,
+    pub(super) limits: RunLimits,
+}
+
+impl Launch {
+    pub(super) fn run(
+        self,
+        vcpu: &VcpuHandle,
+        control: &RunControl,
+        notify: &mut dyn FnMut(VcpuNotice),
+    ) -> RunOutcome<Arm64GuestReport> {
+        let program = guest::Arm64GuestProgram {
+            id_regs: &self.id_regs,
+            calls: &self.calls,
+            repeats: self.repeats,
+            finish: self.finish,
+        };
+        let decoder = guest::decoder::Arm64Decoder::new(&program);
+        runner::run_decoded(vcpu, decoder, self.limits, control, notify)
+    }
+}
+
+/// What the guest saw, against what the vCPU holds (nothing to judge without a held model).
+pub(super) fn judge(
+    outcome: &RunOutcome<Arm64GuestReport>,
+    held: Option<&BTreeMap<u64, u64>>,
+    saw_nothing: bool,
+    report: &mut VcpuReport,
+) {
+    report.arm64_guest = match (saw_nothing, held) {
+        (false, Some(held)) => Some(judge_guest(&outcome.report, held)),
+        _ => None,
+    };
+}
+
+/// Where cross-checks run: a scratch VM of the same host, created for the purpose.
+struct CrossCheck<'a> {
+    pub hv: &'a Arc<dyn Hypervisor>,
+    /// The VM being configured; its scratch VM gets a logical id derived from it.
+    pub vm: VmId,
+}
+
+/// Scratch VMs' logical ids: the configured VM's id with the top bit set, so that a replay gives
+/// them the same streams.
+const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
+
+/// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
+fn configure(
+    mask_ranges: u64,
+    vm: &VmHandle,
+    vcpus: &[Arc<VcpuHandle>],
+    spec: &Arm64ModelSpec,
+    cross_check: Option<CrossCheck<'_>>,
+) -> Result<Arm64Vm, ConfigureError> {
+    let target = match vm.call(VmCall::ArmPreferredTarget) {
+        Ok(Reply::VcpuInit { target, .. }) => target,
+        Ok(other) => return Err(unexpected("ARM_PREFERRED_TARGET", &other)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut features = [0u32; 7];
+    features[0] = spec.features.bits();
+    for vcpu in vcpus {
+        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })?;
+        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+            vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
+                feature: KVM_ARM_VCPU_SVE,
+            })?;
+        }
+        if spec.features.contains(vcpu::arm64::VcpuFeature::PmuV3) {
+            vcpu.plain_call(VcpuCall::ArmPmuV3Init)?;
+        }
+    }
+    let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
+    let host = read_host_view(mask_ranges, vm, first)?;
+    let plan = vcpu::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
+
+    let mut writes = Vec::new();
+    for write in &plan.writes {
+        // vmfleet's prediction and the kernel's answer must agree on every write it sent: a
+        // write predicted accepted that the kernel refuses is a disagreement.
+        let (sent, outcome, agrees) = match &write.verdict {
+            Verdict::Refused(_) => (false, "not sent to the kernel".to_string(), true),
+            verdict => match write_all(vcpus, write.reg_id, write.value) {
+                Ok(()) => (true, "written".to_string(), true),
+                Err(e) => (
+                    true,
+                    format!("the kernel refused it: {e}"),
+                    !verdict.is_accepted(),
+                ),
+            },
+        };
+        writes.push(Arm64WriteReport {
+            register: write.register.clone(),
+            value: write.value,
+            reason: write.reason.clone(),
+            verdict: write.verdict.to_string(),
+            sent,
+            outcome,
+            agrees,
+            cross_check: None,
+        });
+    }
+    if let Some(cross) = cross_check {
+        let refused: Vec<(usize, u64, u64, Errno)> = plan
+            .writes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, w)| {
+                w.verdict
+                    .refusal()
+                    .map(|r| (index, w.reg_id, w.value, r.errno))
+            })
+            .collect();
+        if !refused.is_empty() {
+            let verdicts = scratch_verdicts(&cross, vm.name(), target, features, spec, &refused)?;
+            for ((index, ..), (verdict, agrees)) in refused.iter().zip(verdicts) {
+                writes[*index].cross_check = Some(verdict);
+                writes[*index].agrees = agrees;
+            }
+        }
+    }
+    let mut unknown = Vec::new();
+    for decision in &plan.unknown_registers {
+        if decision.action == vcpu::arm64::model::plan::UnknownRegisterAction::WriteZero {
+            write_all(vcpus, decision.reg_id, 0).map_err(|source| {
+                ConfigureError::ClearUnknown {
+                    register: decision.register.to_string(),
+                    source,
+                }
+            })?;
+        }
+        unknown.push(decision.to_string());
+    }
+
+    let mut held = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        let mut values = BTreeMap::new();
+        for &id in host.values.keys() {
+            values.insert(id, vcpu.get_one_reg(id)?);
+        }
+        held.push(values);
+    }
+    let drift = drift_lines(&plan, &held[0]);
+
+    let id_regs: Vec<SysReg> = host
+        .register_ids
+        .iter()
+        .filter_map(|&id| match reg_id::classify(id) {
+            RegClass::SysReg(reg) if is_model_register(id) => Some(reg),
+            _ => None,
+        })
+        .take(guest::MAX_ID_REGS)
+        .collect();
+    let report = Arm64VmReport {
+        features: spec.features.iter().map(|f| f.to_string()).collect(),
+        registers_listed: host.register_ids.len(),
+        registers_read: host.values.len(),
+        masks: host.masks.source().to_string(),
+        writes,
+        unchanged: plan.unchanged.iter().map(ToString::to_string).collect(),
+        unknown_policy: spec.unknown_registers.to_string(),
+        unknown,
+        drift,
+    };
+    Ok(Arm64Vm {
+        held,
+        id_regs,
+        calls: guest_calls(),
+        report,
+    })
+}
+
+/// Send each refused write to a scratch VM (a fresh VM, one vCPU initialised like the VM's):
+/// the kernel's own verdict, and whether it is vmfleet's (the same errno). A write the kernel
+/// accepts is undone (the host value written back) before the next one.
+fn scratch_verdicts(
+    cross: &CrossCheck<'_>,
+    name: &str,
+    target: u32,
+    features: [u32; 7],
+    spec: &Arm64ModelSpec,
+    refused: &[(usize, u64, u64, Errno)],
+) -> Result<Vec<(String, bool)>, CrossCheckError> {
+    let id = VmId(cross.vm.0 | SCRATCH_VM_ID_BIT);
+    let scratch_name = format!("{name}-cross-check");
+    let scratch = VmHandle::new(
+        cross
+            .hv
+            .create_vm(id, &scratch_name)
+            .map_err(CrossCheckError::CreateVm)?,
+        scratch_name,
+    );
+    let result = (|| {
+        let vcpu = scratch
+            .create_vcpu(VcpuId(0))
+            .map_err(CrossCheckError::Call)?;
+        vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
+            .map_err(CrossCheckError::Call)?;
+        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+            vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
+                feature: KVM_ARM_VCPU_SVE,
+            })
+            .map_err(CrossCheckError::Call)?;
+        }
+        let mut verdicts = Vec::with_capacity(refused.len());
+        for &(_, reg, value, errno) in refused {
+            let before = vcpu.get_one_reg(reg).map_err(CrossCheckError::Call)?;
+            let verdict = match vcpu.set_one_reg(reg, value, lock_rule(reg)) {
+                Ok(_) => {
+                    vcpu.set_one_reg(reg, before, lock_rule(reg))
+                        .map_err(CrossCheckError::Undo)?;
+                    ("the kernel accepted it".to_string(), false)
+                }
+                Err(e) => match e.errno() {
+                    Some(kernel) => (
+                        format!("the kernel refused it too ({kernel})"),
+                        kernel == errno,
+                    ),
+                    None => return Err(CrossCheckError::Call(e)),
+                },
+            };
+            verdicts.push(verdict);
+        }
+        vcpu.plain_call(VcpuCall::Destroy)
+            .map_err(CrossCheckError::Call)?;
+        Ok(verdicts)
+    })();
+    scratch
+        .call(VmCall::Destroy)
+        .map_err(CrossCheckError::Close)?;
+    result
+}
+
+/// Write `value` to register `id` of every vCPU, through the lock.
+fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), HandleError> {
+    for vcpu in vcpus {
+        vcpu.set_one_reg(id, value, lock_rule(id))?;
+    }
+    Ok(())
+}
+
+/// The register list, every model register's untouched value, and the writable masks.
+fn read_host_view(
+    ranges: u64,
+    vm: &VmHandle,
+    vcpu: &VcpuHandle,
+) -> Result<HostView, ConfigureError> {
+    let register_ids = match vcpu.plain_call(VcpuCall::GetRegList) {
+        Ok(Reply::RegList(ids)) => ids,
+        Ok(other) => return Err(unexpected("GET_REG_LIST", &other)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut values = BTreeMap::new();
+    for &id in register_ids.iter().filter(|&&id| is_model_register(id)) {
+        values.insert(id, vcpu.get_one_reg(id)?);
+    }
+    let reported = if ranges != 0 {
+        match vm.call(VmCall::ArmGetRegWritableMasks) {
+            Ok(Reply::Masks(masks)) => Some(masks),
+            Ok(other) => {
+                return Err(unexpected("ARM_GET_REG_WRITABLE_MASKS", &other));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let masks =
+        WritableMasks::for_kernel(ranges, reported.as_deref()).map_err(ConfigureError::Masks)?;
+    Ok(HostView {
+        register_ids,
+        values,
+        masks,
+        writable_imp_id_regs: false,
+    })
+}
+
+/// A reply that is not the one `call` answers with.
+fn unexpected(call: &'static str, reply: &Reply) -> ConfigureError {
+    ConfigureError::UnexpectedReply {
+        call,
+        reply: reply.to_string(),
+    }
+}
+
+/// The SMCCC calls the guest makes: the versions, the workaround discovery, and one call of each
+/// gated service, so that a service the model hides is seen as NOT_SUPPORTED from inside.
+fn guest_calls() -> Vec<SmcccCall> {
+    vec![
+        SmcccCall::new(smccc::PSCI_VERSION),
+        SmcccCall::new(smccc::SMCCC_VERSION),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_8000),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_7fff),
+        SmcccCall::with_arg(smccc::SMCCC_ARCH_FEATURES, 0x8000_3fff),
+        SmcccCall::new(smccc::TRNG_VERSION),
+        SmcccCall::with_arg(smccc::PV_TIME_FEATURES, u64::from(smccc::PV_TIME_FEATURES)),
+        SmcccCall::new(smccc::VENDOR_HYP_KVM_FEATURES),
+        SmcccCall::new(smccc::VENDOR_HYP_CALL_UID),
+    ]
+}
+
+/// How the guest ends: one vCPU powers the VM off; several park (a `SYSTEM_OFF` would freeze the
+/// others mid-pass).
+pub(super) fn finish_for(vcpus: u32) -> Finish {
+    if vcpus == 1 {
+        Finish::PowerOff
+    } else {
+        Finish::Park
+    }
+}
+
+/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule: the
+/// identical value is allowed, a changed frozen register is refused (`EBUSY` class), on every
+/// kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
+pub(super) fn try_after_run(
+    vcpu: &VcpuHandle,
+    action: &AfterRun,
+) -> Result<AfterRunReport, AfterRunError> {
+    let writes: Vec<(u64, u64, u64)> = match action {
+        AfterRun::SetField { field, value, .. } => {
+            let id = field.register().kvm_reg_id();
+            let held = vcpu.get_one_reg(id)?;
+            let wanted = field.field().with(held, *value);
+            vec![(id, wanted, held)]
+        }
+        AfterRun::RewriteIdentical { .. } => {
+            let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
+                Ok(Reply::RegList(ids)) => ids,
+                Ok(other) => {
+                    return Err(AfterRunError::UnexpectedReply {
+                        call: "GET_REG_LIST",
+                        reply: other.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut writes = Vec::new();
+            for id in ids.into_iter().filter(|&id| is_model_register(id)) {
+                let held = vcpu.get_one_reg(id)?;
+                writes.push((id, held, held));
+            }
+            writes
+        }
+        AfterRun::Hide { .. } => {
+            return Err(AfterRunError::OtherArch {
+                action: "hide",
+                arch: "x86",
+            });
+        }
+    };
+    let label = match action {
+        AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
+        _ => "rewrite identical".to_string(),
+    };
+    let changed = writes.iter().any(|&(id, wanted, held)| {
+        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
+    });
+    let expected = if changed {
+        LockVerdict::RefusedByLock
+    } else {
+        LockVerdict::Allowed
+    };
+    let mut outcome = LockVerdict::Allowed;
+    let mut message = None;
+    for (id, wanted, _) in writes {
+        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
+            Ok(_) => {}
+            Err(e) if e.is_lock_refusal() => {
+                outcome = LockVerdict::RefusedByLock;
+                // The refusal names the register and its fields itself.
+                message = Some(refusal_text(&e));
+                break;
+            }
+            Err(e) => {
+                outcome = LockVerdict::RefusedByKernel;
+                message = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(AfterRunReport {
+        vcpu: vcpu.id().0,
+        action: label,
+        expected,
+        outcome,
+        message,
+    })
+}
+
+// ---- pure CPU-model logic ------------------------------------------------------------------
+// Rules and data of the arm64 model, no I/O: they wait here until the model crate has a place
+// for them.
+
+// TODO(model): belongs in vcpu::model::arm64
+/// The lock's rule for a register, from the model's lock class.
+fn lock_rule(id: u64) -> OneRegLockRule {
+    match lock_class(id) {
+        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
+        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
+    }
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// Whether `id` is CPU-model state (read into the host view, held, and compared).
+fn is_model_register(id: u64) -> bool {
+    lock_class(id) != LockClass::NotCpuModel
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// Where what vCPU 0 holds differs from what the plan expected to read back.
+fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
+    plan.writes
+        .iter()
+        .filter_map(|write| {
+            let Verdict::Accepted { readback } = write.verdict else {
+                return None;
+            };
+            let now = *held.get(&write.reg_id)?;
+            (now != readback).then(|| Arm64Drift {
+                register: write.register.to_string(),
+                from: readback,
+                to: now,
+                kind: DriftKind::KernelRewrote,
+            })
+        })
+        .collect()
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// Judge what the guest saw against what vCPU `held` holds: every ID register it read must be
+/// the held value (PFR0.GIC aside), PSCI_VERSION must be the held version, and each gated
+/// service must answer as its bitmap bit says.
+fn judge_guest(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64GuestSummary {
+    let mut mismatches = Vec::new();
+    for seen in &report.id_regs {
+        let Some(&expected) = held.get(&seen.id) else {
+            continue;
+        };
+        // KVM clears the GIC fields at the first run of a VM without a vGIC, so what the guest
+        // reads there is not what was held before the run (kvm-semantics §2.10).
+        let masked =
+            SysReg::from_kvm_reg_id(seen.id).map_or(0, vcpu::arm64::fields::first_run_mutable_mask);
+        if seen.value & !masked != expected & !masked {
+            mismatches.push(format!(
+                "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",
+                reg_id::describe(seen.id),
+                seen.value
+            ));
+        }
+    }
+    let bitmap = |r: FirmwareRegister| held.get(&r.id()).copied();
+    let not_supported = smccc::NOT_SUPPORTED as u64;
+    for call in &report.calls {
+        let expected_supported = match call.function_id {
+            smccc::TRNG_VERSION => bitmap(FirmwareRegister::StdBitmap).map(|b| b & 1 != 0),
+            smccc::VENDOR_HYP_KVM_FEATURES | smccc::VENDOR_HYP_CALL_UID => {
+                bitmap(FirmwareRegister::VendorHypBitmap).map(|b| b & 1 != 0)
+            }
+            _ => None,
+        };
+        if let Some(supported) = expected_supported {
+            let answered = call.ret[0] != not_supported;
+            if supported != answered {
+                mismatches.push(format!(
+                    "{}: the model {} it, the guest was answered {}",
+                    call.describe(),
+                    if supported { "offers" } else { "hides" },
+                    if answered {
+                        "as supported"
+                    } else {
+                        "NOT_SUPPORTED"
+                    }
+                ));
+            }
+        }
+        if call.function_id == smccc::PSCI_VERSION {
+            if let Some(version) = bitmap(FirmwareRegister::PsciVersion) {
+                if call.ret[0] != version {
+                    mismatches.push(format!(
+                        "PSCI_VERSION: the guest was answered {:#x}, the kernel holds {version:#x}",
+                        call.ret[0]
+                    ));
+                }
+            }
+        }
+    }
+    Arm64GuestSummary {
+        passes: report.passes,
+        registers_read: report.id_regs.len(),
+        calls: report.calls.iter().map(|c| c.describe()).collect(),
+        passes_agree: report.passes_agree(),
+        mismatches,
+    }
+}
+
+// TODO(model): belongs in vcpu::model::arm64
+/// A digest of the model registers a vCPU holds (for `model` replies).
+fn digest(held: &BTreeMap<u64, u64>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for (id, value) in held {
+        hasher.update(&id.to_le_bytes());
+        hasher.update(&value.to_le_bytes());
+    }
+    hasher.finalize()
+}
