@@ -1,7 +1,7 @@
 //! Where two calls differ, narrower than their one-line renderings: the first differing CPUID
 //! entry and register, the first differing word of an array, or the fields a rendering omits.
 
-use vcpu::cpuid::{CpuidEntry, CpuidTable};
+use vcpu::model::x86::{CpuidEntry, CpuidTable};
 use vcpu::{Call, VcpuCall};
 
 /// A short description of where `actual` departs from the recorded `expected`, or an empty string

@@ -5,7 +5,7 @@
 //!
 //! | figure | how it is measured | target |
 //! |---|---|---|
-//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
+//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::hypervisor::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
 //! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
@@ -25,7 +25,7 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vcpu::kvm::floor::{Floor, FloorError, FloorPhases, FloorRun};
+use vcpu::hypervisor::kvm::floor::{Floor, FloorError, FloorPhases, FloorRun};
 
 mod control;
 pub use control::{vmfleet_pause_after_abandoned_wait, vmfleet_shutdown};
@@ -221,7 +221,7 @@ pub fn floor_start_to_first_exit(
                 first.vm,
                 first.vcpu,
                 first.exit,
-                vcpu::guest::x86::PORT_PASS_BEGIN
+                vcpu::guests::x86::PORT_PASS_BEGIN
             ),
         });
     }
@@ -247,7 +247,8 @@ fn bench_spec(vms: u32, vcpus: u32, repeats: u32) -> crate::spec::FleetSpec {
 }
 
 fn kvm_backend() -> Result<std::sync::Arc<dyn vcpu::Hypervisor>, BenchError> {
-    let kvm = vcpu::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
+    let kvm =
+        vcpu::hypervisor::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
     Ok(std::sync::Arc::new(kvm))
 }
 
@@ -271,7 +272,7 @@ fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> BenchError {
 /// time that took, through [`crate::fleet::Fleet::launch_all`]. The VMs are started paused (`StartMode::Paused`): like the floor's, each vCPU
 /// stops at its first exit and stays there, so neither side's clock includes guests running on
 /// after it (with running starts, every VM already started spins through its probe while the
-/// next ones start, and the figure measures the guests rather than the supervisor). The clock starts where [`vcpu::kvm::floor`] starts it (just before
+/// next ones start, and the figure measures the guests rather than the supervisor). The clock starts where [`vcpu::hypervisor::kvm::floor`] starts it (just before
 /// `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all` returns:
 /// every VM's start is answered once each of its vCPUs has left the guest once. Teardown is not
 /// timed. Not recorded, as `vmfleet run` without `--record`.

@@ -15,7 +15,7 @@ use crate::fleet::{ControlError, ControlValue, Fleet, FleetError, StartMode};
 use crate::report::JobReport;
 use crate::spec::FleetSpec;
 use std::sync::Arc;
-use vcpu::guest::x86 as guest;
+use vcpu::guests::x86 as guest;
 use vcpu::{ControlCall, Hypervisor};
 
 pub use crate::fleet::FleetError as JobError;

@@ -11,10 +11,10 @@ use recorder::{Event, HostFingerprint};
 use serde::Serialize;
 use std::fmt::Write as _;
 use vcpu::VmId;
-use vcpu::cpuid::drift::{self, DriftReport, GuestSeen};
-use vcpu::cpuid::features::Feature;
-use vcpu::cpuid::{CpuidReg, CpuidTable};
-use vcpu::guest::{GuestReport, PassDifference};
+use vcpu::guests::{GuestReport, PassDifference};
+use vcpu::model::x86::catalog::Feature;
+use vcpu::model::x86::drift::{self, DriftReport, GuestSeen};
+use vcpu::model::x86::{CpuidReg, CpuidTable};
 
 /// Version of the transcript layout; bump it when the text changes shape.
 pub const TRANSCRIPT_VERSION: u32 = 1;
@@ -337,11 +337,11 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
         } else {
             DriftKind::KernelRewrote
         };
-        let register = vcpu::cpuid::features::position(d.leaf, d.subleaf, d.reg);
+        let register = vcpu::model::x86::catalog::position(d.leaf, d.subleaf, d.reg);
         let bits: Vec<u8> = (0..32u8).filter(|b| d.bits & (1 << b) != 0).collect();
         let named = bits
             .iter()
-            .any(|&b| vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, b).is_some());
+            .any(|&b| vcpu::model::x86::catalog::at(d.leaf, d.subleaf, d.reg, b).is_some());
         if !named && bits.len() > 1 {
             out.push(DriftChange {
                 register,
@@ -363,7 +363,8 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
                 subleaf: d.subleaf,
                 reg: Some(d.reg.name()),
                 bit: Some(bit),
-                feature: vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, bit).map(|f| f.name),
+                feature: vcpu::model::x86::catalog::at(d.leaf, d.subleaf, d.reg, bit)
+                    .map(|f| f.name),
                 from: Some((d.requested >> bit) & 1),
                 to: Some((d.held >> bit) & 1),
                 kind,
@@ -381,7 +382,8 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
                 .map(|k| (k, DriftKind::EntryAdded)),
         );
     for (&(leaf, subleaf), kind) in entries {
-        let register = vcpu::cpuid::features::position(leaf, subleaf, vcpu::cpuid::CpuidReg::Eax);
+        let register =
+            vcpu::model::x86::catalog::position(leaf, subleaf, vcpu::model::x86::CpuidReg::Eax);
         out.push(DriftChange {
             register: register
                 .rsplit_once('.')

@@ -49,7 +49,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use vcpu::kvm::KvmHypervisor;
+use vcpu::hypervisor::kvm::KvmHypervisor;
 use vcpu::{ControlCall, Hypervisor};
 
 /// The fleet name when the daemon starts without a spec (replay uses it too).
@@ -88,7 +88,8 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
         Output::check(record, args.force)
             .with_context(|| format!("cannot record to {}", record.display()))?;
     }
-    let arch = vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?;
+    let arch =
+        vcpu::hypervisor::kvm::host_arch().context("this host architecture has no KVM backend")?;
     if let Some(spec) = &spec {
         crate::fleet::check_arch(spec.arch, arch)?;
     }

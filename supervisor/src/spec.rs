@@ -28,7 +28,7 @@
 //! ```
 //!
 //! An arm64 fleet says `arch = "aarch64"` and gives each VM an `arm64` table (the model's own
-//! spec, [`vcpu::arm64::Arm64ModelSpec`]) instead of `cpu`:
+//! spec, [`vcpu::model::arm64::Arm64ModelSpec`]) instead of `cpu`:
 //!
 //! ```toml
 //! arch = "aarch64"
@@ -58,9 +58,9 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use vcpu::GuestArch;
-use vcpu::arm64::{Arm64ModelSpec, FieldRef, UnknownRegisterPolicy};
-use vcpu::cpuid::features;
-use vcpu::guest::x86::FAULT_IDT_BASE;
+use vcpu::guests::x86::FAULT_IDT_BASE;
+use vcpu::model::arm64::{Arm64ModelSpec, FieldRef, UnknownRegisterPolicy};
+use vcpu::model::x86::catalog as features;
 
 /// Limits that keep one spec from asking for absurd resources by typo.
 pub const MAX_VCPUS_PER_VM: u32 = 64;
@@ -431,8 +431,8 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                 model.get_ref().check().map_err(|e| {
                     // Point at the key the contradiction is about, not the whole table.
                     let key = match e {
-                        vcpu::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
-                        | vcpu::arm64::SpecError::Psci01WithPsci02 => "psci_version",
+                        vcpu::model::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
+                        | vcpu::model::arm64::SpecError::Psci01WithPsci02 => "psci_version",
                         _ => "features",
                     };
                     let span = vm_value_span(doc.get_ref(), index, &["arm64", key]);
@@ -527,7 +527,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
                                 .into(),
                         )
                     })?;
-                    let field_ref = vcpu::arm64::fields::resolve(field.get_ref())
+                    let field_ref = vcpu::model::arm64::fields::resolve(field.get_ref())
                         .map_err(|e| at(Some(field.span()), e.to_string()))?;
                     let value = a.value.as_ref().ok_or_else(|| {
                         at(
@@ -833,7 +833,7 @@ fn unknown_key(key: &str, kind: usize) -> String {
 
 /// ` (did you mean `x`?)` when a known name is close to `name`, else nothing.
 fn did_you_mean(name: &str, known: &[&str]) -> String {
-    vcpu::suggest::closest(name, known.iter().copied())
+    vcpu::model::suggest::closest(name, known.iter().copied())
         .map(|near| format!(" (did you mean `{near}`?)"))
         .unwrap_or_default()
 }
@@ -870,7 +870,7 @@ fn narrow(doc: &DeTable<'_>, span: Range<usize>) -> Range<usize> {
         };
         if let DeValue::Array(items) = features.get_ref() {
             if let Some(bad) = items.iter().find(|item| match item.get_ref() {
-                DeValue::String(name) => vcpu::arm64::VcpuFeature::from_name(name).is_none(),
+                DeValue::String(name) => vcpu::model::arm64::VcpuFeature::from_name(name).is_none(),
                 _ => true,
             }) {
                 return bad.span();

@@ -20,50 +20,22 @@
 //! `recorder`), or branch on the *host* architecture anywhere but [`kvm`]: a guest architecture is
 //! a value ([`GuestArch`]), so every model and check here compiles and is tested on any host.
 
-pub mod arm64;
-pub mod backend;
-pub mod call;
-pub mod control;
-pub mod cpuid;
-pub mod errno;
-pub mod error;
-pub mod guest;
-pub mod handle;
-pub mod headline;
-pub mod ids;
-pub mod kvm;
-pub mod lock;
-pub mod runner;
+pub mod guests;
+pub mod hypervisor;
+pub mod model;
+pub mod runtime;
 pub mod skip;
-pub mod suggest;
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-pub use backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
-pub use call::{
+pub use hypervisor::backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
+pub use hypervisor::call::{
     Call, ControlCall, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall,
     VcpuExit, VmCall,
 };
-pub use control::RunControl;
-pub use errno::Errno;
-pub use error::{CallError, ReplayFailure};
-pub use handle::{CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle};
-pub use ids::{Stream, VcpuId, VmId};
-pub use lock::{LockRefusal, ModelLock, Seal};
-
-/// The architecture a guest runs; data, not a `cfg`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum GuestArch {
-    X86_64,
-    Aarch64,
-}
-
-impl fmt::Display for GuestArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GuestArch::X86_64 => "x86_64",
-            GuestArch::Aarch64 => "aarch64",
-        })
-    }
-}
+pub use hypervisor::errno::Errno;
+pub use hypervisor::error::{CallError, ReplayFailure};
+pub use hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
+pub use runtime::control::RunControl;
+pub use runtime::handle::{
+    CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle,
+};
+pub use runtime::lock::{LockRefusal, ModelLock, Seal};

@@ -1,13 +1,13 @@
-//! Live tests of the floor (`vcpu::kvm::floor`) on the real `/dev/kvm`.
+//! Live tests of the floor (`vcpu::hypervisor::kvm::floor`) on the real `/dev/kvm`.
 //!
 //! Where `/dev/kvm` cannot be used (or the host is not x86_64), each test prints
 //! `SKIPPED <test>: <reason>` and passes.
 
 use std::path::Path;
 use vcpu::VcpuExit;
-use vcpu::guest::x86::PORT_PASS_BEGIN;
-use vcpu::kvm::KvmUnavailable;
-use vcpu::kvm::floor::{Floor, FloorError};
+use vcpu::guests::x86::PORT_PASS_BEGIN;
+use vcpu::hypervisor::kvm::KvmUnavailable;
+use vcpu::hypervisor::kvm::floor::{Floor, FloorError};
 use vcpu::{VcpuId, VmId};
 
 /// Open the floor, or say clearly why the test is skipped.

@@ -34,7 +34,7 @@ pub enum Task {
     Test(TestArgs),
     /// Check the workspace's source rules; with --all, cargo fmt --check and clippy too.
     ///
-    /// The rules: `unsafe` only in the KVM backend (vcpu/src/kvm/), each unsafe block or impl
+    /// The rules: `unsafe` only in the KVM backend (vcpu/src/hypervisor/kvm/), each unsafe block or impl
     /// there under a `// SAFETY:` comment; `cfg(target_arch ...)` only in the backend; no source
     /// file outside tests over 800 lines (but for the listed debts, which may only shrink); the
     /// CPU-model code (vcpu/src/cpuid/, vcpu/src/arm64/) uses nothing of crate::kvm, guest,

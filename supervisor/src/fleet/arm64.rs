@@ -1,6 +1,6 @@
 //! The arm64 half of a VM loop: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what the
 //! kernel offers (the register list, the untouched values, the writable masks), plan the spec's
-//! model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel sees it),
+//! model with `vcpu::model::arm64` (every write judged by the kernel's rules before the kernel sees it),
 //! write the accepted part through the lock, read it back, build the guest program that reads
 //! the model back from inside, and judge what the guest saw.
 //!
@@ -14,14 +14,14 @@ use crate::report::{
 use crate::spec::AfterRun;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vcpu::arm64::firmware::FirmwareRegister;
-use vcpu::arm64::{
+use vcpu::guests::arm64::decoder::Arm64GuestReport;
+use vcpu::guests::arm64::smccc::{self, SmcccCall};
+use vcpu::guests::arm64::{self as guest, Finish};
+use vcpu::model::arm64::firmware::FirmwareRegister;
+use vcpu::model::arm64::{
     Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
     lock_class, reg_id,
 };
-use vcpu::guest::arm64::decoder::Arm64GuestReport;
-use vcpu::guest::arm64::smccc::{self, SmcccCall};
-use vcpu::guest::arm64::{self as guest, Finish};
 use vcpu::{
     Errno, Hypervisor, OneRegLockRule, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
 };
@@ -82,13 +82,16 @@ pub(super) fn configure(
     for vcpu in vcpus {
         vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
             .map_err(|e| e.to_string())?;
-        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+        if spec.features.contains(vcpu::model::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
             })
             .map_err(|e| e.to_string())?;
         }
-        if spec.features.contains(vcpu::arm64::VcpuFeature::PmuV3) {
+        if spec
+            .features
+            .contains(vcpu::model::arm64::VcpuFeature::PmuV3)
+        {
             vcpu.plain_call(VcpuCall::ArmPmuV3Init)
                 .map_err(|e| e.to_string())?;
         }
@@ -97,7 +100,7 @@ pub(super) fn configure(
         .first()
         .ok_or_else(|| "an arm64 VM needs at least one vCPU".to_string())?;
     let host = read_host_view(mask_ranges, vm, first)?;
-    let plan = vcpu::arm64::plan(spec, &host).map_err(|e| format!("arm64 model: {e}"))?;
+    let plan = vcpu::model::arm64::plan(spec, &host).map_err(|e| format!("arm64 model: {e}"))?;
 
     let mut writes = Vec::new();
     for write in &plan.writes {
@@ -146,7 +149,7 @@ pub(super) fn configure(
     }
     let mut unknown = Vec::new();
     for decision in &plan.unknown_registers {
-        if decision.action == vcpu::arm64::model::plan::UnknownRegisterAction::WriteZero {
+        if decision.action == vcpu::model::arm64::model::plan::UnknownRegisterAction::WriteZero {
             write_all(vcpus, decision.reg_id, 0)
                 .map_err(|e| format!("clearing unknown register {}: {e}", decision.register))?;
         }
@@ -217,7 +220,7 @@ fn scratch_verdicts(
             .map_err(|e| format!("cross-check: {e}"))?;
         vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
             .map_err(|e| format!("cross-check: {e}"))?;
-        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+        if spec.features.contains(vcpu::model::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
             })
@@ -356,8 +359,8 @@ pub(super) fn judge_guest(
         };
         // KVM clears the GIC fields at the first run of a VM without a vGIC, so what the guest
         // reads there is not what was held before the run (kvm-semantics §2.10).
-        let masked =
-            SysReg::from_kvm_reg_id(seen.id).map_or(0, vcpu::arm64::fields::first_run_mutable_mask);
+        let masked = SysReg::from_kvm_reg_id(seen.id)
+            .map_or(0, vcpu::model::arm64::fields::first_run_mutable_mask);
         if seen.value & !masked != expected & !masked {
             mismatches.push(format!(
                 "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",

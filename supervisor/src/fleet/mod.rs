@@ -961,11 +961,11 @@ pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
 
 /// A feature's catalog spelling, or why the name is not one.
 fn feature_name(name: &str) -> Result<String, String> {
-    match vcpu::cpuid::features::by_name(name) {
+    match vcpu::model::x86::catalog::by_name(name) {
         Some(feature) => Ok(feature.name.to_string()),
         None => Err(format!(
             "unknown CPU feature `{name}`{}; `vmfleet host` lists them",
-            vcpu::cpuid::features::suggest(name)
+            vcpu::model::x86::catalog::suggest(name)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default()
         )),

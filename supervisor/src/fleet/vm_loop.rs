@@ -31,12 +31,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
-use vcpu::cpuid::model::X86CpuModel;
-use vcpu::cpuid::{CpuidTable, drift, features};
-use vcpu::guest::arm64 as arm64_guest;
-use vcpu::guest::arm64::decoder::Arm64GuestReport;
-use vcpu::guest::x86 as guest;
-use vcpu::runner::{self, Probe, ProbeEnd, ProbeOutcome, RunLimits, RunOutcome, VcpuNotice};
+use vcpu::guests::arm64 as arm64_guest;
+use vcpu::guests::arm64::decoder::Arm64GuestReport;
+use vcpu::guests::x86 as guest;
+use vcpu::model::x86::model::X86CpuModel;
+use vcpu::model::x86::{CpuidTable, catalog as features, drift};
+use vcpu::runtime::runner::{
+    self, Probe, ProbeEnd, ProbeOutcome, RunLimits, RunOutcome, VcpuNotice,
+};
 use vcpu::{
     GuestArch, HandleError, Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle,
     VcpuId, VmCall, VmHandle, VmId,
@@ -573,7 +575,7 @@ impl VmLoop {
                 exits: 0,
                 end: "not started".into(),
                 run_end: RunEnd::NotStarted,
-                held: vcpu::cpuid::CpuidTable::default(),
+                held: vcpu::model::x86::CpuidTable::default(),
                 hidden: Vec::new(),
             })
             .collect();
@@ -1164,7 +1166,7 @@ enum Launch {
         pause_at_first_exit: bool,
     },
     Arm64 {
-        id_regs: Vec<vcpu::arm64::SysReg>,
+        id_regs: Vec<vcpu::model::arm64::SysReg>,
         calls: Vec<arm64_guest::smccc::SmcccCall>,
         repeats: u32,
         finish: arm64_guest::Finish,
@@ -1249,7 +1251,7 @@ fn spawn_vcpu(
                 if notice == VcpuNotice::FirstExit {
                     // From here on the thread runs the guest, not the start path: let the VM
                     // loops and the control plane win the CPU from spinning guests.
-                    if let Err(e) = vcpu::kvm::deprioritize_vcpu_thread() {
+                    if let Err(e) = vcpu::hypervisor::kvm::deprioritize_vcpu_thread() {
                         tracing::debug!("vCPU thread keeps its priority: {e}");
                     }
                 }

@@ -1,7 +1,7 @@
 //! Tests of `report` (tests), kept beside it so the module itself stays short.
 
 use super::*;
-use vcpu::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
+use vcpu::model::x86::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
 
 fn entry(function: u32, index: u32, ebx: u32) -> CpuidEntry {
     CpuidEntry {
