@@ -17,6 +17,7 @@
 
 pub mod arm64;
 pub mod probe;
+pub mod start;
 pub mod x86;
 
 pub use probe::{
@@ -24,7 +25,21 @@ pub use probe::{
     Step,
 };
 
+use crate::hypervisor::call::VcpuExit;
 use thiserror::Error;
+
+/// Turns a guest program's exits into its report; one per guest architecture's program
+/// ([`ProbeDecoder`] for x86, [`arm64::Arm64Decoder`] for arm64). The runtime's run loop is
+/// generic over it, so a new guest program needs no change there.
+pub trait ExitDecoder {
+    /// What the guest saw.
+    type Report;
+    /// Take one exit (never [`VcpuExit::Interrupted`]); `Done` when the program has finished.
+    /// An error explains how the exit broke the program's protocol.
+    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String>;
+    /// The report of the complete passes so far.
+    fn finish(self) -> Self::Report;
+}
 
 /// A guest program could not be prepared or loaded.
 #[derive(Debug, Error)]

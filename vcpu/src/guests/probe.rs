@@ -170,6 +170,16 @@ pub struct ProbeDecoder {
     phase: Phase,
 }
 
+impl crate::guests::ExitDecoder for ProbeDecoder {
+    type Report = GuestReport;
+    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String> {
+        ProbeDecoder::feed(self, exit).map_err(|e: GuestProtocolError| e.to_string())
+    }
+    fn finish(self) -> GuestReport {
+        ProbeDecoder::finish(self)
+    }
+}
+
 impl ProbeDecoder {
     /// A decoder for a guest loaded with these `points` and `repeats` (0 = forever: the report
     /// then never completes, and it keeps counting passes; its size stays bounded either way).

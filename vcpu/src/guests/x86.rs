@@ -32,7 +32,8 @@
 //!   3. [`PORT_PASS_END`] ← `p`.
 //!
 //! The exit sequence is decoded by [`crate::guests::ProbeDecoder`]; the fault ends it with an exit
-//! the runner ([`crate::runtime::runner::run_probe`]) reports as [`crate::runtime::runner::ProbeEnd::GuestFault`].
+//! the runner (`runtime::runner::run_probe`) reports as
+//! `runtime::runner::ProbeEnd::GuestFault`.
 //!
 //! # The fault on purpose
 //!

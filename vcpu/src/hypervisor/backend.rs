@@ -7,13 +7,13 @@
 //!
 //! Implementations: the KVM backend ([`crate::hypervisor::kvm`]), and, in the `recorder` crate, the recording
 //! decorator and the replay backend. The supervisor never holds these objects directly; it goes
-//! through [`crate::runtime::handle`], which routes every CPU-model write through the pre-run lock.
+//! through the runtime's handles (`runtime::handle`), which routes every CPU-model write through the pre-run lock.
 
 use crate::hypervisor::call::{Reply, RunDecision, SystemCall, VcpuCall, VmCall};
 use crate::hypervisor::error::CallError;
 use crate::hypervisor::ids::GuestArch;
 use crate::hypervisor::ids::{VcpuId, VmId};
-use crate::runtime::lock::LockRefusal;
+use crate::hypervisor::refusal::LockRefusal;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 

@@ -5,9 +5,9 @@
 //! types with a stable shape. One variant is one *logical* backend call, usually exactly one ioctl;
 //! where a logical call needs several ioctls (setting up boot registers), the variant's docs say so.
 
+use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::{VcpuId, VmId};
-use crate::model::x86::CpuidTable;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -3,7 +3,7 @@
 use crate::hypervisor::call::{Failure, Origin};
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::Stream;
-use crate::runtime::lock::LockRefusal;
+use crate::hypervisor::refusal::LockRefusal;
 use thiserror::Error;
 
 /// Why a backend call did not produce a [`crate::hypervisor::call::Reply`].

@@ -6,13 +6,18 @@
 //! ([`cpuid`]), every KVM number vmfleet names ([`abi`]), and the KVM implementation of the
 //! interface ([`kvm`]), the only code in vmfleet with `unsafe` and `cfg(target_arch)`.
 //!
-//! Must not: import the CPU models, the guests or the runtime (`crate::model`, `crate::guests`,
-//! `crate::runtime`). The boundary is what they are built on; what they decide reaches it as data
+//! Must not: import the CPU models, the guests or the runtime (`model`, `guests`,
+//! `runtime`). The boundary is what they are built on; what they decide reaches it as data
 //! (a table, a refusal, a guest image), never as a call back up.
 
+pub mod abi;
 pub mod backend;
 pub mod call;
+pub mod cpuid;
 pub mod errno;
 pub mod error;
+pub mod headline;
 pub mod ids;
 pub mod kvm;
+pub mod refusal;
+pub mod workload;

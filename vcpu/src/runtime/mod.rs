@@ -3,7 +3,7 @@
 //! drives a guest program on one OS thread per vCPU ([`runner`]).
 //!
 //! May use the boundary, the models and the guests; must not reach the KVM backend
-//! (`crate::hypervisor::kvm`) itself: it drives whatever backend it is handed, live, recording or
+//! (`hypervisor::kvm`) itself: it drives whatever backend it is handed, live, recording or
 //! replaying, through the [`crate::Hypervisor`] / [`crate::Vm`] / [`crate::Vcpu`] traits.
 
 pub mod control;

@@ -11,7 +11,7 @@
 //! looking at control after a kick is what makes the decisions replayable: they sit at recorded
 //! exits, not at whatever instant a flag happened to be read.
 
-use crate::guests::{GuestProtocolError, GuestReport, ProbeDecoder, Step};
+use crate::guests::{GuestReport, ProbeDecoder, Step};
 use crate::hypervisor::call::{RunDecision, VcpuExit};
 use crate::runtime::control::RunControl;
 use crate::runtime::handle::{HandleError, VcpuHandle};
@@ -50,37 +50,9 @@ impl fmt::Display for ProbeEnd {
     }
 }
 
-/// Turns a guest program's exits into its report; one per guest architecture's program
-/// ([`ProbeDecoder`] for x86, [`crate::guests::arm64::Arm64Decoder`] for arm64).
-pub trait ExitDecoder {
-    /// What the guest saw.
-    type Report;
-    /// Take one exit (never [`VcpuExit::Interrupted`]); `Done` when the program has finished.
-    /// An error explains how the exit broke the program's protocol.
-    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String>;
-    /// The report of the complete passes so far.
-    fn finish(self) -> Self::Report;
-}
-
-impl ExitDecoder for ProbeDecoder {
-    type Report = GuestReport;
-    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String> {
-        ProbeDecoder::feed(self, exit).map_err(|e: GuestProtocolError| e.to_string())
-    }
-    fn finish(self) -> GuestReport {
-        ProbeDecoder::finish(self)
-    }
-}
-
-impl ExitDecoder for crate::guests::arm64::decoder::Arm64Decoder {
-    type Report = crate::guests::arm64::decoder::Arm64GuestReport;
-    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String> {
-        crate::guests::arm64::decoder::Arm64Decoder::feed(self, exit).map_err(|e| e.to_string())
-    }
-    fn finish(self) -> Self::Report {
-        crate::guests::arm64::decoder::Arm64Decoder::finish(self)
-    }
-}
+/// The run loop is generic over the guest's decoder; the trait is the guests' own
+/// ([`crate::guests::ExitDecoder`]), so that the guests need nothing of the runtime.
+pub use crate::guests::ExitDecoder;
 
 /// The result of one probe run of the x86 guest.
 pub type ProbeOutcome = RunOutcome<GuestReport>;

@@ -279,6 +279,16 @@ pub struct Arm64Decoder {
     interrupted: String,
 }
 
+impl crate::guests::ExitDecoder for Arm64Decoder {
+    type Report = Arm64GuestReport;
+    fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String> {
+        Arm64Decoder::feed(self, exit).map_err(|e| e.to_string())
+    }
+    fn finish(self) -> Self::Report {
+        Arm64Decoder::finish(self)
+    }
+}
+
 impl Arm64Decoder {
     /// A decoder for a guest loaded with `program`. With `repeats` = 0 the report never
     /// completes and passes keep being counted; its size stays bounded either way.

@@ -2,6 +2,7 @@
 //! masks and the boot state.
 
 use super::{kernel, last_kernel_error, other_arch};
+use crate::hypervisor::abi;
 use crate::hypervisor::call::{Reply, SystemCall, VcpuCall, VmCall};
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::CallError;
@@ -14,13 +15,13 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd, reg_size};
 use std::mem::offset_of;
 
-/// `KVM_ARM_GET_REG_WRITABLE_MASKS` = `_IOR(0xAE, 0xb6, struct reg_mask_range)` (VM ioctl);
-/// `kvm-ioctls` 0.25 has no wrapper for it.
-const KVM_ARM_GET_REG_WRITABLE_MASKS: libc::c_ulong = 0x8040_AEB6;
+/// [`abi::KVM_ARM_GET_REG_WRITABLE_MASKS`], as `ioctl` takes it; `kvm-ioctls` 0.25 has no
+/// wrapper for it.
+const KVM_ARM_GET_REG_WRITABLE_MASKS: libc::c_ulong = abi::KVM_ARM_GET_REG_WRITABLE_MASKS as _;
 
-/// `KVM_GET_REG_LIST` = `_IOWR(0xAE, 0xb0, struct kvm_reg_list)` (vCPU ioctl). Issued directly
-/// rather than through `kvm_bindings::RegList`, whose capacity is capped at 500 ids.
-const KVM_GET_REG_LIST: libc::c_ulong = 0xC008_AEB0;
+/// [`abi::KVM_GET_REG_LIST`], as `ioctl` takes it. Issued directly rather than through
+/// `kvm_bindings::RegList`, whose capacity is capped at 500 ids.
+const KVM_GET_REG_LIST: libc::c_ulong = abi::KVM_GET_REG_LIST as _;
 
 /// Number of masks in the feature-ID range (`KVM_ARM_FEATURE_ID_RANGE_SIZE`).
 const MASKS: usize = KVM_ARM_FEATURE_ID_RANGE_SIZE as usize;

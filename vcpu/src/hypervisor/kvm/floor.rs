@@ -10,22 +10,25 @@
 //! 2. for each VM, one after the other:
 //!    - `KVM_CREATE_VM` (`kvm-ioctls` also asks `KVM_GET_VCPU_MMAP_SIZE` here, as it does for
 //!      vmfleet);
-//!    - [`GUEST_MEMORY_SIZE`] bytes of anonymous memory at guest-physical 0, registered as slot 0
+//!    - [`StartWorkload::memory_size`] bytes of anonymous memory at guest-physical 0, registered as slot 0
 //!      with `KVM_SET_USER_MEMORY_REGION`;
-//!    - for each vCPU: `KVM_CREATE_VCPU`, the model table that vmfleet builds for it
-//!      (`X86CpuModel::default().build(..)`, which normalises the APIC ids per vCPU),
-//!      `KVM_SET_CPUID2`, then `KVM_GET_CPUID2` (vmfleet reads every table back);
-//!    - the probe guest ([`guest::x86::load`]) with the points of vCPU 0's read-back table and
-//!      [`PROBE_REPEATS`] pass, as the job loads it;
+//!    - for each vCPU: `KVM_CREATE_VCPU`, the model table the workload builds for it
+//!      ([`StartWorkload::cpuid_table`]; vmfleet's is `X86CpuModel::default().build(..)`, which
+//!      normalises the APIC ids per vCPU), `KVM_SET_CPUID2`, then `KVM_GET_CPUID2` (vmfleet reads
+//!      every table back);
+//!    - the workload's guest ([`StartWorkload::load`], given vCPU 0's read-back table), as the job
+//!      loads the probe guest;
 //!    - for each vCPU, the real-mode boot state (`KVM_GET_SREGS`, `KVM_SET_SREGS`,
 //!      `KVM_SET_REGS`), the very code vmfleet's backend runs for `SetBootState`;
-//!    - for each vCPU, `KVM_RUN` once: the guest runs until its first exit, which is its
-//!      `OUT` of pass number 0 to [`guest::x86::PORT_PASS_BEGIN`].
+//!    - for each vCPU, `KVM_RUN` once: the guest runs until its first exit (for the probe guest,
+//!      its `OUT` of pass number 0 to its pass-begin port).
 //! 3. Every VM stays alive until the last vCPU has exited once, so that, as in vmfleet, all of
 //!    them exist at the same time; then all are closed (timed separately as teardown).
 //!
 //! The ioctls are the backend's own helpers (the `x86_64`, `vm` and `exit` modules), so the floor
-//! and vmfleet differ only in what vmfleet adds around them.
+//! and vmfleet differ only in what vmfleet adds around them. What the ioctls write (the tables,
+//! the guest) is the caller's [`StartWorkload`], prepared from the CPU model and the guest
+//! (vmfleet's is `vcpu::guests::start::ProbeStart`): the backend does not reach up to either.
 //!
 //! # What it leaves out, on purpose
 //!
@@ -45,12 +48,11 @@
 //! Only x86_64 hosts run the floor (the probe guest is x86 real-mode code); elsewhere
 //! [`Floor::open`] fails with [`FloorError::UnsupportedArch`].
 
-use crate::guests::{self as guest, GuestError};
 use crate::hypervisor::call::VcpuExit;
 use crate::hypervisor::error::CallError;
 use crate::hypervisor::ids::{Stream, VcpuId, VmId};
 use crate::hypervisor::kvm::KvmUnavailable;
-use crate::model::x86::model::ModelError;
+use crate::hypervisor::workload::{StartWorkload, WorkloadError};
 use serde::Serialize;
 use std::time::Duration;
 use thiserror::Error;
@@ -58,15 +60,6 @@ use thiserror::Error;
 pub use imp::Floor;
 #[cfg(target_arch = "x86_64")]
 pub use imp::start_to_first_exit;
-
-/// Guest memory per VM: what the job maps for a VM of the default spec (`memory_mib = 1`, and
-/// never less than [`guest::x86::MEMORY_SIZE`]).
-pub const GUEST_MEMORY_SIZE: u64 = 1 << 20;
-const _: () = assert!(GUEST_MEMORY_SIZE >= guest::x86::MEMORY_SIZE);
-
-/// Passes the probe guest is loaded with: the spec's default `probe_repeats`. Only the first
-/// exit matters here, but the guest in memory is the one vmfleet loads.
-pub const PROBE_REPEATS: u32 = 1;
 
 /// One floor run: how long it took and what each vCPU's first exit was.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -94,13 +87,13 @@ impl FloorRun {
         }
     }
 
-    /// The first first exit that is not the probe guest's start of pass 0 (see
-    /// [`is_first_pass_begin`]), if any: a run where a guest did anything else measured
+    /// The first first exit that is not the one `workload`'s guest is meant to make
+    /// ([`StartWorkload::is_first_exit`]), if any: a run where a guest did anything else measured
     /// something other than a start.
-    pub fn unexpected_first_exit(&self) -> Option<&FirstExit> {
+    pub fn unexpected_first_exit(&self, workload: &dyn StartWorkload) -> Option<&FirstExit> {
         self.first_exits
             .iter()
-            .find(|first| !is_first_pass_begin(&first.exit))
+            .find(|first| !workload.is_first_exit(&first.exit))
     }
 }
 
@@ -133,16 +126,6 @@ pub struct FirstExit {
     pub exit: VcpuExit,
 }
 
-/// Whether `exit` is the probe guest's first exit: `OUT` of pass number 0 (4 bytes) to
-/// [`guest::x86::PORT_PASS_BEGIN`].
-pub fn is_first_pass_begin(exit: &VcpuExit) -> bool {
-    matches!(
-        exit,
-        VcpuExit::IoOut { port, data }
-            if *port == guest::x86::PORT_PASS_BEGIN && data.as_slice() == 0u32.to_le_bytes()
-    )
-}
-
 /// Why a floor run could not be done.
 #[derive(Debug, Error)]
 pub enum FloorError {
@@ -172,21 +155,21 @@ pub enum FloorError {
         source: CallError,
     },
 
-    /// vmfleet's model builder refused the host's table for this vCPU.
+    /// The workload's model builder refused the host's table for this vCPU.
     #[error("{vm}/{vcpu}: building the CPU model: {source}")]
     Model {
         vm: VmId,
         vcpu: VcpuId,
         #[source]
-        source: ModelError,
+        source: WorkloadError,
     },
 
-    /// The probe guest did not fit into the guest memory.
+    /// The workload's guest did not fit into the guest memory.
     #[error("{vm}: loading the probe guest: {source}")]
     Guest {
         vm: VmId,
         #[source]
-        source: GuestError,
+        source: WorkloadError,
     },
 }
 
@@ -194,11 +177,10 @@ pub enum FloorError {
 mod imp {
     use super::*;
     use crate::hypervisor::call::VcpuCall;
+    use crate::hypervisor::cpuid::CpuidTable;
     use crate::hypervisor::kvm::system::open_device;
     use crate::hypervisor::kvm::vm::register_region;
     use crate::hypervisor::kvm::{KVM_PATH, exit, kernel, x86_64};
-    use crate::model::x86::CpuidTable;
-    use crate::model::x86::model::X86CpuModel;
     use kvm_ioctls::{Kvm, VcpuFd, VmFd};
     use std::path::Path;
     use std::time::Instant;
@@ -231,10 +213,11 @@ mod imp {
         /// See [`start_to_first_exit`].
         pub fn start_to_first_exit(
             &self,
+            workload: &dyn StartWorkload,
             vms: u32,
             vcpus_per_vm: u32,
         ) -> Result<FloorRun, FloorError> {
-            start_to_first_exit(&self.kvm, vms, vcpus_per_vm)
+            start_to_first_exit(&self.kvm, workload, vms, vcpus_per_vm)
         }
     }
 
@@ -246,14 +229,15 @@ mod imp {
         memory: GuestMemoryMmap,
     }
 
-    /// Bring `vms` VMs with `vcpus_per_vm` vCPUs each from nothing to their first exit, one after
-    /// the other, keeping all of them alive until the last one has exited once (see the module
-    /// docs for exactly which ioctls, and what is timed).
+    /// Bring `vms` VMs with `vcpus_per_vm` vCPUs each from nothing to `workload`'s first exit,
+    /// one after the other, keeping all of them alive until the last one has exited once (see the
+    /// module docs for exactly which ioctls, and what is timed).
     ///
     /// The first exits are returned, not judged: check them with
     /// [`FloorRun::unexpected_first_exit`].
     pub fn start_to_first_exit(
         kvm: &Kvm,
+        workload: &dyn StartWorkload,
         vms: u32,
         vcpus_per_vm: u32,
     ) -> Result<FloorRun, FloorError> {
@@ -274,8 +258,11 @@ mod imp {
         phases.supported_cpuid += clock.lap();
         for index in 0..vms {
             let vm = start_vm(
-                kvm,
-                &supported,
+                &RunInput {
+                    kvm,
+                    workload,
+                    supported: &supported,
+                },
                 VmId(index),
                 vcpus_per_vm,
                 &mut phases,
@@ -316,10 +303,16 @@ mod imp {
         }
     }
 
+    /// What every VM of a run starts from.
+    struct RunInput<'a> {
+        kvm: &'a Kvm,
+        workload: &'a dyn StartWorkload,
+        supported: &'a CpuidTable,
+    }
+
     /// One VM from `KVM_CREATE_VM` to the first exit of each of its vCPUs.
     fn start_vm(
-        kvm: &Kvm,
-        supported: &CpuidTable,
+        input: &RunInput<'_>,
         vm: VmId,
         vcpus: u32,
         phases: &mut FloorPhases,
@@ -337,12 +330,18 @@ mod imp {
             source,
         };
 
+        let RunInput {
+            kvm,
+            workload,
+            supported,
+        } = *input;
         let fd = kvm
             .create_vm()
             .map_err(|e| vm_step("KVM_CREATE_VM", kernel(e)))?;
         phases.create_vm += clock.lap();
 
-        let memory = guest_memory().map_err(|e| vm_step("mapping guest memory", e))?;
+        let memory =
+            guest_memory(workload.memory_size()).map_err(|e| vm_step("mapping guest memory", e))?;
         let mut floor_vm = FloorVm {
             vcpus: Vec::with_capacity(vcpus as usize),
             fd,
@@ -358,8 +357,7 @@ mod imp {
         }
         phases.guest_memory += clock.lap();
 
-        let model = X86CpuModel::default();
-        let mut points = Vec::new();
+        let mut vcpu0_held = None;
         for index in 0..vcpus {
             let id = VcpuId(index);
             let fd = floor_vm
@@ -368,34 +366,33 @@ mod imp {
                 .map_err(|e| vcpu_step(id, "KVM_CREATE_VCPU", kernel(e)))?;
             phases.create_vcpu += clock.lap();
 
-            let requested =
-                model
-                    .build(supported, index, vcpus)
-                    .map_err(|source| FloorError::Model {
-                        vm,
-                        vcpu: id,
-                        source,
-                    })?;
-            x86_64::set_cpuid2(&fd, &requested.table)
-                .map_err(|e| vcpu_step(id, "KVM_SET_CPUID2", e))?;
+            let requested = workload
+                .cpuid_table(supported, index, vcpus)
+                .map_err(|source| FloorError::Model {
+                    vm,
+                    vcpu: id,
+                    source,
+                })?;
+            x86_64::set_cpuid2(&fd, &requested).map_err(|e| vcpu_step(id, "KVM_SET_CPUID2", e))?;
             let held = x86_64::get_cpuid2(&fd).map_err(|e| vcpu_step(id, "KVM_GET_CPUID2", e))?;
             if index == 0 {
-                points = held.probe_points();
+                vcpu0_held = Some(held);
             }
             // Until here a failure drops `fd` before `floor_vm`, i.e. before the memory.
             floor_vm.vcpus.push(fd);
             phases.cpuid += clock.lap();
         }
 
-        guest::x86::load(&floor_vm.memory, &points, PROBE_REPEATS)
+        workload
+            // Always vCPU 0's table: a run has at least one vCPU (checked first).
+            .load(&floor_vm.memory, &vcpu0_held.unwrap_or_default())
             .map_err(|source| FloorError::Guest { vm, source })?;
         phases.load_guest += clock.lap();
 
-        let boot = VcpuCall::SetBootState {
-            entry: guest::x86::ENTRY,
-        };
+        let entry = workload.entry();
+        let boot = VcpuCall::SetBootState { entry };
         for (index, fd) in floor_vm.vcpus.iter().enumerate() {
-            x86_64::set_boot_state(fd, &boot, guest::x86::ENTRY)
+            x86_64::set_boot_state(fd, &boot, entry)
                 .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
         }
         phases.boot_state += clock.lap();
@@ -409,10 +406,10 @@ mod imp {
         Ok(floor_vm)
     }
 
-    /// [`GUEST_MEMORY_SIZE`] bytes of anonymous memory at guest-physical 0, mapped the way the
-    /// backend maps a VM's memory.
-    fn guest_memory() -> Result<GuestMemoryMmap, CallError> {
-        let size = usize::try_from(GUEST_MEMORY_SIZE)
+    /// `size` bytes of anonymous memory at guest-physical 0, mapped the way the backend maps a
+    /// VM's memory.
+    fn guest_memory(size: u64) -> Result<GuestMemoryMmap, CallError> {
+        let size = usize::try_from(size)
             .map_err(|_| CallError::Backend("guest memory size does not fit this host".into()))?;
         let region = GuestRegionMmap::from_range(GuestAddress(0), size, None)
             .map_err(|e| CallError::Backend(format!("cannot map guest memory: {e}")))?;
@@ -451,6 +448,7 @@ mod imp {
 
         pub fn start_to_first_exit(
             &self,
+            _workload: &dyn StartWorkload,
             _vms: u32,
             _vcpus_per_vm: u32,
         ) -> Result<FloorRun, FloorError> {
@@ -463,18 +461,34 @@ mod imp {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_first_pass_begin_is_recognised() {
-        let begin = |port, data: &[u8]| VcpuExit::IoOut {
-            port,
-            data: data.to_vec(),
-        };
-        assert!(is_first_pass_begin(&begin(0x510, &[0, 0, 0, 0])));
-        assert!(!is_first_pass_begin(&begin(0x510, &[1, 0, 0, 0])));
-        assert!(!is_first_pass_begin(&begin(0x510, &[0])));
-        assert!(!is_first_pass_begin(&begin(0x511, &[0, 0, 0, 0])));
-        assert!(!is_first_pass_begin(&VcpuExit::Hlt));
-        assert!(!is_first_pass_begin(&VcpuExit::Shutdown));
+    /// A workload whose guest is meant to exit first with `HLT`; only its judgement is used.
+    struct HaltFirst;
+
+    impl StartWorkload for HaltFirst {
+        fn memory_size(&self) -> u64 {
+            4096
+        }
+        fn cpuid_table(
+            &self,
+            supported: &crate::hypervisor::cpuid::CpuidTable,
+            _index: u32,
+            _count: u32,
+        ) -> Result<crate::hypervisor::cpuid::CpuidTable, WorkloadError> {
+            Ok(supported.clone())
+        }
+        fn load(
+            &self,
+            _memory: &vm_memory::GuestMemoryMmap,
+            _held: &crate::hypervisor::cpuid::CpuidTable,
+        ) -> Result<(), WorkloadError> {
+            Ok(())
+        }
+        fn entry(&self) -> u64 {
+            0
+        }
+        fn is_first_exit(&self, exit: &VcpuExit) -> bool {
+            *exit == VcpuExit::Hlt
+        }
     }
 
     #[test]
@@ -490,21 +504,15 @@ mod tests {
             elapsed: Duration::from_millis(500),
             phases: FloorPhases::default(),
             teardown: Duration::ZERO,
-            first_exits: vec![
-                exit(
-                    0,
-                    VcpuExit::IoOut {
-                        port: 0x510,
-                        data: vec![0; 4],
-                    },
-                ),
-                exit(1, VcpuExit::Shutdown),
-            ],
+            first_exits: vec![exit(0, VcpuExit::Hlt), exit(1, VcpuExit::Shutdown)],
         };
         assert_eq!(run.vms_per_second(), 8.0);
-        assert_eq!(run.unexpected_first_exit().map(|f| f.vcpu), Some(VcpuId(1)));
+        assert_eq!(
+            run.unexpected_first_exit(&HaltFirst).map(|f| f.vcpu),
+            Some(VcpuId(1))
+        );
         run.first_exits.pop();
-        assert_eq!(run.unexpected_first_exit(), None);
+        assert_eq!(run.unexpected_first_exit(&HaltFirst), None);
         run.elapsed = Duration::ZERO;
         assert!(run.vms_per_second().is_infinite());
     }

@@ -7,7 +7,7 @@ use crate::hypervisor::backend::{Kick, Vcpu};
 use crate::hypervisor::call::{Reply, RunDecision, VcpuCall, VcpuExit};
 use crate::hypervisor::error::CallError;
 use crate::hypervisor::ids::{VcpuId, VmId};
-use crate::runtime::lock::LockRefusal;
+use crate::hypervisor::refusal::LockRefusal;
 use kvm_ioctls::VcpuFd;
 use std::sync::Arc;
 

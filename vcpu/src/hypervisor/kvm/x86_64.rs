@@ -2,10 +2,10 @@
 
 use super::{kernel, other_arch};
 use crate::hypervisor::call::{Reply, SystemCall, VcpuCall, VmCall};
+use crate::hypervisor::cpuid::{CpuidEntry, CpuidTable, MAX_ENTRIES};
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::CallError;
 use crate::hypervisor::ids::GuestArch;
-use crate::model::x86::{CpuidEntry, CpuidTable, MAX_ENTRIES};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 

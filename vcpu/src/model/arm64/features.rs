@@ -6,6 +6,7 @@
 //! of a VM must then be created with the same set.
 
 use super::suggest;
+use crate::hypervisor::abi;
 use crate::hypervisor::errno::Errno;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -51,15 +52,15 @@ impl VcpuFeature {
     /// The bit number in `features[0]`.
     pub const fn bit(self) -> u32 {
         match self {
-            VcpuFeature::PowerOff => 0,
-            VcpuFeature::El1_32bit => 1,
-            VcpuFeature::Psci0_2 => 2,
-            VcpuFeature::PmuV3 => 3,
-            VcpuFeature::Sve => 4,
-            VcpuFeature::PtrauthAddress => 5,
-            VcpuFeature::PtrauthGeneric => 6,
-            VcpuFeature::HasEl2 => 7,
-            VcpuFeature::HasEl2E2h0 => 8,
+            VcpuFeature::PowerOff => abi::KVM_ARM_VCPU_POWER_OFF,
+            VcpuFeature::El1_32bit => abi::KVM_ARM_VCPU_EL1_32BIT,
+            VcpuFeature::Psci0_2 => abi::KVM_ARM_VCPU_PSCI_0_2,
+            VcpuFeature::PmuV3 => abi::KVM_ARM_VCPU_PMU_V3,
+            VcpuFeature::Sve => abi::KVM_ARM_VCPU_SVE,
+            VcpuFeature::PtrauthAddress => abi::KVM_ARM_VCPU_PTRAUTH_ADDRESS,
+            VcpuFeature::PtrauthGeneric => abi::KVM_ARM_VCPU_PTRAUTH_GENERIC,
+            VcpuFeature::HasEl2 => abi::KVM_ARM_VCPU_HAS_EL2,
+            VcpuFeature::HasEl2E2h0 => abi::KVM_ARM_VCPU_HAS_EL2_E2H0,
         }
     }
 
@@ -98,14 +99,20 @@ impl VcpuFeature {
     pub const fn capability(self) -> Option<(u32, &'static str)> {
         match self {
             VcpuFeature::PowerOff => None,
-            VcpuFeature::El1_32bit => Some((93, "KVM_CAP_ARM_EL1_32BIT")),
-            VcpuFeature::Psci0_2 => Some((102, "KVM_CAP_ARM_PSCI_0_2")),
-            VcpuFeature::PmuV3 => Some((126, "KVM_CAP_ARM_PMU_V3")),
-            VcpuFeature::Sve => Some((170, "KVM_CAP_ARM_SVE")),
-            VcpuFeature::PtrauthAddress => Some((171, "KVM_CAP_ARM_PTRAUTH_ADDRESS")),
-            VcpuFeature::PtrauthGeneric => Some((172, "KVM_CAP_ARM_PTRAUTH_GENERIC")),
-            VcpuFeature::HasEl2 => Some((240, "KVM_CAP_ARM_EL2")),
-            VcpuFeature::HasEl2E2h0 => Some((241, "KVM_CAP_ARM_EL2_E2H0")),
+            VcpuFeature::El1_32bit => Some((abi::KVM_CAP_ARM_EL1_32BIT, "KVM_CAP_ARM_EL1_32BIT")),
+            VcpuFeature::Psci0_2 => Some((abi::KVM_CAP_ARM_PSCI_0_2, "KVM_CAP_ARM_PSCI_0_2")),
+            VcpuFeature::PmuV3 => Some((abi::KVM_CAP_ARM_PMU_V3, "KVM_CAP_ARM_PMU_V3")),
+            VcpuFeature::Sve => Some((abi::KVM_CAP_ARM_SVE, "KVM_CAP_ARM_SVE")),
+            VcpuFeature::PtrauthAddress => Some((
+                abi::KVM_CAP_ARM_PTRAUTH_ADDRESS,
+                "KVM_CAP_ARM_PTRAUTH_ADDRESS",
+            )),
+            VcpuFeature::PtrauthGeneric => Some((
+                abi::KVM_CAP_ARM_PTRAUTH_GENERIC,
+                "KVM_CAP_ARM_PTRAUTH_GENERIC",
+            )),
+            VcpuFeature::HasEl2 => Some((abi::KVM_CAP_ARM_EL2, "KVM_CAP_ARM_EL2")),
+            VcpuFeature::HasEl2E2h0 => Some((abi::KVM_CAP_ARM_EL2_E2H0, "KVM_CAP_ARM_EL2_E2H0")),
         }
     }
 

@@ -5,41 +5,18 @@
 //! An id is `arch | size | coprocessor | index`. KVM refuses (`EINVAL`) any id whose upper 32 bits
 //! without the size field are not `KVM_REG_ARM64 >> 32`, then dispatches on the coprocessor
 //! field; [`classify`] follows the same steps so that vmfleet files every id where the kernel
-//! would look for it.
+//! would look for it. The encodings themselves are KVM's ABI and live in
+//! [`crate::hypervisor::abi`]; they are re-exported here beside the rules that read them.
 
 use super::sysreg::SysReg;
 use super::{catalog, firmware};
 use serde::{Deserialize, Serialize};
 
-/// The architecture bits of a register id.
-pub const KVM_REG_ARCH_MASK: u64 = 0xff00_0000_0000_0000;
-/// The architecture bits of every arm64 register id.
-pub const KVM_REG_ARM64: u64 = 0x6000_0000_0000_0000;
-/// The size field: the register is `1 << size` bytes.
-pub const KVM_REG_SIZE_MASK: u64 = 0x00f0_0000_0000_0000;
-/// Where the size field starts.
-pub const KVM_REG_SIZE_SHIFT: u32 = 52;
-/// Size field of a 4-byte register.
-pub const KVM_REG_SIZE_U32: u64 = 0x0020_0000_0000_0000;
-/// Size field of an 8-byte register (every system, firmware and bitmap register).
-pub const KVM_REG_SIZE_U64: u64 = 0x0030_0000_0000_0000;
-/// The coprocessor field that selects the register family.
-pub const KVM_REG_ARM_COPROC_MASK: u64 = 0x0000_0000_0fff_0000;
-/// Where the coprocessor field starts.
-pub const KVM_REG_ARM_COPROC_SHIFT: u32 = 16;
-
-/// Coprocessor of the core registers (`struct kvm_regs`).
-pub const COPROC_CORE: u16 = 0x10;
-/// Coprocessor of the demultiplexed registers (CCSIDR per cache level).
-pub const COPROC_DEMUX: u16 = 0x11;
-/// Coprocessor of the system registers.
-pub const COPROC_SYSREG: u16 = 0x13;
-/// Coprocessor of the firmware pseudo-registers (PSCI version, SMCCC workarounds).
-pub const COPROC_FW: u16 = 0x14;
-/// Coprocessor of the SVE registers.
-pub const COPROC_SVE: u16 = 0x15;
-/// Coprocessor of the hypercall-service bitmaps.
-pub const COPROC_FW_FEAT_BMAP: u16 = 0x16;
+pub use crate::hypervisor::abi::{
+    COPROC_CORE, COPROC_DEMUX, COPROC_FW, COPROC_FW_FEAT_BMAP, COPROC_SVE, COPROC_SYSREG,
+    KVM_REG_ARCH_MASK, KVM_REG_ARM_COPROC_MASK, KVM_REG_ARM_COPROC_SHIFT, KVM_REG_ARM64,
+    KVM_REG_SIZE_MASK, KVM_REG_SIZE_SHIFT, KVM_REG_SIZE_U32, KVM_REG_SIZE_U64,
+};
 
 /// The family of a register id, decided the way KVM dispatches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The SMCCC function ids KVM serves to an arm64 guest (`HVC #0`), their names, calling
 //! conventions and return codes: what the Arm SMC Calling Convention (DEN0028) and KVM define,
 //! in one place for the model ([`super::firmware::HypercallService::function_ids`]) and the
-//! built-in guest ([`crate::guests::arm64::smccc`], which makes the calls and reads the answers).
+//! built-in guest (`guests::arm64::smccc`, which makes the calls and reads the answers).
 //!
 //! Function ids follow `ARM_SMCCC_CALL_VAL(fast call, convention, owner, number)`: bit 31 = fast
 //! call, bit 30 = SMC64 (clear for SMC32), bits 29..24 = owner (0 arch, 4 standard secure = PSCI

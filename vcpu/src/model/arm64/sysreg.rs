@@ -3,18 +3,16 @@
 
 use super::catalog;
 use super::reg_id::{self, COPROC_SYSREG, KVM_REG_ARM64, KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64};
+pub use crate::hypervisor::abi::KVM_REG_ARM64_SYSREG;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-
-/// The coprocessor bits of every system-register id (`KVM_REG_ARM64_SYSREG`).
-pub const KVM_REG_ARM64_SYSREG: u64 = (COPROC_SYSREG as u64) << 16;
 
 /// Every system-register id is this plus the 16-bit encoding.
 const SYSREG_ID_BASE: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG;
 
 /// How many masks `KVM_ARM_GET_REG_WRITABLE_MASKS` returns (`KVM_ARM_FEATURE_ID_RANGE_SIZE`:
 /// op1 ∈ {0, 1, 3} × CRm 0..7 × op2 0..7).
-pub const FEATURE_ID_RANGE_SIZE: usize = 3 * 8 * 8;
+pub const FEATURE_ID_RANGE_SIZE: usize = crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 
 /// A system-register encoding. The fields are private so that every value is in range: `op0` 2
 /// bits, `op1` 3, `CRn` 4, `CRm` 4, `op2` 3.

@@ -12,8 +12,7 @@ use crate::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES`.
-pub const KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES: u32 = 230;
+pub use crate::hypervisor::abi::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
 /// The range bit that says the feature-ID masks exist (`BIT(KVM_ARM_FEATURE_ID_RANGE)`).
 pub const KVM_ARM_FEATURE_ID_RANGE_BIT: u64 = 1;
 /// ID_AA64PFR0_EL1.CSV3 | CSV2: what kernels before writable ID registers let userspace lower.

@@ -370,7 +370,7 @@ impl Arm64Refusal {
     /// The first line, for people: `ID_AA64ISAR0_EL1.AES 2 → 3 refused: RULE`, where 2 is what
     /// the write is judged against (the host limit, or what the VM holds after its first run) and
     /// 3 what was asked; a register-wide refusal names the fields that change. At most
-    /// [`crate::model::headline::HEADLINE_MAX`] characters; [`Arm64Refusal`]'s display has every detail.
+    /// [`crate::hypervisor::headline::HEADLINE_MAX`] characters; [`Arm64Refusal`]'s display has every detail.
     pub fn headline(&self) -> String {
         let changes = match &self.field {
             Some(field) => vec![format!(
@@ -383,10 +383,10 @@ impl Arm64Refusal {
             None => register_changes(self.reg_id, self.limit, self.requested),
         };
         let rule = match self.rule {
-            Arm64Rule::ChangedAfterRun { .. } => crate::model::headline::LOCK_RULE.to_string(),
+            Arm64Rule::ChangedAfterRun { .. } => crate::hypervisor::headline::LOCK_RULE.to_string(),
             ref rule => format!("{rule} ({})", self.errno),
         };
-        crate::model::headline::headline("", &changes, &rule)
+        crate::hypervisor::headline::headline("", &changes, &rule)
     }
 }
 

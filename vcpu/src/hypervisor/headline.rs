@@ -1,6 +1,7 @@
 //! The first line of a refusal, for people: what changed, old → new, and the rule, in at most
 //! [`HEADLINE_MAX`] characters (details follow on later lines). Shared by the lock's refusals
-//! ([`crate::runtime::lock`]) and the CPU models' own ([`crate::model::arm64`]), so both read alike; it lives on
+//! (`runtime::lock`, through [`crate::hypervisor::refusal::LockRefusal`]) and the CPU models' own
+//! (`model::arm64`), so both read alike; it lives on
 //! its own because the CPU-model code must not depend on the runtime (the lock).
 
 /// The lock's rule, as the first line of a refusal states it.
