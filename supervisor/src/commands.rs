@@ -578,7 +578,7 @@ fn probe_guest_cpuid(kvm: &KvmHypervisor, supported: &CpuidTable) -> GuestCpuidP
         let vm = kvm
             .create_vm(vcpu::VmId(0), "host-probe")
             .context("KVM_CREATE_VM of a scratch VM")?;
-        let vm = vcpu::VmHandle::new(vm, "host-probe");
+        let vm = vcpu::VmHandle::new(vm, "host-probe", kvm.arch());
         let vcpu = vm
             .create_vcpu(vcpu::VcpuId(0))
             .context("KVM_CREATE_VCPU of a scratch vCPU")?;

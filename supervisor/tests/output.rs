@@ -154,7 +154,7 @@ fn measure() -> (CpuidTable, CpuidTable) {
     let Ok(Reply::Cpuid(supported)) = kvm.call(&SystemCall::GetSupportedCpuid) else {
         panic!("KVM_GET_SUPPORTED_CPUID");
     };
-    let vm = vcpu::VmHandle::new(kvm.create_vm(vcpu::VmId(0), "t").unwrap(), "t");
+    let vm = vcpu::VmHandle::new(kvm.create_vm(vcpu::VmId(0), "t").unwrap(), "t", kvm.arch());
     let vcpu = vm.create_vcpu(vcpu::VcpuId(0)).unwrap();
     let table = vcpu::model::x86::model::X86CpuModel { hide: vec![] }
         .build(&supported, 0, 1)

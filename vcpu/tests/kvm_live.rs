@@ -52,6 +52,7 @@ fn probe_vm(
     let vm = VmHandle::new(
         kvm.create_vm(VmId(0), "live").expect("KVM_CREATE_VM"),
         "live",
+        kvm.arch(),
     );
     vm.add_memory(0, 0, MEMORY_SIZE).expect("guest memory");
     let mut handles = Vec::new();
@@ -169,7 +170,11 @@ fn backend_edges() {
         return;
     };
     let supported = supported_cpuid(&kvm);
-    let vm = VmHandle::new(kvm.create_vm(VmId(1), "edges").unwrap(), "edges");
+    let vm = VmHandle::new(
+        kvm.create_vm(VmId(1), "edges").unwrap(),
+        "edges",
+        kvm.arch(),
+    );
     assert_eq!(vm.with_memory(|mem| mem.num_regions()), 0);
     vm.add_memory(0, 0, MEMORY_SIZE).unwrap();
     assert_eq!(vm.with_memory(|mem| mem.num_regions()), 1);

@@ -52,6 +52,7 @@ fn no_changed_write_slips_past_the_first_run() {
         let vm = VmHandle::new(
             kvm.create_vm(VmId(round), "race").expect("create VM"),
             "race",
+            kvm.arch(),
         );
         vm.add_memory(0, 0, MEMORY_SIZE).expect("memory");
         let runner = Arc::new(vm.create_vcpu(VcpuId(0)).expect("vcpu0"));

@@ -298,7 +298,7 @@ pub fn drive(hv: &dyn Hypervisor, opts: &Drive) -> Result<Vec<String>, ReplayFai
     system(hv, &mut out, SystemCall::GetSupportedCpuid)?;
 
     let vm = match hv.create_vm(VmId(0), "alpha") {
-        Ok(vm) => VmHandle::new(vm, "alpha"),
+        Ok(vm) => VmHandle::new(vm, "alpha", hv.arch()),
         Err(CallError::Replay(failure)) => return Err(*failure),
         Err(e) => panic!("create_vm: {e}"),
     };

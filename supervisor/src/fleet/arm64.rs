@@ -19,11 +19,12 @@ use vcpu::guests::arm64::smccc::{self, SmcccCall};
 use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::firmware::FirmwareRegister;
 use vcpu::model::arm64::{
-    Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
-    lock_class, reg_id,
+    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
 };
+use vcpu::model::lock_policy;
 use vcpu::{
-    Errno, Hypervisor, OneRegLockRule, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
+    Errno, GuestArch, Hypervisor, OneRegLockRule, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall,
+    VmHandle, VmId,
 };
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
@@ -40,17 +41,10 @@ pub(super) struct Arm64Vm {
     pub report: Arm64VmReport,
 }
 
-/// The lock's rule for a register, from the model's lock class.
-pub(super) fn lock_rule(id: u64) -> OneRegLockRule {
-    match lock_class(id) {
-        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
-        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
-    }
-}
-
-/// Whether `id` is CPU-model state (read into the host view, held, and compared).
+/// Whether `id` is CPU-model state (read into the host view, held, and compared): the lock
+/// policy's answer for arm64.
 fn is_model_register(id: u64) -> bool {
-    lock_class(id) != LockClass::NotCpuModel
+    lock_policy::is_model_register(GuestArch::Aarch64, id)
 }
 
 /// Where cross-checks run: a scratch VM of the same host, created for the purpose.
@@ -213,6 +207,7 @@ fn scratch_verdicts(
             .create_vm(id, &scratch_name)
             .map_err(|e| format!("cross-check: creating the scratch VM: {e}"))?,
         scratch_name,
+        cross.hv.arch(),
     );
     let result = (|| {
         let vcpu = scratch
@@ -231,9 +226,9 @@ fn scratch_verdicts(
             let before = vcpu
                 .get_one_reg(reg)
                 .map_err(|e| format!("cross-check: {e}"))?;
-            let verdict = match vcpu.set_one_reg(reg, value, lock_rule(reg)) {
+            let verdict = match vcpu.set_one_reg(reg, value) {
                 Ok(_) => {
-                    vcpu.set_one_reg(reg, before, lock_rule(reg))
+                    vcpu.set_one_reg(reg, before)
                         .map_err(|e| format!("cross-check: undoing: {e}"))?;
                     ("the kernel accepted it".to_string(), false)
                 }
@@ -260,8 +255,7 @@ fn scratch_verdicts(
 /// Write `value` to register `id` of every vCPU, through the lock.
 fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), String> {
     for vcpu in vcpus {
-        vcpu.set_one_reg(id, value, lock_rule(id))
-            .map_err(|e| e.to_string())?;
+        vcpu.set_one_reg(id, value).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -458,7 +452,8 @@ pub(super) fn try_after_run(
         _ => "rewrite identical".to_string(),
     };
     let changed = writes.iter().any(|&(id, wanted, held)| {
-        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
+        wanted != held
+            && lock_policy::one_reg_rule(GuestArch::Aarch64, id) == OneRegLockRule::LockedAfterRun
     });
     let expected = if changed {
         LockVerdict::RefusedByLock
@@ -468,7 +463,7 @@ pub(super) fn try_after_run(
     let mut outcome = LockVerdict::Allowed;
     let mut message = None;
     for (id, wanted, _) in writes {
-        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
+        match vcpu.set_one_reg(id, wanted) {
             Ok(_) => {}
             Err(e) if e.is_lock_refusal() => {
                 outcome = LockVerdict::RefusedByLock;

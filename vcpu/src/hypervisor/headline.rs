@@ -1,8 +1,9 @@
 //! The first line of a refusal, for people: what changed, old → new, and the rule, in at most
 //! [`HEADLINE_MAX`] characters (details follow on later lines). Shared by the lock's refusals
-//! (`runtime::lock`, through [`crate::hypervisor::refusal::LockRefusal`]) and the CPU models' own
-//! (`model::arm64`), so both read alike; it lives on
-//! its own because the CPU-model code must not depend on the runtime (the lock).
+//! ([`crate::hypervisor::refusal::LockRefusal`], which the runtime's lock fills in) and the CPU
+//! models' own (`model::arm64`'s refusals), so both read alike. It lives at the boundary because
+//! the lock's refusal crosses it (`CallError::Refused`) and the boundary imports nothing above it;
+//! the models may use the boundary, so they read it from here too.
 
 /// The lock's rule, as the first line of a refusal states it.
 pub const LOCK_RULE: &str =

@@ -10,5 +10,6 @@
 //! values, so it compiles and is tested the same way on any host.
 
 pub mod arm64;
+pub mod lock_policy;
 pub mod suggest;
 pub mod x86;

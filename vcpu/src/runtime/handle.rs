@@ -8,13 +8,13 @@
 
 use crate::hypervisor::backend::{Kick, Vcpu, Vm};
 use crate::hypervisor::call::{Call, Reply, RunDecision, VcpuCall, VcpuExit, VmCall};
+use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::{CallError, ReplayFailure};
-use crate::hypervisor::ids::{Stream, VcpuId, VmId};
-use crate::model::x86::{CpuidTable, kernel_identity_differences};
+use crate::hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
+use crate::model::lock_policy::{self, Mismatch};
 use crate::runtime::control::RunControl;
 use crate::runtime::lock::{LockRefusal, ModelLock, Seal};
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
@@ -51,16 +51,20 @@ impl HandleError {
 pub struct VmHandle {
     id: VmId,
     name: String,
+    /// The guests' architecture: which writes the lock holds after the first run depends on it.
+    arch: GuestArch,
     lock: Arc<ModelLock>,
     vm: Mutex<Box<dyn Vm>>,
 }
 
 impl VmHandle {
-    pub fn new(vm: Box<dyn Vm>, name: impl Into<String>) -> Self {
+    /// A handle on `vm`, whose guests are of `arch` (the backend's: [`crate::Hypervisor::arch`]).
+    pub fn new(vm: Box<dyn Vm>, name: impl Into<String>, arch: GuestArch) -> Self {
         let id = vm.id();
         VmHandle {
             id,
             name: name.into(),
+            arch,
             lock: Arc::new(ModelLock::new(id)),
             vm: Mutex::new(vm),
         }
@@ -72,6 +76,11 @@ impl VmHandle {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The guests' architecture.
+    pub fn arch(&self) -> GuestArch {
+        self.arch
     }
 
     pub fn lock(&self) -> &ModelLock {
@@ -119,6 +128,7 @@ impl VmHandle {
         Ok(VcpuHandle {
             vm: self.id,
             id: vcpu,
+            arch: self.arch,
             lock: Arc::clone(&self.lock),
             kick: backend.kicker(),
             vcpu: Mutex::new(backend),
@@ -148,19 +158,15 @@ pub struct OneRegWrite {
     pub after_run: bool,
 }
 
-/// How the pre-run lock treats an arm64 register (the arm64 model says which applies).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OneRegLockRule {
-    /// VM-wide CPU model state: after the first run only the identical value is accepted.
-    LockedAfterRun,
-    /// Stays writable after the run, as in the kernel.
-    AlwaysWritable,
-}
+/// How the pre-run lock treats a register: the policy's answer ([`lock_policy::one_reg_rule`]),
+/// re-exported where the handle's callers used to find it.
+pub use crate::model::lock_policy::OneRegLockRule;
 
 /// A vCPU, sharing its VM's lock.
 pub struct VcpuHandle {
     vm: VmId,
     id: VcpuId,
+    arch: GuestArch,
     lock: Arc<ModelLock>,
     /// Taken from the backend at creation: usable while the run thread holds `vcpu`.
     kick: Arc<dyn Kick>,
@@ -176,11 +182,17 @@ impl VcpuHandle {
         self.vm
     }
 
+    /// The guest's architecture.
+    pub fn arch(&self) -> GuestArch {
+        self.arch
+    }
+
     /// Write the vCPU's CPUID table, judged by the pre-run lock, and read it back.
     ///
     /// Before any vCPU of the VM has run, the kernel decides. Afterwards vmfleet first reads what
     /// the kernel holds and refuses (as `EINVAL`, the kernel's class for this call) any table that
-    /// is not identical to it by KVM's own rule; an identical table is passed on to the kernel.
+    /// is not identical to it by KVM's own rule ([`lock_policy::judge_cpuid`]); an identical table
+    /// is passed on to the kernel.
     pub fn set_cpuid(&self, table: &CpuidTable) -> Result<CpuidWrite, HandleError> {
         let call = VcpuCall::SetCpuid2 {
             table: table.clone(),
@@ -191,20 +203,8 @@ impl VcpuHandle {
             Seal::Open => false,
             Seal::Sealed { first_run } => {
                 let held = self.expect_cpuid(&mut vcpu, &VcpuCall::GetCpuid2)?;
-                let differences = kernel_identity_differences(&held, table);
-                if !differences.is_empty() {
-                    let refusal = LockRefusal {
-                        vm: self.vm,
-                        vcpu: self.id,
-                        first_run,
-                        errno: Errno::EINVAL,
-                        write: call.to_string(),
-                        differences: differences.iter().map(ToString::to_string).collect(),
-                        changes: differences.iter().flat_map(|d| d.changes()).collect(),
-                    };
-                    vcpu.note_refused(&call, &refusal)
-                        .map_err(|e| self.error(&call, e))?;
-                    return Err(self.error(&call, CallError::Refused(Box::new(refusal))));
+                if let Some(mismatch) = lock_policy::judge_cpuid(&held, table) {
+                    return Err(self.refuse(&mut vcpu, &call, first_run, mismatch));
                 }
                 true
             }
@@ -215,7 +215,8 @@ impl VcpuHandle {
         Ok(CpuidWrite { held, after_run })
     }
 
-    /// Write one arm64 register (`KVM_SET_ONE_REG`), judged by the pre-run lock per `rule`.
+    /// Write one arm64 register (`KVM_SET_ONE_REG`), judged by the pre-run lock by the rule the
+    /// policy gives the register on this guest's architecture ([`lock_policy::one_reg_rule`]).
     ///
     /// `AlwaysWritable` registers (PSCI_VERSION, the SMCCC workaround registers, MPIDR) go to the
     /// kernel whatever the seal says, as the kernel allows. `LockedAfterRun` registers (the ID
@@ -223,13 +224,9 @@ impl VcpuHandle {
     /// vmfleet reads what the kernel holds and refuses a different value as `EBUSY`, the class
     /// the newest kernels use, even on kernels that would accept it (6.1 takes a changed
     /// `ID_AA64PFR0_EL1.CSV3` after the run). The identical value is passed on.
-    pub fn set_one_reg(
-        &self,
-        id: u64,
-        value: u64,
-        rule: OneRegLockRule,
-    ) -> Result<OneRegWrite, HandleError> {
+    pub fn set_one_reg(&self, id: u64, value: u64) -> Result<OneRegWrite, HandleError> {
         let call = VcpuCall::SetOneReg { id, value };
+        let rule = lock_policy::one_reg_rule(self.arch, id);
         let gate = self.lock.write_gate();
         let mut vcpu = self.backend();
         let after_run = match (gate.seal(), rule) {
@@ -237,19 +234,8 @@ impl VcpuHandle {
             (Seal::Sealed { .. }, OneRegLockRule::AlwaysWritable) => true,
             (Seal::Sealed { first_run }, OneRegLockRule::LockedAfterRun) => {
                 let held = self.expect_one_reg(&mut vcpu, id)?;
-                if held != value {
-                    let refusal = LockRefusal {
-                        vm: self.vm,
-                        vcpu: self.id,
-                        first_run,
-                        errno: Errno::EBUSY,
-                        write: call.to_string(),
-                        differences: vec![format!("the kernel holds {held:#018x}")],
-                        changes: crate::model::arm64::validate::register_changes(id, held, value),
-                    };
-                    vcpu.note_refused(&call, &refusal)
-                        .map_err(|e| self.error(&call, e))?;
-                    return Err(self.error(&call, CallError::Refused(Box::new(refusal))));
+                if let Some(mismatch) = lock_policy::judge_one_reg(id, held, value) {
+                    return Err(self.refuse(&mut vcpu, &call, first_run, mismatch));
                 }
                 true
             }
@@ -258,6 +244,30 @@ impl VcpuHandle {
         let held = self.expect_one_reg(&mut vcpu, id)?;
         drop(gate);
         Ok(OneRegWrite { held, after_run })
+    }
+
+    /// Refuse `call` on the policy's `mismatch`: the backend notes the refusal (the recorder
+    /// writes it down, the replay backend checks it), the kernel never sees the call.
+    fn refuse(
+        &self,
+        vcpu: &mut Box<dyn Vcpu>,
+        call: &VcpuCall,
+        first_run: VcpuId,
+        mismatch: Mismatch,
+    ) -> HandleError {
+        let refusal = LockRefusal {
+            vm: self.vm,
+            vcpu: self.id,
+            first_run,
+            errno: mismatch.errno,
+            write: call.to_string(),
+            differences: mismatch.differences,
+            changes: mismatch.changes,
+        };
+        if let Err(e) = vcpu.note_refused(call, &refusal) {
+            return self.error(call, e);
+        }
+        self.error(call, CallError::Refused(Box::new(refusal)))
     }
 
     /// `KVM_GET_ONE_REG`: the value the kernel holds now.
@@ -454,12 +464,20 @@ mod tests {
 
     #[test]
     fn after_the_first_run_a_locked_register_only_takes_its_own_value() {
-        let vm = VmHandle::new(Box::new(OneVcpuVm(GuestMemoryMmap::new())), "lenient");
+        let vm = VmHandle::new(
+            Box::new(OneVcpuVm(GuestMemoryMmap::new())),
+            "lenient",
+            GuestArch::Aarch64,
+        );
         let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
-        let locked = OneRegLockRule::LockedAfterRun;
+        // The policy holds the ID register and leaves PSCI_VERSION writable; no caller says so.
+        assert_eq!(
+            lock_policy::one_reg_rule(vcpu.arch(), ID_AA64PFR0_EL1),
+            OneRegLockRule::LockedAfterRun
+        );
         // Before the run anything the kernel takes is fine.
         assert_eq!(
-            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000, locked).unwrap(),
+            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000).unwrap(),
             OneRegWrite {
                 held: 0x1000,
                 after_run: false
@@ -467,9 +485,7 @@ mod tests {
         );
         vcpu.run().unwrap();
         // A changed value is refused by vmfleet (EBUSY) although this kernel would take it...
-        let refused = vcpu
-            .set_one_reg(ID_AA64PFR0_EL1, 0x2000, locked)
-            .unwrap_err();
+        let refused = vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x2000).unwrap_err();
         assert!(refused.is_lock_refusal(), "{refused}");
         assert_eq!(refused.errno(), Some(Errno::EBUSY));
         assert!(
@@ -478,15 +494,9 @@ mod tests {
         );
         assert_eq!(vcpu.get_one_reg(ID_AA64PFR0_EL1).unwrap(), 0x1000);
         // ...the identical value is passed on...
-        assert!(
-            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000, locked)
-                .unwrap()
-                .after_run
-        );
+        assert!(vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000).unwrap().after_run);
         // ...and a register that stays writable in the kernel stays writable here.
-        let psci = vcpu
-            .set_one_reg(PSCI_VERSION, 0x1_0000, OneRegLockRule::AlwaysWritable)
-            .unwrap();
+        let psci = vcpu.set_one_reg(PSCI_VERSION, 0x1_0000).unwrap();
         assert_eq!(psci.held, 0x1_0000);
         // Plain calls cannot write the model behind the lock's back.
         assert!(

@@ -341,6 +341,7 @@ mod tests {
                 script: Some(script),
             }),
             "scripted",
+            crate::GuestArch::X86_64,
         );
         vm.create_vcpu(VcpuId(0)).unwrap()
     }
