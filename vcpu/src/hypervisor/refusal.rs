@@ -42,7 +42,7 @@ pub struct LockRefusal {
 impl LockRefusal {
     /// The first line: `vm0/vcpu1: CPUID 0x1.0.ecx sse4_2 1 → 0 (and 1 more) refused: the VM
     /// has run, its CPU model is locked (only an identical rewrite is allowed)`; at most
-    /// [`HEADLINE_MAX`] characters.
+    /// [`HEADLINE_MAX`](crate::hypervisor::headline::HEADLINE_MAX) characters.
     pub fn headline(&self) -> String {
         headline(
             &format!("{}/{}", self.vm, self.vcpu),

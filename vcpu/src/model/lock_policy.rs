@@ -1,6 +1,6 @@
 //! The pre-run lock's policy, for both guest architectures: which CPU-model writes are held once
 //! any vCPU of the VM has entered `KVM_RUN`, and how a write is judged identical to what the
-//! kernel holds then. The runtime's lock ([`crate::runtime`]'s `lock` and `handle`) asks it; no
+//! kernel holds then. The runtime's lock (`runtime::handle`, under `runtime::lock`) asks it; no
 //! caller chooses a rule.
 //!
 //! - x86: the CPU model is the CPUID table (`KVM_SET_CPUID2`), always held after the first run,

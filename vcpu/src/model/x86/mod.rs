@@ -1,9 +1,19 @@
-//! x86 CPUID as vmfleet models it: tables of `(leaf, subleaf) -> eax..edx` entries, the named
-//! feature catalog, how a requested model is built from what the host supports, and how a
-//! read-back table or a guest's view is compared with what was asked for.
+//! The x86 guest CPU model, as data and rules: CPUID, whose table (`(leaf, subleaf) -> eax..edx`
+//! entries, [`CpuidTable`]) is the boundary's payload, read here by what its bits mean.
 //!
-//! Everything here is plain data and runs on any architecture: a trace recorded on an x86 host is
-//! replayed and checked on an arm64 one and vice versa.
+//! Owns, one concept per module (the same parts as [`super::arm64`]):
+//! - catalog ([`catalog`]): the named feature bits, what specs and transcripts say instead of
+//!   positions;
+//! - build ([`model`]): the table vmfleet hands to `KVM_SET_CPUID2`, from the host's supported
+//!   table and the features to hide;
+//! - validate (here): KVM's own identity rule for a table rewritten after the first run
+//!   ([`kernel_identity_differences`]), which the lock policy applies; x86 has no other
+//!   pre-kernel checks (KVM judges a table by itself);
+//! - drift ([`drift`]): what the kernel and the guest did with a requested model.
+//!
+//! Must not: do I/O or call a backend, the guests or the runtime. Everything here is plain data
+//! and runs on any architecture: a trace recorded on an x86 host is replayed and checked on an
+//! arm64 one and vice versa.
 
 pub mod catalog;
 pub mod drift;
