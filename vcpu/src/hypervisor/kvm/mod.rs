@@ -87,22 +87,25 @@ pub fn host_arch() -> Option<GuestArch> {
 
 /// Map a failed `kvm-ioctls` call to the errno the kernel returned.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn kernel(error: vmm_sys_util::errno::Error) -> crate::CallError {
-    crate::CallError::Kernel(crate::Errno(error.errno()))
+fn kernel(error: vmm_sys_util::errno::Error) -> crate::hypervisor::error::CallError {
+    crate::hypervisor::error::CallError::Kernel(crate::hypervisor::errno::Errno(error.errno()))
 }
 
-/// The errno left by the last failed system call on this thread, as a [`crate::CallError`].
+/// The errno left by the last failed system call on this thread, as a [`crate::hypervisor::error::CallError`].
 /// Only for raw ioctls that returned a negative value just before.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn last_kernel_error() -> crate::CallError {
+fn last_kernel_error() -> crate::hypervisor::error::CallError {
     kernel(vmm_sys_util::errno::Error::last())
 }
 
 /// A call that belongs to the other architecture's vocabulary.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn other_arch(call: &dyn std::fmt::Display, call_arch: GuestArch) -> crate::CallError {
+fn other_arch(
+    call: &dyn std::fmt::Display,
+    call_arch: GuestArch,
+) -> crate::hypervisor::error::CallError {
     let host = host_arch().map_or_else(|| std::env::consts::ARCH.to_string(), |a| a.to_string());
-    crate::CallError::Backend(format!(
+    crate::hypervisor::error::CallError::Backend(format!(
         "{call} is an {call_arch} call, but this KVM host runs {host} guests"
     ))
 }
