@@ -211,7 +211,6 @@ pub fn floor_start_to_first_exit(
     vms: u32,
     vcpus_per_vm: u32,
 ) -> Result<FloorRun, BenchError> {
-    // The floor starts what vmfleet's job starts: the default x86 model and the probe guest.
     let workload = vcpu::guests::start::ProbeStart::default();
     let run = floor.start_to_first_exit(&workload, vms, vcpus_per_vm)?;
     if let Some(first) = run.unexpected_first_exit(&workload) {
