@@ -12,8 +12,14 @@
 //!   shares [`Step`] with the x86 decoder and names deviations as
 //!   [`arm64::Arm64ProtocolError`]s).
 //!
-//! Everything here is plain data and code bytes: it compiles and is unit-tested on any host, and
-//! replays decode a recorded run's exits exactly as a live run does.
+//! - [`ExitDecoder`]: what both decoders are to the runtime's run loop, which is generic over it.
+//! - [`start`]: the probe guest and the default x86 model as the start workload the floor of
+//!   `vmfleet bench` takes as input.
+//!
+//! Must not: import the runtime or the KVM backend (`runtime`, `hypervisor::kvm`); the guests use
+//! the boundary's types and the CPU models only. Everything here is plain data and code bytes: it
+//! compiles and is unit-tested on any host, and replays decode a recorded run's exits exactly as a
+//! live run does.
 
 pub mod arm64;
 pub mod probe;

@@ -105,7 +105,7 @@ pub(super) fn set_boot_state(fd: &VcpuFd, call: &VcpuCall, entry: u64) -> Result
     // be delivered and becomes a triple fault (a SHUTDOWN exit), instead of a jump through
     // whatever happens to be at address 0. KVM's real-mode emulation (kvm_pvm) ignores the limit
     // and does jump through address 0; the probe guest's deliberate fault therefore loads an IDT
-    // of its own whose base is not guest memory (see `guest::x86`).
+    // of its own whose base is not guest memory (see `guests::x86`).
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     fd.set_sregs(&sregs).map_err(kernel)?;
