@@ -106,3 +106,80 @@ pub const KVM_CAP_ARM_EL2_E2H0: u32 = 241;
 pub const KVM_ARM_GET_REG_WRITABLE_MASKS: u64 = 0x8040_AEB6;
 /// `KVM_GET_REG_LIST` = `_IOWR(0xAE, 0xb0, struct kvm_reg_list)` (vCPU ioctl).
 pub const KVM_GET_REG_LIST: u64 = 0xC008_AEB0;
+
+// --- arm64 firmware pseudo-registers and hypercall bitmaps (`asm/kvm.h`) ------------------------
+
+/// `KVM_REG_ARM_FW_REG(index)`: a firmware pseudo-register's id.
+pub const fn kvm_reg_arm_fw_reg(index: u16) -> u64 {
+    KVM_REG_ARM64
+        | KVM_REG_SIZE_U64
+        | ((COPROC_FW as u64) << KVM_REG_ARM_COPROC_SHIFT)
+        | index as u64
+}
+
+/// `KVM_REG_ARM_FW_FEAT_BMAP_REG(index)`: a hypercall bitmap's id.
+pub const fn kvm_reg_arm_fw_feat_bmap_reg(index: u16) -> u64 {
+    KVM_REG_ARM64
+        | KVM_REG_SIZE_U64
+        | ((COPROC_FW_FEAT_BMAP as u64) << KVM_REG_ARM_COPROC_SHIFT)
+        | index as u64
+}
+
+/// `KVM_REG_ARM_PSCI_VERSION`.
+pub const KVM_REG_ARM_PSCI_VERSION: u64 = kvm_reg_arm_fw_reg(0);
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1: u64 = kvm_reg_arm_fw_reg(1);
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: u64 = kvm_reg_arm_fw_reg(2);
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3: u64 = kvm_reg_arm_fw_reg(3);
+
+/// `KVM_REG_ARM_STD_BMAP`.
+pub const KVM_REG_ARM_STD_BMAP: u64 = kvm_reg_arm_fw_feat_bmap_reg(0);
+/// `KVM_REG_ARM_STD_HYP_BMAP`.
+pub const KVM_REG_ARM_STD_HYP_BMAP: u64 = kvm_reg_arm_fw_feat_bmap_reg(1);
+/// `KVM_REG_ARM_VENDOR_HYP_BMAP`.
+pub const KVM_REG_ARM_VENDOR_HYP_BMAP: u64 = kvm_reg_arm_fw_feat_bmap_reg(2);
+/// `KVM_REG_ARM_VENDOR_HYP_BMAP_2` (6.15 and later).
+pub const KVM_REG_ARM_VENDOR_HYP_BMAP_2: u64 = kvm_reg_arm_fw_feat_bmap_reg(3);
+
+/// `KVM_REG_ARM_STD_BIT_TRNG_V1_0` (in `KVM_REG_ARM_STD_BMAP`).
+pub const KVM_REG_ARM_STD_BIT_TRNG_V1_0: u32 = 0;
+/// `KVM_REG_ARM_STD_HYP_BIT_PV_TIME` (in `KVM_REG_ARM_STD_HYP_BMAP`).
+pub const KVM_REG_ARM_STD_HYP_BIT_PV_TIME: u32 = 0;
+/// `KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT` (in `KVM_REG_ARM_VENDOR_HYP_BMAP`).
+pub const KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT: u32 = 0;
+/// `KVM_REG_ARM_VENDOR_HYP_BIT_PTP` (in `KVM_REG_ARM_VENDOR_HYP_BMAP`).
+pub const KVM_REG_ARM_VENDOR_HYP_BIT_PTP: u32 = 1;
+/// `KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_VER` (in `KVM_REG_ARM_VENDOR_HYP_BMAP_2`).
+pub const KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_VER: u32 = 0;
+/// `KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_CPUS` (in `KVM_REG_ARM_VENDOR_HYP_BMAP_2`).
+pub const KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_CPUS: u32 = 1;
+
+/// `KVM_ARM_SMCCC_STD_FEATURES`: every bit the kernel accepts in `KVM_REG_ARM_STD_BMAP`.
+pub const KVM_ARM_SMCCC_STD_FEATURES: u64 = 0x1;
+/// `KVM_ARM_SMCCC_STD_HYP_FEATURES`: every bit accepted in `KVM_REG_ARM_STD_HYP_BMAP`.
+pub const KVM_ARM_SMCCC_STD_HYP_FEATURES: u64 = 0x1;
+/// `KVM_ARM_SMCCC_VENDOR_HYP_FEATURES`: every bit accepted in `KVM_REG_ARM_VENDOR_HYP_BMAP`.
+pub const KVM_ARM_SMCCC_VENDOR_HYP_FEATURES: u64 = 0x3;
+/// `KVM_ARM_SMCCC_VENDOR_HYP_FEATURES_2`: every bit accepted in `KVM_REG_ARM_VENDOR_HYP_BMAP_2`.
+pub const KVM_ARM_SMCCC_VENDOR_HYP_FEATURES_2: u64 = 0x3;
+
+/// `KVM_REG_FEATURE_LEVEL_MASK`: the bits of a workaround register that carry its level.
+pub const KVM_REG_FEATURE_LEVEL_MASK: u64 = 0xF;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_AVAIL` (and `_3_`): vulnerable, no mitigation.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_AVAIL: u64 = 0;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_AVAIL` (and `_3_`): the mitigation is available.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_AVAIL: u64 = 1;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_REQUIRED` (and `_3_`): not affected.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_REQUIRED: u64 = 2;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_AVAIL`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_AVAIL: u64 = 0;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_UNKNOWN`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_UNKNOWN: u64 = 1;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_AVAIL`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_AVAIL: u64 = 2;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_REQUIRED`.
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_REQUIRED: u64 = 3;
+/// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED`: the mitigation is enabled (with `_AVAIL`).
+pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED: u64 = 0x10;

@@ -8,20 +8,21 @@
 //! catalog knows from one of those families it does not: the spec's unknown-register policy
 //! decides what happens to the latter.
 
-use super::reg_id::{self, COPROC_FW, COPROC_FW_FEAT_BMAP, RegClass};
+use super::reg_id::{self, RegClass};
 use super::{smccc, suggest};
+use crate::hypervisor::abi;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
 /// `KVM_REG_ARM_FW_REG(index)`.
 pub const fn fw_reg_id(index: u16) -> u64 {
-    reg_id::u64_id(COPROC_FW, index)
+    abi::kvm_reg_arm_fw_reg(index)
 }
 
 /// `KVM_REG_ARM_FW_FEAT_BMAP_REG(index)`.
 pub const fn bitmap_reg_id(index: u16) -> u64 {
-    reg_id::u64_id(COPROC_FW_FEAT_BMAP, index)
+    abi::kvm_reg_arm_fw_feat_bmap_reg(index)
 }
 
 /// A firmware pseudo-register or hypercall bitmap this catalog knows.
@@ -61,14 +62,14 @@ impl FirmwareRegister {
     /// The `KVM_{GET,SET}_ONE_REG` id.
     pub const fn id(self) -> u64 {
         match self {
-            FirmwareRegister::PsciVersion => fw_reg_id(0),
-            FirmwareRegister::SmcccArchWorkaround1 => fw_reg_id(1),
-            FirmwareRegister::SmcccArchWorkaround2 => fw_reg_id(2),
-            FirmwareRegister::SmcccArchWorkaround3 => fw_reg_id(3),
-            FirmwareRegister::StdBitmap => bitmap_reg_id(0),
-            FirmwareRegister::StdHypBitmap => bitmap_reg_id(1),
-            FirmwareRegister::VendorHypBitmap => bitmap_reg_id(2),
-            FirmwareRegister::VendorHypBitmap2 => bitmap_reg_id(3),
+            FirmwareRegister::PsciVersion => abi::KVM_REG_ARM_PSCI_VERSION,
+            FirmwareRegister::SmcccArchWorkaround1 => abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1,
+            FirmwareRegister::SmcccArchWorkaround2 => abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2,
+            FirmwareRegister::SmcccArchWorkaround3 => abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3,
+            FirmwareRegister::StdBitmap => abi::KVM_REG_ARM_STD_BMAP,
+            FirmwareRegister::StdHypBitmap => abi::KVM_REG_ARM_STD_HYP_BMAP,
+            FirmwareRegister::VendorHypBitmap => abi::KVM_REG_ARM_VENDOR_HYP_BMAP,
+            FirmwareRegister::VendorHypBitmap2 => abi::KVM_REG_ARM_VENDOR_HYP_BMAP_2,
         }
     }
 
@@ -107,8 +108,10 @@ impl FirmwareRegister {
     /// bit gets `EINVAL`. `None` for the firmware registers.
     pub const fn bitmap_limit(self) -> Option<u64> {
         match self {
-            FirmwareRegister::StdBitmap | FirmwareRegister::StdHypBitmap => Some(0x1),
-            FirmwareRegister::VendorHypBitmap | FirmwareRegister::VendorHypBitmap2 => Some(0x3),
+            FirmwareRegister::StdBitmap => Some(abi::KVM_ARM_SMCCC_STD_FEATURES),
+            FirmwareRegister::StdHypBitmap => Some(abi::KVM_ARM_SMCCC_STD_HYP_FEATURES),
+            FirmwareRegister::VendorHypBitmap => Some(abi::KVM_ARM_SMCCC_VENDOR_HYP_FEATURES),
+            FirmwareRegister::VendorHypBitmap2 => Some(abi::KVM_ARM_SMCCC_VENDOR_HYP_FEATURES_2),
             _ => None,
         }
     }
@@ -119,7 +122,7 @@ impl FirmwareRegister {
     /// VM is the limit.
     pub const fn off_by_default_bits(self) -> u64 {
         match self {
-            FirmwareRegister::VendorHypBitmap2 => 0x3,
+            FirmwareRegister::VendorHypBitmap2 => abi::KVM_ARM_SMCCC_VENDOR_HYP_FEATURES_2,
             _ => 0,
         }
     }
@@ -216,24 +219,26 @@ pub fn describe_id(id: u64) -> Option<String> {
 
 /// Levels of the SMCCC workaround registers (`KVM_REG_FEATURE_LEVEL_*`).
 pub mod workaround {
+    use crate::hypervisor::abi;
+
     /// The bits that carry the level (`KVM_REG_FEATURE_LEVEL_MASK`).
-    pub const LEVEL_MASK: u64 = 0xF;
+    pub const LEVEL_MASK: u64 = abi::KVM_REG_FEATURE_LEVEL_MASK;
     /// WORKAROUND_1/3: the host is vulnerable and has no mitigation for the guest.
-    pub const NOT_AVAIL: u64 = 0;
+    pub const NOT_AVAIL: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_AVAIL;
     /// WORKAROUND_1/3: the mitigation is available to the guest.
-    pub const AVAIL: u64 = 1;
+    pub const AVAIL: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_AVAIL;
     /// WORKAROUND_1/3: the host is not affected.
-    pub const NOT_REQUIRED: u64 = 2;
+    pub const NOT_REQUIRED: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1_NOT_REQUIRED;
     /// WORKAROUND_2: not available.
-    pub const WA2_NOT_AVAIL: u64 = 0;
+    pub const WA2_NOT_AVAIL: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_AVAIL;
     /// WORKAROUND_2: unknown.
-    pub const WA2_UNKNOWN: u64 = 1;
+    pub const WA2_UNKNOWN: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_UNKNOWN;
     /// WORKAROUND_2: available.
-    pub const WA2_AVAIL: u64 = 2;
+    pub const WA2_AVAIL: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_AVAIL;
     /// WORKAROUND_2: not required.
-    pub const WA2_NOT_REQUIRED: u64 = 3;
+    pub const WA2_NOT_REQUIRED: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_REQUIRED;
     /// WORKAROUND_2: the mitigation is enabled (only with [`WA2_AVAIL`]).
-    pub const WA2_ENABLED: u64 = 0x10;
+    pub const WA2_ENABLED: u64 = abi::KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED;
 }
 
 /// A PSCI version as the guest sees it: `major.minor`, stored as `major << 16 | minor`.
@@ -427,11 +432,16 @@ impl HypercallService {
     /// Its bit number in the register.
     pub const fn bit(self) -> u32 {
         match self {
-            HypercallService::Trng
-            | HypercallService::PvTime
-            | HypercallService::KvmFeatures
-            | HypercallService::DiscoverImplVersion => 0,
-            HypercallService::Ptp | HypercallService::DiscoverImplCpus => 1,
+            HypercallService::Trng => abi::KVM_REG_ARM_STD_BIT_TRNG_V1_0,
+            HypercallService::PvTime => abi::KVM_REG_ARM_STD_HYP_BIT_PV_TIME,
+            HypercallService::KvmFeatures => abi::KVM_REG_ARM_VENDOR_HYP_BIT_FUNC_FEAT,
+            HypercallService::Ptp => abi::KVM_REG_ARM_VENDOR_HYP_BIT_PTP,
+            HypercallService::DiscoverImplVersion => {
+                abi::KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_VER
+            }
+            HypercallService::DiscoverImplCpus => {
+                abi::KVM_REG_ARM_VENDOR_HYP_BIT_DISCOVER_IMPL_CPUS
+            }
         }
     }
 
