@@ -93,6 +93,9 @@ pub const KVM_CAP_ARM_PTRAUTH_GENERIC: u32 = 172;
 /// `KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES`: which register ranges
 /// `KVM_ARM_GET_REG_WRITABLE_MASKS` answers for.
 pub const KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES: u32 = 230;
+/// The range bit of `KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES` that says the feature-ID masks
+/// exist (`BIT(KVM_ARM_FEATURE_ID_RANGE)`).
+pub const KVM_ARM_FEATURE_ID_RANGE_BIT: u64 = 1;
 /// `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS`: MIDR/REVIDR/AIDR writable when enabled before vCPUs exist.
 pub const KVM_CAP_ARM_WRITABLE_IMP_ID_REGS: u32 = 239;
 /// `KVM_CAP_ARM_EL2`.
