@@ -3,7 +3,7 @@
 
 use crate::call::TraceCall;
 use vcpu::VcpuCall;
-use vcpu::cpuid::{CpuidEntry, CpuidTable};
+use vcpu::model::x86::{CpuidEntry, CpuidTable};
 
 /// A short description of where `actual` departs from the recorded `expected`, or an empty string
 /// when the two renderings already show it (different kinds of call, different plain values).

@@ -42,7 +42,7 @@ fn replay_ok(name: &str, trace: &Trace, spec: &FleetSpec) -> String {
 fn kvm_is_unusable_when_the_xtask_says_so() {
     match std::env::var_os("VMFLEET_EXPECT_NO_KVM") {
         Some(_) => {
-            let open = vcpu::kvm::KvmHypervisor::open();
+            let open = vcpu::hypervisor::kvm::KvmHypervisor::open();
             assert!(
                 open.is_err(),
                 "this run is meant to prove replay needs no KVM, but /dev/kvm opened"
@@ -428,12 +428,15 @@ fn lock_refusals_open_with_a_short_line_naming_the_change_and_the_rule() {
             let mut lines = message.lines();
             let first = lines.next().unwrap_or_default();
             assert!(
-                first.chars().count() <= vcpu::lock::HEADLINE_MAX,
+                first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX,
                 "{name}: {} characters: {first}",
                 first.chars().count()
             );
             assert!(first.starts_with(start), "{name}: {first}");
-            assert!(first.ends_with(vcpu::lock::LOCK_RULE), "{name}: {first}");
+            assert!(
+                first.ends_with(vcpu::runtime::lock::LOCK_RULE),
+                "{name}: {first}"
+            );
             let details: Vec<&str> = lines.collect();
             assert!(
                 details.iter().any(|l| l.contains("refused write: SET_"))

@@ -23,9 +23,9 @@ use serde::Serialize;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
-use vcpu::cpuid::CpuidTable;
-use vcpu::cpuid::features::{self, Feature};
-use vcpu::kvm::KvmHypervisor;
+use vcpu::hypervisor::kvm::KvmHypervisor;
+use vcpu::model::x86::CpuidTable;
+use vcpu::model::x86::catalog::{self as features, Feature};
 use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
@@ -72,7 +72,8 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         }
     }
     // A fleet for another architecture is refused before any file is touched, too.
-    let arch = vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?;
+    let arch =
+        vcpu::hypervisor::kvm::host_arch().context("this host architecture has no KVM backend")?;
     crate::fleet::check_arch(spec.arch, arch)?;
     let kvm = KvmHypervisor::open().or_status(Status::NoKvm)?;
     let header = TraceHeader::new(
@@ -522,18 +523,20 @@ fn probe_guest_cpuid(kvm: &KvmHypervisor, supported: &CpuidTable) -> GuestCpuidP
         let vm = kvm
             .create_vm(vcpu::VmId(0), "host-probe")
             .context("KVM_CREATE_VM of a scratch VM")?;
-        let vm = vcpu::VmHandle::new(vm, "host-probe");
+        let vm = vcpu::VmHandle::new(vm, "host-probe", kvm.arch());
         let vcpu = vm
             .create_vcpu(vcpu::VcpuId(0))
             .context("KVM_CREATE_VCPU of a scratch vCPU")?;
-        let requested = vcpu::cpuid::model::X86CpuModel { hide: Vec::new() }
+        let requested = vcpu::model::x86::model::X86CpuModel { hide: Vec::new() }
             .build(supported, 0, 1)
             .context("building the supported model")?;
         let write = vcpu
             .set_cpuid(&requested.table)
             .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU")?;
-        let changes =
-            report::drift_changes(&vcpu::cpuid::drift::drift(&requested.table, &write.held));
+        let changes = report::drift_changes(&vcpu::model::x86::drift::drift(
+            &requested.table,
+            &write.held,
+        ));
         let _ = vcpu.plain_call(vcpu::VcpuCall::Destroy);
         let _ = vm.call(vcpu::VmCall::Destroy);
         Ok((write.held.len(), changes))
@@ -593,7 +596,7 @@ pub fn host(args: &HostArgs) -> Result<Status> {
         }
     };
     let fingerprint = host::fingerprint(&kvm);
-    let arch = vcpu::kvm::host_arch();
+    let arch = vcpu::hypervisor::kvm::host_arch();
     // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).
     let x86 = arch == Some(vcpu::GuestArch::X86_64);
     let supported = if !x86 {
@@ -703,7 +706,7 @@ pub const BENCH_SCHEMA: &str = "vmfleet.bench.v1";
 /// `vmfleet bench`: success when every measured figure is met, [`Status::TargetMissed`] when one
 /// is missed or its measurement failed, [`Status::NoKvm`] without a usable KVM.
 pub fn bench(args: &BenchArgs) -> Result<Status> {
-    let floor = vcpu::kvm::floor::Floor::open()
+    let floor = vcpu::hypervisor::kvm::floor::Floor::open()
         .context("vmfleet bench measures vmfleet on this host's KVM")
         .or_status(Status::NoKvm)?;
     let options = BenchOptions {

@@ -9,7 +9,7 @@
 //! trace files), and the benchmark of vmfleet's figures against the floor ([`mod@bench`]); how the terminal is written to ([`term`]: colour,
 //! progress bars).
 //!
-//! Must not: reach a hypervisor backend except through `vcpu::handle` (that is where the pre-run
+//! Must not: reach a hypervisor backend except through `vcpu::runtime::handle` (that is where the pre-run
 //! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
 
 pub mod bench;

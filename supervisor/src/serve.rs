@@ -52,7 +52,7 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use vcpu::Hypervisor;
-use vcpu::kvm::KvmHypervisor;
+use vcpu::hypervisor::kvm::KvmHypervisor;
 
 /// `vmfleet serve`.
 pub fn serve(args: &ServeArgs) -> Result<Status> {
@@ -87,7 +87,8 @@ pub fn serve(args: &ServeArgs) -> Result<Status> {
         Output::check(record, args.force)
             .with_context(|| format!("cannot record to {}", record.display()))?;
     }
-    let arch = vcpu::kvm::host_arch().context("this host architecture has no KVM backend")?;
+    let arch =
+        vcpu::hypervisor::kvm::host_arch().context("this host architecture has no KVM backend")?;
     if let Some(spec) = &spec {
         crate::fleet::check_arch(spec.arch, arch)?;
     }

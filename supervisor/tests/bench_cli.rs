@@ -15,7 +15,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 fn kvm_usable(test: &str) -> bool {
-    match vcpu::kvm::floor::Floor::open() {
+    match vcpu::hypervisor::kvm::floor::Floor::open() {
         Ok(_) => true,
         Err(e) => {
             vcpu::skip::skipped(test, e);

@@ -572,7 +572,7 @@ fn replay_force_replaces_files_and_links_themselves() {
 /// byte for byte as they were, even under --force, and no partial files. Needs no /dev/kvm.
 #[test]
 fn a_run_refused_for_its_architecture_leaves_files_untouched() {
-    if vcpu::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
+    if vcpu::hypervisor::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
         vcpu::skip::skipped(
             "a_run_refused_for_its_architecture_leaves_files_untouched",
             "not an x86_64 host",

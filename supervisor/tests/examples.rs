@@ -180,7 +180,7 @@ fn readme_paths_are_found_and_checked() {
 
 /// Whether this host can run the x86 examples; SKIPPED (counted by `cargo xtask test`) if not.
 fn kvm_runs_x86(test: &str) -> bool {
-    match vcpu::kvm::KvmHypervisor::open() {
+    match vcpu::hypervisor::kvm::KvmHypervisor::open() {
         Ok(kvm) if kvm.arch() == GuestArch::X86_64 => true,
         Ok(kvm) => {
             vcpu::skip::skipped(

@@ -13,8 +13,8 @@ use supervisor::fleet::lifecycle::{ExitReason, Lifecycle};
 use supervisor::fleet::{ControlValue, Fleet, StartMode};
 use supervisor::report::{self, VmState};
 use supervisor::spec;
-use vcpu::backend::{Kick, Vcpu, Vm};
-use vcpu::kvm::KvmHypervisor;
+use vcpu::hypervisor::backend::{Kick, Vcpu, Vm};
+use vcpu::hypervisor::kvm::KvmHypervisor;
 use vcpu::{
     CallError, GuestArch, Hypervisor, LockRefusal, Reply, RunDecision, SystemCall, VcpuCall,
     VcpuId, VmId,
@@ -145,8 +145,8 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
                 && first.contains(" 1 → 0"),
             "{shown}"
         );
-        assert!(first.ends_with(vcpu::lock::LOCK_RULE), "{shown}");
-        assert!(first.chars().count() <= "steady: ".len() + vcpu::lock::HEADLINE_MAX);
+        assert!(first.ends_with(vcpu::runtime::lock::LOCK_RULE), "{shown}");
+        assert!(first.chars().count() <= "steady: ".len() + vcpu::runtime::lock::HEADLINE_MAX);
         assert!(shown.contains("\n  refused write: SET_CPUID2"), "{shown}");
         let recorded = supervisor::fleet::reply_line(&Err(refused));
         assert!(

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use vcpu::cpuid::CpuidTable;
+use vcpu::model::x86::CpuidTable;
 use vcpu::skip::kvm_usable;
 use vcpu::{Hypervisor as _, Reply, SystemCall};
 
@@ -150,13 +150,13 @@ fn a_reader_that_goes_away_ends_output_quietly() {
 /// What the test itself measures: the supported table and what a scratch vCPU holds after
 /// writing it (the model vmfleet builds from it, hiding nothing).
 fn measure() -> (CpuidTable, CpuidTable) {
-    let kvm = vcpu::kvm::KvmHypervisor::open().unwrap();
+    let kvm = vcpu::hypervisor::kvm::KvmHypervisor::open().unwrap();
     let Ok(Reply::Cpuid(supported)) = kvm.call(&SystemCall::GetSupportedCpuid) else {
         panic!("KVM_GET_SUPPORTED_CPUID");
     };
-    let vm = vcpu::VmHandle::new(kvm.create_vm(vcpu::VmId(0), "t").unwrap(), "t");
+    let vm = vcpu::VmHandle::new(kvm.create_vm(vcpu::VmId(0), "t").unwrap(), "t", kvm.arch());
     let vcpu = vm.create_vcpu(vcpu::VcpuId(0)).unwrap();
-    let table = vcpu::cpuid::model::X86CpuModel { hide: vec![] }
+    let table = vcpu::model::x86::model::X86CpuModel { hide: vec![] }
         .build(&supported, 0, 1)
         .unwrap()
         .table;
@@ -172,7 +172,7 @@ fn host_reports_what_guests_get_beyond_supported() {
     if !kvm_usable("host_reports_what_guests_get_beyond_supported") {
         return;
     }
-    if vcpu::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
+    if vcpu::hypervisor::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
         vcpu::skip::skipped("host_reports_what_guests_get_beyond_supported", "not x86");
         return;
     }
@@ -193,7 +193,7 @@ fn host_reports_what_guests_get_beyond_supported() {
 
     let (supported, held) = measure();
     let reg = |name: &str| {
-        vcpu::cpuid::CpuidReg::ALL
+        vcpu::model::x86::CpuidReg::ALL
             .into_iter()
             .find(|r| r.name() == name)
             .unwrap()
@@ -212,8 +212,8 @@ fn host_reports_what_guests_get_beyond_supported() {
         assert!(bit_in(&held, c), "{c} is not held after SET/GET");
     }
     // And every bit this test sees turned on (outside the runtime bits) is listed.
-    let measured = vcpu::cpuid::drift::drift(
-        &vcpu::cpuid::model::X86CpuModel { hide: vec![] }
+    let measured = vcpu::model::x86::drift::drift(
+        &vcpu::model::x86::model::X86CpuModel { hide: vec![] }
             .build(&supported, 0, 1)
             .unwrap()
             .table,

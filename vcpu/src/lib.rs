@@ -1,68 +1,50 @@
-//! # vcpu: vmfleet's hypervisor boundary and guest CPU model
+//! # vcpu: vmfleet's hypervisor boundary, guest CPU models, built-in guests and vCPU runtime
 //!
-//! Owns:
-//! - the vocabulary of calls to a hypervisor ([`call`]) and the three-layer backend interface
-//!   ([`backend`]: system, VM, vCPU);
-//! - the KVM implementation of that interface ([`kvm`]), the only code in vmfleet with `unsafe`
-//!   and with `cfg(target_arch)`;
-//! - the guest CPU model as data: x86 CPUID tables and the named feature catalog ([`cpuid`]);
-//!   the arm64 ID registers, their field tables, the firmware pseudo-registers and hypercall
-//!   bitmaps, KVM's rules for writing them and the planner that turns a spec into judged writes
-//!   ([`arm64`]);
-//! - the pre-run lock ([`lock`]) and the handles that route every CPU-model write through it
-//!   ([`handle`]);
-//! - a VM's run control ([`control`]): what its control plane wants of the vCPU threads;
-//! - the built-in guest programs and the protocol they report through ([`guest`]), and the vCPU run
-//!   loop that drives them on one OS thread per vCPU ([`runner`]);
-//! - the skip helper every test crate uses to say a test cannot run here ([`skip`]).
+//! Four parts, each depending only on the ones before it (`hypervisor` ← `model` ← `guests` ←
+//! `runtime`), plus the test-skip helper:
 //!
-//! Must not: know about fleets, specs, traces or async runtimes (that is `supervisor` and
-//! `recorder`), or branch on the *host* architecture anywhere but [`kvm`]: a guest architecture is
-//! a value ([`GuestArch`]), so every model and check here compiles and is tested on any host.
+//! - [`hypervisor`], the boundary: the vocabulary of calls, replies and exits, the three backend
+//!   traits (system, VM, vCPU), the errors and ids, the CPUID table the calls carry, the lock's
+//!   refusal as it crosses the boundary, every KVM number vmfleet names ([`hypervisor::abi`]), and
+//!   the KVM backend ([`hypervisor::kvm`], with the floor `vmfleet bench` measures against). It
+//!   must not import the models, the guests or the runtime; `hypervisor::kvm` is the only code in
+//!   vmfleet with `unsafe` and `cfg(target_arch)`.
+//! - [`model`], the guest CPU models as data and rules: x86 ([`model::x86`]: the feature catalog,
+//!   model building, drift) and arm64 ([`model::arm64`]: register ids, catalog, field tables,
+//!   firmware registers, KVM's write rules, the spec and its planner), the lock policy
+//!   ([`model::lock_policy`]: which writes are held after the first run and how identity is
+//!   judged) and the one "did you mean" rule ([`model::suggest`]). It must not do I/O or import
+//!   anything but the boundary's types (never `hypervisor::kvm`, the guests or the runtime).
+//! - [`guests`], the built-in guest programs, their loaders and the decoders of their reports
+//!   ([`guests::ExitDecoder`]), and the start workload the floor runs ([`guests::start`]). They
+//!   use the boundary and the models, never the runtime or the KVM backend.
+//! - [`runtime`], what drives a VM: the pre-run lock, the handles that route every call and every
+//!   CPU-model write through it, run control, and the vCPU run loop. It may use every part but
+//!   the KVM backend, which it reaches only through the backend traits.
+//! - [`skip`]: the helper every test crate uses to say a test cannot run here (it asks the KVM
+//!   backend, so it sits at the root, outside the four parts).
+//!
+//! The common types are re-exported here (`vcpu::Hypervisor`, `vcpu::VcpuHandle`, …). Must not,
+//! as a whole: know about fleets, specs, traces or async runtimes (that is `supervisor` and
+//! `recorder`), or branch on the *host* architecture anywhere but `hypervisor::kvm`: a guest
+//! architecture is a value ([`GuestArch`]), so every model and check here compiles and is tested
+//! on any host.
 
-pub mod arm64;
-pub mod backend;
-pub mod call;
-pub mod control;
-pub mod cpuid;
-pub mod errno;
-pub mod error;
-pub mod guest;
-pub mod handle;
-pub mod headline;
-pub mod ids;
-pub mod kvm;
-pub mod lock;
-pub mod runner;
+pub mod guests;
+pub mod hypervisor;
+pub mod model;
+pub mod runtime;
 pub mod skip;
-pub mod suggest;
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-pub use backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
-pub use call::{
+pub use hypervisor::backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
+pub use hypervisor::call::{
     Call, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall, VcpuExit, VmCall,
 };
-pub use control::RunControl;
-pub use errno::Errno;
-pub use error::{CallError, ReplayFailure};
-pub use handle::{CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle};
-pub use ids::{Stream, VcpuId, VmId};
-pub use lock::{LockRefusal, ModelLock, Seal};
-
-/// The architecture a guest runs; data, not a `cfg`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum GuestArch {
-    X86_64,
-    Aarch64,
-}
-
-impl fmt::Display for GuestArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GuestArch::X86_64 => "x86_64",
-            GuestArch::Aarch64 => "aarch64",
-        })
-    }
-}
+pub use hypervisor::errno::Errno;
+pub use hypervisor::error::{CallError, ReplayFailure};
+pub use hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
+pub use runtime::control::RunControl;
+pub use runtime::handle::{
+    CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle,
+};
+pub use runtime::lock::{LockRefusal, ModelLock, Seal};

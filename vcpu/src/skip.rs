@@ -48,7 +48,7 @@ pub fn skipped(test: &str, reason: impl Display) {
 /// Whether `/dev/kvm` can be used here; if not, `test` is [`skipped`] with the reason. The one
 /// check the live tests of every crate start with.
 pub fn kvm_usable(test: &str) -> bool {
-    match crate::kvm::KvmHypervisor::open() {
+    match crate::hypervisor::kvm::KvmHypervisor::open() {
         Ok(_) => true,
         Err(e) => {
             skipped(test, format!("/dev/kvm unusable: {e}"));

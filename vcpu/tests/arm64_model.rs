@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 use vcpu::Errno;
-use vcpu::arm64::catalog;
-use vcpu::arm64::features::{VcpuFeature, VcpuFeatureSet};
-use vcpu::arm64::fields::{self, first_run_mutable_mask};
-use vcpu::arm64::firmware::{FirmwareFamily, FirmwareRegister, PsciVersion};
-use vcpu::arm64::host::HostView;
-use vcpu::arm64::model::{
+use vcpu::model::arm64::catalog;
+use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
+use vcpu::model::arm64::fields::{self, first_run_mutable_mask};
+use vcpu::model::arm64::firmware::{FirmwareFamily, FirmwareRegister, PsciVersion};
+use vcpu::model::arm64::host::HostView;
+use vcpu::model::arm64::model::{
     Arm64ModelSpec, PlanError, SpecError, UnknownRegisterAction, UnknownRegisterPolicy, plan,
 };
-use vcpu::arm64::reg_id::{self, RegClass};
-use vcpu::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
-use vcpu::arm64::validate::{
+use vcpu::model::arm64::reg_id::{self, RegClass};
+use vcpu::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
+use vcpu::model::arm64::validate::{
     Arm64Rule, LockClass, MaskSource, Verdict, WritableMasks, judge_after_run, judge_before_run,
     lock_class,
 };
@@ -177,7 +177,7 @@ fn the_log_gives_a_complete_host_view() {
         }
     }
     // 4 firmware registers and 3 bitmaps, all known: nothing for the unknown-register policy.
-    assert!(vcpu::arm64::firmware::unknown_registers(&host.register_ids).is_empty());
+    assert!(vcpu::model::arm64::firmware::unknown_registers(&host.register_ids).is_empty());
 }
 
 // ---- every answer of the log, predicted ------------------------------------------------------
@@ -610,7 +610,7 @@ fn a_plan_writes_full_values_in_order_and_judges_each() {
     );
     let json = serde_json::to_string(&plan).unwrap();
     assert_eq!(
-        serde_json::from_str::<vcpu::arm64::Arm64Plan>(&json).unwrap(),
+        serde_json::from_str::<vcpu::model::arm64::Arm64Plan>(&json).unwrap(),
         plan
     );
 }
@@ -666,7 +666,7 @@ fn a_bitmap_bit_beyond_the_host_is_refused_by_service_name() {
     );
 }
 
-fn plan_for(text: &str) -> vcpu::arm64::Arm64Plan {
+fn plan_for(text: &str) -> vcpu::model::arm64::Arm64Plan {
     plan(&spec(text), &host_6_12()).unwrap()
 }
 
@@ -998,10 +998,10 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
         first,
         format!(
             "ID_AA64ISAR0_EL1.AES {aes} → 0 refused: {}",
-            vcpu::lock::LOCK_RULE
+            vcpu::runtime::lock::LOCK_RULE
         )
     );
-    assert!(first.chars().count() <= vcpu::lock::HEADLINE_MAX);
+    assert!(first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX);
 
     // Two fields at once: the first is named, the count of the others follows.
     let pfr0 = id_of("ID_AA64PFR0_EL1");
@@ -1011,7 +1011,7 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let after = judge_after_run(pfr0, csv, pfr0_limit, &host, psci_only());
     let first = after.refusal().unwrap().headline();
     assert!(
-        first.starts_with("ID_AA64PFR0_EL1.CSV") && first.ends_with(vcpu::lock::LOCK_RULE),
+        first.starts_with("ID_AA64PFR0_EL1.CSV") && first.ends_with(vcpu::runtime::lock::LOCK_RULE),
         "{first}"
     );
 
@@ -1034,7 +1034,10 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let lowered = judge_before_run(isar0, limit & !0xF0, &old, psci_only());
     let refusal = lowered.refusal().unwrap();
     let first = refusal.headline();
-    assert!(first.chars().count() <= vcpu::lock::HEADLINE_MAX, "{first}");
+    assert!(
+        first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX,
+        "{first}"
+    );
     assert!(
         first.starts_with(&format!("ID_AA64ISAR0_EL1.AES {aes} → 0 refused: ")),
         "{first}"

@@ -1,13 +1,14 @@
-//! Live tests of the floor (`vcpu::kvm::floor`) on the real `/dev/kvm`.
+//! Live tests of the floor (`vcpu::hypervisor::kvm::floor`) on the real `/dev/kvm`.
 //!
 //! Where `/dev/kvm` cannot be used (or the host is not x86_64), each test prints
 //! `SKIPPED <test>: <reason>` and passes.
 
 use std::path::Path;
 use vcpu::VcpuExit;
-use vcpu::guest::x86::PORT_PASS_BEGIN;
-use vcpu::kvm::KvmUnavailable;
-use vcpu::kvm::floor::{Floor, FloorError};
+use vcpu::guests::start::ProbeStart;
+use vcpu::guests::x86::PORT_PASS_BEGIN;
+use vcpu::hypervisor::kvm::KvmUnavailable;
+use vcpu::hypervisor::kvm::floor::{Floor, FloorError};
 use vcpu::{VcpuId, VmId};
 
 /// Open the floor, or say clearly why the test is skipped.
@@ -26,7 +27,9 @@ fn every_vcpu_reaches_the_first_pass_begin() {
     let Some(floor) = floor("every_vcpu_reaches_the_first_pass_begin") else {
         return;
     };
-    let run = floor.start_to_first_exit(2, 2).expect("floor run");
+    let run = floor
+        .start_to_first_exit(&ProbeStart::default(), 2, 2)
+        .expect("floor run");
     assert_eq!((run.vms, run.vcpus_per_vm), (2, 2));
     let order: Vec<(VmId, VcpuId)> = run.first_exits.iter().map(|f| (f.vm, f.vcpu)).collect();
     assert_eq!(
@@ -52,7 +55,7 @@ fn every_vcpu_reaches_the_first_pass_begin() {
             first.vcpu
         );
     }
-    assert_eq!(run.unexpected_first_exit(), None);
+    assert_eq!(run.unexpected_first_exit(&ProbeStart::default()), None);
 
     let p = &run.phases;
     let phases = p.supported_cpuid
@@ -80,11 +83,15 @@ fn bad_requests_are_errors() {
         return;
     };
     for (vms, vcpus) in [(0, 2), (2, 0)] {
-        let error = floor.start_to_first_exit(vms, vcpus).unwrap_err();
+        let error = floor
+            .start_to_first_exit(&ProbeStart::default(), vms, vcpus)
+            .unwrap_err();
         assert!(matches!(error, FloorError::Empty { .. }), "{error}");
     }
     // More vCPUs than KVM allows in a VM: the kernel's refusal, named with its step.
-    let error = floor.start_to_first_exit(1, 100_000).unwrap_err();
+    let error = floor
+        .start_to_first_exit(&ProbeStart::default(), 1, 100_000)
+        .unwrap_err();
     assert!(
         matches!(
             error,

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use vcpu::call::{Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
-use vcpu::cpuid::{CpuidReg, CpuidTable, RUNTIME_BITS};
-use vcpu::guest::GuestSeen;
-use vcpu::guest::x86::{self, ENTRY, GuestProgram, MEMORY_SIZE};
-use vcpu::kvm::{KvmHypervisor, KvmUnavailable};
-use vcpu::runner::{ProbeEnd, run_probe, spawn_probe};
+use vcpu::guests::GuestSeen;
+use vcpu::guests::x86::{self, ENTRY, GuestProgram, MEMORY_SIZE};
+use vcpu::hypervisor::call::{Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
+use vcpu::hypervisor::kvm::{KvmHypervisor, KvmUnavailable};
+use vcpu::model::x86::{CpuidReg, CpuidTable, RUNTIME_BITS};
+use vcpu::runtime::runner::{ProbeEnd, run_probe, spawn_probe};
 use vcpu::{CallError, Errno, GuestArch, Hypervisor, VcpuHandle, VcpuId, VmHandle, VmId};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -52,6 +52,7 @@ fn probe_vm(
     let vm = VmHandle::new(
         kvm.create_vm(VmId(0), "live").expect("KVM_CREATE_VM"),
         "live",
+        kvm.arch(),
     );
     vm.add_memory(0, 0, MEMORY_SIZE).expect("guest memory");
     let mut handles = Vec::new();
@@ -103,7 +104,7 @@ fn assert_matches_table(pass: &[GuestSeen], held: &CpuidTable) {
 #[test]
 fn open_reports_what_is_wrong() {
     let missing = KvmHypervisor::open_path(Path::new("/nonexistent/kvm")).unwrap_err();
-    if vcpu::kvm::host_arch().is_none() {
+    if vcpu::hypervisor::kvm::host_arch().is_none() {
         assert!(
             matches!(missing, KvmUnavailable::UnsupportedArch { .. }),
             "{missing}"
@@ -169,7 +170,11 @@ fn backend_edges() {
         return;
     };
     let supported = supported_cpuid(&kvm);
-    let vm = VmHandle::new(kvm.create_vm(VmId(1), "edges").unwrap(), "edges");
+    let vm = VmHandle::new(
+        kvm.create_vm(VmId(1), "edges").unwrap(),
+        "edges",
+        kvm.arch(),
+    );
     assert_eq!(vm.with_memory(|mem| mem.num_regions()), 0);
     vm.add_memory(0, 0, MEMORY_SIZE).unwrap();
     assert_eq!(vm.with_memory(|mem| mem.num_regions()), 1);
@@ -394,7 +399,7 @@ fn kicks_pause_resume_and_stop_a_spinning_guest() {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
     use vcpu::RunDecision;
-    use vcpu::runner::{Probe, VcpuNotice, run_controlled};
+    use vcpu::runtime::runner::{Probe, VcpuNotice, run_controlled};
     let Some(kvm) = kvm("kicks_pause_resume_and_stop_a_spinning_guest") else {
         return;
     };
@@ -452,7 +457,7 @@ fn run_faulting_guest(
     supported: &CpuidTable,
     repeats: u32,
     fault_after: u32,
-) -> (vcpu::runner::ProbeOutcome, CpuidTable, u64) {
+) -> (vcpu::runtime::runner::ProbeOutcome, CpuidTable, u64) {
     let (vm, vcpus, held) = probe_vm(kvm, supported, 1);
     let vcpu = &vcpus[0];
     let points = held.probe_points();
@@ -473,7 +478,7 @@ fn run_faulting_guest(
 ///
 /// Observed on this project's development host (`kvm_pvm`, nested on AMD EPYC, which emulates
 /// real mode): `SHUTDOWN`, because the fault path points the IDT at memory that does not exist
-/// (see `vcpu::guest::x86`). Hardware real mode gives `SHUTDOWN` through the IDT limit. The test
+/// (see `vcpu::guests::x86`). Hardware real mode gives `SHUTDOWN` through the IDT limit. The test
 /// accepts `INTERNAL_ERROR` too, for hosts whose emulation gives up instead, and says which.
 #[test]
 fn fault_after_one_pass_is_a_guest_fault() {

@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
-use vcpu::call::{Reply, SystemCall};
-use vcpu::cpuid::{CpuidReg, CpuidTable};
-use vcpu::guest::x86::{self, ENTRY, MEMORY_SIZE};
-use vcpu::kvm::KvmHypervisor;
-use vcpu::runner::{ProbeEnd, run_probe};
+use vcpu::guests::x86::{self, ENTRY, MEMORY_SIZE};
+use vcpu::hypervisor::call::{Reply, SystemCall};
+use vcpu::hypervisor::kvm::KvmHypervisor;
+use vcpu::model::x86::{CpuidReg, CpuidTable};
+use vcpu::runtime::runner::{ProbeEnd, run_probe};
 use vcpu::{Errno, GuestArch, Hypervisor, Seal, VcpuId, VmHandle, VmId};
 
 /// Two tables that differ in one bit the kernel stores verbatim on every host seen so far
@@ -52,6 +52,7 @@ fn no_changed_write_slips_past_the_first_run() {
         let vm = VmHandle::new(
             kvm.create_vm(VmId(round), "race").expect("create VM"),
             "race",
+            kvm.arch(),
         );
         vm.add_memory(0, 0, MEMORY_SIZE).expect("memory");
         let runner = Arc::new(vm.create_vcpu(VcpuId(0)).expect("vcpu0"));

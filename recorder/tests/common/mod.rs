@@ -5,7 +5,7 @@
 
 use recorder::{HostFingerprint, JobInputs, TraceHeader};
 use std::path::PathBuf;
-use vcpu::cpuid::{CpuidEntry, CpuidTable};
+use vcpu::model::x86::{CpuidEntry, CpuidTable};
 use vcpu::{
     CallError, Errno, GuestArch, HandleError, Hypervisor, LockRefusal, ReplayFailure, Reply,
     SystemCall, Vcpu, VcpuCall, VcpuExit, VcpuHandle, VcpuId, Vm, VmCall, VmHandle, VmId,
@@ -192,7 +192,7 @@ impl Vcpu for ScriptedVcpu {
 
     fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
         match call {
-            VcpuCall::SetCpuid2 { table } if table.len() > vcpu::cpuid::MAX_ENTRIES => {
+            VcpuCall::SetCpuid2 { table } if table.len() > vcpu::model::x86::MAX_ENTRIES => {
                 Err(CallError::Kernel(Errno::E2BIG))
             }
             VcpuCall::SetCpuid2 { table } => {
@@ -298,7 +298,7 @@ pub fn drive(hv: &dyn Hypervisor, opts: &Drive) -> Result<Vec<String>, ReplayFai
     system(hv, &mut out, SystemCall::GetSupportedCpuid)?;
 
     let vm = match hv.create_vm(VmId(0), "alpha") {
-        Ok(vm) => VmHandle::new(vm, "alpha"),
+        Ok(vm) => VmHandle::new(vm, "alpha", hv.arch()),
         Err(CallError::Replay(failure)) => return Err(*failure),
         Err(e) => panic!("create_vm: {e}"),
     };

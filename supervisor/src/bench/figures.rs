@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
-use vcpu::kvm::floor::{FloorPhases, FloorRun};
+use vcpu::hypervisor::kvm::floor::{FloorPhases, FloorRun};
 
 /// Whether a figure's target is met.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -5,7 +5,7 @@
 //!
 //! | figure | how it is measured | target |
 //! |---|---|---|
-//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
+//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::hypervisor::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
 //! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
@@ -24,7 +24,7 @@
 //! which both sides run are here, in [`run`].
 
 use std::time::Duration;
-use vcpu::kvm::floor::{Floor, FloorError, FloorRun};
+use vcpu::hypervisor::kvm::floor::{Floor, FloorError, FloorRun};
 
 mod control;
 mod figures;
@@ -110,8 +110,9 @@ pub fn floor_start_to_first_exit(
     vms: u32,
     vcpus_per_vm: u32,
 ) -> Result<FloorRun, BenchError> {
-    let run = floor.start_to_first_exit(vms, vcpus_per_vm)?;
-    if let Some(first) = run.unexpected_first_exit() {
+    let workload = vcpu::guests::start::ProbeStart::default();
+    let run = floor.start_to_first_exit(&workload, vms, vcpus_per_vm)?;
+    if let Some(first) = run.unexpected_first_exit(&workload) {
         return Err(BenchError::Wrong {
             side: "floor",
             vms,
@@ -120,7 +121,7 @@ pub fn floor_start_to_first_exit(
                 first.vm,
                 first.vcpu,
                 first.exit,
-                vcpu::guest::x86::PORT_PASS_BEGIN
+                vcpu::guests::x86::PORT_PASS_BEGIN
             ),
         });
     }

@@ -75,7 +75,7 @@ fn samples_give_rates() {
 /// comes up, and the time is a real duration.
 #[test]
 fn the_vmfleet_side_measures_a_real_start() {
-    if let Err(e) = vcpu::kvm::KvmHypervisor::open() {
+    if let Err(e) = vcpu::hypervisor::kvm::KvmHypervisor::open() {
         vcpu::skip::skipped(
             "the_vmfleet_side_measures_a_real_start",
             format!("/dev/kvm unusable: {e}"),

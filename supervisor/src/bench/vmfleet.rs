@@ -1,7 +1,7 @@
 //! vmfleet's side of the start, scale, memory and stop figures, each measured through vmfleet's
 //! own runtime (fleet, VM loops, handles, lock) on KVM, as `vmfleet run` does without
 //! `--record`, with VMs like the floor's (1 MiB of memory, the probe guest). The control-plane
-//! figures are in `control`; the floor's side is `vcpu::kvm::floor`, called from `bench::run`.
+//! figures are in `control`; the floor's side is `vcpu::hypervisor::kvm::floor`, called from `bench::run`.
 
 use super::BenchError;
 use super::measure::{StartSample, Stopwatch, guest_resident_bytes, median_duration, rss_bytes};
@@ -32,7 +32,8 @@ pub(super) fn bench_spec(
 
 /// KVM, opened for one figure (an error of the floor's kind: no usable KVM).
 pub(super) fn kvm_backend() -> Result<std::sync::Arc<dyn vcpu::Hypervisor>, BenchError> {
-    let kvm = vcpu::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
+    let kvm =
+        vcpu::hypervisor::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
     Ok(std::sync::Arc::new(kvm))
 }
 
@@ -59,7 +60,7 @@ pub(super) fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> Be
 /// (`StartMode::Paused`): like the floor's, each vCPU stops at its first exit and stays there, so
 /// neither side's clock includes guests running on after it (with running starts, every VM
 /// already started spins through its probe while the next ones start, and the figure measures
-/// the guests rather than the supervisor). The clock starts where [`vcpu::kvm::floor`] starts it
+/// the guests rather than the supervisor). The clock starts where [`vcpu::hypervisor::kvm::floor`] starts it
 /// (just before `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all` returns:
 /// every VM's start is answered once each of its vCPUs has left the guest once. Teardown is not
 /// timed. Not recorded, as `vmfleet run` without `--record`.

@@ -16,7 +16,7 @@
 use super::REQUEST_TIMEOUT;
 use super::lifecycle::{ExitReason, Lifecycle};
 use std::sync::Arc;
-use vcpu::guest::GuestError;
+use vcpu::guests::GuestError;
 use vcpu::{CallError, GuestArch, HandleError, VcpuId, VmId};
 
 /// Why a fleet cannot run at all.
@@ -141,7 +141,7 @@ pub enum ConfigureError {
     CpuModel {
         vm: VmId,
         vcpu: VcpuId,
-        source: vcpu::cpuid::model::ModelError,
+        source: vcpu::model::x86::model::ModelError,
     },
     /// The pre-run lock refused the write, in both of its words (see
     /// [`ModelError::Refused`]); configuring a VM fails with the one-line `recorded` one.
@@ -154,9 +154,9 @@ pub enum ConfigureError {
     #[error("an arm64 VM needs at least one vCPU")]
     NoVcpu,
     #[error("arm64 model: {0}")]
-    Plan(vcpu::arm64::PlanError),
+    Plan(vcpu::model::arm64::PlanError),
     #[error("the writable masks: {0}")]
-    Masks(vcpu::arm64::validate::masks::MaskError),
+    Masks(vcpu::model::arm64::validate::masks::MaskError),
     #[error("clearing unknown register {register}: {source}")]
     ClearUnknown {
         register: String,

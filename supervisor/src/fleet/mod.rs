@@ -578,11 +578,11 @@ pub fn reply_line(result: &Result<ControlValue, ControlError>) -> String {
 
 /// A feature's catalog spelling, or why the name is not one.
 fn feature_name(name: &str) -> Result<String, UnknownFeature> {
-    match vcpu::cpuid::features::by_name(name) {
+    match vcpu::model::x86::catalog::by_name(name) {
         Some(feature) => Ok(feature.name.to_string()),
         None => Err(UnknownFeature {
             name: name.to_string(),
-            suggestion: vcpu::cpuid::features::suggest(name),
+            suggestion: vcpu::model::x86::catalog::suggest(name),
         }),
     }
 }

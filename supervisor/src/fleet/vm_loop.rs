@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
-use vcpu::runner::{ProbeEnd, VcpuNotice};
+use vcpu::runtime::runner::{ProbeEnd, VcpuNotice};
 use vcpu::{
     Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle,
 };

@@ -4,7 +4,7 @@
 
 use super::Arm64Drift;
 use serde::Serialize;
-use vcpu::cpuid::drift::DriftReport;
+use vcpu::model::x86::drift::DriftReport;
 
 /// Why a CPUID bit or entry differs between the table vmfleet set and the one the kernel holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -65,11 +65,11 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
         } else {
             DriftKind::KernelRewrote
         };
-        let register = vcpu::cpuid::features::position(d.leaf, d.subleaf, d.reg);
+        let register = vcpu::model::x86::catalog::position(d.leaf, d.subleaf, d.reg);
         let bits: Vec<u8> = (0..32u8).filter(|b| d.bits & (1 << b) != 0).collect();
         let named = bits
             .iter()
-            .any(|&b| vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, b).is_some());
+            .any(|&b| vcpu::model::x86::catalog::at(d.leaf, d.subleaf, d.reg, b).is_some());
         if !named && bits.len() > 1 {
             out.push(DriftChange {
                 register,
@@ -91,7 +91,8 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
                 subleaf: d.subleaf,
                 reg: Some(d.reg.name()),
                 bit: Some(bit),
-                feature: vcpu::cpuid::features::at(d.leaf, d.subleaf, d.reg, bit).map(|f| f.name),
+                feature: vcpu::model::x86::catalog::at(d.leaf, d.subleaf, d.reg, bit)
+                    .map(|f| f.name),
                 from: Some((d.requested >> bit) & 1),
                 to: Some((d.held >> bit) & 1),
                 kind,
@@ -109,7 +110,8 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
                 .map(|k| (k, DriftKind::EntryAdded)),
         );
     for (&(leaf, subleaf), kind) in entries {
-        let register = vcpu::cpuid::features::position(leaf, subleaf, vcpu::cpuid::CpuidReg::Eax);
+        let register =
+            vcpu::model::x86::catalog::position(leaf, subleaf, vcpu::model::x86::CpuidReg::Eax);
         out.push(DriftChange {
             register: register
                 .rsplit_once('.')

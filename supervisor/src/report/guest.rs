@@ -2,10 +2,10 @@
 //! ([`GuestSummary`]), each pass against the first.
 
 use serde::Serialize;
-use vcpu::cpuid::drift::{self, GuestSeen};
-use vcpu::cpuid::features::Feature;
-use vcpu::cpuid::{CpuidReg, CpuidTable};
-use vcpu::guest::{GuestReport, PassDifference};
+use vcpu::guests::{GuestReport, PassDifference};
+use vcpu::model::x86::catalog::Feature;
+use vcpu::model::x86::drift::{self, GuestSeen};
+use vcpu::model::x86::{CpuidReg, CpuidTable};
 
 /// What the guest saw, against the table the kernel holds.
 #[derive(Clone, Debug, Serialize)]

@@ -14,9 +14,9 @@
 
 use serde::Serialize;
 use vcpu::VmId;
-use vcpu::cpuid::CpuidTable;
-use vcpu::cpuid::drift::DriftReport;
-use vcpu::cpuid::features::Feature;
+use vcpu::model::x86::CpuidTable;
+use vcpu::model::x86::catalog::Feature;
+use vcpu::model::x86::drift::DriftReport;
 
 mod arm64;
 mod changes;

@@ -1,9 +1,9 @@
 //! Tests of `report` (tests), kept beside it so the module itself stays short.
 
 use super::*;
-use vcpu::cpuid::drift::{self, GuestSeen};
-use vcpu::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
-use vcpu::guest::{GuestReport, PassDifference};
+use vcpu::guests::{GuestReport, PassDifference};
+use vcpu::model::x86::drift::{self, GuestSeen};
+use vcpu::model::x86::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
 
 fn entry(function: u32, index: u32, ebx: u32) -> CpuidEntry {
     CpuidEntry {

@@ -121,7 +121,7 @@ fn set_field(a: &RawAfterRun, vcpu: Option<u32>, src: &Source<'_>) -> Result<Aft
             "action \"set\" needs `field` (e.g. \"ID_AA64PFR0_EL1.CSV3\") and `value`".into(),
         )
     })?;
-    let field_ref = vcpu::arm64::fields::resolve(field.get_ref())
+    let field_ref = vcpu::model::arm64::fields::resolve(field.get_ref())
         .map_err(|e| src.at(Some(field.span()), e.to_string()))?;
     let value = a
         .value

@@ -2,7 +2,7 @@
 //! `psci_version`, `id_registers`, `hypercalls`, `unknown_registers`), checked by the model's
 //! own rules ([`Arm64ModelSpec::check`]) with the error pointed at the key it is about, and
 //! given the fleet's `unknown_registers` policy when it chooses none of its own. The rules of
-//! the model live in `vcpu::arm64`; this module only places them in the spec.
+//! the model live in `vcpu::model::arm64`; this module only places them in the spec.
 
 use super::SpecError;
 use super::keys::vm_value_span;
@@ -11,7 +11,7 @@ use super::raw::RawVm;
 use super::top::TopLevel;
 use toml::de::DeTable;
 use vcpu::GuestArch;
-use vcpu::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
+use vcpu::model::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
 
 /// The arm64 model of the `index`th `[[vm]]` entry: its `arm64` table, or the host's model
 /// (the default spec) on an aarch64 fleet; `None` on x86, where an `arm64` table is refused.
@@ -29,8 +29,8 @@ pub(super) fn model(
             model.get_ref().check().map_err(|e| {
                 // Point at the key the contradiction is about, not the whole table.
                 let key = match e {
-                    vcpu::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
-                    | vcpu::arm64::SpecError::Psci01WithPsci02 => "psci_version",
+                    vcpu::model::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
+                    | vcpu::model::arm64::SpecError::Psci01WithPsci02 => "psci_version",
                     _ => "features",
                 };
                 let span = vm_value_span(doc, index, &["arm64", key]);

@@ -1,5 +1,5 @@
 //! The tables of a spec and their keys, checked on the spanned document before the typed parse:
-//! an unknown key is refused at its position with the nearest known key (`vcpu::suggest`, the one
+//! an unknown key is refused at its position with the nearest known key (`vcpu::model::suggest`, the one
 //! "did you mean" rule of vmfleet), or with the table it belongs in. Also the span look-ups the
 //! later rules use to point at a value inside a `[[vm]]` table.
 
@@ -103,7 +103,7 @@ fn unknown_key(key: &str, kind: usize) -> String {
 
 /// ` (did you mean `x`?)` when a known name is close to `name`, else nothing.
 pub(super) fn did_you_mean(name: &str, known: &[&str]) -> String {
-    vcpu::suggest::closest(name, known.iter().copied())
+    vcpu::model::suggest::closest(name, known.iter().copied())
         .map(|near| format!(" (did you mean `{near}`?)"))
         .unwrap_or_default()
 }
@@ -145,7 +145,7 @@ pub(super) fn narrow(doc: &DeTable<'_>, span: Range<usize>) -> Range<usize> {
         };
         if let DeValue::Array(items) = features.get_ref() {
             if let Some(bad) = items.iter().find(|item| match item.get_ref() {
-                DeValue::String(name) => vcpu::arm64::VcpuFeature::from_name(name).is_none(),
+                DeValue::String(name) => vcpu::model::arm64::VcpuFeature::from_name(name).is_none(),
                 _ => true,
             }) {
                 return bad.span();

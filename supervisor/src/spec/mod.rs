@@ -28,7 +28,7 @@
 //! ```
 //!
 //! An arm64 fleet says `arch = "aarch64"` and gives each VM an `arm64` table (the model's own
-//! spec, [`vcpu::arm64::Arm64ModelSpec`]) instead of `cpu`:
+//! spec, [`vcpu::model::arm64::Arm64ModelSpec`]) instead of `cpu`:
 //!
 //! ```toml
 //! arch = "aarch64"
@@ -60,8 +60,8 @@
 
 use std::fmt;
 use vcpu::GuestArch;
-use vcpu::arm64::{Arm64ModelSpec, FieldRef};
-use vcpu::guest::x86::FAULT_IDT_BASE;
+use vcpu::guests::x86::FAULT_IDT_BASE;
+use vcpu::model::arm64::{Arm64ModelSpec, FieldRef};
 
 mod after_run;
 mod arm64;
@@ -78,7 +78,7 @@ pub use top::{parse, parse_cross_checked};
 #[cfg(test)]
 use keys::TABLES;
 #[cfg(test)]
-use vcpu::arm64::UnknownRegisterPolicy;
+use vcpu::model::arm64::UnknownRegisterPolicy;
 
 /// Limits that keep one spec from asking for absurd resources by typo: the most vCPUs of one VM.
 pub const MAX_VCPUS_PER_VM: u32 = 64;

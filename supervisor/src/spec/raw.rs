@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use toml::Spanned;
-use vcpu::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
+use vcpu::model::arm64::{Arm64ModelSpec, UnknownRegisterPolicy};
 
 /// The top level.
 #[derive(Deserialize)]

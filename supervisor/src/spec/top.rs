@@ -10,7 +10,7 @@ use super::raw::RawFleet;
 use super::{FleetSpec, MAX_VMS, SpecError, vm};
 use toml::de::DeTable;
 use vcpu::GuestArch;
-use vcpu::arm64::UnknownRegisterPolicy;
+use vcpu::model::arm64::UnknownRegisterPolicy;
 
 /// What the top level of a spec says about the whole fleet, as every `[[vm]]` needs it.
 pub(super) struct TopLevel {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use toml::Spanned;
 use toml::de::DeTable;
 use vcpu::GuestArch;
-use vcpu::guest::x86::FAULT_IDT_BASE;
+use vcpu::guests::x86::FAULT_IDT_BASE;
 
 /// What the `[[vm]]` entries so far have taken of the fleet, for the limits and the names.
 #[derive(Default)]

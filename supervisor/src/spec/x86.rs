@@ -7,7 +7,7 @@ use super::position::Source;
 use super::raw::RawVm;
 use toml::Spanned;
 use vcpu::GuestArch;
-use vcpu::cpuid::features;
+use vcpu::model::x86::catalog as features;
 
 /// The features a VM's `cpu` hides (none without a `cpu` table); a `cpu` table on an aarch64
 /// fleet is refused.

@@ -21,7 +21,7 @@ use super::{Source, Violation};
 use std::collections::BTreeSet;
 
 /// The CPU-model code: module directories (a `<dir>.rs` module root would count too).
-pub const MODEL_DIRS: &[&str] = &["vcpu/src/cpuid", "vcpu/src/arm64"];
+pub const MODEL_DIRS: &[&str] = &["vcpu/src/cpuid", "vcpu/src/arm64", "vcpu/src/model"];
 
 /// The crate-level modules the CPU-model code must not reach, and what they are.
 pub const FORBIDDEN: &[(&str, &str)] = &[
@@ -30,6 +30,8 @@ pub const FORBIDDEN: &[(&str, &str)] = &[
     ("runner", "the vCPU run loop"),
     ("handle", "the handles of the runtime"),
     ("lock", "the pre-run lock of the runtime"),
+    ("guests", "the built-in guests"),
+    ("runtime", "the vCPU runtime"),
 ];
 
 pub const RULE: &str = "cpu-model-imports";

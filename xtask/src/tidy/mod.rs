@@ -4,7 +4,7 @@
 //! The rules (each module's doc says exactly what it checks and lists its exceptions):
 //!
 //! - `unsafe-outside-kvm` and `unsafe-without-safety` ([`unsafe_code`]): `unsafe` only in the
-//!   KVM backend, `vcpu/src/kvm/`, and every `unsafe` block or impl there under a `// SAFETY:`
+//!   KVM backend, `vcpu/src/hypervisor/kvm/`, and every `unsafe` block or impl there under a `// SAFETY:`
 //!   comment;
 //! - `target-arch-outside-kvm` ([`target_arch`]): `cfg(target_arch ...)` only in the backend;
 //! - `file-length` ([`length`]): no source file outside tests over [`length::MAX_LINES`]
@@ -368,7 +368,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let files = read_tree(root).unwrap();
         assert!(
-            files.iter().any(|(p, _)| p == "vcpu/src/kvm/mod.rs"),
+            files
+                .iter()
+                .any(|(p, _)| p == "vcpu/src/hypervisor/kvm/mod.rs"),
             "the walk found the backend"
         );
         assert!(files.iter().all(|(p, _)| !p.starts_with("target/")));
@@ -400,7 +402,7 @@ mod tests {
                         };
                         assert_eq!(open, Some(want), "{path}:{}: unbalanced `{c}`", token.line);
                     }
-                    lex::Kind::Ident("unsafe") if path.starts_with("vcpu/src/kvm/") => {
+                    lex::Kind::Ident("unsafe") if path.starts_with("vcpu/src/hypervisor/kvm/") => {
                         unsafe_in_backend += 1;
                     }
                     _ => {}
@@ -417,7 +419,7 @@ mod tests {
     fn a_planted_tree_reports_each_rule_with_file_and_line() {
         let tree = Scratch::new("planted");
         tree.write(
-            "vcpu/src/kvm/ok.rs",
+            "vcpu/src/hypervisor/kvm/ok.rs",
             "//! ok\n// SAFETY: fine\nunsafe { f() };\n",
         );
         tree.write(
@@ -502,7 +504,7 @@ mod tests {
             import_debts: &[],
         };
         for (cut, _) in text.char_indices() {
-            for path in ["vcpu/src/cpuid/model.rs", "vcpu/src/kvm/vm.rs"] {
+            for path in ["vcpu/src/cpuid/model.rs", "vcpu/src/hypervisor/kvm/vm.rs"] {
                 let files = [(path.to_string(), text[..cut].to_string())];
                 let report = check_files(&files, rules);
                 assert!(report.violations.iter().all(|v| v.line >= 1), "{cut}");

@@ -4,12 +4,12 @@
 //!
 //! Why: vmfleet runs x86 and arm64 guests from one build and replays either on any host; only the
 //! backend depends on the *host* architecture, and everything above it asks at run time
-//! (`vcpu::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both architectures' code
+//! (`vcpu::hypervisor::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both architectures' code
 //! compiled and tested on every host.
 //!
 //! Exceptions: none today, and none needed. xtask cross-builds with `--target`, a run-time
 //! choice, and has no `cfg(target_arch)`; tests that only make sense on one architecture ask
-//! `vcpu::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are counted as
+//! `vcpu::hypervisor::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are counted as
 //! skipped rather than compiled out. A test that really needs the cfg would be added to
 //! [`ALLOWED`] here, with its reason. Only the `target_arch` key is ruled: `target_os` and the
 //! others are free, and a `target_arch` outside a cfg (a variable name, a string) is not a cfg.
@@ -18,7 +18,7 @@ use super::lex::Kind;
 use super::{Source, Violation};
 
 /// Where `cfg(target_arch)` may appear: path prefixes.
-pub const ALLOWED: &[&str] = &["vcpu/src/kvm/"];
+pub const ALLOWED: &[&str] = &["vcpu/src/hypervisor/kvm/"];
 
 pub const RULE: &str = "target-arch-outside-kvm";
 
@@ -59,7 +59,7 @@ pub fn check(source: &Source, out: &mut Vec<Violation>) {
                     RULE,
                     format!(
                         "`{name}(target_arch ...)` outside the KVM backend ({}): ask \
-                         `vcpu::kvm::host_arch()` at run time instead",
+                         `vcpu::hypervisor::kvm::host_arch()` at run time instead",
                         ALLOWED.join(", ")
                     ),
                 )),
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn the_backend_words_and_other_keys_are_fine() {
         let cfg = "#[cfg(target_arch = \"x86_64\")]\nfn f() {}\n";
-        assert!(violations("vcpu/src/kvm/mod.rs", cfg).is_empty());
+        assert!(violations("vcpu/src/hypervisor/kvm/mod.rs", cfg).is_empty());
         let fine = "//! `cfg(target_arch)` in a doc comment\n\
                     // #[cfg(target_arch = \"x86_64\")] in a comment\n\
                     const S: &str = \"cfg(target_arch)\";\n\

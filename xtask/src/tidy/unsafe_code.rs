@@ -2,7 +2,7 @@
 //! [`ALLOWED`]) and `unsafe-without-safety` (every `unsafe` block or impl there has a
 //! `// SAFETY:` comment saying why it is sound).
 //!
-//! Why: the workspace lint `unsafe_code = "deny"` is lifted in one place, `vcpu/src/kvm/mod.rs`
+//! Why: the workspace lint `unsafe_code = "deny"` is lifted in one place, `vcpu/src/hypervisor/kvm/mod.rs`
 //! (`#![allow(unsafe_code)]`); this rule also catches an `#[allow(unsafe_code)]` added anywhere
 //! else, and tests and build scripts, whatever their lints say. No exceptions, tests included.
 //!
@@ -17,7 +17,7 @@ use super::lex::Kind;
 use super::{Source, Violation};
 
 /// The only directory whose files may contain `unsafe`.
-pub const ALLOWED: &str = "vcpu/src/kvm/";
+pub const ALLOWED: &str = "vcpu/src/hypervisor/kvm/";
 
 pub const OUTSIDE: &str = "unsafe-outside-kvm";
 pub const WITHOUT_SAFETY: &str = "unsafe-without-safety";
@@ -130,7 +130,13 @@ mod tests {
         let found = violations("vcpu/tests/kvm_live.rs", "fn t() { unsafe { x() } }\n");
         assert_eq!(found.len(), 1, "{found:#?}");
         // The backend may.
-        assert!(violations("vcpu/src/kvm/vm.rs", "// SAFETY: ok\nunsafe { x() };\n").is_empty());
+        assert!(
+            violations(
+                "vcpu/src/hypervisor/kvm/vm.rs",
+                "// SAFETY: ok\nunsafe { x() };\n"
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -148,7 +154,7 @@ mod tests {
                     \x20   match y {\n        // SAFETY: above the arm.\n        Some(p) =>\n            unsafe { p.read() },\n    }\n\
                     \x20   f();\n    unsafe { x() };\n}\n\
                     pub unsafe fn no_comment_needed() {}\n";
-        let found = violations("vcpu/src/kvm/x.rs", text);
+        let found = violations("vcpu/src/hypervisor/kvm/x.rs", text);
         let lines: Vec<&str> = found
             .iter()
             .map(|v| v.split(": ").next().unwrap_or(""))
@@ -156,9 +162,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "vcpu/src/kvm/x.rs:8",
-                "vcpu/src/kvm/x.rs:15",
-                "vcpu/src/kvm/x.rs:30"
+                "vcpu/src/hypervisor/kvm/x.rs:8",
+                "vcpu/src/hypervisor/kvm/x.rs:15",
+                "vcpu/src/hypervisor/kvm/x.rs:30"
             ],
             "{found:#?}"
         );

@@ -1,6 +1,6 @@
 //! The arm64 half of the guest seam: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what
 //! the kernel offers (the register list, the untouched values, the writable masks), plan the
-//! spec's model with `vcpu::arm64` (every write judged by the kernel's rules before the kernel
+//! spec's model with `vcpu::model::arm64` (every write judged by the kernel's rules before the kernel
 //! sees it), write the accepted part through the lock, read it back, build the guest program that
 //! reads the model back from inside, judge what the guest saw, and carry out the after-run writes.
 //!
@@ -18,18 +18,18 @@ use crate::report::{
 use crate::spec::AfterRun;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vcpu::arm64::firmware::FirmwareRegister;
-use vcpu::arm64::{
-    Arm64ModelSpec, Arm64Plan, HostView, LockClass, RegClass, SysReg, Verdict, WritableMasks,
-    lock_class, reg_id,
+use vcpu::guests::arm64::decoder::Arm64GuestReport;
+use vcpu::guests::arm64::smccc::{self, SmcccCall};
+use vcpu::guests::arm64::{self as guest, Finish};
+use vcpu::model::arm64::firmware::FirmwareRegister;
+use vcpu::model::arm64::{
+    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
 };
-use vcpu::guest::arm64::decoder::Arm64GuestReport;
-use vcpu::guest::arm64::smccc::{self, SmcccCall};
-use vcpu::guest::arm64::{self as guest, Finish};
-use vcpu::runner::{self, RunLimits, RunOutcome, VcpuNotice};
+use vcpu::model::lock_policy;
+use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
 use vcpu::{
-    Errno, HandleError, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall, VcpuHandle,
-    VcpuId, VmCall, VmHandle, VmId,
+    Errno, GuestArch, HandleError, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall,
+    VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
 };
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
@@ -225,18 +225,21 @@ fn configure(
     features[0] = spec.features.bits();
     for vcpu in vcpus {
         vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })?;
-        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+        if spec.features.contains(vcpu::model::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
             })?;
         }
-        if spec.features.contains(vcpu::arm64::VcpuFeature::PmuV3) {
+        if spec
+            .features
+            .contains(vcpu::model::arm64::VcpuFeature::PmuV3)
+        {
             vcpu.plain_call(VcpuCall::ArmPmuV3Init)?;
         }
     }
     let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
     let host = read_host_view(mask_ranges, vm, first)?;
-    let plan = vcpu::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
+    let plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
 
     let mut writes = Vec::new();
     for write in &plan.writes {
@@ -285,7 +288,7 @@ fn configure(
     }
     let mut unknown = Vec::new();
     for decision in &plan.unknown_registers {
-        if decision.action == vcpu::arm64::model::plan::UnknownRegisterAction::WriteZero {
+        if decision.action == vcpu::model::arm64::model::plan::UnknownRegisterAction::WriteZero {
             write_all(vcpus, decision.reg_id, 0).map_err(|source| {
                 ConfigureError::ClearUnknown {
                     register: decision.register.to_string(),
@@ -310,7 +313,9 @@ fn configure(
         .register_ids
         .iter()
         .filter_map(|&id| match reg_id::classify(id) {
-            RegClass::SysReg(reg) if is_model_register(id) => Some(reg),
+            RegClass::SysReg(reg) if lock_policy::is_model_register(GuestArch::Aarch64, id) => {
+                Some(reg)
+            }
             _ => None,
         })
         .take(guest::MAX_ID_REGS)
@@ -353,6 +358,7 @@ fn scratch_verdicts(
             .create_vm(id, &scratch_name)
             .map_err(CrossCheckError::CreateVm)?,
         scratch_name,
+        cross.hv.arch(),
     );
     let result = (|| {
         let vcpu = scratch
@@ -360,7 +366,7 @@ fn scratch_verdicts(
             .map_err(CrossCheckError::Call)?;
         vcpu.plain_call(VcpuCall::ArmVcpuInit { target, features })
             .map_err(CrossCheckError::Call)?;
-        if spec.features.contains(vcpu::arm64::VcpuFeature::Sve) {
+        if spec.features.contains(vcpu::model::arm64::VcpuFeature::Sve) {
             vcpu.plain_call(VcpuCall::ArmVcpuFinalize {
                 feature: KVM_ARM_VCPU_SVE,
             })
@@ -369,9 +375,9 @@ fn scratch_verdicts(
         let mut verdicts = Vec::with_capacity(refused.len());
         for &(_, reg, value, errno) in refused {
             let before = vcpu.get_one_reg(reg).map_err(CrossCheckError::Call)?;
-            let verdict = match vcpu.set_one_reg(reg, value, lock_rule(reg)) {
+            let verdict = match vcpu.set_one_reg(reg, value) {
                 Ok(_) => {
-                    vcpu.set_one_reg(reg, before, lock_rule(reg))
+                    vcpu.set_one_reg(reg, before)
                         .map_err(CrossCheckError::Undo)?;
                     ("the kernel accepted it".to_string(), false)
                 }
@@ -398,7 +404,7 @@ fn scratch_verdicts(
 /// Write `value` to register `id` of every vCPU, through the lock.
 fn write_all(vcpus: &[Arc<VcpuHandle>], id: u64, value: u64) -> Result<(), HandleError> {
     for vcpu in vcpus {
-        vcpu.set_one_reg(id, value, lock_rule(id))?;
+        vcpu.set_one_reg(id, value)?;
     }
     Ok(())
 }
@@ -415,7 +421,10 @@ fn read_host_view(
         Err(e) => return Err(e.into()),
     };
     let mut values = BTreeMap::new();
-    for &id in register_ids.iter().filter(|&&id| is_model_register(id)) {
+    for &id in register_ids
+        .iter()
+        .filter(|&&id| lock_policy::is_model_register(GuestArch::Aarch64, id))
+    {
         values.insert(id, vcpu.get_one_reg(id)?);
     }
     let reported = if ranges != 0 {
@@ -499,7 +508,10 @@ pub(super) fn try_after_run(
                 Err(e) => return Err(e.into()),
             };
             let mut writes = Vec::new();
-            for id in ids.into_iter().filter(|&id| is_model_register(id)) {
+            for id in ids
+                .into_iter()
+                .filter(|&id| lock_policy::is_model_register(GuestArch::Aarch64, id))
+            {
                 let held = vcpu.get_one_reg(id)?;
                 writes.push((id, held, held));
             }
@@ -517,7 +529,8 @@ pub(super) fn try_after_run(
         _ => "rewrite identical".to_string(),
     };
     let changed = writes.iter().any(|&(id, wanted, held)| {
-        wanted != held && lock_rule(id) == OneRegLockRule::LockedAfterRun
+        wanted != held
+            && lock_policy::one_reg_rule(GuestArch::Aarch64, id) == OneRegLockRule::LockedAfterRun
     });
     let expected = if changed {
         LockVerdict::RefusedByLock
@@ -527,7 +540,7 @@ pub(super) fn try_after_run(
     let mut outcome = LockVerdict::Allowed;
     let mut message = None;
     for (id, wanted, _) in writes {
-        match vcpu.set_one_reg(id, wanted, lock_rule(id)) {
+        match vcpu.set_one_reg(id, wanted) {
             Ok(_) => {}
             Err(e) if e.is_lock_refusal() => {
                 outcome = LockVerdict::RefusedByLock;
@@ -554,21 +567,6 @@ pub(super) fn try_after_run(
 // ---- pure CPU-model logic ------------------------------------------------------------------
 // Rules and data of the arm64 model, no I/O: they wait here until the model crate has a place
 // for them.
-
-// TODO(model): belongs in vcpu::model::arm64
-/// The lock's rule for a register, from the model's lock class.
-fn lock_rule(id: u64) -> OneRegLockRule {
-    match lock_class(id) {
-        LockClass::FrozenAtFirstRun => OneRegLockRule::LockedAfterRun,
-        LockClass::WritableAfterRun | LockClass::NotCpuModel => OneRegLockRule::AlwaysWritable,
-    }
-}
-
-// TODO(model): belongs in vcpu::model::arm64
-/// Whether `id` is CPU-model state (read into the host view, held, and compared).
-fn is_model_register(id: u64) -> bool {
-    lock_class(id) != LockClass::NotCpuModel
-}
 
 // TODO(model): belongs in vcpu::model::arm64
 /// Where what vCPU 0 holds differs from what the plan expected to read back.
@@ -602,8 +600,8 @@ fn judge_guest(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64Gue
         };
         // KVM clears the GIC fields at the first run of a VM without a vGIC, so what the guest
         // reads there is not what was held before the run (kvm-semantics §2.10).
-        let masked =
-            SysReg::from_kvm_reg_id(seen.id).map_or(0, vcpu::arm64::fields::first_run_mutable_mask);
+        let masked = SysReg::from_kvm_reg_id(seen.id)
+            .map_or(0, vcpu::model::arm64::fields::first_run_mutable_mask);
         if seen.value & !masked != expected & !masked {
             mismatches.push(format!(
                 "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",

@@ -21,8 +21,8 @@ use super::supported::HostQueries;
 use crate::report::{AfterRunReport, VcpuReport, VmReport};
 use crate::spec::{AfterRun, VmSpec};
 use std::sync::Arc;
-use vcpu::guest::arm64::decoder::Arm64GuestReport;
-use vcpu::runner::{ProbeEnd, ProbeOutcome, RunOutcome, VcpuNotice};
+use vcpu::guests::arm64::decoder::Arm64GuestReport;
+use vcpu::runtime::runner::{ProbeEnd, ProbeOutcome, RunOutcome, VcpuNotice};
 use vcpu::{GuestArch, HandleError, Hypervisor, RunControl, VcpuHandle, VmHandle};
 
 /// The parts of a VM that the per-architecture operations work on, lent by its loop.
@@ -280,7 +280,7 @@ fn unstarted_vcpu(id: u32) -> VcpuReport {
         exits: 0,
         end: "not started".into(),
         run_end: crate::report::RunEnd::NotStarted,
-        held: vcpu::cpuid::CpuidTable::default(),
+        held: vcpu::model::x86::CpuidTable::default(),
         hidden: Vec::new(),
     }
 }

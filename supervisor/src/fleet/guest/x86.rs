@@ -12,10 +12,10 @@ use crate::report::{
 };
 use crate::spec::AfterRun;
 use std::sync::Arc;
-use vcpu::cpuid::model::X86CpuModel;
-use vcpu::cpuid::{CpuidTable, drift, features};
-use vcpu::guest::x86 as guest;
-use vcpu::runner::{self, Probe, ProbeOutcome, VcpuNotice};
+use vcpu::guests::x86 as guest;
+use vcpu::model::x86::model::X86CpuModel;
+use vcpu::model::x86::{CpuidTable, catalog as features, drift};
+use vcpu::runtime::runner::{self, Probe, ProbeOutcome, VcpuNotice};
 use vcpu::{RunControl, VcpuHandle};
 
 /// Where guest memory starts, and the least there is of it.

@@ -99,7 +99,7 @@ fn vm_thread(
         }
     };
     let vm = match setup.hv.create_vm(setup.id, &setup.spec.name) {
-        Ok(vm) => VmHandle::new(vm, setup.spec.name.clone()),
+        Ok(vm) => VmHandle::new(vm, setup.spec.name.clone(), setup.hv.arch()),
         Err(e) => {
             let _ = created.send(Err(fail(VmError::CreateVm(e))));
             return;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
-use vcpu::runner::VcpuNotice;
+use vcpu::runtime::runner::VcpuNotice;
 use vcpu::{RunControl, VcpuHandle};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -74,7 +74,7 @@ pub(super) fn spawn_vcpu(
                 if notice == VcpuNotice::FirstExit {
                     // From here on the thread runs the guest, not the start path: let the VM
                     // loops and the control plane win the CPU from spinning guests.
-                    if let Err(e) = vcpu::kvm::deprioritize_vcpu_thread() {
+                    if let Err(e) = vcpu::hypervisor::kvm::deprioritize_vcpu_thread() {
                         tracing::debug!("vCPU thread keeps its priority: {e}");
                     }
                 }

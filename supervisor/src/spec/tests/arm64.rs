@@ -1,7 +1,7 @@
 //! Tests of `spec` (arm64_tests), kept beside it so the module itself stays short.
 
 use super::*;
-use vcpu::arm64::{HypercallService, VcpuFeature};
+use vcpu::model::arm64::{HypercallService, VcpuFeature};
 
 const ARM64: &str = r#"
 arch = "aarch64"

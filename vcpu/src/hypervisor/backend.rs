@@ -1,0 +1,93 @@
+//! The hypervisor boundary, one trait per layer: [`Hypervisor`] (the system), [`Vm`], [`Vcpu`].
+//!
+//! Each layer has a single `call` entry point taking a [`SystemCall`] / [`VmCall`] / [`VcpuCall`],
+//! plus the few operations that hand back a new object. That shape is deliberate: a decorator
+//! (the recorder) or an alternative implementation (the replay backend) handles every call in one
+//! place, and adding a call to the vocabulary cannot silently bypass either of them.
+//!
+//! Implementations: the KVM backend ([`crate::hypervisor::kvm`]), and, in the `recorder` crate, the recording
+//! decorator and the replay backend. The supervisor never holds these objects directly; it goes
+//! through the runtime's handles (`runtime::handle`), which routes every CPU-model write through the pre-run lock.
+
+use crate::hypervisor::call::{Reply, RunDecision, SystemCall, VcpuCall, VmCall};
+use crate::hypervisor::error::CallError;
+use crate::hypervisor::ids::GuestArch;
+use crate::hypervisor::ids::{VcpuId, VmId};
+use crate::hypervisor::refusal::LockRefusal;
+use std::sync::Arc;
+use vm_memory::GuestMemoryMmap;
+
+/// The system layer: what `/dev/kvm` answers, and VM creation.
+pub trait Hypervisor: Send + Sync {
+    /// The architecture of the guests this backend runs (the host's, for KVM; the trace's, for
+    /// replay).
+    fn arch(&self) -> GuestArch;
+
+    /// Issue a system call. [`SystemCall::CreateVm`] is refused here: use [`Hypervisor::create_vm`].
+    fn call(&self, call: &SystemCall) -> Result<Reply, CallError>;
+
+    /// `KVM_CREATE_VM`, naming the VM by the supervisor's logical id.
+    fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError>;
+}
+
+/// The VM layer.
+pub trait Vm: Send {
+    fn id(&self) -> VmId;
+
+    /// Issue a VM call. [`VmCall::CreateVcpu`] is refused here: use [`Vm::create_vcpu`].
+    fn call(&mut self, call: &VmCall) -> Result<Reply, CallError>;
+
+    /// `KVM_CREATE_VCPU`.
+    fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError>;
+
+    /// The guest memory registered so far with [`VmCall::AddMemory`] (empty before that).
+    fn guest_memory(&self) -> &GuestMemoryMmap;
+}
+
+/// The vCPU layer. One vCPU is driven by one thread at a time (KVM serialises vCPU ioctls anyway).
+pub trait Vcpu: Send {
+    fn id(&self) -> (VmId, VcpuId);
+
+    /// Issue a vCPU call.
+    fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError>;
+
+    /// The pre-run lock refused `call` before it reached this backend. The kernel never sees it;
+    /// the recorder writes it down as refused by vmfleet, and the replay backend checks that the
+    /// recorded run refused the same write at the same point.
+    fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError>;
+
+    /// What another thread uses to make this vCPU's `KVM_RUN` return promptly (taken once, before
+    /// the vCPU's thread starts running it).
+    fn kicker(&self) -> Arc<dyn Kick>;
+
+    /// A control point (see [`RunDecision`]): `wanted` is what the control plane wants now. A live
+    /// backend decides `wanted`; the recorder writes the decision down; the replay backend answers
+    /// the recorded decision instead, which the caller then waits for its control plane to reach.
+    fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError>;
+}
+
+/// Interrupting a vCPU that may be inside `KVM_RUN`, from any thread.
+///
+/// The KVM implementation is the one established VMMs use: set `kvm_run.immediate_exit` (so a
+/// `KVM_RUN` that has not started yet returns at once) and send the vCPU's thread a signal (so one
+/// that is blocked in the guest returns). Either way the run returns the exit
+/// [`crate::VcpuExit::Interrupted`]. Backends without a kernel (replay) do nothing: their exits,
+/// kicks included, come from the trace.
+pub trait Kick: Send + Sync {
+    /// Make the vCPU leave `KVM_RUN` now, or not enter it next time.
+    fn kick(&self);
+    /// The calling thread is the one that runs this vCPU from now on (it receives the signal).
+    fn bind_current_thread(&self);
+    /// The bound thread stops running this vCPU; no signal is sent to it after this returns.
+    fn unbind_thread(&self);
+}
+
+/// The [`Kick`] of backends whose runs never block.
+#[derive(Debug, Default)]
+pub struct NoKick;
+
+impl Kick for NoKick {
+    fn kick(&self) {}
+    fn bind_current_thread(&self) {}
+    fn unbind_thread(&self) {}
+}

@@ -1,0 +1,342 @@
+//! The vocabulary of the hypervisor boundary: every call vmfleet makes to a backend, every reply,
+//! every error.
+//!
+//! These types are what the recorder writes and the replay backend serves, so they are serde
+//! types with a stable shape. One variant is one *logical* backend call, usually exactly one ioctl;
+//! where a logical call needs several ioctls (setting up boot registers), the variant's docs say so.
+
+use crate::hypervisor::cpuid::CpuidTable;
+use crate::hypervisor::errno::Errno;
+use crate::hypervisor::ids::{VcpuId, VmId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Calls on the system (`/dev/kvm`) stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SystemCall {
+    /// `KVM_GET_API_VERSION`. Reply: [`Reply::Value`].
+    GetApiVersion,
+    /// `KVM_CHECK_EXTENSION` on `/dev/kvm`. Reply: [`Reply::Value`] (0 = absent).
+    CheckExtension { cap: u32 },
+    /// `KVM_GET_VCPU_MMAP_SIZE`. Reply: [`Reply::Value`].
+    GetVcpuMmapSize,
+    /// `KVM_GET_SUPPORTED_CPUID` (x86). Reply: [`Reply::Cpuid`].
+    GetSupportedCpuid,
+    /// `KVM_CREATE_VM`. Recorded on the new VM's own stream. Reply: [`Reply::Done`].
+    CreateVm { vm: VmId, name: String },
+}
+
+/// Calls on a VM stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmCall {
+    /// Allocate `size` bytes of guest memory and register it with `KVM_SET_USER_MEMORY_REGION`.
+    /// The host address is deliberately not part of the call: it differs on every run.
+    AddMemory {
+        slot: u32,
+        guest_phys_addr: u64,
+        size: u64,
+    },
+    /// `KVM_CREATE_VCPU`. Reply: [`Reply::Done`].
+    CreateVcpu { vcpu: VcpuId },
+    /// `KVM_ENABLE_CAP` on the VM fd. Reply: [`Reply::Value`] (the ioctl's return value).
+    EnableCap {
+        cap: u32,
+        flags: u32,
+        args: [u64; 4],
+    },
+    /// `KVM_ARM_PREFERRED_TARGET` (arm64). Reply: [`Reply::VcpuInit`].
+    ArmPreferredTarget,
+    /// `KVM_ARM_GET_REG_WRITABLE_MASKS` (arm64, feature-ID range). Reply: [`Reply::Masks`].
+    ArmGetRegWritableMasks,
+    /// Close the VM fd (after all its vCPUs). Reply: [`Reply::Done`].
+    Destroy,
+}
+
+/// Calls on a vCPU stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VcpuCall {
+    /// `KVM_SET_CPUID2` (x86). A CPU-model write. Reply: [`Reply::Done`].
+    SetCpuid2 { table: CpuidTable },
+    /// `KVM_GET_CPUID2` (x86). Reply: [`Reply::Cpuid`].
+    GetCpuid2,
+    /// `KVM_GET_ONE_REG` of a 64-bit register. Reply: [`Reply::Value`].
+    GetOneReg { id: u64 },
+    /// `KVM_SET_ONE_REG` of a 64-bit register. A CPU-model write for ID and firmware registers.
+    /// Reply: [`Reply::Done`].
+    SetOneReg { id: u64, value: u64 },
+    /// `KVM_GET_REG_LIST`. Reply: [`Reply::RegList`].
+    GetRegList,
+    /// `KVM_ARM_VCPU_INIT`. Reply: [`Reply::Done`].
+    ArmVcpuInit { target: u32, features: [u32; 7] },
+    /// `KVM_ARM_VCPU_FINALIZE`. Reply: [`Reply::Done`].
+    ArmVcpuFinalize { feature: i32 },
+    /// Put the vCPU at the guest's entry point. x86: `KVM_GET_SREGS` + `KVM_SET_SREGS` +
+    /// `KVM_SET_REGS` (16-bit real mode, flat segments); arm64: `KVM_SET_ONE_REG` of PC and PSTATE.
+    /// Reply: [`Reply::Done`].
+    SetBootState { entry: u64 },
+    /// `KVM_RUN` until the next exit to userspace. Reply: [`Reply::Exit`].
+    Run,
+    /// Close the vCPU fd. Reply: [`Reply::Done`].
+    Destroy,
+    /// `KVM_SET_DEVICE_ATTR` (`KVM_ARM_VCPU_PMU_V3_CTRL`, `KVM_ARM_VCPU_PMU_V3_INIT`): initialise
+    /// the PMU of a vCPU created with the `pmu-v3` feature; `KVM_RUN` refuses it (`EINVAL`)
+    /// otherwise. Without an in-kernel irqchip no overflow interrupt is set first. Reply:
+    /// [`Reply::Done`]. (Last, so traces recorded before it keep their variant numbers.)
+    ArmPmuV3Init,
+}
+
+impl VcpuCall {
+    /// Whether this call changes what the guest sees of its CPU, i.e. whether the pre-run lock
+    /// must judge it. (`SetOneReg` is narrowed further per register by the arm64 model.)
+    pub fn is_cpu_model_write(&self) -> bool {
+        matches!(
+            self,
+            VcpuCall::SetCpuid2 { .. } | VcpuCall::SetOneReg { .. }
+        )
+    }
+}
+
+/// What a vCPU thread does next at a control point: after a kick interrupted `KVM_RUN`, or when
+/// it wakes up parked. The supervisor's control plane says what it *wants*; the thread's decision
+/// is recorded (as [`Call::Decision`] on the vCPU's stream), so a replay takes the same decision at
+/// the same exit whatever the timing of its own control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunDecision {
+    /// Enter the guest again.
+    Run,
+    /// Park the thread until the control plane wants something else.
+    Pause,
+    /// Leave the run loop; the thread ends.
+    Stop,
+}
+
+impl fmt::Display for RunDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunDecision::Run => "run",
+            RunDecision::Pause => "pause",
+            RunDecision::Stop => "stop",
+        })
+    }
+}
+
+/// Any backend call, with the layer it was made on. (A trace event stores these, and the fleet's
+/// control requests besides, which are no business of this crate: see `recorder::TraceCall`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Call {
+    System(SystemCall),
+    Vm(VmCall),
+    Vcpu(VcpuCall),
+    /// A vCPU thread's control decision (see [`RunDecision`]); reply [`Reply::Decision`].
+    Decision,
+}
+
+/// A successful call's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    Value(u64),
+    Cpuid(CpuidTable),
+    RegList(Vec<u64>),
+    /// The 192 writable masks of the arm64 feature-ID range, indexed as the kernel indexes them.
+    Masks(Vec<u64>),
+    VcpuInit {
+        target: u32,
+        features: [u32; 7],
+    },
+    Exit(VcpuExit),
+    Decision(RunDecision),
+    /// A fleet control request's reply, as one deterministic line (`ok: ...` or `error: ...`);
+    /// opaque here: the supervisor writes it, the trace keeps it.
+    Control(String),
+}
+
+/// Why `KVM_RUN` returned to userspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VcpuExit {
+    /// x86 `HLT` with no in-kernel interrupt controller.
+    Hlt,
+    /// `OUT` to an I/O port; `data` is what the guest wrote (1, 2 or 4 bytes per access).
+    IoOut { port: u16, data: Vec<u8> },
+    /// `IN` from an I/O port (vmfleet's guests never read ports; the reply is all ones).
+    IoIn { port: u16, size: u8 },
+    /// A write to unbacked guest-physical memory.
+    MmioWrite { addr: u64, data: Vec<u8> },
+    /// A read from unbacked guest-physical memory (vmfleet answers zeros).
+    MmioRead { addr: u64, len: u8 },
+    /// Triple fault / shutdown.
+    Shutdown,
+    /// `KVM_EXIT_SYSTEM_EVENT` (arm64 PSCI SYSTEM_OFF / RESET); `kind` is `KVM_SYSTEM_EVENT_*`.
+    SystemEvent { kind: u32, data: Vec<u64> },
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
+    FailEntry { reason: u64 },
+    /// `KVM_EXIT_INTERNAL_ERROR` (emulation failure and friends).
+    InternalError { suberror: u32 },
+    /// `KVM_RUN` returned `EINTR` because the vCPU was kicked.
+    Interrupted,
+    /// Any other exit reason vmfleet does not act on.
+    Other { reason: u32 },
+}
+
+impl VcpuExit {
+    /// Short name for tables and transcripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VcpuExit::Hlt => "HLT",
+            VcpuExit::IoOut { .. } => "IO_OUT",
+            VcpuExit::IoIn { .. } => "IO_IN",
+            VcpuExit::MmioWrite { .. } => "MMIO_WRITE",
+            VcpuExit::MmioRead { .. } => "MMIO_READ",
+            VcpuExit::Shutdown => "SHUTDOWN",
+            VcpuExit::SystemEvent { .. } => "SYSTEM_EVENT",
+            VcpuExit::FailEntry { .. } => "FAIL_ENTRY",
+            VcpuExit::InternalError { .. } => "INTERNAL_ERROR",
+            VcpuExit::Interrupted => "INTR",
+            VcpuExit::Other { .. } => "OTHER",
+        }
+    }
+}
+
+/// Who said no to a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Origin {
+    /// The kernel returned the errno.
+    Kernel,
+    /// vmfleet's pre-run lock refused the write before it reached the kernel.
+    Lock,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Kernel => "kernel",
+            Origin::Lock => "vmfleet lock",
+        })
+    }
+}
+
+/// A failed call as it is recorded: the errno and who produced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub errno: Errno,
+    pub origin: Origin,
+}
+
+/// What a recorded call came to.
+pub type Outcome = Result<Reply, Failure>;
+
+impl fmt::Display for SystemCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SystemCall::GetApiVersion => f.write_str("GET_API_VERSION"),
+            SystemCall::CheckExtension { cap } => write!(f, "CHECK_EXTENSION cap={cap}"),
+            SystemCall::GetVcpuMmapSize => f.write_str("GET_VCPU_MMAP_SIZE"),
+            SystemCall::GetSupportedCpuid => f.write_str("GET_SUPPORTED_CPUID"),
+            SystemCall::CreateVm { vm, name } => write!(f, "CREATE_VM {vm} name={name:?}"),
+        }
+    }
+}
+
+impl fmt::Display for VmCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmCall::AddMemory {
+                slot,
+                guest_phys_addr,
+                size,
+            } => write!(
+                f,
+                "SET_USER_MEMORY_REGION slot={slot} gpa={guest_phys_addr:#x} size={size:#x}"
+            ),
+            VmCall::CreateVcpu { vcpu } => write!(f, "CREATE_VCPU {vcpu}"),
+            VmCall::EnableCap { cap, flags, args } => {
+                write!(f, "ENABLE_CAP cap={cap} flags={flags:#x} args={args:x?}")
+            }
+            VmCall::ArmPreferredTarget => f.write_str("ARM_PREFERRED_TARGET"),
+            VmCall::ArmGetRegWritableMasks => f.write_str("ARM_GET_REG_WRITABLE_MASKS"),
+            VmCall::Destroy => f.write_str("DESTROY_VM"),
+        }
+    }
+}
+
+impl fmt::Display for VcpuCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VcpuCall::SetCpuid2 { table } => write!(
+                f,
+                "SET_CPUID2 entries={} digest={:08x}",
+                table.len(),
+                table.digest()
+            ),
+            VcpuCall::GetCpuid2 => f.write_str("GET_CPUID2"),
+            VcpuCall::GetOneReg { id } => write!(f, "GET_ONE_REG {id:#018x}"),
+            VcpuCall::SetOneReg { id, value } => {
+                write!(f, "SET_ONE_REG {id:#018x} = {value:#018x}")
+            }
+            VcpuCall::GetRegList => f.write_str("GET_REG_LIST"),
+            VcpuCall::ArmVcpuInit { target, features } => {
+                write!(
+                    f,
+                    "ARM_VCPU_INIT target={target} features={:#x}",
+                    features[0]
+                )
+            }
+            VcpuCall::ArmVcpuFinalize { feature } => write!(f, "ARM_VCPU_FINALIZE {feature}"),
+            VcpuCall::ArmPmuV3Init => f.write_str("ARM_PMU_V3_INIT"),
+            VcpuCall::SetBootState { entry } => write!(f, "SET_BOOT_STATE entry={entry:#x}"),
+            VcpuCall::Run => f.write_str("RUN"),
+            VcpuCall::Destroy => f.write_str("DESTROY_VCPU"),
+        }
+    }
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Call::System(c) => c.fmt(f),
+            Call::Vm(c) => c.fmt(f),
+            Call::Vcpu(c) => c.fmt(f),
+            Call::Decision => f.write_str("CONTROL_POINT"),
+        }
+    }
+}
+
+impl fmt::Display for VcpuExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VcpuExit::IoOut { port, data } => write!(f, "IO_OUT port={port:#x} data={data:02x?}"),
+            VcpuExit::IoIn { port, size } => write!(f, "IO_IN port={port:#x} size={size}"),
+            VcpuExit::MmioWrite { addr, data } => {
+                write!(f, "MMIO_WRITE addr={addr:#x} data={data:02x?}")
+            }
+            VcpuExit::MmioRead { addr, len } => write!(f, "MMIO_READ addr={addr:#x} len={len}"),
+            VcpuExit::SystemEvent { kind, data } => {
+                write!(f, "SYSTEM_EVENT kind={kind} data={data:x?}")
+            }
+            VcpuExit::FailEntry { reason } => write!(f, "FAIL_ENTRY reason={reason:#x}"),
+            VcpuExit::InternalError { suberror } => {
+                write!(f, "INTERNAL_ERROR suberror={suberror}")
+            }
+            VcpuExit::Other { reason } => write!(f, "OTHER reason={reason}"),
+            other => f.write_str(other.kind()),
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Done => f.write_str("ok"),
+            Reply::Value(v) => write!(f, "{v:#x}"),
+            Reply::Cpuid(t) => write!(f, "cpuid entries={} digest={:08x}", t.len(), t.digest()),
+            Reply::RegList(ids) => write!(f, "{} registers", ids.len()),
+            Reply::Masks(m) => write!(f, "{} masks", m.len()),
+            Reply::VcpuInit { target, features } => {
+                write!(f, "target={target} features={:#x}", features[0])
+            }
+            Reply::Exit(exit) => exit.fmt(f),
+            Reply::Decision(d) => d.fmt(f),
+            Reply::Control(line) => f.write_str(line),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The CPUID table as the x86 calls carry it (`KVM_SET_CPUID2`, `KVM_GET_CPUID2`,
+//! `KVM_GET_SUPPORTED_CPUID`): ordered `(leaf, subleaf) -> eax..edx` entries, KVM's lookup rule,
+//! and the digest transcripts print.
+//!
+//! It is the payload of the boundary, not a model: what the entries mean (the feature catalog),
+//! how a model is built from them and how two tables are compared live in the x86 model (`model::x86`),
+//! which builds on these types. Plain serde data, so a trace recorded on an x86 host is replayed
+//! on any other.
+
+use crate::hypervisor::abi;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (sic): the entry's subleaf is part of its key.
+pub const FLAG_SIGNIFICANT_INDEX: u32 = abi::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+
+/// The kernel's limit on table size (`KVM_MAX_CPUID_ENTRIES`).
+pub const MAX_ENTRIES: usize = abi::KVM_MAX_CPUID_ENTRIES;
+
+/// One of the four result registers of CPUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CpuidReg {
+    Eax,
+    Ebx,
+    Ecx,
+    Edx,
+}
+
+impl CpuidReg {
+    pub const ALL: [CpuidReg; 4] = [CpuidReg::Eax, CpuidReg::Ebx, CpuidReg::Ecx, CpuidReg::Edx];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuidReg::Eax => "eax",
+            CpuidReg::Ebx => "ebx",
+            CpuidReg::Ecx => "ecx",
+            CpuidReg::Edx => "edx",
+        }
+    }
+}
+
+impl fmt::Display for CpuidReg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One `kvm_cpuid_entry2`, without its padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+impl CpuidEntry {
+    pub fn reg(&self, reg: CpuidReg) -> u32 {
+        match reg {
+            CpuidReg::Eax => self.eax,
+            CpuidReg::Ebx => self.ebx,
+            CpuidReg::Ecx => self.ecx,
+            CpuidReg::Edx => self.edx,
+        }
+    }
+
+    pub fn reg_mut(&mut self, reg: CpuidReg) -> &mut u32 {
+        match reg {
+            CpuidReg::Eax => &mut self.eax,
+            CpuidReg::Ebx => &mut self.ebx,
+            CpuidReg::Ecx => &mut self.ecx,
+            CpuidReg::Edx => &mut self.edx,
+        }
+    }
+
+    /// KVM's lookup rule (`cpuid_entry2_find`): the subleaf only counts when the entry says so.
+    pub fn matches(&self, leaf: u32, subleaf: u32) -> bool {
+        self.function == leaf && (self.flags & FLAG_SIGNIFICANT_INDEX == 0 || self.index == subleaf)
+    }
+
+    /// The subleaf a guest should use to reach this entry.
+    pub fn probe_subleaf(&self) -> u32 {
+        if self.flags & FLAG_SIGNIFICANT_INDEX != 0 {
+            self.index
+        } else {
+            0
+        }
+    }
+}
+
+impl fmt::Display for CpuidEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#x}.{} flags={} eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
+            self.function, self.index, self.flags, self.eax, self.ebx, self.ecx, self.edx
+        )
+    }
+}
+
+/// A CPUID table in the order the kernel was given it (order matters to KVM's after-run equality
+/// check, so it is preserved everywhere).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CpuidTable {
+    pub entries: Vec<CpuidEntry>,
+}
+
+impl CpuidTable {
+    pub fn new(entries: Vec<CpuidEntry>) -> Self {
+        CpuidTable { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry a guest's `CPUID(leaf, subleaf)` resolves to, by KVM's lookup rule.
+    pub fn lookup(&self, leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
+        self.entries.iter().find(|e| e.matches(leaf, subleaf))
+    }
+
+    pub fn lookup_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidEntry> {
+        self.entries.iter_mut().find(|e| e.matches(leaf, subleaf))
+    }
+
+    /// A short, stable fingerprint of the whole table (order included), for transcripts.
+    pub fn digest(&self) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        for e in &self.entries {
+            for word in [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx] {
+                hasher.update(&word.to_le_bytes());
+            }
+        }
+        hasher.finalize()
+    }
+
+    /// `(leaf, subleaf)` pairs a guest must execute to see every entry of this table.
+    pub fn probe_points(&self) -> Vec<(u32, u32)> {
+        self.entries
+            .iter()
+            .map(|e| (e.function, e.probe_subleaf()))
+            .collect()
+    }
+}

@@ -1,0 +1,395 @@
+//! The field tables, transcribed from the semantics reference §2.7 (which read them from the
+//! kernel's `arm64_ftr_bits` tables, KVM's overrides and the custom set handlers).
+//!
+//! Conventions: fields run from the highest bits down, as in the kernel; 4 bits and unsigned
+//! unless built otherwise; `safe_value` is only given where [`SafeType::Exact`] uses it (a
+//! lower-safe check never looks at it). Fields whose kernel type the reference does not give are
+//! [`FieldCheck::Untyped`]: named for reports, judged as fixed at the limit.
+
+use super::{FieldCheck, FieldNote, FieldTable, IdField, SafeType};
+use crate::model::arm64::catalog;
+use crate::model::arm64::features::VcpuFeature;
+
+const fn field(name: &'static str, shift: u8, check: FieldCheck) -> IdField {
+    IdField {
+        name,
+        shift,
+        width: 4,
+        signed: false,
+        check,
+        notes: &[],
+    }
+}
+
+/// Unsigned, 4 bits, `FTR_LOWER_SAFE`: the common case.
+const fn lower(name: &'static str, shift: u8) -> IdField {
+    field(
+        name,
+        shift,
+        FieldCheck::Typed {
+            safe: SafeType::LowerSafe,
+            safe_value: 0,
+        },
+    )
+}
+
+/// Signed, 4 bits, `FTR_LOWER_SAFE`: 0xF (-1) is "not implemented" and always below the limit.
+const fn signed_lower(name: &'static str, shift: u8) -> IdField {
+    lower(name, shift).signed()
+}
+
+const fn higher(name: &'static str, shift: u8) -> IdField {
+    field(
+        name,
+        shift,
+        FieldCheck::Typed {
+            safe: SafeType::HigherSafe,
+            safe_value: 0,
+        },
+    )
+}
+
+const fn higher_or_zero(name: &'static str, shift: u8) -> IdField {
+    field(
+        name,
+        shift,
+        FieldCheck::Typed {
+            safe: SafeType::HigherOrZeroSafe,
+            safe_value: 0,
+        },
+    )
+}
+
+const fn exact(name: &'static str, shift: u8, safe_value: u64) -> IdField {
+    field(
+        name,
+        shift,
+        FieldCheck::Typed {
+            safe: SafeType::Exact,
+            safe_value,
+        },
+    )
+}
+
+/// Bits the kernel has no `arm64_ftr_bits` entry for.
+const fn no_entry(name: &'static str, shift: u8) -> IdField {
+    field(name, shift, FieldCheck::NoKernelEntry)
+}
+
+/// A field whose kernel type vmfleet does not model.
+const fn untyped(name: &'static str, shift: u8) -> IdField {
+    field(name, shift, FieldCheck::Untyped)
+}
+
+impl IdField {
+    const fn signed(self) -> IdField {
+        IdField {
+            signed: true,
+            ..self
+        }
+    }
+
+    const fn width(self, width: u8) -> IdField {
+        IdField { width, ..self }
+    }
+
+    const fn notes(self, notes: &'static [FieldNote]) -> IdField {
+        IdField { notes, ..self }
+    }
+}
+
+use FieldNote::*;
+use VcpuFeature::*;
+
+static ID_AA64PFR0: &[IdField] = &[
+    lower("CSV3", 60),
+    lower("CSV2", 56),
+    no_entry("RME", 52),
+    lower("DIT", 48),
+    lower("AMU", 44),
+    lower("MPAM", 40).notes(&[IgnoredWhenEqualToHost]),
+    lower("SEL2", 36),
+    lower("SVE", 32).notes(&[DecidedByFeature(Sve)]),
+    lower("RAS", 28),
+    lower("GIC", 24).notes(&[ClearedAtFirstRunWithoutVgic]),
+    signed_lower("AdvSIMD", 20),
+    signed_lower("FP", 16),
+    lower("EL3", 12),
+    lower("EL2", 8).notes(&[NonzeroWithFeature(HasEl2)]),
+    // The limit is 2 (AArch32 EL1) with el1-32bit on a host that has it.
+    lower("EL1", 4).notes(&[Minimum {
+        value: 1,
+        zero_allowed: false,
+    }]),
+    lower("EL0", 0).notes(&[Minimum {
+        value: 1,
+        zero_allowed: false,
+    }]),
+];
+
+static ID_AA64PFR1: &[IdField] = &[
+    no_entry("PFAR", 60),
+    lower("DF2", 56),
+    no_entry("MTEX", 52),
+    no_entry("THE", 48),
+    lower("GCS", 44),
+    signed_lower("MTE_frac", 40).notes(&[MteFracAsyncRewrite]),
+    no_entry("NMI", 36),
+    no_entry("CSV2_frac", 32),
+    no_entry("RNDR_trap", 28),
+    lower("SME", 24),
+    lower("MPAM_frac", 16).notes(&[IgnoredWhenEqualToHost]),
+    lower("RAS_frac", 12),
+    lower("MTE", 8).notes(&[LimitFromVmCapability("KVM_CAP_ARM_MTE")]),
+    lower("SSBS", 4),
+    lower("BT", 0),
+];
+
+static ID_AA64PFR2: &[IdField] = &[
+    lower("FPMR", 32),
+    lower("GCIE", 12).notes(&[ClearedAtFirstRunWithoutVgic]),
+    lower("MTEFAR", 8),
+    lower("MTESTOREONLY", 4),
+];
+
+static ID_AA64ZFR0: &[IdField] = &[
+    lower("F64MM", 56),
+    lower("F32MM", 52),
+    lower("F16MM", 48),
+    lower("I8MM", 44),
+    lower("SM4", 40),
+    lower("SHA3", 32),
+    lower("B16B16", 24),
+    lower("BF16", 20),
+    lower("BitPerm", 16),
+    lower("EltPerm", 12),
+    lower("AES", 4),
+    lower("SVEver", 0),
+];
+
+static ID_AA64DFR0: &[IdField] = &[
+    untyped("HPMN0", 60),
+    untyped("ExtTrcBuff", 56),
+    untyped("BRBE", 52),
+    untyped("MTPMU", 48).signed(),
+    untyped("TraceBuffer", 44),
+    untyped("TraceFilt", 40),
+    signed_lower("DoubleLock", 36),
+    lower("PMSVer", 32),
+    lower("CTX_CMPs", 28),
+    untyped("SEBEP", 24),
+    lower("WRPs", 20),
+    untyped("PMSS", 16),
+    lower("BRPs", 12),
+    signed_lower("PMUVer", 8).notes(&[
+        KvmJudgesLowerSafe,
+        ImpDefReadsAsNotImplemented,
+        LimitFromFeature(PmuV3),
+    ]),
+    untyped("TraceVer", 4),
+    lower("DebugVer", 0).notes(&[
+        KvmJudgesLowerSafe,
+        Minimum {
+            value: 6,
+            zero_allowed: false,
+        },
+    ]),
+];
+
+static ID_DFR0: &[IdField] = &[
+    untyped("TraceFilt", 28),
+    signed_lower("PerfMon", 24).notes(&[
+        KvmJudgesLowerSafe,
+        ImpDefReadsAsNotImplemented,
+        // Below PMUv3 (3) only 0, "no PMU", is accepted.
+        Minimum {
+            value: 3,
+            zero_allowed: true,
+        },
+        LimitFromFeature(PmuV3),
+    ]),
+    untyped("MProfDbg", 20),
+    untyped("MMapTrc", 16),
+    untyped("CopTrc", 12),
+    untyped("MMapDbg", 8),
+    untyped("CopSDbg", 4),
+    lower("CopDbg", 0).notes(&[Minimum {
+        value: 6,
+        zero_allowed: false,
+    }]),
+];
+
+static ID_AA64ISAR0: &[IdField] = &[
+    lower("RNDR", 60),
+    lower("TLB", 56),
+    lower("TS", 52),
+    lower("FHM", 48),
+    lower("DP", 44),
+    lower("SM4", 40),
+    lower("SM3", 36),
+    lower("SHA3", 32),
+    lower("RDM", 28),
+    // Withdrawn; the newest kernels dropped its entry (older ones had it lower-safe). The limit is
+    // 0 either way.
+    no_entry("TME", 24),
+    lower("ATOMIC", 20),
+    lower("CRC32", 16),
+    lower("SHA2", 12),
+    lower("SHA1", 8),
+    lower("AES", 4),
+];
+
+static ID_AA64ISAR1: &[IdField] = &[
+    lower("LS64", 60),
+    lower("XS", 56),
+    lower("I8MM", 52),
+    lower("DGH", 48),
+    lower("BF16", 44),
+    lower("SPECRES", 40),
+    lower("SB", 36),
+    lower("FRINTTS", 32),
+    lower("GPI", 28).notes(&[DecidedByFeature(PtrauthGeneric)]),
+    lower("GPA", 24).notes(&[DecidedByFeature(PtrauthGeneric)]),
+    lower("LRCPC", 20),
+    lower("FCMA", 16),
+    lower("JSCVT", 12),
+    exact("API", 8, 0).notes(&[DecidedByFeature(PtrauthAddress)]),
+    exact("APA", 4, 0).notes(&[DecidedByFeature(PtrauthAddress)]),
+    lower("DPB", 0),
+];
+
+static ID_AA64ISAR2: &[IdField] = &[
+    no_entry("ATS1A", 60),
+    lower("LUT", 56),
+    lower("CSSC", 52),
+    lower("RPRFM", 48),
+    no_entry("PRFMSLC", 40),
+    no_entry("SYSINSTR_128", 36),
+    no_entry("SYSREG_128", 32),
+    lower("CLRBHB", 28),
+    no_entry("PAC_frac", 24),
+    lower("BC", 20),
+    lower("MOPS", 16),
+    exact("APA3", 12, 0).notes(&[DecidedByFeature(PtrauthAddress)]),
+    lower("GPA3", 8).notes(&[DecidedByFeature(PtrauthGeneric)]),
+    lower("RPRES", 4),
+    lower("WFxT", 0),
+];
+
+static ID_AA64ISAR3: &[IdField] = &[
+    lower("FPRCVT", 28),
+    lower("LSUI", 24),
+    lower("LSFE", 16),
+    lower("FAMINMAX", 4),
+];
+
+static ID_AA64MMFR0: &[IdField] = &[
+    lower("ECV", 60),
+    lower("FGT", 56),
+    lower("EXS", 44),
+    // 0 = as stage 1, 1 = not supported, 2 = supported, 3 = 52-bit.
+    exact("TGRAN4_2", 40, 1),
+    exact("TGRAN64_2", 36, 1),
+    exact("TGRAN16_2", 32, 1),
+    signed_lower("TGRAN4", 28),
+    signed_lower("TGRAN64", 24),
+    lower("TGRAN16", 20),
+    lower("BIGENDEL0", 16),
+    lower("SNSMEM", 12),
+    lower("BIGEND", 8),
+    lower("ASIDBITS", 4),
+    lower("PARANGE", 0),
+];
+
+static ID_AA64MMFR1: &[IdField] = &[
+    lower("ECBHB", 60),
+    no_entry("CMOW", 56),
+    lower("TIDCP1", 52),
+    no_entry("nTLBPA", 48),
+    lower("AFP", 44),
+    lower("HCX", 40),
+    lower("ETS", 36),
+    lower("TWED", 32),
+    lower("XNX", 28),
+    higher("SpecSEI", 24),
+    lower("PAN", 20),
+    lower("LO", 16),
+    lower("HPDS", 12),
+    lower("VH", 8),
+    lower("VMIDBits", 4),
+    lower("HAFDBS", 0),
+];
+
+static ID_AA64MMFR2: &[IdField] = &[
+    lower("E0PD", 60),
+    lower("EVT", 56),
+    lower("BBM", 52),
+    lower("TTL", 48),
+    lower("FWB", 40),
+    lower("IDS", 36),
+    lower("AT", 32),
+    lower("ST", 28),
+    lower("NV", 24).notes(&[IgnoredWhenEqualToHost]),
+    lower("CCIDX", 20),
+    lower("VARange", 16),
+    lower("IESB", 12),
+    lower("LSM", 8),
+    lower("UAO", 4),
+    lower("CnP", 0),
+];
+
+static ID_AA64MMFR3: &[IdField] = &[
+    lower("S1POE", 16),
+    lower("S1PIE", 8),
+    lower("SCTLRX", 4),
+    lower("TCRX", 0),
+];
+
+static ID_AA64MMFR4: &[IdField] = &[signed_lower("E2H0", 24), lower("NV_frac", 20)];
+
+static CTR: &[IdField] = &[
+    exact("RES1", 31, 1).width(1),
+    lower("DIC", 29).width(1),
+    lower("IDC", 28).width(1),
+    higher_or_zero("CWG", 24),
+    higher_or_zero("ERG", 20),
+    lower("DminLine", 16),
+    // 2 = VIPT, 3 = PIPT; set_ctr_el0 refuses anything below VIPT.
+    exact("L1Ip", 14, 2).width(2).notes(&[Minimum {
+        value: 2,
+        zero_allowed: false,
+    }]),
+    lower("IminLine", 0),
+];
+
+const fn table(register: crate::model::arm64::SysReg, fields: &'static [IdField]) -> FieldTable {
+    FieldTable {
+        register,
+        fields,
+        read_as_zero_without: None,
+    }
+}
+
+/// Every field table, in register encoding order.
+pub static TABLES: &[FieldTable] = &[
+    table(catalog::ID_DFR0_EL1, ID_DFR0),
+    table(catalog::ID_AA64PFR0_EL1, ID_AA64PFR0),
+    table(catalog::ID_AA64PFR1_EL1, ID_AA64PFR1),
+    table(catalog::ID_AA64PFR2_EL1, ID_AA64PFR2),
+    FieldTable {
+        register: catalog::ID_AA64ZFR0_EL1,
+        fields: ID_AA64ZFR0,
+        read_as_zero_without: Some(Sve),
+    },
+    table(catalog::ID_AA64DFR0_EL1, ID_AA64DFR0),
+    table(catalog::ID_AA64ISAR0_EL1, ID_AA64ISAR0),
+    table(catalog::ID_AA64ISAR1_EL1, ID_AA64ISAR1),
+    table(catalog::ID_AA64ISAR2_EL1, ID_AA64ISAR2),
+    table(catalog::ID_AA64ISAR3_EL1, ID_AA64ISAR3),
+    table(catalog::ID_AA64MMFR0_EL1, ID_AA64MMFR0),
+    table(catalog::ID_AA64MMFR1_EL1, ID_AA64MMFR1),
+    table(catalog::ID_AA64MMFR2_EL1, ID_AA64MMFR2),
+    table(catalog::ID_AA64MMFR3_EL1, ID_AA64MMFR3),
+    table(catalog::ID_AA64MMFR4_EL1, ID_AA64MMFR4),
+    table(catalog::CTR_EL0, CTR),
+];
