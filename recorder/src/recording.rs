@@ -51,10 +51,13 @@ pub struct RecordingHypervisor {
 }
 
 impl RecordingHypervisor {
+    /// Wrap `inner`; every call it answers is recorded through `recorder`, and so are the calls
+    /// of the VMs and vCPUs it creates.
     pub fn new(inner: Box<dyn Hypervisor>, recorder: Recorder) -> Self {
         RecordingHypervisor { inner, recorder }
     }
 
+    /// The recorder the calls go to.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
     }
