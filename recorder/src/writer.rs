@@ -4,11 +4,10 @@
 //! A [`Recorder::record`] call takes one small mutex, assigns the event its `seq` and time, and
 //! hands it to the writer thread over a bounded channel: it waits for the disk only when the
 //! writer is [`WRITER_BACKLOG`] events behind (backpressure on the vCPU threads of a huge fleet
-//! rather than unbounded memory). Because
-//! both happen under the same mutex, the file order is the `seq` order. The writer thread
-//! encodes and buffers, and flushes whenever it has held unwritten data for
-//! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
-//! then reads back as cut short). An I/O error (disk full) stops the writing, never the
+//! rather than unbounded memory). Because both happen under the same mutex, the file order is the
+//! `seq` order. The writer thread encodes and buffers, and flushes whenever it has held unwritten
+//! data for [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace
+//! (which then reads back as cut short). An I/O error (disk full) stops the writing, never the
 //! recorders; [`TraceWriter::finish`] reports it.
 //!
 //! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
@@ -243,7 +242,7 @@ pub struct TraceWriter {
 
 impl TraceWriter {
     /// Create the trace `path` (refused if something is there: see [`crate::output`]), write its
-    /// preamble and header to `path.partial`, and start the writer thread. Returns the recorder
+    /// preamble and header to `<path>.partial`, and start the writer thread. Returns the recorder
     /// to hand to [`crate::RecordingHypervisor`].
     pub fn create(
         path: impl AsRef<Path>,
