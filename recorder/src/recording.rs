@@ -51,8 +51,8 @@ pub struct RecordingHypervisor {
 }
 
 impl RecordingHypervisor {
-    /// Wrap `inner`; every call it answers is recorded through `recorder`, and so are the calls
-    /// of the VMs and vCPUs it creates.
+    /// Wrap `inner`: the answer to every call on it, and on the VMs and vCPUs it creates, goes to
+    /// `recorder` (the module documentation says which errors are not answers).
     pub fn new(inner: Box<dyn Hypervisor>, recorder: Recorder) -> Self {
         RecordingHypervisor { inner, recorder }
     }
