@@ -14,8 +14,11 @@ use vcpu::{Call, SystemCall, VcpuCall, VmCall};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename = "Call")]
 pub enum TraceCall {
+    /// A call on `/dev/kvm` itself, on `Stream::Host`.
     System(SystemCall),
+    /// A call on a VM, on its `Stream::Vm`.
     Vm(VmCall),
+    /// A call on a vCPU, on its `Stream::Vcpu`.
     Vcpu(VcpuCall),
     /// A vCPU thread's control decision (see `vcpu::RunDecision`); reply `Reply::Decision`.
     Decision,

@@ -56,10 +56,15 @@ pub(crate) fn preamble() -> [u8; PREAMBLE_LEN] {
 /// Why a value could not be turned into a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// bincode refused the value.
     #[error("cannot encode: {0}")]
     Bincode(#[from] bincode::error::EncodeError),
+    /// The payload is larger than [`MAX_FRAME_LEN`], which no reader would accept.
     #[error("a {len}-byte frame exceeds the {MAX_FRAME_LEN}-byte limit")]
-    TooLarge { len: usize },
+    TooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+    },
 }
 
 /// One whole frame (length, checksum, payload) for `value`.

@@ -20,6 +20,8 @@
 //! talk to KVM itself (it only decorates or implements `vcpu`'s backend traits); or decide anything
 //! about the CPU model (the lock in `vcpu` does, the recorder only writes down its verdicts).
 
+#![deny(missing_docs)]
+
 pub mod call;
 pub mod diff;
 pub mod format;

@@ -30,30 +30,60 @@ pub const MODE: u32 = 0o600;
 /// Why an output file cannot be written.
 #[derive(Debug, Error)]
 pub enum OutputError {
+    /// The target exists and replacing it was not asked for.
     #[error("{} already exists; vmfleet does not overwrite it (pass --force to replace it)",
         path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The target.
+        path: PathBuf,
+    },
 
+    /// The target is a symbolic link and replacing it was not asked for.
     #[error("{} is a symbolic link; vmfleet does not write through links (pass --force to \
         replace the link itself)", path.display())]
-    Symlink { path: PathBuf },
+    Symlink {
+        /// The target, a symbolic link.
+        path: PathBuf,
+    },
 
+    /// The target (or its partial file) is a directory, a socket, a FIFO..., or the path ends in
+    /// no file name (`/`, `..`): never replaced.
     #[error("{} is a directory or another special file, not a file vmfleet can write",
         path.display())]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The target (or its partial file, if that is a directory).
+        path: PathBuf,
+    },
 
+    /// A partial file from an earlier run is beside the target and replacing it was not asked
+    /// for.
     #[error("{} is in the way: an earlier run that did not finish writing {} left it there (or \
         one still running is writing it); remove it, or pass --force to replace it",
         partial.display(), target.display())]
-    StalePartial { partial: PathBuf, target: PathBuf },
+    StalePartial {
+        /// The partial file in the way.
+        partial: PathBuf,
+        /// The target it is beside.
+        target: PathBuf,
+    },
 
+    /// Something took the target's name while the file was written (without `--force`): the
+    /// rename refused to replace it.
     #[error("{} appeared while vmfleet was writing it, so it was not replaced; what vmfleet wrote \
         is in {}", target.display(), partial.display())]
-    Appeared { target: PathBuf, partial: PathBuf },
+    Appeared {
+        /// The target, now someone else's file.
+        target: PathBuf,
+        /// The finished file vmfleet wrote, left in place.
+        partial: PathBuf,
+    },
 
+    /// A file system call failed.
     #[error("cannot write {}: {source}", path.display())]
     Io {
+        /// The file it was about: the target or the partial file.
         path: PathBuf,
+        /// The call's error.
         #[source]
         source: std::io::Error,
     },

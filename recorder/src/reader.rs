@@ -25,6 +25,7 @@ use thiserror::Error;
 /// A trace read back from its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trace {
+    /// Where, by which vmfleet and for which job the trace was recorded.
     pub header: TraceHeader,
     /// Every whole event, in file (= `seq`) order.
     pub events: Vec<Event>,
@@ -36,19 +37,28 @@ pub struct Trace {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceEnd {
     /// The writer closed the trace cleanly after `events` events.
-    Complete { events: u64 },
+    Complete {
+        /// How many events the trace holds (the end marker's count, checked against them).
+        events: u64,
+    },
     /// The file stops early (killed process, full disk): `whole_events` events were read and the
     /// first byte that does not belong to a whole frame is at `offset`.
     Truncated {
+        /// The file offset of the first byte that is not part of a whole frame.
         offset: u64,
+        /// How many events were read before it.
         whole_events: u64,
+        /// Where in a frame the file ends.
         reason: Cut,
     },
     /// Only from the lenient readers: the frame at `offset` is damaged; `whole_events` events
     /// before it were read. The strict readers return [`TraceError::Corrupt`] instead.
     Corrupt {
+        /// The file offset of the damaged frame (for data after the end marker: of that data).
         offset: u64,
+        /// How many events were read before it.
         whole_events: u64,
+        /// What is wrong with it.
         problem: Corruption,
     },
 }
@@ -60,9 +70,17 @@ pub enum Cut {
     /// writes.
     MissingEnd,
     /// The file ends inside a frame's 8-byte length and checksum.
-    InFrameHeader { have: u64 },
+    InFrameHeader {
+        /// How many of the frame header's bytes are present.
+        have: u64,
+    },
     /// The file ends inside a frame's payload.
-    InPayload { length: u32, have: u64 },
+    InPayload {
+        /// The payload length the frame header says.
+        length: u32,
+        /// How many payload bytes are present.
+        have: u64,
+    },
 }
 
 impl fmt::Display for Cut {
@@ -86,38 +104,58 @@ impl fmt::Display for Cut {
 /// What is wrong with a damaged frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Corruption {
+    /// The payload does not hash to the checksum its frame header stores (and no other length
+    /// would make it: that is [`Corruption::DamagedLength`]).
     BadChecksum {
+        /// The CRC-32 in the frame header.
         stored: u32,
+        /// The CRC-32 of the payload as read.
         computed: u32,
     },
+    /// The length field exceeds [`MAX_FRAME_LEN`]: refused before anything is allocated.
     FrameTooLong {
+        /// The length field's value.
         length: u32,
     },
+    /// The frame is whole and its checksum matches, but bincode cannot read the payload as what
+    /// it must hold (the header, an event or the end marker), or bytes are left over.
     Undecodable {
+        /// bincode's complaint, or how many bytes follow the value.
         reason: String,
     },
     /// The header frame's version disagrees with the preamble's.
     HeaderVersionMismatch {
+        /// The header frame's `format_version`.
         header: u32,
+        /// The version in the preamble, after the magic.
         preamble: u32,
     },
     /// Events must be numbered 0, 1, 2, … in file order.
     OutOfSequence {
+        /// The `seq` due here: the number of events before it.
         expected: u64,
+        /// The `seq` the event has.
         found: u64,
     },
+    /// The end marker's count disagrees with the events before it.
     EndCountMismatch {
+        /// The count the end marker holds.
         end_says: u64,
+        /// The events actually read.
         read: u64,
     },
+    /// Bytes follow the end marker; a clean close writes nothing after it.
     DataAfterEnd {
+        /// How many.
         bytes: u64,
     },
     /// The frame's length field says `length`, but its stored checksum matches the first `fits`
     /// bytes after the frame header, which are followed by the end of the file or a plausible
     /// next frame: the length field is damaged.
     DamagedLength {
+        /// The length field's value.
         length: u32,
+        /// The payload length that matches the stored checksum.
         fits: u32,
     },
 }
@@ -160,34 +198,66 @@ impl fmt::Display for Corruption {
 /// Why a trace cannot be read (or, for [`Trace::require_complete`], cannot be replayed).
 #[derive(Debug, Error)]
 pub enum TraceError {
+    /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
+        /// The trace file.
         path: PathBuf,
+        /// What reading it failed with.
         #[source]
         source: std::io::Error,
     },
 
+    /// The file has no bytes at all.
     #[error("not a vmfleet trace: the file is empty")]
     Empty,
 
+    /// The file's first bytes differ from [`MAGIC`] (a shorter file that matches it so far is a
+    /// [`TraceError::HeaderCut`]).
     #[error("not a vmfleet trace: it starts with {found:02x?}, not the trace magic {:?}",
         String::from_utf8_lossy(&MAGIC))]
-    NotATrace { found: Vec<u8> },
+    NotATrace {
+        /// The file's first bytes, at most as many as the magic has.
+        found: Vec<u8>,
+    },
 
+    /// The preamble names a format version this crate does not read.
     #[error("unsupported trace format version {found}: this vmfleet reads version {supported}")]
-    UnsupportedVersion { found: u32, supported: u32 },
+    UnsupportedVersion {
+        /// The preamble's version.
+        found: u32,
+        /// The one this crate reads, [`FORMAT_VERSION`].
+        supported: u32,
+    },
 
+    /// The file ends before its header frame is whole: nothing to show, nothing to replay.
     #[error("trace header is incomplete: the file ends at byte {offset}, {what}")]
-    HeaderCut { offset: u64, what: &'static str },
+    HeaderCut {
+        /// The file's length.
+        offset: u64,
+        /// Where it ends: inside the preamble, before or inside the header frame.
+        what: &'static str,
+    },
 
+    /// A frame is damaged (from the strict readers, or from [`Trace::require_complete`]).
     #[error("corrupt trace at byte {offset}: {problem}")]
-    Corrupt { offset: u64, problem: Corruption },
+    Corrupt {
+        /// The file offset of the damaged frame, as in [`TraceEnd::Corrupt`].
+        offset: u64,
+        /// What is wrong with it.
+        problem: Corruption,
+    },
 
+    /// The trace has no end marker: from [`Trace::require_complete`], for replay, which needs
+    /// every event.
     #[error("trace was cut short at byte {offset} {}: {reason}",
         .whole_events.checked_sub(1).map_or("before any event".to_string(), |last| format!("after event #{last}")))]
     CutShort {
+        /// The file offset of the first byte that is not part of a whole frame.
         offset: u64,
+        /// How many events were read before it.
         whole_events: u64,
+        /// Where in a frame the file ends.
         reason: Cut,
     },
 }

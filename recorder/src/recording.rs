@@ -51,10 +51,13 @@ pub struct RecordingHypervisor {
 }
 
 impl RecordingHypervisor {
+    /// Wrap `inner`: the answer to every call on it, and on the VMs and vCPUs it creates, goes to
+    /// `recorder` (the module documentation says which errors are not answers).
     pub fn new(inner: Box<dyn Hypervisor>, recorder: Recorder) -> Self {
         RecordingHypervisor { inner, recorder }
     }
 
+    /// The recorder the calls go to.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
     }

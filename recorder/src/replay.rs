@@ -221,6 +221,7 @@ impl ReplayHypervisor {
         }
     }
 
+    /// A handle on this replay's verdict, to keep once the backend is boxed away.
     pub fn monitor(&self) -> ReplayMonitor {
         ReplayMonitor {
             state: Arc::clone(&self.state),

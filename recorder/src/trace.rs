@@ -68,11 +68,18 @@ pub struct HostFingerprint {
     pub kernel_release: String,
     /// The KVM vendor module in use (`kvm_intel`, `kvm_amd`, `kvm_pvm`, …), if any.
     pub kvm_module: Option<String>,
+    /// `/proc/cpuinfo`'s `vendor_id` (`GenuineIntel`, `AuthenticAMD`), or on arm64
+    /// `arm-implementer-` and its `CPU implementer`.
     pub cpu_vendor: String,
+    /// `cpu family` (arm64: `CPU architecture`).
     pub cpu_family: u32,
+    /// `model` (arm64: `CPU part`).
     pub cpu_model: u32,
+    /// `stepping` (arm64: `CPU revision`).
     pub cpu_stepping: u32,
+    /// `model name`, for people; empty where the kernel gives none (arm64).
     pub cpu_model_name: String,
+    /// The microcode revision, if `/proc/cpuinfo` says (x86 only).
     pub microcode: Option<String>,
     /// `KVM_GET_API_VERSION`, if `/dev/kvm` was usable.
     pub kvm_api_version: Option<u32>,
@@ -83,9 +90,11 @@ pub struct HostFingerprint {
 /// One `KVM_CHECK_EXTENSION` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
+    /// The `KVM_CAP_*` number asked about.
     pub number: u32,
     /// The uapi name, e.g. `KVM_CAP_ONE_REG`.
     pub name: String,
+    /// The kernel's answer: 0 for unsupported, else 1 or a capability-specific value.
     pub value: u64,
 }
 
@@ -136,7 +145,9 @@ pub struct Event {
     pub seq: u64,
     /// The object the call was issued on.
     pub stream: Stream,
+    /// The call as it was issued (replay compares it with the call it is asked to serve).
     pub call: TraceCall,
+    /// What the call came to: its reply, or the errno and who said no (the kernel or the lock).
     pub outcome: Outcome,
     /// Extra text, e.g. the lock's explanation of a refusal.
     pub detail: Option<String>,

@@ -4,11 +4,10 @@
 //! A [`Recorder::record`] call takes one small mutex, assigns the event its `seq` and time, and
 //! hands it to the writer thread over a bounded channel: it waits for the disk only when the
 //! writer is [`WRITER_BACKLOG`] events behind (backpressure on the vCPU threads of a huge fleet
-//! rather than unbounded memory). Because
-//! both happen under the same mutex, the file order is the `seq` order. The writer thread
-//! encodes and buffers, and flushes whenever it has held unwritten data for
-//! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
-//! then reads back as cut short). An I/O error (disk full) stops the writing, never the
+//! rather than unbounded memory). Because both happen under the same mutex, the file order is the
+//! `seq` order. The writer thread encodes and buffers, and flushes whenever it has held unwritten
+//! data for [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace
+//! (which then reads back as cut short). An I/O error (disk full) stops the writing, never the
 //! recorders; [`TraceWriter::finish`] reports it.
 //!
 //! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
@@ -159,30 +158,51 @@ impl Recorder {
 /// Writing a trace file failed.
 #[derive(Debug, Error)]
 pub enum WriteError {
+    /// Writing, flushing or syncing the file failed (the first such error; writing stopped
+    /// there), or the writer thread could not be started.
     #[error("cannot write trace {}: {source}", path.display())]
     Io {
+        /// The file the bytes go to: the partial file while there is one.
         path: PathBuf,
+        /// The call's error.
         #[source]
         source: std::io::Error,
     },
+    /// An event (or the end marker) could not be encoded as a frame.
     #[error("cannot write trace {}: event #{seq}: {source}", path.display())]
     Encode {
+        /// The trace's name.
         path: PathBuf,
+        /// The event's `seq` (for the end marker: the number of events).
         seq: u64,
+        /// Why it could not be encoded.
         #[source]
         source: EncodeError,
     },
+    /// The header could not be encoded as a frame; nothing was written.
     #[error("cannot write trace {}: the trace header: {source}", path.display())]
     Header {
+        /// The trace's name.
         path: PathBuf,
+        /// Why it could not be encoded.
         #[source]
         source: EncodeError,
     },
+    /// The header names a format version other than the one this writer writes.
     #[error("cannot write trace {}: the header says format version {found}, this writer writes {}",
         path.display(), FORMAT_VERSION)]
-    HeaderVersion { path: PathBuf, found: u32 },
+    HeaderVersion {
+        /// The trace's name.
+        path: PathBuf,
+        /// The header's `format_version`.
+        found: u32,
+    },
+    /// The writer thread panicked, so whatever it wrote is unaccounted for.
     #[error("cannot write trace {}: the writer thread panicked", path.display())]
-    WriterPanicked { path: PathBuf },
+    WriterPanicked {
+        /// The trace's name.
+        path: PathBuf,
+    },
     /// The trace's path is refused (it exists, it is a link, a partial file is in the way), or
     /// the finished trace could not be renamed into place.
     #[error(transparent)]
@@ -201,6 +221,7 @@ pub struct TraceOptions {
 /// What a cleanly finished trace holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteSummary {
+    /// How many events were written (the end marker's count).
     pub events: u64,
     /// The file's size.
     pub bytes: u64,
@@ -221,7 +242,7 @@ pub struct TraceWriter {
 
 impl TraceWriter {
     /// Create the trace `path` (refused if something is there: see [`crate::output`]), write its
-    /// preamble and header to `path.partial`, and start the writer thread. Returns the recorder
+    /// preamble and header to `<path>.partial`, and start the writer thread. Returns the recorder
     /// to hand to [`crate::RecordingHypervisor`].
     pub fn create(
         path: impl AsRef<Path>,

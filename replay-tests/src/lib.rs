@@ -7,6 +7,8 @@
 //! Must not: need `/dev/kvm` (`cargo xtask test` runs this crate again with `/dev/kvm` replaced by
 //! `/dev/null` to prove it), or contain traces that were not recorded on a real kernel.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 /// The workspace's `fixtures/` directory.

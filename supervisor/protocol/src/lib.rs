@@ -16,6 +16,8 @@
 //! daemon, its client and the recorder), or know how a request is carried out (that is the
 //! supervisor's `Fleet::handle`).
 
+#![deny(missing_docs)]
+
 mod trace_form;
 pub mod wire;
 
@@ -35,39 +37,55 @@ pub enum Request {
     /// Create (not start) the VMs of a fleet-spec fragment: TOML with one or more `[[vm]]` tables;
     /// their CPU models are configured, nothing runs.
     Create {
+        /// The fragment's TOML text, parsed by the daemon as the create's own spec.
         spec: String,
     },
     /// Start a created VM; `paused`: every vCPU enters its guest once and parks at its first
     /// exit until `resume`.
     Start {
+        /// The VM's name.
         vm: String,
+        /// Park every vCPU at its first exit (`ctl start --paused`); traces hold a paused start
+        /// as a variant of its own.
         paused: bool,
     },
+    /// Park every vCPU of a running VM at its next exit, until `resume`.
     Pause {
+        /// The VM's name.
         vm: String,
     },
+    /// Let a paused VM's vCPUs run on.
     Resume {
+        /// The VM's name.
         vm: String,
     },
+    /// Stop a VM's vCPUs for good; it stays in the fleet, exited, until `remove`.
     Stop {
+        /// The VM's name.
         vm: String,
     },
     /// Wait until the VM has exited (its guests halted or failed, or it was stopped); answered
     /// with its final state.
     Wait {
+        /// The VM's name.
         vm: String,
     },
     /// Stop if needed, tear down, answer with the VM's final report.
     Remove {
+        /// The VM's name.
         vm: String,
     },
     /// The VM's CPU model as the kernel holds it, with its drift report.
     Model {
+        /// The VM's name.
         vm: String,
     },
     /// Change the VM's CPU model to one hiding `hide` (the lock refuses once the VM has run).
     SetModel {
+        /// The VM's name.
         vm: String,
+        /// The x86 CPUID features to hide, named as a spec's `hide` names them: the whole new
+        /// list, not an addition to the old one (arm64 VMs refuse the request).
         hide: Vec<String>,
     },
     /// Stop every VM (a signal in `vmfleet run`, or the operator's `stop-all`).
@@ -87,18 +105,31 @@ pub enum Request {
 /// takes and an example line of each, for parse errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// `list`: [`Request::List`].
     List,
+    /// `create`: [`Request::Create`].
     Create,
+    /// `start`: [`Request::Start`], paused or not.
     Start,
+    /// `pause`: [`Request::Pause`].
     Pause,
+    /// `resume`: [`Request::Resume`].
     Resume,
+    /// `stop`: [`Request::Stop`].
     Stop,
+    /// `wait`: [`Request::Wait`].
     Wait,
+    /// `remove`: [`Request::Remove`].
     Remove,
+    /// `model`: [`Request::Model`].
     Model,
+    /// `set-model`: [`Request::SetModel`].
     SetModel,
+    /// `stop-all`: [`Request::StopAll`].
     StopAll,
+    /// `shutdown`: [`Request::Shutdown`].
     Shutdown,
+    /// [`Request::ShutdownForExit`]; internal, never on the socket.
     ShutdownForExit,
 }
 

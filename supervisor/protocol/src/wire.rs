@@ -8,8 +8,8 @@
 //! ```text
 //! {"op":"list"}                                  → array of VmInfo
 //! {"op":"create","spec":"[[vm]]\nname = \"a\"\n"} → array of ModelView (TOML: one or more [[vm]])
-//! {"op":"start","vm":"a"}                        → {"vm":"a","state":"running","exits":0}
-//! {"op":"pause","vm":"a"}   resume, stop likewise
+//! {"op":"start","vm":"a"}                        → StatusView {"vm":"a","state":"running",...}
+//! {"op":"pause","vm":"a"}   resume, stop, wait likewise (wait: once the VM has exited)
 //! {"op":"remove","vm":"a"}                       → the VM's final report
 //! {"op":"model","vm":"a"}                        → ModelView (CPU model and drift report)
 //! {"op":"set-model","vm":"a","hide":["avx2"]}    → ModelView (refused by the lock once a has run)
@@ -384,14 +384,18 @@ impl Fields<'_> {
 /// One reply line: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// Whether the request was carried out; then `result` is set, else `error`.
     pub ok: bool,
+    /// The answer (its shape depends on the op, see the module documentation); only when `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// What was wrong, for the operator (`vmfleet ctl` prints it); only when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 impl Response {
+    /// A successful reply carrying `result`.
     pub fn ok(result: Value) -> Response {
         Response {
             ok: true,
@@ -400,6 +404,7 @@ impl Response {
         }
     }
 
+    /// An error reply saying `message`.
     pub fn error(message: impl Into<String>) -> Response {
         Response {
             ok: false,
@@ -426,9 +431,10 @@ impl Response {
     }
 }
 
-/// The result of `start`, `pause`, `resume` and `stop`.
+/// The result of `start`, `pause`, `resume`, `stop` and `wait`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusView {
+    /// The VM's name.
     pub vm: String,
     /// The VM's lifecycle, as `list` shows it (`running`, `paused`, `exited (stopped)`...).
     pub state: String,
