@@ -27,7 +27,8 @@ pub mod target_arch;
 pub mod unsafe_code;
 
 use crate::tally::Tally;
-use crate::{cargo, check, counted, may_install, not_installed, root, step};
+use crate::test::counted;
+use crate::{cargo, check, may_install, not_installed, root, step};
 use anyhow::{Context, Result, bail};
 use std::fmt;
 use std::fs;
