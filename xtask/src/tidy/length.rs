@@ -121,6 +121,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tidy::testing::shown;
 
     fn run(files: &[(&str, usize)], debts: &[(&str, usize)]) -> (Vec<String>, Vec<String>) {
         let texts: Vec<(String, String)> = files
@@ -130,7 +131,7 @@ mod tests {
         let sources: Vec<Source> = texts.iter().map(|(p, t)| Source::new(p, t)).collect();
         let (mut out, mut notes) = (Vec::new(), Vec::new());
         check(&sources, debts, 10, &mut out, &mut notes);
-        (out.iter().map(ToString::to_string).collect(), notes)
+        (shown(&out), notes)
     }
 
     #[test]

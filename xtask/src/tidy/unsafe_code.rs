@@ -1,9 +1,9 @@
 //! The `unsafe` rules: `unsafe-outside-kvm` (`unsafe` appears only in the KVM backend,
-//! [`ALLOWED`]) and `unsafe-without-safety` (every `unsafe` block or impl there has a
+//! [`ALLOWED`], `vcpu/src/hypervisor/kvm/`) and `unsafe-without-safety` (every `unsafe` block or impl there has a
 //! `// SAFETY:` comment saying why it is sound).
 //!
-//! Why: the workspace lint `unsafe_code = "deny"` is lifted in one place, `vcpu/src/kvm/mod.rs`
-//! (`#![allow(unsafe_code)]`); this rule also catches an `#[allow(unsafe_code)]` added anywhere
+//! Why: the workspace lint `unsafe_code = "deny"` is lifted in one place, the backend's
+//! `vcpu/src/hypervisor/kvm/mod.rs` (`#![allow(unsafe_code)]`); this rule also catches an `#[allow(unsafe_code)]` added anywhere
 //! else, and tests and build scripts, whatever their lints say. No exceptions, tests included.
 //!
 //! Where the comment may be: on the line of the `unsafe` itself, or in the comment lines just
@@ -17,7 +17,7 @@ use super::lex::Kind;
 use super::{Source, Violation};
 
 /// The only directory whose files may contain `unsafe`.
-pub const ALLOWED: &str = "vcpu/src/kvm/";
+pub const ALLOWED: &str = "vcpu/src/hypervisor/kvm/";
 
 pub const OUTSIDE: &str = "unsafe-outside-kvm";
 pub const WITHOUT_SAFETY: &str = "unsafe-without-safety";
@@ -105,12 +105,10 @@ pub fn check(source: &Source, out: &mut Vec<Violation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tidy::testing::{self, places};
 
     fn violations(path: &str, text: &str) -> Vec<String> {
-        let source = Source::new(path, text);
-        let mut out = Vec::new();
-        check(&source, &mut out);
-        out.iter().map(ToString::to_string).collect()
+        testing::violations(check, path, text)
     }
 
     #[test]
@@ -130,7 +128,18 @@ mod tests {
         let found = violations("vcpu/tests/kvm_live.rs", "fn t() { unsafe { x() } }\n");
         assert_eq!(found.len(), 1, "{found:#?}");
         // The backend may.
-        assert!(violations("vcpu/src/kvm/vm.rs", "// SAFETY: ok\nunsafe { x() };\n").is_empty());
+        assert!(
+            violations(
+                "vcpu/src/hypervisor/kvm/vm.rs",
+                "// SAFETY: ok\nunsafe { x() };\n"
+            )
+            .is_empty()
+        );
+        // Not the rest of the hypervisor part, nor the old place of the backend.
+        for path in ["vcpu/src/hypervisor/call.rs", "vcpu/src/kvm/vm.rs"] {
+            let found = violations(path, "// SAFETY: ok\nunsafe { x() };\n");
+            assert_eq!(places(&found), [format!("{path}:2")], "{found:#?}");
+        }
     }
 
     #[test]
@@ -148,17 +157,13 @@ mod tests {
                     \x20   match y {\n        // SAFETY: above the arm.\n        Some(p) =>\n            unsafe { p.read() },\n    }\n\
                     \x20   f();\n    unsafe { x() };\n}\n\
                     pub unsafe fn no_comment_needed() {}\n";
-        let found = violations("vcpu/src/kvm/x.rs", text);
-        let lines: Vec<&str> = found
-            .iter()
-            .map(|v| v.split(": ").next().unwrap_or(""))
-            .collect();
+        let found = violations("vcpu/src/hypervisor/kvm/x.rs", text);
         assert_eq!(
-            lines,
+            places(&found),
             [
-                "vcpu/src/kvm/x.rs:8",
-                "vcpu/src/kvm/x.rs:15",
-                "vcpu/src/kvm/x.rs:30"
+                "vcpu/src/hypervisor/kvm/x.rs:8",
+                "vcpu/src/hypervisor/kvm/x.rs:15",
+                "vcpu/src/hypervisor/kvm/x.rs:30"
             ],
             "{found:#?}"
         );
