@@ -2,11 +2,20 @@
 //! host's KVM; and `cargo xtask test`'s check that `cargo xtask bench --json` prints one JSON
 //! document alone on stdout ([`bench_json_is_json`]).
 //!
-//! The bench is the one place xtask builds the host's `vmfleet` in release: it measures.
+//! The bench is the one place xtask builds the host's `vmfleet` in release: it measures. But for
+//! the check of its stdout, which measures only the floor (`--floor-only`: a bare kvm-ioctls
+//! loop, no vmfleet figure, so no target a dev build could miss), `cargo xtask test` sets
+//! [`BENCH_PROFILE_ENV`]`=dev`: the bench then builds and runs the dev `vmfleet` that `cargo test
+//! --workspace` has just built, and the test run compiles nothing in release for the host.
 
-use crate::{cargo, check, kvm_unusable_reason, root, step, vmfleet_release};
+use crate::{cargo, check, kvm_unusable_reason, root, step, vmfleet_dev, vmfleet_release};
 use anyhow::{Context, Result, bail};
+use std::env;
 use std::process::Command;
+
+/// `dev` here makes `cargo xtask bench` build and run the dev-profile `vmfleet` (see the module's
+/// doc); anything else, or unset, the release one.
+pub const BENCH_PROFILE_ENV: &str = "VMFLEET_XTASK_BENCH_PROFILE";
 
 /// `cargo xtask bench [ARGS]` (see the module's doc).
 pub fn bench(args: &[String]) -> Result<()> {
@@ -16,22 +25,36 @@ pub fn bench(args: &[String]) -> Result<()> {
              ({reason}); run it on a machine with KVM"
         );
     }
-    step("cargo build --release -p supervisor (vmfleet)");
-    check(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "supervisor",
-                "--bin",
-                "vmfleet",
-            ])
-            .status(),
-        "cargo build --release",
-    )?;
-    let bin = vmfleet_release();
+    let dev = env::var(BENCH_PROFILE_ENV).is_ok_and(|profile| profile == "dev");
+    let bin = if dev {
+        // `--workspace --bin`, not `-p supervisor`: the features `cargo test --workspace` built
+        // the dependencies with, so this finds everything built.
+        step("cargo build --workspace --bin vmfleet (dev profile)");
+        check(
+            cargo()
+                .args(["build", "--locked", "--workspace", "--bin", "vmfleet"])
+                .status(),
+            "cargo build --bin vmfleet",
+        )?;
+        vmfleet_dev()
+    } else {
+        step("cargo build --release -p supervisor (vmfleet)");
+        check(
+            cargo()
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "supervisor",
+                    "--bin",
+                    "vmfleet",
+                ])
+                .status(),
+            "cargo build --release",
+        )?;
+        vmfleet_release()
+    };
     step(&format!("vmfleet bench {}", args.join(" ")));
     let status = Command::new(&bin)
         .arg("bench")
@@ -50,8 +73,9 @@ pub fn bench(args: &[String]) -> Result<()> {
 }
 
 /// `cargo xtask bench --json` as a script runs it (the smallest measurement: the floor, one
-/// VM): its stdout must parse as one JSON document of schema `vmfleet.bench.v1`, so nothing of
-/// xtask's (step lines, cargo's output) may reach stdout. The document itself is validated
+/// VM; with the dev build, see the module's doc): its stdout must parse as one JSON document of
+/// schema `vmfleet.bench.v1`, so nothing of xtask's (step lines, cargo's output) may reach
+/// stdout. The document itself is validated
 /// against the schema by `supervisor/tests/json_schema.rs`.
 pub fn bench_json_is_json() -> Result<()> {
     let out = cargo()
@@ -65,6 +89,7 @@ pub fn bench_json_is_json() -> Result<()> {
             "--runs",
             "1",
         ])
+        .env(BENCH_PROFILE_ENV, "dev")
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("could not start cargo xtask bench")?;

@@ -14,8 +14,9 @@
 //!   `cargo test --workspace --test replay`, not `-p replay-tests`: selecting one package
 //!   resolves the dependencies' features for it alone (serde_json, syn, regex differ), which
 //!   rebuilt most of the dependency tree. The end-to-end runs use the dev `vmfleet` that `cargo
-//!   test` built for supervisor's tests ([`crate::vmfleet_dev`]); only the bench, which measures,
-//!   builds in release, and only where KVM works;
+//!   test` built for supervisor's tests ([`crate::vmfleet_dev`]), and so does the check of `cargo
+//!   xtask bench --json`'s stdout (it measures only the floor; see [`crate::bench`]): nothing is
+//!   compiled in release for the host;
 //! - for aarch64, clippy checks `vcpu` alone: the only crate with `cfg(target_arch)` code (the
 //!   KVM backend; see `tidy`), so the other crates' aarch64 lints are their host lints. The
 //!   lab's release build of `vmfleet` compiles the rest for aarch64 anyway.

@@ -24,7 +24,7 @@ pub fn places(shown: &[String]) -> Vec<&str> {
 pub fn rules(shown: &[String]) -> Vec<&str> {
     shown
         .iter()
-        .map(|v| v.splitn(3, ": ").nth(1).unwrap_or(""))
+        .map(|v| v.split(": ").nth(1).unwrap_or(""))
         .collect()
 }
 
