@@ -27,14 +27,16 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let dev = env::var(BENCH_PROFILE_ENV).is_ok_and(|profile| profile == "dev");
     let bin = if dev {
-        // `--workspace --bin`, not `-p supervisor`: the features `cargo test --workspace` built
-        // the dependencies with, so this finds everything built.
-        step("cargo build --workspace --bin vmfleet (dev profile)");
+        // The very build of `cargo test --workspace`, which makes `vmfleet` for supervisor's
+        // tests: after it, nothing to do. Not `-p supervisor` nor `--bin vmfleet`: with fewer
+        // packages or no test targets, cargo resolves other features for some dependencies
+        // (tracing-subscriber, serde_json) and compiles them again.
+        step("cargo test --workspace --no-run (the dev vmfleet, as cargo test builds it)");
         check(
             cargo()
-                .args(["build", "--locked", "--workspace", "--bin", "vmfleet"])
+                .args(["test", "--locked", "--workspace", "--no-run"])
                 .status(),
-            "cargo build --bin vmfleet",
+            "cargo test --workspace --no-run",
         )?;
         vmfleet_dev()
     } else {
