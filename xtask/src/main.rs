@@ -169,11 +169,11 @@ pub fn not_installed(e: &anyhow::Error) -> Option<&NotInstalled> {
     e.chain().find_map(|c| c.downcast_ref::<NotInstalled>())
 }
 
+/// The workspace's root: xtask's parent directory (xtask is always built from the workspace; a
+/// manifest directory without a parent would be `/`, used as it is).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace.

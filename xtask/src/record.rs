@@ -84,13 +84,15 @@ fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> 
 
 /// Record an arm64 fixture on real arm64 KVM in the lab.
 fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
-    let (kernel, cpu) = arm64_fixture_lab(stem).expect("an arm64 fixture")?;
+    let (kernel, cpu) = arm64_fixture_lab(stem).with_context(|| {
+        format!("recording `{stem}` in the arm64 lab: its name is not arm64-<kernel>-<cpu>")
+    })??;
     let lab = arm64_lab::Lab::prepare(&[kernel])?;
     let mut run = arm64_lab::LabRun::new(kernel, &cpu);
     run.inputs.push(spec.to_path_buf());
     let spec_name = spec
         .file_name()
-        .expect("a spec file")
+        .with_context(|| format!("the fixture spec {} has no file name", spec.display()))?
         .to_string_lossy()
         .to_string();
     let recorded = format!("out/{stem}.trace");
@@ -133,7 +135,7 @@ pub fn record(args: &[String]) -> Result<()> {
     for spec in &specs {
         let stem = spec
             .file_stem()
-            .expect("file has a name")
+            .with_context(|| format!("the fixture spec {} has no file name", spec.display()))?
             .to_string_lossy()
             .to_string();
         let trace = root().join("fixtures").join(format!("{stem}.trace"));

@@ -135,7 +135,10 @@ impl Apt {
             .with_context(|| {
                 format!("apt-get download {spec} left no .deb in {}", tmp.display())
             })?;
-        let dest = dir.join(deb.file_name().expect("a .deb has a name"));
+        let name = deb
+            .file_name()
+            .with_context(|| format!("apt-get download {spec} left {}", deb.display()))?;
+        let dest = dir.join(name);
         fs::rename(&deb, &dest)?;
         fs::remove_dir_all(&tmp).ok();
         Ok(dest)

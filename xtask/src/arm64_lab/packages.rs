@@ -109,7 +109,7 @@ fn unpack(deb: &Path, dest: &Path, paths: &[&str]) -> Result<()> {
         .arg(&tmp)
         .arg("--wildcards")
         .args(paths)
-        .stdin(dpkg.stdout.take().expect("piped"))
+        .stdin(dpkg.stdout.take().context("dpkg-deb's stdout is piped")?)
         .status();
     let dpkg_status = dpkg.wait()?;
     check(tar, &format!("unpacking {}", deb.display()))?;
