@@ -13,13 +13,15 @@
 //!   test --workspace` (dev); everything after reuses the dev build. The no-KVM replay runs
 //!   `cargo test --workspace --test replay`, not `-p replay-tests`: selecting one package
 //!   resolves the dependencies' features for it alone (serde_json, syn, regex differ), which
-//!   rebuilt most of the dependency tree. The end-to-end runs use the dev `vmfleet` that `cargo
+//!   compiled those, tracing and the workspace's crates again (11 units). The end-to-end runs use the dev `vmfleet` that `cargo
 //!   test` built for supervisor's tests ([`crate::vmfleet_dev`]), and so does the check of `cargo
 //!   xtask bench --json`'s stdout (it measures only the floor; see [`crate::bench`]): nothing is
 //!   compiled in release for the host;
 //! - for aarch64, clippy checks `vcpu` alone: the only crate with `cfg(target_arch)` code (the
 //!   KVM backend; see `tidy`), so the other crates' aarch64 lints are their host lints. The
-//!   lab's release build of `vmfleet` compiles the rest for aarch64 anyway.
+//!   lab's release build of `vmfleet` compiles the rest for aarch64 anyway;
+//! - the dev profile (the workspace's `Cargo.toml`) gives the dependencies no debug info, and CI
+//!   (`CI` set) builds without incremental compilation ([`crate::ci_env`]).
 //!
 //! Each step's line comes again with its elapsed time when it ends, and the run ends with
 //! `==> total (N s)`, on stderr, before the count.
