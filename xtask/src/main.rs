@@ -6,16 +6,17 @@
 //!   `/dev/kvm` made unusable in a private mount namespace, to prove replay needs no KVM, then
 //!   the arm64 lab. It prints `SKIPPED <test>: <reason>` for every test that could not run and
 //!   ends with `N passed, N failed, N skipped` (see [`tally`]). Each step's line comes again
-//!   with its elapsed time when it ends, and the run ends with its total (see [`test`]).
+//!   with its elapsed time when it ends, and the run ends with its total (see [`test`](mod@test)).
 //! - `tidy [--all]`: the workspace's source rules (`unsafe` and `cfg(target_arch)` only in the
 //!   KVM backend, SAFETY comments, file length, the vcpu crate's layers), every violation as
 //!   `path:line: rule: what`; `--all` runs fmt and clippy too (see [`tidy`]).
-//! - `record` ([`record`]): re-record every fixture trace from `fixtures/specs/*.toml` on this machine's KVM and
-//!   refresh the replay snapshots.
-//! - `bench [ARGS]` ([`bench`]): build `vmfleet` in release and run `vmfleet bench [ARGS]` (e.g. `--json`,
-//!   `--floor-only`, `--counts 1,10,100`, `--runs 5`), which measures vmfleet's figures (start
-//!   throughput against the floor, scale, memory per VM, stop latency) on this host's KVM and
-//!   prints them. Needs a usable `/dev/kvm` and says so, before building, when there is none.
+//! - `record` ([`record`]): re-record every fixture trace from `fixtures/specs/*.toml` on this
+//!   machine's KVM and refresh the replay snapshots.
+//! - `bench [ARGS]` ([`bench`](mod@bench)): build `vmfleet` in release and run `vmfleet bench
+//!   [ARGS]` (e.g. `--json`, `--floor-only`, `--counts 1,10,100`, `--runs 5`), which measures
+//!   vmfleet's figures (start throughput against the floor, scale, memory per VM, stop latency)
+//!   on this host's KVM and prints them. Needs a usable `/dev/kvm` and says so, before building,
+//!   when there is none.
 //!   Fails when a measured figure misses its target.
 //! - `arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]... [--
 //!   VMFLEET ARGS]`: run a static aarch64 `vmfleet` on real arm64 KVM, inside a Debian arm64
