@@ -9,17 +9,17 @@
 //!
 //! Why the builds are what they are (compiling is nearly all of the run's time, ~8 min on a fresh
 //! 2-core clone before they were cut down):
-//! - the workspace is compiled for the host twice, once by clippy (check) and once by `cargo
-//!   test --workspace` (dev); everything after reuses the dev build. The no-KVM replay runs
-//!   `cargo test --workspace --test replay`, not `-p replay-tests`: selecting one package
-//!   resolves the dependencies' features for it alone (serde_json, syn, regex differ), which
-//!   compiled those, tracing and the workspace's crates again (11 units). The end-to-end runs use the dev `vmfleet` that `cargo
-//!   test` built for supervisor's tests ([`crate::vmfleet_dev`]), and so does the check of `cargo
-//!   xtask bench --json`'s stdout (it measures only the floor; see [`crate::bench`]): nothing is
-//!   compiled in release for the host;
-//! - for aarch64, clippy checks `vcpu` alone: the only crate with `cfg(target_arch)` code (the
-//!   KVM backend; see `tidy`), so the other crates' aarch64 lints are their host lints. The
-//!   lab's release build of `vmfleet` compiles the rest for aarch64 anyway;
+//! - the workspace is compiled for the host twice, once by clippy (check) and once by `cargo test
+//!   --workspace` (dev); everything after reuses the dev build. The no-KVM replay runs `cargo test
+//!   --workspace --test replay`, not `-p replay-tests`: selecting one package resolves the
+//!   dependencies' features for it alone (serde_json, syn, regex differ), which compiled those,
+//!   tracing and the workspace's crates again (11 units). The end-to-end runs use the dev `vmfleet`
+//!   that `cargo test` built for supervisor's tests ([`crate::vmfleet_dev`]), and so does the check
+//!   of `cargo xtask bench --json`'s stdout (it measures only the floor; see [`crate::bench`]):
+//!   nothing is compiled in release for the host;
+//! - for aarch64, clippy checks `vcpu` alone: the only crate with `cfg(target_arch)` code (the KVM
+//!   backend; see `tidy`), so the other crates' aarch64 lints are their host lints. The lab's
+//!   release build of `vmfleet` compiles the rest for aarch64 anyway;
 //! - the dev profile (the workspace's `Cargo.toml`) gives the dependencies no debug info, and CI
 //!   (`CI` set) builds without incremental compilation ([`crate::ci_env`]).
 //!

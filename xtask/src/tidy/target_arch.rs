@@ -4,13 +4,13 @@
 //!
 //! Why: vmfleet runs x86 and arm64 guests from one build and replays either on any host; only the
 //! backend depends on the *host* architecture, and everything above it asks at run time
-//! (`vcpu::hypervisor::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both architectures' code
-//! compiled and tested on every host.
+//! (`vcpu::hypervisor::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both
+//! architectures' code compiled and tested on every host.
 //!
 //! Exceptions: none today, and none needed. xtask cross-builds with `--target`, a run-time
 //! choice, and has no `cfg(target_arch)`; tests that only make sense on one architecture ask
-//! `vcpu::hypervisor::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are counted as
-//! skipped rather than compiled out. A test that really needs the cfg would be added to
+//! `vcpu::hypervisor::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are
+//! counted as skipped rather than compiled out. A test that really needs the cfg would be added to
 //! [`ALLOWED`] here, with its reason. Only the `target_arch` key is ruled: `target_os` and the
 //! others are free, and a `target_arch` outside a cfg (a variable name, a string) is not a cfg.
 

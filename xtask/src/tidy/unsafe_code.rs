@@ -1,10 +1,11 @@
-//! The `unsafe` rules: `unsafe-outside-kvm` (`unsafe` appears only in the KVM backend,
-//! [`ALLOWED`], `vcpu/src/hypervisor/kvm/`) and `unsafe-without-safety` (every `unsafe` block or impl there has a
-//! `// SAFETY:` comment saying why it is sound).
+//! The `unsafe` rules: `unsafe-outside-kvm` (`unsafe` appears only in the KVM backend, [`ALLOWED`],
+//! `vcpu/src/hypervisor/kvm/`) and `unsafe-without-safety` (every `unsafe` block or impl there has
+//! a `// SAFETY:` comment saying why it is sound).
 //!
 //! Why: the workspace lint `unsafe_code = "deny"` is lifted in one place, the backend's
-//! `vcpu/src/hypervisor/kvm/mod.rs` (`#![allow(unsafe_code)]`); this rule also catches an `#[allow(unsafe_code)]` added anywhere
-//! else, and tests and build scripts, whatever their lints say. No exceptions, tests included.
+//! `vcpu/src/hypervisor/kvm/mod.rs` (`#![allow(unsafe_code)]`); this rule also catches an
+//! `#[allow(unsafe_code)]` added anywhere else, and tests and build scripts, whatever their lints
+//! say. No exceptions, tests included.
 //!
 //! Where the comment may be: on the line of the `unsafe` itself, or in the comment lines just
 //! above it, with nothing but attributes between. When the `unsafe` continues a statement from
