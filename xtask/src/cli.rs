@@ -34,11 +34,15 @@ pub enum Task {
     Test(TestArgs),
     /// Check the workspace's source rules; with --all, cargo fmt --check and clippy too.
     ///
-    /// The rules: `unsafe` only in the KVM backend (vcpu/src/hypervisor/kvm/), each unsafe block
-    /// or impl there under a `// SAFETY:` comment; `cfg(target_arch ...)` only in the backend; no
-    /// source file outside tests over 800 lines (but for the listed debts, which may only shrink);
-    /// the CPU-model code (vcpu/src/model/) uses nothing of the guests or the runtime. Each violation prints as `path:line: rule: what`; the exit status
-    /// is non-zero when there is any. `cargo xtask test` runs the same rules after clippy.
+    /// The rules: `unsafe` only in the KVM backend (vcpu/src/hypervisor/kvm/), each unsafe
+    /// block or impl there under a `// SAFETY:` comment; `cfg(target_arch ...)` only in the
+    /// backend; no source file outside tests over 800 lines (but for the listed debts, which may
+    /// only shrink); the vcpu crate's parts depend one way (vcpu-layers): hypervisor/ on none of
+    /// model/, guests/, runtime/; model/ on the hypervisor boundary only, never its kvm/;
+    /// guests/ never on runtime/ or the backend; runtime/ never on the backend. Each violation
+    /// prints as `path:line: rule: what` (fmt and clippy failures name their files and lines
+    /// too); the exit status is non-zero when there is any. `cargo xtask test` runs the same
+    /// rules after clippy.
     Tidy(TidyArgs),
     /// Re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (x86 fixtures
     /// need /dev/kvm; arm64-<kernel>-<cpu> fixtures run in the arm64 lab), then refresh the

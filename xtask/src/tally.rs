@@ -22,6 +22,38 @@ use std::process::{Command, Stdio};
 /// depend on the workspace's crates).
 pub const SKIP_LOG_ENV: &str = "VMFLEET_SKIP_LOG";
 
+/// Say that xtask's own unit test `test` is skipped because of `reason`: `SKIPPED <test>:
+/// <reason>` on stderr and, when [`SKIP_LOG_ENV`] names a file (`cargo xtask test` sets it), a
+/// line `<test>\t<reason>\txtask` appended to it, so the run counts it as skipped. xtask's twin
+/// of `vcpu::skip::skipped` (xtask depends on none of the workspace's crates); like it, it names
+/// the test after libtest's thread when it can, and never fails the test.
+#[cfg(test)]
+pub fn skipped(test: &str, reason: &str) {
+    let name = std::thread::current()
+        .name()
+        .filter(|n| !n.is_empty() && *n != "main")
+        .map_or_else(|| test.to_string(), str::to_string);
+    let reason = reason.replace(['\n', '\t'], " ");
+    eprintln!("SKIPPED {name}: {reason}");
+    let Some(log) = std::env::var_os(SKIP_LOG_ENV) else {
+        return;
+    };
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        // One write per line: appends from parallel tests do not interleave.
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("{name}\t{reason}\txtask\n").as_bytes())
+        });
+    if let Err(e) = written {
+        eprintln!(
+            "xtask: could not append to the skip log {} ({SKIP_LOG_ENV}): {e}",
+            Path::new(&log).display()
+        );
+    }
+}
+
 /// The running totals.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {

@@ -12,7 +12,7 @@
 //! ```
 
 use super::console::{self, GUEST_FUNCTIONS, PREFIX};
-use crate::shell_quote;
+use crate::e2e::shell_quote;
 use anyhow::{Context, Result, bail};
 use flate2::Compression;
 use flate2::write::GzEncoder;

@@ -1,6 +1,8 @@
 //! Installing what the arm64 lab needs, idempotently: every step first looks whether its result is
 //! already there and says so; `apt-get update` runs at most once, and only when something has to
-//! come from apt.
+//! come from apt. This file has apt itself ([`Apt`]), the machine's sources and the host
+//! packages, and [`provision`], which runs every step; the arm64 packages fetched into the cache
+//! are in `packages`, the Rust toolchain in `toolchain`.
 //!
 //! - bookworm-backports, derived from the machine's own `debian.sources` (never a hard-coded
 //!   mirror), for QEMU 10 and the 6.12 kernel;
@@ -13,17 +15,18 @@
 //!   Debian's `rustc-web` with `libstd-rust-web-dev:arm64` (route 2).
 
 use super::Kernel;
+use super::packages::{self, KernelImage};
+use super::toolchain::{self, RustRoute};
 use crate::{check, may_install, step};
 use anyhow::{Context, Result, bail};
-use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The Debian release the installer knows.
-const CODENAME: &str = "bookworm";
+pub(super) const CODENAME: &str = "bookworm";
 /// The suite QEMU 10 and the 6.12 kernel come from.
-const BACKPORTS: &str = "bookworm-backports";
+pub(super) const BACKPORTS: &str = "bookworm-backports";
 /// Where the derived backports source is written.
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 /// The machine's own deb822 source, the one backports is derived from.
@@ -32,41 +35,6 @@ const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 const SOURCES_LIST: &str = "/etc/apt/sources.list";
 /// Where the backports line derived from it is written.
 const BACKPORTS_LIST: &str = "/etc/apt/sources.list.d/bookworm-backports.list";
-
-/// The Rust target of route 1.
-pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
-/// The Rust target of route 2 (Debian's compiler, linked statically with `+crt-static`).
-pub const GNU_TARGET: &str = "aarch64-unknown-linux-gnu";
-
-/// How vmfleet is compiled for aarch64.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RustRoute {
-    /// rustup's `aarch64-unknown-linux-musl` standard library: a static binary.
-    Rustup,
-    /// Debian's `rustc-web` and its arm64 standard library, `aarch64-unknown-linux-gnu` with
-    /// `+crt-static`.
-    Debian { rustc: PathBuf },
-}
-
-impl RustRoute {
-    pub fn target(&self) -> &'static str {
-        match self {
-            RustRoute::Rustup => MUSL_TARGET,
-            RustRoute::Debian { .. } => GNU_TARGET,
-        }
-    }
-}
-
-/// An arm64 kernel unpacked in the cache.
-#[derive(Clone, Debug)]
-pub struct KernelImage {
-    /// The Debian package it came from, e.g. `linux-image-6.12.43+deb12-arm64-unsigned`.
-    pub package: String,
-    /// Its Debian version.
-    pub version: String,
-    /// `boot/vmlinuz-*` (on arm64 an uncompressed `Image`).
-    pub image: PathBuf,
-}
 
 /// apt, with `apt-get update` run at most once per xtask run.
 pub struct Apt {
@@ -78,7 +46,7 @@ impl Apt {
         Apt { updated: false }
     }
 
-    fn update(&mut self) -> Result<()> {
+    pub(super) fn update(&mut self) -> Result<()> {
         if self.updated {
             return Ok(());
         }
@@ -95,7 +63,12 @@ impl Apt {
 
     /// `apt-get install` `packages`, from `release` when given (`-t`), needed for `why`
     /// (announced first; refused by `--no-install`).
-    fn install(&mut self, release: Option<&str>, packages: &[&str], why: &str) -> Result<()> {
+    pub(super) fn install(
+        &mut self,
+        release: Option<&str>,
+        packages: &[&str],
+        why: &str,
+    ) -> Result<()> {
         may_install(
             &format!(
                 "apt package(s) {}{}",
@@ -129,7 +102,7 @@ impl Apt {
 
     /// `apt-get download PACKAGE=VERSION` into `dir`; returns the `.deb`. Retries once after a
     /// fresh `apt-get update` (stale lists name files the mirror no longer has).
-    fn download(&mut self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
+    pub(super) fn download(&mut self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
         let tmp = dir.join(".download");
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -162,7 +135,10 @@ impl Apt {
             .with_context(|| {
                 format!("apt-get download {spec} left no .deb in {}", tmp.display())
             })?;
-        let dest = dir.join(deb.file_name().expect("a .deb has a name"));
+        let name = deb
+            .file_name()
+            .with_context(|| format!("apt-get download {spec} left {}", deb.display()))?;
+        let dest = dir.join(name);
         fs::rename(&deb, &dest)?;
         fs::remove_dir_all(&tmp).ok();
         Ok(dest)
@@ -206,7 +182,7 @@ fn codename() -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
-fn require_bookworm(what: &str) -> Result<()> {
+pub(super) fn require_bookworm(what: &str) -> Result<()> {
     let found = codename();
     if found.as_deref() != Some(CODENAME) {
         bail!(
@@ -220,7 +196,7 @@ fn require_bookworm(what: &str) -> Result<()> {
 }
 
 /// The installed version of a Debian package, if it is installed.
-fn installed_version(package: &str) -> Option<String> {
+pub(super) fn installed_version(package: &str) -> Option<String> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${db:Status-Abbrev} ${Version}", package])
         .stderr(Stdio::null())
@@ -232,7 +208,7 @@ fn installed_version(package: &str) -> Option<String> {
 }
 
 /// `dpkg --compare-versions a gt b`.
-fn version_gt(a: &str, b: &str) -> bool {
+pub(super) fn version_gt(a: &str, b: &str) -> bool {
     Command::new("dpkg")
         .args(["--compare-versions", a, "gt", b])
         .status()
@@ -461,328 +437,6 @@ pub fn ensure_host(apt: &mut Apt) -> Result<()> {
     ensure_host_packages(apt)
 }
 
-/// One arm64 package on offer: name and version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Offer {
-    package: String,
-    version: String,
-}
-
-/// The arm64 versions of `package` that `apt-cache madison` lists from one of `suites`.
-fn offers(package: &str, suites: &[&str]) -> Vec<Offer> {
-    let Ok(out) = Command::new("apt-cache")
-        .args(["madison", &format!("{package}:arm64")])
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return Vec::new();
-    };
-    parse_madison(&String::from_utf8_lossy(&out.stdout), suites)
-}
-
-/// Parse `apt-cache madison` lines (`name | version | uri suite/component arch Packages`).
-fn parse_madison(text: &str, suites: &[&str]) -> Vec<Offer> {
-    text.lines()
-        .filter_map(|line| {
-            let mut cols = line.split('|').map(str::trim);
-            let (name, version, origin) = (cols.next()?, cols.next()?, cols.next()?);
-            // `URI SUITE/COMPONENT ARCH Packages`
-            let mut words = origin.split_whitespace().skip(1);
-            let suite = words.next()?.split('/').next()?;
-            let arch = words.next()?;
-            (arch == "arm64" && suites.contains(&suite)).then(|| Offer {
-                package: name.trim_end_matches(":arm64").to_string(),
-                version: version.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The newest offer.
-fn newest(offers: Vec<Offer>) -> Option<Offer> {
-    offers.into_iter().reduce(|a, b| {
-        if version_gt(&b.version, &a.version) {
-            b
-        } else {
-            a
-        }
-    })
-}
-
-/// Package names apt knows that start with `prefix`.
-fn package_names(prefix: &str) -> Vec<String> {
-    Command::new("apt-cache")
-        .args(["pkgnames", prefix])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| l.trim().trim_end_matches(":arm64").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Directory name of an unpacked package in the cache.
-fn unpacked_name(package: &str, version: &str) -> String {
-    format!("{package}_{}_arm64", version.replace(':', "%3a"))
-}
-
-/// Unpack `paths` (e.g. `./boot`) of `deb` into `dest`, atomically (a temporary directory renamed
-/// into place), with `dpkg-deb --fsys-tarfile | tar -x`: `dpkg -x` of only what the lab needs.
-fn unpack(deb: &Path, dest: &Path, paths: &[&str]) -> Result<()> {
-    let tmp = dest.with_extension("partial");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
-    errln!("  unpacking {} into {}", deb.display(), dest.display());
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start dpkg-deb")?;
-    let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(&tmp)
-        .arg("--wildcards")
-        .args(paths)
-        .stdin(dpkg.stdout.take().expect("piped"))
-        .status();
-    let dpkg_status = dpkg.wait()?;
-    check(tar, &format!("unpacking {}", deb.display()))?;
-    if !dpkg_status.success() {
-        bail!(
-            "dpkg-deb --fsys-tarfile {} failed ({dpkg_status})",
-            deb.display()
-        );
-    }
-    let _ = fs::remove_dir_all(dest);
-    fs::rename(&tmp, dest)?;
-    Ok(())
-}
-
-fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir.join("boot"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-}
-
-/// Cached unpacked kernels for `kernel`, newest first by Debian version.
-fn cached_kernel(kernel: Kernel, cache: &Path) -> Option<KernelImage> {
-    let mut found: Vec<KernelImage> = fs::read_dir(cache)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|dir| {
-            let name = dir.file_name()?.to_string_lossy().to_string();
-            let stem = name.strip_suffix("_arm64")?;
-            let (package, version) = stem.split_once('_')?;
-            if !kernel.matches_package(package) {
-                return None;
-            }
-            Some(KernelImage {
-                package: package.to_string(),
-                version: version.replace("%3a", ":"),
-                image: find_vmlinuz(&dir)?,
-            })
-        })
-        .collect();
-    found.sort_by(|a, b| {
-        if version_gt(&a.version, &b.version) {
-            std::cmp::Ordering::Less
-        } else {
-            std::cmp::Ordering::Greater
-        }
-    });
-    found.into_iter().next()
-}
-
-/// The kernel image for `kernel`: from the cache, or the newest package apt offers, downloaded
-/// and unpacked into the cache.
-pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<KernelImage> {
-    if let Some(found) = cached_kernel(kernel, cache) {
-        errln!(
-            "  kernel {}: {} {} (cached; delete {} to look for a newer one)",
-            kernel.label(),
-            found.package,
-            found.version,
-            cache
-                .join(unpacked_name(&found.package, &found.version))
-                .display()
-        );
-        return Ok(found);
-    }
-    require_bookworm("the arm64 kernels")?;
-    may_install(
-        &format!(
-            "arm64 kernel {} ({}, downloaded into {})",
-            kernel.label(),
-            kernel.package_pattern(),
-            cache.display()
-        ),
-        "the arm64 lab boots it; `apt-get update` first",
-    )?;
-    apt.update()?;
-    let names = package_names(kernel.package_prefix());
-    let mut candidates: Vec<Offer> = Vec::new();
-    for preferred in [true, false] {
-        for name in names.iter().filter(|n| kernel.matches_name(n, preferred)) {
-            candidates.extend(offers(name, kernel.suites()));
-        }
-        if !candidates.is_empty() {
-            break;
-        }
-    }
-    let Some(offer) = newest(candidates) else {
-        bail!(
-            "no arm64 package {} in {} (is `dpkg --add-architecture arm64` done and apt \
-             updated? `apt-cache pkgnames {}` lists what apt knows)",
-            kernel.package_pattern(),
-            kernel.suites().join(" or "),
-            kernel.package_prefix()
-        );
-    };
-    errln!(
-        "  kernel {}: {} {}",
-        kernel.label(),
-        offer.package,
-        offer.version
-    );
-    let deb = apt.download(&format!("{}:arm64", offer.package), &offer.version, cache)?;
-    let dest = cache.join(unpacked_name(&offer.package, &offer.version));
-    unpack(&deb, &dest, &["./boot/vmlinuz-*", "./boot/config-*"])?;
-    fs::remove_file(&deb).ok();
-    let image =
-        find_vmlinuz(&dest).with_context(|| format!("{} has no boot/vmlinuz-*", offer.package))?;
-    Ok(KernelImage {
-        package: offer.package,
-        version: offer.version,
-        image,
-    })
-}
-
-/// The static arm64 busybox: from the cache, or `busybox-static:arm64` downloaded and unpacked.
-pub fn ensure_busybox(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
-    let find = |dir: &Path| {
-        ["bin/busybox", "usr/bin/busybox"]
-            .iter()
-            .map(|p| dir.join(p))
-            .find(|p| p.is_file())
-    };
-    if let Ok(entries) = fs::read_dir(cache) {
-        for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let name = dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            if name.starts_with("busybox-static_") && name.ends_with("_arm64") {
-                if let Some(bin) = find(&dir) {
-                    errln!("  busybox-static:arm64: {} (cached)", bin.display());
-                    return Ok(bin);
-                }
-            }
-        }
-    }
-    require_bookworm("busybox-static:arm64")?;
-    may_install(
-        &format!("busybox-static:arm64 (downloaded into {})", cache.display()),
-        "the arm64 lab's initramfs runs it; `apt-get update` first",
-    )?;
-    apt.update()?;
-    let offer = newest(offers(
-        "busybox-static",
-        &[CODENAME, "bookworm-security", "bookworm-updates", BACKPORTS],
-    ))
-    .context(
-        "apt offers no busybox-static:arm64 (is `dpkg --add-architecture arm64` done and apt \
-         updated?)",
-    )?;
-    let deb = apt.download("busybox-static:arm64", &offer.version, cache)?;
-    let dest = cache.join(unpacked_name("busybox-static", &offer.version));
-    // `*` matches `/` too: ./bin/busybox or ./usr/bin/busybox, whichever the package has.
-    unpack(&deb, &dest, &["./*bin/busybox"])?;
-    fs::remove_file(&deb).ok();
-    find(&dest).with_context(|| format!("busybox-static {} has no busybox binary", offer.version))
-}
-
-/// The Rust side: route 1 (rustup's musl target) unless it cannot be had, then route 2 (Debian's
-/// rustc-web). `VMFLEET_LAB_RUST=debian` forces route 2 (to test it).
-pub fn ensure_rust(apt: &mut Apt) -> Result<RustRoute> {
-    let forced = env::var("VMFLEET_LAB_RUST").ok();
-    if forced.as_deref() != Some("debian") {
-        if rustup_has_target()? {
-            errln!("  rust target {MUSL_TARGET}: present");
-            return Ok(RustRoute::Rustup);
-        }
-        let allowed = may_install(
-            &format!("the rustup target {MUSL_TARGET} (rustup target add {MUSL_TARGET})"),
-            "the arm64 lab cross-builds a static aarch64 vmfleet",
-        );
-        let added = allowed.is_ok()
-            && Command::new("rustup")
-                .args(["target", "add", MUSL_TARGET])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-        if added {
-            return Ok(RustRoute::Rustup);
-        }
-        if let Err(refused) = allowed {
-            // --no-install: route 2 only if it is already there.
-            let have = installed_version("rustc-web").is_some()
-                && installed_version("libstd-rust-web-dev:arm64").is_some();
-            if !have {
-                return Err(refused);
-            }
-        }
-        errln!(
-            "  rustup could not add {MUSL_TARGET}; falling back to Debian's rustc-web with \
-             libstd-rust-web-dev:arm64 (route 2)"
-        );
-    } else {
-        errln!("  VMFLEET_LAB_RUST=debian: Debian's rustc-web (route 2)");
-    }
-    let rustc = PathBuf::from("/usr/bin/rustc");
-    let have = installed_version("rustc-web").is_some()
-        && installed_version("libstd-rust-web-dev:arm64").is_some();
-    if have {
-        errln!("  rustc-web, libstd-rust-web-dev:arm64: present");
-    } else {
-        require_bookworm("rustc-web")?;
-        apt.install(
-            None,
-            &["rustc-web", "libstd-rust-web-dev:arm64"],
-            "the arm64 lab cross-builds vmfleet with Debian's Rust, as rustup has no aarch64 musl target",
-        )?;
-    }
-    if !rustc.is_file() {
-        bail!(
-            "rustc-web is installed but {} is missing; reinstall rustc-web",
-            rustc.display()
-        );
-    }
-    Ok(RustRoute::Debian { rustc })
-}
-
-fn rustup_has_target() -> Result<bool> {
-    let out = match Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-    {
-        Ok(out) => out,
-        Err(_) => return Ok(false),
-    };
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.trim() == MUSL_TARGET))
-}
-
 /// Everything, for `kernels`: host packages, busybox, kernels, Rust. Returns busybox, the kernel
 /// images (in the order asked) and the Rust route.
 pub fn provision(
@@ -793,12 +447,12 @@ pub fn provision(
     fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     let mut apt = Apt::new();
     ensure_host(&mut apt)?;
-    let busybox = ensure_busybox(&mut apt, cache)?;
+    let busybox = packages::ensure_busybox(&mut apt, cache)?;
     let images = kernels
         .iter()
-        .map(|k| ensure_kernel(*k, &mut apt, cache))
+        .map(|k| packages::ensure_kernel(*k, &mut apt, cache))
         .collect::<Result<Vec<_>>>()?;
-    let route = ensure_rust(&mut apt)?;
+    let route = toolchain::ensure_rust(&mut apt)?;
     Ok((busybox, images, route))
 }
 
@@ -844,20 +498,5 @@ mod tests {
             "deb [signed-by=/k.gpg] http://deb.example/debian bookworm-backports main contrib"
         );
         assert!(backports_line("deb http://x/debian trixie main\n").is_err());
-    }
-
-    #[test]
-    fn madison_lines_are_filtered_by_suite_and_arch() {
-        let text = " linux-image-6.12.43+deb12-arm64-unsigned:arm64 | 6.12.43-1~bpo12+1 | http://deb.example/debian bookworm-backports/main arm64 Packages\n\
-                    busybox-static:arm64 | 1:1.35.0-4+b3 | http://deb.example/debian bookworm/main arm64 Packages\n\
-                    busybox-static | 1:1.35.0-4+b3 | http://deb.example/debian bookworm/main amd64 Packages\n";
-        assert_eq!(
-            parse_madison(text, &["bookworm-backports"]),
-            vec![Offer {
-                package: "linux-image-6.12.43+deb12-arm64-unsigned".into(),
-                version: "6.12.43-1~bpo12+1".into()
-            }]
-        );
-        assert_eq!(parse_madison(text, &["bookworm"]).len(), 1);
     }
 }

@@ -17,7 +17,8 @@
 //! let trace = outcome.out.join("out/arm.trace");          // byte-exact copy of the guest's file
 //! ```
 //!
-//! Layout: `install` (apt, the kernel/busybox cache, the Rust target), `initramfs` (the cpio
+//! Layout: `install` (apt, the machine's sources, the host packages), `packages` (the kernels and
+//! busybox in the cache), `toolchain` (the Rust target), `initramfs` (the cpio
 //! archive and the guest's `/init`), `console` (how files come back: framed base64 on the serial
 //! console, both ends of it), `boot` (QEMU with a deadline).
 
@@ -25,8 +26,10 @@ mod boot;
 mod console;
 mod initramfs;
 mod install;
+mod packages;
+mod toolchain;
 
-pub use install::RustRoute;
+pub use toolchain::RustRoute;
 
 use crate::{cargo, check, step, target_dir};
 use anyhow::{Context, Result, bail};
@@ -266,7 +269,7 @@ pub struct Lab {
     qemu: PathBuf,
     busybox: PathBuf,
     vmfleet: PathBuf,
-    kernels: Vec<(Kernel, install::KernelImage)>,
+    kernels: Vec<(Kernel, packages::KernelImage)>,
     route: RustRoute,
 }
 

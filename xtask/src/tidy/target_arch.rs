@@ -1,16 +1,16 @@
 //! The `target-arch-outside-kvm` rule: `cfg(target_arch ...)`, in `#[cfg]`, `#![cfg]`, `cfg!`,
 //! `cfg_attr` or a `cfg(...)` nested in any of them, appears only in the KVM backend
-//! ([`ALLOWED`]).
+//! ([`ALLOWED`], `vcpu/src/hypervisor/kvm/`).
 //!
 //! Why: vmfleet runs x86 and arm64 guests from one build and replays either on any host; only the
 //! backend depends on the *host* architecture, and everything above it asks at run time
-//! (`vcpu::hypervisor::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both architectures' code
-//! compiled and tested on every host.
+//! (`vcpu::hypervisor::kvm::host_arch()`, `std::env::consts::ARCH`), which keeps both
+//! architectures' code compiled and tested on every host.
 //!
 //! Exceptions: none today, and none needed. xtask cross-builds with `--target`, a run-time
 //! choice, and has no `cfg(target_arch)`; tests that only make sense on one architecture ask
-//! `vcpu::hypervisor::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are counted as
-//! skipped rather than compiled out. A test that really needs the cfg would be added to
+//! `vcpu::hypervisor::kvm::host_arch()` and call `vcpu::skip::skipped` otherwise, so they are
+//! counted as skipped rather than compiled out. A test that really needs the cfg would be added to
 //! [`ALLOWED`] here, with its reason. Only the `target_arch` key is ruled: `target_os` and the
 //! others are free, and a `target_arch` outside a cfg (a variable name, a string) is not a cfg.
 
@@ -73,12 +73,10 @@ pub fn check(source: &Source, out: &mut Vec<Violation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tidy::testing::{self, places};
 
     fn violations(path: &str, text: &str) -> Vec<String> {
-        let source = Source::new(path, text);
-        let mut out = Vec::new();
-        check(&source, &mut out);
-        out.iter().map(ToString::to_string).collect()
+        testing::violations(check, path, text)
     }
 
     #[test]
@@ -91,12 +89,8 @@ mod tests {
                     #[cfg_attr(test, cfg(not(\n    target_arch = \"s390x\")))]\n\
                     struct S;\n";
         let found = violations("supervisor/src/x.rs", text);
-        let at: Vec<&str> = found
-            .iter()
-            .map(|v| v.split(": ").next().unwrap_or(""))
-            .collect();
         assert_eq!(
-            at,
+            places(&found),
             [
                 "supervisor/src/x.rs:2",
                 "supervisor/src/x.rs:3",
@@ -135,6 +129,8 @@ mod tests {
     fn the_backend_words_and_other_keys_are_fine() {
         let cfg = "#[cfg(target_arch = \"x86_64\")]\nfn f() {}\n";
         assert!(violations("vcpu/src/hypervisor/kvm/mod.rs", cfg).is_empty());
+        // The rest of the hypervisor part is no backend.
+        assert_eq!(violations("vcpu/src/hypervisor/abi.rs", cfg).len(), 1);
         let fine = "//! `cfg(target_arch)` in a doc comment\n\
                     // #[cfg(target_arch = \"x86_64\")] in a comment\n\
                     const S: &str = \"cfg(target_arch)\";\n\

@@ -1,0 +1,179 @@
+//! `cargo xtask record [FIXTURE]...`: re-record the fixture traces (`fixtures/*.trace`) from
+//! `fixtures/specs/*.toml` with the release `vmfleet` on this host's KVM (a spec with a
+//! `.requests` file beside it is recorded as a `vmfleet serve` session driven by those
+//! requests; `arm64-<kernel>-<cpu>` fixtures in the arm64 lab), then refresh the replay
+//! snapshots.
+
+use crate::{arm64_lab, cargo, check, kvm_usable, root, step, vmfleet_release};
+use anyhow::{Context, Result, bail};
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Record a `vmfleet serve` session: the daemon runs `spec` while the control requests of
+/// `requests` (one JSON request per line, the daemon's own protocol; `#` lines are comments) are
+/// sent over its socket one after the other, each waiting for its reply, ending with `shutdown`.
+fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let script =
+        fs::read_to_string(requests).with_context(|| format!("reading {}", requests.display()))?;
+    let dir = env::temp_dir().join(format!("vmfleet-record-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let socket = dir.join("record.sock");
+    let _ = fs::remove_file(&socket);
+    let mut daemon = Command::new(bin)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--record")
+        .arg(trace)
+        // Re-recording a fixture replaces it (vmfleet refuses an existing trace otherwise).
+        .arg("--force")
+        .arg(spec)
+        .spawn()
+        .context("starting vmfleet serve")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                let _ = daemon.kill();
+                bail!("vmfleet serve never opened {}: {e}", socket.display());
+            }
+        }
+    };
+    let mut writer = stream.try_clone()?;
+    let mut replies = BufReader::new(stream);
+    for line in script.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        writeln!(writer, "{line}")?;
+        let mut reply = String::new();
+        replies.read_line(&mut reply)?;
+        let shown: String = reply.trim().chars().take(160).collect();
+        outln!("  {line}\n    -> {shown}");
+    }
+    let status = daemon.wait()?;
+    if !status.success() {
+        bail!(
+            "vmfleet serve ended with {status} while recording {}",
+            trace.display()
+        );
+    }
+    Ok(())
+}
+
+/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>.toml`.
+fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> {
+    let rest = stem.strip_prefix("arm64-")?;
+    let (kernel, cpu) = rest.split_once('-').unwrap_or((rest, ""));
+    if cpu.is_empty() {
+        return Some(Err(anyhow::anyhow!(
+            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>, e.g. arm64-6.12-max"
+        )));
+    }
+    Some(arm64_lab::Kernel::parse(kernel).map(|k| (k, cpu.to_string())))
+}
+
+/// Record an arm64 fixture on real arm64 KVM in the lab.
+fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
+    let (kernel, cpu) = arm64_fixture_lab(stem).with_context(|| {
+        format!("recording `{stem}` in the arm64 lab: its name is not arm64-<kernel>-<cpu>")
+    })??;
+    let lab = arm64_lab::Lab::prepare(&[kernel])?;
+    let mut run = arm64_lab::LabRun::new(kernel, &cpu);
+    run.inputs.push(spec.to_path_buf());
+    let spec_name = spec
+        .file_name()
+        .with_context(|| format!("the fixture spec {} has no file name", spec.display()))?
+        .to_string_lossy()
+        .to_string();
+    let recorded = format!("out/{stem}.trace");
+    run.args = vec!["run".into(), spec_name, "--record".into(), recorded.clone()];
+    let outcome = lab.run(&run)?;
+    // A fixture may deliberately contain a failing VM; the trace is what matters.
+    let back = outcome.out.join(&recorded);
+    fs::copy(&back, trace)
+        .with_context(|| format!("copying {} to {}", back.display(), trace.display()))?;
+    outln!("{}", outcome.stdout);
+    Ok(())
+}
+
+/// `cargo xtask record [FIXTURE]...` (see the module's doc).
+pub fn record(args: &[String]) -> Result<()> {
+    let specs_dir = root().join("fixtures/specs");
+    let mut specs: Vec<PathBuf> = fs::read_dir(&specs_dir)
+        .with_context(|| format!("reading {}", specs_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension() == Some(OsStr::new("toml")))
+        .filter(|p| args.is_empty() || args.iter().any(|a| p.file_stem() == Some(OsStr::new(a))))
+        .collect();
+    specs.sort();
+    if specs.is_empty() {
+        bail!("no fixture specs matched in {}", specs_dir.display());
+    }
+    let x86 = specs
+        .iter()
+        .any(|s| arm64_fixture_lab(&s.file_stem().unwrap_or_default().to_string_lossy()).is_none());
+    if x86 && !kvm_usable() {
+        bail!("recording x86 fixtures needs a usable /dev/kvm");
+    }
+    check(
+        cargo()
+            .args(["build", "--release", "-p", "supervisor"])
+            .status(),
+        "cargo build --release",
+    )?;
+    let bin = vmfleet_release();
+    for spec in &specs {
+        let stem = spec
+            .file_stem()
+            .with_context(|| format!("the fixture spec {} has no file name", spec.display()))?
+            .to_string_lossy()
+            .to_string();
+        let trace = root().join("fixtures").join(format!("{stem}.trace"));
+        step(&format!("recording {}", trace.display()));
+        if arm64_fixture_lab(&stem).is_some() {
+            record_arm64(&stem, spec, &trace)?;
+            continue;
+        }
+        let requests = spec.with_extension("requests");
+        if requests.exists() {
+            record_session(&bin, spec, &requests, &trace)?;
+            continue;
+        }
+        let status = Command::new(&bin)
+            .arg("run")
+            .arg(spec)
+            .arg("--record")
+            .arg(&trace)
+            // Re-recording a fixture replaces it (vmfleet refuses an existing trace otherwise).
+            .arg("--force")
+            .status()?;
+        // A fixture may deliberately contain a failing VM; the trace is what matters.
+        if status.code().is_none() {
+            bail!("vmfleet was killed while recording {stem}");
+        }
+    }
+    step("refreshing replay snapshots");
+    check(
+        cargo()
+            .args(["test", "-p", "replay-tests"])
+            .env("INSTA_UPDATE", "always")
+            .env_remove("CI")
+            .status(),
+        "replay tests (snapshot refresh)",
+    )?;
+    outln!(
+        "recorded {} fixture(s); review the snapshot diff before committing",
+        specs.len()
+    );
+    Ok(())
+}
