@@ -186,3 +186,29 @@ pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_AVAIL: u64 = 2;
 pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_NOT_REQUIRED: u64 = 3;
 /// `KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED`: the mitigation is enabled (with `_AVAIL`).
 pub const KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2_ENABLED: u64 = 0x10;
+
+// --- arm64 hypercalls KVM defines itself (`include/linux/arm-smccc.h`, `asm/kvm.h`) --------------
+// The SMCCC vocabulary of the guest (`model::arm64::smccc`) re-exports these: they are KVM's own
+// numbers, not the Arm SMC Calling Convention's.
+
+/// `ARM_SMCCC_VENDOR_HYP_KVM_FEATURES_FUNC_ID`: KVM's vendor-hypervisor service bitmap (vendor
+/// hypervisor owner, function 0; gated by `KVM_REG_ARM_VENDOR_HYP_BMAP` bit 0).
+pub const VENDOR_HYP_KVM_FEATURES: u32 = 0x8600_0000;
+/// `ARM_SMCCC_VENDOR_HYP_KVM_PTP_FUNC_ID`: wall clock and counter for PTP (function 1; gated by
+/// `KVM_REG_ARM_VENDOR_HYP_BMAP` bit 1).
+pub const VENDOR_HYP_KVM_PTP: u32 = 0x8600_0001;
+/// `ARM_SMCCC_VENDOR_HYP_UID_KVM_REG_{0..3}`: KVM's vendor-hypervisor UID
+/// (28b46fb6-2ec5-11e9-a9ca-4b564d003a74) as `VENDOR_HYP_CALL_UID` returns it in x0..x3.
+pub const KVM_UID: [u64; 4] = [0xb66f_b428, 0xe911_c52e, 0x564b_caa9, 0x743a_004d];
+
+/// `KVM_PSCI_FN_BASE`: the first of KVM's PSCI 0.1 function ids, which predate PSCI 0.2's
+/// standard ids and are still served to a vCPU without `KVM_ARM_VCPU_PSCI_0_2`.
+pub const KVM_PSCI_FN_BASE: u32 = 0x95c1_ba5e;
+/// `KVM_PSCI_FN_CPU_SUSPEND` = `KVM_PSCI_FN(0)`.
+pub const KVM_PSCI_FN_CPU_SUSPEND: u32 = KVM_PSCI_FN_BASE;
+/// `KVM_PSCI_FN_CPU_OFF` = `KVM_PSCI_FN(1)`.
+pub const KVM_PSCI_FN_CPU_OFF: u32 = KVM_PSCI_FN_BASE + 1;
+/// `KVM_PSCI_FN_CPU_ON` = `KVM_PSCI_FN(2)`.
+pub const KVM_PSCI_FN_CPU_ON: u32 = KVM_PSCI_FN_BASE + 2;
+/// `KVM_PSCI_FN_MIGRATE` = `KVM_PSCI_FN(3)`.
+pub const KVM_PSCI_FN_MIGRATE: u32 = KVM_PSCI_FN_BASE + 3;

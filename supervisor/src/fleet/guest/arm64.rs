@@ -21,7 +21,7 @@ use std::sync::Arc;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
 use vcpu::guests::arm64::smccc::{self, SmcccCall};
 use vcpu::guests::arm64::{self as guest, Finish};
-use vcpu::model::arm64::firmware::FirmwareRegister;
+use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
 use vcpu::model::arm64::{
     Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
 };
@@ -147,7 +147,7 @@ impl Arm64Guest {
         Some(VcpuModelView {
             vcpu: v.id,
             entries: held.map_or(0, |h| h.len()),
-            digest: format!("{:08x}", held.map_or(0, digest)),
+            digest: format!("{:08x}", held.map_or(0, drift::digest)),
             drift,
             drift_changes,
             not_honoured: v.not_honoured.clone(),
@@ -192,7 +192,7 @@ pub(super) fn judge(
     report: &mut VcpuReport,
 ) {
     report.arm64_guest = match (saw_nothing, held) {
-        (false, Some(held)) => Some(judge_guest(&outcome.report, held)),
+        (false, Some(held)) => Some(guest_summary(&outcome.report, held)),
         _ => None,
     };
 }
@@ -564,104 +564,47 @@ pub(super) fn try_after_run(
     })
 }
 
-// ---- pure CPU-model logic ------------------------------------------------------------------
-// Rules and data of the arm64 model, no I/O: they wait here until the model crate has a place
-// for them.
-
-// TODO(model): belongs in vcpu::model::arm64
-/// Where what vCPU 0 holds differs from what the plan expected to read back.
-fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
-    plan.writes
+/// What the guest saw, judged by the model ([`drift::check_guest_view`]) against what its vCPU
+/// holds, with the guest's own account of its passes and calls.
+fn guest_summary(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64GuestSummary {
+    let calls: Vec<String> = report.calls.iter().map(|c| c.describe()).collect();
+    let registers: Vec<SeenRegister> = report
+        .id_regs
         .iter()
-        .filter_map(|write| {
-            let Verdict::Accepted { readback } = write.verdict else {
-                return None;
-            };
-            let now = *held.get(&write.reg_id)?;
-            (now != readback).then(|| Arm64Drift {
-                register: write.register.to_string(),
-                from: readback,
-                to: now,
-                kind: DriftKind::KernelRewrote,
-            })
+        .map(|seen| SeenRegister {
+            id: seen.id,
+            value: seen.value,
         })
-        .collect()
-}
-
-// TODO(model): belongs in vcpu::model::arm64
-/// Judge what the guest saw against what vCPU `held` holds: every ID register it read must be
-/// the held value (PFR0.GIC aside), PSCI_VERSION must be the held version, and each gated
-/// service must answer as its bitmap bit says.
-fn judge_guest(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64GuestSummary {
-    let mut mismatches = Vec::new();
-    for seen in &report.id_regs {
-        let Some(&expected) = held.get(&seen.id) else {
-            continue;
-        };
-        // KVM clears the GIC fields at the first run of a VM without a vGIC, so what the guest
-        // reads there is not what was held before the run (kvm-semantics §2.10).
-        let masked = SysReg::from_kvm_reg_id(seen.id)
-            .map_or(0, vcpu::model::arm64::fields::first_run_mutable_mask);
-        if seen.value & !masked != expected & !masked {
-            mismatches.push(format!(
-                "{}: the guest read {:#018x}, the kernel holds {expected:#018x}",
-                reg_id::describe(seen.id),
-                seen.value
-            ));
-        }
-    }
-    let bitmap = |r: FirmwareRegister| held.get(&r.id()).copied();
-    let not_supported = smccc::NOT_SUPPORTED as u64;
-    for call in &report.calls {
-        let expected_supported = match call.function_id {
-            smccc::TRNG_VERSION => bitmap(FirmwareRegister::StdBitmap).map(|b| b & 1 != 0),
-            smccc::VENDOR_HYP_KVM_FEATURES | smccc::VENDOR_HYP_CALL_UID => {
-                bitmap(FirmwareRegister::VendorHypBitmap).map(|b| b & 1 != 0)
-            }
-            _ => None,
-        };
-        if let Some(supported) = expected_supported {
-            let answered = call.ret[0] != not_supported;
-            if supported != answered {
-                mismatches.push(format!(
-                    "{}: the model {} it, the guest was answered {}",
-                    call.describe(),
-                    if supported { "offers" } else { "hides" },
-                    if answered {
-                        "as supported"
-                    } else {
-                        "NOT_SUPPORTED"
-                    }
-                ));
-            }
-        }
-        if call.function_id == smccc::PSCI_VERSION {
-            if let Some(version) = bitmap(FirmwareRegister::PsciVersion) {
-                if call.ret[0] != version {
-                    mismatches.push(format!(
-                        "PSCI_VERSION: the guest was answered {:#x}, the kernel holds {version:#x}",
-                        call.ret[0]
-                    ));
-                }
-            }
-        }
-    }
+        .collect();
+    let seen_calls: Vec<SeenCall> = report
+        .calls
+        .iter()
+        .zip(&calls)
+        .map(|(call, description)| SeenCall {
+            function_id: call.function_id,
+            x0: call.ret[0],
+            description: description.clone(),
+        })
+        .collect();
+    let check = drift::check_guest_view(&registers, &seen_calls, held);
     Arm64GuestSummary {
         passes: report.passes,
         registers_read: report.id_regs.len(),
-        calls: report.calls.iter().map(|c| c.describe()).collect(),
+        calls,
         passes_agree: report.passes_agree(),
-        mismatches,
+        mismatches: check.mismatches,
     }
 }
 
-// TODO(model): belongs in vcpu::model::arm64
-/// A digest of the model registers a vCPU holds (for `model` replies).
-fn digest(held: &BTreeMap<u64, u64>) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    for (id, value) in held {
-        hasher.update(&id.to_le_bytes());
-        hasher.update(&value.to_le_bytes());
-    }
-    hasher.finalize()
+/// Where vCPU 0 holds something other than the plan expected to read back, as report lines.
+fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
+    drift::readback_drift(plan, held)
+        .into_iter()
+        .map(|d| Arm64Drift {
+            register: d.register,
+            from: d.expected,
+            to: d.held,
+            kind: DriftKind::KernelRewrote,
+        })
+        .collect()
 }

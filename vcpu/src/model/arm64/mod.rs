@@ -13,8 +13,10 @@
 //!   writes;
 //! - validate ([`validate`]): KVM's acceptance rules, applied before the kernel sees a write, and
 //!   the arm64 rules of the pre-run lock (its lock classes, which the lock policy applies);
-//! - drift: read back per register by the fleet; the differences are named through
-//!   [`validate::register_changes`];
+//! - drift ([`drift`]): what the kernel holds after the writes against what the plan expected
+//!   to read back, what the built-in guest saw against what is held, and the digest of a vCPU's
+//!   model registers (the fleet reads the values; the differences are named through
+//!   [`validate::register_changes`]);
 //! - the encodings: [`reg_id`] (the 64-bit `KVM_{GET,SET}_ONE_REG` id and which family an id
 //!   belongs to), [`sysreg`] (`(op0, op1, CRn, CRm, op2)` ↔ id, and the index into the 192
 //!   writable masks), [`host`] (what the kernel reported about one VM, the input every judgement
@@ -33,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod drift;
 pub mod features;
 pub mod fields;
 pub mod firmware;

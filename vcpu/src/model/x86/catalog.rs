@@ -39,10 +39,15 @@ use std::fmt;
 /// Serializes as its name; a `&'static Feature` deserializes from a name through [`by_name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Feature {
+    /// The name `hide` and reports use (see the naming rules above: Linux's where it has one).
     pub name: &'static str,
+    /// The CPUID leaf (EAX input) the bit is in.
     pub leaf: u32,
+    /// The subleaf (ECX input); 0 for leaves without subleaves.
     pub subleaf: u32,
+    /// The output register the bit is in.
     pub reg: CpuidReg,
+    /// The bit's position in `reg` (0..=31).
     pub bit: u8,
 }
 

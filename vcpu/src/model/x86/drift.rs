@@ -48,9 +48,11 @@ fn describe_change(
 /// Bits of one register that differ between the requested and the held table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BitDrift {
+    /// The entry's leaf (`function`).
     pub leaf: u32,
     /// The subleaf a guest uses to reach the entry (0 for leaves without subleaves).
     pub subleaf: u32,
+    /// The register the bits are in.
     pub reg: CpuidReg,
     /// The changed bits.
     pub bits: u32,
@@ -222,15 +224,22 @@ pub fn not_honoured(hidden: &[&Feature], held: &CpuidTable) -> Vec<&'static Feat
 /// What the guest's `CPUID` returned at one probed point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GuestSeen {
+    /// The leaf the guest asked for (EAX in).
     pub leaf: u32,
+    /// The subleaf the guest asked for (ECX in).
     pub subleaf: u32,
+    /// EAX as the guest's `CPUID` returned it.
     pub eax: u32,
+    /// EBX as the guest's `CPUID` returned it.
     pub ebx: u32,
+    /// ECX as the guest's `CPUID` returned it.
     pub ecx: u32,
+    /// EDX as the guest's `CPUID` returned it.
     pub edx: u32,
 }
 
 impl GuestSeen {
+    /// The value the guest saw in `reg`.
     pub fn reg(&self, reg: CpuidReg) -> u32 {
         match reg {
             CpuidReg::Eax => self.eax,

@@ -41,20 +41,35 @@ pub const RUNTIME_BITS: &[(u32, u32, CpuidReg, u32)] = &[
 /// How a requested table differs from the one the kernel holds, by KVM's after-run rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableDifference {
-    /// Different number of entries.
-    Count { held: usize, requested: usize },
-    /// The entry at `position` has a different key (function, index or flags).
+    /// Different number of entries (KVM compares no further).
+    Count {
+        /// Entries in the table the kernel holds.
+        held: usize,
+        /// Entries in the requested table.
+        requested: usize,
+    },
+    /// The entry at `position` has a different key (function, index or flags): KVM compares the
+    /// tables entry by entry in order, so a reordered table is a different table.
     Key {
+        /// The entry's index in both tables.
         position: usize,
+        /// The kernel's entry there.
         held: CpuidEntry,
+        /// The requested entry there.
         requested: CpuidEntry,
     },
     /// Same key, different bits in one register.
     Bits {
+        /// The entry's leaf (`function`).
         leaf: u32,
+        /// The entry's subleaf (`index`).
         subleaf: u32,
+        /// The register that differs.
         reg: CpuidReg,
+        /// The register as the kernel holds it.
         held: u32,
+        /// The register as requested, its runtime bits ([`RUNTIME_BITS`]) taken from `held`
+        /// the way KVM refreshes them before comparing.
         requested: u32,
     },
 }

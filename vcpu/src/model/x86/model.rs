@@ -18,14 +18,14 @@
 //! `KVM_GET_SUPPORTED_CPUID` describes the host, not a vCPU: its topology fields are zero or the
 //! host's. Established VMMs (QEMU, Firecracker, cloud-hypervisor) rewrite the same few fields per
 //! vCPU; vmfleet does the minimum that keeps a guest's view self-consistent:
-//! - leaf 0x1 EBX[31:24], initial APIC id = `vcpu_index` (low 8 bits): guests use it to tell
+//! - leaf 0x1 EBX\[31:24\], initial APIC id = `vcpu_index` (low 8 bits): guests use it to tell
 //!   their CPUs apart before they read the APIC, and KVM's in-kernel APIC is created with the vCPU
 //!   id as its APIC id, so anything else disagrees with the APIC;
 //! - leaf 0xB and 0x1F, every subleaf, EDX = x2APIC id = `vcpu_index`, only where those leaves are
 //!   in the table: the SDM defines EDX of these leaves as the full x2APIC id, and an x2APIC guest
 //!   enumerates topology from it;
-//! - leaf 0x1 EBX[23:16], logical processor count = `vcpu_count` (at most 255), and leaf 0x1
-//!   EDX[28] (HTT) set exactly when `vcpu_count > 1`: the SDM only defines EBX[23:16] when HTT is
+//! - leaf 0x1 EBX\[23:16\], logical processor count = `vcpu_count` (at most 255), and leaf 0x1
+//!   EDX\[28\] (HTT) set exactly when `vcpu_count > 1`: the SDM only defines EBX\[23:16\] when HTT is
 //!   set, and Linux sizes its per-package CPU enumeration from it.
 //!
 //! Hiding runs after normalisation, so an explicit request wins (hiding `ht` clears HTT even for
@@ -77,9 +77,17 @@ impl RequestedModel {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KernelRule {
     /// More than `KVM_MAX_CPUID_ENTRIES` entries: `E2BIG`.
-    TooManyEntries { count: usize, max: usize },
-    /// Leaf 0x80000008 EAX[15:8] (virtual address bits) is not 0, 48 or 57: `EINVAL`.
-    VirtualAddressBits { bits: u32 },
+    TooManyEntries {
+        /// Entries in the table.
+        count: usize,
+        /// The kernel's limit (`KVM_MAX_CPUID_ENTRIES`).
+        max: usize,
+    },
+    /// Leaf 0x80000008 EAX\[15:8\] (virtual address bits) is not 0, 48 or 57: `EINVAL`.
+    VirtualAddressBits {
+        /// The virtual address width the table states.
+        bits: u32,
+    },
 }
 
 impl KernelRule {
@@ -111,15 +119,30 @@ impl fmt::Display for KernelRule {
 /// Why a model could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ModelError {
+    /// `hide` names a feature the catalog does not know.
     #[error("unknown feature `{name}`{}", suggestion_text(.suggestion))]
     UnknownFeature {
+        /// The name as the spec wrote it.
         name: String,
+        /// The catalog name it is probably a typo of ([`crate::model::suggest`]).
         suggestion: Option<String>,
     },
+    /// The built table breaks a check `KVM_SET_CPUID2` makes, so the kernel would refuse it.
     #[error("KVM_SET_CPUID2 would refuse this table with {errno}: {rule}")]
-    KernelRule { rule: KernelRule, errno: Errno },
+    KernelRule {
+        /// The check it breaks.
+        rule: KernelRule,
+        /// What the kernel would answer ([`KernelRule::errno`]).
+        errno: Errno,
+    },
+    /// The table was asked for a vCPU the VM does not have.
     #[error("vCPU index {vcpu_index} is out of range for {vcpu_count} vCPUs")]
-    Topology { vcpu_index: u32, vcpu_count: u32 },
+    Topology {
+        /// The vCPU asked for.
+        vcpu_index: u32,
+        /// The VM's vCPU count.
+        vcpu_count: u32,
+    },
 }
 
 fn suggestion_text(suggestion: &Option<String>) -> String {
@@ -138,7 +161,7 @@ impl ModelError {
     }
 }
 
-/// Leaf 0x1 EDX[28]: more than one logical processor per package (HTT).
+/// Leaf 0x1 EDX\[28\]: more than one logical processor per package (HTT).
 const HTT: u32 = 1 << 28;
 
 impl X86CpuModel {

@@ -117,7 +117,8 @@ pub struct IdField {
     pub signed: bool,
     /// What decides the values it accepts.
     pub check: FieldCheck,
-    /// Special cases.
+    /// Where KVM treats the field otherwise than `check` alone says (cleared at the first run,
+    /// rewritten on write, tied to a `KVM_ARM_VCPU_INIT` feature).
     pub notes: &'static [FieldNote],
 }
 

@@ -94,7 +94,7 @@ pub struct UnknownRegisterDecision {
     pub family: FirmwareFamily,
     /// What the host holds, if it was read.
     pub host_value: Option<u64>,
-    /// What vmfleet does.
+    /// What vmfleet does with it, by the spec's [`UnknownRegisterPolicy`].
     pub action: UnknownRegisterAction,
     /// Why, for the report.
     pub reason: String,

@@ -38,7 +38,7 @@ pub enum Verdict {
     Refused(Arm64Refusal),
     /// vmfleet cannot predict the kernel's answer: the register is not one whose rules it models.
     Unjudged {
-        /// Why.
+        /// Why vmfleet cannot predict it (shown in the plan's line for the write).
         why: String,
     },
 }
