@@ -12,6 +12,8 @@
 //! Must not: reach a hypervisor backend except through `vcpu::runtime::handle` (that is where the pre-run
 //! lock lives), or write trace bytes itself (that is `recorder`'s format to own).
 
+#![deny(missing_docs)]
+
 pub mod bench;
 pub mod cli;
 pub mod commands;

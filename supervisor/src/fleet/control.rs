@@ -14,16 +14,25 @@ use vcpu::{Reply, Stream};
 pub enum ControlValue {
     /// `list`'s answer, read from the fleet's state (never recorded).
     Listed(Vec<VmInfo>),
+    /// `create`'s answer: each new VM's CPU model as the kernel holds it.
     Created(Vec<ModelView>),
+    /// A lifecycle request's answer (`start`, `pause`, `resume`, `stop`, `wait`): the VM's
+    /// status once it was carried out.
     Status {
+        /// The VM's name.
         vm: String,
         /// What was asked (`start`, `pause`, ...).
         request: &'static str,
+        /// The VM's status after it.
         status: VmStatus,
     },
+    /// `model`'s and `set-model`'s answer: the VM's CPU model as the kernel holds it.
     Model(ModelView),
+    /// `remove`'s answer: the VM's final report.
     Removed(Box<VmReport>),
+    /// `stop-all`'s answer: each VM stopped, by name, with its status.
     Stopped(Vec<(String, VmStatus)>),
+    /// `shutdown`'s answer: the fleet's final report.
     Shutdown(Box<JobReport>),
 }
 

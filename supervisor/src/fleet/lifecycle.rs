@@ -22,18 +22,22 @@ pub enum Lifecycle {
     Created,
     /// vCPU threads started; not every vCPU has left the guest once yet.
     Starting,
+    /// Every vCPU has left the guest once; the guests run.
     Running,
     /// Asked to pause; not every vCPU has parked yet.
     Pausing,
+    /// Every vCPU is parked until `resume`.
     Paused,
     /// Asked to resume; not every vCPU is running again yet.
     Resuming,
     /// Asked to stop; not every vCPU thread has ended yet.
     Stopping,
+    /// Every vCPU thread has ended, for this reason; the VM stays listed until removed.
     Exited(ExitReason),
 }
 
 impl Lifecycle {
+    /// Whether the VM has exited (nothing but `remove` applies any more).
     pub fn is_exited(&self) -> bool {
         matches!(self, Lifecycle::Exited(_))
     }
@@ -120,12 +124,14 @@ impl fmt::Display for ExitReason {
 /// What a VM's loop publishes whenever its life changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmStatus {
+    /// Where the VM is in its life.
     pub lifecycle: Lifecycle,
     /// Guest exits of the vCPUs that have ended (running vCPUs count theirs when they end).
     pub exits: u64,
 }
 
 impl VmStatus {
+    /// A status in `lifecycle` with no exits counted yet.
     pub fn new(lifecycle: Lifecycle) -> Self {
         VmStatus {
             lifecycle,
@@ -137,8 +143,11 @@ impl VmStatus {
 /// One VM in `list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmInfo {
+    /// The VM's id: its index in the fleet, in creation order (`VmId`).
     pub id: u32,
+    /// The VM's name, unique among the fleet's VMs.
     pub name: String,
+    /// How many vCPUs it has.
     pub vcpus: u32,
     /// The state for people (`running`, `exited (guest halted)`, `removed`...).
     pub state: String,
@@ -156,19 +165,24 @@ pub struct VmInfo {
 /// A VM's CPU model as the kernel holds it, and how it differs from what was asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelView {
+    /// The VM's name.
     pub vm: String,
     /// The vCPU that ran first, once the model is locked.
     pub sealed: Option<u32>,
     /// The features the model hides.
     pub hide: Vec<String>,
+    /// Each vCPU's model, by vCPU index.
     pub vcpus: Vec<VcpuModelView>,
 }
 
+/// One vCPU's CPU model as the kernel holds it, in a [`ModelView`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VcpuModelView {
+    /// The vCPU's index in its VM (`VcpuId`).
     pub vcpu: u32,
     /// CPUID entries the kernel holds, and their digest.
     pub entries: usize,
+    /// The digest of what the kernel holds, as 8 hex digits: equal digests, equal models.
     pub digest: String,
     /// Bits the kernel changed from the request, by name (one line per register).
     pub drift: Vec<String>,

@@ -99,7 +99,9 @@ struct Entry {
 /// What a whole fleet may hold at once, across every request (VMs removed no longer count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FleetLimits {
+    /// VMs at once.
     pub vms: u64,
+    /// vCPUs at once, summed over the VMs.
     pub vcpus: u64,
 }
 
@@ -163,6 +165,7 @@ impl Fleet {
         self
     }
 
+    /// The fleet's name (its spec's `name`), for logs and reports.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -286,10 +289,12 @@ impl Fleet {
         results
     }
 
+    /// Pause a running VM; answered once every vCPU has parked.
     pub async fn pause(&self, name: &str) -> Result<VmStatus, ControlError> {
         self.ask(name, "pause", Command::Pause).await
     }
 
+    /// Resume a paused VM; answered once every vCPU runs again.
     pub async fn resume(&self, name: &str) -> Result<VmStatus, ControlError> {
         self.ask(name, "resume", Command::Resume).await
     }
@@ -299,6 +304,7 @@ impl Fleet {
         self.ask(name, "stop", Command::Stop).await
     }
 
+    /// A VM's CPU model as the kernel holds it, with its drift from what was asked.
     pub async fn model(&self, name: &str) -> Result<ModelView, ControlError> {
         self.ask(name, "model", Command::Model).await
     }
