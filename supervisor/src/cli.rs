@@ -160,6 +160,8 @@ pub struct ServeArgs {
     /// The control socket, created with mode 0600 in a directory of this user's [default:
     /// $XDG_RUNTIME_DIR/vmfleet/vmfleet.sock; without XDG_RUNTIME_DIR /run/vmfleet/vmfleet.sock
     /// for root, /tmp/vmfleet-<uid>/vmfleet.sock for others; the directory is created 0700].
+    // This doc is the help text, where `<uid>` is a placeholder, not an HTML tag to rustdoc.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Record every backend call and every control request into this trace file (mode 0600;
@@ -194,6 +196,8 @@ pub enum CtlCommand {
     /// Every VM with its state, vCPUs and uptime.
     List,
     /// Create (not start) the VMs of a spec fragment: TOML with one or more [[vm]] tables.
+    // This doc is the help text, where `[[vm]]` is TOML, not a link to rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     Create {
         /// The spec fragment; `-` reads it from stdin.
         file: PathBuf,

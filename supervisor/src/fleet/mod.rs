@@ -1,7 +1,7 @@
 //! The fleet: many VMs under one async control plane.
 //!
 //! [`Fleet`] is the control plane. It lives on tokio and never blocks: every VM has its own event
-//! loop thread ([`vm_loop`], built on `event-manager`) that owns the VM, its vCPU threads and its
+//! loop thread (`vm_loop.rs`, built on `event-manager`) that owns the VM, its vCPU threads and its
 //! lifecycle; the fleet sends it commands and awaits the answers. So VM lifecycles proceed
 //! concurrently, a VM that misbehaves only delays requests about itself, and a guest spinning in
 //! `KVM_RUN` is stopped by kicks, never waited for.
@@ -20,7 +20,7 @@
 //!
 //! The parts: this file is the control plane's state and its lifecycle requests; `create.rs`
 //! brings VMs up (all of a request or none), `control.rs` is [`Fleet::handle`] (turns, the gate,
-//! the record), `vm_loop` is one VM's event loop, `guest/` the one place that knows x86 from
+//! the record), `vm_loop.rs` is one VM's event loop, `guest/` the one place that knows x86 from
 //! arm64, `supported.rs` what the host is asked once per fleet, `lifecycle.rs` the states and
 //! views handed out, and `error.rs` every error of the fleet.
 
