@@ -51,11 +51,9 @@ impl ControlValue {
             ),
             // A start is answered once every vCPU has been in the guest; whether a quick guest has
             // already halted by then is timing, so the line does not say.
-            ControlValue::Status {
-                vm,
-                request: "start",
-                ..
-            } => format!("{vm} started"),
+            ControlValue::Status { vm, request, .. } if *request == Op::Start.name() => {
+                format!("{vm} started")
+            }
             ControlValue::Status { vm, status, .. } => format!("{vm} {}", status.lifecycle),
             ControlValue::Model(model) => model.summary(),
             ControlValue::Removed(report) => format!("removed {}", report.name),
@@ -177,7 +175,7 @@ impl Fleet {
                 .await
                 .map(|status| ControlValue::Status {
                     vm: name.to_string(),
-                    request: "wait",
+                    request: Op::Wait.name(),
                     status,
                 });
         let _shared = self.gate.read().await;
@@ -250,7 +248,7 @@ impl Fleet {
             Request::Start { vm, paused: false } => status(vm, op, self.start(vm).await?),
             Request::Start { vm, paused: true } => status(
                 vm,
-                "start --paused",
+                StartMode::Paused.request(),
                 self.start_as(vm, StartMode::Paused).await?,
             ),
             Request::Pause { vm } => status(vm, op, self.pause(vm).await?),

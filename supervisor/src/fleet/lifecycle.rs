@@ -1,5 +1,6 @@
 //! A VM's life as the control plane sees it, and the views of a VM the control API hands out.
 
+use protocol::Op;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -237,7 +238,9 @@ impl StartMode {
     /// The request's name in control replies and errors.
     pub fn request(self) -> &'static str {
         match self {
-            StartMode::Running => "start",
+            StartMode::Running => Op::Start.name(),
+            // As `Request`'s `Display` spells a paused start (`start --paused VM`), without the
+            // VM: the op table has no name for the flag.
             StartMode::Paused => "start --paused",
         }
     }
