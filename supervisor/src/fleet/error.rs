@@ -43,7 +43,7 @@ pub enum ControlError {
     /// `create` names a VM the fleet already has.
     #[error("a VM named {0:?} already exists")]
     NameTaken(String),
-    /// The VM was removed while the request waited for it.
+    /// The VM has been removed: still listed (as `removed`), but gone.
     #[error("{vm} has been removed")]
     Removed {
         /// The VM's name.
@@ -61,7 +61,7 @@ pub enum ControlError {
     Timeout {
         /// The VM's name.
         vm: String,
-        /// The request's op name.
+        /// The request, by its name (`pause`, `start --paused`, …).
         request: String,
     },
     /// The VM's loop answered with a failure (it names the VM where the request needs it).
@@ -176,7 +176,7 @@ pub enum HostQueryError {
     UnexpectedReply {
         /// The call.
         call: &'static str,
-        /// The reply it got, as debug text.
+        /// The reply it got, as text.
         reply: String,
     },
 }
@@ -195,7 +195,7 @@ pub enum ConfigureError {
     UnexpectedReply {
         /// The call.
         call: &'static str,
-        /// The reply it got, as debug text.
+        /// The reply it got, as text.
         reply: String,
     },
     /// The x86 model could not be built for one vCPU.
@@ -222,13 +222,15 @@ pub enum ConfigureError {
     /// An arm64 VM is configured per vCPU, and this one has none.
     #[error("an arm64 VM needs at least one vCPU")]
     NoVcpu,
-    /// The arm64 model could not be planned against the host's registers.
+    /// No plan could be made for the arm64 model (the spec contradicts itself, the host view
+    /// lacks a value, or the unknown-register policy refuses this kernel).
     #[error("arm64 model: {0}")]
     Plan(vcpu::model::arm64::PlanError),
-    /// The host's writable masks could not be read or do not fit the model.
+    /// The writable masks the kernel reported cannot be used.
     #[error("the writable masks: {0}")]
     Masks(vcpu::model::arm64::validate::masks::MaskError),
-    /// Clearing an ID register the model does not know failed.
+    /// Writing zero to a register the model does not know (the `unknown_registers` policy)
+    /// failed.
     #[error("clearing unknown register {register}: {source}")]
     ClearUnknown {
         /// The register, by name.
@@ -250,7 +252,7 @@ pub enum CrossCheckError {
     /// A call on the scratch VM failed (it names the call).
     #[error(transparent)]
     Call(HandleError),
-    /// Undoing a write the scratch VM took failed.
+    /// Putting back the value a write the scratch VM accepted replaced failed.
     #[error("undoing: {0}")]
     Undo(HandleError),
     /// Closing the scratch VM failed.
@@ -298,7 +300,7 @@ pub enum AfterRunError {
     UnexpectedReply {
         /// The call.
         call: &'static str,
-        /// The reply it got, as debug text.
+        /// The reply it got, as text.
         reply: String,
     },
     /// The action is for the other architecture's VMs.

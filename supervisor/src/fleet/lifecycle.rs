@@ -33,7 +33,7 @@ pub enum Lifecycle {
     Resuming,
     /// Asked to stop; not every vCPU thread has ended yet.
     Stopping,
-    /// Every vCPU thread has ended, for this reason; the VM stays listed until removed.
+    /// The VM's run is over, for this reason; it stays listed until removed.
     Exited(ExitReason),
 }
 
@@ -144,7 +144,7 @@ impl VmStatus {
 /// One VM in `list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmInfo {
-    /// The VM's id: its index in the fleet, in creation order (`VmId`).
+    /// The VM's id (`VmId`): numbered in creation order across the fleet, never reused.
     pub id: u32,
     /// The VM's name, unique among the fleet's VMs.
     pub name: String,
@@ -183,7 +183,8 @@ pub struct VcpuModelView {
     pub vcpu: u32,
     /// CPUID entries the kernel holds, and their digest.
     pub entries: usize,
-    /// The digest of what the kernel holds, as 8 hex digits: equal digests, equal models.
+    /// A digest of what the kernel holds (the CPUID table, or the ID registers), as 8 hex
+    /// digits: models compared at a glance.
     pub digest: String,
     /// Bits the kernel changed from the request, by name (one line per register).
     pub drift: Vec<String>,
