@@ -429,9 +429,10 @@ impl VmLoop {
         Ok(())
     }
 
-    /// Spawn one thread per vCPU, each waiting for its [`Launch`](crate::fleet::guest::Launch). Spawning is the costliest part
-    /// of `start` that does not depend on it, so it is done while the control plane handles the
-    /// `create` answer (measured by `vmfleet bench`: it is on the path to every VM's first exit).
+    /// Spawn one thread per vCPU, each waiting for its [`Launch`](crate::fleet::guest::Launch).
+    /// Spawning is the costliest part of `start` that does not depend on it, so it is done while
+    /// the control plane handles the `create` answer (measured by `vmfleet bench`: it is on the
+    /// path to every VM's first exit).
     fn spawn_ready_threads(&mut self) {
         let mut ready = Vec::with_capacity(self.vcpus.len());
         for index in 0..self.vcpus.len() {
