@@ -11,6 +11,7 @@ pub struct Cli {
     /// and not when NO_COLOR is set to anything non-empty.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true)]
     pub color: ColorChoice,
+    /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +44,7 @@ fn exit_table() -> String {
     crate::exit::Status::table()
 }
 
+/// The subcommands of `vmfleet`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a fleet on this host's /dev/kvm (the built-in demo fleet when no spec is given).
@@ -81,6 +83,7 @@ pub enum Command {
     Man,
 }
 
+/// `vmfleet run`'s arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The fleet spec (TOML). Without it, the built-in demo fleet runs.
@@ -107,6 +110,7 @@ pub struct RunArgs {
     pub cross_check: bool,
 }
 
+/// `vmfleet replay`'s arguments.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The trace to replay.
@@ -125,6 +129,7 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
+/// The subcommands of `vmfleet trace`.
 #[derive(Debug, Subcommand)]
 pub enum TraceCommand {
     /// Print a trace's header and events (a trace cut short is read up to its last whole event).
@@ -138,6 +143,7 @@ pub enum TraceCommand {
     },
 }
 
+/// `vmfleet host`'s arguments.
 #[derive(Debug, Args)]
 pub struct HostArgs {
     /// Print JSON (schema `vmfleet.host.v1`) instead of text.
@@ -145,6 +151,7 @@ pub struct HostArgs {
     pub json: bool,
 }
 
+/// `vmfleet serve`'s arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A fleet spec (TOML) whose VMs are created and started at once. Without it the daemon
@@ -153,6 +160,8 @@ pub struct ServeArgs {
     /// The control socket, created with mode 0600 in a directory of this user's [default:
     /// $XDG_RUNTIME_DIR/vmfleet/vmfleet.sock; without XDG_RUNTIME_DIR /run/vmfleet/vmfleet.sock
     /// for root, /tmp/vmfleet-<uid>/vmfleet.sock for others; the directory is created 0700].
+    // This doc is the help text, where `<uid>` is a placeholder, not an HTML tag to rustdoc.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Record every backend call and every control request into this trace file (mode 0600;
@@ -166,6 +175,7 @@ pub struct ServeArgs {
     pub force: bool,
 }
 
+/// `vmfleet ctl`'s arguments: where the daemon is, how to print, and the request.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The daemon's control socket [default: as `vmfleet serve`'s].
@@ -175,15 +185,19 @@ pub struct CtlArgs {
     /// its schema added.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The request to send.
     #[command(subcommand)]
     pub request: CtlCommand,
 }
 
+/// The requests `vmfleet ctl` sends, one subcommand each.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Every VM with its state, vCPUs and uptime.
     List,
     /// Create (not start) the VMs of a spec fragment: TOML with one or more [[vm]] tables.
+    // This doc is the help text, where `[[vm]]` is TOML, not a link to rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     Create {
         /// The spec fragment; `-` reads it from stdin.
         file: PathBuf,
@@ -250,6 +264,7 @@ pub enum CtlCommand {
     },
 }
 
+/// `vmfleet bench`'s arguments: which figures to measure, and how often.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Print the report as JSON (schema `vmfleet.bench.v1`) instead of a table.

@@ -234,7 +234,9 @@ fn finish_report(
 
 /// Everything a replay produced.
 pub struct ReplayOutcome {
+    /// The replayed job's report; absent when the job could not even start after a divergence.
     pub report: Option<JobReport>,
+    /// The canonical transcript; only when the replay matched the trace to its end.
     pub transcript: Option<String>,
     /// The first divergence (or the trace left unconsumed), if the run differs from the trace.
     pub divergence: Option<vcpu::ReplayFailure>,

@@ -74,7 +74,8 @@ pub fn ctl(args: &CtlArgs) -> Result<Status> {
 }
 
 /// The request a `ctl` subcommand sends: the one place that maps `CtlCommand` (clap) onto
-/// `protocol::Request`, one to one (`create` reads its file here; `send` has no request of its own).
+/// `protocol::Request`, one to one (`create` reads its file here; `send` has no request of its
+/// own).
 pub fn request_of(command: &CtlCommand) -> Result<Request> {
     let vm = |vm: &String| vm.clone();
     Ok(match command {

@@ -100,15 +100,24 @@ fn read_trimmed(path: &str) -> Option<String> {
 /// The identity fields of the first processor in `/proc/cpuinfo`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CpuInfo {
+    /// x86 `vendor_id` (`GenuineIntel`, `AuthenticAMD`), or arm64 `arm-implementer-<CPU
+    /// implementer>`.
     pub vendor: String,
+    /// x86 `cpu family`, arm64 `CPU architecture`.
     pub family: u32,
+    /// x86 `model`, arm64 `CPU part`.
     pub model: u32,
+    /// x86 `stepping`, arm64 `CPU revision`.
     pub stepping: u32,
+    /// x86 `model name` (empty where the kernel shows none, as on arm64).
     pub model_name: String,
+    /// x86 `microcode`, when the kernel shows it.
     pub microcode: Option<String>,
 }
 
 impl CpuInfo {
+    /// Read `/proc/cpuinfo`; an unreadable file gives empty fields (the fingerprint is a record,
+    /// not a requirement).
     pub fn read() -> CpuInfo {
         fs::read_to_string("/proc/cpuinfo")
             .map(|t| CpuInfo::parse(&t))

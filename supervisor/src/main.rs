@@ -1,5 +1,7 @@
 //! `vmfleet`: see `vmfleet --help`.
 
+#![deny(missing_docs)]
+
 use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
 use supervisor::cli::{Cli, Command, TraceCommand};

@@ -146,7 +146,9 @@ pub fn given_dir(path: &Path) -> Result<(), String> {
 /// The kernel's record of who is at the other end of a connected Unix socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
+    /// Its user id: each end trusts only its own user and root.
     pub uid: u32,
+    /// Its process id, for the log.
     pub pid: i32,
 }
 

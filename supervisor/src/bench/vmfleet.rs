@@ -1,7 +1,7 @@
-//! vmfleet's side of the start, scale, memory and stop figures, each measured through vmfleet's
-//! own runtime (fleet, VM loops, handles, lock) on KVM, as `vmfleet run` does without
-//! `--record`, with VMs like the floor's (1 MiB of memory, the probe guest). The control-plane
-//! figures are in `control`; the floor's side is `vcpu::hypervisor::kvm::floor`, called from `bench::run`.
+//! vmfleet's side of the start, scale, memory and stop figures, each measured through vmfleet's own
+//! runtime (fleet, VM loops, handles, lock) on KVM, as `vmfleet run` does without `--record`, with
+//! VMs like the floor's (1 MiB of memory, the probe guest). The control-plane figures are in
+//! `control`; the floor's side is `vcpu::hypervisor::kvm::floor`, called from `bench::run`.
 
 use super::BenchError;
 use super::measure::{StartSample, Stopwatch, guest_resident_bytes, median_duration, rss_bytes};
@@ -58,12 +58,12 @@ pub(super) fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> Be
 /// (KVM already open) to every vCPU's first guest exit, all of them alive at once, and return the
 /// time that took, through [`crate::fleet::Fleet::launch_all`]. The VMs are started paused
 /// (`StartMode::Paused`): like the floor's, each vCPU stops at its first exit and stays there, so
-/// neither side's clock includes guests running on after it (with running starts, every VM
-/// already started spins through its probe while the next ones start, and the figure measures
-/// the guests rather than the supervisor). The clock starts where [`vcpu::hypervisor::kvm::floor`] starts it
-/// (just before `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all` returns:
-/// every VM's start is answered once each of its vCPUs has left the guest once. Teardown is not
-/// timed. Not recorded, as `vmfleet run` without `--record`.
+/// neither side's clock includes guests running on after it (with running starts, every VM already
+/// started spins through its probe while the next ones start, and the figure measures the guests
+/// rather than the supervisor). The clock starts where [`vcpu::hypervisor::kvm::floor`] starts it
+/// (just before `KVM_GET_SUPPORTED_CPUID`, which `Fleet::new` issues) and stops when `start_all`
+/// returns: every VM's start is answered once each of its vCPUs has left the guest once. Teardown
+/// is not timed. Not recorded, as `vmfleet run` without `--record`.
 pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartSample, BenchError> {
     let spec = bench_spec(vms, vcpus_per_vm, 1)?;
     let hv = kvm_backend()?;

@@ -14,16 +14,25 @@ use vcpu::{Reply, Stream};
 pub enum ControlValue {
     /// `list`'s answer, read from the fleet's state (never recorded).
     Listed(Vec<VmInfo>),
+    /// `create`'s answer: each new VM's CPU model as the kernel holds it.
     Created(Vec<ModelView>),
+    /// A lifecycle request's answer (`start`, `pause`, `resume`, `stop`, `wait`): the VM's
+    /// status once it was carried out.
     Status {
+        /// The VM's name.
         vm: String,
         /// What was asked (`start`, `pause`, ...).
         request: &'static str,
+        /// The VM's status after it.
         status: VmStatus,
     },
+    /// `model`'s and `set-model`'s answer: the VM's CPU model as the kernel holds it.
     Model(ModelView),
+    /// `remove`'s answer: the VM's final report.
     Removed(Box<VmReport>),
+    /// `stop-all`'s answer: each VM stopped, by name, with its status.
     Stopped(Vec<(String, VmStatus)>),
+    /// `shutdown`'s answer: the fleet's final report.
     Shutdown(Box<JobReport>),
 }
 
@@ -42,11 +51,9 @@ impl ControlValue {
             ),
             // A start is answered once every vCPU has been in the guest; whether a quick guest has
             // already halted by then is timing, so the line does not say.
-            ControlValue::Status {
-                vm,
-                request: "start",
-                ..
-            } => format!("{vm} started"),
+            ControlValue::Status { vm, request, .. } if *request == Op::Start.name() => {
+                format!("{vm} started")
+            }
             ControlValue::Status { vm, status, .. } => format!("{vm} {}", status.lifecycle),
             ControlValue::Model(model) => model.summary(),
             ControlValue::Removed(report) => format!("removed {}", report.name),
@@ -168,7 +175,7 @@ impl Fleet {
                 .await
                 .map(|status| ControlValue::Status {
                     vm: name.to_string(),
-                    request: "wait",
+                    request: Op::Wait.name(),
                     status,
                 });
         let _shared = self.gate.read().await;
@@ -241,7 +248,7 @@ impl Fleet {
             Request::Start { vm, paused: false } => status(vm, op, self.start(vm).await?),
             Request::Start { vm, paused: true } => status(
                 vm,
-                "start --paused",
+                StartMode::Paused.request(),
                 self.start_as(vm, StartMode::Paused).await?,
             ),
             Request::Pause { vm } => status(vm, op, self.pause(vm).await?),

@@ -190,7 +190,7 @@ impl Fleet {
             let Some(link) = link else { return };
             let (tx, rx) = oneshot::channel();
             if lock(&link).send(Command::Remove(tx)).is_ok() {
-                if let Err(e) = Self::answer(name, "remove", rx).await {
+                if let Err(e) = Self::answer(name, Op::Remove.name(), rx).await {
                     tracing::debug!("tearing down {name} after a failed create: {e}");
                 }
             }

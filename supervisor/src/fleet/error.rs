@@ -22,10 +22,14 @@ use vcpu::{CallError, GuestArch, HandleError, VcpuId, VmId};
 /// Why a fleet cannot run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// The spec's guests are for another architecture than the backend runs.
     #[error("the fleet spec is for {spec} guests, and this backend runs {backend} guests{hint}")]
     ArchMismatch {
+        /// The architecture the spec's guests are for.
         spec: GuestArch,
+        /// The architecture the backend runs.
         backend: GuestArch,
+        /// What to do about it: empty, or text that starts with its own `; `.
         hint: &'static str,
     },
 }
@@ -33,20 +37,33 @@ pub enum FleetError {
 /// Why a control request failed. The text names the VM and what was wrong.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The request names a VM the fleet does not have.
     #[error("no VM named {0:?}")]
     UnknownVm(String),
+    /// `create` names a VM the fleet already has.
     #[error("a VM named {0:?} already exists")]
     NameTaken(String),
+    /// The VM has been removed: still listed (as `removed`), but gone.
     #[error("{vm} has been removed")]
-    Removed { vm: String },
+    Removed {
+        /// The VM's name.
+        vm: String,
+    },
+    /// The spec fragment of a `create` request is not a valid spec (the text says where).
     #[error("the fleet spec in the request: {0}")]
     Spec(String),
     /// `set-model` names a feature the catalog does not have (worded as a spec error, as it
     /// always was).
     #[error("the fleet spec in the request: {0}")]
     UnknownFeature(UnknownFeature),
+    /// The VM's loop did not answer within [`REQUEST_TIMEOUT`].
     #[error("{vm} did not carry out {request} within {}s", REQUEST_TIMEOUT.as_secs())]
-    Timeout { vm: String, request: String },
+    Timeout {
+        /// The VM's name.
+        vm: String,
+        /// The request, by its name (`pause`, `start --paused`, …).
+        request: String,
+    },
     /// The VM's loop answered with a failure (it names the VM where the request needs it).
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -55,13 +72,26 @@ pub enum ControlError {
     Model(ModelError),
     /// The VM's loop could not be reached.
     #[error("{vm}: {source}")]
-    Link { vm: String, source: LinkError },
+    Link {
+        /// The VM's name.
+        vm: String,
+        /// Why its loop could not be reached.
+        source: LinkError,
+    },
     /// The VM's loop ended without answering.
     #[error("{vm}: its event loop ended")]
-    LoopEnded { vm: String },
+    LoopEnded {
+        /// The VM's name.
+        vm: String,
+    },
     /// The VM did not come up.
     #[error("{vm}: {source}")]
-    NotCreated { vm: String, source: VmError },
+    NotCreated {
+        /// The VM's name.
+        vm: String,
+        /// Why it did not come up.
+        source: VmError,
+    },
     /// `create` reached `Fleet::carry_out`: only `Fleet::handle` carries it out (under its turns).
     #[error("create is carried out by Fleet::handle")]
     CreateOutsideHandle,
@@ -70,10 +100,14 @@ pub enum ControlError {
     /// words replays compare.
     #[error("{vm}: {shown}")]
     Refused {
+        /// The VM's name.
         vm: String,
+        /// The refusal for people: headline, then details.
         shown: String,
+        /// The refusal as the trace records it: one line.
         recorded: String,
     },
+    /// The daemon is shutting down and takes no new requests.
     #[error("the fleet is shutting down")]
     ShuttingDown,
     /// Creating the request's VMs would exceed a fleet-wide limit; nothing was created.
@@ -82,15 +116,25 @@ pub enum ControlError {
          {limit} {what} in a fleet, so nothing of this request was created"
     )]
     Limit {
+        /// The VM whose creation would cross the limit.
         vm: String,
+        /// What is counted (`VMs`, `vCPUs`, …).
         what: &'static str,
+        /// How many the fleet has now.
         current: u64,
+        /// How many it would have with the request's VMs.
         total: u64,
+        /// The most a fleet may have.
         limit: u64,
     },
     /// A VM of a `create` request failed to come up; the request's other VMs were torn down.
     #[error("{vm} failed to come up, so nothing of this request was kept: {why}")]
-    CreateFailed { vm: String, why: VmError },
+    CreateFailed {
+        /// The VM that failed.
+        vm: String,
+        /// Why it failed.
+        why: VmError,
+    },
 }
 
 /// A CPU feature name that is not in the catalog, with the nearest one that is.
@@ -100,15 +144,19 @@ pub enum ControlError {
     suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
 )]
 pub struct UnknownFeature {
+    /// The name as given.
     pub name: String,
+    /// The nearest catalog name, if one is near enough.
     pub suggestion: Option<&'static str>,
 }
 
 /// Why a control request could not reach a VM's loop.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LinkError {
+    /// The loop has ended, so nothing reads the request.
     #[error("its event loop has ended")]
     LoopEnded,
+    /// Writing the loop's command eventfd failed.
     #[error("cannot wake its event loop: {0}")]
     Wake(Arc<std::io::Error>),
 }
@@ -117,51 +165,80 @@ pub enum LinkError {
 /// same answer reaches every VM).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum HostQueryError {
+    /// `KVM_GET_SUPPORTED_CPUID` failed.
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(CallError),
     /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)` failed.
     #[error("{0}")]
     MaskRanges(CallError),
+    /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
-    UnexpectedReply { call: &'static str, reply: String },
+    UnexpectedReply {
+        /// The call.
+        call: &'static str,
+        /// The reply it got, as text.
+        reply: String,
+    },
 }
 
 /// Why a VM's CPU model could not be configured or written.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigureError {
+    /// The host could not be asked what the model needs.
     #[error(transparent)]
     Host(#[from] HostQueryError),
     /// A call failed; it names the call and the VM or vCPU.
     #[error(transparent)]
     Call(#[from] HandleError),
+    /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
-    UnexpectedReply { call: &'static str, reply: String },
+    UnexpectedReply {
+        /// The call.
+        call: &'static str,
+        /// The reply it got, as text.
+        reply: String,
+    },
     /// The x86 model could not be built for one vCPU.
     #[error("{vm}/{vcpu}: CPU model: {source}")]
     CpuModel {
+        /// The VM.
         vm: VmId,
+        /// The vCPU.
         vcpu: VcpuId,
+        /// Why the model could not be built.
         source: vcpu::model::x86::model::ModelError,
     },
     /// The pre-run lock refused the write, in both of its words (see
     /// [`ModelError::Refused`]); configuring a VM fails with the one-line `recorded` one.
     #[error("{recorded}")]
     Refused {
+        /// The VM's name.
         vm: String,
+        /// The refusal for people: headline, then details.
         shown: String,
+        /// The refusal as the trace records it: one line.
         recorded: String,
     },
+    /// An arm64 VM is configured per vCPU, and this one has none.
     #[error("an arm64 VM needs at least one vCPU")]
     NoVcpu,
+    /// No plan could be made for the arm64 model (the spec contradicts itself, the host view
+    /// lacks a value, or the unknown-register policy refuses this kernel).
     #[error("arm64 model: {0}")]
     Plan(vcpu::model::arm64::PlanError),
+    /// The writable masks the kernel reported cannot be used.
     #[error("the writable masks: {0}")]
     Masks(vcpu::model::arm64::validate::masks::MaskError),
+    /// Writing zero to a register the model does not know (the `unknown_registers` policy)
+    /// failed.
     #[error("clearing unknown register {register}: {source}")]
     ClearUnknown {
+        /// The register, by name.
         register: String,
+        /// Why the write failed.
         source: HandleError,
     },
+    /// The cross-check could not be made.
     #[error("cross-check: {0}")]
     CrossCheck(CrossCheckError),
 }
@@ -169,12 +246,16 @@ pub enum ConfigureError {
 /// Why an arm64 cross-check (the refused writes sent to a scratch VM) could not be made.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CrossCheckError {
+    /// The scratch VM could not be created.
     #[error("creating the scratch VM: {0}")]
     CreateVm(CallError),
+    /// A call on the scratch VM failed (it names the call).
     #[error(transparent)]
     Call(HandleError),
+    /// Putting back the value a write the scratch VM accepted replaced failed.
     #[error("undoing: {0}")]
     Undo(HandleError),
+    /// Closing the scratch VM failed.
     #[error("closing the scratch VM: {0}")]
     Close(HandleError),
 }
@@ -188,16 +269,21 @@ impl From<CrossCheckError> for ConfigureError {
 /// Why a VM's guest could not start (the VM fails).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StartError {
+    /// The guest program could not be loaded into the VM's memory.
     #[error("loading the guest: {0}")]
     Load(Arc<GuestError>),
     /// A call failed (placing a vCPU at the guest's entry); it names the call and the vCPU.
     #[error(transparent)]
     Call(#[from] HandleError),
+    /// An arm64 guest starts only on a configured model, and this VM's was not.
     #[error("the arm64 model was not configured")]
     NotConfigured,
+    /// A vCPU thread could not be spawned.
     #[error("starting the thread of {vcpu}: {source}")]
     Thread {
+        /// The vCPU.
         vcpu: VcpuId,
+        /// Why spawning failed.
         source: Arc<std::io::Error>,
     },
 }
@@ -206,14 +292,23 @@ pub enum StartError {
 /// refused is no error, it is what the report judges).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum AfterRunError {
+    /// A call failed; it names the call and the VM or vCPU.
     #[error(transparent)]
     Call(#[from] HandleError),
+    /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
-    UnexpectedReply { call: &'static str, reply: String },
+    UnexpectedReply {
+        /// The call.
+        call: &'static str,
+        /// The reply it got, as text.
+        reply: String,
+    },
     /// The action is for the other architecture's VMs.
     #[error("action \"{action}\" is for {arch} VMs")]
     OtherArch {
+        /// The action's name in the spec.
         action: &'static str,
+        /// The architecture it is for.
         arch: &'static str,
     },
 }
@@ -222,43 +317,66 @@ pub enum AfterRunError {
 /// own setup do not name it (the caller does); the others do.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum VmError {
+    /// The eventfd the control plane wakes the loop with could not be created.
     #[error("cannot create its command eventfd: {0}")]
     CommandEventfd(Arc<std::io::Error>),
+    /// The VM's event-loop thread could not be spawned.
     #[error("cannot start its event loop thread: {0}")]
     LoopThread(Arc<std::io::Error>),
+    /// The eventfd vCPU threads wake the loop with could not be created.
     #[error("cannot create its notice eventfd: {0}")]
     NoticeEventfd(Arc<std::io::Error>),
+    /// The backend could not create the VM.
     #[error("CREATE_VM: {0}")]
     CreateVm(CallError),
+    /// The VM's CPU model could not be configured.
     #[error(transparent)]
     Configure(Box<ConfigureError>),
+    /// The loop's event manager could not be created.
     #[error("cannot create its event manager: {0}")]
     EventManager(Arc<event_manager::Error>),
+    /// An eventfd could not be added to the event manager.
     #[error("cannot watch its {what} eventfd: {source}")]
     Watch {
+        /// Which eventfd (`command`, `notice`).
         what: &'static str,
+        /// Why adding it failed.
         source: Arc<event_manager::Error>,
     },
+    /// Waiting for events failed.
     #[error("its event loop failed: {0}")]
     EventLoop(Arc<event_manager::Error>),
+    /// The loop ended before it answered.
     #[error("its event loop ended")]
     LoopEnded,
     /// The request does not apply to a VM in this state.
     #[error("cannot {what} {vm}: it is {state}")]
     Cannot {
+        /// What was asked, as a verb (`pause`, `start`, …).
         what: &'static str,
+        /// The VM's name.
         vm: String,
+        /// The state it is in.
         state: Lifecycle,
     },
     /// The VM has exited, whether before the request came or while carrying it out.
     #[error("cannot {what} {vm}: it has ended ({reason})")]
     Ended {
+        /// What was asked, as a verb.
         what: &'static str,
+        /// The VM's name.
         vm: String,
+        /// Why it ended.
         reason: ExitReason,
     },
+    /// The VM's guest could not start.
     #[error("{vm}: {source}")]
-    Start { vm: String, source: Box<StartError> },
+    Start {
+        /// The VM's name.
+        vm: String,
+        /// Why the guest could not start.
+        source: Box<StartError>,
+    },
 }
 
 /// Why a CPU-model change (`set-model`) did not happen: the lock refused it, or something else
@@ -270,19 +388,29 @@ pub enum ModelError {
     /// compare).
     #[error("{vm}: {shown}")]
     Refused {
+        /// The VM's name.
         vm: String,
+        /// The refusal for people: headline, then details.
         shown: String,
+        /// The refusal as the trace records it: one line.
         recorded: String,
     },
     /// The write failed otherwise.
     #[error("{vm}: {source}")]
     Write {
+        /// The VM's name.
         vm: String,
+        /// Why the write failed.
         source: Box<ConfigureError>,
     },
     /// This VM's model is fixed at create.
     #[error("{vm}: {why}")]
-    Fixed { vm: String, why: &'static str },
+    Fixed {
+        /// The VM's name.
+        vm: String,
+        /// Why its model cannot change.
+        why: &'static str,
+    },
     /// The VM cannot take the change in its state, or failed.
     #[error(transparent)]
     Vm(#[from] VmError),

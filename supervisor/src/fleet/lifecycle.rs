@@ -1,5 +1,6 @@
 //! A VM's life as the control plane sees it, and the views of a VM the control API hands out.
 
+use protocol::Op;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -22,18 +23,22 @@ pub enum Lifecycle {
     Created,
     /// vCPU threads started; not every vCPU has left the guest once yet.
     Starting,
+    /// Every vCPU has left the guest once; the guests run.
     Running,
     /// Asked to pause; not every vCPU has parked yet.
     Pausing,
+    /// Every vCPU is parked until `resume`.
     Paused,
     /// Asked to resume; not every vCPU is running again yet.
     Resuming,
     /// Asked to stop; not every vCPU thread has ended yet.
     Stopping,
+    /// The VM's run is over, for this reason; it stays listed until removed.
     Exited(ExitReason),
 }
 
 impl Lifecycle {
+    /// Whether the VM has exited (nothing but `remove` applies any more).
     pub fn is_exited(&self) -> bool {
         matches!(self, Lifecycle::Exited(_))
     }
@@ -120,12 +125,14 @@ impl fmt::Display for ExitReason {
 /// What a VM's loop publishes whenever its life changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmStatus {
+    /// Where the VM is in its life.
     pub lifecycle: Lifecycle,
     /// Guest exits of the vCPUs that have ended (running vCPUs count theirs when they end).
     pub exits: u64,
 }
 
 impl VmStatus {
+    /// A status in `lifecycle` with no exits counted yet.
     pub fn new(lifecycle: Lifecycle) -> Self {
         VmStatus {
             lifecycle,
@@ -137,8 +144,11 @@ impl VmStatus {
 /// One VM in `list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmInfo {
+    /// The VM's id (`VmId`): numbered in creation order across the fleet, never reused.
     pub id: u32,
+    /// The VM's name, unique among the fleet's VMs.
     pub name: String,
+    /// How many vCPUs it has.
     pub vcpus: u32,
     /// The state for people (`running`, `exited (guest halted)`, `removed`...).
     pub state: String,
@@ -156,19 +166,25 @@ pub struct VmInfo {
 /// A VM's CPU model as the kernel holds it, and how it differs from what was asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelView {
+    /// The VM's name.
     pub vm: String,
     /// The vCPU that ran first, once the model is locked.
     pub sealed: Option<u32>,
     /// The features the model hides.
     pub hide: Vec<String>,
+    /// Each vCPU's model, by vCPU index.
     pub vcpus: Vec<VcpuModelView>,
 }
 
+/// One vCPU's CPU model as the kernel holds it, in a [`ModelView`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VcpuModelView {
+    /// The vCPU's index in its VM (`VcpuId`).
     pub vcpu: u32,
     /// CPUID entries the kernel holds, and their digest.
     pub entries: usize,
+    /// A digest of what the kernel holds (the CPUID table, or the ID registers), as 8 hex
+    /// digits: models compared at a glance.
     pub digest: String,
     /// Bits the kernel changed from the request, by name (one line per register).
     pub drift: Vec<String>,
@@ -223,7 +239,9 @@ impl StartMode {
     /// The request's name in control replies and errors.
     pub fn request(self) -> &'static str {
         match self {
-            StartMode::Running => "start",
+            StartMode::Running => Op::Start.name(),
+            // As `Request`'s `Display` spells a paused start (`start --paused VM`), without the
+            // VM: the op table has no name for the flag.
             StartMode::Paused => "start --paused",
         }
     }

@@ -1,7 +1,7 @@
 //! The fleet: many VMs under one async control plane.
 //!
 //! [`Fleet`] is the control plane. It lives on tokio and never blocks: every VM has its own event
-//! loop thread ([`vm_loop`], built on `event-manager`) that owns the VM, its vCPU threads and its
+//! loop thread (`vm_loop.rs`, built on `event-manager`) that owns the VM, its vCPU threads and its
 //! lifecycle; the fleet sends it commands and awaits the answers. So VM lifecycles proceed
 //! concurrently, a VM that misbehaves only delays requests about itself, and a guest spinning in
 //! `KVM_RUN` is stopped by kicks, never waited for.
@@ -20,7 +20,7 @@
 //!
 //! The parts: this file is the control plane's state and its lifecycle requests; `create.rs`
 //! brings VMs up (all of a request or none), `control.rs` is [`Fleet::handle`] (turns, the gate,
-//! the record), `vm_loop` is one VM's event loop, `guest/` the one place that knows x86 from
+//! the record), `vm_loop.rs` is one VM's event loop, `guest/` the one place that knows x86 from
 //! arm64, `supported.rs` what the host is asked once per fleet, `lifecycle.rs` the states and
 //! views handed out, and `error.rs` every error of the fleet.
 
@@ -45,6 +45,7 @@ use futures::stream::FuturesUnordered;
 pub use guest::check_arch;
 pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
+use protocol::Op;
 use recorder::Recorder;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,7 +100,9 @@ struct Entry {
 /// What a whole fleet may hold at once, across every request (VMs removed no longer count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FleetLimits {
+    /// VMs at once.
     pub vms: u64,
+    /// vCPUs at once, summed over the VMs.
     pub vcpus: u64,
 }
 
@@ -163,6 +166,7 @@ impl Fleet {
         self
     }
 
+    /// The fleet's name (its spec's `name`), for logs and reports.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -286,21 +290,24 @@ impl Fleet {
         results
     }
 
+    /// Pause a running VM; answered once every vCPU has parked.
     pub async fn pause(&self, name: &str) -> Result<VmStatus, ControlError> {
-        self.ask(name, "pause", Command::Pause).await
+        self.ask(name, Op::Pause.name(), Command::Pause).await
     }
 
+    /// Resume a paused VM; answered once every vCPU runs again.
     pub async fn resume(&self, name: &str) -> Result<VmStatus, ControlError> {
-        self.ask(name, "resume", Command::Resume).await
+        self.ask(name, Op::Resume.name(), Command::Resume).await
     }
 
     /// Stop a VM; answered once every vCPU thread has been joined.
     pub async fn stop(&self, name: &str) -> Result<VmStatus, ControlError> {
-        self.ask(name, "stop", Command::Stop).await
+        self.ask(name, Op::Stop.name(), Command::Stop).await
     }
 
+    /// A VM's CPU model as the kernel holds it, with its drift from what was asked.
     pub async fn model(&self, name: &str) -> Result<ModelView, ControlError> {
-        self.ask(name, "model", Command::Model).await
+        self.ask(name, Op::Model.name(), Command::Model).await
     }
 
     /// Change a VM's CPU model to one that hides `hide`; the lock refuses a change once the VM
@@ -314,7 +321,7 @@ impl Fleet {
             .iter()
             .map(|n| feature_name(n).map_err(ControlError::UnknownFeature))
             .collect::<Result<Vec<_>, _>>()?;
-        self.ask(name, "set-model", |answer| Command::SetModel {
+        self.ask(name, Op::SetModel.name(), |answer| Command::SetModel {
             hide,
             answer,
         })
@@ -323,7 +330,7 @@ impl Fleet {
 
     /// Stop (if needed) and tear down a VM; its final report stays with the fleet.
     pub async fn remove(&self, name: &str) -> Result<VmReport, ControlError> {
-        let report = self.ask(name, "remove", Command::Remove).await?;
+        let report = self.ask(name, Op::Remove.name(), Command::Remove).await?;
         self.forget_loop(name, report).await
     }
 
@@ -478,10 +485,10 @@ impl Fleet {
             };
             let removed = async {
                 // A stop that fails (the VM failed meanwhile, say) does not keep it from removal.
-                if let Err(e) = async { Self::answer(name, "stop", stop?).await }.await {
+                if let Err(e) = async { Self::answer(name, Op::Stop.name(), stop?).await }.await {
                     tracing::warn!("stopping {name}: {e}");
                 }
-                let report = Self::answer(name, "remove", remove?).await?;
+                let report = Self::answer(name, Op::Remove.name(), remove?).await?;
                 match mode {
                     ShutdownMode::Teardown => self.forget_loop(name, report).await,
                     ShutdownMode::ProcessExit => Ok(self.leave_loop(name, report)),

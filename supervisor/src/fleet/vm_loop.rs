@@ -31,6 +31,7 @@ use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelVie
 use crate::report::{RunEnd, VmReport, VmState};
 use crate::spec::VmSpec;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use protocol::Op;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -250,7 +251,7 @@ impl VmLoop {
                     let _ = answer.send(Ok(self.status_now()));
                 }
                 other => {
-                    let _ = answer.send(Err(self.cannot("pause", other)));
+                    let _ = answer.send(Err(self.cannot(Op::Pause.name(), other)));
                 }
             },
             Command::Resume(answer) => match &self.lifecycle {
@@ -264,7 +265,7 @@ impl VmLoop {
                     let _ = answer.send(Ok(self.status_now()));
                 }
                 other => {
-                    let _ = answer.send(Err(self.cannot("resume", other)));
+                    let _ = answer.send(Err(self.cannot(Op::Resume.name(), other)));
                 }
             },
             Command::Stop(answer) => match &self.lifecycle {
@@ -277,7 +278,7 @@ impl VmLoop {
                     let _ = answer.send(Ok(self.status_now()));
                 }
                 Lifecycle::Creating => {
-                    let _ = answer.send(Err(self.cannot("stop", &Lifecycle::Creating)));
+                    let _ = answer.send(Err(self.cannot(Op::Stop.name(), &Lifecycle::Creating)));
                 }
                 _ => {
                     self.begin_stop();
@@ -381,7 +382,7 @@ impl VmLoop {
                 return;
             }
             other => {
-                let _ = answer.send(Err(self.cannot("start", other)));
+                let _ = answer.send(Err(self.cannot(Op::Start.name(), other)));
                 return;
             }
         }
@@ -428,9 +429,10 @@ impl VmLoop {
         Ok(())
     }
 
-    /// Spawn one thread per vCPU, each waiting for its [`Launch`](crate::fleet::guest::Launch). Spawning is the costliest part
-    /// of `start` that does not depend on it, so it is done while the control plane handles the
-    /// `create` answer (measured by `vmfleet bench`: it is on the path to every VM's first exit).
+    /// Spawn one thread per vCPU, each waiting for its [`Launch`](crate::fleet::guest::Launch).
+    /// Spawning is the costliest part of `start` that does not depend on it, so it is done while
+    /// the control plane handles the `create` answer (measured by `vmfleet bench`: it is on the
+    /// path to every VM's first exit).
     fn spawn_ready_threads(&mut self) {
         let mut ready = Vec::with_capacity(self.vcpus.len());
         for index in 0..self.vcpus.len() {
@@ -640,8 +642,8 @@ impl VmLoop {
             let _ = answer.send(Ok(status.clone()));
         }
         let (no_pause, no_resume) = (
-            self.has_ended("pause", &reason),
-            self.has_ended("resume", &reason),
+            self.has_ended(Op::Pause.name(), &reason),
+            self.has_ended(Op::Resume.name(), &reason),
         );
         for answer in self.pausing.drain(..) {
             let _ = answer.send(Err(no_pause.clone()));

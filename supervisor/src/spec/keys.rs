@@ -1,6 +1,6 @@
-//! The tables of a spec and their keys, checked on the spanned document before the typed parse:
-//! an unknown key is refused at its position with the nearest known key (`vcpu::model::suggest`, the one
-//! "did you mean" rule of vmfleet), or with the table it belongs in. Also the span look-ups the
+//! The tables of a spec and their keys, checked on the spanned document before the typed parse: an
+//! unknown key is refused at its position with the nearest known key (`vcpu::model::suggest`, the
+//! one "did you mean" rule of vmfleet), or with the table it belongs in. Also the span look-ups the
 //! later rules use to point at a value inside a `[[vm]]` table.
 
 use super::SpecError;

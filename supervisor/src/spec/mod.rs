@@ -51,12 +51,12 @@
 //! value = 0
 //! ```
 //!
-//! The parser is cut along the spec's own sections, one module each: `top` ([`parse`] and the top level:
-//! the fleet's name, arch and defaults; [`parse_cross_checked`]), `vm` (a `[[vm]]` entry:
+//! The parser is cut along the spec's own sections, one module each: `top` ([`parse`] and the top
+//! level: the fleet's name, arch and defaults; [`parse_cross_checked`]), `vm` (a `[[vm]]` entry:
 //! its name, sizes, copies and the fleet-wide limits), `x86` (a VM's `cpu`), `arm64` (a VM's
-//! `arm64` table), `after_run` (its `[[vm.after_run]]` actions), `keys` (the tables and their
-//! keys, checked before the typed parse), `raw` (the typed TOML shape) and `position` (how an
-//! error names its `file:line:col`).
+//! `arm64` table), `after_run` (its `[[vm.after_run]]` actions), `keys` (the tables and their keys,
+//! checked before the typed parse), `raw` (the typed TOML shape) and `position` (how an error names
+//! its `file:line:col`).
 
 use std::fmt;
 use vcpu::GuestArch;

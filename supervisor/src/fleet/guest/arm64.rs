@@ -1,8 +1,8 @@
-//! The arm64 half of the guest seam: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what
-//! the kernel offers (the register list, the untouched values, the writable masks), plan the
-//! spec's model with `vcpu::model::arm64` (every write judged by the kernel's rules before the kernel
-//! sees it), write the accepted part through the lock, read it back, build the guest program that
-//! reads the model back from inside, judge what the guest saw, and carry out the after-run writes.
+//! The arm64 half of the guest seam: bring the VM's vCPUs up (`KVM_ARM_VCPU_INIT`), read what the
+//! kernel offers (the register list, the untouched values, the writable masks), plan the spec's
+//! model with `vcpu::model::arm64` (every write judged by the kernel's rules before the kernel sees
+//! it), write the accepted part through the lock, read it back, build the guest program that reads
+//! the model back from inside, judge what the guest saw, and carry out the after-run writes.
 //!
 //! Nothing here is `cfg(target_arch)`: on an x86 host these run against the replay backend of a
 //! trace recorded on real arm64 KVM, exactly as they ran there.
