@@ -998,10 +998,10 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
         first,
         format!(
             "ID_AA64ISAR0_EL1.AES {aes} → 0 refused: {}",
-            vcpu::runtime::lock::LOCK_RULE
+            vcpu::hypervisor::headline::LOCK_RULE
         )
     );
-    assert!(first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX);
+    assert!(first.chars().count() <= vcpu::hypervisor::headline::HEADLINE_MAX);
 
     // Two fields at once: the first is named, the count of the others follows.
     let pfr0 = id_of("ID_AA64PFR0_EL1");
@@ -1011,7 +1011,8 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let after = judge_after_run(pfr0, csv, pfr0_limit, &host, psci_only());
     let first = after.refusal().unwrap().headline();
     assert!(
-        first.starts_with("ID_AA64PFR0_EL1.CSV") && first.ends_with(vcpu::runtime::lock::LOCK_RULE),
+        first.starts_with("ID_AA64PFR0_EL1.CSV")
+            && first.ends_with(vcpu::hypervisor::headline::LOCK_RULE),
         "{first}"
     );
 
@@ -1035,7 +1036,7 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let refusal = lowered.refusal().unwrap();
     let first = refusal.headline();
     assert!(
-        first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX,
+        first.chars().count() <= vcpu::hypervisor::headline::HEADLINE_MAX,
         "{first}"
     );
     assert!(

@@ -12,9 +12,10 @@ use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::{CallError, ReplayFailure};
 use crate::hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
-use crate::model::lock_policy::{self, Mismatch};
+use crate::hypervisor::refusal::LockRefusal;
+use crate::model::lock_policy::{self, Mismatch, OneRegLockRule};
 use crate::runtime::control::RunControl;
-use crate::runtime::lock::{LockRefusal, ModelLock, Seal};
+use crate::runtime::lock::{ModelLock, Seal};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
@@ -157,10 +158,6 @@ pub struct OneRegWrite {
     /// Whether the VM was already sealed when it was written.
     pub after_run: bool,
 }
-
-/// How the pre-run lock treats a register: the policy's answer ([`lock_policy::one_reg_rule`]),
-/// re-exported where the handle's callers used to find it.
-pub use crate::model::lock_policy::OneRegLockRule;
 
 /// A vCPU, sharing its VM's lock.
 pub struct VcpuHandle {

@@ -99,17 +99,14 @@ impl ModelLock {
     }
 }
 
-/// The refusal the lock produces, and the words of its first line. The type is the boundary's
-/// ([`crate::hypervisor::refusal`]): backends and the recorder receive it
-/// ([`crate::Vcpu::note_refused`]), and the boundary must not depend on the runtime.
-pub use crate::hypervisor::headline::{HEADLINE_MAX, LOCK_RULE, headline};
-pub use crate::hypervisor::refusal::LockRefusal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::cpuid::CpuidReg;
     use crate::hypervisor::errno::Errno;
-    use crate::model::x86::{CpuidReg, TableDifference};
+    use crate::hypervisor::headline::{HEADLINE_MAX, LOCK_RULE, headline};
+    use crate::hypervisor::refusal::LockRefusal;
+    use crate::model::x86::TableDifference;
     use std::sync::Arc;
 
     fn refusal(differences: Vec<TableDifference>) -> LockRefusal {

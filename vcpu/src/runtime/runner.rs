@@ -11,7 +11,7 @@
 //! looking at control after a kick is what makes the decisions replayable: they sit at recorded
 //! exits, not at whatever instant a flag happened to be read.
 
-use crate::guests::{GuestReport, ProbeDecoder, Step};
+use crate::guests::{ExitDecoder, GuestReport, ProbeDecoder, Step};
 use crate::hypervisor::call::{RunDecision, VcpuExit};
 use crate::runtime::control::RunControl;
 use crate::runtime::handle::{HandleError, VcpuHandle};
@@ -49,10 +49,6 @@ impl fmt::Display for ProbeEnd {
         }
     }
 }
-
-/// The run loop is generic over the guest's decoder; the trait is the guests' own
-/// ([`crate::guests::ExitDecoder`]), so that the guests need nothing of the runtime.
-pub use crate::guests::ExitDecoder;
 
 /// The result of one probe run of the x86 guest.
 pub type ProbeOutcome = RunOutcome<GuestReport>;
@@ -279,8 +275,8 @@ mod tests {
     use crate::hypervisor::call::{Reply, VcpuCall, VmCall};
     use crate::hypervisor::error::CallError;
     use crate::hypervisor::ids::{VcpuId, VmId};
+    use crate::hypervisor::refusal::LockRefusal;
     use crate::runtime::handle::VmHandle;
-    use crate::runtime::lock::LockRefusal;
     use std::collections::VecDeque;
     use vm_memory::GuestMemoryMmap;
 

@@ -12,10 +12,10 @@ use super::sysreg::SysReg;
 use super::{catalog, firmware};
 use serde::{Deserialize, Serialize};
 
-pub use crate::hypervisor::abi::{
+use crate::hypervisor::abi::{
     COPROC_CORE, COPROC_DEMUX, COPROC_FW, COPROC_FW_FEAT_BMAP, COPROC_SVE, COPROC_SYSREG,
-    KVM_REG_ARCH_MASK, KVM_REG_ARM_COPROC_MASK, KVM_REG_ARM_COPROC_SHIFT, KVM_REG_ARM64,
-    KVM_REG_SIZE_MASK, KVM_REG_SIZE_SHIFT, KVM_REG_SIZE_U32, KVM_REG_SIZE_U64,
+    KVM_REG_ARM_COPROC_MASK, KVM_REG_ARM_COPROC_SHIFT, KVM_REG_ARM64, KVM_REG_SIZE_MASK,
+    KVM_REG_SIZE_SHIFT, KVM_REG_SIZE_U64,
 };
 
 /// The family of a register id, decided the way KVM dispatches it.

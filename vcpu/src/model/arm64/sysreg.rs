@@ -2,8 +2,10 @@
 //! (`ARM64_SYS_REG`) and their slot in the array `KVM_ARM_GET_REG_WRITABLE_MASKS` fills.
 
 use super::catalog;
-use super::reg_id::{self, COPROC_SYSREG, KVM_REG_ARM64, KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64};
-pub use crate::hypervisor::abi::KVM_REG_ARM64_SYSREG;
+use super::reg_id;
+use crate::hypervisor::abi::{
+    COPROC_SYSREG, KVM_REG_ARM64, KVM_REG_ARM64_SYSREG, KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 

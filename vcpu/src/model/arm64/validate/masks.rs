@@ -12,9 +12,7 @@ use crate::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::hypervisor::abi::{
-    KVM_ARM_FEATURE_ID_RANGE_BIT, KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
-};
+use crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_BIT;
 
 /// ID_AA64PFR0_EL1.CSV3 | CSV2: what kernels before writable ID registers let userspace lower.
 pub const PRE_WRITABLE_PFR0_MASK: u64 = 0xFF00_0000_0000_0000;
