@@ -30,7 +30,7 @@
 //! architecture is a value ([`GuestArch`]), so every model and check here compiles and is tested
 //! on any host.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod guests;
 pub mod hypervisor;

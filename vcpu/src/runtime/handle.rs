@@ -33,11 +33,14 @@ pub struct HandleError {
     pub target: String,
     /// The call, as the transcript prints it.
     pub call: String,
+    /// Why it failed: the kernel's errno, the lock's refusal, or the backend's own error.
     #[source]
     pub source: CallError,
 }
 
 impl HandleError {
+    /// The errno the call failed with, if it has one (a kernel error or a lock refusal, which
+    /// carries the errno the kernel would have given).
     pub fn errno(&self) -> Option<Errno> {
         self.source.errno()
     }
@@ -71,10 +74,12 @@ impl VmHandle {
         }
     }
 
+    /// The VM's logical id.
     pub fn id(&self) -> VmId {
         self.id
     }
 
+    /// The VM's name in the fleet spec.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -84,6 +89,7 @@ impl VmHandle {
         self.arch
     }
 
+    /// The VM's pre-run lock, shared by all its vCPUs.
     pub fn lock(&self) -> &ModelLock {
         &self.lock
     }
@@ -117,6 +123,7 @@ impl VmHandle {
         })
     }
 
+    /// `KVM_CREATE_VCPU`: a handle on the new vCPU, sharing this VM's lock.
     pub fn create_vcpu(&self, vcpu: VcpuId) -> Result<VcpuHandle, HandleError> {
         let backend = self
             .backend()
@@ -171,10 +178,12 @@ pub struct VcpuHandle {
 }
 
 impl VcpuHandle {
+    /// The vCPU's logical id within its VM.
     pub fn id(&self) -> VcpuId {
         self.id
     }
 
+    /// The VM the vCPU belongs to.
     pub fn vm(&self) -> VmId {
         self.vm
     }

@@ -26,7 +26,10 @@ pub enum Seal {
     /// No vCPU has entered `KVM_RUN`: any write the kernel accepts is allowed.
     Open,
     /// `first_run` entered `KVM_RUN` first; only identical rewrites are allowed from now on.
-    Sealed { first_run: VcpuId },
+    Sealed {
+        /// The vCPU whose `KVM_RUN` sealed the VM (named in refusals).
+        first_run: VcpuId,
+    },
 }
 
 /// One VM's lock. Shared by the VM's handle and all of its vCPU handles.
@@ -51,6 +54,7 @@ impl WriteGate<'_> {
 }
 
 impl ModelLock {
+    /// The lock of a VM none of whose vCPUs has run yet ([`Seal::Open`]).
     pub fn new(vm: VmId) -> Self {
         ModelLock {
             vm,
@@ -59,6 +63,7 @@ impl ModelLock {
         }
     }
 
+    /// The VM this lock guards.
     pub fn vm(&self) -> VmId {
         self.vm
     }

@@ -61,6 +61,7 @@ pub struct RunOutcome<R> {
     pub report: R,
     /// `KVM_RUN` calls that returned an exit (including `Interrupted` and the final one).
     pub exits: u64,
+    /// Why the run ended.
     pub end: ProbeEnd,
 }
 
@@ -137,7 +138,9 @@ pub fn run_controlled(
 /// How long a run may go, and whether it parks at its first exit (see [`Probe`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunLimits {
+    /// Stop with [`ProbeEnd::ExitBudget`] after that many exits (`None`: no limit).
     pub exit_budget: Option<u64>,
+    /// Take a control point right after the first guest exit, as [`Probe::pause_at_first_exit`].
     pub pause_at_first_exit: bool,
 }
 
