@@ -27,8 +27,7 @@ pub mod start;
 pub mod x86;
 
 pub use probe::{
-    GuestProtocolError, GuestReport, GuestSeen, MAX_DIFFERING_KEPT, PassDifference, ProbeDecoder,
-    Step,
+    GuestProtocolError, GuestReport, MAX_DIFFERING_KEPT, PassDifference, ProbeDecoder, Step,
 };
 
 use crate::hypervisor::call::VcpuExit;

@@ -5,8 +5,7 @@ use crate::hypervisor::call::VcpuExit;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// What the guest's `CPUID(leaf, subleaf)` returned: the type the CPU-model checks consume.
-pub use crate::model::x86::drift::GuestSeen;
+use crate::model::x86::drift::GuestSeen;
 
 /// How many passes that differ from the first a [`GuestReport`] describes in
 /// [`GuestReport::first_differences`]; the rest are only counted.

@@ -272,13 +272,13 @@ fn internal_error_name(suberror: u32) -> &'static str {
 mod tests {
     use super::*;
     use crate::Errno;
-    use crate::guests::GuestSeen;
     use crate::guests::x86::{PORT_PASS_BEGIN, PORT_PASS_END, PORT_RESULT};
     use crate::hypervisor::backend::{Vcpu, Vm};
     use crate::hypervisor::call::{Reply, VcpuCall, VmCall};
     use crate::hypervisor::error::CallError;
     use crate::hypervisor::ids::{VcpuId, VmId};
     use crate::hypervisor::refusal::LockRefusal;
+    use crate::model::x86::drift::GuestSeen;
     use crate::runtime::handle::VmHandle;
     use std::collections::VecDeque;
     use vm_memory::GuestMemoryMmap;

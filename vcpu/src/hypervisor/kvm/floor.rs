@@ -4,7 +4,8 @@
 //! # What it does
 //!
 //! [`Floor::start_to_first_exit`] issues the ioctls vmfleet's job issues for a VM of the default
-//! fleet spec (`supervisor/src/job.rs`, `drive_vm`), in the same order, on one thread:
+//! fleet spec (`supervisor/src/job.rs`; each VM's loop creates and configures its VM in
+//! `supervisor/src/fleet/vm_loop/setup.rs`), in the same order, on one thread:
 //!
 //! 1. `KVM_GET_SUPPORTED_CPUID`, once per run (the job asks once per job);
 //! 2. for each VM, one after the other:
@@ -467,6 +468,7 @@ mod imp {
             })
         }
 
+        /// Unreachable: there is no [`Floor`] to call it on.
         pub fn start_to_first_exit(
             &self,
             _workload: &dyn StartWorkload,
