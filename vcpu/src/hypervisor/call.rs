@@ -81,13 +81,13 @@ pub enum VcpuCall {
     GetCpuid2,
     /// `KVM_GET_ONE_REG` of a 64-bit register. Reply: [`Reply::Value`].
     GetOneReg {
-        /// The `KVM_REG_*` register id (on arm64 see `model::arm64::reg_id`).
+        /// The `KVM_REG_*` id: arch | size | coprocessor | index ([`crate::hypervisor::abi`]).
         id: u64,
     },
     /// `KVM_SET_ONE_REG` of a 64-bit register. A CPU-model write for ID and firmware registers.
     /// Reply: [`Reply::Done`].
     SetOneReg {
-        /// The `KVM_REG_*` register id (on arm64 see `model::arm64::reg_id`).
+        /// The `KVM_REG_*` id: arch | size | coprocessor | index ([`crate::hypervisor::abi`]).
         id: u64,
         /// The value to write.
         value: u64,

@@ -60,13 +60,13 @@ pub struct CpuidEntry {
     pub index: u32,
     /// `KVM_CPUID_FLAG_*` bits; vmfleet reads only [`FLAG_SIGNIFICANT_INDEX`].
     pub flags: u32,
-    /// EAX as the guest reads it.
+    /// EAX as CPUID returns it.
     pub eax: u32,
-    /// EBX as the guest reads it.
+    /// EBX as CPUID returns it.
     pub ebx: u32,
-    /// ECX as the guest reads it.
+    /// ECX as CPUID returns it.
     pub ecx: u32,
-    /// EDX as the guest reads it.
+    /// EDX as CPUID returns it.
     pub edx: u32,
 }
 
