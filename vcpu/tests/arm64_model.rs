@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use vcpu::Errno;
+use vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 use vcpu::model::arm64::catalog;
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::fields::{self, first_run_mutable_mask};
@@ -13,7 +14,7 @@ use vcpu::model::arm64::model::{
     Arm64ModelSpec, PlanError, SpecError, UnknownRegisterAction, UnknownRegisterPolicy, plan,
 };
 use vcpu::model::arm64::reg_id::{self, RegClass};
-use vcpu::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
+use vcpu::model::arm64::sysreg::SysReg;
 use vcpu::model::arm64::validate::{
     Arm64Rule, LockClass, MaskSource, Verdict, WritableMasks, judge_after_run, judge_before_run,
     lock_class,
@@ -78,7 +79,7 @@ fn host_6_12() -> HostView {
             values.insert(hex(id), hex(val));
         }
     }
-    let mut masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+    let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
     for line in LOG
         .lines()
         .filter(|l| l.starts_with("MASK [after vcpu init]"))
