@@ -3,7 +3,7 @@
 
 use crate::call::TraceCall;
 use vcpu::VcpuCall;
-use vcpu::model::x86::{CpuidEntry, CpuidTable};
+use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidTable};
 
 /// A short description of where `actual` departs from the recorded `expected`, or an empty string
 /// when the two renderings already show it (different kinds of call, different plain values).

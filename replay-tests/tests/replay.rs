@@ -428,13 +428,13 @@ fn lock_refusals_open_with_a_short_line_naming_the_change_and_the_rule() {
             let mut lines = message.lines();
             let first = lines.next().unwrap_or_default();
             assert!(
-                first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX,
+                first.chars().count() <= vcpu::hypervisor::headline::HEADLINE_MAX,
                 "{name}: {} characters: {first}",
                 first.chars().count()
             );
             assert!(first.starts_with(start), "{name}: {first}");
             assert!(
-                first.ends_with(vcpu::runtime::lock::LOCK_RULE),
+                first.ends_with(vcpu::hypervisor::headline::LOCK_RULE),
                 "{name}: {first}"
             );
             let details: Vec<&str> = lines.collect();

@@ -23,8 +23,8 @@ use serde::Serialize;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::hypervisor::kvm::KvmHypervisor;
-use vcpu::model::x86::CpuidTable;
 use vcpu::model::x86::catalog::{self as features, Feature};
 use vcpu::{Hypervisor, Reply, SystemCall};
 

@@ -145,8 +145,13 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
                 && first.contains(" 1 → 0"),
             "{shown}"
         );
-        assert!(first.ends_with(vcpu::runtime::lock::LOCK_RULE), "{shown}");
-        assert!(first.chars().count() <= "steady: ".len() + vcpu::runtime::lock::HEADLINE_MAX);
+        assert!(
+            first.ends_with(vcpu::hypervisor::headline::LOCK_RULE),
+            "{shown}"
+        );
+        assert!(
+            first.chars().count() <= "steady: ".len() + vcpu::hypervisor::headline::HEADLINE_MAX
+        );
         assert!(shown.contains("\n  refused write: SET_CPUID2"), "{shown}");
         let recorded = supervisor::fleet::reply_line(&Err(refused));
         assert!(

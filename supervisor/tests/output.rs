@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use vcpu::model::x86::CpuidTable;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::skip::kvm_usable;
 use vcpu::{Hypervisor as _, Reply, SystemCall};
 
@@ -193,7 +193,7 @@ fn host_reports_what_guests_get_beyond_supported() {
 
     let (supported, held) = measure();
     let reg = |name: &str| {
-        vcpu::model::x86::CpuidReg::ALL
+        vcpu::hypervisor::cpuid::CpuidReg::ALL
             .into_iter()
             .find(|r| r.name() == name)
             .unwrap()

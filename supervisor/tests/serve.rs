@@ -360,7 +360,7 @@ fn a_daemon_serves_the_control_api_end_to_end() {
     assert!(
         first.starts_with("vmfleet: a: vm0/vcpu0: CPUID 0x")
             && first.contains(" 1 → 0")
-            && first.ends_with(vcpu::runtime::lock::LOCK_RULE),
+            && first.ends_with(vcpu::hypervisor::headline::LOCK_RULE),
         "{stderr}"
     );
     assert!(

@@ -30,6 +30,8 @@
 //! architecture is a value ([`GuestArch`]), so every model and check here compiles and is tested
 //! on any host.
 
+#![deny(missing_docs)]
+
 pub mod guests;
 pub mod hypervisor;
 pub mod model;
@@ -43,8 +45,8 @@ pub use hypervisor::call::{
 pub use hypervisor::errno::Errno;
 pub use hypervisor::error::{CallError, ReplayFailure};
 pub use hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
+pub use hypervisor::refusal::LockRefusal;
+pub use model::lock_policy::OneRegLockRule;
 pub use runtime::control::RunControl;
-pub use runtime::handle::{
-    CpuidWrite, HandleError, OneRegLockRule, OneRegWrite, VcpuHandle, VmHandle,
-};
-pub use runtime::lock::{LockRefusal, ModelLock, Seal};
+pub use runtime::handle::{CpuidWrite, HandleError, OneRegWrite, VcpuHandle, VmHandle};
+pub use runtime::lock::{ModelLock, Seal};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use vcpu::Errno;
+use vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 use vcpu::model::arm64::catalog;
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::fields::{self, first_run_mutable_mask};
@@ -13,7 +14,7 @@ use vcpu::model::arm64::model::{
     Arm64ModelSpec, PlanError, SpecError, UnknownRegisterAction, UnknownRegisterPolicy, plan,
 };
 use vcpu::model::arm64::reg_id::{self, RegClass};
-use vcpu::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
+use vcpu::model::arm64::sysreg::SysReg;
 use vcpu::model::arm64::validate::{
     Arm64Rule, LockClass, MaskSource, Verdict, WritableMasks, judge_after_run, judge_before_run,
     lock_class,
@@ -78,7 +79,7 @@ fn host_6_12() -> HostView {
             values.insert(hex(id), hex(val));
         }
     }
-    let mut masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+    let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
     for line in LOG
         .lines()
         .filter(|l| l.starts_with("MASK [after vcpu init]"))
@@ -998,10 +999,10 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
         first,
         format!(
             "ID_AA64ISAR0_EL1.AES {aes} → 0 refused: {}",
-            vcpu::runtime::lock::LOCK_RULE
+            vcpu::hypervisor::headline::LOCK_RULE
         )
     );
-    assert!(first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX);
+    assert!(first.chars().count() <= vcpu::hypervisor::headline::HEADLINE_MAX);
 
     // Two fields at once: the first is named, the count of the others follows.
     let pfr0 = id_of("ID_AA64PFR0_EL1");
@@ -1011,7 +1012,8 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let after = judge_after_run(pfr0, csv, pfr0_limit, &host, psci_only());
     let first = after.refusal().unwrap().headline();
     assert!(
-        first.starts_with("ID_AA64PFR0_EL1.CSV") && first.ends_with(vcpu::runtime::lock::LOCK_RULE),
+        first.starts_with("ID_AA64PFR0_EL1.CSV")
+            && first.ends_with(vcpu::hypervisor::headline::LOCK_RULE),
         "{first}"
     );
 
@@ -1035,7 +1037,7 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
     let refusal = lowered.refusal().unwrap();
     let first = refusal.headline();
     assert!(
-        first.chars().count() <= vcpu::runtime::lock::HEADLINE_MAX,
+        first.chars().count() <= vcpu::hypervisor::headline::HEADLINE_MAX,
         "{first}"
     );
     assert!(

@@ -5,11 +5,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use vcpu::guests::GuestSeen;
 use vcpu::guests::x86::{self, ENTRY, GuestProgram, MEMORY_SIZE};
 use vcpu::hypervisor::call::{Reply, SystemCall, VcpuCall, VcpuExit, VmCall};
+use vcpu::hypervisor::cpuid::{CpuidReg, CpuidTable};
 use vcpu::hypervisor::kvm::{KvmHypervisor, KvmUnavailable};
-use vcpu::model::x86::{CpuidReg, CpuidTable, RUNTIME_BITS};
+use vcpu::model::x86::RUNTIME_BITS;
+use vcpu::model::x86::drift::GuestSeen;
 use vcpu::runtime::runner::{ProbeEnd, run_probe, spawn_probe};
 use vcpu::{CallError, Errno, GuestArch, Hypervisor, VcpuHandle, VcpuId, VmHandle, VmId};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use vcpu::guests::x86::{self, ENTRY, MEMORY_SIZE};
 use vcpu::hypervisor::call::{Reply, SystemCall};
+use vcpu::hypervisor::cpuid::{CpuidReg, CpuidTable};
 use vcpu::hypervisor::kvm::KvmHypervisor;
-use vcpu::model::x86::{CpuidReg, CpuidTable};
 use vcpu::runtime::runner::{ProbeEnd, run_probe};
 use vcpu::{Errno, GuestArch, Hypervisor, Seal, VcpuId, VmHandle, VmId};
 

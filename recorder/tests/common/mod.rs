@@ -5,7 +5,7 @@
 
 use recorder::{HostFingerprint, JobInputs, TraceHeader};
 use std::path::PathBuf;
-use vcpu::model::x86::{CpuidEntry, CpuidTable};
+use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidTable};
 use vcpu::{
     CallError, Errno, GuestArch, HandleError, Hypervisor, LockRefusal, ReplayFailure, Reply,
     SystemCall, Vcpu, VcpuCall, VcpuExit, VcpuHandle, VcpuId, Vm, VmCall, VmHandle, VmId,
@@ -192,7 +192,7 @@ impl Vcpu for ScriptedVcpu {
 
     fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
         match call {
-            VcpuCall::SetCpuid2 { table } if table.len() > vcpu::model::x86::MAX_ENTRIES => {
+            VcpuCall::SetCpuid2 { table } if table.len() > vcpu::hypervisor::cpuid::MAX_ENTRIES => {
                 Err(CallError::Kernel(Errno::E2BIG))
             }
             VcpuCall::SetCpuid2 { table } => {

@@ -14,8 +14,8 @@
 
 use super::error::HostQueryError;
 use std::sync::{Arc, OnceLock};
-use vcpu::model::arm64::validate::masks::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
-use vcpu::model::x86::CpuidTable;
+use vcpu::hypervisor::abi::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// The host's answers, or why they could not be had (the same answer for every VM).

@@ -110,8 +110,11 @@ pub fn drift_changes(report: &DriftReport) -> Vec<DriftChange> {
                 .map(|k| (k, DriftKind::EntryAdded)),
         );
     for (&(leaf, subleaf), kind) in entries {
-        let register =
-            vcpu::model::x86::catalog::position(leaf, subleaf, vcpu::model::x86::CpuidReg::Eax);
+        let register = vcpu::model::x86::catalog::position(
+            leaf,
+            subleaf,
+            vcpu::hypervisor::cpuid::CpuidReg::Eax,
+        );
         out.push(DriftChange {
             register: register
                 .rsplit_once('.')

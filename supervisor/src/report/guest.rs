@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 use vcpu::guests::{GuestReport, PassDifference};
+use vcpu::hypervisor::cpuid::{CpuidReg, CpuidTable};
 use vcpu::model::x86::catalog::Feature;
 use vcpu::model::x86::drift::{self, GuestSeen};
-use vcpu::model::x86::{CpuidReg, CpuidTable};
 
 /// What the guest saw, against the table the kernel holds.
 #[derive(Clone, Debug, Serialize)]

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 use vcpu::VmId;
-use vcpu::model::x86::CpuidTable;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::x86::catalog::Feature;
 use vcpu::model::x86::drift::DriftReport;
 

@@ -2,8 +2,8 @@
 
 use super::*;
 use vcpu::guests::{GuestReport, PassDifference};
+use vcpu::hypervisor::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
 use vcpu::model::x86::drift::{self, GuestSeen};
-use vcpu::model::x86::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
 
 fn entry(function: u32, index: u32, ebx: u32) -> CpuidEntry {
     CpuidEntry {

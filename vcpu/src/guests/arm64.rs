@@ -78,9 +78,7 @@ pub mod decoder;
 pub mod protocol;
 pub mod smccc;
 
-/// The registers the program reads are the model's system registers (named by
-/// [`crate::model::arm64::catalog`]), re-exported so that a program can be written from this module alone.
-pub use crate::model::arm64::sysreg::SysReg;
+use crate::model::arm64::sysreg::SysReg;
 pub use decoder::{Arm64Decoder, Arm64Difference, Arm64GuestReport, Arm64ProtocolError, IdRegSeen};
 pub use protocol::{Tag, TagKind};
 pub use smccc::{SmcccCall, SmcccResult, SmcccStatus};
@@ -311,7 +309,7 @@ fn main(asm: &mut Asm, program: &Arm64GuestProgram<'_>) -> Result<(), GuestError
     asm.emit(sub_imm(X21, X21, 1));
     asm.cbnz_to(X21, pass_loop)?;
     if program.finish == Finish::PowerOff {
-        asm.mov_imm(X0, smccc::PSCI_SYSTEM_OFF.into());
+        asm.mov_imm(X0, crate::model::arm64::smccc::PSCI_SYSTEM_OFF.into());
         asm.emit(hvc(0));
         tag(asm, Tag::OFF_RETURNED);
         value(asm, X0);

@@ -27,8 +27,7 @@ pub mod start;
 pub mod x86;
 
 pub use probe::{
-    GuestProtocolError, GuestReport, GuestSeen, MAX_DIFFERING_KEPT, PassDifference, ProbeDecoder,
-    Step,
+    GuestProtocolError, GuestReport, MAX_DIFFERING_KEPT, PassDifference, ProbeDecoder, Step,
 };
 
 use crate::hypervisor::call::VcpuExit;
@@ -52,14 +51,23 @@ pub trait ExitDecoder {
 pub enum GuestError {
     /// The probe table is larger than the guest can hold.
     #[error("the probe table has {count} points; the guest handles at most {max}")]
-    TooManyPoints { count: usize, max: usize },
+    TooManyPoints {
+        /// Points in the table.
+        count: usize,
+        /// Points the guest's table area holds.
+        max: usize,
+    },
 
     /// Guest memory does not cover where the program or its table goes.
     #[error("cannot write the guest's {what} ({len} bytes at {addr:#x}): {source}")]
     Memory {
+        /// What was being written (`"program"`, `"probe table"`, …).
         what: &'static str,
+        /// The guest-physical address it goes to.
         addr: u64,
+        /// Its length in bytes.
         len: usize,
+        /// What guest memory said.
         #[source]
         source: vm_memory::GuestMemoryError,
     },
@@ -72,22 +80,33 @@ pub enum GuestError {
          give the VM less memory (below {base:#x} bytes)"
     )]
     FaultIdtInMemory {
+        /// The IDT base the fault path loads.
         base: u64,
+        /// Start of the guest-memory region that covers it.
         region_start: u64,
+        /// End (exclusive) of that region.
         region_end: u64,
     },
 
     /// A guest program reads or calls more than it can report (tag indices, program size).
     #[error("the guest program has {count} {what}; it handles at most {max}")]
     TooManySteps {
+        /// What there are too many of (`"ID registers"`, `"SMCCC calls"`, …).
         what: &'static str,
+        /// How many were asked for.
         count: usize,
+        /// How many the program handles.
         max: usize,
     },
 
     /// A register the arm64 guest was asked to read cannot be read with `MRS`.
     #[error("register {register} cannot be read with MRS: {why}")]
-    NotAnMrsRegister { register: String, why: String },
+    NotAnMrsRegister {
+        /// The register as named in the request.
+        register: String,
+        /// Why it has no `MRS` encoding.
+        why: String,
+    },
 
     /// An SMCCC call in the arm64 guest's list would stop the program or change which vCPUs run
     /// (PSCI CPU_OFF, SYSTEM_RESET, …); the program powers off by itself at the end.
@@ -96,14 +115,22 @@ pub enum GuestError {
          return to the program; the guest powers off by itself after its last pass"
     )]
     PowerStateCall {
+        /// The call's position in the list.
         index: usize,
+        /// Its SMCCC function id.
         function_id: u32,
+        /// Its name.
         name: &'static str,
     },
 
     /// The generated arm64 program does not fit in guest memory.
     #[error("the arm64 guest program is {len} bytes; at most {max} fit")]
-    ProgramTooLarge { len: usize, max: u64 },
+    ProgramTooLarge {
+        /// The program's size in bytes.
+        len: usize,
+        /// The bytes guest memory has for it.
+        max: u64,
+    },
 
     /// A branch in the generated arm64 program is out of range (a bug in the generator).
     #[error("cannot assemble the arm64 guest program: {0}")]
@@ -116,8 +143,11 @@ pub enum GuestError {
          guest memory {region_start:#x}..{region_end:#x} covers it"
     )]
     ReportInMemory {
+        /// The report window's base address.
         base: u64,
+        /// Start of the guest-memory region that covers it.
         region_start: u64,
+        /// End (exclusive) of that region.
         region_end: u64,
     },
 }

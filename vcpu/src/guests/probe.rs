@@ -5,8 +5,7 @@ use crate::hypervisor::call::VcpuExit;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// What the guest's `CPUID(leaf, subleaf)` returned: the type the CPU-model checks consume.
-pub use crate::model::x86::drift::GuestSeen;
+use crate::model::x86::drift::GuestSeen;
 
 /// How many passes that differ from the first a [`GuestReport`] describes in
 /// [`GuestReport::first_differences`]; the rest are only counted.
@@ -60,67 +59,106 @@ pub enum Step {
 /// the order they were fed to the decoder); `expected` says what the protocol allowed there.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum GuestProtocolError {
+    /// An `OUT` to a port that is none of the probe's three.
     #[error("exit #{exit}: OUT to port {port:#x}, which is not a probe port; expected {expected}")]
     UnknownPort {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The I/O port written.
         port: u16,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
+    /// An `OUT` to a probe port that is not 4 bytes wide.
     #[error(
         "exit #{exit}: OUT of {size} bytes to port {port:#x}, but the probe only uses 4-byte \
          OUTs; expected {expected}"
     )]
     WrongSize {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The I/O port written.
         port: u16,
+        /// The `OUT`'s size in bytes.
         size: usize,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
+    /// A probe port written where the protocol expected another.
     #[error("exit #{exit}: {got}; expected {expected}")]
     OutOfOrder {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// What the guest did instead, in words.
         got: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
+    /// A result for a `(leaf, subleaf)` that is not in the probe table.
     #[error(
         "exit #{exit}: pass {pass} reported point {point}, which is not in the probe table; \
          expected {expected}"
     )]
     UnknownPoint {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The pass that reported it.
         pass: u32,
+        /// The `(leaf, subleaf)` reported, in words.
         point: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
+    /// `PASS_BEGIN` or `PASS_END` with the wrong pass number.
     #[error("exit #{exit}: {port_name} for pass {got}; expected pass {expected}")]
     WrongPass {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// `"PASS_BEGIN"` or `"PASS_END"`.
         port_name: &'static str,
+        /// The pass number the guest reported.
         got: u32,
+        /// The pass number due.
         expected: u32,
     },
 
+    /// A pass began after the last one the table asks for.
     #[error(
         "exit #{exit}: PASS_BEGIN of pass {pass}, but the table asks for {repeats} passes; \
          expected HLT"
     )]
-    TooManyPasses { exit: u64, pass: u32, repeats: u32 },
+    TooManyPasses {
+        /// The 1-based number of the offending exit.
+        exit: u64,
+        /// The pass number the guest began.
+        pass: u32,
+        /// How many passes the table asks for.
+        repeats: u32,
+    },
 
+    /// `HLT` before the last pass was reported.
     #[error("exit #{exit}: HLT {when}; expected {expected}")]
     EarlyHalt {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// How far the program had got.
         when: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
+    /// An exit that is no part of the protocol.
     #[error("exit #{exit}: {got}; expected {expected}")]
     UnexpectedExit {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// What the guest did instead, in words.
         got: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 }

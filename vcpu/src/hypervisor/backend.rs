@@ -32,6 +32,7 @@ pub trait Hypervisor: Send + Sync {
 
 /// The VM layer.
 pub trait Vm: Send {
+    /// The VM's logical id, as given to [`Hypervisor::create_vm`].
     fn id(&self) -> VmId;
 
     /// Issue a VM call. [`VmCall::CreateVcpu`] is refused here: use [`Vm::create_vcpu`].
@@ -46,6 +47,7 @@ pub trait Vm: Send {
 
 /// The vCPU layer. One vCPU is driven by one thread at a time (KVM serialises vCPU ioctls anyway).
 pub trait Vcpu: Send {
+    /// The VM's and the vCPU's logical ids, as given at creation.
     fn id(&self) -> (VmId, VcpuId);
 
     /// Issue a vCPU call.

@@ -17,13 +17,21 @@ pub enum SystemCall {
     /// `KVM_GET_API_VERSION`. Reply: [`Reply::Value`].
     GetApiVersion,
     /// `KVM_CHECK_EXTENSION` on `/dev/kvm`. Reply: [`Reply::Value`] (0 = absent).
-    CheckExtension { cap: u32 },
+    CheckExtension {
+        /// The `KVM_CAP_*` number asked about.
+        cap: u32,
+    },
     /// `KVM_GET_VCPU_MMAP_SIZE`. Reply: [`Reply::Value`].
     GetVcpuMmapSize,
     /// `KVM_GET_SUPPORTED_CPUID` (x86). Reply: [`Reply::Cpuid`].
     GetSupportedCpuid,
     /// `KVM_CREATE_VM`. Recorded on the new VM's own stream. Reply: [`Reply::Done`].
-    CreateVm { vm: VmId, name: String },
+    CreateVm {
+        /// The logical id the new VM's stream and every later call on it carry.
+        vm: VmId,
+        /// The VM's name in the fleet spec, kept so a trace says which VM a stream is.
+        name: String,
+    },
 }
 
 /// Calls on a VM stream.
@@ -32,16 +40,25 @@ pub enum VmCall {
     /// Allocate `size` bytes of guest memory and register it with `KVM_SET_USER_MEMORY_REGION`.
     /// The host address is deliberately not part of the call: it differs on every run.
     AddMemory {
+        /// The memory slot (`kvm_userspace_memory_region.slot`); a slot number is used once per VM.
         slot: u32,
+        /// Where the region starts in guest-physical memory.
         guest_phys_addr: u64,
+        /// Length in bytes, a multiple of the host page size (the kernel refuses others, `EINVAL`).
         size: u64,
     },
     /// `KVM_CREATE_VCPU`. Reply: [`Reply::Done`].
-    CreateVcpu { vcpu: VcpuId },
+    CreateVcpu {
+        /// The logical id of the new vCPU, which is also the `vcpu_id` passed to the kernel.
+        vcpu: VcpuId,
+    },
     /// `KVM_ENABLE_CAP` on the VM fd. Reply: [`Reply::Value`] (the ioctl's return value).
     EnableCap {
+        /// The `KVM_CAP_*` number to enable (`kvm_enable_cap.cap`).
         cap: u32,
+        /// `kvm_enable_cap.flags`, as the capability defines them (0 for most).
         flags: u32,
+        /// `kvm_enable_cap.args`, as the capability defines them.
         args: [u64; 4],
     },
     /// `KVM_ARM_PREFERRED_TARGET` (arm64). Reply: [`Reply::VcpuInit`].
@@ -56,24 +73,48 @@ pub enum VmCall {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VcpuCall {
     /// `KVM_SET_CPUID2` (x86). A CPU-model write. Reply: [`Reply::Done`].
-    SetCpuid2 { table: CpuidTable },
+    SetCpuid2 {
+        /// The whole table the vCPU is to report; KVM replaces the previous one, it never merges.
+        table: CpuidTable,
+    },
     /// `KVM_GET_CPUID2` (x86). Reply: [`Reply::Cpuid`].
     GetCpuid2,
     /// `KVM_GET_ONE_REG` of a 64-bit register. Reply: [`Reply::Value`].
-    GetOneReg { id: u64 },
+    GetOneReg {
+        /// The `KVM_REG_*` id: arch | size | coprocessor | index ([`crate::hypervisor::abi`]).
+        id: u64,
+    },
     /// `KVM_SET_ONE_REG` of a 64-bit register. A CPU-model write for ID and firmware registers.
     /// Reply: [`Reply::Done`].
-    SetOneReg { id: u64, value: u64 },
+    SetOneReg {
+        /// The `KVM_REG_*` id: arch | size | coprocessor | index ([`crate::hypervisor::abi`]).
+        id: u64,
+        /// The value to write.
+        value: u64,
+    },
     /// `KVM_GET_REG_LIST`. Reply: [`Reply::RegList`].
     GetRegList,
     /// `KVM_ARM_VCPU_INIT`. Reply: [`Reply::Done`].
-    ArmVcpuInit { target: u32, features: [u32; 7] },
+    ArmVcpuInit {
+        /// `kvm_vcpu_init.target`: the CPU target, normally what `KVM_ARM_PREFERRED_TARGET` said.
+        target: u32,
+        /// `kvm_vcpu_init.features`: the `KVM_ARM_VCPU_*` feature bitmap (bits in
+        /// [`crate::hypervisor::abi`]).
+        features: [u32; 7],
+    },
     /// `KVM_ARM_VCPU_FINALIZE`. Reply: [`Reply::Done`].
-    ArmVcpuFinalize { feature: i32 },
+    ArmVcpuFinalize {
+        /// The feature to finalize (`KVM_ARM_VCPU_SVE`); required before `KVM_RUN` for a vCPU
+        /// initialised with SVE, refused (`EINVAL`) for one without.
+        feature: i32,
+    },
     /// Put the vCPU at the guest's entry point. x86: `KVM_GET_SREGS` + `KVM_SET_SREGS` +
     /// `KVM_SET_REGS` (16-bit real mode, flat segments); arm64: `KVM_SET_ONE_REG` of PC and PSTATE.
     /// Reply: [`Reply::Done`].
-    SetBootState { entry: u64 },
+    SetBootState {
+        /// The guest-physical address of the first instruction.
+        entry: u64,
+    },
     /// `KVM_RUN` until the next exit to userspace. Reply: [`Reply::Exit`].
     Run,
     /// Close the vCPU fd. Reply: [`Reply::Done`].
@@ -124,8 +165,11 @@ impl fmt::Display for RunDecision {
 /// control requests besides, which are no business of this crate: see `recorder::TraceCall`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Call {
+    /// A call on the system (`/dev/kvm`) stream.
     System(SystemCall),
+    /// A call on one VM's stream.
     Vm(VmCall),
+    /// A call on one vCPU's stream.
     Vcpu(VcpuCall),
     /// A vCPU thread's control decision (see [`RunDecision`]); reply [`Reply::Decision`].
     Decision,
@@ -134,17 +178,26 @@ pub enum Call {
 /// A successful call's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
+    /// The call succeeded and returns nothing vmfleet keeps.
     Done,
+    /// A number the ioctl returned (a version, a capability's value, a register's value).
     Value(u64),
+    /// A CPUID table (`KVM_GET_SUPPORTED_CPUID`, `KVM_GET_CPUID2`).
     Cpuid(CpuidTable),
+    /// The register ids `KVM_GET_REG_LIST` reported, in the kernel's order.
     RegList(Vec<u64>),
     /// The 192 writable masks of the arm64 feature-ID range, indexed as the kernel indexes them.
     Masks(Vec<u64>),
+    /// `KVM_ARM_PREFERRED_TARGET`'s answer, a `kvm_vcpu_init` ready for `KVM_ARM_VCPU_INIT`.
     VcpuInit {
+        /// The preferred CPU target.
         target: u32,
+        /// The feature bitmap (the kernel leaves it zero; vmfleet adds its own features).
         features: [u32; 7],
     },
+    /// Why `KVM_RUN` returned.
     Exit(VcpuExit),
+    /// The decision a vCPU thread took at a control point.
     Decision(RunDecision),
     /// A fleet control request's reply, as one deterministic line (`ok: ...` or `error: ...`);
     /// opaque here: the supervisor writes it, the trace keeps it.
@@ -157,25 +210,59 @@ pub enum VcpuExit {
     /// x86 `HLT` with no in-kernel interrupt controller.
     Hlt,
     /// `OUT` to an I/O port; `data` is what the guest wrote (1, 2 or 4 bytes per access).
-    IoOut { port: u16, data: Vec<u8> },
+    IoOut {
+        /// The I/O port.
+        port: u16,
+        /// The bytes written, in order.
+        data: Vec<u8>,
+    },
     /// `IN` from an I/O port (vmfleet's guests never read ports; the reply is all ones).
-    IoIn { port: u16, size: u8 },
+    IoIn {
+        /// The I/O port.
+        port: u16,
+        /// The access size in bytes (1, 2 or 4).
+        size: u8,
+    },
     /// A write to unbacked guest-physical memory.
-    MmioWrite { addr: u64, data: Vec<u8> },
+    MmioWrite {
+        /// The guest-physical address written.
+        addr: u64,
+        /// The bytes written, in order.
+        data: Vec<u8>,
+    },
     /// A read from unbacked guest-physical memory (vmfleet answers zeros).
-    MmioRead { addr: u64, len: u8 },
+    MmioRead {
+        /// The guest-physical address read.
+        addr: u64,
+        /// The access length in bytes (1 to 8).
+        len: u8,
+    },
     /// Triple fault / shutdown.
     Shutdown,
     /// `KVM_EXIT_SYSTEM_EVENT` (arm64 PSCI SYSTEM_OFF / RESET); `kind` is `KVM_SYSTEM_EVENT_*`.
-    SystemEvent { kind: u32, data: Vec<u64> },
+    SystemEvent {
+        /// `kvm_run.system_event.type`.
+        kind: u32,
+        /// `kvm_run.system_event.data`, the words the kernel filled (`ndata` of them).
+        data: Vec<u64>,
+    },
     /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
-    FailEntry { reason: u64 },
+    FailEntry {
+        /// `hardware_entry_failure_reason`, as the CPU vendor defines it.
+        reason: u64,
+    },
     /// `KVM_EXIT_INTERNAL_ERROR` (emulation failure and friends).
-    InternalError { suberror: u32 },
+    InternalError {
+        /// `kvm_run.internal.suberror` (`KVM_INTERNAL_ERROR_*`).
+        suberror: u32,
+    },
     /// `KVM_RUN` returned `EINTR` because the vCPU was kicked.
     Interrupted,
     /// Any other exit reason vmfleet does not act on.
-    Other { reason: u32 },
+    Other {
+        /// `kvm_run.exit_reason` (`KVM_EXIT_*`).
+        reason: u32,
+    },
 }
 
 impl VcpuExit {
@@ -218,7 +305,9 @@ impl fmt::Display for Origin {
 /// A failed call as it is recorded: the errno and who produced it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// The errno the call failed with (for a lock refusal, the one the kernel would have given).
     pub errno: Errno,
+    /// Whether the kernel or vmfleet's lock said no.
     pub origin: Origin,
 }
 

@@ -20,15 +20,21 @@ pub const MAX_ENTRIES: usize = abi::KVM_MAX_CPUID_ENTRIES;
 /// One of the four result registers of CPUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CpuidReg {
+    /// EAX.
     Eax,
+    /// EBX.
     Ebx,
+    /// ECX.
     Ecx,
+    /// EDX.
     Edx,
 }
 
 impl CpuidReg {
+    /// The four, in the order CPUID returns them (and tables and transcripts print them).
     pub const ALL: [CpuidReg; 4] = [CpuidReg::Eax, CpuidReg::Ebx, CpuidReg::Ecx, CpuidReg::Edx];
 
+    /// The lower-case name transcripts use (`eax`).
     pub fn name(self) -> &'static str {
         match self {
             CpuidReg::Eax => "eax",
@@ -48,16 +54,24 @@ impl fmt::Display for CpuidReg {
 /// One `kvm_cpuid_entry2`, without its padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CpuidEntry {
+    /// The leaf (EAX on input to CPUID).
     pub function: u32,
+    /// The subleaf (ECX on input); part of the key only with [`FLAG_SIGNIFICANT_INDEX`].
     pub index: u32,
+    /// `KVM_CPUID_FLAG_*` bits; vmfleet reads only [`FLAG_SIGNIFICANT_INDEX`].
     pub flags: u32,
+    /// EAX as CPUID returns it.
     pub eax: u32,
+    /// EBX as CPUID returns it.
     pub ebx: u32,
+    /// ECX as CPUID returns it.
     pub ecx: u32,
+    /// EDX as CPUID returns it.
     pub edx: u32,
 }
 
 impl CpuidEntry {
+    /// The value of one result register.
     pub fn reg(&self, reg: CpuidReg) -> u32 {
         match reg {
             CpuidReg::Eax => self.eax,
@@ -67,6 +81,7 @@ impl CpuidEntry {
         }
     }
 
+    /// One result register, to change it in place.
     pub fn reg_mut(&mut self, reg: CpuidReg) -> &mut u32 {
         match reg {
             CpuidReg::Eax => &mut self.eax,
@@ -105,18 +120,22 @@ impl fmt::Display for CpuidEntry {
 /// check, so it is preserved everywhere).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CpuidTable {
+    /// The entries, at most [`MAX_ENTRIES`] for the kernel to accept them (`E2BIG`).
     pub entries: Vec<CpuidEntry>,
 }
 
 impl CpuidTable {
+    /// The table of these entries, in this order.
     pub fn new(entries: Vec<CpuidEntry>) -> Self {
         CpuidTable { entries }
     }
 
+    /// How many entries (`kvm_cpuid2.nent`).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -126,6 +145,7 @@ impl CpuidTable {
         self.entries.iter().find(|e| e.matches(leaf, subleaf))
     }
 
+    /// [`CpuidTable::lookup`], to change the entry in place.
     pub fn lookup_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidEntry> {
         self.entries.iter_mut().find(|e| e.matches(leaf, subleaf))
     }

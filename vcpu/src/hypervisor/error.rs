@@ -68,6 +68,7 @@ impl CallError {
 pub struct ReplayFailure {
     /// Sequence number of the recorded event that was expected, if there was one.
     pub seq: Option<u64>,
+    /// The stream (system, VM or vCPU) on which the run and the trace parted.
     pub stream: Stream,
     /// The recorded call (or "end of stream").
     pub expected: String,

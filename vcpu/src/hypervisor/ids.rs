@@ -11,7 +11,10 @@ use std::fmt;
 /// The architecture a guest runs; data, not a `cfg`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GuestArch {
+    /// x86-64: the model is a CPUID table (`KVM_SET_CPUID2`).
     X86_64,
+    /// arm64: the model is ID and firmware registers (`KVM_SET_ONE_REG`) and vCPU features
+    /// (`KVM_ARM_VCPU_INIT`).
     Aarch64,
 }
 

@@ -21,7 +21,9 @@ use std::fmt;
 /// traces keep and that control replies are compared by, unchanged since the first recordings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRefusal {
+    /// The VM whose lock refused.
     pub vm: VmId,
+    /// The vCPU the write was issued on.
     pub vcpu: VcpuId,
     /// The vCPU whose first `KVM_RUN` sealed the VM. Which vCPU wins that race differs from run
     /// to run, so it is kept for logs but never displayed: refusal texts go into transcripts, which

@@ -95,8 +95,8 @@ pub fn judge_one_reg(id: u64, held: u64, requested: u64) -> Option<Mismatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::cpuid::CpuidEntry;
     use crate::model::arm64::catalog::{ID_AA64PFR0_EL1, MPIDR_EL1};
-    use crate::model::x86::CpuidEntry;
 
     #[test]
     fn arm64_id_registers_are_held_and_identity_is_not() {

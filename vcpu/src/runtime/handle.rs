@@ -12,9 +12,10 @@ use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::{CallError, ReplayFailure};
 use crate::hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
-use crate::model::lock_policy::{self, Mismatch};
+use crate::hypervisor::refusal::LockRefusal;
+use crate::model::lock_policy::{self, Mismatch, OneRegLockRule};
 use crate::runtime::control::RunControl;
-use crate::runtime::lock::{LockRefusal, ModelLock, Seal};
+use crate::runtime::lock::{ModelLock, Seal};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
@@ -32,11 +33,14 @@ pub struct HandleError {
     pub target: String,
     /// The call, as the transcript prints it.
     pub call: String,
+    /// Why it failed: the kernel's errno, the lock's refusal, or the backend's own error.
     #[source]
     pub source: CallError,
 }
 
 impl HandleError {
+    /// The errno the call failed with, if it has one (a kernel error or a lock refusal, which
+    /// carries the errno the kernel would have given).
     pub fn errno(&self) -> Option<Errno> {
         self.source.errno()
     }
@@ -70,10 +74,12 @@ impl VmHandle {
         }
     }
 
+    /// The VM's logical id.
     pub fn id(&self) -> VmId {
         self.id
     }
 
+    /// The VM's name in the fleet spec.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -83,6 +89,7 @@ impl VmHandle {
         self.arch
     }
 
+    /// The VM's pre-run lock, shared by all its vCPUs.
     pub fn lock(&self) -> &ModelLock {
         &self.lock
     }
@@ -116,6 +123,7 @@ impl VmHandle {
         })
     }
 
+    /// `KVM_CREATE_VCPU`: a handle on the new vCPU, sharing this VM's lock.
     pub fn create_vcpu(&self, vcpu: VcpuId) -> Result<VcpuHandle, HandleError> {
         let backend = self
             .backend()
@@ -158,10 +166,6 @@ pub struct OneRegWrite {
     pub after_run: bool,
 }
 
-/// How the pre-run lock treats a register: the policy's answer ([`lock_policy::one_reg_rule`]),
-/// re-exported where the handle's callers used to find it.
-pub use crate::model::lock_policy::OneRegLockRule;
-
 /// A vCPU, sharing its VM's lock.
 pub struct VcpuHandle {
     vm: VmId,
@@ -174,10 +178,12 @@ pub struct VcpuHandle {
 }
 
 impl VcpuHandle {
+    /// The vCPU's logical id within its VM.
     pub fn id(&self) -> VcpuId {
         self.id
     }
 
+    /// The VM the vCPU belongs to.
     pub fn vm(&self) -> VmId {
         self.vm
     }

@@ -26,7 +26,10 @@ pub enum Seal {
     /// No vCPU has entered `KVM_RUN`: any write the kernel accepts is allowed.
     Open,
     /// `first_run` entered `KVM_RUN` first; only identical rewrites are allowed from now on.
-    Sealed { first_run: VcpuId },
+    Sealed {
+        /// The vCPU whose `KVM_RUN` sealed the VM (named in refusals).
+        first_run: VcpuId,
+    },
 }
 
 /// One VM's lock. Shared by the VM's handle and all of its vCPU handles.
@@ -51,6 +54,7 @@ impl WriteGate<'_> {
 }
 
 impl ModelLock {
+    /// The lock of a VM none of whose vCPUs has run yet ([`Seal::Open`]).
     pub fn new(vm: VmId) -> Self {
         ModelLock {
             vm,
@@ -59,6 +63,7 @@ impl ModelLock {
         }
     }
 
+    /// The VM this lock guards.
     pub fn vm(&self) -> VmId {
         self.vm
     }
@@ -99,17 +104,14 @@ impl ModelLock {
     }
 }
 
-/// The refusal the lock produces, and the words of its first line. The type is the boundary's
-/// ([`crate::hypervisor::refusal`]): backends and the recorder receive it
-/// ([`crate::Vcpu::note_refused`]), and the boundary must not depend on the runtime.
-pub use crate::hypervisor::headline::{HEADLINE_MAX, LOCK_RULE, headline};
-pub use crate::hypervisor::refusal::LockRefusal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::cpuid::CpuidReg;
     use crate::hypervisor::errno::Errno;
-    use crate::model::x86::{CpuidReg, TableDifference};
+    use crate::hypervisor::headline::{HEADLINE_MAX, LOCK_RULE, headline};
+    use crate::hypervisor::refusal::LockRefusal;
+    use crate::model::x86::TableDifference;
     use std::sync::Arc;
 
     fn refusal(differences: Vec<TableDifference>) -> LockRefusal {

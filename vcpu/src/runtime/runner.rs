@@ -11,7 +11,7 @@
 //! looking at control after a kick is what makes the decisions replayable: they sit at recorded
 //! exits, not at whatever instant a flag happened to be read.
 
-use crate::guests::{GuestReport, ProbeDecoder, Step};
+use crate::guests::{ExitDecoder, GuestReport, ProbeDecoder, Step};
 use crate::hypervisor::call::{RunDecision, VcpuExit};
 use crate::runtime::control::RunControl;
 use crate::runtime::handle::{HandleError, VcpuHandle};
@@ -50,10 +50,6 @@ impl fmt::Display for ProbeEnd {
     }
 }
 
-/// The run loop is generic over the guest's decoder; the trait is the guests' own
-/// ([`crate::guests::ExitDecoder`]), so that the guests need nothing of the runtime.
-pub use crate::guests::ExitDecoder;
-
 /// The result of one probe run of the x86 guest.
 pub type ProbeOutcome = RunOutcome<GuestReport>;
 
@@ -65,6 +61,7 @@ pub struct RunOutcome<R> {
     pub report: R,
     /// `KVM_RUN` calls that returned an exit (including `Interrupted` and the final one).
     pub exits: u64,
+    /// Why the run ended.
     pub end: ProbeEnd,
 }
 
@@ -141,7 +138,9 @@ pub fn run_controlled(
 /// How long a run may go, and whether it parks at its first exit (see [`Probe`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunLimits {
+    /// Stop with [`ProbeEnd::ExitBudget`] after that many exits (`None`: no limit).
     pub exit_budget: Option<u64>,
+    /// Take a control point right after the first guest exit, as [`Probe::pause_at_first_exit`].
     pub pause_at_first_exit: bool,
 }
 
@@ -273,14 +272,14 @@ fn internal_error_name(suberror: u32) -> &'static str {
 mod tests {
     use super::*;
     use crate::Errno;
-    use crate::guests::GuestSeen;
     use crate::guests::x86::{PORT_PASS_BEGIN, PORT_PASS_END, PORT_RESULT};
     use crate::hypervisor::backend::{Vcpu, Vm};
     use crate::hypervisor::call::{Reply, VcpuCall, VmCall};
     use crate::hypervisor::error::CallError;
     use crate::hypervisor::ids::{VcpuId, VmId};
+    use crate::hypervisor::refusal::LockRefusal;
+    use crate::model::x86::drift::GuestSeen;
     use crate::runtime::handle::VmHandle;
-    use crate::runtime::lock::LockRefusal;
     use std::collections::VecDeque;
     use vm_memory::GuestMemoryMmap;
 

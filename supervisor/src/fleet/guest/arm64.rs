@@ -18,10 +18,11 @@ use crate::report::{
 use crate::spec::AfterRun;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use vcpu::guests::arm64::SmcccCall;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
-use vcpu::guests::arm64::smccc::{self, SmcccCall};
 use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
+use vcpu::model::arm64::smccc;
 use vcpu::model::arm64::{
     Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
 };

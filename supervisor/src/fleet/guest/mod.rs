@@ -280,7 +280,7 @@ fn unstarted_vcpu(id: u32) -> VcpuReport {
         exits: 0,
         end: "not started".into(),
         run_end: crate::report::RunEnd::NotStarted,
-        held: vcpu::model::x86::CpuidTable::default(),
+        held: vcpu::hypervisor::cpuid::CpuidTable::default(),
         hidden: Vec::new(),
     }
 }

@@ -13,8 +13,9 @@ use crate::report::{
 use crate::spec::AfterRun;
 use std::sync::Arc;
 use vcpu::guests::x86 as guest;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::x86::model::X86CpuModel;
-use vcpu::model::x86::{CpuidTable, catalog as features, drift};
+use vcpu::model::x86::{catalog as features, drift};
 use vcpu::runtime::runner::{self, Probe, ProbeOutcome, VcpuNotice};
 use vcpu::{RunControl, VcpuHandle};
 

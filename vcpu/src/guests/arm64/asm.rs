@@ -220,9 +220,13 @@ pub enum AsmError {
     /// The branch target is further than the instruction's offset field reaches.
     #[error("{instruction} at word {from} cannot reach word {to} (at most {max_words} words away)")]
     OutOfRange {
+        /// The branch's mnemonic.
         instruction: &'static str,
+        /// The word index of the branch.
         from: usize,
+        /// The word index of its target.
         to: usize,
+        /// How many words the offset field reaches, either way.
         max_words: i64,
     },
 }

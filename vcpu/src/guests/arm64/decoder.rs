@@ -108,8 +108,11 @@ pub enum Arm64ProtocolError {
         "exit #{exit}: MMIO write to {addr:#x}, which is not a report address; expected {expected}"
     )]
     UnknownAddress {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The address written.
         addr: u64,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
@@ -119,42 +122,59 @@ pub enum Arm64ProtocolError {
          stores; expected {expected}"
     )]
     WrongSize {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The address written.
         addr: u64,
+        /// The store's size in bytes.
         size: usize,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
     /// A word at the tag address that is no tag the program can produce.
     #[error("exit #{exit}: {word:#018x} at the tag address is not a tag; expected {expected}")]
     NotATag {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// The word written at the tag address.
         word: u64,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
     /// A well-formed tag, but not the next step of the program.
     #[error("exit #{exit}: the guest announced {got}; expected {expected}")]
     UnexpectedTag {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// What the guest did instead, in words.
         got: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
     /// A tag where a value was due, or a value where a tag was due.
     #[error("exit #{exit}: {got}; expected {expected}")]
     OutOfOrder {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// What the guest did instead, in words.
         got: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
     /// `PASS_BEGIN` or `PASS_END` with the wrong pass number.
     #[error("exit #{exit}: {which} of pass {got}; expected pass {expected}")]
     WrongPass {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// `"PASS_BEGIN"` or `"PASS_END"`.
         which: &'static str,
+        /// The pass number the guest reported.
         got: u64,
+        /// The pass number due.
         expected: u64,
     },
 
@@ -164,16 +184,22 @@ pub enum Arm64ProtocolError {
          expected {expected}"
     )]
     TooManyPasses {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// How many passes the program runs.
         repeats: u32,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
     /// `SYSTEM_EVENT` shutdown before the program's last pass was reported.
     #[error("exit #{exit}: SYSTEM_OFF {when}; expected {expected}")]
     EarlyPowerOff {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// How far the program had got.
         when: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 
@@ -183,7 +209,12 @@ pub enum Arm64ProtocolError {
         "exit #{exit}: PSCI SYSTEM_OFF returned {ret:#x} to the guest instead of powering off; \
          the guest parked"
     )]
-    SystemOffReturned { exit: u64, ret: u64 },
+    SystemOffReturned {
+        /// The 1-based number of the offending exit.
+        exit: u64,
+        /// What `SYSTEM_OFF` returned in X0 (a PSCI error code).
+        ret: u64,
+    },
 
     /// The guest took an exception and reported it from its vector table; it parked.
     #[error(
@@ -191,14 +222,19 @@ pub enum Arm64ProtocolError {
          ESR_EL1 {esr:#x} ({class}), ELR_EL1 {elr:#x}, FAR_EL1 {far:#x}; the guest parked"
     )]
     GuestException {
+        /// The 1-based number of the offending exit.
         exit: u64,
         /// The vector-table entry (0..16).
         vector: u16,
+        /// The entry's name (`"current EL with SP_ELx, synchronous"`, …).
         vector_name: &'static str,
+        /// ESR_EL1: the exception syndrome.
         esr: u64,
         /// What ESR's exception class means.
         class: String,
+        /// ELR_EL1: the address of the instruction that took it.
         elr: u64,
+        /// FAR_EL1: the faulting address, where the exception class sets one.
         far: u64,
         /// The step the guest had announced last, in words.
         during: String,
@@ -207,8 +243,11 @@ pub enum Arm64ProtocolError {
     /// An exit that is no part of the protocol.
     #[error("exit #{exit}: {got}; expected {expected}")]
     UnexpectedExit {
+        /// The 1-based number of the offending exit.
         exit: u64,
+        /// What the guest did instead, in words.
         got: String,
+        /// What the protocol allowed at this exit.
         expected: String,
     },
 }

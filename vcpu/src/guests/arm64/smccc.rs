@@ -1,10 +1,10 @@
 //! The SMCCC calls the arm64 guest makes with `HVC #0`, and what their answers mean.
 //!
 //! The function ids, their names, conventions and return codes are what SMCCC and KVM define,
-//! and live in the model: [`crate::model::arm64::smccc`]. They are re-exported here, so the guest's
-//! calls read `smccc::TRNG_VERSION` like the rest of this module.
+//! and live in the model: [`crate::model::arm64::smccc`], their one path; this module holds what
+//! the guest makes of them (the calls it makes, the results it reports).
 
-pub use crate::model::arm64::smccc::*;
+use crate::model::arm64::smccc::*;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

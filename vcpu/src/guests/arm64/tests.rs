@@ -2,11 +2,11 @@
 //! and runs of generated programs on a model of the A64 subset they use ([`sim`]), decoded by
 //! [`Arm64Decoder`].
 
-use super::smccc::*;
 use super::*;
 use crate::guests::Step;
 use crate::hypervisor::call::VcpuExit;
 use crate::model::arm64::catalog::{self, CTR_EL0, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
+use crate::model::arm64::smccc::*;
 
 const REGS: [SysReg; 4] = [ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1, CTR_EL0];
 const CALLS: [SmcccCall; 6] = [

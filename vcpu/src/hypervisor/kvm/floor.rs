@@ -4,7 +4,8 @@
 //! # What it does
 //!
 //! [`Floor::start_to_first_exit`] issues the ioctls vmfleet's job issues for a VM of the default
-//! fleet spec (`supervisor/src/job.rs`, `drive_vm`), in the same order, on one thread:
+//! fleet spec (`supervisor/src/job.rs`; each VM's loop creates and configures its VM in
+//! `supervisor/src/fleet/vm_loop/setup.rs`), in the same order, on one thread:
 //!
 //! 1. `KVM_GET_SUPPORTED_CPUID`, once per run (the job asks once per job);
 //! 2. for each VM, one after the other:
@@ -64,7 +65,9 @@ pub use imp::start_to_first_exit;
 /// One floor run: how long it took and what each vCPU's first exit was.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FloorRun {
+    /// How many VMs were started.
     pub vms: u32,
+    /// How many vCPUs each VM had.
     pub vcpus_per_vm: u32,
     /// From just before `KVM_GET_SUPPORTED_CPUID` to the first exit of the last vCPU.
     pub elapsed: Duration,
@@ -121,8 +124,11 @@ pub struct FloorPhases {
 /// One vCPU's first exit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FirstExit {
+    /// The VM.
     pub vm: VmId,
+    /// The vCPU, within that VM.
     pub vcpu: VcpuId,
+    /// What `KVM_RUN` returned with the first time.
     pub exit: VcpuExit,
 }
 
@@ -137,20 +143,31 @@ pub enum FloorError {
     #[error(
         "the floor runs vmfleet's x86 probe guest and needs an x86_64 host; this one is {arch}"
     )]
-    UnsupportedArch { arch: String },
+    UnsupportedArch {
+        /// The host architecture (`std::env::consts::ARCH`).
+        arch: String,
+    },
 
     /// Nothing to start.
     #[error(
         "a floor run needs at least one VM with at least one vCPU \
          (asked for {vms} VM(s) with {vcpus_per_vm} vCPU(s) each)"
     )]
-    Empty { vms: u32, vcpus_per_vm: u32 },
+    Empty {
+        /// The VMs asked for.
+        vms: u32,
+        /// The vCPUs per VM asked for.
+        vcpus_per_vm: u32,
+    },
 
     /// A step failed: the kernel refused an ioctl, or memory could not be mapped.
     #[error("{stream}: {step}: {source}")]
     Step {
+        /// The object the step was on (system, a VM or a vCPU).
         stream: Stream,
+        /// The step, by its ioctl or action (`"KVM_CREATE_VM"`, …).
         step: &'static str,
+        /// The call's error (the kernel's errno, or the backend's own).
         #[source]
         source: CallError,
     },
@@ -158,8 +175,11 @@ pub enum FloorError {
     /// The workload's model builder refused the host's table for this vCPU.
     #[error("{vm}/{vcpu}: building the CPU model: {source}")]
     Model {
+        /// The VM.
         vm: VmId,
+        /// The vCPU.
         vcpu: VcpuId,
+        /// The workload's reason.
         #[source]
         source: WorkloadError,
     },
@@ -167,7 +187,9 @@ pub enum FloorError {
     /// The workload's guest did not fit into the guest memory.
     #[error("{vm}: loading the probe guest: {source}")]
     Guest {
+        /// The VM.
         vm: VmId,
+        /// The workload's reason.
         #[source]
         source: WorkloadError,
     },
@@ -446,6 +468,7 @@ mod imp {
             })
         }
 
+        /// Unreachable: there is no [`Floor`] to call it on.
         pub fn start_to_first_exit(
             &self,
             _workload: &dyn StartWorkload,

@@ -22,7 +22,10 @@ pub enum KvmUnavailable {
          no virtualization support, or the device was not passed into this container); {REPLAY_HINT}",
         path.display()
     )]
-    Missing { path: PathBuf },
+    Missing {
+        /// The device node (`/dev/kvm`, or what `KvmHypervisor::open_path` was given).
+        path: PathBuf,
+    },
 
     /// Opening the device was refused.
     #[error(
@@ -30,11 +33,19 @@ pub enum KvmUnavailable {
          run as root; {REPLAY_HINT}",
         path.display()
     )]
-    PermissionDenied { path: PathBuf },
+    PermissionDenied {
+        /// The device node (`/dev/kvm`, or what `KvmHypervisor::open_path` was given).
+        path: PathBuf,
+    },
 
     /// Opening the device failed for another reason.
     #[error("cannot open {}: {}; {REPLAY_HINT}", path.display(), OsError(*errno))]
-    Open { path: PathBuf, errno: Errno },
+    Open {
+        /// The device node (`/dev/kvm`, or what `KvmHypervisor::open_path` was given).
+        path: PathBuf,
+        /// What `open(2)` failed with.
+        errno: Errno,
+    },
 
     /// The file opened, but `KVM_GET_API_VERSION` failed on it: it is not a KVM device (for
     /// example `/dev/kvm` bind-mounted to `/dev/null` gives `ENOTTY`).
@@ -43,7 +54,12 @@ pub enum KvmUnavailable {
          something else, e.g. /dev/null?); {REPLAY_HINT}",
         path.display(), OsError(*errno)
     )]
-    NotKvm { path: PathBuf, errno: Errno },
+    NotKvm {
+        /// The device node (`/dev/kvm`, or what `KvmHypervisor::open_path` was given).
+        path: PathBuf,
+        /// What `KVM_GET_API_VERSION` failed with.
+        errno: Errno,
+    },
 
     /// The kernel speaks another KVM API version than the stable one (12).
     #[error(
@@ -51,8 +67,11 @@ pub enum KvmUnavailable {
         path.display()
     )]
     ApiVersion {
+        /// The device node (`/dev/kvm`, or what `KvmHypervisor::open_path` was given).
         path: PathBuf,
+        /// The version `KVM_GET_API_VERSION` returned.
         found: i32,
+        /// The version vmfleet speaks (`KVM_API_VERSION`).
         expected: i32,
     },
 
@@ -61,14 +80,20 @@ pub enum KvmUnavailable {
         "vmfleet's KVM backend supports x86_64 and aarch64 hosts, and this one is {arch}; \
          {REPLAY_HINT}"
     )]
-    UnsupportedArch { arch: String },
+    UnsupportedArch {
+        /// The host architecture (`std::env::consts::ARCH`).
+        arch: String,
+    },
 
     /// The signal handler that kicks vCPUs out of `KVM_RUN` could not be installed.
     #[error(
         "could not install the handler of the vCPU kick signal (SIGRTMIN): {errno}; vmfleet \
          cannot stop or pause a running guest without it"
     )]
-    KickSignal { errno: Errno },
+    KickSignal {
+        /// What `sigaction(2)` failed with.
+        errno: Errno,
+    },
 }
 
 // Only the real backend opens a device; the stub for other host architectures does not.

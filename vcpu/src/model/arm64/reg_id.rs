@@ -6,16 +6,16 @@
 //! without the size field are not `KVM_REG_ARM64 >> 32`, then dispatches on the coprocessor
 //! field; [`classify`] follows the same steps so that vmfleet files every id where the kernel
 //! would look for it. The encodings themselves are KVM's ABI and live in
-//! [`crate::hypervisor::abi`]; they are re-exported here beside the rules that read them.
+//! [`crate::hypervisor::abi`], and are imported from there by the rules that read them.
 
 use super::sysreg::SysReg;
 use super::{catalog, firmware};
 use serde::{Deserialize, Serialize};
 
-pub use crate::hypervisor::abi::{
+use crate::hypervisor::abi::{
     COPROC_CORE, COPROC_DEMUX, COPROC_FW, COPROC_FW_FEAT_BMAP, COPROC_SVE, COPROC_SYSREG,
-    KVM_REG_ARCH_MASK, KVM_REG_ARM_COPROC_MASK, KVM_REG_ARM_COPROC_SHIFT, KVM_REG_ARM64,
-    KVM_REG_SIZE_MASK, KVM_REG_SIZE_SHIFT, KVM_REG_SIZE_U32, KVM_REG_SIZE_U64,
+    KVM_REG_ARM_COPROC_MASK, KVM_REG_ARM_COPROC_SHIFT, KVM_REG_ARM64, KVM_REG_SIZE_MASK,
+    KVM_REG_SIZE_SHIFT, KVM_REG_SIZE_U64,
 };
 
 /// The family of a register id, decided the way KVM dispatches it.

@@ -2,17 +2,16 @@
 //! (`ARM64_SYS_REG`) and their slot in the array `KVM_ARM_GET_REG_WRITABLE_MASKS` fills.
 
 use super::catalog;
-use super::reg_id::{self, COPROC_SYSREG, KVM_REG_ARM64, KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64};
-pub use crate::hypervisor::abi::KVM_REG_ARM64_SYSREG;
+use super::reg_id;
+use crate::hypervisor::abi::{
+    COPROC_SYSREG, KVM_ARM_FEATURE_ID_RANGE_SIZE, KVM_REG_ARM64, KVM_REG_ARM64_SYSREG,
+    KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Every system-register id is this plus the 16-bit encoding.
 const SYSREG_ID_BASE: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG;
-
-/// How many masks `KVM_ARM_GET_REG_WRITABLE_MASKS` returns (`KVM_ARM_FEATURE_ID_RANGE_SIZE`:
-/// op1 ∈ {0, 1, 3} × CRm 0..7 × op2 0..7).
-pub const FEATURE_ID_RANGE_SIZE: usize = crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 
 /// A system-register encoding. The fields are private so that every value is in range: `op0` 2
 /// bits, `op1` 3, `CRn` 4, `CRm` 4, `op2` 3.
@@ -210,7 +209,7 @@ impl SysReg {
 
     /// The encoding whose mask sits at `index` of the writable-mask array (`None` past its end).
     pub const fn from_feature_id_range_index(index: usize) -> Option<SysReg> {
-        if index >= FEATURE_ID_RANGE_SIZE {
+        if index >= KVM_ARM_FEATURE_ID_RANGE_SIZE {
             return None;
         }
         let op1 = match index >> 6 {
@@ -364,7 +363,7 @@ mod tests {
         assert_eq!(idx(3, 0, 1, 0, 0), None); // SCTLR_EL1: CRn 1
         assert_eq!(idx(3, 2, 0, 0, 0), None); // CSSELR_EL1: op1 2
         assert_eq!(idx(2, 0, 0, 0, 4), None); // a debug register: op0 2
-        for index in 0..FEATURE_ID_RANGE_SIZE {
+        for index in 0..KVM_ARM_FEATURE_ID_RANGE_SIZE {
             let reg = SysReg::from_feature_id_range_index(index).unwrap();
             assert_eq!(reg.feature_id_range_index(), Some(index));
         }

@@ -617,7 +617,7 @@ mod tests {
 
     #[test]
     fn is_set_in_uses_the_lookup_rule() {
-        use crate::model::x86::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
+        use crate::hypervisor::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
         let table = CpuidTable::new(vec![CpuidEntry {
             function: 7,
             index: 0,

@@ -10,8 +10,9 @@
 //! - [`check_guest_view`]: what the guest's own `CPUID` returned at each probed point, compared
 //!   with the held table; differences in runtime bits are counted, not reported.
 
+use super::RUNTIME_BITS;
 use super::catalog::{self, Feature};
-use super::{CpuidEntry, CpuidReg, CpuidTable, RUNTIME_BITS};
+use crate::hypervisor::cpuid::{CpuidEntry, CpuidReg, CpuidTable};
 use serde::{Deserialize, Serialize};
 
 /// The bits of `reg` in `entry` that KVM recomputes from guest state ([`RUNTIME_BITS`]).
@@ -353,7 +354,7 @@ fn key_str(leaf: u32, subleaf: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::x86::FLAG_SIGNIFICANT_INDEX;
+    use crate::hypervisor::cpuid::FLAG_SIGNIFICANT_INDEX;
     use crate::model::x86::model::X86CpuModel;
 
     fn entry(function: u32, index: u32, flags: u32, regs: [u32; 4]) -> CpuidEntry {

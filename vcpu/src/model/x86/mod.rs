@@ -22,9 +22,7 @@ pub mod model;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::hypervisor::cpuid::{
-    CpuidEntry, CpuidReg, CpuidTable, FLAG_SIGNIFICANT_INDEX, MAX_ENTRIES,
-};
+use crate::hypervisor::cpuid::{CpuidEntry, CpuidReg, CpuidTable};
 
 /// Bits KVM recomputes at run time from guest state (CR4, XCR0, APIC base), per
 /// `kvm_update_cpuid_runtime`. KVM's after-run equality check refreshes them in the incoming table

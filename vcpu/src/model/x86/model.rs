@@ -32,7 +32,7 @@
 //! several vCPUs). Nothing else is touched: the rest of the table is the host's, bit for bit.
 
 use super::catalog::{self, Feature};
-use super::{CpuidReg, CpuidTable, MAX_ENTRIES};
+use crate::hypervisor::cpuid::{CpuidReg, CpuidTable, MAX_ENTRIES};
 use crate::hypervisor::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -253,7 +253,7 @@ pub fn check_kernel_rules(table: &CpuidTable) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::x86::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
+    use crate::hypervisor::cpuid::{CpuidEntry, FLAG_SIGNIFICANT_INDEX};
 
     fn entry(function: u32, index: u32, flags: u32, regs: [u32; 4]) -> CpuidEntry {
         let [eax, ebx, ecx, edx] = regs;

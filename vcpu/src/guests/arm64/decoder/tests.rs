@@ -2,11 +2,11 @@
 //! generator), well-formed and malformed.
 
 use super::*;
-use crate::guests::arm64::smccc::{
-    PSCI_VERSION, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1, TRNG_VERSION,
-};
 use crate::guests::arm64::{REPORT_BASE, SmcccStatus};
 use crate::model::arm64::catalog::{ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1};
+use crate::model::arm64::smccc::{
+    PSCI_VERSION, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1, TRNG_VERSION,
+};
 
 const REGS: [SysReg; 3] = [ID_AA64PFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1];
 const CALLS: [SmcccCall; 2] = [

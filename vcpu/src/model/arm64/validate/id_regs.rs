@@ -338,15 +338,15 @@ pub fn check_clidr(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
     use crate::model::arm64::catalog::{
         CLIDR_EL1, CTR_EL0, ID_AA64DFR0_EL1, ID_AA64MMFR0_EL1, ID_AA64PFR1_EL1, ID_AA64ZFR0_EL1,
         ID_DFR0_EL1, MIDR_EL1, REVIDR_EL1,
     };
     use crate::model::arm64::features::VcpuFeature;
-    use crate::model::arm64::sysreg::FEATURE_ID_RANGE_SIZE;
 
     fn all_writable() -> WritableMasks {
-        WritableMasks::from_reported(&[u64::MAX; FEATURE_ID_RANGE_SIZE]).unwrap()
+        WritableMasks::from_reported(&[u64::MAX; KVM_ARM_FEATURE_ID_RANGE_SIZE]).unwrap()
     }
 
     fn none() -> VcpuFeatureSet {
@@ -468,7 +468,7 @@ mod tests {
         // MTE = 2, MTE_frac = 0xF in the limit; MTE_frac is outside the mask on real kernels.
         let limit = 0xFu64 << 40 | 2 << 8;
         let asked = 2u64 << 8;
-        let mut masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+        let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
         masks[33] = 0x0000_000f_0000_00ff;
         let masks = WritableMasks::from_reported(&masks).unwrap();
         assert_eq!(
@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn clidr_rules() {
-        let mut masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+        let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
         masks[CLIDR_EL1.feature_id_range_index().unwrap()] = 0x0000_7fff_ffff_ffff;
         let masks = WritableMasks::from_reported(&masks).unwrap();
         let current = 0x0100_0004u64; // LoC 1, unified L1... as the reference host reads it

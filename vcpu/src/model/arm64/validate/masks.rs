@@ -8,13 +8,11 @@
 //! 6.3–6.6 kernel would have accepted (PMUVer), never the other way round.
 
 use crate::model::arm64::catalog;
-use crate::model::arm64::sysreg::{FEATURE_ID_RANGE_SIZE, SysReg};
+use crate::model::arm64::sysreg::SysReg;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::hypervisor::abi::{
-    KVM_ARM_FEATURE_ID_RANGE_BIT, KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
-};
+use crate::hypervisor::abi::{KVM_ARM_FEATURE_ID_RANGE_BIT, KVM_ARM_FEATURE_ID_RANGE_SIZE};
 
 /// ID_AA64PFR0_EL1.CSV3 | CSV2: what kernels before writable ID registers let userspace lower.
 pub const PRE_WRITABLE_PFR0_MASK: u64 = 0xFF00_0000_0000_0000;
@@ -75,7 +73,8 @@ impl TryFrom<WritableMasksRepr> for WritableMasks {
 pub enum MaskError {
     /// Not the 192 masks of `KVM_ARM_FEATURE_ID_RANGE_SIZE`.
     #[error(
-        "KVM_ARM_GET_REG_WRITABLE_MASKS fills {FEATURE_ID_RANGE_SIZE} masks; {count} were given"
+        "KVM_ARM_GET_REG_WRITABLE_MASKS fills {KVM_ARM_FEATURE_ID_RANGE_SIZE} masks; {count} were \
+         given"
     )]
     WrongCount {
         /// How many were given.
@@ -104,7 +103,7 @@ pub enum MaskError {
 impl WritableMasks {
     /// The masks `KVM_ARM_GET_REG_WRITABLE_MASKS` returned.
     pub fn from_reported(masks: &[u64]) -> Result<WritableMasks, MaskError> {
-        if masks.len() != FEATURE_ID_RANGE_SIZE {
+        if masks.len() != KVM_ARM_FEATURE_ID_RANGE_SIZE {
             return Err(MaskError::WrongCount { count: masks.len() });
         }
         Ok(WritableMasks::Reported {
@@ -154,7 +153,7 @@ mod tests {
 
     #[test]
     fn reported_masks_are_indexed_like_the_kernel() {
-        let mut masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+        let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
         masks[32] = 0xffff_00f0_0f00_ffff;
         masks[48] = 0xffff_ffff_ffff_fff0;
         masks[129] = 0x300f_000f;
@@ -176,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_capability_decides_which_masks_apply() {
-        let masks = vec![0u64; FEATURE_ID_RANGE_SIZE];
+        let masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
         assert!(matches!(
             WritableMasks::for_kernel(1, Some(&masks)),
             Ok(WritableMasks::Reported { .. })
@@ -202,7 +201,7 @@ mod tests {
 
     #[test]
     fn deserializing_checks_the_count() {
-        let good = WritableMasks::from_reported(&[7; FEATURE_ID_RANGE_SIZE]).unwrap();
+        let good = WritableMasks::from_reported(&[7; KVM_ARM_FEATURE_ID_RANGE_SIZE]).unwrap();
         let json = serde_json::to_string(&good).unwrap();
         assert_eq!(serde_json::from_str::<WritableMasks>(&json).unwrap(), good);
         let bad = r#"{"Reported":{"masks":[1,2,3]}}"#;
