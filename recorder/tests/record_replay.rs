@@ -244,6 +244,7 @@ fn refusal(errno: Errno) -> LockRefusal {
         write: "SET_CPUID2".into(),
         differences: vec!["0x7.0.ebx: avx2 1->0".into()],
         changes: vec!["CPUID 0x7.0.ebx avx2 1 → 0".into()],
+        note: None,
     }
 }
 

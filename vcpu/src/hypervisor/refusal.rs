@@ -39,6 +39,10 @@ pub struct LockRefusal {
     /// `CPUID 0x7.0.ebx avx2 1 → 0`, `ID_AA64PFR0_EL1.CSV3 1 → 0`.
     #[serde(default)]
     pub changes: Vec<String>,
+    /// Whose rule it is, when not the kernel's (the lock refuses a change this kernel would
+    /// accept): one more line of the details, not part of [`LockRefusal::recorded`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl LockRefusal {
@@ -54,7 +58,7 @@ impl LockRefusal {
     }
 
     /// The lines after the headline: the write, how it differs from what the kernel holds (every
-    /// difference, one a line), the errno.
+    /// difference, one a line), whose rule it is when not the kernel's, the errno.
     pub fn details(&self) -> Vec<String> {
         let mut lines = vec![format!(
             "refused write: {} (not sent to the kernel)",
@@ -62,6 +66,9 @@ impl LockRefusal {
         )];
         for difference in &self.differences {
             lines.push(format!("difference: {difference}"));
+        }
+        if let Some(note) = &self.note {
+            lines.push(format!("rule: {note}"));
         }
         lines.push(format!(
             "errno: {}, the kernel's own class for this write",

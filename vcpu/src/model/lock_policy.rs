@@ -9,9 +9,16 @@
 //!   different table is refused as `EINVAL`, the kernel's class for this call.
 //! - arm64: the CPU model is a set of registers (`KVM_SET_ONE_REG`), judged by register id through
 //!   the arm64 model's lock classes ([`crate::model::arm64::lock_class`]): the ID registers, the
-//!   cache description, hypercall bitmaps and unknown firmware registers are held and compared by
-//!   value; identity and firmware versions stay writable, as in the kernel. A different value is
-//!   refused as `EBUSY`, the class the newest kernels use.
+//!   cache description, hypercall bitmaps and unknown firmware registers are held; identity and
+//!   firmware versions stay writable, as in the kernel. A write to a held register is judged by
+//!   the arm64 model's after-run rule ([`crate::model::arm64::validate::judge_after_run`]), the one rule
+//!   for it in vmfleet: the kernel's set handlers first (PMUVer 0xF reads as 0, a field below its
+//!   floor is `EINVAL`, MIDR_EL1 without capability 239 is `EINVAL`), then the comparison with
+//!   what the kernel holds. A write the kernel would refuse is refused with the kernel's errno; a
+//!   real change is refused as `EBUSY`, the class the newest kernels use, on every kernel (flagged
+//!   as vmfleet's rule where the kernel would take it); a write identical after the set handlers
+//!   goes on to the kernel. Either refusal is the lock's: the kernel never sees the write, so a
+//!   kernel that would accept what the model refuses cannot change a running VM's model.
 //!
 //! Pure rules over values, like the rest of the models: the verdict ([`Mismatch`]) is data, and
 //! the runtime turns it into the refusal it reports.
@@ -19,7 +26,7 @@
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
-use crate::model::arm64::{self, LockClass};
+use crate::model::arm64::{self, Arm64Rule, HostView, LockClass, VcpuFeatureSet, Verdict};
 use crate::model::x86;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +49,27 @@ pub struct Mismatch {
     pub differences: Vec<String>,
     /// The same, as changes from what the kernel holds to what was asked (`WHAT OLD → NEW`).
     pub changes: Vec<String>,
+    /// Whose rule it is, when not the kernel's: set when the lock refuses a change this kernel
+    /// would accept ([`STRICTER_THAN_KERNEL`]).
+    pub note: Option<String>,
+}
+
+/// The note on a refusal of a change the kernel would accept after the first run (arm64 kernels
+/// without `KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES`, such as 6.1, do not freeze the ID registers;
+/// no kernel freezes the cache description): the lock is stricter than the kernel by design.
+pub const STRICTER_THAN_KERNEL: &str =
+    "vmfleet's rule, stricter than this kernel (it would accept the change after the first run)";
+
+/// What the lock needs, besides the values, to judge an arm64 write after the first run as the
+/// kernel would: what the kernel reported about the VM and its vCPUs' `KVM_ARM_VCPU_INIT`
+/// features. The runtime is given it once the VM is configured
+/// (`runtime::handle::VmHandle::set_arm64_lock_context`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arm64LockContext {
+    /// The kernel's answers for the VM, read before vmfleet wrote anything.
+    pub host: HostView,
+    /// The vCPUs' `KVM_ARM_VCPU_INIT` features.
+    pub features: VcpuFeatureSet,
 }
 
 /// The lock's rule for a `KVM_SET_ONE_REG` of register `id` on a guest of `arch`. x86 guests
@@ -76,19 +104,50 @@ pub fn judge_cpuid(held: &CpuidTable, requested: &CpuidTable) -> Option<Mismatch
         errno: Errno::EINVAL,
         differences: differences.iter().map(ToString::to_string).collect(),
         changes: differences.iter().flat_map(|d| d.changes()).collect(),
+        note: None,
     })
 }
 
-/// A `KVM_SET_ONE_REG` of `requested` to held register `id` of a sealed VM whose vCPU holds
-/// `held`: `None` when the values are equal (the write goes on to the kernel).
-pub fn judge_one_reg(id: u64, held: u64, requested: u64) -> Option<Mismatch> {
-    if held == requested {
-        return None;
-    }
-    Some(Mismatch {
-        errno: Errno::EBUSY,
-        differences: vec![format!("the kernel holds {held:#018x}")],
-        changes: arm64::validate::register_changes(id, held, requested),
+/// A `KVM_SET_ONE_REG` of `requested` to held register `id` (one whose rule is
+/// [`OneRegLockRule::LockedAfterRun`]) of a sealed arm64 VM whose vCPU holds `held`: `None` when
+/// the write is identical to what the kernel holds once the kernel's set handlers have rewritten
+/// it (the write goes on to the kernel), else the refusal with the kernel's errno.
+///
+/// This is [`crate::model::arm64::validate::judge_after_run`]'s answer, as the lock reports it. A change
+/// the kernel refuses for the change alone is described as before (`the kernel holds …`), with
+/// [`STRICTER_THAN_KERNEL`] when this kernel would take it; a write a set handler refuses is
+/// described by the model's refusal (register, field, rule, errno).
+pub fn judge_one_reg(
+    id: u64,
+    held: u64,
+    requested: u64,
+    context: &Arm64LockContext,
+) -> Option<Mismatch> {
+    let refusal = match arm64::validate::judge_after_run(
+        id,
+        requested,
+        held,
+        &context.host,
+        context.features,
+    ) {
+        // A register the model does not hold (it has no lock class): the kernel decides.
+        Verdict::Accepted { .. } | Verdict::Unjudged { .. } => return None,
+        Verdict::Refused(refusal) => refusal,
+    };
+    let changes = arm64::validate::register_changes(id, held, requested);
+    Some(match refusal.rule {
+        Arm64Rule::ChangedAfterRun { kernel_enforces } => Mismatch {
+            errno: refusal.errno,
+            differences: vec![format!("the kernel holds {held:#018x}")],
+            changes,
+            note: (!kernel_enforces).then(|| STRICTER_THAN_KERNEL.to_string()),
+        },
+        _ => Mismatch {
+            errno: refusal.errno,
+            differences: vec![refusal.to_string()],
+            changes,
+            note: None,
+        },
     })
 }
 
@@ -96,6 +155,7 @@ pub fn judge_one_reg(id: u64, held: u64, requested: u64) -> Option<Mismatch> {
 mod tests {
     use super::*;
     use crate::hypervisor::cpuid::CpuidEntry;
+    use crate::model::arm64::WritableMasks;
     use crate::model::arm64::catalog::{ID_AA64PFR0_EL1, MPIDR_EL1};
 
     #[test]
@@ -114,13 +174,48 @@ mod tests {
         );
     }
 
+    /// A VM whose kernel lists only ID_AA64PFR0_EL1, held at `held`, with the 6.7+ masks
+    /// (`reported`: the kernel freezes ID registers) or 6.1's.
+    fn context(held: u64, reported: bool) -> Arm64LockContext {
+        let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+        let masks = if reported {
+            let mut masks = vec![0; crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE];
+            masks[32] = 0xFFFF_00F0_FF00_FFFF;
+            WritableMasks::from_reported(&masks).unwrap()
+        } else {
+            WritableMasks::PreWritableIdRegisters
+        };
+        Arm64LockContext {
+            host: HostView {
+                register_ids: vec![pfr0],
+                values: [(pfr0, held)].into(),
+                masks,
+                writable_imp_id_regs: false,
+            },
+            features: VcpuFeatureSet::default(),
+        }
+    }
+
     #[test]
     fn verdicts_carry_the_kernels_errno_class() {
         let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
-        assert_eq!(judge_one_reg(pfr0, 1, 1), None);
-        let refused = judge_one_reg(pfr0, 1, 0).unwrap();
+        // EL0 = EL1 = 1 (AArch64 only), CSV3 = 1.
+        let held = 1 << 60 | 0x11;
+        let ctx = context(held, true);
+        assert_eq!(judge_one_reg(pfr0, held, held, &ctx), None);
+        let refused = judge_one_reg(pfr0, held, held & !(1 << 60), &ctx).unwrap();
         assert_eq!(refused.errno, Errno::EBUSY);
-        assert_eq!(refused.differences, ["the kernel holds 0x0000000000000001"]);
+        assert_eq!(refused.differences, ["the kernel holds 0x1000000000000011"]);
+        assert_eq!(refused.changes, ["ID_AA64PFR0_EL1.CSV3 1 → 0"]);
+        assert_eq!(refused.note, None);
+        // The same change on 6.1, which would take it: vmfleet's rule, and it says so.
+        let old = judge_one_reg(pfr0, held, held & !(1 << 60), &context(held, false)).unwrap();
+        assert_eq!(old.errno, Errno::EBUSY);
+        assert_eq!(old.note.as_deref(), Some(STRICTER_THAN_KERNEL));
+        // EL0 = 0: the set handler's floor comes first, with the kernel's errno.
+        let el0 = judge_one_reg(pfr0, held, held & !0xF, &ctx).unwrap();
+        assert_eq!(el0.errno, Errno::EINVAL);
+        assert_eq!(el0.changes, ["ID_AA64PFR0_EL1.EL0 1 → 0"]);
 
         let entry = CpuidEntry {
             function: 1,

@@ -13,10 +13,10 @@ use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::{CallError, ReplayFailure};
 use crate::hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
 use crate::hypervisor::refusal::LockRefusal;
-use crate::model::lock_policy::{self, Mismatch, OneRegLockRule};
+use crate::model::lock_policy::{self, Arm64LockContext, Mismatch, OneRegLockRule};
 use crate::runtime::control::RunControl;
 use crate::runtime::lock::{ModelLock, Seal};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -58,6 +58,9 @@ pub struct VmHandle {
     /// The guests' architecture: which writes the lock holds after the first run depends on it.
     arch: GuestArch,
     lock: Arc<ModelLock>,
+    /// What the lock judges an arm64 write after the run with, once the VM is configured; shared
+    /// with every vCPU handle.
+    arm64_context: Arc<OnceLock<Arm64LockContext>>,
     vm: Mutex<Box<dyn Vm>>,
 }
 
@@ -70,6 +73,7 @@ impl VmHandle {
             name: name.into(),
             arch,
             lock: Arc::new(ModelLock::new(id)),
+            arm64_context: Arc::new(OnceLock::new()),
             vm: Mutex::new(vm),
         }
     }
@@ -92,6 +96,19 @@ impl VmHandle {
     /// The VM's pre-run lock, shared by all its vCPUs.
     pub fn lock(&self) -> &ModelLock {
         &self.lock
+    }
+
+    /// Give the lock what it judges arm64 writes after the first run with: what the kernel
+    /// reported about this VM and its vCPUs' features ([`lock_policy::judge_one_reg`]). Called
+    /// once, when the model is configured and before any vCPU runs; until then a write to a held
+    /// register of a sealed VM fails (the lock cannot judge it). A second call is an error: the
+    /// rules a VM is judged by do not change.
+    pub fn set_arm64_lock_context(&self, context: Arm64LockContext) -> Result<(), HandleError> {
+        self.arm64_context.set(context).map_err(|_| HandleError {
+            target: self.id.to_string(),
+            call: "set the lock's arm64 context".into(),
+            source: CallError::Backend("the VM's lock already has its arm64 context".into()),
+        })
     }
 
     /// Allocate guest memory and register it at `guest_phys_addr`.
@@ -138,6 +155,7 @@ impl VmHandle {
             id: vcpu,
             arch: self.arch,
             lock: Arc::clone(&self.lock),
+            arm64_context: Arc::clone(&self.arm64_context),
             kick: backend.kicker(),
             vcpu: Mutex::new(backend),
         })
@@ -172,6 +190,8 @@ pub struct VcpuHandle {
     id: VcpuId,
     arch: GuestArch,
     lock: Arc<ModelLock>,
+    /// The VM's: see [`VmHandle::set_arm64_lock_context`].
+    arm64_context: Arc<OnceLock<Arm64LockContext>>,
     /// Taken from the backend at creation: usable while the run thread holds `vcpu`.
     kick: Arc<dyn Kick>,
     vcpu: Mutex<Box<dyn Vcpu>>,
@@ -226,10 +246,14 @@ impl VcpuHandle {
     ///
     /// `AlwaysWritable` registers (PSCI_VERSION, the SMCCC workaround registers, MPIDR) go to the
     /// kernel whatever the seal says, as the kernel allows. `LockedAfterRun` registers (the ID
-    /// registers and hypercall bitmaps, which are VM-wide) are checked once the VM is sealed:
-    /// vmfleet reads what the kernel holds and refuses a different value as `EBUSY`, the class
-    /// the newest kernels use, even on kernels that would accept it (6.1 takes a changed
-    /// `ID_AA64PFR0_EL1.CSV3` after the run). The identical value is passed on.
+    /// registers and hypercall bitmaps, which are VM-wide) are judged once the VM is sealed:
+    /// vmfleet reads what the kernel holds and asks [`VcpuHandle::judge_after_run`], the arm64
+    /// model's after-run rule. A write the kernel's set handlers refuse is refused with their
+    /// errno (MIDR_EL1 without capability 239: `EINVAL`); a real change is refused as `EBUSY`,
+    /// the class the newest kernels use, even on kernels that would accept it (6.1 takes a
+    /// changed `ID_AA64PFR0_EL1.CSV3` after the run); a write identical once the set handlers
+    /// have rewritten it (PMUVer 0xF where the VM holds 0) is passed on. Every refusal is the
+    /// lock's: the kernel never sees the write.
     pub fn set_one_reg(&self, id: u64, value: u64) -> Result<OneRegWrite, HandleError> {
         let call = VcpuCall::SetOneReg { id, value };
         let rule = lock_policy::one_reg_rule(self.arch, id);
@@ -239,8 +263,9 @@ impl VcpuHandle {
             (Seal::Open, _) => false,
             (Seal::Sealed { .. }, OneRegLockRule::AlwaysWritable) => true,
             (Seal::Sealed { first_run }, OneRegLockRule::LockedAfterRun) => {
+                let context = self.arm64_context(&call)?;
                 let held = self.expect_one_reg(&mut vcpu, id)?;
-                if let Some(mismatch) = lock_policy::judge_one_reg(id, held, value) {
+                if let Some(mismatch) = lock_policy::judge_one_reg(id, held, value, context) {
                     return Err(self.refuse(&mut vcpu, &call, first_run, mismatch));
                 }
                 true
@@ -250,6 +275,41 @@ impl VcpuHandle {
         let held = self.expect_one_reg(&mut vcpu, id)?;
         drop(gate);
         Ok(OneRegWrite { held, after_run })
+    }
+
+    /// What the lock answers, once the VM has run, to writing `value` to register `id` where the
+    /// vCPU holds `held`: `None` when it passes the write on to the kernel (a register the lock
+    /// does not hold, or a value identical after the kernel's set handlers), else the refusal.
+    /// The same judgement [`VcpuHandle::set_one_reg`] makes, for callers that report what they
+    /// expect before they write.
+    pub fn judge_after_run(
+        &self,
+        id: u64,
+        value: u64,
+        held: u64,
+    ) -> Result<Option<Mismatch>, HandleError> {
+        match lock_policy::one_reg_rule(self.arch, id) {
+            OneRegLockRule::AlwaysWritable => Ok(None),
+            OneRegLockRule::LockedAfterRun => {
+                let call = VcpuCall::SetOneReg { id, value };
+                let context = self.arm64_context(&call)?;
+                Ok(lock_policy::judge_one_reg(id, held, value, context))
+            }
+        }
+    }
+
+    /// The VM's arm64 context, which a judged write needs.
+    fn arm64_context(&self, call: &VcpuCall) -> Result<&Arm64LockContext, HandleError> {
+        self.arm64_context.get().ok_or_else(|| {
+            self.error(
+                call,
+                CallError::Backend(
+                    "the lock cannot judge a write to a held register after the run: the VM's \
+                     arm64 context was never given (VmHandle::set_arm64_lock_context)"
+                        .into(),
+                ),
+            )
+        })
     }
 
     /// Refuse `call` on the policy's `mismatch`: the backend notes the refusal (the recorder
@@ -269,6 +329,7 @@ impl VcpuHandle {
             write: call.to_string(),
             differences: mismatch.differences,
             changes: mismatch.changes,
+            note: mismatch.note,
         };
         if let Err(e) = vcpu.note_refused(call, &refusal) {
             return self.error(call, e);
@@ -468,6 +529,24 @@ mod tests {
     const ID_AA64PFR0_EL1: u64 = 0x6030_0000_0013_c020;
     const PSCI_VERSION: u64 = 0x6030_0000_0014_0000;
 
+    /// The 6.1-like VM of [`LenientRegisters`]: its kernel lists ID_AA64PFR0_EL1 and
+    /// PSCI_VERSION, and reports no writable masks (it does not freeze ID registers itself).
+    fn lenient_context() -> Arm64LockContext {
+        use crate::model::arm64::{HostView, WritableMasks};
+        Arm64LockContext {
+            host: HostView {
+                register_ids: vec![ID_AA64PFR0_EL1, PSCI_VERSION],
+                values: [(ID_AA64PFR0_EL1, PFR0), (PSCI_VERSION, 0x1_0001)].into(),
+                masks: WritableMasks::PreWritableIdRegisters,
+                writable_imp_id_regs: false,
+            },
+            features: Default::default(),
+        }
+    }
+
+    /// CSV3 = 1, EL1 = EL0 = 1 (AArch64 only).
+    const PFR0: u64 = 1 << 60 | 0x11;
+
     #[test]
     fn after_the_first_run_a_locked_register_only_takes_its_own_value() {
         let vm = VmHandle::new(
@@ -475,6 +554,8 @@ mod tests {
             "lenient",
             GuestArch::Aarch64,
         );
+        vm.set_arm64_lock_context(lenient_context()).unwrap();
+        assert!(vm.set_arm64_lock_context(lenient_context()).is_err());
         let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
         // The policy holds the ID register and leaves PSCI_VERSION writable; no caller says so.
         assert_eq!(
@@ -483,24 +564,33 @@ mod tests {
         );
         // Before the run anything the kernel takes is fine.
         assert_eq!(
-            vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000).unwrap(),
+            vcpu.set_one_reg(ID_AA64PFR0_EL1, PFR0).unwrap(),
             OneRegWrite {
-                held: 0x1000,
+                held: PFR0,
                 after_run: false
             }
         );
         vcpu.run().unwrap();
-        // A changed value is refused by vmfleet (EBUSY) although this kernel would take it...
-        let refused = vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x2000).unwrap_err();
+        // A changed value is refused by vmfleet (EBUSY) although this kernel would take it, and
+        // the refusal says whose rule that is...
+        let csv3_lowered = PFR0 & !(0xF << 60);
+        assert!(
+            vcpu.judge_after_run(ID_AA64PFR0_EL1, csv3_lowered, PFR0)
+                .unwrap()
+                .is_some()
+        );
+        let refused = vcpu.set_one_reg(ID_AA64PFR0_EL1, csv3_lowered).unwrap_err();
         assert!(refused.is_lock_refusal(), "{refused}");
         assert_eq!(refused.errno(), Some(Errno::EBUSY));
+        let text = refused.to_string();
+        assert!(text.contains("0x1000000000000011"), "{text}");
         assert!(
-            refused.to_string().contains("0x0000000000001000"),
-            "{refused}"
+            text.contains(&format!("rule: {}", lock_policy::STRICTER_THAN_KERNEL)),
+            "{text}"
         );
-        assert_eq!(vcpu.get_one_reg(ID_AA64PFR0_EL1).unwrap(), 0x1000);
+        assert_eq!(vcpu.get_one_reg(ID_AA64PFR0_EL1).unwrap(), PFR0);
         // ...the identical value is passed on...
-        assert!(vcpu.set_one_reg(ID_AA64PFR0_EL1, 0x1000).unwrap().after_run);
+        assert!(vcpu.set_one_reg(ID_AA64PFR0_EL1, PFR0).unwrap().after_run);
         // ...and a register that stays writable in the kernel stays writable here.
         let psci = vcpu.set_one_reg(PSCI_VERSION, 0x1_0000).unwrap();
         assert_eq!(psci.held, 0x1_0000);
@@ -512,5 +602,24 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    /// Without the VM's arm64 context the lock cannot judge a held register after the run: the
+    /// write fails before the kernel sees it, and says what is missing.
+    #[test]
+    fn a_sealed_vm_without_its_context_refuses_to_guess() {
+        let vm = VmHandle::new(
+            Box::new(OneVcpuVm(GuestMemoryMmap::new())),
+            "no-context",
+            GuestArch::Aarch64,
+        );
+        let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+        vcpu.set_one_reg(ID_AA64PFR0_EL1, PFR0).unwrap();
+        vcpu.run().unwrap();
+        let e = vcpu.set_one_reg(ID_AA64PFR0_EL1, PFR0).unwrap_err();
+        assert!(!e.is_lock_refusal());
+        assert!(e.to_string().contains("set_arm64_lock_context"), "{e}");
+        // A register the lock does not hold needs no context.
+        assert!(vcpu.set_one_reg(PSCI_VERSION, 0x1_0000).is_ok());
     }
 }

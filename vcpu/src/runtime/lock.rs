@@ -123,6 +123,7 @@ mod tests {
             write: "SET_CPUID2 entries=56 digest=7738582f".into(),
             differences: differences.iter().map(ToString::to_string).collect(),
             changes: differences.iter().flat_map(|d| d.changes()).collect(),
+            note: None,
         }
     }
 

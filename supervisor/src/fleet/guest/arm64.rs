@@ -29,8 +29,8 @@ use vcpu::model::arm64::{
 use vcpu::model::lock_policy;
 use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
 use vcpu::{
-    Errno, GuestArch, HandleError, Hypervisor, OneRegLockRule, Reply, RunControl, VcpuCall,
-    VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
+    Errno, GuestArch, HandleError, Hypervisor, Reply, RunControl, VcpuCall, VcpuHandle, VcpuId,
+    VmCall, VmHandle, VmId,
 };
 
 /// `KVM_ARM_VCPU_SVE`: the feature `KVM_ARM_VCPU_FINALIZE` takes for an SVE vCPU.
@@ -240,6 +240,11 @@ fn configure(
     }
     let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
     let host = read_host_view(mask_ranges, vm, first)?;
+    // The lock judges writes after the run by the same rules as the plan, against the same view.
+    vm.set_arm64_lock_context(lock_policy::Arm64LockContext {
+        host: host.clone(),
+        features: spec.features,
+    })?;
     let plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
 
     let mut writes = Vec::new();
@@ -483,9 +488,10 @@ pub(super) fn finish_for(vcpus: u32) -> Finish {
     }
 }
 
-/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule: the
-/// identical value is allowed, a changed frozen register is refused (`EBUSY` class), on every
-/// kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
+/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule (the arm64
+/// model's after-run rule, [`VcpuHandle::judge_after_run`]): a value identical once the kernel's
+/// set handlers have rewritten it is allowed, one they refuse is refused with their errno, a
+/// changed frozen register is refused (`EBUSY` class), on every kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
 pub(super) fn try_after_run(
     vcpu: &VcpuHandle,
     action: &AfterRun,
@@ -529,11 +535,15 @@ pub(super) fn try_after_run(
         AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
         _ => "rewrite identical".to_string(),
     };
-    let changed = writes.iter().any(|&(id, wanted, held)| {
-        wanted != held
-            && lock_policy::one_reg_rule(GuestArch::Aarch64, id) == OneRegLockRule::LockedAfterRun
-    });
-    let expected = if changed {
+    // What the lock will answer is the model's after-run rule: ask it, as the lock will.
+    let mut refused = false;
+    for &(id, wanted, held) in &writes {
+        if vcpu.judge_after_run(id, wanted, held)?.is_some() {
+            refused = true;
+            break;
+        }
+    }
+    let expected = if refused {
         LockVerdict::RefusedByLock
     } else {
         LockVerdict::Allowed
