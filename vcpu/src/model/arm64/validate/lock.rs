@@ -78,8 +78,15 @@ fn kernel_freezes(id: u64, masks: &WritableMasks) -> bool {
 /// The checks that the kernel makes *before* its has-run comparison still apply and keep their
 /// errno (an out-of-range bitmap stays `EINVAL`, a set handler's floor stays `EINVAL`, MIDR
 /// without the capability stays `EINVAL`); a set handler's rewrites happen before the comparison
-/// (writing PMUVer 0xF where the VM holds 0 is identical). Then a changed value is refused with
-/// `EBUSY`.
+/// (writing PMUVer 0xF where the VM holds 0 is identical). On a kernel that does not freeze a
+/// register (6.1's ID registers, CLIDR_EL1 on every kernel) the kernel's whole rule for the write
+/// applies first, as before the run: what it refuses keeps its errno (6.1 answers a changed
+/// ISAR0 with `EINVAL`). Then a changed value is refused with `EBUSY`: the kernel's own answer
+/// where it freezes the register, vmfleet's stricter rule where it does not
+/// ([`Arm64Rule::ChangedAfterRun`] says which).
+///
+/// This is the one after-run rule of vmfleet: the runtime's lock asks it through
+/// [`crate::model::lock_policy::judge_one_reg`].
 pub fn judge_after_run(
     id: u64,
     requested: u64,
@@ -127,7 +134,18 @@ fn frozen(
                 // `set_imp_id_reg` checks identity, then the capability, then has-run.
                 id_regs::check_implementation_id(reg, requested, held, host.writable_imp_id_regs)?
             }
-            Some(RegisterRole::CacheLevels) => requested,
+            Some(RegisterRole::CacheLevels) => {
+                // No kernel freezes CLIDR_EL1: its set handler judges every write.
+                let ctr = host.value(catalog::CTR_EL0.kvm_reg_id()).unwrap_or(0);
+                id_regs::check_clidr(requested, held, &host.masks, ctr)?
+            }
+            _ if !kernel_freezes(id, &host.masks) => {
+                // A kernel that does not freeze ID registers (6.1) judges the write as before
+                // the run: what it refuses is refused with its errno, what it would accept is
+                // refused below as vmfleet's own rule.
+                let limit = host.value(id).unwrap_or(held);
+                id_regs::check_feature_id_register(reg, requested, limit, &host.masks, features)?
+            }
             _ => {
                 let limit = host.value(id).unwrap_or(held);
                 id_regs::set_handler_rules(reg, requested, limit, features)?
