@@ -619,3 +619,6 @@ fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
