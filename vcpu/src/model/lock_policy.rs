@@ -11,14 +11,15 @@
 //!   the arm64 model's lock classes ([`crate::model::arm64::lock_class`]): the ID registers, the
 //!   cache description, hypercall bitmaps and unknown firmware registers are held; identity and
 //!   firmware versions stay writable, as in the kernel. A write to a held register is judged by
-//!   the arm64 model's after-run rule ([`crate::model::arm64::validate::judge_after_run`]), the one rule
-//!   for it in vmfleet: the kernel's set handlers first (PMUVer 0xF reads as 0, a field below its
-//!   floor is `EINVAL`, MIDR_EL1 without capability 239 is `EINVAL`), then the comparison with
-//!   what the kernel holds. A write the kernel would refuse is refused with the kernel's errno; a
-//!   real change is refused as `EBUSY`, the class the newest kernels use, on every kernel (flagged
-//!   as vmfleet's rule where the kernel would take it); a write identical after the set handlers
-//!   goes on to the kernel. Either refusal is the lock's: the kernel never sees the write, so a
-//!   kernel that would accept what the model refuses cannot change a running VM's model.
+//!   the arm64 model's after-run rule ([`crate::model::arm64::validate::judge_after_run`]), the
+//!   one rule for it in vmfleet: the kernel's set handlers first (PMUVer 0xF reads as 0, a field
+//!   below its floor is `EINVAL`, MIDR_EL1 without capability 239 is `EINVAL`), then the
+//!   comparison with what the kernel holds. A write the kernel would refuse is refused with the
+//!   kernel's errno; a real change is refused as `EBUSY`, the class the newest kernels use, on
+//!   every kernel (flagged as vmfleet's rule where the kernel would take it); a write identical
+//!   after the set handlers goes on to the kernel. Either refusal is the lock's: the kernel never
+//!   sees the write, so a kernel that would accept what the model refuses cannot change a
+//!   running VM's model.
 //!
 //! Pure rules over values, like the rest of the models: the verdict ([`Mismatch`]) is data, and
 //! the runtime turns it into the refusal it reports.
@@ -113,10 +114,10 @@ pub fn judge_cpuid(held: &CpuidTable, requested: &CpuidTable) -> Option<Mismatch
 /// the write is identical to what the kernel holds once the kernel's set handlers have rewritten
 /// it (the write goes on to the kernel), else the refusal with the kernel's errno.
 ///
-/// This is [`crate::model::arm64::validate::judge_after_run`]'s answer, as the lock reports it. A change
-/// the kernel refuses for the change alone is described as before (`the kernel holds …`), with
-/// [`STRICTER_THAN_KERNEL`] when this kernel would take it; a write a set handler refuses is
-/// described by the model's refusal (register, field, rule, errno).
+/// This is [`crate::model::arm64::validate::judge_after_run`]'s answer, as the lock reports it.
+/// A change the kernel refuses for the change alone is described as before (`the kernel holds
+/// …`), with [`STRICTER_THAN_KERNEL`] when this kernel would take it; a write a set handler
+/// refuses is described by the model's refusal (register, field, rule, errno).
 pub fn judge_one_reg(
     id: u64,
     held: u64,

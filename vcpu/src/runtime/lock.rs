@@ -3,8 +3,11 @@
 //!
 //! Kernels disagree on this rule (x86 before 5.16 warned and accepted changes, arm64 6.1 still
 //! accepts a changed `ID_AA64PFR0_EL1.CSV3`), so vmfleet decides it itself, the same way on every
-//! kernel, before the write reaches the kernel. The errno of a refusal is the class the newest
-//! kernels use for the same write (x86 CPUID: `EINVAL`; arm64 ID registers and bitmaps: `EBUSY`).
+//! kernel, before the write reaches the kernel. The errno of a refusal is the kernel's: the class
+//! the newest kernels use for a changed model (x86 CPUID: `EINVAL`; arm64 ID registers and
+//! bitmaps: `EBUSY`), or, on arm64, the errno of the set handler that would refuse the write
+//! before any comparison (a field below its floor, MIDR_EL1 without capability 239: `EINVAL`).
+//! The rule per write is the model's (`model::lock_policy`); this module only holds the state.
 //!
 //! Race freedom: the lock has one mutex per VM. A CPU-model write holds it from the check to the
 //! end of the ioctl; a vCPU takes it to *seal* the VM before its first `KVM_RUN`. So every write

@@ -491,7 +491,8 @@ pub(super) fn finish_for(vcpus: u32) -> Finish {
 /// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule (the arm64
 /// model's after-run rule, [`VcpuHandle::judge_after_run`]): a value identical once the kernel's
 /// set handlers have rewritten it is allowed, one they refuse is refused with their errno, a
-/// changed frozen register is refused (`EBUSY` class), on every kernel. `rewrite-identical` rewrites every model register of the vCPU with what it holds.
+/// changed frozen register is refused (`EBUSY` class), on every kernel. `rewrite-identical`
+/// rewrites every model register of the vCPU with what it holds.
 pub(super) fn try_after_run(
     vcpu: &VcpuHandle,
     action: &AfterRun,
