@@ -935,9 +935,9 @@ fn spec_errors_name_the_key_and_suggest_a_known_name() {
         message.contains("did you mean `ID_AA64MMFR1_EL1.SpecSEI`?"),
         "{message}"
     );
-    let message = spec_error("id_registers = { ID_PFR0_EL1 = { State0 = 1 } }");
+    let message = spec_error("id_registers = { ID_DFR1_EL1 = { MTPMU = 1 } }");
     assert!(
-        message.contains("no field table for ID_PFR0_EL1"),
+        message.contains("no field table for ID_DFR1_EL1"),
         "{message}"
     );
 }

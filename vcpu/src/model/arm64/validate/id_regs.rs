@@ -336,6 +336,9 @@ pub fn check_clidr(
 }
 
 #[cfg(test)]
+mod table_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
@@ -526,7 +529,7 @@ mod tests {
 
     #[test]
     fn registers_without_a_table_accept_only_the_limit() {
-        let reg = crate::model::arm64::catalog::ID_PFR0_EL1;
+        let reg = crate::model::arm64::catalog::ID_DFR1_EL1;
         let err = check_feature_id_register(reg, 0x0102_0130, 0x0102_0131, &all_writable(), none())
             .unwrap_err();
         assert_eq!(err.rule, Arm64Rule::UnmodelledBits { changed: 0x1 });
