@@ -1,23 +1,22 @@
 //! The field tables of the AArch32 feature-ID registers (ID_PFR0..2, ID_DFR0, ID_MMFR0..5,
-//! ID_ISAR0..6, MVFR0..2), which KVM makes writable as a whole (mask 0xFFFFFFFF since the
-//! writable-ID-registers series; the reference 6.12 kernel reports that mask for every one).
+//! ID_ISAR0..6, MVFR0..2). The newest kernels make each of them writable as a whole (mask
+//! 0xFFFFFFFF; the 6.12 reference kernel reports that mask for every one), older ones only
+//! ID_DFR0's PerfMon and CopDbg or nothing: the masks are always read from the host.
 //!
 //! Source: torvalds/linux `arch/arm64/kernel/cpufeature.c`, the `arm64_ftr_bits` tables named
 //! above each table here (`ftr_id_pfr0`, `ftr_id_mmfr0`, `ftr_generic_32bits`, …, as registered
-//! in `arm64_ftr_regs[]`), read at the v6.2+ layout (the one with `ID_*_EL1_*_SHIFT` names, which
-//! 6.12 and later share); field positions from the generated `sysreg-defs.h`
-//! (`arch/arm64/tools/sysreg`). `FTR_HIDDEN`/`FTR_VISIBLE` and `FTR_STRICT`/`FTR_NONSTRICT` do not
-//! change how `arm64_check_features` judges a write, so they are not carried. Bits a kernel table
-//! has no entry for are [`no_entry`] where the architecture names them, and left out where it
-//! calls them RES0: either way they must equal the limit, which sanitisation makes 0.
+//! in `arm64_ftr_regs[]`), read at the layout with `ID_*_EL1_*_SHIFT` names (v6.2 on, which 6.12
+//! shares); field positions from the generated `sysreg-defs.h` (`arch/arm64/tools/sysreg`).
+//! `FTR_HIDDEN`/`FTR_VISIBLE` and `FTR_STRICT`/`FTR_NONSTRICT` do not change how
+//! `arm64_check_features` judges a write, so they are not carried. Bits a kernel table has no
+//! entry for are [`no_entry`] where the architecture names them and left out where the kernel's
+//! sysreg description calls them RES0: either way they must equal the limit, which sanitisation
+//! makes 0. Older kernels used `ftr_generic_32bits` for MVFR0/1; its entries are all unsigned
+//! `LOWER_SAFE` 0, as are the explicit ones that replaced them, so the judgement is the same.
 //!
-//! Older kernels (before 5.8) used `ftr_generic_32bits` for more of these registers (MVFR0/1,
-//! ID_ISAR4, ID_PFR1); its entries are all unsigned `LOWER_SAFE` 0, as are the explicit entries
-//! that replaced them, so the judgement is the same.
-//!
-//! When the host (or the VM) has no AArch32 EL0 KVM makes these registers RAZ and ignores user
-//! writes (`aa32_id_visibility`: `REG_RAZ | REG_USER_WI`); vmfleet does not model that case (it
-//! judges against a limit of 0, so it refuses what the kernel would silently ignore).
+//! When the host has no AArch32 EL0 KVM makes these registers RAZ and ignores user writes
+//! (`aa32_id_visibility`: `REG_RAZ | REG_USER_WI`); vmfleet does not model that case: it judges
+//! against the limit of 0, so it refuses a nonzero write the kernel would silently ignore.
 
 use super::{higher, lower, no_entry, signed_lower};
 use crate::model::arm64::features::VcpuFeature::PmuV3;
