@@ -15,8 +15,8 @@
 //! `LOWER_SAFE` 0, as are the explicit ones that replaced them, so the judgement is the same.
 //!
 //! When the host has no AArch32 EL0 KVM makes these registers RAZ and ignores user writes
-//! (`aa32_id_visibility`: `REG_RAZ | REG_USER_WI`); vmfleet does not model that case: it judges
-//! against the limit of 0, so it refuses a nonzero write the kernel would silently ignore.
+//! (`aa32_id_visibility`: `REG_RAZ | REG_USER_WI`); the tables do not apply then
+//! (`validate::id_regs::aarch32_writes_ignored`).
 
 use super::{higher, lower, no_entry, signed_lower};
 use crate::model::arm64::features::VcpuFeature::PmuV3;

@@ -315,3 +315,37 @@ fn fpfr0_one_bit_fields_are_exact_with_safe_value_zero() {
         "{refusal}"
     );
 }
+
+#[test]
+fn aarch32_registers_are_raz_wi_on_an_aarch64_only_host() {
+    use crate::model::arm64::host::HostView;
+    use crate::model::arm64::validate::{Verdict, judge_before_run};
+    use std::collections::BTreeMap;
+    let pfr0 = c::ID_AA64PFR0_EL1.kvm_reg_id();
+    let isar5 = c::ID_ISAR5_EL1.kvm_reg_id();
+    let host = |el0: u64, isar5_value: u64| HostView {
+        register_ids: vec![pfr0, isar5],
+        values: BTreeMap::from([(pfr0, 0x1101_0010_2111_0220 | el0), (isar5, isar5_value)]),
+        masks: masks_6_12(),
+        writable_imp_id_regs: false,
+    };
+    let features = VcpuFeatureSet::EMPTY;
+    // EL0 = 1, AArch64 only: any value is accepted and the register keeps reading 0.
+    let aarch64_only = host(1, 0);
+    assert_eq!(
+        judge_before_run(isar5, 0x0101_1121, &aarch64_only, features),
+        Verdict::Accepted { readback: 0 }
+    );
+    assert!(aarch32_writes_ignored(c::ID_DFR0_EL1, Some(1)));
+    // Not for AArch64 registers, nor for the hidden ID_DFR1_EL1, nor without the host's PFR0.
+    assert!(!aarch32_writes_ignored(c::ID_AA64ISAR0_EL1, Some(1)));
+    assert!(!aarch32_writes_ignored(c::ID_DFR1_EL1, Some(1)));
+    assert!(!aarch32_writes_ignored(c::ID_ISAR5_EL1, None));
+    // EL0 = 2, AArch32 too: the field tables judge.
+    let aarch32 = host(2, 0x0101_1121);
+    let verdict = judge_before_run(isar5, 0x0101_1131, &aarch32, features);
+    assert_eq!(
+        verdict.refusal().map(|r| r.rule.clone()),
+        Some(Arm64Rule::AboveLimit)
+    );
+}
