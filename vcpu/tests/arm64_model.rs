@@ -345,6 +345,70 @@ fn lowering_isar0_aes_is_accepted_and_raising_it_is_refused_naming_the_field() {
 }
 
 #[test]
+fn every_field_table_splits_along_the_6_12_masks() {
+    // KVM only lets a field move when it lies wholly inside the writable mask; a table whose
+    // fields straddled a reported mask would be misaligned with the kernel's fields.
+    let host = host_6_12();
+    for table in fields::TABLES {
+        let mask = host.masks.mask_for(table.register);
+        for field in table.fields {
+            let inside = mask & field.mask();
+            assert!(
+                inside == 0 || inside == field.mask(),
+                "{}.{} straddles the mask {mask:#x}",
+                table.register_name(),
+                field.name
+            );
+        }
+    }
+    // ID_AA64FPFR0_EL1: the 6.12 mask is exactly the six FP8 fields 6.12's table has.
+    let fpfr0 = fields::resolve_table("ID_AA64FPFR0_EL1").unwrap();
+    let mask = host.masks.mask_for(fpfr0.register);
+    let inside: Vec<&str> = fpfr0
+        .fields
+        .iter()
+        .filter(|f| f.mask() & mask != 0)
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        inside,
+        ["F8CVT", "F8FMA", "F8DP4", "F8DP2", "F8E4M3", "F8E5M2"]
+    );
+}
+
+#[test]
+fn aarch32_fields_are_judged_by_their_kernel_type_on_the_6_12_values() {
+    let host = host_6_12();
+    let id = id_of("ID_ISAR5_EL1");
+    let limit = host.value(id).unwrap();
+    assert_eq!(limit, 0x0101_1121);
+    let aes = fields::by_name("ID_ISAR5_EL1.AES").unwrap().field();
+    assert_eq!(
+        judge_before_run(id, aes.with(limit, 1), &host, psci_only()),
+        Verdict::Accepted {
+            readback: 0x0101_1111
+        }
+    );
+    let verdict = judge_before_run(id, aes.with(limit, 3), &host, psci_only());
+    let refusal = verdict.refusal().unwrap();
+    assert_eq!(refusal.errno, Errno::EINVAL);
+    assert_eq!(
+        refusal.to_string(),
+        "ID_ISAR5_EL1.AES (bits 7:4): requested 0x3, host limit 0x2: a lower-safe field may be \
+         lowered, not raised above the host limit (EINVAL)"
+    );
+    // ID_DFR0_EL1's debug fields other than PerfMon and CopDbg were fixed at the limit before.
+    let id = id_of("ID_DFR0_EL1");
+    let limit = host.value(id).unwrap();
+    let cop_s_dbg = fields::by_name("ID_DFR0_EL1.CopSDbg").unwrap().field();
+    let refusal = judge_before_run(id, cop_s_dbg.with(limit, 1), &host, psci_only());
+    assert_eq!(
+        refusal.refusal().map(|r| r.rule.clone()),
+        Some(Arm64Rule::AboveLimit)
+    );
+}
+
+#[test]
 fn spec_sei_may_be_raised_because_it_is_higher_safe() {
     let host = host_6_12();
     let id = id_of("ID_AA64MMFR1_EL1");
@@ -935,9 +999,9 @@ fn spec_errors_name_the_key_and_suggest_a_known_name() {
         message.contains("did you mean `ID_AA64MMFR1_EL1.SpecSEI`?"),
         "{message}"
     );
-    let message = spec_error("id_registers = { ID_PFR0_EL1 = { State0 = 1 } }");
+    let message = spec_error("id_registers = { ID_DFR1_EL1 = { MTPMU = 1 } }");
     assert!(
-        message.contains("no field table for ID_PFR0_EL1"),
+        message.contains("no field table for ID_DFR1_EL1"),
         "{message}"
     );
 }

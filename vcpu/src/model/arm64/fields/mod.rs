@@ -255,21 +255,12 @@ pub fn table_for(register: SysReg) -> Option<&'static FieldTable> {
 /// ([`FieldNote::ClearedAtFirstRunWithoutVgic`]): checks comparing a read-back after the first run
 /// with what was written before it must ignore them.
 pub fn first_run_mutable_mask(register: SysReg) -> u64 {
-    // ID_PFR1_EL1 (AArch32) has no field table here, but `kvm_finalize_sys_regs` clears its GIC
-    // field (bits 31:28) along with ID_AA64PFR0_EL1.GIC (kvm-semantics §2.6; seen on 6.12 in the
-    // arm64 lab: written 0x10011001, the guest reads 0x11001).
-    let untabled = if register == catalog::ID_PFR1_EL1 {
-        0xf << 28
-    } else {
-        0
-    };
-    untabled
-        | table_for(register).map_or(0, |t| {
-            t.fields
-                .iter()
-                .filter(|f| f.has(FieldNote::ClearedAtFirstRunWithoutVgic))
-                .fold(0, |mask, f| mask | f.mask())
-        })
+    table_for(register).map_or(0, |t| {
+        t.fields
+            .iter()
+            .filter(|f| f.has(FieldNote::ClearedAtFirstRunWithoutVgic))
+            .fold(0, |mask, f| mask | f.mask())
+    })
 }
 
 /// A field together with its register: what a spec names as `ID_AA64ISAR0_EL1.AES`.
@@ -405,12 +396,27 @@ fn only(items: Vec<String>) -> Option<String> {
     }
 }
 
-/// Full names of every field called `field` in any table.
-fn same_field_elsewhere(field: &str) -> Vec<String> {
-    all_full_names()
-        .filter(|(r, _)| suggest::normalise(r.field.name) == suggest::normalise(field))
-        .map(|(_, full)| full)
-        .collect()
+/// Whether `register` is one of the AArch32 feature-ID registers (CRm 1..3 of the feature-ID
+/// space: ID_PFR0_EL1 … ID_MMFR5_EL1).
+fn is_aarch32(register: SysReg) -> bool {
+    register.is_feature_id() && (1..=3).contains(&register.crm())
+}
+
+/// The full name of the one field called `field`, if exactly one table has it, or else if exactly
+/// one register of the family `aarch32` (AArch32 or not) has it: `SB` is a field of both
+/// ID_AA64ISAR1_EL1 and ID_ISAR6_EL1, and someone writing an AArch64 register (or no register)
+/// most likely means the AArch64 one.
+fn same_field_elsewhere(field: &str, aarch32: bool) -> Option<String> {
+    let wanted = suggest::normalise(field);
+    let all: Vec<FieldRef> = all_full_names()
+        .map(|(r, _)| r)
+        .filter(|r| suggest::normalise(r.field.name) == wanted)
+        .collect();
+    let names = |refs: &mut dyn Iterator<Item = &FieldRef>| {
+        only(refs.map(FieldRef::full_name).collect::<Vec<_>>())
+    };
+    names(&mut all.iter())
+        .or_else(|| names(&mut all.iter().filter(|r| is_aarch32(r.register()) == aarch32)))
 }
 
 /// The table of the register called `register` (catalog or generic name, any case). `key` is the
@@ -459,10 +465,9 @@ pub fn resolve_table(name: &str) -> Result<&'static FieldTable, FieldNameError> 
 /// name, both in any case.
 pub fn resolve(key: &str) -> Result<FieldRef, FieldNameError> {
     let Some((register_part, field_part)) = key.trim().split_once('.') else {
-        let elsewhere = same_field_elsewhere(key);
         return Err(FieldNameError::NotRegisterDotField {
             key: key.to_string(),
-            suggestion: only(elsewhere),
+            suggestion: same_field_elsewhere(key, false),
         });
     };
     let table = table_named(key, register_part, Some(field_part))?;
@@ -474,7 +479,7 @@ pub fn resolve(key: &str) -> Result<FieldRef, FieldNameError> {
                 .map(|f| format!("{register}.{f}"))
                 .or_else(|| {
                     // The right field in the wrong register (ISAR0.SB lives in ISAR1).
-                    only(same_field_elsewhere(field_part))
+                    same_field_elsewhere(field_part, is_aarch32(table.register))
                 });
             Err(FieldNameError::UnknownField {
                 key: key.to_string(),
@@ -561,6 +566,26 @@ mod tests {
             "ID_AA64ZFR0_EL1",
             "ID_DFR0_EL1",
             "CTR_EL0",
+            "ID_AA64FPFR0_EL1",
+            "ID_PFR0_EL1",
+            "ID_PFR1_EL1",
+            "ID_PFR2_EL1",
+            "ID_MMFR0_EL1",
+            "ID_MMFR1_EL1",
+            "ID_MMFR2_EL1",
+            "ID_MMFR3_EL1",
+            "ID_MMFR4_EL1",
+            "ID_MMFR5_EL1",
+            "ID_ISAR0_EL1",
+            "ID_ISAR1_EL1",
+            "ID_ISAR2_EL1",
+            "ID_ISAR3_EL1",
+            "ID_ISAR4_EL1",
+            "ID_ISAR5_EL1",
+            "ID_ISAR6_EL1",
+            "MVFR0_EL1",
+            "MVFR1_EL1",
+            "MVFR2_EL1",
         ] {
             let reg = catalog::by_name(name).unwrap().reg;
             assert!(table_for(reg).is_some(), "{name}");
@@ -660,6 +685,11 @@ mod tests {
             0xF << 12
         );
         assert_eq!(first_run_mutable_mask(ID_AA64ISAR0_EL1), 0);
+        // AArch32: `kvm_finalize_sys_regs` clears ID_PFR1_EL1.GIC too.
+        assert_eq!(
+            first_run_mutable_mask(crate::model::arm64::catalog::ID_PFR1_EL1),
+            0xF << 28
+        );
     }
 
     #[test]
@@ -678,9 +708,15 @@ mod tests {
         // The right field, the wrong register.
         assert!(message("ID_AA64ISAR0_EL1.SB").contains("did you mean `ID_AA64ISAR1_EL1.SB`?"));
         assert!(message("SpecSEI").contains("did you mean `ID_AA64MMFR1_EL1.SpecSEI`?"));
-        let no_table = message("ID_PFR0_EL1.State0");
+        // SB is a field of ID_AA64ISAR1_EL1 and of ID_ISAR6_EL1 (AArch32): the suggestion stays
+        // in the family of the register written.
+        assert!(message("ID_ISAR5_EL1.SB").contains("did you mean `ID_ISAR6_EL1.SB`?"));
+        assert!(message("SB").contains("did you mean `ID_AA64ISAR1_EL1.SB`?"));
+        // Unique to one AArch32 register: suggested from anywhere.
+        assert!(message("State0").contains("did you mean `ID_PFR0_EL1.State0`?"));
+        let no_table = message("ID_DFR1_EL1.MTPMU");
         assert!(
-            no_table.contains("no field table for ID_PFR0_EL1"),
+            no_table.contains("no field table for ID_DFR1_EL1"),
             "{no_table}"
         );
         assert!(no_table.contains("ID_AA64ISAR0_EL1"), "{no_table}");

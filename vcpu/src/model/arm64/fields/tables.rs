@@ -1,10 +1,14 @@
 //! The field tables, transcribed from the semantics reference §2.7 (which read them from the
-//! kernel's `arm64_ftr_bits` tables, KVM's overrides and the custom set handlers).
+//! kernel's `arm64_ftr_bits` tables, KVM's overrides and the custom set handlers), and, for the
+//! registers the reference does not list (the AArch32 ones in `aarch32.rs`, ID_AA64FPFR0_EL1
+//! here), from the kernel's `arch/arm64/kernel/cpufeature.c` directly.
 //!
 //! Conventions: fields run from the highest bits down, as in the kernel; 4 bits and unsigned
 //! unless built otherwise; `safe_value` is only given where [`SafeType::Exact`] uses it (a
 //! lower-safe check never looks at it). Fields whose kernel type the reference does not give are
 //! [`FieldCheck::Untyped`]: named for reports, judged as fixed at the limit.
+
+mod aarch32;
 
 use super::{FieldCheck, FieldNote, FieldTable, IdField, SafeType};
 use crate::model::arm64::catalog;
@@ -167,6 +171,24 @@ static ID_AA64ZFR0: &[IdField] = &[
     lower("SVEver", 0),
 ];
 
+/// `ftr_id_aa64fpfr0`: one-bit fields, all `FTR_EXACT` with safe value 0, so a field may keep the
+/// limit or drop to 0 (not implemented). F8MM8/F8MM4 have entries since 6.14 and F16MM2 since the
+/// 2025 dpISA series; on older kernels those bits have no entry and a limit of 0, which the same
+/// exact-0 rule judges alike (only 0 is accepted). Bits 63:32, 25:16 and 14:2 are RES0.
+// Source: cpufeature.c `ftr_id_aa64fpfr0` (not in the semantics reference); positions from
+// `arch/arm64/tools/sysreg`. The 6.12 reference kernel reports the mask 0xF0000003 for it.
+static ID_AA64FPFR0: &[IdField] = &[
+    exact("F8CVT", 31, 0).width(1),
+    exact("F8FMA", 30, 0).width(1),
+    exact("F8DP4", 29, 0).width(1),
+    exact("F8DP2", 28, 0).width(1),
+    exact("F8MM8", 27, 0).width(1),
+    exact("F8MM4", 26, 0).width(1),
+    exact("F16MM2", 15, 0).width(1),
+    exact("F8E4M3", 1, 0).width(1),
+    exact("F8E5M2", 0, 0).width(1),
+];
+
 static ID_AA64DFR0: &[IdField] = &[
     untyped("HPMN0", 60),
     untyped("ExtTrcBuff", 56),
@@ -194,29 +216,6 @@ static ID_AA64DFR0: &[IdField] = &[
             zero_allowed: false,
         },
     ]),
-];
-
-static ID_DFR0: &[IdField] = &[
-    untyped("TraceFilt", 28),
-    signed_lower("PerfMon", 24).notes(&[
-        KvmJudgesLowerSafe,
-        ImpDefReadsAsNotImplemented,
-        // Below PMUv3 (3) only 0, "no PMU", is accepted.
-        Minimum {
-            value: 3,
-            zero_allowed: true,
-        },
-        LimitFromFeature(PmuV3),
-    ]),
-    untyped("MProfDbg", 20),
-    untyped("MMapTrc", 16),
-    untyped("CopTrc", 12),
-    untyped("MMapDbg", 8),
-    untyped("CopSDbg", 4),
-    lower("CopDbg", 0).notes(&[Minimum {
-        value: 6,
-        zero_allowed: false,
-    }]),
 ];
 
 static ID_AA64ISAR0: &[IdField] = &[
@@ -372,7 +371,26 @@ const fn table(register: crate::model::arm64::SysReg, fields: &'static [IdField]
 
 /// Every field table, in register encoding order.
 pub static TABLES: &[FieldTable] = &[
-    table(catalog::ID_DFR0_EL1, ID_DFR0),
+    table(catalog::ID_PFR0_EL1, aarch32::ID_PFR0),
+    table(catalog::ID_PFR1_EL1, aarch32::ID_PFR1),
+    table(catalog::ID_DFR0_EL1, aarch32::ID_DFR0),
+    table(catalog::ID_MMFR0_EL1, aarch32::ID_MMFR0),
+    table(catalog::ID_MMFR1_EL1, aarch32::ID_MMFR1),
+    table(catalog::ID_MMFR2_EL1, aarch32::ID_MMFR2),
+    table(catalog::ID_MMFR3_EL1, aarch32::ID_MMFR3),
+    table(catalog::ID_ISAR0_EL1, aarch32::ID_ISAR0),
+    table(catalog::ID_ISAR1_EL1, aarch32::ID_ISAR1),
+    table(catalog::ID_ISAR2_EL1, aarch32::ID_ISAR2),
+    table(catalog::ID_ISAR3_EL1, aarch32::ID_ISAR3),
+    table(catalog::ID_ISAR4_EL1, aarch32::ID_ISAR4),
+    table(catalog::ID_ISAR5_EL1, aarch32::ID_ISAR5),
+    table(catalog::ID_MMFR4_EL1, aarch32::ID_MMFR4),
+    table(catalog::ID_ISAR6_EL1, aarch32::ID_ISAR6),
+    table(catalog::MVFR0_EL1, aarch32::MVFR0),
+    table(catalog::MVFR1_EL1, aarch32::MVFR1),
+    table(catalog::MVFR2_EL1, aarch32::MVFR2),
+    table(catalog::ID_PFR2_EL1, aarch32::ID_PFR2),
+    table(catalog::ID_MMFR5_EL1, aarch32::ID_MMFR5),
     table(catalog::ID_AA64PFR0_EL1, ID_AA64PFR0),
     table(catalog::ID_AA64PFR1_EL1, ID_AA64PFR1),
     table(catalog::ID_AA64PFR2_EL1, ID_AA64PFR2),
@@ -381,6 +399,7 @@ pub static TABLES: &[FieldTable] = &[
         fields: ID_AA64ZFR0,
         read_as_zero_without: Some(Sve),
     },
+    table(catalog::ID_AA64FPFR0_EL1, ID_AA64FPFR0),
     table(catalog::ID_AA64DFR0_EL1, ID_AA64DFR0),
     table(catalog::ID_AA64ISAR0_EL1, ID_AA64ISAR0),
     table(catalog::ID_AA64ISAR1_EL1, ID_AA64ISAR1),

@@ -78,6 +78,25 @@ pub fn check_feature_id_register(
     Ok(effective)
 }
 
+/// Whether KVM ignores a userspace write to `reg` and reads it as zero
+/// (`kvm_sys_reg_set_user` returns 0 before any set handler, before or after the first run): the
+/// AArch32 feature-ID registers are `REG_RAZ | REG_USER_WI` when the host has no AArch32 EL0
+/// (`aa32_id_visibility`, `!kvm_supports_32bit_el0()`). `host_pfr0` is the host's
+/// ID_AA64PFR0_EL1, whose EL0 = 1 (AArch64 only) says so; without it vmfleet assumes AArch32 EL0.
+///
+/// Only the registers with an AArch32 field table count (ID_PFR0..2, ID_DFR0, ID_MMFR0..5,
+/// ID_ISAR0..6, MVFR0..2): ID_AFR0_EL1 and ID_DFR1_EL1 are hidden (RAZ, not WI) on the kernels
+/// vmfleet knows.
+pub fn aarch32_writes_ignored(reg: SysReg, host_pfr0: Option<u64>) -> bool {
+    let aarch32 =
+        reg.is_feature_id() && (1..=3).contains(&reg.crm()) && fields::table_for(reg).is_some();
+    let aarch64_only = |pfr0: u64| {
+        fields::field_of(catalog::ID_AA64PFR0_EL1, "EL0")
+            .is_some_and(|el0| el0.field().raw(pfr0) == 1)
+    };
+    aarch32 && host_pfr0.is_some_and(aarch64_only)
+}
+
 /// What a register's custom set handler does before `set_id_reg`: rewrite some field values and
 /// refuse some with `EINVAL`. It runs before the VM-has-run comparison too, so the lock applies it
 /// as well. Returns the rewritten value.
@@ -336,6 +355,9 @@ pub fn check_clidr(
 }
 
 #[cfg(test)]
+mod table_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
@@ -526,7 +548,7 @@ mod tests {
 
     #[test]
     fn registers_without_a_table_accept_only_the_limit() {
-        let reg = crate::model::arm64::catalog::ID_PFR0_EL1;
+        let reg = crate::model::arm64::catalog::ID_DFR1_EL1;
         let err = check_feature_id_register(reg, 0x0102_0130, 0x0102_0131, &all_writable(), none())
             .unwrap_err();
         assert_eq!(err.rule, Arm64Rule::UnmodelledBits { changed: 0x1 });

@@ -141,6 +141,17 @@ fn judge_sysreg(
                 ctr,
             ))
         }
+        // RAZ/WI: the kernel answers 0 and keeps reading 0, whatever was written.
+        Some(RegisterRole::FeatureId)
+            if id_regs::aarch32_writes_ignored(
+                reg,
+                host.value(catalog::ID_AA64PFR0_EL1.kvm_reg_id()),
+            ) =>
+        {
+            Verdict::Accepted {
+                readback: host_value,
+            }
+        }
         Some(RegisterRole::FeatureId | RegisterRole::Unallocated | RegisterRole::CacheType) => {
             Verdict::from_result(id_regs::check_feature_id_register(
                 reg,
