@@ -22,6 +22,7 @@ pub mod ctl;
 pub mod docs;
 pub mod exit;
 pub mod fdlimit;
+pub mod fingerprint;
 pub mod fleet;
 pub mod host;
 pub mod job;
