@@ -8,6 +8,7 @@ use crate::common::{
     runtime, say_where_the_trace_goes,
 };
 use crate::exit::{Failure, Status, StatusExt as _};
+use crate::fingerprint::Fingerprint;
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
@@ -443,6 +444,32 @@ pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
     })
 }
 
+/// `vmfleet trace fingerprint`: the fingerprint a whole trace records (a trace cut short is
+/// [`Status::Incomplete`], a corrupt or foreign one [`Status::BadInput`]).
+pub fn trace_fingerprint(path: &Path, json: bool) -> Result<Status> {
+    let trace = open_trace(path, |p| Trace::open(p))?;
+    let fingerprint = Fingerprint::build(&crate::fingerprint::from_trace::facts(&trace));
+    if json {
+        emit_json(&fingerprint)?;
+    } else {
+        emit(&crate::fingerprint::text::summary(&fingerprint))?;
+    }
+    Ok(Status::Success)
+}
+
+/// `vmfleet host --fingerprint`: the same document, measured on this host.
+fn host_fingerprint(kvm: &KvmHypervisor, json: bool) -> Result<Status> {
+    let facts = crate::fingerprint::live::facts(kvm)
+        .context("measuring this host's fingerprint on a scratch VM")?;
+    let fingerprint = Fingerprint::build(&facts);
+    if json {
+        emit_json(&fingerprint)?;
+    } else {
+        emit(&crate::fingerprint::text::summary(&fingerprint))?;
+    }
+    Ok(Status::Success)
+}
+
 /// The schema of `vmfleet host --json` (`supervisor/schemas/host.v1.schema.json`).
 pub const HOST_SCHEMA: &str = "vmfleet.host.v1";
 
@@ -597,6 +624,9 @@ pub fn host(args: &HostArgs) -> Result<Status> {
                 .or_status(Status::NoKvm);
         }
     };
+    if args.fingerprint {
+        return host_fingerprint(&kvm, args.json);
+    }
     let fingerprint = host::fingerprint(&kvm);
     let arch = vcpu::hypervisor::kvm::host_arch();
     // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).

@@ -78,7 +78,7 @@ fn x86_lines(out: &mut String, x86: &X86Section) {
         .count();
     let _ = writeln!(
         out,
-        "host rewrites:   {} of the {} model ({} entries, digest {} -> {} entries, digest {}); {} track guest state",
+        "host rewrites:   {} changes by the kernel to the {} model ({} entries, digest {} -> {} entries, digest {}); {} track guest state",
         rewrote,
         if rw.default_model {
             "default"
@@ -91,20 +91,27 @@ fn x86_lines(out: &mut String, x86: &X86Section) {
         rw.held_digest,
         rw.changes.len() - rewrote
     );
-    for c in rw
+    let named: Vec<String> = rw
         .changes
         .iter()
         .filter(|c| c.kind == DriftKind::KernelRewrote)
-    {
-        let what = c.feature.map_or_else(
-            || match c.bit {
-                Some(bit) => format!("{}[{bit}]", c.register),
-                None => c.register.clone(),
-            },
-            str::to_string,
-        );
-        let show = |v: Option<u32>| v.map_or_else(|| "absent".to_string(), |v| format!("{v:#x}"));
-        let _ = writeln!(out, "  {what}: {} -> {}", show(c.from), show(c.to));
+        .map(|c| {
+            let what = c.feature.map_or_else(
+                || match c.bit {
+                    Some(bit) => format!("{}[{bit}]", c.register),
+                    None => c.register.clone(),
+                },
+                str::to_string,
+            );
+            match (c.bit, c.from, c.to) {
+                (Some(_), Some(0), Some(1)) => format!("+{what}"),
+                (Some(_), Some(1), Some(0)) => format!("-{what}"),
+                _ => format!("~{what}"),
+            }
+        })
+        .collect();
+    if !named.is_empty() {
+        let _ = writeln!(out, "  {}", named.join(" "));
     }
 }
 
@@ -133,14 +140,18 @@ fn arm64_lines(out: &mut String, arm64: &Arm64Section) {
                 .map(|l| format!("{} registers", l.count))
         )
     );
+    let identity: Vec<String> = arm64
+        .limits
+        .iter()
+        .filter(|r| ["MIDR_EL1", "REVIDR_EL1"].contains(&r.name.as_str()))
+        .map(|r| format!("{}={}", r.name, r.value))
+        .collect();
     let _ = writeln!(
         out,
-        "limits:       {} registers read before any write",
-        arm64.limits.len()
+        "limits:       {} system registers read before any write (--json lists them): {}",
+        arm64.limits.len(),
+        identity.join(" ")
     );
-    for r in &arm64.limits {
-        let _ = writeln!(out, "  {:<22} {}", r.name, r.value);
-    }
     let _ = writeln!(
         out,
         "psci version: {}",
