@@ -448,6 +448,11 @@ pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
 /// [`Status::Incomplete`], a corrupt or foreign one [`Status::BadInput`]).
 pub fn trace_fingerprint(path: &Path, json: bool) -> Result<Status> {
     let trace = open_trace(path, |p| Trace::open(p))?;
+    // A trace cut short may lack the calls the fingerprint is made of: say so with its status.
+    trace
+        .require_complete()
+        .with_context(|| format!("reading trace {}", path.display()))
+        .or_status(Status::Incomplete)?;
     let fingerprint = Fingerprint::build(&crate::fingerprint::from_trace::facts(&trace));
     if json {
         emit_json(&fingerprint)?;

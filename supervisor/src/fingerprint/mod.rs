@@ -107,7 +107,9 @@ pub struct CpuIdentity {
 /// What an x86 host offers and does to guest CPUID.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct X86Section {
-    /// `KVM_GET_SUPPORTED_CPUID`; `null` when the source did not record it.
+    /// `KVM_GET_SUPPORTED_CPUID`, with the answering CPU's APIC ids zeroed (leaf 1 EBX\[31:24\],
+    /// leaves 0xb and 0x1f EDX: they vary with the CPU the call ran on); `null` when the source
+    /// did not record it.
     pub supported_cpuid: Option<CpuidSummary>,
     /// `KVM_GET_EMULATED_CPUID`: always `null` in v1 (vmfleet does not issue it yet).
     pub emulated_cpuid: Option<CpuidSummary>,
@@ -201,6 +203,21 @@ fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
+/// `table` without the APIC ids of the CPU that answered `KVM_GET_SUPPORTED_CPUID` (leaf 1
+/// EBX\[31:24\], leaves 0xb and 0x1f EDX): they say which host CPU ran the calling thread, not
+/// what the host offers, and vmfleet's model overwrites them per vCPU anyway.
+fn without_caller_apic_id(table: &CpuidTable) -> CpuidTable {
+    let mut table = table.clone();
+    for entry in &mut table.entries {
+        match entry.function {
+            0x1 => entry.ebx &= 0x00ff_ffff,
+            0xb | 0x1f => entry.edx = 0,
+            _ => {}
+        }
+    }
+    table
+}
+
 fn summary(table: &CpuidTable) -> CpuidSummary {
     CpuidSummary {
         entries: table.len(),
@@ -259,7 +276,10 @@ fn x86_section(facts: &X86Facts) -> X86Section {
         _ => None,
     };
     X86Section {
-        supported_cpuid: facts.supported.as_ref().map(summary),
+        supported_cpuid: facts
+            .supported
+            .as_ref()
+            .map(|t| summary(&without_caller_apic_id(t))),
         emulated_cpuid: None,
         host_rewrites,
     }
