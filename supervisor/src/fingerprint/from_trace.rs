@@ -172,3 +172,161 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
         masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recorder::{HostFingerprint, JobInputs, TraceEnd, TraceHeader};
+    use vcpu::hypervisor::cpuid::CpuidEntry;
+    use vcpu::{Failure, Origin, Outcome};
+
+    fn trace(arch: GuestArch, calls: Vec<(Stream, TraceCall, Outcome)>) -> Trace {
+        let events: Vec<Event> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(seq, (stream, call, outcome))| Event {
+                seq: seq as u64,
+                stream,
+                call,
+                outcome,
+                detail: None,
+                at_ns: seq as u64,
+            })
+            .collect();
+        Trace {
+            header: TraceHeader::new(
+                "test",
+                arch,
+                HostFingerprint::default(),
+                JobInputs {
+                    command: "run".into(),
+                    spec_source: "test".into(),
+                    spec_text: String::new(),
+                },
+            ),
+            end: TraceEnd::Complete {
+                events: events.len() as u64,
+            },
+            events,
+        }
+    }
+
+    fn table(eax: u32) -> CpuidTable {
+        CpuidTable::new(vec![CpuidEntry {
+            function: 0,
+            index: 0,
+            flags: 0,
+            eax,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+        }])
+    }
+
+    fn vcpu(vm: u32, vcpu: u32) -> Stream {
+        Stream::Vcpu(VmId(vm), VcpuId(vcpu))
+    }
+
+    #[test]
+    fn x86_takes_the_lowest_vcpu_with_a_successful_write_and_its_read_back() {
+        let refused = Err(Failure {
+            errno: vcpu::Errno::EINVAL,
+            origin: Origin::Kernel,
+        });
+        let set = |n| TraceCall::Vcpu(VcpuCall::SetCpuid2 { table: table(n) });
+        let get = TraceCall::Vcpu(VcpuCall::GetCpuid2);
+        let t = trace(
+            GuestArch::X86_64,
+            vec![
+                (
+                    Stream::Host,
+                    TraceCall::System(SystemCall::GetSupportedCpuid),
+                    Ok(Reply::Cpuid(table(1))),
+                ),
+                (vcpu(1, 0), set(2), Ok(Reply::Done)),
+                (vcpu(1, 0), get.clone(), Ok(Reply::Cpuid(table(3)))),
+                (vcpu(0, 1), set(9), refused),
+                (vcpu(0, 1), set(4), Ok(Reply::Done)),
+                (vcpu(0, 1), get.clone(), Ok(Reply::Cpuid(table(5)))),
+                (vcpu(0, 1), set(6), Ok(Reply::Done)),
+                (vcpu(0, 1), get, Ok(Reply::Cpuid(table(7)))),
+            ],
+        );
+        let facts = facts(&t).x86;
+        assert_eq!(facts.supported, Some(table(1)));
+        assert_eq!(facts.written, Some(table(4)));
+        assert_eq!(facts.held, Some(table(5)));
+    }
+
+    #[test]
+    fn a_trace_without_the_calls_has_no_facts() {
+        let facts = facts(&trace(GuestArch::X86_64, Vec::new()));
+        assert!(facts.x86.supported.is_none() && facts.x86.written.is_none());
+        let facts = super::facts(&trace(GuestArch::Aarch64, Vec::new()));
+        assert!(facts.arm64.preferred_target.is_none() && facts.arm64.initial_reads.is_empty());
+    }
+
+    #[test]
+    fn arm64_reads_count_until_the_vm_writes_that_register() {
+        let (a, b, c) = (
+            0x6030_0000_0013_c020,
+            0x6030_0000_0013_c021,
+            0x6030_0000_0014_0000,
+        );
+        let get = |id| TraceCall::Vcpu(VcpuCall::GetOneReg { id });
+        let t = trace(
+            GuestArch::Aarch64,
+            vec![
+                (
+                    Stream::Vm(VmId(0)),
+                    TraceCall::Vm(VmCall::ArmPreferredTarget),
+                    Ok(Reply::VcpuInit {
+                        target: 5,
+                        features: [0; 7],
+                    }),
+                ),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(99))),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::ArmVcpuInit {
+                        target: 5,
+                        features: [4, 0, 0, 0, 0, 0, 0],
+                    }),
+                    Ok(Reply::Done),
+                ),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::GetRegList),
+                    Ok(Reply::RegList(vec![a, b, c])),
+                ),
+                (vcpu(0, 0), get(c), Ok(Reply::Value(0x10001))),
+                (
+                    vcpu(0, 1),
+                    TraceCall::Vcpu(VcpuCall::SetOneReg { id: c, value: 2 }),
+                    Ok(Reply::Done),
+                ),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(1))),
+                (vcpu(0, 0), get(c), Ok(Reply::Value(2))),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(7))),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::SetOneReg { id: b, value: 3 }),
+                    Ok(Reply::Done),
+                ),
+                (vcpu(0, 0), get(b), Ok(Reply::Value(3))),
+                (
+                    Stream::Vm(VmId(0)),
+                    TraceCall::Vm(VmCall::ArmGetRegWritableMasks),
+                    Ok(Reply::Masks(vec![0; 192])),
+                ),
+            ],
+        );
+        let facts = facts(&t).arm64;
+        assert_eq!(facts.preferred_target, Some(5));
+        assert_eq!(facts.vcpu_init_features.map(|f| f[0]), Some(4));
+        assert_eq!(facts.reg_list.as_ref().map(Vec::len), Some(3));
+        // a before init is not a limit; c's first read counts, b was written before it was read.
+        assert_eq!(facts.initial_reads, vec![(c, 0x10001), (a, 1)]);
+        assert_eq!(facts.masks.map(|m| m.len()), Some(192));
+    }
+}

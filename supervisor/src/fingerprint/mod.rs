@@ -340,3 +340,74 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
             .map(|m| m.iter().map(|&v| hex(v)).collect()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supported_table_drops_the_answering_cpus_apic_ids() {
+        let entry = |function, ebx, edx| CpuidEntry {
+            function,
+            index: 0,
+            flags: 0,
+            eax: 0,
+            ebx,
+            ecx: 0,
+            edx,
+        };
+        let on_cpu = |apic: u32| {
+            CpuidTable::new(vec![
+                entry(1, apic << 24 | 0x0002_0800, 0x178b_fbff),
+                entry(0xb, 1, apic),
+            ])
+        };
+        let build = |apic| {
+            Fingerprint::build(&Facts {
+                arch: GuestArch::X86_64,
+                host: HostFingerprint::default(),
+                x86: X86Facts {
+                    supported: Some(on_cpu(apic)),
+                    ..X86Facts::default()
+                },
+                arm64: Arm64Facts::default(),
+            })
+        };
+        assert_eq!(build(0), build(1));
+        let x86 = build(1).x86.unwrap();
+        let table = x86.supported_cpuid.unwrap().table;
+        assert_eq!((table[0].ebx, table[0].edx), (0x0002_0800, 0x178b_fbff));
+        assert_eq!(table[1].edx, 0);
+        assert!(x86.emulated_cpuid.is_none() && x86.host_rewrites.is_none());
+        assert!(build(0).arm64.is_none());
+    }
+
+    #[test]
+    fn arm64_values_sort_into_limits_and_firmware() {
+        let psci = vcpu::model::arm64::FirmwareRegister::PsciVersion.id();
+        let midr = 0x6030_0000_0013_c000;
+        let fp = Fingerprint::build(&Facts {
+            arch: GuestArch::Aarch64,
+            host: HostFingerprint::default(),
+            x86: X86Facts::default(),
+            arm64: Arm64Facts {
+                preferred_target: Some(5),
+                vcpu_init_features: Some([0xc, 0, 0, 0, 0, 0, 0]),
+                reg_list: Some(vec![midr, psci]),
+                initial_reads: vec![(psci, 0x10001), (midr, 0x410f_d0c1)],
+                masks: None,
+            },
+        });
+        assert!(fp.x86.is_none());
+        let arm64 = fp.arm64.unwrap();
+        assert_eq!(arm64.limits.len(), 1);
+        assert_eq!(arm64.limits[0].name, "MIDR_EL1");
+        assert_eq!(arm64.limits[0].value, "0x410fd0c1");
+        assert_eq!(arm64.firmware[0].name, "KVM_REG_ARM_PSCI_VERSION");
+        assert_eq!(arm64.psci_version.as_deref(), Some("1.1"));
+        let features = arm64.vcpu_init_features.unwrap();
+        assert_eq!(features.bits, "0xc");
+        assert_eq!(features.names, ["psci-0.2", "pmu-v3"]);
+        assert!(arm64.writable_masks.is_none());
+    }
+}
