@@ -676,7 +676,7 @@ pub fn host(args: &HostArgs) -> Result<Status> {
     let mut text = host::kvm_summary(arch, &fingerprint);
     text += &format!("{fingerprint}");
     let Some(probe) = probe else {
-        text += "supported CPUID: none (not x86; arm64 ID registers are not listed here yet)\n";
+        text += "supported CPUID: none (not x86; `vmfleet host --fingerprint` lists the arm64 ID registers)\n";
         emit(&text)?;
         return Ok(Status::Success);
     };

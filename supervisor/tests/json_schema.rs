@@ -169,7 +169,8 @@ fn the_schemas_reject_wrong_documents() {
         serde_json::json!({"schema": "vmfleet.fingerprint.v1", "arch": arch,
             "kernel_release": "6.12", "kvm_module": null, "microcode": null,
             "kvm_api_version": 12, "capabilities": [],
-            "cpu": {"vendor": "v", "family": 6, "model": 1, "stepping": 0, "model_name": ""},
+            "cpu": {"vendor": "v", "family": 6, "model": 1, "stepping": 0, "model_name": "",
+                    "midr": null, "revidr": null},
             "x86": x86, "arm64": null})
     };
     let no_facts = serde_json::json!({"supported_cpuid": null, "emulated_cpuid": null,

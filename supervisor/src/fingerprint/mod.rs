@@ -102,6 +102,11 @@ pub struct CpuIdentity {
     pub stepping: u32,
     /// x86 `model name`; empty on arm64.
     pub model_name: String,
+    /// arm64: MIDR_EL1 as the vCPU read it before any write (hex); `null` on x86 or if not read.
+    pub midr: Option<String>,
+    /// arm64: REVIDR_EL1 as the vCPU read it before any write (hex); `null` on x86 or if not
+    /// read.
+    pub revidr: Option<String>,
 }
 
 /// What an x86 host offers and does to guest CPUID.
@@ -226,6 +231,15 @@ fn summary(table: &CpuidTable) -> CpuidSummary {
     }
 }
 
+/// The value of the limit named `name`, if the arm64 section has it.
+fn limit(arm64: Option<&Arm64Section>, name: &str) -> Option<String> {
+    arm64?
+        .limits
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.value.clone())
+}
+
 impl Fingerprint {
     /// The document these facts make. Pure: the same facts give the same document.
     pub fn build(facts: &Facts) -> Fingerprint {
@@ -245,6 +259,8 @@ impl Fingerprint {
                 model: host.cpu_model,
                 stepping: host.cpu_stepping,
                 model_name: host.cpu_model_name.clone(),
+                midr: limit(arm64.as_ref(), "MIDR_EL1"),
+                revidr: limit(arm64.as_ref(), "REVIDR_EL1"),
             },
             microcode: host.microcode.clone(),
             kvm_api_version: host.kvm_api_version,
@@ -399,10 +415,12 @@ mod tests {
             },
         });
         assert!(fp.x86.is_none());
-        let arm64 = fp.arm64.unwrap();
+        let arm64 = fp.arm64.clone().unwrap();
         assert_eq!(arm64.limits.len(), 1);
         assert_eq!(arm64.limits[0].name, "MIDR_EL1");
         assert_eq!(arm64.limits[0].value, "0x410fd0c1");
+        assert_eq!(fp.cpu.midr.as_deref(), Some("0x410fd0c1"));
+        assert_eq!(fp.cpu.revidr, None);
         assert_eq!(arm64.firmware[0].name, "KVM_REG_ARM_PSCI_VERSION");
         assert_eq!(arm64.psci_version.as_deref(), Some("1.1"));
         let features = arm64.vcpu_init_features.unwrap();
