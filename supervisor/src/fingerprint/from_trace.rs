@@ -5,6 +5,7 @@
 use super::{Arm64Facts, Facts, X86Facts};
 use recorder::{Event, Trace, TraceCall};
 use vcpu::hypervisor::cpuid::CpuidTable;
+use vcpu::model::lock_policy;
 use vcpu::{GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
 
 /// The facts of `trace`:
@@ -13,7 +14,8 @@ use vcpu::{GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId}
 ///   follows it.
 /// - arm64: the first vCPU with a successful `ARM_VCPU_INIT` (lowest VM, then vCPU): its VM's
 ///   `ARM_PREFERRED_TARGET` reply, its init features, its first `GET_REG_LIST`, its
-///   `GET_ONE_REG`s after the init of registers no vCPU of its VM had written yet (the values
+///   `GET_ONE_REG`s after the init of CPU-model registers (`lock_policy::is_model_register`, the
+///   ones the live side reads) no vCPU of its VM had written yet (the values
 ///   before any write); the masks reply of its VM (else of the lowest VM that asked).
 pub fn facts(trace: &Trace) -> Facts {
     let arch = trace.header.guest_arch;
@@ -156,6 +158,7 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
             }
             (TraceCall::Vcpu(VcpuCall::GetOneReg { id }), Ok(Reply::Value(value)), s)
                 if s == stream
+                    && lock_policy::is_model_register(GuestArch::Aarch64, *id)
                     && !written.contains(id)
                     && !initial_reads.iter().any(|(seen, _)| seen == id) =>
             {
