@@ -554,26 +554,9 @@ impl GuestCpuidProbe {
 /// same drift code `vmfleet run` uses. Nothing runs in the guest.
 fn probe_guest_cpuid(kvm: &KvmHypervisor, supported: &CpuidTable) -> GuestCpuidProbe {
     let measure = || -> Result<(usize, Vec<report::DriftChange>)> {
-        let vm = kvm
-            .create_vm(vcpu::VmId(0), "host-probe")
-            .context("KVM_CREATE_VM of a scratch VM")?;
-        let vm = vcpu::VmHandle::new(vm, "host-probe", kvm.arch());
-        let vcpu = vm
-            .create_vcpu(vcpu::VcpuId(0))
-            .context("KVM_CREATE_VCPU of a scratch vCPU")?;
-        let requested = vcpu::model::x86::model::X86CpuModel { hide: Vec::new() }
-            .build(supported, 0, 1)
-            .context("building the supported model")?;
-        let write = vcpu
-            .set_cpuid(&requested.table)
-            .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU")?;
-        let changes = report::drift_changes(&vcpu::model::x86::drift::drift(
-            &requested.table,
-            &write.held,
-        ));
-        let _ = vcpu.plain_call(vcpu::VcpuCall::Destroy);
-        let _ = vm.call(vcpu::VmCall::Destroy);
-        Ok((write.held.len(), changes))
+        let (written, held) = crate::fingerprint::live::default_model_write(kvm, supported)?;
+        let changes = report::drift_changes(&vcpu::model::x86::drift::drift(&written, &held));
+        Ok((held.len(), changes))
     };
     match measure() {
         Ok((held_entries, changes)) => {

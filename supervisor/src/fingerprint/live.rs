@@ -67,8 +67,23 @@ fn x86_facts(kvm: &KvmHypervisor) -> Result<X86Facts> {
         Ok(other) => bail!("KVM_GET_SUPPORTED_CPUID answered {other}, not a CPUID table"),
         Err(e) => bail!("KVM_GET_SUPPORTED_CPUID failed: {e}"),
     };
+    let (written, held) = default_model_write(kvm, &supported)?;
+    Ok(X86Facts {
+        supported: Some(supported),
+        written: Some(written),
+        held: Some(held),
+    })
+}
+
+/// Write the default model (nothing hidden, one vCPU) built from `supported` to a scratch vCPU
+/// through the lock's handle and read it back: the table written and the one the kernel holds.
+/// (`vmfleet host` measures what guests are given with it too.)
+pub fn default_model_write(
+    kvm: &KvmHypervisor,
+    supported: &CpuidTable,
+) -> Result<(CpuidTable, CpuidTable)> {
     let written = X86CpuModel { hide: Vec::new() }
-        .build(&supported, 0, 1)
+        .build(supported, 0, 1)
         .context("building the default model from the supported table")?
         .table;
     let (vm, vcpu) = scratch(kvm)?;
@@ -76,12 +91,7 @@ fn x86_facts(kvm: &KvmHypervisor) -> Result<X86Facts> {
         .set_cpuid(&written)
         .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU");
     destroy(&vm, &vcpu);
-    let held = write?.held;
-    Ok(X86Facts {
-        supported: Some(supported),
-        written: Some(written),
-        held: Some(held),
-    })
+    Ok((written, write?.held))
 }
 
 fn arm64_facts(kvm: &KvmHypervisor) -> Result<Arm64Facts> {
