@@ -1,6 +1,7 @@
 //! The host fingerprint, end to end: `vmfleet trace fingerprint` of a trace recorded here equals
 //! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), and bad traces get the exit
-//! statuses of `supervisor/src/exit.rs` (4 bad_input, 5 incomplete) on any machine.
+//! statuses of `supervisor/src/exit.rs` (4 bad_input, 5 incomplete) on any machine, and no KVM is
+//! 6 (no_kvm).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -155,4 +156,38 @@ fn bad_traces_get_their_exit_statuses() {
         assert!(stderr.contains("reading trace"), "{stderr}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Without a usable /dev/kvm (bound to /dev/null in a private mount namespace), `vmfleet host
+/// --fingerprint --json` exits 6 (no_kvm), says why on stderr and prints no half document.
+#[test]
+fn host_fingerprint_without_kvm_exits_no_kvm() {
+    let test = "host_fingerprint_without_kvm_exits_no_kvm";
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        vcpu::skip::skipped(test, "unshare --mount is unavailable (needs root)");
+        return;
+    }
+    let script = "if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm || exit 97; fi; \
+                  exec \"$0\" host --fingerprint --json";
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_vmfleet"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(97),
+        "could not hide /dev/kvm: {err}"
+    );
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("/dev/kvm"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
