@@ -1,4 +1,5 @@
-//! The command line: `vmfleet run | replay | trace show | host | serve | ctl | bench`.
+//! The command line: `vmfleet run | replay | trace show | trace fingerprint | host | serve | ctl |
+//! bench`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -141,14 +142,33 @@ pub enum TraceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the fingerprint of the host a trace was recorded on: its header's host facts plus
+    /// the recorded answers the kernel's behaviour depends on (supported CPUID and the host's
+    /// rewrites on x86; preferred target, register list, limits, firmware defaults and writable
+    /// masks on arm64). Facts the trace lacks are null. Exit status: 0, 4 (bad_input) for a
+    /// corrupt or foreign trace, 5 (incomplete) for one cut short.
+    Fingerprint {
+        /// The trace file.
+        trace: PathBuf,
+        /// Print the document as JSON (schema `vmfleet.fingerprint.v1`,
+        /// supervisor/schemas/fingerprint.v1.schema.json) instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `vmfleet host`'s arguments.
 #[derive(Debug, Args)]
 pub struct HostArgs {
-    /// Print JSON (schema `vmfleet.host.v1`) instead of text.
+    /// Print JSON (schema `vmfleet.host.v1`; with --fingerprint `vmfleet.fingerprint.v1`) instead
+    /// of text.
     #[arg(long)]
     pub json: bool,
+    /// Print this host's fingerprint instead: the same document `vmfleet trace fingerprint`
+    /// makes from a trace, measured live on a scratch VM (equal to that of a trace of the default
+    /// fleet recorded here).
+    #[arg(long)]
+    pub fingerprint: bool,
 }
 
 /// `vmfleet serve`'s arguments.

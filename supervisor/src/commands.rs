@@ -8,6 +8,7 @@ use crate::common::{
     runtime, say_where_the_trace_goes,
 };
 use crate::exit::{Failure, Status, StatusExt as _};
+use crate::fingerprint::Fingerprint;
 use crate::fleet::{ControlValue, Fleet, StartMode};
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
@@ -443,6 +444,37 @@ pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
     })
 }
 
+/// `vmfleet trace fingerprint`: the fingerprint a whole trace records (a trace cut short is
+/// [`Status::Incomplete`], a corrupt or foreign one [`Status::BadInput`]).
+pub fn trace_fingerprint(path: &Path, json: bool) -> Result<Status> {
+    let trace = open_trace(path, |p| Trace::open(p))?;
+    // A trace cut short may lack the calls the fingerprint is made of: say so with its status.
+    trace
+        .require_complete()
+        .with_context(|| format!("reading trace {}", path.display()))
+        .or_status(Status::Incomplete)?;
+    let fingerprint = Fingerprint::build(&crate::fingerprint::from_trace::facts(&trace));
+    if json {
+        emit_json(&fingerprint)?;
+    } else {
+        emit(&crate::fingerprint::text::summary(&fingerprint))?;
+    }
+    Ok(Status::Success)
+}
+
+/// `vmfleet host --fingerprint`: the same document, measured on this host.
+fn host_fingerprint(kvm: &KvmHypervisor, json: bool) -> Result<Status> {
+    let facts = crate::fingerprint::live::facts(kvm)
+        .context("measuring this host's fingerprint on a scratch VM")?;
+    let fingerprint = Fingerprint::build(&facts);
+    if json {
+        emit_json(&fingerprint)?;
+    } else {
+        emit(&crate::fingerprint::text::summary(&fingerprint))?;
+    }
+    Ok(Status::Success)
+}
+
 /// The schema of `vmfleet host --json` (`supervisor/schemas/host.v1.schema.json`).
 pub const HOST_SCHEMA: &str = "vmfleet.host.v1";
 
@@ -522,26 +554,9 @@ impl GuestCpuidProbe {
 /// same drift code `vmfleet run` uses. Nothing runs in the guest.
 fn probe_guest_cpuid(kvm: &KvmHypervisor, supported: &CpuidTable) -> GuestCpuidProbe {
     let measure = || -> Result<(usize, Vec<report::DriftChange>)> {
-        let vm = kvm
-            .create_vm(vcpu::VmId(0), "host-probe")
-            .context("KVM_CREATE_VM of a scratch VM")?;
-        let vm = vcpu::VmHandle::new(vm, "host-probe", kvm.arch());
-        let vcpu = vm
-            .create_vcpu(vcpu::VcpuId(0))
-            .context("KVM_CREATE_VCPU of a scratch vCPU")?;
-        let requested = vcpu::model::x86::model::X86CpuModel { hide: Vec::new() }
-            .build(supported, 0, 1)
-            .context("building the supported model")?;
-        let write = vcpu
-            .set_cpuid(&requested.table)
-            .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU")?;
-        let changes = report::drift_changes(&vcpu::model::x86::drift::drift(
-            &requested.table,
-            &write.held,
-        ));
-        let _ = vcpu.plain_call(vcpu::VcpuCall::Destroy);
-        let _ = vm.call(vcpu::VmCall::Destroy);
-        Ok((write.held.len(), changes))
+        let (written, held) = crate::fingerprint::live::default_model_write(kvm, supported)?;
+        let changes = report::drift_changes(&vcpu::model::x86::drift::drift(&written, &held));
+        Ok((held.len(), changes))
     };
     match measure() {
         Ok((held_entries, changes)) => {
@@ -597,6 +612,9 @@ pub fn host(args: &HostArgs) -> Result<Status> {
                 .or_status(Status::NoKvm);
         }
     };
+    if args.fingerprint {
+        return host_fingerprint(&kvm, args.json);
+    }
     let fingerprint = host::fingerprint(&kvm);
     let arch = vcpu::hypervisor::kvm::host_arch();
     // CPUID is x86's; an arm64 host has ID registers instead, which `host` does not list (yet).
@@ -641,7 +659,7 @@ pub fn host(args: &HostArgs) -> Result<Status> {
     let mut text = host::kvm_summary(arch, &fingerprint);
     text += &format!("{fingerprint}");
     let Some(probe) = probe else {
-        text += "supported CPUID: none (not x86; arm64 ID registers are not listed here yet)\n";
+        text += "supported CPUID: none (not x86; `vmfleet host --fingerprint` lists the arm64 ID registers)\n";
         emit(&text)?;
         return Ok(Status::Success);
     };

@@ -1,13 +1,15 @@
 //! # supervisor: the `vmfleet` program
 //!
-//! Owns fleet specs ([`spec`]), the host fingerprint ([`host`]), the fleet runtime (an async
-//! control plane with one event-loop thread per VM, [`fleet`]), the job that runs a whole spec on
-//! it against any backend ([`job`]), what a job reports and the canonical transcript ([`report`]),
-//! the commands behind the CLI ([`commands`]), and the control daemon `vmfleet serve` ([`serve`]),
-//! its client `vmfleet ctl` ([`ctl`]) (the wire protocol between them, and the one control
-//! vocabulary, is the `protocol` crate's), what the subcommands share ([`common`]: stdout, the
-//! async runtime, trace files), and the benchmark of vmfleet's figures against the floor
-//! ([`mod@bench`]); how the terminal is written to ([`term`]: colour, progress bars).
+//! Owns fleet specs ([`spec`]), the host fingerprint (the trace header's facts, [`host`]; the
+//! whole `vmfleet.fingerprint.v1` document from a trace or live, [`fingerprint`]), the fleet
+//! runtime (an async control plane with one event-loop thread per VM, [`fleet`]), the job that
+//! runs a whole spec on it against any backend ([`job`]), what a job reports and the canonical
+//! transcript ([`report`]), the commands behind the CLI ([`commands`]), and the control daemon
+//! `vmfleet serve` ([`serve`]), its client `vmfleet ctl` ([`ctl`]) (the wire protocol between
+//! them, and the one control vocabulary, is the `protocol` crate's), what the subcommands share
+//! ([`common`]: stdout, the async runtime, trace files), and the benchmark of vmfleet's figures
+//! against the floor ([`mod@bench`]); how the terminal is written to ([`term`]: colour, progress
+//! bars).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::runtime::handle` (that is where the
 //! pre-run lock lives), or write trace bytes itself (that is `recorder`'s format to own).
@@ -22,6 +24,7 @@ pub mod ctl;
 pub mod docs;
 pub mod exit;
 pub mod fdlimit;
+pub mod fingerprint;
 pub mod fleet;
 pub mod host;
 pub mod job;

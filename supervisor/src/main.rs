@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(&args),
         Command::Replay(args) => commands::replay(&args),
         Command::Trace(TraceCommand::Show { trace, json }) => commands::trace_show(&trace, json),
+        Command::Trace(TraceCommand::Fingerprint { trace, json }) => {
+            commands::trace_fingerprint(&trace, json)
+        }
         Command::Host(args) => commands::host(&args),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),

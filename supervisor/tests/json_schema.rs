@@ -1,6 +1,7 @@
 //! Every `--json` output validates against its schema in `supervisor/schemas/`: replay-derived
-//! output (`trace show --json`, `replay --json` of every fixture, x86 and arm64) on any machine;
-//! live output (`run`, `host`, `bench`, `ctl`) when /dev/kvm is usable (SKIPPED otherwise).
+//! output (`trace show --json`, `trace fingerprint --json`, `replay --json` of every fixture, x86
+//! and arm64) on any machine; live output (`run`, `host`, `host --fingerprint`, `bench`, `ctl`)
+//! when /dev/kvm is usable (SKIPPED otherwise).
 //! The schema files themselves must be valid JSON Schemas, and must reject wrong documents.
 
 use serde_json::Value;
@@ -18,12 +19,13 @@ fn root() -> PathBuf {
 }
 
 /// The schema files and the version string each document must carry.
-const SCHEMAS: [(&str, &str); 5] = [
+const SCHEMAS: [(&str, &str); 6] = [
     ("run", "vmfleet.run.v1"),
     ("host", "vmfleet.host.v1"),
     ("trace-show", "vmfleet.trace-show.v1"),
     ("ctl", "vmfleet.ctl.v1"),
     ("bench", "vmfleet.bench.v1"),
+    ("fingerprint", "vmfleet.fingerprint.v1"),
 ];
 
 fn schema(name: &str) -> Value {
@@ -163,6 +165,33 @@ fn the_schemas_reject_wrong_documents() {
         "bench",
         serde_json::json!({"schema": "vmfleet.bench.v1", "host": {}}),
     );
+    let fingerprint = |arch: Value, x86: Value| {
+        serde_json::json!({"schema": "vmfleet.fingerprint.v1", "arch": arch,
+            "kernel_release": "6.12", "kvm_module": null, "microcode": null,
+            "kvm_api_version": 12, "capabilities": [],
+            "cpu": {"vendor": "v", "family": 6, "model": 1, "stepping": 0, "model_name": "",
+                    "midr": null, "revidr": null},
+            "x86": x86, "arm64": null})
+    };
+    let no_facts = serde_json::json!({"supported_cpuid": null, "emulated_cpuid": null,
+                                      "host_rewrites": null});
+    assert!(
+        jsonschema::validator_for(&schema("fingerprint"))
+            .unwrap()
+            .is_valid(&fingerprint(serde_json::json!("x86_64"), no_facts.clone()))
+    );
+    reject(
+        "fingerprint",
+        fingerprint(serde_json::json!("x86"), no_facts),
+    );
+    reject(
+        "fingerprint",
+        fingerprint(
+            serde_json::json!("x86_64"),
+            serde_json::json!({"supported_cpuid": "56 entries", "emulated_cpuid": null,
+                               "host_rewrites": null}),
+        ),
+    );
 }
 
 /// `trace show --json` of every fixture: every line is a document of its schema, stdout holds
@@ -195,6 +224,53 @@ fn trace_show_json_of_every_fixture_matches_its_schema() {
         assert_eq!(lines.last().unwrap()["status"], "complete");
         let events = lines.iter().filter(|l| l["kind"] == "event").count();
         assert_eq!(lines.last().unwrap()["events"], events as u64);
+    }
+}
+
+/// `trace fingerprint --json` of every fixture (x86 and arm64) is one document of its schema, with
+/// the section of the trace's architecture filled from the recorded calls.
+#[test]
+fn trace_fingerprint_json_of_every_fixture_matches_its_schema() {
+    let validator = validator("fingerprint");
+    for trace in fixtures() {
+        let out = vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", trace.display());
+        let doc = json_of(&out, &format!("trace fingerprint {}", trace.display()));
+        check_with(
+            &validator,
+            "fingerprint",
+            &doc,
+            &trace.display().to_string(),
+        );
+        match doc["arch"].as_str() {
+            Some("x86_64") => {
+                assert!(doc["arm64"].is_null(), "{}", trace.display());
+                assert!(
+                    doc["x86"]["supported_cpuid"].is_object(),
+                    "{}",
+                    trace.display()
+                );
+                assert!(
+                    doc["x86"]["host_rewrites"].is_object(),
+                    "{}",
+                    trace.display()
+                );
+            }
+            Some("aarch64") => {
+                assert!(doc["x86"].is_null(), "{}", trace.display());
+                assert!(doc["arm64"]["reg_list"].is_object(), "{}", trace.display());
+                assert!(
+                    doc["arm64"]["preferred_target"].is_u64(),
+                    "{}",
+                    trace.display()
+                );
+            }
+            other => panic!("{}: arch {other:?}", trace.display()),
+        }
     }
 }
 
@@ -294,6 +370,23 @@ fn live_host_json_matches_the_host_schema() {
     let out = vmfleet().args(["host", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     check("host", &json_of(&out, "host --json"), "host --json");
+}
+
+#[test]
+fn live_host_fingerprint_json_matches_the_fingerprint_schema() {
+    if !kvm_usable("live_host_fingerprint_json_matches_the_fingerprint_schema") {
+        return;
+    }
+    let out = vmfleet()
+        .args(["host", "--fingerprint", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    check(
+        "fingerprint",
+        &json_of(&out, "host --fingerprint --json"),
+        "host --fingerprint --json",
+    );
 }
 
 #[test]

@@ -1,0 +1,335 @@
+//! The facts of a fingerprint as a trace recorded them: the header's host facts plus the
+//! answers of the calls the fingerprint needs (see [`facts`]). A trace that lacks a call leaves
+//! its fact `None`; nothing is guessed.
+
+use super::{Arm64Facts, Facts, X86Facts};
+use recorder::{Event, Trace, TraceCall};
+use vcpu::hypervisor::cpuid::CpuidTable;
+use vcpu::model::lock_policy;
+use vcpu::{GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
+
+/// The facts of `trace`:
+/// - x86: the host stream's `GET_SUPPORTED_CPUID` reply; the first vCPU's (lowest VM, then
+///   lowest vCPU, with a successful `SET_CPUID2`) first `SET_CPUID2` and the `GET_CPUID2` that
+///   follows it.
+/// - arm64: the first vCPU with a successful `ARM_VCPU_INIT` (lowest VM, then vCPU): its VM's
+///   `ARM_PREFERRED_TARGET` reply, its init features, its first `GET_REG_LIST`, its
+///   `GET_ONE_REG`s after the init of CPU-model registers (`lock_policy::is_model_register`, the
+///   ones the live side reads) no vCPU of its VM had written yet (the values
+///   before any write); the masks reply of its VM (else of the lowest VM that asked).
+pub fn facts(trace: &Trace) -> Facts {
+    let arch = trace.header.guest_arch;
+    let events = &trace.events;
+    let (x86, arm64) = match arch {
+        GuestArch::X86_64 => (x86_facts(events), Arm64Facts::default()),
+        GuestArch::Aarch64 => (X86Facts::default(), arm64_facts(events)),
+    };
+    Facts {
+        arch,
+        host: trace.header.host.clone(),
+        x86,
+        arm64,
+    }
+}
+
+fn vcpu_of(stream: Stream) -> Option<(VmId, VcpuId)> {
+    match stream {
+        Stream::Vcpu(vm, vcpu) => Some((vm, vcpu)),
+        _ => None,
+    }
+}
+
+/// The lowest vCPU stream with an event `pick` accepts.
+fn first_vcpu(events: &[Event], pick: impl Fn(&Event) -> bool) -> Option<(VmId, VcpuId)> {
+    events
+        .iter()
+        .filter(|e| pick(e))
+        .filter_map(|e| vcpu_of(e.stream))
+        .min_by_key(|&(vm, vcpu)| (vm.0, vcpu.0))
+}
+
+fn x86_facts(events: &[Event]) -> X86Facts {
+    let supported = events.iter().find_map(|e| match (&e.call, &e.outcome) {
+        (TraceCall::System(SystemCall::GetSupportedCpuid), Ok(Reply::Cpuid(t)))
+            if e.stream == Stream::Host =>
+        {
+            Some(t.clone())
+        }
+        _ => None,
+    });
+    let is_set = |e: &Event| {
+        matches!(e.call, TraceCall::Vcpu(VcpuCall::SetCpuid2 { .. })) && e.outcome.is_ok()
+    };
+    let pair = first_vcpu(events, is_set).and_then(|(vm, vcpu)| {
+        let stream = Stream::Vcpu(vm, vcpu);
+        let mut own = events.iter().filter(|e| e.stream == stream);
+        let written: CpuidTable = own
+            .by_ref()
+            .find(|e| is_set(e))
+            .and_then(|e| match &e.call {
+                TraceCall::Vcpu(VcpuCall::SetCpuid2 { table }) => Some(table.clone()),
+                _ => None,
+            })?;
+        let held = own.find_map(|e| match (&e.call, &e.outcome) {
+            (TraceCall::Vcpu(VcpuCall::GetCpuid2), Ok(Reply::Cpuid(t))) => Some(t.clone()),
+            _ => None,
+        });
+        Some((written, held))
+    });
+    let (written, held) = match pair {
+        Some((written, held)) => (Some(written), held),
+        None => (None, None),
+    };
+    X86Facts {
+        supported,
+        written,
+        held,
+    }
+}
+
+fn arm64_facts(events: &[Event]) -> Arm64Facts {
+    let is_init = |e: &Event| {
+        matches!(e.call, TraceCall::Vcpu(VcpuCall::ArmVcpuInit { .. })) && e.outcome.is_ok()
+    };
+    let masks_of = |vm: Option<VmId>| {
+        events
+            .iter()
+            .find_map(|e| match (&e.call, &e.outcome, e.stream) {
+                (
+                    TraceCall::Vm(VmCall::ArmGetRegWritableMasks),
+                    Ok(Reply::Masks(m)),
+                    Stream::Vm(v),
+                ) if vm.is_none_or(|vm| vm == v) => Some((v, m.clone())),
+                _ => None,
+            })
+    };
+    let lowest_masks = || {
+        let mut asked: Vec<VmId> = events
+            .iter()
+            .filter(|e| {
+                matches!(e.call, TraceCall::Vm(VmCall::ArmGetRegWritableMasks))
+                    && matches!(e.outcome, Ok(Reply::Masks(_)))
+            })
+            .filter_map(|e| match e.stream {
+                Stream::Vm(vm) => Some(vm),
+                _ => None,
+            })
+            .collect();
+        asked.sort_by_key(|vm| vm.0);
+        asked
+            .first()
+            .and_then(|&vm| masks_of(Some(vm)))
+            .map(|(_, m)| m)
+    };
+    let Some((vm, vcpu)) = first_vcpu(events, is_init) else {
+        return Arm64Facts {
+            masks: lowest_masks(),
+            ..Arm64Facts::default()
+        };
+    };
+    let preferred_target = events.iter().find_map(|e| match (&e.call, &e.outcome) {
+        (TraceCall::Vm(VmCall::ArmPreferredTarget), Ok(Reply::VcpuInit { target, .. }))
+            if e.stream == Stream::Vm(vm) =>
+        {
+            Some(*target)
+        }
+        _ => None,
+    });
+    let stream = Stream::Vcpu(vm, vcpu);
+    let own: Vec<&Event> = events.iter().filter(|e| e.stream == stream).collect();
+    let init_at = own.iter().position(|e| is_init(e));
+    let vcpu_init_features = init_at.and_then(|i| match &own[i].call {
+        TraceCall::Vcpu(VcpuCall::ArmVcpuInit { features, .. }) => Some(*features),
+        _ => None,
+    });
+    let reg_list = own.iter().find_map(|e| match (&e.call, &e.outcome) {
+        (TraceCall::Vcpu(VcpuCall::GetRegList), Ok(Reply::RegList(ids))) => Some(ids.clone()),
+        _ => None,
+    });
+    // A register's value before any write: read on this vCPU after its init, before any vCPU of
+    // its VM wrote that register (ID registers and bitmaps are VM-wide).
+    let init_seq = init_at.map_or(u64::MAX, |i| own[i].seq);
+    let mut written: Vec<u64> = Vec::new();
+    let mut initial_reads: Vec<(u64, u64)> = Vec::new();
+    for e in events.iter().filter(|e| e.seq > init_seq) {
+        match (&e.call, &e.outcome, e.stream) {
+            (TraceCall::Vcpu(VcpuCall::SetOneReg { id, .. }), _, Stream::Vcpu(v, _)) if v == vm => {
+                written.push(*id);
+            }
+            (TraceCall::Vcpu(VcpuCall::GetOneReg { id }), Ok(Reply::Value(value)), s)
+                if s == stream
+                    && lock_policy::is_model_register(GuestArch::Aarch64, *id)
+                    && !written.contains(id)
+                    && !initial_reads.iter().any(|(seen, _)| seen == id) =>
+            {
+                initial_reads.push((*id, *value));
+            }
+            _ => {}
+        }
+    }
+    Arm64Facts {
+        preferred_target,
+        vcpu_init_features,
+        reg_list,
+        initial_reads,
+        masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recorder::{HostFingerprint, JobInputs, TraceEnd, TraceHeader};
+    use vcpu::hypervisor::cpuid::CpuidEntry;
+    use vcpu::{Failure, Origin, Outcome};
+
+    fn trace(arch: GuestArch, calls: Vec<(Stream, TraceCall, Outcome)>) -> Trace {
+        let events: Vec<Event> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(seq, (stream, call, outcome))| Event {
+                seq: seq as u64,
+                stream,
+                call,
+                outcome,
+                detail: None,
+                at_ns: seq as u64,
+            })
+            .collect();
+        Trace {
+            header: TraceHeader::new(
+                "test",
+                arch,
+                HostFingerprint::default(),
+                JobInputs {
+                    command: "run".into(),
+                    spec_source: "test".into(),
+                    spec_text: String::new(),
+                },
+            ),
+            end: TraceEnd::Complete {
+                events: events.len() as u64,
+            },
+            events,
+        }
+    }
+
+    fn table(eax: u32) -> CpuidTable {
+        CpuidTable::new(vec![CpuidEntry {
+            function: 0,
+            index: 0,
+            flags: 0,
+            eax,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+        }])
+    }
+
+    fn vcpu(vm: u32, vcpu: u32) -> Stream {
+        Stream::Vcpu(VmId(vm), VcpuId(vcpu))
+    }
+
+    #[test]
+    fn x86_takes_the_lowest_vcpu_with_a_successful_write_and_its_read_back() {
+        let refused = Err(Failure {
+            errno: vcpu::Errno::EINVAL,
+            origin: Origin::Kernel,
+        });
+        let set = |n| TraceCall::Vcpu(VcpuCall::SetCpuid2 { table: table(n) });
+        let get = TraceCall::Vcpu(VcpuCall::GetCpuid2);
+        let t = trace(
+            GuestArch::X86_64,
+            vec![
+                (
+                    Stream::Host,
+                    TraceCall::System(SystemCall::GetSupportedCpuid),
+                    Ok(Reply::Cpuid(table(1))),
+                ),
+                (vcpu(1, 0), set(2), Ok(Reply::Done)),
+                (vcpu(1, 0), get.clone(), Ok(Reply::Cpuid(table(3)))),
+                (vcpu(0, 1), set(9), refused),
+                (vcpu(0, 1), set(4), Ok(Reply::Done)),
+                (vcpu(0, 1), get.clone(), Ok(Reply::Cpuid(table(5)))),
+                (vcpu(0, 1), set(6), Ok(Reply::Done)),
+                (vcpu(0, 1), get, Ok(Reply::Cpuid(table(7)))),
+            ],
+        );
+        let facts = facts(&t).x86;
+        assert_eq!(facts.supported, Some(table(1)));
+        assert_eq!(facts.written, Some(table(4)));
+        assert_eq!(facts.held, Some(table(5)));
+    }
+
+    #[test]
+    fn a_trace_without_the_calls_has_no_facts() {
+        let facts = facts(&trace(GuestArch::X86_64, Vec::new()));
+        assert!(facts.x86.supported.is_none() && facts.x86.written.is_none());
+        let facts = super::facts(&trace(GuestArch::Aarch64, Vec::new()));
+        assert!(facts.arm64.preferred_target.is_none() && facts.arm64.initial_reads.is_empty());
+    }
+
+    #[test]
+    fn arm64_reads_count_until_the_vm_writes_that_register() {
+        let (a, b, c) = (
+            0x6030_0000_0013_c020,
+            0x6030_0000_0013_c021,
+            0x6030_0000_0014_0000,
+        );
+        let get = |id| TraceCall::Vcpu(VcpuCall::GetOneReg { id });
+        let t = trace(
+            GuestArch::Aarch64,
+            vec![
+                (
+                    Stream::Vm(VmId(0)),
+                    TraceCall::Vm(VmCall::ArmPreferredTarget),
+                    Ok(Reply::VcpuInit {
+                        target: 5,
+                        features: [0; 7],
+                    }),
+                ),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(99))),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::ArmVcpuInit {
+                        target: 5,
+                        features: [4, 0, 0, 0, 0, 0, 0],
+                    }),
+                    Ok(Reply::Done),
+                ),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::GetRegList),
+                    Ok(Reply::RegList(vec![a, b, c])),
+                ),
+                (vcpu(0, 0), get(c), Ok(Reply::Value(0x10001))),
+                (
+                    vcpu(0, 1),
+                    TraceCall::Vcpu(VcpuCall::SetOneReg { id: c, value: 2 }),
+                    Ok(Reply::Done),
+                ),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(1))),
+                (vcpu(0, 0), get(c), Ok(Reply::Value(2))),
+                (vcpu(0, 0), get(a), Ok(Reply::Value(7))),
+                (
+                    vcpu(0, 0),
+                    TraceCall::Vcpu(VcpuCall::SetOneReg { id: b, value: 3 }),
+                    Ok(Reply::Done),
+                ),
+                (vcpu(0, 0), get(b), Ok(Reply::Value(3))),
+                (
+                    Stream::Vm(VmId(0)),
+                    TraceCall::Vm(VmCall::ArmGetRegWritableMasks),
+                    Ok(Reply::Masks(vec![0; 192])),
+                ),
+            ],
+        );
+        let facts = facts(&t).arm64;
+        assert_eq!(facts.preferred_target, Some(5));
+        assert_eq!(facts.vcpu_init_features.map(|f| f[0]), Some(4));
+        assert_eq!(facts.reg_list.as_ref().map(Vec::len), Some(3));
+        // a before init is not a limit; c's first read counts, b was written before it was read.
+        assert_eq!(facts.initial_reads, vec![(c, 0x10001), (a, 1)]);
+        assert_eq!(facts.masks.map(|m| m.len()), Some(192));
+    }
+}

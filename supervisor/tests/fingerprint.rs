@@ -1,0 +1,193 @@
+//! The host fingerprint, end to end: `vmfleet trace fingerprint` of a trace recorded here equals
+//! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), and bad traces get the exit
+//! statuses of `supervisor/src/exit.rs` (4 bad_input, 5 incomplete) on any machine, and no KVM is
+//! 6 (no_kvm).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use vcpu::skip::kvm_usable;
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmfleet-fp-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn json_of(out: &Output, what: &str) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: stdout is not one JSON document: {e}"))
+}
+
+/// On one host both ways give one document: a recorded run of the default fleet, fingerprinted,
+/// equals the fingerprint measured live.
+#[test]
+fn trace_fingerprint_of_a_run_recorded_here_equals_the_live_fingerprint() {
+    if !kvm_usable("trace_fingerprint_of_a_run_recorded_here_equals_the_live_fingerprint") {
+        return;
+    }
+    let dir = scratch_dir("equal");
+    let trace = dir.join("demo.trace");
+    let run = vmfleet()
+        .args(["run", "--json", "--record"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "vmfleet run --record: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(&trace)
+            .output()
+            .unwrap(),
+        "trace fingerprint --json",
+    );
+    let live = json_of(
+        &vmfleet()
+            .args(["host", "--fingerprint", "--json"])
+            .output()
+            .unwrap(),
+        "host --fingerprint --json",
+    );
+    if recorded != live {
+        let show = |v: &Value| serde_json::to_string_pretty(v).unwrap();
+        let (a, b) = (show(&recorded), show(&live));
+        let first = a
+            .lines()
+            .zip(b.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
+        panic!(
+            "the trace's fingerprint differs from the live one near line {first}:\n  trace: {}\n  live:  {}",
+            a.lines().nth(first).unwrap_or("<end>"),
+            b.lines().nth(first).unwrap_or("<end>")
+        );
+    }
+    // The default fleet's first vCPU is given the default model: its rewrites are the host's.
+    if recorded["arch"] == "x86_64" {
+        assert_eq!(recorded["x86"]["host_rewrites"]["default_model"], true);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The text summary names the schema and the arch-specific facts of each fixture.
+#[test]
+fn trace_fingerprint_text_of_the_fixtures() {
+    let out = vmfleet()
+        .args(["trace", "fingerprint"])
+        .arg(root().join("fixtures/single.trace"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("schema:       vmfleet.fingerprint.v1"),
+        "{text}"
+    );
+    assert!(text.contains("supported CPUID: 56 entries"), "{text}");
+    assert!(text.contains("to the default model"), "{text}");
+    let out = vmfleet()
+        .args(["trace", "fingerprint"])
+        .arg(root().join("fixtures/arm64-6.12-max.trace"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("preferred target: 5"), "{text}");
+    assert!(text.contains("psci version: 1.1"), "{text}");
+    assert!(text.contains("writable masks: 192"), "{text}");
+}
+
+/// A 6.1 trace has no writable masks (the call came in 6.7): the fact is null, not guessed.
+#[test]
+fn a_fact_the_trace_lacks_is_null() {
+    let out = vmfleet()
+        .args(["trace", "fingerprint", "--json"])
+        .arg(root().join("fixtures/arm64-6.1-max.trace"))
+        .output()
+        .unwrap();
+    let doc = json_of(&out, "trace fingerprint --json arm64-6.1-max");
+    assert!(doc["arm64"]["writable_masks"].is_null());
+    assert!(
+        doc["arm64"]["limits"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    );
+}
+
+/// A trace cut short is 5 (incomplete), a file that is no trace 4 (bad_input); nothing on stdout.
+#[test]
+fn bad_traces_get_their_exit_statuses() {
+    let dir = scratch_dir("bad");
+    let bytes = std::fs::read(root().join("fixtures/single.trace")).unwrap();
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.join("garbage.trace");
+    std::fs::write(&garbage, b"not a trace at all").unwrap();
+    for (path, status) in [(&cut, 5), (&garbage, 4), (&dir.join("missing.trace"), 4)] {
+        let out = vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(status), "{}", path.display());
+        assert!(out.stdout.is_empty(), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("reading trace"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Without a usable /dev/kvm (bound to /dev/null in a private mount namespace), `vmfleet host
+/// --fingerprint --json` exits 6 (no_kvm), says why on stderr and prints no half document.
+#[test]
+fn host_fingerprint_without_kvm_exits_no_kvm() {
+    let test = "host_fingerprint_without_kvm_exits_no_kvm";
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        vcpu::skip::skipped(test, "unshare --mount is unavailable (needs root)");
+        return;
+    }
+    let script = "if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm || exit 97; fi; \
+                  exec \"$0\" host --fingerprint --json";
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(env!("CARGO_BIN_EXE_vmfleet"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(97),
+        "could not hide /dev/kvm: {err}"
+    );
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("/dev/kvm"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
