@@ -130,6 +130,16 @@ fn frozen(
             super::firmware::check_bitmap(id, requested, host_value)?
         }
         RegClass::SysReg(reg) => match catalog::by_reg(reg).map(|r| r.role) {
+            // RAZ/WI on a host without AArch32 EL0: the kernel ignores the write before any other
+            // check, after the first run as before it, and the register keeps reading what it held.
+            Some(RegisterRole::FeatureId)
+                if id_regs::aarch32_writes_ignored(
+                    reg,
+                    host.value(catalog::ID_AA64PFR0_EL1.kvm_reg_id()),
+                ) =>
+            {
+                held
+            }
             Some(RegisterRole::Implementation) => {
                 // `set_imp_id_reg` checks identity, then the capability, then has-run.
                 id_regs::check_implementation_id(reg, requested, held, host.writable_imp_id_regs)?

@@ -337,6 +337,17 @@ fn aarch32_registers_are_raz_wi_on_an_aarch64_only_host() {
         Verdict::Accepted { readback: 0 }
     );
     assert!(aarch32_writes_ignored(c::ID_DFR0_EL1, Some(1)));
+    // After the first run too: the write is ignored before the lock's rules, nothing changes.
+    assert_eq!(
+        crate::model::arm64::validate::judge_after_run(
+            isar5,
+            0x0101_1121,
+            0,
+            &aarch64_only,
+            features
+        ),
+        Verdict::Accepted { readback: 0 }
+    );
     // Not for AArch64 registers, nor for the hidden ID_DFR1_EL1, nor without the host's PFR0.
     assert!(!aarch32_writes_ignored(c::ID_AA64ISAR0_EL1, Some(1)));
     assert!(!aarch32_writes_ignored(c::ID_DFR1_EL1, Some(1)));
