@@ -171,6 +171,9 @@ pub enum HostQueryError {
     /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)` failed.
     #[error("{0}")]
     MaskRanges(CallError),
+    /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)` failed.
+    #[error("{0}")]
+    WritableImpIdRegs(CallError),
     /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
     UnexpectedReply {

@@ -225,6 +225,8 @@ impl VmLoop {
     fn configure(&mut self) -> Result<(), ConfigureError> {
         let (base, memory) = self.guest.memory(self.spec.memory_mib);
         self.vm.add_memory(0, base, memory)?;
+        let (guest, vm) = self.guest_and_parts();
+        guest.before_vcpus(vm)?;
         for index in 0..self.spec.vcpus {
             let vcpu = Arc::new(self.vm.create_vcpu(VcpuId(index))?);
             self.control.add_kick(vcpu.kicker());

@@ -62,9 +62,42 @@ pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the 
 #[derive(Default)]
 pub(in crate::fleet) struct Arm64Guest {
     configured: Option<Box<Arm64Vm>>,
+    /// Whether `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` was enabled on the VM before its vCPUs.
+    writable_imp_id_regs: bool,
 }
 
 impl Arm64Guest {
+    /// Before the first vCPU exists: when the spec changes MIDR_EL1, REVIDR_EL1 or AIDR_EL1 and
+    /// the host offers `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239), enable it on the VM (the kernel
+    /// takes it only while no vCPU has been created, flags 0). Without the capability the plan
+    /// judges such a change refused (`EINVAL`), saying the capability is missing. A spec that
+    /// changes none of them asks nothing, so its trace is what it was.
+    pub(super) fn before_vcpus(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
+        let wants = vm
+            .spec
+            .arm64
+            .as_ref()
+            .is_some_and(|spec| spec.writes_implementation_id());
+        if !wants || !vm.supported.writable_imp_id_regs()? {
+            return Ok(());
+        }
+        match vm.vm.call(VmCall::EnableCap {
+            cap: vcpu::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
+            flags: 0,
+            args: [0; 4],
+        }) {
+            Ok(Reply::Value(_)) => {
+                self.writable_imp_id_regs = true;
+                Ok(())
+            }
+            Ok(other) => Err(unexpected(
+                "ENABLE_CAP(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)",
+                &other,
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
     pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
         let spec = vm.spec.arm64.clone().unwrap_or_default();
@@ -73,7 +106,14 @@ impl Arm64Guest {
             hv: vm.hv,
             vm: vm.vm.id(),
         });
-        let configured = configure(ranges, vm.vm, vm.vcpus, &spec, cross_check)?;
+        let configured = configure(
+            ranges,
+            self.writable_imp_id_regs,
+            vm.vm,
+            vm.vcpus,
+            &spec,
+            cross_check,
+        )?;
         vm.report.vcpus = (0..vm.vcpus.len())
             .map(|index| super::unstarted_vcpu(index as u32))
             .collect();
@@ -212,6 +252,7 @@ const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
 /// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
 fn configure(
     mask_ranges: u64,
+    writable_imp_id_regs: bool,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
@@ -239,7 +280,10 @@ fn configure(
         }
     }
     let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
-    let host = read_host_view(mask_ranges, vm, first)?;
+    let host = HostView {
+        writable_imp_id_regs,
+        ..read_host_view(mask_ranges, vm, first)?
+    };
     // The lock judges writes after the run by the same rules as the plan, against the same view.
     vm.set_arm64_lock_context(lock_policy::Arm64LockContext {
         host: host.clone(),

@@ -61,6 +61,15 @@ impl Guest {
         (base, (u64::from(memory_mib) << 20).max(least))
     }
 
+    /// What the VM needs before its first vCPU is created (arm64: capability 239 when the spec
+    /// changes MIDR/REVIDR/AIDR and the host offers it).
+    pub fn before_vcpus(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
+        match self {
+            Guest::X86(_) => Ok(()),
+            Guest::Arm64(guest) => guest.before_vcpus(vm),
+        }
+    }
+
     /// Configure the CPU model of the VM's vCPUs (all created, none run): plan and judge it,
     /// write it through the lock, read it back into the report.
     pub fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
