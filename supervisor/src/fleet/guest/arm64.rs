@@ -24,7 +24,8 @@ use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
 use vcpu::model::arm64::smccc;
 use vcpu::model::arm64::{
-    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
+    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict, WritableMasks,
+    reg_id,
 };
 use vcpu::model::lock_policy;
 use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
@@ -45,14 +46,18 @@ struct Arm64Vm {
     /// What the guest calls with `HVC`, in order.
     calls: Vec<SmcccCall>,
     report: Arm64VmReport,
+    /// What the kernel reported before any write (what every write is judged against).
+    host: HostView,
+    /// The vCPUs' VCPU_INIT features.
+    features: VcpuFeatureSet,
 }
 
 /// Where guest memory starts, and the least there is of it.
 pub(super) const MEMORY: (u64, u64) = (guest::MEMORY_BASE, guest::MEMORY_SIZE);
 
-/// Why `set-model` does not apply to an arm64 VM (the reply puts the VM's name in front).
-pub(super) const SET_MODEL_REFUSED: &str = "set-model hides x86 CPUID features; an arm64 VM's \
-     model is its spec's `arm64` table, fixed at create";
+/// Why `set-model --hide` does not apply to an arm64 VM (the reply puts the VM's name in front).
+pub(super) const SET_MODEL_REFUSED: &str = "set-model --hide hides x86 CPUID features; an arm64 \
+     VM's model is changed with --set REGISTER.FIELD=VALUE or REGISTER=VALUE";
 
 /// How to run an arm64 fleet spec on a backend for other guests.
 pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the arm64 lab \
@@ -119,6 +124,19 @@ impl Arm64Guest {
             .collect();
         vm.report.arm64 = Some(configured.report.clone());
         self.configured = Some(Box::new(configured));
+        Ok(())
+    }
+
+    /// `set-model`'s writes (see `set_model.rs`), and the report's part of them.
+    pub(super) fn write_model(
+        &mut self,
+        vm: VmParts<'_>,
+        writes: &vcpu::model::arm64::model::Assignments,
+    ) -> Result<(), ConfigureError> {
+        let arm64 = self.configured.as_mut().ok_or(ConfigureError::NoVcpu)?;
+        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes)?;
+        arm64.report.writes.extend(reports);
+        vm.report.arm64 = Some(arm64.report.clone());
         Ok(())
     }
 
@@ -386,6 +404,8 @@ fn configure(
         id_regs,
         calls: guest_calls(),
         report,
+        host,
+        features: spec.features,
     })
 }
 
@@ -664,6 +684,8 @@ fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
         })
         .collect()
 }
+
+mod set_model;
 
 #[cfg(test)]
 mod tests;

@@ -8,9 +8,9 @@ pub mod spec;
 
 pub use plan::{
     Arm64Plan, Change, PlanError, PlanNote, PlannedWrite, UnknownRegister, UnknownRegisterAction,
-    UnknownRegisterDecision, plan,
+    UnknownRegisterDecision, judge, plan,
 };
-pub use registers::RegisterRequests;
+pub use registers::{Assignments, RegisterRequests};
 pub use spec::{
     Arm64ModelSpec, IdFieldRequests, ServiceRequests, SpecError, UnknownRegisterPolicy,
 };

@@ -530,8 +530,9 @@ fn plan_unknown_registers(
 
 /// [`judge_before_run`], with what a refusal for want of capability 239 means for this VM: the
 /// fleet enables the capability whenever the host offers it and the spec changes MIDR_EL1,
-/// REVIDR_EL1 or AIDR_EL1, so a VM without it is on a host without it.
-fn judge(id: u64, value: u64, host: &HostView, features: VcpuFeatureSet) -> Verdict {
+/// REVIDR_EL1 or AIDR_EL1, so a VM without it is on a host without it. The planner's verdict on
+/// every write, and `ctl set-model`'s before the first run.
+pub fn judge(id: u64, value: u64, host: &HostView, features: VcpuFeatureSet) -> Verdict {
     match judge_before_run(id, value, host, features) {
         Verdict::Refused(refusal) if refusal.rule == Arm64Rule::ImplementationIdNotWritable => {
             let hint = format!(

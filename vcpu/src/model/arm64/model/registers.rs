@@ -20,8 +20,9 @@
 //! also be set another way in the same spec (an `id_registers` field, `psci_version`, a
 //! `hypercalls` service): [`super::Arm64ModelSpec::check`] refuses the spec, naming both.
 
-use super::spec::SpecError;
+use super::spec::{Arm64ModelSpec, IdFieldRequests, SpecError};
 use crate::model::arm64::catalog;
+use crate::model::arm64::fields::{self, FieldRef};
 use crate::model::arm64::firmware::FirmwareRegister;
 use crate::model::arm64::reg_id;
 use crate::model::arm64::validate::{LockClass, lock_class};
@@ -167,11 +168,12 @@ impl<'de> Deserialize<'de> for RegisterKey {
 /// A full register value: `"0x…"`, decimal digits in a string, or a non-negative integer.
 struct RegisterValue(u64);
 
-/// The text of a value that is not a 64-bit register value.
+/// The text of a value that is not a 64-bit register value (the key is not known here: the
+/// parser's position names it).
 fn bad_value<E: de::Error>(value: impl fmt::Display) -> E {
     E::custom(format!(
-        "`{value}` is not a 64-bit register value; write it in hex as a string: \"0x…\" (at \
-         most 16 hex digits)"
+        "registers: `{value}` is not a 64-bit register value; write it in hex as a string: \
+         \"0x…\" (at most 16 hex digits)"
     ))
 }
 
@@ -250,6 +252,91 @@ impl<'de> Deserialize<'de> for RegisterRequests {
     }
 }
 
+/// Writes asked for outside a spec (`vmfleet ctl set-model --set`): ID-register fields and
+/// whole registers, with the spec's rules (names resolved, widths checked, no register set twice
+/// or both whole and by field).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignments {
+    /// `REGISTER.FIELD=VALUE` writes.
+    pub fields: IdFieldRequests,
+    /// `REGISTER=VALUE` writes (a name or a hex id).
+    pub registers: RegisterRequests,
+}
+
+impl Assignments {
+    /// Read `REGISTER.FIELD=VALUE` and `REGISTER=VALUE` items (values: `0x…` hex or decimal).
+    pub fn parse(items: &[String]) -> Result<Assignments, SpecError> {
+        let mut fields = IdFieldRequests::new();
+        let mut field_keys: BTreeMap<FieldRef, String> = BTreeMap::new();
+        let mut registers = RegisterRequests::new();
+        let mut register_keys: BTreeMap<u64, String> = BTreeMap::new();
+        for item in items {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(SpecError::BadAssignment { text: item.clone() });
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key.contains('.') {
+                let field = fields::resolve(key)?;
+                let raw = parse_value(value)
+                    .ok_or_else(|| SpecError::BadAssignment { text: item.clone() })?;
+                if let Some(first) = field_keys.get(&field) {
+                    return Err(SpecError::DuplicateField {
+                        key: key.to_string(),
+                        first: first.clone(),
+                        field: field.full_name(),
+                    });
+                }
+                fields.set(field, raw)?;
+                field_keys.insert(field, key.to_string());
+            } else {
+                let id = resolve(key)?;
+                let raw = parse_value(value).ok_or_else(|| SpecError::BadRegisterValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })?;
+                if let Some(first) = register_keys.get(&id) {
+                    return Err(SpecError::DuplicateRegister {
+                        key: key.to_string(),
+                        first: first.clone(),
+                        register: reg_id::describe(id),
+                    });
+                }
+                registers.0.insert(id, raw);
+                register_keys.insert(id, key.to_string());
+            }
+        }
+        let spec = Arm64ModelSpec {
+            id_registers: fields,
+            registers,
+            ..Arm64ModelSpec::default()
+        };
+        spec.check()?;
+        Ok(Assignments {
+            fields: spec.id_registers,
+            registers: spec.registers,
+        })
+    }
+
+    /// Whether nothing is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.registers.is_empty()
+    }
+
+    /// The full register writes, in register-id order: each whole-register write, and each
+    /// register whose fields are set, over the value `held` gives for it (what the VM holds now).
+    pub fn writes(&self, held: impl Fn(u64) -> u64) -> Vec<(u64, u64)> {
+        let mut writes: BTreeMap<u64, u64> = self.registers.iter().collect();
+        for (reg, requests) in self.fields.by_register() {
+            let id = reg.kvm_reg_id();
+            let value = requests.iter().fold(held(id), |value, (field, raw)| {
+                field.field().with(value, *raw)
+            });
+            writes.insert(id, value);
+        }
+        writes.into_iter().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +388,34 @@ mod tests {
         assert_eq!(parse_value("0x1_0000_0000_0000_0000"), None);
         assert_eq!(parse_value("0x"), None);
         assert_eq!(parse_value("-1"), None);
+    }
+
+    #[test]
+    fn assignments_read_fields_and_registers_with_the_specs_rules() {
+        let items = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got =
+            Assignments::parse(&items(&["ID_AA64ISAR0_EL1.AES=0", "MIDR_EL1=0x410fd4f1"])).unwrap();
+        assert_eq!(got.fields.len(), 1);
+        assert_eq!(
+            got.registers.get(catalog::MIDR_EL1.kvm_reg_id()),
+            Some(0x410f_d4f1)
+        );
+        let isar0 = catalog::ID_AA64ISAR0_EL1.kvm_reg_id();
+        let writes = got.writes(|_| 0xf0);
+        assert_eq!(
+            writes,
+            [(catalog::MIDR_EL1.kvm_reg_id(), 0x410f_d4f1), (isar0, 0)]
+        );
+        let error = |list: &[&str]| Assignments::parse(&items(list)).unwrap_err().to_string();
+        assert!(error(&["MIDR_EL1"]).contains("expected REGISTER.FIELD=VALUE"));
+        assert!(error(&["MIDR_EL1=0xg"]).contains("not a 64-bit register value"));
+        assert!(error(&["ID_AA64ISAR0_EL1.AES=0x10"]).contains("4 bits wide"));
+        assert!(error(&["ID_AA64ISAR0_EL1.AESX=0"]).contains("AESX"));
+        assert!(error(&["MIDR_EL1=1", "midr_el1=2"]).contains("both set MIDR_EL1"));
+        assert!(
+            error(&["ID_AA64ISAR0_EL1.AES=0", "ID_AA64ISAR0_EL1=0"])
+                .contains("written whole by `registers`")
+        );
+        assert!(Assignments::parse(&[]).unwrap().is_empty());
     }
 }

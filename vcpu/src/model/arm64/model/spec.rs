@@ -157,6 +157,26 @@ pub enum SpecError {
         /// The register.
         register: String,
     },
+    /// A `registers` value that is not a 64-bit number.
+    #[error(
+        "registers: `{key}` = {value}: not a 64-bit register value; write it in hex: \"0x…\" \
+         (at most 16 hex digits)"
+    )]
+    BadRegisterValue {
+        /// The key as written.
+        key: String,
+        /// The value as written.
+        value: String,
+    },
+    /// A write outside a spec (`ctl set-model --set`) that is not `NAME=VALUE`.
+    #[error(
+        "`{text}`: expected REGISTER.FIELD=VALUE (ID_AA64ISAR0_EL1.AES=0) or REGISTER=VALUE \
+         (MIDR_EL1=0x410fd4f1)"
+    )]
+    BadAssignment {
+        /// The text as given.
+        text: String,
+    },
     /// A register written whole by `registers` and in part another way.
     #[error(
         "registers: {register} is written whole by `registers`, and {other} sets part of it; \
