@@ -1143,6 +1143,12 @@ fn raw_register_writes_are_planned_and_judged_like_field_writes() {
     let isar = by_id(isar0).unwrap();
     assert_eq!(isar.value, lowered);
     assert!(isar.verdict.is_accepted(), "{isar}");
+    // Its changes are named by field, as a field write's are.
+    assert_eq!(isar.changes.len(), 1, "{isar}");
+    assert_eq!(
+        (isar.changes[0].what.as_str(), isar.changes[0].to),
+        ("AES", 0)
+    );
     // MIDR without capability 239: EINVAL, and the refusal says the capability is missing.
     let midr_write = by_id(midr).unwrap();
     let refusal = midr_write.verdict.refusal().unwrap();

@@ -16,10 +16,11 @@
 use super::spec::{Arm64ModelSpec, SpecError, UnknownRegisterPolicy};
 use crate::model::arm64::catalog;
 use crate::model::arm64::features::VcpuFeatureSet;
+use crate::model::arm64::fields;
 use crate::model::arm64::fields::FieldRef;
 use crate::model::arm64::firmware::{self, FirmwareFamily, FirmwareRegister, HypercallService};
 use crate::model::arm64::host::HostView;
-use crate::model::arm64::reg_id;
+use crate::model::arm64::reg_id::{self, RegClass};
 use crate::model::arm64::sysreg::SysReg;
 use crate::model::arm64::validate::{Arm64Refusal, Arm64Rule, Verdict, judge_before_run};
 use serde::{Deserialize, Serialize};
@@ -267,13 +268,7 @@ pub fn plan(spec: &Arm64ModelSpec, host: &HostView) -> Result<Arm64Plan, PlanErr
         plan_id_register(&mut plan, reg, &requests, host, spec.features)?;
     }
     for (id, value) in spec.registers.iter() {
-        let change = |from: u64| Change {
-            what: "value".to_string(),
-            from,
-            to: value,
-        };
-        let reason = format!("spec: registers {} = {value:#018x}", reg_id::describe(id));
-        plan_register(&mut plan, id, value, change, reason, host, spec.features)?;
+        plan_raw(&mut plan, id, value, host, spec.features)?;
     }
     if let Some(version) = spec.psci_version {
         let register = FirmwareRegister::PsciVersion;
@@ -343,6 +338,66 @@ fn plan_id_register(
         reg_id: id,
         register: name,
         host_value: listed.then_some(base),
+        value,
+        changes,
+        reason,
+        verdict: judge(id, value, host, features),
+    });
+    Ok(())
+}
+
+/// A `registers` write: written when it differs from the host's value, its changes named by
+/// field where the register has a field table.
+fn plan_raw(
+    plan: &mut Arm64Plan,
+    id: u64,
+    value: u64,
+    host: &HostView,
+    features: VcpuFeatureSet,
+) -> Result<(), PlanError> {
+    let name = reg_id::describe(id);
+    let host_value = if host.lists(id) {
+        Some(listed_value(host, id)?)
+    } else {
+        None
+    };
+    if host_value == Some(value) {
+        plan.unchanged.push(PlanNote {
+            reg_id: id,
+            register: name,
+            reason: format!("the host already has {value:#018x} (spec: registers)"),
+        });
+        return Ok(());
+    }
+    let from = host_value.unwrap_or(0);
+    let table = match reg_id::classify(id) {
+        RegClass::SysReg(reg) => fields::table_for(reg),
+        _ => None,
+    };
+    let mut changes = Vec::new();
+    let mut covered = 0u64;
+    for field in table.map_or(&[][..], |t| t.fields) {
+        covered |= field.mask();
+        if field.raw(from) != field.raw(value) {
+            changes.push(Change {
+                what: field.name.to_string(),
+                from: field.raw(from),
+                to: field.raw(value),
+            });
+        }
+    }
+    if (from ^ value) & !covered != 0 {
+        changes.push(Change {
+            what: "value".to_string(),
+            from,
+            to: value,
+        });
+    }
+    let reason = format!("spec: registers = {value:#018x}: {}", join(&changes));
+    plan.writes.push(PlannedWrite {
+        reg_id: id,
+        register: name,
+        host_value,
         value,
         changes,
         reason,
