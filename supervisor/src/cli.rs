@@ -262,13 +262,19 @@ pub enum CtlCommand {
         /// The VM's name.
         vm: String,
     },
-    /// Change a VM's CPU model; refused by the lock once the VM has run.
+    /// Change a VM's CPU model; refused by the lock once the VM has run (after the first run,
+    /// only a write identical to what the VM holds passes).
     SetModel {
         /// The VM's name.
         vm: String,
-        /// Features to hide, by `vmfleet host` name, comma-separated (none: hide nothing).
+        /// x86: features to hide, by `vmfleet host` name, comma-separated (none: hide nothing).
         #[arg(long, value_name = "FEATURES", value_delimiter = ',')]
         hide: Vec<String>,
+        /// arm64: one write, REGISTER.FIELD=VALUE (ID_AA64ISAR0_EL1.AES=0) or REGISTER=VALUE
+        /// (MIDR_EL1=0x410fd4f1; a register name or its KVM id in hex), judged by the arm64
+        /// model like a spec's `id_registers` and `registers`; repeat for more.
+        #[arg(long, value_name = "REGISTER[.FIELD]=VALUE")]
+        set: Vec<String>,
     },
     /// Stop and remove every VM and end the daemon; prints the fleet's final report.
     Shutdown,

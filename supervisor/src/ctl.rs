@@ -94,14 +94,21 @@ pub fn request_of(command: &CtlCommand) -> Result<Request> {
         CtlCommand::StopAll => Request::StopAll,
         CtlCommand::Remove { vm: v } => Request::Remove { vm: vm(v) },
         CtlCommand::Model { vm: v } => Request::Model { vm: vm(v) },
-        CtlCommand::SetModel { vm: v, hide } => Request::SetModel {
-            vm: vm(v),
-            hide: hide
-                .iter()
-                .map(|f| f.trim().to_string())
-                .filter(|f| !f.is_empty())
-                .collect(),
-        },
+        CtlCommand::SetModel { vm: v, hide, set } => {
+            let set: Vec<String> = set.iter().map(|w| w.trim().to_string()).collect();
+            // Checked here too, so that a typo is named before anything is sent.
+            vcpu::model::arm64::model::Assignments::parse(&set)
+                .map_err(|e| anyhow::anyhow!("ctl set-model --set: {e}"))?;
+            Request::SetModel {
+                vm: vm(v),
+                hide: hide
+                    .iter()
+                    .map(|f| f.trim().to_string())
+                    .filter(|f| !f.is_empty())
+                    .collect(),
+                set,
+            }
+        }
         CtlCommand::Shutdown => Request::Shutdown,
         CtlCommand::Send { .. } => {
             bail!("`vmfleet ctl send` sends raw request lines, not one request of its own")
@@ -535,14 +542,39 @@ mod tests {
         let r = request_of(&CtlCommand::SetModel {
             vm: "a".into(),
             hide: vec!["avx2".into(), " ".into(), "x2apic".into()],
+            set: vec![],
         })
         .unwrap();
         assert_eq!(
             r,
             Request::SetModel {
                 vm: "a".into(),
-                hide: vec!["avx2".into(), "x2apic".into()]
+                hide: vec!["avx2".into(), "x2apic".into()],
+                set: vec![],
             }
+        );
+        let arm64 = |set: &[&str]| {
+            request_of(&CtlCommand::SetModel {
+                vm: "a".into(),
+                hide: vec![],
+                set: set.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        assert_eq!(
+            arm64(&["ID_AA64ISAR0_EL1.AES=0", " MIDR_EL1=0x410fd4f1"]).unwrap(),
+            Request::SetModel {
+                vm: "a".into(),
+                hide: vec![],
+                set: vec![
+                    "ID_AA64ISAR0_EL1.AES=0".into(),
+                    "MIDR_EL1=0x410fd4f1".into()
+                ],
+            }
+        );
+        let e = format!("{:#}", arm64(&["MIDR_EL2=0"]).unwrap_err());
+        assert!(
+            e.contains("--set") && e.contains("did you mean `MIDR_EL1`"),
+            "{e}"
         );
         let e = request_of(&CtlCommand::Create {
             file: "/nonexistent/vmfleet/x.toml".into(),

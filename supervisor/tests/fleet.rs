@@ -132,6 +132,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         let refused = ask(Request::SetModel {
             vm: "steady".into(),
             hide: vec!["sse4_2".into()],
+            set: vec![],
         })
         .await
         .expect_err("a changed model after the first run");
@@ -162,6 +163,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         ask(Request::SetModel {
             vm: "paused".into(),
             hide: vec!["avx2".into()],
+            set: vec![],
         })
         .await
         .expect("the same model again");
@@ -195,6 +197,7 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         ask(Request::SetModel {
             vm: "late".into(),
             hide: vec!["x2apic".into()],
+            set: vec![],
         })
         .await
         .expect("a model change before the first run");

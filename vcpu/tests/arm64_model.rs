@@ -1114,3 +1114,135 @@ fn arm64_refusals_open_with_a_short_line_naming_the_field_and_the_rule() {
             .contains("only ID_AA64PFR0_EL1.CSV2/CSV3 are writable")
     );
 }
+
+// ---- whole-register writes (`registers`) ------------------------------------------------------
+
+#[test]
+fn raw_register_writes_are_planned_and_judged_like_field_writes() {
+    let host = host_6_12();
+    let isar0 = catalog::ID_AA64ISAR0_EL1.kvm_reg_id();
+    let held = host.value(isar0).unwrap();
+    let lowered = held & !0xF0; // AES 0
+    let raised = held | 0xF0; // AES 0xF: above the host
+    let midr = catalog::MIDR_EL1.kvm_reg_id();
+    let mpidr = catalog::MPIDR_EL1.kvm_reg_id();
+    let wa1 = FirmwareRegister::SmcccArchWorkaround1.id();
+    let text = format!(
+        r#"
+        [registers]
+        ID_AA64ISAR0_EL1 = "{lowered:#x}"
+        MIDR_EL1 = "0x410fd4f1"
+        "{mpidr:#x}" = "0x80000001"
+        SMCCC_ARCH_WORKAROUND_1 = "{:#x}"
+        "#,
+        host.value(wa1).unwrap()
+    );
+    let planned = plan(&spec(&text), &host).unwrap();
+    let by_id = |id: u64| planned.writes.iter().find(|w| w.reg_id == id);
+    // A lowered field in a raw value: accepted, by the same rules as `id_registers`.
+    let isar = by_id(isar0).unwrap();
+    assert_eq!(isar.value, lowered);
+    assert!(isar.verdict.is_accepted(), "{isar}");
+    // Its changes are named by field, as a field write's are.
+    assert_eq!(isar.changes.len(), 1, "{isar}");
+    assert_eq!(
+        (isar.changes[0].what.as_str(), isar.changes[0].to),
+        ("AES", 0)
+    );
+    // MIDR without capability 239: EINVAL, and the refusal says the capability is missing.
+    let midr_write = by_id(midr).unwrap();
+    let refusal = midr_write.verdict.refusal().unwrap();
+    assert_eq!(refusal.errno, Errno::EINVAL);
+    assert_eq!(refusal.rule, Arm64Rule::ImplementationIdNotWritable);
+    assert!(
+        refusal
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("does not offer KVM_CAP_ARM_WRITABLE_IMP_ID_REGS (239")
+    );
+    // MPIDR is stored as given.
+    assert!(by_id(mpidr).unwrap().verdict.is_accepted());
+    // The workaround level the host has: nothing to write.
+    assert!(by_id(wa1).is_none());
+    assert!(
+        planned
+            .unchanged
+            .iter()
+            .any(|n| n.register == "KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1")
+    );
+
+    // With the capability, MIDR's low 32 bits are writable, the upper ones are not.
+    let with_cap = HostView {
+        writable_imp_id_regs: true,
+        ..host.clone()
+    };
+    let planned = plan(&spec(&text), &with_cap).unwrap();
+    let midr_write = planned.writes.iter().find(|w| w.reg_id == midr).unwrap();
+    assert!(midr_write.verdict.is_accepted(), "{midr_write}");
+    let upper = plan(&spec("[registers]\nMIDR_EL1 = \"0x1_410fd4f1\""), &with_cap).unwrap();
+    assert_eq!(
+        upper.writes[0].verdict.refusal().unwrap().rule,
+        Arm64Rule::ImplementationIdMask { mask: 0xFFFF_FFFF }
+    );
+
+    // A raised field in a raw value: refused, naming the field.
+    let raised_plan = plan(
+        &spec(&format!("[registers]\nID_AA64ISAR0_EL1 = \"{raised:#x}\"")),
+        &host,
+    )
+    .unwrap();
+    let refusal = raised_plan.writes[0].verdict.refusal().unwrap();
+    assert_eq!(refusal.errno, Errno::EINVAL);
+    assert!(refusal.to_string().contains("AES"), "{refusal}");
+}
+
+#[test]
+fn a_register_written_whole_and_by_field_is_refused() {
+    let both: Result<Arm64ModelSpec, _> = toml::from_str(
+        r#"
+        id_registers = { "ID_AA64ISAR0_EL1.AES" = 0 }
+        registers = { ID_AA64ISAR0_EL1 = "0x0" }
+        "#,
+    );
+    let error = both.unwrap().check().unwrap_err();
+    assert!(matches!(error, SpecError::RawWriteConflict { .. }));
+    assert!(error.to_string().contains("id_registers (AES)"), "{error}");
+    let psci: Arm64ModelSpec =
+        toml::from_str("psci_version = \"1.0\"\nregisters = { PSCI_VERSION = \"0x10000\" }")
+            .unwrap();
+    assert!(
+        psci.check()
+            .unwrap_err()
+            .to_string()
+            .contains("psci_version")
+    );
+    let bitmap: Arm64ModelSpec =
+        toml::from_str("hypercalls = { trng = false }\nregisters = { STD_BMAP = \"0x0\" }")
+            .unwrap();
+    assert!(bitmap.check().unwrap_err().to_string().contains("trng"));
+    // Unknown names and non-model registers are refused while reading.
+    let typo = toml::from_str::<Arm64ModelSpec>("registers = { MIDR_EL2 = \"0x0\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(typo.contains("did you mean `MIDR_EL1`"), "{typo}");
+    let dup = toml::from_str::<Arm64ModelSpec>(
+        "registers = { MIDR_EL1 = \"0x0\", \"0x603000000013c000\" = \"0x1\" }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(dup.contains("both set MIDR_EL1"), "{dup}");
+    let big = toml::from_str::<Arm64ModelSpec>("registers = { MIDR_EL1 = -1 }")
+        .unwrap_err()
+        .to_string();
+    assert!(big.contains("not a 64-bit register value"), "{big}");
+}
+
+#[test]
+fn a_spec_says_whether_it_needs_capability_239() {
+    assert!(!Arm64ModelSpec::default().writes_implementation_id());
+    let midr: Arm64ModelSpec = toml::from_str("registers = { AIDR_EL1 = \"0x0\" }").unwrap();
+    assert!(midr.writes_implementation_id());
+    let mpidr: Arm64ModelSpec = toml::from_str("registers = { MPIDR_EL1 = \"0x0\" }").unwrap();
+    assert!(!mpidr.writes_implementation_id());
+}

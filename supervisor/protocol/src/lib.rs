@@ -80,13 +80,19 @@ pub enum Request {
         /// The VM's name.
         vm: String,
     },
-    /// Change the VM's CPU model to one hiding `hide` (the lock refuses once the VM has run).
+    /// Change the VM's CPU model: an x86 VM's to one hiding `hide`, an arm64 VM's by the writes
+    /// in `set` (the lock refuses a change once the VM has run).
     SetModel {
         /// The VM's name.
         vm: String,
         /// The x86 CPUID features to hide, named as a spec's `hide` names them: the whole new
-        /// list, not an addition to the old one (arm64 VMs refuse the request).
+        /// list, not an addition to the old one (arm64 VMs refuse a nonempty list).
         hide: Vec<String>,
+        /// arm64 writes, `REGISTER.FIELD=VALUE` or `REGISTER=VALUE` (a register name or its id
+        /// in hex; values `0x…` or decimal), judged by the arm64 model (x86 VMs refuse a
+        /// nonempty list). Empty in every request older than arm64 `set-model`: such requests
+        /// keep their socket line and trace form byte for byte.
+        set: Vec<String>,
     },
     /// Stop every VM (a signal in `vmfleet run`, or the operator's `stop-all`).
     StopAll,
@@ -181,7 +187,7 @@ impl Op {
             Op::Create => &["spec"],
             Op::Start => &["vm", "paused"],
             Op::Pause | Op::Resume | Op::Stop | Op::Wait | Op::Remove | Op::Model => &["vm"],
-            Op::SetModel => &["vm", "hide"],
+            Op::SetModel => &["vm", "hide", "set"],
             Op::List | Op::StopAll | Op::Shutdown | Op::ShutdownForExit => &[],
         }
     }
@@ -261,9 +267,19 @@ impl fmt::Display for Request {
                 write!(f, "create ({} lines of spec)", spec.lines().count())
             }
             Request::Start { vm, paused: true } => write!(f, "start --paused {vm}"),
-            Request::SetModel { vm, hide } => {
+            Request::SetModel { vm, hide, set } if set.is_empty() => {
                 write!(f, "{} {vm} hide={}", self.op(), hide.join(","))
             }
+            Request::SetModel { vm, hide, set } if hide.is_empty() => {
+                write!(f, "{} {vm} set={}", self.op(), set.join(","))
+            }
+            Request::SetModel { vm, hide, set } => write!(
+                f,
+                "{} {vm} hide={} set={}",
+                self.op(),
+                hide.join(","),
+                set.join(",")
+            ),
             Request::StopAll => f.write_str("stop all"),
             Request::ShutdownForExit => f.write_str("shutdown for exit"),
             Request::List | Request::Shutdown => f.write_str(self.op()),

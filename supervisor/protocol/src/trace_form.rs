@@ -5,9 +5,11 @@
 //! them (`ControlCall`): bincode 2 with serde writes a variant's index, then its fields, and the
 //! JSON of `trace show` names the variant. [`Form`] mirrors that enum exactly: the same variant
 //! names, fields and order, and it must never change, or every recorded trace stops reading. It
-//! differs from [`Request`] in two ways, which the conversions below are about: a paused start is
-//! its own variant (`StartPaused`, added last, so older traces kept their numbers), and `list` has
-//! no form at all (it is never recorded; recording it is an error).
+//! differs from [`Request`] in three ways, which the conversions below are about: a paused start is
+//! its own variant (`StartPaused`, added last, so older traces kept their numbers), a `set-model`
+//! with arm64 writes is its own variant too (`SetModelWrites`, appended after
+//! `ShutdownForExit`; one without writes keeps the format-1 `SetModel` bytes), and `list` has no
+//! form at all (it is never recorded; recording it is an error).
 
 use crate::Request;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,19 +18,45 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "ControlCall")]
 enum Form {
-    Create { spec: String },
-    Start { vm: String },
-    Pause { vm: String },
-    Resume { vm: String },
-    Stop { vm: String },
-    Wait { vm: String },
-    Remove { vm: String },
-    Model { vm: String },
-    SetModel { vm: String, hide: Vec<String> },
+    Create {
+        spec: String,
+    },
+    Start {
+        vm: String,
+    },
+    Pause {
+        vm: String,
+    },
+    Resume {
+        vm: String,
+    },
+    Stop {
+        vm: String,
+    },
+    Wait {
+        vm: String,
+    },
+    Remove {
+        vm: String,
+    },
+    Model {
+        vm: String,
+    },
+    SetModel {
+        vm: String,
+        hide: Vec<String>,
+    },
     StopAll,
     Shutdown,
-    StartPaused { vm: String },
+    StartPaused {
+        vm: String,
+    },
     ShutdownForExit,
+    SetModelWrites {
+        vm: String,
+        hide: Vec<String>,
+        set: Vec<String>,
+    },
 }
 
 impl Form {
@@ -52,9 +80,14 @@ impl Form {
             Request::Wait { vm: v } => Form::Wait { vm: vm(v) },
             Request::Remove { vm: v } => Form::Remove { vm: vm(v) },
             Request::Model { vm: v } => Form::Model { vm: vm(v) },
-            Request::SetModel { vm: v, hide } => Form::SetModel {
+            Request::SetModel { vm: v, hide, set } if set.is_empty() => Form::SetModel {
                 vm: vm(v),
                 hide: hide.clone(),
+            },
+            Request::SetModel { vm: v, hide, set } => Form::SetModelWrites {
+                vm: vm(v),
+                hide: hide.clone(),
+                set: set.clone(),
             },
             Request::StopAll => Form::StopAll,
             Request::Shutdown => Form::Shutdown,
@@ -73,7 +106,12 @@ impl Form {
             Form::Wait { vm } => Request::Wait { vm },
             Form::Remove { vm } => Request::Remove { vm },
             Form::Model { vm } => Request::Model { vm },
-            Form::SetModel { vm, hide } => Request::SetModel { vm, hide },
+            Form::SetModel { vm, hide } => Request::SetModel {
+                vm,
+                hide,
+                set: Vec::new(),
+            },
+            Form::SetModelWrites { vm, hide, set } => Request::SetModel { vm, hide, set },
             Form::StopAll => Request::StopAll,
             Form::Shutdown => Request::Shutdown,
             Form::ShutdownForExit => Request::ShutdownForExit,

@@ -13,6 +13,7 @@
 //! {"op":"remove","vm":"a"}                       → the VM's final report
 //! {"op":"model","vm":"a"}                        → ModelView (CPU model and drift report)
 //! {"op":"set-model","vm":"a","hide":["avx2"]}    → ModelView (refused by the lock once a has run)
+//! {"op":"set-model","vm":"a","set":["ID_AA64ISAR0_EL1.AES=0","MIDR_EL1=0x410fd4f1"]}   (arm64)
 //! {"op":"stop-all"}                              → array of VmInfo (after stopping)
 //! {"op":"shutdown"}                              → the fleet's final report; the daemon then exits
 //!
@@ -165,9 +166,19 @@ impl Request {
             Op::Model => Request::Model {
                 vm: fields.string("vm")?,
             },
+            // `hide` may be left out only by a request that has `set` (an arm64 one).
+            Op::SetModel if fields.object.contains_key("set") => Request::SetModel {
+                vm: fields.string("vm")?,
+                hide: match fields.object.contains_key("hide") {
+                    true => fields.strings("hide")?,
+                    false => Vec::new(),
+                },
+                set: fields.strings("set")?,
+            },
             Op::SetModel => Request::SetModel {
                 vm: fields.string("vm")?,
                 hide: fields.strings("hide")?,
+                set: Vec::new(),
             },
             Op::StopAll => Request::StopAll,
             Op::Shutdown => Request::Shutdown,
@@ -197,9 +208,12 @@ impl Request {
             | Request::Wait { vm }
             | Request::Remove { vm }
             | Request::Model { vm } => push_field(&mut line, "vm", vm),
-            Request::SetModel { vm, hide } => {
+            Request::SetModel { vm, hide, set } => {
                 push_field(&mut line, "vm", vm);
                 push_field(&mut line, "hide", hide);
+                if !set.is_empty() {
+                    push_field(&mut line, "set", set);
+                }
             }
             Request::List | Request::StopAll | Request::Shutdown | Request::ShutdownForExit => {}
         }

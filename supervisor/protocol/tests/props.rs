@@ -29,8 +29,12 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|vm| Request::Wait { vm }),
         text().prop_map(|vm| Request::Remove { vm }),
         text().prop_map(|vm| Request::Model { vm }),
-        (text(), prop::collection::vec(text(), 0..4))
-            .prop_map(|(vm, hide)| Request::SetModel { vm, hide }),
+        (
+            text(),
+            prop::collection::vec(text(), 0..4),
+            prop::collection::vec(text(), 0..3)
+        )
+            .prop_map(|(vm, hide, set)| Request::SetModel { vm, hide, set }),
         Just(Request::StopAll),
         Just(Request::Shutdown),
     ]

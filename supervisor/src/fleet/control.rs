@@ -257,8 +257,8 @@ impl Fleet {
             Request::Wait { vm } => status(vm, op, self.wait_exited(vm).await?),
             Request::Remove { vm } => ControlValue::Removed(Box::new(self.remove(vm).await?)),
             Request::Model { vm } => ControlValue::Model(self.model(vm).await?),
-            Request::SetModel { vm, hide } => {
-                ControlValue::Model(self.set_model(vm, hide.clone()).await?)
+            Request::SetModel { vm, hide, set } => {
+                ControlValue::Model(self.set_model_writes(vm, hide.clone(), set).await?)
             }
             Request::StopAll => ControlValue::Stopped(self.stop_all().await),
             Request::Shutdown => ControlValue::Shutdown(Box::new(self.shutdown().await)),

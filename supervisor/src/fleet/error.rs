@@ -56,6 +56,10 @@ pub enum ControlError {
     /// always was).
     #[error("the fleet spec in the request: {0}")]
     UnknownFeature(UnknownFeature),
+    /// `set-model` asks for an arm64 write the model cannot read (a name it does not know, a
+    /// value that does not fit, a register set twice).
+    #[error("set-model: {0}")]
+    BadWrite(vcpu::model::arm64::SpecError),
     /// The VM's loop did not answer within [`REQUEST_TIMEOUT`].
     #[error("{vm} did not carry out {request} within {}s", REQUEST_TIMEOUT.as_secs())]
     Timeout {
@@ -171,6 +175,9 @@ pub enum HostQueryError {
     /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)` failed.
     #[error("{0}")]
     MaskRanges(CallError),
+    /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)` failed.
+    #[error("{0}")]
+    WritableImpIdRegs(CallError),
     /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
     UnexpectedReply {

@@ -42,6 +42,7 @@ pub use error::{
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use guest::ModelRequest;
 pub use guest::check_arch;
 pub use lifecycle::StartMode;
 use lifecycle::{Lifecycle, ModelView, VmInfo, VmStatus};
@@ -317,12 +318,27 @@ impl Fleet {
         name: &str,
         hide: Vec<String>,
     ) -> Result<ModelView, ControlError> {
+        self.set_model_writes(name, hide, &[]).await
+    }
+
+    /// Change a VM's CPU model: an x86 VM's to one that hides `hide`, an arm64 VM's by the
+    /// writes `set` (`REGISTER.FIELD=VALUE`, `REGISTER=VALUE`), judged by the arm64 model before
+    /// the first run and by the lock after it (only identical rewrites pass). A VM refuses the
+    /// other architecture's half when it is not empty.
+    pub async fn set_model_writes(
+        &self,
+        name: &str,
+        hide: Vec<String>,
+        set: &[String],
+    ) -> Result<ModelView, ControlError> {
         let hide = hide
             .iter()
             .map(|n| feature_name(n).map_err(ControlError::UnknownFeature))
             .collect::<Result<Vec<_>, _>>()?;
+        let arm64 =
+            vcpu::model::arm64::model::Assignments::parse(set).map_err(ControlError::BadWrite)?;
         self.ask(name, Op::SetModel.name(), |answer| Command::SetModel {
-            hide,
+            change: ModelRequest { hide, arm64 },
             answer,
         })
         .await

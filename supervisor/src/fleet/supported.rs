@@ -1,7 +1,8 @@
 //! What the fleet asks the host once, not once per VM: the supported CPUID table (x86,
-//! `KVM_GET_SUPPORTED_CPUID`) and the writable-mask ranges (arm64,
-//! `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)`), each asked by whichever thread
-//! needs it first.
+//! `KVM_GET_SUPPORTED_CPUID`), the writable-mask ranges (arm64,
+//! `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)`) and whether MIDR/REVIDR/AIDR can
+//! be made writable (arm64, `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)`, asked only
+//! when a VM's spec changes one of them), each asked by whichever thread needs it first.
 //!
 //! Why once: these calls are on the trace's host stream, which every VM loop shares. Asked per
 //! VM, they would interleave differently on every run; asked once, the stream is one call long.
@@ -14,7 +15,9 @@
 
 use super::error::HostQueryError;
 use std::sync::{Arc, OnceLock};
-use vcpu::hypervisor::abi::KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES;
+use vcpu::hypervisor::abi::{
+    KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES, KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
+};
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::{Hypervisor, Reply, SystemCall};
 
@@ -23,6 +26,7 @@ pub(crate) struct HostQueries {
     hv: Arc<dyn Hypervisor>,
     supported_cpuid: OnceLock<Result<Arc<CpuidTable>, HostQueryError>>,
     mask_ranges: OnceLock<Result<u64, HostQueryError>>,
+    writable_imp_id_regs: OnceLock<Result<bool, HostQueryError>>,
 }
 
 impl HostQueries {
@@ -31,6 +35,7 @@ impl HostQueries {
             hv,
             supported_cpuid: OnceLock::new(),
             mask_ranges: OnceLock::new(),
+            writable_imp_id_regs: OnceLock::new(),
         }
     }
 
@@ -61,6 +66,25 @@ impl HostQueries {
                         reply: other.to_string(),
                     }),
                     Err(e) => Err(HostQueryError::MaskRanges(e)),
+                }
+            })
+            .clone()
+    }
+
+    /// arm64: whether the host offers `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239), which a VM must
+    /// enable before its first vCPU for MIDR_EL1, REVIDR_EL1 and AIDR_EL1 to be writable.
+    pub(crate) fn writable_imp_id_regs(&self) -> Result<bool, HostQueryError> {
+        self.writable_imp_id_regs
+            .get_or_init(|| {
+                match self.hv.call(&SystemCall::CheckExtension {
+                    cap: KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
+                }) {
+                    Ok(Reply::Value(v)) => Ok(v != 0),
+                    Ok(other) => Err(HostQueryError::UnexpectedReply {
+                        call: "CHECK_EXTENSION",
+                        reply: other.to_string(),
+                    }),
+                    Err(e) => Err(HostQueryError::WritableImpIdRegs(e)),
                 }
             })
             .clone()

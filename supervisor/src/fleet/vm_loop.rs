@@ -26,7 +26,7 @@
 //! (`model.rs`).
 
 use super::error::{AfterRunError, ConfigureError, LinkError, ModelError, StartError, VmError};
-use super::guest::{Guest, VcpuOutcome, VmParts};
+use super::guest::{Guest, ModelRequest, VcpuOutcome, VmParts};
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
 use crate::report::{RunEnd, VmReport, VmState};
 use crate::spec::VmSpec;
@@ -71,7 +71,7 @@ struct VcpuRun {
 /// A CPU-model change requested while the VM ran: pause, write, resume, then answer.
 enum ModelChange {
     WaitingForPause {
-        hide: Vec<String>,
+        change: ModelRequest,
         answer: Answer<ModelView, ModelError>,
     },
     WaitingForResume {
@@ -225,6 +225,8 @@ impl VmLoop {
     fn configure(&mut self) -> Result<(), ConfigureError> {
         let (base, memory) = self.guest.memory(self.spec.memory_mib);
         self.vm.add_memory(0, base, memory)?;
+        let (guest, vm) = self.guest_and_parts();
+        guest.before_vcpus(vm)?;
         for index in 0..self.spec.vcpus {
             let vcpu = Arc::new(self.vm.create_vcpu(VcpuId(index))?);
             self.control.add_kick(vcpu.kicker());
@@ -288,7 +290,7 @@ impl VmLoop {
             Command::Model(answer) => {
                 let _ = answer.send(Ok(self.model_view()));
             }
-            Command::SetModel { hide, answer } => self.set_model(hide, answer),
+            Command::SetModel { change, answer } => self.set_model(change, answer),
             Command::Exit(answer) => {
                 self.linger.store(true, Ordering::SeqCst);
                 self.exiting = true;
@@ -314,8 +316,8 @@ impl VmLoop {
 
     /// Change the CPU model of the VM (`set-model`): refused for a guest whose model is fixed at
     /// create; else written at once when no vCPU runs, or by pausing, writing, resuming.
-    fn set_model(&mut self, hide: Vec<String>, answer: Answer<ModelView, ModelError>) {
-        if let Some(why) = self.guest.set_model_refused() {
+    fn set_model(&mut self, change: ModelRequest, answer: Answer<ModelView, ModelError>) {
+        if let Some(why) = self.guest.set_model_refused(&change) {
             let _ = answer.send(Err(ModelError::Fixed {
                 vm: self.name().to_string(),
                 why,
@@ -328,10 +330,10 @@ impl VmLoop {
             Lifecycle::Running => {
                 self.control.request(RunDecision::Pause);
                 self.set_lifecycle(Lifecycle::Pausing);
-                self.model_change = Some(ModelChange::WaitingForPause { hide, answer });
+                self.model_change = Some(ModelChange::WaitingForPause { change, answer });
             }
             Lifecycle::Created | Lifecycle::Paused | Lifecycle::Exited(_) => {
-                let result = self.write_model(&hide);
+                let result = self.write_model(&change);
                 let _ = answer.send(result);
             }
             other => {
@@ -582,10 +584,10 @@ impl VmLoop {
                 for answer in self.pausing.drain(..) {
                     let _ = answer.send(Ok(status.clone()));
                 }
-                if let Some(ModelChange::WaitingForPause { hide, answer }) =
+                if let Some(ModelChange::WaitingForPause { change, answer }) =
                     self.model_change.take()
                 {
-                    let result = self.write_model(&hide);
+                    let result = self.write_model(&change);
                     self.control.request(RunDecision::Run);
                     self.set_lifecycle(Lifecycle::Resuming);
                     self.model_change = Some(ModelChange::WaitingForResume { result, answer });
@@ -657,8 +659,8 @@ impl VmLoop {
         // The VM ended during a model change: write to the ended VM (still deterministic: it
         // ended the same way in any replay), or give the result of the write already made.
         match self.model_change.take() {
-            Some(ModelChange::WaitingForPause { hide, answer }) => {
-                let result = self.write_model(&hide);
+            Some(ModelChange::WaitingForPause { change, answer }) => {
+                let result = self.write_model(&change);
                 let _ = answer.send(result);
             }
             Some(ModelChange::WaitingForResume { result, answer }) => {

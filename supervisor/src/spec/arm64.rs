@@ -1,5 +1,5 @@
 //! A VM's `arm64` table: the arm64 CPU model ([`Arm64ModelSpec`], read by serde: `features`,
-//! `psci_version`, `id_registers`, `hypercalls`, `unknown_registers`), checked by the model's
+//! `psci_version`, `id_registers`, `hypercalls`, `registers`, `unknown_registers`), checked by the model's
 //! own rules ([`Arm64ModelSpec::check`]) with the error pointed at the key it is about, and
 //! given the fleet's `unknown_registers` policy when it chooses none of its own. The rules of
 //! the model live in `vcpu::model::arm64`; this module only places them in the spec.
@@ -31,6 +31,7 @@ pub(super) fn model(
                 let key = match e {
                     vcpu::model::arm64::SpecError::PsciVersionNeedsPsci02 { .. }
                     | vcpu::model::arm64::SpecError::Psci01WithPsci02 => "psci_version",
+                    vcpu::model::arm64::SpecError::RawWriteConflict { .. } => "registers",
                     _ => "features",
                 };
                 let span = vm_value_span(doc, index, &["arm64", key]);

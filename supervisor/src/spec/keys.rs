@@ -30,6 +30,7 @@ const ARM64_KEYS: &[&str] = &[
     "id_registers",
     "hypercalls",
     "psci_version",
+    "registers",
     "unknown_registers",
 ];
 /// Every table, where an error says a key is, with its keys.

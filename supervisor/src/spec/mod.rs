@@ -40,6 +40,7 @@
 //! psci_version = "1.0"
 //! id_registers = { "ID_AA64ISAR0_EL1.AES" = 0 }
 //! hypercalls = { trng = false }
+//! registers = { MPIDR_EL1 = "0x80000001" }  # whole registers, by name or id; "0x…" values
 //! unknown_registers = "clear"      # or "keep-host", "refuse"
 //!
 //! # cross_check = true             # (top level) also send each refused write to a scratch VM

@@ -77,6 +77,7 @@ fn golden() -> Vec<(Request, Vec<u8>, &'static str)> {
             Request::SetModel {
                 vm: a(),
                 hide: vec!["avx2".into(), "x2apic".into()],
+                set: vec![],
             },
             vec![
                 8, 1, 97, 2, 4, 97, 118, 120, 50, 6, 120, 50, 97, 112, 105, 99,
@@ -94,6 +95,18 @@ fn golden() -> Vec<(Request, Vec<u8>, &'static str)> {
             r#"{"StartPaused":{"vm":"a"}}"#,
         ),
         (Request::ShutdownForExit, vec![12], r#""ShutdownForExit""#),
+        // Appended after format 1's variants: arm64 `set-model` writes.
+        (
+            Request::SetModel {
+                vm: a(),
+                hide: vec![],
+                set: vec!["MIDR_EL1=0x1".into()],
+            },
+            vec![
+                13, 1, 97, 0, 1, 12, 77, 73, 68, 82, 95, 69, 76, 49, 61, 48, 120, 49,
+            ],
+            r#"{"SetModelWrites":{"vm":"a","hide":[],"set":["MIDR_EL1=0x1"]}}"#,
+        ),
     ]
 }
 
@@ -112,8 +125,8 @@ fn every_request_has_the_bytes_and_json_of_format_1() {
     assert_eq!(kinds.len(), 12, "every kind but `list`: {kinds:?}");
     assert_eq!(
         cases.len(),
-        13,
-        "one case per variant of the format-1 layout"
+        14,
+        "one case per variant of the format-1 layout, and the arm64 `set-model` appended"
     );
 }
 
@@ -127,8 +140,8 @@ fn list_has_no_trace_form() {
 
 #[test]
 fn an_unknown_variant_is_an_error_not_a_request() {
-    let e = bincode::serde::decode_from_slice::<Request, _>(&[13], bincode::config::standard())
-        .expect_err("variant 13 does not exist");
+    let e = bincode::serde::decode_from_slice::<Request, _>(&[14], bincode::config::standard())
+        .expect_err("variant 14 does not exist");
     assert!(!e.to_string().is_empty());
     assert!(serde_json::from_str::<Request>(r#""List""#).is_err());
 }

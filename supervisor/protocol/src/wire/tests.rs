@@ -49,6 +49,7 @@ fn every_op_parses() {
             Request::SetModel {
                 vm: vm(),
                 hide: vec!["avx2".into(), "x2apic".into()],
+                set: vec![],
             },
         ),
         (
@@ -56,6 +57,15 @@ fn every_op_parses() {
             Request::SetModel {
                 vm: vm(),
                 hide: vec![],
+                set: vec![],
+            },
+        ),
+        (
+            r#"{"op":"set-model","vm":"a","set":["ID_AA64ISAR0_EL1.AES=0","MIDR_EL1=0x1"]}"#,
+            Request::SetModel {
+                vm: vm(),
+                hide: vec![],
+                set: vec!["ID_AA64ISAR0_EL1.AES=0".into(), "MIDR_EL1=0x1".into()],
             },
         ),
         (r#"{"op":"stop-all"}"#, Request::StopAll),
@@ -92,6 +102,12 @@ fn what_the_client_sends_is_what_the_daemon_parses() {
         Request::SetModel {
             vm: "x".into(),
             hide: vec!["avx2".into()],
+            set: vec![],
+        },
+        Request::SetModel {
+            vm: "x".into(),
+            hide: vec![],
+            set: vec!["MIDR_EL1=0x1".into()],
         },
         Request::StopAll,
         Request::Shutdown,
@@ -142,8 +158,17 @@ fn lines_are_written_as_the_derived_serializer_wrote_them() {
             Request::SetModel {
                 vm: "a".into(),
                 hide: vec!["avx2".into()],
+                set: vec![],
             },
             r#"{"op":"set-model","vm":"a","hide":["avx2"]}"#,
+        ),
+        (
+            Request::SetModel {
+                vm: "a".into(),
+                hide: vec![],
+                set: vec!["MIDR_EL1=0x1".into()],
+            },
+            r#"{"op":"set-model","vm":"a","hide":[],"set":["MIDR_EL1=0x1"]}"#,
         ),
         (
             Request::Create {

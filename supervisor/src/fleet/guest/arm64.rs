@@ -24,7 +24,8 @@ use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
 use vcpu::model::arm64::smccc;
 use vcpu::model::arm64::{
-    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, Verdict, WritableMasks, reg_id,
+    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict, WritableMasks,
+    reg_id,
 };
 use vcpu::model::lock_policy;
 use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
@@ -45,14 +46,18 @@ struct Arm64Vm {
     /// What the guest calls with `HVC`, in order.
     calls: Vec<SmcccCall>,
     report: Arm64VmReport,
+    /// What the kernel reported before any write (what every write is judged against).
+    host: HostView,
+    /// The vCPUs' VCPU_INIT features.
+    features: VcpuFeatureSet,
 }
 
 /// Where guest memory starts, and the least there is of it.
 pub(super) const MEMORY: (u64, u64) = (guest::MEMORY_BASE, guest::MEMORY_SIZE);
 
-/// Why `set-model` does not apply to an arm64 VM (the reply puts the VM's name in front).
-pub(super) const SET_MODEL_REFUSED: &str = "set-model hides x86 CPUID features; an arm64 VM's \
-     model is its spec's `arm64` table, fixed at create";
+/// Why `set-model --hide` does not apply to an arm64 VM (the reply puts the VM's name in front).
+pub(super) const SET_MODEL_REFUSED: &str = "set-model --hide hides x86 CPUID features; an arm64 \
+     VM's model is changed with --set REGISTER.FIELD=VALUE or REGISTER=VALUE";
 
 /// How to run an arm64 fleet spec on a backend for other guests.
 pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the arm64 lab \
@@ -62,9 +67,42 @@ pub(super) const MISMATCH_HINT: &str = "; record it on an arm64 host, or in the 
 #[derive(Default)]
 pub(in crate::fleet) struct Arm64Guest {
     configured: Option<Box<Arm64Vm>>,
+    /// Whether `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` was enabled on the VM before its vCPUs.
+    writable_imp_id_regs: bool,
 }
 
 impl Arm64Guest {
+    /// Before the first vCPU exists: when the spec changes MIDR_EL1, REVIDR_EL1 or AIDR_EL1 and
+    /// the host offers `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239), enable it on the VM (the kernel
+    /// takes it only while no vCPU has been created, flags 0). Without the capability the plan
+    /// judges such a change refused (`EINVAL`), saying the capability is missing. A spec that
+    /// changes none of them asks nothing, so its trace is what it was.
+    pub(super) fn before_vcpus(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
+        let wants = vm
+            .spec
+            .arm64
+            .as_ref()
+            .is_some_and(|spec| spec.writes_implementation_id());
+        if !wants || !vm.supported.writable_imp_id_regs()? {
+            return Ok(());
+        }
+        match vm.vm.call(VmCall::EnableCap {
+            cap: vcpu::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
+            flags: 0,
+            args: [0; 4],
+        }) {
+            Ok(Reply::Value(_)) => {
+                self.writable_imp_id_regs = true;
+                Ok(())
+            }
+            Ok(other) => Err(unexpected(
+                "ENABLE_CAP(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)",
+                &other,
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The arm64 model: vCPU init, the host view, the judged plan, the writes, the read-back.
     pub(super) fn configure(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
         let spec = vm.spec.arm64.clone().unwrap_or_default();
@@ -73,12 +111,32 @@ impl Arm64Guest {
             hv: vm.hv,
             vm: vm.vm.id(),
         });
-        let configured = configure(ranges, vm.vm, vm.vcpus, &spec, cross_check)?;
+        let configured = configure(
+            ranges,
+            self.writable_imp_id_regs,
+            vm.vm,
+            vm.vcpus,
+            &spec,
+            cross_check,
+        )?;
         vm.report.vcpus = (0..vm.vcpus.len())
             .map(|index| super::unstarted_vcpu(index as u32))
             .collect();
         vm.report.arm64 = Some(configured.report.clone());
         self.configured = Some(Box::new(configured));
+        Ok(())
+    }
+
+    /// `set-model`'s writes (see `set_model.rs`), and the report's part of them.
+    pub(super) fn write_model(
+        &mut self,
+        vm: VmParts<'_>,
+        writes: &vcpu::model::arm64::model::Assignments,
+    ) -> Result<(), ConfigureError> {
+        let arm64 = self.configured.as_mut().ok_or(ConfigureError::NoVcpu)?;
+        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes)?;
+        arm64.report.writes.extend(reports);
+        vm.report.arm64 = Some(arm64.report.clone());
         Ok(())
     }
 
@@ -212,6 +270,7 @@ const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
 /// Bring up the vCPUs and configure the model. Errors name the call or the rule that failed.
 fn configure(
     mask_ranges: u64,
+    writable_imp_id_regs: bool,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
@@ -239,7 +298,10 @@ fn configure(
         }
     }
     let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
-    let host = read_host_view(mask_ranges, vm, first)?;
+    let host = HostView {
+        writable_imp_id_regs,
+        ..read_host_view(mask_ranges, vm, first)?
+    };
     // The lock judges writes after the run by the same rules as the plan, against the same view.
     vm.set_arm64_lock_context(lock_policy::Arm64LockContext {
         host: host.clone(),
@@ -342,6 +404,8 @@ fn configure(
         id_regs,
         calls: guest_calls(),
         report,
+        host,
+        features: spec.features,
     })
 }
 
@@ -620,6 +684,8 @@ fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
         })
         .collect()
 }
+
+mod set_model;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use crate::report::{AfterRunReport, VcpuReport, VmReport};
 use crate::spec::{AfterRun, VmSpec};
 use std::sync::Arc;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
+use vcpu::model::arm64::model::Assignments;
 use vcpu::runtime::runner::{ProbeEnd, ProbeOutcome, RunOutcome, VcpuNotice};
 use vcpu::{GuestArch, HandleError, Hypervisor, RunControl, VcpuHandle, VmHandle};
 
@@ -34,6 +35,16 @@ pub(super) struct VmParts<'a> {
     pub vm: &'a VmHandle,
     pub vcpus: &'a [Arc<VcpuHandle>],
     pub report: &'a mut VmReport,
+}
+
+/// What `set-model` asks of a VM: x86 features to hide, or arm64 writes (a VM refuses the
+/// other architecture's half when it is not empty).
+#[derive(Clone, Debug, Default)]
+pub(in crate::fleet) struct ModelRequest {
+    /// x86: the features the new model hides (the whole list).
+    pub hide: Vec<String>,
+    /// arm64: the fields and registers to write.
+    pub arm64: Assignments,
 }
 
 /// One VM's guest architecture and the model state that goes with it.
@@ -59,6 +70,15 @@ impl Guest {
             Guest::Arm64(_) => arm64::MEMORY,
         };
         (base, (u64::from(memory_mib) << 20).max(least))
+    }
+
+    /// What the VM needs before its first vCPU is created (arm64: capability 239 when the spec
+    /// changes MIDR/REVIDR/AIDR and the host offers it).
+    pub fn before_vcpus(&mut self, vm: VmParts<'_>) -> Result<(), ConfigureError> {
+        match self {
+            Guest::X86(_) => Ok(()),
+            Guest::Arm64(guest) => guest.before_vcpus(vm),
+        }
     }
 
     /// Configure the CPU model of the VM's vCPUs (all created, none run): plan and judge it,
@@ -116,39 +136,43 @@ impl Guest {
         }
     }
 
-    /// Why this guest's model cannot be changed after create, if it cannot.
-    pub fn set_model_refused(&self) -> Option<&'static str> {
+    /// Why this guest's model cannot take `change`, if it cannot: it asks for the other
+    /// architecture's kind of change.
+    pub fn set_model_refused(&self, change: &ModelRequest) -> Option<&'static str> {
         match self {
-            Guest::X86(_) => None,
-            Guest::Arm64(_) => Some(arm64::SET_MODEL_REFUSED),
+            Guest::X86(_) if !change.arm64.is_empty() => Some(x86::SET_MODEL_REFUSED),
+            Guest::Arm64(_) if !change.hide.is_empty() => Some(arm64::SET_MODEL_REFUSED),
+            _ => None,
         }
     }
 
-    /// Write the model that hides `hide` to every vCPU (their threads are parked, ended or not
+    /// Write the model `change` asks for to every vCPU (their threads are parked, ended or not
     /// started), through the lock, and refresh the report.
-    pub fn write_model(&mut self, vm: VmParts<'_>, hide: &[String]) -> Result<(), ModelError> {
+    pub fn write_model(
+        &mut self,
+        vm: VmParts<'_>,
+        change: &ModelRequest,
+    ) -> Result<(), ModelError> {
         let name = vm.spec.name.clone();
-        match self {
-            Guest::X86(guest) => guest.apply_model(vm, hide, true).map_err(|e| match e {
-                ConfigureError::Refused {
-                    vm,
-                    shown,
-                    recorded,
-                } => ModelError::Refused {
-                    vm,
-                    shown,
-                    recorded,
-                },
-                source => ModelError::Write {
-                    vm: name,
-                    source: Box::new(source),
-                },
-            }),
-            Guest::Arm64(_) => Err(ModelError::Fixed {
+        let result = match self {
+            Guest::X86(guest) => guest.apply_model(vm, &change.hide, true),
+            Guest::Arm64(guest) => guest.write_model(vm, &change.arm64),
+        };
+        result.map_err(|e| match e {
+            ConfigureError::Refused {
+                vm,
+                shown,
+                recorded,
+            } => ModelError::Refused {
+                vm,
+                shown,
+                recorded,
+            },
+            source => ModelError::Write {
                 vm: name,
-                why: arm64::SET_MODEL_REFUSED,
-            }),
-        }
+                source: Box::new(source),
+            },
+        })
     }
 
     /// Work out what configuring left for later (x86's drift lines), before the report is read.

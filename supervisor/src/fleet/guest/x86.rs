@@ -19,6 +19,11 @@ use vcpu::model::x86::{catalog as features, drift};
 use vcpu::runtime::runner::{self, Probe, ProbeOutcome, VcpuNotice};
 use vcpu::{RunControl, VcpuHandle};
 
+/// Why `set-model` with arm64 writes does not apply to an x86 VM (the reply puts the VM's name
+/// in front).
+pub(super) const SET_MODEL_REFUSED: &str = "set-model --set writes arm64 registers; an x86 \
+     VM's model is changed with --hide";
+
 /// Where guest memory starts, and the least there is of it.
 pub(super) const MEMORY: (u64, u64) = (0, guest::MEMORY_SIZE);
 

@@ -26,7 +26,7 @@ pub(in crate::fleet) enum Command {
     Model(Answer<ModelView>),
     /// Rewrite every vCPU's CPUID with this model, through the lock.
     SetModel {
-        hide: Vec<String>,
+        change: ModelRequest,
         answer: Answer<ModelView, ModelError>,
     },
     /// Stop if needed, tear the VM down, end the loop; answered with the VM's final report.

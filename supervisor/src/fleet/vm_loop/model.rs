@@ -21,11 +21,11 @@ impl VmLoop {
         )
     }
 
-    /// Write the model that hides `hide` (the VM's vCPU threads are parked, ended or not
+    /// Write the model `change` asks for (the VM's vCPU threads are parked, ended or not
     /// started) and describe the result.
-    pub(super) fn write_model(&mut self, hide: &[String]) -> Result<ModelView, ModelError> {
+    pub(super) fn write_model(&mut self, change: &ModelRequest) -> Result<ModelView, ModelError> {
         let (guest, vm) = self.guest_and_parts();
-        guest.write_model(vm, hide)?;
+        guest.write_model(vm, change)?;
         Ok(self.model_view())
     }
 

@@ -119,3 +119,36 @@ fn arm64_mistakes_are_named_where_they_are() {
     let e = err("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\nfault_after_passes = 1\n");
     assert!(e.contains("x86 guest"), "{e}");
 }
+
+#[test]
+fn raw_register_writes_are_read_and_their_mistakes_placed() {
+    let spec = parse(
+        "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64.registers]\nMPIDR_EL1 = \"0x80000001\"\n\"0x603000000013c000\" = \"0x410fd4f1\"\n",
+        "arm64.toml",
+    )
+    .unwrap();
+    let model = spec.vms[0].arm64.as_ref().unwrap();
+    assert_eq!(model.registers.len(), 2);
+    assert!(model.writes_implementation_id());
+    let e = err(
+        "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64.registers]\nMPIDR_EL2 = \"0x1\"\n",
+    );
+    assert!(
+        e.starts_with("arm64.toml:5:1:") && e.contains("did you mean `MPIDR_EL1`"),
+        "{e}"
+    );
+    let e = err(
+        "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64.registers]\nMPIDR_EL1 = \"0xg\"\n",
+    );
+    assert!(
+        e.starts_with("arm64.toml:5:13:") && e.contains("not a 64-bit register value"),
+        "{e}"
+    );
+    let e = err(
+        "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64]\nid_registers = { \"ID_AA64ISAR0_EL1.AES\" = 0 }\nregisters = { ID_AA64ISAR0_EL1 = \"0x0\" }\n",
+    );
+    assert!(
+        e.starts_with("arm64.toml:6:13:") && e.contains("written whole by `registers`"),
+        "{e}"
+    );
+}

@@ -133,6 +133,22 @@ impl FirmwareRegister {
             .into_iter()
             .filter(move |s| s.register() == self)
     }
+
+    /// The short name a spec may use instead of the uapi one: the uapi name without
+    /// `KVM_REG_ARM_` (`SMCCC_ARCH_WORKAROUND_1`, `PSCI_VERSION`, `STD_BMAP`).
+    pub fn short_name(self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix("KVM_REG_ARM_").unwrap_or(name)
+    }
+
+    /// The register called `name`: its uapi name or its short name, in any case (`-` read as
+    /// `_`).
+    pub fn from_name(name: &str) -> Option<FirmwareRegister> {
+        let wanted = suggest::normalise(name);
+        FirmwareRegister::ALL
+            .into_iter()
+            .find(|r| r.name() == wanted || r.short_name() == wanted)
+    }
 }
 
 impl fmt::Display for FirmwareRegister {

@@ -145,3 +145,120 @@ fn what_the_fleet_expects_is_what_the_lock_answers() {
     assert_eq!(refused.errno(), Some(Errno::EINVAL));
     assert!(vcpu.set_one_reg(midr, 0x410f_d0c1).is_ok());
 }
+
+/// An open VM of one vCPU over the same in-memory kernel as [`sealed_vcpu`], and the state
+/// `configure` would have left for it.
+fn open_vm() -> (VmHandle, Arc<VcpuHandle>, Arm64Vm) {
+    let values: BTreeMap<u64, u64> = [
+        (ID_AA64PFR0_EL1.kvm_reg_id(), 1 << 60 | 0x11),
+        (MIDR_EL1.kvm_reg_id(), 0x410f_d0c1),
+    ]
+    .into();
+    let masks = vec![u64::MAX; vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE];
+    let host = HostView {
+        register_ids: values.keys().copied().collect(),
+        values: values.clone(),
+        masks: WritableMasks::from_reported(&masks).unwrap(),
+        writable_imp_id_regs: false,
+    };
+    let vm = VmHandle::new(
+        Box::new(OneVm(
+            GuestMemoryMmap::new(),
+            Arc::new(Mutex::new(values.clone())),
+        )),
+        "set-model",
+        GuestArch::Aarch64,
+    );
+    vm.set_arm64_lock_context(Arm64LockContext {
+        host: host.clone(),
+        features: Default::default(),
+    })
+    .unwrap();
+    let vcpu = Arc::new(vm.create_vcpu(VcpuId(0)).unwrap());
+    let state = Arm64Vm {
+        held: vec![values],
+        id_regs: Vec::new(),
+        calls: Vec::new(),
+        report: Arm64VmReport {
+            features: Vec::new(),
+            registers_listed: 2,
+            registers_read: 2,
+            masks: String::new(),
+            writes: Vec::new(),
+            unchanged: Vec::new(),
+            unknown_policy: String::new(),
+            unknown: Vec::new(),
+            drift: Vec::new(),
+        },
+        host,
+        features: Default::default(),
+    };
+    (vm, vcpu, state)
+}
+
+fn assignments(items: &[&str]) -> vcpu::model::arm64::model::Assignments {
+    let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    vcpu::model::arm64::model::Assignments::parse(&items).unwrap()
+}
+
+#[test]
+fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
+    let (vm, vcpu, mut state) = open_vm();
+    let vcpus = [Arc::clone(&vcpu)];
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    // Before the run: a lowered field is judged by the model, written, and read back.
+    let reports = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["ID_AA64PFR0_EL1.CSV3=0"]),
+    )
+    .unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].register, "ID_AA64PFR0_EL1");
+    assert!(
+        reports[0].verdict.starts_with("accepted"),
+        "{:?}",
+        reports[0]
+    );
+    assert_eq!(state.held[0][&pfr0], 0x11);
+    assert_eq!(vcpu.get_one_reg(pfr0).unwrap(), 0x11);
+    // MIDR_EL1 on a VM created without capability 239: refused before anything is written,
+    // saying why, and the other write of the request is not made either.
+    let e = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["MIDR_EL1=0x410fd0c2", "ID_AA64PFR0_EL1=0x1000000000000011"]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("EINVAL") && e.contains("created without KVM_CAP_ARM_WRITABLE_IMP_ID_REGS"),
+        "{e}"
+    );
+    assert_eq!(vcpu.get_one_reg(pfr0).unwrap(), 0x11);
+    // After the run: a change is the lock's EBUSY, an identical rewrite passes.
+    vcpu.run().unwrap();
+    let e = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["ID_AA64PFR0_EL1.CSV3=1"]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("EBUSY"), "{e}");
+    let reports = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["ID_AA64PFR0_EL1=0x11"]),
+    )
+    .unwrap();
+    assert!(reports[0].verdict.contains("identical"), "{:?}", reports[0]);
+}

@@ -3,9 +3,11 @@
 //! verdict on it, so that a run can report and record every decision before the kernel sees a
 //! single write.
 //!
-//! Order: ID registers (encoding order: feature-ID registers, then CLIDR, then CTR_EL0), then
-//! PSCI_VERSION, then the hypercall bitmaps, then the unknown firmware registers the policy
-//! clears. The registers are independent of each other for the kernel; a fixed order keeps
+//! Order: ID-register fields (encoding order: feature-ID registers, then CLIDR, then CTR_EL0),
+//! then the spec's whole-register writes (`registers`, in id order: system registers, firmware
+//! registers, bitmaps), then PSCI_VERSION, then the hypercall bitmaps, then the unknown firmware
+//! registers the policy clears. A register is never planned twice: the spec refuses a raw write
+//! to a register it also sets another way. The registers are independent of each other for the kernel; a fixed order keeps
 //! traces of the same spec identical.
 //!
 //! A register the spec touches whose value already is what the spec asks for is not written: it
@@ -14,12 +16,13 @@
 use super::spec::{Arm64ModelSpec, SpecError, UnknownRegisterPolicy};
 use crate::model::arm64::catalog;
 use crate::model::arm64::features::VcpuFeatureSet;
+use crate::model::arm64::fields;
 use crate::model::arm64::fields::FieldRef;
 use crate::model::arm64::firmware::{self, FirmwareFamily, FirmwareRegister, HypercallService};
 use crate::model::arm64::host::HostView;
-use crate::model::arm64::reg_id;
+use crate::model::arm64::reg_id::{self, RegClass};
 use crate::model::arm64::sysreg::SysReg;
-use crate::model::arm64::validate::{Arm64Refusal, Verdict, judge_before_run};
+use crate::model::arm64::validate::{Arm64Refusal, Arm64Rule, Verdict, judge_before_run};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -264,6 +267,9 @@ pub fn plan(spec: &Arm64ModelSpec, host: &HostView) -> Result<Arm64Plan, PlanErr
     for (reg, requests) in spec.id_registers.by_register() {
         plan_id_register(&mut plan, reg, &requests, host, spec.features)?;
     }
+    for (id, value) in spec.registers.iter() {
+        plan_raw(&mut plan, id, value, host, spec.features)?;
+    }
     if let Some(version) = spec.psci_version {
         let register = FirmwareRegister::PsciVersion;
         let reason = format!("spec: psci_version = \"{version}\"");
@@ -335,7 +341,67 @@ fn plan_id_register(
         value,
         changes,
         reason,
-        verdict: judge_before_run(id, value, host, features),
+        verdict: judge(id, value, host, features),
+    });
+    Ok(())
+}
+
+/// A `registers` write: written when it differs from the host's value, its changes named by
+/// field where the register has a field table.
+fn plan_raw(
+    plan: &mut Arm64Plan,
+    id: u64,
+    value: u64,
+    host: &HostView,
+    features: VcpuFeatureSet,
+) -> Result<(), PlanError> {
+    let name = reg_id::describe(id);
+    let host_value = if host.lists(id) {
+        Some(listed_value(host, id)?)
+    } else {
+        None
+    };
+    if host_value == Some(value) {
+        plan.unchanged.push(PlanNote {
+            reg_id: id,
+            register: name,
+            reason: format!("the host already has {value:#018x} (spec: registers)"),
+        });
+        return Ok(());
+    }
+    let from = host_value.unwrap_or(0);
+    let table = match reg_id::classify(id) {
+        RegClass::SysReg(reg) => fields::table_for(reg),
+        _ => None,
+    };
+    let mut changes = Vec::new();
+    let mut covered = 0u64;
+    for field in table.map_or(&[][..], |t| t.fields) {
+        covered |= field.mask();
+        if field.raw(from) != field.raw(value) {
+            changes.push(Change {
+                what: field.name.to_string(),
+                from: field.raw(from),
+                to: field.raw(value),
+            });
+        }
+    }
+    if (from ^ value) & !covered != 0 {
+        changes.push(Change {
+            what: "value".to_string(),
+            from,
+            to: value,
+        });
+    }
+    let reason = format!("spec: registers = {value:#018x}: {}", join(&changes));
+    plan.writes.push(PlannedWrite {
+        reg_id: id,
+        register: name,
+        host_value,
+        value,
+        changes,
+        reason,
+        verdict: judge(id, value, host, features),
     });
     Ok(())
 }
@@ -371,7 +437,7 @@ fn plan_register(
         value,
         changes: vec![change(host_value.unwrap_or(0))],
         reason,
-        verdict: judge_before_run(id, value, host, features),
+        verdict: judge(id, value, host, features),
     });
     Ok(())
 }
@@ -435,7 +501,7 @@ fn plan_bitmap(
         value,
         changes,
         reason,
-        verdict: judge_before_run(id, value, host, features),
+        verdict: judge(id, value, host, features),
     });
     Ok(())
 }
@@ -502,7 +568,7 @@ fn plan_unknown_registers(
                     to: 0,
                 }],
                 reason: reason.clone(),
-                verdict: judge_before_run(register.reg_id, 0, host, features),
+                verdict: judge(register.reg_id, 0, host, features),
             });
         }
         plan.unknown_registers.push(UnknownRegisterDecision {
@@ -515,4 +581,24 @@ fn plan_unknown_registers(
         });
     }
     Ok(())
+}
+
+/// [`judge_before_run`], with what a refusal for want of capability 239 means for this VM: the
+/// fleet enables the capability whenever the host offers it and the spec changes MIDR_EL1,
+/// REVIDR_EL1 or AIDR_EL1, so a VM without it is on a host without it. The planner's verdict on
+/// every write, and `ctl set-model`'s before the first run.
+pub fn judge(id: u64, value: u64, host: &HostView, features: VcpuFeatureSet) -> Verdict {
+    match judge_before_run(id, value, host, features) {
+        Verdict::Refused(refusal) if refusal.rule == Arm64Rule::ImplementationIdNotWritable => {
+            let hint = format!(
+                "this host's KVM does not offer KVM_CAP_ARM_WRITABLE_IMP_ID_REGS (239, Linux \
+                 6.15 and later), so the kernel refuses any change to {} with EINVAL; keep the \
+                 host's value {:#x}",
+                reg_id::describe(id),
+                refusal.limit
+            );
+            Verdict::Refused(refusal.with_hint(Some(hint)))
+        }
+        verdict => verdict,
+    }
 }

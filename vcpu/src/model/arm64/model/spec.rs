@@ -11,15 +11,21 @@
 //!
 //! [hypercalls]                        # services by name; unnamed ones stay the host's
 //! trng = false
+//!
+//! [registers]                         # whole registers, by name or id (see `registers`)
+//! MIDR_EL1 = "0x410fd4f1"             # needs capability 239 on the host
 //! ```
 //!
 //! Names are checked while the spec is read, so a typo is reported with the offending key, the
 //! nearest known name and (through the TOML parser) its line. Values are checked against the
 //! field's width; whether the kernel accepts them on a given host is the planner's business.
 
+use super::registers::RegisterRequests;
+use crate::model::arm64::catalog::{self, RegisterRole};
 use crate::model::arm64::features::{FeatureConflict, VcpuFeature, VcpuFeatureSet};
 use crate::model::arm64::fields::{self, FieldNameError, FieldRef};
 use crate::model::arm64::firmware::{FirmwareRegister, HypercallService, PsciVersion};
+use crate::model::arm64::reg_id;
 use crate::model::arm64::sysreg::SysReg;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -114,6 +120,73 @@ pub enum SpecError {
     PsciVersionNeedsPsci02 {
         /// The version asked for.
         version: PsciVersion,
+    },
+    /// A `registers` key that names no register vmfleet knows.
+    #[error(
+        "registers: unknown register `{key}`{} (a key is a register name, such as MIDR_EL1, \
+         ID_AA64ISAR0_EL1 or SMCCC_ARCH_WORKAROUND_1, or its KVM id in hex, \"0x6030…\")",
+        crate::model::suggest::did_you_mean(.suggestion)
+    )]
+    UnknownRegister {
+        /// The key as written.
+        key: String,
+        /// The nearest known name.
+        suggestion: Option<String>,
+    },
+    /// A `registers` key that names a register outside the CPU model.
+    #[error(
+        "registers: `{key}` is {register} ({reg_id:#018x}), not a CPU-model register: only the \
+         ID, identification and cache-description registers, the firmware registers and the \
+         hypercall bitmaps can be set"
+    )]
+    NotAModelRegister {
+        /// The key as written.
+        key: String,
+        /// The id.
+        reg_id: u64,
+        /// Its description.
+        register: String,
+    },
+    /// Two `registers` keys that name the same register.
+    #[error("registers: `{key}` and `{first}` both set {register}")]
+    DuplicateRegister {
+        /// The second key.
+        key: String,
+        /// The first key.
+        first: String,
+        /// The register.
+        register: String,
+    },
+    /// A `registers` value that is not a 64-bit number.
+    #[error(
+        "registers: `{key}` = {value}: not a 64-bit register value; write it in hex: \"0x…\" \
+         (at most 16 hex digits)"
+    )]
+    BadRegisterValue {
+        /// The key as written.
+        key: String,
+        /// The value as written.
+        value: String,
+    },
+    /// A write outside a spec (`ctl set-model --set`) that is not `NAME=VALUE`.
+    #[error(
+        "`{text}`: expected REGISTER.FIELD=VALUE (ID_AA64ISAR0_EL1.AES=0) or REGISTER=VALUE \
+         (MIDR_EL1=0x410fd4f1)"
+    )]
+    BadAssignment {
+        /// The text as given.
+        text: String,
+    },
+    /// A register written whole by `registers` and in part another way.
+    #[error(
+        "registers: {register} is written whole by `registers`, and {other} sets part of it; \
+         put everything in the raw value, or drop the raw write"
+    )]
+    RawWriteConflict {
+        /// The register.
+        register: String,
+        /// The other request (`id_registers: AES`, `psci_version`, `hypercalls: trng`).
+        other: String,
     },
     /// PSCI 0.1 with the psci-0.2 feature.
     #[error(
@@ -466,6 +539,9 @@ pub struct Arm64ModelSpec {
     /// Hypercall services to switch on or off.
     #[serde(default, skip_serializing_if = "ServiceRequests::is_empty")]
     pub hypercalls: ServiceRequests,
+    /// Whole registers to write (`registers`), by id.
+    #[serde(default, skip_serializing_if = "RegisterRequests::is_empty")]
+    pub registers: RegisterRequests,
     /// The PSCI version the guest sees (default: the newest the kernel offers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psci_version: Option<PsciVersion>,
@@ -485,6 +561,7 @@ impl Default for Arm64ModelSpec {
             features: default_features(),
             id_registers: IdFieldRequests::new(),
             hypercalls: ServiceRequests::new(),
+            registers: RegisterRequests::new(),
             psci_version: None,
             unknown_registers: UnknownRegisterPolicy::default(),
         }
@@ -501,6 +578,7 @@ impl Arm64ModelSpec {
         if let Some(conflict) = self.features.conflict() {
             return Err(SpecError::FeatureConflict(conflict));
         }
+        self.check_raw_writes()?;
         let psci_0_2 = self.features.contains(VcpuFeature::Psci0_2);
         match self.psci_version {
             Some(PsciVersion::V0_1) if psci_0_2 => Err(SpecError::Psci01WithPsci02),
@@ -509,5 +587,53 @@ impl Arm64ModelSpec {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A register the `registers` table writes whole must not be set another way too.
+    fn check_raw_writes(&self) -> Result<(), SpecError> {
+        for (id, _) in self.registers.iter() {
+            let register = reg_id::describe(id);
+            let conflict = |other: String| SpecError::RawWriteConflict {
+                register: register.clone(),
+                other,
+            };
+            let fields: Vec<&str> = self
+                .id_registers
+                .iter()
+                .filter(|(field, _)| field.register().kvm_reg_id() == id)
+                .map(|(field, _)| field.field().name)
+                .collect();
+            if !fields.is_empty() {
+                return Err(conflict(format!("id_registers ({})", fields.join(", "))));
+            }
+            if self.psci_version.is_some() && id == FirmwareRegister::PsciVersion.id() {
+                return Err(conflict("psci_version".to_string()));
+            }
+            if let Some(bitmap) = FirmwareRegister::from_id(id).filter(|r| r.is_bitmap()) {
+                let services: Vec<&str> = self
+                    .hypercalls
+                    .for_register(bitmap)
+                    .iter()
+                    .map(|(service, _)| service.name())
+                    .collect();
+                if !services.is_empty() {
+                    return Err(conflict(format!("hypercalls ({})", services.join(", "))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the spec changes MIDR_EL1, REVIDR_EL1 or AIDR_EL1 (by field or whole), which the
+    /// kernel allows only on a VM that enabled `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239) before
+    /// its first vCPU was created.
+    pub fn writes_implementation_id(&self) -> bool {
+        let implementation =
+            |id: u64| catalog::by_id(id).is_some_and(|r| r.role == RegisterRole::Implementation);
+        self.registers.iter().any(|(id, _)| implementation(id))
+            || self
+                .id_registers
+                .iter()
+                .any(|(field, _)| implementation(field.register().kvm_reg_id()))
     }
 }
