@@ -18,6 +18,7 @@ use serde::Serialize;
 use vcpu::GuestArch;
 use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidTable};
 use vcpu::model::arm64::{PsciVersion, RegClass, VcpuFeature, reg_id};
+use vcpu::model::engine::without_caller_apic_id;
 use vcpu::model::x86::model::X86CpuModel;
 
 /// The version string every fingerprint document carries in `schema`.
@@ -206,21 +207,6 @@ pub struct RegValue {
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")
-}
-
-/// `table` without the APIC ids of the CPU that answered `KVM_GET_SUPPORTED_CPUID` (leaf 1
-/// EBX\[31:24\], leaves 0xb and 0x1f EDX): they say which host CPU ran the calling thread, not
-/// what the host offers, and vmfleet's model overwrites them per vCPU anyway.
-fn without_caller_apic_id(table: &CpuidTable) -> CpuidTable {
-    let mut table = table.clone();
-    for entry in &mut table.entries {
-        match entry.function {
-            0x1 => entry.ebx &= 0x00ff_ffff,
-            0xb | 0x1f => entry.edx = 0,
-            _ => {}
-        }
-    }
-    table
 }
 
 fn summary(table: &CpuidTable) -> CpuidSummary {
