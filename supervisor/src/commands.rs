@@ -355,6 +355,9 @@ fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::R
 
 /// `vmfleet replay`.
 pub fn replay(args: &ReplayArgs) -> Result<Status> {
+    if let Some(fingerprint) = &args.model {
+        return crate::model_cmd::replay::run(fingerprint, args);
+    }
     // Refused before the replay runs: the transcript must not overwrite anything.
     let output = match &args.transcript {
         Some(path) => Some(
@@ -412,7 +415,10 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
 
 /// Read a trace with `open`; a failure carries the status it means: a trace cut short is
 /// [`Status::Incomplete`], anything else (unreadable, foreign, corrupt) [`Status::BadInput`].
-fn open_trace(path: &Path, open: impl FnOnce(&Path) -> Result<Trace, TraceError>) -> Result<Trace> {
+pub(crate) fn open_trace(
+    path: &Path,
+    open: impl FnOnce(&Path) -> Result<Trace, TraceError>,
+) -> Result<Trace> {
     open(path).map_err(|e| {
         let status = if e.is_cut_short() {
             Status::Incomplete

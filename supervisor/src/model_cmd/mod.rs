@@ -1,0 +1,228 @@
+//! The model backend's commands: `vmfleet replay --model FP TRACE` ([`replay`]) and `vmfleet
+//! model judge FP` ([`judge`]), and reading a fingerprint document (schema
+//! `vmfleet.fingerprint.v1`, as `vmfleet trace fingerprint --json` or `vmfleet host
+//! --fingerprint --json` print it) into the engine's facts ([`load_facts`]).
+//!
+//! The answers come from `vcpu::model::engine`, a pure state machine: no `/dev/kvm` is needed.
+
+pub mod judge;
+pub mod replay;
+
+use crate::exit::{Status, StatusExt};
+use crate::fingerprint::FINGERPRINT_SCHEMA;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use vcpu::GuestArch;
+use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidReg, CpuidTable};
+use vcpu::model::engine::{
+    Arm64HostFacts, CpuidRewrite, HostFacts, X86HostFacts, without_caller_apic_id,
+};
+
+/// The parts of a fingerprint document the engine answers from (every other field is ignored).
+#[derive(Deserialize)]
+struct Document {
+    schema: String,
+    arch: String,
+    capabilities: Vec<Capability>,
+    x86: Option<X86Section>,
+    arm64: Option<Arm64Section>,
+}
+
+#[derive(Deserialize)]
+struct Capability {
+    number: u32,
+    value: u64,
+}
+
+#[derive(Deserialize)]
+struct X86Section {
+    supported_cpuid: Option<CpuidSummary>,
+    host_rewrites: Option<HostRewrites>,
+}
+
+#[derive(Deserialize)]
+struct CpuidSummary {
+    table: Vec<CpuidEntry>,
+}
+
+#[derive(Deserialize)]
+struct HostRewrites {
+    changes: Vec<Change>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    leaf: u32,
+    subleaf: u32,
+    reg: String,
+    bit: Option<u32>,
+    to: u64,
+}
+
+#[derive(Deserialize)]
+struct Arm64Section {
+    preferred_target: Option<u32>,
+    vcpu_init_features: Option<InitFeatures>,
+    reg_list: Option<RegList>,
+    limits: Vec<RegValue>,
+    firmware: Vec<RegValue>,
+    writable_masks: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct InitFeatures {
+    bits: String,
+}
+
+#[derive(Deserialize)]
+struct RegList {
+    ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RegValue {
+    id: String,
+    value: String,
+}
+
+fn hex(text: &str, what: &str) -> Result<u64> {
+    let digits = text
+        .strip_prefix("0x")
+        .with_context(|| format!("{what}: {text:?} is not a 0x-prefixed hex number"))?;
+    u64::from_str_radix(digits, 16).with_context(|| format!("{what}: {text:?} is not a hex number"))
+}
+
+fn register(name: &str, what: &str) -> Result<CpuidReg> {
+    Ok(match name {
+        "eax" => CpuidReg::Eax,
+        "ebx" => CpuidReg::Ebx,
+        "ecx" => CpuidReg::Ecx,
+        "edx" => CpuidReg::Edx,
+        other => bail!("{what}: unknown register {other:?} (eax, ebx, ecx or edx)"),
+    })
+}
+
+fn x86_facts(section: Option<X86Section>) -> Result<X86HostFacts> {
+    let Some(section) = section else {
+        return Ok(X86HostFacts::default());
+    };
+    let mut rewrites = Vec::new();
+    for (i, change) in section
+        .host_rewrites
+        .map(|r| r.changes)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let what = format!("x86.host_rewrites.changes[{i}]");
+        let register = register(&change.reg, &what)?;
+        let value = u32::try_from(change.to)
+            .with_context(|| format!("{what}.to: {} is over 32 bits", change.to))?;
+        let (mask, value) = match change.bit {
+            None => (u32::MAX, value),
+            Some(bit @ 0..=31) => (1 << bit, value << bit),
+            Some(bit) => bail!("{what}.bit: {bit} is not a bit of a 32-bit register"),
+        };
+        rewrites.push(CpuidRewrite {
+            function: change.leaf,
+            index: change.subleaf,
+            register,
+            mask,
+            value,
+        });
+    }
+    Ok(X86HostFacts {
+        supported: section
+            .supported_cpuid
+            .map(|s| without_caller_apic_id(&CpuidTable::new(s.table))),
+        rewrites,
+    })
+}
+
+fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
+    let Some(section) = section else {
+        return Ok(Arm64HostFacts::default());
+    };
+    let init_features = match section.vcpu_init_features {
+        Some(f) => Some(
+            u32::try_from(hex(&f.bits, "arm64.vcpu_init_features.bits")?)
+                .context("arm64.vcpu_init_features.bits is over 32 bits")?,
+        ),
+        None => None,
+    };
+    let reg_list = match section.reg_list {
+        Some(list) => Some(
+            list.ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| hex(id, &format!("arm64.reg_list.ids[{i}]")))
+                .collect::<Result<Vec<u64>>>()?,
+        ),
+        None => None,
+    };
+    let mut values = BTreeMap::new();
+    for (part, list) in [("limits", &section.limits), ("firmware", &section.firmware)] {
+        for (i, reg) in list.iter().enumerate() {
+            let what = format!("arm64.{part}[{i}]");
+            values.insert(
+                hex(&reg.id, &format!("{what}.id"))?,
+                hex(&reg.value, &format!("{what}.value"))?,
+            );
+        }
+    }
+    let masks = match section.writable_masks {
+        Some(masks) => Some(
+            masks
+                .iter()
+                .enumerate()
+                .map(|(i, m)| hex(m, &format!("arm64.writable_masks[{i}]")))
+                .collect::<Result<Vec<u64>>>()?,
+        ),
+        None => None,
+    };
+    Ok(Arm64HostFacts {
+        preferred_target: section.preferred_target,
+        init_features,
+        reg_list,
+        values,
+        masks,
+    })
+}
+
+/// The engine's facts from fingerprint document `text`; `source` names it in errors.
+pub fn facts_from_str(text: &str, source: &str) -> Result<HostFacts> {
+    let doc: Document = serde_json::from_str(text)
+        .with_context(|| format!("{source} is not a fingerprint document"))?;
+    if doc.schema != FINGERPRINT_SCHEMA {
+        bail!(
+            "{source}: schema is {:?}, expected {FINGERPRINT_SCHEMA:?}",
+            doc.schema
+        );
+    }
+    let arch = match doc.arch.as_str() {
+        "x86_64" => GuestArch::X86_64,
+        "aarch64" => GuestArch::Aarch64,
+        other => bail!("{source}: arch {other:?} is neither x86_64 nor aarch64"),
+    };
+    Ok(HostFacts {
+        arch,
+        capabilities: doc
+            .capabilities
+            .iter()
+            .map(|c| (c.number, c.value))
+            .collect(),
+        x86: x86_facts(doc.x86).with_context(|| format!("reading {source}"))?,
+        arm64: arm64_facts(doc.arm64).with_context(|| format!("reading {source}"))?,
+    })
+}
+
+/// The engine's facts from the fingerprint file at `path` (an unreadable or malformed file is
+/// [`Status::BadInput`]).
+pub fn load_facts(path: &Path) -> Result<HostFacts> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading fingerprint {}", path.display()))
+        .or_status(Status::BadInput)?;
+    facts_from_str(&text, &path.display().to_string()).or_status(Status::BadInput)
+}
