@@ -2,7 +2,7 @@
 //! answers of the calls the fingerprint needs (see [`facts`]). A trace that lacks a call leaves
 //! its fact `None`; nothing is guessed.
 
-use super::{Arm64Facts, Facts, X86Facts};
+use super::{Arm64Facts, Facts, InitFacts, X86Facts};
 use recorder::{Event, Trace, TraceCall};
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::lock_policy;
@@ -135,9 +135,30 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
         }
         _ => None,
     });
+    let (vcpu_init_features, reg_list, initial_reads) = init_facts(events, vm, vcpu);
+    let other_inits = other_inits(events, vcpu_init_features, is_init);
+    Arm64Facts {
+        preferred_target,
+        vcpu_init_features,
+        reg_list,
+        initial_reads,
+        masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
+        other_inits,
+    }
+}
+
+/// What vCPU `vcpu` of `vm` was initialised with, its register list, and its reads of CPU-model
+/// registers after the init that no vCPU of its VM had written yet (the values before any write).
+fn init_facts(
+    events: &[Event],
+    vm: VmId,
+    vcpu: VcpuId,
+) -> (Option<[u32; 7]>, Option<Vec<u64>>, Vec<(u64, u64)>) {
     let stream = Stream::Vcpu(vm, vcpu);
     let own: Vec<&Event> = events.iter().filter(|e| e.stream == stream).collect();
-    let init_at = own.iter().position(|e| is_init(e));
+    let init_at = own.iter().position(|e| {
+        matches!(e.call, TraceCall::Vcpu(VcpuCall::ArmVcpuInit { .. })) && e.outcome.is_ok()
+    });
     let vcpu_init_features = init_at.and_then(|i| match &own[i].call {
         TraceCall::Vcpu(VcpuCall::ArmVcpuInit { features, .. }) => Some(*features),
         _ => None,
@@ -167,13 +188,39 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
             _ => {}
         }
     }
-    Arm64Facts {
-        preferred_target,
-        vcpu_init_features,
-        reg_list,
-        initial_reads,
-        masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
+    (vcpu_init_features, reg_list, initial_reads)
+}
+
+/// For each `KVM_ARM_VCPU_INIT` feature set other than `main` the trace used, in order of first
+/// use by the lowest vCPU (lowest VM, then vCPU): that vCPU's facts.
+fn other_inits(
+    events: &[Event],
+    main: Option<[u32; 7]>,
+    is_init: impl Fn(&Event) -> bool,
+) -> Vec<InitFacts> {
+    let mut vcpus: Vec<(VmId, VcpuId)> = events
+        .iter()
+        .filter(|e| is_init(e))
+        .filter_map(|e| vcpu_of(e.stream))
+        .collect();
+    vcpus.sort_by_key(|&(vm, vcpu)| (vm.0, vcpu.0));
+    vcpus.dedup();
+    let mut seen: Vec<[u32; 7]> = main.into_iter().collect();
+    let mut out = Vec::new();
+    for (vm, vcpu) in vcpus {
+        let (features, reg_list, initial_reads) = init_facts(events, vm, vcpu);
+        let Some(features) = features else { continue };
+        if seen.contains(&features) {
+            continue;
+        }
+        seen.push(features);
+        out.push(InitFacts {
+            features,
+            reg_list,
+            initial_reads,
+        });
     }
+    out
 }
 
 #[cfg(test)]

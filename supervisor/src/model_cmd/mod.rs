@@ -17,7 +17,7 @@ use std::path::Path;
 use vcpu::GuestArch;
 use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidReg, CpuidTable};
 use vcpu::model::engine::{
-    Arm64HostFacts, CpuidRewrite, HostFacts, X86HostFacts, without_caller_apic_id,
+    Arm64HostFacts, Arm64InitFacts, CpuidRewrite, HostFacts, X86HostFacts, without_caller_apic_id,
 };
 
 /// The parts of a fingerprint document the engine answers from (every other field is ignored).
@@ -69,6 +69,17 @@ struct Arm64Section {
     limits: Vec<RegValue>,
     firmware: Vec<RegValue>,
     writable_masks: Option<Vec<String>>,
+    #[serde(default)]
+    cache_geometry: Vec<RegValue>,
+    #[serde(default)]
+    other_vcpu_inits: Vec<OtherInit>,
+}
+
+#[derive(Deserialize)]
+struct OtherInit {
+    vcpu_init_features: InitFeatures,
+    reg_list: Option<RegList>,
+    values: Vec<RegValue>,
 }
 
 #[derive(Deserialize)]
@@ -152,25 +163,30 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
         ),
         None => None,
     };
-    let reg_list = match section.reg_list {
-        Some(list) => Some(
-            list.ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| hex(id, &format!("arm64.reg_list.ids[{i}]")))
-                .collect::<Result<Vec<u64>>>()?,
-        ),
-        None => None,
-    };
+    let main_list = reg_list(section.reg_list.as_ref(), "arm64.reg_list")?;
     let mut values = BTreeMap::new();
-    for (part, list) in [("limits", &section.limits), ("firmware", &section.firmware)] {
-        for (i, reg) in list.iter().enumerate() {
-            let what = format!("arm64.{part}[{i}]");
-            values.insert(
-                hex(&reg.id, &format!("{what}.id"))?,
-                hex(&reg.value, &format!("{what}.value"))?,
-            );
-        }
+    for (part, list) in [
+        ("limits", &section.limits),
+        ("firmware", &section.firmware),
+        ("cache_geometry", &section.cache_geometry),
+    ] {
+        add_values(&mut values, list, &format!("arm64.{part}"))?;
+    }
+    let mut other_inits = Vec::new();
+    for (i, other) in section.other_vcpu_inits.iter().enumerate() {
+        let what = format!("arm64.other_vcpu_inits[{i}]");
+        let bits = hex(
+            &other.vcpu_init_features.bits,
+            &format!("{what}.vcpu_init_features.bits"),
+        )?;
+        let mut values = BTreeMap::new();
+        add_values(&mut values, &other.values, &format!("{what}.values"))?;
+        other_inits.push(Arm64InitFacts {
+            init_features: u32::try_from(bits)
+                .with_context(|| format!("{what}.vcpu_init_features.bits is over 32 bits"))?,
+            reg_list: reg_list(other.reg_list.as_ref(), &format!("{what}.reg_list"))?,
+            values,
+        });
     }
     let masks = match section.writable_masks {
         Some(masks) => Some(
@@ -185,10 +201,32 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
     Ok(Arm64HostFacts {
         preferred_target: section.preferred_target,
         init_features,
-        reg_list,
+        reg_list: main_list,
         values,
         masks,
+        other_inits,
     })
+}
+
+fn reg_list(list: Option<&RegList>, what: &str) -> Result<Option<Vec<u64>>> {
+    list.map(|list| {
+        list.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| hex(id, &format!("{what}.ids[{i}]")))
+            .collect::<Result<Vec<u64>>>()
+    })
+    .transpose()
+}
+
+fn add_values(values: &mut BTreeMap<u64, u64>, list: &[RegValue], what: &str) -> Result<()> {
+    for (i, reg) in list.iter().enumerate() {
+        values.insert(
+            hex(&reg.id, &format!("{what}[{i}].id"))?,
+            hex(&reg.value, &format!("{what}[{i}].value"))?,
+        );
+    }
+    Ok(())
 }
 
 /// The engine's facts from fingerprint document `text`; `source` names it in errors.

@@ -12,7 +12,9 @@ use crate::model::arm64::validate::{judge_after_run, judge_before_run};
 use crate::model::arm64::{
     HostView, RegClass, VcpuFeature, VcpuFeatureSet, Verdict, WritableMasks, reg_id,
 };
+use crate::model::arm64::{SysReg, fields};
 use crate::model::lock_policy::{self, Arm64LockContext, OneRegLockRule};
+use std::collections::BTreeMap;
 
 /// Whether register `id` is held per vCPU (MPIDR_EL1, the cache description) rather than per VM.
 fn per_vcpu(id: u64) -> bool {
@@ -41,6 +43,55 @@ fn features_of(bits: u32) -> VcpuFeatureSet {
     VcpuFeatureSet::of(&features)
 }
 
+/// The register list and initial values for a vCPU initialised with `init`, if the facts have
+/// that feature set.
+fn init_facts(facts: &HostFacts, init: u32) -> Option<(Option<&Vec<u64>>, &BTreeMap<u64, u64>)> {
+    let arm64 = &facts.arm64;
+    if arm64.init_features == Some(init) {
+        return Some((arm64.reg_list.as_ref(), &arm64.values));
+    }
+    arm64
+        .other_inits
+        .iter()
+        .find(|o| o.init_features == init)
+        .map(|o| (o.reg_list.as_ref(), &o.values))
+}
+
+fn vcpu_facts<'a>(
+    facts: &'a HostFacts,
+    vm: &VmState,
+    vcpu: VcpuId,
+) -> Option<(Option<&'a Vec<u64>>, &'a BTreeMap<u64, u64>)> {
+    vm.vcpus
+        .get(&vcpu)
+        .and_then(|v| v.init)
+        .and_then(|init| init_facts(facts, init))
+}
+
+/// At the VM's first run, on a kernel with writable ID registers (it reports masks), KVM clears
+/// the vGIC-dependent fields of the ID registers of a VM without an in-kernel irqchip.
+pub(super) fn first_run(facts: &HostFacts, vm: &mut VmState, vcpu: VcpuId) {
+    if facts.arm64.masks.is_none() {
+        return;
+    }
+    let Some((_, values)) = vcpu_facts(facts, vm, vcpu) else {
+        return;
+    };
+    let ids: Vec<u64> = values.keys().chain(vm.regs.keys()).copied().collect();
+    for id in ids {
+        let Ok(reg) = SysReg::from_kvm_reg_id(id) else {
+            continue;
+        };
+        let mask = fields::first_run_mutable_mask(reg);
+        if mask == 0 || per_vcpu(id) {
+            continue;
+        }
+        if let Some(value) = held(facts, vm, vcpu, id) {
+            vm.regs.insert(id, value & !mask);
+        }
+    }
+}
+
 /// The value the kernel holds for `id` on `vcpu` now, if known.
 fn held(facts: &HostFacts, vm: &VmState, vcpu: VcpuId, id: u64) -> Option<u64> {
     let written = if per_vcpu(id) {
@@ -51,7 +102,8 @@ fn held(facts: &HostFacts, vm: &VmState, vcpu: VcpuId, id: u64) -> Option<u64> {
     if let Some(&value) = written {
         return Some(value);
     }
-    let initial = facts.arm64.values.get(&id).copied()?;
+    let (_, values) = vcpu_facts(facts, vm, vcpu)?;
+    let initial = values.get(&id).copied()?;
     Some(if id == catalog::MPIDR_EL1.kvm_reg_id() {
         reset_mpidr(initial, vcpu)
     } else {
@@ -60,7 +112,9 @@ fn held(facts: &HostFacts, vm: &VmState, vcpu: VcpuId, id: u64) -> Option<u64> {
 }
 
 fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
-    let mut values = facts.arm64.values.clone();
+    let (list, values) = vcpu_facts(facts, vm, vcpu).unwrap_or((None, &facts.arm64.values));
+    let register_ids = list.cloned().unwrap_or_default();
+    let mut values = values.clone();
     let mpidr = catalog::MPIDR_EL1.kvm_reg_id();
     if let Some(v) = values.get_mut(&mpidr) {
         *v = reset_mpidr(*v, vcpu);
@@ -72,7 +126,7 @@ fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
         .and_then(|m| WritableMasks::from_reported(m).ok())
         .unwrap_or(WritableMasks::PreWritableIdRegisters);
     HostView {
-        register_ids: facts.arm64.reg_list.clone().unwrap_or_default(),
+        register_ids,
         values,
         masks,
         writable_imp_id_regs: vm.writable_imp_id_regs,
@@ -105,13 +159,12 @@ pub(super) fn reg_list(facts: &HostFacts, vm: &mut VmState, vcpu: VcpuId) -> Pre
     let Some(init) = vm.vcpus.get(&vcpu).and_then(|v| v.init) else {
         return kernel_error(Errno::ENOEXEC);
     };
-    match (&facts.arm64.reg_list, facts.arm64.init_features) {
-        (Some(list), Some(measured)) if measured == init => ok(Reply::RegList(list.clone())),
-        (Some(_), Some(measured)) => unknown(format!(
-            "the fingerprint's register list is of a vCPU initialised with features {measured:#x}, \
-             this one has {init:#x}"
+    match init_facts(facts, init) {
+        Some((Some(list), _)) => ok(Reply::RegList(list.clone())),
+        Some((None, _)) => unknown("the fingerprint has no register list"),
+        None => unknown(format!(
+            "the fingerprint has no vCPU initialised with features {init:#x}"
         )),
-        _ => unknown("the fingerprint has no register list"),
     }
 }
 
@@ -122,8 +175,8 @@ fn precheck(facts: &HostFacts, vm: &VmState, vcpu: VcpuId, id: u64) -> Option<Pr
     if vm.vcpus.get(&vcpu).and_then(|v| v.init).is_none() {
         return Some(kernel_error(Errno::ENOEXEC));
     }
-    match &facts.arm64.reg_list {
-        Some(list) if !list.contains(&id) => Some(kernel_error(Errno::ENOENT)),
+    match vcpu_facts(facts, vm, vcpu) {
+        Some((Some(list), _)) if !list.contains(&id) => Some(kernel_error(Errno::ENOENT)),
         _ => None,
     }
 }

@@ -19,6 +19,11 @@
 //! is answered trivially as a success and not judged ([`Prediction::NotJudged`]); a `RUN` marks
 //! the VM as having run, `ENABLE_CAP` 239 makes the implementation registers writable.
 //!
+//! arm64 first run: on a kernel that reports writable masks (6.7 and later), the first `RUN` of
+//! a VM without an in-kernel irqchip (vmfleet never creates one) clears the vGIC-dependent fields
+//! (`ClearedAtFirstRunWithoutVgic`: ID_AA64PFR0_EL1.GIC, ID_PFR1_EL1.GIC, …) of the values the VM
+//! holds; older kernels keep them.
+//!
 //! x86 host rewrites: only the bits the fingerprint measured (one `SET_CPUID2` + `GET_CPUID2`
 //! pair) are predicted: after a `SET_CPUID2`, each measured bit (or whole register) of the same
 //! leaf, subleaf and register is set to the value the host held; every other bit is held as
@@ -79,6 +84,20 @@ pub struct Arm64HostFacts {
     pub values: BTreeMap<u64, u64>,
     /// `KVM_ARM_GET_REG_WRITABLE_MASKS`; `None` on a kernel without it (or when unrecorded).
     pub masks: Option<Vec<u64>>,
+    /// The register list and values of vCPUs initialised with other feature sets.
+    pub other_inits: Vec<Arm64InitFacts>,
+}
+
+/// What a vCPU initialised with one feature set reports: its register list and the values of its
+/// CPU-model registers right after the init.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arm64InitFacts {
+    /// `kvm_vcpu_init.features[0]`.
+    pub init_features: u32,
+    /// `KVM_GET_REG_LIST`, in the kernel's order.
+    pub reg_list: Option<Vec<u64>>,
+    /// The values right after the init, by id.
+    pub values: BTreeMap<u64, u64>,
 }
 
 /// Everything the engine answers from.
@@ -229,6 +248,9 @@ impl Engine {
         let state = self.vms.entry(vm).or_default();
         match call {
             VcpuCall::Run => {
+                if !state.ran && facts.arch == GuestArch::Aarch64 {
+                    arm64::first_run(facts, state, vcpu);
+                }
                 state.ran = true;
                 Prediction::NotJudged
             }

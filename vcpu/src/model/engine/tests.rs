@@ -120,6 +120,7 @@ fn arm_facts() -> HostFacts {
             reg_list: Some(vec![pfr0, mpidr]),
             values: [(pfr0, 1 << 60 | 0x11), (mpidr, 0x8000_0000)].into(),
             masks: None,
+            other_inits: Vec::new(),
         },
     }
 }
