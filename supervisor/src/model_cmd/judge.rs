@@ -11,6 +11,7 @@ use super::load_facts;
 use crate::common::emit;
 use crate::exit::Status;
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::io::BufRead;
 use std::path::Path;
@@ -143,35 +144,78 @@ fn reply_json(reply: &Reply) -> Value {
     }
 }
 
-fn outcome_json(outcome: &Outcome) -> Value {
+/// One answer line, `schema` first; absent fields are left out (`ok` is `null` for an unknown).
+#[derive(Default, Serialize)]
+struct Answer {
+    schema: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<Option<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    judged: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn outcome_answer(outcome: &Outcome) -> Answer {
     match outcome {
-        Ok(reply) => json!({"schema": MODEL_JUDGE_SCHEMA, "ok": true, "reply": reply_json(reply)}),
-        Err(failure) => json!({
-            "schema": MODEL_JUDGE_SCHEMA,
-            "ok": false,
-            "errno": failure.errno.to_string(),
-            "origin": match failure.origin {
+        Ok(reply) => Answer {
+            ok: Some(Some(true)),
+            reply: Some(reply_json(reply)),
+            ..Answer::new()
+        },
+        Err(failure) => Answer {
+            ok: Some(Some(false)),
+            errno: Some(failure.errno.to_string()),
+            origin: Some(match failure.origin {
                 Origin::Kernel => "kernel",
                 Origin::Lock => "vmfleet_lock",
-            },
-        }),
+            }),
+            ..Answer::new()
+        },
     }
 }
 
-/// The answer to one line (never fails: a bad line is an `error` answer).
-pub fn answer(engine: &mut Engine, line: &str) -> Value {
-    match parse_line(line) {
-        Err(e) => json!({"schema": MODEL_JUDGE_SCHEMA, "error": format!("{e:#}")}),
-        Ok((stream, call)) => match engine.call(stream, &call) {
-            Prediction::Judged(outcome) => outcome_json(&outcome),
-            Prediction::Unknown { why } => {
-                json!({"schema": MODEL_JUDGE_SCHEMA, "ok": null, "unknown": why})
-            }
-            Prediction::NotJudged => {
-                json!({"schema": MODEL_JUDGE_SCHEMA, "ok": true, "judged": false})
-            }
-        },
+impl Answer {
+    fn new() -> Answer {
+        Answer {
+            schema: MODEL_JUDGE_SCHEMA,
+            ..Answer::default()
+        }
     }
+}
+
+/// The answer to one line, as one line of JSON (never fails: a bad line is an `error` answer).
+pub fn answer(engine: &mut Engine, line: &str) -> String {
+    let answer = match parse_line(line) {
+        Err(e) => Answer {
+            error: Some(format!("{e:#}")),
+            ..Answer::new()
+        },
+        Ok((stream, call)) => match engine.call(stream, &call) {
+            Prediction::Judged(outcome) => outcome_answer(&outcome),
+            Prediction::Unknown { why } => Answer {
+                ok: Some(None),
+                unknown: Some(why),
+                ..Answer::new()
+            },
+            Prediction::NotJudged => Answer {
+                ok: Some(Some(true)),
+                judged: Some(false),
+                ..Answer::new()
+            },
+        },
+    };
+    serde_json::to_string(&answer).unwrap_or_else(|e| {
+        format!("{{\"schema\":\"{MODEL_JUDGE_SCHEMA}\",\"error\":\"rendering the answer: {e}\"}}")
+    })
 }
 
 /// `vmfleet model judge FP`: answer each line of stdin (blank lines are skipped).
@@ -182,7 +226,7 @@ pub fn run(fingerprint: &Path) -> Result<Status> {
         if line.trim().is_empty() {
             continue;
         }
-        emit(&format!("{}\n", answer(&mut engine, &line)))?;
+        emit(&(answer(&mut engine, &line) + "\n"))?;
     }
     Ok(Status::Success)
 }

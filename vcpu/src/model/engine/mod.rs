@@ -197,6 +197,12 @@ impl Engine {
     /// Answer `call` made on `stream`, and update the state as the answer implies (a write the
     /// engine predicts accepted is held; a write it refuses changes nothing).
     pub fn call(&mut self, stream: Stream, call: &Call) -> Prediction {
+        if let Some(arch) = arch_of(call) {
+            if arch != self.facts.arch {
+                // The other architecture's ioctl: the kernel does not know it.
+                return kernel_error(Errno::ENOTTY);
+            }
+        }
         match (call, stream) {
             (Call::System(SystemCall::CheckExtension { cap }), _) => self
                 .facts
@@ -259,6 +265,12 @@ impl Engine {
             VcpuCall::ArmVcpuInit { target, features } => {
                 arm64::vcpu_init(facts, state, vcpu, *target, features)
             }
+            // x86 has no CPU-model registers (its model is the CPUID table).
+            VcpuCall::GetRegList | VcpuCall::GetOneReg { .. } | VcpuCall::SetOneReg { .. }
+                if facts.arch != GuestArch::Aarch64 =>
+            {
+                Prediction::NotJudged
+            }
             VcpuCall::GetRegList => arm64::reg_list(facts, state, vcpu),
             VcpuCall::GetOneReg { id } => arm64::get_one_reg(facts, state, vcpu, *id),
             VcpuCall::SetOneReg { id, value } => {
@@ -269,6 +281,21 @@ impl Engine {
             | VcpuCall::Destroy
             | VcpuCall::ArmPmuV3Init => Prediction::NotJudged,
         }
+    }
+}
+
+/// The architecture whose ioctl `call` is, for the calls that exist on one only.
+fn arch_of(call: &Call) -> Option<GuestArch> {
+    match call {
+        Call::System(SystemCall::GetSupportedCpuid)
+        | Call::Vcpu(VcpuCall::SetCpuid2 { .. } | VcpuCall::GetCpuid2) => Some(GuestArch::X86_64),
+        Call::Vm(VmCall::ArmPreferredTarget | VmCall::ArmGetRegWritableMasks)
+        | Call::Vcpu(
+            VcpuCall::ArmVcpuInit { .. }
+            | VcpuCall::ArmVcpuFinalize { .. }
+            | VcpuCall::ArmPmuV3Init,
+        ) => Some(GuestArch::Aarch64),
+        _ => None,
     }
 }
 

@@ -165,3 +165,61 @@ fn arm64_reads_writes_and_the_lock() {
         ok(Reply::RegList(vec![pfr0, mpidr]))
     );
 }
+
+#[test]
+fn the_other_architectures_calls_are_enotty_and_x86_registers_are_not_judged() {
+    let mut engine = Engine::new(x86_facts());
+    let init = vcpu(VcpuCall::ArmVcpuInit {
+        target: 5,
+        features: [0; 7],
+    });
+    assert_eq!(engine.call(VCPU, &init), kernel_error(Errno::ENOTTY));
+    let get = vcpu(VcpuCall::GetOneReg {
+        id: ID_AA64PFR0_EL1.kvm_reg_id(),
+    });
+    assert_eq!(engine.call(VCPU, &get), Prediction::NotJudged);
+    let mut engine = Engine::new(arm_facts());
+    assert_eq!(
+        engine.call(VCPU, &vcpu(VcpuCall::GetCpuid2)),
+        kernel_error(Errno::ENOTTY)
+    );
+}
+
+#[test]
+fn arm64_other_feature_sets_answer_from_their_own_facts_and_gic_clears_at_first_run() {
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    let mut facts = arm_facts();
+    facts.arm64.masks = Some(vec![
+        0;
+        crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE
+    ]);
+    facts.arm64.other_inits.push(Arm64InitFacts {
+        init_features: 0x4,
+        reg_list: Some(vec![pfr0]),
+        values: [(pfr0, 0x0100_0011)].into(),
+    });
+    let mut engine = Engine::new(facts);
+    let init = |bits| {
+        vcpu(VcpuCall::ArmVcpuInit {
+            target: 5,
+            features: [bits, 0, 0, 0, 0, 0, 0],
+        })
+    };
+    assert_eq!(engine.call(VCPU, &init(0x4)), ok(Reply::Done));
+    assert_eq!(
+        engine.call(VCPU, &vcpu(VcpuCall::GetRegList)),
+        ok(Reply::RegList(vec![pfr0]))
+    );
+    let get = vcpu(VcpuCall::GetOneReg { id: pfr0 });
+    assert_eq!(engine.call(VCPU, &get), ok(Reply::Value(0x0100_0011)));
+    engine.call(VCPU, &vcpu(VcpuCall::Run));
+    // PFR0.GIC (bits 27:24) is cleared at the first run of a VM without a vGIC.
+    assert_eq!(engine.call(VCPU, &get), ok(Reply::Value(0x11)));
+    // A feature set the facts lack: unknown, not guessed.
+    let other = Stream::Vcpu(VmId(1), VcpuId(0));
+    assert_eq!(engine.call(other, &init(0x74)), ok(Reply::Done));
+    assert!(matches!(
+        engine.call(other, &vcpu(VcpuCall::GetRegList)),
+        Prediction::Unknown { .. }
+    ));
+}
