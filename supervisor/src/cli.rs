@@ -108,6 +108,13 @@ pub struct RunArgs {
     /// instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the CPU-model part of the fleet on the model of the host this fingerprint describes
+    /// (a `vmfleet trace fingerprint T --json` or `vmfleet host --fingerprint --json` file)
+    /// instead of /dev/kvm: each call gets what that host would answer; guests cannot run, so
+    /// each VM ends at its first KVM_RUN. Prints the transcript (or the report with --json).
+    /// Exit status: 0 every VM got to its first run, 1 (vm_failed) one failed before it.
+    #[arg(long, value_name = "FP", conflicts_with = "record")]
+    pub model: Option<PathBuf>,
     /// arm64: also send every write vmfleet refuses before the kernel to a scratch VM, and
     /// report both verdicts (the spec's `cross_check = true`; recorded, so replays do it too).
     #[arg(long)]

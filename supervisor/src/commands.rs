@@ -32,6 +32,9 @@ use vcpu::{Hypervisor, Reply, SystemCall};
 /// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
 /// stops it), report.
 pub fn run(args: &RunArgs) -> Result<Status> {
+    if let Some(fingerprint) = &args.model {
+        return crate::model_cmd::run::run(fingerprint, args);
+    }
     let (source, text) = match &args.fleet {
         Some(path) => {
             let text = fs::read_to_string(path)

@@ -230,3 +230,52 @@ fn judge_answers_x86_calls_with_the_measured_rewrites() {
     assert_eq!(answers[4]["origin"], "vmfleet_lock");
     assert!(answers[5]["error"].as_str().unwrap().contains("table"));
 }
+
+#[test]
+fn run_model_sets_up_each_cpu_model_and_stops_at_the_first_run() {
+    let dir = scratch_dir("run");
+    for name in ["single", "arm64-6.12-max"] {
+        let fp = fingerprint(&root().join(format!("fixtures/{name}.trace")), &dir);
+        let spec = root().join(format!("fixtures/specs/{name}.toml"));
+        let out = vmfleet()
+            .arg("run")
+            .arg("--model")
+            .arg(&fp)
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("vmfleet transcript"), "{text}");
+        assert!(
+            text.contains("the model backend cannot run guests"),
+            "{text}"
+        );
+        assert!(text.contains("== calls"), "{text}");
+        let json = vmfleet()
+            .arg("run")
+            .arg("--model")
+            .arg(&fp)
+            .arg("--json")
+            .arg(&spec)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(doc["schema"], "vmfleet.run.v1");
+    }
+    // A fleet of the other architecture is refused before anything runs.
+    let x86 = fingerprint(&root().join("fixtures/single.trace"), &dir);
+    let out = vmfleet()
+        .arg("run")
+        .arg("--model")
+        .arg(&x86)
+        .arg(root().join("fixtures/specs/arm64-6.1-max.toml"))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}

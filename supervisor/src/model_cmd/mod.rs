@@ -1,16 +1,20 @@
-//! The model backend's commands: `vmfleet replay --model FP TRACE` ([`replay`]) and `vmfleet
-//! model judge FP` ([`judge`]), and reading a fingerprint document (schema
+//! The model backend's commands: `vmfleet replay --model FP TRACE` ([`replay`]), `vmfleet
+//! model judge FP` ([`judge`]) and `vmfleet run --model FP SPEC` ([`run`], over the model
+//! backend, [`backend`]), and reading a fingerprint document (schema
 //! `vmfleet.fingerprint.v1`, as `vmfleet trace fingerprint --json` or `vmfleet host
 //! --fingerprint --json` print it) into the engine's facts ([`load_facts`]).
 //!
 //! The answers come from `vcpu::model::engine`, a pure state machine: no `/dev/kvm` is needed.
 
+pub mod backend;
 pub mod judge;
 pub mod replay;
+pub mod run;
 
 use crate::exit::{Status, StatusExt};
 use crate::fingerprint::FINGERPRINT_SCHEMA;
 use anyhow::{Context, Result, bail};
+use recorder::{Capability, HostFingerprint};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,15 +29,23 @@ use vcpu::model::engine::{
 struct Document {
     schema: String,
     arch: String,
+    kernel_release: String,
+    kvm_module: Option<String>,
+    cpu: Cpu,
+    microcode: Option<String>,
+    kvm_api_version: Option<u32>,
     capabilities: Vec<Capability>,
     x86: Option<X86Section>,
     arm64: Option<Arm64Section>,
 }
 
 #[derive(Deserialize)]
-struct Capability {
-    number: u32,
-    value: u64,
+struct Cpu {
+    vendor: String,
+    family: u32,
+    model: u32,
+    stepping: u32,
+    model_name: String,
 }
 
 #[derive(Deserialize)]
@@ -229,8 +241,22 @@ fn add_values(values: &mut BTreeMap<u64, u64>, list: &[RegValue], what: &str) ->
     Ok(())
 }
 
+/// A host as its fingerprint describes it: the engine's facts and the trace header's host facts.
+#[derive(Clone, Debug)]
+pub struct ModelHost {
+    /// What the engine answers from.
+    pub facts: HostFacts,
+    /// The host facts a trace header (and a transcript) carries.
+    pub host: HostFingerprint,
+}
+
 /// The engine's facts from fingerprint document `text`; `source` names it in errors.
 pub fn facts_from_str(text: &str, source: &str) -> Result<HostFacts> {
+    host_from_str(text, source).map(|h| h.facts)
+}
+
+/// The host fingerprint document `text` describes; `source` names it in errors.
+pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
     let doc: Document = serde_json::from_str(text)
         .with_context(|| format!("{source} is not a fingerprint document"))?;
     if doc.schema != FINGERPRINT_SCHEMA {
@@ -244,7 +270,7 @@ pub fn facts_from_str(text: &str, source: &str) -> Result<HostFacts> {
         "aarch64" => GuestArch::Aarch64,
         other => bail!("{source}: arch {other:?} is neither x86_64 nor aarch64"),
     };
-    Ok(HostFacts {
+    let facts = HostFacts {
         arch,
         capabilities: doc
             .capabilities
@@ -253,14 +279,33 @@ pub fn facts_from_str(text: &str, source: &str) -> Result<HostFacts> {
             .collect(),
         x86: x86_facts(doc.x86).with_context(|| format!("reading {source}"))?,
         arm64: arm64_facts(doc.arm64).with_context(|| format!("reading {source}"))?,
-    })
+    };
+    let host = HostFingerprint {
+        kernel_release: doc.kernel_release,
+        kvm_module: doc.kvm_module,
+        cpu_vendor: doc.cpu.vendor,
+        cpu_family: doc.cpu.family,
+        cpu_model: doc.cpu.model,
+        cpu_stepping: doc.cpu.stepping,
+        cpu_model_name: doc.cpu.model_name,
+        microcode: doc.microcode,
+        kvm_api_version: doc.kvm_api_version,
+        capabilities: doc.capabilities,
+    };
+    Ok(ModelHost { facts, host })
 }
 
 /// The engine's facts from the fingerprint file at `path` (an unreadable or malformed file is
 /// [`Status::BadInput`]).
 pub fn load_facts(path: &Path) -> Result<HostFacts> {
+    load_host(path).map(|h| h.facts)
+}
+
+/// The host the fingerprint file at `path` describes (an unreadable or malformed file is
+/// [`Status::BadInput`]).
+pub fn load_host(path: &Path) -> Result<ModelHost> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading fingerprint {}", path.display()))
         .or_status(Status::BadInput)?;
-    facts_from_str(&text, &path.display().to_string()).or_status(Status::BadInput)
+    host_from_str(&text, &path.display().to_string()).or_status(Status::BadInput)
 }
