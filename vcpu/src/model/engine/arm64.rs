@@ -3,7 +3,7 @@
 //! run [`judge_before_run`], after it the lock's [`lock_policy::judge_one_reg`] and then
 //! [`judge_after_run`]).
 
-use super::{HostFacts, Prediction, VcpuState, VmState, kernel_error, lock_error, ok, unknown};
+use super::{HostFacts, Prediction, VmState, kernel_error, lock_error, ok, unknown};
 use crate::hypervisor::call::Reply;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::{GuestArch, VcpuId};
@@ -45,7 +45,10 @@ fn features_of(bits: u32) -> VcpuFeatureSet {
 
 /// The register list and initial values for a vCPU initialised with `init`, if the facts have
 /// that feature set.
-fn init_facts(facts: &HostFacts, init: u32) -> Option<(Option<&Vec<u64>>, &BTreeMap<u64, u64>)> {
+/// A feature set's facts: its register list (if known) and its values after init.
+type InitView<'a> = (Option<&'a Vec<u64>>, &'a BTreeMap<u64, u64>);
+
+fn init_facts(facts: &HostFacts, init: u32) -> Option<InitView<'_>> {
     let arm64 = &facts.arm64;
     if arm64.init_features == Some(init) {
         return Some((arm64.reg_list.as_ref(), &arm64.values));
@@ -57,11 +60,7 @@ fn init_facts(facts: &HostFacts, init: u32) -> Option<(Option<&Vec<u64>>, &BTree
         .map(|o| (o.reg_list.as_ref(), &o.values))
 }
 
-fn vcpu_facts<'a>(
-    facts: &'a HostFacts,
-    vm: &VmState,
-    vcpu: VcpuId,
-) -> Option<(Option<&'a Vec<u64>>, &'a BTreeMap<u64, u64>)> {
+fn vcpu_facts<'a>(facts: &'a HostFacts, vm: &VmState, vcpu: VcpuId) -> Option<InitView<'a>> {
     vm.vcpus
         .get(&vcpu)
         .and_then(|v| v.init)
@@ -150,7 +149,7 @@ pub(super) fn vcpu_init(
     if let Some(conflict) = features_of(features[0]).conflict() {
         return kernel_error(conflict.errno());
     }
-    vm.vcpus.entry(vcpu).or_insert_with(VcpuState::default).init = Some(features[0]);
+    vm.vcpus.entry(vcpu).or_default().init = Some(features[0]);
     ok(Reply::Done)
 }
 
@@ -249,11 +248,7 @@ pub(super) fn set_one_reg(
 
 fn store(vm: &mut VmState, vcpu: VcpuId, id: u64, value: u64) {
     if per_vcpu(id) {
-        vm.vcpus
-            .entry(vcpu)
-            .or_insert_with(VcpuState::default)
-            .regs
-            .insert(id, value);
+        vm.vcpus.entry(vcpu).or_default().regs.insert(id, value);
     } else {
         vm.regs.insert(id, value);
     }

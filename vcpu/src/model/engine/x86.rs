@@ -1,7 +1,7 @@
 //! The engine's x86 answers: supported CPUID from the facts, `KVM_SET_CPUID2` by KVM's
 //! acceptance rules and the lock, the measured host rewrites, `KVM_GET_CPUID2` from what is held.
 
-use super::{HostFacts, Prediction, VcpuState, VmState, kernel_error, lock_error, ok, unknown};
+use super::{HostFacts, Prediction, VmState, kernel_error, lock_error, ok, unknown};
 use crate::hypervisor::call::Reply;
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::ids::VcpuId;
@@ -56,7 +56,7 @@ pub(super) fn set_cpuid2(
     table: &CpuidTable,
 ) -> Prediction {
     let ran = vm.ran;
-    let state = vm.vcpus.entry(vcpu).or_insert_with(VcpuState::default);
+    let state = vm.vcpus.entry(vcpu).or_default();
     if ran {
         let held = state.cpuid.clone().unwrap_or_default();
         return match lock_policy::judge_cpuid(&held, table) {
