@@ -73,6 +73,9 @@ pub enum Command {
     /// Measure vmfleet's figures on this host's /dev/kvm, side by side with the floor (a minimal
     /// start loop straight on kvm-ioctls). Run it from a release build (`cargo xtask bench`).
     Bench(BenchArgs),
+    /// Ask the model of a host (from its fingerprint) what it would answer; needs no /dev/kvm.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
     /// ~/.local/share/bash-completion/completions/vmfleet`.
     Completions {
@@ -105,6 +108,13 @@ pub struct RunArgs {
     /// instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the CPU-model part of the fleet on the model of the host this fingerprint describes
+    /// (a `vmfleet trace fingerprint T --json` or `vmfleet host --fingerprint --json` file)
+    /// instead of /dev/kvm: each call gets what that host would answer; guests cannot run, so
+    /// each VM ends at its first KVM_RUN. Prints the transcript (or the report with --json).
+    /// Exit status: 0 every VM got to its first run, 1 (vm_failed) one failed before it.
+    #[arg(long, value_name = "FP", conflicts_with = "record")]
+    pub model: Option<PathBuf>,
     /// arm64: also send every write vmfleet refuses before the kernel to a scratch VM, and
     /// report both verdicts (the spec's `cross_check = true`; recorded, so replays do it too).
     #[arg(long)]
@@ -116,6 +126,13 @@ pub struct RunArgs {
 pub struct ReplayArgs {
     /// The trace to replay.
     pub trace: PathBuf,
+    /// Send the trace's calls to the model of the host this fingerprint describes (a
+    /// `vmfleet trace fingerprint T --json` or `vmfleet host --fingerprint --json` file)
+    /// instead of replaying the job, and list every CPU-model call whose predicted result
+    /// differs from the recorded one. Exit status: 0 none differs, 3 (divergence) some do.
+    /// With --json: schema `vmfleet.model-replay.v1`.
+    #[arg(long, value_name = "FP", conflicts_with_all = ["transcript", "force"])]
+    pub model: Option<PathBuf>,
     /// Also write the transcript to this file (mode 0600). An existing file is refused without
     /// --force.
     #[arg(long, value_name = "PATH")]
@@ -154,6 +171,29 @@ pub enum TraceCommand {
         /// supervisor/schemas/fingerprint.v1.schema.json) instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The subcommands of `vmfleet model`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Read calls as JSON lines on stdin and answer each, on stdout, with the result the host
+    /// FP describes would give (one JSON answer per line, schema `vmfleet.model-judge.v1`).
+    ///
+    /// A call: `{"call":"set_one_reg","vcpu":0,"id":"0x603000000013c020","value":"0x11"}`;
+    /// `"vm"` (default 0) and `"vcpu"` (default 0) name the object, VMs and vCPUs come into
+    /// being when first named. Calls: check_extension (cap), get_supported_cpuid,
+    /// set_cpuid2 (table: [{function,index,flags,eax,ebx,ecx,edx}]), get_cpuid2,
+    /// arm_preferred_target, arm_get_reg_writable_masks, enable_cap (cap), arm_vcpu_init
+    /// (target, features: "0x.."), get_reg_list, get_one_reg (id), set_one_reg (id, value),
+    /// run. An answer: `{"ok":true,"reply":...}`, `{"ok":false,"errno":"EINVAL",
+    /// "origin":"kernel"}` (or "vmfleet_lock"), `{"ok":null,"unknown":"why"}` when the
+    /// fingerprint lacks the fact, `{"ok":true,"judged":false}` for a call that is not part of
+    /// the CPU model, `{"error":"..."}` for a line that is not a call. Exit status: 0, 4
+    /// (bad_input) when the fingerprint is unreadable.
+    Judge {
+        /// The fingerprint file (`vmfleet.fingerprint.v1`).
+        fingerprint: PathBuf,
     },
 }
 

@@ -32,6 +32,9 @@ use vcpu::{Hypervisor, Reply, SystemCall};
 /// `vmfleet run`: bring the fleet up, let it run until every guest is done (or SIGINT / SIGTERM
 /// stops it), report.
 pub fn run(args: &RunArgs) -> Result<Status> {
+    if let Some(fingerprint) = &args.model {
+        return crate::model_cmd::run::run(fingerprint, args);
+    }
     let (source, text) = match &args.fleet {
         Some(path) => {
             let text = fs::read_to_string(path)
@@ -355,6 +358,9 @@ fn control_divergence(recorded: &[&Event], replayed: &[Event]) -> Option<vcpu::R
 
 /// `vmfleet replay`.
 pub fn replay(args: &ReplayArgs) -> Result<Status> {
+    if let Some(fingerprint) = &args.model {
+        return crate::model_cmd::replay::run(fingerprint, args);
+    }
     // Refused before the replay runs: the transcript must not overwrite anything.
     let output = match &args.transcript {
         Some(path) => Some(
@@ -412,7 +418,10 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
 
 /// Read a trace with `open`; a failure carries the status it means: a trace cut short is
 /// [`Status::Incomplete`], anything else (unreadable, foreign, corrupt) [`Status::BadInput`].
-fn open_trace(path: &Path, open: impl FnOnce(&Path) -> Result<Trace, TraceError>) -> Result<Trace> {
+pub(crate) fn open_trace(
+    path: &Path,
+    open: impl FnOnce(&Path) -> Result<Trace, TraceError>,
+) -> Result<Trace> {
     open(path).map_err(|e| {
         let status = if e.is_cut_short() {
             Status::Incomplete

@@ -4,7 +4,7 @@
 //! whole `vmfleet.fingerprint.v1` document from a trace or live, [`fingerprint`]), the fleet
 //! runtime (an async control plane with one event-loop thread per VM, [`fleet`]), the job that
 //! runs a whole spec on it against any backend ([`job`]), what a job reports and the canonical
-//! transcript ([`report`]), the commands behind the CLI ([`commands`]), and the control daemon
+//! transcript ([`report`]), the commands behind the CLI ([`commands`]; the model backend's, `replay --model` and `model judge`, in [`model_cmd`]), and the control daemon
 //! `vmfleet serve` ([`serve`]), its client `vmfleet ctl` ([`ctl`]) (the wire protocol between
 //! them, and the one control vocabulary, is the `protocol` crate's), what the subcommands share
 //! ([`common`]: stdout, the async runtime, trace files), and the benchmark of vmfleet's figures
@@ -28,6 +28,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod host;
 pub mod job;
+pub mod model_cmd;
 pub mod report;
 pub mod serve;
 pub mod socket;

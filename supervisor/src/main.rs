@@ -4,7 +4,7 @@
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
-use supervisor::cli::{Cli, Command, TraceCommand};
+use supervisor::cli::{Cli, Command, ModelCommand, TraceCommand};
 use supervisor::commands;
 
 fn main() -> ExitCode {
@@ -40,6 +40,9 @@ fn main() -> ExitCode {
             commands::trace_fingerprint(&trace, json)
         }
         Command::Host(args) => commands::host(&args),
+        Command::Model(ModelCommand::Judge { fingerprint }) => {
+            supervisor::model_cmd::judge::run(&fingerprint)
+        }
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

@@ -1,6 +1,6 @@
 //! Every `--json` output validates against its schema in `supervisor/schemas/`: replay-derived
-//! output (`trace show --json`, `trace fingerprint --json`, `replay --json` of every fixture, x86
-//! and arm64) on any machine; live output (`run`, `host`, `host --fingerprint`, `bench`, `ctl`)
+//! output (`trace show --json`, `trace fingerprint --json`, `replay --json` and `replay --model
+//! --json` of every fixture, x86 and arm64, and `model judge`'s answer lines) on any machine; live output (`run`, `host`, `host --fingerprint`, `bench`, `ctl`)
 //! when /dev/kvm is usable (SKIPPED otherwise).
 //! The schema files themselves must be valid JSON Schemas, and must reject wrong documents.
 
@@ -19,13 +19,15 @@ fn root() -> PathBuf {
 }
 
 /// The schema files and the version string each document must carry.
-const SCHEMAS: [(&str, &str); 6] = [
+const SCHEMAS: [(&str, &str); 8] = [
     ("run", "vmfleet.run.v1"),
     ("host", "vmfleet.host.v1"),
     ("trace-show", "vmfleet.trace-show.v1"),
     ("ctl", "vmfleet.ctl.v1"),
     ("bench", "vmfleet.bench.v1"),
     ("fingerprint", "vmfleet.fingerprint.v1"),
+    ("model-replay", "vmfleet.model-replay.v1"),
+    ("model-judge", "vmfleet.model-judge.v1"),
 ];
 
 fn schema(name: &str) -> Value {
@@ -173,6 +175,20 @@ fn the_schemas_reject_wrong_documents() {
                     "midr": null, "revidr": null},
             "x86": x86, "arm64": null})
     };
+    reject(
+        "model-replay",
+        serde_json::json!({"schema": "vmfleet.model-replay.v1", "trace": "t", "fingerprint": "f",
+                           "judged": 1, "not_judged": 0, "differences": ["#3 differs"]}),
+    );
+    reject(
+        "model-judge",
+        serde_json::json!({"schema": "vmfleet.model-judge.v1", "ok": false, "errno": "EINVAL"}),
+    );
+    reject(
+        "model-judge",
+        serde_json::json!({"schema": "vmfleet.model-judge.v1", "ok": false, "errno": "EINVAL",
+                           "origin": "vmfleet lock"}),
+    );
     let no_facts = serde_json::json!({"supported_cpuid": null, "emulated_cpuid": null,
                                       "host_rewrites": null});
     assert!(
@@ -500,4 +516,103 @@ fn live_ctl_json_matches_the_ctl_schema() {
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `replay --model FP TRACE --json` of every fixture with its own fingerprint, and with a foreign
+/// one (differences listed), match their schema.
+#[test]
+fn replay_model_json_of_every_fixture_matches_its_schema() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-schema-model-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let validator = validator("model-replay");
+    let traces = fixtures();
+    let mut fingerprints = Vec::new();
+    for trace in &traces {
+        let out = vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(trace)
+            .output()
+            .unwrap();
+        let fp = dir.join(format!("{}.json", fingerprints.len()));
+        std::fs::write(&fp, &out.stdout).unwrap();
+        fingerprints.push(fp);
+    }
+    for (i, trace) in traces.iter().enumerate() {
+        // Its own fingerprint, and the next fixture's (foreign, usually other answers).
+        for fp in [&fingerprints[i], &fingerprints[(i + 1) % traces.len()]] {
+            let out = vmfleet()
+                .arg("replay")
+                .arg("--model")
+                .arg(fp)
+                .arg("--json")
+                .arg(trace)
+                .output()
+                .unwrap();
+            assert!(
+                matches!(out.status.code(), Some(0 | 3)),
+                "{}",
+                trace.display()
+            );
+            let doc = json_of(&out, &format!("replay --model {}", trace.display()));
+            check_with(
+                &validator,
+                "model-replay",
+                &doc,
+                &trace.display().to_string(),
+            );
+        }
+    }
+}
+
+/// Every kind of `model judge` answer line matches the schema.
+#[test]
+fn model_judge_answers_match_their_schema() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-schema-judge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fp = dir.join("fp.json");
+    let out = vmfleet()
+        .args(["trace", "fingerprint", "--json"])
+        .arg(root().join("fixtures/arm64-6.12-max.trace"))
+        .output()
+        .unwrap();
+    std::fs::write(&fp, &out.stdout).unwrap();
+    let lines = [
+        r#"{"call":"arm_preferred_target"}"#,
+        r#"{"call":"arm_get_reg_writable_masks"}"#,
+        r#"{"call":"check_extension","cap":230}"#,
+        r#"{"call":"arm_vcpu_init","target":5,"features":"0xc"}"#,
+        r#"{"call":"get_reg_list"}"#,
+        r#"{"call":"get_one_reg","id":"0x603000000013c020"}"#,
+        r#"{"call":"set_one_reg","id":"0x603000000013c020","value":"0x1"}"#,
+        r#"{"call":"arm_vcpu_init","vcpu":1,"target":5,"features":"0x74"}"#,
+        r#"{"call":"get_reg_list","vcpu":1}"#,
+        r#"{"call":"run"}"#,
+        r#"{"call":"get_supported_cpuid"}"#,
+        "{",
+    ];
+    let mut child = vmfleet()
+        .args(["model", "judge"])
+        .arg(&fp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let validator = validator("model-judge");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), lines.len());
+    for (line, answer) in lines.iter().zip(stdout.lines()) {
+        let doc: Value = serde_json::from_str(answer).unwrap();
+        check_with(&validator, "model-judge", &doc, line);
+    }
 }

@@ -2,7 +2,7 @@
 //! answers of the calls the fingerprint needs (see [`facts`]). A trace that lacks a call leaves
 //! its fact `None`; nothing is guessed.
 
-use super::{Arm64Facts, Facts, X86Facts};
+use super::{Arm64Facts, Facts, InitFacts, X86Facts};
 use recorder::{Event, Trace, TraceCall};
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::lock_policy;
@@ -135,9 +135,33 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
         }
         _ => None,
     });
+    let (
+        vcpu_init_features,
+        InitFacts {
+            reg_list,
+            initial_reads,
+            ..
+        },
+    ) = init_facts(events, vm, vcpu);
+    let other_inits = other_inits(events, vcpu_init_features, is_init);
+    Arm64Facts {
+        preferred_target,
+        vcpu_init_features,
+        reg_list,
+        initial_reads,
+        masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
+        other_inits,
+    }
+}
+
+/// What vCPU `vcpu` of `vm` was initialised with, its register list, and its reads of CPU-model
+/// registers after the init that no vCPU of its VM had written yet (the values before any write).
+fn init_facts(events: &[Event], vm: VmId, vcpu: VcpuId) -> (Option<[u32; 7]>, InitFacts) {
     let stream = Stream::Vcpu(vm, vcpu);
     let own: Vec<&Event> = events.iter().filter(|e| e.stream == stream).collect();
-    let init_at = own.iter().position(|e| is_init(e));
+    let init_at = own.iter().position(|e| {
+        matches!(e.call, TraceCall::Vcpu(VcpuCall::ArmVcpuInit { .. })) && e.outcome.is_ok()
+    });
     let vcpu_init_features = init_at.and_then(|i| match &own[i].call {
         TraceCall::Vcpu(VcpuCall::ArmVcpuInit { features, .. }) => Some(*features),
         _ => None,
@@ -167,13 +191,40 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
             _ => {}
         }
     }
-    Arm64Facts {
-        preferred_target,
-        vcpu_init_features,
+    let facts = InitFacts {
+        features: vcpu_init_features.unwrap_or_default(),
         reg_list,
         initial_reads,
-        masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
+    };
+    (vcpu_init_features, facts)
+}
+
+/// For each `KVM_ARM_VCPU_INIT` feature set other than `main` the trace used, in order of first
+/// use by the lowest vCPU (lowest VM, then vCPU): that vCPU's facts.
+fn other_inits(
+    events: &[Event],
+    main: Option<[u32; 7]>,
+    is_init: impl Fn(&Event) -> bool,
+) -> Vec<InitFacts> {
+    let mut vcpus: Vec<(VmId, VcpuId)> = events
+        .iter()
+        .filter(|e| is_init(e))
+        .filter_map(|e| vcpu_of(e.stream))
+        .collect();
+    vcpus.sort_by_key(|&(vm, vcpu)| (vm.0, vcpu.0));
+    vcpus.dedup();
+    let mut seen: Vec<[u32; 7]> = main.into_iter().collect();
+    let mut out = Vec::new();
+    for (vm, vcpu) in vcpus {
+        let (features, facts) = init_facts(events, vm, vcpu);
+        let Some(features) = features else { continue };
+        if seen.contains(&features) {
+            continue;
+        }
+        seen.push(features);
+        out.push(facts);
     }
+    out
 }
 
 #[cfg(test)]
@@ -331,5 +382,38 @@ mod tests {
         // a before init is not a limit; c's first read counts, b was written before it was read.
         assert_eq!(facts.initial_reads, vec![(c, 0x10001), (a, 1)]);
         assert_eq!(facts.masks.map(|m| m.len()), Some(192));
+    }
+
+    #[test]
+    fn arm64_other_feature_sets_keep_their_own_list_and_values() {
+        let pfr0 = 0x6030_0000_0013_c020;
+        let init = |features0| {
+            TraceCall::Vcpu(VcpuCall::ArmVcpuInit {
+                target: 5,
+                features: [features0, 0, 0, 0, 0, 0, 0],
+            })
+        };
+        let list = TraceCall::Vcpu(VcpuCall::GetRegList);
+        let get = TraceCall::Vcpu(VcpuCall::GetOneReg { id: pfr0 });
+        let t = trace(
+            GuestArch::Aarch64,
+            vec![
+                (vcpu(0, 0), init(0xc), Ok(Reply::Done)),
+                (vcpu(0, 0), list.clone(), Ok(Reply::RegList(vec![pfr0, 1]))),
+                (vcpu(0, 0), get.clone(), Ok(Reply::Value(0x11))),
+                (vcpu(1, 0), init(0x4), Ok(Reply::Done)),
+                (vcpu(1, 0), list.clone(), Ok(Reply::RegList(vec![pfr0]))),
+                (vcpu(1, 0), get.clone(), Ok(Reply::Value(0x1))),
+                (vcpu(2, 0), init(0xc), Ok(Reply::Done)),
+                (vcpu(3, 0), init(0x4), Ok(Reply::Done)),
+            ],
+        );
+        let facts = facts(&t).arm64;
+        assert_eq!(facts.initial_reads, vec![(pfr0, 0x11)]);
+        assert_eq!(facts.other_inits.len(), 1);
+        let other = &facts.other_inits[0];
+        assert_eq!(other.features[0], 0x4);
+        assert_eq!(other.reg_list, Some(vec![pfr0]));
+        assert_eq!(other.initial_reads, vec![(pfr0, 0x1)]);
     }
 }

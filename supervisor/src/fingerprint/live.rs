@@ -146,6 +146,7 @@ fn arm64_on(vm: &VmHandle, vcpu: &VcpuHandle, mask_ranges: u64) -> Result<Arm64F
         vcpu_init_features: Some(features),
         reg_list: Some(reg_list),
         initial_reads,
+        other_inits: Vec::new(),
         masks,
     })
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use vcpu::GuestArch;
 use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidTable};
 use vcpu::model::arm64::{PsciVersion, RegClass, VcpuFeature, reg_id};
+use vcpu::model::engine::without_caller_apic_id;
 use vcpu::model::x86::model::X86CpuModel;
 
 /// The version string every fingerprint document carries in `schema`.
@@ -62,6 +63,21 @@ pub struct Arm64Facts {
     pub initial_reads: Vec<(u64, u64)>,
     /// `KVM_ARM_GET_REG_WRITABLE_MASKS` (the feature-ID range).
     pub masks: Option<Vec<u64>>,
+    /// The same facts for each other `KVM_ARM_VCPU_INIT` feature set the source used (the
+    /// register list and the ID registers' values depend on the features: PMU, SVE, pointer
+    /// authentication); empty for a live measurement (one feature set).
+    pub other_inits: Vec<InitFacts>,
+}
+
+/// What a vCPU initialised with one feature set reported.
+#[derive(Clone, Debug, Default)]
+pub struct InitFacts {
+    /// `kvm_vcpu_init.features`.
+    pub features: [u32; 7],
+    /// Its `KVM_GET_REG_LIST`.
+    pub reg_list: Option<Vec<u64>>,
+    /// Its CPU-model registers as read after the init, before any write.
+    pub initial_reads: Vec<(u64, u64)>,
 }
 
 /// The fingerprint document.
@@ -173,6 +189,23 @@ pub struct Arm64Section {
     /// `KVM_ARM_GET_REG_WRITABLE_MASKS`, hex, indexed as the kernel indexes them; `null` if not
     /// recorded (kernels before 6.7 have no such call).
     pub writable_masks: Option<Vec<String>>,
+    /// The cache description (the CCSIDR demux registers) as read before any write.
+    pub cache_geometry: Vec<RegValue>,
+    /// The register list and values of vCPUs initialised with other features (a trace's other
+    /// feature sets, in order of first use; empty for a live measurement).
+    pub other_vcpu_inits: Vec<OtherInit>,
+}
+
+/// A vCPU initialised with another feature set: what it reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OtherInit {
+    /// Its `KVM_ARM_VCPU_INIT` features.
+    pub vcpu_init_features: VcpuInitFeatures,
+    /// Its `KVM_GET_REG_LIST`, `null` if not recorded.
+    pub reg_list: Option<RegList>,
+    /// Its CPU-model registers (ID registers, cache description, firmware registers) as read
+    /// before any write.
+    pub values: Vec<RegValue>,
 }
 
 /// `kvm_vcpu_init.features`.
@@ -206,21 +239,6 @@ pub struct RegValue {
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")
-}
-
-/// `table` without the APIC ids of the CPU that answered `KVM_GET_SUPPORTED_CPUID` (leaf 1
-/// EBX\[31:24\], leaves 0xb and 0x1f EDX): they say which host CPU ran the calling thread, not
-/// what the host offers, and vmfleet's model overwrites them per vCPU anyway.
-fn without_caller_apic_id(table: &CpuidTable) -> CpuidTable {
-    let mut table = table.clone();
-    for entry in &mut table.entries {
-        match entry.function {
-            0x1 => entry.ebx &= 0x00ff_ffff,
-            0xb | 0x1f => entry.edx = 0,
-            _ => {}
-        }
-    }
-    table
 }
 
 fn summary(table: &CpuidTable) -> CpuidSummary {
@@ -325,6 +343,21 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
         .filter(|(id, _)| is_firmware(*id))
         .map(value)
         .collect();
+    let cache_geometry = facts
+        .initial_reads
+        .iter()
+        .filter(|(id, _)| reg_id::classify(*id) == RegClass::Demux)
+        .map(value)
+        .collect();
+    let other_vcpu_inits = facts
+        .other_inits
+        .iter()
+        .map(|init| OtherInit {
+            vcpu_init_features: init_features(&init.features),
+            reg_list: init.reg_list.as_deref().map(reg_list),
+            values: init.initial_reads.iter().map(value).collect(),
+        })
+        .collect();
     let psci_version = facts
         .initial_reads
         .iter()
@@ -335,18 +368,8 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
         });
     Arm64Section {
         preferred_target: facts.preferred_target,
-        vcpu_init_features: facts.vcpu_init_features.map(|f| VcpuInitFeatures {
-            bits: format!("{:#x}", f[0]),
-            names: VcpuFeature::ALL
-                .into_iter()
-                .filter(|v| f[0] & (1 << v.bit()) != 0)
-                .map(|v| v.to_string())
-                .collect(),
-        }),
-        reg_list: facts.reg_list.as_ref().map(|ids| RegList {
-            count: ids.len(),
-            ids: ids.iter().map(|&id| hex(id)).collect(),
-        }),
+        vcpu_init_features: facts.vcpu_init_features.as_ref().map(init_features),
+        reg_list: facts.reg_list.as_deref().map(reg_list),
         limits,
         firmware,
         psci_version,
@@ -354,6 +377,26 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
             .masks
             .as_ref()
             .map(|m| m.iter().map(|&v| hex(v)).collect()),
+        cache_geometry,
+        other_vcpu_inits,
+    }
+}
+
+fn init_features(f: &[u32; 7]) -> VcpuInitFeatures {
+    VcpuInitFeatures {
+        bits: format!("{:#x}", f[0]),
+        names: VcpuFeature::ALL
+            .into_iter()
+            .filter(|v| f[0] & (1 << v.bit()) != 0)
+            .map(|v| v.to_string())
+            .collect(),
+    }
+}
+
+fn reg_list(ids: &[u64]) -> RegList {
+    RegList {
+        count: ids.len(),
+        ids: ids.iter().map(|&id| hex(id)).collect(),
     }
 }
 
@@ -412,6 +455,7 @@ mod tests {
                 reg_list: Some(vec![midr, psci]),
                 initial_reads: vec![(psci, 0x10001), (midr, 0x410f_d0c1)],
                 masks: None,
+                other_inits: Vec::new(),
             },
         });
         assert!(fp.x86.is_none());

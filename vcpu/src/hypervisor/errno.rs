@@ -49,6 +49,9 @@ impl Errno {
     /// `EINVAL`, invalid argument: a malformed call, and x86's answer to a `KVM_SET_CPUID2` that
     /// changes the table after the first `KVM_RUN`.
     pub const EINVAL: Errno = Errno(22);
+    /// `ENOTTY`, inappropriate ioctl: an ioctl of the other architecture (`KVM_SET_CPUID2` on
+    /// arm64, `KVM_ARM_VCPU_INIT` on x86).
+    pub const ENOTTY: Errno = Errno(25);
     /// `ENOSPC`, no space left.
     pub const ENOSPC: Errno = Errno(28);
     /// `ENOSYS`, not implemented.
@@ -75,6 +78,7 @@ impl Errno {
             17 => "EEXIST",
             19 => "ENODEV",
             22 => "EINVAL",
+            25 => "ENOTTY",
             28 => "ENOSPC",
             38 => "ENOSYS",
             95 => "EOPNOTSUPP",

@@ -10,6 +10,7 @@
 //! values, so it compiles and is tested the same way on any host.
 
 pub mod arm64;
+pub mod engine;
 pub mod lock_policy;
 pub mod suggest;
 pub mod x86;

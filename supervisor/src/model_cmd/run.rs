@@ -1,0 +1,93 @@
+//! `vmfleet run --model FP SPEC`: the fleet over the model backend ([`super::backend`]), with no
+//! `/dev/kvm`: every VM is created and its CPU model set up as on the fingerprinted host, each
+//! call answered by the model; guests cannot run, so each VM ends at its first `KVM_RUN`.
+//!
+//! Prints the transcript (the report, then every call of each stream with what it got) or, with
+//! `--json`, the run report (`vmfleet.run.v1`). Exit status: 0 when every VM got to its first
+//! run (failing only there, as it must), 1 (vm_failed) when one failed before (a CPU-model call
+//! refused, or one the fingerprint cannot predict), 4 (bad_input) for a bad spec or fingerprint.
+
+use super::backend::{CANNOT_RUN, ModelHypervisor};
+use super::load_host;
+use crate::cli::RunArgs;
+use crate::common::{COMMAND_RUN, emit, emit_json, runtime};
+use crate::exit::{Status, StatusExt};
+use crate::fleet::Fleet;
+use crate::job::{Quiet, run_on};
+use crate::report::{self, VmState};
+use crate::spec;
+use crate::{DEMO_FLEET, DEMO_SOURCE};
+use anyhow::{Context, Result};
+use recorder::{JobInputs, Output, Recorder, RecordingHypervisor, TraceHeader};
+use std::path::Path;
+use std::sync::Arc;
+use vcpu::Hypervisor;
+use vcpu::model::engine::Engine;
+
+/// `vmfleet run --model FP [SPEC]`.
+pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
+    let host = load_host(fingerprint)?;
+    let (source, text) = match &args.fleet {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading fleet spec {}", path.display()))
+                .or_status(Status::BadInput)?;
+            (path.display().to_string(), text)
+        }
+        None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
+    };
+    let (text, spec) = if args.cross_check {
+        spec::parse_cross_checked(&text, &source).or_status(Status::BadInput)?
+    } else {
+        let spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
+        (text, spec)
+    };
+    let transcript_file = match &args.transcript {
+        Some(path) => Some(
+            Output::check(path, args.force)
+                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let arch = host.facts.arch;
+    crate::fleet::check_arch(spec.arch, arch)?;
+    let header = TraceHeader::new(
+        env!("CARGO_PKG_VERSION"),
+        arch,
+        host.host.clone(),
+        JobInputs {
+            command: COMMAND_RUN.into(),
+            spec_source: source,
+            spec_text: text,
+        },
+    );
+    let recorder = Recorder::in_memory();
+    let model = ModelHypervisor::new(Engine::new(host.facts));
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(model), recorder.clone()));
+    let report = runtime()?.block_on(async {
+        let fleet = Fleet::new(hv, &spec.name).await?;
+        anyhow::Ok(run_on(&fleet, &spec, &mut Quiet, futures::stream::empty()).await)
+    })?;
+    let events = recorder.events();
+    let transcript = report::transcript(&report, &header.host, &events);
+    if let Some(output) = &transcript_file {
+        output
+            .write_all(transcript.as_bytes())
+            .with_context(|| format!("writing transcript {}", output.target().display()))?;
+    }
+    if args.json {
+        emit_json(&report::json(&report))?;
+    } else {
+        emit(&transcript)?;
+    }
+    let failed_before_run = report
+        .vms
+        .iter()
+        .any(|vm| matches!(&vm.state, VmState::Failed(why) if !why.contains(CANNOT_RUN)));
+    Ok(if failed_before_run {
+        Status::VmFailed
+    } else {
+        Status::Success
+    })
+}
