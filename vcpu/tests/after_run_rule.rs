@@ -77,6 +77,7 @@ fn host(reported: bool) -> HostView {
         values,
         masks,
         writable_imp_id_regs: false,
+        probes: Default::default(),
     }
 }
 

@@ -100,6 +100,7 @@ fn host_6_12() -> HostView {
         values,
         masks: WritableMasks::from_reported(&masks).unwrap(),
         writable_imp_id_regs: false,
+        probes: Default::default(),
     }
 }
 
@@ -1175,6 +1176,7 @@ fn raw_register_writes_are_planned_and_judged_like_field_writes() {
     // With the capability, MIDR's low 32 bits are writable, the upper ones are not.
     let with_cap = HostView {
         writable_imp_id_regs: true,
+        probes: Default::default(),
         ..host.clone()
     };
     let planned = plan(&spec(&text), &with_cap).unwrap();

@@ -217,6 +217,7 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
         values,
         masks,
         other_inits,
+        probes: Default::default(),
     })
 }
 

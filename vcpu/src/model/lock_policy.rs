@@ -192,6 +192,7 @@ mod tests {
                 values: [(pfr0, held)].into(),
                 masks,
                 writable_imp_id_regs: false,
+                probes: Default::default(),
             },
             features: VcpuFeatureSet::default(),
         }

@@ -539,6 +539,7 @@ mod tests {
                 values: [(ID_AA64PFR0_EL1, PFR0), (PSCI_VERSION, 0x1_0001)].into(),
                 masks: WritableMasks::PreWritableIdRegisters,
                 writable_imp_id_regs: false,
+                probes: Default::default(),
             },
             features: Default::default(),
         }

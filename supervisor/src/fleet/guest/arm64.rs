@@ -515,6 +515,7 @@ fn read_host_view(
         values,
         masks,
         writable_imp_id_regs: false,
+        probes: Default::default(),
     })
 }
 

@@ -23,6 +23,31 @@ pub struct HostView {
     /// were created, which makes MIDR_EL1, REVIDR_EL1 and AIDR_EL1 writable.
     #[serde(default)]
     pub writable_imp_id_regs: bool,
+    /// The kernel's own answers to probe writes, for the rules that changed between kernels
+    /// with no capability to show it.
+    #[serde(default)]
+    pub probes: KernelProbes,
+}
+
+/// Set-handler rules that changed between kernel versions with no capability or mask to show
+/// which one a host runs, measured by a probe write on a scratch VM (`None`: not measured).
+///
+/// vmfleet asks only when a plan needs the answer, so a fleet that never writes near such a rule
+/// records no probe and replays as it always did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelProbes {
+    /// Whether `set_id_aa64pfr0_el1` refuses ID_AA64PFR0_EL1.EL0 or .EL1 = 0 ("no AArch64 at a
+    /// virtualisable EL", `EINVAL`): kernels after 6.12 do, 6.12 accepts the lowering (where the
+    /// limit allows it). Measured by writing EL1 = 0 on a scratch VM.
+    ///
+    /// Not measured, vmfleet judges as the newer kernels do and says that it assumed so.
+    #[serde(default)]
+    pub el_floor: Option<bool>,
+}
+
+impl KernelProbes {
+    /// Nothing measured.
+    pub const NOT_MEASURED: KernelProbes = KernelProbes { el_floor: None };
 }
 
 impl HostView {

@@ -129,6 +129,7 @@ fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
         values,
         masks,
         writable_imp_id_regs: vm.writable_imp_id_regs,
+        probes: facts.arm64.probes,
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Arm64HostFacts {
     pub masks: Option<Vec<u64>>,
     /// The register list and values of vCPUs initialised with other feature sets.
     pub other_inits: Vec<Arm64InitFacts>,
+    /// The kernel's answers to probe writes (the rules no capability shows), as the
+    /// fingerprint recorded them; unmeasured ones are judged by vmfleet's documented default.
+    pub probes: crate::model::arm64::host::KernelProbes,
 }
 
 /// What a vCPU initialised with one feature set reports: its register list and the values of its

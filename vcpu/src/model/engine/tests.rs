@@ -121,6 +121,7 @@ fn arm_facts() -> HostFacts {
             values: [(pfr0, 1 << 60 | 0x11), (mpidr, 0x8000_0000)].into(),
             masks: None,
             other_inits: Vec::new(),
+            probes: Default::default(),
         },
     }
 }

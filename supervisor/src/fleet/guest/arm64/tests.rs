@@ -83,6 +83,7 @@ fn sealed_vcpu() -> VcpuHandle {
             values,
             masks: WritableMasks::from_reported(&masks).unwrap(),
             writable_imp_id_regs: false,
+            probes: Default::default(),
         },
         features: Default::default(),
     })
@@ -160,6 +161,7 @@ fn open_vm() -> (VmHandle, Arc<VcpuHandle>, Arm64Vm) {
         values: values.clone(),
         masks: WritableMasks::from_reported(&masks).unwrap(),
         writable_imp_id_regs: false,
+        probes: Default::default(),
     };
     let vm = VmHandle::new(
         Box::new(OneVm(

@@ -10,6 +10,7 @@ use super::refusal::{Arm64Refusal, Arm64Rule, RefusedField};
 use crate::model::arm64::catalog;
 use crate::model::arm64::features::VcpuFeatureSet;
 use crate::model::arm64::fields::{self, FieldCheck, FieldNote, FieldTable, IdField, SafeType};
+use crate::model::arm64::host::KernelProbes;
 use crate::model::arm64::sysreg::SysReg;
 
 /// MIDR_EL1's writable bits with `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (REVIDR/AIDR: all).
@@ -47,13 +48,35 @@ fn field_refusal(
 }
 
 /// A feature-ID register write (CTR_EL0 and the unallocated slots included), judged against the
-/// host limit and the VM's writable masks. Returns the value the kernel then holds.
+/// host limit and the VM's writable masks, with nothing measured about the kernel (the rules that
+/// changed between kernels are judged as the newer kernels do: [`KernelProbes::NOT_MEASURED`]).
+/// Returns the value the kernel then holds.
 pub fn check_feature_id_register(
     reg: SysReg,
     requested: u64,
     limit: u64,
     masks: &WritableMasks,
     features: VcpuFeatureSet,
+) -> Result<u64, Arm64Refusal> {
+    check_feature_id_register_probed(
+        reg,
+        requested,
+        limit,
+        masks,
+        features,
+        &KernelProbes::NOT_MEASURED,
+    )
+}
+
+/// [`check_feature_id_register`] on a host whose kernel-specific rules were measured as `probes`
+/// say.
+pub fn check_feature_id_register_probed(
+    reg: SysReg,
+    requested: u64,
+    limit: u64,
+    masks: &WritableMasks,
+    features: VcpuFeatureSet,
+    probes: &KernelProbes,
 ) -> Result<u64, Arm64Refusal> {
     // Writing back what the register holds right after init always succeeds: the get-reg-list
     // selftest sets every register to the value it read.
@@ -73,7 +96,7 @@ pub fn check_feature_id_register(
         )
         .with_hint(Some(format!("request the VCPU_INIT feature {feature}"))));
     }
-    let effective = set_handler_rules(reg, requested, limit, features)?;
+    let effective = set_handler_rules(reg, requested, limit, features, probes)?;
     check_features(reg, effective, limit, masks, table)?;
     Ok(effective)
 }
@@ -99,12 +122,14 @@ pub fn aarch32_writes_ignored(reg: SysReg, host_pfr0: Option<u64>) -> bool {
 
 /// What a register's custom set handler does before `set_id_reg`: rewrite some field values and
 /// refuse some with `EINVAL`. It runs before the VM-has-run comparison too, so the lock applies it
-/// as well. Returns the rewritten value.
+/// as well. A minimum only some kernels have ([`kernel_floor`]) applies as `probes` measured it.
+/// Returns the rewritten value.
 pub fn set_handler_rules(
     reg: SysReg,
     requested: u64,
     limit: u64,
     features: VcpuFeatureSet,
+    probes: &KernelProbes,
 ) -> Result<u64, Arm64Refusal> {
     let Some(table) = fields::table_for(reg) else {
         return Ok(requested);
@@ -130,6 +155,24 @@ pub fn set_handler_rules(
             && raw < minimum
             && !(zero_allowed && raw == 0)
         {
+            if let Some(measured) = kernel_floor(reg, field) {
+                match measured(probes) {
+                    // Measured: this kernel accepts the value (6.12).
+                    Some(false) => continue,
+                    enforced => {
+                        return Err(field_refusal(
+                            reg,
+                            field,
+                            value,
+                            limit,
+                            Arm64Rule::KernelFloor {
+                                minimum,
+                                measured: enforced.is_some(),
+                            },
+                        ));
+                    }
+                }
+            }
             return Err(field_refusal(
                 reg,
                 field,
@@ -157,6 +200,17 @@ pub fn set_handler_rules(
         }
     }
     Ok(value)
+}
+
+/// How a set handler's minimum is known to apply, when only some kernels have it: the probe
+/// that measures it. `None` for the minimums every kernel vmfleet knows applies.
+///
+/// ID_AA64PFR0_EL1.EL0 and .EL1 (`EINVAL` for 0) arrived after 6.12, and no capability or
+/// writable mask tells the kernels apart; DebugVer's and PerfMon's minimums and PMUVer's rewrite
+/// are older than the writable masks and apply wherever the field is writable.
+pub fn kernel_floor(reg: SysReg, field: &IdField) -> Option<fn(&KernelProbes) -> Option<bool>> {
+    (reg == catalog::ID_AA64PFR0_EL1 && matches!(field.name, "EL0" | "EL1"))
+        .then_some(|probes: &KernelProbes| probes.el_floor)
 }
 
 /// MTE2 with MTE_frac = NI on the host: the case where a requested ASYNC is stored as NI.

@@ -154,11 +154,18 @@ fn frozen(
                 // the run: what it refuses is refused with its errno, what it would accept is
                 // refused below as vmfleet's own rule.
                 let limit = host.value(id).unwrap_or(held);
-                id_regs::check_feature_id_register(reg, requested, limit, &host.masks, features)?
+                id_regs::check_feature_id_register_probed(
+                    reg,
+                    requested,
+                    limit,
+                    &host.masks,
+                    features,
+                    &host.probes,
+                )?
             }
             _ => {
                 let limit = host.value(id).unwrap_or(held);
-                id_regs::set_handler_rules(reg, requested, limit, features)?
+                id_regs::set_handler_rules(reg, requested, limit, features, &host.probes)?
             }
         },
         _ => requested,

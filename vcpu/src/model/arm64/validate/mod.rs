@@ -153,21 +153,25 @@ fn judge_sysreg(
             }
         }
         Some(RegisterRole::FeatureId | RegisterRole::Unallocated | RegisterRole::CacheType) => {
-            Verdict::from_result(id_regs::check_feature_id_register(
+            Verdict::from_result(id_regs::check_feature_id_register_probed(
                 reg,
                 requested,
                 host_value,
                 &host.masks,
                 features,
+                &host.probes,
             ))
         }
-        None if reg.is_feature_id() => Verdict::from_result(id_regs::check_feature_id_register(
-            reg,
-            requested,
-            host_value,
-            &host.masks,
-            features,
-        )),
+        None if reg.is_feature_id() => {
+            Verdict::from_result(id_regs::check_feature_id_register_probed(
+                reg,
+                requested,
+                host_value,
+                &host.masks,
+                features,
+                &host.probes,
+            ))
+        }
         None => Verdict::Unjudged {
             why: format!("{reg} is not part of the CPU model vmfleet judges"),
         },

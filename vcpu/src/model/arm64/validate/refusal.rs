@@ -50,6 +50,15 @@ pub enum Arm64Rule {
         /// Whether 0 is accepted anyway.
         zero_allowed: bool,
     },
+    /// A set handler's minimum that only some kernels have, with no capability to show which
+    /// (ID_AA64PFR0_EL1.EL0/EL1 >= 1, added after 6.12).
+    KernelFloor {
+        /// The smallest value accepted.
+        minimum: u64,
+        /// Whether this host's kernel was measured to enforce it (a probe write on a scratch VM
+        /// was refused); `false`: not measured, and vmfleet assumes the newer kernels' rule.
+        measured: bool,
+    },
     /// A field that must stay nonzero with a VCPU_INIT feature.
     ZeroWithFeature {
         /// The feature.
@@ -130,7 +139,12 @@ impl Arm64Rule {
     pub fn is_conservative(&self) -> bool {
         matches!(
             self,
-            Arm64Rule::UntypedField | Arm64Rule::UnmodelledBits { .. }
+            Arm64Rule::UntypedField
+                | Arm64Rule::UnmodelledBits { .. }
+                | Arm64Rule::KernelFloor {
+                    measured: false,
+                    ..
+                }
         )
     }
 
@@ -203,6 +217,22 @@ impl fmt::Display for Arm64Rule {
                 minimum,
                 zero_allowed: true,
             } => write!(f, "the set handler refuses values below {minimum:#x} other than 0"),
+            Arm64Rule::KernelFloor {
+                minimum,
+                measured: true,
+            } => write!(
+                f,
+                "the set handler refuses values below {minimum:#x}, and this host's kernel \
+                 enforces it (a probe write on a scratch VM was refused)"
+            ),
+            Arm64Rule::KernelFloor {
+                minimum,
+                measured: false,
+            } => write!(
+                f,
+                "the set handler refuses values below {minimum:#x} on kernels after 6.12 (6.12 \
+                 accepts them); the floor was not measured on this host, so vmfleet assumes it"
+            ),
             Arm64Rule::ZeroWithFeature { feature } => {
                 write!(f, "the field must stay nonzero for a vCPU with {feature}")
             }

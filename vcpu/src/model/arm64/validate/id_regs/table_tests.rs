@@ -328,6 +328,7 @@ fn aarch32_registers_are_raz_wi_on_an_aarch64_only_host() {
         values: BTreeMap::from([(pfr0, 0x1101_0010_2111_0220 | el0), (isar5, isar5_value)]),
         masks: masks_6_12(),
         writable_imp_id_regs: false,
+        probes: Default::default(),
     };
     let features = VcpuFeatureSet::EMPTY;
     // EL0 = 1, AArch64 only: any value is accepted and the register keeps reading 0.
