@@ -29,6 +29,7 @@ mod create;
 mod error;
 mod guest;
 pub mod lifecycle;
+pub(crate) mod probe;
 mod supported;
 mod vm_loop;
 

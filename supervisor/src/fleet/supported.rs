@@ -2,7 +2,9 @@
 //! `KVM_GET_SUPPORTED_CPUID`), the writable-mask ranges (arm64,
 //! `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)`) and whether MIDR/REVIDR/AIDR can
 //! be made writable (arm64, `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)`, asked only
-//! when a VM's spec changes one of them), each asked by whichever thread needs it first.
+//! when a VM's spec changes one of them) and whether the kernel enforces the EL0/EL1 floor
+//! (arm64, a probe write on a scratch VM, [`super::probe`], asked only when a plan lowers
+//! ID_AA64PFR0_EL1.EL0 or .EL1), each asked by whichever thread needs it first.
 //!
 //! Why once: these calls are on the trace's host stream, which every VM loop shares. Asked per
 //! VM, they would interleave differently on every run; asked once, the stream is one call long.
@@ -27,6 +29,7 @@ pub(crate) struct HostQueries {
     supported_cpuid: OnceLock<Result<Arc<CpuidTable>, HostQueryError>>,
     mask_ranges: OnceLock<Result<u64, HostQueryError>>,
     writable_imp_id_regs: OnceLock<Result<bool, HostQueryError>>,
+    el_floor: OnceLock<Result<Option<bool>, HostQueryError>>,
 }
 
 impl HostQueries {
@@ -36,6 +39,7 @@ impl HostQueries {
             supported_cpuid: OnceLock::new(),
             mask_ranges: OnceLock::new(),
             writable_imp_id_regs: OnceLock::new(),
+            el_floor: OnceLock::new(),
         }
     }
 
@@ -87,6 +91,14 @@ impl HostQueries {
                     Err(e) => Err(HostQueryError::WritableImpIdRegs(e)),
                 }
             })
+            .clone()
+    }
+
+    /// arm64: whether the kernel refuses ID_AA64PFR0_EL1.EL0/EL1 = 0 (kernels after 6.12), by a
+    /// probe write on a scratch VM ([`super::probe::el_floor`]); `None` on x86.
+    pub(crate) fn el_floor(&self) -> Result<Option<bool>, HostQueryError> {
+        self.el_floor
+            .get_or_init(|| super::probe::el_floor(&self.hv).map_err(HostQueryError::from))
             .clone()
     }
 }

@@ -8,7 +8,9 @@
 //! trace recorded on real arm64 KVM, exactly as they ran there.
 
 use super::{VmParts, refusal_text};
-use crate::fleet::error::{AfterRunError, ConfigureError, CrossCheckError, StartError};
+use crate::fleet::error::{
+    AfterRunError, ConfigureError, CrossCheckError, HostQueryError, StartError,
+};
 use crate::fleet::lifecycle::VcpuModelView;
 use crate::report::Verdict as LockVerdict;
 use crate::report::{
@@ -24,8 +26,8 @@ use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
 use vcpu::model::arm64::smccc;
 use vcpu::model::arm64::{
-    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict, WritableMasks,
-    reg_id,
+    Arm64ModelSpec, Arm64Plan, Arm64Rule, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict,
+    WritableMasks, reg_id,
 };
 use vcpu::model::lock_policy;
 use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
@@ -111,9 +113,11 @@ impl Arm64Guest {
             hv: vm.hv,
             vm: vm.vm.id(),
         });
+        let el_floor = || vm.supported.el_floor();
         let configured = configure(
             ranges,
             self.writable_imp_id_regs,
+            &el_floor,
             vm.vm,
             vm.vcpus,
             &spec,
@@ -271,6 +275,7 @@ const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
 fn configure(
     mask_ranges: u64,
     writable_imp_id_regs: bool,
+    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
@@ -298,16 +303,23 @@ fn configure(
         }
     }
     let first = vcpus.first().ok_or(ConfigureError::NoVcpu)?;
-    let host = HostView {
+    let mut host = HostView {
         writable_imp_id_regs,
         ..read_host_view(mask_ranges, vm, first)?
     };
+    let mut plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
+    // A write only some kernels refuse, with nothing to tell them apart: ask the kernel (once
+    // per fleet, a probe write on a scratch VM) and plan again with its answer. A plan without
+    // such a write asks nothing, so its trace is what it was.
+    if needs_el_floor(&plan) {
+        host.probes.el_floor = el_floor()?;
+        plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
+    }
     // The lock judges writes after the run by the same rules as the plan, against the same view.
     vm.set_arm64_lock_context(lock_policy::Arm64LockContext {
         host: host.clone(),
         features: spec.features,
     })?;
-    let plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
 
     let mut writes = Vec::new();
     for write in &plan.writes {
@@ -406,6 +418,21 @@ fn configure(
         report,
         host,
         features: spec.features,
+    })
+}
+
+/// Whether the plan refuses a write only because the EL0/EL1 floor was not measured.
+fn needs_el_floor(plan: &Arm64Plan) -> bool {
+    plan.writes.iter().any(|w| {
+        w.verdict.refusal().is_some_and(|r| {
+            matches!(
+                r.rule,
+                Arm64Rule::KernelFloor {
+                    measured: false,
+                    ..
+                }
+            )
+        })
     })
 }
 
