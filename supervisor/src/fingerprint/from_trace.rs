@@ -3,10 +3,11 @@
 //! its fact `None`; nothing is guessed.
 
 use super::{Arm64Facts, Facts, InitFacts, X86Facts};
+use crate::fleet::probe::PROBE_VM;
 use recorder::{Event, Trace, TraceCall};
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::lock_policy;
-use vcpu::{GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
+use vcpu::{Errno, GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
 
 /// The facts of `trace`:
 /// - x86: the host stream's `GET_SUPPORTED_CPUID` reply; the first vCPU's (lowest VM, then
@@ -16,7 +17,9 @@ use vcpu::{GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId}
 ///   `ARM_PREFERRED_TARGET` reply, its init features, its first `GET_REG_LIST`, its
 ///   `GET_ONE_REG`s after the init of CPU-model registers (`lock_policy::is_model_register`, the
 ///   ones the live side reads) no vCPU of its VM had written yet (the values
-///   before any write); the masks reply of its VM (else of the lowest VM that asked).
+///   before any write); the masks reply of its VM (else of the lowest VM that asked); the
+///   EL0/EL1 floor probe's answer (the probe VM's `SET_ONE_REG` of ID_AA64PFR0_EL1), if the
+///   fleet asked it.
 pub fn facts(trace: &Trace) -> Facts {
     let arch = trace.header.guest_arch;
     let events = &trace.events;
@@ -124,6 +127,7 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
     let Some((vm, vcpu)) = first_vcpu(events, is_init) else {
         return Arm64Facts {
             masks: lowest_masks(),
+            el_floor: el_floor(events),
             ..Arm64Facts::default()
         };
     };
@@ -151,7 +155,28 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
         initial_reads,
         masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
         other_inits,
+        el_floor: el_floor(events),
     }
+}
+
+/// The EL0/EL1 floor probe's answer: its VM's `SET_ONE_REG` of ID_AA64PFR0_EL1 accepted
+/// (`false`) or refused with `EINVAL` (`true`); `None` if the trace has no probe.
+fn el_floor(events: &[Event]) -> Option<bool> {
+    let pfr0 = vcpu::model::arm64::catalog::ID_AA64PFR0_EL1.kvm_reg_id();
+    events
+        .iter()
+        .find_map(|e| match (&e.call, &e.outcome, e.stream) {
+            (TraceCall::Vcpu(VcpuCall::SetOneReg { id, .. }), outcome, Stream::Vcpu(vm, _))
+                if vm == PROBE_VM && *id == pfr0 =>
+            {
+                match outcome {
+                    Ok(_) => Some(false),
+                    Err(failure) if failure.errno == Errno::EINVAL => Some(true),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        })
 }
 
 /// What vCPU `vcpu` of `vm` was initialised with, its register list, and its reads of CPU-model
@@ -415,5 +440,42 @@ mod tests {
         assert_eq!(other.features[0], 0x4);
         assert_eq!(other.reg_list, Some(vec![pfr0]));
         assert_eq!(other.initial_reads, vec![(pfr0, 0x1)]);
+    }
+
+    #[test]
+    fn arm64_the_el_floor_probe_is_read_when_the_trace_has_it() {
+        let pfr0 = 0x6030_0000_0013_c020;
+        let probe = |outcome| {
+            trace(
+                GuestArch::Aarch64,
+                vec![(
+                    vcpu(crate::fleet::probe::PROBE_VM.0, 0),
+                    TraceCall::Vcpu(VcpuCall::SetOneReg {
+                        id: pfr0,
+                        value: 0x01,
+                    }),
+                    outcome,
+                )],
+            )
+        };
+        assert_eq!(facts(&probe(Ok(Reply::Done))).arm64.el_floor, Some(false));
+        let refused = Err(Failure {
+            errno: vcpu::Errno::EINVAL,
+            origin: Origin::Kernel,
+        });
+        assert_eq!(facts(&probe(refused)).arm64.el_floor, Some(true));
+        // The same write on a fleet VM is not the probe.
+        let t = trace(
+            GuestArch::Aarch64,
+            vec![(
+                vcpu(0, 0),
+                TraceCall::Vcpu(VcpuCall::SetOneReg {
+                    id: pfr0,
+                    value: 0x01,
+                }),
+                Ok(Reply::Done),
+            )],
+        );
+        assert_eq!(facts(&t).arm64.el_floor, None);
     }
 }

@@ -6,7 +6,9 @@
 //! it written to a scratch vCPU and read back — what the first vCPU of the default fleet does.
 //! arm64: the scratch VM's `KVM_ARM_PREFERRED_TARGET`, `KVM_ARM_VCPU_INIT` with the default
 //! model's features, `KVM_GET_REG_LIST`, every model register read before any write, and the
-//! writable masks when the kernel has them — what a VM with the default model does first.
+//! writable masks when the kernel has them — what a VM with the default model does first; and
+//! the EL0/EL1 floor probe (`crate::fleet::probe`, its own scratch VM), which a fleet asks only
+//! when a plan lowers EL0 or EL1.
 
 use super::{Arm64Facts, Facts, X86Facts};
 use anyhow::{Context, Result, bail};
@@ -104,7 +106,8 @@ fn arm64_facts(kvm: &KvmHypervisor) -> Result<Arm64Facts> {
     let (vm, vcpu) = scratch(kvm)?;
     let facts = arm64_on(&vm, &vcpu, mask_ranges);
     destroy(&vm, &vcpu);
-    facts
+    let el_floor = crate::fleet::probe::el_floor(kvm)?;
+    Ok(Arm64Facts { el_floor, ..facts? })
 }
 
 fn arm64_on(vm: &VmHandle, vcpu: &VcpuHandle, mask_ranges: u64) -> Result<Arm64Facts> {
@@ -148,5 +151,6 @@ fn arm64_on(vm: &VmHandle, vcpu: &VcpuHandle, mask_ranges: u64) -> Result<Arm64F
         initial_reads,
         other_inits: Vec::new(),
         masks,
+        el_floor: None,
     })
 }

@@ -67,6 +67,9 @@ pub struct Arm64Facts {
     /// register list and the ID registers' values depend on the features: PMU, SVE, pointer
     /// authentication); empty for a live measurement (one feature set).
     pub other_inits: Vec<InitFacts>,
+    /// Whether the kernel refused ID_AA64PFR0_EL1.EL1 = 0 on a probe VM (the EL0/EL1 floor,
+    /// `crate::fleet::probe`); `None` when not measured (a trace whose fleet never asked).
+    pub el_floor: Option<bool>,
 }
 
 /// What a vCPU initialised with one feature set reported.
@@ -194,6 +197,17 @@ pub struct Arm64Section {
     /// The register list and values of vCPUs initialised with other features (a trace's other
     /// feature sets, in order of first use; empty for a live measurement).
     pub other_vcpu_inits: Vec<OtherInit>,
+    /// The kernel's answers to probe writes on a scratch VM: the rules that changed between
+    /// kernels with no capability to show it.
+    pub kernel_probes: KernelProbesSection,
+}
+
+/// The kernel's answers to probe writes (each `null` when not measured).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KernelProbesSection {
+    /// Whether `KVM_SET_ONE_REG` of ID_AA64PFR0_EL1 with EL1 = 0 was refused (`EINVAL`, the
+    /// EL0/EL1 floor of kernels after 6.12) rather than accepted (6.12).
+    pub el_floor: Option<bool>,
 }
 
 /// A vCPU initialised with another feature set: what it reported.
@@ -378,6 +392,9 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
             .as_ref()
             .map(|m| m.iter().map(|&v| hex(v)).collect()),
         cache_geometry,
+        kernel_probes: KernelProbesSection {
+            el_floor: facts.el_floor,
+        },
         other_vcpu_inits,
     }
 }
@@ -456,10 +473,12 @@ mod tests {
                 initial_reads: vec![(psci, 0x10001), (midr, 0x410f_d0c1)],
                 masks: None,
                 other_inits: Vec::new(),
+                el_floor: Some(true),
             },
         });
         assert!(fp.x86.is_none());
         let arm64 = fp.arm64.clone().unwrap();
+        assert_eq!(arm64.kernel_probes.el_floor, Some(true));
         assert_eq!(arm64.limits.len(), 1);
         assert_eq!(arm64.limits[0].name, "MIDR_EL1");
         assert_eq!(arm64.limits[0].value, "0x410fd0c1");

@@ -173,4 +173,13 @@ fn arm64_lines(out: &mut String, arm64: &Arm64Section) {
             )
         )
     );
+    let _ = writeln!(
+        out,
+        "EL0/EL1 floor: {}",
+        match arm64.kernel_probes.el_floor {
+            Some(true) => "enforced (a probe write of ID_AA64PFR0_EL1.EL1 = 0 was refused)",
+            Some(false) => "not enforced (a probe write of ID_AA64PFR0_EL1.EL1 = 0 was accepted)",
+            None => "not measured",
+        }
+    );
 }

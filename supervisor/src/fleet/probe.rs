@@ -16,7 +16,6 @@
 //! On a kernel whose ID_AA64PFR0_EL1 is not writable at all (before 6.7) the write is refused
 //! too, and reads as "enforced": vmfleet's prediction, `EINVAL`, is the kernel's answer either way.
 
-use std::sync::Arc;
 use vcpu::model::arm64::{Arm64ModelSpec, catalog, fields};
 use vcpu::{
     CallError, Errno, GuestArch, HandleError, Hypervisor, Reply, VcpuCall, VcpuId, VmCall,
@@ -57,7 +56,7 @@ pub enum ProbeError {
 
 /// Whether the host's kernel refuses ID_AA64PFR0_EL1.EL1 = 0 (`EINVAL`), measured on a scratch
 /// VM of `hv`. `None` on an x86 host (the rule is arm64's).
-pub(crate) fn el_floor(hv: &Arc<dyn Hypervisor>) -> Result<Option<bool>, ProbeError> {
+pub(crate) fn el_floor(hv: &dyn Hypervisor) -> Result<Option<bool>, ProbeError> {
     if hv.arch() != GuestArch::Aarch64 {
         return Ok(None);
     }

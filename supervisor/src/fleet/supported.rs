@@ -98,7 +98,7 @@ impl HostQueries {
     /// probe write on a scratch VM ([`super::probe::el_floor`]); `None` on x86.
     pub(crate) fn el_floor(&self) -> Result<Option<bool>, HostQueryError> {
         self.el_floor
-            .get_or_init(|| super::probe::el_floor(&self.hv).map_err(HostQueryError::from))
+            .get_or_init(|| super::probe::el_floor(&*self.hv).map_err(HostQueryError::from))
             .clone()
     }
 }

@@ -85,6 +85,13 @@ struct Arm64Section {
     cache_geometry: Vec<RegValue>,
     #[serde(default)]
     other_vcpu_inits: Vec<OtherInit>,
+    #[serde(default)]
+    kernel_probes: Option<KernelProbesSection>,
+}
+
+#[derive(Deserialize)]
+struct KernelProbesSection {
+    el_floor: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -217,7 +224,9 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
         values,
         masks,
         other_inits,
-        probes: Default::default(),
+        probes: vcpu::model::arm64::host::KernelProbes {
+            el_floor: section.kernel_probes.and_then(|p| p.el_floor),
+        },
     })
 }
 

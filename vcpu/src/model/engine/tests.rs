@@ -224,3 +224,35 @@ fn arm64_other_feature_sets_answer_from_their_own_facts_and_gic_clears_at_first_
         Prediction::Unknown { .. }
     ));
 }
+
+#[test]
+fn arm64_the_el_floor_follows_the_recorded_probe() {
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    let lowered = 1 << 60 | 0x01;
+    let answer = |el_floor| {
+        let mut facts = arm_facts();
+        facts.arm64.masks = Some(vec![
+            u64::MAX;
+            crate::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE
+        ]);
+        facts.arm64.probes.el_floor = el_floor;
+        let mut engine = Engine::new(facts);
+        let init = vcpu(VcpuCall::ArmVcpuInit {
+            target: 5,
+            features: [0; 7],
+        });
+        assert_eq!(engine.call(VCPU, &init), ok(Reply::Done));
+        engine.call(
+            VCPU,
+            &vcpu(VcpuCall::SetOneReg {
+                id: pfr0,
+                value: lowered,
+            }),
+        )
+    };
+    // Measured accepting (6.12): accepted. Measured refusing: EINVAL. Not measured: the newer
+    // kernels' refusal, vmfleet's documented default.
+    assert_eq!(answer(Some(false)), ok(Reply::Done));
+    assert_eq!(answer(Some(true)), kernel_error(Errno::EINVAL));
+    assert_eq!(answer(None), kernel_error(Errno::EINVAL));
+}
