@@ -5,8 +5,15 @@
 //! naming the field, the minimum and that the host enforces it, and does not send it. A spec
 //! that lowers nothing asks nothing (so recorded traces replay as they did).
 //!
+//! Recorded, the probe's calls are in the trace like every call: the trace replays with them,
+//! and `trace fingerprint`'s facts carry its answer.
+//!
 //! Each VM has its own registers here (a probe VM's write must not reach the fleet's VMs).
 
+use recorder::{
+    HostFingerprint, JobInputs, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceEnd,
+    TraceHeader,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use supervisor::fleet::Fleet;
@@ -167,20 +174,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Create the spec's VMs on a kernel that enforces the floor or not.
-async fn create(text: &str, enforces_floor: bool) -> (Fleet, Arc<Kernel>) {
-    let kernel = Arc::new(Kernel {
+fn new_kernel(enforces_floor: bool) -> Arc<Kernel> {
+    Arc::new(Kernel {
         enforces_floor,
         calls: Mutex::new(Vec::new()),
         regs: Mutex::new(BTreeMap::new()),
-    });
+    })
+}
+
+/// Create the spec's VMs on a kernel that enforces the floor or not.
+async fn create(text: &str, enforces_floor: bool) -> (Fleet, Arc<Kernel>) {
+    let kernel = new_kernel(enforces_floor);
     let hv: Arc<dyn Hypervisor> = Arc::new(Host(Arc::clone(&kernel)));
+    (create_on(hv, text).await, kernel)
+}
+
+/// Create the spec's VMs on `hv`.
+async fn create_on(hv: Arc<dyn Hypervisor>, text: &str) -> Fleet {
     let spec = spec::parse(text, "test.toml").unwrap();
     let fleet = Fleet::new(hv, "t").await.unwrap();
     for created in fleet.create_all(spec.vms.clone()).await {
         created.unwrap();
     }
-    (fleet, kernel)
+    fleet
 }
 
 fn probes(calls: &[String]) -> usize {
@@ -256,4 +272,50 @@ fn a_spec_that_lowers_nothing_asks_nothing() {
         assert_eq!(calls.iter().filter(|c| c.starts_with("CREATE_VM")).count(), 1);
         fleet.shutdown().await;
     });
+}
+
+#[test]
+fn the_probe_is_recorded_replayed_and_read_by_trace_fingerprint() {
+    for enforces in [false, true] {
+        let recorder = Recorder::in_memory();
+        let hv: Arc<dyn Hypervisor> = Arc::new(RecordingHypervisor::new(
+            Box::new(Host(new_kernel(enforces))),
+            recorder.clone(),
+        ));
+        let verdicts = |fleet: Fleet| async move {
+            let mut verdicts = Vec::new();
+            for name in ["a", "b"] {
+                let report = fleet.remove(name).await.unwrap();
+                verdicts.push(report.arm64.unwrap().writes[0].verdict.clone());
+            }
+            fleet.shutdown().await;
+            verdicts
+        };
+        let live = runtime().block_on(async { verdicts(create_on(hv, LOWERS_EL1).await).await });
+        let events = recorder.events();
+        let trace = Trace {
+            header: TraceHeader::new(
+                "test",
+                GuestArch::Aarch64,
+                HostFingerprint::default(),
+                JobInputs {
+                    command: "run".into(),
+                    spec_source: "test.toml".into(),
+                    spec_text: LOWERS_EL1.into(),
+                },
+            ),
+            end: TraceEnd::Complete {
+                events: events.len() as u64,
+            },
+            events,
+        };
+        let facts = supervisor::fingerprint::from_trace::facts(&trace);
+        assert_eq!(facts.arm64.el_floor, Some(enforces));
+        let replay = ReplayHypervisor::new(&trace).unwrap();
+        let monitor = replay.monitor();
+        let replayed = runtime()
+            .block_on(async { verdicts(create_on(Arc::new(replay), LOWERS_EL1).await).await });
+        monitor.finish().unwrap();
+        assert_eq!(replayed, live, "enforces {enforces}");
+    }
 }
