@@ -319,3 +319,37 @@ fn the_probe_is_recorded_replayed_and_read_by_trace_fingerprint() {
         assert_eq!(replayed, live, "enforces {enforces}");
     }
 }
+
+#[test]
+fn set_model_lowering_el1_asks_the_kernel_too() {
+    for enforces in [false, true] {
+        runtime().block_on(async {
+            let (fleet, kernel) =
+                create("arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n", enforces).await;
+            assert_eq!(probes(&kernel.calls.lock().unwrap()), 0);
+            let reply = fleet
+                .handle(protocol::Request::SetModel {
+                    vm: "a".into(),
+                    hide: vec![],
+                    set: vec!["ID_AA64PFR0_EL1.EL1=0".into()],
+                })
+                .await;
+            assert_eq!(probes(&kernel.calls.lock().unwrap()), 1);
+            match (enforces, reply) {
+                (false, Ok(_)) => assert_eq!(fleet_pfr0(&kernel), vec![0x0100_0001]),
+                (true, Err(e)) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("ID_AA64PFR0_EL1.EL1")
+                            && e.contains("EINVAL")
+                            && e.contains("this host's kernel enforces it"),
+                        "{e}"
+                    );
+                    assert_eq!(fleet_pfr0(&kernel), vec![HOST_PFR0]);
+                }
+                (enforces, reply) => panic!("enforces {enforces}: {:?}", reply.map(|_| ())),
+            }
+            fleet.shutdown().await;
+        });
+    }
+}

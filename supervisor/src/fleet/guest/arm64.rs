@@ -138,7 +138,8 @@ impl Arm64Guest {
         writes: &vcpu::model::arm64::model::Assignments,
     ) -> Result<(), ConfigureError> {
         let arm64 = self.configured.as_mut().ok_or(ConfigureError::NoVcpu)?;
-        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes)?;
+        let el_floor = || vm.supported.el_floor();
+        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes, &el_floor)?;
         arm64.report.writes.extend(reports);
         vm.report.arm64 = Some(arm64.report.clone());
         Ok(())

@@ -9,10 +9,11 @@
 //! write identical to what the VM holds passes, any change is refused with the kernel's errno
 //! or `EBUSY`. A write vmfleet cannot judge (a newer kernel's firmware register) goes to the
 //! kernel, which decides. Each write reaches every vCPU, MPIDR_EL1 and CLIDR_EL1 included
-//! (per-vCPU registers get the same value).
+//! (per-vCPU registers get the same value). A write refused only because the EL0/EL1 floor was
+//! not measured asks the kernel first (the fleet's probe, once per fleet) and is judged again.
 
 use super::Arm64Vm;
-use crate::fleet::error::ConfigureError;
+use crate::fleet::error::{ConfigureError, HostQueryError};
 use crate::report::Arm64WriteReport;
 use std::sync::Arc;
 use vcpu::model::arm64::model::Assignments;
@@ -34,6 +35,32 @@ fn explained(refusal: &Arm64Refusal) -> Arm64Refusal {
     ))
 }
 
+/// The planner's verdict on one write before the first run; a refusal only for want of the
+/// EL0/EL1 floor's measurement measures it (once per fleet) into the VM's host view and judges
+/// again.
+fn judged_measured(
+    id: u64,
+    value: u64,
+    state: &mut Arm64Vm,
+    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
+) -> Result<Verdict, ConfigureError> {
+    let verdict = judge(id, value, &state.host, state.features);
+    let unmeasured = verdict.refusal().is_some_and(|r| {
+        matches!(
+            r.rule,
+            Arm64Rule::KernelFloor {
+                measured: false,
+                ..
+            }
+        )
+    });
+    if !unmeasured || state.host.probes.el_floor.is_some() {
+        return Ok(verdict);
+    }
+    state.host.probes.el_floor = el_floor()?;
+    Ok(judge(id, value, &state.host, state.features))
+}
+
 /// A lock refusal as the reply shows it and as the trace records it.
 fn refused(vm: &str, e: &HandleError) -> Option<ConfigureError> {
     match &e.source {
@@ -53,6 +80,7 @@ pub(super) fn write(
     vcpus: &[Arc<VcpuHandle>],
     state: &mut Arm64Vm,
     writes: &Assignments,
+    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
 ) -> Result<Vec<Arm64WriteReport>, ConfigureError> {
     let held = |id: u64| {
         state
@@ -69,7 +97,7 @@ pub(super) fn write(
         let verdict = match sealed {
             // The lock judges each write as it goes.
             true => None,
-            false => Some(match judge(id, value, &state.host, state.features) {
+            false => Some(match judged_measured(id, value, state, el_floor)? {
                 Verdict::Refused(refusal) => {
                     let refusal = explained(&refusal);
                     // One line, errno included: what the reply shows and the trace records.
