@@ -311,6 +311,21 @@ fn the_probe_is_recorded_replayed_and_read_by_trace_fingerprint() {
         };
         let facts = supervisor::fingerprint::from_trace::facts(&trace);
         assert_eq!(facts.arm64.el_floor, Some(enforces));
+        // replay --model with the trace's own fingerprint predicts the probe and the plan.
+        let document =
+            serde_json::to_string(&supervisor::fingerprint::Fingerprint::build(&facts)).unwrap();
+        let model = supervisor::model_cmd::facts_from_str(&document, "fingerprint").unwrap();
+        assert_eq!(model.arm64.probes.el_floor, Some(enforces));
+        let compared = supervisor::model_cmd::replay::compare(&trace, model.clone());
+        assert!(
+            compared.judged > 0 && compared.differences.is_empty(),
+            "enforces {enforces}: {compared:?}"
+        );
+        // Without the fact, the default (the floor assumed) mispredicts a 6.12 host's answers.
+        let mut unmeasured = model;
+        unmeasured.arm64.probes.el_floor = None;
+        let compared = supervisor::model_cmd::replay::compare(&trace, unmeasured);
+        assert_eq!(compared.differences.is_empty(), enforces, "{compared:?}");
         let replay = ReplayHypervisor::new(&trace).unwrap();
         let monitor = replay.monitor();
         let replayed = runtime()
