@@ -243,6 +243,30 @@ fn trace_show_json_of_every_fixture_matches_its_schema() {
     }
 }
 
+/// A fingerprint with a measured EL0/EL1 floor (a trace whose fleet asked the probe, or
+/// `host --fingerprint` on arm64) is a document of the schema.
+#[test]
+fn a_measured_el_floor_matches_the_fingerprint_schema() {
+    use supervisor::fingerprint::{Arm64Facts, Facts, Fingerprint, X86Facts};
+    for el_floor in [Some(true), Some(false), None] {
+        let doc = serde_json::to_value(Fingerprint::build(&Facts {
+            arch: vcpu::GuestArch::Aarch64,
+            host: recorder::HostFingerprint::default(),
+            x86: X86Facts::default(),
+            arm64: Arm64Facts {
+                el_floor,
+                ..Arm64Facts::default()
+            },
+        }))
+        .unwrap();
+        assert_eq!(
+            doc["arm64"]["kernel_probes"]["el_floor"],
+            serde_json::json!(el_floor)
+        );
+        check("fingerprint", &doc, &format!("el_floor {el_floor:?}"));
+    }
+}
+
 /// `trace fingerprint --json` of every fixture (x86 and arm64) is one document of its schema, with
 /// the section of the trace's architecture filled from the recorded calls.
 #[test]
@@ -281,6 +305,12 @@ fn trace_fingerprint_json_of_every_fixture_matches_its_schema() {
                 assert!(doc["arm64"]["reg_list"].is_object(), "{}", trace.display());
                 assert!(
                     doc["arm64"]["preferred_target"].is_u64(),
+                    "{}",
+                    trace.display()
+                );
+                // No fixture's fleet lowers EL0/EL1, so none asked the probe.
+                assert!(
+                    doc["arm64"]["kernel_probes"]["el_floor"].is_null(),
                     "{}",
                     trace.display()
                 );
