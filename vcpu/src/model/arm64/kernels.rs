@@ -36,6 +36,9 @@ pub enum HostSign {
     PsciLimitAtLeast(PsciVersion),
     /// The field (`REGISTER.FIELD`) reads as 0 right after the first init, so its limit is 0.
     FieldLimitZero(&'static str),
+    /// The field's (`REGISTER.FIELD`) limit, the value right after the first init, differs from
+    /// 6.12's on the same CPU; the model reads it from the host, as every limit.
+    FieldLimit(&'static str),
     /// The kernel forces the field (`REGISTER.FIELD`) to what the VM's vGIC supports at the
     /// first run ([`super::fields::FieldNote::ForcedToVgic`]).
     KernelOwnedField(&'static str),
@@ -97,6 +100,35 @@ pub static CHANGES: &[KernelChange] = &[
         shows_as: &[HostSign::Listed(abi::KVM_REG_ARM_VENDOR_HYP_BMAP_2)],
     },
     KernelChange {
+        since: "6.16",
+        what: "ID_AA64PFR1_EL1.MTE_frac is exposed, and an accidentally advertised FEAT_MTE_ASYNC \
+               disappears",
+        shows_as: &[HostSign::FieldLimit("ID_AA64PFR1_EL1.MTE_frac")],
+    },
+    KernelChange {
+        since: "6.16",
+        what: "nested virtualisation can be requested (KVM_ARM_VCPU_HAS_EL2), off by default",
+        shows_as: &[
+            HostSign::VmCapability(abi::KVM_CAP_ARM_EL2),
+            HostSign::VmCapability(abi::KVM_CAP_ARM_EL2_E2H0),
+        ],
+    },
+    KernelChange {
+        since: "6.16",
+        what: "KVM_REG_ARM_VENDOR_HYP_BMAP_2 is listed unconditionally",
+        shows_as: &[HostSign::Listed(abi::KVM_REG_ARM_VENDOR_HYP_BMAP_2)],
+    },
+    KernelChange {
+        since: "6.17",
+        what: "ID_AA64PFR2_EL1.GCIE; RAS, DoubleFault2 and SCTLR2 advertised",
+        shows_as: &[
+            HostSign::FieldLimit("ID_AA64PFR2_EL1.GCIE"),
+            HostSign::FieldLimit("ID_AA64PFR0_EL1.RAS"),
+            HostSign::FieldLimit("ID_AA64PFR1_EL1.DF2"),
+            HostSign::FieldLimit("ID_AA64MMFR3_EL1.SCTLRX"),
+        ],
+    },
+    KernelChange {
         since: "6.18",
         what: "ID_AA64MMFR1_EL1.HCX and .TWED are writable (lower-safe)",
         shows_as: &[HostSign::MaskBits {
@@ -111,6 +143,14 @@ pub static CHANGES: &[KernelChange] = &[
             register: catalog::ID_AA64DFR0_EL1,
             bits: DFR0_HPMN0,
         }],
+    },
+    KernelChange {
+        since: "7.0",
+        what: "TME gone (its entry dropped); LS64 and LS64_V exposed",
+        shows_as: &[
+            HostSign::FieldLimitZero("ID_AA64ISAR0_EL1.TME"),
+            HostSign::FieldLimit("ID_AA64ISAR1_EL1.LS64"),
+        ],
     },
     KernelChange {
         since: "7.1",
@@ -165,7 +205,7 @@ mod tests {
         for change in CHANGES {
             for sign in change.shows_as {
                 match *sign {
-                    HostSign::FieldLimitZero(name) => {
+                    HostSign::FieldLimitZero(name) | HostSign::FieldLimit(name) => {
                         assert!(fields::by_name(name).is_some(), "{name}");
                     }
                     HostSign::KernelOwnedField(name) => {
@@ -189,7 +229,7 @@ mod tests {
         assert_eq!(bmap2, 0x6030_0000_0016_0003);
         assert!(shown_by(&[], Some(PsciVersion::V1_1.reg_value())).is_empty());
         let shown = shown_by(&[bmap2], Some(PsciVersion::V1_3.reg_value()));
-        assert_eq!(shown.len(), 2);
+        assert_eq!(shown.len(), 3);
         assert_eq!(
             NEWER_FIRMWARE_REGISTERS[0].id(),
             bmap2,
