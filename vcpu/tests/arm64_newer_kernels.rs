@@ -243,3 +243,21 @@ fn mpam_reads_as_zero_on_newer_kernels_and_the_limit_decides() {
     assert!(!judge_before_run(id, mpam.with(base, 1), &hidden, psci_only()).is_accepted());
     assert!(judge_before_run(id, mpam.with(base, 0), &hidden, psci_only()).is_accepted());
 }
+
+#[test]
+fn smfr0_is_judged_by_the_kernels_exact_type_once_a_mask_opens_it() {
+    // No kernel vmfleet has recorded opens ID_AA64SMFR0_EL1; a kernel that exposes SME to guests
+    // would. Every field is exact with safe value 0: keep the limit or drop to 0.
+    let reg = catalog::ID_AA64SMFR0_EL1;
+    let id = reg.kvm_reg_id();
+    let fa64 = fields::by_name("ID_AA64SMFR0_EL1.FA64").unwrap().field();
+    let smever = fields::by_name("ID_AA64SMFR0_EL1.SMEver").unwrap().field();
+    let limit = smever.with(fa64.with(0, 1), 2);
+    let mut masks = masks_6_12("after vcpu init");
+    let table = fields::table_for(reg).unwrap();
+    masks[reg.feature_id_range_index().unwrap()] = table.fields.iter().fold(0, |m, f| m | f.mask());
+    let h = host(&masks, &[(id, limit)]);
+    assert!(judge_before_run(id, fa64.with(limit, 0), &h, psci_only()).is_accepted());
+    assert!(judge_before_run(id, smever.with(limit, 0), &h, psci_only()).is_accepted());
+    assert!(!judge_before_run(id, smever.with(limit, 1), &h, psci_only()).is_accepted());
+}

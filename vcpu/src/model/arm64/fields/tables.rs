@@ -168,6 +168,33 @@ static ID_AA64ZFR0: &[IdField] = &[
     lower("SVEver", 0),
 ];
 
+/// `ftr_id_aa64smfr0`: every entry `FTR_EXACT` with safe value 0, so a field may keep the limit or
+/// drop to 0. KVM on 6.12 does not expose SME (the register reads 0, its mask is 0); the table is
+/// here so that a kernel whose mask opens the register judges writes by the kernel's types. LUT6
+/// (2025) is left out: its bit is judged as having no entry, which refuses rather than accepts.
+// Source: cpufeature.c `ftr_id_aa64smfr0` (FA64 … F32F32), the 2024 dpISA series' additions
+// (LUTv2, F8F16, F8F32, SF8FMA, SF8DP4, SF8DP2), positions from `arch/arm64/tools/sysreg`.
+static ID_AA64SMFR0: &[IdField] = &[
+    exact("FA64", 63, 0).width(1),
+    exact("LUTv2", 60, 0).width(1),
+    exact("SMEver", 56, 0),
+    exact("I16I64", 52, 0),
+    exact("F64F64", 48, 0).width(1),
+    exact("I16I32", 44, 0),
+    exact("B16B16", 43, 0).width(1),
+    exact("F16F16", 42, 0).width(1),
+    exact("F8F16", 41, 0).width(1),
+    exact("F8F32", 40, 0).width(1),
+    exact("I8I32", 36, 0),
+    exact("F16F32", 35, 0).width(1),
+    exact("B16F32", 34, 0).width(1),
+    exact("BI32I32", 33, 0).width(1),
+    exact("F32F32", 32, 0).width(1),
+    exact("SF8FMA", 30, 0).width(1),
+    exact("SF8DP4", 29, 0).width(1),
+    exact("SF8DP2", 28, 0).width(1),
+];
+
 /// `ftr_id_aa64fpfr0`: one-bit fields, all `FTR_EXACT` with safe value 0, so a field may keep the
 /// limit or drop to 0 (not implemented). F8MM8/F8MM4 have entries since 6.14 and F16MM2 since the
 /// 2025 dpISA series; on older kernels those bits have no entry and a limit of 0, which the same
@@ -190,10 +217,14 @@ static ID_AA64FPFR0: &[IdField] = &[
 /// and DebugVer, and, with FEAT_HPMN0's cpucap (Colton Lewis, "arm64: cpufeature: Add cpucap for
 /// HPMN0", which also adds HPMN0 to KVM's writable mask of this register), HPMN0 as
 /// `FTR_NONSTRICT, FTR_LOWER_SAFE`. ExtTrcBuff, BRBE, MTPMU, TraceBuffer, TraceFilt, SEBEP, PMSS
-/// and TraceVer have no entry in the newest kernel's table: sanitisation makes them 0, and a write
-/// must keep the limit whether or not a mask covers them.
-// Source: torvalds/linux arch/arm64/kernel/cpufeature.c `ftr_id_aa64dfr0` and the HPMN0 patch's
-// diff of it and of arch/arm64/kvm/sys_regs.c (ID_AA64DFR0_EL1's `ID_FILTERED` mask). The 6.12
+/// and TraceVer have no entry: sanitisation makes them 0, and a write must keep the limit whether
+/// or not a mask covers them.
+// Source: torvalds/linux arch/arm64/kernel/cpufeature.c `ftr_id_aa64dfr0` (entries sorted by
+// shift: DoubleLock, PMSVer, CTX_CMPs, WRPs, BRPs, PMUVer, DebugVer) and the 2026 HPMN0 patch
+// (posted to kvm@vger.kernel.org), whose diff context shows HPMN0 added directly above DoubleLock,
+// so no BRBE/MTPMU/TraceBuffer/TraceFilt entry in between, and which adds
+// ID_AA64DFR0_EL1_HPMN0_MASK to KVM's writable mask in arch/arm64/kvm/sys_regs.c. (A 2023 BRBE
+// series proposed a signed lower-safe BRBE entry; it is not in the tables read.) The 6.12
 // reference kernel reports the mask 0x000000f000f00f0f (DoubleLock, WRPs, PMUVer, DebugVer).
 static ID_AA64DFR0: &[IdField] = &[
     lower("HPMN0", 60),
@@ -407,6 +438,7 @@ pub static TABLES: &[FieldTable] = &[
         fields: ID_AA64ZFR0,
         read_as_zero_without: Some(Sve),
     },
+    table(catalog::ID_AA64SMFR0_EL1, ID_AA64SMFR0),
     table(catalog::ID_AA64FPFR0_EL1, ID_AA64FPFR0),
     table(catalog::ID_AA64DFR0_EL1, ID_AA64DFR0),
     table(catalog::ID_AA64ISAR0_EL1, ID_AA64ISAR0),
