@@ -171,3 +171,14 @@ fn after_the_run_the_lock_applies_the_measured_floor_too() {
         "{verdict}"
     );
 }
+
+#[test]
+fn the_newer_kernels_table_names_the_floor_and_how_it_shows() {
+    use vcpu::model::arm64::kernels::{CHANGES, HostSign};
+    let floor: Vec<_> = CHANGES
+        .iter()
+        .filter(|c| c.shows_as.contains(&HostSign::Probe("el_floor")))
+        .collect();
+    assert_eq!(floor.len(), 1);
+    assert!(floor[0].what.contains("EL0") && floor[0].what.contains("EL1"));
+}

@@ -8,7 +8,8 @@
 //!   judges a change by; [`features`]: the `KVM_ARM_VCPU_INIT` features and the kernel's rules
 //!   for combining them; [`firmware`]: PSCI version, SMCCC workarounds, hypercall bitmaps and
 //!   their named services; [`smccc`]: the SMCCC function ids KVM serves (shared with the built-in
-//!   guest, which makes the calls);
+//!   guest, which makes the calls); [`kernels`]: what kernels after 6.12 changed, each change
+//!   with the host facts that show it (never a version string);
 //! - build ([`model`]): the spec (serde) and the planner that turns it into ordered, judged
 //!   writes;
 //! - validate ([`validate`]): KVM's acceptance rules, applied before the kernel sees a write, and
@@ -40,6 +41,7 @@ pub mod features;
 pub mod fields;
 pub mod firmware;
 pub mod host;
+pub mod kernels;
 pub mod model;
 pub mod reg_id;
 pub mod smccc;

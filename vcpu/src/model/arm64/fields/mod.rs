@@ -97,6 +97,13 @@ pub enum FieldNote {
     /// (`kvm_finalize_sys_regs`): a read-back after the first run can differ from what was
     /// written before it.
     ClearedAtFirstRunWithoutVgic,
+    /// Newer kernels (7.1 on, cross-host §1) force the field to what the VM's vGIC supports at
+    /// the first run, whatever userspace wrote: the kernel owns it. A read-back after the first
+    /// run that differs from the write is the kernel's doing, never a template mismatch; the
+    /// guest sees the vGIC's value. (On 6.12 only [`FieldNote::ClearedAtFirstRunWithoutVgic`]
+    /// applies; both leave the field out of the read-back comparison,
+    /// [`first_run_mutable_mask`].)
+    ForcedToVgic,
     /// With MTE2 and MTE_frac = 0xF on the host, a requested MTE_frac of 0 (ASYNC) is accepted and
     /// stored as 0xF (`set_id_aa64pfr1_el1`).
     MteFracAsyncRewrite,
@@ -252,13 +259,15 @@ pub fn table_for(register: SysReg) -> Option<&'static FieldTable> {
 }
 
 /// Bits of `register` that KVM may change by itself at the VM's first run
-/// ([`FieldNote::ClearedAtFirstRunWithoutVgic`]): checks comparing a read-back after the first run
+/// ([`FieldNote::ClearedAtFirstRunWithoutVgic`], [`FieldNote::ForcedToVgic`]): checks comparing a read-back after the first run
 /// with what was written before it must ignore them.
 pub fn first_run_mutable_mask(register: SysReg) -> u64 {
     table_for(register).map_or(0, |t| {
         t.fields
             .iter()
-            .filter(|f| f.has(FieldNote::ClearedAtFirstRunWithoutVgic))
+            .filter(|f| {
+                f.has(FieldNote::ClearedAtFirstRunWithoutVgic) || f.has(FieldNote::ForcedToVgic)
+            })
             .fold(0, |mask, f| mask | f.mask())
     })
 }

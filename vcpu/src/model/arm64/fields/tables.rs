@@ -5,8 +5,10 @@
 //!
 //! Conventions: fields run from the highest bits down, as in the kernel; 4 bits and unsigned
 //! unless built otherwise; `safe_value` is only given where [`SafeType::Exact`] uses it (a
-//! lower-safe check never looks at it). Fields whose kernel type the reference does not give are
-//! [`FieldCheck::Untyped`]: named for reports, judged as fixed at the limit.
+//! lower-safe check never looks at it). No field is [`FieldCheck::Untyped`]: every field has
+//! either the kernel's type or [`FieldCheck::NoKernelEntry`] (the kernel has no entry, so the
+//! limit is kept), so no writable bit is refused for want of a table (`vcpu/tests/
+//! arm64_newer_kernels.rs` checks it against the 6.12 masks and the newer kernels' ones).
 
 mod aarch32;
 
@@ -80,11 +82,6 @@ const fn no_entry(name: &'static str, shift: u8) -> IdField {
     field(name, shift, FieldCheck::NoKernelEntry)
 }
 
-/// A field whose kernel type vmfleet does not model.
-const fn untyped(name: &'static str, shift: u8) -> IdField {
-    field(name, shift, FieldCheck::Untyped)
-}
-
 impl IdField {
     const fn signed(self) -> IdField {
         IdField {
@@ -115,7 +112,7 @@ static ID_AA64PFR0: &[IdField] = &[
     lower("SEL2", 36),
     lower("SVE", 32).notes(&[DecidedByFeature(Sve)]),
     lower("RAS", 28),
-    lower("GIC", 24).notes(&[ClearedAtFirstRunWithoutVgic]),
+    lower("GIC", 24).notes(&[ClearedAtFirstRunWithoutVgic, ForcedToVgic]),
     signed_lower("AdvSIMD", 20),
     signed_lower("FP", 16),
     lower("EL3", 12),
@@ -151,7 +148,7 @@ static ID_AA64PFR1: &[IdField] = &[
 
 static ID_AA64PFR2: &[IdField] = &[
     lower("FPMR", 32),
-    lower("GCIE", 12).notes(&[ClearedAtFirstRunWithoutVgic]),
+    lower("GCIE", 12).notes(&[ClearedAtFirstRunWithoutVgic, ForcedToVgic]),
     lower("MTEFAR", 8),
     lower("MTESTOREONLY", 4),
 ];
@@ -169,6 +166,33 @@ static ID_AA64ZFR0: &[IdField] = &[
     lower("EltPerm", 12),
     lower("AES", 4),
     lower("SVEver", 0),
+];
+
+/// `ftr_id_aa64smfr0`: every entry `FTR_EXACT` with safe value 0, so a field may keep the limit or
+/// drop to 0. KVM on 6.12 does not expose SME (the register reads 0, its mask is 0); the table is
+/// here so that a kernel whose mask opens the register judges writes by the kernel's types. LUT6
+/// (2025) is left out: its bit is judged as having no entry, which refuses rather than accepts.
+// Source: cpufeature.c `ftr_id_aa64smfr0` (FA64 … F32F32), the 2024 dpISA series' additions
+// (LUTv2, F8F16, F8F32, SF8FMA, SF8DP4, SF8DP2), positions from `arch/arm64/tools/sysreg`.
+static ID_AA64SMFR0: &[IdField] = &[
+    exact("FA64", 63, 0).width(1),
+    exact("LUTv2", 60, 0).width(1),
+    exact("SMEver", 56, 0),
+    exact("I16I64", 52, 0),
+    exact("F64F64", 48, 0).width(1),
+    exact("I16I32", 44, 0),
+    exact("B16B16", 43, 0).width(1),
+    exact("F16F16", 42, 0).width(1),
+    exact("F8F16", 41, 0).width(1),
+    exact("F8F32", 40, 0).width(1),
+    exact("I8I32", 36, 0),
+    exact("F16F32", 35, 0).width(1),
+    exact("B16F32", 34, 0).width(1),
+    exact("BI32I32", 33, 0).width(1),
+    exact("F32F32", 32, 0).width(1),
+    exact("SF8FMA", 30, 0).width(1),
+    exact("SF8DP4", 29, 0).width(1),
+    exact("SF8DP2", 28, 0).width(1),
 ];
 
 /// `ftr_id_aa64fpfr0`: one-bit fields, all `FTR_EXACT` with safe value 0, so a field may keep the
@@ -189,26 +213,39 @@ static ID_AA64FPFR0: &[IdField] = &[
     exact("F8E5M2", 0, 0).width(1),
 ];
 
+/// `ftr_id_aa64dfr0`. The kernel has entries for DoubleLock, PMSVer, CTX_CMPs, WRPs, BRPs, PMUVer
+/// and DebugVer, and, with FEAT_HPMN0's cpucap (Colton Lewis, "arm64: cpufeature: Add cpucap for
+/// HPMN0", which also adds HPMN0 to KVM's writable mask of this register), HPMN0 as
+/// `FTR_NONSTRICT, FTR_LOWER_SAFE`. ExtTrcBuff, BRBE, MTPMU, TraceBuffer, TraceFilt, SEBEP, PMSS
+/// and TraceVer have no entry: sanitisation makes them 0, and a write must keep the limit whether
+/// or not a mask covers them.
+// Source: torvalds/linux arch/arm64/kernel/cpufeature.c `ftr_id_aa64dfr0` (entries sorted by
+// shift: DoubleLock, PMSVer, CTX_CMPs, WRPs, BRPs, PMUVer, DebugVer) and the 2026 HPMN0 patch
+// (posted to kvm@vger.kernel.org), whose diff context shows HPMN0 added directly above DoubleLock,
+// so no BRBE/MTPMU/TraceBuffer/TraceFilt entry in between, and which adds
+// ID_AA64DFR0_EL1_HPMN0_MASK to KVM's writable mask in arch/arm64/kvm/sys_regs.c. (A 2023 BRBE
+// series proposed a signed lower-safe BRBE entry; it is not in the tables read.) The 6.12
+// reference kernel reports the mask 0x000000f000f00f0f (DoubleLock, WRPs, PMUVer, DebugVer).
 static ID_AA64DFR0: &[IdField] = &[
-    untyped("HPMN0", 60),
-    untyped("ExtTrcBuff", 56),
-    untyped("BRBE", 52),
-    untyped("MTPMU", 48).signed(),
-    untyped("TraceBuffer", 44),
-    untyped("TraceFilt", 40),
+    lower("HPMN0", 60),
+    no_entry("ExtTrcBuff", 56),
+    no_entry("BRBE", 52),
+    no_entry("MTPMU", 48).signed(),
+    no_entry("TraceBuffer", 44),
+    no_entry("TraceFilt", 40),
     signed_lower("DoubleLock", 36),
     lower("PMSVer", 32),
     lower("CTX_CMPs", 28),
-    untyped("SEBEP", 24),
+    no_entry("SEBEP", 24),
     lower("WRPs", 20),
-    untyped("PMSS", 16),
+    no_entry("PMSS", 16),
     lower("BRPs", 12),
     signed_lower("PMUVer", 8).notes(&[
         KvmJudgesLowerSafe,
         ImpDefReadsAsNotImplemented,
         LimitFromFeature(PmuV3),
     ]),
-    untyped("TraceVer", 4),
+    no_entry("TraceVer", 4),
     lower("DebugVer", 0).notes(&[
         KvmJudgesLowerSafe,
         Minimum {
@@ -306,6 +343,8 @@ static ID_AA64MMFR1: &[IdField] = &[
     lower("TIDCP1", 52),
     no_entry("nTLBPA", 48),
     lower("AFP", 44),
+    // HCX and TWED: writable since 6.18 (a mask with bits 43:40 and 35:32); both
+    // `FTR_STRICT, FTR_LOWER_SAFE` in `ftr_id_aa64mmfr1`.
     lower("HCX", 40),
     lower("ETS", 36),
     lower("TWED", 32),
@@ -399,6 +438,7 @@ pub static TABLES: &[FieldTable] = &[
         fields: ID_AA64ZFR0,
         read_as_zero_without: Some(Sve),
     },
+    table(catalog::ID_AA64SMFR0_EL1, ID_AA64SMFR0),
     table(catalog::ID_AA64FPFR0_EL1, ID_AA64FPFR0),
     table(catalog::ID_AA64DFR0_EL1, ID_AA64DFR0),
     table(catalog::ID_AA64ISAR0_EL1, ID_AA64ISAR0),

@@ -206,7 +206,7 @@ pub fn set_handler_rules(
 /// that measures it. `None` for the minimums every kernel vmfleet knows applies.
 ///
 /// ID_AA64PFR0_EL1.EL0 and .EL1 (`EINVAL` for 0) arrived after 6.12, and no capability or
-/// writable mask tells the kernels apart; DebugVer's and PerfMon's minimums and PMUVer's rewrite
+/// writable mask tells the kernels apart (`kernels::CHANGES`, `HostSign::Probe("el_floor")`); DebugVer's and PerfMon's minimums and PMUVer's rewrite
 /// are older than the writable masks and apply wherever the field is writable.
 pub fn kernel_floor(reg: SysReg, field: &IdField) -> Option<fn(&KernelProbes) -> Option<bool>> {
     (reg == catalog::ID_AA64PFR0_EL1 && matches!(field.name, "EL0" | "EL1"))

@@ -38,7 +38,7 @@ pub(super) static ID_PFR0: &[IdField] = &[
 pub(super) static ID_PFR1: &[IdField] = &[
     // `kvm_finalize_sys_regs` clears it with ID_AA64PFR0_EL1.GIC (seen on 6.12 in the arm64 lab:
     // written 0x10011001, the guest reads 0x11001).
-    lower("GIC", 28).notes(&[ClearedAtFirstRunWithoutVgic]),
+    lower("GIC", 28).notes(&[ClearedAtFirstRunWithoutVgic, ForcedToVgic]),
     lower("Virt_frac", 24),
     lower("Sec_frac", 20),
     lower("GenTimer", 16),
