@@ -191,6 +191,15 @@ fn judge_answers_arm64_calls_and_the_lock() {
     assert_eq!(answers[5]["judged"], false);
     assert_eq!(answers[6]["origin"], "vmfleet_lock");
     assert!(answers[7]["error"].as_str().unwrap().contains("not JSON"));
+    // An error names the input line it answers (1-based, blank lines counted).
+    assert!(
+        answers[7]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 8: "),
+        "{}",
+        answers[7]
+    );
     assert!(
         answers[8]["error"]
             .as_str()

@@ -192,11 +192,12 @@ impl Answer {
     }
 }
 
-/// The answer to one line, as one line of JSON (never fails: a bad line is an `error` answer).
-pub fn answer(engine: &mut Engine, line: &str) -> String {
+/// The answer to line `number` (1-based, counting blank lines) of the input, as one line of JSON
+/// (never fails: a bad line is an `error` answer that names its line).
+pub fn answer(engine: &mut Engine, number: usize, line: &str) -> String {
     let answer = match parse_line(line) {
         Err(e) => Answer {
-            error: Some(format!("{e:#}")),
+            error: Some(format!("line {number}: {e:#}")),
             ..Answer::new()
         },
         Ok((stream, call)) => match engine.call(stream, &call) {
@@ -221,12 +222,12 @@ pub fn answer(engine: &mut Engine, line: &str) -> String {
 /// `vmfleet model judge FP`: answer each line of stdin (blank lines are skipped).
 pub fn run(fingerprint: &Path) -> Result<Status> {
     let mut engine = Engine::new(load_facts(fingerprint)?);
-    for line in std::io::stdin().lock().lines() {
-        let line = line.context("reading calls from stdin")?;
+    for (index, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {} of stdin", index + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        emit(&(answer(&mut engine, &line) + "\n"))?;
+        emit(&(answer(&mut engine, index + 1, &line) + "\n"))?;
     }
     Ok(Status::Success)
 }
