@@ -175,6 +175,15 @@ impl Request {
                 },
                 set: fields.strings("set")?,
             },
+            Op::SetModel if !fields.object.contains_key("hide") => {
+                // Neither form: name both, an x86 VM takes `hide`, an arm64 VM `set`.
+                return Err(format!(
+                    "op `set-model` needs field `hide` (x86: the features to hide) or `set` \
+                     (arm64: REGISTER[.FIELD]=VALUE writes): {} or {}",
+                    Op::SetModel.example(),
+                    SET_MODEL_ARM64_EXAMPLE
+                ));
+            }
             Op::SetModel => Request::SetModel {
                 vm: fields.string("vm")?,
                 hide: fields.strings("hide")?,
@@ -322,6 +331,10 @@ fn shown(key: &str) -> String {
         None => escaped,
     }
 }
+
+/// How an arm64 `set-model` request looks, for error messages (`Op::example` shows the x86 form).
+const SET_MODEL_ARM64_EXAMPLE: &str =
+    r#"{"op":"set-model","vm":"NAME","set":["ID_AA64ISAR0_EL1.AES=0"]}"#;
 
 /// The fields of one request object, taken out with type checks.
 struct Fields<'a> {

@@ -230,7 +230,7 @@ fn garbage_gets_an_error_that_names_the_problem() {
         ),
         (
             b"{\"op\":\"set-model\",\"vm\":\"a\"}",
-            "op `set-model` needs field `hide`",
+            "op `set-model` needs field `hide` (x86: the features to hide) or `set` (arm64",
         ),
         (
             b"{\"op\":\"set-model\",\"vm\":\"a\",\"hide\":\"avx2\"}",
