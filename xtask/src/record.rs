@@ -1,7 +1,7 @@
 //! `cargo xtask record [FIXTURE]...`: re-record the fixture traces (`fixtures/*.trace`) from
 //! `fixtures/specs/*.toml` with the release `vmfleet` on this host's KVM (a spec with a
 //! `.requests` file beside it is recorded as a `vmfleet serve` session driven by those
-//! requests; `arm64-<kernel>-<cpu>` fixtures in the arm64 lab), then refresh the replay
+//! requests; `arm64-<kernel>-<cpu>[+<label>]` fixtures in the arm64 lab), then refresh the replay
 //! snapshots.
 
 use crate::{arm64_lab, cargo, check, kvm_usable, root, step, vmfleet_release};
@@ -70,13 +70,16 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
     Ok(())
 }
 
-/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>.toml`.
+/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>[+<label>].toml`. The
+/// optional `+<label>` names a second fixture on the same lab (e.g. `arm64-6.12-max+model`); it is
+/// not part of QEMU's `-cpu` (whose names have hyphens, e.g. `neoverse-n1`, hence `+`).
 fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> {
     let rest = stem.strip_prefix("arm64-")?;
+    let rest = rest.split_once('+').map_or(rest, |(lab, _label)| lab);
     let (kernel, cpu) = rest.split_once('-').unwrap_or((rest, ""));
     if cpu.is_empty() {
         return Some(Err(anyhow::anyhow!(
-            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>, e.g. arm64-6.12-max"
+            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>[+<label>], e.g. arm64-6.12-max"
         )));
     }
     Some(arm64_lab::Kernel::parse(kernel).map(|k| (k, cpu.to_string())))
