@@ -180,3 +180,22 @@ pub fn record(args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arm64_fixture_name_gives_its_lab_and_may_carry_a_label() {
+        let lab =
+            |stem: &str| arm64_fixture_lab(stem).map(|r| r.map(|(k, cpu)| (format!("{k:?}"), cpu)));
+        let (k, cpu) = lab("arm64-6.12-max").unwrap().unwrap();
+        assert_eq!((k.as_str(), cpu.as_str()), ("V6_12", "max"));
+        let (k2, cpu) = lab("arm64-6.12-max+model").unwrap().unwrap();
+        assert_eq!((k2, cpu.as_str()), (k, "max"));
+        let (_, cpu) = lab("arm64-6.1-neoverse-n1+x").unwrap().unwrap();
+        assert_eq!(cpu, "neoverse-n1");
+        assert!(lab("arm64-6.12+model").unwrap().is_err());
+        assert!(lab("single").is_none());
+    }
+}
