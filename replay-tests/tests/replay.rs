@@ -16,6 +16,7 @@ const REQUIRED: &[&str] = &[
     "arm64-6.12-max",
     "arm64-6.1-max",
     "arm64-6.12-neoverse-n1",
+    "arm64-6.12-max+model",
 ];
 
 /// The arm64 fixtures, recorded on real arm64 KVM in the arm64 lab.
@@ -318,6 +319,104 @@ fn the_arm64_fixtures_show_the_model_validated_applied_seen_and_locked() {
             Err(f) if f.origin == vcpu::Origin::Lock && f.errno == vcpu::Errno::EBUSY
         )));
     }
+}
+
+/// `arm64-6.12-max+model`, recorded on real arm64 KVM 6.12 (`-cpu max`): the issue-12 model met
+/// the kernel and they agree. Every write vmfleet sent (AArch32 and ID_DFR0 fields lowered, whole
+/// MPIDR/CLIDR/SMCCC_ARCH_WORKAROUND_1/ID_AA64ISAR0 writes, PFR0.EL1 = 0 after the floor probe)
+/// was answered as predicted; the four it refused (an AArch32 raise, an SME and an FP8 field
+/// raised, MIDR without capability 239) were refused by a scratch VM of the same kernel too, with
+/// EINVAL; after the run a change was refused by the lock (EBUSY) while an identical rewrite and
+/// PMUVer 0xF over 0 (the kernel's "no PMU" again) were allowed.
+#[test]
+fn the_arm64_model_fixture_agrees_with_the_real_kernel_on_every_write() {
+    use supervisor::report::Verdict;
+    let name = "arm64-6.12-max+model";
+    let (trace, spec) = load(name);
+    let outcome = replay_trace(&trace, &spec).expect("replays");
+    let report = outcome.report.expect("report");
+    let mut refused = Vec::new();
+    for vm in &report.vms {
+        assert!(!vm.failed(), "{}: failed", vm.name);
+        let arm64 = vm.arm64.as_ref().expect("an arm64 VM reports its model");
+        assert_eq!(arm64.disagreements(), 0, "{}", vm.name);
+        for v in &vm.vcpus {
+            let guest = v.arm64_guest.as_ref().expect("the guest reported");
+            assert!(guest.consistent(), "{}: {:?}", vm.name, guest);
+        }
+        for w in &arm64.writes {
+            assert!(w.agrees, "{}: {} {}", vm.name, w.register, w.verdict);
+            if w.sent {
+                assert_eq!(w.outcome, "written", "{}: {}", vm.name, w.register);
+                continue;
+            }
+            let kernel = w
+                .cross_check
+                .as_deref()
+                .unwrap_or_else(|| panic!("{}: {} was not cross-checked", vm.name, w.register));
+            assert!(
+                kernel.starts_with("the kernel refused it too (EINVAL)"),
+                "{}: {kernel}",
+                vm.name
+            );
+            refused.push((vm.name.as_str(), w.register.as_str()));
+        }
+    }
+    assert_eq!(
+        refused,
+        [
+            ("aarch32-raised", "ID_ISAR5_EL1"),
+            ("fp8-sme", "ID_AA64SMFR0_EL1"),
+            ("fp8-raised", "ID_AA64FPFR0_EL1"),
+            ("midr", "MIDR_EL1"),
+        ]
+    );
+    let vm = |n: &str| {
+        report
+            .vms
+            .iter()
+            .find(|v| v.name == n)
+            .unwrap_or_else(|| panic!("no VM {n}"))
+    };
+    let sent = |n: &str| -> Vec<String> {
+        vm(n)
+            .arm64
+            .as_ref()
+            .unwrap()
+            .writes
+            .iter()
+            .filter(|w| w.sent)
+            .map(|w| w.register.clone())
+            .collect()
+    };
+    assert_eq!(sent("aarch32-lowered"), ["ID_ISAR0_EL1", "ID_ISAR5_EL1"]);
+    assert_eq!(sent("debug32"), ["ID_DFR0_EL1"]);
+    assert_eq!(sent("el1-zero"), ["ID_AA64PFR0_EL1"]);
+    assert_eq!(sent("whole").len(), 4, "{:?}", sent("whole"));
+    // 6.12 has no EL0/EL1 floor: the probe's write of PFR0.EL1 = 0 was accepted.
+    assert!(
+        trace
+            .events
+            .iter()
+            .any(|e| format!("{e:?}").contains("el-floor-probe"))
+    );
+    let after = |n: &str| -> Vec<(String, Verdict)> {
+        vm(n)
+            .after_run
+            .iter()
+            .map(|a| (a.action.clone(), a.outcome))
+            .collect()
+    };
+    let locked = after("locked");
+    assert_eq!(locked.len(), 2);
+    assert!(locked[0].0.starts_with("set ") && locked[0].1 == Verdict::RefusedByLock);
+    assert_eq!(
+        locked[1],
+        ("rewrite identical".to_string(), Verdict::Allowed)
+    );
+    let pmuver = after("pmuver");
+    assert_eq!(pmuver.len(), 1);
+    assert_eq!(pmuver[0].1, Verdict::Allowed, "{:?}", pmuver[0]);
 }
 
 #[test]

@@ -308,12 +308,15 @@ fn trace_fingerprint_json_of_every_fixture_matches_its_schema() {
                     "{}",
                     trace.display()
                 );
-                // No fixture's fleet lowers EL0/EL1, so none asked the probe.
-                assert!(
-                    doc["arm64"]["kernel_probes"]["el_floor"].is_null(),
-                    "{}",
-                    trace.display()
-                );
+                // Only arm64-6.12-max+model's fleet lowers EL0/EL1, so only it asked the probe:
+                // real 6.12 accepted PFR0.EL1 = 0, so it has no floor (false).
+                let probed = trace.ends_with("arm64-6.12-max+model.trace");
+                let el_floor = &doc["arm64"]["kernel_probes"]["el_floor"];
+                if probed {
+                    assert_eq!(el_floor, &Value::Bool(false), "{}", trace.display());
+                } else {
+                    assert!(el_floor.is_null(), "{}", trace.display());
+                }
             }
             other => panic!("{}: arch {other:?}", trace.display()),
         }

@@ -1,7 +1,7 @@
 //! `cargo xtask record [FIXTURE]...`: re-record the fixture traces (`fixtures/*.trace`) from
 //! `fixtures/specs/*.toml` with the release `vmfleet` on this host's KVM (a spec with a
 //! `.requests` file beside it is recorded as a `vmfleet serve` session driven by those
-//! requests; `arm64-<kernel>-<cpu>` fixtures in the arm64 lab), then refresh the replay
+//! requests; `arm64-<kernel>-<cpu>[+<label>]` fixtures in the arm64 lab), then refresh the replay
 //! snapshots.
 
 use crate::{arm64_lab, cargo, check, kvm_usable, root, step, vmfleet_release};
@@ -70,13 +70,16 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
     Ok(())
 }
 
-/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>.toml`.
+/// An arm64 fixture's lab: its spec is `fixtures/specs/arm64-<kernel>-<cpu>[+<label>].toml`. The
+/// optional `+<label>` names a second fixture on the same lab (e.g. `arm64-6.12-max+model`); it is
+/// not part of QEMU's `-cpu` (whose names have hyphens, e.g. `neoverse-n1`, hence `+`).
 fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> {
     let rest = stem.strip_prefix("arm64-")?;
+    let rest = rest.split_once('+').map_or(rest, |(lab, _label)| lab);
     let (kernel, cpu) = rest.split_once('-').unwrap_or((rest, ""));
     if cpu.is_empty() {
         return Some(Err(anyhow::anyhow!(
-            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>, e.g. arm64-6.12-max"
+            "arm64 fixture `{stem}`: name it arm64-<kernel>-<cpu>[+<label>], e.g. arm64-6.12-max"
         )));
     }
     Some(arm64_lab::Kernel::parse(kernel).map(|k| (k, cpu.to_string())))
@@ -176,4 +179,23 @@ pub fn record(args: &[String]) -> Result<()> {
         specs.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arm64_fixture_name_gives_its_lab_and_may_carry_a_label() {
+        let lab =
+            |stem: &str| arm64_fixture_lab(stem).map(|r| r.map(|(k, cpu)| (format!("{k:?}"), cpu)));
+        let (k, cpu) = lab("arm64-6.12-max").unwrap().unwrap();
+        assert_eq!((k.as_str(), cpu.as_str()), ("V6_12", "max"));
+        let (k2, cpu) = lab("arm64-6.12-max+model").unwrap().unwrap();
+        assert_eq!((k2, cpu.as_str()), (k, "max"));
+        let (_, cpu) = lab("arm64-6.1-neoverse-n1+x").unwrap().unwrap();
+        assert_eq!(cpu, "neoverse-n1");
+        assert!(lab("arm64-6.12+model").unwrap().is_err());
+        assert!(lab("single").is_none());
+    }
 }
