@@ -6,15 +6,16 @@
 //! (`data/arm64-kvm-6.12-cpu-max.log`), which freezes ID registers itself, and the same VM as a
 //! 6.1 kernel (no writable masks), which does not.
 
+mod common;
+
+use common::reference;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 use vcpu::model::arm64::catalog::{
     self, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, ID_DFR0_EL1, MIDR_EL1,
 };
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::host::HostView;
-use vcpu::model::arm64::sysreg::SysReg;
 use vcpu::model::arm64::validate::{Verdict, WritableMasks, judge_after_run};
 use vcpu::model::lock_policy::{self, Arm64LockContext, STRICTER_THAN_KERNEL};
 use vcpu::{
@@ -23,62 +24,15 @@ use vcpu::{
 };
 use vm_memory::GuestMemoryMmap;
 
-const LOG: &str = include_str!("data/arm64-kvm-6.12-cpu-max.log");
-
-fn hex(text: &str) -> u64 {
-    u64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .unwrap_or_else(|_| panic!("not hex: {text}"))
-}
-
-/// The value after `key` on a line (`id=0x…`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(key))
-}
-
 /// The 6.12 VM of the log as vmfleet sees it right after the first VCPU_INIT; with `reported`
 /// false, the same VM on a kernel without writable masks (6.1), which does not freeze ID
 /// registers after the first run.
 fn host(reported: bool) -> HostView {
-    let register_ids = LOG
-        .lines()
-        .filter_map(|l| l.strip_prefix("REGLIST 0x"))
-        .map(|rest| hex(rest.split_whitespace().next().unwrap()))
-        .collect::<Vec<_>>();
-    let values: BTreeMap<u64, u64> = LOG
-        .lines()
-        .skip_while(|l| !l.starts_with("--- ID registers"))
-        .take_while(|l| !l.starts_with("IOCTL KVM_ARM_GET_REG_WRITABLE_MASKS [after"))
-        .filter_map(|line| Some((hex(field(line, "id=")?), hex(field(line, "val=")?))))
-        .collect();
-    let masks = if reported {
-        let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
-        for line in LOG
-            .lines()
-            .filter(|l| l.starts_with("MASK [after vcpu init]"))
-        {
-            let part = |key| field(line, key).unwrap().parse::<u32>().unwrap();
-            let reg = SysReg::new(
-                part("op0="),
-                part("op1="),
-                part("crn="),
-                part("crm="),
-                part("op2="),
-            )
-            .unwrap();
-            masks[reg.feature_id_range_index().unwrap()] = hex(field(line, "mask=").unwrap());
-        }
-        WritableMasks::from_reported(&masks).unwrap()
+    reference::host_6_12(if reported {
+        reference::masks_after_init()
     } else {
         WritableMasks::PreWritableIdRegisters
-    };
-    HostView {
-        register_ids,
-        values,
-        masks,
-        writable_imp_id_regs: false,
-        probes: Default::default(),
-    }
+    })
 }
 
 fn context(reported: bool) -> Arm64LockContext {

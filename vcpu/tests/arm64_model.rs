@@ -2,9 +2,10 @@
 //! max.log`, qemu `-cpu max`): every recorded write is judged by the model and the prediction must
 //! be the kernel's answer. Then the planner and the spec on that host.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::reference;
 use vcpu::Errno;
-use vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 use vcpu::model::arm64::catalog;
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::fields::{self, first_run_mutable_mask};
@@ -14,13 +15,12 @@ use vcpu::model::arm64::model::{
     Arm64ModelSpec, PlanError, SpecError, UnknownRegisterAction, UnknownRegisterPolicy, plan,
 };
 use vcpu::model::arm64::reg_id::{self, RegClass};
-use vcpu::model::arm64::sysreg::SysReg;
 use vcpu::model::arm64::validate::{
     Arm64Rule, LockClass, MaskSource, Verdict, WritableMasks, judge_after_run, judge_before_run,
     lock_class,
 };
 
-const LOG: &str = include_str!("data/arm64-kvm-6.12-cpu-max.log");
+use common::reference::{LOG, field, hex};
 
 // ---- reading the log ------------------------------------------------------------------------
 
@@ -31,17 +31,6 @@ fn section(from: &str, to: &str) -> Vec<&'static str> {
         .skip(1)
         .take_while(|l| !l.starts_with(to))
         .collect()
-}
-
-fn hex(text: &str) -> u64 {
-    u64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .unwrap_or_else(|_| panic!("not hex: {text}"))
-}
-
-/// The value after `key=` on a line (`id=0x…`).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(key))
 }
 
 /// The kernel's answer as a result: `OK` or an errno.
@@ -65,43 +54,7 @@ fn predicted(verdict: &Verdict) -> Result<(), Errno> {
 
 /// The 6.12 VM of the log, as vmfleet sees it right after the first VCPU_INIT.
 fn host_6_12() -> HostView {
-    let register_ids = LOG
-        .lines()
-        .filter_map(|l| l.strip_prefix("REGLIST 0x"))
-        .map(|rest| hex(rest.split_whitespace().next().unwrap()))
-        .collect::<Vec<_>>();
-    let mut values = BTreeMap::new();
-    for line in section(
-        "--- ID registers",
-        "IOCTL KVM_ARM_GET_REG_WRITABLE_MASKS [after",
-    ) {
-        if let (Some(id), Some(val)) = (field(line, "id="), field(line, "val=")) {
-            values.insert(hex(id), hex(val));
-        }
-    }
-    let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
-    for line in LOG
-        .lines()
-        .filter(|l| l.starts_with("MASK [after vcpu init]"))
-    {
-        let part = |key| field(line, key).unwrap().parse::<u32>().unwrap();
-        let reg = SysReg::new(
-            part("op0="),
-            part("op1="),
-            part("crn="),
-            part("crm="),
-            part("op2="),
-        )
-        .unwrap();
-        masks[reg.feature_id_range_index().unwrap()] = hex(field(line, "mask=").unwrap());
-    }
-    HostView {
-        register_ids,
-        values,
-        masks: WritableMasks::from_reported(&masks).unwrap(),
-        writable_imp_id_regs: false,
-        probes: Default::default(),
-    }
+    reference::host_6_12(reference::masks_after_init())
 }
 
 /// The log's default vCPU: `KVM_ARM_VCPU_INIT(features[0]=0x4 PSCI_0_2)`.

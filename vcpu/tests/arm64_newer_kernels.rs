@@ -4,8 +4,10 @@
 //! Then the newer kernels' facts judged as the host shows them: HCX/TWED and HPMN0 under a newer
 //! mask, PSCI 1.3 under a 1.3 limit, VENDOR_HYP_BMAP_2 when listed.
 
+mod common;
+
 use std::collections::BTreeMap;
-use vcpu::hypervisor::abi::{self, KVM_ARM_FEATURE_ID_RANGE_SIZE};
+use vcpu::hypervisor::abi;
 use vcpu::model::arm64::catalog::{self, RegisterRole};
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::fields::{self, FieldCheck};
@@ -15,35 +17,11 @@ use vcpu::model::arm64::kernels;
 use vcpu::model::arm64::sysreg::SysReg;
 use vcpu::model::arm64::validate::{Arm64Rule, WritableMasks, judge_before_run};
 
-const LOG: &str = include_str!("data/arm64-kvm-6.12-cpu-max.log");
-
-fn hex(text: &str) -> u64 {
-    u64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .unwrap_or_else(|_| panic!("not hex: {text}"))
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(key))
-}
+use common::reference::{LOG, field, hex};
 
 /// The 6.12 masks of the log's `MASK [tag]` lines, indexed like the kernel's array.
 fn masks_6_12(tag: &str) -> Vec<u64> {
-    let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
-    let prefix = format!("MASK [{tag}]");
-    for line in LOG.lines().filter(|l| l.starts_with(&prefix)) {
-        let part = |key| field(line, key).unwrap().parse::<u32>().unwrap();
-        let reg = SysReg::new(
-            part("op0="),
-            part("op1="),
-            part("crn="),
-            part("crm="),
-            part("op2="),
-        )
-        .unwrap();
-        masks[reg.feature_id_range_index().unwrap()] = hex(field(line, "mask=").unwrap());
-    }
-    masks
+    common::reference::masks(tag)
 }
 
 /// The 6.12 masks with every bit a newer kernel adds.
@@ -133,11 +111,7 @@ fn every_writable_bit_of_the_6_12_and_newer_masks_is_covered_by_a_typed_field() 
 
 /// The 6.12 VM of the log with `masks`, and `values` over the log's own.
 fn host(masks: &[u64], values: &[(u64, u64)]) -> HostView {
-    let register_ids = LOG
-        .lines()
-        .filter_map(|l| l.strip_prefix("REGLIST 0x"))
-        .map(|rest| hex(rest.split_whitespace().next().unwrap()))
-        .collect::<Vec<_>>();
+    let register_ids = common::reference::register_ids();
     let mut map = BTreeMap::new();
     for line in LOG.lines() {
         if let (Some(id), Some(val)) = (field(line, "id="), field(line, "val=")) {

@@ -5,65 +5,21 @@
 //! not measured → the documented default, the newer kernels' refusal, saying it was not measured
 //! (and counted as vmfleet's cautious reading). The host is the 6.12 VM of the reference log.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::reference;
 use vcpu::Errno;
-use vcpu::hypervisor::abi::KVM_ARM_FEATURE_ID_RANGE_SIZE;
 use vcpu::model::arm64::catalog::ID_AA64PFR0_EL1;
 use vcpu::model::arm64::features::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::arm64::fields;
 use vcpu::model::arm64::host::{HostView, KernelProbes};
-use vcpu::model::arm64::sysreg::SysReg;
-use vcpu::model::arm64::validate::{
-    Arm64Rule, Verdict, WritableMasks, judge_after_run, judge_before_run,
-};
-
-const LOG: &str = include_str!("data/arm64-kvm-6.12-cpu-max.log");
-
-fn hex(text: &str) -> u64 {
-    u64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .unwrap_or_else(|_| panic!("not hex: {text}"))
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(key))
-}
+use vcpu::model::arm64::validate::{Arm64Rule, Verdict, judge_after_run, judge_before_run};
 
 /// The 6.12 VM of the log right after the first VCPU_INIT, with `el_floor` as measured.
 fn host(el_floor: Option<bool>) -> HostView {
-    let register_ids = LOG
-        .lines()
-        .filter_map(|l| l.strip_prefix("REGLIST 0x"))
-        .map(|rest| hex(rest.split_whitespace().next().unwrap()))
-        .collect::<Vec<_>>();
-    let values: BTreeMap<u64, u64> = LOG
-        .lines()
-        .skip_while(|l| !l.starts_with("--- ID registers"))
-        .take_while(|l| !l.starts_with("IOCTL KVM_ARM_GET_REG_WRITABLE_MASKS [after"))
-        .filter_map(|line| Some((hex(field(line, "id=")?), hex(field(line, "val=")?))))
-        .collect();
-    let mut masks = vec![0u64; KVM_ARM_FEATURE_ID_RANGE_SIZE];
-    for line in LOG
-        .lines()
-        .filter(|l| l.starts_with("MASK [after vcpu init]"))
-    {
-        let part = |key| field(line, key).unwrap().parse::<u32>().unwrap();
-        let reg = SysReg::new(
-            part("op0="),
-            part("op1="),
-            part("crn="),
-            part("crm="),
-            part("op2="),
-        )
-        .unwrap();
-        masks[reg.feature_id_range_index().unwrap()] = hex(field(line, "mask=").unwrap());
-    }
     HostView {
-        register_ids,
-        values,
-        masks: WritableMasks::from_reported(&masks).unwrap(),
-        writable_imp_id_regs: false,
         probes: KernelProbes { el_floor },
+        ..reference::host_6_12(reference::masks_after_init())
     }
 }
 

@@ -1,0 +1,5 @@
+//! Helpers shared by vcpu's integration tests. Each test binary uses part of them, so what one
+//! binary leaves unused is not dead code.
+#![allow(dead_code)]
+
+pub mod reference;
