@@ -16,13 +16,14 @@
 use super::spec::{Arm64ModelSpec, SpecError, UnknownRegisterPolicy};
 use crate::model::arm64::catalog;
 use crate::model::arm64::features::VcpuFeatureSet;
-use crate::model::arm64::fields;
 use crate::model::arm64::fields::FieldRef;
 use crate::model::arm64::firmware::{self, FirmwareFamily, FirmwareRegister, HypercallService};
 use crate::model::arm64::host::HostView;
-use crate::model::arm64::reg_id::{self, RegClass};
+use crate::model::arm64::reg_id;
 use crate::model::arm64::sysreg::SysReg;
-use crate::model::arm64::validate::{Arm64Refusal, Arm64Rule, Verdict, judge_before_run};
+use crate::model::arm64::validate::{
+    Arm64Refusal, Arm64Rule, Verdict, field_differences, judge_before_run,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -370,29 +371,14 @@ fn plan_raw(
         return Ok(());
     }
     let from = host_value.unwrap_or(0);
-    let table = match reg_id::classify(id) {
-        RegClass::SysReg(reg) => fields::table_for(reg),
-        _ => None,
-    };
-    let mut changes = Vec::new();
-    let mut covered = 0u64;
-    for field in table.map_or(&[][..], |t| t.fields) {
-        covered |= field.mask();
-        if field.raw(from) != field.raw(value) {
-            changes.push(Change {
-                what: field.name.to_string(),
-                from: field.raw(from),
-                to: field.raw(value),
-            });
-        }
-    }
-    if (from ^ value) & !covered != 0 {
-        changes.push(Change {
-            what: "value".to_string(),
-            from,
-            to: value,
-        });
-    }
+    let changes: Vec<Change> = field_differences(id, from, value)
+        .into_iter()
+        .map(|d| Change {
+            what: d.field.unwrap_or("value").to_string(),
+            from: d.old,
+            to: d.new,
+        })
+        .collect();
     let reason = format!("spec: registers = {value:#018x}: {}", join(&changes));
     plan.writes.push(PlannedWrite {
         reg_id: id,

@@ -14,7 +14,9 @@ pub mod refusal;
 
 pub use lock::{LockClass, judge_after_run, lock_class};
 pub use masks::{MaskError, MaskSource, WritableMasks};
-pub use refusal::{Arm64Refusal, Arm64Rule, RefusedField, register_changes};
+pub use refusal::{
+    Arm64Refusal, Arm64Rule, FieldDifference, RefusedField, field_differences, register_changes,
+};
 
 use super::catalog::{self, RegisterRole};
 use super::features::VcpuFeatureSet;

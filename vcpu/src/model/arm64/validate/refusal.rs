@@ -420,28 +420,61 @@ impl Arm64Refusal {
     }
 }
 
+/// One difference between two values of a register: a named field, or (`field` `None`) the
+/// whole value, for registers without a field table and bits outside every field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldDifference {
+    /// The field's name; `None` for the whole register value.
+    pub field: Option<&'static str>,
+    /// Its value in the old register value (the field's raw bits, or the whole value).
+    pub old: u64,
+    /// Its value in the new one.
+    pub new: u64,
+}
+
+/// How `new` differs from `old` in register `id`: one entry per field vmfleet knows that
+/// changed, in table order, then one for the whole value if bits outside those fields (or of a
+/// register without a field table) changed.
+pub fn field_differences(id: u64, old: u64, new: u64) -> Vec<FieldDifference> {
+    let table = match reg_id::classify(id) {
+        RegClass::SysReg(reg) => fields::table_for(reg),
+        _ => None,
+    };
+    let mut differences = Vec::new();
+    let mut covered = 0u64;
+    for field in table.map_or(&[][..], |t| t.fields) {
+        covered |= field.mask();
+        let (old, new) = (field.raw(old), field.raw(new));
+        if old != new {
+            differences.push(FieldDifference {
+                field: Some(field.name),
+                old,
+                new,
+            });
+        }
+    }
+    if (old ^ new) & !covered != 0 {
+        differences.push(FieldDifference {
+            field: None,
+            old,
+            new,
+        });
+    }
+    differences
+}
+
 /// What writing `requested` to register `id` changes from `held`, field by field
 /// (`ID_AA64PFR0_EL1.CSV3 1 → 0`), for the fields vmfleet knows; bits outside them, and registers
 /// without a field table, as the whole value (`KVM_REG_ARM_STD_BMAP 0x1 → 0x0`).
 pub fn register_changes(id: u64, held: u64, requested: u64) -> Vec<String> {
     let name = reg_id::describe(id);
-    let table = match reg_id::classify(id) {
-        RegClass::SysReg(reg) => fields::table_for(reg),
-        _ => None,
-    };
-    let mut changes = Vec::new();
-    let mut covered = 0u64;
-    for field in table.map_or(&[][..], |t| t.fields) {
-        covered |= field.mask();
-        let (old, new) = (field.raw(held), field.raw(requested));
-        if old != new {
-            changes.push(format!("{name}.{} {old} → {new}", field.name));
-        }
-    }
-    if (held ^ requested) & !covered != 0 {
-        changes.push(format!("{name} {held:#x} → {requested:#x}"));
-    }
-    changes
+    field_differences(id, held, requested)
+        .into_iter()
+        .map(|d| match d.field {
+            Some(field) => format!("{name}.{field} {} → {}", d.old, d.new),
+            None => format!("{name} {:#x} → {:#x}", d.old, d.new),
+        })
+        .collect()
 }
 
 // A refusal is an error to whoever asked for the write; it has no underlying cause.
