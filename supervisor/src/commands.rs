@@ -4,16 +4,16 @@
 use crate::bench::{self, BenchOptions};
 use crate::cli::{BenchArgs, HostArgs, ReplayArgs, RunArgs};
 use crate::common::{
-    COMMAND_RUN, COMMAND_SERVE, DEFAULT_FLEET_NAME, Versioned, close_trace, emit, emit_json,
-    runtime, say_where_the_trace_goes,
+    COMMAND_RUN, COMMAND_SERVE, DEFAULT_FLEET_NAME, RunInputs, Versioned, close_trace, emit,
+    emit_json, run_inputs, runtime, say_where_the_trace_goes,
 };
 use crate::exit::{Failure, Status, StatusExt as _};
 use crate::fingerprint::Fingerprint;
 use crate::fleet::{ControlValue, Fleet, StartMode};
+use crate::host;
 use crate::job::{JobProgress, Quiet, run_on};
 use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
-use crate::{DEMO_FLEET, DEMO_SOURCE, host};
 use anyhow::{Context, Result, bail};
 use protocol::Request;
 use recorder::{
@@ -35,32 +35,12 @@ pub fn run(args: &RunArgs) -> Result<Status> {
     if let Some(fingerprint) = &args.model {
         return crate::model_cmd::run::run(fingerprint, args);
     }
-    let (source, text) = match &args.fleet {
-        Some(path) => {
-            let text = fs::read_to_string(path)
-                .with_context(|| format!("reading fleet spec {}", path.display()))
-                .or_status(Status::BadInput)?;
-            (path.display().to_string(), text)
-        }
-        None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
-    };
-    // `--cross-check` is the spec's `cross_check = true`: written into the spec text the trace
-    // keeps, so that its replays cross-check the same writes.
-    let (text, spec) = if args.cross_check {
-        spec::parse_cross_checked(&text, &source).or_status(Status::BadInput)?
-    } else {
-        let spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
-        (text, spec)
-    };
-    // Refused now, before KVM is opened or any VM created: a run that cannot keep its results
-    // must not start, and a refused run must leave the files it was pointed at untouched.
-    let transcript = match &args.transcript {
-        Some(path) => Some(
-            Output::check(path, args.force)
-                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let RunInputs {
+        source,
+        text,
+        spec,
+        transcript,
+    } = run_inputs(args)?;
     if let Some(record) = &args.record {
         Output::check(record, args.force)
             .with_context(|| format!("cannot record to {}", record.display()))?;

@@ -6,8 +6,12 @@
 //! `commands`' replay needs `serve`'s names, so with the pieces in either module the two imported
 //! each other. Here they sit below both: this module imports neither.
 
+use crate::cli::RunArgs;
+use crate::exit::{Status, StatusExt};
+use crate::spec::{self, FleetSpec};
+use crate::{DEMO_FLEET, DEMO_SOURCE};
 use anyhow::{Context, Result};
-use recorder::TraceWriter;
+use recorder::{Output, TraceWriter};
 use serde::Serialize;
 use std::io::Write as _;
 
@@ -73,4 +77,52 @@ pub(crate) fn close_trace(writer: TraceWriter) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// What `vmfleet run` (on KVM or `--model`) works from, read and checked before anything runs.
+pub struct RunInputs {
+    /// Where the spec came from: FLEET's path, or the built-in demo's name.
+    pub source: String,
+    /// The spec text the trace keeps (with `--cross-check` written into it).
+    pub text: String,
+    /// The parsed spec.
+    pub spec: FleetSpec,
+    /// The transcript file, checked writable (`--transcript`), if asked for.
+    pub transcript: Option<Output>,
+}
+
+/// Read and check `vmfleet run`'s spec (FLEET or the built-in demo) and its transcript file.
+/// `--cross-check` is the spec's `cross_check = true`, written into the text the trace keeps so
+/// that its replays cross-check the same writes. The transcript is refused now, before KVM is
+/// opened or any VM created: a run that cannot keep its results must not start, and a refused
+/// run must leave the files it was pointed at untouched.
+pub fn run_inputs(args: &RunArgs) -> Result<RunInputs> {
+    let (source, text) = match &args.fleet {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading fleet spec {}", path.display()))
+                .or_status(Status::BadInput)?;
+            (path.display().to_string(), text)
+        }
+        None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
+    };
+    let (text, spec) = if args.cross_check {
+        spec::parse_cross_checked(&text, &source).or_status(Status::BadInput)?
+    } else {
+        let spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
+        (text, spec)
+    };
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            Output::check(path, args.force)
+                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(RunInputs {
+        source,
+        text,
+        spec,
+        transcript,
+    })
 }

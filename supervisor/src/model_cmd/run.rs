@@ -10,15 +10,13 @@
 use super::backend::{CANNOT_RUN, ModelHypervisor};
 use super::load_host;
 use crate::cli::RunArgs;
-use crate::common::{COMMAND_RUN, emit, emit_json, runtime};
-use crate::exit::{Status, StatusExt};
+use crate::common::{COMMAND_RUN, RunInputs, emit, emit_json, run_inputs, runtime};
+use crate::exit::Status;
 use crate::fleet::Fleet;
 use crate::job::{Quiet, run_on};
 use crate::report::{self, VmState};
-use crate::spec;
-use crate::{DEMO_FLEET, DEMO_SOURCE};
 use anyhow::{Context, Result};
-use recorder::{JobInputs, Output, Recorder, RecordingHypervisor, TraceHeader};
+use recorder::{JobInputs, Recorder, RecordingHypervisor, TraceHeader};
 use std::path::Path;
 use std::sync::Arc;
 use vcpu::Hypervisor;
@@ -27,28 +25,12 @@ use vcpu::model::engine::Engine;
 /// `vmfleet run --model FP [SPEC]`.
 pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
     let host = load_host(fingerprint)?;
-    let (source, text) = match &args.fleet {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading fleet spec {}", path.display()))
-                .or_status(Status::BadInput)?;
-            (path.display().to_string(), text)
-        }
-        None => (DEMO_SOURCE.to_string(), DEMO_FLEET.to_string()),
-    };
-    let (text, spec) = if args.cross_check {
-        spec::parse_cross_checked(&text, &source).or_status(Status::BadInput)?
-    } else {
-        let spec = spec::parse(&text, &source).or_status(Status::BadInput)?;
-        (text, spec)
-    };
-    let transcript_file = match &args.transcript {
-        Some(path) => Some(
-            Output::check(path, args.force)
-                .with_context(|| format!("cannot write the transcript {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let RunInputs {
+        source,
+        text,
+        spec,
+        transcript: transcript_file,
+    } = run_inputs(args)?;
     let arch = host.facts.arch;
     crate::fleet::check_arch(spec.arch, arch)?;
     let header = TraceHeader::new(
