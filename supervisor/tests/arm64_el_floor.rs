@@ -148,7 +148,7 @@ fn the_probe_is_recorded_replayed_and_read_by_trace_fingerprint() {
             events,
         };
         let facts = supervisor::fingerprint::from_trace::facts(&trace);
-        assert_eq!(facts.arm64.el_floor, Some(enforces));
+        assert_eq!(facts.arm64.probes.el_floor, Some(enforces));
         // replay --model with the trace's own fingerprint predicts the probe and the plan.
         let document =
             serde_json::to_string(&supervisor::fingerprint::Fingerprint::build(&facts)).unwrap();

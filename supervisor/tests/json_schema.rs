@@ -243,27 +243,46 @@ fn trace_show_json_of_every_fixture_matches_its_schema() {
     }
 }
 
-/// A fingerprint with a measured EL0/EL1 floor (a trace whose fleet asked the probe, or
-/// `host --fingerprint` on arm64) is a document of the schema.
+/// A fingerprint with measured kernel probes (a trace whose fleet asked them, or `host
+/// --fingerprint` on arm64) is a document of the schema, each answer as measured.
 #[test]
-fn a_measured_el_floor_matches_the_fingerprint_schema() {
+fn measured_kernel_probes_match_the_fingerprint_schema() {
     use supervisor::fingerprint::{Arm64Facts, Facts, Fingerprint, X86Facts};
-    for el_floor in [Some(true), Some(false), None] {
+    use vcpu::model::arm64::host::{KernelProbes, PmuImpDef};
+    let pmu = [
+        None,
+        Some(PmuImpDef::ReadsAsNotImplemented),
+        Some(PmuImpDef::Kept),
+        Some(PmuImpDef::Refused),
+    ];
+    for (i, pmu_imp_def) in pmu.into_iter().enumerate() {
+        let floor = [Some(true), Some(false), None][i % 3];
+        let probes = KernelProbes {
+            el_floor: floor,
+            debug_ver_floor: [None, Some(true), Some(false)][i % 3],
+            pmu_imp_def,
+        };
         let doc = serde_json::to_value(Fingerprint::build(&Facts {
             arch: vcpu::GuestArch::Aarch64,
             host: recorder::HostFingerprint::default(),
             x86: X86Facts::default(),
             arm64: Arm64Facts {
-                el_floor,
+                probes,
                 ..Arm64Facts::default()
             },
         }))
         .unwrap();
+        let section = &doc["arm64"]["kernel_probes"];
+        assert_eq!(section["el_floor"], serde_json::json!(probes.el_floor));
         assert_eq!(
-            doc["arm64"]["kernel_probes"]["el_floor"],
-            serde_json::json!(el_floor)
+            section["debug_ver_floor"],
+            serde_json::json!(probes.debug_ver_floor)
         );
-        check("fingerprint", &doc, &format!("el_floor {el_floor:?}"));
+        assert_eq!(
+            section["pmu_imp_def"],
+            serde_json::json!(pmu_imp_def.map(PmuImpDef::name))
+        );
+        check("fingerprint", &doc, &format!("{probes:?}"));
     }
 }
 

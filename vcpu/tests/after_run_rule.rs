@@ -216,7 +216,9 @@ fn cases() -> Vec<Case> {
             id: ID_AA64DFR0_EL1.kvm_reg_id(),
             value: pmuver,
             expected: Answer::Kernel,
-            on_6_1: None,
+            // 6.1 has no PMUVer handler (its ID_AA64DFR0_EL1 is invariant): unmeasured, vmfleet
+            // assumes the refusal (`probes.pmu_imp_def`).
+            on_6_1: Some(Answer::Lock(Errno::EINVAL)),
         },
         Case {
             what: "ID_DFR0_EL1.PerfMon 0xF over a held 0",

@@ -3,9 +3,10 @@
 //! its fact `None`; nothing is guessed.
 
 use super::{Arm64Facts, Facts, InitFacts, X86Facts};
-use crate::fleet::probe::PROBE_VM;
+use crate::fleet::probe::probe_vm;
 use recorder::{Event, Trace, TraceCall};
 use vcpu::hypervisor::cpuid::CpuidTable;
+use vcpu::model::arm64::host::{KernelProbe, KernelProbes, PmuImpDef};
 use vcpu::model::lock_policy;
 use vcpu::{Errno, GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
 
@@ -127,7 +128,7 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
     let Some((vm, vcpu)) = first_vcpu(events, is_init) else {
         return Arm64Facts {
             masks: lowest_masks(),
-            el_floor: el_floor(events),
+            probes: probes(events),
             ..Arm64Facts::default()
         };
     };
@@ -155,28 +156,56 @@ fn arm64_facts(events: &[Event]) -> Arm64Facts {
         initial_reads,
         masks: masks_of(Some(vm)).map(|(_, m)| m).or_else(lowest_masks),
         other_inits,
-        el_floor: el_floor(events),
+        probes: probes(events),
     }
 }
 
-/// The EL0/EL1 floor probe's answer: its VM's `SET_ONE_REG` of ID_AA64PFR0_EL1 accepted
-/// (`false`) or refused with `EINVAL` (`true`); `None` if the trace has no probe.
-fn el_floor(events: &[Event]) -> Option<bool> {
-    let pfr0 = vcpu::model::arm64::catalog::ID_AA64PFR0_EL1.kvm_reg_id();
-    events
-        .iter()
-        .find_map(|e| match (&e.call, &e.outcome, e.stream) {
-            (TraceCall::Vcpu(VcpuCall::SetOneReg { id, .. }), outcome, Stream::Vcpu(vm, _))
-                if vm == PROBE_VM && *id == pfr0 =>
-            {
-                match outcome {
-                    Ok(_) => Some(false),
-                    Err(failure) if failure.errno == Errno::EINVAL => Some(true),
-                    Err(_) => None,
-                }
+/// The kernel probes' answers ([`crate::fleet::probe`]), each from its scratch VM's
+/// `SET_ONE_REG`: a floor probe's write accepted (`false`) or refused with `EINVAL` (`true`); the
+/// PMUVer probe's refused, or accepted and then read back as 0 or 0xF. `None` for a probe the
+/// trace does not have.
+fn probes(events: &[Event]) -> KernelProbes {
+    let mut probes = KernelProbes::NOT_MEASURED;
+    for probe in KernelProbe::ALL {
+        let (vm, _) = probe_vm(probe);
+        let own: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e.stream, Stream::Vcpu(v, _) if v == vm))
+            .collect();
+        let Some(at) = own
+            .iter()
+            .position(|e| matches!(e.call, TraceCall::Vcpu(VcpuCall::SetOneReg { .. })))
+        else {
+            continue;
+        };
+        let refused = match &own[at].outcome {
+            Ok(_) => false,
+            Err(failure) if failure.errno == Errno::EINVAL => true,
+            Err(_) => continue,
+        };
+        match probe {
+            KernelProbe::ElFloor => probes.el_floor = Some(refused),
+            KernelProbe::DebugVerFloor => probes.debug_ver_floor = Some(refused),
+            KernelProbe::PmuImpDef if refused => probes.pmu_imp_def = Some(PmuImpDef::Refused),
+            KernelProbe::PmuImpDef => {
+                // What the kernel kept: the read after the write.
+                let held = own[at + 1..]
+                    .iter()
+                    .find_map(|e| match (&e.call, &e.outcome) {
+                        (TraceCall::Vcpu(VcpuCall::GetOneReg { .. }), Ok(Reply::Value(v))) => {
+                            Some(*v)
+                        }
+                        _ => None,
+                    });
+                probes.pmu_imp_def = match held.map(|v| (v >> 8) & 0xF) {
+                    Some(0) => Some(PmuImpDef::ReadsAsNotImplemented),
+                    Some(0xF) => Some(PmuImpDef::Kept),
+                    _ => None,
+                };
             }
-            _ => None,
-        })
+        }
+    }
+    probes
 }
 
 /// What vCPU `vcpu` of `vm` was initialised with, its register list, and its reads of CPU-model
@@ -449,7 +478,7 @@ mod tests {
             trace(
                 GuestArch::Aarch64,
                 vec![(
-                    vcpu(crate::fleet::probe::PROBE_VM.0, 0),
+                    vcpu(probe_vm(KernelProbe::ElFloor).0.0, 0),
                     TraceCall::Vcpu(VcpuCall::SetOneReg {
                         id: pfr0,
                         value: 0x01,
@@ -458,12 +487,15 @@ mod tests {
                 )],
             )
         };
-        assert_eq!(facts(&probe(Ok(Reply::Done))).arm64.el_floor, Some(false));
+        assert_eq!(
+            facts(&probe(Ok(Reply::Done))).arm64.probes.el_floor,
+            Some(false)
+        );
         let refused = Err(Failure {
             errno: vcpu::Errno::EINVAL,
             origin: Origin::Kernel,
         });
-        assert_eq!(facts(&probe(refused)).arm64.el_floor, Some(true));
+        assert_eq!(facts(&probe(refused)).arm64.probes.el_floor, Some(true));
         // The same write on a fleet VM is not the probe.
         let t = trace(
             GuestArch::Aarch64,
@@ -476,6 +508,49 @@ mod tests {
                 Ok(Reply::Done),
             )],
         );
-        assert_eq!(facts(&t).arm64.el_floor, None);
+        assert_eq!(facts(&t).arm64.probes, KernelProbes::NOT_MEASURED);
+    }
+
+    #[test]
+    fn arm64_the_pmuver_probe_is_read_with_what_the_kernel_kept() {
+        let dfr0 = 0x6030_0000_0013_c028;
+        let at = vcpu(probe_vm(KernelProbe::PmuImpDef).0.0, 0);
+        let probe = |outcome, held: u64| {
+            trace(
+                GuestArch::Aarch64,
+                vec![
+                    (
+                        at,
+                        TraceCall::Vcpu(VcpuCall::SetOneReg {
+                            id: dfr0,
+                            value: 0xF06,
+                        }),
+                        outcome,
+                    ),
+                    (
+                        at,
+                        TraceCall::Vcpu(VcpuCall::GetOneReg { id: dfr0 }),
+                        Ok(Reply::Value(held)),
+                    ),
+                ],
+            )
+        };
+        let answer = |t: &Trace| facts(t).arm64.probes.pmu_imp_def;
+        assert_eq!(
+            answer(&probe(Ok(Reply::Done), 0x006)),
+            Some(PmuImpDef::ReadsAsNotImplemented)
+        );
+        assert_eq!(
+            answer(&probe(Ok(Reply::Done), 0xF06)),
+            Some(PmuImpDef::Kept)
+        );
+        let refused = Err(Failure {
+            errno: vcpu::Errno::EINVAL,
+            origin: Origin::Kernel,
+        });
+        assert_eq!(answer(&probe(refused, 0x006)), Some(PmuImpDef::Refused));
+        // The other probes are not measured by it.
+        let probes = facts(&probe(Ok(Reply::Done), 0x006)).arm64.probes;
+        assert_eq!((probes.el_floor, probes.debug_ver_floor), (None, None));
     }
 }

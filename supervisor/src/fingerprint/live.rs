@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::hypervisor::kvm::KvmHypervisor;
 use vcpu::model::arm64::Arm64ModelSpec;
+use vcpu::model::arm64::host::{KernelProbe, KernelProbes};
 use vcpu::model::lock_policy;
 use vcpu::model::x86::model::X86CpuModel;
 use vcpu::{
@@ -106,8 +107,13 @@ fn arm64_facts(kvm: &KvmHypervisor) -> Result<Arm64Facts> {
     let (vm, vcpu) = scratch(kvm)?;
     let facts = arm64_on(&vm, &vcpu, mask_ranges);
     destroy(&vm, &vcpu);
-    let el_floor = crate::fleet::probe::el_floor(kvm)?;
-    Ok(Arm64Facts { el_floor, ..facts? })
+    let mut probes = KernelProbes::NOT_MEASURED;
+    for probe in KernelProbe::ALL {
+        if let Some(answer) = crate::fleet::probe::measure(kvm, probe)? {
+            answer.record(probe, &mut probes);
+        }
+    }
+    Ok(Arm64Facts { probes, ..facts? })
 }
 
 fn arm64_on(vm: &VmHandle, vcpu: &VcpuHandle, mask_ranges: u64) -> Result<Arm64Facts> {
@@ -151,6 +157,6 @@ fn arm64_on(vm: &VmHandle, vcpu: &VcpuHandle, mask_ranges: u64) -> Result<Arm64F
         initial_reads,
         other_inits: Vec::new(),
         masks,
-        el_floor: None,
+        probes: KernelProbes::NOT_MEASURED,
     })
 }

@@ -67,9 +67,9 @@ pub struct Arm64Facts {
     /// register list and the ID registers' values depend on the features: PMU, SVE, pointer
     /// authentication); empty for a live measurement (one feature set).
     pub other_inits: Vec<InitFacts>,
-    /// Whether the kernel refused ID_AA64PFR0_EL1.EL1 = 0 on a probe VM (the EL0/EL1 floor,
-    /// `crate::fleet::probe`); `None` when not measured (a trace whose fleet never asked).
-    pub el_floor: Option<bool>,
+    /// The kernel's answers to the probe writes on scratch VMs (`crate::fleet::probe`); each
+    /// `None` when not measured (a trace whose fleet never asked).
+    pub probes: vcpu::model::arm64::host::KernelProbes,
 }
 
 /// What a vCPU initialised with one feature set reported.
@@ -208,6 +208,12 @@ pub struct KernelProbesSection {
     /// Whether `KVM_SET_ONE_REG` of ID_AA64PFR0_EL1 with EL1 = 0 was refused (`EINVAL`, the
     /// EL0/EL1 floor of kernels after 6.12) rather than accepted (6.12).
     pub el_floor: Option<bool>,
+    /// Whether `KVM_SET_ONE_REG` of ID_AA64DFR0_EL1 with DebugVer = 5 was refused (`EINVAL`,
+    /// the DebugVer floor every kernel vmfleet knows has) rather than accepted.
+    pub debug_ver_floor: Option<bool>,
+    /// What the kernel did with ID_AA64DFR0_EL1.PMUVer = 0xF on a vCPU without a PMU:
+    /// `reads-as-not-implemented` (stored as 0: 6.7 on), `kept` (6.3–6.6) or `refused` (6.1).
+    pub pmu_imp_def: Option<vcpu::model::arm64::host::PmuImpDef>,
 }
 
 /// A vCPU initialised with another feature set: what it reported.
@@ -393,7 +399,9 @@ fn arm64_section(facts: &Arm64Facts) -> Arm64Section {
             .map(|m| m.iter().map(|&v| hex(v)).collect()),
         cache_geometry,
         kernel_probes: KernelProbesSection {
-            el_floor: facts.el_floor,
+            el_floor: facts.probes.el_floor,
+            debug_ver_floor: facts.probes.debug_ver_floor,
+            pmu_imp_def: facts.probes.pmu_imp_def,
         },
         other_vcpu_inits,
     }
@@ -473,12 +481,19 @@ mod tests {
                 initial_reads: vec![(psci, 0x10001), (midr, 0x410f_d0c1)],
                 masks: None,
                 other_inits: Vec::new(),
-                el_floor: Some(true),
+                probes: vcpu::model::arm64::host::KernelProbes {
+                    el_floor: Some(true),
+                    pmu_imp_def: Some(vcpu::model::arm64::host::PmuImpDef::Kept),
+                    ..Default::default()
+                },
             },
         });
         assert!(fp.x86.is_none());
         let arm64 = fp.arm64.clone().unwrap();
         assert_eq!(arm64.kernel_probes.el_floor, Some(true));
+        assert_eq!(arm64.kernel_probes.debug_ver_floor, None);
+        let json = serde_json::to_value(&arm64.kernel_probes).unwrap();
+        assert_eq!(json["pmu_imp_def"], "kept");
         assert_eq!(arm64.limits.len(), 1);
         assert_eq!(arm64.limits[0].name, "MIDR_EL1");
         assert_eq!(arm64.limits[0].value, "0x410fd0c1");

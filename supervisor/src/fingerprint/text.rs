@@ -4,6 +4,7 @@
 use super::{Arm64Section, Fingerprint, X86Section};
 use crate::report::DriftKind;
 use std::fmt::Write as _;
+use vcpu::model::arm64::host::PmuImpDef;
 
 /// `value`, or `unknown` for a fact the source did not have.
 fn or_unknown(value: Option<String>) -> String {
@@ -173,12 +174,29 @@ fn arm64_lines(out: &mut String, arm64: &Arm64Section) {
             )
         )
     );
+    let floor = |measured: Option<bool>, write: &str| match measured {
+        Some(true) => format!("enforced (a probe write of {write} was refused)"),
+        Some(false) => format!("not enforced (a probe write of {write} was accepted)"),
+        None => "not measured".to_string(),
+    };
+    let probes = &arm64.kernel_probes;
     let _ = writeln!(
         out,
         "EL0/EL1 floor: {}",
-        match arm64.kernel_probes.el_floor {
-            Some(true) => "enforced (a probe write of ID_AA64PFR0_EL1.EL1 = 0 was refused)",
-            Some(false) => "not enforced (a probe write of ID_AA64PFR0_EL1.EL1 = 0 was accepted)",
+        floor(probes.el_floor, "ID_AA64PFR0_EL1.EL1 = 0")
+    );
+    let _ = writeln!(
+        out,
+        "DebugVer floor: {}",
+        floor(probes.debug_ver_floor, "ID_AA64DFR0_EL1.DebugVer = 5")
+    );
+    let _ = writeln!(
+        out,
+        "PMUVer = 0xF without a PMU: {}",
+        match probes.pmu_imp_def {
+            Some(PmuImpDef::ReadsAsNotImplemented) => "stored as 0 (the 6.7 handler)",
+            Some(PmuImpDef::Kept) => "kept as 0xF (the 6.3-6.6 handler)",
+            Some(PmuImpDef::Refused) => "refused (ID_AA64DFR0_EL1 is invariant, as on 6.1)",
             None => "not measured",
         }
     );

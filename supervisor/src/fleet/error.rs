@@ -178,9 +178,9 @@ pub enum HostQueryError {
     /// `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)` failed.
     #[error("{0}")]
     WritableImpIdRegs(CallError),
-    /// The EL0/EL1 floor probe on a scratch VM failed (it names the call).
+    /// A kernel probe on a scratch VM failed (it names the probe and the call).
     #[error(transparent)]
-    ElFloorProbe(#[from] super::probe::ProbeError),
+    KernelProbe(#[from] super::probe::ProbeError),
     /// The call answered with a reply of the wrong kind.
     #[error("{call}: unexpected reply {reply}")]
     UnexpectedReply {

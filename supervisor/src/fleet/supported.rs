@@ -2,9 +2,9 @@
 //! `KVM_GET_SUPPORTED_CPUID`), the writable-mask ranges (arm64,
 //! `KVM_CHECK_EXTENSION(KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES)`) and whether MIDR/REVIDR/AIDR can
 //! be made writable (arm64, `KVM_CHECK_EXTENSION(KVM_CAP_ARM_WRITABLE_IMP_ID_REGS)`, asked only
-//! when a VM's spec changes one of them) and whether the kernel enforces the EL0/EL1 floor
-//! (arm64, a probe write on a scratch VM, [`super::probe`], asked only when a plan lowers
-//! ID_AA64PFR0_EL1.EL0 or .EL1), each asked by whichever thread needs it first.
+//! when a VM's spec changes one of them) and the kernel rules no capability shows (arm64, a probe
+//! write on a scratch VM each, [`super::probe`], asked only when a verdict depends on one), each
+//! asked by whichever thread needs it first.
 //!
 //! Why once: these calls are on the trace's host stream, which every VM loop shares. Asked per
 //! VM, they would interleave differently on every run; asked once, the stream is one call long.
@@ -16,11 +16,13 @@
 //! of every fleet's first VM (measured by `vmfleet bench`).
 
 use super::error::HostQueryError;
+use super::probe::ProbeAnswer;
 use std::sync::{Arc, OnceLock};
 use vcpu::hypervisor::abi::{
     KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES, KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
 };
 use vcpu::hypervisor::cpuid::CpuidTable;
+use vcpu::model::arm64::host::KernelProbe;
 use vcpu::{Hypervisor, Reply, SystemCall};
 
 /// The host's answers, or why they could not be had (the same answer for every VM).
@@ -29,7 +31,7 @@ pub(crate) struct HostQueries {
     supported_cpuid: OnceLock<Result<Arc<CpuidTable>, HostQueryError>>,
     mask_ranges: OnceLock<Result<u64, HostQueryError>>,
     writable_imp_id_regs: OnceLock<Result<bool, HostQueryError>>,
-    el_floor: OnceLock<Result<Option<bool>, HostQueryError>>,
+    probes: [OnceLock<Result<Option<ProbeAnswer>, HostQueryError>>; KernelProbe::ALL.len()],
 }
 
 impl HostQueries {
@@ -39,7 +41,7 @@ impl HostQueries {
             supported_cpuid: OnceLock::new(),
             mask_ranges: OnceLock::new(),
             writable_imp_id_regs: OnceLock::new(),
-            el_floor: OnceLock::new(),
+            probes: Default::default(),
         }
     }
 
@@ -94,11 +96,20 @@ impl HostQueries {
             .clone()
     }
 
-    /// arm64: whether the kernel refuses ID_AA64PFR0_EL1.EL0/EL1 = 0 (kernels after 6.12), by a
-    /// probe write on a scratch VM ([`super::probe::el_floor`]); `None` on x86.
-    pub(crate) fn el_floor(&self) -> Result<Option<bool>, HostQueryError> {
-        self.el_floor
-            .get_or_init(|| super::probe::el_floor(&*self.hv).map_err(HostQueryError::from))
-            .clone()
+    /// arm64: the kernel's answer to `probe`, by a probe write on a scratch VM
+    /// ([`super::probe::measure`]); `None` on x86.
+    pub(crate) fn probe(&self, probe: KernelProbe) -> Result<Option<ProbeAnswer>, HostQueryError> {
+        let slot = KernelProbe::ALL
+            .iter()
+            .position(|p| *p == probe)
+            .and_then(|i| self.probes.get(i));
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    super::probe::measure(&*self.hv, probe).map_err(HostQueryError::from)
+                })
+                .clone(),
+            None => Ok(None),
+        }
     }
 }

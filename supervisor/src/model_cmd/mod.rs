@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use vcpu::GuestArch;
 use vcpu::hypervisor::cpuid::{CpuidEntry, CpuidReg, CpuidTable};
+use vcpu::model::arm64::host::KernelProbes;
 use vcpu::model::engine::{
     Arm64HostFacts, Arm64InitFacts, CpuidRewrite, HostFacts, X86HostFacts, without_caller_apic_id,
 };
@@ -92,6 +93,10 @@ struct Arm64Section {
 #[derive(Deserialize)]
 struct KernelProbesSection {
     el_floor: Option<bool>,
+    #[serde(default)]
+    debug_ver_floor: Option<bool>,
+    #[serde(default)]
+    pmu_imp_def: Option<vcpu::model::arm64::host::PmuImpDef>,
 }
 
 #[derive(Deserialize)]
@@ -224,9 +229,13 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
         values,
         masks,
         other_inits,
-        probes: vcpu::model::arm64::host::KernelProbes {
-            el_floor: section.kernel_probes.and_then(|p| p.el_floor),
-        },
+        probes: section
+            .kernel_probes
+            .map_or(KernelProbes::NOT_MEASURED, |p| KernelProbes {
+                el_floor: p.el_floor,
+                debug_ver_floor: p.debug_ver_floor,
+                pmu_imp_def: p.pmu_imp_def,
+            }),
     })
 }
 

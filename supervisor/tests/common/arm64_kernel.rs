@@ -1,10 +1,12 @@
 //! An in-memory arm64 KVM, so arm64 fleets run through the real fleet code on any host.
 //!
-//! It keeps each VM's registers (PFR0, ISAR0 and MIDR at the host's values), logs every system and
-//! VM call and every VM and vCPU it creates, and takes every register write except the two the
-//! tests are about: EL0 or EL1 = 0 in ID_AA64PFR0_EL1 when it enforces the floor newer kernels
-//! have (`set_id_aa64pfr0_el1`: `EINVAL`), and a changed MIDR_EL1 on a VM that did not enable
-//! capability 239 (`set_imp_id_reg`: `EINVAL`). Nothing runs: `KVM_RUN` answers `Done`.
+//! It keeps each VM's registers (PFR0, ISAR0, DFR0 and MIDR at the host's values), logs every
+//! system and VM call and every VM and vCPU it creates, and takes every register write except the
+//! ones the tests are about: EL0 or EL1 = 0 in ID_AA64PFR0_EL1 when it enforces the floor newer
+//! kernels have (`set_id_aa64pfr0_el1`: `EINVAL`); a changed MIDR_EL1 on a VM that did not enable
+//! capability 239 (`set_imp_id_reg`: `EINVAL`); ID_AA64DFR0_EL1 as one of three kernels'
+//! `set_id_aa64dfr0_el1` handles it ([`Rules::pmu`]: 6.7 on, with or without the DebugVer floor;
+//! 6.3–6.6; 6.1). Nothing runs: `KVM_RUN` answers `Done`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,8 @@ use vcpu::hypervisor::abi::{
     KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
 };
 use vcpu::hypervisor::backend::{Kick, Vcpu, Vm};
-use vcpu::model::arm64::catalog::{ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
+use vcpu::model::arm64::catalog::{ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
+use vcpu::model::arm64::host::PmuImpDef;
 use vcpu::{
     CallError, Errno, GuestArch, Hypervisor, LockRefusal, NoKick, Reply, RunDecision, SystemCall,
     VcpuCall, VcpuId, VmCall, VmId,
@@ -28,11 +31,65 @@ pub const HOST_PFR0: u64 = 0x0000_0000_0100_0011;
 pub const HOST_ISAR0: u64 = 0x0221_1000_1000_2120;
 /// A Neoverse-class MIDR_EL1.
 pub const HOST_MIDR: u64 = 0x410f_d0c1;
+/// DebugVer = 9 (Armv8.4 debug), PMUVer = 0 (the vCPUs have no PMU).
+pub const HOST_DFR0: u64 = 0x0000_0000_0000_0009;
+
+/// How the kernel judges what the tests are about.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    /// EL0 or EL1 = 0 in ID_AA64PFR0_EL1 → `EINVAL` (kernels after 6.12).
+    pub el_floor: bool,
+    /// Capability 239 offered (6.15 on).
+    pub offers_239: bool,
+    /// ID_AA64DFR0_EL1's handler: `ReadsAsNotImplemented` = 6.7 on (writable masks, PMUVer 0xF
+    /// stored as 0); `Kept` = 6.3–6.6 (no masks; only PMUVer may change, kept as written);
+    /// `Refused` = 6.1 (no masks; invariant).
+    pub pmu: PmuImpDef,
+    /// With the 6.7 handler: DebugVer below 6 → `EINVAL`.
+    pub debug_ver_floor: bool,
+}
+
+impl Rules {
+    /// A 6.12-like kernel, with the EL0/EL1 floor or not and capability 239 or not.
+    pub fn new(el_floor: bool, offers_239: bool) -> Rules {
+        Rules {
+            el_floor,
+            offers_239,
+            pmu: PmuImpDef::ReadsAsNotImplemented,
+            debug_ver_floor: true,
+        }
+    }
+
+    fn has_masks(&self) -> bool {
+        self.pmu == PmuImpDef::ReadsAsNotImplemented
+    }
+
+    /// What the kernel does with a write of ID_AA64DFR0_EL1 over `held`: the value it keeps.
+    fn set_dfr0(&self, held: u64, value: u64) -> Result<u64, CallError> {
+        let refused = Err(CallError::Kernel(Errno::EINVAL));
+        let pmuver = (value >> 8) & 0xF;
+        match self.pmu {
+            PmuImpDef::ReadsAsNotImplemented => {
+                let value = if pmuver == 0xF {
+                    value & !(0xF << 8)
+                } else {
+                    value
+                };
+                if self.debug_ver_floor && value & 0xF < 6 {
+                    return refused;
+                }
+                Ok(value)
+            }
+            PmuImpDef::Kept if (held ^ value) & !(0xF << 8) == 0 => Ok(value),
+            _ if held == value => Ok(value),
+            _ => refused,
+        }
+    }
+}
 
 /// The kernel's rules, what it was asked, and every VM's registers.
 pub struct Kernel {
-    enforces_el_floor: bool,
-    offers_239: bool,
+    rules: Rules,
     calls: Mutex<Vec<String>>,
     regs: Mutex<BTreeMap<VmId, BTreeMap<u64, u64>>>,
     cap_239: Mutex<BTreeSet<VmId>>,
@@ -41,9 +98,13 @@ pub struct Kernel {
 impl Kernel {
     /// A kernel that enforces the EL0/EL1 floor or not, and offers capability 239 or not.
     pub fn new(enforces_el_floor: bool, offers_239: bool) -> Arc<Kernel> {
+        Kernel::with(Rules::new(enforces_el_floor, offers_239))
+    }
+
+    /// A kernel with these rules.
+    pub fn with(rules: Rules) -> Arc<Kernel> {
         Arc::new(Kernel {
-            enforces_el_floor,
-            offers_239,
+            rules,
             calls: Mutex::new(Vec::new()),
             regs: Mutex::new(BTreeMap::new()),
             cap_239: Mutex::new(BTreeSet::new()),
@@ -69,13 +130,14 @@ impl Kernel {
         self.regs.lock().unwrap()[&vm][&id]
     }
 
-    /// Register `id` of every VM but the EL-floor probe's (logical id `u32::MAX`), in VM order.
+    /// Register `id` of every VM but the kernel probes' (logical ids from `u32::MAX - 2`), in
+    /// VM order.
     pub fn fleet_values(&self, id: u64) -> Vec<u64> {
         self.regs
             .lock()
             .unwrap()
             .iter()
-            .filter(|(vm, _)| vm.0 != u32::MAX)
+            .filter(|(vm, _)| vm.0 < u32::MAX - 2)
             .map(|(_, regs)| regs[&id])
             .collect()
     }
@@ -108,10 +170,10 @@ impl Hypervisor for Host {
         self.0.log(call);
         Ok(match call {
             SystemCall::CheckExtension { cap } if *cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS => {
-                Reply::Value(u64::from(self.0.offers_239))
+                Reply::Value(u64::from(self.0.rules.offers_239))
             }
             SystemCall::CheckExtension { cap } if *cap == KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES => {
-                Reply::Value(1)
+                Reply::Value(u64::from(self.0.rules.has_masks()))
             }
             SystemCall::CheckExtension { .. } => Reply::Value(0),
             _ => Reply::Done,
@@ -125,6 +187,7 @@ impl Hypervisor for Host {
                 (ID_AA64PFR0_EL1.kvm_reg_id(), HOST_PFR0),
                 (ID_AA64ISAR0_EL1.kvm_reg_id(), HOST_ISAR0),
                 (MIDR_EL1.kvm_reg_id(), HOST_MIDR),
+                (ID_AA64DFR0_EL1.kvm_reg_id(), HOST_DFR0),
             ]
             .into(),
         );
@@ -183,7 +246,7 @@ impl Vcpu for FakeVcpu {
             VcpuCall::SetOneReg { id, value } => {
                 // set_id_aa64pfr0_el1 after 6.12: EL0 == 0 || EL1 == 0 → EINVAL.
                 let below_el_floor = *id == ID_AA64PFR0_EL1.kvm_reg_id()
-                    && self.kernel.enforces_el_floor
+                    && self.kernel.rules.el_floor
                     && (value & 0xf == 0 || (value >> 4) & 0xf == 0);
                 // set_imp_id_reg: a changed MIDR_EL1 needs capability 239 on the VM.
                 let midr = MIDR_EL1.kvm_reg_id();
@@ -193,7 +256,13 @@ impl Vcpu for FakeVcpu {
                 if below_el_floor || midr_without_239 {
                     return Err(CallError::Kernel(Errno::EINVAL));
                 }
-                regs.insert(*id, *value);
+                let dfr0 = ID_AA64DFR0_EL1.kvm_reg_id();
+                let value = if *id == dfr0 {
+                    self.kernel.rules.set_dfr0(regs[&dfr0], *value)?
+                } else {
+                    *value
+                };
+                regs.insert(*id, value);
                 Reply::Done
             }
             _ => Reply::Done,

@@ -12,6 +12,7 @@ use crate::fleet::error::{
     AfterRunError, ConfigureError, CrossCheckError, HostQueryError, StartError,
 };
 use crate::fleet::lifecycle::VcpuModelView;
+use crate::fleet::probe::ProbeAnswer;
 use crate::report::Verdict as LockVerdict;
 use crate::report::{
     AfterRunReport, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
@@ -24,10 +25,11 @@ use vcpu::guests::arm64::SmcccCall;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
 use vcpu::guests::arm64::{self as guest, Finish};
 use vcpu::model::arm64::drift::{self, SeenCall, SeenRegister};
+use vcpu::model::arm64::host::{KernelProbe, KernelProbes};
 use vcpu::model::arm64::smccc;
 use vcpu::model::arm64::{
-    Arm64ModelSpec, Arm64Plan, Arm64Rule, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict,
-    WritableMasks, reg_id,
+    Arm64ModelSpec, Arm64Plan, HostView, RegClass, SysReg, VcpuFeatureSet, Verdict, WritableMasks,
+    reg_id,
 };
 use vcpu::model::lock_policy;
 use vcpu::runtime::runner::{self, RunLimits, RunOutcome, VcpuNotice};
@@ -113,11 +115,11 @@ impl Arm64Guest {
             hv: vm.hv,
             vm: vm.vm.id(),
         });
-        let el_floor = || vm.supported.el_floor();
+        let measure = |probe| vm.supported.probe(probe);
         let configured = configure(
             ranges,
             self.writable_imp_id_regs,
-            &el_floor,
+            &measure,
             vm.vm,
             vm.vcpus,
             &spec,
@@ -138,8 +140,8 @@ impl Arm64Guest {
         writes: &vcpu::model::arm64::model::Assignments,
     ) -> Result<(), ConfigureError> {
         let arm64 = self.configured.as_mut().ok_or(ConfigureError::NoVcpu)?;
-        let el_floor = || vm.supported.el_floor();
-        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes, &el_floor)?;
+        let measure = |probe| vm.supported.probe(probe);
+        let reports = set_model::write(&vm.spec.name, vm.vm, vm.vcpus, arm64, writes, &measure)?;
         arm64.report.writes.extend(reports);
         vm.report.arm64 = Some(arm64.report.clone());
         Ok(())
@@ -276,7 +278,7 @@ const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
 fn configure(
     mask_ranges: u64,
     writable_imp_id_regs: bool,
-    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
+    measure: Measure<'_>,
     vm: &VmHandle,
     vcpus: &[Arc<VcpuHandle>],
     spec: &Arm64ModelSpec,
@@ -312,8 +314,11 @@ fn configure(
     // A write only some kernels refuse, with nothing to tell them apart: ask the kernel (once
     // per fleet, a probe write on a scratch VM) and plan again with its answer. A plan without
     // such a write asks nothing, so its trace is what it was.
-    if needs_el_floor(&plan) {
-        host.probes.el_floor = el_floor()?;
+    for _ in KernelProbe::ALL {
+        let wanted = unmeasured_probes(&plan, &host.probes);
+        if !measure_into(&wanted, measure, &mut host.probes)? {
+            break;
+        }
         plan = vcpu::model::arm64::plan(spec, &host).map_err(ConfigureError::Plan)?;
     }
     // The lock judges writes after the run by the same rules as the plan, against the same view.
@@ -422,19 +427,38 @@ fn configure(
     })
 }
 
-/// Whether the plan refuses a write only because the EL0/EL1 floor was not measured.
-fn needs_el_floor(plan: &Arm64Plan) -> bool {
-    plan.writes.iter().any(|w| {
-        w.verdict.refusal().is_some_and(|r| {
-            matches!(
-                r.rule,
-                Arm64Rule::KernelFloor {
-                    measured: false,
-                    ..
-                }
-            )
-        })
-    })
+/// How the fleet asks the host a kernel probe (once per fleet: [`super::super::supported`]).
+pub(super) type Measure<'a> =
+    &'a dyn Fn(KernelProbe) -> Result<Option<ProbeAnswer>, HostQueryError>;
+
+/// The probes the plan's refusals wait for: writes refused only because a kernel rule was not
+/// measured on this host.
+fn unmeasured_probes(plan: &Arm64Plan, probes: &KernelProbes) -> Vec<KernelProbe> {
+    let mut wanted: Vec<KernelProbe> = plan
+        .writes
+        .iter()
+        .filter_map(|w| w.verdict.refusal().and_then(|r| r.rule.unmeasured_probe()))
+        .filter(|p| !probes.is_measured(*p))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted
+}
+
+/// Measure each of `wanted` into `probes`; whether any answer was added.
+pub(super) fn measure_into(
+    wanted: &[KernelProbe],
+    measure: Measure<'_>,
+    probes: &mut KernelProbes,
+) -> Result<bool, HostQueryError> {
+    let mut added = false;
+    for &probe in wanted {
+        if let Some(answer) = measure(probe)? {
+            answer.record(probe, probes);
+            added |= probes.is_measured(probe);
+        }
+    }
+    Ok(added)
 }
 
 /// Send each refused write to a scratch VM (a fresh VM, one vCPU initialised like the VM's):

@@ -148,6 +148,13 @@ pub static CHANGES: &[KernelChange] = &[
         shows_as: &[HostSign::Probe("el_floor")],
     },
     KernelChange {
+        since: "6.3 (to 6.6)",
+        what: "set_id_aa64dfr0_el1 lets ID_AA64DFR0_EL1.PMUVer change with no writable ID \
+               registers, and keeps PMUVer = 0xF on a vCPU without a PMU (6.1 refuses it; 6.7 \
+               stores it as 0)",
+        shows_as: &[HostSign::Probe("pmu_imp_def")],
+    },
+    KernelChange {
         since: "FEAT_HPMN0 cpucap",
         what: "ID_AA64DFR0_EL1.HPMN0 is writable (lower-safe)",
         shows_as: &[HostSign::MaskBits {

@@ -12,8 +12,8 @@
 //! (per-vCPU registers get the same value). A write refused only because the EL0/EL1 floor was
 //! not measured asks the kernel first (the fleet's probe, once per fleet) and is judged again.
 
-use super::Arm64Vm;
-use crate::fleet::error::{ConfigureError, HostQueryError};
+use super::{Arm64Vm, Measure, measure_into};
+use crate::fleet::error::ConfigureError;
 use crate::report::Arm64WriteReport;
 use std::sync::Arc;
 use vcpu::model::arm64::model::Assignments;
@@ -35,29 +35,24 @@ fn explained(refusal: &Arm64Refusal) -> Arm64Refusal {
     ))
 }
 
-/// The planner's verdict on one write before the first run; a refusal only for want of the
-/// EL0/EL1 floor's measurement measures it (once per fleet) into the VM's host view and judges
+/// The planner's verdict on one write before the first run; a refusal only for want of a
+/// kernel probe's measurement measures it (once per fleet) into the VM's host view and judges
 /// again.
 fn judged_measured(
     id: u64,
     value: u64,
     state: &mut Arm64Vm,
-    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
+    measure: Measure<'_>,
 ) -> Result<Verdict, ConfigureError> {
     let verdict = judge(id, value, &state.host, state.features);
-    let unmeasured = verdict.refusal().is_some_and(|r| {
-        matches!(
-            r.rule,
-            Arm64Rule::KernelFloor {
-                measured: false,
-                ..
-            }
-        )
-    });
-    if !unmeasured || state.host.probes.el_floor.is_some() {
+    let Some(probe) = verdict.refusal().and_then(|r| r.rule.unmeasured_probe()) else {
+        return Ok(verdict);
+    };
+    if state.host.probes.is_measured(probe)
+        || !measure_into(&[probe], measure, &mut state.host.probes)?
+    {
         return Ok(verdict);
     }
-    state.host.probes.el_floor = el_floor()?;
     Ok(judge(id, value, &state.host, state.features))
 }
 
@@ -80,7 +75,7 @@ pub(super) fn write(
     vcpus: &[Arc<VcpuHandle>],
     state: &mut Arm64Vm,
     writes: &Assignments,
-    el_floor: &dyn Fn() -> Result<Option<bool>, HostQueryError>,
+    measure: Measure<'_>,
 ) -> Result<Vec<Arm64WriteReport>, ConfigureError> {
     let held = |id: u64| {
         state
@@ -97,7 +92,7 @@ pub(super) fn write(
         let verdict = match sealed {
             // The lock judges each write as it goes.
             true => None,
-            false => Some(match judged_measured(id, value, state, el_floor)? {
+            false => Some(match judged_measured(id, value, state, measure)? {
                 Verdict::Refused(refusal) => {
                     let refusal = explained(&refusal);
                     // One line, errno included: what the reply shows and the trace records.

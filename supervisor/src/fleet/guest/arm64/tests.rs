@@ -215,7 +215,7 @@ fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
         &vcpus,
         &mut state,
         &assignments(&["ID_AA64PFR0_EL1.CSV3=0"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap();
     assert_eq!(reports.len(), 1);
@@ -235,7 +235,7 @@ fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
         &vcpus,
         &mut state,
         &assignments(&["MIDR_EL1=0x410fd0c2", "ID_AA64PFR0_EL1=0x1000000000000011"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap_err()
     .to_string();
@@ -252,7 +252,7 @@ fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
         &vcpus,
         &mut state,
         &assignments(&["ID_AA64PFR0_EL1.CSV3=1"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap_err()
     .to_string();
@@ -263,7 +263,7 @@ fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
         &vcpus,
         &mut state,
         &assignments(&["ID_AA64PFR0_EL1=0x11"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap();
     assert!(reports[0].verdict.contains("identical"), "{:?}", reports[0]);

@@ -8,9 +8,10 @@
 use super::masks::WritableMasks;
 use super::refusal::{Arm64Refusal, Arm64Rule, RefusedField};
 use crate::model::arm64::catalog;
+use crate::model::arm64::features::VcpuFeature;
 use crate::model::arm64::features::VcpuFeatureSet;
 use crate::model::arm64::fields::{self, FieldCheck, FieldNote, FieldTable, IdField, SafeType};
-use crate::model::arm64::host::KernelProbes;
+use crate::model::arm64::host::{KernelProbe, KernelProbes, PmuImpDef};
 use crate::model::arm64::sysreg::SysReg;
 
 /// MIDR_EL1's writable bits with `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (REVIDR/AIDR: all).
@@ -96,8 +97,14 @@ pub fn check_feature_id_register_probed(
         )
         .with_hint(Some(format!("request the VCPU_INIT feature {feature}"))));
     }
-    let effective = set_handler_rules(reg, requested, limit, features, probes)?;
-    check_features(reg, effective, limit, masks, table)?;
+    let effective = set_handler_rules(reg, requested, limit, features, probes, masks)?;
+    check_features(
+        reg,
+        for_the_mask_check(reg, effective, limit, probes),
+        limit,
+        masks,
+        table,
+    )?;
     Ok(effective)
 }
 
@@ -122,7 +129,8 @@ pub fn aarch32_writes_ignored(reg: SysReg, host_pfr0: Option<u64>) -> bool {
 
 /// What a register's custom set handler does before `set_id_reg`: rewrite some field values and
 /// refuse some with `EINVAL`. It runs before the VM-has-run comparison too, so the lock applies it
-/// as well. A minimum only some kernels have ([`kernel_floor`]) applies as `probes` measured it.
+/// as well. A rule only some kernels have ([`kernel_floor`], [`pmu_imp_def`]) applies as `probes`
+/// measured it; `masks` says whether the kernel has writable ID registers (6.7 and later).
 /// Returns the rewritten value.
 pub fn set_handler_rules(
     reg: SysReg,
@@ -130,6 +138,7 @@ pub fn set_handler_rules(
     limit: u64,
     features: VcpuFeatureSet,
     probes: &KernelProbes,
+    masks: &WritableMasks,
 ) -> Result<u64, Arm64Refusal> {
     let Some(table) = fields::table_for(reg) else {
         return Ok(requested);
@@ -138,7 +147,11 @@ pub fn set_handler_rules(
     for field in table.fields {
         if field.has(FieldNote::ImpDefReadsAsNotImplemented) && field.raw(value) == field.max_raw()
         {
-            value = field.with(value, 0);
+            if reg == catalog::ID_AA64DFR0_EL1 && field.raw(limit) != field.max_raw() {
+                value = pmu_imp_def(field, value, limit, features, probes, masks)?;
+            } else {
+                value = field.with(value, 0);
+            }
         }
         if field.has(FieldNote::MteFracAsyncRewrite) && mte_frac_async_applies(table, field, limit)
         {
@@ -155,9 +168,14 @@ pub fn set_handler_rules(
             && raw < minimum
             && !(zero_allowed && raw == 0)
         {
-            if let Some(measured) = kernel_floor(reg, field) {
-                match measured(probes) {
-                    // Measured: this kernel accepts the value (6.12).
+            if let Some(probe) = kernel_floor(reg, field) {
+                let measured = match probe {
+                    KernelProbe::ElFloor => probes.el_floor,
+                    KernelProbe::DebugVerFloor => probes.debug_ver_floor,
+                    KernelProbe::PmuImpDef => None,
+                };
+                match measured {
+                    // Measured: this kernel accepts the value (6.12 for EL0/EL1).
                     Some(false) => continue,
                     enforced => {
                         return Err(field_refusal(
@@ -168,6 +186,7 @@ pub fn set_handler_rules(
                             Arm64Rule::KernelFloor {
                                 minimum,
                                 measured: enforced.is_some(),
+                                probe,
                             },
                         ));
                     }
@@ -202,15 +221,73 @@ pub fn set_handler_rules(
     Ok(value)
 }
 
-/// How a set handler's minimum is known to apply, when only some kernels have it: the probe
-/// that measures it. `None` for the minimums every kernel vmfleet knows applies.
+/// How a set handler's minimum is known to apply, when no capability shows which kernels have
+/// it: the probe that measures it. `None` for the minimums every kernel vmfleet knows applies
+/// (ID_DFR0_EL1's CopDbg and PerfMon, CTR_EL0's L1Ip: the AArch32 and cache handlers have not
+/// changed since writable ID registers).
 ///
-/// ID_AA64PFR0_EL1.EL0 and .EL1 (`EINVAL` for 0) arrived after 6.12, and no capability or
-/// writable mask tells the kernels apart (`kernels::CHANGES`, `HostSign::Probe("el_floor")`); DebugVer's and PerfMon's minimums and PMUVer's rewrite
-/// are older than the writable masks and apply wherever the field is writable.
-pub fn kernel_floor(reg: SysReg, field: &IdField) -> Option<fn(&KernelProbes) -> Option<bool>> {
-    (reg == catalog::ID_AA64PFR0_EL1 && matches!(field.name, "EL0" | "EL1"))
-        .then_some(|probes: &KernelProbes| probes.el_floor)
+/// ID_AA64PFR0_EL1.EL0 and .EL1 (`EINVAL` for 0) arrived after 6.12 (`kernels::CHANGES`,
+/// `HostSign::Probe("el_floor")`); ID_AA64DFR0_EL1.DebugVer's floor (below 6: `EINVAL`) holds on
+/// every kernel vmfleet knows, and is measured all the same, so a kernel that differs is
+/// followed rather than assumed.
+pub fn kernel_floor(reg: SysReg, field: &IdField) -> Option<KernelProbe> {
+    if reg == catalog::ID_AA64PFR0_EL1 && matches!(field.name, "EL0" | "EL1") {
+        Some(KernelProbe::ElFloor)
+    } else if reg == catalog::ID_AA64DFR0_EL1 && field.name == "DebugVer" {
+        Some(KernelProbe::DebugVerFloor)
+    } else {
+        None
+    }
+}
+
+/// ID_AA64DFR0_EL1.PMUVer = 0xF (IMPLEMENTATION DEFINED) where the limit is not 0xF, as this
+/// host's kernel handles it ([`KernelProbes::pmu_imp_def`]): the value it then holds, or the
+/// refusal.
+///
+/// - Stored as 0 (the 6.7 handler, measured, or assumed where the kernel reports writable
+///   masks: every such kernel has it).
+/// - Kept as 0xF (6.3–6.6, measured on a vCPU without a PMU): accepted on such a vCPU (the mask
+///   check then leaves the field out, [`for_the_mask_check`]); a vCPU with a PMU needs a real
+///   version there (the handler's "has a PMU" must match "PMUVer is a version"), so `EINVAL`.
+/// - Refused (6.1, measured), or not measured on a kernel without writable masks: `EINVAL`, the
+///   latter as vmfleet's cautious reading.
+pub fn pmu_imp_def(
+    field: &IdField,
+    value: u64,
+    limit: u64,
+    features: VcpuFeatureSet,
+    probes: &KernelProbes,
+    masks: &WritableMasks,
+) -> Result<u64, Arm64Refusal> {
+    let refused = |measured: Option<PmuImpDef>| {
+        field_refusal(
+            catalog::ID_AA64DFR0_EL1,
+            field,
+            value,
+            limit,
+            Arm64Rule::PmuImpDef { measured },
+        )
+    };
+    match probes.pmu_imp_def {
+        Some(PmuImpDef::ReadsAsNotImplemented) => Ok(field.with(value, 0)),
+        None if matches!(masks, WritableMasks::Reported { .. }) => Ok(field.with(value, 0)),
+        None => Err(refused(None)),
+        Some(PmuImpDef::Kept) if !features.contains(VcpuFeature::PmuV3) => Ok(value),
+        Some(answer) => Err(refused(Some(answer))),
+    }
+}
+
+/// The value the writable-mask check sees: what the kernel holds, except a PMUVer kept as 0xF by
+/// the 6.3–6.6 handler ([`pmu_imp_def`]), which stores it beside the register and so is no
+/// change to `set_id_reg`'s eyes.
+fn for_the_mask_check(reg: SysReg, value: u64, limit: u64, probes: &KernelProbes) -> u64 {
+    if reg != catalog::ID_AA64DFR0_EL1 || probes.pmu_imp_def != Some(PmuImpDef::Kept) {
+        return value;
+    }
+    match fields::field_of(reg, "PMUVer").map(|f| f.field()) {
+        Some(pmu) if pmu.raw(value) == pmu.max_raw() => pmu.with(value, pmu.raw(limit)),
+        _ => value,
+    }
 }
 
 /// MTE2 with MTE_frac = NI on the host: the case where a requested ASYNC is stored as NI.
@@ -512,11 +589,13 @@ mod tests {
             check_feature_id_register(ID_AA64DFR0_EL1, debug_v5, limit, &all_writable(), none())
                 .unwrap_err();
         assert_eq!(err.field.as_ref().unwrap().name, "DebugVer");
+        // Not measured on this host: the floor every known kernel has, as a cautious reading.
         assert_eq!(
             err.rule,
-            Arm64Rule::BelowMinimum {
+            Arm64Rule::KernelFloor {
                 minimum: 6,
-                zero_allowed: false
+                measured: false,
+                probe: KernelProbe::DebugVerFloor,
             }
         );
     }

@@ -165,7 +165,14 @@ fn frozen(
             }
             _ => {
                 let limit = host.value(id).unwrap_or(held);
-                id_regs::set_handler_rules(reg, requested, limit, features, &host.probes)?
+                id_regs::set_handler_rules(
+                    reg,
+                    requested,
+                    limit,
+                    features,
+                    &host.probes,
+                    &host.masks,
+                )?
             }
         },
         _ => requested,

@@ -6,6 +6,7 @@ use super::masks::MaskSource;
 use crate::hypervisor::errno::Errno;
 use crate::model::arm64::features::VcpuFeature;
 use crate::model::arm64::fields;
+use crate::model::arm64::host::{KernelProbe, PmuImpDef};
 use crate::model::arm64::reg_id::{self, RegClass};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -51,13 +52,22 @@ pub enum Arm64Rule {
         zero_allowed: bool,
     },
     /// A set handler's minimum that only some kernels have, with no capability to show which
-    /// (ID_AA64PFR0_EL1.EL0/EL1 >= 1, added after 6.12).
+    /// (ID_AA64PFR0_EL1.EL0/EL1 >= 1, added after 6.12; ID_AA64DFR0_EL1.DebugVer >= 6).
     KernelFloor {
         /// The smallest value accepted.
         minimum: u64,
         /// Whether this host's kernel was measured to enforce it (a probe write on a scratch VM
         /// was refused); `false`: not measured, and vmfleet assumes the newer kernels' rule.
         measured: bool,
+        /// The probe that measures it.
+        probe: KernelProbe,
+    },
+    /// ID_AA64DFR0_EL1.PMUVer = 0xF (IMPLEMENTATION DEFINED), refused as this host's kernel
+    /// handles it ([`PmuImpDef`]); `None`: not measured on a kernel without writable ID
+    /// registers, where 6.1 refuses it and vmfleet assumes so.
+    PmuImpDef {
+        /// What the probe write on a scratch VM measured.
+        measured: Option<PmuImpDef>,
     },
     /// A field that must stay nonzero with a VCPU_INIT feature.
     ZeroWithFeature {
@@ -145,7 +155,22 @@ impl Arm64Rule {
                     measured: false,
                     ..
                 }
+                | Arm64Rule::PmuImpDef { measured: None }
         )
+    }
+
+    /// The kernel probe this refusal is waiting for: a rule judged without the host's
+    /// measurement, which a probe write on a scratch VM would settle ([`KernelProbe`]).
+    pub fn unmeasured_probe(&self) -> Option<KernelProbe> {
+        match self {
+            Arm64Rule::KernelFloor {
+                measured: false,
+                probe,
+                ..
+            } => Some(*probe),
+            Arm64Rule::PmuImpDef { measured: None } => Some(KernelProbe::PmuImpDef),
+            _ => None,
+        }
     }
 
     /// What the value a write is judged against is called in a report; `None` when the rule
@@ -220,6 +245,7 @@ impl fmt::Display for Arm64Rule {
             Arm64Rule::KernelFloor {
                 minimum,
                 measured: true,
+                ..
             } => write!(
                 f,
                 "the set handler refuses values below {minimum:#x}, and this host's kernel \
@@ -228,10 +254,35 @@ impl fmt::Display for Arm64Rule {
             Arm64Rule::KernelFloor {
                 minimum,
                 measured: false,
+                probe: KernelProbe::ElFloor,
             } => write!(
                 f,
                 "the set handler refuses values below {minimum:#x} on kernels after 6.12 (6.12 \
                  accepts them); the floor was not measured on this host, so vmfleet assumes it"
+            ),
+            Arm64Rule::KernelFloor {
+                minimum,
+                measured: false,
+                ..
+            } => write!(
+                f,
+                "the set handler refuses values below {minimum:#x} on every kernel vmfleet \
+                 knows; the floor was not measured on this host, so vmfleet assumes it"
+            ),
+            Arm64Rule::PmuImpDef { measured: None } => f.write_str(
+                "a kernel without writable ID registers refuses PMUVer = 0xF (6.1) or keeps it \
+                 (6.3-6.6); this host's answer was not measured, so vmfleet assumes the refusal",
+            ),
+            Arm64Rule::PmuImpDef {
+                measured: Some(PmuImpDef::Kept),
+            } => f.write_str(
+                "this host's kernel keeps PMUVer = 0xF only for a vCPU without a PMU (a probe \
+                 write on a scratch VM measured the 6.3-6.6 handler); a vCPU with one needs a \
+                 PMU version",
+            ),
+            Arm64Rule::PmuImpDef { measured: Some(_) } => f.write_str(
+                "this host's kernel refuses PMUVer = 0xF (a probe write on a scratch VM was \
+                 refused)",
             ),
             Arm64Rule::ZeroWithFeature { feature } => {
                 write!(f, "the field must stay nonzero for a vCPU with {feature}")
