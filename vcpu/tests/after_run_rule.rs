@@ -335,3 +335,54 @@ fn refusals_say_which_rule_refused() {
         "{csv3}"
     );
 }
+
+#[test]
+fn a_probe_measured_after_configure_reaches_the_lock() {
+    // The context is given unmeasured; a set-model write before the run then measured the
+    // EL0/EL1 floor (this host accepts the lowering, as 6.12 does). After the run, EL1 = 0 is a
+    // change of a frozen register (EBUSY), not the floor the lock assumed before (EINVAL).
+    let ctx = context(true);
+    let id = ID_AA64PFR0_EL1.kvm_reg_id();
+    let held = ctx.host.value(id).unwrap();
+    let log = Arc::new(Mutex::new(Log {
+        regs: ctx.host.values.clone(),
+        ..Log::default()
+    }));
+    let vm = VmHandle::new(
+        Box::new(MemoryVm(GuestMemoryMmap::new(), Arc::clone(&log))),
+        "learns",
+        GuestArch::Aarch64,
+    );
+    vm.set_arm64_lock_context(ctx).unwrap();
+    let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    vcpu.run().unwrap();
+    let lowered = held & !0xF0;
+    let errno = |vcpu: &vcpu::VcpuHandle| {
+        vcpu.judge_after_run(id, lowered, held)
+            .unwrap()
+            .map(|m| m.errno)
+    };
+    assert_eq!(
+        errno(&vcpu),
+        Some(Errno::EINVAL),
+        "unmeasured: the floor assumed"
+    );
+    let accepts = vcpu::model::arm64::host::KernelProbes {
+        el_floor: Some(false),
+        ..Default::default()
+    };
+    vm.learn_kernel_probes(&accepts);
+    assert_eq!(
+        errno(&vcpu),
+        Some(Errno::EBUSY),
+        "measured: frozen, not below a floor"
+    );
+    // An answer once learned stays: the host's kernel does not change its mind.
+    vm.learn_kernel_probes(&vcpu::model::arm64::host::KernelProbes {
+        el_floor: Some(true),
+        ..Default::default()
+    });
+    assert_eq!(errno(&vcpu), Some(Errno::EBUSY));
+    let refused = vcpu.set_one_reg(id, lowered).unwrap_err();
+    assert_eq!(refused.errno(), Some(Errno::EBUSY), "{refused}");
+}

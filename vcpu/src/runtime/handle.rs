@@ -13,6 +13,7 @@ use crate::hypervisor::errno::Errno;
 use crate::hypervisor::error::{CallError, ReplayFailure};
 use crate::hypervisor::ids::{GuestArch, Stream, VcpuId, VmId};
 use crate::hypervisor::refusal::LockRefusal;
+use crate::model::arm64::host::KernelProbes;
 use crate::model::lock_policy::{self, Arm64LockContext, Mismatch, OneRegLockRule};
 use crate::runtime::control::RunControl;
 use crate::runtime::lock::{ModelLock, Seal};
@@ -60,7 +61,7 @@ pub struct VmHandle {
     lock: Arc<ModelLock>,
     /// What the lock judges an arm64 write after the run with, once the VM is configured; shared
     /// with every vCPU handle.
-    arm64_context: Arc<OnceLock<Arm64LockContext>>,
+    arm64_context: Arc<Arm64Context>,
     vm: Mutex<Box<dyn Vm>>,
 }
 
@@ -73,7 +74,7 @@ impl VmHandle {
             name: name.into(),
             arch,
             lock: Arc::new(ModelLock::new(id)),
-            arm64_context: Arc::new(OnceLock::new()),
+            arm64_context: Arc::new(Arm64Context::default()),
             vm: Mutex::new(vm),
         }
     }
@@ -104,11 +105,26 @@ impl VmHandle {
     /// register of a sealed VM fails (the lock cannot judge it). A second call is an error: the
     /// rules a VM is judged by do not change.
     pub fn set_arm64_lock_context(&self, context: Arm64LockContext) -> Result<(), HandleError> {
-        self.arm64_context.set(context).map_err(|_| HandleError {
-            target: self.id.to_string(),
-            call: "set the lock's arm64 context".into(),
-            source: CallError::Backend("the VM's lock already has its arm64 context".into()),
-        })
+        self.arm64_context
+            .given
+            .set(context)
+            .map_err(|_| HandleError {
+                target: self.id.to_string(),
+                call: "set the lock's arm64 context".into(),
+                source: CallError::Backend("the VM's lock already has its arm64 context".into()),
+            })
+    }
+
+    /// Tell the lock kernel probes measured after the context was given (a `set-model` write
+    /// that waited for one): they fill in what the context had not measured and never change an
+    /// answer it has, so the lock keeps judging by the host's behaviour, not by the default it
+    /// assumed before the measurement.
+    pub fn learn_kernel_probes(&self, probes: &KernelProbes) {
+        self.arm64_context
+            .learned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .fill_from(probes);
     }
 
     /// Allocate guest memory and register it at `guest_phys_addr`.
@@ -184,6 +200,27 @@ pub struct OneRegWrite {
     pub after_run: bool,
 }
 
+/// The lock's arm64 context: given once, when the model is configured; kernel probes measured
+/// later fill in its unmeasured answers ([`VmHandle::learn_kernel_probes`]).
+#[derive(Default)]
+struct Arm64Context {
+    given: OnceLock<Arm64LockContext>,
+    learned: Mutex<KernelProbes>,
+}
+
+impl Arm64Context {
+    /// The context the lock judges by now, if it was given.
+    fn current(&self) -> Option<Arm64LockContext> {
+        let mut context = self.given.get()?.clone();
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        context.host.probes.fill_from(&learned);
+        Some(context)
+    }
+}
+
 /// A vCPU, sharing its VM's lock.
 pub struct VcpuHandle {
     vm: VmId,
@@ -191,7 +228,7 @@ pub struct VcpuHandle {
     arch: GuestArch,
     lock: Arc<ModelLock>,
     /// The VM's: see [`VmHandle::set_arm64_lock_context`].
-    arm64_context: Arc<OnceLock<Arm64LockContext>>,
+    arm64_context: Arc<Arm64Context>,
     /// Taken from the backend at creation: usable while the run thread holds `vcpu`.
     kick: Arc<dyn Kick>,
     vcpu: Mutex<Box<dyn Vcpu>>,
@@ -265,7 +302,7 @@ impl VcpuHandle {
             (Seal::Sealed { first_run }, OneRegLockRule::LockedAfterRun) => {
                 let context = self.arm64_context(&call)?;
                 let held = self.expect_one_reg(&mut vcpu, id)?;
-                if let Some(mismatch) = lock_policy::judge_one_reg(id, held, value, context) {
+                if let Some(mismatch) = lock_policy::judge_one_reg(id, held, value, &context) {
                     return Err(self.refuse(&mut vcpu, &call, first_run, mismatch));
                 }
                 true
@@ -293,14 +330,14 @@ impl VcpuHandle {
             OneRegLockRule::LockedAfterRun => {
                 let call = VcpuCall::SetOneReg { id, value };
                 let context = self.arm64_context(&call)?;
-                Ok(lock_policy::judge_one_reg(id, held, value, context))
+                Ok(lock_policy::judge_one_reg(id, held, value, &context))
             }
         }
     }
 
     /// The VM's arm64 context, which a judged write needs.
-    fn arm64_context(&self, call: &VcpuCall) -> Result<&Arm64LockContext, HandleError> {
-        self.arm64_context.get().ok_or_else(|| {
+    fn arm64_context(&self, call: &VcpuCall) -> Result<Arm64LockContext, HandleError> {
+        self.arm64_context.current().ok_or_else(|| {
             self.error(
                 call,
                 CallError::Backend(

@@ -133,6 +133,14 @@ impl KernelProbes {
         pmu_imp_def: None,
     };
 
+    /// Take from `other` every answer this has not measured; an answer already measured stays
+    /// (a host's kernel does not change its answer).
+    pub fn fill_from(&mut self, other: &KernelProbes) {
+        self.el_floor = self.el_floor.or(other.el_floor);
+        self.debug_ver_floor = self.debug_ver_floor.or(other.debug_ver_floor);
+        self.pmu_imp_def = self.pmu_imp_def.or(other.pmu_imp_def);
+    }
+
     /// Whether `probe` was measured.
     pub fn is_measured(&self, probe: KernelProbe) -> bool {
         match probe {

@@ -36,13 +36,14 @@ fn explained(refusal: &Arm64Refusal) -> Arm64Refusal {
 }
 
 /// The planner's verdict on one write before the first run; a refusal only for want of a
-/// kernel probe's measurement measures it (once per fleet) into the VM's host view and judges
-/// again.
+/// kernel probe's measurement measures it (once per fleet) into the VM's host view and the
+/// lock's, and judges again.
 fn judged_measured(
     id: u64,
     value: u64,
     state: &mut Arm64Vm,
     measure: Measure<'_>,
+    vm: &VmHandle,
 ) -> Result<Verdict, ConfigureError> {
     let verdict = judge(id, value, &state.host, state.features);
     let Some(probe) = verdict.refusal().and_then(|r| r.rule.unmeasured_probe()) else {
@@ -53,6 +54,8 @@ fn judged_measured(
     {
         return Ok(verdict);
     }
+    // The host's answer, for the lock too: after the run it judges by the same view.
+    vm.learn_kernel_probes(&state.host.probes);
     Ok(judge(id, value, &state.host, state.features))
 }
 
@@ -92,7 +95,7 @@ pub(super) fn write(
         let verdict = match sealed {
             // The lock judges each write as it goes.
             true => None,
-            false => Some(match judged_measured(id, value, state, measure)? {
+            false => Some(match judged_measured(id, value, state, measure, vm)? {
                 Verdict::Refused(refusal) => {
                     let refusal = explained(&refusal);
                     // One line, errno included: what the reply shows and the trace records.
