@@ -386,3 +386,20 @@ fn a_probe_measured_after_configure_reaches_the_lock() {
     let refused = vcpu.set_one_reg(id, lowered).unwrap_err();
     assert_eq!(refused.errno(), Some(Errno::EBUSY), "{refused}");
 }
+
+#[test]
+fn kvm_run_goes_through_run_which_seals_the_lock() {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let vm = VmHandle::new(
+        Box::new(MemoryVm(GuestMemoryMmap::new(), Arc::clone(&log))),
+        "runs",
+        GuestArch::Aarch64,
+    );
+    let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    // A plain call cannot run the vCPU around the lock.
+    let e = vcpu.plain_call(VcpuCall::Run).unwrap_err();
+    assert!(e.to_string().contains("must go through run()"), "{e}");
+    assert_eq!(vm.lock().state(), vcpu::Seal::Open);
+    vcpu.run().unwrap();
+    assert!(matches!(vm.lock().state(), vcpu::Seal::Sealed { .. }));
+}

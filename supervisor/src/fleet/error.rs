@@ -313,6 +313,12 @@ pub enum AfterRunError {
         /// The reply it got, as text.
         reply: String,
     },
+    /// The action names a vCPU the VM does not have.
+    #[error("the VM has no vcpu{vcpu}")]
+    NoVcpu {
+        /// The vCPU's index.
+        vcpu: usize,
+    },
     /// The action is for the other architecture's VMs.
     #[error("action \"{action}\" is for {arch} VMs")]
     OtherArch {
@@ -321,6 +327,12 @@ pub enum AfterRunError {
         /// The architecture it is for.
         arch: &'static str,
     },
+    /// The after-run cross-check on a scratch VM failed.
+    #[error("the after-run cross-check: {0}")]
+    CrossCheck(#[from] CrossCheckError),
+    /// A kernel probe the lock's verdict waited for could not be made.
+    #[error(transparent)]
+    Probe(#[from] HostQueryError),
 }
 
 /// Why a VM failed, or refused a request in the state it is in. Texts that are about the VM's

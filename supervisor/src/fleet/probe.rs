@@ -33,8 +33,8 @@ use vcpu::{
 };
 
 /// A probe's scratch VM: its logical id (and so its trace stream) and the name it is created
-/// with (a trace shows it). Fixed, and far from the fleet's VMs and from the cross-checks'
-/// scratch VMs (a VM's id with bit 31 set).
+/// with (a trace shows it). Fixed, kernel-probe ids ([`VmId::is_kernel_probe`]) at the top of the
+/// range, far from the fleet's VMs and from the cross-checks' scratch VMs.
 pub(crate) fn probe_vm(probe: KernelProbe) -> (VmId, &'static str) {
     match probe {
         KernelProbe::ElFloor => (VmId(u32::MAX), "el-floor-probe"),

@@ -119,7 +119,9 @@ impl VmReport {
                 .vcpus
                 .iter()
                 .any(|v| v.arm64_guest.as_ref().is_some_and(|g| !g.consistent()))
-            || self.after_run.iter().any(|a| a.expected != a.outcome)
+            || self.after_run.iter().any(|a| {
+                a.expected != a.outcome || a.cross_check.as_ref().is_some_and(|c| !c.agrees)
+            })
             || self.arm64.as_ref().is_some_and(|a| a.disagreements() > 0)
     }
 
@@ -255,6 +257,21 @@ pub struct AfterRunReport {
     pub outcome: Verdict,
     /// The refusal's text, for a refused write.
     pub message: Option<String>,
+    /// With `cross_check`, for a write the lock refused: the kernel's own answer on a scratch
+    /// VM that has run. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_check: Option<AfterRunCrossCheck>,
+}
+
+/// The kernel's answer to an after-run write the lock refused, asked on a scratch VM that has
+/// run.
+#[derive(Clone, Debug, Serialize)]
+pub struct AfterRunCrossCheck {
+    /// The kernel's answer in words.
+    pub answer: String,
+    /// Whether it agrees with the lock: the same errno, or a change the kernel takes where the
+    /// lock is stricter than this kernel by design.
+    pub agrees: bool,
 }
 
 #[cfg(test)]

@@ -152,5 +152,17 @@ pub(super) fn after_run_transcript(out: &mut String, after_run: &[AfterRunReport
                 let _ = writeln!(out, "  {line}");
             }
         }
+        if let Some(c) = &a.cross_check {
+            let _ = writeln!(
+                out,
+                "  cross-check: {}{}",
+                c.answer,
+                if c.agrees {
+                    ""
+                } else {
+                    "  <-- DISAGREES WITH THE KERNEL"
+                }
+            );
+        }
     }
 }

@@ -31,6 +31,21 @@ impl fmt::Display for GuestArch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct VmId(pub u32);
 
+impl VmId {
+    /// The first logical id of vmfleet's kernel probes: scratch VMs that exist to ask the kernel
+    /// something and run no guest code (the probes of rules no capability shows, the after-run
+    /// cross-check). Their lock never seals (`runtime::lock::ModelLock::for_kernel_probe`), and
+    /// the model engine judges their writes by the kernel's rule alone. Fleet VMs count up from
+    /// 0 and never get here; the pre-run cross-check's scratch VMs (a VM's id with bit 31 set)
+    /// stay below it too.
+    pub const KERNEL_PROBES: u32 = 0xC000_0000;
+
+    /// Whether this is a kernel probe's scratch VM ([`VmId::KERNEL_PROBES`]).
+    pub fn is_kernel_probe(self) -> bool {
+        self.0 >= VmId::KERNEL_PROBES
+    }
+}
+
 /// A vCPU within its VM (0-based; also its KVM vCPU id and APIC id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct VcpuId(pub u32);

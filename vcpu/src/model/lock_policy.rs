@@ -27,6 +27,7 @@
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
+use crate::model::arm64::host::KernelProbe;
 use crate::model::arm64::{self, Arm64Rule, HostView, LockClass, VcpuFeatureSet, Verdict};
 use crate::model::x86;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct Mismatch {
     /// Whose rule it is, when not the kernel's: set when the lock refuses a change this kernel
     /// would accept ([`STRICTER_THAN_KERNEL`]).
     pub note: Option<String>,
+    /// The kernel probe the verdict waits for: a rule judged without this host's measurement
+    /// (arm64; [`crate::model::arm64::validate::Arm64Rule::unmeasured_probe`]). A caller that can
+    /// measure it does, and asks again.
+    pub unmeasured_probe: Option<KernelProbe>,
 }
 
 /// The note on a refusal of a change the kernel would accept after the first run (arm64 kernels
@@ -106,6 +111,7 @@ pub fn judge_cpuid(held: &CpuidTable, requested: &CpuidTable) -> Option<Mismatch
         differences: differences.iter().map(ToString::to_string).collect(),
         changes: differences.iter().flat_map(|d| d.changes()).collect(),
         note: None,
+        unmeasured_probe: None,
     })
 }
 
@@ -142,12 +148,14 @@ pub fn judge_one_reg(
             differences: vec![format!("the kernel holds {held:#018x}")],
             changes,
             note: (!kernel_enforces).then(|| STRICTER_THAN_KERNEL.to_string()),
+            unmeasured_probe: None,
         },
         _ => Mismatch {
             errno: refusal.errno,
             differences: vec![refusal.to_string()],
             changes,
             note: None,
+            unmeasured_probe: refusal.rule.unmeasured_probe(),
         },
     })
 }

@@ -67,13 +67,20 @@ pub struct VmHandle {
 
 impl VmHandle {
     /// A handle on `vm`, whose guests are of `arch` (the backend's: [`crate::Hypervisor::arch`]).
+    /// A kernel probe's scratch VM ([`VmId::is_kernel_probe`]) gets a lock that never seals, so
+    /// a write after its one (kicked, guest-less) `KVM_RUN` reaches the kernel.
     pub fn new(vm: Box<dyn Vm>, name: impl Into<String>, arch: GuestArch) -> Self {
         let id = vm.id();
+        let lock = if id.is_kernel_probe() {
+            ModelLock::for_kernel_probe(id)
+        } else {
+            ModelLock::new(id)
+        };
         VmHandle {
             id,
             name: name.into(),
             arch,
-            lock: Arc::new(ModelLock::new(id)),
+            lock: Arc::new(lock),
             arm64_context: Arc::new(Arm64Context::default()),
             vm: Mutex::new(vm),
         }
@@ -402,7 +409,7 @@ impl VcpuHandle {
     /// `KVM_RUN` once; seals the VM's CPU model first.
     pub fn run(&self) -> Result<VcpuExit, HandleError> {
         self.lock.seal_for_run(self.id);
-        match self.plain_call(VcpuCall::Run)? {
+        match self.backend_call(&VcpuCall::Run)? {
             Reply::Exit(exit) => Ok(exit),
             other => Err(self.unexpected(&VcpuCall::Run, &other)),
         }
@@ -465,7 +472,17 @@ impl VcpuHandle {
                 ),
             ));
         }
-        self.backend().call(&call).map_err(|e| self.error(&call, e))
+        if call == VcpuCall::Run {
+            return Err(self.error(
+                &call,
+                CallError::Backend("KVM_RUN must go through run(), which seals the lock".into()),
+            ));
+        }
+        self.backend_call(&call)
+    }
+
+    fn backend_call(&self, call: &VcpuCall) -> Result<Reply, HandleError> {
+        self.backend().call(call).map_err(|e| self.error(call, e))
     }
 
     fn expect_cpuid(

@@ -42,6 +42,8 @@ pub struct ModelLock {
     /// Fast path for runs once the VM is sealed (monotonic: never goes back to false).
     sealed: AtomicBool,
     seal: Mutex<Seal>,
+    /// A kernel probe's scratch VM ([`ModelLock::for_kernel_probe`]): never sealed.
+    kernel_probe: bool,
 }
 
 /// Proof that the caller holds the VM's lock while it checks and issues a CPU-model write.
@@ -63,7 +65,24 @@ impl ModelLock {
             vm,
             sealed: AtomicBool::new(false),
             seal: Mutex::new(Seal::Open),
+            kernel_probe: false,
         }
+    }
+
+    /// The lock of a scratch VM that exists to ask the kernel what it answers after a run (the
+    /// after-run cross-check): it never seals. Such a VM runs no guest code (its one `KVM_RUN`
+    /// is kicked before it enters the guest, which still marks the VM as run for the kernel),
+    /// so no guest can see its model change; sealing it would keep the question from the kernel.
+    pub fn for_kernel_probe(vm: VmId) -> Self {
+        ModelLock {
+            kernel_probe: true,
+            ..ModelLock::new(vm)
+        }
+    }
+
+    /// Whether this is a kernel probe's lock ([`ModelLock::for_kernel_probe`]).
+    pub fn is_kernel_probe(&self) -> bool {
+        self.kernel_probe
     }
 
     /// The VM this lock guards.
@@ -86,6 +105,9 @@ impl ModelLock {
     /// Called by a vCPU right before each `KVM_RUN`. The first call seals the VM; it returns the
     /// state before the call so the caller can tell whether it was the one that sealed it.
     pub fn seal_for_run(&self, vcpu: VcpuId) -> Seal {
+        if self.kernel_probe {
+            return Seal::Open;
+        }
         if self.sealed.load(Ordering::Acquire) {
             return self.state();
         }
@@ -128,6 +150,25 @@ mod tests {
             changes: differences.iter().flat_map(|d| d.changes()).collect(),
             note: None,
         }
+    }
+
+    #[test]
+    fn a_kernel_probes_lock_never_seals_and_a_fleet_vms_does() {
+        let probe = ModelLock::for_kernel_probe(VmId(VmId::KERNEL_PROBES));
+        for vcpu in [VcpuId(0), VcpuId(0), VcpuId(1)] {
+            assert_eq!(probe.seal_for_run(vcpu), Seal::Open);
+        }
+        assert_eq!(probe.state(), Seal::Open);
+        assert!(probe.is_kernel_probe());
+        let fleet = ModelLock::new(VmId(0));
+        assert_eq!(fleet.seal_for_run(VcpuId(1)), Seal::Open);
+        assert_eq!(
+            fleet.state(),
+            Seal::Sealed {
+                first_run: VcpuId(1)
+            }
+        );
+        assert!(!fleet.is_kernel_probe());
     }
 
     #[test]

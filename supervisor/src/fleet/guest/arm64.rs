@@ -13,12 +13,11 @@ use crate::fleet::error::{
 };
 use crate::fleet::lifecycle::VcpuModelView;
 use crate::fleet::probe::ProbeAnswer;
-use crate::report::Verdict as LockVerdict;
 use crate::report::{
-    AfterRunReport, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
+    AfterRunCrossCheck, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
     ModelDrift, VcpuReport, VmReport,
 };
-use crate::spec::AfterRun;
+pub(in crate::fleet) use after_run::{Probing, RefusedAfterRun, try_after_run};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vcpu::guests::arm64::SmcccCall;
@@ -54,6 +53,8 @@ struct Arm64Vm {
     host: HostView,
     /// The vCPUs' VCPU_INIT features.
     features: VcpuFeatureSet,
+    /// `KVM_ARM_PREFERRED_TARGET`'s target, which the vCPUs were initialised with.
+    target: u32,
 }
 
 /// Where guest memory starts, and the least there is of it.
@@ -131,6 +132,32 @@ impl Arm64Guest {
         vm.report.arm64 = Some(configured.report.clone());
         self.configured = Some(Box::new(configured));
         Ok(())
+    }
+
+    /// The kernel's answers to after-run writes the lock refused, on a scratch VM that has run
+    /// (`after_run.rs`); none unless the fleet cross-checks.
+    pub(super) fn cross_check_after_run(
+        &self,
+        vm: VmParts<'_>,
+        refused: &[RefusedAfterRun],
+    ) -> Result<Vec<AfterRunCrossCheck>, AfterRunError> {
+        let Some(arm64) = self.configured.as_ref().filter(|_| vm.spec.cross_check) else {
+            return Ok(Vec::new());
+        };
+        let cross = CrossCheck {
+            hv: vm.hv,
+            vm: vm.vm.id(),
+        };
+        let like = after_run::ScratchLike {
+            target: arm64.target,
+            features: arm64.features,
+            writable_imp_id_regs: self.writable_imp_id_regs,
+        };
+        let answers = after_run::kernel_answers(&cross, &vm.spec.name, &like, refused)?;
+        Ok(answers
+            .into_iter()
+            .map(|(answer, agrees)| AfterRunCrossCheck { answer, agrees })
+            .collect())
     }
 
     /// `set-model`'s writes (see `set_model.rs`), and the report's part of them.
@@ -424,6 +451,7 @@ fn configure(
         report,
         host,
         features: spec.features,
+        target,
     })
 }
 
@@ -605,94 +633,6 @@ pub(super) fn finish_for(vcpus: u32) -> Finish {
     }
 }
 
-/// Attempt one after-run write on an arm64 vCPU and judge it against the lock's rule (the arm64
-/// model's after-run rule, [`VcpuHandle::judge_after_run`]): a value identical once the kernel's
-/// set handlers have rewritten it is allowed, one they refuse is refused with their errno, a
-/// changed frozen register is refused (`EBUSY` class), on every kernel. `rewrite-identical`
-/// rewrites every model register of the vCPU with what it holds.
-pub(super) fn try_after_run(
-    vcpu: &VcpuHandle,
-    action: &AfterRun,
-) -> Result<AfterRunReport, AfterRunError> {
-    let writes: Vec<(u64, u64, u64)> = match action {
-        AfterRun::SetField { field, value, .. } => {
-            let id = field.register().kvm_reg_id();
-            let held = vcpu.get_one_reg(id)?;
-            let wanted = field.field().with(held, *value);
-            vec![(id, wanted, held)]
-        }
-        AfterRun::RewriteIdentical { .. } => {
-            let ids = match vcpu.plain_call(VcpuCall::GetRegList) {
-                Ok(Reply::RegList(ids)) => ids,
-                Ok(other) => {
-                    return Err(AfterRunError::UnexpectedReply {
-                        call: "GET_REG_LIST",
-                        reply: other.to_string(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let mut writes = Vec::new();
-            for id in ids
-                .into_iter()
-                .filter(|&id| lock_policy::is_model_register(GuestArch::Aarch64, id))
-            {
-                let held = vcpu.get_one_reg(id)?;
-                writes.push((id, held, held));
-            }
-            writes
-        }
-        AfterRun::Hide { .. } => {
-            return Err(AfterRunError::OtherArch {
-                action: "hide",
-                arch: "x86",
-            });
-        }
-    };
-    let label = match action {
-        AfterRun::SetField { field, value, .. } => format!("set {field} = {value:#x}"),
-        _ => "rewrite identical".to_string(),
-    };
-    // What the lock will answer is the model's after-run rule: ask it, as the lock will.
-    let mut refused = false;
-    for &(id, wanted, held) in &writes {
-        if vcpu.judge_after_run(id, wanted, held)?.is_some() {
-            refused = true;
-            break;
-        }
-    }
-    let expected = if refused {
-        LockVerdict::RefusedByLock
-    } else {
-        LockVerdict::Allowed
-    };
-    let mut outcome = LockVerdict::Allowed;
-    let mut message = None;
-    for (id, wanted, _) in writes {
-        match vcpu.set_one_reg(id, wanted) {
-            Ok(_) => {}
-            Err(e) if e.is_lock_refusal() => {
-                outcome = LockVerdict::RefusedByLock;
-                // The refusal names the register and its fields itself.
-                message = Some(refusal_text(&e));
-                break;
-            }
-            Err(e) => {
-                outcome = LockVerdict::RefusedByKernel;
-                message = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    Ok(AfterRunReport {
-        vcpu: vcpu.id().0,
-        action: label,
-        expected,
-        outcome,
-        message,
-    })
-}
-
 /// What the guest saw, judged by the model ([`drift::check_guest_view`]) against what its vCPU
 /// holds, with the guest's own account of its passes and calls.
 fn guest_summary(report: &Arm64GuestReport, held: &BTreeMap<u64, u64>) -> Arm64GuestSummary {
@@ -738,6 +678,7 @@ fn drift_lines(plan: &Arm64Plan, held: &BTreeMap<u64, u64>) -> Vec<Arm64Drift> {
         .collect()
 }
 
+mod after_run;
 mod set_model;
 
 #[cfg(test)]

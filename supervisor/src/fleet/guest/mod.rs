@@ -18,8 +18,9 @@ mod x86;
 use super::error::{AfterRunError, ConfigureError, FleetError, ModelError, StartError};
 use super::lifecycle::VcpuModelView;
 use super::supported::HostQueries;
-use crate::report::{AfterRunReport, VcpuReport, VmReport};
+use crate::report::{AfterRunCrossCheck, AfterRunReport, VcpuReport, VmReport};
 use crate::spec::{AfterRun, VmSpec};
+pub(in crate::fleet) use arm64::RefusedAfterRun;
 use std::sync::Arc;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
 use vcpu::model::arm64::model::Assignments;
@@ -124,15 +125,38 @@ impl Guest {
         }
     }
 
-    /// Attempt one after-run write on `vcpu` and judge it against the lock's rule.
+    /// Attempt one after-run write on `vcpu` and judge it against the lock's rule; the report,
+    /// and the write the lock refused, if it refused one the kernel can be asked about (arm64).
     pub fn after_run(
         &self,
-        vcpu: &VcpuHandle,
+        vm: VmParts<'_>,
+        vcpu: usize,
         action: &AfterRun,
-    ) -> Result<AfterRunReport, AfterRunError> {
+    ) -> Result<(AfterRunReport, Option<RefusedAfterRun>), AfterRunError> {
+        let handle = vm.vcpus.get(vcpu).ok_or(AfterRunError::NoVcpu { vcpu })?;
         match self {
-            Guest::X86(_) => x86::try_after_run(vcpu, action),
-            Guest::Arm64(_) => arm64::try_after_run(vcpu, action),
+            Guest::X86(_) => x86::try_after_run(handle, action).map(|r| (r, None)),
+            Guest::Arm64(_) => {
+                let measure = |probe| vm.supported.probe(probe);
+                let probing = arm64::Probing {
+                    vm: vm.vm,
+                    measure: &measure,
+                };
+                arm64::try_after_run(handle, action, Some(&probing))
+            }
+        }
+    }
+
+    /// The kernel's own answers to the after-run writes the lock refused, on a scratch VM that
+    /// has run (arm64 with `cross_check`; see `arm64/after_run.rs`), one per write.
+    pub fn cross_check_after_run(
+        &self,
+        vm: VmParts<'_>,
+        refused: &[RefusedAfterRun],
+    ) -> Result<Vec<AfterRunCrossCheck>, AfterRunError> {
+        match self {
+            Guest::Arm64(guest) if !refused.is_empty() => guest.cross_check_after_run(vm, refused),
+            _ => Ok(Vec::new()),
         }
     }
 

@@ -242,6 +242,7 @@ pub(super) fn try_after_run(
         expected,
         outcome,
         message,
+        cross_check: None,
     })
 }
 

@@ -6,9 +6,9 @@
 use super::{HostFacts, Prediction, VmState, kernel_error, lock_error, ok, unknown};
 use crate::hypervisor::call::Reply;
 use crate::hypervisor::errno::Errno;
-use crate::hypervisor::ids::{GuestArch, VcpuId};
+use crate::hypervisor::ids::{GuestArch, VcpuId, VmId};
 use crate::model::arm64::catalog::{self, RegisterRole};
-use crate::model::arm64::validate::{judge_after_run, judge_before_run};
+use crate::model::arm64::validate::{Arm64Rule, judge_after_run, judge_before_run};
 use crate::model::arm64::{
     HostView, RegClass, VcpuFeature, VcpuFeatureSet, Verdict, WritableMasks, reg_id,
 };
@@ -207,7 +207,7 @@ pub(super) fn get_one_reg(
 pub(super) fn set_one_reg(
     facts: &HostFacts,
     vm: &mut VmState,
-    vcpu: VcpuId,
+    (vm_id, vcpu): (VmId, VcpuId),
     id: u64,
     value: u64,
 ) -> Prediction {
@@ -222,7 +222,11 @@ pub(super) fn set_one_reg(
     let current = held(facts, vm, vcpu, id);
     let verdict = match (vm.ran, current) {
         (true, Some(current)) => {
-            if lock_policy::one_reg_rule(GuestArch::Aarch64, id) == OneRegLockRule::LockedAfterRun {
+            // vmfleet's lock stands before the kernel, except on a kernel probe's scratch VM,
+            // whose lock never seals (it asks the kernel what it answers after a run).
+            if lock_policy::one_reg_rule(GuestArch::Aarch64, id) == OneRegLockRule::LockedAfterRun
+                && !vm_id.is_kernel_probe()
+            {
                 let context = Arm64LockContext {
                     host: host.clone(),
                     features,
@@ -231,7 +235,23 @@ pub(super) fn set_one_reg(
                     return lock_error(mismatch.errno);
                 }
             }
-            judge_after_run(id, value, current, &host, features)
+            match judge_after_run(id, value, current, &host, features) {
+                // The change only vmfleet's own rule refuses (a kernel that does not freeze the
+                // register): on a kernel probe's VM it reaches the kernel, which judges it as
+                // before the run.
+                Verdict::Refused(refusal)
+                    if vm_id.is_kernel_probe()
+                        && matches!(
+                            refusal.rule,
+                            Arm64Rule::ChangedAfterRun {
+                                kernel_enforces: false
+                            }
+                        ) =>
+                {
+                    judge_before_run(id, value, &host, features)
+                }
+                verdict => verdict,
+            }
         }
         _ => judge_before_run(id, value, &host, features),
     };

@@ -277,7 +277,7 @@ impl Engine {
             VcpuCall::GetRegList => arm64::reg_list(facts, state, vcpu),
             VcpuCall::GetOneReg { id } => arm64::get_one_reg(facts, state, vcpu, *id),
             VcpuCall::SetOneReg { id, value } => {
-                arm64::set_one_reg(facts, state, vcpu, *id, *value)
+                arm64::set_one_reg(facts, state, (vm, vcpu), *id, *value)
             }
             VcpuCall::ArmVcpuFinalize { .. }
             | VcpuCall::SetBootState { .. }

@@ -16,6 +16,7 @@ use super::{Arm64Vm, Measure, measure_into};
 use crate::fleet::error::ConfigureError;
 use crate::report::Arm64WriteReport;
 use std::sync::Arc;
+use vcpu::model::arm64::host::KernelProbes;
 use vcpu::model::arm64::model::Assignments;
 use vcpu::model::arm64::model::judge;
 use vcpu::model::arm64::{Arm64Refusal, Arm64Rule, Verdict, reg_id};
@@ -59,6 +60,29 @@ fn judged_measured(
     Ok(judge(id, value, &state.host, state.features))
 }
 
+/// Before a write to a VM that has run: if the lock's verdict waits for a kernel probe, measure
+/// it (once per fleet) and tell the VM's lock, so the lock answers as this host's kernel does.
+fn lock_measured(
+    vcpus: &[Arc<VcpuHandle>],
+    (id, value, held): (u64, u64, u64),
+    vm: &VmHandle,
+    measure: Measure<'_>,
+) -> Result<(), ConfigureError> {
+    let Some(vcpu) = vcpus.first() else {
+        return Ok(());
+    };
+    let waits_for = vcpu
+        .judge_after_run(id, value, held)?
+        .and_then(|m| m.unmeasured_probe);
+    if let Some(probe) = waits_for {
+        let mut probes = KernelProbes::NOT_MEASURED;
+        if measure_into(&[probe], measure, &mut probes)? {
+            vm.learn_kernel_probes(&probes);
+        }
+    }
+    Ok(())
+}
+
 /// A lock refusal as the reply shows it and as the trace records it.
 fn refused(vm: &str, e: &HandleError) -> Option<ConfigureError> {
     match &e.source {
@@ -93,8 +117,13 @@ pub(super) fn write(
     let mut judged = Vec::with_capacity(values.len());
     for &(id, value) in &values {
         let verdict = match sealed {
-            // The lock judges each write as it goes.
-            true => None,
+            // The lock judges each write as it goes; one whose verdict waits for a kernel probe
+            // has it measured and told to the lock first.
+            true => {
+                let held = state.held.first().and_then(|h| h.get(&id)).copied();
+                lock_measured(vcpus, (id, value, held.unwrap_or(0)), vm, measure)?;
+                None
+            }
             false => Some(match judged_measured(id, value, state, measure, vm)? {
                 Verdict::Refused(refusal) => {
                     let refusal = explained(&refusal);

@@ -4,6 +4,8 @@
 //! kernel that would take any value.
 
 use super::*;
+use crate::report::Verdict as LockVerdict;
+use crate::spec::AfterRun;
 use std::sync::Mutex;
 use vcpu::model::arm64::catalog::{ID_AA64DFR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
 use vcpu::model::arm64::fields;
@@ -128,7 +130,7 @@ fn what_the_fleet_expects_is_what_the_lock_answers() {
         ),
     ];
     for (action, verdict, errno) in cases {
-        let report = try_after_run(&vcpu, &action).unwrap();
+        let (report, _) = try_after_run(&vcpu, &action, None).unwrap();
         assert_eq!(report.expected, verdict, "{}", report.action);
         assert_eq!(report.outcome, verdict, "{}", report.action);
         match errno {
@@ -178,6 +180,7 @@ fn open_vm() -> (VmHandle, Arc<VcpuHandle>, Arm64Vm) {
     .unwrap();
     let vcpu = Arc::new(vm.create_vcpu(VcpuId(0)).unwrap());
     let state = Arm64Vm {
+        target: 5,
         held: vec![values],
         id_regs: Vec::new(),
         calls: Vec::new(),
