@@ -623,6 +623,7 @@ fn model_judge_answers_match_their_schema() {
         r#"{"call":"get_reg_list","vcpu":1}"#,
         r#"{"call":"run"}"#,
         r#"{"call":"get_supported_cpuid"}"#,
+        r#"{"call":"get_emulated_cpuid"}"#,
         "{",
     ];
     let mut child = vmfleet()

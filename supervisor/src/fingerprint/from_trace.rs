@@ -10,6 +10,8 @@ use vcpu::model::lock_policy;
 use vcpu::{Errno, GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
 
 /// The facts of `trace`:
+/// - both: the header's host facts, which on x86 hold the `KVM_GET_EMULATED_CPUID` table from
+///   trace format 2 on (`None` in a format-1 trace);
 /// - x86: the host stream's `GET_SUPPORTED_CPUID` reply; the first vCPU's (lowest VM, then
 ///   lowest vCPU, with a successful `SET_CPUID2`) first `SET_CPUID2` and the `GET_CPUID2` that
 ///   follows it.
