@@ -13,8 +13,8 @@
 //!
 //! Versions: format 1 is the first; format 2 added one field at the end of the header's host
 //! facts (`HostFingerprint::emulated_cpuid`) and nothing else, so a format-1 trace is read with
-//! its own header shape and every event frame reads alike (new call variants are appended, never
-//! inserted, so format-1 event bytes mean what they meant).
+//! its own header shape and every event frame reads alike (new call variants are appended,
+//! never inserted, so format-1 event bytes mean what they meant).
 //!
 //! The version sits outside any frame so that a reader can refuse a newer layout before trying to
 //! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame

@@ -122,8 +122,8 @@ pub fn parse_line(line: &str) -> Result<(Stream, Call)> {
         "run" => (on_vcpu, Call::Vcpu(VcpuCall::Run)),
         other => bail!(
             "unknown call {other:?} (check_extension, get_supported_cpuid, get_emulated_cpuid, \
-             set_cpuid2, get_cpuid2, arm_preferred_target, arm_get_reg_writable_masks, enable_cap, \
-             arm_vcpu_init, get_reg_list, get_one_reg, set_one_reg, run)"
+             set_cpuid2, get_cpuid2, arm_preferred_target, arm_get_reg_writable_masks, \
+             enable_cap, arm_vcpu_init, get_reg_list, get_one_reg, set_one_reg, run)"
         ),
     })
 }
