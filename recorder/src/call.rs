@@ -88,6 +88,39 @@ mod tests {
         assert_eq!(decision, [3]);
     }
 
+    /// System calls keep their format-1 variant numbers; `GET_EMULATED_CPUID`, added after
+    /// format 1, is appended (variant 5), so no older call's bytes changed.
+    #[test]
+    fn system_calls_keep_their_format_1_bytes() {
+        let config = bincode::config::standard();
+        let cases = [
+            (SystemCall::GetApiVersion, vec![0u8, 0]),
+            (SystemCall::CheckExtension { cap: 95 }, vec![0, 1, 95]),
+            (SystemCall::GetVcpuMmapSize, vec![0, 2]),
+            (SystemCall::GetSupportedCpuid, vec![0, 3]),
+            (
+                SystemCall::CreateVm {
+                    vm: vcpu::VmId(1),
+                    name: "a".into(),
+                },
+                vec![0, 4, 1, 1, 97],
+            ),
+            (SystemCall::GetEmulatedCpuid, vec![0, 5]),
+        ];
+        for (call, bytes) in cases {
+            let call = TraceCall::System(call);
+            let encoded = bincode::serde::encode_to_vec(&call, config).unwrap();
+            assert_eq!(encoded, bytes, "{call}");
+            let (decoded, _): (TraceCall, _) =
+                bincode::serde::decode_from_slice(&bytes, config).unwrap();
+            assert_eq!(decoded, call);
+        }
+        assert_eq!(
+            TraceCall::System(SystemCall::GetEmulatedCpuid).to_string(),
+            "GET_EMULATED_CPUID"
+        );
+    }
+
     #[test]
     fn backend_calls_convert_and_render_as_vcpu_renders_them() {
         for call in [

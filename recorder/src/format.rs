@@ -11,6 +11,11 @@
 //! last:       Record::End { events: n }   (only on a clean close)
 //! ```
 //!
+//! Versions: format 1 is the first; format 2 added one field at the end of the header's host
+//! facts (`HostFingerprint::emulated_cpuid`) and nothing else, so a format-1 trace is read with
+//! its own header shape and every event frame reads alike (new call variants are appended,
+//! never inserted, so format-1 event bytes mean what they meant).
+//!
 //! The version sits outside any frame so that a reader can refuse a newer layout before trying to
 //! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame
 //! boundary.
@@ -24,8 +29,11 @@ use serde::Serialize;
 /// The first eight bytes of every trace.
 pub const MAGIC: [u8; 8] = *b"VMFLTRC\0";
 
-/// The layout this crate writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout this crate writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest layout this crate reads (its header has no emulated CPUID table).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Bytes before the first frame: magic and format version.
 pub const PREAMBLE_LEN: usize = MAGIC.len() + 4;

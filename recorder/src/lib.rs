@@ -35,7 +35,7 @@ pub mod writer;
 
 pub use call::TraceCall;
 pub use diff::describe_difference;
-pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN};
+pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION};
 pub use output::{Output, OutputError};
 pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
 pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};

@@ -14,9 +14,10 @@
 //! own offset. A real cut leaves no such payload (short of a 1 in 2^32 checksum coincidence).
 
 use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN, decode_payload,
+    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION, PREAMBLE_LEN,
+    decode_payload,
 };
-use crate::trace::{Event, Record, TraceHeader};
+use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -222,11 +223,14 @@ pub enum TraceError {
     },
 
     /// The preamble names a format version this crate does not read.
-    #[error("unsupported trace format version {found}: this vmfleet reads version {supported}")]
+    #[error(
+        "unsupported trace format version {found}: this vmfleet reads versions {OLDEST_FORMAT_VERSION} to {supported}"
+    )]
     UnsupportedVersion {
         /// The preamble's version.
         found: u32,
-        /// The one this crate reads, [`FORMAT_VERSION`].
+        /// The newest one this crate reads, [`FORMAT_VERSION`] (the oldest is
+        /// [`OLDEST_FORMAT_VERSION`]).
         supported: u32,
     },
 
@@ -566,7 +570,7 @@ fn read_preamble_and_header(bytes: &[u8]) -> Result<(TraceHeader, usize), TraceE
             what: "inside the magic and format version",
         });
     };
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(TraceError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -588,8 +592,13 @@ fn read_preamble_and_header(bytes: &[u8]) -> Result<(TraceHeader, usize), TraceE
         }),
         Frame::Corrupt(problem) => Err(corrupt(problem)),
         Frame::Whole { payload, next } => {
-            let header: TraceHeader = decode_payload(payload)
-                .map_err(|reason| corrupt(Corruption::Undecodable { reason }))?;
+            // Format 1's header has fewer host facts (see `crate::format`).
+            let header: TraceHeader = if version == OLDEST_FORMAT_VERSION {
+                decode_payload::<TraceHeaderV1>(payload).map(TraceHeader::from)
+            } else {
+                decode_payload(payload)
+            }
+            .map_err(|reason| corrupt(Corruption::Undecodable { reason }))?;
             if header.format_version != version {
                 return Err(corrupt(Corruption::HeaderVersionMismatch {
                     header: header.format_version,

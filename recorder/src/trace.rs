@@ -5,6 +5,7 @@
 use crate::call::TraceCall;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::{GuestArch, Outcome, Stream};
 
 /// What a trace file starts with: everything needed to judge whether and how to replay it.
@@ -61,7 +62,60 @@ impl fmt::Display for TraceHeader {
     }
 }
 
-/// The machine a trace was recorded on. Just data: the supervisor fills it in.
+/// A format-1 header: the same fields in the same order, with the host facts of format 1
+/// ([`HostFingerprintV1`]). bincode writes fields by position, so a format-1 header is read with
+/// this shape and then becomes a [`TraceHeader`] whose newer facts are `None`.
+#[derive(Deserialize)]
+pub(crate) struct TraceHeaderV1 {
+    format_version: u32,
+    vmfleet_version: String,
+    guest_arch: GuestArch,
+    host: HostFingerprintV1,
+    job: JobInputs,
+}
+
+/// The host facts of format 1: [`HostFingerprint`] without `emulated_cpuid`.
+#[derive(Deserialize)]
+struct HostFingerprintV1 {
+    kernel_release: String,
+    kvm_module: Option<String>,
+    cpu_vendor: String,
+    cpu_family: u32,
+    cpu_model: u32,
+    cpu_stepping: u32,
+    cpu_model_name: String,
+    microcode: Option<String>,
+    kvm_api_version: Option<u32>,
+    capabilities: Vec<Capability>,
+}
+
+impl From<TraceHeaderV1> for TraceHeader {
+    fn from(v1: TraceHeaderV1) -> TraceHeader {
+        let h = v1.host;
+        TraceHeader {
+            format_version: v1.format_version,
+            vmfleet_version: v1.vmfleet_version,
+            guest_arch: v1.guest_arch,
+            host: HostFingerprint {
+                kernel_release: h.kernel_release,
+                kvm_module: h.kvm_module,
+                cpu_vendor: h.cpu_vendor,
+                cpu_family: h.cpu_family,
+                cpu_model: h.cpu_model,
+                cpu_stepping: h.cpu_stepping,
+                cpu_model_name: h.cpu_model_name,
+                microcode: h.microcode,
+                kvm_api_version: h.kvm_api_version,
+                capabilities: h.capabilities,
+                emulated_cpuid: None,
+            },
+            job: v1.job,
+        }
+    }
+}
+
+/// The machine a trace was recorded on. Just data: the supervisor fills it in. (Format 1 had
+/// every field but the last, [`HostFingerprint::emulated_cpuid`]: see [`crate::format`].)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFingerprint {
     /// `uname -r`.
@@ -85,6 +139,11 @@ pub struct HostFingerprint {
     pub kvm_api_version: Option<u32>,
     /// `KVM_CHECK_EXTENSION` answers the supervisor thought worth keeping.
     pub capabilities: Vec<Capability>,
+    /// x86: `KVM_GET_EMULATED_CPUID`, the CPUID bits KVM can emulate beyond what it supports.
+    /// `None` on arm64, where the host refused it, and in traces of format 1 (before it was
+    /// asked). A host fact the job never uses, so it is asked with the others, not recorded as an
+    /// event.
+    pub emulated_cpuid: Option<CpuidTable>,
 }
 
 /// One `KVM_CHECK_EXTENSION` answer.
@@ -122,6 +181,15 @@ impl fmt::Display for HostFingerprint {
             for cap in &self.capabilities {
                 writeln!(f, "  {} ({}) = {}", cap.name, cap.number, cap.value)?;
             }
+        }
+        // Absent from format-1 traces and on arm64: nothing is said then, as before.
+        if let Some(table) = &self.emulated_cpuid {
+            writeln!(
+                f,
+                "emulated CPUID: {} entries (digest {:08x})",
+                table.len(),
+                table.digest()
+            )?;
         }
         Ok(())
     }

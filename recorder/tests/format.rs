@@ -489,14 +489,116 @@ fn an_unknown_format_version_is_named() {
             err,
             TraceError::UnsupportedVersion {
                 found: 7,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "unsupported trace format version 7: this vmfleet reads version 1"
+        "unsupported trace format version 7: this vmfleet reads versions 1 to 2"
+    );
+    bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(
+        Trace::from_bytes(&bytes),
+        Err(TraceError::UnsupportedVersion { found: 0, .. })
+    ));
+}
+
+/// The header of format 1, field by field: format 2 appended `emulated_cpuid` to the host facts.
+#[derive(Serialize)]
+struct HeaderV1<'a> {
+    format_version: u32,
+    vmfleet_version: &'a str,
+    guest_arch: vcpu::GuestArch,
+    host: HostV1<'a>,
+    job: &'a recorder::JobInputs,
+}
+
+#[derive(Serialize)]
+struct HostV1<'a> {
+    kernel_release: &'a str,
+    kvm_module: &'a Option<String>,
+    cpu_vendor: &'a str,
+    cpu_family: u32,
+    cpu_model: u32,
+    cpu_stepping: u32,
+    cpu_model_name: &'a str,
+    microcode: &'a Option<String>,
+    kvm_api_version: Option<u32>,
+    capabilities: &'a [recorder::Capability],
+}
+
+/// A format-1 trace reads as it always did: its header's host facts have no emulated CPUID table
+/// (`None`), and its events are the same bytes and the same events as in format 2.
+#[test]
+fn a_format_1_trace_reads_with_no_emulated_table() {
+    let (good, events) = sample_trace("format-1.trace");
+    let ends = frame_ends(&good);
+    let h = header();
+    let v1 = HeaderV1 {
+        format_version: 1,
+        vmfleet_version: &h.vmfleet_version,
+        guest_arch: h.guest_arch,
+        host: HostV1 {
+            kernel_release: &h.host.kernel_release,
+            kvm_module: &h.host.kvm_module,
+            cpu_vendor: &h.host.cpu_vendor,
+            cpu_family: h.host.cpu_family,
+            cpu_model: h.host.cpu_model,
+            cpu_stepping: h.host.cpu_stepping,
+            cpu_model_name: &h.host.cpu_model_name,
+            microcode: &h.host.microcode,
+            kvm_api_version: h.host.kvm_api_version,
+            capabilities: &h.host.capabilities,
+        },
+        job: &h.job,
+    };
+    let mut bytes = b"VMFLTRC\0".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&frame(&encode(&v1)));
+    bytes.extend_from_slice(&good[ends[0]..]);
+    let trace = Trace::from_bytes(&bytes).unwrap();
+    assert_eq!(trace.header.format_version, 1);
+    assert_eq!(trace.header.host.emulated_cpuid, None);
+    assert_eq!(
+        trace.header.host,
+        recorder::HostFingerprint {
+            emulated_cpuid: None,
+            ..h.host.clone()
+        }
+    );
+    assert_eq!(trace.events, events);
+    trace.require_complete().unwrap();
+    // A format-1 header under a format-2 preamble is not a format-2 header.
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(matches!(
+        Trace::from_bytes(&bytes),
+        Err(TraceError::Corrupt {
+            offset: 12,
+            problem: Corruption::Undecodable { .. }
+        })
+    ));
+}
+
+/// A format-2 header keeps the emulated CPUID table it was given.
+#[test]
+fn the_emulated_table_round_trips_in_the_header() {
+    let path = scratch("emulated.trace");
+    let mut h = header();
+    h.host.emulated_cpuid = Some(table());
+    let (_, writer) = TraceWriter::create_keeping_events(&path, &h).unwrap();
+    writer.finish().unwrap();
+    let trace = Trace::open(&path).unwrap();
+    assert_eq!(trace.header.format_version, recorder::FORMAT_VERSION);
+    assert_eq!(trace.header, h);
+    assert!(
+        trace
+            .header
+            .to_string()
+            .contains(&format!("  emulated CPUID: {} entries", table().len())),
+        "{}",
+        trace.header
     );
 }
 

@@ -524,3 +524,33 @@ mod vm {
         m.iter().map(|r| r.len()).sum()
     }
 }
+
+/// `KVM_GET_EMULATED_CPUID` is recorded like any system call, on the host stream, and the replay
+/// backend answers it from the trace (and nothing else: a replay that does not issue it has the
+/// event left over).
+#[test]
+fn the_emulated_cpuid_call_records_and_replays() {
+    let path = scratch("emulated-call.trace");
+    let (recorder, writer) = TraceWriter::create(&path, &header()).unwrap();
+    let hv = RecordingHypervisor::new(
+        Box::new(Scripted {
+            runs_before_halt: 1,
+        }),
+        recorder,
+    );
+    let answer = hv.call(&SystemCall::GetEmulatedCpuid).unwrap();
+    writer.finish().unwrap();
+    let trace = Trace::open(&path).unwrap();
+    let event = find(&trace, Stream::Host, |c| {
+        *c == TraceCall::System(SystemCall::GetEmulatedCpuid)
+    });
+    assert_eq!(event.outcome, Ok(answer.clone()));
+    assert_eq!(event.call.to_string(), "GET_EMULATED_CPUID");
+    let replay = ReplayHypervisor::new(&trace).unwrap();
+    assert_eq!(replay.call(&SystemCall::GetEmulatedCpuid).unwrap(), answer);
+    replay.finish().unwrap();
+    let unasked = ReplayHypervisor::new(&trace).unwrap();
+    let failure = unasked.finish().unwrap_err();
+    assert_eq!(failure.expected, "GET_EMULATED_CPUID");
+    assert_eq!(failure.stream, Stream::Host);
+}

@@ -183,10 +183,10 @@ pub enum ModelCommand {
     /// A call: `{"call":"set_one_reg","vcpu":0,"id":"0x603000000013c020","value":"0x11"}`;
     /// `"vm"` (default 0) and `"vcpu"` (default 0) name the object, VMs and vCPUs come into
     /// being when first named. Calls: check_extension (cap), get_supported_cpuid,
-    /// set_cpuid2 (table: [{function,index,flags,eax,ebx,ecx,edx}]), get_cpuid2,
-    /// arm_preferred_target, arm_get_reg_writable_masks, enable_cap (cap), arm_vcpu_init
-    /// (target, features: "0x.."), get_reg_list, get_one_reg (id), set_one_reg (id, value),
-    /// run. An answer: `{"ok":true,"reply":...}`, `{"ok":false,"errno":"EINVAL",
+    /// get_emulated_cpuid, set_cpuid2 (table: [{function,index,flags,eax,ebx,ecx,edx}]),
+    /// get_cpuid2, arm_preferred_target, arm_get_reg_writable_masks, enable_cap (cap),
+    /// arm_vcpu_init (target, features: "0x.."), get_reg_list, get_one_reg (id), set_one_reg
+    /// (id, value), run. An answer: `{"ok":true,"reply":...}`, `{"ok":false,"errno":"EINVAL",
     /// "origin":"kernel"}` (or "vmfleet_lock"), `{"ok":null,"unknown":"why"}` when the
     /// fingerprint lacks the fact, `{"ok":true,"judged":false}` for a call that is not part of
     /// the CPU model, `{"error":"..."}` for a line that is not a call. Exit status: 0, 4

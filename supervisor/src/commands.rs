@@ -657,6 +657,15 @@ pub fn host(args: &HostArgs) -> Result<Status> {
         supported.len(),
         supported.digest()
     );
+    if let Some(emulated) = &fingerprint.emulated_cpuid {
+        let bits = crate::fingerprint::feature_bits(&emulated.entries);
+        text += &format!(
+            "KVM can emulate {} CPUID bits for guests (KVM_GET_EMULATED_CPUID){}{}\n",
+            bits.len(),
+            if bits.is_empty() { "" } else { ": " },
+            bits.join(", ")
+        );
+    }
     text += &probe_summary(&probe);
     let width = features.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in &features {

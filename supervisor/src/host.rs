@@ -1,8 +1,10 @@
 //! This host's fingerprint: what a trace says about the machine it was recorded on.
 //!
 //! Kernel release, the KVM module in use, the CPU's identity and microcode come from `/proc` and
-//! `/sys`; the KVM API version and capabilities are asked of the backend *before* recording starts
-//! (they describe the host, not the job, so they belong in the header, not in the event stream).
+//! `/sys`; the KVM API version, capabilities and (x86) the emulated CPUID table are asked of the
+//! backend *before* recording starts (they describe the host, not the job, so they belong in the
+//! header, not in the event stream). The supported CPUID table is not among them: the job asks
+//! for it and uses it, so it is an event.
 
 use recorder::{Capability, HostFingerprint};
 use std::fs;
@@ -47,6 +49,14 @@ pub fn fingerprint(hv: &dyn Hypervisor) -> HostFingerprint {
             },
         )
         .collect();
+    // Only x86 has the ioctl; a host that refuses it (no KVM_CAP_EXT_EMUL_CPUID) has no table.
+    let emulated_cpuid = match hv.arch() {
+        GuestArch::X86_64 => match hv.call(&SystemCall::GetEmulatedCpuid) {
+            Ok(Reply::Cpuid(table)) => Some(table),
+            _ => None,
+        },
+        GuestArch::Aarch64 => None,
+    };
     HostFingerprint {
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease")
             .unwrap_or_else(|| "unknown".into()),
@@ -59,6 +69,7 @@ pub fn fingerprint(hv: &dyn Hypervisor) -> HostFingerprint {
         microcode: cpu.microcode,
         kvm_api_version,
         capabilities,
+        emulated_cpuid,
     }
 }
 

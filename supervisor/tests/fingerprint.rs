@@ -84,8 +84,39 @@ fn trace_fingerprint_of_a_run_recorded_here_equals_the_live_fingerprint() {
         );
     }
     // The default fleet's first vCPU is given the default model: its rewrites are the host's.
+    // The emulated table is in the trace (its header) as in the live document, wherever KVM
+    // offers it (KVM_CAP_EXT_EMUL_CPUID, 95): the equality above covers it.
     if recorded["arch"] == "x86_64" {
         assert_eq!(recorded["x86"]["host_rewrites"]["default_model"], true);
+        let offers_emulated = recorded["capabilities"]
+            .as_array()
+            .is_some_and(|caps| caps.iter().any(|c| c["number"] == 95 && c["value"] != 0));
+        assert_eq!(
+            recorded["x86"]["emulated_cpuid"].is_object(),
+            offers_emulated,
+            "{}",
+            recorded["x86"]["emulated_cpuid"]
+        );
+        // The model backend answers KVM_GET_EMULATED_CPUID from the document.
+        let fp = dir.join("fp.json");
+        std::fs::write(&fp, serde_json::to_vec(&recorded).unwrap()).unwrap();
+        let mut judge = vmfleet()
+            .args(["model", "judge"])
+            .arg(&fp)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = judge.stdin.take().unwrap();
+            writeln!(stdin, r#"{{"call":"get_emulated_cpuid"}}"#).unwrap();
+        }
+        let answer = json_of(&judge.wait_with_output().unwrap(), "model judge");
+        match recorded["x86"]["emulated_cpuid"]["table"].as_array() {
+            Some(table) => assert_eq!(answer["reply"].as_array(), Some(table), "{answer}"),
+            None => assert_eq!(answer["ok"], Value::Null, "{answer}"),
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -105,6 +136,11 @@ fn trace_fingerprint_text_of_the_fixtures() {
         "{text}"
     );
     assert!(text.contains("supported CPUID: 56 entries"), "{text}");
+    // A format-1 trace's header predates the emulated table: unknown, not guessed.
+    assert!(
+        text.contains("emulated CPUID:  unknown (not recorded)"),
+        "{text}"
+    );
     assert!(text.contains("to the default model"), "{text}");
     let out = vmfleet()
         .args(["trace", "fingerprint"])

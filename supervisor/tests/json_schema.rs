@@ -430,6 +430,46 @@ fn live_run_json_matches_the_run_schema() {
     }
 }
 
+/// A trace recorded here (format 2: its header holds the emulated CPUID table on x86) shows as
+/// documents of the trace-show schema too.
+#[test]
+fn trace_show_json_of_a_trace_recorded_here_matches_its_schema() {
+    if !kvm_usable("trace_show_json_of_a_trace_recorded_here_matches_its_schema") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmfleet-schema-show-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("demo.trace");
+    let run = vmfleet()
+        .args(["run", "--json", "--record"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    let out = vmfleet()
+        .args(["trace", "show", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let validator = validator("trace-show");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    for (i, line) in lines.iter().enumerate() {
+        check_with(&validator, "trace-show", line, &format!("line {}", i + 1));
+    }
+    let header = &lines[0];
+    assert_eq!(header["format_version"], recorder::FORMAT_VERSION);
+    if header["guest_arch"] == "aarch64" {
+        assert!(header["host"]["emulated_cpuid"].is_null());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn live_host_json_matches_the_host_schema() {
     if !kvm_usable("live_host_json_matches_the_host_schema") {
@@ -642,6 +682,7 @@ fn model_judge_answers_match_their_schema() {
         r#"{"call":"get_reg_list","vcpu":1}"#,
         r#"{"call":"run"}"#,
         r#"{"call":"get_supported_cpuid"}"#,
+        r#"{"call":"get_emulated_cpuid"}"#,
         "{",
     ];
     let mut child = vmfleet()

@@ -225,6 +225,7 @@ fn judge_answers_x86_calls_with_the_measured_rewrites() {
             r#"{"call":"run"}"#,
             r#"{"call":"set_cpuid2","table":[]}"#,
             r#"{"call":"set_cpuid2","vcpu":1,"table":"x"}"#,
+            r#"{"call":"get_emulated_cpuid"}"#,
         ],
     );
     assert_eq!(answers[0]["reply"], doc["x86"]["supported_cpuid"]["table"]);
@@ -238,6 +239,16 @@ fn judge_answers_x86_calls_with_the_measured_rewrites() {
     assert_eq!(leaf_d1["ebx"], 576);
     assert_eq!(answers[4]["origin"], "vmfleet_lock");
     assert!(answers[5]["error"].as_str().unwrap().contains("table"));
+    // A format-1 trace's header has no emulated table: the fact is unknown, not guessed.
+    assert!(doc["x86"]["emulated_cpuid"].is_null());
+    assert_eq!(answers[6]["ok"], Value::Null, "{}", answers[6]);
+    assert!(
+        answers[6]["unknown"]
+            .as_str()
+            .is_some_and(|why| why.contains("emulated")),
+        "{}",
+        answers[6]
+    );
 }
 
 #[test]

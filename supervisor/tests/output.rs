@@ -260,6 +260,50 @@ fn host_reports_what_guests_get_beyond_supported() {
     }
 }
 
+/// Live: `vmfleet host` reports `KVM_GET_EMULATED_CPUID` as this test asks it itself: the table
+/// in `--json`'s fingerprint, and in the text its entries and how many feature bits it names.
+#[test]
+fn host_reports_the_emulated_cpuid_table() {
+    let test = "host_reports_the_emulated_cpuid_table";
+    if !kvm_usable(test) {
+        return;
+    }
+    if vcpu::hypervisor::kvm::host_arch() != Some(vcpu::GuestArch::X86_64) {
+        vcpu::skip::skipped(test, "not x86");
+        return;
+    }
+    let kvm = vcpu::hypervisor::kvm::KvmHypervisor::open().unwrap();
+    let Ok(Reply::Cpuid(emulated)) = kvm.call(&SystemCall::GetEmulatedCpuid) else {
+        vcpu::skip::skipped(test, "this host refuses KVM_GET_EMULATED_CPUID");
+        return;
+    };
+    let out = vmfleet().args(["host", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["fingerprint"]["emulated_cpuid"],
+        serde_json::to_value(&emulated).unwrap()
+    );
+    let text = vmfleet().arg("host").output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "emulated CPUID: {} entries (digest {:08x})",
+            emulated.len(),
+            emulated.digest()
+        )),
+        "{text}"
+    );
+    let bits = supervisor::fingerprint::feature_bits(&emulated.entries);
+    assert!(
+        text.contains(&format!(
+            "KVM can emulate {} CPUID bits for guests (KVM_GET_EMULATED_CPUID)",
+            bits.len()
+        )),
+        "{text}"
+    );
+}
+
 /// Without a usable /dev/kvm (here: bound to /dev/null in a private mount namespace),
 /// `vmfleet host` says what failed and why on stderr, and exits 6 (no_kvm); with `--json` its
 /// stdout stays empty (no half document).

@@ -162,6 +162,16 @@ fn system_calls() {
         name: "x".into(),
     };
     assert!(kvm.call(&create).is_err());
+    // KVM_GET_EMULATED_CPUID exists where KVM_CAP_EXT_EMUL_CPUID (95) says so: a table with the
+    // basic leaf 0 at least (the kernel lists leaves 0, 1 and 7 it can emulate bits of).
+    let has_emulated = kvm.call(&SystemCall::CheckExtension { cap: 95 }).unwrap();
+    match kvm.call(&SystemCall::GetEmulatedCpuid) {
+        Ok(Reply::Cpuid(table)) => {
+            assert_ne!(has_emulated, Reply::Value(0));
+            assert!(table.entries.iter().any(|e| e.function == 0), "{table:?}");
+        }
+        other => assert_eq!(has_emulated, Reply::Value(0), "{other:?}"),
+    }
 }
 
 /// The backend's own answers: limits, the other architecture's calls, slots, destroyed objects.

@@ -31,6 +31,7 @@ pub fn header() -> TraceHeader {
                 name: "KVM_CAP_ONE_REG".into(),
                 value: 1,
             }],
+            emulated_cpuid: None,
         },
         JobInputs {
             command: "run".into(),
@@ -96,6 +97,7 @@ impl Hypervisor for Scripted {
             SystemCall::CheckExtension { cap } => Ok(Reply::Value(u64::from(*cap & 1))),
             SystemCall::GetVcpuMmapSize => Ok(Reply::Value(0x3000)),
             SystemCall::GetSupportedCpuid => Ok(Reply::Cpuid(table())),
+            SystemCall::GetEmulatedCpuid => Ok(Reply::Cpuid(CpuidTable::default())),
             SystemCall::CreateVm { .. } => Err(CallError::Backend("use create_vm".into())),
         }
     }

@@ -11,6 +11,9 @@ use vcpu::model::lock_policy;
 use vcpu::{Errno, GuestArch, Reply, Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId};
 
 /// The facts of `trace`:
+/// - both: the header's host facts, which on x86 hold the `KVM_GET_EMULATED_CPUID` table from
+///   trace format 2 on (`None` in a format-1 trace); a header without it takes the host stream's
+///   `GET_EMULATED_CPUID` reply, if a job issued one;
 /// - x86: the host stream's `GET_SUPPORTED_CPUID` reply; the first vCPU's (lowest VM, then
 ///   lowest vCPU, with a successful `SET_CPUID2`) first `SET_CPUID2` and the `GET_CPUID2` that
 ///   follows it.
@@ -28,9 +31,20 @@ pub fn facts(trace: &Trace) -> Facts {
         GuestArch::X86_64 => (x86_facts(events), Arm64Facts::default()),
         GuestArch::Aarch64 => (X86Facts::default(), arm64_facts(events)),
     };
+    let mut host = trace.header.host.clone();
+    if host.emulated_cpuid.is_none() {
+        host.emulated_cpuid = events.iter().find_map(|e| match (&e.call, &e.outcome) {
+            (TraceCall::System(SystemCall::GetEmulatedCpuid), Ok(Reply::Cpuid(t)))
+                if e.stream == Stream::Host =>
+            {
+                Some(t.clone())
+            }
+            _ => None,
+        });
+    }
     Facts {
         arch,
-        host: trace.header.host.clone(),
+        host,
         x86,
         arm64,
     }
@@ -364,6 +378,25 @@ mod tests {
         assert_eq!(facts.supported, Some(table(1)));
         assert_eq!(facts.written, Some(table(4)));
         assert_eq!(facts.held, Some(table(5)));
+    }
+
+    #[test]
+    fn the_emulated_table_comes_from_the_header_else_from_a_recorded_call() {
+        let asked = (
+            Stream::Host,
+            TraceCall::System(SystemCall::GetEmulatedCpuid),
+            Ok(Reply::Cpuid(table(2))),
+        );
+        let mut t = trace(GuestArch::X86_64, vec![asked]);
+        assert_eq!(facts(&t).host.emulated_cpuid, Some(table(2)));
+        t.header.host.emulated_cpuid = Some(table(1));
+        assert_eq!(facts(&t).host.emulated_cpuid, Some(table(1)));
+        assert_eq!(
+            facts(&trace(GuestArch::X86_64, Vec::new()))
+                .host
+                .emulated_cpuid,
+            None
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The facts of a fingerprint asked of this host: the header's host facts
-//! ([`crate::host::fingerprint`]) and the same calls a recorded run makes, on a scratch VM through
+//! ([`crate::host::fingerprint`], which on x86 include `KVM_GET_EMULATED_CPUID`, as a trace's
+//! header of format 2 does) and the same calls a recorded run makes, on a scratch VM through
 //! the handles (so the pre-run lock sees every write, as in a run).
 //!
 //! x86: `KVM_GET_SUPPORTED_CPUID`, then the default model (nothing hidden, one vCPU) built from

@@ -30,7 +30,8 @@ pub const FINGERPRINT_SCHEMA: &str = "vmfleet.fingerprint.v1";
 pub struct Facts {
     /// The guest architecture (a trace's `guest_arch`, or the host's).
     pub arch: GuestArch,
-    /// Kernel, KVM module, CPU identity, microcode, API version, capabilities.
+    /// Kernel, KVM module, CPU identity, microcode, API version, capabilities, and (x86) the
+    /// emulated CPUID table (a trace's header has it from format 2 on).
     pub host: HostFingerprint,
     /// The x86 answers (empty on arm64).
     pub x86: X86Facts,
@@ -135,7 +136,9 @@ pub struct X86Section {
     /// leaves 0xb and 0x1f EDX: they vary with the CPU the call ran on); `null` when the source
     /// did not record it.
     pub supported_cpuid: Option<CpuidSummary>,
-    /// `KVM_GET_EMULATED_CPUID`: always `null` in v1 (vmfleet does not issue it yet).
+    /// `KVM_GET_EMULATED_CPUID`, as the kernel answered (a trace's header holds it from trace
+    /// format 2 on); `null` when the source did not record it (a format-1 trace) or the host
+    /// refused it.
     pub emulated_cpuid: Option<CpuidSummary>,
     /// What the host rewrites after `KVM_SET_CPUID2` (as measured); `null` without a
     /// SET_CPUID2 + GET_CPUID2 pair.
@@ -261,6 +264,25 @@ fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
+/// Every feature bit set in `table`, by its catalog name or `leaf.subleaf.reg[bit]`, in table
+/// order; the base entries of each range (leaves 0, 0x40000000, 0x80000000, 0xc0000000), which
+/// hold the range's highest leaf and a vendor string rather than features, are left out.
+pub fn feature_bits(table: &[CpuidEntry]) -> Vec<String> {
+    use vcpu::hypervisor::cpuid::CpuidReg;
+    use vcpu::model::x86::catalog::describe_bits;
+    table
+        .iter()
+        .filter(|e| e.function & 0x0fff_ffff != 0)
+        .flat_map(|e| {
+            CpuidReg::ALL.into_iter().flat_map(move |reg| {
+                describe_bits(e.function, e.index, reg, e.reg(reg))
+                    .into_iter()
+                    .map(|(_, name)| name)
+            })
+        })
+        .collect()
+}
+
 fn summary(table: &CpuidTable) -> CpuidSummary {
     CpuidSummary {
         entries: table.len(),
@@ -283,7 +305,10 @@ impl Fingerprint {
     pub fn build(facts: &Facts) -> Fingerprint {
         let host = &facts.host;
         let (x86, arm64) = match facts.arch {
-            GuestArch::X86_64 => (Some(x86_section(&facts.x86)), None),
+            GuestArch::X86_64 => (
+                Some(x86_section(&facts.x86, host.emulated_cpuid.as_ref())),
+                None,
+            ),
             GuestArch::Aarch64 => (None, Some(arm64_section(&facts.arm64))),
         };
         Fingerprint {
@@ -309,7 +334,7 @@ impl Fingerprint {
     }
 }
 
-fn x86_section(facts: &X86Facts) -> X86Section {
+fn x86_section(facts: &X86Facts, emulated: Option<&CpuidTable>) -> X86Section {
     let host_rewrites = match (&facts.written, &facts.held) {
         (Some(written), Some(held)) => {
             let default = facts.supported.as_ref().and_then(|s| {
@@ -334,7 +359,7 @@ fn x86_section(facts: &X86Facts) -> X86Section {
             .supported
             .as_ref()
             .map(|t| summary(&without_caller_apic_id(t))),
-        emulated_cpuid: None,
+        emulated_cpuid: emulated.map(summary),
         host_rewrites,
     }
 }
@@ -464,6 +489,56 @@ mod tests {
         assert_eq!(table[1].edx, 0);
         assert!(x86.emulated_cpuid.is_none() && x86.host_rewrites.is_none());
         assert!(build(0).arm64.is_none());
+    }
+
+    #[test]
+    fn the_emulated_table_comes_from_the_host_facts_whole() {
+        let emulated = CpuidTable::new(vec![
+            CpuidEntry {
+                function: 0,
+                index: 0,
+                flags: 0,
+                eax: 7,
+                ebx: 0x6874_7541,
+                ecx: 0,
+                edx: 0,
+            },
+            CpuidEntry {
+                function: 1,
+                index: 0,
+                flags: 0,
+                eax: 0,
+                ebx: 0,
+                ecx: 1 << 22 | 1 << 3,
+                edx: 0,
+            },
+            CpuidEntry {
+                function: 7,
+                index: 0,
+                flags: 1,
+                eax: 0,
+                ebx: 0,
+                ecx: 1 << 22,
+                edx: 0,
+            },
+        ]);
+        let fp = Fingerprint::build(&Facts {
+            arch: GuestArch::X86_64,
+            host: HostFingerprint {
+                emulated_cpuid: Some(emulated.clone()),
+                ..HostFingerprint::default()
+            },
+            x86: X86Facts::default(),
+            arm64: Arm64Facts::default(),
+        });
+        let got = fp.x86.unwrap().emulated_cpuid.unwrap();
+        assert_eq!(got.table, emulated.entries);
+        assert_eq!(got.entries, 3);
+        assert_eq!(got.digest, format!("{:08x}", emulated.digest()));
+        assert_eq!(
+            feature_bits(&got.table),
+            ["monitor", "movbe", "rdpid"].map(String::from)
+        );
     }
 
     #[test]

@@ -64,7 +64,16 @@ fn x86_lines(out: &mut String, x86: &X86Section) {
                 .map(|s| format!("{} entries (digest {})", s.entries, s.digest))
         )
     );
-    let _ = writeln!(out, "emulated CPUID:  not measured");
+    let emulated = x86.emulated_cpuid.as_ref().map(|e| {
+        let bits = super::feature_bits(&e.table);
+        let bits = if bits.is_empty() {
+            "no feature bits".to_string()
+        } else {
+            bits.join(" ")
+        };
+        format!("{} entries (digest {}): {bits}", e.entries, e.digest)
+    });
+    let _ = writeln!(out, "emulated CPUID:  {}", or_unknown(emulated));
     let Some(rw) = &x86.host_rewrites else {
         let _ = writeln!(
             out,

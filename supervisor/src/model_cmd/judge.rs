@@ -71,6 +71,7 @@ pub fn parse_line(line: &str) -> Result<(Stream, Call)> {
             }),
         ),
         "get_supported_cpuid" => (Stream::Host, Call::System(SystemCall::GetSupportedCpuid)),
+        "get_emulated_cpuid" => (Stream::Host, Call::System(SystemCall::GetEmulatedCpuid)),
         "arm_preferred_target" => (Stream::Vm(vm), Call::Vm(VmCall::ArmPreferredTarget)),
         "arm_get_reg_writable_masks" => (Stream::Vm(vm), Call::Vm(VmCall::ArmGetRegWritableMasks)),
         "enable_cap" => (
@@ -120,9 +121,9 @@ pub fn parse_line(line: &str) -> Result<(Stream, Call)> {
         ),
         "run" => (on_vcpu, Call::Vcpu(VcpuCall::Run)),
         other => bail!(
-            "unknown call {other:?} (check_extension, get_supported_cpuid, set_cpuid2, \
-             get_cpuid2, arm_preferred_target, arm_get_reg_writable_masks, enable_cap, \
-             arm_vcpu_init, get_reg_list, get_one_reg, set_one_reg, run)"
+            "unknown call {other:?} (check_extension, get_supported_cpuid, get_emulated_cpuid, \
+             set_cpuid2, get_cpuid2, arm_preferred_target, arm_get_reg_writable_masks, \
+             enable_cap, arm_vcpu_init, get_reg_list, get_one_reg, set_one_reg, run)"
         ),
     })
 }

@@ -52,6 +52,8 @@ struct Cpu {
 #[derive(Deserialize)]
 struct X86Section {
     supported_cpuid: Option<CpuidSummary>,
+    #[serde(default)]
+    emulated_cpuid: Option<CpuidSummary>,
     host_rewrites: Option<HostRewrites>,
 }
 
@@ -172,6 +174,7 @@ fn x86_facts(section: Option<X86Section>) -> Result<X86HostFacts> {
         supported: section
             .supported_cpuid
             .map(|s| without_caller_apic_id(&CpuidTable::new(s.table))),
+        emulated: section.emulated_cpuid.map(|s| CpuidTable::new(s.table)),
         rewrites,
     })
 }
@@ -289,6 +292,11 @@ pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
         "aarch64" => GuestArch::Aarch64,
         other => bail!("{source}: arch {other:?} is neither x86_64 nor aarch64"),
     };
+    let emulated_cpuid = doc
+        .x86
+        .as_ref()
+        .and_then(|x86| x86.emulated_cpuid.as_ref())
+        .map(|s| CpuidTable::new(s.table.clone()));
     let facts = HostFacts {
         arch,
         capabilities: doc
@@ -310,6 +318,7 @@ pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
         microcode: doc.microcode,
         kvm_api_version: doc.kvm_api_version,
         capabilities: doc.capabilities,
+        emulated_cpuid,
     };
     Ok(ModelHost { facts, host })
 }

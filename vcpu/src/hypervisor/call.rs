@@ -32,6 +32,10 @@ pub enum SystemCall {
         /// The VM's name in the fleet spec, kept so a trace says which VM a stream is.
         name: String,
     },
+    /// `KVM_GET_EMULATED_CPUID` (x86): the CPUID bits KVM can emulate for a guest beyond what
+    /// the hardware gives it (e.g. MOVBE, RDPID), which `KVM_GET_SUPPORTED_CPUID` does not list.
+    /// Reply: [`Reply::Cpuid`]. (Last, so traces recorded before it keep their variant numbers.)
+    GetEmulatedCpuid,
 }
 
 /// Calls on a VM stream.
@@ -182,7 +186,7 @@ pub enum Reply {
     Done,
     /// A number the ioctl returned (a version, a capability's value, a register's value).
     Value(u64),
-    /// A CPUID table (`KVM_GET_SUPPORTED_CPUID`, `KVM_GET_CPUID2`).
+    /// A CPUID table (`KVM_GET_SUPPORTED_CPUID`, `KVM_GET_EMULATED_CPUID`, `KVM_GET_CPUID2`).
     Cpuid(CpuidTable),
     /// The register ids `KVM_GET_REG_LIST` reported, in the kernel's order.
     RegList(Vec<u64>),
@@ -321,6 +325,7 @@ impl fmt::Display for SystemCall {
             SystemCall::CheckExtension { cap } => write!(f, "CHECK_EXTENSION cap={cap}"),
             SystemCall::GetVcpuMmapSize => f.write_str("GET_VCPU_MMAP_SIZE"),
             SystemCall::GetSupportedCpuid => f.write_str("GET_SUPPORTED_CPUID"),
+            SystemCall::GetEmulatedCpuid => f.write_str("GET_EMULATED_CPUID"),
             SystemCall::CreateVm { vm, name } => write!(f, "CREATE_VM {vm} name={name:?}"),
         }
     }

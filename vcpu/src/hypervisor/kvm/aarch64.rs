@@ -50,6 +50,11 @@ pub(super) fn supported_cpuid(_kvm: &Kvm, call: &SystemCall) -> Result<Reply, Ca
     Err(other_arch(call, GuestArch::X86_64))
 }
 
+/// `KVM_GET_EMULATED_CPUID` does not exist on arm64.
+pub(super) fn emulated_cpuid(_kvm: &Kvm, call: &SystemCall) -> Result<Reply, CallError> {
+    Err(other_arch(call, GuestArch::X86_64))
+}
+
 /// The arm64 VM calls.
 pub(super) fn vm_call(fd: &VmFd, call: &VmCall) -> Result<Reply, CallError> {
     match call {

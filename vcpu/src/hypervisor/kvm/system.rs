@@ -119,6 +119,8 @@ impl Hypervisor for KvmHypervisor {
             }
             // KVM_GET_SUPPORTED_CPUID (x86 only).
             SystemCall::GetSupportedCpuid => arch::supported_cpuid(&self.kvm, call),
+            // KVM_GET_EMULATED_CPUID (x86 only).
+            SystemCall::GetEmulatedCpuid => arch::emulated_cpuid(&self.kvm, call),
             SystemCall::CreateVm { .. } => Err(CallError::Backend(format!(
                 "{call} must be issued with Hypervisor::create_vm, not Hypervisor::call"
             ))),

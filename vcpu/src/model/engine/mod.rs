@@ -10,7 +10,8 @@
 //! [`crate::model::lock_policy::judge_one_reg`] /
 //! [`crate::model::arm64::validate::judge_after_run`].
 //!
-//! Judged (CPU-model) calls: `GET_SUPPORTED_CPUID`, `SET_CPUID2`, `GET_CPUID2` (x86);
+//! Judged (CPU-model) calls: `GET_SUPPORTED_CPUID`, `GET_EMULATED_CPUID`, `SET_CPUID2`,
+//! `GET_CPUID2` (x86);
 //! `ARM_PREFERRED_TARGET`, `ARM_GET_REG_WRITABLE_MASKS`, `ARM_VCPU_INIT`, `GET_REG_LIST`,
 //! `GET_ONE_REG` and `SET_ONE_REG` of CPU-model registers (ID registers, cache description,
 //! MPIDR_EL1, firmware registers and bitmaps) (arm64); `CHECK_EXTENSION` of a capability the
@@ -66,6 +67,8 @@ pub struct X86HostFacts {
     /// `KVM_GET_SUPPORTED_CPUID`, without the answering CPU's APIC ids
     /// ([`without_caller_apic_id`]); `None` if unknown.
     pub supported: Option<CpuidTable>,
+    /// `KVM_GET_EMULATED_CPUID`; `None` if unknown.
+    pub emulated: Option<CpuidTable>,
     /// The measured rewrites after `KVM_SET_CPUID2`.
     pub rewrites: Vec<CpuidRewrite>,
 }
@@ -214,6 +217,7 @@ impl Engine {
                 .find(|(c, _)| c == cap)
                 .map_or(Prediction::NotJudged, |&(_, v)| ok(Reply::Value(v))),
             (Call::System(SystemCall::GetSupportedCpuid), _) => x86::supported(&self.facts),
+            (Call::System(SystemCall::GetEmulatedCpuid), _) => x86::emulated(&self.facts),
             (Call::System(SystemCall::CreateVm { vm, .. }), _) => {
                 self.vms.insert(*vm, VmState::default());
                 Prediction::NotJudged
@@ -290,7 +294,7 @@ impl Engine {
 /// The architecture whose ioctl `call` is, for the calls that exist on one only.
 fn arch_of(call: &Call) -> Option<GuestArch> {
     match call {
-        Call::System(SystemCall::GetSupportedCpuid)
+        Call::System(SystemCall::GetSupportedCpuid | SystemCall::GetEmulatedCpuid)
         | Call::Vcpu(VcpuCall::SetCpuid2 { .. } | VcpuCall::GetCpuid2) => Some(GuestArch::X86_64),
         Call::Vm(VmCall::ArmPreferredTarget | VmCall::ArmGetRegWritableMasks)
         | Call::Vcpu(

@@ -22,6 +22,7 @@ fn x86_facts() -> HostFacts {
         capabilities: vec![(7, 1)],
         x86: X86HostFacts {
             supported: Some(CpuidTable::new(vec![entry(1, 0xff)])),
+            emulated: Some(CpuidTable::new(vec![entry(1, 1 << 22)])),
             rewrites: vec![CpuidRewrite {
                 function: 1,
                 index: 0,
@@ -105,6 +106,26 @@ fn supported_cpuid_agrees_whatever_cpu_answered() {
         engine.facts().x86.supported.clone().unwrap_or_default(),
     ));
     assert!(agrees(&call, &predicted, &recorded));
+}
+
+#[test]
+fn emulated_cpuid_comes_from_the_facts_and_only_on_x86() {
+    let call = Call::System(SystemCall::GetEmulatedCpuid);
+    let mut engine = Engine::new(x86_facts());
+    assert_eq!(
+        engine.call(Stream::Host, &call),
+        ok(Reply::Cpuid(CpuidTable::new(vec![entry(1, 1 << 22)])))
+    );
+    let mut unknown_table = x86_facts();
+    unknown_table.x86.emulated = None;
+    assert!(matches!(
+        Engine::new(unknown_table).call(Stream::Host, &call),
+        Prediction::Unknown { .. }
+    ));
+    assert_eq!(
+        Engine::new(arm_facts()).call(Stream::Host, &call),
+        kernel_error(Errno::ENOTTY)
+    );
 }
 
 fn arm_facts() -> HostFacts {

@@ -1,5 +1,6 @@
-//! The engine's x86 answers: supported CPUID from the facts, `KVM_SET_CPUID2` by KVM's
-//! acceptance rules and the lock, the measured host rewrites, `KVM_GET_CPUID2` from what is held.
+//! The engine's x86 answers: supported and emulated CPUID from the facts, `KVM_SET_CPUID2` by
+//! KVM's acceptance rules and the lock, the measured host rewrites, `KVM_GET_CPUID2` from what is
+//! held.
 
 use super::{HostFacts, Prediction, VmState, kernel_error, lock_error, ok, unknown};
 use crate::hypervisor::call::Reply;
@@ -28,6 +29,14 @@ pub(super) fn supported(facts: &HostFacts) -> Prediction {
     match &facts.x86.supported {
         Some(table) => ok(Reply::Cpuid(table.clone())),
         None => unknown("the fingerprint has no supported CPUID table"),
+    }
+}
+
+/// `KVM_GET_EMULATED_CPUID`.
+pub(super) fn emulated(facts: &HostFacts) -> Prediction {
+    match &facts.x86.emulated {
+        Some(table) => ok(Reply::Cpuid(table.clone())),
+        None => unknown("the fingerprint has no emulated CPUID table"),
     }
 }
 
