@@ -1,5 +1,6 @@
 //! The host fingerprint, end to end: `vmfleet trace fingerprint` of a trace recorded here equals
-//! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), and bad traces get the exit
+//! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), on arm64 too (a live
+//! fingerprint saved from the arm64 lab against a fixture recorded there), and bad traces get the exit
 //! statuses of `supervisor/src/exit.rs` (4 bad_input, 5 incomplete) on any machine, and no KVM is
 //! 6 (no_kvm).
 
@@ -88,6 +89,35 @@ fn trace_fingerprint_of_a_run_recorded_here_equals_the_live_fingerprint() {
         assert_eq!(recorded["x86"]["host_rewrites"]["default_model"], true);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On real arm64 KVM both ways give one document too: `host --fingerprint --json` measured in the
+/// arm64 lab (`fixtures/fingerprints/arm64-6.12-max.host.json`) equals `trace fingerprint` of the
+/// `arm64-6.12-max+serve` fixture, recorded in that lab (kernel 6.12, `-cpu max`), but for the
+/// EL0/EL1 floor, by design: `host --fingerprint` always runs the probe, a fleet only when a plan
+/// lowers EL0 or EL1, which this fleet's never does, so its trace has no answer (`null`).
+/// `cargo xtask test` checks the same live in the lab.
+#[test]
+fn the_arm64_labs_live_fingerprint_equals_its_serve_fixtures_but_for_the_floor() {
+    let path = root().join("fixtures/fingerprints/arm64-6.12-max.host.json");
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(root().join("fixtures/arm64-6.12-max+serve.trace"))
+            .output()
+            .unwrap(),
+        "trace fingerprint --json arm64-6.12-max+serve",
+    );
+    let floor = "/arm64/kernel_probes/el_floor";
+    assert!(live.pointer(floor).unwrap().is_boolean());
+    assert!(recorded.pointer(floor).unwrap().is_null());
+    *live.pointer_mut(floor).unwrap() = Value::Null;
+    *recorded.pointer_mut(floor).unwrap() = Value::Null;
+    assert!(
+        live == recorded,
+        "the lab's live fingerprint and the serve fixture's differ"
+    );
 }
 
 /// The text summary names the schema and the arch-specific facts of each fixture.
