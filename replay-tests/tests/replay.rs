@@ -171,9 +171,9 @@ fn the_control_fixture_shows_a_fleet_under_control() {
 }
 
 /// `arm64-6.12-max+serve`: an arm64 fleet under `vmfleet serve`, driven by `vmfleet ctl send` in
-/// the arm64 lab (real arm64 KVM 6.12, `-cpu max`). VMs paused and resumed; a `set-model` on a VM
-/// that has run rewriting the value it holds (accepted) and changing another field (refused by
-/// the lock, EBUSY); a late VM created, its model lowered by `set-model` before it started
+/// the arm64 lab (real arm64 KVM 6.12, `-cpu max`). VMs paused and resumed; `set-model` on a VM
+/// that has run rewriting values it holds (accepted: ISAR0.AES, and PFR0.CSV3 although KVM cleared
+/// PFR0.GIC at the first run) and changing a field (refused by the lock, EBUSY); a late VM created, its model lowered by `set-model` before it started
 /// (judged by the model, written), started and finished; a VM stopped and removed; shutdown.
 #[test]
 fn the_arm64_serve_fixture_shows_an_arm64_fleet_under_control() {
@@ -215,6 +215,7 @@ fn the_arm64_serve_fixture_shows_an_arm64_fleet_under_control() {
         "pause web -> ok: web paused",
         "resume web -> ok: web running",
         "set-model db set=ID_AA64ISAR0_EL1.AES=0 -> ok: model of db: locked",
+        "set-model db set=ID_AA64PFR0_EL1.CSV3=1 -> ok: model of db: locked",
         "set-model db set=ID_AA64PFR0_EL1.CSV3=0 -> error: db: vmfleet refused SET_ONE_REG",
         "set-model late set=ID_AA64ISAR0_EL1.SHA2=1 -> ok: model of late: open",
         "start late -> ok: late started",

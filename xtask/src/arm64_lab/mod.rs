@@ -615,6 +615,12 @@ pub struct LabArgs {
     /// vmfleet's time limit in the guest, in whole seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// A control session: ARGS are `serve FLEET [--record out/X.trace]` (the lab adds `--socket
+    /// /lab/serve.sock`), and the request lines of FILE (one JSON request each, `#` lines skipped,
+    /// as a fixture's `.requests` file) are sent to it one after the other by `vmfleet ctl send`
+    /// in the guest; the replies come back in DIR/ctl.replies. End them with `shutdown`.
+    #[arg(long, value_name = "FILE", value_parser = existing_file)]
+    pub requests: Option<PathBuf>,
     /// What vmfleet runs [default: host]. Its working directory holds the inputs and an empty
     /// out/; every file it writes there comes back into DIR.
     #[arg(last = true, value_name = "VMFLEET ARGS")]
@@ -642,16 +648,38 @@ fn existing_file(text: &str) -> Result<PathBuf, String> {
 
 /// `cargo xtask arm64-lab ARGS`.
 pub fn cli(args: LabArgs) -> Result<()> {
+    let run = run_of(args)?;
+    let lab = Lab::prepare(&[run.kernel])?;
+    let outcome = lab.run(&run)?;
+    print_outcome(&outcome);
+    outcome.ensure_success()
+}
+
+/// The run `cargo xtask arm64-lab ARGS` asks for; with `--requests`, a control session.
+fn run_of(args: LabArgs) -> Result<LabRun> {
     let mut run = LabRun::new(args.kernel, &args.cpu);
     run.smp = args.smp;
     run.out = args.out;
     run.inputs = args.input;
     run.timeout = Duration::from_secs(args.timeout);
     run.args = args.args;
-    let lab = Lab::prepare(&[run.kernel])?;
-    let outcome = lab.run(&run)?;
-    print_outcome(&outcome);
-    outcome.ensure_success()
+    if let Some(requests) = &args.requests {
+        if run.args.first().map(String::as_str) != Some("serve") {
+            bail!(
+                "--requests drives a control session: the vmfleet arguments must be `serve FLEET \
+                 ...`, not `{}`",
+                run.args.join(" ")
+            );
+        }
+        let lines = crate::record::read_requests(requests)?
+            .into_iter()
+            .map(|r| r.line)
+            .collect();
+        run.args
+            .extend(["--socket".to_string(), SESSION_SOCKET.to_string()]);
+        run.session = Some(lines);
+    }
+    Ok(run)
 }
 
 /// vmfleet's output and the summary line.
@@ -722,6 +750,32 @@ mod tests {
         x86[18..20].copy_from_slice(&62u16.to_le_bytes());
         assert!(check_static_aarch64(&x86).is_err());
         assert!(check_static_aarch64(b"#!/bin/sh\n").is_err());
+    }
+
+    #[test]
+    fn requests_make_a_control_session_of_a_serve() {
+        let dir = std::env::temp_dir().join(format!("xtask-lab-session-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let requests = dir.join("s.requests");
+        fs::write(&requests, "# c\n{\"op\":\"shutdown\"}\n").unwrap();
+        let args = |vmfleet: &[&str]| LabArgs {
+            kernel: Kernel::V6_12,
+            cpu: "max".into(),
+            smp: 1,
+            out: None,
+            input: Vec::new(),
+            timeout: 60,
+            requests: Some(requests.clone()),
+            args: vmfleet.iter().map(|s| s.to_string()).collect(),
+        };
+        let run = run_of(args(&["serve", "f.toml"])).unwrap();
+        assert_eq!(run.args, ["serve", "f.toml", "--socket", SESSION_SOCKET]);
+        assert_eq!(run.session.unwrap(), [r#"{"op":"shutdown"}"#]);
+        assert!(run_of(args(&["run", "f.toml"])).is_err());
+        let mut plain = args(&["host"]);
+        plain.requests = None;
+        assert!(run_of(plain).unwrap().session.is_none());
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
