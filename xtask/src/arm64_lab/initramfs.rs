@@ -51,17 +51,22 @@ enum Entry {
 /// The `/init` section of a control session: once the daemon's socket exists (while the daemon
 /// lives, for at most a minute), `vmfleet ctl send` sends /lab/requests on one connection, one
 /// line after the other, each waiting for its reply; the replies and its stderr come back as the
-/// `lab` files `replies` and `ctl-stderr`, its exit status on a `session` line.
+/// `lab` files `replies` and `ctl-stderr`, its exit status on a `session` line. A session that
+/// did not end the daemon (no `shutdown` among the requests) has it sent SIGTERM after 10 s (a
+/// clean shutdown too), rather than wait for the watchdog. (`alive`: `kill -0` would also
+/// succeed on the daemon's zombie, which nothing reaps before `wait`.)
 fn session_section() -> String {
     let socket = shell_quote(super::SESSION_SOCKET);
     format!(
-        r#"n=0
-while [ ! -S {socket} ] && kill -0 $pid 2>/dev/null && [ $n -lt 600 ]; do
-    sleep 0.1 2>/dev/null || sleep 1
-    n=$((n + 1))
-done
+        r#"alive() {{ [ -e /proc/$1/status ] && ! grep -q '^State:.*Z' /proc/$1/status; }}
+pause() {{ sleep 0.1 2>/dev/null || sleep 1; }}
+n=0
+while [ ! -S {socket} ] && alive $pid && [ $n -lt 600 ]; do pause; n=$((n + 1)); done
 vmfleet ctl --socket {socket} send </lab/requests >/lab/replies 2>/lab/ctl-stderr
 echo "{PREFIX}session $?"
+n=0
+while [ -S {socket} ] && alive $pid && [ $n -lt 100 ]; do pause; n=$((n + 1)); done
+if [ -S {socket} ] && alive $pid; then kill -TERM $pid; fi
 "#
     )
 }
@@ -273,6 +278,10 @@ mod tests {
         let wait = script.find("wait $pid").unwrap();
         assert!(socket < send && send < wait, "{script}");
         assert!(script.contains("session $?"));
+        assert!(
+            script.contains("kill -TERM $pid; fi\nwait $pid"),
+            "{script}"
+        );
         assert!(script.contains("emit lab replies /lab/replies"));
     }
 
