@@ -618,7 +618,8 @@ pub struct LabArgs {
     /// A control session: ARGS are `serve FLEET [--record out/X.trace]` (the lab adds `--socket
     /// /lab/serve.sock`), and the request lines of FILE (one JSON request each, `#` lines skipped,
     /// as a fixture's `.requests` file) are sent to it one after the other by `vmfleet ctl send`
-    /// in the guest; the replies come back in DIR/ctl.replies. End them with `shutdown`.
+    /// in the guest; the replies come back in DIR/ctl.replies. End them with `shutdown` (else the
+    /// daemon gets SIGTERM 10 s after the last reply).
     #[arg(long, value_name = "FILE", value_parser = existing_file)]
     pub requests: Option<PathBuf>,
     /// What vmfleet runs [default: host]. Its working directory holds the inputs and an empty
