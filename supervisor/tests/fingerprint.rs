@@ -120,6 +120,43 @@ fn the_arm64_labs_live_fingerprint_equals_its_serve_fixtures_but_for_the_floor()
     );
 }
 
+/// The same live arm64 fingerprint against `arm64-6.12-max+model`, recorded in the same lab by a
+/// fleet that asks the EL0/EL1 floor probe: the probe's answer in the trace is the one measured
+/// live, and the documents are equal but for `other_vcpu_inits`, by design: that fleet also
+/// initialised vCPUs with other features (PMU), while `host --fingerprint` measures one feature
+/// set, the default model's.
+#[test]
+fn the_arm64_labs_live_fingerprint_equals_its_model_fixtures_but_for_other_inits() {
+    let path = root().join("fixtures/fingerprints/arm64-6.12-max.host.json");
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(root().join("fixtures/arm64-6.12-max+model.trace"))
+            .output()
+            .unwrap(),
+        "trace fingerprint --json arm64-6.12-max+model",
+    );
+    let floor = "/arm64/kernel_probes/el_floor";
+    assert!(recorded.pointer(floor).unwrap().is_boolean());
+    assert_eq!(live.pointer(floor), recorded.pointer(floor));
+    let others = "/arm64/other_vcpu_inits";
+    assert_eq!(live.pointer(others).unwrap(), &serde_json::json!([]));
+    assert!(
+        recorded
+            .pointer(others)
+            .unwrap()
+            .as_array()
+            .is_some_and(|inits| !inits.is_empty())
+    );
+    *live.pointer_mut(others).unwrap() = Value::Null;
+    *recorded.pointer_mut(others).unwrap() = Value::Null;
+    assert!(
+        live == recorded,
+        "the lab's live fingerprint and the model fixture's differ"
+    );
+}
+
 /// The text summary names the schema and the arch-specific facts of each fixture.
 #[test]
 fn trace_fingerprint_text_of_the_fixtures() {
