@@ -259,34 +259,11 @@ fn all_steps(tally: &mut Tally) -> Result<()> {
     step(
         "arm64 lab: the live fingerprint is a document of its schema (supervisor's json_schema test)",
     );
-    // `--workspace --test json_schema`, as for the no-KVM replay above: nothing is compiled again.
-    counted(
-        tally,
-        check(
-            cargo()
-                .args([
-                    "test",
-                    "--workspace",
-                    "--locked",
-                    "--test",
-                    "json_schema",
-                    "--",
-                    "--exact",
-                    "live_arm64_fingerprints_match_the_schema",
-                ])
-                .env(LIVE_FINGERPRINT_ENV, &document)
-                .status(),
-            "supervisor's json_schema test of the arm64 lab's live fingerprint",
-        ),
-    )?;
+    counted(tally, arm64::live_fingerprint_matches_the_schema(&document))?;
     end_step();
     errln!("\nxtask test: all steps passed");
     Ok(())
 }
-
-/// The variable naming a live arm64 fingerprint document for supervisor's `json_schema` test to
-/// check as well as the saved ones (`fixtures/fingerprints/`).
-const LIVE_FINGERPRINT_ENV: &str = "VMFLEET_LIVE_FINGERPRINT";
 
 /// Run the arm64 fixture's fleet on real arm64 KVM in the lab (recording a trace and writing the
 /// live transcript there), then replay the trace on this machine and compare transcripts.

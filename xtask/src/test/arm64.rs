@@ -87,6 +87,44 @@ pub fn arm64_serve_session_replays_here(lab: &arm64_lab::Lab) -> Result<PathBuf>
     Ok(trace)
 }
 
+/// The variable naming a live arm64 fingerprint document for supervisor's `json_schema` test to
+/// check as well as the saved ones (`fixtures/fingerprints/`).
+const LIVE_FINGERPRINT_ENV: &str = "VMFLEET_LIVE_FINGERPRINT";
+
+/// The test of supervisor's `json_schema` that checks live arm64 fingerprints.
+const SCHEMA_TEST: &str = "live_arm64_fingerprints_match_the_schema";
+
+/// Check `document` (the lab's live fingerprint) against `vmfleet.fingerprint.v1` with the
+/// validator supervisor's tests use: its `json_schema` test [`SCHEMA_TEST`], told the document in
+/// [`LIVE_FINGERPRINT_ENV`]. `--workspace --test json_schema`, as for the no-KVM replay: the
+/// dependencies' features stay those of `cargo test --workspace`, so nothing is compiled again.
+/// The test must have run (a renamed test would make the filter pass silently).
+pub fn live_fingerprint_matches_the_schema(document: &Path) -> Result<()> {
+    let out = crate::cargo()
+        .args(["test", "--workspace", "--locked", "--test", "json_schema"])
+        .args(["--", "--exact", SCHEMA_TEST])
+        .env(LIVE_FINGERPRINT_ENV, document)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test --test json_schema")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{} does not match the fingerprint schema, by supervisor's json_schema test:\n{}",
+            document.display(),
+            stdout.trim_end()
+        );
+    }
+    if !stdout.contains("test result: ok. 1 passed") {
+        bail!(
+            "supervisor's json_schema test `{SCHEMA_TEST}` did not run (renamed?):\n{}",
+            stdout.trim_end()
+        );
+    }
+    outln!("  {} matches vmfleet.fingerprint.v1", document.display());
+    Ok(())
+}
+
 /// Whether each reply was `ok`, checked against what the requests expect: one reply per request,
 /// each a JSON object whose `ok` is `true` unless the request is marked refused.
 fn reply_kinds(requests: &[ScriptedRequest], replies: &[String]) -> Result<Vec<bool>> {
@@ -326,7 +364,7 @@ mod tests {
         }
     }
 
-    /// The two lab steps alone, on the real lab (installs what it lacks, boots QEMU twice; needs
+    /// The lab steps of this module alone, on the real lab (installs what it lacks, boots QEMU twice; needs
     /// the dev `vmfleet`, e.g. from `cargo build -p supervisor`): `cargo test -p xtask --
     /// --ignored the_lab_steps_pass`.
     #[test]
@@ -335,7 +373,7 @@ mod tests {
         let lab = arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V6_12]).unwrap();
         let trace = arm64_serve_session_replays_here(&lab).unwrap();
         let live = arm64_fingerprint_live_equals_trace(&lab, &trace).unwrap();
-        assert!(live.is_file());
+        live_fingerprint_matches_the_schema(&live).unwrap();
     }
 
     #[test]
