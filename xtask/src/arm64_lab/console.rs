@@ -397,6 +397,28 @@ mod tests {
     }
 
     #[test]
+    fn a_session_line_and_its_files_come_back() {
+        let text = console(
+            &[
+                format!("{PREFIX}session 7\r\n"),
+                frame("lab", "replies", b"{\"ok\":true}\n{\"ok\":false}\n"),
+                frame("lab", "ctl-stderr", b""),
+            ],
+            2,
+        );
+        let decoded = decode(text.as_bytes()).unwrap();
+        assert_eq!(decoded.session, Some(7));
+        assert_eq!(
+            decoded.lab_file("replies"),
+            b"{\"ok\":true}\n{\"ok\":false}\n"
+        );
+        let plain = decode(console(&[], 0).as_bytes()).unwrap();
+        assert_eq!(plain.session, None);
+        let garbled = console(&[format!("{PREFIX}session x\r\n")], 0);
+        assert!(decode(garbled.as_bytes()).is_err());
+    }
+
+    #[test]
     fn a_stray_kernel_line_is_skipped() {
         let data = binary(1000);
         let mut f = frame("out", "t", &data);
