@@ -17,6 +17,7 @@ const REQUIRED: &[&str] = &[
     "arm64-6.1-max",
     "arm64-6.12-neoverse-n1",
     "arm64-6.12-max+model",
+    "arm64-6.12-max+serve",
 ];
 
 /// The arm64 fixtures, recorded on real arm64 KVM in the arm64 lab.
@@ -167,6 +168,76 @@ fn the_control_fixture_shows_a_fleet_under_control() {
         .find(|l| l.contains("set-model db hide=avx2,sse4_2"))
         .unwrap();
     assert!(refusal.contains("locked"), "{refusal}");
+}
+
+/// `arm64-6.12-max+serve`: an arm64 fleet under `vmfleet serve`, driven by `vmfleet ctl send` in
+/// the arm64 lab (real arm64 KVM 6.12, `-cpu max`). VMs paused and resumed; `set-model` on a VM
+/// that has run rewriting values it holds (accepted: ISAR0.AES, and PFR0.CSV3 although KVM cleared
+/// PFR0.GIC at the first run) and changing a field (refused by the lock, EBUSY); a late VM created, its model lowered by `set-model` before it started
+/// (judged by the model, written), started and finished; a VM stopped and removed; shutdown.
+#[test]
+fn the_arm64_serve_fixture_shows_an_arm64_fleet_under_control() {
+    let name = "arm64-6.12-max+serve";
+    let (trace, spec) = load(name);
+    assert_eq!(trace.header.job.command, "serve");
+    assert_eq!(trace.header.guest_arch, vcpu::GuestArch::Aarch64);
+    let outcome = replay_trace(&trace, &spec).expect("replays");
+    assert!(outcome.divergence.is_none(), "{:?}", outcome.divergence);
+    let report = outcome.report.expect("report");
+    let vm = |n: &str| {
+        report
+            .vms
+            .iter()
+            .find(|v| v.name == n)
+            .unwrap_or_else(|| panic!("{n} in the report"))
+    };
+    for v in &report.vms {
+        assert!(!v.failed(), "{}: {:?}", v.name, v.state);
+        let arm64 = v.arm64.as_ref().expect("an arm64 VM reports its model");
+        assert_eq!(arm64.disagreements(), 0, "{}", v.name);
+    }
+    // The late VM's model was lowered by set-model before its first run, and its guest saw it.
+    let late = vm("late").arm64.as_ref().unwrap();
+    assert!(
+        late.writes
+            .iter()
+            .any(|w| w.register == "ID_AA64ISAR0_EL1" && w.sent && w.outcome == "written"),
+        "{:?}",
+        late.writes
+    );
+    for v in &vm("late").vcpus {
+        assert!(v.arm64_guest.as_ref().unwrap().consistent());
+    }
+    let transcript = outcome.transcript.expect("transcript");
+    for needle in [
+        "CONTROL_POINT -> pause",
+        "CONTROL_POINT -> stop",
+        "pause web -> ok: web paused",
+        "resume web -> ok: web running",
+        "set-model db set=ID_AA64ISAR0_EL1.AES=0 -> ok: model of db: locked",
+        "set-model db set=ID_AA64PFR0_EL1.CSV3=1 -> ok: model of db: locked",
+        "set-model db set=ID_AA64PFR0_EL1.CSV3=0 -> error: db: vmfleet refused SET_ONE_REG",
+        "set-model late set=ID_AA64ISAR0_EL1.SHA2=1 -> ok: model of late: open",
+        "start late -> ok: late started",
+        "wait late -> ok: late exited (guest halted)",
+        "wait batch -> ok: batch exited (guest halted)",
+        "pause nope -> error: no VM named",
+        "remove db -> ok: removed db",
+    ] {
+        assert!(transcript.contains(needle), "{needle:?} missing");
+    }
+    let refusal = transcript
+        .lines()
+        .find(|l| l.contains("set-model db set=ID_AA64PFR0_EL1.CSV3=0"))
+        .unwrap();
+    assert!(
+        refusal.contains("its CPU model is locked") && refusal.contains("(EBUSY)"),
+        "{refusal}"
+    );
+    assert!(trace.events.iter().any(|e| matches!(
+        &e.outcome,
+        Err(f) if f.origin == vcpu::Origin::Lock && f.errno == vcpu::Errno::EBUSY
+    )));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The host fingerprint, end to end: `vmfleet trace fingerprint` of a trace recorded here equals
-//! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), and bad traces get the exit
+//! `vmfleet host --fingerprint` (needs /dev/kvm, SKIPPED otherwise), on arm64 too (a live
+//! fingerprint saved from the arm64 lab against a fixture recorded there), and bad traces get the exit
 //! statuses of `supervisor/src/exit.rs` (4 bad_input, 5 incomplete) on any machine, and no KVM is
 //! 6 (no_kvm).
 
@@ -119,6 +120,72 @@ fn trace_fingerprint_of_a_run_recorded_here_equals_the_live_fingerprint() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On real arm64 KVM both ways give one document too: `host --fingerprint --json` measured in the
+/// arm64 lab (`fixtures/fingerprints/arm64-6.12-max.host.json`) equals `trace fingerprint` of the
+/// `arm64-6.12-max+serve` fixture, recorded in that lab (kernel 6.12, `-cpu max`), but for the
+/// EL0/EL1 floor, by design: `host --fingerprint` always runs the probe, a fleet only when a plan
+/// lowers EL0 or EL1, which this fleet's never does, so its trace has no answer (`null`).
+/// `cargo xtask test` checks the same live in the lab.
+#[test]
+fn the_arm64_labs_live_fingerprint_equals_its_serve_fixtures_but_for_the_floor() {
+    let path = root().join("fixtures/fingerprints/arm64-6.12-max.host.json");
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(root().join("fixtures/arm64-6.12-max+serve.trace"))
+            .output()
+            .unwrap(),
+        "trace fingerprint --json arm64-6.12-max+serve",
+    );
+    let floor = "/arm64/kernel_probes/el_floor";
+    assert!(live.pointer(floor).unwrap().is_boolean());
+    assert!(recorded.pointer(floor).unwrap().is_null());
+    *live.pointer_mut(floor).unwrap() = Value::Null;
+    *recorded.pointer_mut(floor).unwrap() = Value::Null;
+    assert!(
+        live == recorded,
+        "the lab's live fingerprint and the serve fixture's differ"
+    );
+}
+
+/// The same live arm64 fingerprint against `arm64-6.12-max+model`, recorded in the same lab by a
+/// fleet that asks the EL0/EL1 floor probe: the probe's answer in the trace is the one measured
+/// live, and the documents are equal but for `other_vcpu_inits`, by design: that fleet also
+/// initialised vCPUs with other features (PMU), while `host --fingerprint` measures one feature
+/// set, the default model's.
+#[test]
+fn the_arm64_labs_live_fingerprint_equals_its_model_fixtures_but_for_other_inits() {
+    let path = root().join("fixtures/fingerprints/arm64-6.12-max.host.json");
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(root().join("fixtures/arm64-6.12-max+model.trace"))
+            .output()
+            .unwrap(),
+        "trace fingerprint --json arm64-6.12-max+model",
+    );
+    let floor = "/arm64/kernel_probes/el_floor";
+    assert!(recorded.pointer(floor).unwrap().is_boolean());
+    assert_eq!(live.pointer(floor), recorded.pointer(floor));
+    let others = "/arm64/other_vcpu_inits";
+    assert_eq!(live.pointer(others).unwrap(), &serde_json::json!([]));
+    assert!(
+        recorded
+            .pointer(others)
+            .unwrap()
+            .as_array()
+            .is_some_and(|inits| !inits.is_empty())
+    );
+    *live.pointer_mut(others).unwrap() = Value::Null;
+    *recorded.pointer_mut(others).unwrap() = Value::Null;
+    assert!(
+        live == recorded,
+        "the lab's live fingerprint and the model fixture's differ"
+    );
 }
 
 /// The text summary names the schema and the arch-specific facts of each fixture.

@@ -286,6 +286,50 @@ fn measured_kernel_probes_match_the_fingerprint_schema() {
     }
 }
 
+/// `host --fingerprint --json` measured live in the arm64 lab (real arm64 KVM) is a document of
+/// the schema: the saved ones in `fixtures/fingerprints/` (`arm64-6.12-max.host.json`: kernel
+/// 6.12, `-cpu max`, the lab the `arm64-6.12-max+serve` fixture was recorded in; made by `cargo
+/// xtask arm64-lab -- host --fingerprint --json`, its stdout), and the one `cargo xtask test`'s
+/// lab step just measured when it names it in `VMFLEET_LIVE_FINGERPRINT`.
+#[test]
+fn live_arm64_fingerprints_match_the_schema() {
+    let dir = root().join("fixtures/fingerprints");
+    let mut documents: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures/fingerprints/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    documents.sort();
+    assert!(
+        !documents.is_empty(),
+        "no saved fingerprints in {}",
+        dir.display()
+    );
+    documents.extend(std::env::var_os("VMFLEET_LIVE_FINGERPRINT").map(PathBuf::from));
+    let validator = validator("fingerprint");
+    for path in documents {
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not one JSON document: {e}", path.display()));
+        let source = path.display().to_string();
+        check_with(&validator, "fingerprint", &doc, &source);
+        assert_eq!(doc["arch"], "aarch64", "{source}");
+        assert!(doc["x86"].is_null(), "{source}");
+        // Measured live: the floor probe always runs, the register list is the kernel's.
+        assert!(
+            doc["arm64"]["kernel_probes"]["el_floor"].is_boolean(),
+            "{source}"
+        );
+        assert!(
+            doc["arm64"]["reg_list"]["count"]
+                .as_u64()
+                .is_some_and(|n| n > 200),
+            "{source}"
+        );
+    }
+}
+
 /// `trace fingerprint --json` of every fixture (x86 and arm64) is one document of its schema, with
 /// the section of the trace's architecture filled from the recorded calls.
 #[test]

@@ -45,8 +45,9 @@ pub enum Task {
     /// rules after clippy.
     Tidy(TidyArgs),
     /// Re-record fixtures/*.trace from fixtures/specs/*.toml on this host's KVM (x86 fixtures
-    /// need /dev/kvm; arm64-<kernel>-<cpu> fixtures run in the arm64 lab), then refresh the
-    /// replay snapshots.
+    /// need /dev/kvm; arm64-<kernel>-<cpu> fixtures run in the arm64 lab; a spec with a
+    /// .requests file beside it is recorded as a vmfleet serve session driven by those
+    /// requests), then refresh the replay snapshots.
     Record(RecordArgs),
     /// Build vmfleet in release and run `vmfleet bench [ARGS]` on this host's KVM (needs
     /// /dev/kvm).

@@ -11,17 +11,20 @@
 //!   KVM backend, SAFETY comments, file length, the vcpu crate's layers), every violation as
 //!   `path:line: rule: what`; `--all` runs fmt and clippy too (see [`tidy`]).
 //! - `record` ([`record`]): re-record every fixture trace from `fixtures/specs/*.toml` on this
-//!   machine's KVM and refresh the replay snapshots.
+//!   machine's KVM (arm64 ones in the arm64 lab; with a `.requests` file, as a `vmfleet serve`
+//!   session) and refresh the replay snapshots.
 //! - `bench [ARGS]` ([`bench`](mod@bench)): build `vmfleet` in release and run `vmfleet bench
 //!   [ARGS]` (e.g. `--json`, `--floor-only`, `--counts 1,10,100`, `--runs 5`), which measures
 //!   vmfleet's figures (start throughput against the floor, scale, memory per VM, stop latency)
 //!   on this host's KVM and prints them. Needs a usable `/dev/kvm` and says so, before building,
 //!   when there is none.
 //!   Fails when a measured figure misses its target.
-//! - `arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]... [--
-//!   VMFLEET ARGS]`: run a static aarch64 `vmfleet` on real arm64 KVM, inside a Debian arm64
-//!   kernel booted at EL2 under `qemu-system-aarch64` (TCG), and bring back its output and files
-//!   (see `arm64_lab`). Other tasks call [`arm64_lab::Lab`] directly.
+//! - `arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]...
+//!   [--requests FILE] [-- VMFLEET ARGS]`: run a static aarch64 `vmfleet` on real arm64 KVM,
+//!   inside a Debian arm64 kernel booted at EL2 under `qemu-system-aarch64` (TCG), and bring back
+//!   its output and files (see `arm64_lab`); with `--requests`, `serve FLEET ...` driven by those
+//!   control requests (`vmfleet ctl send` in the guest). Other tasks call [`arm64_lab::Lab`]
+//!   directly.
 //!
 //! Layout: this file has the command line's dispatch and what every task shares (the workspace's
 //! paths, `cargo`, step lines, the install gate); `test` and `e2e` are `cargo xtask test`'s steps

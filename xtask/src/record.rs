@@ -1,8 +1,8 @@
 //! `cargo xtask record [FIXTURE]...`: re-record the fixture traces (`fixtures/*.trace`) from
 //! `fixtures/specs/*.toml` with the release `vmfleet` on this host's KVM (a spec with a
 //! `.requests` file beside it is recorded as a `vmfleet serve` session driven by those
-//! requests; `arm64-<kernel>-<cpu>[+<label>]` fixtures in the arm64 lab), then refresh the replay
-//! snapshots.
+//! requests; `arm64-<kernel>-<cpu>[+<label>]` fixtures in the arm64 lab, as a lab control session
+//! when they have a `.requests` file), then refresh the replay snapshots.
 
 use crate::{arm64_lab, cargo, check, kvm_usable, root, step, vmfleet_release};
 use anyhow::{Context, Result, bail};
@@ -12,14 +12,60 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// One request of a fixture's `.requests` file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScriptedRequest {
+    /// The JSON request line, as sent.
+    pub line: String,
+    /// Whether the fixture expects the daemon to refuse it (`ok: false`).
+    pub refused: bool,
+}
+
+/// The requests of a `.requests` file: one JSON request per line, the daemon's own protocol;
+/// blank lines and `#` lines are skipped. A comment line starting with `# refused:` (saying why)
+/// marks the request after it as one the daemon refuses; every other request is expected to be
+/// accepted (only the arm64 lab's check of a session reads the expectations).
+pub fn read_requests(path: &Path) -> Result<Vec<ScriptedRequest>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut requests = Vec::new();
+    let mut refused = false;
+    for (n, line) in text.lines().map(str::trim).enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            refused |= comment.trim_start().starts_with("refused:");
+            continue;
+        }
+        if !line.starts_with('{') {
+            bail!(
+                "{}:{}: a request line is one JSON object, this is `{line}`",
+                path.display(),
+                n + 1
+            );
+        }
+        requests.push(ScriptedRequest {
+            line: line.to_string(),
+            refused,
+        });
+        refused = false;
+    }
+    if refused {
+        bail!(
+            "{}: its last `# refused:` comment has no request after it",
+            path.display()
+        );
+    }
+    Ok(requests)
+}
+
 /// Record a `vmfleet serve` session: the daemon runs `spec` while the control requests of
-/// `requests` (one JSON request per line, the daemon's own protocol; `#` lines are comments) are
-/// sent over its socket one after the other, each waiting for its reply, ending with `shutdown`.
+/// `requests` (see [`read_requests`]) are sent over its socket one after the other, each waiting
+/// for its reply, ending with `shutdown`.
 fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Result<()> {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
-    let script =
-        fs::read_to_string(requests).with_context(|| format!("reading {}", requests.display()))?;
+    let script = read_requests(requests)?;
     let dir = env::temp_dir().join(format!("vmfleet-record-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let socket = dir.join("record.sock");
@@ -50,10 +96,8 @@ fn record_session(bin: &Path, spec: &Path, requests: &Path, trace: &Path) -> Res
     };
     let mut writer = stream.try_clone()?;
     let mut replies = BufReader::new(stream);
-    for line in script.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for request in &script {
+        let line = &request.line;
         writeln!(writer, "{line}")?;
         let mut reply = String::new();
         replies.read_line(&mut reply)?;
@@ -85,7 +129,9 @@ fn arm64_fixture_lab(stem: &str) -> Option<Result<(arm64_lab::Kernel, String)>> 
     Some(arm64_lab::Kernel::parse(kernel).map(|k| (k, cpu.to_string())))
 }
 
-/// Record an arm64 fixture on real arm64 KVM in the lab.
+/// Record an arm64 fixture on real arm64 KVM in the lab: `vmfleet run`, or with a `.requests`
+/// file beside the spec a `vmfleet serve` session driven by those requests
+/// ([`arm64_lab::LabRun::serve`]).
 fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
     let (kernel, cpu) = arm64_fixture_lab(stem).with_context(|| {
         format!("recording `{stem}` in the arm64 lab: its name is not arm64-<kernel>-<cpu>")
@@ -99,13 +145,37 @@ fn record_arm64(stem: &str, spec: &Path, trace: &Path) -> Result<()> {
         .to_string_lossy()
         .to_string();
     let recorded = format!("out/{stem}.trace");
-    run.args = vec!["run".into(), spec_name, "--record".into(), recorded.clone()];
+    let requests = spec.with_extension("requests");
+    let session = requests.exists();
+    if session {
+        let lines = read_requests(&requests)?
+            .into_iter()
+            .map(|r| r.line)
+            .collect();
+        run.serve(&spec_name, &recorded, lines);
+    } else {
+        run.args = vec!["run".into(), spec_name, "--record".into(), recorded.clone()];
+    }
     let outcome = lab.run(&run)?;
+    if let Some(session) = &outcome.session {
+        arm64_lab::print_outcome(&outcome);
+        // As on x86: the daemon must have shut down cleanly, whatever its VMs did.
+        outcome.ensure_success()?;
+        if session.exit_code == 8 {
+            bail!(
+                "recording `{stem}`: the lab's `vmfleet ctl send` could not reach the daemon or \
+                 lost it: {}",
+                session.stderr.trim()
+            );
+        }
+    }
     // A fixture may deliberately contain a failing VM; the trace is what matters.
     let back = outcome.out.join(&recorded);
     fs::copy(&back, trace)
         .with_context(|| format!("copying {} to {}", back.display(), trace.display()))?;
-    outln!("{}", outcome.stdout);
+    if !session {
+        outln!("{}", outcome.stdout);
+    }
     Ok(())
 }
 
@@ -128,12 +198,16 @@ pub fn record(args: &[String]) -> Result<()> {
     if x86 && !kvm_usable() {
         bail!("recording x86 fixtures needs a usable /dev/kvm");
     }
-    check(
-        cargo()
-            .args(["build", "--release", "-p", "supervisor"])
-            .status(),
-        "cargo build --release",
-    )?;
+    // The host's release vmfleet records the x86 fixtures; the arm64 ones are recorded by the
+    // lab's own aarch64 build.
+    if x86 {
+        check(
+            cargo()
+                .args(["build", "--release", "-p", "supervisor"])
+                .status(),
+            "cargo build --release",
+        )?;
+    }
     let bin = vmfleet_release();
     for spec in &specs {
         let stem = spec
@@ -197,5 +271,34 @@ mod tests {
         assert_eq!(cpu, "neoverse-n1");
         assert!(lab("arm64-6.12+model").unwrap().is_err());
         assert!(lab("single").is_none());
+    }
+
+    #[test]
+    fn a_requests_file_marks_the_requests_it_expects_refused() {
+        let dir = env::temp_dir().join(format!("xtask-requests-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.requests");
+        fs::write(
+            &path,
+            "# a header\n{\"op\":\"list\"}\n\n# refused: no such VM\n{\"op\":\"pause\",\"vm\":\"x\"}\n{\"op\":\"shutdown\"}\n",
+        )
+        .unwrap();
+        let requests = read_requests(&path).unwrap();
+        let refused: Vec<bool> = requests.iter().map(|r| r.refused).collect();
+        assert_eq!(refused, [false, true, false]);
+        assert_eq!(requests[2].line, r#"{"op":"shutdown"}"#);
+        fs::write(&path, "{\"op\":\"list\"}\n# refused: dangling\n").unwrap();
+        assert!(read_requests(&path).is_err());
+        fs::write(&path, "list\n").unwrap();
+        assert!(
+            read_requests(&path)
+                .unwrap_err()
+                .to_string()
+                .contains(":1:")
+        );
+        // The x86 control fixture's requests read as before: every line, in order.
+        let control = read_requests(&root().join("fixtures/specs/control.requests")).unwrap();
+        assert_eq!(control.len(), 16);
+        fs::remove_dir_all(&dir).ok();
     }
 }

@@ -4,8 +4,11 @@
 //! The steps, in order: `cargo fmt --check`, clippy with warnings denied, the source rules
 //! (`tidy`), `cargo test --workspace`, the replay tests once more with `/dev/kvm` unusable, the
 //! end-to-end live-versus-replay run ([`crate::e2e`]), `cargo xtask bench --json` (with KVM), then
-//! the arm64 lab: clippy for aarch64, the lab's transport and smoke tests, and an arm64 fleet
-//! recorded there and replayed here.
+//! the arm64 lab: clippy for aarch64, the lab's transport and smoke tests, an arm64 fleet
+//! recorded there and replayed here, an arm64 fleet under `vmfleet serve` driven by control
+//! requests there (each reply checked) and replayed here, and `vmfleet host --fingerprint` there
+//! equal to `vmfleet trace fingerprint` of that session's trace, its document checked against the
+//! schema (the [`arm64`] module).
 //!
 //! Why the builds are what they are (compiling is nearly all of the run's time, ~8 min on a fresh
 //! 2-core clone before they were cut down):
@@ -33,6 +36,8 @@ use crate::{
     root, step, target_dir, tidy, vmfleet_dev,
 };
 use anyhow::{Result, bail};
+
+mod arm64;
 use std::env;
 use std::fs;
 use std::io::Write;
@@ -100,11 +105,14 @@ pub fn counted(tally: &mut Tally, result: Result<()>) -> Result<()> {
 }
 
 /// The checks of the arm64 lab, for SKIPPED lines when it cannot be prepared.
-const ARM64_CHECKS: [&str; 4] = [
+const ARM64_CHECKS: [&str; 7] = [
     "xtask::arm64_clippy",
     "xtask::arm64_lab_transport",
     "xtask::arm64_lab_smoke",
     "xtask::arm64_fleet_replays_here",
+    "xtask::arm64_serve_session_replays_here",
+    "xtask::arm64_fingerprint_live_equals_trace",
+    "xtask::arm64_live_fingerprint_schema",
 ];
 
 /// What `prepared` gave, or, when `--no-install` kept something from being installed, `None`
@@ -229,6 +237,29 @@ fn all_steps(tally: &mut Tally) -> Result<()> {
     counted(tally, arm64_lab::smoke_test(&lab).map(|_| ()))?;
     step("arm64 lab: an arm64 fleet on real KVM 6.12, recorded, replayed here byte for byte");
     counted(tally, arm64_fleet_replays_here(&lab))?;
+    step(
+        "arm64 lab: an arm64 fleet under vmfleet serve + ctl on real KVM 6.12, every reply as the \
+         fixture says, replayed here",
+    );
+    let session = arm64::arm64_serve_session_replays_here(&lab);
+    let trace = session.as_ref().ok().cloned();
+    counted(tally, session.map(|_| ()))?;
+    let Some(trace) = trace else {
+        return Ok(());
+    };
+    step(
+        "arm64 lab: host --fingerprint live on 6.12 equals trace fingerprint of the session's trace",
+    );
+    let live = arm64::arm64_fingerprint_live_equals_trace(&lab, &trace);
+    let document = live.as_ref().ok().cloned();
+    counted(tally, live.map(|_| ()))?;
+    let Some(document) = document else {
+        return Ok(());
+    };
+    step(
+        "arm64 lab: the live fingerprint is a document of its schema (supervisor's json_schema test)",
+    );
+    counted(tally, arm64::live_fingerprint_matches_the_schema(&document))?;
     end_step();
     errln!("\nxtask test: all steps passed");
     Ok(())
@@ -305,10 +336,10 @@ mod tests {
             missing,
         );
         assert!(prepared.unwrap().is_none());
-        assert_eq!(tally.line(), "0 passed, 0 failed, 4 skipped");
+        assert_eq!(tally.line(), "0 passed, 0 failed, 7 skipped");
         let broken: Result<()> = Err(anyhow::anyhow!("qemu crashed"));
         assert!(or_skip(&mut tally, &ARM64_CHECKS, "lab", broken).is_err());
-        assert_eq!(tally.line(), "0 passed, 1 failed, 4 skipped");
+        assert_eq!(tally.line(), "0 passed, 1 failed, 7 skipped");
         assert_eq!(or_skip(&mut tally, &[], "lab", Ok(7)).unwrap(), Some(7));
     }
 }

@@ -9,8 +9,10 @@
 //! @@vmfleet-lab begin 1 UPTIME                 /init started (protocol version 1)
 //! @@vmfleet-lab kernel RELEASE                 uname -r
 //! @@vmfleet-lab timeout SECS                   vmfleet ran out of time and was stopped
+//! @@vmfleet-lab session CODE                   a control session's `vmfleet ctl send` exit status
 //! @@vmfleet-lab status CODE UPTIME0 UPTIME1    vmfleet's exit status, and when it ran
-//! @@vmfleet-lab file KIND SIZE SHA256 NAME     KIND: `lab` (stdout, stderr, dmesg) or `out`
+//! @@vmfleet-lab file KIND SIZE SHA256 NAME     KIND: `lab` (stdout, stderr, dmesg,
+//!                                              replies, ctl-stderr) or `out`
 //! <base64 lines>
 //! @@vmfleet-lab end
 //! @@vmfleet-lab error MESSAGE                  the guest could not do something
@@ -43,6 +45,8 @@ const LAB_FILES: &[(&str, &str)] = &[
     ("stdout", "vmfleet.stdout"),
     ("stderr", "vmfleet.stderr"),
     ("dmesg", "dmesg.log"),
+    ("replies", "ctl.replies"),
+    ("ctl-stderr", "ctl.stderr"),
 ];
 
 /// Shell functions for the guest's `/init` (busybox ash): `up` (uptime in seconds),
@@ -93,6 +97,8 @@ pub struct Decoded {
     pub frames: Vec<Frame>,
     /// Non-base64 lines skipped inside frames.
     pub skipped: usize,
+    /// A control session's `vmfleet ctl send` exit status (`None`: no session).
+    pub session: Option<i32>,
 }
 
 impl Decoded {
@@ -219,6 +225,7 @@ pub fn decode(console: &[u8]) -> Result<Decoded> {
     let mut open: Option<Open> = None;
     let mut skipped = 0;
     let mut done = None;
+    let mut session = None;
     for raw in text.split('\n') {
         let line = raw.trim_end_matches('\r');
         let Some(rest) = line.strip_prefix(PREFIX) else {
@@ -246,6 +253,12 @@ pub fn decode(console: &[u8]) -> Result<Decoded> {
             }
             "kernel" => kernel_release = Some(args.to_string()),
             "timeout" => timed_out = true,
+            "session" => {
+                session = Some(
+                    args.parse::<i32>()
+                        .with_context(|| format!("a garbled session line: `{line}`"))?,
+                );
+            }
             "status" => {
                 let mut w = args.split(' ');
                 let (code, t0, t1) = (w.next(), w.next(), w.next());
@@ -328,6 +341,7 @@ pub fn decode(console: &[u8]) -> Result<Decoded> {
         status,
         frames,
         skipped,
+        session,
     })
 }
 
@@ -380,6 +394,28 @@ mod tests {
         assert_eq!(decoded.lab_file("stdout"), b"kernel: 6.12\n");
         assert_eq!(decoded.frames[1].data, trace);
         assert!(decoded.frames[2].data.is_empty());
+    }
+
+    #[test]
+    fn a_session_line_and_its_files_come_back() {
+        let text = console(
+            &[
+                format!("{PREFIX}session 7\r\n"),
+                frame("lab", "replies", b"{\"ok\":true}\n{\"ok\":false}\n"),
+                frame("lab", "ctl-stderr", b""),
+            ],
+            2,
+        );
+        let decoded = decode(text.as_bytes()).unwrap();
+        assert_eq!(decoded.session, Some(7));
+        assert_eq!(
+            decoded.lab_file("replies"),
+            b"{\"ok\":true}\n{\"ok\":false}\n"
+        );
+        let plain = decode(console(&[], 0).as_bytes()).unwrap();
+        assert_eq!(plain.session, None);
+        let garbled = console(&[format!("{PREFIX}session x\r\n")], 0);
+        assert!(decode(garbled.as_bytes()).is_err());
     }
 
     #[test]

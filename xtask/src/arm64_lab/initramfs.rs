@@ -8,6 +8,7 @@
 //! /bin/vmfleet          the static aarch64 vmfleet
 //! /dev/console          so /init has a console before devtmpfs is mounted
 //! /lab/in/NAME          the inputs, copied into /lab/work at boot
+//! /lab/requests         a control session's request lines (only with a session)
 //! /proc /sys /tmp /root mount points and HOME
 //! ```
 
@@ -30,6 +31,9 @@ pub struct Contents<'a> {
     pub inputs: &'a [std::path::PathBuf],
     pub args: &'a [String],
     pub timeout: Duration,
+    /// A control session's request lines: `vmfleet ctl send` sends them to the socket
+    /// [`super::SESSION_SOCKET`] of the vmfleet that `args` runs (`serve ... --socket` it).
+    pub session: Option<&'a [String]>,
 }
 
 const S_IFDIR: u32 = 0o040000;
@@ -44,9 +48,33 @@ enum Entry {
     CharDevice { major: u32, minor: u32 },
 }
 
-/// The `/init` script: mount, run vmfleet in /lab/work with a watchdog, send back its output,
-/// status and files (see `console` for the framing), power off.
-pub fn init_script(args: &[String], timeout: Duration) -> String {
+/// The `/init` section of a control session: once the daemon's socket exists (while the daemon
+/// lives, for at most a minute), `vmfleet ctl send` sends /lab/requests on one connection, one
+/// line after the other, each waiting for its reply; the replies and its stderr come back as the
+/// `lab` files `replies` and `ctl-stderr`, its exit status on a `session` line. A session that
+/// did not end the daemon (no `shutdown` among the requests) has it sent SIGTERM after 10 s (a
+/// clean shutdown too), rather than wait for the watchdog. (`alive`: `kill -0` would also
+/// succeed on the daemon's zombie, which nothing reaps before `wait`.)
+fn session_section() -> String {
+    let socket = shell_quote(super::SESSION_SOCKET);
+    format!(
+        r#"alive() {{ [ -e /proc/$1/status ] && ! grep -q '^State:.*Z' /proc/$1/status; }}
+pause() {{ sleep 0.1 2>/dev/null || sleep 1; }}
+n=0
+while [ ! -S {socket} ] && alive $pid && [ $n -lt 600 ]; do pause; n=$((n + 1)); done
+vmfleet ctl --socket {socket} send </lab/requests >/lab/replies 2>/lab/ctl-stderr
+echo "{PREFIX}session $?"
+n=0
+while [ -S {socket} ] && alive $pid && [ $n -lt 100 ]; do pause; n=$((n + 1)); done
+if [ -S {socket} ] && alive $pid; then kill -TERM $pid; fi
+"#
+    )
+}
+
+/// The `/init` script: mount, run vmfleet in /lab/work with a watchdog (with `session`, drive it
+/// with the control requests, see [`session_section`]), send back its output, status and files
+/// (see `console` for the framing), power off.
+pub fn init_script(args: &[String], timeout: Duration, session: bool) -> String {
     let command = args
         .iter()
         .map(|a| shell_quote(a))
@@ -71,7 +99,7 @@ vmfleet {command} </dev/null >/lab/stdout 2>/lab/stderr &
 pid=$!
 ( sleep {secs} && : > /lab/timed-out && kill -TERM $pid && sleep 10 && kill -KILL $pid ) 2>/dev/null &
 watchdog=$!
-wait $pid
+{session}wait $pid
 status=$?
 t1=$(up)
 kill $watchdog 2>/dev/null
@@ -79,7 +107,7 @@ if [ -e /lab/timed-out ]; then echo "{PREFIX}timeout {secs}"; fi
 echo "{PREFIX}status $status $t0 $t1"
 emit lab stdout /lab/stdout
 emit lab stderr /lab/stderr
-find . -type f | sort > /lab/list
+{session_files}find . -type f | sort > /lab/list
 while IFS= read -r f; do
     name=${{f#./}}
     if [ -f "/lab/in/$name" ] && cmp -s "/lab/in/$name" "$f"; then continue; fi
@@ -96,6 +124,16 @@ poweroff -f
 "#,
         functions = GUEST_FUNCTIONS,
         begin = console::guest_begin(),
+        session = if session {
+            session_section()
+        } else {
+            String::new()
+        },
+        session_files = if session {
+            "emit lab replies /lab/replies\nemit lab ctl-stderr /lab/ctl-stderr\n"
+        } else {
+            ""
+        },
     )
 }
 
@@ -147,11 +185,29 @@ pub fn write(contents: &Contents) -> Result<()> {
             },
         ));
     }
+    if let Some(requests) = contents.session {
+        let mut text = String::new();
+        for line in requests {
+            if line.contains('\n') {
+                bail!("a control request must be one line: {line:?}");
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+        entries.push((
+            "lab/requests".into(),
+            Entry::File {
+                mode: 0o644,
+                data: text.into_bytes(),
+            },
+        ));
+    }
     entries.push((
         "init".into(),
         Entry::File {
             mode: 0o755,
-            data: init_script(contents.args, contents.timeout).into_bytes(),
+            data: init_script(contents.args, contents.timeout, contents.session.is_some())
+                .into_bytes(),
         },
     ));
 
@@ -202,12 +258,31 @@ mod tests {
                 "out/t.vmft".into(),
             ],
             Duration::from_secs(60),
+            false,
         );
         assert!(
             script.contains("vmfleet 'run' 'it'\\''s.toml' '--record' 'out/t.vmft' </dev/null")
         );
         assert!(script.contains("sleep 60 &&"));
         assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(!script.contains("ctl"));
+    }
+
+    #[test]
+    fn a_session_sends_the_requests_once_the_socket_is_there() {
+        let script = init_script(&["serve".into()], Duration::from_secs(60), true);
+        let socket = script.find("[ ! -S '/lab/serve.sock' ]").unwrap();
+        let send = script
+            .find("vmfleet ctl --socket '/lab/serve.sock' send </lab/requests")
+            .unwrap();
+        let wait = script.find("wait $pid").unwrap();
+        assert!(socket < send && send < wait, "{script}");
+        assert!(script.contains("session $?"));
+        assert!(
+            script.contains("kill -TERM $pid; fi\nwait $pid"),
+            "{script}"
+        );
+        assert!(script.contains("emit lab replies /lab/replies"));
     }
 
     #[test]
@@ -230,6 +305,7 @@ mod tests {
                 inputs: std::slice::from_ref(&input),
                 args: &["host".into()],
                 timeout: Duration::from_secs(5),
+                session: Some(&[r#"{"op":"list"}"#.to_string()]),
             })
             .unwrap();
             fs::read(path).unwrap()
@@ -253,6 +329,7 @@ mod tests {
         assert!(names.contains(&"init".to_string()));
         assert!(names.contains(&"dev/console".to_string()));
         assert!(names.contains(&"lab/in/spec.toml".to_string()));
+        assert!(names.contains(&"lab/requests".to_string()));
         fs::remove_dir_all(&dir).ok();
     }
 }

@@ -17,18 +17,25 @@
 //! let trace = outcome.out.join("out/arm.trace");          // byte-exact copy of the guest's file
 //! ```
 //!
+//! A control session instead of one command: [`LabRun::serve`] runs `vmfleet serve FLEET --record
+//! TRACE --socket /lab/serve.sock` and sends it request lines one after the other (`vmfleet ctl
+//! send` in the guest, each waiting for its reply); [`LabOutcome::session`] has the replies.
+//!
 //! Layout: `install` (apt, the machine's sources, the host packages), `packages` (the kernels and
 //! busybox in the cache), `toolchain` (the Rust target), `initramfs` (the cpio
 //! archive and the guest's `/init`), `console` (how files come back: framed base64 on the serial
-//! console, both ends of it), `boot` (QEMU with a deadline).
+//! console, both ends of it), `boot` (QEMU with a deadline), `checks` (the transport and smoke
+//! tests `cargo xtask test` runs).
 
 mod boot;
+mod checks;
 mod console;
 mod initramfs;
 mod install;
 mod packages;
 mod toolchain;
 
+pub use checks::{smoke_test, transport_test};
 pub use toolchain::RustRoute;
 
 use crate::{cargo, check, step, target_dir};
@@ -142,7 +149,13 @@ pub struct LabRun {
     /// what it wrote by then still comes back. The host gives QEMU this plus time to boot and to
     /// send the files back.
     pub timeout: Duration,
+    /// A control session's request lines (see [`LabRun::serve`]); `None`: vmfleet runs alone.
+    pub session: Option<Vec<String>>,
 }
+
+/// The socket a control session's `vmfleet serve` listens on, in the guest (outside the working
+/// directory, so it does not come back).
+pub const SESSION_SOCKET: &str = "/lab/serve.sock";
 
 impl LabRun {
     pub fn new(kernel: Kernel, cpu: &str) -> LabRun {
@@ -154,7 +167,28 @@ impl LabRun {
             inputs: Vec::new(),
             args: Vec::new(),
             timeout: Duration::from_secs(300),
+            session: None,
         }
+    }
+
+    /// Make this run a control session: `vmfleet serve FLEET --record TRACE --socket`
+    /// [`SESSION_SOCKET`], driven by `requests` (one JSON request line each, the daemon's
+    /// protocol), sent by `vmfleet ctl send` once the socket is there, one after the other, each
+    /// waiting for its reply. The last one should end the daemon (`shutdown`); the replies come
+    /// back in [`LabOutcome::session`]. `fleet` is an input's file name, `trace` a path under the
+    /// working directory (`out/X.trace`).
+    pub fn serve(&mut self, fleet: &str, trace: &str, requests: Vec<String>) {
+        self.args = [
+            "serve",
+            fleet,
+            "--record",
+            trace,
+            "--socket",
+            SESSION_SOCKET,
+        ]
+        .map(String::from)
+        .to_vec();
+        self.session = Some(requests);
     }
 
     fn vmfleet_args(&self) -> Vec<String> {
@@ -208,6 +242,20 @@ pub struct LabOutcome {
     pub total: Duration,
     /// What was run, for messages: `6.12 -cpu max -smp 1: vmfleet host`.
     pub what: String,
+    /// A control session's outcome (`None`: no session).
+    pub session: Option<SessionOutcome>,
+}
+
+/// What a control session's `vmfleet ctl send` came to in the guest.
+#[derive(Clone, Debug)]
+pub struct SessionOutcome {
+    /// Its exit status: 0 every reply was ok, 7 at least one was refused, 8 the daemon could not
+    /// be reached or closed the connection early (see `vmfleet ctl send --help`).
+    pub exit_code: i32,
+    /// The reply lines, one per request answered, in order.
+    pub replies: Vec<String>,
+    /// What it printed on stderr.
+    pub stderr: String,
 }
 
 impl LabOutcome {
@@ -335,6 +383,7 @@ impl Lab {
             inputs: &run.inputs,
             args: &args,
             timeout: run.timeout,
+            session: run.session.as_deref(),
         })?;
 
         let console_log = out.join(console::CONSOLE);
@@ -371,10 +420,26 @@ impl Lab {
             stdout: String::from_utf8_lossy(decoded.lab_file("stdout")).into_owned(),
             stderr: String::from_utf8_lossy(decoded.lab_file("stderr")).into_owned(),
             files,
-            console: console_log,
             boot: decoded.status.started,
             run: decoded.status.ended.saturating_sub(decoded.status.started),
             total: booted.elapsed,
+            session: match (&run.session, decoded.session) {
+                (None, _) => None,
+                (Some(_), None) => bail!(
+                    "{what}: the guest sent no session status (its control session never ran); \
+                     the console is {}",
+                    console_log.display()
+                ),
+                (Some(_), Some(code)) => Some(SessionOutcome {
+                    exit_code: code,
+                    replies: String::from_utf8_lossy(decoded.lab_file("replies"))
+                        .lines()
+                        .map(String::from)
+                        .collect(),
+                    stderr: String::from_utf8_lossy(decoded.lab_file("ctl-stderr")).into_owned(),
+                }),
+            },
+            console: console_log,
             what,
         };
         Ok(outcome)
@@ -550,6 +615,13 @@ pub struct LabArgs {
     /// vmfleet's time limit in the guest, in whole seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// A control session: ARGS are `serve FLEET [--record out/X.trace]` (the lab adds `--socket
+    /// /lab/serve.sock`), and the request lines of FILE (one JSON request each, `#` lines skipped,
+    /// as a fixture's `.requests` file) are sent to it one after the other by `vmfleet ctl send`
+    /// in the guest; the replies come back in DIR/ctl.replies. End them with `shutdown` (else the
+    /// daemon gets SIGTERM 10 s after the last reply).
+    #[arg(long, value_name = "FILE", value_parser = existing_file)]
+    pub requests: Option<PathBuf>,
     /// What vmfleet runs [default: host]. Its working directory holds the inputs and an empty
     /// out/; every file it writes there comes back into DIR.
     #[arg(last = true, value_name = "VMFLEET ARGS")]
@@ -577,16 +649,38 @@ fn existing_file(text: &str) -> Result<PathBuf, String> {
 
 /// `cargo xtask arm64-lab ARGS`.
 pub fn cli(args: LabArgs) -> Result<()> {
+    let run = run_of(args)?;
+    let lab = Lab::prepare(&[run.kernel])?;
+    let outcome = lab.run(&run)?;
+    print_outcome(&outcome);
+    outcome.ensure_success()
+}
+
+/// The run `cargo xtask arm64-lab ARGS` asks for; with `--requests`, a control session.
+fn run_of(args: LabArgs) -> Result<LabRun> {
     let mut run = LabRun::new(args.kernel, &args.cpu);
     run.smp = args.smp;
     run.out = args.out;
     run.inputs = args.input;
     run.timeout = Duration::from_secs(args.timeout);
     run.args = args.args;
-    let lab = Lab::prepare(&[run.kernel])?;
-    let outcome = lab.run(&run)?;
-    print_outcome(&outcome);
-    outcome.ensure_success()
+    if let Some(requests) = &args.requests {
+        if run.args.first().map(String::as_str) != Some("serve") {
+            bail!(
+                "--requests drives a control session: the vmfleet arguments must be `serve FLEET \
+                 ...`, not `{}`",
+                run.args.join(" ")
+            );
+        }
+        let lines = crate::record::read_requests(requests)?
+            .into_iter()
+            .map(|r| r.line)
+            .collect();
+        run.args
+            .extend(["--socket".to_string(), SESSION_SOCKET.to_string()]);
+        run.session = Some(lines);
+    }
+    Ok(run)
 }
 
 /// vmfleet's output and the summary line.
@@ -596,107 +690,25 @@ pub fn print_outcome(outcome: &LabOutcome) {
             outln!("--- vmfleet {name} (guest) ---\n{}", text.trim_end());
         }
     }
+    if let Some(session) = &outcome.session {
+        outln!(
+            "--- vmfleet ctl send (guest): exit {}, {} reply line(s) ---",
+            session.exit_code,
+            session.replies.len()
+        );
+        for reply in &session.replies {
+            let shown: String = reply.chars().take(160).collect();
+            outln!("  {shown}");
+        }
+        if !session.stderr.trim().is_empty() {
+            outln!("  stderr: {}", session.stderr.trim_end());
+        }
+    }
     for file in &outcome.files {
         let size = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         outln!("  file back: {} ({size} bytes)", file.display());
     }
     outln!("{}", outcome.summary());
-}
-
-/// The check `cargo xtask test` makes: on 6.12 with `-cpu max`, `vmfleet host` says KVM is
-/// available, the guest architecture is aarch64, KVM is the kernel's own (`kvm`), and the arm64
-/// capabilities answer (PSCI 0.2: this is really arm64 KVM).
-pub fn smoke_test(lab: &Lab) -> Result<LabOutcome> {
-    let run = LabRun::new(Kernel::V6_12, "max");
-    let outcome = lab.run(&run)?;
-    print_outcome(&outcome);
-    outcome.ensure_success()?;
-    let lines: Vec<&str> = outcome.stdout.lines().map(str::trim_end).collect();
-    // (what must be printed, whether a line only has to start with it)
-    let expect = [
-        ("kvm:          available (/dev/kvm, API 12)", false),
-        ("arch:         aarch64", false),
-        ("kernel:       6.12.", true),
-        ("kvm module:   kvm", false),
-        ("  KVM_CAP_ARM_PSCI_0_2 (102) = 1", false),
-    ];
-    for (text, prefix) in expect {
-        let found = lines.iter().any(|l| {
-            if prefix {
-                l.starts_with(text)
-            } else {
-                *l == text
-            }
-        });
-        if !found {
-            bail!(
-                "`vmfleet host` in the arm64 lab did not print `{}`; it printed:\n{}",
-                text.trim(),
-                indent(&outcome.stdout)
-            );
-        }
-    }
-    outln!("  vmfleet host: KVM available, arch aarch64, arm64 capabilities answer");
-    Ok(outcome)
-}
-
-/// A stand-in for vmfleet that proves the way back: it doubles a pseudo-random input into a
-/// binary file, prints on both streams and exits 3. The file must come back byte-exact, the
-/// unchanged input must not come back, and the status and streams must be vmfleet's.
-pub fn transport_test(lab: &Lab) -> Result<LabOutcome> {
-    let dir = lab_dir().join("transport-test");
-    fs::create_dir_all(&dir)?;
-    let seed_path = dir.join("seed.bin");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let seed: Vec<u8> = (0..300 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(&seed_path, &seed)?;
-    let program = dir.join("stand-in");
-    fs::write(
-        &program,
-        "#!/bin/sh\n# stands in for vmfleet in the lab's transport test\n\
-         cat seed.bin seed.bin > out/echo.bin\n\
-         echo \"stdout: $*\"\necho 'stderr line' >&2\nexit 3\n",
-    )?;
-    let mut stand_in = lab.clone();
-    stand_in.vmfleet = program;
-    let mut run = LabRun::new(Kernel::V6_12, "max");
-    run.out = Some(dir.join("out"));
-    run.inputs = vec![seed_path];
-    run.args = vec!["a b".into(), "it's".into()];
-    let outcome = stand_in.run(&run)?;
-    print_outcome(&outcome);
-    let echo = outcome.out.join("out/echo.bin");
-    let back = fs::read(&echo).with_context(|| format!("{} did not come back", echo.display()))?;
-    let expected = [seed.as_slice(), seed.as_slice()].concat();
-    if back != expected {
-        bail!(
-            "{} came back different from what the guest wrote",
-            echo.display()
-        );
-    }
-    if outcome.files != vec![echo.clone()] {
-        bail!("expected only out/echo.bin back, got {:?}", outcome.files);
-    }
-    if outcome.exit_code != 3
-        || outcome.stdout != "stdout: a b it's\n"
-        || outcome.stderr != "stderr line\n"
-    {
-        bail!(
-            "the stand-in's status and streams came back wrong: {} {:?} {:?}",
-            outcome.exit_code,
-            outcome.stdout,
-            outcome.stderr
-        );
-    }
-    outln!("  {} bytes came back byte-exact", back.len());
-    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -739,6 +751,32 @@ mod tests {
         x86[18..20].copy_from_slice(&62u16.to_le_bytes());
         assert!(check_static_aarch64(&x86).is_err());
         assert!(check_static_aarch64(b"#!/bin/sh\n").is_err());
+    }
+
+    #[test]
+    fn requests_make_a_control_session_of_a_serve() {
+        let dir = std::env::temp_dir().join(format!("xtask-lab-session-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let requests = dir.join("s.requests");
+        fs::write(&requests, "# c\n{\"op\":\"shutdown\"}\n").unwrap();
+        let args = |vmfleet: &[&str]| LabArgs {
+            kernel: Kernel::V6_12,
+            cpu: "max".into(),
+            smp: 1,
+            out: None,
+            input: Vec::new(),
+            timeout: 60,
+            requests: Some(requests.clone()),
+            args: vmfleet.iter().map(|s| s.to_string()).collect(),
+        };
+        let run = run_of(args(&["serve", "f.toml"])).unwrap();
+        assert_eq!(run.args, ["serve", "f.toml", "--socket", SESSION_SOCKET]);
+        assert_eq!(run.session.unwrap(), [r#"{"op":"shutdown"}"#]);
+        assert!(run_of(args(&["run", "f.toml"])).is_err());
+        let mut plain = args(&["host"]);
+        plain.requests = None;
+        assert!(run_of(plain).unwrap().session.is_none());
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

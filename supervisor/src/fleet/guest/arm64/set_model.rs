@@ -1,5 +1,6 @@
 //! `vmfleet ctl set-model VM --set …` on an arm64 VM: the request's field and register writes,
-//! made full-register values over what vCPU 0 holds, judged, written to every vCPU through the
+//! made full-register values over what vCPU 0 holds (after the first run: what the kernel holds
+//! now, read again), judged, written to every vCPU through the
 //! lock, and read back into the held model the `model` view and the guest checks use.
 //!
 //! Before the first run every write is judged by the arm64 model against the host view the VM
@@ -104,6 +105,19 @@ pub(super) fn write(
     writes: &Assignments,
     measure: Measure<'_>,
 ) -> Result<Vec<Arm64WriteReport>, ConfigureError> {
+    let sealed = matches!(vm.lock().state(), Seal::Sealed { .. });
+    if sealed {
+        // After the first run the kernel may hold other values than were read back before it
+        // (KVM clears ID_AA64PFR0_EL1.GIC at the first run of a VM without a vGIC): the field
+        // writes are made over what the kernel holds now, as a spec's after-run `set` is, so
+        // rewriting a field with the value it holds is an identical rewrite.
+        let ids: Vec<u64> = writes.writes(|_| 0).into_iter().map(|(id, _)| id).collect();
+        for (vcpu, held) in vcpus.iter().zip(state.held.iter_mut()) {
+            for &id in &ids {
+                held.insert(id, vcpu.get_one_reg(id)?);
+            }
+        }
+    }
     let held = |id: u64| {
         state
             .held
@@ -113,7 +127,6 @@ pub(super) fn write(
             .unwrap_or(0)
     };
     let values = writes.writes(held);
-    let sealed = matches!(vm.lock().state(), Seal::Sealed { .. });
     let mut judged = Vec::with_capacity(values.len());
     for &(id, value) in &values {
         let verdict = match sealed {

@@ -271,3 +271,40 @@ fn set_model_writes_before_the_run_and_only_identical_rewrites_after() {
     .unwrap();
     assert!(reports[0].verdict.contains("identical"), "{:?}", reports[0]);
 }
+
+/// After the run `set-model` composes its field writes over what the kernel holds then, not over
+/// what was read back before the run: KVM clears ID_AA64PFR0_EL1.GIC at the first run of a VM
+/// without a vGIC, and rewriting CSV3 with the value it holds must stay an identical rewrite.
+#[test]
+fn after_the_run_set_model_writes_over_what_the_kernel_holds_now() {
+    let (vm, vcpu, mut state) = open_vm();
+    let vcpus = [Arc::clone(&vcpu)];
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    // Read back before the run with GIC = 1; the kernel holds GIC = 0 since.
+    state.held[0].insert(pfr0, 1 << 60 | 1 << 24 | 0x11);
+    vcpu.run().unwrap();
+    let reports = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["ID_AA64PFR0_EL1.CSV3=1"]),
+        &|| panic!("no EL0/EL1 floor probe is needed here"),
+    )
+    .unwrap();
+    assert!(reports[0].verdict.contains("identical"), "{:?}", reports[0]);
+    assert_eq!(reports[0].value, 1 << 60 | 0x11);
+    assert_eq!(state.held[0][&pfr0], 1 << 60 | 0x11);
+    // A change is still the lock's EBUSY.
+    let e = set_model::write(
+        "a",
+        &vm,
+        &vcpus,
+        &mut state,
+        &assignments(&["ID_AA64PFR0_EL1.CSV3=0"]),
+        &|| panic!("no EL0/EL1 floor probe is needed here"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("EBUSY"), "{e}");
+}
