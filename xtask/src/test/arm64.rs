@@ -210,12 +210,15 @@ fn replayed_control_agrees(
 /// (the serve session's). The two documents must be equal but for one part that differs by
 /// design, compared apart:
 ///
-/// - `arm64.kernel_probes.el_floor`: `host --fingerprint` always runs the EL0/EL1 floor probe (a
-///   scratch VM writing ID_AA64PFR0_EL1.EL1 = 0), so the live document holds `true`/`false`; a
-///   fleet runs that probe only when a plan lowers EL0 or EL1, and the serve fixture's fleet
-///   lowers neither, so its trace has no answer and its document holds `null` (a fact the source
-///   did not have, never guessed). Required: live a boolean; the trace's `null`, or the same
-///   boolean when a future fleet does ask.
+/// - `arm64.kernel_probes.*`: `host --fingerprint` always runs every kernel probe (scratch VMs
+///   writing ID_AA64PFR0_EL1.EL1 = 0, ID_AA64DFR0_EL1.DebugVer = 5 and PMUVer = 0xF), so the
+///   live document holds an answer for each; a fleet runs a probe only when a verdict waits for
+///   it, and the serve fixture's fleet writes near none, so its trace has no answers and its
+///   document holds `null`s (facts the source did not have, never guessed). Required: live an
+///   answer for each; the trace's `null`, or the same answer when a fleet does ask.
+///
+/// The live answers are also checked against what Linux 6.12 does: it accepts EL1 = 0 (the
+/// EL0/EL1 floor came later), refuses DebugVer = 5, and stores PMUVer = 0xF as 0.
 ///
 /// Everything else (kernel, capabilities, CPU identity, preferred target, the first vCPU's
 /// `KVM_ARM_VCPU_INIT` features, register list, initial register values, writable masks, firmware
@@ -269,46 +272,52 @@ pub fn arm64_fingerprint_live_equals_trace(lab: &arm64_lab::Lab, trace: &Path) -
         );
     }
     outln!(
-        "  host --fingerprint on {} equals trace fingerprint of the session's trace (el_floor: \
-         live {}, trace {})",
+        "  host --fingerprint on {} equals trace fingerprint of the session's trace (kernel \
+         probes: live {}, trace {})",
         outcome.kernel_release,
-        live["arm64"]["kernel_probes"]["el_floor"],
-        recorded["arm64"]["kernel_probes"]["el_floor"]
+        live["arm64"]["kernel_probes"],
+        recorded["arm64"]["kernel_probes"]
     );
     Ok(saved)
 }
 
 /// Where a live arm64 fingerprint and a trace's differ, as `path: live … trace …` lines, with the
-/// EL0/EL1 floor compared as [`arm64_fingerprint_live_equals_trace`] says.
+/// kernel probes compared as [`arm64_fingerprint_live_equals_trace`] says.
 fn fingerprint_differences(live: &Value, recorded: &Value) -> Vec<String> {
     let mut differences = Vec::new();
-    let floor = |doc: &Value| doc["arm64"]["kernel_probes"]["el_floor"].clone();
-    let (live_floor, trace_floor) = (floor(live), floor(recorded));
-    if !live_floor.is_boolean() {
-        differences.push(format!(
-            "arm64.kernel_probes.el_floor: live {live_floor}, but host --fingerprint always \
-             measures it"
-        ));
+    // What Linux 6.12 answers each probe (the lab's kernel).
+    let on_6_12 = [
+        ("el_floor", Value::Bool(false)),
+        ("debug_ver_floor", Value::Bool(true)),
+        ("pmu_imp_def", Value::from("reads-as-not-implemented")),
+    ];
+    let probes = |doc: &Value| doc["arm64"]["kernel_probes"].clone();
+    let (live_probes, trace_probes) = (probes(live), probes(recorded));
+    for (name, expected) in &on_6_12 {
+        let (live_answer, trace_answer) = (&live_probes[name], &trace_probes[name]);
+        if live_answer != expected {
+            differences.push(format!(
+                "arm64.kernel_probes.{name}: live {live_answer}, but Linux 6.12 answers \
+                 {expected}"
+            ));
+        }
+        if !trace_answer.is_null() && trace_answer != live_answer {
+            differences.push(format!(
+                "arm64.kernel_probes.{name}: live {live_answer}, trace {trace_answer}"
+            ));
+        }
     }
-    if !trace_floor.is_null() && trace_floor != live_floor {
-        differences.push(format!(
-            "arm64.kernel_probes.el_floor: live {live_floor}, trace {trace_floor}"
-        ));
-    }
-    let without_floor = |doc: &Value| {
+    let without_probes = |doc: &Value| {
         let mut doc = doc.clone();
-        if let Some(probes) = doc
-            .pointer_mut("/arm64/kernel_probes")
-            .and_then(Value::as_object_mut)
-        {
-            probes.remove("el_floor");
+        if let Some(probes) = doc.pointer_mut("/arm64").and_then(Value::as_object_mut) {
+            probes.remove("kernel_probes");
         }
         doc
     };
     diff_values(
         "",
-        &without_floor(live),
-        &without_floor(recorded),
+        &without_probes(live),
+        &without_probes(recorded),
         &mut differences,
     );
     differences
@@ -412,18 +421,28 @@ mod tests {
 
     #[test]
     fn fingerprints_differ_only_where_they_really_do() {
-        let doc = |floor: Value, regs: Value| {
-            json!({"schema": "vmfleet.fingerprint.v1", "arch": "aarch64", "x86": null,
-                   "arm64": {"reg_list": regs, "kernel_probes": {"el_floor": floor}}})
+        // The 6.12 answers live; a trace holds `null` (not asked) or the same answer.
+        let probes = |el: Value, debug: Value, pmu: Value| {
+            json!({"el_floor": el, "debug_ver_floor": debug, "pmu_imp_def": pmu})
         };
-        let live = doc(json!(false), json!([1, 2, 3]));
-        assert!(fingerprint_differences(&live, &doc(Value::Null, json!([1, 2, 3]))).is_empty());
-        assert!(fingerprint_differences(&live, &doc(json!(false), json!([1, 2, 3]))).is_empty());
-        let floor = fingerprint_differences(&live, &doc(json!(true), json!([1, 2, 3])));
+        let on_6_12 = || probes(json!(false), json!(true), json!("reads-as-not-implemented"));
+        let unasked = || probes(Value::Null, Value::Null, Value::Null);
+        let doc = |probes: Value, regs: Value| {
+            json!({"schema": "vmfleet.fingerprint.v1", "arch": "aarch64", "x86": null,
+                   "arm64": {"reg_list": regs, "kernel_probes": probes}})
+        };
+        let live = doc(on_6_12(), json!([1, 2, 3]));
+        assert!(fingerprint_differences(&live, &doc(unasked(), json!([1, 2, 3]))).is_empty());
+        assert!(fingerprint_differences(&live, &doc(on_6_12(), json!([1, 2, 3]))).is_empty());
+        let asked_differently = probes(json!(true), Value::Null, Value::Null);
+        let floor = fingerprint_differences(&live, &doc(asked_differently, json!([1, 2, 3])));
         assert_eq!(floor.len(), 1, "{floor:?}");
-        let regs = fingerprint_differences(&live, &doc(Value::Null, json!([1, 5, 3])));
+        let regs = fingerprint_differences(&live, &doc(unasked(), json!([1, 5, 3])));
         assert_eq!(regs, [".arm64.reg_list[1]: live 2, trace 5"]);
-        let unmeasured = doc(Value::Null, json!([1, 2, 3]));
-        assert_eq!(fingerprint_differences(&unmeasured, &unmeasured).len(), 1);
+        // Live must hold every answer, and 6.12's.
+        let unmeasured = doc(unasked(), json!([1, 2, 3]));
+        assert_eq!(fingerprint_differences(&unmeasured, &unmeasured).len(), 3);
+        let not_6_12 = doc(probes(json!(true), json!(true), json!("kept")), json!([1, 2, 3]));
+        assert_eq!(fingerprint_differences(&not_6_12, &unmeasured).len(), 2);
     }
 }

@@ -289,7 +289,7 @@ fn after_the_run_set_model_writes_over_what_the_kernel_holds_now() {
         &vcpus,
         &mut state,
         &assignments(&["ID_AA64PFR0_EL1.CSV3=1"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap();
     assert!(reports[0].verdict.contains("identical"), "{:?}", reports[0]);
@@ -302,7 +302,7 @@ fn after_the_run_set_model_writes_over_what_the_kernel_holds_now() {
         &vcpus,
         &mut state,
         &assignments(&["ID_AA64PFR0_EL1.CSV3=0"]),
-        &|| panic!("no EL0/EL1 floor probe is needed here"),
+        &|probe| panic!("no kernel probe is needed here: {probe:?}"),
     )
     .unwrap_err()
     .to_string();
