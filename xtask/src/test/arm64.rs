@@ -422,9 +422,7 @@ mod tests {
     #[test]
     fn fingerprints_differ_only_where_they_really_do() {
         // The 6.12 answers live; a trace holds `null` (not asked) or the same answer.
-        let probes = |el: Value, debug: Value, pmu: Value| {
-            json!({"el_floor": el, "debug_ver_floor": debug, "pmu_imp_def": pmu})
-        };
+        let probes = |el: Value, debug: Value, pmu: Value| json!({"el_floor": el, "debug_ver_floor": debug, "pmu_imp_def": pmu});
         let on_6_12 = || probes(json!(false), json!(true), json!("reads-as-not-implemented"));
         let unasked = || probes(Value::Null, Value::Null, Value::Null);
         let doc = |probes: Value, regs: Value| {
@@ -442,7 +440,10 @@ mod tests {
         // Live must hold every answer, and 6.12's.
         let unmeasured = doc(unasked(), json!([1, 2, 3]));
         assert_eq!(fingerprint_differences(&unmeasured, &unmeasured).len(), 3);
-        let not_6_12 = doc(probes(json!(true), json!(true), json!("kept")), json!([1, 2, 3]));
+        let not_6_12 = doc(
+            probes(json!(true), json!(true), json!("kept")),
+            json!([1, 2, 3]),
+        );
         assert_eq!(fingerprint_differences(&not_6_12, &unmeasured).len(), 2);
     }
 }
