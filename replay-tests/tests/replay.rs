@@ -408,7 +408,7 @@ fn the_arm64_model_fixture_agrees_with_the_real_kernel_on_every_write() {
     let report = outcome.report.expect("report");
     let mut refused = Vec::new();
     for vm in &report.vms {
-        assert!(!vm.failed(), "{}: failed", vm.name);
+        assert!(!vm.failed(), "{}: failed: {:?}", vm.name, vm.state);
         let arm64 = vm.arm64.as_ref().expect("an arm64 VM reports its model");
         assert_eq!(arm64.disagreements(), 0, "{}", vm.name);
         for v in &vm.vcpus {
