@@ -20,13 +20,18 @@ pub const FINGERPRINT_CAPS: &[(u32, &str)] = &[
     (95, "KVM_CAP_EXT_EMUL_CPUID"),
     (128, "KVM_CAP_MAX_VCPU_ID"),
     (87, "KVM_CAP_ARM_PSCI"),
+    (93, "KVM_CAP_ARM_EL1_32BIT"),
     (102, "KVM_CAP_ARM_PSCI_0_2"),
     (126, "KVM_CAP_ARM_PMU_V3"),
+    (165, "KVM_CAP_ARM_VM_IPA_SIZE"),
     (170, "KVM_CAP_ARM_SVE"),
     (171, "KVM_CAP_ARM_PTRAUTH_ADDRESS"),
     (172, "KVM_CAP_ARM_PTRAUTH_GENERIC"),
+    (205, "KVM_CAP_ARM_MTE"),
     (230, "KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES"),
     (239, "KVM_CAP_ARM_WRITABLE_IMP_ID_REGS"),
+    (240, "KVM_CAP_ARM_EL2"),
+    (241, "KVM_CAP_ARM_EL2_E2H0"),
 ];
 
 /// Build the fingerprint of this host, asking `hv` (an unrecorded backend) for the KVM facts.
