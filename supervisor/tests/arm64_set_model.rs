@@ -159,3 +159,25 @@ fn set_model_takes_arm64_writes_before_the_first_run() {
         fleet.shutdown().await;
     });
 }
+
+#[test]
+fn midr_fields_by_name_enable_capability_239_and_compose_the_register() {
+    // MIDR_EL1's fields have names (Implementer, Variant, Architecture, PartNum, Revision); the
+    // kernel judges the register whole, so the fields only compose the value.
+    let spec = "arch = \"aarch64\"\n[[vm]]\nname = \"a\"\n[vm.arm64]\n\
+                id_registers = { \"MIDR_EL1.PartNum\" = 0xd4f, \"MIDR_EL1.Revision\" = 2 }\n";
+    runtime().block_on(async {
+        let (fleet, kernel) = create(spec, true).await;
+        assert!(position(&kernel.calls(), "ENABLE_CAP cap=239").is_some());
+        // HOST_MIDR 0x410fd0c1: PartNum 0xd0c -> 0xd4f, Revision 1 -> 2.
+        assert_eq!(kernel.reg(VmId(0), MIDR_EL1.kvm_reg_id()), 0x410f_d4f2);
+        let report = fleet.remove("a").await.unwrap();
+        let write = &report.arm64.as_ref().unwrap().writes[0];
+        assert!(
+            write.sent && write.verdict.starts_with("accepted"),
+            "{write:?}"
+        );
+        assert!(write.reason.contains("PartNum"), "{write:?}");
+        fleet.shutdown().await;
+    });
+}

@@ -66,6 +66,11 @@ pub enum FieldCheck {
     NoKernelEntry,
     /// vmfleet does not model the kernel's type for this field, so it accepts only the limit.
     Untyped,
+    /// A field of a register the kernel judges whole, not field by field: MIDR_EL1's, which
+    /// `set_imp_id_reg` takes at any value within its writable mask once capability 239 is
+    /// enabled (`validate::check_implementation_id`). The table names the fields for specs and
+    /// reports only.
+    WholeRegister,
 }
 
 /// A special case of the custom set handlers or of how KVM computes the limit.

@@ -408,8 +408,19 @@ const fn table(register: crate::model::arm64::SysReg, fields: &'static [IdField]
     }
 }
 
+/// MIDR_EL1 (Arm ARM D23.2): the part the guest sees itself running on. Writable as a whole
+/// (within bits 31:0) only with capability 239; its fields have no kernel type.
+static MIDR: &[IdField] = &[
+    field("Implementer", 24, FieldCheck::WholeRegister).width(8),
+    field("Variant", 20, FieldCheck::WholeRegister),
+    field("Architecture", 16, FieldCheck::WholeRegister),
+    field("PartNum", 4, FieldCheck::WholeRegister).width(12),
+    field("Revision", 0, FieldCheck::WholeRegister),
+];
+
 /// Every field table, in register encoding order.
 pub static TABLES: &[FieldTable] = &[
+    table(catalog::MIDR_EL1, MIDR),
     table(catalog::ID_PFR0_EL1, aarch32::ID_PFR0),
     table(catalog::ID_PFR1_EL1, aarch32::ID_PFR1),
     table(catalog::ID_DFR0_EL1, aarch32::ID_DFR0),
