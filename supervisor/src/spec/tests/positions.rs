@@ -402,10 +402,10 @@ fn every_kind_of_error_points_at_its_key_or_value() {
             "`CSV3` is not of the form REGISTER.FIELD (e.g. ID_AA64ISAR0_EL1.AES) — did you mean `ID_AA64PFR0_EL1.CSV3`?",
         ),
         (
-            a("[vm.arm64]\nid_registers = { \"MIDR_EL1.Revision\" = 0 }\n"),
+            a("[vm.arm64]\nid_registers = { \"REVIDR_EL1.Revision\" = 0 }\n"),
             5,
             18,
-            "vmfleet has no field table for MIDR_EL1",
+            "vmfleet has no field table for REVIDR_EL1",
         ),
         (
             a("[[vm.after_run]]\naction = \"set\"\nfield = \"CSV3\"\nvalue = 0\n"),
