@@ -748,7 +748,7 @@ mod tests {
              `ID_AA64MMFR0_EL1`?"
         );
         assert!(matches!(
-            resolve_table("MIDR_EL1"),
+            resolve_table("REVIDR_EL1"),
             Err(FieldNameError::NoFieldTable { .. })
         ));
     }
