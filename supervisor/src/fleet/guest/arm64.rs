@@ -297,6 +297,17 @@ struct CrossCheck<'a> {
     pub vm: VmId,
 }
 
+impl CrossCheck<'_> {
+    /// Create the scratch VM `id` called `name` (its trace stream is its id's).
+    fn scratch_vm(&self, id: VmId, name: String) -> Result<VmHandle, CrossCheckError> {
+        let vm = self
+            .hv
+            .create_vm(id, &name)
+            .map_err(CrossCheckError::CreateVm)?;
+        Ok(VmHandle::new(vm, name, self.hv.arch()))
+    }
+}
+
 /// Scratch VMs' logical ids: the configured VM's id with the top bit set, so that a replay gives
 /// them the same streams.
 const SCRATCH_VM_ID_BIT: u32 = 1 << 31;
@@ -500,16 +511,10 @@ fn scratch_verdicts(
     spec: &Arm64ModelSpec,
     refused: &[(usize, u64, u64, Errno)],
 ) -> Result<Vec<(String, bool)>, CrossCheckError> {
-    let id = VmId(cross.vm.0 | SCRATCH_VM_ID_BIT);
-    let scratch_name = format!("{name}-cross-check");
-    let scratch = VmHandle::new(
-        cross
-            .hv
-            .create_vm(id, &scratch_name)
-            .map_err(CrossCheckError::CreateVm)?,
-        scratch_name,
-        cross.hv.arch(),
-    );
+    let scratch = cross.scratch_vm(
+        VmId(cross.vm.0 | SCRATCH_VM_ID_BIT),
+        format!("{name}-cross-check"),
+    )?;
     let result = (|| {
         let vcpu = scratch
             .create_vcpu(VcpuId(0))

@@ -192,16 +192,10 @@ pub(super) fn kernel_answers(
 ) -> Result<Vec<(String, bool)>, CrossCheckError> {
     // A kernel probe's id (its lock never seals), apart from the pre-run cross-check's
     // `SCRATCH_VM_ID_BIT` one, so each has a trace stream of its own.
-    let id = VmId(cross.vm.0 | VmId::KERNEL_PROBES);
-    let scratch_name = format!("{name}-after-run-check");
-    let scratch = VmHandle::new(
-        cross
-            .hv
-            .create_vm(id, &scratch_name)
-            .map_err(CrossCheckError::CreateVm)?,
-        scratch_name,
-        cross.hv.arch(),
-    );
+    let scratch = cross.scratch_vm(
+        VmId(cross.vm.0 | VmId::KERNEL_PROBES),
+        format!("{name}-after-run-check"),
+    )?;
     let answers = answers_on(&scratch, like, refused);
     scratch
         .call(VmCall::Destroy)
