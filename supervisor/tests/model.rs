@@ -287,6 +287,19 @@ fn run_model_sets_up_each_cpu_model_and_stops_at_the_first_run() {
             .unwrap();
         let doc: Value = serde_json::from_slice(&json.stdout).unwrap();
         assert_eq!(doc["schema"], "vmfleet.run.v1");
+        // Each VM that got its CPU model set up stops at its first run, which is no failure.
+        assert!(
+            text.contains("at its first KVM_RUN (the model runs no guests)"),
+            "{text}"
+        );
+        let reached: Vec<&Value> = doc["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|vm| vm["state"]["status"] == "at_first_run")
+            .collect();
+        assert!(!reached.is_empty(), "{name}: {doc}");
+        assert!(reached.iter().all(|vm| vm["failed"] == false), "{name}");
     }
     // A fleet of the other architecture is refused before anything runs.
     let x86 = fingerprint(&root().join("fixtures/single.trace"), &dir);

@@ -47,10 +47,17 @@ pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
     let model = ModelHypervisor::new(Engine::new(host.facts));
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(model), recorder.clone()));
-    let report = runtime()?.block_on(async {
+    let mut report = runtime()?.block_on(async {
         let fleet = Fleet::new(hv, &spec.name).await?;
         anyhow::Ok(run_on(&fleet, &spec, &mut Quiet, futures::stream::empty()).await)
     })?;
+    // A VM whose only failure is the model's refusal to run a guest got as far as it can: its
+    // CPU model is set up and it reached its first KVM_RUN.
+    for vm in &mut report.vms {
+        if matches!(&vm.state, VmState::Failed(why) if why.contains(CANNOT_RUN)) {
+            vm.state = VmState::AtFirstRun;
+        }
+    }
     let events = recorder.events();
     let transcript = report::transcript(&report, &header.host, &events);
     if let Some(output) = &transcript_file {
@@ -63,11 +70,7 @@ pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
     } else {
         emit(&transcript)?;
     }
-    let failed_before_run = report
-        .vms
-        .iter()
-        .any(|vm| matches!(&vm.state, VmState::Failed(why) if !why.contains(CANNOT_RUN)));
-    Ok(if failed_before_run {
+    Ok(if report.any_failed() {
         Status::VmFailed
     } else {
         Status::Success

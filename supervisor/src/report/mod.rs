@@ -61,6 +61,9 @@ pub enum VmState {
     RemovedBeforeStart,
     /// It failed (why): to come up, to configure its model, or a vCPU's run.
     Failed(String),
+    /// `run --model`: its CPU model was set up on the model of a host and it reached its first
+    /// `KVM_RUN`, where the model stops (it runs no guests). Not a failure.
+    AtFirstRun,
 }
 
 /// What one VM did: how its life ended, each vCPU's model and run, and the after-run writes.
@@ -110,15 +113,20 @@ impl VmReport {
     /// Failed: its lifecycle broke, the guest saw something other than what the kernel holds, or
     /// the lock judged a write differently from its rule.
     pub fn failed(&self) -> bool {
+        // A VM stopped at its first run (`run --model`) ran no guest: there is no guest view to
+        // judge, only its CPU model.
+        let guests_ran = self.state != VmState::AtFirstRun;
         matches!(self.state, VmState::Failed(_))
-            || self
-                .vcpus
-                .iter()
-                .any(|v| v.guest.as_ref().is_some_and(|g| !g.consistent()))
-            || self
-                .vcpus
-                .iter()
-                .any(|v| v.arm64_guest.as_ref().is_some_and(|g| !g.consistent()))
+            || guests_ran
+                && self
+                    .vcpus
+                    .iter()
+                    .any(|v| v.guest.as_ref().is_some_and(|g| !g.consistent()))
+            || guests_ran
+                && self
+                    .vcpus
+                    .iter()
+                    .any(|v| v.arm64_guest.as_ref().is_some_and(|g| !g.consistent()))
             || self.after_run.iter().any(|a| {
                 a.expected != a.outcome || a.cross_check.as_ref().is_some_and(|c| !c.agrees)
             })
@@ -134,6 +142,8 @@ impl VmReport {
             VmState::Stopped => "stopped".into(),
             VmState::RemovedBeforeStart if self.failed() => "FAILED: checks".into(),
             VmState::RemovedBeforeStart => "removed before start".into(),
+            VmState::AtFirstRun if self.failed() => "FAILED: checks".into(),
+            VmState::AtFirstRun => "at its first KVM_RUN (the model runs no guests)".into(),
         }
     }
 }
