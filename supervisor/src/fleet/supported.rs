@@ -7,7 +7,9 @@
 //! asked by whichever thread needs it first.
 //!
 //! Why once: these calls are on the trace's host stream, which every VM loop shares. Asked per
-//! VM, they would interleave differently on every run; asked once, the stream is one call long.
+//! VM, they would interleave differently on every run; asked once, the stream is one call long
+//! per query, and where two queries could race (arm64: the mask ranges and capability 239), the
+//! later one asks the earlier first, so their order is fixed too.
 //!
 //! Why lazily: the first VM's loop thread can create its VM, memory and vCPUs without the
 //! answer; only the CPU model needs it. So the control plane asks right after it has spawned the
@@ -82,6 +84,11 @@ impl HostQueries {
     pub(crate) fn writable_imp_id_regs(&self) -> Result<bool, HostQueryError> {
         self.writable_imp_id_regs
             .get_or_init(|| {
+                // The host stream is one ordered stream, and which VM loop asks first is a race:
+                // the mask ranges, which every arm64 VM asks, always come first, so the stream
+                // reads the same in every run (and a replay finds its calls in recorded order).
+                // Their answer (or error) is the mask-range query's own; this one only waits.
+                let _ = self.mask_ranges();
                 match self.hv.call(&SystemCall::CheckExtension {
                     cap: KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
                 }) {
