@@ -219,3 +219,75 @@ fn the_arm64_labs_live_fingerprint_equals_its_model_fixtures_but_for_other_inits
         "the lab's live fingerprint and the model fixture's differ"
     );
 }
+
+/// Linux 7.2 (Debian's, from trixie-backports) in the arm64 lab (`-cpu max`): the live
+/// fingerprint shows what changed after 6.12, as measured there (capability 239, the EL0/EL1
+/// floor enforced, PSCI 1.3, `VENDOR_HYP_BMAP_2` listed at 0, TCR2/PIRE0/PIR no longer listed,
+/// MIDR/REVIDR/AIDR writable masks full), and equals `trace fingerprint` of the
+/// `arm64-7.2-max+model` fixture recorded in the same lab, the probes set aside (that fleet asked
+/// only the floor probe: the same answer as live).
+#[test]
+fn the_arm64_labs_7_2_fingerprint_shows_the_newer_kernel_and_equals_its_model_fixtures() {
+    let path = root().join("fixtures/fingerprints/arm64-7.2-max.host.json");
+    let mut live: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(live["kernel_release"].as_str().unwrap().starts_with("7.2."));
+    assert_eq!(
+        live["arm64"]["kernel_probes"],
+        serde_json::json!({
+            "el_floor": true,
+            "debug_ver_floor": true,
+            "pmu_imp_def": "reads-as-not-implemented"
+        })
+    );
+    let cap = |n: u64| {
+        live["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["number"] == n)
+            .map(|c| c["value"].clone())
+    };
+    assert_eq!(cap(239), Some(serde_json::json!(1)), "cap 239 offered");
+    assert_eq!(live["arm64"]["psci_version"], "1.3");
+    let firmware = live["arm64"]["firmware"].as_array().unwrap();
+    let fw = |name: &str| {
+        firmware
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["value"].clone())
+    };
+    assert_eq!(
+        fw("KVM_REG_ARM_PSCI_VERSION"),
+        Some(serde_json::json!("0x10003"))
+    );
+    assert_eq!(
+        fw("KVM_REG_ARM_VENDOR_HYP_BMAP_2"),
+        Some(serde_json::json!("0x0"))
+    );
+    let ids = live["arm64"]["reg_list"]["ids"].as_array().unwrap();
+    for gone in [
+        "0x603000000013c103",
+        "0x603000000013c512",
+        "0x603000000013c513",
+    ] {
+        assert!(!ids.iter().any(|i| i == gone), "{gone} listed");
+    }
+    let masks = live["arm64"]["writable_masks"].as_array().unwrap();
+    // MIDR_EL1 (index 0), REVIDR_EL1 (6), AIDR_EL1 (op1 1, op2 7: 71).
+    assert_eq!(masks[0], "0xffffffff");
+    assert_eq!(masks[6], "0xffffffffffffffff");
+    assert_eq!(masks[71], "0xffffffffffffffff");
+    let mut recorded = json_of(
+        &vmfleet()
+            .args(["trace", "fingerprint", "--json"])
+            .arg(root().join("fixtures/arm64-7.2-max+model.trace"))
+            .output()
+            .unwrap(),
+        "trace fingerprint --json arm64-7.2-max+model",
+    );
+    assert_eq!(set_probes_aside(&mut live, &mut recorded), ["el_floor"]);
+    assert!(
+        live == recorded,
+        "the lab's live 7.2 fingerprint and the 7.2 model fixture's differ"
+    );
+}

@@ -371,12 +371,13 @@ fn trace_fingerprint_json_of_every_fixture_matches_its_schema() {
                     "{}",
                     trace.display()
                 );
-                // Only arm64-6.12-max+model's fleet lowers EL0/EL1, so only it asked the probe:
-                // real 6.12 accepted PFR0.EL1 = 0, so it has no floor (false).
-                let probed = trace.ends_with("arm64-6.12-max+model.trace");
+                // Only the +model fleets lower EL0/EL1, so only they asked the probe: real 6.12
+                // accepted PFR0.EL1 = 0, so it has no floor (false); real 7.2 refused it (true).
                 let el_floor = &doc["arm64"]["kernel_probes"]["el_floor"];
-                if probed {
+                if trace.ends_with("arm64-6.12-max+model.trace") {
                     assert_eq!(el_floor, &Value::Bool(false), "{}", trace.display());
+                } else if trace.ends_with("arm64-7.2-max+model.trace") {
+                    assert_eq!(el_floor, &Value::Bool(true), "{}", trace.display());
                 } else {
                     assert!(el_floor.is_null(), "{}", trace.display());
                 }

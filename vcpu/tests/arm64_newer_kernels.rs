@@ -2,7 +2,8 @@
 //! writable masks (`data/arm64-kvm-6.12-cpu-max.log`) and of the bits newer kernels add
 //! (`model::arm64::kernels`, from cross-host §1) lies in a field whose kernel type vmfleet models.
 //! Then the newer kernels' facts judged as the host shows them: HCX/TWED and HPMN0 under a newer
-//! mask, PSCI 1.3 under a 1.3 limit, VENDOR_HYP_BMAP_2 when listed.
+//! mask, PSCI 1.3 under a 1.3 limit, VENDOR_HYP_BMAP_2 when listed. The masks real Linux 7.2
+//! reported in the arm64 lab are held to the same rule, with two gaps named.
 
 mod common;
 
@@ -33,6 +34,23 @@ fn masks_newer() -> Vec<u64> {
     masks
 }
 
+/// The masks real Linux 7.2 reported in the arm64 lab (`-cpu max`), from its saved live
+/// fingerprint `fixtures/fingerprints/arm64-7.2-max.host.json`.
+fn masks_7_2() -> Vec<u64> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/fingerprints/arm64-7.2-max.host.json"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["arm64"]["writable_masks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| u64::from_str_radix(m.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}
+
 /// Bits of `mask` on `reg` that no field with a modelled kernel type covers.
 fn untyped_bits(reg: SysReg, mask: u64) -> u64 {
     let typed = fields::table_for(reg).map_or(0, |t| {
@@ -55,6 +73,43 @@ fn res0_without_entry(register: &str) -> u64 {
         "MVFR2_EL1" | "ID_MMFR5_EL1" => 0xFFFF_FF00,
         "ID_PFR2_EL1" => 0xFFFF_F000,
         _ => 0,
+    }
+}
+
+/// Bits real Linux 7.2's masks open that no table types yet (measured in the lab, `-cpu max`):
+/// ID_AA64FPFR0_EL1 bits 7:2 and ID_AA64ISAR2_EL1 bits 47:44, fields newer than the tables.
+/// When a table gains them, this list must shrink (the test below says which entry to drop).
+const UNTYPED_ON_7_2: [(&str, u64); 2] = [
+    ("ID_AA64FPFR0_EL1", 0x0000_0000_0000_00FC),
+    ("ID_AA64ISAR2_EL1", 0x0000_F000_0000_0000),
+];
+
+/// The real 7.2 masks: every bit covered by a typed field but for [`UNTYPED_ON_7_2`], exactly.
+#[test]
+fn every_writable_bit_of_the_real_7_2_masks_is_typed_but_the_known_gaps() {
+    let masks = masks_7_2();
+    for register in catalog::REGISTERS {
+        let Some(index) = register.reg.feature_id_range_index() else {
+            continue;
+        };
+        let mask = masks[index];
+        match register.role {
+            RegisterRole::FeatureId | RegisterRole::CacheType => {
+                let gap = UNTYPED_ON_7_2
+                    .iter()
+                    .find(|(name, _)| *name == register.name)
+                    .map_or(0, |(_, bits)| *bits);
+                assert_eq!(
+                    untyped_bits(register.reg, mask) & !res0_without_entry(register.name),
+                    gap,
+                    "real 7.2: {} mask {mask:#x}: untyped bits (left) differ from the known gap \
+                     (right); update UNTYPED_ON_7_2",
+                    register.name
+                );
+            }
+            RegisterRole::Unallocated => assert_eq!(mask, 0, "real 7.2: {}", register.name),
+            RegisterRole::CacheLevels | RegisterRole::Implementation | RegisterRole::Affinity => {}
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 //!   on this host's KVM and prints them. Needs a usable `/dev/kvm` and says so, before building,
 //!   when there is none.
 //!   Fails when a measured figure misses its target.
-//! - `arm64-lab [--kernel 6.12|6.1] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]...
+//! - `arm64-lab [--kernel 6.12|6.1|7.2] [--cpu CPU] [--smp N] [--out DIR] [--input FILE]...
 //!   [--requests FILE] [-- VMFLEET ARGS]`: run a static aarch64 `vmfleet` on real arm64 KVM,
 //!   inside a Debian arm64 kernel booted at EL2 under `qemu-system-aarch64` (TCG), and bring back
 //!   its output and files (see `arm64_lab`); with `--requests`, `serve FLEET ...` driven by those

@@ -8,7 +8,9 @@
 //! recorded there and replayed here, an arm64 fleet under `vmfleet serve` driven by control
 //! requests there (each reply checked) and replayed here, and `vmfleet host --fingerprint` there
 //! equal to `vmfleet trace fingerprint` of that session's trace, its document checked against the
-//! schema (the [`arm64`] module).
+//! schema (the [`arm64`] module); last, on Debian's 7.2 (`arm64_newer`), the 7.2 model fixture's
+//! fleet recorded live and replayed here, the live fingerprint's probes and capability 239, and
+//! `replay --model` of that fingerprint against the live trace.
 //!
 //! Why the builds are what they are (compiling is nearly all of the run's time, ~8 min on a fresh
 //! 2-core clone before they were cut down):
@@ -38,6 +40,7 @@ use crate::{
 use anyhow::{Result, bail};
 
 mod arm64;
+mod arm64_newer;
 use std::env;
 use std::fs;
 use std::io::Write;
@@ -114,6 +117,9 @@ const ARM64_CHECKS: [&str; 7] = [
     "xtask::arm64_fingerprint_live_equals_trace",
     "xtask::arm64_live_fingerprint_schema",
 ];
+
+/// The checks on the lab's newer kernel (7.2), skipped alone when it cannot be fetched.
+const ARM64_NEWER_CHECKS: [&str; 1] = ["xtask::arm64_newer_kernel_fleet_replays_here"];
 
 /// What `prepared` gave, or, when `--no-install` kept something from being installed, `None`
 /// after counting `checks` as skipped for that reason; any other error is a failed check.
@@ -260,6 +266,24 @@ fn all_steps(tally: &mut Tally) -> Result<()> {
         "arm64 lab: the live fingerprint is a document of its schema (supervisor's json_schema test)",
     );
     counted(tally, arm64::live_fingerprint_matches_the_schema(&document))?;
+    // A newer kernel: Debian's 7.2 (from trixie-backports, about 12 MB downloaded once).
+    let Some(lab_7_2) = or_skip(
+        tally,
+        &ARM64_NEWER_CHECKS,
+        "the arm64 lab cannot boot 7.2",
+        arm64_lab::Lab::prepare(&[arm64_lab::Kernel::V7_2]),
+    )?
+    else {
+        return Ok(());
+    };
+    step(
+        "arm64 lab: the 7.2 model fleet on real KVM 7.2, recorded, replayed here byte for byte; \
+         live fingerprint's probes and cap 239; replay --model of it: no call differs",
+    );
+    counted(
+        tally,
+        arm64_newer::arm64_newer_kernel_fleet_replays_here(&lab_7_2),
+    )?;
     end_step();
     errln!("\nxtask test: all steps passed");
     Ok(())

@@ -81,7 +81,14 @@ impl HostQueries {
 
     /// arm64: whether the host offers `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239), which a VM must
     /// enable before its first vCPU for MIDR_EL1, REVIDR_EL1 and AIDR_EL1 to be writable.
+    ///
+    /// Asked after [`HostQueries::mask_ranges`], always: the control plane's prefetch asks that
+    /// one while the first VM's loop may already want this one, and two different queries on
+    /// the host stream must not race, or a trace's host stream would hold them in either order
+    /// and its replay would diverge (seen on Linux 7.2, whose first VM of `arm64-7.2-max+model`
+    /// writes MIDR_EL1). An error of the mask query reaches the VM through its own call.
     pub(crate) fn writable_imp_id_regs(&self) -> Result<bool, HostQueryError> {
+        let _ = self.mask_ranges();
         self.writable_imp_id_regs
             .get_or_init(|| {
                 // The host stream is one ordered stream, and which VM loop asks first is a race:
@@ -118,5 +125,45 @@ impl HostQueries {
                 .clone(),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use vcpu::{CallError, GuestArch, Vm, VmId};
+
+    /// A host that only answers CHECK_EXTENSION (1), noting the capabilities asked in order.
+    struct Asked(Mutex<Vec<u32>>);
+
+    impl Hypervisor for Asked {
+        fn arch(&self) -> GuestArch {
+            GuestArch::Aarch64
+        }
+        fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
+            if let SystemCall::CheckExtension { cap } = call {
+                self.0.lock().unwrap().push(*cap);
+            }
+            Ok(Reply::Value(1))
+        }
+        fn create_vm(&self, _: VmId, _: &str) -> Result<Box<dyn Vm>, CallError> {
+            unreachable!("no VM is created")
+        }
+    }
+
+    #[test]
+    fn cap_239_is_asked_after_the_mask_ranges_whoever_asks_first() {
+        let hv = Arc::new(Asked(Mutex::new(Vec::new())));
+        let host = HostQueries::new(hv.clone());
+        assert!(host.writable_imp_id_regs().unwrap());
+        assert_eq!(host.mask_ranges().unwrap(), 1);
+        assert_eq!(
+            *hv.0.lock().unwrap(),
+            [
+                KVM_CAP_ARM_SUPPORTED_REG_MASK_RANGES,
+                KVM_CAP_ARM_WRITABLE_IMP_ID_REGS
+            ]
+        );
     }
 }

@@ -16,6 +16,7 @@
 
 use super::Kernel;
 use super::packages::{self, KernelImage};
+use super::private_apt::PrivateApt;
 use super::toolchain::{self, RustRoute};
 use crate::{check, may_install, step};
 use anyhow::{Context, Result, bail};
@@ -30,9 +31,9 @@ pub(super) const BACKPORTS: &str = "bookworm-backports";
 /// Where the derived backports source is written.
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 /// The machine's own deb822 source, the one backports is derived from.
-const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+pub(super) const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// Where older set-ups keep their sources instead, one line each.
-const SOURCES_LIST: &str = "/etc/apt/sources.list";
+pub(super) const SOURCES_LIST: &str = "/etc/apt/sources.list";
 /// Where the backports line derived from it is written.
 const BACKPORTS_LIST: &str = "/etc/apt/sources.list.d/bookworm-backports.list";
 
@@ -101,27 +102,41 @@ impl Apt {
     }
 
     /// `apt-get download PACKAGE=VERSION` into `dir`; returns the `.deb`. Retries once after a
-    /// fresh `apt-get update` (stale lists name files the mirror no longer has).
-    pub(super) fn download(&mut self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
+    /// fresh `apt-get update` (stale lists name files the mirror no longer has). With `private`,
+    /// from that suite's own apt state (just updated, so no retry).
+    pub(super) fn download(
+        &mut self,
+        package: &str,
+        version: &str,
+        dir: &Path,
+        private: Option<&PrivateApt>,
+    ) -> Result<PathBuf> {
         let tmp = dir.join(".download");
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let spec = format!("{package}={version}");
-        errln!("  apt-get download {spec}");
-        let mut ok = apt_command("apt-get")
-            .args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec])
-            .current_dir(&tmp)
-            .status()
-            .context("could not start apt-get download")?
-            .success();
-        if !ok && !self.updated {
-            self.update()?;
-            ok = apt_command("apt-get")
+        errln!(
+            "  apt-get download {spec}{}",
+            private
+                .map(|p| format!(" (from {})", p.suite()))
+                .unwrap_or_default()
+        );
+        let attempt = || -> Result<bool> {
+            let mut cmd = match private {
+                Some(p) => p.command("apt-get"),
+                None => apt_command("apt-get"),
+            };
+            Ok(cmd
                 .args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec])
                 .current_dir(&tmp)
                 .status()
                 .context("could not start apt-get download")?
-                .success();
+                .success())
+        };
+        let mut ok = attempt()?;
+        if !ok && !self.updated && private.is_none() {
+            self.update()?;
+            ok = attempt()?;
         }
         if !ok {
             bail!(
@@ -145,7 +160,7 @@ impl Apt {
     }
 }
 
-fn apt_command(program: &str) -> Command {
+pub(super) fn apt_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     // Wait for another apt or dpkg (a parallel install, unattended upgrades) instead of failing.
     cmd.env("DEBIAN_FRONTEND", "noninteractive")
@@ -164,7 +179,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn require_root(what: &str) -> Result<()> {
+pub(super) fn require_root(what: &str) -> Result<()> {
     if !is_root() {
         bail!(
             "the arm64 lab must run `{what}` to install what it needs, and that needs root; run \
@@ -248,6 +263,16 @@ fn suite_configured(suite: &str) -> bool {
 /// `debian.sources` whose `Suites:` has `bookworm`: the same `URIs:`, `Components:` and
 /// `Signed-By:`.
 pub fn backports_stanza(debian_sources: &str) -> Result<String> {
+    derived_stanza(debian_sources, BACKPORTS, None)
+}
+
+/// The deb822 stanza for `suite` (of the same archive), derived like [`backports_stanza`]; with
+/// `arch`, an `Architectures:` line limits it to that architecture.
+pub(super) fn derived_stanza(
+    debian_sources: &str,
+    suite: &str,
+    arch: Option<&str>,
+) -> Result<String> {
     for stanza in debian_sources.split("\n\n") {
         let mut fields: Vec<(String, String)> = Vec::new();
         for line in stanza.lines() {
@@ -286,11 +311,14 @@ pub fn backports_stanza(debian_sources: &str) -> Result<String> {
         }
         let uris = get("URIs").context("its `URIs:` field is missing")?;
         let mut out = format!(
-            "# Written by `cargo xtask arm64-lab` (vmfleet): {BACKPORTS}, derived from\n\
+            "# Written by `cargo xtask arm64-lab` (vmfleet): {suite}, derived from\n\
              # {DEBIAN_SOURCES} (same URIs, components and key).\n\
-             Types: deb\nURIs: {uris}\nSuites: {BACKPORTS}\nComponents: {}\n",
+             Types: deb\nURIs: {uris}\nSuites: {suite}\nComponents: {}\n",
             get("Components").unwrap_or("main")
         );
+        if let Some(arch) = arch {
+            out += &format!("Architectures: {arch}\n");
+        }
         if let Some(key) = get("Signed-By") {
             out += &format!("Signed-By: {key}\n");
         }
@@ -337,24 +365,41 @@ fn ensure_backports() -> Result<bool> {
 /// The one-line `sources.list` entry for bookworm-backports, derived from the `deb` line for
 /// `bookworm` (same options, URI and components).
 pub fn backports_line(sources_list: &str) -> Result<String> {
+    derived_line(sources_list, BACKPORTS, None)
+}
+
+/// The one-line entry for `suite` (of the same archive), derived like [`backports_line`]; with
+/// `arch`, an `arch=` option limits it to that architecture.
+pub(super) fn derived_line(sources_list: &str, suite: &str, arch: Option<&str>) -> Result<String> {
     for line in sources_list.lines().map(str::trim) {
         let Some(rest) = line.strip_prefix("deb ") else {
             continue;
         };
         // `[options]` may stand before the URI.
+        let arch_opt = arch.map(|a| format!("arch={a}"));
         let (options, rest) = match rest.trim_start().strip_prefix('[') {
             Some(inner) => match inner.split_once(']') {
-                Some((opts, rest)) => (format!("[{opts}] "), rest),
+                Some((opts, rest)) => {
+                    let opts: Vec<&str> = opts
+                        .split_whitespace()
+                        .filter(|o| arch.is_none() || !o.starts_with("arch="))
+                        .chain(arch_opt.as_deref())
+                        .collect();
+                    (format!("[{}] ", opts.join(" ")), rest)
+                }
                 None => continue,
             },
-            None => (String::new(), rest),
+            None => match &arch_opt {
+                Some(opt) => (format!("[{opt}] "), rest),
+                None => (String::new(), rest),
+            },
         };
         let words: Vec<&str> = rest.split_whitespace().collect();
-        if let [uri, suite, components @ ..] = words.as_slice() {
-            if *suite == CODENAME && !components.is_empty() {
+        if let [uri, from_suite, components @ ..] = words.as_slice() {
+            if *from_suite == CODENAME && !components.is_empty() {
                 return Ok(format!(
-                    "# Written by `cargo xtask arm64-lab` (vmfleet): {BACKPORTS}, derived from \
-                     {SOURCES_LIST}.\ndeb {options}{uri} {BACKPORTS} {}\n",
+                    "# Written by `cargo xtask arm64-lab` (vmfleet): {suite}, derived from \
+                     {SOURCES_LIST}.\ndeb {options}{uri} {suite} {}\n",
                     components.join(" ")
                 ));
             }

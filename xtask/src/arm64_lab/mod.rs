@@ -22,7 +22,8 @@
 //! send` in the guest, each waiting for its reply); [`LabOutcome::session`] has the replies.
 //!
 //! Layout: `install` (apt, the machine's sources, the host packages), `packages` (the kernels and
-//! busybox in the cache), `toolchain` (the Rust target), `initramfs` (the cpio
+//! busybox in the cache; `private_apt` for a suite the host does not know), `kernel` (which
+//! kernels and where their packages are), `toolchain` (the Rust target), `initramfs` (the cpio
 //! archive and the guest's `/init`), `console` (how files come back: framed base64 on the serial
 //! console, both ends of it), `boot` (QEMU with a deadline), `checks` (the transport and smoke
 //! tests `cargo xtask test` runs).
@@ -32,10 +33,13 @@ mod checks;
 mod console;
 mod initramfs;
 mod install;
+mod kernel;
 mod packages;
+mod private_apt;
 mod toolchain;
 
 pub use checks::{smoke_test, transport_test};
+pub use kernel::Kernel;
 pub use toolchain::RustRoute;
 
 use crate::{cargo, check, step, target_dir};
@@ -43,89 +47,6 @@ use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The guest kernels the lab boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kernel {
-    /// Debian's 6.12 from bookworm-backports: writable ID registers, writable-mask ioctl.
-    #[value(name = "6.12")]
-    V6_12,
-    /// Debian bookworm's own 6.1: the old-kernel behaviour.
-    #[value(name = "6.1")]
-    V6_1,
-}
-
-impl Kernel {
-    pub const ALL: [Kernel; 2] = [Kernel::V6_12, Kernel::V6_1];
-
-    pub fn parse(text: &str) -> Result<Kernel> {
-        Kernel::ALL
-            .into_iter()
-            .find(|k| k.label() == text)
-            .with_context(|| format!("unknown kernel `{text}`: the lab has 6.12 and 6.1"))
-    }
-
-    /// `6.12` or `6.1`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Kernel::V6_12 => "6.12",
-            Kernel::V6_1 => "6.1",
-        }
-    }
-
-    /// What `apt-cache pkgnames` is asked for.
-    fn package_prefix(self) -> &'static str {
-        match self {
-            Kernel::V6_12 => "linux-image-6.12.",
-            Kernel::V6_1 => "linux-image-6.1.",
-        }
-    }
-
-    /// The packages meant, for error messages.
-    fn package_pattern(self) -> &'static str {
-        match self {
-            Kernel::V6_12 => "linux-image-6.12.*+deb12-arm64-unsigned",
-            Kernel::V6_1 => {
-                "linux-image-6.1.*-arm64-unsigned (or the signed linux-image-6.1.*-arm64)"
-            }
-        }
-    }
-
-    /// Where the packages come from.
-    fn suites(self) -> &'static [&'static str] {
-        match self {
-            Kernel::V6_12 => &["bookworm-backports"],
-            Kernel::V6_1 => &["bookworm", "bookworm-security", "bookworm-updates"],
-        }
-    }
-
-    /// Whether `name` is this kernel's generic arm64 image package: the unsigned one when
-    /// `unsigned`, else the signed one (no cloud, rt or debug flavours).
-    fn matches_name(self, name: &str, unsigned: bool) -> bool {
-        let Some(rest) = name.strip_prefix(self.package_prefix()) else {
-            return false;
-        };
-        let rest = match (unsigned, rest.strip_suffix("-unsigned")) {
-            (true, Some(rest)) => rest,
-            (false, None) => rest,
-            _ => return false,
-        };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        match self {
-            // 6.12.43+deb12-arm64
-            Kernel::V6_12 => rest.strip_suffix("+deb12-arm64").is_some_and(digits),
-            // 6.1.0-37-arm64
-            Kernel::V6_1 => rest
-                .strip_suffix("-arm64")
-                .and_then(|v| v.split_once('-'))
-                .is_some_and(|(patch, abi)| digits(patch) && digits(abi)),
-        }
-    }
-
-    fn matches_package(self, name: &str) -> bool {
-        self.matches_name(name, true) || self.matches_name(name, false)
-    }
-}
 
 /// One run of vmfleet in the lab.
 #[derive(Clone, Debug)]
@@ -714,24 +635,6 @@ pub fn print_outcome(outcome: &LabOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_packages_are_recognised() {
-        let k612 = Kernel::V6_12;
-        assert!(k612.matches_name("linux-image-6.12.95+deb12-arm64-unsigned", true));
-        assert!(k612.matches_name("linux-image-6.12.95+deb12-arm64", false));
-        assert!(!k612.matches_name("linux-image-6.12.95+deb12-arm64", true));
-        assert!(!k612.matches_name("linux-image-6.12.95+deb12-cloud-arm64-unsigned", true));
-        assert!(!k612.matches_name("linux-image-6.12.95+deb12-rt-arm64", false));
-        let k61 = Kernel::V6_1;
-        assert!(k61.matches_name("linux-image-6.1.0-56-arm64-unsigned", true));
-        assert!(k61.matches_name("linux-image-6.1.0-56-arm64", false));
-        assert!(!k61.matches_name("linux-image-6.1.0-56-cloud-arm64", false));
-        assert!(!k61.matches_name("linux-image-6.12.95+deb12-arm64-unsigned", true));
-        assert!(!k61.matches_name("linux-image-6.1.0-56-arm64-dbg", false));
-        assert_eq!(Kernel::parse("6.1").unwrap(), Kernel::V6_1);
-        assert!(Kernel::parse("5.10").is_err());
-    }
 
     #[test]
     fn only_static_aarch64_elf_passes() {

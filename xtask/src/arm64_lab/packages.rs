@@ -1,10 +1,12 @@
 //! The arm64 packages the lab fetches into its cache, not installed on the host: the kernels
 //! ([`ensure_kernel`]) and `busybox-static` ([`ensure_busybox`]), each the newest version apt
 //! offers, downloaded with `apt-get download` and unpacked (only the files the lab needs) into
-//! the cache, where later runs find them.
+//! the cache, where later runs find them. A kernel from a suite the host does not know
+//! (trixie-backports) is looked up with a private apt state (`private_apt`).
 
 use super::Kernel;
-use super::install::{Apt, BACKPORTS, CODENAME, require_bookworm, version_gt};
+use super::install::{Apt, BACKPORTS, CODENAME, apt_command, require_bookworm, version_gt};
+use super::private_apt::PrivateApt;
 use crate::{check, may_install};
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -18,7 +20,7 @@ pub struct KernelImage {
     pub package: String,
     /// Its Debian version.
     pub version: String,
-    /// `boot/vmlinuz-*` (on arm64 an uncompressed `Image`).
+    /// `boot/vmlinuz-*` or `usr/lib/modules/*/vmlinuz` (on arm64 an uncompressed `Image`).
     pub image: PathBuf,
 }
 
@@ -29,9 +31,17 @@ struct Offer {
     version: String,
 }
 
+/// `apt-cache`, the host's or a private suite's.
+fn apt_cache(private: Option<&PrivateApt>) -> Command {
+    match private {
+        Some(p) => p.command("apt-cache"),
+        None => apt_command("apt-cache"),
+    }
+}
+
 /// The arm64 versions of `package` that `apt-cache madison` lists from one of `suites`.
-fn offers(package: &str, suites: &[&str]) -> Vec<Offer> {
-    let Ok(out) = Command::new("apt-cache")
+fn offers(package: &str, suites: &[&str], private: Option<&PrivateApt>) -> Vec<Offer> {
+    let Ok(out) = apt_cache(private)
         .args(["madison", &format!("{package}:arm64")])
         .stderr(Stdio::null())
         .output()
@@ -71,8 +81,8 @@ fn newest(offers: Vec<Offer>) -> Option<Offer> {
 }
 
 /// Package names apt knows that start with `prefix`.
-fn package_names(prefix: &str) -> Vec<String> {
-    Command::new("apt-cache")
+fn package_names(prefix: &str, private: Option<&PrivateApt>) -> Vec<String> {
+    apt_cache(private)
         .args(["pkgnames", prefix])
         .stderr(Stdio::null())
         .output()
@@ -124,14 +134,21 @@ fn unpack(deb: &Path, dest: &Path, paths: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The kernel image in an unpacked package: `boot/vmlinuz-*` (Debian up to 6.12), else
+/// `usr/lib/modules/*/vmlinuz` (the `linux-binary-*` packages of 7.x).
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir.join("boot"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
+    let boot = fs::read_dir(dir.join("boot")).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
         })
+    });
+    boot.or_else(|| {
+        fs::read_dir(dir.join("usr/lib/modules"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("vmlinuz")))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Cached unpacked kernels for `kernel`, newest first by Debian version.
@@ -188,12 +205,18 @@ pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<Kern
         ),
         "the arm64 lab boots it; `apt-get update` first",
     )?;
-    apt.update()?;
-    let names = package_names(kernel.package_prefix());
+    let private = match kernel.private_suite() {
+        Some(suite) => Some(PrivateApt::prepare(suite, cache)?),
+        None => {
+            apt.update()?;
+            None
+        }
+    };
+    let names = package_names(kernel.package_prefix(), private.as_ref());
     let mut candidates: Vec<Offer> = Vec::new();
     for preferred in [true, false] {
         for name in names.iter().filter(|n| kernel.matches_name(n, preferred)) {
-            candidates.extend(offers(name, kernel.suites()));
+            candidates.extend(offers(name, kernel.suites(), private.as_ref()));
         }
         if !candidates.is_empty() {
             break;
@@ -214,12 +237,17 @@ pub fn ensure_kernel(kernel: Kernel, apt: &mut Apt, cache: &Path) -> Result<Kern
         offer.package,
         offer.version
     );
-    let deb = apt.download(&format!("{}:arm64", offer.package), &offer.version, cache)?;
+    let deb = apt.download(
+        &format!("{}:arm64", offer.package),
+        &offer.version,
+        cache,
+        private.as_ref(),
+    )?;
     let dest = cache.join(unpacked_name(&offer.package, &offer.version));
-    unpack(&deb, &dest, &["./boot/vmlinuz-*", "./boot/config-*"])?;
+    unpack(&deb, &dest, kernel.unpacked_paths())?;
     fs::remove_file(&deb).ok();
-    let image =
-        find_vmlinuz(&dest).with_context(|| format!("{} has no boot/vmlinuz-*", offer.package))?;
+    let image = find_vmlinuz(&dest)
+        .with_context(|| format!("{} has no {}", offer.package, kernel.unpacked_paths()[0]))?;
     Ok(KernelImage {
         package: offer.package,
         version: offer.version,
@@ -259,12 +287,13 @@ pub fn ensure_busybox(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
     let offer = newest(offers(
         "busybox-static",
         &[CODENAME, "bookworm-security", "bookworm-updates", BACKPORTS],
+        None,
     ))
     .context(
         "apt offers no busybox-static:arm64 (is `dpkg --add-architecture arm64` done and apt \
          updated?)",
     )?;
-    let deb = apt.download("busybox-static:arm64", &offer.version, cache)?;
+    let deb = apt.download("busybox-static:arm64", &offer.version, cache, None)?;
     let dest = cache.join(unpacked_name("busybox-static", &offer.version));
     // `*` matches `/` too: ./bin/busybox or ./usr/bin/busybox, whichever the package has.
     unpack(&deb, &dest, &["./*bin/busybox"])?;
@@ -289,5 +318,29 @@ mod tests {
             }]
         );
         assert_eq!(parse_madison(text, &["bookworm"]).len(), 1);
+        let trixie = "linux-binary-7.2.12+deb13-arm64:arm64 | 7.2.12-1~bpo13+1 | http://deb.example/debian trixie-backports/main arm64 Packages\n";
+        assert_eq!(
+            parse_madison(trixie, &["trixie-backports"]),
+            vec![Offer {
+                package: "linux-binary-7.2.12+deb13-arm64".into(),
+                version: "7.2.12-1~bpo13+1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_newest_7_2_wins_and_its_image_is_found_where_7_x_keeps_it() {
+        let offer = |v: &str| Offer {
+            package: format!("linux-binary-{v}+deb13-arm64"),
+            version: format!("{v}-1~bpo13+1"),
+        };
+        let best = newest(vec![offer("7.2.9"), offer("7.2.12"), offer("7.2.11")]).unwrap();
+        assert_eq!(best.version, "7.2.12-1~bpo13+1");
+        let dir = std::env::temp_dir().join(format!("vmfleet-vmlinuz-{}", std::process::id()));
+        let image = dir.join("usr/lib/modules/7.2.12+deb13-arm64/vmlinuz");
+        fs::create_dir_all(image.parent().unwrap()).unwrap();
+        fs::write(&image, b"Image").unwrap();
+        assert_eq!(find_vmlinuz(&dir), Some(image));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
