@@ -91,11 +91,6 @@ impl HostQueries {
         let _ = self.mask_ranges();
         self.writable_imp_id_regs
             .get_or_init(|| {
-                // The host stream is one ordered stream, and which VM loop asks first is a race:
-                // the mask ranges, which every arm64 VM asks, always come first, so the stream
-                // reads the same in every run (and a replay finds its calls in recorded order).
-                // Their answer (or error) is the mask-range query's own; this one only waits.
-                let _ = self.mask_ranges();
                 match self.hv.call(&SystemCall::CheckExtension {
                     cap: KVM_CAP_ARM_WRITABLE_IMP_ID_REGS,
                 }) {
