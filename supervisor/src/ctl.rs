@@ -288,13 +288,17 @@ pub fn render(request: &Request, result: &Value) -> Result<String> {
             let mut out = String::new();
             for m in &models {
                 let drift: usize = m.vcpus.iter().map(|v| v.drift.len()).sum();
+                let model = if m.is_arm64() {
+                    String::new()
+                } else {
+                    format!("hides {}, ", hides(&m.hide))
+                };
                 let _ = writeln!(
                     out,
-                    "created {} ({} vCPU(s), hides {}, {drift} drift line(s)); start it with \
+                    "created {} ({} vCPU(s), {model}{drift} drift line(s)); start it with \
                      `vmfleet ctl start {}`",
                     m.vm,
                     m.vcpus.len(),
-                    hides(&m.hide),
                     m.vm
                 );
             }
@@ -410,18 +414,23 @@ pub fn uptime(ms: u64) -> String {
 /// A VM's CPU model and drift report as text.
 pub fn model_text(model: &ModelView) -> String {
     let mut out = format!(
-        "model of {}: {}\nhides: {}\n",
+        "model of {}: {}\n",
         model.vm,
         match model.sealed {
             Some(vcpu) => format!("locked (vcpu{vcpu} ran first; only identical rewrites allowed)"),
             None => "open (no vCPU has run; it can still change)".into(),
         },
-        hides(&model.hide)
     );
+    let held = if model.is_arm64() {
+        "model registers"
+    } else {
+        let _ = writeln!(out, "hides: {}", hides(&model.hide));
+        "CPUID entries"
+    };
     for v in &model.vcpus {
         let _ = writeln!(
             out,
-            "vcpu{}: {} CPUID entries, digest {}",
+            "vcpu{}: {} {held}, digest {}",
             v.vcpu, v.entries, v.digest
         );
         if v.drift.is_empty() {
@@ -491,9 +500,40 @@ mod tests {
     }
 
     #[test]
+    fn an_arm64_model_says_registers_and_no_hide_list() {
+        let model = ModelView {
+            vm: "a".into(),
+            arch: "aarch64".into(),
+            sealed: None,
+            hide: vec![],
+            vcpus: vec![VcpuModelView {
+                vcpu: 0,
+                entries: 83,
+                digest: "8525d951".into(),
+                drift: vec![],
+                drift_changes: vec![],
+                not_honoured: vec![],
+                already_absent: vec![],
+            }],
+        };
+        let text = model_text(&model);
+        assert!(
+            text.contains("vcpu0: 83 model registers, digest 8525d951"),
+            "{text}"
+        );
+        assert!(!text.contains("hides") && !text.contains("CPUID"), "{text}");
+        let line = model.summary();
+        assert_eq!(
+            line,
+            "model of a: open; register digests [8525d951]; 0 drift lines"
+        );
+    }
+
+    #[test]
     fn a_model_shows_its_lock_and_drift() {
         let model = ModelView {
             vm: "m".into(),
+            arch: "x86_64".into(),
             sealed: Some(1),
             hide: vec!["avx2".into()],
             vcpus: vec![VcpuModelView {

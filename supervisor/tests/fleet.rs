@@ -84,6 +84,8 @@ fn a_controlled_fleet_replays_to_the_same_transcript() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("vmfleet-fleet-{}", std::process::id()));
+    // A directory left by an earlier run whose process had the same id must not fail this one.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("control.trace");
     let header = TraceHeader::new(
@@ -428,6 +430,8 @@ fn concurrent_requests_record_an_order_that_replays() {
     };
     const FLEET: &str = "name = \"busy\"\n\n[[vm]]\nname = \"a\"\nvcpus = 2\nprobe_repeats = 100000\n\n[[vm]]\nname = \"b\"\nvcpus = 1\nprobe_repeats = 100000\n";
     let dir = std::env::temp_dir().join(format!("vmfleet-fleet-conc-{}", std::process::id()));
+    // A directory left by an earlier run whose process had the same id must not fail this one.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("concurrent.trace");
     let header = TraceHeader::new(
@@ -726,6 +730,8 @@ fn a_name_reused_while_a_wait_on_it_is_outstanding_replays() {
     const FLEET: &str =
         "name = \"reuse\"\n\n[[vm]]\nname = \"r\"\nvcpus = 1\nprobe_repeats = 100000\n";
     let dir = std::env::temp_dir().join(format!("vmfleet-fleet-reuse-{}", std::process::id()));
+    // A directory left by an earlier run whose process had the same id must not fail this one.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("reuse.trace");
     let header = TraceHeader::new(
@@ -822,6 +828,8 @@ fn a_shutdown_for_exit_closes_nothing_and_replays() {
         [[vm]]\nname = \"xpaused\"\nvcpus = 2\nprobe_repeats = 100000\n\n\
         [[vm]]\nname = \"xdone\"\nvcpus = 1\nprobe_repeats = 1\n";
     let dir = std::env::temp_dir().join(format!("vmfleet-fleet-exit-{}", std::process::id()));
+    // A directory left by an earlier run whose process had the same id must not fail this one.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("exit.trace");
     let _ = std::fs::remove_file(&path);

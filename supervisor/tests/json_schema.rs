@@ -392,6 +392,7 @@ fn trace_fingerprint_json_of_every_fixture_matches_its_schema() {
 fn trace_show_json_of_a_cut_trace_matches_its_schema() {
     let bytes = std::fs::read(root().join("fixtures/single.trace")).unwrap();
     let dir = std::env::temp_dir().join(format!("vmfleet-json-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cut = dir.join("cut.trace");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
@@ -577,6 +578,7 @@ fn live_ctl_json_matches_the_ctl_schema() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("vmfleet-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("ctl.sock");
     let mut daemon = vmfleet()

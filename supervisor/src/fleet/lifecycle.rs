@@ -3,6 +3,7 @@
 use protocol::Op;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use vcpu::GuestArch;
 
 /// Where a VM is in its life.
 ///
@@ -168,6 +169,10 @@ pub struct VmInfo {
 pub struct ModelView {
     /// The VM's name.
     pub vm: String,
+    /// Its guests' architecture, `x86_64` or `aarch64`: what the model is made of (a CPUID
+    /// table; ID and firmware registers).
+    #[serde(default = "x86_64")]
+    pub arch: String,
     /// The vCPU that ran first, once the model is locked.
     pub sealed: Option<u32>,
     /// The features the model hides.
@@ -198,7 +203,17 @@ pub struct VcpuModelView {
     pub already_absent: Vec<String>,
 }
 
+/// The architecture a [`ModelView`] from before the field existed describes.
+fn x86_64() -> String {
+    GuestArch::X86_64.to_string()
+}
+
 impl ModelView {
+    /// Whether the model is an arm64 one (ID and firmware registers, no hide list).
+    pub fn is_arm64(&self) -> bool {
+        self.arch == GuestArch::Aarch64.to_string()
+    }
+
     /// One deterministic line: what a trace records as the reply.
     pub fn summary(&self) -> String {
         let digests: Vec<&str> = self.vcpus.iter().map(|v| v.digest.as_str()).collect();
@@ -208,14 +223,21 @@ impl ModelView {
             .first()
             .map(|v| v.not_honoured.iter().map(String::as_str).collect())
             .unwrap_or_default();
+        // Which vCPU ran first is timing: the line only says whether the model is locked.
+        let lock = match self.sealed {
+            Some(_) => "locked",
+            None => "open",
+        };
+        if self.is_arm64() {
+            return format!(
+                "model of {}: {lock}; register digests [{}]; {drift} drift lines",
+                self.vm,
+                digests.join(",")
+            );
+        }
         format!(
-            "model of {}: {}; hide [{}]; cpuid digests [{}]; {drift} drift lines; not honoured [{}]",
+            "model of {}: {lock}; hide [{}]; cpuid digests [{}]; {drift} drift lines; not honoured [{}]",
             self.vm,
-            // Which vCPU ran first is timing: the line only says whether the model is locked.
-            match self.sealed {
-                Some(_) => "locked",
-                None => "open",
-            },
             self.hide.join(","),
             digests.join(","),
             not_honoured.join(",")

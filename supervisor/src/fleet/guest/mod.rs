@@ -207,6 +207,14 @@ impl Guest {
         }
     }
 
+    /// The guests' architecture.
+    pub fn arch(&self) -> GuestArch {
+        match self {
+            Guest::X86(_) => GuestArch::X86_64,
+            Guest::Arm64(_) => GuestArch::Aarch64,
+        }
+    }
+
     /// What `model` answers about one vCPU.
     pub fn vcpu_view(&self, vcpu: &VcpuReport, report: &VmReport) -> VcpuModelView {
         match self {

@@ -38,6 +38,7 @@ impl VmLoop {
         self.finish_drift();
         ModelView {
             vm: self.name().to_string(),
+            arch: self.guest.arch().to_string(),
             sealed: match self.vm.lock().state() {
                 Seal::Open => None,
                 Seal::Sealed { first_run } => Some(first_run.0),
