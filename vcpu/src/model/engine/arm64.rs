@@ -217,6 +217,15 @@ pub(super) fn set_one_reg(
     if let Some(answer) = precheck(facts, vm, vcpu, id) {
         return answer;
     }
+    // A vCPU initialised with features the fingerprint never measured: its register list and
+    // limits are not known, and a write is judged against them.
+    if let Some(init) = vm.vcpus.get(&vcpu).and_then(|v| v.init)
+        && init_facts(facts, init).is_none()
+    {
+        return unknown(format!(
+            "the fingerprint has no vCPU initialised with features {init:#x}"
+        ));
+    }
     let host = host_view(facts, vm, vcpu);
     let features = features_of(vm.vcpus.get(&vcpu).and_then(|v| v.init).unwrap_or(0));
     let current = held(facts, vm, vcpu, id);

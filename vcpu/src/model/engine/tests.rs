@@ -189,6 +189,32 @@ fn arm64_reads_writes_and_the_lock() {
 }
 
 #[test]
+fn a_vcpu_with_features_the_fingerprint_never_measured_is_unknown_not_enoent() {
+    // The fingerprint measured features 0 only; a PMU vCPU's register list and limits are not
+    // known, so neither is a write's answer (a cross-kernel replay must not call it ENOENT).
+    let mut engine = Engine::new(arm_facts());
+    let mut features = [0u32; 7];
+    features[0] = 1 << 3;
+    let init = vcpu(VcpuCall::ArmVcpuInit {
+        target: 5,
+        features,
+    });
+    assert_eq!(engine.call(VCPU, &init), ok(Reply::Done));
+    let set = vcpu(VcpuCall::SetOneReg {
+        id: 0x6030_0000_0013_c00a,
+        value: 6,
+    });
+    let Prediction::Unknown { why } = engine.call(VCPU, &set) else {
+        panic!("predicted instead of unknown");
+    };
+    assert!(why.contains("features 0x8"), "{why}");
+    assert!(matches!(
+        engine.call(VCPU, &vcpu(VcpuCall::GetRegList)),
+        Prediction::Unknown { .. }
+    ));
+}
+
+#[test]
 fn the_other_architectures_calls_are_enotty_and_x86_registers_are_not_judged() {
     let mut engine = Engine::new(x86_facts());
     let init = vcpu(VcpuCall::ArmVcpuInit {
