@@ -76,6 +76,14 @@ pub enum Command {
     /// Ask the model of a host (from its fingerprint) what it would answer; needs no /dev/kvm.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Can a guest move between two hosts? `--migrate FROM TO`: every register of the guest's
+    /// model (FROM's default one) that does not carry over to TO, also to an older kernel,
+    /// judged by TO's kernel rules from the two fingerprints alone (no /dev/kvm).
+    ///
+    /// FROM and TO are fingerprint documents (`vmfleet host --fingerprint --json`, `vmfleet trace
+    /// fingerprint T --json`). Exit status: 0 the guest carries over, 7 (refused) a register
+    /// blocks the move, 4 (bad_input) a fingerprint is unreadable or the two cannot be compared.
+    Check(CheckArgs),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
     /// ~/.local/share/bash-completion/completions/vmfleet`.
     Completions {
@@ -85,6 +93,21 @@ pub enum Command {
     },
     /// Print vmfleet's man page (roff) to stdout, e.g. `vmfleet man | man -l -`.
     Man,
+}
+
+/// `vmfleet check`'s arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Compare two hosts for a guest's move from the first to the second (CPU templates, and
+    /// checking one against hosts, come later).
+    #[arg(long, required = true)]
+    pub migrate: bool,
+    /// FROM's fingerprint, then TO's.
+    #[arg(value_name = "FINGERPRINT", num_args = 2, required = true)]
+    pub fingerprints: Vec<PathBuf>,
+    /// Print one JSON document (schema `vmfleet.migrate.v1`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vmfleet run`'s arguments.

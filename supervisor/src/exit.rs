@@ -31,7 +31,8 @@ pub enum Status {
     Incomplete = 5,
     /// `/dev/kvm` is needed and cannot be used.
     NoKvm = 6,
-    /// `ctl`: the daemon refused the request (or vmfleet's lock did).
+    /// `ctl`: the daemon refused the request (or vmfleet's lock did); `check`: a register
+    /// blocks the guest's move.
     Refused = 7,
     /// `ctl`: no daemon answers at the socket, or the one there is not trusted.
     Unreachable = 8,
@@ -93,7 +94,10 @@ impl Status {
             }
             Status::Incomplete => "a trace cut short: read up to its last whole event",
             Status::NoKvm => "/dev/kvm is needed and cannot be used",
-            Status::Refused => "ctl: the daemon or vmfleet's lock refused the request",
+            Status::Refused => {
+                "ctl: the daemon or vmfleet's lock refused the request; check: a register blocks \
+                 the guest's move"
+            }
             Status::Unreachable => {
                 "ctl: no daemon answers at the socket, or it runs as another user"
             }

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod common;

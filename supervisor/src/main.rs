@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Judge { fingerprint }) => {
             supervisor::model_cmd::judge::run(&fingerprint)
         }
+        Command::Check(args) => supervisor::check::run(&args),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

@@ -35,7 +35,7 @@ fn reset_mpidr(vcpu0: u64, vcpu: VcpuId) -> u64 {
     (vcpu0 & !0x00ff_ffff) | (id & 0xf) | ((id >> 4) & 0xff) << 8 | ((id >> 12) & 0xff) << 16
 }
 
-fn features_of(bits: u32) -> VcpuFeatureSet {
+pub(super) fn features_of(bits: u32) -> VcpuFeatureSet {
     let features: Vec<VcpuFeature> = VcpuFeature::ALL
         .into_iter()
         .filter(|f| bits & (1 << f.bit()) != 0)
@@ -46,9 +46,9 @@ fn features_of(bits: u32) -> VcpuFeatureSet {
 /// The register list and initial values for a vCPU initialised with `init`, if the facts have
 /// that feature set.
 /// A feature set's facts: its register list (if known) and its values after init.
-type InitView<'a> = (Option<&'a Vec<u64>>, &'a BTreeMap<u64, u64>);
+pub(super) type InitView<'a> = (Option<&'a Vec<u64>>, &'a BTreeMap<u64, u64>);
 
-fn init_facts(facts: &HostFacts, init: u32) -> Option<InitView<'_>> {
+pub(super) fn init_facts(facts: &HostFacts, init: u32) -> Option<InitView<'_>> {
     let arm64 = &facts.arm64;
     if arm64.init_features == Some(init) {
         return Some((arm64.reg_list.as_ref(), &arm64.values));

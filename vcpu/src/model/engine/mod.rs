@@ -33,6 +33,7 @@
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 mod arm64;
+pub mod migrate;
 mod x86;
 
 use crate::hypervisor::call::{

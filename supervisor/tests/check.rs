@@ -1,0 +1,171 @@
+//! `vmfleet check --migrate FROM TO` between the arm64 fixtures' hosts (real kernels 6.1, 6.12 and
+//! 7.2, recorded in the lab), from their trace fingerprints alone: in both directions it names
+//! each register that does not carry over, with the destination kernel's rule, and the exit
+//! status says whether the guest can move; its JSON is a document of its schema.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmfleet-check-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The fingerprint of fixture `name`'s trace, written into `dir`.
+fn fingerprint(name: &str, dir: &Path) -> PathBuf {
+    let out = vmfleet()
+        .args(["trace", "fingerprint", "--json"])
+        .arg(root().join(format!("fixtures/{name}.trace")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}");
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+fn migrate(from: &Path, to: &Path, json: bool) -> Output {
+    let mut cmd = vmfleet();
+    cmd.args(["check", "--migrate"]).arg(from).arg(to);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().unwrap()
+}
+
+/// The `--json` document, checked against the schema.
+fn document(from: &Path, to: &Path) -> (Value, Option<i32>) {
+    let out = migrate(from, to, true);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("supervisor/schemas/migrate.v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    (doc, out.status.code())
+}
+
+/// The lines of `doc` about `register`: (problem, blocks).
+fn about(doc: &Value, register: &str) -> Vec<(String, bool)> {
+    doc["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["register"] == register)
+        .map(|r| {
+            (
+                r["problem"].as_str().unwrap().to_string(),
+                r["blocks"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn from_6_12_to_6_1_and_back_each_blocker_is_named() {
+    let dir = scratch_dir("down-up");
+    let (v612, v61) = (
+        fingerprint("arm64-6.12-max", &dir),
+        fingerprint("arm64-6.1-max", &dir),
+    );
+    // To the older kernel: ID registers whose 6.12 values 6.1 cannot hold (its ID registers are
+    // invariant), and cache-description registers 6.1 does not list.
+    let (down, status) = document(&v612, &v61);
+    assert_eq!(status, Some(7), "refused: {down}");
+    assert_eq!(down["carries_over"], false);
+    for register in ["ID_AA64DFR0_EL1", "ID_AA64ISAR2_EL1", "ID_AA64MMFR1_EL1"] {
+        assert_eq!(
+            about(&down, register),
+            [("refused".to_string(), true)],
+            "{register}"
+        );
+    }
+    let gone = down["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["problem"] == "gone")
+        .count();
+    assert!(gone > 0, "{down}");
+    // Back up: 6.12 cannot hold 6.1's ID_AA64MMFR1_EL1 (HCX 0 where 6.12's is 1, not writable
+    // before 6.18), and it lists registers 6.1 never had (notes, not blockers).
+    let (up, status) = document(&v61, &v612);
+    assert_eq!(status, Some(7));
+    assert_eq!(
+        about(&up, "ID_AA64MMFR1_EL1"),
+        [("refused".to_string(), true)]
+    );
+    assert!(
+        up["registers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["problem"] == "new" && r["blocks"] == false)
+    );
+    // The words name the field and the rule.
+    let text = String::from_utf8(migrate(&v61, &v612, false).stdout).unwrap();
+    assert!(text.contains("block the move"), "{text}");
+    assert!(text.contains("ID_AA64MMFR1_EL1.HCX"), "{text}");
+}
+
+#[test]
+fn from_7_2_to_6_12_psci_1_3_blocks_and_a_zero_bitmap_does_not() {
+    let dir = scratch_dir("7-2");
+    let (v72, v612) = (
+        fingerprint("arm64-7.2-max+model", &dir),
+        fingerprint("arm64-6.12-max", &dir),
+    );
+    let (doc, status) = document(&v72, &v612);
+    assert_eq!(status, Some(7));
+    assert_eq!(
+        about(&doc, "KVM_REG_ARM_PSCI_VERSION"),
+        [("refused".to_string(), true)]
+    );
+    assert_eq!(
+        about(&doc, "KVM_REG_ARM_VENDOR_HYP_BMAP_2"),
+        [("gone".to_string(), false)],
+        "{doc}"
+    );
+    // The same host to itself: everything carries over.
+    let (same, status) = document(&v612, &v612);
+    assert_eq!(status, Some(0), "{same}");
+    assert_eq!(same["carries_over"], true);
+    assert_eq!(same["registers"], serde_json::json!([]));
+}
+
+#[test]
+fn bad_input_is_refused_with_what_and_where() {
+    let dir = scratch_dir("bad");
+    let arm = fingerprint("arm64-6.12-max", &dir);
+    let x86 = fingerprint("single", &dir);
+    let out = migrate(&x86, &arm, false);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("x86_64") && stderr.contains("aarch64"),
+        "{stderr}"
+    );
+    let missing = dir.join("missing.json");
+    let out = migrate(&missing, &arm, false);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+    // --migrate and two fingerprints are required.
+    let out = vmfleet().args(["check"]).arg(&arm).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
