@@ -12,6 +12,9 @@
 //! JSON (`--json`, schema `vmfleet.migrate.v1`, supervisor/schemas/migrate.v1.schema.json).
 //! Exit status: 0 when the guest carries over, 7 (refused) when something blocks it, 4
 //! (bad_input) for an unreadable fingerprint or two that cannot be compared.
+//!
+//! x86: KVM takes any CPUID table, so what blocks a move is a named feature the guest sees on
+//! FROM that a guest on TO does not get (supported CPUID with each host's measured rewrites).
 
 use crate::common::{emit, emit_json};
 use crate::exit::{Status, StatusExt};
@@ -20,7 +23,11 @@ use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use vcpu::model::engine::migrate::{Carryover, CarryoverProblem, arm64_carryover};
+use vcpu::GuestArch;
+use vcpu::model::engine::migrate::{
+    Carryover, CarryoverProblem, arm64_carryover, x86_lost_features,
+};
+use vcpu::model::x86::catalog::Feature;
 
 /// The schema of `check --migrate --json`.
 pub const MIGRATE_SCHEMA: &str = "vmfleet.migrate.v1";
@@ -45,9 +52,10 @@ struct HostLine {
 
 #[derive(Debug, Serialize)]
 struct RegisterLine {
+    /// arm64: the KVM register id; x86: the feature's CPUID bit (`7.0.ebx[5]`).
     id: String,
     register: String,
-    /// `gone`, `new` or `refused`.
+    /// `gone`, `new`, `refused` (arm64) or `lost` (x86).
     problem: &'static str,
     /// Whether it blocks the move.
     blocks: bool,
@@ -77,8 +85,18 @@ pub fn run(args: &crate::cli::CheckArgs) -> Result<Status> {
 pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
     let source = load_host(from)?;
     let destination = load_host(to)?;
-    let found = arm64_carryover(&source.facts, &destination.facts).or_status(Status::BadInput)?;
-    let lines: Vec<RegisterLine> = found.iter().map(line).collect();
+    let lines: Vec<RegisterLine> = match source.facts.arch {
+        GuestArch::Aarch64 => arm64_carryover(&source.facts, &destination.facts)
+            .or_status(Status::BadInput)?
+            .iter()
+            .map(line)
+            .collect(),
+        GuestArch::X86_64 => x86_lost_features(&source.facts, &destination.facts)
+            .or_status(Status::BadInput)?
+            .into_iter()
+            .map(lost)
+            .collect(),
+    };
     let report = MigrateReport {
         schema: MIGRATE_SCHEMA,
         from: HostLine {
@@ -158,6 +176,24 @@ fn line(c: &Carryover) -> RegisterLine {
     }
 }
 
+/// An x86 feature the guest has on the source and the destination cannot give.
+fn lost(feature: &'static Feature) -> RegisterLine {
+    RegisterLine {
+        id: feature.position(),
+        register: feature.name.to_string(),
+        problem: "lost",
+        blocks: true,
+        value: None,
+        destination_value: None,
+        detail: format!(
+            "the guest sees {} ({}) on the source, and a guest on the destination does not get \
+             it (its supported CPUID with its host's rewrites): using it there would fault",
+            feature.name,
+            feature.position()
+        ),
+    }
+}
+
 fn text(report: &MigrateReport) -> String {
     let mut out = String::new();
     let blocking = report.registers.iter().filter(|l| l.blocks).count();
@@ -171,7 +207,12 @@ fn text(report: &MigrateReport) -> String {
         if report.carries_over {
             "the guest carries over".to_string()
         } else {
-            format!("{blocking} register(s) block the move")
+            let what = if report.registers.iter().any(|l| l.problem == "lost") {
+                "feature(s)"
+            } else {
+                "register(s)"
+            };
+            format!("{blocking} {what} block the move")
         }
     );
     for l in &report.registers {

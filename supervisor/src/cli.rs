@@ -76,9 +76,10 @@ pub enum Command {
     /// Ask the model of a host (from its fingerprint) what it would answer; needs no /dev/kvm.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Can a guest move between two hosts? `--migrate FROM TO`: every register of the guest's
-    /// model (FROM's default one) that does not carry over to TO, also to an older kernel,
-    /// judged by TO's kernel rules from the two fingerprints alone (no /dev/kvm).
+    /// Can a guest move between two hosts? `--migrate FROM TO`: arm64, every register of the
+    /// guest's model (FROM's default one) that does not carry over to TO, also to an older
+    /// kernel, judged by TO's kernel rules; x86, every named CPUID feature the guest sees on FROM
+    /// that TO cannot give. From the two fingerprints alone (no /dev/kvm).
     ///
     /// FROM and TO are fingerprint documents (`vmfleet host --fingerprint --json`, `vmfleet trace
     /// fingerprint T --json`). Exit status: 0 the guest carries over, 7 (refused) a register

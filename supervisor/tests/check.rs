@@ -1,7 +1,10 @@
 //! `vmfleet check --migrate FROM TO` between the arm64 fixtures' hosts (real kernels 6.1, 6.12 and
 //! 7.2, recorded in the lab), from their trace fingerprints alone: in both directions it names
 //! each register that does not carry over, with the destination kernel's rule, and the exit
-//! status says whether the guest can move; its JSON is a document of its schema.
+//! status says whether the guest can move; its JSON is a document of its schema. x86: between
+//! the host the x86 fixtures were recorded on (AMD family 25 model 1) and a later one (model 17,
+//! `fixtures/fingerprints/x86-amd-family25-model17.host.json`, measured live there), the
+//! features the guest would lose.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -168,4 +171,35 @@ fn bad_input_is_refused_with_what_and_where() {
     // --migrate and two fingerprints are required.
     let out = vmfleet().args(["check"]).arg(&arm).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn x86_between_two_amd_hosts_the_features_the_guest_would_lose_are_named() {
+    let dir = scratch_dir("x86");
+    let older = fingerprint("single", &dir);
+    let newer = root().join("fixtures/fingerprints/x86-amd-family25-model17.host.json");
+    // Down to the host without AVX-512: every AVX-512 feature the guest saw is lost.
+    let (down, status) = document(&newer, &older);
+    assert_eq!(status, Some(7), "{down}");
+    for feature in ["avx512f", "avx512bw", "avx512vl"] {
+        assert_eq!(
+            about(&down, feature),
+            [("lost".to_string(), true)],
+            "{feature}"
+        );
+    }
+    assert_eq!(
+        down["registers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["register"] == "avx512f")
+            .unwrap()["id"],
+        "7.0.ebx[16]"
+    );
+    // Up: everything the older host's guest sees, the newer host gives.
+    let (up, status) = document(&older, &newer);
+    assert_eq!(status, Some(0), "{up}");
+    let text = String::from_utf8(migrate(&newer, &older, false).stdout).unwrap();
+    assert!(text.contains("feature(s) block the move"), "{text}");
 }

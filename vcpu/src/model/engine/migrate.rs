@@ -8,17 +8,24 @@
 //! The guest's model is the source host's default one: the values its vCPU reads right after
 //! `KVM_ARM_VCPU_INIT` with the fingerprint's features (a template's model comes with templates).
 //!
+//! x86: KVM takes any CPUID table, so the question is not what the destination's kernel refuses
+//! but what it cannot give: every named feature the guest sees on the source (the supported table
+//! with the source's measured host rewrites) that a guest on the destination does not get (its
+//! supported table with its rewrites). Using one would fault there.
+//!
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 use super::HostFacts;
 use super::arm64::{features_of, init_facts};
 use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
+use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
 use crate::model::arm64::host::HostView;
 use crate::model::arm64::validate::{Verdict, WritableMasks, judge_before_run};
 use crate::model::arm64::{VcpuFeatureSet, reg_id};
 use crate::model::lock_policy;
+use crate::model::x86::catalog::{CATALOG, Feature};
 use std::collections::BTreeMap;
 
 /// One register that does not carry over from the source host to the destination.
@@ -73,9 +80,6 @@ pub enum MigrateError {
         /// The destination's.
         to: GuestArch,
     },
-    /// Only arm64 is compared so far (x86 comes with CPU templates).
-    #[error("migration checks compare arm64 hosts; these are {0} hosts")]
-    NotArm64(GuestArch),
     /// A fingerprint lacks what the comparison needs.
     #[error("the {which} fingerprint has {what}")]
     Missing {
@@ -96,7 +100,10 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
         });
     }
     if from.arch != GuestArch::Aarch64 {
-        return Err(MigrateError::NotArm64(from.arch));
+        return Err(MigrateError::Missing {
+            which: "source",
+            what: format!("{} guests, not arm64 ones", from.arch),
+        });
     }
     let missing = |which, what: String| MigrateError::Missing { which, what };
     // The guest's features: the source's main set if the destination measured it too, else
@@ -217,4 +224,54 @@ fn refused(
         }),
         _ => None,
     }
+}
+
+/// What a guest on a host with `facts` sees of CPUID in the default model: the supported table
+/// with the host's measured rewrites applied.
+fn x86_guest_view(facts: &HostFacts) -> Option<CpuidTable> {
+    let supported = facts.x86.supported.as_ref()?;
+    let entries = supported
+        .entries
+        .iter()
+        .map(|entry| {
+            let (function, index) = (entry.function, entry.index);
+            let mut entry = *entry;
+            for rewrite in facts
+                .x86
+                .rewrites
+                .iter()
+                .filter(|r| r.function == function && r.index == index)
+            {
+                let reg = entry.reg_mut(rewrite.register);
+                *reg = *reg & !rewrite.mask | rewrite.value & rewrite.mask;
+            }
+            entry
+        })
+        .collect();
+    Some(CpuidTable::new(entries))
+}
+
+/// Every named x86 feature the default guest sees on the source that a guest on the
+/// destination does not get, in catalog order.
+pub fn x86_lost_features(
+    from: &HostFacts,
+    to: &HostFacts,
+) -> Result<Vec<&'static Feature>, MigrateError> {
+    if from.arch != to.arch {
+        return Err(MigrateError::MixedArch {
+            from: from.arch,
+            to: to.arch,
+        });
+    }
+    let view = |facts: &HostFacts, which| {
+        x86_guest_view(facts).ok_or(MigrateError::Missing {
+            which,
+            what: "no supported CPUID table".into(),
+        })
+    };
+    let (source, destination) = (view(from, "source")?, view(to, "destination")?);
+    Ok(CATALOG
+        .iter()
+        .filter(|f| f.is_set_in(&source) == Some(true) && f.is_set_in(&destination) != Some(true))
+        .collect())
 }
