@@ -44,6 +44,7 @@ mod arm64_newer;
 use std::env;
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -292,13 +293,64 @@ fn all_steps(tally: &mut Tally) -> Result<()> {
 /// Run the arm64 fixture's fleet on real arm64 KVM in the lab (recording a trace and writing the
 /// live transcript there), then replay the trace on this machine and compare transcripts.
 fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
-    let spec = root().join("fixtures/specs/arm64-6.12-max.toml");
-    let mut run = arm64_lab::LabRun::new(arm64_lab::Kernel::V6_12, "max");
-    run.out = Some(target_dir().join("arm64-lab/xtask-test-fleet"));
-    run.inputs.push(spec);
+    let replayed = lab_fleet_replays_here(
+        lab,
+        arm64_lab::Kernel::V6_12,
+        "arm64-6.12-max",
+        "xtask-test-fleet",
+    )?;
+    outln!(
+        "  arm64 fleet on {}: {} bytes of trace; live and replayed transcripts identical ({} bytes)",
+        replayed.outcome.kernel_release,
+        fs::metadata(&replayed.trace)?.len(),
+        replayed.transcript_bytes
+    );
+    Ok(())
+}
+
+/// `vmfleet replay TRACE --transcript TRANSCRIPT` with the dev build; `what` names it in errors.
+pub(crate) fn replay_here(trace: &Path, transcript: &Path, what: &str) -> Result<()> {
+    check(
+        Command::new(vmfleet_dev())
+            .arg("replay")
+            .arg(trace)
+            .arg("--transcript")
+            .arg(transcript)
+            // The lab's output directory is kept between runs: replace the last replay's file.
+            .arg("--force")
+            .stdout(std::process::Stdio::null())
+            .status(),
+        what,
+    )
+}
+
+/// A lab fleet recorded live and replayed here ([`lab_fleet_replays_here`]).
+pub(crate) struct LabReplay {
+    /// The lab run.
+    pub outcome: arm64_lab::LabOutcome,
+    /// The trace it recorded, in the run's output directory.
+    pub trace: std::path::PathBuf,
+    /// The length of the live (and replayed) transcript.
+    pub transcript_bytes: usize,
+}
+
+/// Run fixture `fixture`'s fleet (`fixtures/specs/FIXTURE.toml`) on real arm64 KVM `kernel`
+/// `-cpu max` in the lab, into `<target>/arm64-lab/OUT`, recording a trace and the live
+/// transcript; replay the trace on this machine and require the same transcript, byte for byte.
+pub(crate) fn lab_fleet_replays_here(
+    lab: &arm64_lab::Lab,
+    kernel: arm64_lab::Kernel,
+    fixture: &str,
+    out: &str,
+) -> Result<LabReplay> {
+    let spec_name = format!("{fixture}.toml");
+    let mut run = arm64_lab::LabRun::new(kernel, "max");
+    run.out = Some(target_dir().join("arm64-lab").join(out));
+    run.inputs
+        .push(root().join("fixtures/specs").join(&spec_name));
     run.args = [
         "run",
-        "arm64-6.12-max.toml",
+        &spec_name,
         "--record",
         "out/lab.trace",
         "--transcript",
@@ -311,33 +363,25 @@ fn arm64_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
     let trace = outcome.out.join("out/lab.trace");
     let live = outcome.out.join("out/live.txt");
     let replayed = outcome.out.join("replayed.txt");
-    check(
-        Command::new(vmfleet_dev())
-            .arg("replay")
-            .arg(&trace)
-            .arg("--transcript")
-            .arg(&replayed)
-            // The lab's output directory is kept between runs: replace the last replay's file.
-            .arg("--force")
-            .stdout(std::process::Stdio::null())
-            .status(),
-        "vmfleet replay of the arm64 lab's trace",
+    replay_here(
+        &trace,
+        &replayed,
+        &format!("vmfleet replay of the arm64 lab's {fixture} trace"),
     )?;
     let (live_text, replayed_text) = (fs::read(&live)?, fs::read(&replayed)?);
     if live_text != replayed_text {
         bail!(
-            "the replay of the arm64 lab's trace differs from the live transcript: diff {} {}",
+            "the replay of the arm64 lab's {fixture} trace differs from the live transcript: diff \
+             {} {}",
             live.display(),
             replayed.display()
         );
     }
-    outln!(
-        "  arm64 fleet on {}: {} bytes of trace; live and replayed transcripts identical ({} bytes)",
-        outcome.kernel_release,
-        fs::metadata(&trace)?.len(),
-        live_text.len()
-    );
-    Ok(())
+    Ok(LabReplay {
+        outcome,
+        trace,
+        transcript_bytes: live_text.len(),
+    })
 }
 
 #[cfg(test)]

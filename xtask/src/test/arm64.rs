@@ -4,7 +4,7 @@
 //! fingerprint` of that session's trace.
 
 use crate::record::{ScriptedRequest, read_requests};
-use crate::{arm64_lab, check, root, target_dir, vmfleet_dev};
+use crate::{arm64_lab, root, target_dir, vmfleet_dev};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::fs;
@@ -59,16 +59,9 @@ pub fn arm64_serve_session_replays_here(lab: &arm64_lab::Lab) -> Result<PathBuf>
 
     let trace = outcome.out.join("out/lab.trace");
     let replayed = outcome.out.join("replayed.txt");
-    check(
-        Command::new(vmfleet_dev())
-            .arg("replay")
-            .arg(&trace)
-            .arg("--transcript")
-            .arg(&replayed)
-            // The lab's output directory is kept between runs: replace the last replay's file.
-            .arg("--force")
-            .stdout(Stdio::null())
-            .status(),
+    super::replay_here(
+        &trace,
+        &replayed,
         "vmfleet replay of the arm64 lab's serve trace",
     )?;
     let transcript =

@@ -4,7 +4,7 @@
 //! offered, every kernel probe's answer) and used as the model that judges the live trace
 //! (`vmfleet replay --model`: no call may differ). The 6.12 steps are in `arm64` and `test.rs`.
 
-use crate::{arm64_lab, check, root, target_dir, vmfleet_dev};
+use crate::{arm64_lab, target_dir, vmfleet_dev};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::fs;
@@ -52,43 +52,13 @@ fn fingerprint_problems(live: &Value) -> Vec<String> {
 /// identical), measure `host --fingerprint --json` live (probes and cap 239 as 7.2 answers), and
 /// judge the live trace with the model of that fingerprint (no call differs).
 pub fn arm64_newer_kernel_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()> {
-    let spec = root().join(format!("fixtures/specs/{FIXTURE}.toml"));
-    let mut run = arm64_lab::LabRun::new(arm64_lab::Kernel::V7_2, "max");
-    run.out = Some(target_dir().join("arm64-lab/xtask-test-7.2-fleet"));
-    run.inputs.push(spec);
-    run.args = [
-        "run",
-        &format!("{FIXTURE}.toml"),
-        "--record",
-        "out/lab.trace",
-        "--transcript",
-        "out/live.txt",
-    ]
-    .map(String::from)
-    .to_vec();
-    let outcome = lab.run(&run)?;
-    outcome.ensure_success()?;
-    let trace = outcome.out.join("out/lab.trace");
-    let live = outcome.out.join("out/live.txt");
-    let replayed = outcome.out.join("replayed.txt");
-    check(
-        Command::new(vmfleet_dev())
-            .arg("replay")
-            .arg(&trace)
-            .arg("--transcript")
-            .arg(&replayed)
-            .arg("--force")
-            .stdout(Stdio::null())
-            .status(),
-        "vmfleet replay of the arm64 lab's 7.2 trace",
+    let replayed = super::lab_fleet_replays_here(
+        lab,
+        arm64_lab::Kernel::V7_2,
+        FIXTURE,
+        "xtask-test-7.2-fleet",
     )?;
-    if fs::read(&live)? != fs::read(&replayed)? {
-        bail!(
-            "the replay of the arm64 lab's 7.2 trace differs from the live transcript: diff {} {}",
-            live.display(),
-            replayed.display()
-        );
-    }
+    let (outcome, trace) = (replayed.outcome, replayed.trace);
 
     let mut run = arm64_lab::LabRun::new(arm64_lab::Kernel::V7_2, "max");
     run.out = Some(target_dir().join("arm64-lab/xtask-test-7.2-fingerprint"));
@@ -146,6 +116,7 @@ pub fn arm64_newer_kernel_fleet_replays_here(lab: &arm64_lab::Lab) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::root;
 
     /// This step alone, on the real lab (downloads the 7.2 kernel once, boots QEMU twice; needs
     /// the dev `vmfleet`, e.g. from `cargo build -p supervisor`): `cargo test -p xtask --
