@@ -17,7 +17,7 @@
 //! refusal says vmfleet is stricter than the kernel there).
 
 use super::{CrossCheck, KVM_ARM_VCPU_SVE, Measure, measure_into, refusal_text};
-use crate::fleet::error::{AfterRunError, CrossCheckError};
+use crate::fleet::error::{AfterRunError, CrossCheckError, HostQueryError};
 use crate::report::AfterRunReport;
 use crate::report::Verdict as LockVerdict;
 use crate::spec::AfterRun;
@@ -25,7 +25,9 @@ use vcpu::model::arm64::host::KernelProbes;
 use vcpu::model::arm64::{VcpuFeature, VcpuFeatureSet};
 use vcpu::model::lock_policy::Mismatch;
 use vcpu::model::lock_policy::{self, STRICTER_THAN_KERNEL};
-use vcpu::{Errno, GuestArch, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId};
+use vcpu::{
+    Errno, GuestArch, HandleError, Reply, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle, VmId,
+};
 
 /// A write the lock refused after the run, for the kernel to answer on a scratch VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,13 +53,15 @@ pub(in crate::fleet) struct Probing<'a> {
     pub measure: Measure<'a>,
 }
 
-/// The lock's verdict on one after-run write ([`VcpuHandle::judge_after_run`]); one that waits
-/// for a kernel probe has it measured first, when `probing` can.
-fn judged(
+/// The lock's verdict on writing `wanted` over `held` in register `id` of a VM that has run
+/// ([`VcpuHandle::judge_after_run`]); one that waits for a kernel probe has it measured first
+/// (once per fleet) and told to the VM's lock, when `probing` can, so the lock answers as this
+/// host's kernel does. For after-run actions and for `set-model` on a VM that has run.
+pub(super) fn judged<E: From<HandleError> + From<HostQueryError>>(
     vcpu: &VcpuHandle,
     (id, wanted, held): (u64, u64, u64),
     probing: Option<&Probing<'_>>,
-) -> Result<Option<Mismatch>, AfterRunError> {
+) -> Result<Option<Mismatch>, E> {
     let verdict = vcpu.judge_after_run(id, wanted, held)?;
     let (Some(probing), Some(probe)) = (probing, verdict.as_ref().and_then(|m| m.unmeasured_probe))
     else {
@@ -124,7 +128,7 @@ pub(in crate::fleet) fn try_after_run(
     // What the lock will answer is the model's after-run rule: ask it, as the lock will.
     let mut refused = false;
     for &write in &writes {
-        if judged(vcpu, write, probing)?.is_some() {
+        if judged::<AfterRunError>(vcpu, write, probing)?.is_some() {
             refused = true;
             break;
         }

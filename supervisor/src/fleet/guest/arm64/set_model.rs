@@ -13,11 +13,11 @@
 //! (per-vCPU registers get the same value). A write refused only because the EL0/EL1 floor was
 //! not measured asks the kernel first (the fleet's probe, once per fleet) and is judged again.
 
-use super::{Arm64Vm, Measure, measure_into};
+use super::after_run::judged as judged_after_run;
+use super::{Arm64Vm, Measure, Probing, measure_into};
 use crate::fleet::error::ConfigureError;
 use crate::report::Arm64WriteReport;
 use std::sync::Arc;
-use vcpu::model::arm64::host::KernelProbes;
 use vcpu::model::arm64::model::Assignments;
 use vcpu::model::arm64::model::judge;
 use vcpu::model::arm64::{Arm64Refusal, Arm64Rule, Verdict, reg_id};
@@ -59,29 +59,6 @@ fn judged_measured(
     // The host's answer, for the lock too: after the run it judges by the same view.
     vm.learn_kernel_probes(&state.host.probes);
     Ok(judge(id, value, &state.host, state.features))
-}
-
-/// Before a write to a VM that has run: if the lock's verdict waits for a kernel probe, measure
-/// it (once per fleet) and tell the VM's lock, so the lock answers as this host's kernel does.
-fn lock_measured(
-    vcpus: &[Arc<VcpuHandle>],
-    (id, value, held): (u64, u64, u64),
-    vm: &VmHandle,
-    measure: Measure<'_>,
-) -> Result<(), ConfigureError> {
-    let Some(vcpu) = vcpus.first() else {
-        return Ok(());
-    };
-    let waits_for = vcpu
-        .judge_after_run(id, value, held)?
-        .and_then(|m| m.unmeasured_probe);
-    if let Some(probe) = waits_for {
-        let mut probes = KernelProbes::NOT_MEASURED;
-        if measure_into(&[probe], measure, &mut probes)? {
-            vm.learn_kernel_probes(&probes);
-        }
-    }
-    Ok(())
 }
 
 /// A lock refusal as the reply shows it and as the trace records it.
@@ -133,8 +110,15 @@ pub(super) fn write(
             // The lock judges each write as it goes; one whose verdict waits for a kernel probe
             // has it measured and told to the lock first.
             true => {
-                let held = state.held.first().and_then(|h| h.get(&id)).copied();
-                lock_measured(vcpus, (id, value, held.unwrap_or(0)), vm, measure)?;
+                if let Some(vcpu) = vcpus.first() {
+                    let held = state.held.first().and_then(|h| h.get(&id)).copied();
+                    let probing = Probing { vm, measure };
+                    judged_after_run::<ConfigureError>(
+                        vcpu,
+                        (id, value, held.unwrap_or(0)),
+                        Some(&probing),
+                    )?;
+                }
                 None
             }
             false => Some(match judged_measured(id, value, state, measure, vm)? {
