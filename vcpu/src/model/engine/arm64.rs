@@ -112,12 +112,23 @@ fn held(facts: &HostFacts, vm: &VmState, vcpu: VcpuId, id: u64) -> Option<u64> {
 
 fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
     let (list, values) = vcpu_facts(facts, vm, vcpu).unwrap_or((None, &facts.arm64.values));
-    let register_ids = list.cloned().unwrap_or_default();
     let mut values = values.clone();
     let mpidr = catalog::MPIDR_EL1.kvm_reg_id();
     if let Some(v) = values.get_mut(&mpidr) {
         *v = reset_mpidr(*v, vcpu);
     }
+    view_of(facts, list, values, vm.writable_imp_id_regs)
+}
+
+/// The host view of a vCPU of the host `facts` describe whose register list and values after
+/// init are `list` and `values`: with the host's writable masks (the pre-6.7 rule without them)
+/// and its kernel probes.
+pub(super) fn view_of(
+    facts: &HostFacts,
+    list: Option<&Vec<u64>>,
+    values: BTreeMap<u64, u64>,
+    writable_imp_id_regs: bool,
+) -> HostView {
     let masks = facts
         .arm64
         .masks
@@ -125,10 +136,10 @@ fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
         .and_then(|m| WritableMasks::from_reported(m).ok())
         .unwrap_or(WritableMasks::PreWritableIdRegisters);
     HostView {
-        register_ids,
+        register_ids: list.cloned().unwrap_or_default(),
         values,
         masks,
-        writable_imp_id_regs: vm.writable_imp_id_regs,
+        writable_imp_id_regs,
         probes: facts.arm64.probes,
     }
 }

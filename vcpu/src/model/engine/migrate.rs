@@ -16,13 +16,13 @@
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 use super::HostFacts;
-use super::arm64::{features_of, init_facts};
+use super::arm64::{features_of, init_facts, view_of};
 use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
 use crate::model::arm64::host::HostView;
-use crate::model::arm64::validate::{Verdict, WritableMasks, judge_before_run};
+use crate::model::arm64::validate::{Verdict, judge_before_run};
 use crate::model::arm64::{VcpuFeatureSet, reg_id};
 use crate::model::lock_policy;
 use crate::model::x86::catalog::{CATALOG, Feature};
@@ -187,25 +187,14 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
     Ok(found)
 }
 
-/// The destination as a VM's planner sees it: its register list, its values after init, its
-/// masks and probes, and capability 239 if it offers it (a VM whose model sets MIDR_EL1 enables
-/// it).
-fn destination_view(to: &HostFacts, list: &[u64], values: &BTreeMap<u64, u64>) -> HostView {
-    HostView {
-        register_ids: list.to_vec(),
-        values: values.clone(),
-        masks: to
-            .arm64
-            .masks
-            .as_deref()
-            .and_then(|m| WritableMasks::from_reported(m).ok())
-            .unwrap_or(WritableMasks::PreWritableIdRegisters),
-        writable_imp_id_regs: to
-            .capabilities
-            .iter()
-            .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0),
-        probes: to.arm64.probes,
-    }
+/// The destination as a VM's planner sees it ([`view_of`]), with capability 239 if it offers it
+/// (a VM whose model sets MIDR_EL1 enables it).
+fn destination_view(to: &HostFacts, list: &Vec<u64>, values: &BTreeMap<u64, u64>) -> HostView {
+    let offers_239 = to
+        .capabilities
+        .iter()
+        .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0);
+    view_of(to, Some(list), values.clone(), offers_239)
 }
 
 /// The destination kernel's refusal of the guest's `value`, if it refuses it.
