@@ -74,6 +74,14 @@ fn title(probe: KernelProbe) -> &'static str {
     }
 }
 
+/// A failed call of `probe`'s, as its error (the call names itself).
+fn call_error(probe: KernelProbe) -> impl Fn(HandleError) -> ProbeError + Copy {
+    move |source| ProbeError::Call {
+        probe: title(probe),
+        source,
+    }
+}
+
 /// Why a probe could not be made.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -144,10 +152,7 @@ pub(crate) fn measure(
         hv.arch(),
     );
     let answer = probe_on(&vm, probe, name);
-    let closed = vm.call(VmCall::Destroy).map_err(|source| ProbeError::Call {
-        probe: title(probe),
-        source,
-    });
+    let closed = vm.call(VmCall::Destroy).map_err(call_error(probe));
     let answer = answer?;
     closed?;
     Ok(Some(answer))
@@ -158,10 +163,7 @@ fn probe_on(
     probe: KernelProbe,
     name: &'static str,
 ) -> Result<ProbeAnswer, ProbeError> {
-    let call_error = |source| ProbeError::Call {
-        probe: title(probe),
-        source,
-    };
+    let failed = call_error(probe);
     let target = match vm.call(VmCall::ArmPreferredTarget) {
         Ok(Reply::VcpuInit { target, .. }) => target,
         Ok(other) => {
@@ -172,16 +174,16 @@ fn probe_on(
                 reply: other.to_string(),
             });
         }
-        Err(e) => return Err(call_error(e)),
+        Err(e) => return Err(failed(e)),
     };
-    let vcpu = vm.create_vcpu(VcpuId(0)).map_err(call_error)?;
+    let vcpu = vm.create_vcpu(VcpuId(0)).map_err(failed)?;
     let mut features = [0u32; 7];
     features[0] = Arm64ModelSpec::default().features.bits();
     let answer = vcpu
         .plain_call(VcpuCall::ArmVcpuInit { target, features })
-        .map_err(call_error)
+        .map_err(failed)
         .and_then(|_| write_and_judge(&vcpu, probe, name));
-    let closed = vcpu.plain_call(VcpuCall::Destroy).map_err(call_error);
+    let closed = vcpu.plain_call(VcpuCall::Destroy).map_err(failed);
     let answer = answer?;
     closed?;
     Ok(answer)
@@ -193,10 +195,7 @@ fn write_and_judge(
     probe: KernelProbe,
     name: &'static str,
 ) -> Result<ProbeAnswer, ProbeError> {
-    let call_error = |source| ProbeError::Call {
-        probe: title(probe),
-        source,
-    };
+    let failed = call_error(probe);
     let (register, field, value) = match probe {
         KernelProbe::ElFloor => (catalog::ID_AA64PFR0_EL1, "EL1", 0),
         KernelProbe::DebugVerFloor => (catalog::ID_AA64DFR0_EL1, "DebugVer", 5),
@@ -210,7 +209,7 @@ fn write_and_judge(
         why,
     };
     let id = register.kvm_reg_id();
-    let limit = vcpu.get_one_reg(id).map_err(call_error)?;
+    let limit = vcpu.get_one_reg(id).map_err(failed)?;
     let Some(f) = fields::field_of(register, field).map(|f| f.field()) else {
         return Err(nothing(limit, "has no such field in vmfleet's tables"));
     };
@@ -227,7 +226,7 @@ fn write_and_judge(
     let refused = match vcpu.set_one_reg(id, f.with(limit, value)) {
         Ok(_) => false,
         Err(e) if e.errno() == Some(Errno::EINVAL) => true,
-        Err(e) => return Err(call_error(e)),
+        Err(e) => return Err(failed(e)),
     };
     if probe != KernelProbe::PmuImpDef {
         return Ok(ProbeAnswer::Floor(refused));
@@ -235,7 +234,7 @@ fn write_and_judge(
     if refused {
         return Ok(ProbeAnswer::PmuImpDef(PmuImpDef::Refused));
     }
-    let held = vcpu.get_one_reg(id).map_err(call_error)?;
+    let held = vcpu.get_one_reg(id).map_err(failed)?;
     match f.raw(held) {
         0 => Ok(ProbeAnswer::PmuImpDef(PmuImpDef::ReadsAsNotImplemented)),
         0xF => Ok(ProbeAnswer::PmuImpDef(PmuImpDef::Kept)),
