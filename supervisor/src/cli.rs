@@ -1,5 +1,5 @@
 //! The command line: `vmfleet run | replay | trace show | trace fingerprint | host | serve | ctl |
-//! bench`.
+//! bench | model judge | check | nfd | completions | man`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -85,6 +85,17 @@ pub enum Command {
     /// fingerprint T --json`). Exit status: 0 the guest carries over, 7 (refused) a register
     /// blocks the move, 4 (bad_input) a fingerprint is unreadable or the two cannot be compared.
     Check(CheckArgs),
+    /// Write a node-feature-discovery local feature file: one Kubernetes label per CPU template
+    /// in DIR, `vmfleet.dev/template.NAME=true` if this host can run it and `=false` if not,
+    /// and `vmfleet.dev/fingerprint=<digest>`, so that pods select hosts by template
+    /// (`nodeSelector: {vmfleet.dev/template.NAME: "true"}`).
+    ///
+    /// NAME is the template's file name without `.toml`, made a valid label name where it is not
+    /// (other characters become `-`; a long name keeps its beginning and a hash). The file is
+    /// written to a dot-file beside OUT and renamed over it. Exit status: 0 written, 4
+    /// (bad_input) an unreadable fingerprint, directory or template, or two templates with one
+    /// label, 6 (no_kvm) no --fingerprint and no usable /dev/kvm.
+    Nfd(NfdArgs),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
     /// ~/.local/share/bash-completion/completions/vmfleet`.
     Completions {
@@ -107,6 +118,29 @@ pub struct CheckArgs {
     #[arg(value_name = "FINGERPRINT", num_args = 2, required = true)]
     pub fingerprints: Vec<PathBuf>,
     /// Print one JSON document (schema `vmfleet.migrate.v1`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vmfleet nfd`'s arguments.
+#[derive(Debug, Args)]
+pub struct NfdArgs {
+    /// The CPU templates: every `*.toml` in this directory.
+    #[arg(long, value_name = "DIR")]
+    pub templates: PathBuf,
+    /// Judge the host this fingerprint describes (`vmfleet host --fingerprint --json`) instead
+    /// of measuring this one on /dev/kvm.
+    #[arg(long, value_name = "FP")]
+    pub fingerprint: Option<PathBuf>,
+    /// The file to write; `-` prints it on stdout.
+    #[arg(long, value_name = "FILE", default_value = crate::nfd::DEFAULT_OUT)]
+    pub out: PathBuf,
+    /// Have node-feature-discovery drop the labels this long after the file was written, unless
+    /// it is rewritten first (`# +expiry-time=`): `30m`, `1h`, `1h30m`, `2d`. Use a few times
+    /// the interval of whatever rewrites it.
+    #[arg(long, value_name = "DURATION", value_parser = crate::nfd::parse_duration)]
+    pub expiry: Option<std::time::Duration>,
+    /// Print what was written as JSON (schema `vmfleet.nfd.v1`) instead of a summary.
     #[arg(long)]
     pub json: bool,
 }

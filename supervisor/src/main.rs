@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             supervisor::model_cmd::judge::run(&fingerprint)
         }
         Command::Check(args) => supervisor::check::run(&args),
+        Command::Nfd(args) => supervisor::nfd::run(&args),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

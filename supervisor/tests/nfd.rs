@@ -1,0 +1,553 @@
+//! `vmfleet nfd`: the feature file it writes, read back by a checker of node-feature-discovery's
+//! local-file rules written here from the format (not from the writer's code): each line a
+//! comment, a directive or `<namespace>/<name>[=<value>]`; an allowed namespace; Kubernetes'
+//! name and value rules; no name twice; at most 64 KiB. Then the command: over a saved
+//! fingerprint with a temporary templates directory (the library's `run_with` with a stub
+//! verdict, and the binary), its errors and exit statuses, and live on /dev/kvm (SKIPPED without
+//! it) the same digest `host --fingerprint` gives.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use supervisor::cli::NfdArgs;
+use supervisor::exit::{Status, status_of};
+use supervisor::nfd::file::{TemplateVerdict, feature_file};
+
+fn vmfleet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmfleet-nfd-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const X86_FP: &str = "fixtures/fingerprints/x86-amd-family25-model17.host.json";
+const ARM_FP: &str = "fixtures/fingerprints/arm64-7.2-max.host.json";
+
+// ---- The checker: node-feature-discovery's local feature file rules --------------------------
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
+fn is_qualified_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let inner = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(inner)
+}
+
+/// A DNS subdomain (RFC 1123): at most 253 characters, dot-separated labels of
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` of at most 63.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// nfd denies `kubernetes.io` and `*.kubernetes.io` but for its own two.
+fn namespace_allowed(ns: &str) -> bool {
+    let k8s = ns == "kubernetes.io" || ns.ends_with(".kubernetes.io");
+    !k8s || ns == "feature.node.kubernetes.io" || ns == "profile.node.kubernetes.io"
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` then `Z` or `±HH:MM` (RFC 3339 as Go's time.RFC3339 reads it), with
+/// fields in range.
+fn is_rfc3339(s: &str) -> bool {
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let sep = |i: usize, c: u8| s.as_bytes().get(i) == Some(&c);
+    let (Some(_), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) else {
+        return false;
+    };
+    let zone = s.get(19..).unwrap_or("");
+    let zone_ok = zone == "Z"
+        || (zone.len() == 6 && matches!(&zone[..1], "+" | "-") && zone.as_bytes()[3] == b':');
+    sep(4, b'-')
+        && sep(7, b'-')
+        && sep(10, b'T')
+        && sep(13, b':')
+        && sep(16, b':')
+        && (1..=12).contains(&mo)
+        && (1..=31).contains(&d)
+        && h < 24
+        && mi < 60
+        && sec < 60
+        && zone_ok
+}
+
+/// Read a feature file as nfd-worker does, failing on anything its rules refuse; returns each
+/// label (`namespace/name` → value) and the expiry directive's value, if any.
+fn nfd_read(text: &str) -> (BTreeMap<String, String>, Option<String>) {
+    assert!(
+        text.len() <= 65_536,
+        "{} bytes: nfd ignores the file",
+        text.len()
+    );
+    assert!(text.ends_with('\n'), "the last line is not ended");
+    let mut labels = BTreeMap::new();
+    let mut expiry = None;
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("line {}: {line:?}", n + 1);
+        if let Some(directive) = line.strip_prefix("# +") {
+            let (key, value) = directive.split_once('=').unwrap_or((directive, ""));
+            match key {
+                "expiry-time" => {
+                    assert!(is_rfc3339(value), "{at}: not RFC 3339");
+                    expiry = Some(value.to_string());
+                }
+                "no-label" | "no-feature" => {}
+                _ => panic!("{at}: unknown directive"),
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        assert!(!line.trim().is_empty(), "{at}: blank line");
+        let (key, value) = line.split_once('=').unwrap_or((line, "true"));
+        let (ns, name) = key
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{at}: no namespace"));
+        assert!(
+            is_dns_subdomain(ns),
+            "{at}: namespace is not a DNS subdomain"
+        );
+        assert!(namespace_allowed(ns), "{at}: namespace denied");
+        assert!(is_qualified_name(name), "{at}: bad name");
+        assert!(
+            value.is_empty() || is_qualified_name(value),
+            "{at}: bad value"
+        );
+        assert!(
+            labels.insert(key.to_string(), value.to_string()).is_none(),
+            "{at}: the name appears twice"
+        );
+    }
+    (labels, expiry)
+}
+
+#[test]
+fn the_checker_refuses_what_nfd_refuses() {
+    let refused = [
+        "noslash=true\n",
+        "kubernetes.io/x=true\n",
+        "node.kubernetes.io/x=true\n",
+        "vmfleet.dev/-x=true\n",
+        "vmfleet.dev/x=a b\n",
+        "Vmfleet.dev/x=true\n",
+        "vmfleet.dev/x=true\nvmfleet.dev/x=false\n",
+        "# +expiry-time=tomorrow\n",
+        "vmfleet.dev/x=true",
+    ];
+    for text in refused {
+        let result = std::panic::catch_unwind(|| nfd_read(text));
+        assert!(result.is_err(), "accepted {text:?}");
+    }
+    let (labels, expiry) = nfd_read(
+        "# a comment\n# +expiry-time=2026-12-03T15:00:00+01:00\nfeature.node.kubernetes.io/a\n\
+         vmfleet.dev/b=\n",
+    );
+    assert_eq!(labels["feature.node.kubernetes.io/a"], "true");
+    assert_eq!(labels["vmfleet.dev/b"], "");
+    assert_eq!(expiry.as_deref(), Some("2026-12-03T15:00:00+01:00"));
+}
+
+// ---- The writer against the checker ----------------------------------------------------------
+
+fn verdicts(names: &[&str]) -> Vec<TemplateVerdict> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| TemplateVerdict {
+            template: name.to_string(),
+            runs: i % 2 == 0,
+        })
+        .collect()
+}
+
+#[test]
+fn the_written_file_follows_the_format() {
+    let long_a = format!("{}-alpha", "neoverse".repeat(9));
+    let long_b = format!("{}-beta", "neoverse".repeat(9));
+    let sets: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["t2s"],
+        vec![
+            "Neoverse V1 (strict)",
+            "graviton3",
+            "zen4",
+            "日本",
+            "🦀 crab",
+        ],
+        vec![".hidden", "trailing-", "_under_", "a.b.c", "UPPER", "x/y:z"],
+        vec![&long_a, &long_b, "0", "9lives"],
+    ];
+    let digest = "sha256-00112233445566778899aabbccddeeff";
+    for names in &sets {
+        for expiry in [None, Some("2026-12-03T15:00:00Z")] {
+            let file = feature_file(digest, &verdicts(names), expiry).unwrap();
+            let (labels, read_expiry) = nfd_read(&file.text);
+            assert_eq!(read_expiry.as_deref(), expiry);
+            // The expiry covers every label: it comes before the first.
+            let first_label = file.text.lines().position(|l| !l.starts_with('#'));
+            let directive = file
+                .text
+                .lines()
+                .position(|l| l.starts_with("# +expiry-time="));
+            if expiry.is_some() {
+                assert!(directive < first_label, "{}", file.text);
+            }
+            assert_eq!(labels.len(), names.len() + 1, "{names:?}");
+            assert_eq!(labels["vmfleet.dev/fingerprint"], digest);
+            for (i, name) in names.iter().enumerate() {
+                let label = file
+                    .labels
+                    .iter()
+                    .find(|l| l.template.as_deref() == Some(*name))
+                    .unwrap_or_else(|| panic!("no label for {name:?}"));
+                assert!(label.name.starts_with("vmfleet.dev/template."));
+                let want = if i % 2 == 0 { "true" } else { "false" };
+                assert_eq!(labels[&label.name], want, "{name:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_largest_file_that_fits_is_read_and_the_next_is_refused() {
+    let digest = "sha256-00112233445566778899aabbccddeeff";
+    let names: Vec<String> = (0..2000).map(|i| format!("cpu-template-{i:04}")).collect();
+    let mut fits = 0;
+    for n in (0..names.len()).step_by(50) {
+        let set: Vec<TemplateVerdict> = names[..n]
+            .iter()
+            .map(|t| TemplateVerdict {
+                template: t.clone(),
+                runs: true,
+            })
+            .collect();
+        match feature_file(digest, &set, Some("2026-12-03T15:00:00Z")) {
+            Ok(file) => {
+                nfd_read(&file.text);
+                fits = n;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("65536"), "{e}");
+                assert!(fits > 0);
+                return;
+            }
+        }
+    }
+    panic!("2000 templates fit in 64 KiB?");
+}
+
+// ---- The command -----------------------------------------------------------------------------
+
+fn args(templates: &Path, fingerprint: Option<&str>, out: &Path) -> NfdArgs {
+    NfdArgs {
+        templates: templates.to_path_buf(),
+        fingerprint: fingerprint.map(|f| root().join(f)),
+        out: out.to_path_buf(),
+        expiry: Some(std::time::Duration::from_secs(3600)),
+        json: false,
+    }
+}
+
+/// A stub for the check engine: a template runs when its file says `runs = true`.
+fn stub_verdict(path: &Path, _host: &supervisor::model_cmd::ModelHost) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path)?;
+    match text.trim() {
+        "runs = true" => Ok(true),
+        "runs = false" => Ok(false),
+        other => anyhow::bail!("the stub cannot read {other:?}"),
+    }
+}
+
+/// The digest of a fingerprint file as `vmfleet nfd` computes it.
+fn digest_of(path: &Path) -> String {
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    supervisor::fingerprint::digest::document_digest(&doc)
+}
+
+#[test]
+fn the_command_labels_each_template_of_the_directory() {
+    let dir = scratch_dir("labels");
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    for (name, text) in [
+        ("graviton3.toml", "runs = true"),
+        ("Neoverse V1.toml", "runs = false"),
+        ("zen4.toml", "runs = true"),
+        (".hidden.toml", "not read"),
+        ("notes.txt", "not read"),
+    ] {
+        std::fs::write(templates.join(name), text).unwrap();
+    }
+    std::fs::create_dir_all(templates.join("subdir.toml")).unwrap();
+    let out = dir.join("features.d/vmfleet");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let status =
+        supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict).unwrap();
+    assert_eq!(status, Status::Success);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (labels, expiry) = nfd_read(&text);
+    assert!(expiry.is_some());
+    let want: BTreeMap<String, String> = [
+        ("vmfleet.dev/fingerprint", digest_of(&root().join(ARM_FP))),
+        ("vmfleet.dev/template.Neoverse-V1", "false".into()),
+        ("vmfleet.dev/template.graviton3", "true".into()),
+        ("vmfleet.dev/template.zen4", "true".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(labels, want);
+    // Only the file: no dot-file left beside it.
+    let names: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["vmfleet"]);
+
+    // Two templates with one label: refused with both names, the old file kept.
+    std::fs::write(templates.join("zen 4.toml"), "runs = true").unwrap();
+    std::fs::write(templates.join("zen-4.toml"), "runs = true").unwrap();
+    let err = supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict)
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("\"zen 4\"") && message.contains("\"zen-4\""),
+        "{message}"
+    );
+    assert_eq!(status_of(&err), Status::BadInput);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+
+    // A template the verdict cannot read: named, bad input.
+    std::fs::remove_file(templates.join("zen 4.toml")).unwrap();
+    std::fs::write(templates.join("broken.toml"), "[[[").unwrap();
+    let err = supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict)
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("broken.toml"), "{err:#}");
+    assert_eq!(status_of(&err), Status::BadInput);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run(args: &[&str]) -> Output {
+    vmfleet().args(args).output().unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_writes_the_file_and_names_what_it_refuses() {
+    let dir = scratch_dir("binary");
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let t = templates.to_str().unwrap();
+    let fp = root().join(X86_FP);
+    let fp = fp.to_str().unwrap();
+    let out_file = dir.join("vmfleet");
+    let o = out_file.to_str().unwrap();
+
+    // To stdout: the file itself, and nothing else.
+    let out = run(&["nfd", "--templates", t, "--fingerprint", fp, "--out", "-"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (labels, expiry) = nfd_read(&stdout);
+    assert_eq!(expiry, None);
+    assert_eq!(labels.len(), 1);
+    assert_eq!(labels["vmfleet.dev/fingerprint"], digest_of(Path::new(fp)));
+    assert!(stderr.contains("no *.toml template"), "{stderr}");
+
+    // To a file, with an expiry about an hour ahead.
+    let out = run(&[
+        "nfd",
+        "--templates",
+        t,
+        "--fingerprint",
+        fp,
+        "--out",
+        o,
+        "--expiry",
+        "1h",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("wrote {o} (1 labels")),
+        "{stdout}"
+    );
+    let (_, expiry) = nfd_read(&std::fs::read_to_string(&out_file).unwrap());
+    let expiry = expiry.unwrap();
+    let now = std::time::SystemTime::now();
+    let in_59m = supervisor::nfd::expiry_time(now, std::time::Duration::from_secs(59 * 60));
+    let in_61m = supervisor::nfd::expiry_time(now, std::time::Duration::from_secs(61 * 60));
+    assert!(
+        in_59m.unwrap().as_str() < expiry.as_str() && expiry.as_str() < in_61m.unwrap().as_str(),
+        "{expiry}"
+    );
+
+    // --json: only JSON on stdout, naming the file and each label.
+    let out = run(&[
+        "nfd",
+        "--templates",
+        t,
+        "--fingerprint",
+        fp,
+        "--out",
+        o,
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("only JSON");
+    assert_eq!(doc["path"], o);
+    assert_eq!(doc["labels"][0]["name"], "vmfleet.dev/fingerprint");
+    assert_eq!(doc["labels"][0]["value"], doc["fingerprint_digest"]);
+
+    // The exit statuses of what it refuses.
+    let missing = dir.join("missing");
+    let m = missing.to_str().unwrap();
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "{").unwrap();
+    let not_fp = dir.join("not-fp.json");
+    std::fs::write(&not_fp, r#"{"schema": "vmfleet.run.v1"}"#).unwrap();
+    let nowhere = dir.join("no/such/dir/vmfleet");
+    let cases: [(Vec<&str>, i32, &str); 8] = [
+        (
+            vec!["--templates", m, "--fingerprint", fp, "--out", "-"],
+            4,
+            "missing",
+        ),
+        (
+            vec!["--templates", t, "--fingerprint", m, "--out", "-"],
+            4,
+            "missing",
+        ),
+        (
+            vec![
+                "--templates",
+                t,
+                "--fingerprint",
+                garbage.to_str().unwrap(),
+                "--out",
+                "-",
+            ],
+            4,
+            "garbage.json is not JSON",
+        ),
+        (
+            vec![
+                "--templates",
+                t,
+                "--fingerprint",
+                not_fp.to_str().unwrap(),
+                "--out",
+                "-",
+            ],
+            4,
+            "not-fp.json",
+        ),
+        (
+            vec![
+                "--templates",
+                t,
+                "--fingerprint",
+                fp,
+                "--out",
+                "-",
+                "--json",
+            ],
+            2,
+            "--json",
+        ),
+        (
+            vec!["--templates", t, "--fingerprint", fp, "--expiry", "soon"],
+            2,
+            "soon",
+        ),
+        (
+            vec!["--templates", t, "--fingerprint", fp, "--expiry", "0s"],
+            2,
+            "zero",
+        ),
+        (
+            vec![
+                "--templates",
+                t,
+                "--fingerprint",
+                fp,
+                "--out",
+                nowhere.to_str().unwrap(),
+            ],
+            10,
+            "does not exist",
+        ),
+    ];
+    for (extra, code, says) in cases {
+        let mut all = vec!["nfd"];
+        all.extend(&extra);
+        let out = run(&all);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert!(stdout.is_empty(), "{extra:?}: {stdout}");
+    }
+    assert!(!dir.join("no").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Live: the fingerprint measured here has the digest of `host --fingerprint --json`'s
+/// document; without a usable /dev/kvm the command exits 6 and says why.
+#[test]
+fn live_the_digest_is_that_of_host_fingerprint() {
+    let dir = scratch_dir("live");
+    let t = dir.to_str().unwrap();
+    if !vcpu::skip::kvm_usable("live_the_digest_is_that_of_host_fingerprint") {
+        let out = run(&["nfd", "--templates", t, "--out", "-"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(6), "{stderr}");
+        assert!(stderr.contains("/dev/kvm"), "{stderr}");
+        return;
+    }
+    let host = run(&["host", "--fingerprint", "--json"]);
+    assert_eq!(host.status.code(), Some(0), "{}", text(&host).1);
+    let fp = dir.join("host.json");
+    std::fs::write(&fp, &host.stdout).unwrap();
+    let out = run(&["nfd", "--templates", t, "--out", "-"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (labels, _) = nfd_read(&stdout);
+    assert_eq!(labels["vmfleet.dev/fingerprint"], digest_of(&fp));
+    let _ = std::fs::remove_dir_all(&dir);
+}
