@@ -90,8 +90,9 @@ pub enum Command {
     /// and `vmfleet.dev/fingerprint=<digest>`, so that pods select hosts by template
     /// (`nodeSelector: {vmfleet.dev/template.NAME: "true"}`).
     ///
-    /// NAME is the template's file name without `.toml`, made a valid label name where it is not
-    /// (other characters become `-`; a long name keeps its beginning and a hash). The file is
+    /// NAME is the template's name (its `name`, or its file name without `.toml`), made a valid
+    /// label name where it is not (other characters become `-`; a long name keeps its beginning
+    /// and a hash). The file is
     /// written to a dot-file beside OUT and renamed over it. Exit status: 0 written, 4
     /// (bad_input) an unreadable fingerprint, directory or template, or two templates with one
     /// label, 6 (no_kvm) no --fingerprint and no usable /dev/kvm.

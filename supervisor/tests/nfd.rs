@@ -279,14 +279,22 @@ fn args(templates: &Path, fingerprint: Option<&str>, out: &Path) -> NfdArgs {
     }
 }
 
-/// A stub for the check engine: a template runs when its file says `runs = true`.
-fn stub_verdict(path: &Path, _host: &supervisor::model_cmd::ModelHost) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(path)?;
-    match text.trim() {
-        "runs = true" => Ok(true),
-        "runs = false" => Ok(false),
-        other => anyhow::bail!("the stub cannot read {other:?}"),
+/// A stub for the check engine: a template runs when its description says `runs`.
+fn stub_verdict(
+    template: &vcpu::model::template::CpuTemplate,
+    _host: &supervisor::model_cmd::ModelHost,
+) -> anyhow::Result<bool> {
+    match template.description.as_deref() {
+        Some("runs") => Ok(true),
+        Some("does not run") => Ok(false),
+        other => anyhow::bail!("the stub cannot judge {other:?}"),
     }
+}
+
+/// A template file's text: x86, described so that [`stub_verdict`] runs it or not.
+fn template(runs: bool) -> String {
+    let says = if runs { "runs" } else { "does not run" };
+    format!("arch = \"x86_64\"\ndescription = \"{says}\"\n")
 }
 
 /// The digest of a fingerprint file as `vmfleet nfd` computes it.
@@ -302,11 +310,15 @@ fn the_command_labels_each_template_of_the_directory() {
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates).unwrap();
     for (name, text) in [
-        ("graviton3.toml", "runs = true"),
-        ("Neoverse V1.toml", "runs = false"),
-        ("zen4.toml", "runs = true"),
-        (".hidden.toml", "not read"),
-        ("notes.txt", "not read"),
+        ("graviton3.toml", template(true)),
+        ("Neoverse V1.toml", template(false)),
+        ("zen4.toml", template(true)),
+        (
+            "named.toml",
+            format!("name = \"web-baseline.v2\"\n{}", template(false)),
+        ),
+        (".hidden.toml", "not read".into()),
+        ("notes.txt", "not read".into()),
     ] {
         std::fs::write(templates.join(name), text).unwrap();
     }
@@ -323,6 +335,7 @@ fn the_command_labels_each_template_of_the_directory() {
         ("vmfleet.dev/fingerprint", digest_of(&root().join(ARM_FP))),
         ("vmfleet.dev/template.Neoverse-V1", "false".into()),
         ("vmfleet.dev/template.graviton3", "true".into()),
+        ("vmfleet.dev/template.web-baseline.v2", "false".into()),
         ("vmfleet.dev/template.zen4", "true".into()),
     ]
     .into_iter()
@@ -336,26 +349,62 @@ fn the_command_labels_each_template_of_the_directory() {
         .collect();
     assert_eq!(names, ["vmfleet"]);
 
-    // Two templates with one label: refused with both names, the old file kept.
-    std::fs::write(templates.join("zen 4.toml"), "runs = true").unwrap();
-    std::fs::write(templates.join("zen-4.toml"), "runs = true").unwrap();
-    let err = supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict)
-        .unwrap_err();
-    let message = format!("{err:#}");
-    assert!(
-        message.contains("\"zen 4\"") && message.contains("\"zen-4\""),
-        "{message}"
+    // Every refusal is bad input, names what and where, and keeps the old file.
+    let refused = |setup: &dyn Fn(), says: &[&str], undo: &dyn Fn()| {
+        setup();
+        let err = supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict)
+            .unwrap_err();
+        let message = format!("{err:#}");
+        for s in says {
+            assert!(message.contains(s), "{s}: {message}");
+        }
+        assert_eq!(status_of(&err), Status::BadInput, "{message}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+        undo();
+    };
+    let write = |name: &str, text: &str| std::fs::write(templates.join(name), text).unwrap();
+    let remove = |name: &str| std::fs::remove_file(templates.join(name)).unwrap();
+    // Two templates with one label: both names and both files.
+    refused(
+        &|| {
+            write("zen 4.toml", &template(true));
+            write("zen-4.toml", &template(true));
+        },
+        &[
+            "\"zen 4\"",
+            "\"zen-4\"",
+            "zen 4.toml",
+            "zen-4.toml",
+            "template.zen-4",
+        ],
+        &|| {
+            remove("zen 4.toml");
+            remove("zen-4.toml");
+        },
     );
-    assert_eq!(status_of(&err), Status::BadInput);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
-
-    // A template the verdict cannot read: named, bad input.
-    std::fs::remove_file(templates.join("zen 4.toml")).unwrap();
-    std::fs::write(templates.join("broken.toml"), "[[[").unwrap();
-    let err = supervisor::nfd::run_with(&args(&templates, Some(ARM_FP), &out), &stub_verdict)
-        .unwrap_err();
-    assert!(format!("{err:#}").contains("broken.toml"), "{err:#}");
-    assert_eq!(status_of(&err), Status::BadInput);
+    // Two files with one template name.
+    refused(
+        &|| {
+            write(
+                "again.toml",
+                &format!("name = \"zen4\"\n{}", template(true)),
+            )
+        },
+        &["again.toml", "zen4.toml", "both named \"zen4\""],
+        &|| remove("again.toml"),
+    );
+    // A template that is not one: its file, line and column.
+    refused(
+        &|| write("broken.toml", "arch = \"x86_64\"\nspeed = 11\n"),
+        &["broken.toml:2:1"],
+        &|| remove("broken.toml"),
+    );
+    // One the check engine cannot judge.
+    refused(
+        &|| write("odd.toml", "arch = \"x86_64\"\n"),
+        &["judging template", "odd.toml", "cannot judge"],
+        &|| remove("odd.toml"),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -436,6 +485,9 @@ fn the_binary_writes_the_file_and_names_what_it_refuses() {
     assert_eq!(doc["labels"][0]["value"], doc["fingerprint_digest"]);
 
     // The exit statuses of what it refuses.
+    let bad_templates = dir.join("bad-templates");
+    std::fs::create_dir_all(&bad_templates).unwrap();
+    std::fs::write(bad_templates.join("bad.toml"), "arch = \"sparc\"\n").unwrap();
     let missing = dir.join("missing");
     let m = missing.to_str().unwrap();
     let garbage = dir.join("garbage.json");
@@ -443,7 +495,13 @@ fn the_binary_writes_the_file_and_names_what_it_refuses() {
     let not_fp = dir.join("not-fp.json");
     std::fs::write(&not_fp, r#"{"schema": "vmfleet.run.v1"}"#).unwrap();
     let nowhere = dir.join("no/such/dir/vmfleet");
-    let cases: [(Vec<&str>, i32, &str); 8] = [
+    let b = bad_templates.to_str().unwrap();
+    let cases: [(Vec<&str>, i32, &str); 9] = [
+        (
+            vec!["--templates", b, "--fingerprint", fp, "--out", "-"],
+            4,
+            "bad.toml:1:",
+        ),
         (
             vec!["--templates", m, "--fingerprint", fp, "--out", "-"],
             4,

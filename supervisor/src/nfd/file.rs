@@ -39,7 +39,7 @@ pub const MAX_SLUG_CHARS: usize = MAX_NAME_CHARS - "template.".len();
 const LONG_SLUG_KEEP: usize = MAX_SLUG_CHARS - 1 - 8;
 
 /// What can keep the file from being written.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FileError {
     /// Two templates would carry the same label.
     #[error(
@@ -84,7 +84,7 @@ pub enum FileError {
 /// One template and whether this host can run it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateVerdict {
-    /// The template's name (its file name without `.toml`).
+    /// The template's name (its `name`, or its file name without `.toml`).
     pub template: String,
     /// Whether this host can run it.
     pub runs: bool,

@@ -30,6 +30,7 @@ use serde_json::Value;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+use vcpu::model::template::CpuTemplate;
 
 /// The schema of `vmfleet nfd --json`.
 pub const NFD_SCHEMA: &str = "vmfleet.nfd.v1";
@@ -40,8 +41,8 @@ pub const DEFAULT_OUT: &str = "/etc/kubernetes/node-feature-discovery/features.d
 /// The longest `--expiry` (ten years): the timestamp keeps four year digits.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(3650 * 86_400);
 
-/// Whether this host can run the template in a file: the check engine's verdict.
-pub type Verdict<'a> = &'a dyn Fn(&Path, &ModelHost) -> Result<bool>;
+/// Whether the host can run a template: the check engine's verdict.
+pub type Verdict<'a> = &'a dyn Fn(&CpuTemplate, &ModelHost) -> Result<bool>;
 
 /// The document `--json` prints.
 #[derive(Debug, Serialize)]
@@ -58,9 +59,9 @@ struct NfdReport<'a> {
 /// `vmfleet nfd` with its arguments.
 pub fn run(args: &crate::cli::NfdArgs) -> Result<Status> {
     // TODO(check): the one call site of the check engine. When `crate::check::template_verdict`
-    // (the lead's `vmfleet check TEMPLATE FP`) lands on main, parse the file as a
-    // `vcpu::model::template::CpuTemplate` and return `template_verdict(&template, host).runs`.
-    run_with(args, &|_path, _host| {
+    // (the lead's `vmfleet check TEMPLATE FP`) lands on main, return
+    // `Ok(template_verdict(template, host).runs)`.
+    run_with(args, &|_template, _host| {
         Err(anyhow!(
             "template verdicts come with `vmfleet check TEMPLATE FP`, which this build does not \
              have yet"
@@ -81,7 +82,19 @@ pub fn run_with(args: &crate::cli::NfdArgs, verdict: Verdict<'_>) -> Result<Stat
     let (document, source) = fingerprint_document(args.fingerprint.as_deref())?;
     let host = host_from_str(&document.to_string(), &source).or_status(Status::BadInput)?;
     let digest = document_digest(&document);
-    let verdicts = judge_templates(&args.templates, &host, verdict)?;
+    let templates = read_templates(&args.templates)?;
+    let verdicts = templates
+        .iter()
+        .map(|(path, template)| {
+            let runs = verdict(template, &host)
+                .with_context(|| format!("judging template {}", path.display()))
+                .or_status(Status::BadInput)?;
+            Ok(TemplateVerdict {
+                template: template.name.clone(),
+                runs,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if verdicts.is_empty() {
         crate::note!(
             "vmfleet nfd: no *.toml template in {}: the file holds only the fingerprint",
@@ -93,7 +106,25 @@ pub fn run_with(args: &crate::cli::NfdArgs, verdict: Verdict<'_>) -> Result<Stat
         .map(|after| expiry_time(SystemTime::now(), after))
         .transpose()?;
     let feature_file = file::feature_file(&digest, &verdicts, expiry.as_deref())
-        .with_context(|| format!("templates in {}", args.templates.display()))
+        .map_err(|e| {
+            let file_of = |name: &str| {
+                templates
+                    .iter()
+                    .find(|(_, t)| t.name == name)
+                    .map_or_else(String::new, |(path, _)| path.display().to_string())
+            };
+            match &e {
+                file::FileError::SlugCollision { first, second, .. } => {
+                    anyhow::Error::new(e.clone()).context(format!(
+                        "templates {} and {}",
+                        file_of(first),
+                        file_of(second)
+                    ))
+                }
+                _ => anyhow::Error::new(e)
+                    .context(format!("templates in {}", args.templates.display())),
+            }
+        })
         .or_status(Status::BadInput)?;
     if to_stdout {
         emit(&feature_file.text)?;
@@ -162,25 +193,33 @@ pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The verdict on every template in `dir`, named by file name without `.toml`.
-fn judge_templates(
-    dir: &Path,
-    host: &ModelHost,
-    verdict: Verdict<'_>,
-) -> Result<Vec<TemplateVerdict>> {
-    template_files(dir)?
-        .into_iter()
-        .map(|path| {
-            let runs = verdict(&path, host)
-                .with_context(|| format!("judging template {}", path.display()))
-                .or_status(Status::BadInput)?;
-            let template = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok(TemplateVerdict { template, runs })
-        })
-        .collect()
+/// Every template in `dir` ([`template_files`]), read and checked; two files with one template
+/// name are refused, naming both.
+pub fn read_templates(dir: &Path) -> Result<Vec<(PathBuf, CpuTemplate)>> {
+    let mut templates: Vec<(PathBuf, CpuTemplate)> = Vec::new();
+    for path in template_files(dir)? {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading template {}", path.display()))
+            .or_status(Status::BadInput)?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let template = CpuTemplate::parse(&text, &path.display().to_string(), &stem)
+            .map_err(anyhow::Error::new)
+            .or_status(Status::BadInput)?;
+        if let Some((other, _)) = templates.iter().find(|(_, t)| t.name == template.name) {
+            return Err(anyhow!(
+                "templates {} and {} are both named {:?}",
+                other.display(),
+                path.display(),
+                template.name
+            ))
+            .or_status(Status::BadInput);
+        }
+        templates.push((path, template));
+    }
+    Ok(templates)
 }
 
 /// `now + after` as `YYYY-MM-DDTHH:MM:SSZ`.
