@@ -455,7 +455,7 @@ fn the_binary_writes_the_file_and_names_what_it_refuses() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stdout.starts_with(&format!("wrote {o} (1 labels")),
+        stdout.starts_with(&format!("wrote {o} (1 label,")),
         "{stdout}"
     );
     let (_, expiry) = nfd_read(&std::fs::read_to_string(&out_file).unwrap());

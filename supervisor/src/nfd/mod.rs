@@ -79,6 +79,10 @@ pub fn run_with(args: &crate::cli::NfdArgs, verdict: Verdict<'_>) -> Result<Stat
         ))
         .or_status(Status::Usage);
     }
+    if !to_stdout {
+        // Before anything is measured: a file that cannot be written is known now.
+        out_target(&args.out)?;
+    }
     let (document, source) = fingerprint_document(args.fingerprint.as_deref())?;
     let host = host_from_str(&document.to_string(), &source).or_status(Status::BadInput)?;
     let digest = document_digest(&document);
@@ -296,6 +300,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// dot-file beside it (nfd-worker ignores dot-files), synced, renamed over `path`. The dot-file
 /// is removed if any step fails.
 pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let (dir, name) = out_target(path)?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = dir.join(temp_name);
+    let written = write_new(&temp, text).and_then(|()| {
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))
+    });
+    if written.is_err() {
+        // Best effort: the error that matters is the write's.
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// The directory `path` is in (which must exist) and its file name.
+fn out_target(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("--out {} names no file", path.display()))
@@ -311,19 +333,7 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
             dir.display()
         ));
     }
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = dir.join(temp_name);
-    let written = write_new(&temp, text).and_then(|()| {
-        std::fs::rename(&temp, path)
-            .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))
-    });
-    if written.is_err() {
-        // Best effort: the error that matters is the write's.
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    Ok((dir, name))
 }
 
 /// Create `path` (mode 0644; a leftover of the same name is replaced), write `text`, sync.
@@ -348,10 +358,11 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
 
 /// What the command prints when it wrote the file.
 fn summary(path: &Path, file: &FeatureFile) -> String {
+    let count = file.labels.len();
     let mut text = format!(
-        "wrote {} ({} labels, {} bytes)\n",
+        "wrote {} ({count} label{}, {} bytes)\n",
         path.display(),
-        file.labels.len(),
+        if count == 1 { "" } else { "s" },
         file.text.len()
     );
     for label in &file.labels {
