@@ -4,7 +4,7 @@
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
-use supervisor::cli::{Cli, Command, ModelCommand, TraceCommand};
+use supervisor::cli::{Cli, Command, ModelCommand, TemplateCommand, TraceCommand};
 use supervisor::commands;
 
 fn main() -> ExitCode {
@@ -45,6 +45,17 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => supervisor::check::run(&args),
         Command::Nfd(args) => supervisor::nfd::run(&args),
+        Command::Baseline(args) => supervisor::template_cmd::baseline::run(
+            &args.fingerprints,
+            &args.name,
+            args.out.as_deref(),
+            args.json,
+        ),
+        Command::Template(TemplateCommand::Show {
+            template,
+            fingerprint,
+            json,
+        }) => supervisor::template_cmd::show(&template, fingerprint.as_deref(), json),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

@@ -788,13 +788,14 @@ fn model_judge_answers_match_their_schema() {
     }
 }
 
-/// `nfd --json` over each saved fingerprint, with and without `--expiry`, matches its schema.
+/// `nfd --json` over each saved fingerprint, with the example templates and with none, with and
+/// without `--expiry`, matches its schema.
 #[test]
 fn nfd_json_matches_its_schema() {
     let dir = std::env::temp_dir().join(format!("vmfleet-schema-nfd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let templates = dir.join("templates");
-    std::fs::create_dir_all(&templates).unwrap();
+    let empty = dir.join("templates");
+    std::fs::create_dir_all(&empty).unwrap();
     let validator = validator("nfd");
     let fingerprints = root().join("fixtures/fingerprints");
     let mut saved: Vec<PathBuf> = std::fs::read_dir(&fingerprints)
@@ -803,11 +804,12 @@ fn nfd_json_matches_its_schema() {
         .collect();
     saved.sort();
     assert!(!saved.is_empty());
-    for fp in &saved {
+    let examples = root().join("examples/templates");
+    for (fp, given) in saved.iter().flat_map(|fp| [(fp, &empty), (fp, &examples)]) {
         for expiry in [None, Some("1h")] {
             let mut cmd = vmfleet();
             cmd.args(["nfd", "--json", "--templates"])
-                .arg(&templates)
+                .arg(given)
                 .arg("--fingerprint")
                 .arg(fp)
                 .arg("--out")
@@ -825,6 +827,8 @@ fn nfd_json_matches_its_schema() {
             );
             let doc = json_of(&out, &format!("nfd --json --fingerprint {}", fp.display()));
             check_with(&validator, "nfd", &doc, &fp.display().to_string());
+            let labels = doc["labels"].as_array().unwrap().len();
+            assert_eq!(labels > 1, *given == examples, "{doc}");
             assert_eq!(doc["expiry_time"].is_null(), expiry.is_none());
         }
     }

@@ -3,8 +3,9 @@
 //! comment, a directive or `<namespace>/<name>[=<value>]`; an allowed namespace; Kubernetes'
 //! name and value rules; no name twice; at most 64 KiB. Then the command: over a saved
 //! fingerprint with a temporary templates directory (the library's `run_with` with a stub
-//! verdict, and the binary), its errors and exit statuses, and live on /dev/kvm (SKIPPED without
-//! it) the same digest `host --fingerprint` gives.
+//! verdict, and the binary), its errors and exit statuses; the binary's labels against `vmfleet
+//! check TEMPLATE FP`'s verdicts; and live on /dev/kvm (SKIPPED without it) the same digest
+//! `host --fingerprint` gives.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -582,6 +583,71 @@ fn the_binary_writes_the_file_and_names_what_it_refuses() {
         assert!(stdout.is_empty(), "{extra:?}: {stdout}");
     }
     assert!(!dir.join("no").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The binary's labels are `vmfleet check TEMPLATE FP`'s verdicts: each example template and a
+/// template of the host's own model, against each saved fingerprint (x86 and arm64): `true`
+/// where check exits 0, `false` where it exits 7 (refused) or the template is for the other
+/// architecture (check exits 4 and says so).
+#[test]
+fn the_labels_are_checks_verdicts() {
+    let dir = scratch_dir("check");
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/templates")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, templates.join(path.file_name().unwrap())).unwrap();
+    }
+    for arch in ["x86_64", "aarch64"] {
+        std::fs::write(
+            templates.join(format!("host-{arch}.toml")),
+            format!("arch = \"{arch}\"\n"),
+        )
+        .unwrap();
+    }
+    let files = supervisor::nfd::template_files(&templates).unwrap();
+    assert!(files.len() >= 4);
+    let mut seen = BTreeMap::new();
+    for fp in std::fs::read_dir(root().join("fixtures/fingerprints")).unwrap() {
+        let fp = fp.unwrap().path();
+        let out = vmfleet()
+            .args(["nfd", "--out", "-", "--templates"])
+            .arg(&templates)
+            .arg("--fingerprint")
+            .arg(&fp)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", fp.display());
+        let (labels, _) = nfd_read(&stdout);
+        assert_eq!(labels.len(), files.len() + 1);
+        for file in &files {
+            let check = vmfleet().arg("check").arg(file).arg(&fp).output().unwrap();
+            let (_, check_err) = text(&check);
+            let runs = match check.status.code() {
+                Some(0) => "true",
+                Some(7) => "false",
+                Some(4) if check_err.contains("guests and the host runs") => "false",
+                other => panic!(
+                    "check {} {}: {other:?} {check_err}",
+                    file.display(),
+                    fp.display()
+                ),
+            };
+            let template = vcpu::model::template::CpuTemplate::parse(
+                &std::fs::read_to_string(file).unwrap(),
+                "t",
+                &file.file_stem().unwrap().to_string_lossy(),
+            )
+            .unwrap();
+            let label = format!("vmfleet.dev/template.{}", template.name);
+            assert_eq!(labels[&label], runs, "{label} on {}", fp.display());
+            *seen.entry(runs).or_insert(0) += 1;
+        }
+    }
+    // Both answers occur, so the agreement means something.
+    assert!(seen.len() == 2, "{seen:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

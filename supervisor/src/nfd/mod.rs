@@ -4,7 +4,8 @@
 //! {vmfleet.dev/template.NAME: "true"}`).
 //!
 //! The command gathers the inputs (the fingerprint, live or from `--fingerprint`; every `*.toml`
-//! in DIR and this host's verdict on each), hands them to the pure writer ([`file`]), and writes
+//! in DIR and the rule engine's verdict on each, the one `vmfleet check TEMPLATE FP` gives; a
+//! template for the other architecture is `false`), hands them to the pure writer ([`file`]), and writes
 //! the result atomically: a dot-file in the same directory (nfd-worker skips dot-files), synced,
 //! then renamed over the target, so nfd never reads half a file. `--out -` prints it instead.
 //! `--expiry` adds `# +expiry-time=` (now plus the duration, from the system clock), after which
@@ -30,6 +31,7 @@ use serde_json::Value;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+use vcpu::model::engine::template::TemplateCheckError;
 use vcpu::model::template::CpuTemplate;
 
 /// The schema of `vmfleet nfd --json`.
@@ -56,17 +58,18 @@ struct NfdReport<'a> {
     labels: &'a [Label],
 }
 
-/// `vmfleet nfd` with its arguments.
+/// `vmfleet nfd` with its arguments: each template judged by the rule engine, as `vmfleet check
+/// TEMPLATE FP` judges it ([`crate::template_cmd::template_verdict`]). A template for the other
+/// architecture is one this host cannot run (`false`), not an error: one directory may serve a
+/// fleet of both.
 pub fn run(args: &crate::cli::NfdArgs) -> Result<Status> {
-    // TODO(check): the one call site of the check engine. When `crate::check::template_verdict`
-    // (the lead's `vmfleet check TEMPLATE FP`) lands on main, return
-    // `Ok(template_verdict(template, host).runs)`.
-    run_with(args, &|_template, _host| {
-        Err(anyhow!(
-            "template verdicts come with `vmfleet check TEMPLATE FP`, which this build does not \
-             have yet"
-        ))
-    })
+    run_with(
+        args,
+        &|template, host| match crate::template_cmd::template_verdict(template, host) {
+            Ok(check) => Ok(check.runs()),
+            Err(TemplateCheckError::MixedArch { .. }) => Ok(false),
+        },
+    )
 }
 
 /// `vmfleet nfd`, asking `verdict` whether this host can run each template.
@@ -197,21 +200,13 @@ pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every template in `dir` ([`template_files`]), read and checked; two files with one template
-/// name are refused, naming both.
+/// Every template in `dir` ([`template_files`]), read and checked
+/// ([`crate::template_cmd::load_template`]); two files with one template name are refused,
+/// naming both.
 pub fn read_templates(dir: &Path) -> Result<Vec<(PathBuf, CpuTemplate)>> {
     let mut templates: Vec<(PathBuf, CpuTemplate)> = Vec::new();
     for path in template_files(dir)? {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading template {}", path.display()))
-            .or_status(Status::BadInput)?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let template = CpuTemplate::parse(&text, &path.display().to_string(), &stem)
-            .map_err(anyhow::Error::new)
-            .or_status(Status::BadInput)?;
+        let template = crate::template_cmd::load_template(&path)?;
         if let Some((other, _)) = templates.iter().find(|(_, t)| t.name == template.name) {
             return Err(anyhow!(
                 "templates {} and {} are both named {:?}",
