@@ -91,16 +91,18 @@ pub enum Command {
     /// cannot be compared.
     Check(CheckArgs),
     /// Write a node-feature-discovery local feature file: one Kubernetes label per CPU template
-    /// in DIR, `vmfleet.dev/template.NAME=true` if this host can run it and `=false` if not,
-    /// and `vmfleet.dev/fingerprint=<digest>`, so that pods select hosts by template
+    /// in DIR, `vmfleet.dev/template.NAME=true` if this host can run it and `=false` if not, and
+    /// `vmfleet.dev/fingerprint=<digest>`, so that pods select hosts by template
     /// (`nodeSelector: {vmfleet.dev/template.NAME: "true"}`).
     ///
-    /// NAME is the template's name (its `name`, or its file name without `.toml`), made a valid
-    /// label name where it is not (other characters become `-`; a long name keeps its beginning
-    /// and a hash). The file is
-    /// written to a dot-file beside OUT and renamed over it. Exit status: 0 written, 4
-    /// (bad_input) an unreadable fingerprint, directory or template, or two templates with one
-    /// label, 6 (no_kvm) no --fingerprint and no usable /dev/kvm.
+    /// Each template is judged as `vmfleet check TEMPLATE FP` judges it; one for the other
+    /// architecture is `false`. NAME is the template's name (its `name`, or its file name
+    /// without `.toml`), made a valid label name where it is not (other characters become `-`; a
+    /// long name keeps its beginning and a hash). The file is written to a dot-file beside OUT
+    /// and renamed over it. Exit status: 0 written, 4 (bad_input) an unreadable fingerprint,
+    /// directory or template, two templates with one label, or a file over 64 KiB, 6 (no_kvm) no
+    /// --fingerprint and no usable /dev/kvm, 2 (usage) --json with --out -, 10 (error) OUT
+    /// cannot be written (its directory must exist).
     Nfd(NfdArgs),
     /// The most capable CPU template every given host can run, field by field by each field's
     /// own rule, with the hosts that limit each choice; from fingerprints alone.

@@ -5,9 +5,10 @@
 //!
 //! The command gathers the inputs (the fingerprint, live or from `--fingerprint`; every `*.toml`
 //! in DIR and the rule engine's verdict on each, the one `vmfleet check TEMPLATE FP` gives; a
-//! template for the other architecture is `false`), hands them to the pure writer ([`file`]), and writes
-//! the result atomically: a dot-file in the same directory (nfd-worker skips dot-files), synced,
-//! then renamed over the target, so nfd never reads half a file. `--out -` prints it instead.
+//! template for the other architecture is `false`), hands them to the pure writer ([`file`]),
+//! and writes the result atomically: a dot-file in the same directory (nfd-worker skips
+//! dot-files), synced, then renamed over the target, so nfd never reads half a file. `--out -`
+//! prints it instead.
 //! `--expiry` adds `# +expiry-time=` (now plus the duration, from the system clock), after which
 //! nfd drops the labels unless the file was rewritten: a host whose timer stopped loses them.
 //!
@@ -43,7 +44,8 @@ pub const DEFAULT_OUT: &str = "/etc/kubernetes/node-feature-discovery/features.d
 /// The longest `--expiry` (ten years): the timestamp keeps four year digits.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(3650 * 86_400);
 
-/// Whether the host can run a template: the check engine's verdict.
+/// Whether the host can run a template: the rule engine's verdict in [`run`], a stand-in in
+/// tests of [`run_with`].
 pub type Verdict<'a> = &'a dyn Fn(&CpuTemplate, &ModelHost) -> Result<bool>;
 
 /// The document `--json` prints.
