@@ -324,6 +324,10 @@ fn the_command_labels_each_template_of_the_directory() {
         std::fs::write(templates.join(name), text).unwrap();
     }
     std::fs::create_dir_all(templates.join("subdir.toml")).unwrap();
+    // A ConfigMap volume: each file a symbolic link into a hidden `..data` directory.
+    std::fs::create_dir_all(templates.join("..data")).unwrap();
+    std::fs::write(templates.join("..data/linked.toml"), template(true)).unwrap();
+    std::os::unix::fs::symlink("..data/linked.toml", templates.join("linked.toml")).unwrap();
     let out = dir.join("features.d/vmfleet");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let status =
@@ -336,6 +340,7 @@ fn the_command_labels_each_template_of_the_directory() {
         ("vmfleet.dev/fingerprint", digest_of(&root().join(ARM_FP))),
         ("vmfleet.dev/template.Neoverse-V1", "false".into()),
         ("vmfleet.dev/template.graviton3", "true".into()),
+        ("vmfleet.dev/template.linked", "true".into()),
         ("vmfleet.dev/template.web-baseline.v2", "false".into()),
         ("vmfleet.dev/template.zen4", "true".into()),
     ]
@@ -674,4 +679,70 @@ fn live_the_digest_is_that_of_host_fingerprint() {
     let (labels, _) = nfd_read(&stdout);
     assert_eq!(labels["vmfleet.dev/fingerprint"], digest_of(&fp));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `examples/kubernetes/`: every `vmfleet nfd` command line in the DaemonSet and the systemd
+/// service parses with vmfleet's own command line, writes where nfd-worker reads (the
+/// DaemonSet's host directory), and lets labels expire only after at least two rewrites were
+/// missed; the pod selects a label vmfleet writes for `examples/templates/no-avx512.toml`.
+#[test]
+fn the_kubernetes_examples_fit_the_command() {
+    use clap::Parser as _;
+    let dir = root().join("examples/kubernetes");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let expiry_of = |file: &str| -> std::time::Duration {
+        let text = read(file);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains("vmfleet nfd"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{file}: {lines:?}");
+        let command = lines[0][lines[0].find("vmfleet nfd").unwrap()..]
+            .split("||")
+            .next()
+            .unwrap();
+        let cli = supervisor::cli::Cli::try_parse_from(command.split_whitespace())
+            .unwrap_or_else(|e| panic!("{file}: {command}: {e}"));
+        let supervisor::cli::Command::Nfd(args) = cli.command else {
+            panic!("{file}: {command} is not vmfleet nfd");
+        };
+        assert_eq!(
+            args.templates,
+            Path::new("/etc/vmfleet/templates"),
+            "{file}"
+        );
+        assert_eq!(args.out, Path::new(supervisor::nfd::DEFAULT_OUT), "{file}");
+        assert!(args.fingerprint.is_none() && !args.json, "{file}");
+        args.expiry.unwrap_or_else(|| panic!("{file}: no --expiry"))
+    };
+    let minutes = std::time::Duration::from_secs(60);
+    let daemonset = read("vmfleet-nfd-daemonset.yaml");
+    assert!(daemonset.contains("sleep 600\n"));
+    assert!(expiry_of("vmfleet-nfd-daemonset.yaml") >= 20 * minutes);
+    let features_d = Path::new(supervisor::nfd::DEFAULT_OUT).parent().unwrap();
+    assert!(
+        daemonset.contains(&format!("path: {}\n", features_d.display())),
+        "the DaemonSet mounts the host's features.d"
+    );
+    assert!(read("vmfleet-nfd.timer").contains("OnUnitActiveSec=15min\n"));
+    assert!(expiry_of("vmfleet-nfd.service") >= 30 * minutes);
+
+    let pod = read("pod.yaml");
+    let selector = pod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vmfleet.dev/template."))
+        .expect("the pod selects a template label");
+    assert_eq!(selector, "no-avx512: \"true\"");
+    let out = vmfleet()
+        .args(["nfd", "--out", "-", "--templates"])
+        .arg(root().join("examples/templates"))
+        .arg("--fingerprint")
+        .arg(root().join(X86_FP))
+        .output()
+        .unwrap();
+    let (labels, _) = nfd_read(&text(&out).0);
+    assert!(
+        labels.contains_key("vmfleet.dev/template.no-avx512"),
+        "{labels:?}"
+    );
 }
