@@ -197,6 +197,8 @@ pub struct BenchReport {
     pub shutdown: Figure,
     /// A `pause` answered after an abandoned `wait`.
     pub pause_after_abandoned_wait: Figure,
+    /// `vmfleet baseline` of 1,000 fingerprints (no KVM).
+    pub baseline: Figure,
 }
 
 impl BenchReport {
@@ -210,6 +212,7 @@ impl BenchReport {
                 &self.stop_latency,
                 &self.shutdown,
                 &self.pause_after_abandoned_wait,
+                &self.baseline,
             ]
             .iter()
             .any(|f| bad(&f.verdict))

@@ -16,7 +16,9 @@
 //! [`vmfleet_scale`], [`vmfleet_memory_per_vm`], [`vmfleet_stop_latency`], [`vmfleet_shutdown`],
 //! [`vmfleet_pause_after_abandoned_wait`]) that drives the real
 //! fleet runtime (`crate::fleet`) on KVM, as `vmfleet run` does without `--record`; the shutdown
-//! figure runs `vmfleet serve` itself, as a child process.
+//! figure runs `vmfleet serve` itself, as a child process. The baseline figure
+//! ([`vmfleet_baseline`], module `baseline`) needs no KVM: it times `vmfleet baseline` of 1,000
+//! fingerprints.
 //!
 //! The parts: `measure` (the instruments: RSS, stopwatch, medians), `vmfleet` (vmfleet's side
 //! of the start, scale, memory and stop figures), `control` (the control-plane figures),
@@ -26,6 +28,9 @@
 use std::time::Duration;
 use vcpu::hypervisor::kvm::floor::{Floor, FloorError, FloorRun};
 
+pub use baseline::{BASELINE_HOSTS, BASELINE_TARGET, vmfleet_baseline};
+
+pub mod baseline;
 mod control;
 mod figures;
 mod measure;
@@ -99,6 +104,9 @@ pub enum BenchError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+    /// A figure without KVM (the baseline) could not be measured.
+    #[error("{0}")]
+    Failed(String),
     /// The fleet spec the benchmark writes for itself does not parse (a bug of the benchmark).
     #[error("the bench's own spec: {0}")]
     Spec(#[from] crate::spec::SpecError),
@@ -261,6 +269,17 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
             ))
         },
     );
+    let baseline = measure(
+        "ms",
+        format!(
+            "< {} ms for {BASELINE_HOSTS} fingerprints",
+            BASELINE_TARGET.as_millis()
+        ),
+        &|| {
+            let took = vmfleet_baseline(BASELINE_HOSTS)?;
+            Ok((took.as_secs_f64() * 1e3, took < BASELINE_TARGET))
+        },
+    );
     Ok(BenchReport {
         host: BenchHost::read(),
         vcpus_per_vm: VCPUS_PER_VM,
@@ -272,6 +291,7 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         shutdown_vms: options.shutdown_vms,
         shutdown,
         pause_after_abandoned_wait,
+        baseline,
     })
 }
 

@@ -106,6 +106,10 @@ pub fn table(report: &BenchReport) -> String {
             "pause answered after an abandoned wait".to_string(),
             &report.pause_after_abandoned_wait,
         ),
+        (
+            "baseline of fingerprints (parse, template, check each host; no KVM)".to_string(),
+            &report.baseline,
+        ),
     ] {
         let value = figure
             .value

@@ -157,7 +157,8 @@ fn report(verdict: Verdict) -> BenchReport {
         stop_latency: skipped.clone(),
         shutdown_vms: 1000,
         shutdown: skipped.clone(),
-        pause_after_abandoned_wait: skipped,
+        pause_after_abandoned_wait: skipped.clone(),
+        baseline: skipped,
     }
 }
 
@@ -189,4 +190,14 @@ fn the_table_names_every_figure() {
     let json = serde_json::to_value(report(Verdict::NotBuilt("why".into()))).unwrap();
     assert_eq!(json["start"][0]["verdict"]["status"], "not_built");
     assert_eq!(json["start"][0]["verdict"]["detail"], "why");
+}
+
+#[test]
+fn the_baseline_figure_settles_a_mixed_fleet_of_fingerprints() {
+    // Fewer hosts than the figure's, in a debug build: the figure's work, not its time.
+    let docs = super::baseline::documents(9).unwrap();
+    assert_eq!(docs.len(), 9);
+    assert_ne!(docs[0], docs[2], "the copies differ");
+    let took = super::vmfleet_baseline(9).unwrap();
+    assert!(took > std::time::Duration::ZERO);
 }
