@@ -26,8 +26,11 @@ use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
 use crate::hypervisor::cpuid::CpuidReg;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
-use crate::model::arm64::validate::Verdict;
-use crate::model::arm64::{plan, reg_id};
+use crate::model::arm64::fields;
+use crate::model::arm64::host::HostView;
+use crate::model::arm64::sysreg::SysReg;
+use crate::model::arm64::validate::{Arm64Refusal, Verdict, judge_before_run};
+use crate::model::arm64::{Arm64ModelSpec, plan, reg_id};
 use crate::model::template::CpuTemplate;
 use crate::model::x86::catalog::{self, CATALOG};
 use std::collections::BTreeSet;
@@ -312,17 +315,15 @@ fn check_arm64(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
     for write in &plan.writes {
         match &write.verdict {
             Verdict::Refused(refusal) => {
-                let what = match &refusal.field {
-                    Some(field) => format!("{}.{}", refusal.register_name(), field.name),
-                    None => reg_id::describe(write.reg_id),
-                };
-                out.problems.push(TemplateProblem {
-                    what,
-                    requested: Some(refusal.requested),
-                    limit: Some(refusal.limit),
-                    rule: format!("{} ({})", refusal.rule, refusal.errno),
-                    kind: ProblemKind::Refused(refusal.errno),
-                });
+                // The kernel names the first field it refuses; judge each changed field alone
+                // so that every one the host cannot give is named.
+                let each =
+                    refused_fields(write.reg_id, write.host_value, write.value, &view, model);
+                if each.is_empty() {
+                    out.problems.push(problem_of(refusal, write.reg_id));
+                } else {
+                    out.problems.extend(each);
+                }
             }
             Verdict::Unjudged { why } => out
                 .notes
@@ -331,6 +332,51 @@ fn check_arm64(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
         }
     }
     out
+}
+
+/// A refusal as a problem.
+fn problem_of(refusal: &Arm64Refusal, reg: u64) -> TemplateProblem {
+    let what = match &refusal.field {
+        Some(field) => format!("{}.{}", refusal.register_name(), field.name),
+        None => reg_id::describe(reg),
+    };
+    TemplateProblem {
+        what,
+        requested: Some(refusal.requested),
+        limit: Some(refusal.limit),
+        rule: format!("{} ({})", refusal.rule, refusal.errno),
+        kind: ProblemKind::Refused(refusal.errno),
+    }
+}
+
+/// Each field of register `id` that `value` changes from `host`, judged alone (the host's value
+/// with only that field changed): the refused ones. Empty for a register without a field table
+/// or one the host does not list.
+fn refused_fields(
+    id: u64,
+    host: Option<u64>,
+    value: u64,
+    view: &HostView,
+    model: &Arm64ModelSpec,
+) -> Vec<TemplateProblem> {
+    let (Some(host), Some(table)) = (
+        host,
+        SysReg::from_kvm_reg_id(id).ok().and_then(fields::table_for),
+    ) else {
+        return Vec::new();
+    };
+    table
+        .fields
+        .iter()
+        .filter(|f| f.raw(host) != f.raw(value))
+        .filter_map(|f| {
+            let alone = f.with(host, f.raw(value));
+            match judge_before_run(id, alone, view, model.features) {
+                Verdict::Refused(refusal) => Some(problem_of(&refusal, id)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
