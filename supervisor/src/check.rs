@@ -9,6 +9,11 @@
 //! FROM's default one for a feature set both fingerprints measured (CPU templates will bring
 //! others).
 //!
+//! A partial fingerprint (Firecracker's) is compared by the conservative side of each rule it
+//! lacks the facts for; what it lacks is printed first (`note:` lines; in JSON, each host's
+//! `partial`). Without a register list, which registers a host has is judged from the registers
+//! whose values it holds.
+//!
 //! JSON (`--json`, schema `vmfleet.migrate.v1`, supervisor/schemas/migrate.v1.schema.json).
 //! Exit status: 0 when the guest carries over, 7 (refused) when something blocks it, 4
 //! (bad_input) for an unreadable fingerprint or two that cannot be compared.
@@ -48,6 +53,10 @@ struct MigrateReport {
 struct HostLine {
     fingerprint: String,
     kernel: String,
+    /// What the fingerprint lacks and the rule's fallback (a Firecracker fingerprint), one
+    /// sentence each; absent for a complete one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,10 +111,12 @@ pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
         from: HostLine {
             fingerprint: from.display().to_string(),
             kernel: source.host.kernel_release.clone(),
+            partial: source.partial.clone(),
         },
         to: HostLine {
             fingerprint: to.display().to_string(),
             kernel: destination.host.kernel_release.clone(),
+            partial: destination.partial.clone(),
         },
         carries_over: !lines.iter().any(|l| l.blocks),
         registers: lines,
@@ -215,6 +226,11 @@ fn text(report: &MigrateReport) -> String {
             format!("{blocking} {what} block the move")
         }
     );
+    for host in [&report.from, &report.to] {
+        for note in &host.partial {
+            let _ = writeln!(out, "note: {}: {note}", host.fingerprint);
+        }
+    }
     for l in &report.registers {
         let value = match (&l.value, &l.destination_value) {
             (Some(v), Some(d)) => format!(" = {v} (destination {d})"),

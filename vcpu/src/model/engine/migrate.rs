@@ -7,6 +7,9 @@
 //!
 //! The guest's model is the source host's default one: the values its vCPU reads right after
 //! `KVM_ARM_VCPU_INIT` with the fingerprint's features (a template's model comes with templates).
+//! A fingerprint without a register list is compared only when its values hold every register
+//! its host lists (a Firecracker fingerprint's dump): then which registers a host has is judged
+//! from them.
 //!
 //! x86: KVM takes any CPUID table, so the question is not what the destination's kernel refuses
 //! but what it cannot give: every named feature the guest sees on the source (the supported table
@@ -145,15 +148,17 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
             format!("no vCPU initialised with features {init:#x}"),
         )
     })?;
-    let from_list = from_list.ok_or_else(|| missing("source", "no register list".into()))?;
+    let from_list = listed(from, from_list, from_values)
+        .ok_or_else(|| missing("source", "no register list".into()))?;
     let (to_list, to_values) = init_facts(to, init).ok_or_else(|| {
         missing(
             "destination",
             format!("no vCPU initialised with features {init:#x}"),
         )
     })?;
-    let to_list = to_list.ok_or_else(|| missing("destination", "no register list".into()))?;
-    let destination = destination_view(to, to_list, to_values);
+    let to_list = listed(to, to_list, to_values)
+        .ok_or_else(|| missing("destination", "no register list".into()))?;
+    let destination = destination_view(to, &to_list, to_values);
     let features = features_of(init);
     let model = |id: &u64| lock_policy::is_model_register(GuestArch::Aarch64, *id);
     let mut found = Vec::new();
@@ -185,6 +190,21 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
         });
     }
     Ok(found)
+}
+
+/// The registers a host lists for a vCPU: its register list, else (a fingerprint whose values
+/// hold every register, [`super::Arm64HostFacts::registers_from_values`]) the ids of its values,
+/// in id order.
+fn listed(
+    facts: &HostFacts,
+    list: Option<&Vec<u64>>,
+    values: &BTreeMap<u64, u64>,
+) -> Option<Vec<u64>> {
+    match list {
+        Some(list) => Some(list.clone()),
+        None if facts.arm64.registers_from_values => Some(values.keys().copied().collect()),
+        None => None,
+    }
 }
 
 /// The destination as a VM's planner sees it ([`view_of`]), with capability 239 if it offers it
