@@ -156,7 +156,7 @@ fn measure() -> (CpuidTable, CpuidTable) {
     };
     let vm = vcpu::VmHandle::new(kvm.create_vm(vcpu::VmId(0), "t").unwrap(), "t", kvm.arch());
     let vcpu = vm.create_vcpu(vcpu::VcpuId(0)).unwrap();
-    let table = vcpu::model::x86::model::X86CpuModel { hide: vec![] }
+    let table = vcpu::model::x86::model::X86CpuModel::default()
         .build(&supported, 0, 1)
         .unwrap()
         .table;
@@ -213,7 +213,7 @@ fn host_reports_what_guests_get_beyond_supported() {
     }
     // And every bit this test sees turned on (outside the runtime bits) is listed.
     let measured = vcpu::model::x86::drift::drift(
-        &vcpu::model::x86::model::X86CpuModel { hide: vec![] }
+        &vcpu::model::x86::model::X86CpuModel::default()
             .build(&supported, 0, 1)
             .unwrap()
             .table,

@@ -86,7 +86,7 @@ pub fn default_model_write(
     kvm: &KvmHypervisor,
     supported: &CpuidTable,
 ) -> Result<(CpuidTable, CpuidTable)> {
-    let written = X86CpuModel { hide: Vec::new() }
+    let written = X86CpuModel::default()
         .build(supported, 0, 1)
         .context("building the default model from the supported table")?
         .table;

@@ -337,12 +337,10 @@ impl Fingerprint {
 fn x86_section(facts: &X86Facts, emulated: Option<&CpuidTable>) -> X86Section {
     let host_rewrites = match (&facts.written, &facts.held) {
         (Some(written), Some(held)) => {
-            let default = facts.supported.as_ref().and_then(|s| {
-                X86CpuModel { hide: Vec::new() }
-                    .build(s, 0, 1)
-                    .ok()
-                    .map(|m| m.table)
-            });
+            let default = facts
+                .supported
+                .as_ref()
+                .and_then(|s| X86CpuModel::default().build(s, 0, 1).ok().map(|m| m.table));
             Some(HostRewrites {
                 default_model: default.as_ref() == Some(written),
                 written_entries: written.len(),

@@ -13,4 +13,6 @@ pub mod arm64;
 pub mod engine;
 pub mod lock_policy;
 pub mod suggest;
+pub mod template;
+pub mod tristate;
 pub mod x86;

@@ -55,9 +55,7 @@ impl X86Guest {
     ) -> Result<(), ConfigureError> {
         let unchanged = identical_if_unchanged && hide == vm.spec.cpu.hide.as_slice();
         let supported = vm.supported.supported_cpuid()?;
-        let model = X86CpuModel {
-            hide: hide.to_vec(),
-        };
+        let model = X86CpuModel::hiding(hide.to_vec());
         let mut reports = Vec::with_capacity(vm.vcpus.len());
         let mut pending = Vec::with_capacity(vm.vcpus.len());
         for (index, vcpu) in vm.vcpus.iter().enumerate() {

@@ -576,9 +576,7 @@ mod tests {
     fn pvm_host_rewriting_leaf_7_is_caught_three_ways() {
         let mut supported = supported();
         supported.lookup_mut(7, 0).unwrap().ebx = 0xf1bf_07ab; // a host that does offer AVX-512
-        let model = X86CpuModel {
-            hide: vec!["avx512f".into()],
-        };
+        let model = X86CpuModel::hiding(vec!["avx512f".into()]);
         let requested = model.build(&supported, 0, 1).unwrap();
         assert_eq!(requested.hidden, vec![feature("avx512f")]);
         assert_eq!(requested.table.lookup(7, 0).unwrap().ebx & (1 << 16), 0);
@@ -619,11 +617,9 @@ mod tests {
     /// 0x01800002), the request keeps it clear, and the kernel's rewrite still shows up.
     #[test]
     fn features_the_host_did_not_offer_are_still_checked() {
-        let requested = X86CpuModel {
-            hide: vec!["avx512f".into(), "constant_tsc".into()],
-        }
-        .build(&supported(), 0, 1)
-        .unwrap();
+        let requested = X86CpuModel::hiding(vec!["avx512f".into(), "constant_tsc".into()])
+            .build(&supported(), 0, 1)
+            .unwrap();
         assert_eq!(requested.hidden, vec![feature("avx512f")]);
         assert_eq!(requested.already_absent, vec![feature("constant_tsc")]);
         let mut held = requested.table.clone();

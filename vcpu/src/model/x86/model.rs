@@ -2,15 +2,21 @@
 //! features to hide, the exact table vmfleet hands to `KVM_SET_CPUID2` for one vCPU.
 //!
 //! [`X86CpuModel::build`] does, in this order:
-//! 1. resolve every name in `hide` through the catalog (unknown → [`ModelError::UnknownFeature`],
-//!    with a suggestion);
+//! 1. resolve every name in `hide` and `show` through the catalog (unknown →
+//!    [`ModelError::UnknownFeature`], with a suggestion; one name in both →
+//!    [`ModelError::ShownAndHidden`]);
 //! 2. copy the supported table, keeping its order (order matters to KVM's after-run identity
 //!    check);
 //! 3. per-vCPU normalisation (below);
-//! 4. clear each hidden feature's bit wherever its leaf/subleaf has an entry (whether the bit was
+//! 4. apply the raw `cpuid` bitmaps (a CPU template's tri-state bits; a leaf/subleaf the table
+//!    has no entry for → [`ModelError::NoSuchLeaf`]: vmfleet does not invent leaves), then set each
+//!    `show` feature's bit (its leaf must be in the table, the same rule). KVM takes any bit: one
+//!    the host does not support is not refused here, it is what `vmfleet check` and the run's
+//!    read-back and guest view report;
+//! 5. clear each hidden feature's bit wherever its leaf/subleaf has an entry (whether the bit was
 //!    set or not: either way the request tells the kernel 0 and the feature goes in `hidden`); a
 //!    feature whose leaf/subleaf has no entry is recorded in `already_absent`, not an error;
-//! 5. apply the checks `KVM_SET_CPUID2` itself makes before accepting a table
+//! 6. apply the checks `KVM_SET_CPUID2` itself makes before accepting a table
 //!    ([`KernelRule`]), so a table the kernel would refuse is refused here, naming the rule and the
 //!    errno the kernel would give.
 //!
@@ -34,14 +40,52 @@
 use super::catalog::{self, Feature};
 use crate::hypervisor::cpuid::{CpuidReg, CpuidTable, MAX_ENTRIES};
 use crate::hypervisor::errno::Errno;
+use crate::model::tristate::TriState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The CPU model vmfleet asks for: the host's supported table minus `hide`.
+/// The CPU model vmfleet asks for: the host's supported table, with `cpuid`'s bits, `show`'s
+/// features set and `hide`'s cleared.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct X86CpuModel {
     /// Catalog names of features the guest must not see (case-insensitive, `-` or `_`).
     pub hide: Vec<String>,
+    /// Catalog names of features the guest must see (a CPU template's `feature = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub show: Vec<String>,
+    /// Raw tri-state bits, per leaf, subleaf and register (a CPU template's `cpuid` table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuid: Vec<CpuidBits>,
+}
+
+/// Tri-state bits of one CPUID register: `x` bits stay the host's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CpuidBits {
+    /// The leaf (EAX input).
+    pub leaf: u32,
+    /// The subleaf (ECX input; 0 for leaves without subleaves).
+    pub subleaf: u32,
+    /// The output register.
+    pub register: CpuidReg,
+    /// The bits (width 32).
+    pub bits: TriState,
+}
+
+impl CpuidBits {
+    /// `7.0.ebx`.
+    pub fn position(&self) -> String {
+        catalog::position(self.leaf, self.subleaf, self.register)
+    }
+}
+
+impl X86CpuModel {
+    /// The model that hides `hide` and changes nothing else.
+    pub fn hiding(hide: Vec<String>) -> X86CpuModel {
+        X86CpuModel {
+            hide,
+            ..X86CpuModel::default()
+        }
+    }
 }
 
 /// The table built for one vCPU, and what the build did with each hidden feature.
@@ -135,6 +179,25 @@ pub enum ModelError {
         /// What the kernel would answer ([`KernelRule::errno`]).
         errno: Errno,
     },
+    /// A feature both shown and hidden.
+    #[error("feature `{name}` is both shown and hidden")]
+    ShownAndHidden {
+        /// The catalog name.
+        name: String,
+    },
+    /// Bits or a shown feature in a leaf the host's table has no entry for.
+    #[error(
+        "{what}: the host's supported CPUID has no leaf {leaf:#x} subleaf {subleaf}, and vmfleet \
+         does not add leaves"
+    )]
+    NoSuchLeaf {
+        /// What asked for it (`cpuid 0x7.0.ebx`, `feature avx2`).
+        what: String,
+        /// The leaf.
+        leaf: u32,
+        /// The subleaf.
+        subleaf: u32,
+    },
     /// The table was asked for a vCPU the VM does not have.
     #[error("vCPU index {vcpu_index} is out of range for {vcpu_count} vCPUs")]
     Topology {
@@ -178,19 +241,50 @@ impl X86CpuModel {
                 vcpu_count,
             });
         }
-        let mut wanted: Vec<&'static Feature> = Vec::new();
-        for name in &self.hide {
-            let feature = catalog::by_name(name).ok_or_else(|| ModelError::UnknownFeature {
-                name: name.clone(),
-                suggestion: catalog::suggest(name).map(str::to_string),
-            })?;
-            if !wanted.contains(&feature) {
-                wanted.push(feature);
+        let resolve = |names: &[String]| -> Result<Vec<&'static Feature>, ModelError> {
+            let mut out: Vec<&'static Feature> = Vec::new();
+            for name in names {
+                let feature = catalog::by_name(name).ok_or_else(|| ModelError::UnknownFeature {
+                    name: name.clone(),
+                    suggestion: catalog::suggest(name).map(str::to_string),
+                })?;
+                if !out.contains(&feature) {
+                    out.push(feature);
+                }
             }
+            Ok(out)
+        };
+        let wanted = resolve(&self.hide)?;
+        let shown = resolve(&self.show)?;
+        if let Some(both) = shown.iter().find(|f| wanted.contains(f)) {
+            return Err(ModelError::ShownAndHidden {
+                name: both.name.to_string(),
+            });
         }
 
         let mut table = supported.clone();
         normalise_for_vcpu(&mut table, vcpu_index, vcpu_count);
+        for bits in &self.cpuid {
+            let entry = table.lookup_mut(bits.leaf, bits.subleaf).ok_or_else(|| {
+                ModelError::NoSuchLeaf {
+                    what: format!("cpuid {}", bits.position()),
+                    leaf: bits.leaf,
+                    subleaf: bits.subleaf,
+                }
+            })?;
+            let reg = entry.reg_mut(bits.register);
+            *reg = bits.bits.apply(u64::from(*reg)) as u32;
+        }
+        for feature in shown {
+            let entry = table
+                .lookup_mut(feature.leaf, feature.subleaf)
+                .ok_or_else(|| ModelError::NoSuchLeaf {
+                    what: format!("feature {}", feature.name),
+                    leaf: feature.leaf,
+                    subleaf: feature.subleaf,
+                })?;
+            *entry.reg_mut(feature.reg) |= feature.mask();
+        }
 
         let mut hidden = Vec::new();
         let mut already_absent = Vec::new();
@@ -298,9 +392,7 @@ mod tests {
     }
 
     fn model(hide: &[&str]) -> X86CpuModel {
-        X86CpuModel {
-            hide: hide.iter().map(|s| s.to_string()).collect(),
-        }
+        X86CpuModel::hiding(hide.iter().map(|s| s.to_string()).collect())
     }
 
     /// Every bit that differs between two same-shaped tables, as (leaf, subleaf, reg, mask).
@@ -319,6 +411,47 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn shown_features_and_raw_bits_change_only_their_bits() {
+        let model = X86CpuModel {
+            hide: vec!["avx2".into()],
+            show: vec!["avx512f".into()],
+            cpuid: vec![CpuidBits {
+                leaf: 0x8000_0001,
+                subleaf: 0,
+                register: CpuidReg::Ecx,
+                bits: TriState::parse("0b1x0", 32).unwrap(),
+            }],
+        };
+        let mut supported = supported();
+        supported.lookup_mut(7, 0).unwrap().ebx &= !(1 << 16);
+        let built = model.build(&supported, 0, 1).unwrap();
+        let ebx = built.table.lookup(7, 0).unwrap().ebx;
+        assert_eq!(ebx & (1 << 16), 1 << 16, "avx512f shown");
+        assert_eq!(ebx & (1 << 5), 0, "avx2 hidden");
+        assert_eq!(built.table.lookup(0x8000_0001, 0).unwrap().ecx, 0x0000_0124);
+        let both = X86CpuModel {
+            hide: vec!["avx2".into()],
+            show: vec!["AVX2".into()],
+            ..X86CpuModel::default()
+        };
+        assert!(matches!(
+            both.build(&supported, 0, 1),
+            Err(ModelError::ShownAndHidden { .. })
+        ));
+        let missing = X86CpuModel {
+            cpuid: vec![CpuidBits {
+                leaf: 0x14,
+                subleaf: 0,
+                register: CpuidReg::Eax,
+                bits: TriState::whole(32, 1),
+            }],
+            ..X86CpuModel::default()
+        };
+        let e = missing.build(&supported, 0, 1).unwrap_err().to_string();
+        assert!(e.contains("no leaf 0x14 subleaf 0"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::model::arm64::sysreg::SysReg;
 use crate::model::arm64::validate::{
     Arm64Refusal, Arm64Rule, Verdict, field_differences, judge_before_run,
 };
+use crate::model::tristate::TriState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -268,8 +269,8 @@ pub fn plan(spec: &Arm64ModelSpec, host: &HostView) -> Result<Arm64Plan, PlanErr
     for (reg, requests) in spec.id_registers.by_register() {
         plan_id_register(&mut plan, reg, &requests, host, spec.features)?;
     }
-    for (id, value) in spec.registers.iter() {
-        plan_raw(&mut plan, id, value, host, spec.features)?;
+    for (id, bits) in spec.registers.iter() {
+        plan_raw(&mut plan, id, bits, host, spec.features)?;
     }
     if let Some(version) = spec.psci_version {
         let register = FirmwareRegister::PsciVersion;
@@ -352,7 +353,7 @@ fn plan_id_register(
 fn plan_raw(
     plan: &mut Arm64Plan,
     id: u64,
-    value: u64,
+    bits: TriState,
     host: &HostView,
     features: VcpuFeatureSet,
 ) -> Result<(), PlanError> {
@@ -362,6 +363,9 @@ fn plan_raw(
     } else {
         None
     };
+    // A bitmap's `x` bits are the host's: over 0 where the host does not list the register.
+    let from = host_value.unwrap_or(0);
+    let value = bits.apply(from);
     if host_value == Some(value) {
         plan.unchanged.push(PlanNote {
             reg_id: id,
@@ -370,7 +374,6 @@ fn plan_raw(
         });
         return Ok(());
     }
-    let from = host_value.unwrap_or(0);
     let changes: Vec<Change> = field_differences(id, from, value)
         .into_iter()
         .map(|d| Change {
@@ -379,7 +382,12 @@ fn plan_raw(
             to: d.new,
         })
         .collect();
-    let reason = format!("spec: registers = {value:#018x}: {}", join(&changes));
+    let asked = if bits.is_whole() {
+        format!("{value:#018x}")
+    } else {
+        format!("{bits} (the host's {from:#018x} → {value:#018x})")
+    };
+    let reason = format!("spec: registers = {asked}: {}", join(&changes));
     plan.writes.push(PlannedWrite {
         reg_id: id,
         register: name,

@@ -12,7 +12,9 @@
 //! identification and cache-description registers, the firmware registers and hypercall
 //! bitmaps); core, SVE, timer and other registers are refused, because the guest loader owns
 //! them. A value is the full 64-bit register, written as a string (`"0x…"`, or decimal digits)
-//! or as a non-negative TOML integer. Names are resolved while the key is read, so an unknown one
+//! or as a non-negative TOML integer, or a tri-state bitmap (`"0bxxxx0001…"`,
+//! [`crate::model::tristate`]: `x` keeps the host's bit), which is how CPU templates (and
+//! Firecracker's `reg_modifiers`) change some bits of a register and leave the rest alone. Names are resolved while the key is read, so an unknown one
 //! is reported on the key with the nearest known name ([`crate::model::suggest`]).
 //!
 //! The planner judges each write by the same rules as a field write
@@ -27,14 +29,16 @@ use crate::model::arm64::firmware::FirmwareRegister;
 use crate::model::arm64::reg_id;
 use crate::model::arm64::validate::{LockClass, lock_class};
 use crate::model::suggest;
+use crate::model::tristate::TriState;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Whole-register writes, by register id. Serializes as a map `name = "0x…"`.
+/// Register writes, by register id: whole values, or tri-state bitmaps over the host's value.
+/// Serializes as a map `name = "0x…"` (whole) or `name = "0b…"` (bitmap).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RegisterRequests(BTreeMap<u64, u64>);
+pub struct RegisterRequests(BTreeMap<u64, TriState>);
 
 impl RegisterRequests {
     /// No requests.
@@ -45,25 +49,39 @@ impl RegisterRequests {
     /// Ask for register `id` = `value` (replacing an earlier request), checking that `id` is a
     /// CPU-model register.
     pub fn set(&mut self, id: u64, value: u64) -> Result<(), SpecError> {
+        self.set_bits(id, TriState::whole(64, value))
+    }
+
+    /// Ask for the bits of register `id` that `bits` fixes (the rest stay the host's).
+    pub fn set_bits(&mut self, id: u64, bits: TriState) -> Result<(), SpecError> {
         check_model_register(&format!("{id:#018x}"), id)?;
-        self.0.insert(id, value);
+        self.0.insert(id, bits);
         Ok(())
     }
 
     /// Ask for the register called `key` (a name or a hex id) = `value`.
     pub fn set_by_name(&mut self, key: &str, value: u64) -> Result<(), SpecError> {
         let id = resolve(key)?;
-        self.0.insert(id, value);
+        self.0.insert(id, TriState::whole(64, value));
         Ok(())
     }
 
-    /// The value asked for register `id`.
+    /// The whole value asked for register `id` (`None` when it is not asked for, or only some
+    /// of its bits are).
     pub fn get(&self, id: u64) -> Option<u64> {
+        self.0
+            .get(&id)
+            .filter(|bits| bits.is_whole())
+            .map(|bits| bits.value)
+    }
+
+    /// The bits asked for register `id`.
+    pub fn bits(&self, id: u64) -> Option<TriState> {
         self.0.get(&id).copied()
     }
 
     /// Every request, in register-id order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, TriState)> + '_ {
         self.0.iter().map(|(id, v)| (*id, *v))
     }
 
@@ -143,12 +161,21 @@ fn name_of(id: u64) -> String {
     }
 }
 
+/// A request as the spec writes it: `"0x…"` for a whole value, the bitmap otherwise.
+fn value_text(bits: &TriState) -> String {
+    if bits.is_whole() {
+        format!("{:#018x}", bits.value)
+    } else {
+        bits.to_string()
+    }
+}
+
 impl Serialize for RegisterRequests {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(
             self.0
                 .iter()
-                .map(|(id, v)| (name_of(*id), format!("{v:#018x}"))),
+                .map(|(id, bits)| (name_of(*id), value_text(bits))),
         )
     }
 }
@@ -165,15 +192,16 @@ impl<'de> Deserialize<'de> for RegisterKey {
     }
 }
 
-/// A full register value: `"0x…"`, decimal digits in a string, or a non-negative integer.
-struct RegisterValue(u64);
+/// A full register value (`"0x…"`, decimal digits in a string, or a non-negative integer) or a
+/// tri-state bitmap (`"0b…"`).
+struct RegisterValue(TriState);
 
 /// The text of a value that is not a 64-bit register value (the key is not known here: the
 /// parser's position names it).
 fn bad_value<E: de::Error>(value: impl fmt::Display) -> E {
     E::custom(format!(
         "registers: `{value}` is not a 64-bit register value; write it in hex as a string: \
-         \"0x…\" (at most 16 hex digits)"
+         \"0x…\" (at most 16 hex digits), or as a bitmap \"0b…\" of 0, 1 and x (the host's bit)"
     ))
 }
 
@@ -186,16 +214,21 @@ impl<'de> Deserialize<'de> for RegisterValue {
                 f.write_str("a 64-bit register value, \"0x…\"")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<RegisterValue, E> {
-                Ok(RegisterValue(v))
+                Ok(RegisterValue(TriState::whole(64, v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RegisterValue, E> {
                 u64::try_from(v)
-                    .map(RegisterValue)
+                    .map(|v| RegisterValue(TriState::whole(64, v)))
                     .map_err(|_| bad_value(v))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RegisterValue, E> {
+                if v.trim_start().starts_with("0b") || v.trim_start().starts_with("0B") {
+                    return TriState::parse(v.trim(), 64)
+                        .map(RegisterValue)
+                        .map_err(|e| E::custom(format!("registers: {e}")));
+                }
                 parse_value(v)
-                    .map(RegisterValue)
+                    .map(|v| RegisterValue(TriState::whole(64, v)))
                     .ok_or_else(|| bad_value(v))
             }
         }
@@ -301,7 +334,7 @@ impl Assignments {
                         register: reg_id::describe(id),
                     });
                 }
-                registers.0.insert(id, raw);
+                registers.0.insert(id, TriState::whole(64, raw));
                 register_keys.insert(id, key.to_string());
             }
         }
@@ -325,7 +358,11 @@ impl Assignments {
     /// The full register writes, in register-id order: each whole-register write, and each
     /// register whose fields are set, over the value `held` gives for it (what the VM holds now).
     pub fn writes(&self, held: impl Fn(u64) -> u64) -> Vec<(u64, u64)> {
-        let mut writes: BTreeMap<u64, u64> = self.registers.iter().collect();
+        let mut writes: BTreeMap<u64, u64> = self
+            .registers
+            .iter()
+            .map(|(id, bits)| (id, bits.apply(held(id))))
+            .collect();
         for (reg, requests) in self.fields.by_register() {
             let id = reg.kvm_reg_id();
             let value = requests.iter().fold(held(id), |value, (field, raw)| {
