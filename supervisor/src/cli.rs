@@ -85,6 +85,9 @@ pub enum Command {
     /// fingerprint T --json`). Exit status: 0 the guest carries over, 7 (refused) a register
     /// blocks the move, 4 (bad_input) a fingerprint is unreadable or the two cannot be compared.
     Check(CheckArgs),
+    /// CPU templates: Firecracker interop (`import-firecracker`, `export-firecracker`).
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
     /// ~/.local/share/bash-completion/completions/vmfleet`.
     Completions {
@@ -195,6 +198,43 @@ pub enum TraceCommand {
         /// supervisor/schemas/fingerprint.v1.schema.json) instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// The subcommands of `vmfleet template`.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Read a Firecracker custom CPU template (JSON) and print it as a vmfleet CPU template
+    /// (TOML): CPUID bitmaps, register bitmaps and VCPU_INIT features carry over bit for bit;
+    /// `kvm_capabilities` and MSR bitmaps are kept in its `[firecracker]` table (MSRs are not
+    /// modelled: each is a warning on stderr, and a VM is refused to run with them). Exit status:
+    /// 0, 4 (bad_input) for an unreadable or malformed template, 10 (error) when OUT exists.
+    ImportFirecracker {
+        /// The Firecracker template (JSON, Firecracker's docs/cpu_templates/schema.json).
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(short, long, value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+        /// The template's name (default: FILE's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a vmfleet CPU template (TOML) as a Firecracker custom CPU template (JSON): named
+    /// features and fields become register ids and bit positions; what Firecracker cannot
+    /// express is a warning on stderr. Exit status: 0, 4 (bad_input) for an unreadable or
+    /// malformed template, 10 (error) when OUT exists.
+    ExportFirecracker {
+        /// The vmfleet CPU template (TOML).
+        template: PathBuf,
+        /// Write the JSON here instead of stdout.
+        #[arg(short, long, value_name = "OUT.json")]
+        output: Option<PathBuf>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
     },
 }
 

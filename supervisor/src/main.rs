@@ -4,7 +4,7 @@
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use std::process::ExitCode;
-use supervisor::cli::{Cli, Command, ModelCommand, TraceCommand};
+use supervisor::cli::{Cli, Command, ModelCommand, TemplateCommand, TraceCommand};
 use supervisor::commands;
 
 fn main() -> ExitCode {
@@ -44,6 +44,26 @@ fn main() -> ExitCode {
             supervisor::model_cmd::judge::run(&fingerprint)
         }
         Command::Check(args) => supervisor::check::run(&args),
+        Command::Template(TemplateCommand::ImportFirecracker {
+            file,
+            output,
+            name,
+            force,
+        }) => supervisor::firecracker::commands::import_firecracker(
+            &file,
+            output.as_deref(),
+            name.as_deref(),
+            force,
+        ),
+        Command::Template(TemplateCommand::ExportFirecracker {
+            template,
+            output,
+            force,
+        }) => supervisor::firecracker::commands::export_firecracker(
+            &template,
+            output.as_deref(),
+            force,
+        ),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

@@ -402,6 +402,17 @@ impl FirecrackerTemplate {
     /// The JSON document in Firecracker's shape: `kvm_capabilities` and the keys of `arch`
     /// (x86: `cpuid_modifiers`, `msr_modifiers`; arm64: `vcpu_features`, `reg_modifiers`).
     pub fn to_json(&self, arch: GuestArch) -> Result<serde_json::Value> {
+        serde_json::to_value(self.raw(arch)).context("serializing a Firecracker CPU template")
+    }
+
+    /// [`Self::to_json`] as pretty text with Firecracker's key order, ending in a newline.
+    pub fn to_json_text(&self, arch: GuestArch) -> Result<String> {
+        serde_json::to_string_pretty(&self.raw(arch))
+            .map(|text| text + "\n")
+            .context("serializing a Firecracker CPU template")
+    }
+
+    fn raw(&self, arch: GuestArch) -> RawTemplate {
         let mut raw = RawTemplate {
             kvm_capabilities: Some(
                 self.kvm_capabilities
@@ -462,7 +473,7 @@ impl FirecrackerTemplate {
                 );
             }
         }
-        serde_json::to_value(&raw).context("serializing a Firecracker CPU template")
+        raw
     }
 
     /// What the template does, order-insensitive: modifiers of one register merged in order,

@@ -7,6 +7,9 @@
 //! facts plus the trace header's host facts), stating what the document lacks: a Firecracker
 //! fingerprint holds the guest's CPU configuration only (no writable masks, no register list,
 //! no capabilities, no kernel probes), so the rules fall back to their conservative side.
+//! [`convert`] turns a Firecracker custom template into a vmfleet CPU template and back.
 
+pub mod commands;
+pub mod convert;
 pub mod fingerprint;
 pub mod format;
