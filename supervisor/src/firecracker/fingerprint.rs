@@ -17,7 +17,8 @@
 //! host has from the registers whose values the dump holds (Firecracker dumps every listed one but
 //! PC and two timers); no capabilities → none offered (so no writable MIDR_EL1); no kernel probes
 //! → judged as the newer kernels do, said where it matters; no preferred target →
-//! `KVM_ARM_VCPU_INIT` is answered as unknown.
+//! `KVM_ARM_VCPU_INIT` is answered as unknown (the vCPU's later calls are judged as if the kernel
+//! took it).
 
 use super::format::FirecrackerFingerprint;
 use crate::model_cmd::ModelHost;
@@ -127,7 +128,9 @@ pub fn host_from_firecracker(fp: &FirecrackerFingerprint) -> Result<ModelHost> {
                     config.reg_modifiers.len()
                 ),
                 "no kernel probes: the rules they decide are judged as the newer kernels do".into(),
-                "no preferred target: KVM_ARM_VCPU_INIT is answered as unknown".into(),
+                "no preferred target: KVM_ARM_VCPU_INIT is answered as unknown, and the vCPU's later \
+                 calls are judged as if the kernel took it"
+                    .into(),
                 format!(
                     "VCPU_INIT features {init:#x}: Firecracker's default (psci-0.2) with the \
                      document's vcpu_features, not read from the host"

@@ -339,3 +339,25 @@ fn migrate_without_a_register_list_compares_only_when_the_values_hold_every_regi
     );
     assert!(arm64_carryover(&source, &source).unwrap().is_empty());
 }
+
+#[test]
+fn without_a_preferred_target_init_is_unknown_and_the_vcpu_is_still_judged() {
+    // A partial fingerprint (Firecracker's) has no preferred target: KVM_ARM_VCPU_INIT's answer
+    // is unknown, and the vCPU's later calls are answered from the values, not ENOEXEC.
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    let mut facts = arm_facts();
+    facts.arm64.preferred_target = None;
+    let mut engine = Engine::new(facts);
+    let init = vcpu(VcpuCall::ArmVcpuInit {
+        target: 5,
+        features: [0; 7],
+    });
+    assert!(matches!(
+        engine.call(VCPU, &init),
+        Prediction::Unknown { .. }
+    ));
+    assert_eq!(
+        engine.call(VCPU, &vcpu(VcpuCall::GetOneReg { id: pfr0 })),
+        ok(Reply::Value(1 << 60 | 0x11))
+    );
+}
