@@ -78,9 +78,17 @@ struct RegisterLine {
     detail: String,
 }
 
-/// `vmfleet check` with its arguments.
+/// `vmfleet check` with its arguments: `--migrate FROM TO`, or `TEMPLATE FP...`.
 pub fn run(args: &crate::cli::CheckArgs) -> Result<Status> {
-    match args.fingerprints.as_slice() {
+    if !args.migrate {
+        let (template, fingerprints) = args
+            .files
+            .split_first()
+            .ok_or_else(|| anyhow::anyhow!("check takes a template and fingerprints"))
+            .or_status(Status::Usage)?;
+        return crate::template_cmd::check::run(template, fingerprints, args.json);
+    }
+    match args.files.as_slice() {
         [from, to] => migrate(from, to, args.json),
         other => Err(anyhow::anyhow!(
             "check --migrate takes two fingerprints, FROM and TO; {} were given",

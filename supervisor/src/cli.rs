@@ -1,5 +1,5 @@
 //! The command line: `vmfleet run | replay | trace show | trace fingerprint | host | serve | ctl |
-//! bench`.
+//! bench | model | check | baseline | template`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -76,16 +76,28 @@ pub enum Command {
     /// Ask the model of a host (from its fingerprint) what it would answer; needs no /dev/kvm.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Can a guest move between two hosts? `--migrate FROM TO`: arm64, every register of the
-    /// guest's model (FROM's default one) that does not carry over to TO, also to an older
-    /// kernel, judged by TO's kernel rules; x86, every named CPUID feature the guest sees on FROM
-    /// that TO cannot give. From the two fingerprints alone (no /dev/kvm).
+    /// Can hosts run a CPU template, or can a guest move between two hosts? From fingerprints
+    /// alone (no /dev/kvm), by the rule engine, so the answers are the kernels'.
     ///
-    /// FROM and TO are fingerprint documents (`vmfleet host --fingerprint --json`, `vmfleet trace
-    /// fingerprint T --json`). Exit status: 0 the guest carries over, 7 (refused) a register
-    /// blocks the move, 4 (bad_input) a fingerprint is unreadable or the two cannot be compared.
+    /// `check TEMPLATE FP...`: per host, every bit or field it cannot give, with the value asked
+    /// for, the host's limit, the rule and the name. `check --migrate FROM TO`: arm64, every
+    /// register of the guest's model (FROM's default one, or `--template`'s) that does not carry
+    /// over to TO, also to an older kernel, judged by TO's kernel rules; x86, every named CPUID
+    /// feature the guest sees on FROM that TO cannot give.
+    ///
+    /// Fingerprints are `vmfleet host --fingerprint --json` or `vmfleet trace fingerprint T
+    /// --json` documents. Exit status: 0 every host runs it / the guest carries over, 7 (refused)
+    /// a host cannot / something blocks the move, 4 (bad_input) an unreadable file or two that
+    /// cannot be compared.
     Check(CheckArgs),
-    /// CPU templates: Firecracker interop (`import-firecracker`, `export-firecracker`).
+    /// The most capable CPU template every given host can run, field by field by each field's
+    /// own rule, with the hosts that limit each choice; from fingerprints alone.
+    ///
+    /// Prints the template (TOML, the findings as comments on top) or writes it to `--out`.
+    /// Hosts of both architectures are refused. Exit status: 0 a baseline was made, 4
+    /// (bad_input) an unreadable fingerprint or hosts that cannot share a template.
+    Baseline(BaselineArgs),
+    /// CPU templates: show one resolved; import one from Firecracker's JSON, export one to it.
     #[command(subcommand)]
     Template(TemplateCommand),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
@@ -102,16 +114,86 @@ pub enum Command {
 /// `vmfleet check`'s arguments.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Compare two hosts for a guest's move from the first to the second (CPU templates, and
-    /// checking one against hosts, come later).
-    #[arg(long, required = true)]
+    /// Compare two hosts for a guest's move from the first to the second.
+    #[arg(long)]
     pub migrate: bool,
-    /// FROM's fingerprint, then TO's.
-    #[arg(value_name = "FINGERPRINT", num_args = 2, required = true)]
-    pub fingerprints: Vec<PathBuf>,
-    /// Print one JSON document (schema `vmfleet.migrate.v1`).
+    /// With `--migrate`: the guest's model is this template (resolved on FROM), not FROM's
+    /// default one.
+    #[arg(long, value_name = "TEMPLATE", requires = "migrate")]
+    pub template: Option<PathBuf>,
+    /// `TEMPLATE FINGERPRINT...`, or with `--migrate`, FROM's fingerprint then TO's.
+    #[arg(value_name = "FILE", num_args = 2.., required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON document (schema `vmfleet.check.v1`, or `vmfleet.migrate.v1` with
+    /// `--migrate`).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `vmfleet baseline`'s arguments.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The hosts' fingerprints (all of one architecture).
+    #[arg(value_name = "FINGERPRINT", required = true)]
+    pub fingerprints: Vec<PathBuf>,
+    /// The template's name.
+    #[arg(long, default_value = "baseline")]
+    pub name: String,
+    /// Write the template to this file (and print the findings) instead of printing it.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON document (schema `vmfleet.baseline.v1`), the template as TOML text in it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vmfleet template`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Print a template resolved: names in the catalog's spelling, every bitmap at full width;
+    /// with `--fingerprint`, also whether that host can run it and what it cannot give.
+    Show {
+        /// The template (TOML).
+        template: PathBuf,
+        /// A host's fingerprint to resolve it on.
+        #[arg(long, value_name = "FP")]
+        fingerprint: Option<PathBuf>,
+        /// Print one JSON document (schema `vmfleet.template.v1`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a Firecracker custom CPU template (JSON) and print it as a vmfleet CPU template
+    /// (TOML): CPUID bitmaps, register bitmaps and VCPU_INIT features carry over bit for bit;
+    /// `kvm_capabilities` and MSR bitmaps are kept in its `[firecracker]` table (MSRs are not
+    /// modelled: each is a warning on stderr, and a VM is refused to run with them). Exit status:
+    /// 0, 4 (bad_input) for an unreadable or malformed template, 10 (error) when OUT exists.
+    ImportFirecracker {
+        /// The Firecracker template (JSON, Firecracker's docs/cpu_templates/schema.json).
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(short, long, value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+        /// The template's name (default: FILE's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a vmfleet CPU template (TOML) as a Firecracker custom CPU template (JSON): named
+    /// features and fields become register ids and bit positions; what Firecracker cannot
+    /// express is a warning on stderr. Exit status: 0, 4 (bad_input) for an unreadable or
+    /// malformed template, 10 (error) when OUT exists.
+    ExportFirecracker {
+        /// The vmfleet CPU template (TOML).
+        template: PathBuf,
+        /// Write the JSON here instead of stdout.
+        #[arg(short, long, value_name = "OUT.json")]
+        output: Option<PathBuf>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `vmfleet run`'s arguments.
@@ -198,43 +280,6 @@ pub enum TraceCommand {
         /// supervisor/schemas/fingerprint.v1.schema.json) instead of a summary.
         #[arg(long)]
         json: bool,
-    },
-}
-
-/// The subcommands of `vmfleet template`.
-#[derive(Debug, Subcommand)]
-pub enum TemplateCommand {
-    /// Read a Firecracker custom CPU template (JSON) and print it as a vmfleet CPU template
-    /// (TOML): CPUID bitmaps, register bitmaps and VCPU_INIT features carry over bit for bit;
-    /// `kvm_capabilities` and MSR bitmaps are kept in its `[firecracker]` table (MSRs are not
-    /// modelled: each is a warning on stderr, and a VM is refused to run with them). Exit status:
-    /// 0, 4 (bad_input) for an unreadable or malformed template, 10 (error) when OUT exists.
-    ImportFirecracker {
-        /// The Firecracker template (JSON, Firecracker's docs/cpu_templates/schema.json).
-        file: PathBuf,
-        /// Write the TOML here instead of stdout.
-        #[arg(short, long, value_name = "OUT.toml")]
-        output: Option<PathBuf>,
-        /// The template's name (default: FILE's stem).
-        #[arg(long)]
-        name: Option<String>,
-        /// Replace an existing OUT.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print a vmfleet CPU template (TOML) as a Firecracker custom CPU template (JSON): named
-    /// features and fields become register ids and bit positions; what Firecracker cannot
-    /// express is a warning on stderr. Exit status: 0, 4 (bad_input) for an unreadable or
-    /// malformed template, 10 (error) when OUT exists.
-    ExportFirecracker {
-        /// The vmfleet CPU template (TOML).
-        template: PathBuf,
-        /// Write the JSON here instead of stdout.
-        #[arg(short, long, value_name = "OUT.json")]
-        output: Option<PathBuf>,
-        /// Replace an existing OUT.
-        #[arg(long)]
-        force: bool,
     },
 }
 

@@ -31,8 +31,8 @@ pub enum Status {
     Incomplete = 5,
     /// `/dev/kvm` is needed and cannot be used.
     NoKvm = 6,
-    /// `ctl`: the daemon refused the request (or vmfleet's lock did); `check`: a register
-    /// blocks the guest's move.
+    /// `ctl`: the daemon refused the request (or vmfleet's lock did); `check`: a host cannot
+    /// run the template, or a register blocks the guest's move.
     Refused = 7,
     /// `ctl`: no daemon answers at the socket, or the one there is not trusted.
     Unreachable = 8,

@@ -35,6 +35,7 @@ pub mod report;
 pub mod serve;
 pub mod socket;
 pub mod spec;
+pub mod template_cmd;
 pub mod term;
 
 /// The built-in demo fleet `vmfleet run` runs when given no spec.

@@ -44,6 +44,17 @@ fn main() -> ExitCode {
             supervisor::model_cmd::judge::run(&fingerprint)
         }
         Command::Check(args) => supervisor::check::run(&args),
+        Command::Baseline(args) => supervisor::template_cmd::baseline::run(
+            &args.fingerprints,
+            &args.name,
+            args.out.as_deref(),
+            args.json,
+        ),
+        Command::Template(TemplateCommand::Show {
+            template,
+            fingerprint,
+            json,
+        }) => supervisor::template_cmd::show(&template, fingerprint.as_deref(), json),
         Command::Template(TemplateCommand::ImportFirecracker {
             file,
             output,

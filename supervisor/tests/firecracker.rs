@@ -1,7 +1,8 @@
 //! Firecracker fingerprints (`fixtures/firecracker/`, from Firecracker's own golden files) read as
 //! partial vmfleet hosts: each arch's mapping (identity, CPUID table or register values, what the
 //! document lacks), `check --migrate` between them stating the partial facts in text and JSON
-//! (validated against its schema), and a malformed one refused with the file and the key path.
+//! (validated against its schema), `baseline` of two CPUs' fingerprints accepted by `check` on
+//! both, and a malformed one refused with the file and the key path.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -247,6 +248,40 @@ fn a_malformed_firecracker_fingerprint_is_refused_with_the_file_and_the_key() {
             "{name}: {stderr}"
         );
         assert!(stderr.contains(what), "{name}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_baseline_of_two_cpus_firecracker_fingerprints_is_accepted_by_check_on_both() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-fc-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (arch, a, b) in [
+        ("x86", "AMD_GENOA_6.18", "INTEL_SAPPHIRE_RAPIDS_6.18"),
+        ("arm64", "ARM_NEOVERSE_V2_6.18", "ARM_NEOVERSE_N1_6.18"),
+    ] {
+        let (a, b) = (fixture(a), fixture(b));
+        let template = dir.join(format!("{arch}.toml"));
+        let out = Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+            .arg("baseline")
+            .args([&a, &b])
+            .arg("--out")
+            .arg(&template)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{arch}: {out:?}");
+        let out = Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+            .arg("check")
+            .arg(&template)
+            .args([&a, &b])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{arch}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,6 +79,21 @@ fn x86_avx512_off_imports_and_exports_to_equivalent_json() {
         .find(|b| (b.leaf, b.subleaf, b.register.name()) == (7, 0, "ebx"))
         .unwrap();
     assert_eq!(ebx.bits.bit(16), Some(false));
+    // The TOML, with its [firecracker] table, is an instance of the template format's schema.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("supervisor/schemas/template.v1.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let doc = serde_json::to_value(toml::from_str::<toml::Value>(&text).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // `template show` lists the MSR in the template and warns of it.
+    let out = vmfleet(&["show"], &[&toml]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("addr = 0x10a"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: MSR 0x10a"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

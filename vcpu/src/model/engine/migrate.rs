@@ -237,7 +237,7 @@ fn refused(
 
 /// What a guest on a host with `facts` sees of CPUID in the default model: the supported table
 /// with the host's measured rewrites applied.
-fn x86_guest_view(facts: &HostFacts) -> Option<CpuidTable> {
+pub(super) fn x86_guest_view(facts: &HostFacts) -> Option<CpuidTable> {
     let supported = facts.x86.supported.as_ref()?;
     let entries = supported
         .entries

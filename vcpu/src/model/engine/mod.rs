@@ -33,7 +33,9 @@
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 mod arm64;
+pub mod baseline;
 pub mod migrate;
+pub mod template;
 mod x86;
 
 use crate::hypervisor::call::{

@@ -228,6 +228,11 @@ impl IdFieldRequests {
         self.set(fields::resolve(key)?, value)
     }
 
+    /// Stop asking for `field`; whether it was asked for.
+    pub fn remove(&mut self, field: FieldRef) -> bool {
+        self.0.remove(&field).is_some()
+    }
+
     /// The value asked for `field`.
     pub fn get(&self, field: FieldRef) -> Option<u64> {
         self.0.get(&field).copied()
@@ -456,6 +461,13 @@ impl ServiceRequests {
     /// Ask for `service` on or off.
     pub fn set(&mut self, service: HypercallService, on: bool) {
         self.0.insert(service, on);
+    }
+
+    /// Stop asking for every service of `register`; whether any was asked for.
+    pub fn remove_register(&mut self, register: FirmwareRegister) -> bool {
+        let before = self.0.len();
+        self.0.retain(|service, _| service.register() != register);
+        self.0.len() != before
     }
 
     /// What is asked for `service`.
