@@ -106,7 +106,13 @@ pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
         GuestArch::Aarch64 => arm64_carryover(&source.facts, &destination.facts)
             .or_status(Status::BadInput)?
             .iter()
-            .map(line)
+            .map(|c| {
+                line(
+                    c,
+                    source.facts.arm64.registers_from_values,
+                    destination.facts.arm64.registers_from_values,
+                )
+            })
             .collect(),
         GuestArch::X86_64 => x86_lost_features(&source.facts, &destination.facts)
             .or_status(Status::BadInput)?
@@ -145,8 +151,16 @@ fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
-/// One register's line: what happens to it, and whether it blocks the move.
-fn line(c: &Carryover) -> RegisterLine {
+/// One register's line: what happens to it, and whether it blocks the move. A side whose
+/// register list is unknown (`*_unlisted`: judged from the registers its fingerprint holds values
+/// for) is said so in the words.
+fn line(c: &Carryover, from_unlisted: bool, to_unlisted: bool) -> RegisterLine {
+    let unknown = |which: &str| {
+        format!(
+            " ({which}'s register list is unknown: judged from the registers its fingerprint \
+             holds values for)"
+        )
+    };
     let base =
         |problem, blocks, value: Option<u64>, dest: Option<u64>, detail: String| RegisterLine {
             id: format!("{:#018x}", c.id),
@@ -169,6 +183,11 @@ fn line(c: &Carryover) -> RegisterLine {
                  it from the guest"
                     .to_string()
             };
+            let detail = if to_unlisted {
+                detail + &unknown("the destination")
+            } else {
+                detail
+            };
             base("gone", !harmless, *value, None, detail)
         }
         CarryoverProblem::New { value } => base(
@@ -176,9 +195,15 @@ fn line(c: &Carryover) -> RegisterLine {
             false,
             None,
             *value,
-            "only the destination lists it: the guest meets it after the move, with the \
-             destination's value"
-                .to_string(),
+            format!(
+                "only the destination lists it: the guest meets it after the move, with the \
+                 destination's value{}",
+                if from_unlisted {
+                    unknown("the source")
+                } else {
+                    String::new()
+                }
+            ),
         ),
         CarryoverProblem::Refused {
             value,

@@ -145,6 +145,19 @@ fn migrate_between_firecracker_fingerprints_names_the_kernel_changes_and_what_it
         lines_about(&down, "KVM_REG_ARM_VENDOR_HYP_BMAP_2"),
         [("gone".to_string(), false)]
     );
+    let gone = down["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["problem"] == "gone")
+        .unwrap();
+    assert!(
+        gone["detail"]
+            .as_str()
+            .unwrap()
+            .contains("register list is unknown"),
+        "{gone}"
+    );
     for side in ["from", "to"] {
         let partial = down[side]["partial"].as_array().unwrap();
         assert!(
@@ -249,6 +262,15 @@ fn a_malformed_firecracker_fingerprint_is_refused_with_the_file_and_the_key() {
         );
         assert!(stderr.contains(what), "{name}: {stderr}");
     }
+    // A Firecracker template given where a fingerprint goes is named for what it is.
+    let template = root().join("fixtures/firecracker/x86-avx512-off.template.json");
+    let out = migrate(&template, &good, false);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is a Firecracker CPU template, not a fingerprint"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -69,6 +69,10 @@ fn x86_avx512_off_imports_and_exports_to_equivalent_json() {
     let t = CpuTemplate::parse(&text, "t.toml", "t").unwrap();
     assert_eq!(t.firecracker.msrs.len(), 1);
     assert_eq!(t.firecracker.kvm_capabilities, ["!56"]);
+    assert_eq!(
+        t.name, "x86-avx512-off",
+        "named after the file, without .template"
+    );
     let refusal = t.refuse_unmodelled().unwrap_err();
     assert!(refusal.contains("MSR 0x10a"), "{refusal}");
     // AVX-512F (7.0.ebx[16]) is cleared by the raw bits.

@@ -44,7 +44,7 @@ fn warn(warnings: &[String]) {
 }
 
 /// `vmfleet template import-firecracker FILE [-o OUT] [--name NAME]`: the template is named
-/// NAME, else after FILE's stem.
+/// NAME, else after FILE's stem (without a `.template` suffix).
 pub fn import_firecracker(
     file: &Path,
     output: Option<&Path>,
@@ -54,7 +54,10 @@ pub fn import_firecracker(
     let text = read(file, "Firecracker CPU template")?;
     let stem = file.file_stem().map_or_else(
         || "firecracker".to_string(),
-        |s| s.to_string_lossy().into_owned(),
+        |s| {
+            let stem = s.to_string_lossy();
+            stem.strip_suffix(".template").unwrap_or(&stem).to_string()
+        },
     );
     let name = name.unwrap_or(&stem);
     let fc = FirecrackerTemplate::parse(&text)

@@ -297,6 +297,21 @@ pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
         };
         return read().with_context(|| format!("{source} is not a valid Firecracker fingerprint"));
     }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
+        && [
+            "cpuid_modifiers",
+            "reg_modifiers",
+            "vcpu_features",
+            "msr_modifiers",
+        ]
+        .iter()
+        .any(|k| value.get(k).is_some())
+    {
+        bail!(
+            "{source} is a Firecracker CPU template, not a fingerprint (`cpu-template-helper \
+             fingerprint dump` writes those; `vmfleet template import-firecracker` reads templates)"
+        );
+    }
     let doc: Document = serde_json::from_str(text)
         .with_context(|| format!("{source} is not a fingerprint document"))?;
     if doc.schema != FINGERPRINT_SCHEMA {
