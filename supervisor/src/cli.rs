@@ -1,5 +1,5 @@
 //! The command line: `vmfleet run | replay | trace show | trace fingerprint | host | serve | ctl |
-//! bench | model | check | baseline | template`.
+//! bench | model | check | baseline | template | nfd | completions | man`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -90,6 +90,20 @@ pub enum Command {
     /// a host cannot / something blocks the move, 4 (bad_input) an unreadable file or two that
     /// cannot be compared.
     Check(CheckArgs),
+    /// Write a node-feature-discovery local feature file: one Kubernetes label per CPU template
+    /// in DIR, `vmfleet.dev/template.NAME=true` if this host can run it and `=false` if not, and
+    /// `vmfleet.dev/fingerprint=<digest>`, so that pods select hosts by template
+    /// (`nodeSelector: {vmfleet.dev/template.NAME: "true"}`).
+    ///
+    /// Each template is judged as `vmfleet check TEMPLATE FP` judges it; one for the other
+    /// architecture is `false`. NAME is the template's name (its `name`, or its file name
+    /// without `.toml`), made a valid label name where it is not (other characters become `-`; a
+    /// long name keeps its beginning and a hash). The file is written to a dot-file beside OUT
+    /// and renamed over it. Exit status: 0 written, 4 (bad_input) an unreadable fingerprint,
+    /// directory or template, two templates with one label, or a file over 64 KiB, 6 (no_kvm) no
+    /// --fingerprint and no usable /dev/kvm, 2 (usage) --json with --out -, 10 (error) OUT
+    /// cannot be written (its directory must exist).
+    Nfd(NfdArgs),
     /// The most capable CPU template every given host can run, field by field by each field's
     /// own rule, with the hosts that limit each choice; from fingerprints alone.
     ///
@@ -126,6 +140,29 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
     /// Print one JSON document (schema `vmfleet.check.v1`, or `vmfleet.migrate.v1` with
     /// `--migrate`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vmfleet nfd`'s arguments.
+#[derive(Debug, Args)]
+pub struct NfdArgs {
+    /// The CPU templates: every `*.toml` in this directory.
+    #[arg(long, value_name = "DIR")]
+    pub templates: PathBuf,
+    /// Judge the host this fingerprint describes (`vmfleet host --fingerprint --json`) instead
+    /// of measuring this one on /dev/kvm.
+    #[arg(long, value_name = "FP")]
+    pub fingerprint: Option<PathBuf>,
+    /// The file to write; `-` prints it on stdout.
+    #[arg(long, value_name = "FILE", default_value = crate::nfd::DEFAULT_OUT)]
+    pub out: PathBuf,
+    /// Have node-feature-discovery drop the labels this long after the file was written, unless
+    /// it is rewritten first (`# +expiry-time=`): `30m`, `1h`, `1h30m`, `2d`. Use a few times
+    /// the interval of whatever rewrites it.
+    #[arg(long, value_name = "DURATION", value_parser = crate::nfd::parse_duration)]
+    pub expiry: Option<std::time::Duration>,
+    /// Print what was written as JSON (schema `vmfleet.nfd.v1`) instead of a summary.
     #[arg(long)]
     pub json: bool,
 }

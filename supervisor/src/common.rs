@@ -99,7 +99,7 @@ pub struct RunInputs {
 pub fn run_inputs(args: &RunArgs) -> Result<RunInputs> {
     let (source, text) = match &args.fleet {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = spec::read_spec_file(path)
                 .with_context(|| format!("reading fleet spec {}", path.display()))
                 .or_status(Status::BadInput)?;
             (path.display().to_string(), text)

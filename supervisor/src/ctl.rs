@@ -124,7 +124,7 @@ fn read_spec(file: &Path) -> Result<String> {
             .context("reading the spec fragment from stdin")?;
         text
     } else {
-        std::fs::read_to_string(file)
+        crate::spec::read_spec_file(file)
             .with_context(|| format!("reading spec fragment {}", file.display()))?
     };
     let line = Request::Create { spec: text.clone() }.to_line();

@@ -9,7 +9,8 @@
 //! them, and the one control vocabulary, is the `protocol` crate's), what the subcommands share
 //! ([`common`]: stdout, the async runtime, trace files), and the benchmark of vmfleet's figures
 //! against the floor ([`mod@bench`]); how the terminal is written to ([`term`]: colour, progress
-//! bars).
+//! bars); and the node-feature-discovery labels that let Kubernetes place pods by CPU template
+//! ([`nfd`]).
 //!
 //! Must not: reach a hypervisor backend except through `vcpu::runtime::handle` (that is where the
 //! pre-run lock lives), or write trace bytes itself (that is `recorder`'s format to own).
@@ -31,6 +32,7 @@ pub mod fleet;
 pub mod host;
 pub mod job;
 pub mod model_cmd;
+pub mod nfd;
 pub mod report;
 pub mod serve;
 pub mod socket;

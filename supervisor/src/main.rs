@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             supervisor::model_cmd::judge::run(&fingerprint)
         }
         Command::Check(args) => supervisor::check::run(&args),
+        Command::Nfd(args) => supervisor::nfd::run(&args),
         Command::Baseline(args) => supervisor::template_cmd::baseline::run(
             &args.fingerprints,
             &args.name,

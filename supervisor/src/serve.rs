@@ -58,7 +58,7 @@ use vcpu::hypervisor::kvm::KvmHypervisor;
 pub fn serve(args: &ServeArgs) -> Result<Status> {
     let (source, text) = match &args.fleet {
         Some(path) => {
-            let text = fs::read_to_string(path)
+            let text = spec::read_spec_file(path)
                 .with_context(|| format!("reading fleet spec {}", path.display()))
                 .or_status(Status::BadInput)?;
             (path.display().to_string(), text)

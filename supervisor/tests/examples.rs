@@ -31,7 +31,8 @@ fn example_specs() -> Vec<PathBuf> {
 }
 
 fn parsed(path: &Path) -> FleetSpec {
-    let text = std::fs::read_to_string(path).unwrap();
+    // As `vmfleet run` reads a spec: with the templates it names embedded.
+    let text = supervisor::spec::read_spec_file(path).unwrap_or_else(|e| panic!("{e}"));
     parse(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 

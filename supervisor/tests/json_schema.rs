@@ -1,6 +1,7 @@
 //! Every `--json` output validates against its schema in `supervisor/schemas/`: replay-derived
 //! output (`trace show --json`, `trace fingerprint --json`, `replay --json` and `replay --model
-//! --json` of every fixture, x86 and arm64, and `model judge`'s answer lines) on any machine; live output (`run`, `host`, `host --fingerprint`, `bench`, `ctl`)
+//! --json` of every fixture, x86 and arm64, `model judge`'s answer lines, and `nfd --json` over a
+//! saved fingerprint) on any machine; live output (`run`, `host`, `host --fingerprint`, `bench`, `ctl`)
 //! when /dev/kvm is usable (SKIPPED otherwise).
 //! The schema files themselves must be valid JSON Schemas, and must reject wrong documents.
 
@@ -19,7 +20,7 @@ fn root() -> PathBuf {
 }
 
 /// The schema files and the version string each document must carry.
-const SCHEMAS: [(&str, &str); 8] = [
+const SCHEMAS: [(&str, &str); 9] = [
     ("run", "vmfleet.run.v1"),
     ("host", "vmfleet.host.v1"),
     ("trace-show", "vmfleet.trace-show.v1"),
@@ -28,6 +29,7 @@ const SCHEMAS: [(&str, &str); 8] = [
     ("fingerprint", "vmfleet.fingerprint.v1"),
     ("model-replay", "vmfleet.model-replay.v1"),
     ("model-judge", "vmfleet.model-judge.v1"),
+    ("nfd", "vmfleet.nfd.v1"),
 ];
 
 fn schema(name: &str) -> Value {
@@ -188,6 +190,26 @@ fn the_schemas_reject_wrong_documents() {
         "model-judge",
         serde_json::json!({"schema": "vmfleet.model-judge.v1", "ok": false, "errno": "EINVAL",
                            "origin": "vmfleet lock"}),
+    );
+    let nfd = |label: Value| {
+        serde_json::json!({"schema": "vmfleet.nfd.v1", "path": "/x",
+            "fingerprint_digest": "sha256-0123456789abcdef0123456789abcdef",
+            "expiry_time": null, "labels": [label]})
+    };
+    assert!(
+        jsonschema::validator_for(&schema("nfd"))
+            .unwrap()
+            .is_valid(&nfd(serde_json::json!(
+                {"name": "vmfleet.dev/template.a", "value": "true", "template": "a"}
+            )))
+    );
+    reject(
+        "nfd",
+        nfd(serde_json::json!({"name": "vmfleet.dev/template.a b", "value": "true"})),
+    );
+    reject(
+        "nfd",
+        nfd(serde_json::json!({"name": "vmfleet.dev/template.a", "value": true})),
     );
     let no_facts = serde_json::json!({"supported_cpuid": null, "emulated_cpuid": null,
                                       "host_rewrites": null});
@@ -764,4 +786,51 @@ fn model_judge_answers_match_their_schema() {
         let doc: Value = serde_json::from_str(answer).unwrap();
         check_with(&validator, "model-judge", &doc, line);
     }
+}
+
+/// `nfd --json` over each saved fingerprint, with the example templates and with none, with and
+/// without `--expiry`, matches its schema.
+#[test]
+fn nfd_json_matches_its_schema() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-schema-nfd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let empty = dir.join("templates");
+    std::fs::create_dir_all(&empty).unwrap();
+    let validator = validator("nfd");
+    let fingerprints = root().join("fixtures/fingerprints");
+    let mut saved: Vec<PathBuf> = std::fs::read_dir(&fingerprints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    saved.sort();
+    assert!(!saved.is_empty());
+    let examples = root().join("examples/templates");
+    for (fp, given) in saved.iter().flat_map(|fp| [(fp, &empty), (fp, &examples)]) {
+        for expiry in [None, Some("1h")] {
+            let mut cmd = vmfleet();
+            cmd.args(["nfd", "--json", "--templates"])
+                .arg(given)
+                .arg("--fingerprint")
+                .arg(fp)
+                .arg("--out")
+                .arg(dir.join("vmfleet"));
+            if let Some(expiry) = expiry {
+                cmd.args(["--expiry", expiry]);
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                fp.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc = json_of(&out, &format!("nfd --json --fingerprint {}", fp.display()));
+            check_with(&validator, "nfd", &doc, &fp.display().to_string());
+            let labels = doc["labels"].as_array().unwrap().len();
+            assert_eq!(labels > 1, *given == examples, "{doc}");
+            assert_eq!(doc["expiry_time"].is_null(), expiry.is_none());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,8 +6,10 @@
 //! either from a trace ([`from_trace`]: its header and the calls it recorded) or from this host
 //! ([`live`]: the same calls made on a scratch VM through the handles), so `vmfleet trace
 //! fingerprint` and `vmfleet host --fingerprint` agree by construction wherever their facts do.
-//! A fact a source lacks is `null` in the document, never guessed.
+//! A fact a source lacks is `null` in the document, never guessed. A document's digest
+//! ([`Fingerprint::digest`], [`digest::document_digest`]) names it in one short string.
 
+pub mod digest;
 pub mod from_trace;
 pub mod live;
 pub mod text;

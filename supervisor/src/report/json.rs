@@ -32,6 +32,10 @@ pub struct VmJson<'a> {
     /// Whether the VM failed: its state, a guest that saw something else than the kernel holds,
     /// or a lock judgement against the rule.
     pub failed: bool,
+    /// A VM whose model comes from a CPU template: whether the guest sees it, and each bit the
+    /// host changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<super::TemplateVerdict>,
 }
 
 /// [`JobJson`] of `report`.
@@ -45,6 +49,7 @@ pub fn json(report: &JobReport) -> JobJson<'_> {
             .map(|vm| VmJson {
                 vm,
                 failed: vm.failed(),
+                template: vm.template_verdict(),
             })
             .collect(),
     }

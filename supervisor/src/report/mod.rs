@@ -23,6 +23,7 @@ mod changes;
 mod guest;
 mod json;
 mod table;
+mod template;
 mod transcript;
 
 pub use arm64::{Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport};
@@ -30,6 +31,7 @@ pub use changes::{DriftChange, DriftKind, ModelDrift, drift_changes};
 pub use guest::GuestSummary;
 pub use json::{JobJson, RUN_SCHEMA, VmJson, json};
 pub use table::{table, table_colored};
+pub use template::{TemplateUse, TemplateVerdict, template_lines};
 pub use transcript::{TRANSCRIPT_VERSION, transcript};
 
 /// What a job did: every VM of the fleet, in fleet order.
@@ -86,6 +88,9 @@ pub struct VmReport {
     /// The arm64 model: what the kernel offered, each planned write and its verdicts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arm64: Option<Arm64VmReport>,
+    /// The CPU template the model comes from (JSON: `template`, the verdict).
+    #[serde(skip)]
+    pub template: Option<TemplateUse>,
 }
 
 impl VmReport {
@@ -100,6 +105,7 @@ impl VmReport {
             vcpus: Vec::new(),
             after_run: Vec::new(),
             arm64: None,
+            template: TemplateUse::of(spec),
         }
     }
 

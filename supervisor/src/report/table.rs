@@ -101,6 +101,19 @@ pub fn table_colored(report: &JobReport, color: bool) -> String {
         let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
         line(&mut out, &cells);
     }
+    // Templated VMs: whether the guest sees the template, and each bit the host changed.
+    let verdicts: Vec<_> = report
+        .vms
+        .iter()
+        .filter_map(|vm| vm.template_verdict().map(|v| (vm, v)))
+        .collect();
+    if !verdicts.is_empty() {
+        out.push('\n');
+    }
+    for (vm, verdict) in verdicts {
+        let _ = writeln!(out, "{}:", vm.name);
+        super::template_lines(&mut out, &verdict, "  ");
+    }
     out
 }
 

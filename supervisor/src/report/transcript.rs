@@ -46,6 +46,9 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
                 vm.requested_hidden.join(", ")
             );
         }
+        if let Some(verdict) = vm.template_verdict() {
+            super::template_lines(&mut out, &verdict, "");
+        }
         if let Some(arm64) = &vm.arm64 {
             arm64_transcript(&mut out, vm, arm64);
             continue;

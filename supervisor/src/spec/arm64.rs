@@ -55,7 +55,7 @@ pub(super) fn model(
 }
 
 /// The fleet's `unknown_registers` policy for a model that leaves it at the default.
-fn with_fleet_policy(
+pub(super) fn with_fleet_policy(
     mut model: Arm64ModelSpec,
     fleet: Option<UnknownRegisterPolicy>,
 ) -> Arm64ModelSpec {

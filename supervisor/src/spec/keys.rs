@@ -11,7 +11,14 @@ use toml::de::{DeTable, DeValue};
 
 /// The tables of a spec and their keys. An unknown key is refused with the nearest known one, or
 /// with the table it belongs in when it is a key of another table.
-const TOP_KEYS: &[&str] = &["name", "arch", "cross_check", "unknown_registers", "vm"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "arch",
+    "cross_check",
+    "unknown_registers",
+    "vm",
+    "templates",
+];
 const VM_KEYS: &[&str] = &[
     "name",
     "count",
@@ -21,6 +28,7 @@ const VM_KEYS: &[&str] = &[
     "fault_after_passes",
     "cpu",
     "arm64",
+    "template",
     "after_run",
 ];
 const CPU_KEYS: &[&str] = &["base", "hide"];

@@ -69,10 +69,12 @@ mod arm64;
 mod keys;
 mod position;
 mod raw;
+mod template;
 mod top;
 mod vm;
 mod x86;
 
+pub use template::{EmbedError, embed_templates, read_spec_file};
 pub use top::{parse, parse_cross_checked};
 
 // The tests take these through `use super::*`.
@@ -132,15 +134,32 @@ pub struct VmSpec {
     pub arm64: Option<Arm64ModelSpec>,
     /// The fleet's `cross_check`, for this VM.
     pub cross_check: bool,
+    /// The CPU template the model comes from (`template`), by its name.
+    pub template: Option<String>,
     /// The writes tried once the VM has run (`[[vm.after_run]]`), in file order.
     pub after_run: Vec<AfterRun>,
 }
 
 /// The CPU model requested for every vCPU of a VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuSpec {
     /// Catalog names of the features to hide from the guest (normalised to the catalog spelling).
     pub hide: Vec<String>,
+    /// Catalog names of the features the guest must see (from a template).
+    pub show: Vec<String>,
+    /// Raw tri-state CPUID bits (from a template).
+    pub cpuid: Vec<vcpu::model::x86::model::CpuidBits>,
+}
+
+impl CpuSpec {
+    /// The x86 model this asks for, hiding `hide` (the spec's, or an after-run action's).
+    pub fn model_hiding(&self, hide: &[String]) -> vcpu::model::x86::model::X86CpuModel {
+        vcpu::model::x86::model::X86CpuModel {
+            hide: hide.to_vec(),
+            show: self.show.clone(),
+            cpuid: self.cpuid.clone(),
+        }
+    }
 }
 
 /// A CPU-model write attempted once the VM has run, to exercise the pre-run lock.
@@ -214,6 +233,10 @@ mod tests;
 #[cfg(test)]
 #[path = "tests/arm64.rs"]
 mod arm64_tests;
+
+#[cfg(test)]
+#[path = "tests/template.rs"]
+mod template_tests;
 
 /// Property tests: valid specs (the fixtures' and the demo's) mutated at random, by bytes, lines,
 /// values and keys, either parse or fail with an error that names `file:line:col` inside the

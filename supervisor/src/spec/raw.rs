@@ -17,6 +17,9 @@ pub(super) struct RawFleet {
     pub(super) unknown_registers: Option<Spanned<UnknownRegisterPolicy>>,
     #[serde(default)]
     pub(super) vm: Vec<Spanned<RawVm>>,
+    /// The text of each template the VMs name, by the name they use (`spec::template`).
+    #[serde(default)]
+    pub(super) templates: std::collections::BTreeMap<String, String>,
 }
 
 /// One `[[vm]]` entry.
@@ -31,6 +34,7 @@ pub(super) struct RawVm {
     pub(super) fault_after_passes: Option<Spanned<i64>>,
     pub(super) cpu: Option<RawCpu>,
     pub(super) arm64: Option<Spanned<Arm64ModelSpec>>,
+    pub(super) template: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) after_run: Vec<Spanned<RawAfterRun>>,
 }

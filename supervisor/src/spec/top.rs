@@ -41,7 +41,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<FleetSpec, SpecError> {
     let raw: RawFleet = toml::from_str(text)
         .map_err(|e| src.at(e.span().map(|s| narrow(doc.get_ref(), s)), toml_message(&e)))?;
     let fleet = top_level(&raw, doc.get_ref(), &src)?;
-    let vms = vm::vms(&raw.vm, &fleet, doc.get_ref(), &src)?;
+    let vms = vm::vms(&raw, &fleet, doc.get_ref(), &src)?;
     Ok(FleetSpec {
         name: fleet.name,
         arch: fleet.arch,

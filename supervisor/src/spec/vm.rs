@@ -4,11 +4,11 @@
 //! after-run actions (`after_run`) each read by its own module.
 
 use super::position::Source;
-use super::raw::RawVm;
+use super::raw::{RawFleet, RawVm};
 use super::top::{TopLevel, check_name};
 use super::{
     CpuSpec, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS, MAX_MEMORY_MIB, MAX_PROBE_REPEATS,
-    MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run, arm64, x86,
+    MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run, arm64, template, x86,
 };
 use std::collections::HashMap;
 use toml::Spanned;
@@ -38,11 +38,12 @@ struct Sizes {
 
 /// Every `[[vm]]` entry, in file order, each expanded to its copies.
 pub(super) fn vms(
-    raw: &[Spanned<RawVm>],
+    fleet_raw: &RawFleet,
     fleet: &TopLevel,
     doc: &DeTable<'_>,
     src: &Source<'_>,
 ) -> Result<Vec<VmSpec>, SpecError> {
+    let raw: &[Spanned<RawVm>] = &fleet_raw.vm;
     let mut vms: Vec<VmSpec> = Vec::with_capacity(raw.len());
     let mut tally = Tally::default();
     for (index, raw_vm) in raw.iter().enumerate() {
@@ -52,8 +53,25 @@ pub(super) fn vms(
         let sizes = sizes(vm, fleet.arch, src)?;
         limits(vm, &sizes, &mut tally, src)?;
         let copies = copies(vm, sizes.count, &mut tally, src)?;
-        let arm64 = arm64::model(vm, index, fleet, doc, src)?;
-        let hide = x86::cpu(vm, fleet.arch, src)?;
+        let template = template::template(vm, fleet_raw, fleet, src)?;
+        let (cpu, arm64) = match &template {
+            Some(t) => (
+                CpuSpec {
+                    hide: t.x86.hide.clone(),
+                    show: t.x86.show.clone(),
+                    cpuid: t.x86.cpuid.clone(),
+                },
+                (fleet.arch == GuestArch::Aarch64)
+                    .then(|| arm64::with_fleet_policy(t.arm64.clone(), fleet.unknown_registers)),
+            ),
+            None => (
+                CpuSpec {
+                    hide: x86::cpu(vm, fleet.arch, src)?,
+                    ..CpuSpec::default()
+                },
+                arm64::model(vm, index, fleet, doc, src)?,
+            ),
+        };
         let after_run = after_run::actions(vm, sizes.vcpus, fleet.arch, src)?;
         let vm_spec = VmSpec {
             name: name.clone(),
@@ -61,8 +79,9 @@ pub(super) fn vms(
             memory_mib: sizes.memory_mib,
             probe_repeats: sizes.probe_repeats,
             fault_after_passes: sizes.fault_after_passes,
-            cpu: CpuSpec { hide },
+            cpu,
             arm64,
+            template: template.map(|t| t.name),
             cross_check: fleet.cross_check,
             after_run,
         };

@@ -14,7 +14,6 @@ use crate::spec::AfterRun;
 use std::sync::Arc;
 use vcpu::guests::x86 as guest;
 use vcpu::hypervisor::cpuid::CpuidTable;
-use vcpu::model::x86::model::X86CpuModel;
 use vcpu::model::x86::{catalog as features, drift};
 use vcpu::runtime::runner::{self, Probe, ProbeOutcome, VcpuNotice};
 use vcpu::{RunControl, VcpuHandle};
@@ -55,7 +54,7 @@ impl X86Guest {
     ) -> Result<(), ConfigureError> {
         let unchanged = identical_if_unchanged && hide == vm.spec.cpu.hide.as_slice();
         let supported = vm.supported.supported_cpuid()?;
-        let model = X86CpuModel::hiding(hide.to_vec());
+        let model = vm.spec.cpu.model_hiding(hide);
         let mut reports = Vec::with_capacity(vm.vcpus.len());
         let mut pending = Vec::with_capacity(vm.vcpus.len());
         for (index, vcpu) in vm.vcpus.iter().enumerate() {
