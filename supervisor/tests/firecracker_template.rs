@@ -249,3 +249,27 @@ fn every_firecracker_custom_template_round_trips() {
     }
     assert_eq!(seen, 11);
 }
+
+#[test]
+fn a_fleet_naming_a_template_with_msrs_is_refused_naming_each_msr() {
+    let fc = parse(&example("x86-avx512-off"));
+    let template = import(&fc, "t").unwrap().template.to_toml();
+    let spec = format!(
+        "name = \"f\"\n[[vm]]\nname = \"a\"\ntemplate = \"t.toml\"\n[templates]\n\"t.toml\" = {}\n",
+        toml::Value::String(template.clone())
+    );
+    let e = supervisor::spec::parse(&spec, "f.toml").unwrap_err();
+    assert_eq!((e.line, e.column), (4, 12), "{e}");
+    assert!(
+        e.message.contains("MSR 0x10a") && e.message.contains("does not model MSRs"),
+        "{e}"
+    );
+    // Without its MSRs the same template runs.
+    let mut t = CpuTemplate::parse(&template, "t.toml", "t").unwrap();
+    t.firecracker.msrs.clear();
+    let spec = format!(
+        "name = \"f\"\n[[vm]]\nname = \"a\"\ntemplate = \"t.toml\"\n[templates]\n\"t.toml\" = {}\n",
+        toml::Value::String(t.to_toml())
+    );
+    supervisor::spec::parse(&spec, "f.toml").unwrap();
+}
