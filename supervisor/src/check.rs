@@ -29,6 +29,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 use vcpu::GuestArch;
+use vcpu::model::arm64::{FirmwareRegister, UnknownRegisterPolicy};
 use vcpu::model::engine::migrate::{
     Carryover, CarryoverProblem, arm64_carryover, x86_lost_features,
 };
@@ -43,6 +44,9 @@ struct MigrateReport {
     schema: &'static str,
     from: HostLine,
     to: HostLine,
+    /// The template the guest's model comes from (`--template`), by name; else FROM's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
     /// Whether nothing blocks the move.
     carries_over: bool,
     /// Every register that does not carry over as it is.
@@ -76,6 +80,38 @@ struct RegisterLine {
     destination_value: Option<String>,
     /// What happens, in words.
     detail: String,
+    /// A hypercall bitmap: the services concerned (gone or refused: those the guest loses; new:
+    /// those the destination offers), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    services: Option<Vec<String>>,
+    /// A firmware register or bitmap only TO lists: what happens under each unknown-register
+    /// policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyLine>,
+}
+
+#[derive(Debug, Serialize)]
+struct PolicyLine {
+    in_effect: String,
+    known: bool,
+    clear: String,
+    keep_host: String,
+    refuse: String,
+}
+
+/// The services of bitmap register `id` whose bits are set in `bits`, by name.
+fn services(id: u64, bits: u64) -> Option<Vec<String>> {
+    let register = FirmwareRegister::from_id(id).filter(|r| r.is_bitmap())?;
+    let mut names: Vec<String> = register
+        .services()
+        .filter(|s| bits & s.mask() != 0)
+        .map(|s| s.name().to_string())
+        .collect();
+    let unnamed = register.services().fold(bits, |rest, s| rest & !s.mask());
+    if unnamed != 0 {
+        names.push(format!("unnamed bits {unnamed:#x}"));
+    }
+    Some(names)
 }
 
 /// `vmfleet check` with its arguments: `--migrate FROM TO`, or `TEMPLATE FP...`.
@@ -89,7 +125,7 @@ pub fn run(args: &crate::cli::CheckArgs) -> Result<Status> {
         return crate::template_cmd::check::run(template, fingerprints, args.json);
     }
     match args.files.as_slice() {
-        [from, to] => migrate(from, to, args.json),
+        [from, to] => migrate(from, to, args.template.as_deref(), args.json),
         other => Err(anyhow::anyhow!(
             "check --migrate takes two fingerprints, FROM and TO; {} were given",
             other.len()
@@ -98,12 +134,28 @@ pub fn run(args: &crate::cli::CheckArgs) -> Result<Status> {
     }
 }
 
-/// `vmfleet check --migrate FROM TO [--json]`.
-pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
+/// `vmfleet check --migrate FROM TO [--template T] [--json]`.
+pub fn migrate(from: &Path, to: &Path, template: Option<&Path>, json: bool) -> Result<Status> {
     let source = load_host(from)?;
     let destination = load_host(to)?;
+    let template = template
+        .map(crate::template_cmd::load_template)
+        .transpose()?;
+    if let Some(t) = &template {
+        if t.arch != source.facts.arch {
+            return Err(anyhow::anyhow!(
+                "template {} is for {} guests and {} runs {} ones",
+                t.name,
+                t.arch,
+                from.display(),
+                source.facts.arch
+            ))
+            .or_status(Status::BadInput);
+        }
+    }
+    let template = template.as_ref();
     let lines: Vec<RegisterLine> = match source.facts.arch {
-        GuestArch::Aarch64 => arm64_carryover(&source.facts, &destination.facts)
+        GuestArch::Aarch64 => arm64_carryover(&source.facts, &destination.facts, template)
             .or_status(Status::BadInput)?
             .iter()
             .map(|c| {
@@ -114,7 +166,7 @@ pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
                 )
             })
             .collect(),
-        GuestArch::X86_64 => x86_lost_features(&source.facts, &destination.facts)
+        GuestArch::X86_64 => x86_lost_features(&source.facts, &destination.facts, template)
             .or_status(Status::BadInput)?
             .into_iter()
             .map(lost)
@@ -132,6 +184,7 @@ pub fn migrate(from: &Path, to: &Path, json: bool) -> Result<Status> {
             kernel: destination.host.kernel_release.clone(),
             partial: destination.partial.clone(),
         },
+        template: template.map(|t| t.name.clone()),
         carries_over: !lines.iter().any(|l| l.blocks),
         registers: lines,
     };
@@ -170,6 +223,8 @@ fn line(c: &Carryover, from_unlisted: bool, to_unlisted: bool) -> RegisterLine {
             value: value.map(hex),
             destination_value: dest.map(hex),
             detail,
+            services: None,
+            policy: None,
         };
     match &c.problem {
         CarryoverProblem::Gone { value } => {
@@ -188,35 +243,65 @@ fn line(c: &Carryover, from_unlisted: bool, to_unlisted: bool) -> RegisterLine {
             } else {
                 detail
             };
-            base("gone", !harmless, *value, None, detail)
+            RegisterLine {
+                services: value.and_then(|v| services(c.id, v)),
+                ..base("gone", !harmless, *value, None, detail)
+            }
         }
-        CarryoverProblem::New { value } => base(
-            "new",
-            false,
-            None,
-            *value,
-            format!(
-                "only the destination lists it: the guest meets it after the move, with the \
-                 destination's value{}",
-                if from_unlisted {
-                    unknown("the source")
-                } else {
-                    String::new()
-                }
-            ),
-        ),
+        CarryoverProblem::New { value } => {
+            let policy = c.policy.as_ref();
+            let detail = match policy {
+                Some(p) => format!(
+                    "only the destination lists it; under unknown_registers = \"{}\": {}",
+                    p.in_effect,
+                    match p.in_effect {
+                        UnknownRegisterPolicy::Clear => &p.clear,
+                        UnknownRegisterPolicy::KeepHost => &p.keep_host,
+                        UnknownRegisterPolicy::Refuse => &p.refuse,
+                    }
+                ),
+                None => "only the destination lists it: the guest meets it after the move, with \
+                         the destination's value"
+                    .to_string(),
+            };
+            let detail = if from_unlisted {
+                detail + &unknown("the source")
+            } else {
+                detail
+            };
+            RegisterLine {
+                services: value.and_then(|v| services(c.id, v)),
+                policy: policy.map(|p| PolicyLine {
+                    in_effect: p.in_effect.to_string(),
+                    known: p.known,
+                    clear: p.clear.clone(),
+                    keep_host: p.keep_host.clone(),
+                    refuse: p.refuse.clone(),
+                }),
+                ..base(
+                    "new",
+                    policy.is_some_and(|p| p.blocks),
+                    None,
+                    *value,
+                    detail,
+                )
+            }
+        }
         CarryoverProblem::Refused {
             value,
             limit,
             errno,
             why,
-        } => base(
-            "refused",
-            true,
-            Some(*value),
-            *limit,
-            format!("the destination's kernel refuses the guest's value ({errno}): {why}"),
-        ),
+        } => RegisterLine {
+            services: services(c.id, value & !limit.unwrap_or(0)),
+            ..base(
+                "refused",
+                true,
+                Some(*value),
+                *limit,
+                format!("the destination's kernel refuses the guest's value ({errno}): {why}"),
+            )
+        },
     }
 }
 
@@ -235,6 +320,8 @@ fn lost(feature: &'static Feature) -> RegisterLine {
             feature.name,
             feature.position()
         ),
+        services: None,
+        policy: None,
     }
 }
 
@@ -243,11 +330,16 @@ fn text(report: &MigrateReport) -> String {
     let blocking = report.registers.iter().filter(|l| l.blocks).count();
     let _ = writeln!(
         out,
-        "migrate {} ({}) -> {} ({}): {}",
+        "migrate {} ({}) -> {} ({}){}: {}",
         report.from.fingerprint,
         report.from.kernel,
         report.to.fingerprint,
         report.to.kernel,
+        report
+            .template
+            .as_ref()
+            .map(|t| format!(" with template {t}"))
+            .unwrap_or_default(),
         if report.carries_over {
             "the guest carries over".to_string()
         } else {
@@ -271,14 +363,27 @@ fn text(report: &MigrateReport) -> String {
             (None, Some(d)) => format!(" (destination {d})"),
             (None, None) => String::new(),
         };
+        let services = match &l.services {
+            Some(names) if !names.is_empty() => format!(" [services: {}]", names.join(", ")),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {} {:<8} {}{value}: {}",
+            "  {} {:<8} {}{value}{services}: {}",
             if l.blocks { "x" } else { "-" },
             l.problem,
             l.register,
             l.detail
         );
+        if let Some(p) = &l.policy {
+            if !p.known {
+                let _ = writeln!(
+                    out,
+                    "      clear: {}; keep-host: {}; refuse: {}",
+                    p.clear, p.keep_host, p.refuse
+                );
+            }
+        }
     }
     out
 }

@@ -203,3 +203,46 @@ fn x86_between_two_amd_hosts_the_features_the_guest_would_lose_are_named() {
     let text = String::from_utf8(migrate(&newer, &older, false).stdout).unwrap();
     assert!(text.contains("feature(s) block the move"), "{text}");
 }
+
+#[test]
+fn with_a_template_the_guests_model_is_the_templates_on_the_source() {
+    let dir = scratch_dir("template");
+    let (v612, v72, v61) = (
+        fingerprint("arm64-6.12-max", &dir),
+        fingerprint("arm64-7.2-max+model", &dir),
+        fingerprint("arm64-6.1-max", &dir),
+    );
+    let no_aes = root().join("examples/templates/arm-no-aes.toml");
+    let out = vmfleet()
+        .args(["check", "--json", "--migrate", "--template"])
+        .arg(&no_aes)
+        .arg(&v612)
+        .arg(&v72)
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
+    assert_eq!(doc["template"], "arm-no-aes");
+    // The bitmap only 7.2 lists: vmfleet knows it, so the policy does not apply, and it says so.
+    let bmap2 = doc["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["register"] == "KVM_REG_ARM_VENDOR_HYP_BMAP_2")
+        .expect("7.2's new bitmap is named");
+    assert_eq!(bmap2["problem"], "new");
+    assert_eq!(bmap2["policy"]["in_effect"], "clear");
+    assert_eq!(bmap2["policy"]["known"], true);
+    assert_eq!(bmap2["blocks"], false);
+    // A template the source cannot run (6.1 cannot lower AES) is refused before any comparison.
+    let out = vmfleet()
+        .args(["check", "--migrate", "--template"])
+        .arg(&no_aes)
+        .arg(&v61)
+        .arg(&v612)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot run on the source host"), "{stderr}");
+    assert!(stderr.contains("ID_AA64ISAR0_EL1"), "{stderr}");
+}

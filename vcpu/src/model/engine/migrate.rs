@@ -5,8 +5,16 @@
 //! value of the guest's model the destination's kernel would refuse, judged by the same rules as
 //! everything else ([`judge_before_run`]), so the answer is the destination kernel's.
 //!
-//! The guest's model is the source host's default one: the values its vCPU reads right after
-//! `KVM_ARM_VCPU_INIT` with the fingerprint's features (a template's model comes with templates).
+//! The guest's model is the source host's default one (the values its vCPU reads right after
+//! `KVM_ARM_VCPU_INIT` with the fingerprint's features), or a CPU template's as the source's
+//! kernel would hold it (its plan on the source's view: what the writes read back, the
+//! unknown-register policy's zeros). A template the source cannot run is refused
+//! ([`MigrateError::TemplateOnSource`]).
+//!
+//! The unknown-register policy (clear / keep-host / refuse) decides what a register only the
+//! destination lists means for the guest: [`Carryover::policy`] says what happens under each,
+//! and `blocks` under the guest's own ([`UnknownRegisterPolicy`], the template's or `clear`).
+//!
 //! A fingerprint without a register list is compared only when its values hold every register
 //! its host lists (a Firecracker fingerprint's dump): then which registers a host has is judged
 //! from them.
@@ -24,10 +32,14 @@ use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
+use crate::model::arm64::firmware::{self, FirmwareId};
 use crate::model::arm64::host::HostView;
+use crate::model::arm64::model::UnknownRegisterAction;
 use crate::model::arm64::validate::{Verdict, judge_before_run};
+use crate::model::arm64::{UnknownRegisterPolicy, plan};
 use crate::model::arm64::{VcpuFeatureSet, reg_id};
 use crate::model::lock_policy;
+use crate::model::template::CpuTemplate;
 use crate::model::x86::catalog::{CATALOG, Feature};
 use std::collections::BTreeMap;
 
@@ -40,6 +52,28 @@ pub struct Carryover {
     pub register: String,
     /// What is wrong with it.
     pub problem: CarryoverProblem,
+    /// A firmware register or hypercall bitmap only the destination lists: what happens to the
+    /// guest under each unknown-register policy, and whether it blocks the move under the
+    /// guest's own; `None` for every other line.
+    pub policy: Option<PolicyOutcomes>,
+}
+
+/// What a register only the destination lists means for the guest, under each policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyOutcomes {
+    /// The guest's policy.
+    pub in_effect: UnknownRegisterPolicy,
+    /// Whether vmfleet's model names the register (the policy applies only to ones it does not;
+    /// a known one follows the template or keeps the destination's value).
+    pub known: bool,
+    /// `clear`: what the guest sees.
+    pub clear: String,
+    /// `keep-host`.
+    pub keep_host: String,
+    /// `refuse`.
+    pub refuse: String,
+    /// Whether the move is blocked under the policy in effect.
+    pub blocks: bool,
 }
 
 /// Why a register does not carry over.
@@ -83,6 +117,9 @@ pub enum MigrateError {
         /// The destination's.
         to: GuestArch,
     },
+    /// The template cannot run on the source host.
+    #[error("the template cannot run on the source host: {0}")]
+    TemplateOnSource(String),
     /// A fingerprint lacks what the comparison needs.
     #[error("the {which} fingerprint has {what}")]
     Missing {
@@ -93,9 +130,14 @@ pub enum MigrateError {
     },
 }
 
-/// Every CPU-model register of the source's default guest model that does not carry over to
-/// the destination, in the source's register-list order, then the destination's new ones.
-pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover>, MigrateError> {
+/// Every CPU-model register of the guest's model (the source's default one, or `template`'s as
+/// the source would hold it) that does not carry over to the destination, in the source's
+/// register-list order, then the destination's new ones.
+pub fn arm64_carryover(
+    from: &HostFacts,
+    to: &HostFacts,
+    template: Option<&CpuTemplate>,
+) -> Result<Vec<Carryover>, MigrateError> {
     if from.arch != to.arch {
         return Err(MigrateError::MixedArch {
             from: from.arch,
@@ -121,10 +163,11 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
             .collect()
     };
     let (from_sets, to_sets) = (sets(from), sets(to));
+    let wanted = template.map(|t| t.arm64.features.bits());
     let init = from_sets
         .iter()
         .copied()
-        .find(|set| to_sets.contains(set))
+        .find(|set| to_sets.contains(set) && wanted.is_none_or(|w| w == *set))
         .ok_or_else(|| {
             let hex = |sets: &[u32]| {
                 sets.iter()
@@ -158,6 +201,14 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
     })?;
     let to_list = listed(to, to_list, to_values)
         .ok_or_else(|| missing("destination", "no register list".into()))?;
+    let policy = template.map_or(UnknownRegisterPolicy::default(), |t| {
+        t.arm64.unknown_registers
+    });
+    let guest_values = match template {
+        Some(t) => template_values(from, t, &from_list, from_values)?,
+        None => from_values.clone(),
+    };
+    let from_values = &guest_values;
     let destination = destination_view(to, &to_list, to_values);
     let features = features_of(init);
     let model = |id: &u64| lock_policy::is_model_register(GuestArch::Aarch64, *id);
@@ -174,6 +225,7 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
                 id,
                 register: reg_id::describe(id),
                 problem,
+                policy: None,
             });
         }
     }
@@ -181,12 +233,12 @@ pub fn arm64_carryover(from: &HostFacts, to: &HostFacts) -> Result<Vec<Carryover
         .iter()
         .filter(|id| model(id) && !from_list.contains(id))
     {
+        let value = to_values.get(&id).copied();
         found.push(Carryover {
             id,
             register: reg_id::describe(id),
-            problem: CarryoverProblem::New {
-                value: to_values.get(&id).copied(),
-            },
+            problem: CarryoverProblem::New { value },
+            policy: policy_outcomes(id, value, policy),
         });
     }
     Ok(found)
@@ -205,6 +257,98 @@ fn listed(
         None if facts.arm64.registers_from_values => Some(values.keys().copied().collect()),
         None => None,
     }
+}
+
+/// The values a vCPU on the source holds under `template`: its plan on the source's view, the
+/// writes as they read back and the unknown-register policy's zeros over the default values.
+fn template_values(
+    from: &HostFacts,
+    template: &CpuTemplate,
+    list: &Vec<u64>,
+    values: &BTreeMap<u64, u64>,
+) -> Result<BTreeMap<u64, u64>, MigrateError> {
+    let offers_239 = from
+        .capabilities
+        .iter()
+        .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0);
+    let view = view_of(
+        from,
+        Some(list),
+        values.clone(),
+        offers_239 && template.arm64.writes_implementation_id(),
+    );
+    let plan =
+        plan(&template.arm64, &view).map_err(|e| MigrateError::TemplateOnSource(e.to_string()))?;
+    let mut out = values.clone();
+    for write in &plan.writes {
+        match &write.verdict {
+            Verdict::Refused(refusal) => {
+                return Err(MigrateError::TemplateOnSource(refusal.headline()));
+            }
+            Verdict::Accepted { readback } => {
+                out.insert(write.reg_id, *readback);
+            }
+            Verdict::Unjudged { .. } => {
+                out.insert(write.reg_id, write.value);
+            }
+        }
+    }
+    for decision in &plan.unknown_registers {
+        if decision.action == UnknownRegisterAction::WriteZero {
+            out.insert(decision.reg_id, 0);
+        }
+    }
+    Ok(out)
+}
+
+/// What a register only the destination lists means for the guest under each policy (firmware
+/// registers and hypercall bitmaps only; `None` for an ID register).
+fn policy_outcomes(
+    id: u64,
+    value: Option<u64>,
+    in_effect: UnknownRegisterPolicy,
+) -> Option<PolicyOutcomes> {
+    let kind = firmware::classify(id)?;
+    let shown = match (kind, value) {
+        (FirmwareId::Known(register), Some(v)) if register.is_bitmap() => {
+            format!(
+                "{v:#x} (services: {})",
+                firmware::describe_services(register, v)
+            )
+        }
+        (_, Some(v)) => format!("{v:#x}"),
+        (_, None) => "its value (unread)".to_string(),
+    };
+    let known = matches!(kind, FirmwareId::Known(_));
+    let offers = value != Some(0);
+    let (clear, keep_host, refuse) = if known {
+        let text = format!(
+            "vmfleet knows it: the guest gets {shown} unless its model sets it (the policy does \
+             not apply)"
+        );
+        (text.clone(), text.clone(), text)
+    } else {
+        (
+            "vmfleet writes 0: the guest meets nothing new".to_string(),
+            format!("the guest meets {shown} after the move"),
+            "vmfleet refuses to run the VM on the destination (a register it does not know)"
+                .to_string(),
+        )
+    };
+    let blocks = !known
+        && match in_effect {
+            UnknownRegisterPolicy::Clear => false,
+            UnknownRegisterPolicy::KeepHost => offers,
+            UnknownRegisterPolicy::Refuse => true,
+        };
+    Some(PolicyOutcomes {
+        in_effect,
+        known,
+        clear,
+        keep_host,
+        refuse,
+        blocks,
+    })
 }
 
 /// The destination as a VM's planner sees it ([`view_of`]), with capability 239 if it offers it
@@ -238,8 +382,12 @@ fn refused(
 /// What a guest on a host with `facts` sees of CPUID in the default model: the supported table
 /// with the host's measured rewrites applied.
 pub(super) fn x86_guest_view(facts: &HostFacts) -> Option<CpuidTable> {
-    let supported = facts.x86.supported.as_ref()?;
-    let entries = supported
+    Some(with_rewrites(facts, facts.x86.supported.as_ref()?))
+}
+
+/// `table` as the host `facts` describes would hold it: its measured rewrites applied.
+fn with_rewrites(facts: &HostFacts, table: &CpuidTable) -> CpuidTable {
+    let entries = table
         .entries
         .iter()
         .map(|entry| {
@@ -257,14 +405,16 @@ pub(super) fn x86_guest_view(facts: &HostFacts) -> Option<CpuidTable> {
             entry
         })
         .collect();
-    Some(CpuidTable::new(entries))
+    CpuidTable::new(entries)
 }
 
-/// Every named x86 feature the default guest sees on the source that a guest on the
-/// destination does not get, in catalog order.
+/// Every named x86 feature the guest sees on the source (the default model, or `template` built
+/// on the source's supported table) that a guest on the destination (the same model built
+/// there) does not get, in catalog order.
 pub fn x86_lost_features(
     from: &HostFacts,
     to: &HostFacts,
+    template: Option<&CpuTemplate>,
 ) -> Result<Vec<&'static Feature>, MigrateError> {
     if from.arch != to.arch {
         return Err(MigrateError::MixedArch {
@@ -272,15 +422,60 @@ pub fn x86_lost_features(
             to: to.arch,
         });
     }
-    let view = |facts: &HostFacts, which| {
-        x86_guest_view(facts).ok_or(MigrateError::Missing {
+    let view = |facts: &HostFacts, which| -> Result<CpuidTable, MigrateError> {
+        let supported = facts.x86.supported.as_ref().ok_or(MigrateError::Missing {
             which,
             what: "no supported CPUID table".into(),
-        })
+        })?;
+        let table = match template {
+            Some(t) => {
+                t.x86
+                    .build(supported, 0, 1)
+                    .map_err(|e| match which {
+                        "source" => MigrateError::TemplateOnSource(e.to_string()),
+                        _ => MigrateError::Missing {
+                            which,
+                            what: format!("no table the template builds on: {e}"),
+                        },
+                    })?
+                    .table
+            }
+            None => supported.clone(),
+        };
+        Ok(with_rewrites(facts, &table))
     };
     let (source, destination) = (view(from, "source")?, view(to, "destination")?);
     Ok(CATALOG
         .iter()
         .filter(|f| f.is_set_in(&source) == Some(true) && f.is_set_in(&destination) != Some(true))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::arm64::firmware::FirmwareRegister;
+
+    /// `KVM_REG_ARM_FW_FEAT_BMAP_REG(9)`: a bitmap of a kernel newer than vmfleet's catalog.
+    const UNKNOWN_BITMAP: u64 = 0x6030_0000_0016_0009;
+
+    #[test]
+    fn an_unknown_new_bitmap_blocks_by_the_guests_policy() {
+        let outcome = |value, policy| policy_outcomes(UNKNOWN_BITMAP, Some(value), policy).unwrap();
+        let clear = outcome(0b11, UnknownRegisterPolicy::Clear);
+        assert!(!clear.known && !clear.blocks);
+        assert!(clear.clear.contains("writes 0"));
+        assert!(outcome(0b11, UnknownRegisterPolicy::KeepHost).blocks);
+        assert!(!outcome(0, UnknownRegisterPolicy::KeepHost).blocks);
+        assert!(outcome(0, UnknownRegisterPolicy::Refuse).blocks);
+        let known = FirmwareRegister::VendorHypBitmap2.id();
+        let p = policy_outcomes(known, Some(0), UnknownRegisterPolicy::Refuse).unwrap();
+        assert!(p.known && !p.blocks, "{p:?}");
+        // An ID register is not the policy's business.
+        let isar0 = crate::model::arm64::catalog::ID_AA64ISAR0_EL1.kvm_reg_id();
+        assert_eq!(
+            policy_outcomes(isar0, Some(1), UnknownRegisterPolicy::Refuse),
+            None
+        );
+    }
 }

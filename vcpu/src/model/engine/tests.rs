@@ -324,20 +324,20 @@ fn migrate_without_a_register_list_compares_only_when_the_values_hold_every_regi
     // No list and values that may not hold every register: no comparison.
     let source = unlisted(&[(pfr0, 0x11), (midr, 1)], false);
     assert!(matches!(
-        arm64_carryover(&source, &source),
+        arm64_carryover(&source, &source, None),
         Err(MigrateError::Missing { .. })
     ));
     // Values that hold every register: presence from them, values by the rules.
     let source = unlisted(&[(pfr0, 0x11), (isar0, 0x10), (midr, 1)], true);
     let destination = unlisted(&[(pfr0, 0x11), (midr, 1)], true);
-    let found = arm64_carryover(&source, &destination).unwrap();
+    let found = arm64_carryover(&source, &destination, None).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].id, isar0);
     assert_eq!(
         found[0].problem,
         CarryoverProblem::Gone { value: Some(0x10) }
     );
-    assert!(arm64_carryover(&source, &source).unwrap().is_empty());
+    assert!(arm64_carryover(&source, &source, None).unwrap().is_empty());
 }
 
 #[test]
