@@ -9,6 +9,11 @@
 //! FROM's default one for a feature set both fingerprints measured (CPU templates will bring
 //! others).
 //!
+//! A partial fingerprint (Firecracker's) is compared by the conservative side of each rule it
+//! lacks the facts for; what it lacks is printed first (`note:` lines; in JSON, each host's
+//! `partial`). Without a register list, which registers a host has is judged from the registers
+//! whose values it holds.
+//!
 //! JSON (`--json`, schema `vmfleet.migrate.v1`, supervisor/schemas/migrate.v1.schema.json).
 //! Exit status: 0 when the guest carries over, 7 (refused) when something blocks it, 4
 //! (bad_input) for an unreadable fingerprint or two that cannot be compared.
@@ -52,6 +57,10 @@ struct MigrateReport {
 struct HostLine {
     fingerprint: String,
     kernel: String,
+    /// What the fingerprint lacks and the rule's fallback (a Firecracker fingerprint), one
+    /// sentence each; absent for a complete one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,7 +158,13 @@ pub fn migrate(from: &Path, to: &Path, template: Option<&Path>, json: bool) -> R
         GuestArch::Aarch64 => arm64_carryover(&source.facts, &destination.facts, template)
             .or_status(Status::BadInput)?
             .iter()
-            .map(line)
+            .map(|c| {
+                line(
+                    c,
+                    source.facts.arm64.registers_from_values,
+                    destination.facts.arm64.registers_from_values,
+                )
+            })
             .collect(),
         GuestArch::X86_64 => x86_lost_features(&source.facts, &destination.facts, template)
             .or_status(Status::BadInput)?
@@ -162,10 +177,12 @@ pub fn migrate(from: &Path, to: &Path, template: Option<&Path>, json: bool) -> R
         from: HostLine {
             fingerprint: from.display().to_string(),
             kernel: source.host.kernel_release.clone(),
+            partial: source.partial.clone(),
         },
         to: HostLine {
             fingerprint: to.display().to_string(),
             kernel: destination.host.kernel_release.clone(),
+            partial: destination.partial.clone(),
         },
         template: template.map(|t| t.name.clone()),
         carries_over: !lines.iter().any(|l| l.blocks),
@@ -187,8 +204,16 @@ fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
-/// One register's line: what happens to it, and whether it blocks the move.
-fn line(c: &Carryover) -> RegisterLine {
+/// One register's line: what happens to it, and whether it blocks the move. A side whose
+/// register list is unknown (`*_unlisted`: judged from the registers its fingerprint holds values
+/// for) is said so in the words.
+fn line(c: &Carryover, from_unlisted: bool, to_unlisted: bool) -> RegisterLine {
+    let unknown = |which: &str| {
+        format!(
+            " ({which}'s register list is unknown: judged from the registers its fingerprint \
+             holds values for)"
+        )
+    };
     let base =
         |problem, blocks, value: Option<u64>, dest: Option<u64>, detail: String| RegisterLine {
             id: format!("{:#018x}", c.id),
@@ -213,6 +238,11 @@ fn line(c: &Carryover) -> RegisterLine {
                  it from the guest"
                     .to_string()
             };
+            let detail = if to_unlisted {
+                detail + &unknown("the destination")
+            } else {
+                detail
+            };
             RegisterLine {
                 services: value.and_then(|v| services(c.id, v)),
                 ..base("gone", !harmless, *value, None, detail)
@@ -233,6 +263,11 @@ fn line(c: &Carryover) -> RegisterLine {
                 None => "only the destination lists it: the guest meets it after the move, with \
                          the destination's value"
                     .to_string(),
+            };
+            let detail = if from_unlisted {
+                detail + &unknown("the source")
+            } else {
+                detail
             };
             RegisterLine {
                 services: value.and_then(|v| services(c.id, v)),
@@ -316,6 +351,11 @@ fn text(report: &MigrateReport) -> String {
             format!("{blocking} {what} block the move")
         }
     );
+    for host in [&report.from, &report.to] {
+        for note in &host.partial {
+            let _ = writeln!(out, "note: {}: {note}", host.fingerprint);
+        }
+    }
     for l in &report.registers {
         let value = match (&l.value, &l.destination_value) {
             (Some(v), Some(d)) => format!(" = {v} (destination {d})"),

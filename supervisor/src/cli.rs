@@ -111,7 +111,7 @@ pub enum Command {
     /// Hosts of both architectures are refused. Exit status: 0 a baseline was made, 4
     /// (bad_input) an unreadable fingerprint or hosts that cannot share a template.
     Baseline(BaselineArgs),
-    /// CPU templates: show one resolved.
+    /// CPU templates: show one resolved; import one from Firecracker's JSON, export one to it.
     #[command(subcommand)]
     Template(TemplateCommand),
     /// Print a shell completion script to stdout, e.g. `vmfleet completions bash >
@@ -198,6 +198,38 @@ pub enum TemplateCommand {
         /// Print one JSON document (schema `vmfleet.template.v1`).
         #[arg(long)]
         json: bool,
+    },
+    /// Read a Firecracker custom CPU template (JSON) and print it as a vmfleet CPU template
+    /// (TOML): CPUID bitmaps, register bitmaps and VCPU_INIT features carry over bit for bit;
+    /// `kvm_capabilities` and MSR bitmaps are kept in its `[firecracker]` table (MSRs are not
+    /// modelled: each is a warning on stderr, and a VM is refused to run with them). Exit status:
+    /// 0, 4 (bad_input) for an unreadable or malformed template, 10 (error) when OUT exists.
+    ImportFirecracker {
+        /// The Firecracker template (JSON, Firecracker's docs/cpu_templates/schema.json).
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(short, long, value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+        /// The template's name (default: FILE's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a vmfleet CPU template (TOML) as a Firecracker custom CPU template (JSON): named
+    /// features and fields become register ids and bit positions; what Firecracker cannot
+    /// express is a warning on stderr. Exit status: 0, 4 (bad_input) for an unreadable or
+    /// malformed template, 10 (error) when OUT exists.
+    ExportFirecracker {
+        /// The vmfleet CPU template (TOML).
+        template: PathBuf,
+        /// Write the JSON here instead of stdout.
+        #[arg(short, long, value_name = "OUT.json")]
+        output: Option<PathBuf>,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
     },
 }
 

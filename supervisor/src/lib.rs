@@ -27,6 +27,7 @@ pub mod docs;
 pub mod exit;
 pub mod fdlimit;
 pub mod fingerprint;
+pub mod firecracker;
 pub mod fleet;
 pub mod host;
 pub mod job;

@@ -56,6 +56,26 @@ fn main() -> ExitCode {
             fingerprint,
             json,
         }) => supervisor::template_cmd::show(&template, fingerprint.as_deref(), json),
+        Command::Template(TemplateCommand::ImportFirecracker {
+            file,
+            output,
+            name,
+            force,
+        }) => supervisor::firecracker::commands::import_firecracker(
+            &file,
+            output.as_deref(),
+            name.as_deref(),
+            force,
+        ),
+        Command::Template(TemplateCommand::ExportFirecracker {
+            template,
+            output,
+            force,
+        }) => supervisor::firecracker::commands::export_firecracker(
+            &template,
+            output.as_deref(),
+            force,
+        ),
         Command::Serve(args) => supervisor::serve::serve(&args),
         Command::Ctl(args) => supervisor::ctl::ctl(&args),
         Command::Bench(args) => commands::bench(&args),

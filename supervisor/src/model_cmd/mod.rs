@@ -2,7 +2,8 @@
 //! model judge FP` ([`judge`]) and `vmfleet run --model FP SPEC` ([`run`], over the model
 //! backend, [`backend`]), and reading a fingerprint document (schema
 //! `vmfleet.fingerprint.v1`, as `vmfleet trace fingerprint --json` or `vmfleet host
-//! --fingerprint --json` print it) into the engine's facts ([`load_facts`]).
+//! --fingerprint --json` print it, or a Firecracker fingerprint, read as a partial host) into the
+//! engine's facts ([`load_facts`]).
 //!
 //! The answers come from `vcpu::model::engine`, a pure state machine: no `/dev/kvm` is needed.
 
@@ -13,6 +14,8 @@ pub mod run;
 
 use crate::exit::{Status, StatusExt};
 use crate::fingerprint::FINGERPRINT_SCHEMA;
+use crate::firecracker::fingerprint::host_from_firecracker;
+use crate::firecracker::format::FirecrackerFingerprint;
 use anyhow::{Context, Result, bail};
 use recorder::{Capability, HostFingerprint};
 use serde::Deserialize;
@@ -232,6 +235,7 @@ fn arm64_facts(section: Option<Arm64Section>) -> Result<Arm64HostFacts> {
         values,
         masks,
         other_inits,
+        registers_from_values: false,
         probes: section
             .kernel_probes
             .map_or(KernelProbes::NOT_MEASURED, |p| KernelProbes {
@@ -270,6 +274,10 @@ pub struct ModelHost {
     pub facts: HostFacts,
     /// The host facts a trace header (and a transcript) carries.
     pub host: HostFingerprint,
+    /// What the source document lacks, one sentence each, with the rule's fallback (empty for a
+    /// vmfleet fingerprint; a Firecracker one has no masks, register list, probes or
+    /// capabilities): every command that reads the host prints them as notes.
+    pub partial: Vec<String>,
 }
 
 /// The engine's facts from fingerprint document `text`; `source` names it in errors.
@@ -277,8 +285,33 @@ pub fn facts_from_str(text: &str, source: &str) -> Result<HostFacts> {
     host_from_str(text, source).map(|h| h.facts)
 }
 
-/// The host fingerprint document `text` describes; `source` names it in errors.
+/// The host fingerprint document `text` describes; `source` names it in errors. A Firecracker
+/// fingerprint (`cpu-template-helper fingerprint dump`, known by its `firecracker_version` and
+/// `guest_cpu_config`) is read too, as a partial host ([`crate::firecracker::fingerprint`]).
 pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
+        && FirecrackerFingerprint::detect(&value)
+    {
+        let read = || -> Result<ModelHost> {
+            host_from_firecracker(&FirecrackerFingerprint::from_value(value)?)
+        };
+        return read().with_context(|| format!("{source} is not a valid Firecracker fingerprint"));
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
+        && [
+            "cpuid_modifiers",
+            "reg_modifiers",
+            "vcpu_features",
+            "msr_modifiers",
+        ]
+        .iter()
+        .any(|k| value.get(k).is_some())
+    {
+        bail!(
+            "{source} is a Firecracker CPU template, not a fingerprint (`cpu-template-helper \
+             fingerprint dump` writes those; `vmfleet template import-firecracker` reads templates)"
+        );
+    }
     let doc: Document = serde_json::from_str(text)
         .with_context(|| format!("{source} is not a fingerprint document"))?;
     if doc.schema != FINGERPRINT_SCHEMA {
@@ -320,7 +353,11 @@ pub fn host_from_str(text: &str, source: &str) -> Result<ModelHost> {
         capabilities: doc.capabilities,
         emulated_cpuid,
     };
-    Ok(ModelHost { facts, host })
+    Ok(ModelHost {
+        facts,
+        host,
+        partial: Vec::new(),
+    })
 }
 
 /// The engine's facts from the fingerprint file at `path` (an unreadable or malformed file is

@@ -62,6 +62,10 @@ pub(super) fn template(
             ),
         ));
     }
+    // A template imported from Firecracker may carry MSR bitmaps: vmfleet does not model MSRs.
+    template
+        .refuse_unmodelled()
+        .map_err(|e| src.at(Some(name.span()), e))?;
     if template.arch == GuestArch::Aarch64 {
         template.arm64.check().map_err(|e| {
             src.at(

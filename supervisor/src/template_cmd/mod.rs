@@ -83,6 +83,9 @@ struct CpuidLine {
 /// `vmfleet template show TEMPLATE [--fingerprint FP] [--json]`.
 pub fn show(path: &Path, fingerprint: Option<&Path>, json: bool) -> Result<Status> {
     let template = load_template(path)?;
+    for unsupported in template.firecracker.unsupported() {
+        crate::note!("warning: {unsupported}");
+    }
     let on_host = match fingerprint {
         Some(fp) => {
             let host = load_host(fp)?;

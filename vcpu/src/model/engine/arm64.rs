@@ -153,6 +153,11 @@ pub(super) fn vcpu_init(
     features: &[u32; 7],
 ) -> Prediction {
     let Some(preferred) = facts.arm64.preferred_target else {
+        // The answer is unknown; the vCPU's later calls are judged as if the kernel took the
+        // target (a partial fingerprint, Firecracker's, must not make each of them ENOEXEC).
+        if features_of(features[0]).conflict().is_none() {
+            vm.vcpus.entry(vcpu).or_default().init = Some(features[0]);
+        }
         return unknown("the fingerprint has no preferred target");
     };
     if target != preferred {

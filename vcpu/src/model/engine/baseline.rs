@@ -118,6 +118,7 @@ pub fn baseline(hosts: &[&HostFacts], name: &str) -> Result<Baseline, BaselineEr
             arch: first.arch,
             x86: X86CpuModel::default(),
             arm64: Arm64ModelSpec::default(),
+            firecracker: Default::default(),
         },
         limited: Vec::new(),
         not_uniform: Vec::new(),

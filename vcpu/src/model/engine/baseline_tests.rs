@@ -96,6 +96,7 @@ fn arm_host(isar0: u64, mmfr0: u64, masks: Option<Vec<u64>>) -> HostFacts {
             masks,
             other_inits: Vec::new(),
             probes: Default::default(),
+            registers_from_values: false,
         },
     }
 }

@@ -15,6 +15,10 @@
 //! destination lists means for the guest: [`Carryover::policy`] says what happens under each,
 //! and `blocks` under the guest's own ([`UnknownRegisterPolicy`], the template's or `clear`).
 //!
+//! A fingerprint without a register list is compared only when its values hold every register
+//! its host lists (a Firecracker fingerprint's dump): then which registers a host has is judged
+//! from them.
+//!
 //! x86: KVM takes any CPUID table, so the question is not what the destination's kernel refuses
 //! but what it cannot give: every named feature the guest sees on the source (the supported table
 //! with the source's measured host rewrites) that a guest on the destination does not get (its
@@ -187,23 +191,25 @@ pub fn arm64_carryover(
             format!("no vCPU initialised with features {init:#x}"),
         )
     })?;
-    let from_list = from_list.ok_or_else(|| missing("source", "no register list".into()))?;
+    let from_list = listed(from, from_list, from_values)
+        .ok_or_else(|| missing("source", "no register list".into()))?;
     let (to_list, to_values) = init_facts(to, init).ok_or_else(|| {
         missing(
             "destination",
             format!("no vCPU initialised with features {init:#x}"),
         )
     })?;
-    let to_list = to_list.ok_or_else(|| missing("destination", "no register list".into()))?;
+    let to_list = listed(to, to_list, to_values)
+        .ok_or_else(|| missing("destination", "no register list".into()))?;
     let policy = template.map_or(UnknownRegisterPolicy::default(), |t| {
         t.arm64.unknown_registers
     });
     let guest_values = match template {
-        Some(t) => template_values(from, t, from_list, from_values)?,
+        Some(t) => template_values(from, t, &from_list, from_values)?,
         None => from_values.clone(),
     };
     let from_values = &guest_values;
-    let destination = destination_view(to, to_list, to_values);
+    let destination = destination_view(to, &to_list, to_values);
     let features = features_of(init);
     let model = |id: &u64| lock_policy::is_model_register(GuestArch::Aarch64, *id);
     let mut found = Vec::new();
@@ -236,6 +242,21 @@ pub fn arm64_carryover(
         });
     }
     Ok(found)
+}
+
+/// The registers a host lists for a vCPU: its register list, else (a fingerprint whose values
+/// hold every register, [`super::Arm64HostFacts::registers_from_values`]) the ids of its values,
+/// in id order.
+fn listed(
+    facts: &HostFacts,
+    list: Option<&Vec<u64>>,
+    values: &BTreeMap<u64, u64>,
+) -> Option<Vec<u64>> {
+    match list {
+        Some(list) => Some(list.clone()),
+        None if facts.arm64.registers_from_values => Some(values.keys().copied().collect()),
+        None => None,
+    }
 }
 
 /// The values a vCPU on the source holds under `template`: its plan on the source's view, the

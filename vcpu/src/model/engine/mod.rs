@@ -95,6 +95,12 @@ pub struct Arm64HostFacts {
     /// The kernel's answers to probe writes (the rules no capability shows), as the
     /// fingerprint recorded them; unmeasured ones are judged by vmfleet's documented default.
     pub probes: crate::model::arm64::host::KernelProbes,
+    /// Whether `values` (and each other init's) hold every CPU-model register the host lists
+    /// though `reg_list` is unknown (`None`): a Firecracker fingerprint, whose dump has every
+    /// register `KVM_GET_REG_LIST` gives but PC and two timer registers. The vCPU calls still
+    /// answer `KVM_GET_REG_LIST` as unknown; [`migrate`] judges which registers the host has
+    /// from the values (else it refuses to compare without a list).
+    pub registers_from_values: bool,
 }
 
 /// What a vCPU initialised with one feature set reports: its register list and the values of its

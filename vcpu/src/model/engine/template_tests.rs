@@ -108,6 +108,7 @@ fn arm_host(masks: Option<Vec<u64>>) -> HostFacts {
             masks,
             other_inits: Vec::new(),
             probes: Default::default(),
+            registers_from_values: false,
         },
     }
 }

@@ -143,6 +143,7 @@ fn arm_facts() -> HostFacts {
             masks: None,
             other_inits: Vec::new(),
             probes: Default::default(),
+            registers_from_values: false,
         },
     }
 }
@@ -302,4 +303,61 @@ fn arm64_the_el_floor_follows_the_recorded_probe() {
     assert_eq!(answer(Some(false)), ok(Reply::Done));
     assert_eq!(answer(Some(true)), kernel_error(Errno::EINVAL));
     assert_eq!(answer(None), kernel_error(Errno::EINVAL));
+}
+
+#[test]
+fn migrate_without_a_register_list_compares_only_when_the_values_hold_every_register() {
+    use crate::model::arm64::catalog::{ID_AA64ISAR0_EL1, MIDR_EL1};
+    use migrate::{CarryoverProblem, MigrateError, arm64_carryover};
+    let (pfr0, isar0, midr) = (
+        ID_AA64PFR0_EL1.kvm_reg_id(),
+        ID_AA64ISAR0_EL1.kvm_reg_id(),
+        MIDR_EL1.kvm_reg_id(),
+    );
+    let unlisted = |values: &[(u64, u64)], from_values: bool| {
+        let mut facts = arm_facts();
+        facts.arm64.reg_list = None;
+        facts.arm64.values = values.iter().copied().collect();
+        facts.arm64.registers_from_values = from_values;
+        facts
+    };
+    // No list and values that may not hold every register: no comparison.
+    let source = unlisted(&[(pfr0, 0x11), (midr, 1)], false);
+    assert!(matches!(
+        arm64_carryover(&source, &source, None),
+        Err(MigrateError::Missing { .. })
+    ));
+    // Values that hold every register: presence from them, values by the rules.
+    let source = unlisted(&[(pfr0, 0x11), (isar0, 0x10), (midr, 1)], true);
+    let destination = unlisted(&[(pfr0, 0x11), (midr, 1)], true);
+    let found = arm64_carryover(&source, &destination, None).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].id, isar0);
+    assert_eq!(
+        found[0].problem,
+        CarryoverProblem::Gone { value: Some(0x10) }
+    );
+    assert!(arm64_carryover(&source, &source, None).unwrap().is_empty());
+}
+
+#[test]
+fn without_a_preferred_target_init_is_unknown_and_the_vcpu_is_still_judged() {
+    // A partial fingerprint (Firecracker's) has no preferred target: KVM_ARM_VCPU_INIT's answer
+    // is unknown, and the vCPU's later calls are answered from the values, not ENOEXEC.
+    let pfr0 = ID_AA64PFR0_EL1.kvm_reg_id();
+    let mut facts = arm_facts();
+    facts.arm64.preferred_target = None;
+    let mut engine = Engine::new(facts);
+    let init = vcpu(VcpuCall::ArmVcpuInit {
+        target: 5,
+        features: [0; 7],
+    });
+    assert!(matches!(
+        engine.call(VCPU, &init),
+        Prediction::Unknown { .. }
+    ));
+    assert_eq!(
+        engine.call(VCPU, &vcpu(VcpuCall::GetOneReg { id: pfr0 })),
+        ok(Reply::Value(1 << 60 | 0x11))
+    );
 }

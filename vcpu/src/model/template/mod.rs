@@ -23,6 +23,9 @@
 //! id_registers = { "ID_AA64ISAR0_EL1.AES" = 1 }
 //! hypercalls = { trng = false }
 //! registers = { ID_AA64ISAR1_EL1 = "0bxxxx0000" }   # tri-state bitmaps or whole values
+//!
+//! [firecracker]                       # kept from a Firecracker template, not modelled
+//! kvm_capabilities = ["171"]          # ([`unmodelled`]: MSRs are refused at run time)
 //! ```
 //!
 //! The format is documented by a JSON Schema (`supervisor/schemas/template.v1.schema.json`,
@@ -42,6 +45,9 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use toml::Spanned;
 
+pub mod unmodelled;
+pub use unmodelled::Unmodelled;
+
 /// The format's name, which `template show --json` prints as `schema`.
 pub const TEMPLATE_SCHEMA: &str = "vmfleet.template.v1";
 
@@ -58,6 +64,9 @@ pub struct CpuTemplate {
     pub x86: X86CpuModel,
     /// The arm64 model (the default one on x86, unused there).
     pub arm64: Arm64ModelSpec,
+    /// What a Firecracker template had that vmfleet keeps but does not model (its
+    /// `kvm_capabilities`, MSR bitmaps).
+    pub firecracker: Unmodelled,
 }
 
 /// What is wrong with a template, where.
@@ -91,6 +100,7 @@ struct RawTemplate {
     description: Option<String>,
     x86: Option<Spanned<RawX86>>,
     arm64: Option<Spanned<Arm64ModelSpec>>,
+    firecracker: Option<Spanned<unmodelled::RawUnmodelled>>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +173,21 @@ impl CpuTemplate {
             arch,
             x86: X86CpuModel::default(),
             arm64: Arm64ModelSpec::default(),
+            firecracker: Unmodelled::default(),
         };
+        if let Some(raw) = raw.firecracker {
+            let span = raw.span();
+            template.firecracker = raw
+                .into_inner()
+                .typed()
+                .map_err(|m| at(Some(span.clone()), m))?;
+            if arch == GuestArch::Aarch64 && !template.firecracker.msrs.is_empty() {
+                return Err(at(
+                    Some(span),
+                    "firecracker.msrs: MSRs in an aarch64 template".into(),
+                ));
+            }
+        }
         match (arch, raw.x86, raw.arm64) {
             (GuestArch::X86_64, _, Some(arm64)) => {
                 return Err(at(
@@ -235,7 +259,27 @@ impl CpuTemplate {
                 }
             }
         }
+        out.push_str(&self.firecracker.to_toml());
         out
+    }
+
+    /// Refuse to run a VM with this template when it asks for what vmfleet does not model:
+    /// the error names each MSR.
+    pub fn refuse_unmodelled(&self) -> Result<(), String> {
+        if self.firecracker.msrs.is_empty() {
+            return Ok(());
+        }
+        let msrs: Vec<String> = self
+            .firecracker
+            .msrs
+            .iter()
+            .map(|m| format!("{:#x}", m.addr))
+            .collect();
+        Err(format!(
+            "template {self} sets MSR {}: vmfleet does not model MSRs (they were kept from a \
+             Firecracker template for export); remove the [[firecracker.msrs]] entries to run it",
+            msrs.join(", ")
+        ))
     }
 
     /// The named x86 features, by catalog name: `true` shown, `false` hidden.
