@@ -45,6 +45,10 @@ struct BaselineReport {
 struct HostLine {
     fingerprint: String,
     kernel: String,
+    /// What the fingerprint lacks (a Firecracker fingerprint), where the rules took the
+    /// conservative side.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +110,7 @@ pub fn run(paths: &[PathBuf], name: &str, out: Option<&Path>, json: bool) -> Res
             .map(|(p, h)| HostLine {
                 fingerprint: p.display().to_string(),
                 kernel: h.host.kernel_release.clone(),
+                partial: h.partial.clone(),
             })
             .collect(),
         name: found.template.name.clone(),
@@ -147,6 +152,9 @@ fn comments(report: &BaselineReport) -> String {
     );
     for h in &report.hosts {
         let _ = writeln!(out, "#   {} ({})", h.fingerprint, h.kernel);
+        for lack in &h.partial {
+            let _ = writeln!(out, "#     partial: {lack}");
+        }
     }
     let sections = [
         ("limited by", &report.limited),

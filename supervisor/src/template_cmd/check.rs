@@ -86,7 +86,12 @@ pub fn host_line(path: &Path, host: &ModelHost, verdict: &TemplateCheck) -> Host
         kernel: host.host.kernel_release.clone(),
         runs: verdict.runs(),
         problems: verdict.problems.iter().map(problem_line).collect(),
-        notes: verdict.notes.clone(),
+        notes: host
+            .partial
+            .iter()
+            .map(|lack| format!("the fingerprint is partial: {lack}"))
+            .chain(verdict.notes.iter().cloned())
+            .collect(),
     }
 }
 

@@ -175,15 +175,31 @@ pub fn arm64_carryover(
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            missing(
-                "destination",
-                format!(
-                    "no vCPU initialised with features the source has (source: {}; \
-                     destination: {})",
-                    hex(&from_sets),
-                    hex(&to_sets)
+            match wanted {
+                Some(w) => missing(
+                    if from_sets.contains(&w) {
+                        "destination"
+                    } else {
+                        "source"
+                    },
+                    format!(
+                        "no vCPU initialised with the template's features {w:#x} ({}) (source \
+                         measured: {}; destination: {})",
+                        features_of(w),
+                        hex(&from_sets),
+                        hex(&to_sets)
+                    ),
                 ),
-            )
+                None => missing(
+                    "destination",
+                    format!(
+                        "no vCPU initialised with features the source has (source: {}; \
+                         destination: {})",
+                        hex(&from_sets),
+                        hex(&to_sets)
+                    ),
+                ),
+            }
         })?;
     let (from_list, from_values) = init_facts(from, init).ok_or_else(|| {
         missing(
