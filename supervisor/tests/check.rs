@@ -6,36 +6,19 @@
 //! `fixtures/fingerprints/x86-amd-family25-model17.host.json`, measured live there), the
 //! features the guest would lose.
 
+mod common;
+
+use common::cli::{root, schema_valid, trace_fingerprint, vmfleet};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn vmfleet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::process::Output;
 
 fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmfleet-check-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::cli::scratch_dir("check", test)
 }
 
-/// The fingerprint of fixture `name`'s trace, written into `dir`.
 fn fingerprint(name: &str, dir: &Path) -> PathBuf {
-    let out = vmfleet()
-        .args(["trace", "fingerprint", "--json"])
-        .arg(root().join(format!("fixtures/{name}.trace")))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{name}");
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
+    trace_fingerprint(name, dir)
 }
 
 fn migrate(from: &Path, to: &Path, json: bool) -> Output {
@@ -50,18 +33,10 @@ fn migrate(from: &Path, to: &Path, json: bool) -> Output {
 /// The `--json` document, checked against the schema.
 fn document(from: &Path, to: &Path) -> (Value, Option<i32>) {
     let out = migrate(from, to, true);
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("supervisor/schemas/migrate.v1.schema.json")).unwrap(),
+    (
+        schema_valid(&out.stdout, "migrate.v1.schema.json"),
+        out.status.code(),
     )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    (doc, out.status.code())
 }
 
 /// The lines of `doc` about `register`: (problem, blocks).

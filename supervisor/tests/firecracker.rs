@@ -4,15 +4,14 @@
 //! (validated against its schema), `baseline` of two CPUs' fingerprints accepted by `check` on
 //! both, and a malformed one refused with the file and the key path.
 
+mod common;
+
+use common::cli::{root, schema_valid, vmfleet};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use supervisor::model_cmd::{ModelHost, host_from_str};
 use vcpu::GuestArch;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn fixture(name: &str) -> PathBuf {
     root().join(format!("fixtures/firecracker/{name}.fingerprint.json"))
@@ -24,7 +23,7 @@ fn host(name: &str) -> ModelHost {
 }
 
 fn migrate(from: &Path, to: &Path, json: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmfleet"));
+    let mut cmd = vmfleet();
     cmd.args(["check", "--migrate"]).arg(from).arg(to);
     if json {
         cmd.arg("--json");
@@ -35,18 +34,10 @@ fn migrate(from: &Path, to: &Path, json: bool) -> Output {
 /// The `--json` document, checked against the schema, and the exit status.
 fn document(from: &Path, to: &Path) -> (Value, Option<i32>) {
     let out = migrate(from, to, true);
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("supervisor/schemas/migrate.v1.schema.json")).unwrap(),
+    (
+        schema_valid(&out.stdout, "migrate.v1.schema.json"),
+        out.status.code(),
     )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&doc)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    (doc, out.status.code())
 }
 
 fn lines_about(doc: &Value, register: &str) -> Vec<(String, bool)> {
@@ -284,7 +275,7 @@ fn a_baseline_of_two_cpus_firecracker_fingerprints_is_accepted_by_check_on_both(
     ] {
         let (a, b) = (fixture(a), fixture(b));
         let template = dir.join(format!("{arch}.toml"));
-        let out = Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+        let out = vmfleet()
             .arg("baseline")
             .args([&a, &b])
             .arg("--out")
@@ -292,7 +283,7 @@ fn a_baseline_of_two_cpus_firecracker_fingerprints_is_accepted_by_check_on_both(
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{arch}: {out:?}");
-        let out = Command::new(env!("CARGO_BIN_EXE_vmfleet"))
+        let out = vmfleet()
             .arg("check")
             .arg(&template)
             .args([&a, &b])

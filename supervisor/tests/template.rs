@@ -4,36 +4,19 @@
 //! `template show` resolves; every `--json` is a document of its schema; bad input gets exit 4
 //! and the place.
 
+mod common;
+
+use common::cli::{root, schema_valid, trace_fingerprint, vmfleet};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn vmfleet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmfleet"))
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::process::Output;
 
 fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmfleet-template-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::cli::scratch_dir("template", test)
 }
 
-/// The fingerprint of fixture `name`'s trace, written into `dir`.
 fn fingerprint(name: &str, dir: &Path) -> PathBuf {
-    let out = vmfleet()
-        .args(["trace", "fingerprint", "--json"])
-        .arg(root().join(format!("fixtures/{name}.trace")))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{name}");
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
+    trace_fingerprint(name, dir)
 }
 
 fn run(args: &[&Path]) -> Output {
@@ -50,18 +33,7 @@ fn text(out: &Output) -> String {
 
 /// `out`'s stdout as JSON, validated against `schema`.
 fn document(out: &Output, schema: &str) -> Value {
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("only JSON on stdout");
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("supervisor/schemas").join(schema)).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{schema}: {errors:#?}\n{doc:#}");
-    doc
+    schema_valid(&out.stdout, schema)
 }
 
 fn p(s: &str) -> PathBuf {

@@ -65,8 +65,10 @@ pub struct TemplateVerdict {
     /// The template's name.
     pub name: String,
     /// The kernel holds what the template asked for, on every vCPU, except bits the template
-    /// leaves to the host, and the guest sees what the kernel holds.
+    /// leaves to the host, and the guest ran and saw what the kernel holds.
     pub guest_sees_template: bool,
+    /// Whether a guest ran and reported what it saw (`run --model` runs none).
+    pub guest_ran: bool,
     /// x86: every bit the host changed between the table asked for and the one it holds (on any
     /// vCPU, each once), by name.
     pub changed_by_host: Vec<DriftChange>,
@@ -96,9 +98,18 @@ impl VmReport {
                 && v.arm64_guest.as_ref().is_none_or(|g| g.consistent())
         });
         let arm64_ok = self.arm64.as_ref().is_none_or(|a| a.disagreements() == 0);
+        let guest_ran = self.state != super::VmState::AtFirstRun
+            && self
+                .vcpus
+                .iter()
+                .any(|v| v.guest.is_some() || v.arm64_guest.is_some());
         Some(TemplateVerdict {
             name: template.name.clone(),
-            guest_sees_template: fixed_bits_changed == 0 && guest_consistent && arm64_ok,
+            guest_sees_template: fixed_bits_changed == 0
+                && guest_consistent
+                && arm64_ok
+                && guest_ran,
+            guest_ran,
             changed_by_host: changed,
             fixed_bits_changed,
         })
@@ -107,7 +118,16 @@ impl VmReport {
 
 /// The verdict in words: one line, then one line per bit the host changed.
 pub fn template_lines(out: &mut String, verdict: &TemplateVerdict, indent: &str) {
-    let head = if verdict.guest_sees_template && verdict.changed_by_host.is_empty() {
+    let head = if !verdict.guest_ran && verdict.changed_by_host.is_empty() {
+        "no guest ran; the kernel holds exactly the template".to_string()
+    } else if !verdict.guest_ran {
+        format!(
+            "no guest ran; the kernel holds it, but for {} bit(s) the host changed ({} the \
+             template fixes)",
+            verdict.changed_by_host.len(),
+            verdict.fixed_bits_changed
+        )
+    } else if verdict.guest_sees_template && verdict.changed_by_host.is_empty() {
         "the guest sees exactly the template".to_string()
     } else if verdict.guest_sees_template {
         format!(

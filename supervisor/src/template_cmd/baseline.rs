@@ -89,19 +89,15 @@ pub fn make(hosts: &[ModelHost], name: &str) -> Result<Baseline> {
 /// `vmfleet baseline FP... [--name NAME] [--out FILE] [--json]`.
 pub fn run(paths: &[PathBuf], name: &str, out: Option<&Path>, json: bool) -> Result<Status> {
     let hosts: Vec<ModelHost> = paths.iter().map(|p| load_host(p)).collect::<Result<_>>()?;
-    let found = make(&hosts, name).map_err(|e| {
-        // Name the fingerprints, not the indexes the engine knows.
-        let text = paths.iter().enumerate().fold(e.to_string(), |t, (i, p)| {
-            t.replace(&format!("host {i} "), &format!("{} ", p.display()))
-        });
-        anyhow::anyhow!(text)
-    });
-    let found = found.or_status(Status::BadInput)?;
+    // The engine names hosts by index; people know them by their fingerprint's path.
     let name_hosts = |text: String| {
         paths.iter().enumerate().fold(text, |t, (i, p)| {
             t.replace(&format!("host {i} "), &format!("{} ", p.display()))
         })
     };
+    let found = make(&hosts, name)
+        .map_err(|e| anyhow::anyhow!(name_hosts(format!("{e:#}"))))
+        .or_status(Status::BadInput)?;
     let mut report = BaselineReport {
         schema: BASELINE_SCHEMA,
         hosts: paths

@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod arm64_kernel;
+pub mod cli;
