@@ -102,6 +102,8 @@ fn x86_facts(events: &[Event]) -> X86Facts {
         supported,
         written,
         held,
+        // A fleet never probes forced bits.
+        probes: Vec::new(),
     }
 }
 

@@ -4,7 +4,13 @@
 //! the handles (so the pre-run lock sees every write, as in a run).
 //!
 //! x86: `KVM_GET_SUPPORTED_CPUID`, then the default model (nothing hidden, one vCPU) built from
-//! it written to a scratch vCPU and read back — what the first vCPU of the default fleet does.
+//! it written to a scratch vCPU and read back — what the first vCPU of the default fleet does;
+//! then two probes of the bits the host forces, each on its own scratch vCPU: the default model
+//! with every bit of every feature register cleared, and with every one set (bits the guest's
+//! state drives left alone). A bit that comes back otherwise is one the host rewrites whatever it
+//! is given (a nested PVM host sets features of leaves 0x1, 0x7 and 0xD); the default model alone
+//! shows only the bits it happened to write differently. A fleet never asks these (a trace's
+//! fingerprint has no `forced_bits`).
 //! arm64: the scratch VM's `KVM_ARM_PREFERRED_TARGET`, `KVM_ARM_VCPU_INIT` with the default
 //! model's features, `KVM_GET_REG_LIST`, every model register read before any write, and the
 //! writable masks when the kernel has them — what a VM with the default model does first; and
@@ -72,11 +78,48 @@ fn x86_facts(kvm: &KvmHypervisor) -> Result<X86Facts> {
         Err(e) => bail!("KVM_GET_SUPPORTED_CPUID failed: {e}"),
     };
     let (written, held) = default_model_write(kvm, &supported)?;
+    let mut probes = Vec::new();
+    for all_set in [false, true] {
+        let probe = forced_bits_probe(&written, all_set);
+        // A kernel that refuses a probe table shows nothing forced by it: not an error.
+        if let Ok(held) = write_and_read(kvm, &probe) {
+            probes.push((probe, held));
+        }
+    }
     Ok(X86Facts {
         supported: Some(supported),
         written: Some(written),
         held: Some(held),
+        probes,
     })
+}
+
+/// `table` with every bit of every feature register (the catalog's) set or cleared, except the
+/// bits the guest's own state drives.
+fn forced_bits_probe(table: &CpuidTable, all_set: bool) -> CpuidTable {
+    let mut probe = table.clone();
+    for entry in &mut probe.entries {
+        for reg in vcpu::hypervisor::cpuid::CpuidReg::ALL {
+            if !vcpu::model::engine::template::is_feature_register(entry.function, entry.index, reg)
+            {
+                continue;
+            }
+            let keep = vcpu::model::x86::drift::runtime_mask(entry, reg);
+            let value = entry.reg_mut(reg);
+            *value = *value & keep | if all_set { !keep } else { 0 };
+        }
+    }
+    probe
+}
+
+/// Write `table` to a fresh scratch vCPU through the lock's handle and read it back.
+fn write_and_read(kvm: &KvmHypervisor, table: &CpuidTable) -> Result<CpuidTable> {
+    let (vm, vcpu) = scratch(kvm)?;
+    let write = vcpu
+        .set_cpuid(table)
+        .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU");
+    destroy(&vm, &vcpu);
+    Ok(write?.held)
 }
 
 /// Write the default model (nothing hidden, one vCPU) built from `supported` to a scratch vCPU

@@ -50,6 +50,9 @@ pub struct X86Facts {
     pub written: Option<CpuidTable>,
     /// What `KVM_GET_CPUID2` returned right after `written` was set.
     pub held: Option<CpuidTable>,
+    /// Probes of the bits the host forces (`live`): (written, held) pairs of tables with every
+    /// feature-register bit cleared, and set. Empty when not measured (a trace).
+    pub probes: Vec<(CpuidTable, CpuidTable)>,
 }
 
 /// The arm64 answers a fingerprint is built from.
@@ -145,6 +148,29 @@ pub struct X86Section {
     /// What the host rewrites after `KVM_SET_CPUID2` (as measured); `null` without a
     /// SET_CPUID2 + GET_CPUID2 pair.
     pub host_rewrites: Option<HostRewrites>,
+    /// Bits of feature registers the host sets to one value whatever it is given, found by the
+    /// live fingerprint's probes (every feature bit written 0, then 1); `null` when not probed
+    /// (a trace's fingerprint: a fleet never asks).
+    pub forced_bits: Option<Vec<ForcedBit>>,
+}
+
+/// A bit the host holds at `value` whatever `KVM_SET_CPUID2` wrote.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForcedBit {
+    /// `7.0.ebx`.
+    pub register: String,
+    /// The leaf.
+    pub leaf: u32,
+    /// The subleaf.
+    pub subleaf: u32,
+    /// `eax`, `ebx`, `ecx` or `edx`.
+    pub reg: &'static str,
+    /// The bit.
+    pub bit: u8,
+    /// Its catalog name, if it has one.
+    pub feature: Option<&'static str>,
+    /// What the host holds it at.
+    pub value: u8,
 }
 
 /// A CPUID table, whole.
@@ -361,7 +387,40 @@ fn x86_section(facts: &X86Facts, emulated: Option<&CpuidTable>) -> X86Section {
             .map(|t| summary(&without_caller_apic_id(t))),
         emulated_cpuid: emulated.map(summary),
         host_rewrites,
+        forced_bits: (!facts.probes.is_empty()).then(|| forced_bits(&facts.probes)),
     }
+}
+
+/// Every single bit a probe pair shows held otherwise than written (bits the guest's state
+/// drives aside), each once, in (leaf, subleaf, register, bit) order.
+fn forced_bits(probes: &[(CpuidTable, CpuidTable)]) -> Vec<ForcedBit> {
+    let mut out: Vec<ForcedBit> = Vec::new();
+    for (written, held) in probes {
+        for change in report::drift_changes(&vcpu::model::x86::drift::drift(written, held)) {
+            let (Some(reg), Some(bit), Some(to)) = (change.reg, change.bit, change.to) else {
+                continue;
+            };
+            if change.kind != report::DriftKind::KernelRewrote {
+                continue;
+            }
+            let forced = ForcedBit {
+                register: change.register.clone(),
+                leaf: change.leaf,
+                subleaf: change.subleaf,
+                reg,
+                bit,
+                feature: change.feature,
+                value: u8::from(to != 0),
+            };
+            if !out.iter().any(|f| {
+                (f.leaf, f.subleaf, f.reg, f.bit) == (forced.leaf, forced.subleaf, reg, bit)
+            }) {
+                out.push(forced);
+            }
+        }
+    }
+    out.sort_by_key(|f| (f.leaf, f.subleaf, f.reg, f.bit));
+    out
 }
 
 fn arm64_section(facts: &Arm64Facts) -> Arm64Section {

@@ -58,6 +58,18 @@ struct X86Section {
     #[serde(default)]
     emulated_cpuid: Option<CpuidSummary>,
     host_rewrites: Option<HostRewrites>,
+    #[serde(default)]
+    forced_bits: Option<Vec<ForcedBitDoc>>,
+}
+
+/// A bit the host holds at one value whatever is written (`x86.forced_bits`).
+#[derive(Deserialize)]
+struct ForcedBitDoc {
+    leaf: u32,
+    subleaf: u32,
+    reg: String,
+    bit: u32,
+    value: u32,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +184,37 @@ fn x86_facts(section: Option<X86Section>) -> Result<X86HostFacts> {
             mask,
             value,
         });
+    }
+    // The probes' forced bits, where the default model's write did not show them already.
+    for (i, forced) in section
+        .forced_bits
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let what = format!("x86.forced_bits[{i}]");
+        let register = register(&forced.reg, &what)?;
+        if forced.bit > 31 || forced.value > 1 {
+            bail!(
+                "{what}: bit {} = {} is not a bit of a 32-bit register",
+                forced.bit,
+                forced.value
+            );
+        }
+        let mask = 1u32 << forced.bit;
+        let shown = rewrites.iter().any(|r| {
+            (r.function, r.index, r.register) == (forced.leaf, forced.subleaf, register)
+                && r.mask & mask != 0
+        });
+        if !shown {
+            rewrites.push(CpuidRewrite {
+                function: forced.leaf,
+                index: forced.subleaf,
+                register,
+                mask,
+                value: forced.value << forced.bit,
+            });
+        }
     }
     Ok(X86HostFacts {
         supported: section
