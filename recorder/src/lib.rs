@@ -39,7 +39,10 @@ pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION};
 pub use output::{Output, OutputError};
 pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
 pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};
-pub use render::{TRACE_SHOW_SCHEMA, render_streams, show_json_lines, show_text};
+pub use render::{
+    ShowFilter, TRACE_SHOW_SCHEMA, call_kind, render_streams, show_json_lines,
+    show_json_lines_filtered, show_text, show_text_filtered,
+};
 pub use replay::{ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm};
 pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
 pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

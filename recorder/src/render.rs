@@ -112,14 +112,96 @@ fn time(at_ns: u64) -> String {
     )
 }
 
+/// Which events `trace show` prints: those of one VM (and its vCPUs), of one vCPU index, of some
+/// call kinds (the call's first word as `trace show` prints it: `SET_CPUID2`, `RUN`,
+/// `SET_ONE_REG`, a control request's op), or all of them (the default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShowFilter {
+    /// Only the VM with this index: its own stream and its vCPUs'.
+    pub vm: Option<u32>,
+    /// Only vCPUs with this index (of the `vm`, or of every VM).
+    pub vcpu: Option<u32>,
+    /// Only calls of these kinds (compared without regard to case); empty: every kind.
+    pub calls: Vec<String>,
+}
+
+impl ShowFilter {
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.vm.is_none() && self.vcpu.is_none() && self.calls.is_empty()
+    }
+
+    /// Whether `event` is shown.
+    pub fn shows(&self, event: &Event) -> bool {
+        let (vm, vcpu) = match event.stream {
+            vcpu::Stream::Vm(vm) => (Some(vm.0), None),
+            vcpu::Stream::Vcpu(vm, vcpu) => (Some(vm.0), Some(vcpu.0)),
+            vcpu::Stream::Host | vcpu::Stream::Control => (None, None),
+        };
+        if self.vm.is_some() && vm != self.vm {
+            return false;
+        }
+        if self.vcpu.is_some() && vcpu != self.vcpu {
+            return false;
+        }
+        self.calls.is_empty() || {
+            let kind = call_kind(&event.call);
+            self.calls.iter().any(|c| c.eq_ignore_ascii_case(&kind))
+        }
+    }
+
+    /// The call kinds the filter names that no event of `events` has, each with the nearest
+    /// kind the trace does have: a typo shows as nothing printed, so it is said instead.
+    pub fn unknown_calls<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Vec<String> {
+        if self.calls.is_empty() {
+            return Vec::new();
+        }
+        let present: std::collections::BTreeSet<String> =
+            events.map(|e| call_kind(&e.call)).collect();
+        self.calls
+            .iter()
+            .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
+            .map(|c| {
+                let hint = vcpu::model::suggest::closest(
+                    &c.to_ascii_uppercase(),
+                    present.iter().map(String::as_str),
+                )
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+                format!("no `{c}` call in this trace{hint}")
+            })
+            .collect()
+    }
+}
+
+/// A call's kind: the first word of how `trace show` prints it.
+pub fn call_kind(call: &crate::call::TraceCall) -> String {
+    let text = call.to_string();
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// `trace show`: the header, every event on one line (`#seq +time stream call -> outcome
 /// [origin]`, detail indented below), and a footer saying whether the trace is complete or where
 /// and why reading stopped.
 pub fn show_text(trace: &Trace) -> String {
+    show_text_filtered(trace, &ShowFilter::default())
+}
+
+/// [`show_text`] of the events `filter` shows (the header and the footer always; a filtered
+/// listing says how many events it left out).
+pub fn show_text_filtered(trace: &Trace, filter: &ShowFilter) -> String {
     let mut out = String::new();
     let _ = write!(out, "{}", trace.header);
     let _ = writeln!(out, "events:");
+    let mut hidden = 0u64;
     for event in &trace.events {
+        if !filter.shows(event) {
+            hidden += 1;
+            continue;
+        }
         let result = match &event.outcome {
             Ok(reply) => reply.to_string(),
             Err(f) => format!("{} [{}]", f.errno, f.origin),
@@ -138,6 +220,9 @@ pub fn show_text(trace: &Trace) -> String {
                 let _ = writeln!(out, "      {line}");
             }
         }
+    }
+    if !filter.is_all() {
+        let _ = writeln!(out, "({hidden} event(s) left out by the filter)");
     }
     let _ = writeln!(out, "end: {}", trace.end);
     out
@@ -303,6 +388,11 @@ fn json_line(value: &impl Serialize) -> String {
 /// `kind`: the `header`, then an `event` per event, then the `end` (complete, or where and why
 /// reading stopped).
 pub fn show_json_lines(trace: &Trace) -> String {
+    show_json_lines_filtered(trace, &ShowFilter::default())
+}
+
+/// [`show_json_lines`] of the events `filter` shows (the header and end lines always).
+pub fn show_json_lines_filtered(trace: &Trace, filter: &ShowFilter) -> String {
     let h = &trace.header;
     let mut out = json_line(&HeaderLine {
         schema: TRACE_SHOW_SCHEMA,
@@ -313,7 +403,7 @@ pub fn show_json_lines(trace: &Trace) -> String {
         host: &h.host,
         job: &h.job,
     });
-    for event in &trace.events {
+    for event in trace.events.iter().filter(|e| filter.shows(e)) {
         out += &json_line(&EventLine {
             schema: TRACE_SHOW_SCHEMA,
             kind: "event",

@@ -125,6 +125,14 @@ pub enum Command {
     Man,
 }
 
+/// A VM index as `--vm` takes it: `3` or `vm3`.
+fn parse_vm_index(text: &str) -> Result<u32, String> {
+    text.strip_prefix("vm")
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| format!("`{text}` is not a VM index (write 3 or vm3)"))
+}
+
 /// `vmfleet check`'s arguments.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -304,6 +312,16 @@ pub enum TraceCommand {
         /// then how the trace ends.
         #[arg(long)]
         json: bool,
+        /// Only the events of this VM (its index: `3` or `vm3`) and its vCPUs.
+        #[arg(long, value_name = "VM", value_parser = parse_vm_index)]
+        vm: Option<u32>,
+        /// Only the events of vCPUs with this index (of `--vm`, or of every VM).
+        #[arg(long, value_name = "N")]
+        vcpu: Option<u32>,
+        /// Only calls of this kind, as `trace show` prints its first word (`SET_CPUID2`, `RUN`,
+        /// `SET_ONE_REG`, `create`, ...; any case); repeat for several.
+        #[arg(long = "call", value_name = "KIND")]
+        calls: Vec<String>,
     },
     /// Print the fingerprint of the host a trace was recorded on: its header's host facts plus
     /// the recorded answers the kernel's behaviour depends on (supported CPUID and the host's

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use protocol::Request;
 use recorder::{
     Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceEnd,
-    TraceError, TraceHeader, TraceOptions, TraceWriter, show_json_lines, show_text,
+    TraceError, TraceHeader, TraceOptions, TraceWriter,
 };
 use serde::Serialize;
 use std::fs;
@@ -416,12 +416,15 @@ pub(crate) fn open_trace(
 /// `vmfleet trace show`: everything readable, then how the trace ends. Exit status: success for
 /// a complete trace, incomplete for one cut short, bad input for a corrupt one (its readable
 /// part is still shown, and stderr says where the damage is).
-pub fn trace_show(path: &Path, json: bool) -> Result<Status> {
+pub fn trace_show(path: &Path, json: bool, filter: &recorder::ShowFilter) -> Result<Status> {
     let trace = open_trace(path, |p| Trace::open_lenient(p))?;
+    for unknown in filter.unknown_calls(trace.events.iter()) {
+        eprintln!("vmfleet: {}: {unknown}", path.display());
+    }
     if json {
-        emit(&show_json_lines(&trace))?;
+        emit(&recorder::show_json_lines_filtered(&trace, filter))?;
     } else {
-        emit(&show_text(&trace))?;
+        emit(&recorder::show_text_filtered(&trace, filter))?;
     }
     Ok(match &trace.end {
         TraceEnd::Complete { .. } => Status::Success,

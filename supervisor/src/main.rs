@@ -35,7 +35,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run(&args),
         Command::Replay(args) => commands::replay(&args),
-        Command::Trace(TraceCommand::Show { trace, json }) => commands::trace_show(&trace, json),
+        Command::Trace(TraceCommand::Show {
+            trace,
+            json,
+            vm,
+            vcpu,
+            calls,
+        }) => commands::trace_show(&trace, json, &recorder::ShowFilter { vm, vcpu, calls }),
         Command::Trace(TraceCommand::Fingerprint { trace, json }) => {
             commands::trace_fingerprint(&trace, json)
         }

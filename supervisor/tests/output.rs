@@ -353,3 +353,72 @@ fn host_without_kvm_says_why_and_exits_no_kvm() {
     assert!(stdout.contains("kernel:"), "{stdout}");
     assert!(!stdout.contains('{'), "--json printed on stdout: {stdout}");
 }
+
+/// `trace show --vm/--vcpu/--call` prints only the events asked for (text and JSON alike), says
+/// how many it left out, and names a call kind the trace does not have with the nearest one.
+#[test]
+fn trace_show_filters_by_vm_vcpu_and_call_kind() {
+    let trace = fixture("fleet.trace");
+    let show = |args: &[&str]| {
+        vmfleet()
+            .args(["trace", "show"])
+            .arg(&trace)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = show(&[
+        "--vm",
+        "vm1",
+        "--vcpu",
+        "0",
+        "--call",
+        "run",
+        "--call",
+        "SET_CPUID2",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<&str> = text.lines().filter(|l| l.starts_with("  #")).collect();
+    assert!(events.len() > 2, "{text}");
+    for line in &events {
+        assert!(line.contains(" vm1/vcpu0 "), "{line}");
+        assert!(
+            line.contains(" RUN ") || line.contains(" SET_CPUID2 "),
+            "{line}"
+        );
+    }
+    assert!(text.contains("event(s) left out by the filter"), "{text}");
+    // JSON: the same events, between the header and the end lines.
+    let out = show(&[
+        "--json",
+        "--vm",
+        "1",
+        "--vcpu",
+        "0",
+        "--call",
+        "RUN",
+        "--call",
+        "set_cpuid2",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["kind"], "header");
+    assert_eq!(lines.last().unwrap()["kind"], "end");
+    assert_eq!(lines.len() - 2, events.len());
+    assert!(
+        lines[1..lines.len() - 1]
+            .iter()
+            .all(|l| l["stream"]["name"] == "vm1/vcpu0")
+    );
+    // A typo prints nothing, and is said on stderr with the nearest kind.
+    let out = show(&["--call", "SET_CPUID"]);
+    assert!(
+        stderr(&out).contains("no `SET_CPUID` call in this trace (did you mean `SET_CPUID2`?)")
+    );
+    let out = show(&["--vm", "x1"]);
+    assert_eq!(out.status.code(), Some(2), "a bad --vm is a usage error");
+}
