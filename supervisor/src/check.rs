@@ -102,16 +102,7 @@ struct PolicyLine {
 /// The services of bitmap register `id` whose bits are set in `bits`, by name.
 fn services(id: u64, bits: u64) -> Option<Vec<String>> {
     let register = FirmwareRegister::from_id(id).filter(|r| r.is_bitmap())?;
-    let mut names: Vec<String> = register
-        .services()
-        .filter(|s| bits & s.mask() != 0)
-        .map(|s| s.name().to_string())
-        .collect();
-    let unnamed = register.services().fold(bits, |rest, s| rest & !s.mask());
-    if unnamed != 0 {
-        names.push(format!("unnamed bits {unnamed:#x}"));
-    }
-    Some(names)
+    Some(vcpu::model::arm64::firmware::service_names(register, bits))
 }
 
 /// `vmfleet check` with its arguments: `--migrate FROM TO`, or `TEMPLATE FP...`.

@@ -527,8 +527,9 @@ impl<'de> Deserialize<'de> for HypercallService {
     }
 }
 
-/// The services of `register` whose bits are set in `value`, by name, or `none`.
-pub fn describe_services(register: FirmwareRegister, value: u64) -> String {
+/// The services of `register` whose bits are set in `value`, by name, then `unnamed bits 0x…`
+/// for set bits no service has.
+pub fn service_names(register: FirmwareRegister, value: u64) -> Vec<String> {
     let mut names: Vec<String> = register
         .services()
         .filter(|s| value & s.mask() != 0)
@@ -538,6 +539,12 @@ pub fn describe_services(register: FirmwareRegister, value: u64) -> String {
     if unnamed != 0 {
         names.push(format!("unnamed bits {unnamed:#x}"));
     }
+    names
+}
+
+/// The services of `register` whose bits are set in `value`, by name, or `none`.
+pub fn describe_services(register: FirmwareRegister, value: u64) -> String {
+    let names = service_names(register, value);
     if names.is_empty() {
         "none".to_string()
     } else {
