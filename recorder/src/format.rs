@@ -14,7 +14,10 @@
 //! Versions: format 1 is the first; format 2 added one field at the end of the header's host
 //! facts (`HostFingerprint::emulated_cpuid`) and nothing else, so a format-1 trace is read with
 //! its own header shape and every event frame reads alike (new call variants are appended,
-//! never inserted, so format-1 event bytes mean what they meant).
+//! never inserted, so format-1 event bytes mean what they meant). Format 3 keeps format 2's
+//! preamble and header frame; after it, every frame is a compressed block of events
+//! ([`crate::block`]: payloads stored once per block, times as deltas, sequence numbers implied,
+//! zstd), the end record inside the last block. Formats 1 and 2 still read.
 //!
 //! The version sits outside any frame so that a reader can refuse a newer layout before trying to
 //! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame
@@ -30,7 +33,10 @@ use serde::Serialize;
 pub const MAGIC: [u8; 8] = *b"VMFLTRC\0";
 
 /// The layout this crate writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The first layout whose events are in compressed blocks ([`crate::block`]).
+pub const BLOCK_FORMAT_VERSION: u32 = 3;
 
 /// The oldest layout this crate reads (its header has no emulated CPUID table).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -78,6 +84,11 @@ pub enum EncodeError {
 /// One whole frame (length, checksum, payload) for `value`.
 pub(crate) fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let payload = bincode::serde::encode_to_vec(value, bincode_config())?;
+    encode_raw_frame(&payload)
+}
+
+/// One whole frame (length, checksum, payload) around bytes already encoded.
+pub(crate) fn encode_raw_frame(payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
     if payload.len() > MAX_FRAME_LEN {
         return Err(EncodeError::TooLarge { len: payload.len() });
     }
@@ -85,8 +96,8 @@ pub(crate) fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeErr
         u32::try_from(payload.len()).map_err(|_| EncodeError::TooLarge { len: payload.len() })?;
     let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
     frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
     Ok(frame)
 }
 

@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod block;
 pub mod call;
 pub mod diff;
 pub mod format;

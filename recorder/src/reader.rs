@@ -14,8 +14,8 @@
 //! own offset. A real cut leaves no such payload (short of a 1 in 2^32 checksum coincidence).
 
 use crate::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION, PREAMBLE_LEN,
-    decode_payload,
+    BLOCK_FORMAT_VERSION, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN,
+    OLDEST_FORMAT_VERSION, PREAMBLE_LEN, decode_payload,
 };
 use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1};
 use serde::{Deserialize, Serialize};
@@ -383,6 +383,81 @@ fn plausible_frame_start(rest: &[u8]) -> bool {
     }
 }
 
+/// Format 3: the blocks after the header, from `pos`, each decoded whole
+/// ([`crate::block::decode_block`]); a block cut short gives its whole events and the trace ends
+/// there. How the trace ends.
+fn read_blocks(bytes: &[u8], mut pos: usize, events: &mut Vec<Event>) -> TraceEnd {
+    let stop = |pos: usize, events: &Vec<Event>, problem| TraceEnd::Corrupt {
+        offset: pos as u64,
+        whole_events: events.len() as u64,
+        problem,
+    };
+    // Append a block's events, refusing any that do not follow on.
+    let take = |decoded: Vec<Event>, events: &mut Vec<Event>| -> Result<(), Corruption> {
+        for event in decoded {
+            let expected = events.len() as u64;
+            if event.seq != expected {
+                return Err(Corruption::OutOfSequence {
+                    expected,
+                    found: event.seq,
+                });
+            }
+            events.push(event);
+        }
+        Ok(())
+    };
+    loop {
+        match next_frame(bytes, pos) {
+            Frame::Whole { payload, next } => {
+                let block = crate::block::decode_block(payload, true);
+                if let Err(problem) = take(block.events, events) {
+                    return stop(pos, events, problem);
+                }
+                if let Some(reason) = block.problem {
+                    return stop(pos, events, Corruption::Undecodable { reason });
+                }
+                if let Some(end_says) = block.end {
+                    let read = events.len() as u64;
+                    if end_says != read {
+                        let problem = Corruption::EndCountMismatch { end_says, read };
+                        return stop(pos, events, problem);
+                    }
+                    if next < bytes.len() {
+                        let problem = Corruption::DataAfterEnd {
+                            bytes: (bytes.len() - next) as u64,
+                        };
+                        return stop(next, events, problem);
+                    }
+                    return TraceEnd::Complete { events: read };
+                }
+                pos = next;
+            }
+            Frame::Eof => {
+                return TraceEnd::Truncated {
+                    offset: pos as u64,
+                    whole_events: events.len() as u64,
+                    reason: Cut::MissingEnd,
+                };
+            }
+            Frame::Cut(reason) => {
+                // What the cut left of the block: its whole events still count.
+                if let Some(rest) = bytes.get(pos + FRAME_HEADER_LEN..) {
+                    let block = crate::block::decode_block(rest, false);
+                    if let Err(problem) = take(block.events, events) {
+                        return stop(pos, events, problem);
+                    }
+                }
+                return TraceEnd::Truncated {
+                    offset: pos as u64,
+                    whole_events: events.len() as u64,
+                    reason,
+                };
+            }
+            Frame::Corrupt(problem) => return stop(pos, events, problem),
+        }
+    }
+}
+
 impl Trace {
     /// Read a trace file strictly: damage anywhere is an error; a trace cut short is returned with
     /// [`TraceEnd::Truncated`] (use [`Trace::require_complete`] where every event is needed).
@@ -417,6 +492,14 @@ impl Trace {
             whole_events: events.len() as u64,
             problem,
         };
+        if header.format_version >= BLOCK_FORMAT_VERSION {
+            let end = read_blocks(bytes, pos, &mut events);
+            return Ok(Trace {
+                header,
+                events,
+                end,
+            });
+        }
         let end = loop {
             let (payload, next) = match next_frame(bytes, pos) {
                 Frame::Whole { payload, next } => (payload, next),

@@ -15,10 +15,11 @@
 //! its last whole event. The header is flushed as soon as the writer thread starts, so even a
 //! process killed at once leaves a partial file with its header.
 
+use crate::block::{BLOCK_BYTES, BlockEncoder};
 use crate::call::TraceCall;
 use crate::format::{EncodeError, FORMAT_VERSION, encode_frame, preamble};
 use crate::output::{Output, OutputError};
-use crate::trace::{Event, Record, TraceHeader};
+use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use thiserror::Error;
 use vcpu::{Outcome, Stream};
 
 /// The longest the writer thread keeps written-but-unflushed events.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The shared handle that records events. Cheap to clone; every clone feeds the same trace.
 #[derive(Clone, Debug)]
@@ -100,7 +101,11 @@ impl Recorder {
         let mut state = self.state();
         let seq = state.next_seq;
         state.next_seq += 1;
-        let at_ns = u64::try_from(self.shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Whole microseconds: what `trace show` prints, and a trace's times then cost a byte or
+        // two each (format 3 stores their differences).
+        let at_ns = u64::try_from(self.shared.start.elapsed().as_micros())
+            .unwrap_or(u64::MAX / 1000)
+            .saturating_mul(1000);
         let event = Event {
             seq,
             stream,
@@ -433,6 +438,27 @@ fn write_loop(
     let mut failed: Option<WriteError> = out.flush().err().map(io);
     let mut events: u64 = 0;
     let mut dirty_since: Option<Instant> = None;
+    let mut encoder = BlockEncoder::default();
+    let write_block = |encoder: &mut BlockEncoder,
+                       out: &mut BufWriter<File>,
+                       seq: u64|
+     -> Result<u64, WriteError> {
+        if encoder.is_empty() {
+            return Ok(0);
+        }
+        let block = encoder
+            .finish_block()
+            .map_err(|source| WriteError::Encode {
+                path: path.clone(),
+                seq,
+                source,
+            })?;
+        out.write_all(&block).map_err(|source| WriteError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(block.len() as u64)
+    };
 
     let finish_events = loop {
         let message = match dirty_since {
@@ -447,32 +473,40 @@ fn write_loop(
                     continue;
                 }
                 let seq = event.seq;
-                let written = encode_frame(&Record::Event(*event))
+                let pushed = encoder
+                    .push_event(&event)
                     .map_err(|source| WriteError::Encode {
                         path: path.clone(),
                         seq,
                         source,
-                    })
-                    .and_then(|frame| {
-                        out.write_all(&frame).map_err(io)?;
-                        Ok(frame.len() as u64)
                     });
-                match written {
-                    Ok(n) => {
-                        bytes += n;
-                        events += 1;
-                        let since = *dirty_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= FLUSH_INTERVAL {
-                            if let Err(e) = out.flush() {
-                                failed = Some(io(e));
-                            }
-                            dirty_since = None;
-                        }
+                if let Err(e) = pushed {
+                    failed = Some(e);
+                    continue;
+                }
+                events += 1;
+                let since = *dirty_since.get_or_insert_with(Instant::now);
+                let due = since.elapsed() >= FLUSH_INTERVAL;
+                if due || encoder.len() >= BLOCK_BYTES {
+                    match write_block(&mut encoder, &mut out, seq) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
                     }
-                    Err(e) => failed = Some(e),
+                }
+                if due && failed.is_none() {
+                    if let Err(e) = out.flush() {
+                        failed = Some(io(e));
+                    }
+                    dirty_since = None;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
+                if failed.is_none() {
+                    match write_block(&mut encoder, &mut out, events) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
+                    }
+                }
                 if failed.is_none() {
                     if let Err(e) = out.flush() {
                         failed = Some(io(e));
@@ -489,24 +523,27 @@ fn write_loop(
         return Err(e);
     }
     let Some(expected) = finish_events else {
+        bytes += write_block(&mut encoder, &mut out, events)?;
         out.flush().map_err(io)?;
         return Ok(WriteSummary { events, bytes });
     };
     if expected != events {
         // Cannot happen: the recorder numbers and sends under one mutex, and `Finish` is sent
         // under it too. Refuse to write an end marker that would not match.
+        write_block(&mut encoder, &mut out, events)?;
         out.flush().map_err(io)?;
         return Err(io(std::io::Error::other(format!(
             "{expected} events were recorded but {events} reached the writer"
         ))));
     }
-    let end = encode_frame(&Record::End { events }).map_err(|source| WriteError::Encode {
-        path: path.clone(),
-        seq: events,
-        source,
-    })?;
-    out.write_all(&end).map_err(io)?;
-    bytes += end.len() as u64;
+    encoder
+        .push_end(events)
+        .map_err(|source| WriteError::Encode {
+            path: path.clone(),
+            seq: events,
+            source,
+        })?;
+    bytes += write_block(&mut encoder, &mut out, events)?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok(WriteSummary { events, bytes })
