@@ -272,3 +272,33 @@ pub(crate) fn decode_block(compressed: &[u8], whole: bool) -> Decoded {
     }
     out
 }
+
+/// A whole trace in the current format: `header` (its version set to this crate's), `events`,
+/// and the end record when `complete` (a trace that was cut short stays cut short). What `vmfleet
+/// trace convert` writes.
+pub fn encode_trace(
+    header: &crate::trace::TraceHeader,
+    events: &[Event],
+    complete: bool,
+) -> Result<Vec<u8>, EncodeError> {
+    let header = crate::trace::TraceHeader {
+        format_version: crate::format::FORMAT_VERSION,
+        ..header.clone()
+    };
+    let mut out = crate::format::preamble().to_vec();
+    out.extend(crate::format::encode_frame(&header)?);
+    let mut encoder = BlockEncoder::default();
+    for event in events {
+        encoder.push_event(event)?;
+        if encoder.len() >= BLOCK_BYTES {
+            out.extend(encoder.finish_block()?);
+        }
+    }
+    if complete {
+        encoder.push_end(events.len() as u64)?;
+    }
+    if !encoder.is_empty() {
+        out.extend(encoder.finish_block()?);
+    }
+    Ok(out)
+}

@@ -34,6 +34,7 @@ pub mod replay;
 pub mod trace;
 pub mod writer;
 
+pub use block::encode_trace;
 pub use call::TraceCall;
 pub use diff::describe_difference;
 pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION};

@@ -323,6 +323,19 @@ pub enum TraceCommand {
         #[arg(long = "call", value_name = "KIND")]
         calls: Vec<String>,
     },
+    /// Rewrite a trace in the current format (format 3: compressed blocks), events and times as
+    /// they were; a trace cut short stays cut short. Exit status: 0, 4 (bad_input) for a corrupt
+    /// or foreign trace, 5 (incomplete) when it was cut short (it is converted all the same), 10
+    /// for an existing OUT without --force.
+    Convert {
+        /// The trace to read (any format).
+        input: PathBuf,
+        /// Where to write it (mode 0600; an existing file is refused without --force).
+        output: PathBuf,
+        /// Replace an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the fingerprint of the host a trace was recorded on: its header's host facts plus
     /// the recorded answers the kernel's behaviour depends on (supported CPUID and the host's
     /// rewrites on x86; preferred target, register list, limits, firmware defaults and writable

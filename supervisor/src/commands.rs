@@ -436,6 +436,33 @@ pub fn trace_show(path: &Path, json: bool, filter: &recorder::ShowFilter) -> Res
     })
 }
 
+/// `vmfleet trace convert IN OUT`: IN rewritten in the current format, its events and times
+/// as they were ([`recorder::encode_trace`]); a trace cut short is converted as far as it reads
+/// and stays cut short ([`Status::Incomplete`]).
+pub fn trace_convert(input: &Path, output: &Path, force: bool) -> Result<Status> {
+    let trace = open_trace(input, |p| Trace::open(p))?;
+    let out = Output::check(output, force)
+        .with_context(|| format!("cannot write the trace {}", output.display()))?;
+    let bytes = recorder::encode_trace(&trace.header, &trace.events, trace.is_complete())
+        .with_context(|| format!("encoding {}", input.display()))?;
+    out.write_all(&bytes)
+        .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!(
+        "vmfleet: {} (format {}, {} events) -> {} (format {}, {} bytes)",
+        input.display(),
+        trace.header.format_version,
+        trace.events.len(),
+        output.display(),
+        recorder::FORMAT_VERSION,
+        bytes.len()
+    );
+    Ok(if trace.is_complete() {
+        Status::Success
+    } else {
+        Status::Incomplete
+    })
+}
+
 /// `vmfleet trace fingerprint`: the fingerprint a whole trace records (a trace cut short is
 /// [`Status::Incomplete`], a corrupt or foreign one [`Status::BadInput`]).
 pub fn trace_fingerprint(path: &Path, json: bool) -> Result<Status> {

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
             vcpu,
             calls,
         }) => commands::trace_show(&trace, json, &recorder::ShowFilter { vm, vcpu, calls }),
+        Command::Trace(TraceCommand::Convert {
+            input,
+            output,
+            force,
+        }) => commands::trace_convert(&input, &output, force),
         Command::Trace(TraceCommand::Fingerprint { trace, json }) => {
             commands::trace_fingerprint(&trace, json)
         }

@@ -422,3 +422,53 @@ fn trace_show_filters_by_vm_vcpu_and_call_kind() {
     let out = show(&["--vm", "x1"]);
     assert_eq!(out.status.code(), Some(2), "a bad --vm is a usage error");
 }
+
+/// `trace convert` writes the current format (smaller, the same events), refuses to overwrite
+/// without --force, and converts a trace cut short as far as it reads, saying so (exit 5).
+#[test]
+fn trace_convert_rewrites_a_trace_in_the_current_format() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-convert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("lock.trace");
+    let convert = |input: &std::path::Path, force: bool| {
+        let mut cmd = vmfleet();
+        cmd.args(["trace", "convert"]).arg(input).arg(&out);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let run = convert(&fixture("lock.trace"), false);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    assert!(stderr(&run).contains("(format 3,"), "{}", stderr(&run));
+    let shown = |path: &std::path::Path| {
+        let out = vmfleet()
+            .args(["trace", "show"])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (before, after) = (shown(&fixture("lock.trace")), shown(&out));
+    let events = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| *l != "events:")
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(events(&before), events(&after));
+    assert_eq!(
+        convert(&fixture("lock.trace"), false).status.code(),
+        Some(10)
+    );
+    // A trace cut short converts as far as it reads, and stays cut short.
+    let bytes = std::fs::read(fixture("lock.trace")).unwrap();
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let run = convert(&cut, true);
+    assert_eq!(run.status.code(), Some(5), "{}", stderr(&run));
+    let shown = shown(&out);
+    assert!(shown.contains("end: cut short"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
