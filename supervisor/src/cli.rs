@@ -504,7 +504,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,10,100",
+        default_value = "1,10,100,1000",
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
     )]
     pub counts: Vec<u32>,

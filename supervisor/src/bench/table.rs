@@ -19,7 +19,7 @@ pub fn table(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "\nstart: nothing -> first guest exit of every vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
+        "\nstart: nothing -> first guest exit of every vCPU, floor and vmfleet with a thread per VM and per vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
     );
     let _ = writeln!(
         out,
