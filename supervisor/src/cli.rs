@@ -508,6 +508,25 @@ pub struct BenchArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
     )]
     pub counts: Vec<u32>,
+    /// Measure only the recording figure (start recorded vs not) and the trace and replay
+    /// figures.
+    #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only"])]
+    pub record_only: bool,
+    /// VM counts of the recording figure (vmfleet's start recorded vs not, 2 vCPUs per VM).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub record_counts: Vec<u32>,
+    /// VMs (2 vCPUs each) of the `vmfleet run --record` whose trace is measured and replayed.
+    #[arg(
+        long,
+        default_value_t = crate::bench::TRACE_VMS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub trace_vms: u32,
     /// Runs per VM count and side; the report gives the median.
     #[arg(
         long,

@@ -734,6 +734,9 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
         start_only: args.start_only,
         control_only: args.control_only,
         shutdown_vms: args.shutdown_vms,
+        record_counts: args.record_counts.clone(),
+        trace_vms: args.trace_vms,
+        record_only: args.record_only,
     };
     let report = bench::run(&floor, &options)?;
     if args.json {

@@ -115,3 +115,72 @@ fn the_control_figures_are_measured_on_a_small_fleet() {
         "{stdout}"
     );
 }
+
+/// `--record-only` measures the recording figure and the trace and replay figures on a small
+/// fleet: their shape and that every value is positive, not whether a target is met (that is the
+/// benchmark's job, with 100 and 1,000 VMs).
+#[test]
+fn the_recording_figures_are_measured_on_a_small_fleet() {
+    if !kvm_usable("the_recording_figures_are_measured_on_a_small_fleet") {
+        return;
+    }
+    let out = vmfleet()
+        .args([
+            "bench",
+            "--record-only",
+            "--record-counts",
+            "100",
+            "--trace-vms",
+            "3",
+            "--runs",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(
+        matches!(out.status.code(), Some(0 | 9)),
+        "met or missed, never failed: {stdout}{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["start"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["scale"]["verdict"]["status"], "skipped");
+    let rows = report["record"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["vms"], 100);
+    for side in ["off", "on"] {
+        let side = &row[side];
+        assert!(side["median_elapsed_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            side["min_elapsed_ms"].as_f64().unwrap() <= side["max_elapsed_ms"].as_f64().unwrap(),
+            "{row}"
+        );
+    }
+    assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["trace_bytes_per_vm"].as_f64().unwrap() > 0.0, "{row}");
+    let status = &row["verdict"]["status"];
+    assert!(status == "met" || status == "missed", "{row}");
+    let trace = &report["trace"];
+    assert_eq!(trace["vms"], 3);
+    for value in [
+        "events",
+        "trace_bytes",
+        "live_ms",
+        "replay_ms",
+        "run_peak_memory_mib",
+    ] {
+        assert!(trace[value].as_f64().unwrap() > 0.0, "{value}: {trace}");
+    }
+    for figure in [
+        "bytes_per_vm",
+        "replay_events_per_second",
+        "replay_vs_live",
+        "replay_peak_memory",
+    ] {
+        let status = &trace[figure]["verdict"]["status"];
+        assert!(status == "met" || status == "missed", "{figure}: {trace}");
+        assert!(trace[figure]["value"].as_f64().unwrap() > 0.0, "{figure}");
+    }
+}

@@ -24,8 +24,14 @@ pub fn rss_bytes_from(status: &Path) -> io::Result<u64> {
 
 /// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes (the kernel prints kB).
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut words = line["VmRSS:".len()..].split_whitespace();
+    parse_status_bytes(status, "VmRSS:")
+}
+
+/// The line starting with `key` (`VmRSS:`, `VmHWM:`) of a `/proc/<pid>/status` text, in bytes
+/// (the kernel prints kB).
+pub fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let mut words = line[key.len()..].split_whitespace();
     let kib: u64 = words.next()?.parse().ok()?;
     match words.next() {
         Some("kB") => kib.checked_mul(1024),

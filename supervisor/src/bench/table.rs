@@ -1,7 +1,7 @@
 //! `vmfleet bench`'s report as a table for a terminal: the start figure per VM count (floor and
 //! vmfleet side by side), the floor's steps, then every other figure against its target.
 
-use super::{BenchReport, SCALE_VMS, START_TARGET_RATIO};
+use super::{BenchReport, RECORD_TARGET_RATIO, SCALE_VMS, START_TARGET_RATIO};
 use std::fmt::Write as _;
 
 /// The report as a table for a terminal.
@@ -81,8 +81,65 @@ pub fn table(report: &BenchReport) -> String {
             p.teardown_ms
         );
     }
+    if !report.record.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrecording: vmfleet's start recorded to a trace vs not, interleaved (target: recorded within {RECORD_TARGET_RATIO}x)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  verdict",
+            "VMs", "runs", "off ms (min-max)", "on ms (min-max)", "ratio", "trace B/VM"
+        );
+        for row in &report.record {
+            let side = |s: &Option<super::StartSide>| {
+                s.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |s| {
+                        format!(
+                            "{:.1} ({:.1}-{:.1})",
+                            s.median_elapsed_ms, s.min_elapsed_ms, s.max_elapsed_ms
+                        )
+                    },
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  {}",
+                row.vms,
+                row.runs,
+                side(&row.off),
+                side(&row.on),
+                row.ratio
+                    .map_or_else(|| "-".to_string(), |r| format!("{r:.3}x")),
+                row.trace_bytes_per_vm
+                    .map_or_else(|| "-".to_string(), |b| format!("{b:.0}")),
+                row.verdict
+            );
+        }
+    }
+    let trace = &report.trace;
+    let _ = writeln!(
+        out,
+        "\ntrace of `vmfleet run --record` of {} VMs x {} vCPUs, replayed by `vmfleet replay`: \
+         {} events, {} bytes; live {} ms, replay {} ms; run peak memory {} MiB",
+        trace.vms,
+        report.vcpus_per_vm,
+        opt(trace.events.map(|e| e as f64), 0),
+        opt(trace.trace_bytes.map(|e| e as f64), 0),
+        opt(trace.live_ms, 1),
+        opt(trace.replay_ms, 1),
+        opt(trace.run_peak_memory_mib, 1),
+    );
     let _ = writeln!(out);
     for (name, figure) in [
+        ("trace bytes per VM".to_string(), &trace.bytes_per_vm),
+        (
+            "replay events per second".to_string(),
+            &trace.replay_events_per_second,
+        ),
+        ("replay time / live time".to_string(), &trace.replay_vs_live),
+        ("replay peak memory".to_string(), &trace.replay_peak_memory),
         (
             format!("scale ({SCALE_VMS} VMs x {} vCPUs)", report.vcpus_per_vm),
             &report.scale,
@@ -111,9 +168,10 @@ pub fn table(report: &BenchReport) -> String {
             &report.baseline,
         ),
     ] {
-        let value = figure
-            .value
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} {}", figure.unit));
+        let value = figure.value.map_or_else(
+            || "-".to_string(),
+            |v| format!("{} {}", significant(v), figure.unit),
+        );
         let _ = writeln!(
             out,
             "{name}: {value} (target {}): {}",
@@ -121,4 +179,18 @@ pub fn table(report: &BenchReport) -> String {
         );
     }
     out
+}
+
+/// `value` with `decimals` decimals, or `-`.
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// `v` with one decimal, or more for a value below 1 (a ratio such as 0.004).
+fn significant(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1.0 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.1}")
+    }
 }

@@ -5,6 +5,13 @@ use std::io;
 use std::path::Path;
 
 #[test]
+fn status_lines_are_parsed() {
+    let status = "VmHWM:\t   5000 kB\nVmRSS:\t    2132 kB\n";
+    assert_eq!(parse_status_bytes(status, "VmHWM:"), Some(5000 * 1024));
+    assert_eq!(parse_status_bytes(status, "VmPeak:"), None);
+}
+
+#[test]
 fn vm_rss_is_parsed() {
     let status = "Name:\tvmfleet\nVmPeak:\t  10000 kB\nVmRSS:\t    2132 kB\nRssAnon:\t 144 kB\n";
     assert_eq!(parse_vm_rss(status), Some(2132 * 1024));
@@ -68,6 +75,7 @@ fn samples_give_rates() {
     assert_eq!(side.vms_per_second, [40.0, 20.0, 100.0]);
     assert_eq!(side.median_vms_per_second, 40.0);
     assert_eq!(side.median_elapsed_ms, 250.0);
+    assert_eq!((side.min_elapsed_ms, side.max_elapsed_ms), (100.0, 500.0));
     assert_eq!(StartSide::from_samples(&[]), None);
 }
 
@@ -117,6 +125,19 @@ fn options_are_checked() {
             start_only: true,
             ..Default::default()
         },
+        BenchOptions {
+            record_only: true,
+            floor_only: true,
+            ..Default::default()
+        },
+        BenchOptions {
+            record_counts: vec![0],
+            ..Default::default()
+        },
+        BenchOptions {
+            trace_vms: MAX_COUNT + 1,
+            ..Default::default()
+        },
     ] {
         let error = bad.check().unwrap_err();
         assert!(matches!(error, BenchError::Options(_)), "{error}");
@@ -128,6 +149,8 @@ fn report(verdict: Verdict) -> BenchReport {
         vms_per_second: vec![100.0],
         median_vms_per_second: 100.0,
         median_elapsed_ms: 10.0,
+        min_elapsed_ms: 9.0,
+        max_elapsed_ms: 11.0,
     };
     let skipped = Figure {
         value: None,
@@ -148,10 +171,20 @@ fn report(verdict: Verdict) -> BenchReport {
             vms: 1,
             floor: side.clone(),
             floor_phases: PhaseMedians::default(),
-            vmfleet: Some(side),
+            vmfleet: Some(side.clone()),
             ratio: Some(1.0),
+            verdict: verdict.clone(),
+        }],
+        record: vec![RecordRow {
+            vms: 100,
+            runs: 10,
+            off: Some(side.clone()),
+            on: Some(side.clone()),
+            ratio: Some(1.01),
+            trace_bytes_per_vm: Some(4000.0),
             verdict,
         }],
+        trace: super::record::trace_figures(1000, false),
         scale: skipped.clone(),
         memory_per_vm: skipped.clone(),
         stop_latency: skipped.clone(),
@@ -184,6 +217,13 @@ fn the_table_names_every_figure() {
         "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",
         "pause answered after an abandoned wait",
         "skipped (not asked for)",
+        "recording: vmfleet's start recorded to a trace vs not",
+        "1.010x",
+        "trace of `vmfleet run --record` of 1000 VMs x 2 vCPUs",
+        "trace bytes per VM",
+        "replay events per second",
+        "replay time / live time",
+        "replay peak memory",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
     }
