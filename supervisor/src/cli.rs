@@ -508,6 +508,10 @@ pub struct BenchArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
     )]
     pub counts: Vec<u32>,
+    /// Also write the figures as SVG charts into this directory (created if missing):
+    /// start.svg, record.svg and replay.svg, each when its figures were measured.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<std::path::PathBuf>,
     /// Measure only the recording figure (start recorded vs not) and the trace and replay
     /// figures.
     #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only"])]

@@ -739,6 +739,11 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
         record_only: args.record_only,
     };
     let report = bench::run(&floor, &options)?;
+    if let Some(dir) = &args.plot {
+        for chart in bench::plot(&report, dir)? {
+            crate::note!("wrote {}", chart.display());
+        }
+    }
     if args.json {
         emit_json(&Versioned {
             schema: BENCH_SCHEMA,

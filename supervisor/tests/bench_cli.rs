@@ -69,6 +69,28 @@ fn the_floor_is_measured_and_reported() {
         assert_eq!(row["verdict"]["status"], "skipped");
     }
     assert_eq!(report["stop_latency"]["verdict"]["status"], "skipped");
+    // --plot: the start chart, an SVG document.
+    let dir = std::env::temp_dir().join(format!("vmfleet-bench-cli-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = vmfleet()
+        .args([
+            "bench",
+            "--floor-only",
+            "--counts",
+            "1,3",
+            "--runs",
+            "1",
+            "--plot",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let svg = std::fs::read_to_string(dir.join("start.svg")).expect("start.svg");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert!(svg.len() > 100, "{svg}");
+    std::fs::remove_dir_all(&dir).unwrap();
     // The vmfleet side (a 500-VM fleet among others) is measured by `cargo xtask bench`, not
     // here: it takes minutes. `bench::tests` checks that it measures a real start.
 }

@@ -26,7 +26,7 @@
 //! The parts: `measure` (the instruments: RSS, stopwatch, medians), `vmfleet` (vmfleet's side
 //! of the start, scale, memory and stop figures), `record` (recording, trace and replay
 //! figures), `control` (the control-plane figures),
-//! `figures` (the report's data) and `table` (its rendering). The floor's side and the order in
+//! `figures` (the report's data), `table` (its rendering) and `plot` (its SVG charts, `--plot`). The floor's side and the order in
 //! which both sides run are here, in [`run`].
 
 use std::time::Duration;
@@ -38,6 +38,7 @@ pub mod baseline;
 mod control;
 mod figures;
 mod measure;
+mod plot;
 mod record;
 mod table;
 mod vmfleet;
@@ -51,6 +52,7 @@ pub use measure::{
     StartSample, Stopwatch, median, median_duration, parse_status_bytes, parse_vm_rss, rss_bytes,
     rss_bytes_from,
 };
+pub use plot::plot;
 pub use record::{
     PEAK_POLL, RECORD_COUNTS, RECORD_TARGET_RATIO, REPLAY_TARGET_EVENTS_PER_SECOND,
     REPLAY_TARGET_PEAK_BYTES, REPLAY_TARGET_RATIO, RecordedRun, TRACE_TARGET_BYTES_PER_VM,

@@ -241,3 +241,27 @@ fn the_baseline_figure_settles_a_mixed_fleet_of_fingerprints() {
     let took = super::vmfleet_baseline(9).unwrap();
     assert!(took > std::time::Duration::ZERO);
 }
+
+#[test]
+fn plot_writes_an_svg_chart_per_measured_group() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-bench-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = report(Verdict::Met);
+    let written = plot(&report, &dir.join("charts")).expect("charts");
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // The trace was not measured: no replay chart.
+    assert_eq!(names, ["start.svg", "record.svg"]);
+    report.trace.live_ms = Some(1000.0);
+    report.trace.replay_ms = Some(10.0);
+    let written = plot(&report, &dir.join("charts")).expect("charts");
+    assert_eq!(written.len(), 3);
+    for path in &written {
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
