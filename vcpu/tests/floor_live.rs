@@ -63,6 +63,7 @@ fn every_vcpu_reaches_the_first_pass_begin() {
         + p.guest_memory
         + p.create_vcpu
         + p.cpuid
+        + p.vcpu_threads
         + p.load_guest
         + p.boot_state
         + p.first_run;

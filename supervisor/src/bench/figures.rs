@@ -94,6 +94,8 @@ pub struct PhaseMedians {
     pub create_vcpu_ms: f64,
     /// Each vCPU's model: built, `KVM_SET_CPUID2` and `KVM_GET_CPUID2`.
     pub cpuid_ms: f64,
+    /// Spawning each vCPU's thread, ahead of the start.
+    pub vcpu_threads_ms: f64,
     /// Writing the probe program and its table into guest memory.
     pub load_guest_ms: f64,
     /// The boot state: `KVM_GET_SREGS`, `KVM_SET_SREGS`, `KVM_SET_REGS`.
@@ -117,6 +119,7 @@ impl PhaseMedians {
             guest_memory_ms: phase(|p| p.guest_memory),
             create_vcpu_ms: phase(|p| p.create_vcpu),
             cpuid_ms: phase(|p| p.cpuid),
+            vcpu_threads_ms: phase(|p| p.vcpu_threads),
             load_guest_ms: phase(|p| p.load_guest),
             boot_state_ms: phase(|p| p.boot_state),
             first_run_ms: phase(|p| p.first_run),

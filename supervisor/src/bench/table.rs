@@ -52,13 +52,14 @@ pub fn table(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
+        "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
         "VMs",
         "sup.cpuid",
         "create_vm",
         "memory",
         "create_vc",
         "cpuid",
+        "threads",
         "load",
         "boot",
         "first_run",
@@ -68,13 +69,14 @@ pub fn table(report: &BenchReport) -> String {
         let p = &row.floor_phases;
         let _ = writeln!(
             out,
-            "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
+            "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
             row.vms,
             p.supported_cpuid_ms,
             p.create_vm_ms,
             p.guest_memory_ms,
             p.create_vcpu_ms,
             p.cpuid_ms,
+            p.vcpu_threads_ms,
             p.load_guest_ms,
             p.boot_state_ms,
             p.first_run_ms,

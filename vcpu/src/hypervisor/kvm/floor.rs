@@ -17,13 +17,15 @@
 //!      ([`StartWorkload::cpuid_table`]; vmfleet's is `X86CpuModel::default().build(..)`, which
 //!      normalises the APIC ids per vCPU), `KVM_SET_CPUID2`, then `KVM_GET_CPUID2` (vmfleet reads
 //!      every table back);
+//!    - for each vCPU, one thread of its own (as vmfleet's vCPU thread, which its VM loop spawns
+//!      once the VM is configured, ahead of the start), waiting for the start;
 //!    - the workload's guest ([`StartWorkload::load`], given vCPU 0's read-back table), as the job
 //!      loads the probe guest;
 //!    - for each vCPU, the real-mode boot state (`KVM_GET_SREGS`, `KVM_SET_SREGS`,
 //!      `KVM_SET_REGS`), the very code vmfleet's backend runs for `SetBootState`;
-//!    - for each vCPU, one thread of its own (as vmfleet's vCPU thread) that calls `KVM_RUN`
-//!      once: the guest runs until its first exit (for the probe guest, its `OUT` of pass number
-//!      0 to its pass-begin port); the VM's thread joins them.
+//!    - each vCPU handed to its thread, which calls `KVM_RUN` once: the guest runs until its
+//!      first exit (for the probe guest, its `OUT` of pass number 0 to its pass-begin port); the
+//!      VM's thread joins them.
 //! 3. Every VM stays alive until the last vCPU has exited once, so that, as in vmfleet, all of
 //!    them exist at the same time; then all are closed (timed separately as teardown).
 //!
@@ -123,11 +125,13 @@ pub struct FloorPhases {
     pub create_vcpu: Duration,
     /// Building each vCPU's model, `KVM_SET_CPUID2` and `KVM_GET_CPUID2`.
     pub cpuid: Duration,
+    /// Spawning each vCPU's thread (it waits for the start, as vmfleet's do).
+    pub vcpu_threads: Duration,
     /// Writing the probe program and table into guest memory.
     pub load_guest: Duration,
     /// `KVM_GET_SREGS`, `KVM_SET_SREGS`, `KVM_SET_REGS`.
     pub boot_state: Duration,
-    /// Spawning each vCPU's thread, `KVM_RUN` until its first exit, joining the threads.
+    /// Handing each vCPU to its thread, `KVM_RUN` until its first exit, joining the threads.
     pub first_run: Duration,
 }
 
@@ -139,6 +143,7 @@ impl FloorPhases {
         self.guest_memory += other.guest_memory;
         self.create_vcpu += other.create_vcpu;
         self.cpuid += other.cpuid;
+        self.vcpu_threads += other.vcpu_threads;
         self.load_guest += other.load_guest;
         self.boot_state += other.boot_state;
         self.first_run += other.first_run;
@@ -485,46 +490,78 @@ mod imp {
             phases.cpuid += clock.lap();
         }
 
-        workload
-            // Always vCPU 0's table: a run has at least one vCPU (checked first).
-            .load(&floor_vm.memory, &vcpu0_held.unwrap_or_default())
-            .map_err(|source| FloorError::Guest { vm, source })?;
-        phases.load_guest += clock.lap();
-
-        let entry = workload.entry();
-        let boot = VcpuCall::SetBootState { entry };
-        for (index, fd) in floor_vm.vcpus.iter().enumerate() {
-            x86_64::set_boot_state(fd, &boot, entry)
-                .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
-        }
-        phases.boot_state += clock.lap();
-
+        // As vmfleet's VM loop does once its VM is configured: one thread per vCPU, spawned
+        // ahead of the start and waiting for it (here: for its vCPU's fd, handed over once the
+        // guest is loaded and every boot state set).
+        let vcpu0_held = vcpu0_held.unwrap_or_default();
         let first_exits = std::thread::scope(|scope| {
-            let threads: Vec<_> = floor_vm
-                .vcpus
-                .iter_mut()
-                .enumerate()
-                .map(|(index, fd)| {
-                    let vcpu = VcpuId(index as u32);
-                    std::thread::Builder::new()
-                        .name(format!("floor-vm{}-vcpu{index}", vm.0))
-                        .stack_size(THREAD_STACK)
-                        .spawn_scoped(scope, move || exit::run(fd))
-                        .map_err(|e| spawn_failed(Stream::Vcpu(vm, vcpu), &e))
-                })
-                .collect();
-            threads
-                .into_iter()
-                .enumerate()
-                .map(|(index, thread)| {
-                    let vcpu = VcpuId(index as u32);
-                    let exit = thread?
-                        .join()
-                        .map_err(|_| panicked(Stream::Vcpu(vm, vcpu)))?
-                        .map_err(|e| vcpu_step(vcpu, "KVM_RUN", e))?;
-                    Ok(FirstExit { vm, vcpu, exit })
-                })
-                .collect::<Result<Vec<_>, FloorError>>()
+            let mut launches = Vec::with_capacity(vcpus as usize);
+            let mut threads = Vec::with_capacity(vcpus as usize);
+            for index in 0..vcpus {
+                let (launch, launched) = std::sync::mpsc::channel::<VcpuFd>();
+                let thread = std::thread::Builder::new()
+                    .name(format!("floor-vm{}-vcpu{index}", vm.0))
+                    .stack_size(THREAD_STACK)
+                    .spawn_scoped(scope, move || {
+                        // No fd: the VM failed before its start and the thread just ends.
+                        let mut fd = launched.recv().ok()?;
+                        let exit = exit::run(&mut fd);
+                        Some((fd, exit))
+                    })
+                    .map_err(|e| spawn_failed(Stream::Vcpu(vm, VcpuId(index)), &e))?;
+                launches.push(launch);
+                threads.push(thread);
+            }
+            phases.vcpu_threads += clock.lap();
+
+            workload
+                // Always vCPU 0's table: a run has at least one vCPU (checked first).
+                .load(&floor_vm.memory, &vcpu0_held)
+                .map_err(|source| FloorError::Guest { vm, source })?;
+            phases.load_guest += clock.lap();
+
+            let entry = workload.entry();
+            let boot = VcpuCall::SetBootState { entry };
+            for (index, fd) in floor_vm.vcpus.iter().enumerate() {
+                x86_64::set_boot_state(fd, &boot, entry)
+                    .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
+            }
+            phases.boot_state += clock.lap();
+
+            for (launch, fd) in launches.iter().zip(floor_vm.vcpus.drain(..)) {
+                // A thread that cannot take its fd has ended; joining it says why.
+                let _ = launch.send(fd);
+            }
+            let mut first_exits = Vec::with_capacity(vcpus as usize);
+            let mut failed = None;
+            for (index, thread) in threads.into_iter().enumerate() {
+                let vcpu = VcpuId(index as u32);
+                let stream = Stream::Vcpu(vm, vcpu);
+                match thread.join() {
+                    Ok(Some((fd, exit))) => {
+                        floor_vm.vcpus.push(fd);
+                        match exit {
+                            Ok(exit) => first_exits.push(FirstExit { vm, vcpu, exit }),
+                            Err(e) => {
+                                failed.get_or_insert(vcpu_step(vcpu, "KVM_RUN", e));
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        failed.get_or_insert(FloorError::Thread {
+                            stream,
+                            what: "its thread ended before it was handed its vCPU".into(),
+                        });
+                    }
+                    Err(_) => {
+                        failed.get_or_insert(panicked(stream));
+                    }
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(first_exits),
+            }
         })?;
         phases.first_run += clock.lap();
         Ok(StartedVm {
