@@ -17,71 +17,74 @@ pub fn table(report: &BenchReport) -> String {
         report.vcpus_per_vm,
         report.runs
     );
-    let _ = writeln!(
-        out,
-        "\nstart: nothing -> first guest exit of every vCPU, floor and vmfleet with a thread per VM and per vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
-    );
-    let _ = writeln!(
-        out,
-        "  {:>5}  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
-        "VMs", "runs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
-    );
-    for row in &report.start {
-        let vmfleet = row.vmfleet.as_ref().map_or_else(
-            || "-".to_string(),
-            |s| format!("{:.1}", s.median_vms_per_second),
-        );
-        let ratio = row
-            .ratio
-            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+    // Rows only for what was measured (--control-only and --record-only measure no start).
+    if !report.start.is_empty() {
         let _ = writeln!(
             out,
-            "  {:>5}  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
-            row.vms,
-            row.runs,
-            row.floor.median_vms_per_second,
-            row.floor.median_elapsed_ms,
-            vmfleet,
-            ratio,
-            row.verdict
+            "\nstart: nothing -> first guest exit of every vCPU, floor and vmfleet with a thread per VM and per vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
         );
-    }
-    let _ = writeln!(
-        out,
-        "\nfloor, median ms per step (summed over the VMs of a run):"
-    );
-    let _ = writeln!(
-        out,
-        "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
-        "VMs",
-        "sup.cpuid",
-        "create_vm",
-        "memory",
-        "create_vc",
-        "cpuid",
-        "threads",
-        "load",
-        "boot",
-        "first_run",
-        "teardown"
-    );
-    for row in &report.start {
-        let p = &row.floor_phases;
         let _ = writeln!(
             out,
-            "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
-            row.vms,
-            p.supported_cpuid_ms,
-            p.create_vm_ms,
-            p.guest_memory_ms,
-            p.create_vcpu_ms,
-            p.cpuid_ms,
-            p.vcpu_threads_ms,
-            p.load_guest_ms,
-            p.boot_state_ms,
-            p.first_run_ms,
-            p.teardown_ms
+            "  {:>5}  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
+            "VMs", "runs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
         );
+        for row in &report.start {
+            let vmfleet = row.vmfleet.as_ref().map_or_else(
+                || "-".to_string(),
+                |s| format!("{:.1}", s.median_vms_per_second),
+            );
+            let ratio = row
+                .ratio
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
+                row.vms,
+                row.runs,
+                row.floor.median_vms_per_second,
+                row.floor.median_elapsed_ms,
+                vmfleet,
+                ratio,
+                row.verdict
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nfloor, median ms per step (summed over the VMs of a run):"
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
+            "VMs",
+            "sup.cpuid",
+            "create_vm",
+            "memory",
+            "create_vc",
+            "cpuid",
+            "threads",
+            "load",
+            "boot",
+            "first_run",
+            "teardown"
+        );
+        for row in &report.start {
+            let p = &row.floor_phases;
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
+                row.vms,
+                p.supported_cpuid_ms,
+                p.create_vm_ms,
+                p.guest_memory_ms,
+                p.create_vcpu_ms,
+                p.cpuid_ms,
+                p.vcpu_threads_ms,
+                p.load_guest_ms,
+                p.boot_state_ms,
+                p.first_run_ms,
+                p.teardown_ms
+            );
+        }
     }
     if !report.record.is_empty() {
         let _ = writeln!(
@@ -121,18 +124,20 @@ pub fn table(report: &BenchReport) -> String {
         }
     }
     let trace = &report.trace;
-    let _ = writeln!(
-        out,
-        "\ntrace of `vmfleet run --record` of {} VMs x {} vCPUs, replayed by `vmfleet replay`: \
-         {} events, {} bytes; live {} ms, replay {} ms; run peak memory {} MiB",
-        trace.vms,
-        report.vcpus_per_vm,
-        opt(trace.events.map(|e| e as f64), 0),
-        opt(trace.trace_bytes.map(|e| e as f64), 0),
-        opt(trace.live_ms, 1),
-        opt(trace.replay_ms, 1),
-        opt(trace.run_peak_memory_mib, 1),
-    );
+    if trace.live_ms.is_some() {
+        let _ = writeln!(
+            out,
+            "\ntrace of `vmfleet run --record` of {} VMs x {} vCPUs, replayed by `vmfleet replay`: \
+             {} events, {} bytes; live {} ms, replay {} ms; run peak memory {} MiB",
+            trace.vms,
+            report.vcpus_per_vm,
+            opt(trace.events.map(|e| e as f64), 0),
+            opt(trace.trace_bytes.map(|e| e as f64), 0),
+            opt(trace.live_ms, 1),
+            opt(trace.replay_ms, 1),
+            opt(trace.run_peak_memory_mib, 1),
+        );
+    }
     let _ = writeln!(out);
     for (name, figure) in [
         ("trace bytes per VM".to_string(), &trace.bytes_per_vm),
