@@ -156,7 +156,7 @@ pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<Recorded
     let mut run = Command::new(&exe);
     run.arg("run").arg("--record").arg(&trace).arg(&spec);
     let (live, live_peak) =
-        child(&mut run, &dir.path().join("run.err"), "vmfleet run").map_err(|e| fail(e))?;
+        child(&mut run, &dir.path().join("run.err"), "vmfleet run").map_err(&fail)?;
     let bytes = std::fs::metadata(&trace)
         .map_err(|e| fail(format!("the trace {}: {e}", trace.display())))?
         .len();
@@ -171,7 +171,7 @@ pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<Recorded
         &dir.path().join("replay.err"),
         "vmfleet replay",
     )
-    .map_err(|e| fail(e))?;
+    .map_err(&fail)?;
     Ok(RecordedRun {
         vms,
         events,
