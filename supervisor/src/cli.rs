@@ -485,8 +485,8 @@ pub struct BenchArgs {
     /// Measure only the floor (skip every vmfleet measurement).
     #[arg(long)]
     pub floor_only: bool,
-    /// Measure only the start-throughput figure (skip the 500-VM scale, memory, stop and control
-    /// figures).
+    /// Measure only the start-throughput figure (skip the scale, memory, stop, control, recording
+    /// and replay figures).
     #[arg(long)]
     pub start_only: bool,
     /// Measure only the control-plane figures: shutdown of running VMs, and a pause after an
@@ -524,6 +524,13 @@ pub struct BenchArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
     )]
     pub record_counts: Vec<u32>,
+    /// Running VMs (2 vCPUs each) of the scale and supervisor-memory figures.
+    #[arg(
+        long,
+        default_value_t = crate::bench::SCALE_VMS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub scale_vms: u32,
     /// VMs (2 vCPUs each) of the `vmfleet run --record` whose trace is measured and replayed.
     #[arg(
         long,

@@ -289,6 +289,8 @@ pub struct BenchReport {
     pub record: Vec<RecordRow>,
     /// The trace and replay figures.
     pub trace: TraceFigures,
+    /// VMs of the scale and supervisor-memory figures (`--scale-vms`).
+    pub scale_vms: u32,
     /// VMs running at once.
     pub scale: Figure,
     /// Supervisor memory per running VM.

@@ -9,7 +9,7 @@
 //! | recording | vmfleet's start as above, recorded to a trace file with the real recorder (as `vmfleet run --record`) and not, interleaved, for [`RECORD_COUNTS`] VMs; medians, min and max | recorded within [`RECORD_TARGET_RATIO`]x of unrecorded |
 //! | trace size | `vmfleet run --record` of [`TRACE_VMS`] VMs (a child process): trace bytes per VM | <= [`TRACE_TARGET_BYTES_PER_VM`] (1 MiB per 1,000 VMs) |
 //! | replay | `vmfleet replay` of that trace (a child process): events/s, its time / the live run's, its peak memory (`VmHWM`, also the live run's) | >= [`REPLAY_TARGET_EVENTS_PER_SECOND`] events/s, <= [`REPLAY_TARGET_RATIO`], <= [`REPLAY_TARGET_PEAK_BYTES`] |
-//! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
+//! | scale | [`SCALE_VMS`] VMs (`--scale-vms`) x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
 //! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
@@ -84,7 +84,7 @@ pub fn start_runs(vms: u32, runs: u32) -> u32 {
 
 /// vmfleet's start throughput must be at least the floor's divided by this.
 pub const START_TARGET_RATIO: f64 = 1.10;
-/// VMs of the scale figure.
+/// VMs of the scale and supervisor-memory figures (`--scale-vms`).
 pub const SCALE_VMS: u32 = 500;
 /// Supervisor memory per running VM, guest memory not counted.
 pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
@@ -162,7 +162,7 @@ pub struct BenchOptions {
     pub runs: u32,
     /// Only the floor: skip every vmfleet measurement.
     pub floor_only: bool,
-    /// Only the start figure: skip scale, memory and stop latency (they bring up the 500-VM
+    /// Only the start figure: skip scale, memory and stop latency (they bring up the scale
     /// fleet, which takes minutes).
     pub start_only: bool,
     /// Only the control-plane figures (shutdown, pause after an abandoned wait).
@@ -175,6 +175,8 @@ pub struct BenchOptions {
     pub trace_vms: u32,
     /// Only the recording, trace and replay figures.
     pub record_only: bool,
+    /// VMs of the scale and supervisor-memory figures.
+    pub scale_vms: u32,
 }
 
 impl Default for BenchOptions {
@@ -189,6 +191,7 @@ impl Default for BenchOptions {
             record_counts: RECORD_COUNTS.to_vec(),
             trace_vms: TRACE_VMS,
             record_only: false,
+            scale_vms: SCALE_VMS,
         }
     }
 }
@@ -233,6 +236,12 @@ impl BenchOptions {
         {
             return Err(BenchError::Options(format!(
                 "--record-counts: {bad} is not a VM count between 1 and {MAX_COUNT}"
+            )));
+        }
+        if self.scale_vms == 0 || self.scale_vms > MAX_COUNT {
+            return Err(BenchError::Options(format!(
+                "--scale-vms: {} is not a VM count between 1 and {MAX_COUNT}",
+                self.scale_vms
             )));
         }
         if self.trace_vms == 0 || self.trace_vms > MAX_COUNT {
@@ -292,15 +301,16 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
     let measure = |unit, target, how: &dyn Fn() -> Result<(f64, bool), BenchError>| {
         measure_if(others, unit, target, how)
     };
-    let scale = measure("VMs", format!("{SCALE_VMS} VMs running"), &|| {
-        let running = vmfleet_scale(SCALE_VMS, VCPUS_PER_VM)?;
-        Ok((f64::from(running), running >= SCALE_VMS))
+    let scale_vms = options.scale_vms;
+    let scale = measure("VMs", format!("{scale_vms} VMs running"), &|| {
+        let running = vmfleet_scale(scale_vms, VCPUS_PER_VM)?;
+        Ok((f64::from(running), running >= scale_vms))
     });
     let memory_per_vm = measure(
         "KiB",
         format!("<= {} KiB", MEMORY_TARGET_BYTES / 1024),
         &|| {
-            let bytes = vmfleet_memory_per_vm(SCALE_VMS, VCPUS_PER_VM)?;
+            let bytes = vmfleet_memory_per_vm(scale_vms, VCPUS_PER_VM)?;
             Ok((bytes as f64 / 1024.0, bytes <= MEMORY_TARGET_BYTES))
         },
     );
@@ -347,6 +357,7 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         start,
         record,
         trace,
+        scale_vms,
         scale,
         memory_per_vm,
         stop_latency,

@@ -1,7 +1,7 @@
 //! `vmfleet bench`'s report as a table for a terminal: the start figure per VM count (floor and
 //! vmfleet side by side), the floor's steps, then every other figure against its target.
 
-use super::{BenchReport, RECORD_TARGET_RATIO, SCALE_VMS, START_TARGET_RATIO};
+use super::{BenchReport, RECORD_TARGET_RATIO, START_TARGET_RATIO};
 use std::fmt::Write as _;
 
 /// The report as a table for a terminal.
@@ -148,11 +148,14 @@ pub fn table(report: &BenchReport) -> String {
         ("replay time / live time".to_string(), &trace.replay_vs_live),
         ("replay peak memory".to_string(), &trace.replay_peak_memory),
         (
-            format!("scale ({SCALE_VMS} VMs x {} vCPUs)", report.vcpus_per_vm),
+            format!(
+                "scale ({} VMs x {} vCPUs)",
+                report.scale_vms, report.vcpus_per_vm
+            ),
             &report.scale,
         ),
         (
-            "supervisor memory per running VM".to_string(),
+            format!("supervisor memory per running VM, {} VMs", report.scale_vms),
             &report.memory_per_vm,
         ),
         (

@@ -135,6 +135,10 @@ fn options_are_checked() {
             ..Default::default()
         },
         BenchOptions {
+            scale_vms: 0,
+            ..Default::default()
+        },
+        BenchOptions {
             trace_vms: MAX_COUNT + 1,
             ..Default::default()
         },
@@ -185,6 +189,7 @@ fn report(verdict: Verdict) -> BenchReport {
             verdict,
         }],
         trace: super::record::trace_figures(1000, false),
+        scale_vms: 1000,
         scale: skipped.clone(),
         memory_per_vm: skipped.clone(),
         stop_latency: skipped.clone(),
@@ -216,7 +221,7 @@ fn the_table_names_every_figure() {
         "kvm_pvm",
         "start: nothing -> first guest exit",
         "1.00x",
-        "scale (500 VMs x 2 vCPUs)",
+        "scale (1000 VMs x 2 vCPUs)",
         "supervisor memory per running VM",
         "stop latency",
         "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",

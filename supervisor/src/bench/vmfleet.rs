@@ -172,7 +172,7 @@ fn vmfleet_start(
 }
 
 /// What one run of the scale fleet measured (shared by the scale and memory figures, so the
-/// 500-VM fleet is brought up once).
+/// scale fleet is brought up once).
 #[derive(Clone, Copy, Debug)]
 struct ScaleRun {
     vms: u32,
