@@ -149,3 +149,24 @@ pub(super) fn guest_resident_bytes(guest_kib: u64) -> io::Result<u64> {
     }
     Ok(total)
 }
+
+/// The longest [`settle`] waits.
+pub const SETTLE_LIMIT: Duration = Duration::from_millis(500);
+
+/// This process's thread count (`Threads:` in `/proc/self/status`), if readable.
+pub fn thread_count() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
+}
+
+/// Wait (at most [`SETTLE_LIMIT`]) until this process has no more than `threads` threads: a
+/// side's run returns before every thread it started has ended (vmfleet's runtime and VM loops
+/// wind down in the background), and the next run, of either side, must not pay for that.
+pub fn settle(threads: Option<u64>) {
+    let Some(threads) = threads else { return };
+    let clock = Instant::now();
+    while thread_count().is_some_and(|now| now > threads) && clock.elapsed() < SETTLE_LIMIT {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}

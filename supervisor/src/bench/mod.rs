@@ -375,13 +375,17 @@ fn start_row(floor: &Floor, vms: u32, options: &BenchOptions) -> Result<StartRow
     let mut floor_runs = Vec::with_capacity(runs as usize);
     let mut vmfleet_runs = Vec::with_capacity(runs as usize);
     let mut vmfleet_error = None;
+    // Each run starts once the threads of the one before have ended (`measure::settle`).
+    let threads = measure::thread_count();
     for _ in 0..runs {
         floor_runs.push(floor_start_to_first_exit(floor, vms, VCPUS_PER_VM)?);
+        measure::settle(threads);
         if !options.floor_only && vmfleet_error.is_none() {
             match vmfleet_start_to_first_exit(vms, VCPUS_PER_VM) {
                 Ok(sample) => vmfleet_runs.push(sample),
                 Err(e) => vmfleet_error = Some(e),
             }
+            measure::settle(threads);
         }
     }
     let floor_samples: Vec<StartSample> = floor_runs

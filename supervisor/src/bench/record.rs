@@ -9,7 +9,7 @@
 //! [`PEAK_POLL`] until they exit.
 
 use super::figures::{Figure, RecordRow, StartSide, TraceFigures, Verdict};
-use super::measure::{StartSample, Stopwatch, parse_status_bytes};
+use super::measure::{StartSample, Stopwatch, parse_status_bytes, settle, thread_count};
 use super::vmfleet::{vmfleet_start_recorded, vmfleet_start_to_first_exit, wrong};
 use super::{BenchError, VCPUS_PER_VM, start_runs};
 use std::path::{Path, PathBuf};
@@ -72,18 +72,26 @@ pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
     let measured = Scratch::new("record").and_then(|dir| {
         let trace = dir.path().join("start.trace");
         let (mut off, mut on, mut bytes) = (Vec::new(), Vec::new(), 0);
+        // Each run starts once the threads of the one before have ended.
+        let threads = thread_count();
         for run in 0..runs {
             let mut recorded = || -> Result<StartSample, BenchError> {
                 let (sample, summary) = vmfleet_start_recorded(vms, VCPUS_PER_VM, &trace)?;
+                settle(threads);
                 bytes = summary.bytes;
                 Ok(sample)
             };
+            let unrecorded = || -> Result<StartSample, BenchError> {
+                let sample = vmfleet_start_to_first_exit(vms, VCPUS_PER_VM)?;
+                settle(threads);
+                Ok(sample)
+            };
             if run % 2 == 0 {
-                off.push(vmfleet_start_to_first_exit(vms, VCPUS_PER_VM)?);
+                off.push(unrecorded()?);
                 on.push(recorded()?);
             } else {
                 on.push(recorded()?);
-                off.push(vmfleet_start_to_first_exit(vms, VCPUS_PER_VM)?);
+                off.push(unrecorded()?);
             }
         }
         Ok((off, on, bytes))
