@@ -516,8 +516,8 @@ pub struct BenchArgs {
     /// Measure only the floor (skip every vmfleet measurement).
     #[arg(long)]
     pub floor_only: bool,
-    /// Measure only the start-throughput figure (skip the 500-VM scale, memory, stop and control
-    /// figures).
+    /// Measure only the start-throughput figure (skip the scale, memory, stop, control, recording
+    /// and replay figures).
     #[arg(long)]
     pub start_only: bool,
     /// Measure only the control-plane figures: shutdown of running VMs, and a pause after an
@@ -535,10 +535,40 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1,10,100",
+        default_value = "1,10,100,1000",
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
     )]
     pub counts: Vec<u32>,
+    /// Also write the figures as SVG charts into this directory (created if missing):
+    /// start.svg, record.svg and replay.svg, each when its figures were measured.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<std::path::PathBuf>,
+    /// Measure only the recording figure (start recorded vs not) and the trace and replay
+    /// figures.
+    #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only"])]
+    pub record_only: bool,
+    /// VM counts of the recording figure (vmfleet's start recorded vs not, 2 vCPUs per VM).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub record_counts: Vec<u32>,
+    /// Running VMs (2 vCPUs each) of the scale and supervisor-memory figures.
+    #[arg(
+        long,
+        default_value_t = crate::bench::SCALE_VMS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub scale_vms: u32,
+    /// VMs (2 vCPUs each) of the `vmfleet run --record` whose trace is measured and replayed.
+    #[arg(
+        long,
+        default_value_t = crate::bench::TRACE_VMS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::bench::MAX_COUNT)),
+    )]
+    pub trace_vms: u32,
     /// Runs per VM count and side; the report gives the median.
     #[arg(
         long,

@@ -764,8 +764,17 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
         start_only: args.start_only,
         control_only: args.control_only,
         shutdown_vms: args.shutdown_vms,
+        record_counts: args.record_counts.clone(),
+        trace_vms: args.trace_vms,
+        record_only: args.record_only,
+        scale_vms: args.scale_vms,
     };
     let report = bench::run(&floor, &options)?;
+    if let Some(dir) = &args.plot {
+        for chart in bench::plot(&report, dir)? {
+            crate::note!("wrote {}", chart.display());
+        }
+    }
     if args.json {
         emit_json(&Versioned {
             schema: BENCH_SCHEMA,

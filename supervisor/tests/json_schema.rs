@@ -600,6 +600,29 @@ fn live_bench_json_matches_the_bench_schema() {
     let report = json_of(&out, "bench --json");
     check("bench", &report, "bench --json");
     assert_eq!(report["start"][0]["verdict"]["status"], "skipped");
+    // The recording, trace and replay figures, measured (met or missed) on a small fleet.
+    let out = vmfleet()
+        .args([
+            "bench",
+            "--json",
+            "--record-only",
+            "--record-counts",
+            "100",
+            "--trace-vms",
+            "2",
+            "--runs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 9)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_of(&out, "bench --json --record-only");
+    check("bench", &report, "bench --json --record-only");
+    assert!(report["record"][0]["on"].is_object(), "{report}");
 }
 
 /// A daemon with no VMs: `ctl --json` replies, a success and a refusal, validate.

@@ -63,10 +63,17 @@ fn every_vcpu_reaches_the_first_pass_begin() {
         + p.guest_memory
         + p.create_vcpu
         + p.cpuid
+        + p.vcpu_threads
         + p.load_guest
         + p.boot_state
         + p.first_run;
-    assert!(phases <= run.elapsed, "{phases:?} > {:?}", run.elapsed);
+    // Each VM's steps run on its own thread, within the run: their sum over the 2 VMs is at most
+    // twice the run (the VMs start in parallel, so it may exceed the run itself).
+    assert!(
+        phases <= run.elapsed * 2,
+        "{phases:?} > 2 x {:?}",
+        run.elapsed
+    );
     assert!(!p.first_run.is_zero() && !p.cpuid.is_zero(), "{p:?}");
     assert!(run.vms_per_second() > 0.0);
     eprintln!(

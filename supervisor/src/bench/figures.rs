@@ -60,15 +60,22 @@ pub struct StartSide {
     pub median_vms_per_second: f64,
     /// The median time of a run, in milliseconds.
     pub median_elapsed_ms: f64,
+    /// The shortest run, in milliseconds (with the longest: the spread).
+    pub min_elapsed_ms: f64,
+    /// The longest run, in milliseconds.
+    pub max_elapsed_ms: f64,
 }
 
 impl StartSide {
     pub(super) fn from_samples(samples: &[StartSample]) -> Option<StartSide> {
         let rates: Vec<f64> = samples.iter().map(StartSample::vms_per_second).collect();
         let elapsed: Vec<Duration> = samples.iter().map(|s| s.elapsed).collect();
+        let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         Some(StartSide {
             median_vms_per_second: median(&rates)?,
             median_elapsed_ms: median_duration(&elapsed)?.as_secs_f64() * 1e3,
+            min_elapsed_ms: ms(elapsed.iter().min())?,
+            max_elapsed_ms: ms(elapsed.iter().max())?,
             vms_per_second: rates,
         })
     }
@@ -87,6 +94,8 @@ pub struct PhaseMedians {
     pub create_vcpu_ms: f64,
     /// Each vCPU's model: built, `KVM_SET_CPUID2` and `KVM_GET_CPUID2`.
     pub cpuid_ms: f64,
+    /// Spawning each vCPU's thread, ahead of the start.
+    pub vcpu_threads_ms: f64,
     /// Writing the probe program and its table into guest memory.
     pub load_guest_ms: f64,
     /// The boot state: `KVM_GET_SREGS`, `KVM_SET_SREGS`, `KVM_SET_REGS`.
@@ -110,6 +119,7 @@ impl PhaseMedians {
             guest_memory_ms: phase(|p| p.guest_memory),
             create_vcpu_ms: phase(|p| p.create_vcpu),
             cpuid_ms: phase(|p| p.cpuid),
+            vcpu_threads_ms: phase(|p| p.vcpu_threads),
             load_guest_ms: phase(|p| p.load_guest),
             boot_state_ms: phase(|p| p.boot_state),
             first_run_ms: phase(|p| p.first_run),
@@ -138,6 +148,88 @@ pub struct StartRow {
     pub verdict: Verdict,
 }
 
+/// The recording figure for one VM count: vmfleet's start unrecorded and recorded, interleaved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordRow {
+    /// VMs per run.
+    pub vms: u32,
+    /// Runs per side.
+    pub runs: u32,
+    /// The start without recording (`None` when not measured, see `verdict`).
+    pub off: Option<StartSide>,
+    /// The start recorded to a trace file, as `vmfleet run --record` records.
+    pub on: Option<StartSide>,
+    /// Unrecorded VMs/s divided by recorded VMs/s (medians; what recording costs the start); the
+    /// target is at most [`RECORD_TARGET_RATIO`](super::RECORD_TARGET_RATIO).
+    pub ratio: Option<f64>,
+    /// The recorded start's trace, in bytes per VM (of its last run).
+    pub trace_bytes_per_vm: Option<f64>,
+    /// Whether the ratio meets the target.
+    pub verdict: Verdict,
+}
+
+impl RecordRow {
+    /// A row that was not measured, for `verdict`'s reason.
+    pub(super) fn failed(vms: u32, runs: u32, verdict: Verdict) -> RecordRow {
+        RecordRow {
+            vms,
+            runs,
+            off: None,
+            on: None,
+            ratio: None,
+            trace_bytes_per_vm: None,
+            verdict,
+        }
+    }
+}
+
+/// The trace and replay figures: `vmfleet run --record` of a fleet, then `vmfleet replay` of its
+/// trace, each a child process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TraceFigures {
+    /// VMs of the recorded fleet ([`VCPUS_PER_VM`](super::VCPUS_PER_VM) vCPUs each).
+    pub vms: u32,
+    /// Events in its trace.
+    pub events: Option<u64>,
+    /// The trace's size, bytes.
+    pub trace_bytes: Option<u64>,
+    /// `vmfleet run --record`, spawn to exit, ms.
+    pub live_ms: Option<f64>,
+    /// `vmfleet replay`, spawn to exit, ms.
+    pub replay_ms: Option<f64>,
+    /// Peak resident memory of `vmfleet run --record`, MiB (no target).
+    pub run_peak_memory_mib: Option<f64>,
+    /// The trace's bytes per VM.
+    pub bytes_per_vm: Figure,
+    /// Events replayed per second of `replay_ms`.
+    pub replay_events_per_second: Figure,
+    /// `replay_ms` / `live_ms`.
+    pub replay_vs_live: Figure,
+    /// Peak resident memory of `vmfleet replay`, MiB.
+    pub replay_peak_memory: Figure,
+}
+
+impl TraceFigures {
+    /// Every figure with a target.
+    pub fn all(&self) -> [&Figure; 4] {
+        [
+            &self.bytes_per_vm,
+            &self.replay_events_per_second,
+            &self.replay_vs_live,
+            &self.replay_peak_memory,
+        ]
+    }
+
+    pub(super) fn all_mut(&mut self) -> [&mut Figure; 4] {
+        [
+            &mut self.bytes_per_vm,
+            &mut self.replay_events_per_second,
+            &mut self.replay_vs_live,
+            &mut self.replay_peak_memory,
+        ]
+    }
+}
+
 /// A figure with a single value.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
@@ -149,6 +241,14 @@ pub struct Figure {
     pub target: String,
     /// Whether the value meets the target.
     pub verdict: Verdict,
+}
+
+impl Figure {
+    /// Measured: `value`, which meets the target if `met`.
+    pub(super) fn set(&mut self, value: f64, met: bool) {
+        self.value = Some(value);
+        self.verdict = Verdict::judge(met);
+    }
 }
 
 /// Where the benchmark ran.
@@ -185,6 +285,12 @@ pub struct BenchReport {
     pub runs: u32,
     /// The start figure, one row per VM count.
     pub start: Vec<StartRow>,
+    /// The recording figure, one row per `--record-counts` value.
+    pub record: Vec<RecordRow>,
+    /// The trace and replay figures.
+    pub trace: TraceFigures,
+    /// VMs of the scale and supervisor-memory figures (`--scale-vms`).
+    pub scale_vms: u32,
     /// VMs running at once.
     pub scale: Figure,
     /// Supervisor memory per running VM.
@@ -206,6 +312,8 @@ impl BenchReport {
     pub fn any_missed(&self) -> bool {
         let bad = |v: &Verdict| matches!(v, Verdict::Missed | Verdict::Failed(_));
         self.start.iter().any(|row| bad(&row.verdict))
+            || self.record.iter().any(|row| bad(&row.verdict))
+            || self.trace.all().iter().any(|f| bad(&f.verdict))
             || [
                 &self.scale,
                 &self.memory_per_vm,

@@ -24,8 +24,14 @@ pub fn rss_bytes_from(status: &Path) -> io::Result<u64> {
 
 /// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes (the kernel prints kB).
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut words = line["VmRSS:".len()..].split_whitespace();
+    parse_status_bytes(status, "VmRSS:")
+}
+
+/// The line starting with `key` (`VmRSS:`, `VmHWM:`) of a `/proc/<pid>/status` text, in bytes
+/// (the kernel prints kB).
+pub fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let mut words = line[key.len()..].split_whitespace();
     let kib: u64 = words.next()?.parse().ok()?;
     match words.next() {
         Some("kB") => kib.checked_mul(1024),
@@ -142,4 +148,25 @@ pub(super) fn guest_resident_bytes(guest_kib: u64) -> io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The longest [`settle`] waits.
+pub const SETTLE_LIMIT: Duration = Duration::from_millis(500);
+
+/// This process's thread count (`Threads:` in `/proc/self/status`), if readable.
+pub fn thread_count() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Threads:"))?;
+    line["Threads:".len()..].trim().parse().ok()
+}
+
+/// Wait (at most [`SETTLE_LIMIT`]) until this process has no more than `threads` threads: a
+/// side's run returns before every thread it started has ended (vmfleet's runtime and VM loops
+/// wind down in the background), and the next run, of either side, must not pay for that.
+pub fn settle(threads: Option<u64>) {
+    let Some(threads) = threads else { return };
+    let clock = Instant::now();
+    while thread_count().is_some_and(|now| now > threads) && clock.elapsed() < SETTLE_LIMIT {
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }

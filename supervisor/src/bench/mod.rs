@@ -5,8 +5,11 @@
 //!
 //! | figure | how it is measured | target |
 //! |---|---|---|
-//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10 and 100 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::hypervisor::kvm::floor`]) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
-//! | scale | [`SCALE_VMS`] VMs x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
+//! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10, 100 and 1,000 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::hypervisor::kvm::floor`], which starts the VMs with vmfleet's parallelism: a thread per VM, a thread per vCPU) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
+//! | recording | vmfleet's start as above, recorded to a trace file with the real recorder (as `vmfleet run --record`) and not, interleaved, for [`RECORD_COUNTS`] VMs; medians, min and max | recorded within [`RECORD_TARGET_RATIO`]x of unrecorded |
+//! | trace size | `vmfleet run --record` of [`TRACE_VMS`] VMs (a child process): trace bytes per VM | <= [`TRACE_TARGET_BYTES_PER_VM`] (1 MiB per 1,000 VMs) |
+//! | replay | `vmfleet replay` of that trace (a child process): events/s, its time / the live run's, its peak memory (`VmHWM`, also the live run's) | >= [`REPLAY_TARGET_EVENTS_PER_SECOND`] events/s, <= [`REPLAY_TARGET_RATIO`], <= [`REPLAY_TARGET_PEAK_BYTES`] |
+//! | scale | [`SCALE_VMS`] VMs (`--scale-vms`) x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
 //! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
@@ -21,8 +24,9 @@
 //! fingerprints.
 //!
 //! The parts: `measure` (the instruments: RSS, stopwatch, medians), `vmfleet` (vmfleet's side
-//! of the start, scale, memory and stop figures), `control` (the control-plane figures),
-//! `figures` (the report's data) and `table` (its rendering). The floor's side and the order in
+//! of the start, scale, memory and stop figures), `record` (recording, trace and replay
+//! figures), `control` (the control-plane figures),
+//! `figures` (the report's data), `table` (its rendering) and `plot` (its SVG charts, `--plot`). The floor's side and the order in
 //! which both sides run are here, in [`run`].
 
 use std::time::Duration;
@@ -34,23 +38,36 @@ pub mod baseline;
 mod control;
 mod figures;
 mod measure;
+mod plot;
+mod record;
 mod table;
 mod vmfleet;
 
 pub use control::{vmfleet_pause_after_abandoned_wait, vmfleet_shutdown};
-pub use figures::{BenchHost, BenchReport, Figure, PhaseMedians, StartRow, StartSide, Verdict};
+pub use figures::{
+    BenchHost, BenchReport, Figure, PhaseMedians, RecordRow, StartRow, StartSide, TraceFigures,
+    Verdict,
+};
 pub use measure::{
-    StartSample, Stopwatch, median, median_duration, parse_vm_rss, rss_bytes, rss_bytes_from,
+    StartSample, Stopwatch, median, median_duration, parse_status_bytes, parse_vm_rss, rss_bytes,
+    rss_bytes_from,
+};
+pub use plot::plot;
+pub use record::{
+    PEAK_POLL, RECORD_COUNTS, RECORD_TARGET_RATIO, REPLAY_TARGET_EVENTS_PER_SECOND,
+    REPLAY_TARGET_PEAK_BYTES, REPLAY_TARGET_RATIO, RecordedRun, TRACE_TARGET_BYTES_PER_VM,
+    TRACE_VMS, vmfleet_record_and_replay,
 };
 pub use table::table;
 pub use vmfleet::{
-    vmfleet_memory_per_vm, vmfleet_scale, vmfleet_start_to_first_exit, vmfleet_stop_latency,
+    vmfleet_memory_per_vm, vmfleet_scale, vmfleet_start_recorded, vmfleet_start_to_first_exit,
+    vmfleet_stop_latency,
 };
 
 /// vCPUs per VM in every figure.
 pub const VCPUS_PER_VM: u32 = 2;
 /// The VM counts of the start-throughput figure.
-pub const DEFAULT_COUNTS: [u32; 3] = [1, 10, 100];
+pub const DEFAULT_COUNTS: [u32; 4] = [1, 10, 100, 1000];
 /// Runs per count and side; the report gives their median.
 pub const DEFAULT_RUNS: u32 = 5;
 /// The most VMs one start measurement may ask for (`--counts`).
@@ -66,8 +83,8 @@ pub fn start_runs(vms: u32, runs: u32) -> u32 {
 }
 
 /// vmfleet's start throughput must be at least the floor's divided by this.
-pub const START_TARGET_RATIO: f64 = 1.25;
-/// VMs of the scale figure.
+pub const START_TARGET_RATIO: f64 = 1.10;
+/// VMs of the scale and supervisor-memory figures (`--scale-vms`).
 pub const SCALE_VMS: u32 = 500;
 /// Supervisor memory per running VM, guest memory not counted.
 pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
@@ -145,13 +162,21 @@ pub struct BenchOptions {
     pub runs: u32,
     /// Only the floor: skip every vmfleet measurement.
     pub floor_only: bool,
-    /// Only the start figure: skip scale, memory and stop latency (they bring up the 500-VM
+    /// Only the start figure: skip scale, memory and stop latency (they bring up the scale
     /// fleet, which takes minutes).
     pub start_only: bool,
     /// Only the control-plane figures (shutdown, pause after an abandoned wait).
     pub control_only: bool,
     /// Running VMs of the shutdown figure.
     pub shutdown_vms: u32,
+    /// VM counts of the recording figure.
+    pub record_counts: Vec<u32>,
+    /// VMs of the fleet whose trace is measured and replayed.
+    pub trace_vms: u32,
+    /// Only the recording, trace and replay figures.
+    pub record_only: bool,
+    /// VMs of the scale and supervisor-memory figures.
+    pub scale_vms: u32,
 }
 
 impl Default for BenchOptions {
@@ -163,6 +188,10 @@ impl Default for BenchOptions {
             start_only: false,
             control_only: false,
             shutdown_vms: SHUTDOWN_VMS,
+            record_counts: RECORD_COUNTS.to_vec(),
+            trace_vms: TRACE_VMS,
+            record_only: false,
+            scale_vms: SCALE_VMS,
         }
     }
 }
@@ -193,6 +222,34 @@ impl BenchOptions {
                 "--control-only cannot be combined with --floor-only or --start-only".into(),
             ));
         }
+        if self.record_only && (self.floor_only || self.start_only || self.control_only) {
+            return Err(BenchError::Options(
+                "--record-only cannot be combined with --floor-only, --start-only or \
+                 --control-only"
+                    .into(),
+            ));
+        }
+        if let Some(bad) = self
+            .record_counts
+            .iter()
+            .find(|&&c| c == 0 || c > MAX_COUNT)
+        {
+            return Err(BenchError::Options(format!(
+                "--record-counts: {bad} is not a VM count between 1 and {MAX_COUNT}"
+            )));
+        }
+        if self.scale_vms == 0 || self.scale_vms > MAX_COUNT {
+            return Err(BenchError::Options(format!(
+                "--scale-vms: {} is not a VM count between 1 and {MAX_COUNT}",
+                self.scale_vms
+            )));
+        }
+        if self.trace_vms == 0 || self.trace_vms > MAX_COUNT {
+            return Err(BenchError::Options(format!(
+                "--trace-vms: {} is not a VM count between 1 and {MAX_COUNT}",
+                self.trace_vms
+            )));
+        }
         Ok(())
     }
 }
@@ -202,7 +259,7 @@ impl BenchOptions {
 pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchError> {
     options.check()?;
     let mut start = Vec::with_capacity(options.counts.len());
-    if !options.control_only {
+    if !(options.control_only || options.record_only) {
         for &vms in &options.counts {
             start.push(start_row(floor, vms, options)?);
         }
@@ -227,20 +284,33 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
             verdict,
         }
     };
-    let others = !(options.floor_only || options.start_only || options.control_only);
-    let control = !(options.floor_only || options.start_only);
+    let only = options.floor_only || options.start_only || options.control_only;
+    let others = !(only || options.record_only);
+    let control = !(options.floor_only || options.start_only || options.record_only);
+    let recording = !only;
+    let record = if recording {
+        options
+            .record_counts
+            .iter()
+            .map(|&vms| record::record_row(vms, options.runs))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let trace = record::trace_figures(options.trace_vms, recording);
     let measure = |unit, target, how: &dyn Fn() -> Result<(f64, bool), BenchError>| {
         measure_if(others, unit, target, how)
     };
-    let scale = measure("VMs", format!("{SCALE_VMS} VMs running"), &|| {
-        let running = vmfleet_scale(SCALE_VMS, VCPUS_PER_VM)?;
-        Ok((f64::from(running), running >= SCALE_VMS))
+    let scale_vms = options.scale_vms;
+    let scale = measure("VMs", format!("{scale_vms} VMs running"), &|| {
+        let running = vmfleet_scale(scale_vms, VCPUS_PER_VM)?;
+        Ok((f64::from(running), running >= scale_vms))
     });
     let memory_per_vm = measure(
         "KiB",
         format!("<= {} KiB", MEMORY_TARGET_BYTES / 1024),
         &|| {
-            let bytes = vmfleet_memory_per_vm(SCALE_VMS, VCPUS_PER_VM)?;
+            let bytes = vmfleet_memory_per_vm(scale_vms, VCPUS_PER_VM)?;
             Ok((bytes as f64 / 1024.0, bytes <= MEMORY_TARGET_BYTES))
         },
     );
@@ -285,6 +355,9 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         vcpus_per_vm: VCPUS_PER_VM,
         runs: options.runs,
         start,
+        record,
+        trace,
+        scale_vms,
         scale,
         memory_per_vm,
         stop_latency,
@@ -302,13 +375,17 @@ fn start_row(floor: &Floor, vms: u32, options: &BenchOptions) -> Result<StartRow
     let mut floor_runs = Vec::with_capacity(runs as usize);
     let mut vmfleet_runs = Vec::with_capacity(runs as usize);
     let mut vmfleet_error = None;
+    // Each run starts once the threads of the one before have ended (`measure::settle`).
+    let threads = measure::thread_count();
     for _ in 0..runs {
         floor_runs.push(floor_start_to_first_exit(floor, vms, VCPUS_PER_VM)?);
+        measure::settle(threads);
         if !options.floor_only && vmfleet_error.is_none() {
             match vmfleet_start_to_first_exit(vms, VCPUS_PER_VM) {
                 Ok(sample) => vmfleet_runs.push(sample),
                 Err(e) => vmfleet_error = Some(e),
             }
+            measure::settle(threads);
         }
     }
     let floor_samples: Vec<StartSample> = floor_runs

@@ -1,7 +1,7 @@
 //! `vmfleet bench`'s report as a table for a terminal: the start figure per VM count (floor and
 //! vmfleet side by side), the floor's steps, then every other figure against its target.
 
-use super::{BenchReport, SCALE_VMS, START_TARGET_RATIO};
+use super::{BenchReport, RECORD_TARGET_RATIO, START_TARGET_RATIO};
 use std::fmt::Write as _;
 
 /// The report as a table for a terminal.
@@ -17,78 +17,145 @@ pub fn table(report: &BenchReport) -> String {
         report.vcpus_per_vm,
         report.runs
     );
-    let _ = writeln!(
-        out,
-        "\nstart: nothing -> first guest exit of every vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
-    );
-    let _ = writeln!(
-        out,
-        "  {:>5}  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
-        "VMs", "runs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
-    );
-    for row in &report.start {
-        let vmfleet = row.vmfleet.as_ref().map_or_else(
-            || "-".to_string(),
-            |s| format!("{:.1}", s.median_vms_per_second),
-        );
-        let ratio = row
-            .ratio
-            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+    // Rows only for what was measured (--control-only and --record-only measure no start).
+    if !report.start.is_empty() {
         let _ = writeln!(
             out,
-            "  {:>5}  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
-            row.vms,
-            row.runs,
-            row.floor.median_vms_per_second,
-            row.floor.median_elapsed_ms,
-            vmfleet,
-            ratio,
-            row.verdict
+            "\nstart: nothing -> first guest exit of every vCPU, floor and vmfleet with a thread per VM and per vCPU (target: vmfleet within {START_TARGET_RATIO}x of the floor)"
         );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>5}  {:>12}  {:>11}  {:>13}  {:>6}  verdict",
+            "VMs", "runs", "floor VMs/s", "floor ms", "vmfleet VMs/s", "ratio"
+        );
+        for row in &report.start {
+            let vmfleet = row.vmfleet.as_ref().map_or_else(
+                || "-".to_string(),
+                |s| format!("{:.1}", s.median_vms_per_second),
+            );
+            let ratio = row
+                .ratio
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>5}  {:>12.1}  {:>11.2}  {:>13}  {:>6}  {}",
+                row.vms,
+                row.runs,
+                row.floor.median_vms_per_second,
+                row.floor.median_elapsed_ms,
+                vmfleet,
+                ratio,
+                row.verdict
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nfloor, median ms per step (summed over the VMs of a run):"
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
+            "VMs",
+            "sup.cpuid",
+            "create_vm",
+            "memory",
+            "create_vc",
+            "cpuid",
+            "threads",
+            "load",
+            "boot",
+            "first_run",
+            "teardown"
+        );
+        for row in &report.start {
+            let p = &row.floor_phases;
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
+                row.vms,
+                p.supported_cpuid_ms,
+                p.create_vm_ms,
+                p.guest_memory_ms,
+                p.create_vcpu_ms,
+                p.cpuid_ms,
+                p.vcpu_threads_ms,
+                p.load_guest_ms,
+                p.boot_state_ms,
+                p.first_run_ms,
+                p.teardown_ms
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "\nfloor, median ms per step (summed over the VMs of a run):"
-    );
-    let _ = writeln!(
-        out,
-        "  {:>5}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {:>9}",
-        "VMs",
-        "sup.cpuid",
-        "create_vm",
-        "memory",
-        "create_vc",
-        "cpuid",
-        "load",
-        "boot",
-        "first_run",
-        "teardown"
-    );
-    for row in &report.start {
-        let p = &row.floor_phases;
+    if !report.record.is_empty() {
         let _ = writeln!(
             out,
-            "  {:>5}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:>9.3}",
-            row.vms,
-            p.supported_cpuid_ms,
-            p.create_vm_ms,
-            p.guest_memory_ms,
-            p.create_vcpu_ms,
-            p.cpuid_ms,
-            p.load_guest_ms,
-            p.boot_state_ms,
-            p.first_run_ms,
-            p.teardown_ms
+            "\nrecording: vmfleet's start recorded to a trace vs not, interleaved (target: recorded within {RECORD_TARGET_RATIO}x)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  verdict",
+            "VMs", "runs", "off ms (min-max)", "on ms (min-max)", "ratio", "trace B/VM"
+        );
+        for row in &report.record {
+            let side = |s: &Option<super::StartSide>| {
+                s.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |s| {
+                        format!(
+                            "{:.1} ({:.1}-{:.1})",
+                            s.median_elapsed_ms, s.min_elapsed_ms, s.max_elapsed_ms
+                        )
+                    },
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  {}",
+                row.vms,
+                row.runs,
+                side(&row.off),
+                side(&row.on),
+                row.ratio
+                    .map_or_else(|| "-".to_string(), |r| format!("{r:.3}x")),
+                row.trace_bytes_per_vm
+                    .map_or_else(|| "-".to_string(), |b| format!("{b:.0}")),
+                row.verdict
+            );
+        }
+    }
+    let trace = &report.trace;
+    if trace.live_ms.is_some() {
+        let _ = writeln!(
+            out,
+            "\ntrace of `vmfleet run --record` of {} VMs x {} vCPUs, replayed by `vmfleet replay`: \
+             {} events, {} bytes; live {} ms, replay {} ms; run peak memory {} MiB",
+            trace.vms,
+            report.vcpus_per_vm,
+            opt(trace.events.map(|e| e as f64), 0),
+            opt(trace.trace_bytes.map(|e| e as f64), 0),
+            opt(trace.live_ms, 1),
+            opt(trace.replay_ms, 1),
+            opt(trace.run_peak_memory_mib, 1),
         );
     }
     let _ = writeln!(out);
     for (name, figure) in [
+        ("trace bytes per VM".to_string(), &trace.bytes_per_vm),
         (
-            format!("scale ({SCALE_VMS} VMs x {} vCPUs)", report.vcpus_per_vm),
+            "replay events per second".to_string(),
+            &trace.replay_events_per_second,
+        ),
+        ("replay time / live time".to_string(), &trace.replay_vs_live),
+        ("replay peak memory".to_string(), &trace.replay_peak_memory),
+        (
+            format!(
+                "scale ({} VMs x {} vCPUs)",
+                report.scale_vms, report.vcpus_per_vm
+            ),
             &report.scale,
         ),
         (
-            "supervisor memory per running VM".to_string(),
+            format!("supervisor memory per running VM, {} VMs", report.scale_vms),
             &report.memory_per_vm,
         ),
         (
@@ -111,9 +178,10 @@ pub fn table(report: &BenchReport) -> String {
             &report.baseline,
         ),
     ] {
-        let value = figure
-            .value
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} {}", figure.unit));
+        let value = figure.value.map_or_else(
+            || "-".to_string(),
+            |v| format!("{} {}", significant(v), figure.unit),
+        );
         let _ = writeln!(
             out,
             "{name}: {value} (target {}): {}",
@@ -121,4 +189,18 @@ pub fn table(report: &BenchReport) -> String {
         );
     }
     out
+}
+
+/// `value` with `decimals` decimals, or `-`.
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// `v` with one decimal, or more for a value below 1 (a ratio such as 0.004).
+fn significant(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1.0 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.1}")
+    }
 }

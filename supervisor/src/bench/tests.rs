@@ -5,6 +5,13 @@ use std::io;
 use std::path::Path;
 
 #[test]
+fn status_lines_are_parsed() {
+    let status = "VmHWM:\t   5000 kB\nVmRSS:\t    2132 kB\n";
+    assert_eq!(parse_status_bytes(status, "VmHWM:"), Some(5000 * 1024));
+    assert_eq!(parse_status_bytes(status, "VmPeak:"), None);
+}
+
+#[test]
 fn vm_rss_is_parsed() {
     let status = "Name:\tvmfleet\nVmPeak:\t  10000 kB\nVmRSS:\t    2132 kB\nRssAnon:\t 144 kB\n";
     assert_eq!(parse_vm_rss(status), Some(2132 * 1024));
@@ -68,6 +75,7 @@ fn samples_give_rates() {
     assert_eq!(side.vms_per_second, [40.0, 20.0, 100.0]);
     assert_eq!(side.median_vms_per_second, 40.0);
     assert_eq!(side.median_elapsed_ms, 250.0);
+    assert_eq!((side.min_elapsed_ms, side.max_elapsed_ms), (100.0, 500.0));
     assert_eq!(StartSide::from_samples(&[]), None);
 }
 
@@ -117,6 +125,23 @@ fn options_are_checked() {
             start_only: true,
             ..Default::default()
         },
+        BenchOptions {
+            record_only: true,
+            floor_only: true,
+            ..Default::default()
+        },
+        BenchOptions {
+            record_counts: vec![0],
+            ..Default::default()
+        },
+        BenchOptions {
+            scale_vms: 0,
+            ..Default::default()
+        },
+        BenchOptions {
+            trace_vms: MAX_COUNT + 1,
+            ..Default::default()
+        },
     ] {
         let error = bad.check().unwrap_err();
         assert!(matches!(error, BenchError::Options(_)), "{error}");
@@ -128,6 +153,8 @@ fn report(verdict: Verdict) -> BenchReport {
         vms_per_second: vec![100.0],
         median_vms_per_second: 100.0,
         median_elapsed_ms: 10.0,
+        min_elapsed_ms: 9.0,
+        max_elapsed_ms: 11.0,
     };
     let skipped = Figure {
         value: None,
@@ -148,10 +175,21 @@ fn report(verdict: Verdict) -> BenchReport {
             vms: 1,
             floor: side.clone(),
             floor_phases: PhaseMedians::default(),
-            vmfleet: Some(side),
+            vmfleet: Some(side.clone()),
             ratio: Some(1.0),
+            verdict: verdict.clone(),
+        }],
+        record: vec![RecordRow {
+            vms: 100,
+            runs: 10,
+            off: Some(side.clone()),
+            on: Some(side.clone()),
+            ratio: Some(1.01),
+            trace_bytes_per_vm: Some(4000.0),
             verdict,
         }],
+        trace: super::record::trace_figures(1000, false),
+        scale_vms: 1000,
         scale: skipped.clone(),
         memory_per_vm: skipped.clone(),
         stop_latency: skipped.clone(),
@@ -173,17 +211,29 @@ fn misses_and_failures_count_not_built_does_not() {
 
 #[test]
 fn the_table_names_every_figure() {
-    let text = table(&report(Verdict::Met));
+    let mut report_met = report(Verdict::Met);
+    report_met.trace.live_ms = Some(1000.0);
+    report_met.trace.replay_ms = Some(10.0);
+    let text = table(&report_met);
+    // Not measured: no trace line (its figures still say they were skipped).
+    assert!(!table(&report(Verdict::Met)).contains("trace of"));
     for needle in [
         "kvm_pvm",
         "start: nothing -> first guest exit",
         "1.00x",
-        "scale (500 VMs x 2 vCPUs)",
+        "scale (1000 VMs x 2 vCPUs)",
         "supervisor memory per running VM",
         "stop latency",
         "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",
         "pause answered after an abandoned wait",
         "skipped (not asked for)",
+        "recording: vmfleet's start recorded to a trace vs not",
+        "1.010x",
+        "trace of `vmfleet run --record` of 1000 VMs x 2 vCPUs",
+        "trace bytes per VM",
+        "replay events per second",
+        "replay time / live time",
+        "replay peak memory",
     ] {
         assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
     }
@@ -200,4 +250,28 @@ fn the_baseline_figure_settles_a_mixed_fleet_of_fingerprints() {
     assert_ne!(docs[0], docs[2], "the copies differ");
     let took = super::vmfleet_baseline(9).unwrap();
     assert!(took > std::time::Duration::ZERO);
+}
+
+#[test]
+fn plot_writes_an_svg_chart_per_measured_group() {
+    let dir = std::env::temp_dir().join(format!("vmfleet-bench-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = report(Verdict::Met);
+    let written = plot(&report, &dir.join("charts")).expect("charts");
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // The trace was not measured: no replay chart.
+    assert_eq!(names, ["start.svg", "record.svg"]);
+    report.trace.live_ms = Some(1000.0);
+    report.trace.replay_ms = Some(10.0);
+    let written = plot(&report, &dir.join("charts")).expect("charts");
+    assert_eq!(written.len(), 3);
+    for path in &written {
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{}", path.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,6 +20,14 @@ pub(super) fn bench_spec(
     vcpus: u32,
     repeats: u32,
 ) -> Result<crate::spec::FleetSpec, BenchError> {
+    Ok(crate::spec::parse(
+        &bench_spec_text(vms, vcpus, repeats),
+        "the bench fleet",
+    )?)
+}
+
+/// The text of [`bench_spec`]'s spec.
+pub(super) fn bench_spec_text(vms: u32, vcpus: u32, repeats: u32) -> String {
     let mut text = String::from("name = \"bench\"\n");
     for i in 0..vms {
         let _ = write!(
@@ -27,7 +35,7 @@ pub(super) fn bench_spec(
             "[[vm]]\nname = \"vm{i}\"\nvcpus = {vcpus}\nmemory_mib = 1\nprobe_repeats = {repeats}\n"
         );
     }
-    Ok(crate::spec::parse(&text, "the bench fleet")?)
+    text
 }
 
 /// KVM, opened for one figure (an error of the floor's kind: no usable KVM).
@@ -65,14 +73,72 @@ pub(super) fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> Be
 /// returns: every VM's start is answered once each of its vCPUs has left the guest once. Teardown
 /// is not timed. Not recorded, as `vmfleet run` without `--record`.
 pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartSample, BenchError> {
-    let spec = bench_spec(vms, vcpus_per_vm, 1)?;
-    let hv = kvm_backend()?;
+    Ok(vmfleet_start(vms, vcpus_per_vm, None)?.0)
+}
+
+/// [`vmfleet_start_to_first_exit`], recorded to the trace `trace` as `vmfleet run --record` records
+/// (the same recorder and trace writer, the backend's calls and the control requests; the file is
+/// replaced), with the trace's size and event count once it is closed. Creating the trace
+/// (header, host fingerprint) happens before the clock starts, as opening KVM does; closing it
+/// after the clock stops, as the teardown does.
+pub fn vmfleet_start_recorded(
+    vms: u32,
+    vcpus_per_vm: u32,
+    trace: &std::path::Path,
+) -> Result<(StartSample, recorder::WriteSummary), BenchError> {
+    let (sample, summary) = vmfleet_start(vms, vcpus_per_vm, Some(trace))?;
+    let summary = summary.ok_or_else(|| wrong("vmfleet", vms, "the trace was not written"))?;
+    Ok((sample, summary))
+}
+
+/// The start of [`vmfleet_start_to_first_exit`], recorded to `record` if given.
+fn vmfleet_start(
+    vms: u32,
+    vcpus_per_vm: u32,
+    record: Option<&std::path::Path>,
+) -> Result<(StartSample, Option<recorder::WriteSummary>), BenchError> {
+    let text = bench_spec_text(vms, vcpus_per_vm, 1);
+    let spec = crate::spec::parse(&text, "the bench fleet")?;
+    let kvm =
+        vcpu::hypervisor::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
+    let (hv, recorder, writer): (std::sync::Arc<dyn vcpu::Hypervisor>, _, _) = match record {
+        None => (std::sync::Arc::new(kvm), None, None),
+        Some(path) => {
+            let header = recorder::TraceHeader::new(
+                env!("CARGO_PKG_VERSION"),
+                vcpu::Hypervisor::arch(&kvm),
+                crate::host::fingerprint(&kvm),
+                recorder::JobInputs {
+                    command: crate::common::COMMAND_RUN.into(),
+                    spec_source: "the bench fleet".into(),
+                    spec_text: text.clone(),
+                },
+            );
+            let options = recorder::TraceOptions {
+                keep_events: false,
+                replace: true,
+            };
+            let (recorder, writer) = recorder::TraceWriter::create_with(path, &header, options)
+                .map_err(|e| {
+                    wrong(
+                        "vmfleet",
+                        vms,
+                        format!("creating the trace {}: {e}", path.display()),
+                    )
+                })?;
+            let hv = recorder::RecordingHypervisor::new(Box::new(kvm), recorder.clone());
+            (std::sync::Arc::new(hv), Some(recorder), Some(writer))
+        }
+    };
     let runtime = bench_runtime()?;
-    runtime.block_on(async {
+    let sample = runtime.block_on(async {
         let clock = Stopwatch::start();
-        let fleet = crate::fleet::Fleet::new(hv, &spec.name)
+        let mut fleet = crate::fleet::Fleet::new(hv, &spec.name)
             .await
             .map_err(|e| wrong("vmfleet", vms, e))?;
+        if let Some(recorder) = &recorder {
+            fleet = fleet.with_control_log(recorder.clone());
+        }
         let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
         let elapsed = clock.elapsed();
         let failed = started
@@ -87,11 +153,26 @@ pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartS
             vcpus_per_vm,
             elapsed,
         })
-    })
+    });
+    let summary = match writer {
+        Some(writer) => {
+            let path = writer.path().to_path_buf();
+            let summary = writer.finish().map_err(|e| {
+                wrong(
+                    "vmfleet",
+                    vms,
+                    format!("closing the trace {}: {e}", path.display()),
+                )
+            })?;
+            Some(summary)
+        }
+        None => None,
+    };
+    Ok((sample?, summary))
 }
 
 /// What one run of the scale fleet measured (shared by the scale and memory figures, so the
-/// 500-VM fleet is brought up once).
+/// scale fleet is brought up once).
 #[derive(Clone, Copy, Debug)]
 struct ScaleRun {
     vms: u32,

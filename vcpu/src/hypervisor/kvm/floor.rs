@@ -5,10 +5,10 @@
 //!
 //! [`Floor::start_to_first_exit`] issues the ioctls vmfleet's job issues for a VM of the default
 //! fleet spec (`supervisor/src/job.rs`; each VM's loop creates and configures its VM in
-//! `supervisor/src/fleet/vm_loop/setup.rs`), in the same order, on one thread:
+//! `supervisor/src/fleet/vm_loop/setup.rs`), in the same order, with the same parallelism:
 //!
-//! 1. `KVM_GET_SUPPORTED_CPUID`, once per run (the job asks once per job);
-//! 2. for each VM, one after the other:
+//! 1. `KVM_GET_SUPPORTED_CPUID`, once per run, on the calling thread (the job asks once per job);
+//! 2. for each VM, one thread of its own (as vmfleet's VM loop thread), all VMs at once:
 //!    - `KVM_CREATE_VM` (`kvm-ioctls` also asks `KVM_GET_VCPU_MMAP_SIZE` here, as it does for
 //!      vmfleet);
 //!    - [`StartWorkload::memory_size`] bytes of anonymous memory at guest-physical 0, registered as slot 0
@@ -17,12 +17,15 @@
 //!      ([`StartWorkload::cpuid_table`]; vmfleet's is `X86CpuModel::default().build(..)`, which
 //!      normalises the APIC ids per vCPU), `KVM_SET_CPUID2`, then `KVM_GET_CPUID2` (vmfleet reads
 //!      every table back);
+//!    - for each vCPU, one thread of its own (as vmfleet's vCPU thread, which its VM loop spawns
+//!      once the VM is configured, ahead of the start), waiting for the start;
 //!    - the workload's guest ([`StartWorkload::load`], given vCPU 0's read-back table), as the job
 //!      loads the probe guest;
 //!    - for each vCPU, the real-mode boot state (`KVM_GET_SREGS`, `KVM_SET_SREGS`,
 //!      `KVM_SET_REGS`), the very code vmfleet's backend runs for `SetBootState`;
-//!    - for each vCPU, `KVM_RUN` once: the guest runs until its first exit (for the probe guest,
-//!      its `OUT` of pass number 0 to its pass-begin port).
+//!    - each vCPU handed to its thread, which calls `KVM_RUN` once: the guest runs until its
+//!      first exit (for the probe guest, its `OUT` of pass number 0 to its pass-begin port); the
+//!      VM's thread joins them.
 //! 3. Every VM stays alive until the last vCPU has exited once, so that, as in vmfleet, all of
 //!    them exist at the same time; then all are closed (timed separately as teardown).
 //!
@@ -35,16 +38,21 @@
 //!
 //! Everything that is vmfleet rather than KVM: no [`crate::Hypervisor`]/[`crate::Vm`]/
 //! [`crate::Vcpu`] trait objects, no handles, no pre-run lock, no recorder, no drift checks, no
-//! reports, no threads and no async runtime. vmfleet runs each vCPU on its own thread; the floor
-//! runs the vCPUs one after the other on the calling thread, which on a host with few cores is
-//! the cheapest way to get every vCPU to its first exit.
+//! reports, no channels and no async runtime. The threads are vmfleet's shape (one per VM that
+//! creates and configures it, one per vCPU that runs it, with vmfleet's stack size
+//! [`THREAD_STACK`]) so that the start figure compares like with like: a floor that started the
+//! VMs one after the other would lose to vmfleet on any host with more than one core, and the
+//! ratio would say nothing about vmfleet's own cost.
 //!
 //! # What is timed
 //!
 //! [`FloorRun::elapsed`] runs from just before `KVM_GET_SUPPORTED_CPUID` to the first exit of the
 //! last vCPU. Opening `/dev/kvm` is not part of it (vmfleet opens it before its job, too), nor is
-//! the teardown ([`FloorRun::teardown`]). [`FloorRun::phases`] splits `elapsed` by step, summed
-//! over all VMs; the clock reads that splitting costs are a few per vCPU.
+//! the teardown ([`FloorRun::teardown`]). [`FloorRun::phases`] times each step on the thread that
+//! runs it and sums it over all VMs; as the VMs start in parallel, that sum can exceed `elapsed`
+//! (it is the time the steps took, not a split of the wall clock); the clock reads cost a few per
+//! vCPU. Spawning the threads is part of `elapsed` (vmfleet spawns its threads, too) but of no
+//! step.
 //!
 //! Only x86_64 hosts run the floor (the probe guest is x86 real-mode code); elsewhere
 //! [`Floor::open`] fails with [`FloorError::UnsupportedArch`].
@@ -62,6 +70,9 @@ pub use imp::Floor;
 #[cfg(target_arch = "x86_64")]
 pub use imp::start_to_first_exit;
 
+/// The stack of each VM and vCPU thread of a floor run: vmfleet's (`supervisor/src/fleet/vm_loop.rs`).
+pub const THREAD_STACK: usize = 256 << 10;
+
 /// One floor run: how long it took and what each vCPU's first exit was.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FloorRun {
@@ -71,7 +82,7 @@ pub struct FloorRun {
     pub vcpus_per_vm: u32,
     /// From just before `KVM_GET_SUPPORTED_CPUID` to the first exit of the last vCPU.
     pub elapsed: Duration,
-    /// `elapsed`, split by step and summed over every VM.
+    /// Each step's time, summed over every VM (may exceed `elapsed`: the VMs start in parallel).
     pub phases: FloorPhases,
     /// Closing every vCPU and VM fd and unmapping the guest memory (not part of `elapsed`).
     pub teardown: Duration,
@@ -100,7 +111,8 @@ impl FloorRun {
     }
 }
 
-/// Time spent in each step of a floor run, summed over all VMs (see the module docs).
+/// Time spent in each step of a floor run, each timed on its VM's thread and summed over all VMs
+/// (see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FloorPhases {
     /// `KVM_GET_SUPPORTED_CPUID` (once).
@@ -113,12 +125,29 @@ pub struct FloorPhases {
     pub create_vcpu: Duration,
     /// Building each vCPU's model, `KVM_SET_CPUID2` and `KVM_GET_CPUID2`.
     pub cpuid: Duration,
+    /// Spawning each vCPU's thread (it waits for the start, as vmfleet's do).
+    pub vcpu_threads: Duration,
     /// Writing the probe program and table into guest memory.
     pub load_guest: Duration,
     /// `KVM_GET_SREGS`, `KVM_SET_SREGS`, `KVM_SET_REGS`.
     pub boot_state: Duration,
-    /// `KVM_RUN` until the first exit.
+    /// Handing each vCPU to its thread, `KVM_RUN` until its first exit, joining the threads.
     pub first_run: Duration,
+}
+
+impl FloorPhases {
+    /// Add `other`'s time to each step.
+    pub fn add(&mut self, other: &FloorPhases) {
+        self.supported_cpuid += other.supported_cpuid;
+        self.create_vm += other.create_vm;
+        self.guest_memory += other.guest_memory;
+        self.create_vcpu += other.create_vcpu;
+        self.cpuid += other.cpuid;
+        self.vcpu_threads += other.vcpu_threads;
+        self.load_guest += other.load_guest;
+        self.boot_state += other.boot_state;
+        self.first_run += other.first_run;
+    }
 }
 
 /// One vCPU's first exit.
@@ -193,6 +222,15 @@ pub enum FloorError {
         #[source]
         source: WorkloadError,
     },
+
+    /// A VM's or vCPU's thread could not be started, or ended by panicking.
+    #[error("{stream}: {what}")]
+    Thread {
+        /// The VM or vCPU the thread was for.
+        stream: Stream,
+        /// What went wrong (the spawn error, or that the thread panicked).
+        what: String,
+    },
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -252,11 +290,12 @@ mod imp {
     }
 
     /// Bring `vms` VMs with `vcpus_per_vm` vCPUs each from nothing to `workload`'s first exit,
-    /// one after the other, keeping all of them alive until the last one has exited once (see the
-    /// module docs for exactly which ioctls, and what is timed).
+    /// each VM on a thread of its own and each vCPU's first run on a thread of its own, keeping
+    /// all of them alive until the last one has exited once (see the module docs for exactly
+    /// which ioctls, and what is timed).
     ///
     /// The first exits are returned, not judged: check them with
-    /// [`FloorRun::unexpected_first_exit`].
+    /// [`FloorRun::unexpected_first_exit`]. When several VMs fail, the error is the first VM's.
     pub fn start_to_first_exit(
         kvm: &Kvm,
         workload: &dyn StartWorkload,
@@ -276,24 +315,51 @@ mod imp {
             step: "KVM_GET_SUPPORTED_CPUID",
             source,
         })?;
-        let mut clock = Lap::new(start);
-        phases.supported_cpuid += clock.lap();
-        for index in 0..vms {
-            let vm = start_vm(
-                &RunInput {
-                    kvm,
-                    workload,
-                    supported: &supported,
-                },
-                VmId(index),
-                vcpus_per_vm,
-                &mut phases,
-                &mut clock,
-                &mut first_exits,
-            )?;
-            alive.push(vm);
-        }
+        phases.supported_cpuid = start.elapsed();
+        let input = RunInput {
+            kvm,
+            workload,
+            supported: &supported,
+        };
+        let started: Vec<Result<StartedVm, FloorError>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..vms)
+                .map(|index| {
+                    let vm = VmId(index);
+                    let input = &input;
+                    std::thread::Builder::new()
+                        .name(format!("floor-vm{index}"))
+                        .stack_size(THREAD_STACK)
+                        .spawn_scoped(scope, move || start_vm(input, vm, vcpus_per_vm))
+                        .map_err(|e| spawn_failed(Stream::Vm(vm), &e))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .enumerate()
+                .map(|(index, thread)| {
+                    thread?
+                        .join()
+                        .map_err(|_| panicked(Stream::Vm(VmId(index as u32))))?
+                })
+                .collect()
+        });
         let elapsed = start.elapsed();
+        let mut failed = None;
+        for vm in started {
+            match vm {
+                Ok(vm) => {
+                    phases.add(&vm.phases);
+                    first_exits.extend(vm.first_exits);
+                    alive.push(vm.vm);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
 
         let teardown = Instant::now();
         drop(alive);
@@ -307,6 +373,29 @@ mod imp {
             teardown,
             first_exits,
         })
+    }
+
+    /// One VM of a run, started by its thread: the VM, its steps' times, its vCPUs' first exits.
+    struct StartedVm {
+        vm: FloorVm,
+        phases: FloorPhases,
+        first_exits: Vec<FirstExit>,
+    }
+
+    /// A thread for `stream` could not be spawned.
+    fn spawn_failed(stream: Stream, error: &std::io::Error) -> FloorError {
+        FloorError::Thread {
+            stream,
+            what: format!("spawning its thread: {error}"),
+        }
+    }
+
+    /// The thread for `stream` panicked.
+    fn panicked(stream: Stream) -> FloorError {
+        FloorError::Thread {
+            stream,
+            what: "its thread panicked".into(),
+        }
     }
 
     /// A stopwatch that hands out the time since its last lap.
@@ -332,15 +421,11 @@ mod imp {
         supported: &'a CpuidTable,
     }
 
-    /// One VM from `KVM_CREATE_VM` to the first exit of each of its vCPUs.
-    fn start_vm(
-        input: &RunInput<'_>,
-        vm: VmId,
-        vcpus: u32,
-        phases: &mut FloorPhases,
-        clock: &mut Lap,
-        first_exits: &mut Vec<FirstExit>,
-    ) -> Result<FloorVm, FloorError> {
+    /// One VM from `KVM_CREATE_VM` to the first exit of each of its vCPUs, on the calling thread
+    /// (the VM's), each vCPU's `KVM_RUN` on a thread of its own.
+    fn start_vm(input: &RunInput<'_>, vm: VmId, vcpus: u32) -> Result<StartedVm, FloorError> {
+        let mut phases = FloorPhases::default();
+        let mut clock = Lap::new(Instant::now());
         let vm_step = |step, source| FloorError::Step {
             stream: Stream::Vm(vm),
             step,
@@ -405,27 +490,85 @@ mod imp {
             phases.cpuid += clock.lap();
         }
 
-        workload
-            // Always vCPU 0's table: a run has at least one vCPU (checked first).
-            .load(&floor_vm.memory, &vcpu0_held.unwrap_or_default())
-            .map_err(|source| FloorError::Guest { vm, source })?;
-        phases.load_guest += clock.lap();
+        // As vmfleet's VM loop does once its VM is configured: one thread per vCPU, spawned
+        // ahead of the start and waiting for it (here: for its vCPU's fd, handed over once the
+        // guest is loaded and every boot state set).
+        let vcpu0_held = vcpu0_held.unwrap_or_default();
+        let first_exits = std::thread::scope(|scope| {
+            let mut launches = Vec::with_capacity(vcpus as usize);
+            let mut threads = Vec::with_capacity(vcpus as usize);
+            for index in 0..vcpus {
+                let (launch, launched) = std::sync::mpsc::channel::<VcpuFd>();
+                let thread = std::thread::Builder::new()
+                    .name(format!("floor-vm{}-vcpu{index}", vm.0))
+                    .stack_size(THREAD_STACK)
+                    .spawn_scoped(scope, move || {
+                        // No fd: the VM failed before its start and the thread just ends.
+                        let mut fd = launched.recv().ok()?;
+                        let exit = exit::run(&mut fd);
+                        Some((fd, exit))
+                    })
+                    .map_err(|e| spawn_failed(Stream::Vcpu(vm, VcpuId(index)), &e))?;
+                launches.push(launch);
+                threads.push(thread);
+            }
+            phases.vcpu_threads += clock.lap();
 
-        let entry = workload.entry();
-        let boot = VcpuCall::SetBootState { entry };
-        for (index, fd) in floor_vm.vcpus.iter().enumerate() {
-            x86_64::set_boot_state(fd, &boot, entry)
-                .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
-        }
-        phases.boot_state += clock.lap();
+            workload
+                // Always vCPU 0's table: a run has at least one vCPU (checked first).
+                .load(&floor_vm.memory, &vcpu0_held)
+                .map_err(|source| FloorError::Guest { vm, source })?;
+            phases.load_guest += clock.lap();
 
-        for (index, fd) in floor_vm.vcpus.iter_mut().enumerate() {
-            let vcpu = VcpuId(index as u32);
-            let exit = exit::run(fd).map_err(|e| vcpu_step(vcpu, "KVM_RUN", e))?;
-            first_exits.push(FirstExit { vm, vcpu, exit });
-        }
+            let entry = workload.entry();
+            let boot = VcpuCall::SetBootState { entry };
+            for (index, fd) in floor_vm.vcpus.iter().enumerate() {
+                x86_64::set_boot_state(fd, &boot, entry)
+                    .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
+            }
+            phases.boot_state += clock.lap();
+
+            for (launch, fd) in launches.iter().zip(floor_vm.vcpus.drain(..)) {
+                // A thread that cannot take its fd has ended; joining it says why.
+                let _ = launch.send(fd);
+            }
+            let mut first_exits = Vec::with_capacity(vcpus as usize);
+            let mut failed = None;
+            for (index, thread) in threads.into_iter().enumerate() {
+                let vcpu = VcpuId(index as u32);
+                let stream = Stream::Vcpu(vm, vcpu);
+                match thread.join() {
+                    Ok(Some((fd, exit))) => {
+                        floor_vm.vcpus.push(fd);
+                        match exit {
+                            Ok(exit) => first_exits.push(FirstExit { vm, vcpu, exit }),
+                            Err(e) => {
+                                failed.get_or_insert(vcpu_step(vcpu, "KVM_RUN", e));
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        failed.get_or_insert(FloorError::Thread {
+                            stream,
+                            what: "its thread ended before it was handed its vCPU".into(),
+                        });
+                    }
+                    Err(_) => {
+                        failed.get_or_insert(panicked(stream));
+                    }
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(first_exits),
+            }
+        })?;
         phases.first_run += clock.lap();
-        Ok(floor_vm)
+        Ok(StartedVm {
+            vm: floor_vm,
+            phases,
+            first_exits,
+        })
     }
 
     /// `size` bytes of anonymous memory at guest-physical 0, mapped the way the backend maps a

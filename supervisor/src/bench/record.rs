@@ -1,0 +1,314 @@
+//! The recording figures of `vmfleet bench`: what recording costs a fleet's start (vmfleet's
+//! start with the real recorder writing a trace, against the same start unrecorded, interleaved),
+//! how big a fleet's trace is, and how fast and in how little memory it replays.
+//!
+//! The start is measured in this process, as the start figure is ([`vmfleet_start_recorded`]).
+//! The trace and replay figures run `vmfleet run --record` and then `vmfleet replay` of its trace
+//! as child processes (this executable), exactly as an operator does, so that each one's peak
+//! memory is its own: the children's `VmHWM` (`/proc/<pid>/status`) is sampled every
+//! [`PEAK_POLL`] until they exit.
+
+use super::figures::{Figure, RecordRow, StartSide, TraceFigures, Verdict};
+use super::measure::{StartSample, Stopwatch, parse_status_bytes, settle, thread_count};
+use super::vmfleet::{vmfleet_start_recorded, vmfleet_start_to_first_exit, wrong};
+use super::{BenchError, VCPUS_PER_VM, start_runs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The VM counts of the recording figure (`--record-counts`).
+pub const RECORD_COUNTS: [u32; 2] = [100, 1000];
+/// vmfleet's start recorded may take at most this many times as long as unrecorded (medians).
+pub const RECORD_TARGET_RATIO: f64 = 1.02;
+/// VMs of the fleet whose trace is measured and replayed (`--trace-vms`).
+pub const TRACE_VMS: u32 = 1000;
+/// A trace of 1,000 VMs x 2 vCPUs in at most 1 MiB: 1 MiB / 1,000 bytes per VM (rounded down).
+pub const TRACE_TARGET_BYTES_PER_VM: u64 = (1 << 20) / 1000;
+/// Replayed events per second, at least.
+pub const REPLAY_TARGET_EVENTS_PER_SECOND: f64 = 2e6;
+/// Replay time / live time, at most (replay at least 100x faster than the live run).
+pub const REPLAY_TARGET_RATIO: f64 = 0.01;
+/// Peak resident memory of `vmfleet replay`, at most.
+pub const REPLAY_TARGET_PEAK_BYTES: u64 = 64 << 20;
+/// How often a child's `VmHWM` is read while it runs.
+pub const PEAK_POLL: Duration = Duration::from_millis(2);
+/// A child that runs longer than this counts as hung.
+const CHILD_HANG: Duration = Duration::from_secs(600);
+
+/// A scratch directory of the recording figures, removed when dropped.
+pub(super) struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh scratch directory under the system's temporary directory.
+    pub(super) fn new(what: &str) -> Result<Scratch, BenchError> {
+        let dir = std::env::temp_dir().join(format!("vmfleet-bench-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(|e| {
+            BenchError::Failed(format!(
+                "creating the scratch directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Scratch(dir))
+    }
+
+    /// The directory.
+    pub(super) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The recording figure for `vms` VMs: unrecorded and recorded starts, interleaved (the order
+/// alternates run by run, so neither side always runs on a host the other just warmed or
+/// loaded), [`start_runs`] times each; the recorded start's trace size per VM (of its last run).
+pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
+    let runs = start_runs(vms, runs);
+    let measured = Scratch::new("record").and_then(|dir| {
+        let trace = dir.path().join("start.trace");
+        let (mut off, mut on, mut bytes) = (Vec::new(), Vec::new(), 0);
+        // Each run starts once the threads of the one before have ended.
+        let threads = thread_count();
+        for run in 0..runs {
+            let mut recorded = || -> Result<StartSample, BenchError> {
+                let (sample, summary) = vmfleet_start_recorded(vms, VCPUS_PER_VM, &trace)?;
+                settle(threads);
+                bytes = summary.bytes;
+                Ok(sample)
+            };
+            let unrecorded = || -> Result<StartSample, BenchError> {
+                let sample = vmfleet_start_to_first_exit(vms, VCPUS_PER_VM)?;
+                settle(threads);
+                Ok(sample)
+            };
+            if run % 2 == 0 {
+                off.push(unrecorded()?);
+                on.push(recorded()?);
+            } else {
+                on.push(recorded()?);
+                off.push(unrecorded()?);
+            }
+        }
+        Ok((off, on, bytes))
+    });
+    let (off, on, bytes) = match measured {
+        Ok(sides) => sides,
+        Err(e) => return RecordRow::failed(vms, runs, Verdict::from_error(&e)),
+    };
+    let (off, on) = (StartSide::from_samples(&off), StartSide::from_samples(&on));
+    let ratio = match (&off, &on) {
+        (Some(off), Some(on)) => Some(off.median_vms_per_second / on.median_vms_per_second),
+        _ => None,
+    };
+    RecordRow {
+        vms,
+        runs,
+        verdict: match ratio {
+            Some(ratio) => Verdict::judge(ratio <= RECORD_TARGET_RATIO),
+            None => Verdict::Failed("no usable runs".into()),
+        },
+        off,
+        on,
+        ratio,
+        trace_bytes_per_vm: Some(bytes as f64 / f64::from(vms.max(1))),
+    }
+}
+
+/// What [`vmfleet_record_and_replay`] measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecordedRun {
+    /// VMs of the recorded fleet.
+    pub vms: u32,
+    /// Events in its trace.
+    pub events: u64,
+    /// The trace's size in bytes.
+    pub bytes: u64,
+    /// `vmfleet run --record`: start to exit.
+    pub live: Duration,
+    /// Its peak resident memory (`VmHWM`), bytes.
+    pub live_peak: u64,
+    /// `vmfleet replay` of the trace: start to exit.
+    pub replay: Duration,
+    /// Its peak resident memory (`VmHWM`), bytes.
+    pub replay_peak: u64,
+}
+
+/// Run `vmfleet run --record` of `vms` VMs x `vcpus_per_vm` vCPUs of the probe guest (once each)
+/// as a child process, then `vmfleet replay` of its trace: each one's time from spawn to exit and
+/// peak memory, and the trace's size and events. The replay must succeed (exit status 0).
+pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<RecordedRun, BenchError> {
+    let dir = Scratch::new("trace")?;
+    let fail = |what: String| wrong("vmfleet", vms, what);
+    let (spec, trace) = (dir.path().join("fleet.toml"), dir.path().join("run.trace"));
+    // One entry per 1000 VMs (a spec's `count` goes up to 1000).
+    let mut text = String::from("name = \"bench\"\n");
+    let mut left = vms;
+    let mut entry = 0;
+    while left > 0 {
+        let count = left.min(1000);
+        left -= count;
+        text.push_str(&format!(
+            "[[vm]]\nname = \"vm{entry}\"\ncount = {count}\nvcpus = {vcpus_per_vm}\n\
+             memory_mib = 1\nprobe_repeats = 1\n"
+        ));
+        entry += 1;
+    }
+    std::fs::write(&spec, text).map_err(|e| fail(format!("writing {}: {e}", spec.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("finding the vmfleet executable: {e}")))?;
+    let mut run = Command::new(&exe);
+    run.arg("run").arg("--record").arg(&trace).arg(&spec);
+    let (live, live_peak) =
+        child(&mut run, &dir.path().join("run.err"), "vmfleet run").map_err(&fail)?;
+    let bytes = std::fs::metadata(&trace)
+        .map_err(|e| fail(format!("the trace {}: {e}", trace.display())))?
+        .len();
+    let events = recorder::Trace::open(&trace)
+        .map_err(|e| fail(format!("reading the trace {}: {e}", trace.display())))?
+        .events
+        .len() as u64;
+    let mut replay = Command::new(&exe);
+    replay.arg("replay").arg(&trace);
+    let (replay, replay_peak) = child(
+        &mut replay,
+        &dir.path().join("replay.err"),
+        "vmfleet replay",
+    )
+    .map_err(&fail)?;
+    Ok(RecordedRun {
+        vms,
+        events,
+        bytes,
+        live,
+        live_peak,
+        replay,
+        replay_peak,
+    })
+}
+
+/// Run `command` (stdout discarded, stderr to `log`) to its exit, which must be a success: the
+/// time from spawn to exit (within [`PEAK_POLL`]) and the peak of its `VmHWM`, read every
+/// [`PEAK_POLL`] while it runs.
+fn child(command: &mut Command, log: &Path, what: &str) -> Result<(Duration, u64), String> {
+    let stderr =
+        std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let clock = Stopwatch::start();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(hwm) = parse_status_bytes(&text, "VmHWM:") {
+                peak = peak.max(hwm);
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if clock.elapsed() < CHILD_HANG => std::thread::sleep(PEAK_POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} still running after {CHILD_HANG:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
+        }
+    };
+    let took = clock.elapsed();
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{what} exited with {status}: {}", tail.join(" | ")));
+    }
+    if peak == 0 {
+        return Err(format!(
+            "{what}: no VmHWM read from {}",
+            status_file.display()
+        ));
+    }
+    Ok((took, peak))
+}
+
+/// The trace and replay figures of a fleet of `vms` VMs, measured if `wanted`.
+pub(super) fn trace_figures(vms: u32, wanted: bool) -> TraceFigures {
+    let figure = |unit, target: String| Figure {
+        value: None,
+        unit,
+        target,
+        verdict: Verdict::Skipped,
+    };
+    let mut figures = TraceFigures {
+        vms,
+        events: None,
+        trace_bytes: None,
+        live_ms: None,
+        replay_ms: None,
+        run_peak_memory_mib: None,
+        bytes_per_vm: figure(
+            "bytes",
+            format!(
+                "<= {TRACE_TARGET_BYTES_PER_VM} bytes per VM (1 MiB per 1,000 VMs x {VCPUS_PER_VM} vCPUs)"
+            ),
+        ),
+        replay_events_per_second: figure(
+            "events/s",
+            format!(">= {REPLAY_TARGET_EVENTS_PER_SECOND:.0} events/s"),
+        ),
+        replay_vs_live: figure(
+            "x",
+            format!("<= {REPLAY_TARGET_RATIO} (replay at least 100x faster than live)"),
+        ),
+        replay_peak_memory: figure("MiB", format!("<= {} MiB", REPLAY_TARGET_PEAK_BYTES >> 20)),
+    };
+    if !wanted {
+        return figures;
+    }
+    let run = match vmfleet_record_and_replay(vms, VCPUS_PER_VM) {
+        Ok(run) => run,
+        Err(e) => {
+            let verdict = Verdict::from_error(&e);
+            for f in figures.all_mut() {
+                f.verdict = verdict.clone();
+            }
+            return figures;
+        }
+    };
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    let replay_s = run.replay.as_secs_f64();
+    figures.events = Some(run.events);
+    figures.trace_bytes = Some(run.bytes);
+    figures.live_ms = Some(run.live.as_secs_f64() * 1e3);
+    figures.replay_ms = Some(replay_s * 1e3);
+    figures.run_peak_memory_mib = Some(mib(run.live_peak));
+    let per_vm = run.bytes as f64 / f64::from(vms.max(1));
+    figures
+        .bytes_per_vm
+        .set(per_vm, per_vm <= TRACE_TARGET_BYTES_PER_VM as f64);
+    let rate = if replay_s > 0.0 {
+        run.events as f64 / replay_s
+    } else {
+        f64::INFINITY
+    };
+    figures
+        .replay_events_per_second
+        .set(rate, rate >= REPLAY_TARGET_EVENTS_PER_SECOND);
+    let ratio = replay_s / run.live.as_secs_f64().max(f64::MIN_POSITIVE);
+    figures
+        .replay_vs_live
+        .set(ratio, ratio <= REPLAY_TARGET_RATIO);
+    figures.replay_peak_memory.set(
+        mib(run.replay_peak),
+        run.replay_peak <= REPLAY_TARGET_PEAK_BYTES,
+    );
+    figures
+}
