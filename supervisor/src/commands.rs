@@ -233,11 +233,40 @@ pub struct ReplayOutcome {
 /// `serve` trace's API requests), each through the same [`Fleet::handle`]. Every reply must be
 /// the recorded one, and every backend call must match the trace, stream by stream.
 pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
-    let command = trace.header.job.command.as_str();
+    trace.require_complete()?;
+    let replay =
+        ReplayHypervisor::from_events(trace.header.guest_arch, trace.events.iter().cloned());
+    replay_on(
+        &trace.header,
+        trace.control_events().cloned().collect(),
+        replay,
+        spec,
+    )
+}
+
+/// [`replay_trace`], taking the trace: its events move into the replay backend rather than being
+/// copied, so a large trace is held once (what `vmfleet replay` does).
+pub fn replay_trace_owned(mut trace: Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
+    trace.require_complete()?;
+    let control: Vec<Event> = trace.control_events().cloned().collect();
+    let events = std::mem::take(&mut trace.events);
+    let replay = ReplayHypervisor::from_events(trace.header.guest_arch, events);
+    replay_on(&trace.header, control, replay, spec)
+}
+
+/// The replay itself, on a backend built from the trace's events; `control` are the trace's
+/// control events, in order.
+fn replay_on(
+    header: &TraceHeader,
+    control: Vec<Event>,
+    replay: ReplayHypervisor,
+    spec: &FleetSpec,
+) -> Result<ReplayOutcome> {
+    let command = header.job.command.as_str();
     if command != COMMAND_RUN && command != COMMAND_SERVE {
         bail!("the trace records a `{command}` job; this vmfleet replays `run` and `serve` jobs");
     }
-    let recorded: Vec<&Event> = trace.control_events().collect();
+    let recorded: Vec<&Event> = control.iter().collect();
     let requests: Vec<Request> = recorded
         .iter()
         .map(|e| match &e.call {
@@ -248,7 +277,6 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
             )),
         })
         .collect::<Result<_>>()?;
-    let replay = ReplayHypervisor::new(trace)?;
     let monitor = replay.monitor();
     let recorder = Recorder::in_memory();
     let hv: Arc<dyn Hypervisor> =
@@ -280,7 +308,7 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
         Err(e) => return Err(e),
     };
     let transcript = match (&report, &divergence) {
-        (Some(report), None) => Some(report::transcript(report, &trace.header.host, &events)),
+        (Some(report), None) => Some(report::transcript(report, &header.host, &events)),
         _ => None,
     };
     Ok(ReplayOutcome {
@@ -369,7 +397,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
             .context("the fleet spec stored in the trace header")
             .or_status(Status::BadInput)?
     };
-    let outcome = replay_trace(&trace, &spec)?;
+    let outcome = replay_trace_owned(trace, &spec)?;
     if let Some(divergence) = &outcome.divergence {
         crate::note!(
             "vmfleet: replay of {} diverged from the trace",
