@@ -39,6 +39,7 @@ pub mod socket;
 pub mod spec;
 pub mod template_cmd;
 pub mod term;
+pub mod trace_cmd;
 
 /// The built-in demo fleet `vmfleet run` runs when given no spec.
 pub const DEMO_FLEET: &str = include_str!("demo.toml");
