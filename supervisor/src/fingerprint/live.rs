@@ -133,12 +133,8 @@ pub fn default_model_write(
         .build(supported, 0, 1)
         .context("building the default model from the supported table")?
         .table;
-    let (vm, vcpu) = scratch(kvm)?;
-    let write = vcpu
-        .set_cpuid(&written)
-        .context("KVM_SET_CPUID2 then KVM_GET_CPUID2 on the scratch vCPU");
-    destroy(&vm, &vcpu);
-    Ok((written, write?.held))
+    let held = write_and_read(kvm, &written)?;
+    Ok((written, held))
 }
 
 fn arm64_facts(kvm: &KvmHypervisor) -> Result<Arm64Facts> {

@@ -23,7 +23,7 @@
 use super::HostFacts;
 use super::arm64::init_facts;
 use super::migrate::x86_guest_view;
-use super::template::{bit_name, check_template, forced_bit, is_feature_register};
+use super::template::{Forced, bit_name, check_template, forced_in, is_feature_register};
 use crate::hypervisor::cpuid::{CpuidReg, CpuidTable};
 use crate::hypervisor::ids::GuestArch;
 use crate::model::arm64::fields::{self, FieldCheck, FieldRef, SafeType};
@@ -175,6 +175,10 @@ fn x86(hosts: &[&HostFacts], out: &mut Baseline) -> Result<(), BaselineError> {
         if (leaf, subleaf, reg) == (1, 0, CpuidReg::Edx) {
             skip |= 1 << 28;
         }
+        let forced: Vec<Forced> = hosts
+            .iter()
+            .map(|h| forced_in(h, leaf, subleaf, reg))
+            .collect();
         let mut bits = TriState::host(32);
         for bit in (0..32).filter(|b| skip & (1 << b) == 0) {
             let values: Vec<u64> = entries
@@ -182,7 +186,7 @@ fn x86(hosts: &[&HostFacts], out: &mut Baseline) -> Result<(), BaselineError> {
                 .map(|e| u64::from(e.reg(reg) >> bit & 1))
                 .collect();
             let forced_on: Vec<usize> = (0..hosts.len())
-                .filter(|&i| forced_bit(hosts[i], leaf, subleaf, reg, bit) == Some(true))
+                .filter(|&i| forced[i].bit(bit) == Some(true))
                 .collect();
             let all = values.iter().all(|&v| v == 1);
             if !all && !forced_on.is_empty() {

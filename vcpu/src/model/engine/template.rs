@@ -33,7 +33,7 @@ use crate::model::arm64::validate::{Arm64Refusal, Verdict, judge_before_run};
 use crate::model::arm64::{Arm64ModelSpec, plan, reg_id};
 use crate::model::template::CpuTemplate;
 use crate::model::x86::catalog::{self, CATALOG};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a host cannot give one bit or field of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,21 +145,39 @@ pub fn bit_name(leaf: u32, subleaf: u32, reg: CpuidReg, bit: u32) -> String {
     }
 }
 
-/// The value the host forces bit `bit` of a register to after `KVM_SET_CPUID2`, if it does.
-pub fn forced_bit(
-    facts: &HostFacts,
-    leaf: u32,
-    subleaf: u32,
-    reg: CpuidReg,
-    bit: u32,
-) -> Option<bool> {
-    let m = 1u32 << bit;
+/// The bits of one CPUID register the host holds at a value of its own after `KVM_SET_CPUID2`
+/// (its measured rewrites), gathered in one pass over them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forced {
+    /// The bits the host forces.
+    pub mask: u32,
+    /// Their values (only the bits of `mask`).
+    pub value: u32,
+}
+
+impl Forced {
+    /// The value the host forces `bit` to, if it does.
+    pub fn bit(&self, bit: u32) -> Option<bool> {
+        let m = 1u32 << bit;
+        (self.mask & m != 0).then_some(self.value & m != 0)
+    }
+}
+
+/// What the host `facts` describe forces of register `reg` of leaf `leaf`, subleaf `subleaf`
+/// (the first rewrite that names a bit decides it).
+pub fn forced_in(facts: &HostFacts, leaf: u32, subleaf: u32, reg: CpuidReg) -> Forced {
     facts
         .x86
         .rewrites
         .iter()
-        .find(|r| r.function == leaf && r.index == subleaf && r.register == reg && r.mask & m != 0)
-        .map(|r| r.value & m != 0)
+        .filter(|r| r.function == leaf && r.index == subleaf && r.register == reg)
+        .fold(Forced::default(), |forced, r| {
+            let new = r.mask & !forced.mask;
+            Forced {
+                mask: forced.mask | new,
+                value: forced.value | r.value & new,
+            }
+        })
 }
 
 fn check_x86(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
@@ -210,8 +228,12 @@ fn check_x86(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
                 .into(),
         );
     }
+    let mut forced_regs: BTreeMap<(u32, u32, CpuidReg), Forced> = BTreeMap::new();
     for (leaf, subleaf, reg, bit) in fixed {
         let m = 1u32 << bit;
+        let forced = *forced_regs
+            .entry((leaf, subleaf, reg))
+            .or_insert_with(|| forced_in(facts, leaf, subleaf, reg));
         let Some(entry) = built.table.lookup(leaf, subleaf) else {
             // A hidden feature whose leaf the host lacks: the guest does not see it anyway.
             continue;
@@ -227,7 +249,7 @@ fn check_x86(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
             rule,
             kind,
         };
-        match forced_bit(facts, leaf, subleaf, reg, bit) {
+        match forced.bit(bit) {
             Some(forced) if forced != requested => out.problems.push(problem(
                 forced,
                 format!(
