@@ -383,52 +383,66 @@ fn plausible_frame_start(rest: &[u8]) -> bool {
     }
 }
 
+/// Where reading stopped at damage: at byte `pos`, after `events` whole events.
+fn corrupt_at(pos: usize, events: &[Event], problem: Corruption) -> TraceEnd {
+    TraceEnd::Corrupt {
+        offset: pos as u64,
+        whole_events: events.len() as u64,
+        problem,
+    }
+}
+
+/// Append `event` if its sequence number follows on (every format numbers events 0, 1, ...).
+fn push_in_sequence(events: &mut Vec<Event>, event: Event) -> Result<(), Corruption> {
+    let expected = events.len() as u64;
+    if event.seq != expected {
+        return Err(Corruption::OutOfSequence {
+            expected,
+            found: event.seq,
+        });
+    }
+    events.push(event);
+    Ok(())
+}
+
+/// How a trace whose end record (in the frame at `at`, the next frame at `next`) says
+/// `end_says` events ends, after `events` were read from `bytes`: complete, or damaged.
+fn end_verdict(bytes: &[u8], at: usize, next: usize, events: &[Event], end_says: u64) -> TraceEnd {
+    let read = events.len() as u64;
+    if end_says != read {
+        return corrupt_at(at, events, Corruption::EndCountMismatch { end_says, read });
+    }
+    if next < bytes.len() {
+        let problem = Corruption::DataAfterEnd {
+            bytes: (bytes.len() - next) as u64,
+        };
+        return corrupt_at(next, events, problem);
+    }
+    TraceEnd::Complete { events: read }
+}
+
 /// Format 3: the blocks after the header, from `pos`, each decoded whole
 /// ([`crate::block::decode_block`]); a block cut short gives its whole events and the trace ends
 /// there. How the trace ends.
 fn read_blocks(bytes: &[u8], mut pos: usize, events: &mut Vec<Event>) -> TraceEnd {
-    let stop = |pos: usize, events: &Vec<Event>, problem| TraceEnd::Corrupt {
-        offset: pos as u64,
-        whole_events: events.len() as u64,
-        problem,
-    };
     // Append a block's events, refusing any that do not follow on.
     let take = |decoded: Vec<Event>, events: &mut Vec<Event>| -> Result<(), Corruption> {
-        for event in decoded {
-            let expected = events.len() as u64;
-            if event.seq != expected {
-                return Err(Corruption::OutOfSequence {
-                    expected,
-                    found: event.seq,
-                });
-            }
-            events.push(event);
-        }
-        Ok(())
+        decoded
+            .into_iter()
+            .try_for_each(|event| push_in_sequence(events, event))
     };
     loop {
         match next_frame(bytes, pos) {
             Frame::Whole { payload, next } => {
                 let block = crate::block::decode_block(payload, true);
                 if let Err(problem) = take(block.events, events) {
-                    return stop(pos, events, problem);
+                    return corrupt_at(pos, events, problem);
                 }
                 if let Some(reason) = block.problem {
-                    return stop(pos, events, Corruption::Undecodable { reason });
+                    return corrupt_at(pos, events, Corruption::Undecodable { reason });
                 }
                 if let Some(end_says) = block.end {
-                    let read = events.len() as u64;
-                    if end_says != read {
-                        let problem = Corruption::EndCountMismatch { end_says, read };
-                        return stop(pos, events, problem);
-                    }
-                    if next < bytes.len() {
-                        let problem = Corruption::DataAfterEnd {
-                            bytes: (bytes.len() - next) as u64,
-                        };
-                        return stop(next, events, problem);
-                    }
-                    return TraceEnd::Complete { events: read };
+                    return end_verdict(bytes, pos, next, events, end_says);
                 }
                 pos = next;
             }
@@ -444,7 +458,7 @@ fn read_blocks(bytes: &[u8], mut pos: usize, events: &mut Vec<Event>) -> TraceEn
                 if let Some(rest) = bytes.get(pos + FRAME_HEADER_LEN..) {
                     let block = crate::block::decode_block(rest, false);
                     if let Err(problem) = take(block.events, events) {
-                        return stop(pos, events, problem);
+                        return corrupt_at(pos, events, problem);
                     }
                 }
                 return TraceEnd::Truncated {
@@ -453,7 +467,7 @@ fn read_blocks(bytes: &[u8], mut pos: usize, events: &mut Vec<Event>) -> TraceEn
                     reason,
                 };
             }
-            Frame::Corrupt(problem) => return stop(pos, events, problem),
+            Frame::Corrupt(problem) => return corrupt_at(pos, events, problem),
         }
     }
 }
@@ -487,11 +501,6 @@ impl Trace {
         let header = read_preamble_and_header(bytes)?;
         let (header, mut pos) = header;
         let mut events = Vec::new();
-        let stop = |pos: usize, events: &Vec<Event>, problem| TraceEnd::Corrupt {
-            offset: pos as u64,
-            whole_events: events.len() as u64,
-            problem,
-        };
         if header.format_version >= BLOCK_FORMAT_VERSION {
             let end = read_blocks(bytes, pos, &mut events);
             return Ok(Trace {
@@ -517,34 +526,19 @@ impl Trace {
                         reason,
                     };
                 }
-                Frame::Corrupt(problem) => break stop(pos, &events, problem),
+                Frame::Corrupt(problem) => break corrupt_at(pos, &events, problem),
             };
             match decode_payload::<Record>(payload) {
-                Err(reason) => break stop(pos, &events, Corruption::Undecodable { reason }),
+                Err(reason) => {
+                    break corrupt_at(pos, &events, Corruption::Undecodable { reason });
+                }
                 Ok(Record::Event(event)) => {
-                    let expected = events.len() as u64;
-                    if event.seq != expected {
-                        let problem = Corruption::OutOfSequence {
-                            expected,
-                            found: event.seq,
-                        };
-                        break stop(pos, &events, problem);
+                    if let Err(problem) = push_in_sequence(&mut events, event) {
+                        break corrupt_at(pos, &events, problem);
                     }
-                    events.push(event);
                 }
                 Ok(Record::End { events: end_says }) => {
-                    let read = events.len() as u64;
-                    if end_says != read {
-                        let problem = Corruption::EndCountMismatch { end_says, read };
-                        break stop(pos, &events, problem);
-                    }
-                    if next < bytes.len() {
-                        let problem = Corruption::DataAfterEnd {
-                            bytes: (bytes.len() - next) as u64,
-                        };
-                        break stop(next, &events, problem);
-                    }
-                    break TraceEnd::Complete { events: read };
+                    break end_verdict(bytes, pos, next, &events, end_says);
                 }
             }
             pos = next;
