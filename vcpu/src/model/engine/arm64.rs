@@ -120,6 +120,15 @@ fn host_view(facts: &HostFacts, vm: &VmState, vcpu: VcpuId) -> HostView {
     view_of(facts, list, values, vm.writable_imp_id_regs)
 }
 
+/// Whether the host `facts` describe offers `KVM_CAP_ARM_WRITABLE_IMP_ID_REGS` (239): a VM that
+/// enables it may set MIDR_EL1, REVIDR_EL1 and AIDR_EL1.
+pub(super) fn offers_writable_imp_id_regs(facts: &HostFacts) -> bool {
+    facts
+        .capabilities
+        .iter()
+        .any(|&(cap, v)| cap == crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0)
+}
+
 /// The host view of a vCPU of the host `facts` describe whose register list and values after
 /// init are `list` and `values`: with the host's writable masks (the pre-6.7 rule without them)
 /// and its kernel probes.

@@ -27,8 +27,7 @@
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 use super::HostFacts;
-use super::arm64::{features_of, init_facts, view_of};
-use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
+use super::arm64::{features_of, init_facts, offers_writable_imp_id_regs, view_of};
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
@@ -283,10 +282,7 @@ fn template_values(
     list: &Vec<u64>,
     values: &BTreeMap<u64, u64>,
 ) -> Result<BTreeMap<u64, u64>, MigrateError> {
-    let offers_239 = from
-        .capabilities
-        .iter()
-        .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0);
+    let offers_239 = offers_writable_imp_id_regs(from);
     let view = view_of(
         from,
         Some(list),
@@ -370,10 +366,7 @@ fn policy_outcomes(
 /// The destination as a VM's planner sees it ([`view_of`]), with capability 239 if it offers it
 /// (a VM whose model sets MIDR_EL1 enables it).
 fn destination_view(to: &HostFacts, list: &Vec<u64>, values: &BTreeMap<u64, u64>) -> HostView {
-    let offers_239 = to
-        .capabilities
-        .iter()
-        .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0);
+    let offers_239 = offers_writable_imp_id_regs(to);
     view_of(to, Some(list), values.clone(), offers_239)
 }
 

@@ -21,8 +21,7 @@
 //! Must not: do I/O (it is part of [`crate::model`]).
 
 use super::HostFacts;
-use super::arm64::{init_facts, view_of};
-use crate::hypervisor::abi::KVM_CAP_ARM_WRITABLE_IMP_ID_REGS;
+use super::arm64::{init_facts, offers_writable_imp_id_regs, view_of};
 use crate::hypervisor::cpuid::CpuidReg;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::GuestArch;
@@ -306,10 +305,7 @@ fn check_arm64(template: &CpuTemplate, facts: &HostFacts) -> TemplateCheck {
                 .into(),
         );
     }
-    let offers_239 = facts
-        .capabilities
-        .iter()
-        .any(|&(cap, v)| cap == KVM_CAP_ARM_WRITABLE_IMP_ID_REGS && v != 0);
+    let offers_239 = offers_writable_imp_id_regs(facts);
     let mut list = list.cloned();
     if list.is_none() {
         // Without a list, the registers the fingerprint has values for stand in for it.
