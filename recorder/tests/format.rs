@@ -735,3 +735,36 @@ fn a_block_trace_stores_repeated_payloads_once() {
     assert!(trace.is_complete());
     assert_eq!(trace.events, recorder.events());
 }
+
+/// Format 3: a flipped byte anywhere after the header is damage (the block's checksum), never a
+/// cut and never different events.
+#[test]
+fn a_flipped_byte_in_a_block_trace_is_damage_never_different_events() {
+    let (bytes, events) = sample_trace_v3("flip-v3.trace");
+    let header_end = {
+        let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
+        PREAMBLE + 8 + len
+    };
+    for i in header_end..bytes.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= mask;
+            match Trace::from_bytes_lenient(&damaged) {
+                Err(e) => assert!(!e.is_cut_short(), "byte {i} ^ {mask:#x}: {e}"),
+                Ok(trace) => {
+                    // Damage is never mistaken for a cut: every byte is still there.
+                    assert!(
+                        matches!(trace.end, TraceEnd::Corrupt { .. }),
+                        "byte {i} ^ {mask:#x}: {}",
+                        trace.end
+                    );
+                    assert!(
+                        events.starts_with(&trace.events),
+                        "byte {i} ^ {mask:#x} changed the events"
+                    );
+                    assert!(Trace::from_bytes(&damaged).is_err(), "byte {i} ^ {mask:#x}");
+                }
+            }
+        }
+    }
+}
