@@ -1,4 +1,4 @@
-//! Format 3's blocks: the events after the header, grouped into blocks that are compressed with
+//! Formats 3 and 4's blocks: the events after the header, grouped into blocks that are compressed with
 //! zstd (pure Rust, `ruzstd`) and each decodable on its own.
 //!
 //! A block is one outer frame (length, CRC-32 of the compressed bytes, the compressed bytes, as
@@ -14,11 +14,25 @@
 //! - `Event { stream, dt_ns, payload }` is one event: its stream, its time as the difference from
 //!   the block's previous event (zig-zag varint: times are taken when an outcome is known, so they
 //!   may step back), and its payload's number; its sequence number is the previous one plus one;
-//! - `End { events }` closes the trace, as format 2's end frame.
+//! - `End { events }` closes the trace, as format 2's end frame;
+//! - format 4 adds `Sequence { payloads }`, which defines the block's next sequence number (0,
+//!   1, ...): a list of payload numbers, stored once per block however many batches repeat it
+//!   (every VM's vCPU 0 runs the same guest and exits the same way);
+//! - and `Batch { stream, at, opened, dt_ns, span_ns, sequence }`: a stream's consecutive `RUN`
+//!   events (a guest's exits, ~340 per vCPU of the built-in guest) as one record, the exits being
+//!   the sequence's payloads. It stands where its first `RUN` stood: before the block's `at`-th
+//!   `Event` record (batches before the same record in the order they opened, `opened`). Its first
+//!   and last exits keep their times (`dt_ns` from the block's previous event time, zig-zag as an
+//!   event's, and `span_ns` after it); the exits between get times spaced evenly between them. A
+//!   batch is written when its stream makes another call (so a stream's calls stay in order) or
+//!   when the block closes; a block cut by a crash therefore still reads back, stream by stream, to
+//!   its last whole record.
+//!
+//! Format 3 blocks are format 4 blocks without the last two records, so one decoder reads both.
 //!
 //! Integers are bincode varints. A block cut by a crash is decompressed as far as its bytes go,
 //! and its records read up to the last whole one: a trace cut anywhere reads back to its last
-//! whole event.
+//! whole record.
 //!
 //! Must not: know about files or threads (the writer and reader own those).
 
@@ -28,12 +42,13 @@ use crate::trace::Event;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read as _;
-use vcpu::{Outcome, Stream};
+use vcpu::{Outcome, Stream, VcpuCall};
 
 /// A block is closed once its uncompressed records reach this size (or when the writer flushes).
 pub const BLOCK_BYTES: usize = 1 << 20;
 
-/// One record inside a block (see the module).
+/// One record inside a block (see the module). New variants go at the end: a variant's number is
+/// its place.
 #[derive(Deserialize)]
 pub(crate) enum Inner {
     Block {
@@ -51,6 +66,17 @@ pub(crate) enum Inner {
     },
     End {
         events: u64,
+    },
+    Sequence {
+        payloads: Vec<u32>,
+    },
+    Batch {
+        stream: Stream,
+        at: u32,
+        opened: u32,
+        dt_ns: i64,
+        span_ns: i64,
+        sequence: u32,
     },
 }
 
@@ -74,6 +100,53 @@ enum InnerRef<'a> {
     End {
         events: u64,
     },
+    Sequence {
+        payloads: &'a [u32],
+    },
+    Batch {
+        stream: Stream,
+        at: u32,
+        opened: u32,
+        dt_ns: i64,
+        span_ns: i64,
+        sequence: u32,
+    },
+}
+
+/// A time difference as stored: times are whole microseconds (the recorder's), so a multiple of
+/// 1,000 ns is stored as microseconds times two (the varint a byte shorter), anything else as
+/// nanoseconds times two plus one.
+fn encode_dt(dt_ns: i64) -> i64 {
+    if dt_ns % 1000 == 0 {
+        dt_ns / 1000 * 2
+    } else {
+        dt_ns.wrapping_mul(2).wrapping_add(1)
+    }
+}
+
+/// The inverse of [`encode_dt`].
+fn decode_dt(stored: i64) -> i64 {
+    if stored % 2 == 0 {
+        stored / 2 * 1000
+    } else {
+        (stored - 1) / 2
+    }
+}
+
+/// Whether `event` joins its stream's batch: a `RUN` (a guest exit, or its failure).
+fn batches(event: &Event) -> bool {
+    matches!(event.call, TraceCall::Vcpu(VcpuCall::Run)) && matches!(event.stream, Stream::Vcpu(..))
+}
+
+/// A stream's consecutive `RUN`s, not yet written.
+struct OpenBatch {
+    /// `Event` records in the block before its first `RUN`.
+    at: u32,
+    /// Batches opened in the block before it.
+    opened: u32,
+    first_at: u64,
+    last_at: u64,
+    payloads: Vec<u32>,
 }
 
 /// Builds blocks from events.
@@ -83,12 +156,22 @@ pub(crate) struct BlockEncoder {
     buf: Vec<u8>,
     /// The open block's payloads, by their encoding.
     payloads: HashMap<Vec<u8>, u32>,
-    /// The time of the open block's previous event.
+    /// The open block's sequences, by their payload numbers.
+    sequences: HashMap<Vec<u32>, u32>,
+    /// Each stream's open batch.
+    open: HashMap<Stream, OpenBatch>,
+    /// `Event` records in the open block.
+    direct: u32,
+    /// Batches opened in the open block.
+    opened: u32,
+    /// `RUN`s waiting in open batches (for [`BlockEncoder::len`]).
+    waiting: usize,
+    /// The time of the open block's previous `Event` record.
     last_at: u64,
 }
 
 impl BlockEncoder {
-    /// Add `event` (whose `seq` follows the previous one's) to the open block.
+    /// Add `event` to the open block (events come in the order they were recorded).
     pub(crate) fn push_event(&mut self, event: &Event) -> Result<(), EncodeError> {
         if self.buf.is_empty() {
             self.push(&InnerRef::Block {
@@ -113,14 +196,30 @@ impl BlockEncoder {
                 next
             }
         };
-        let dt_ns = event.at_ns.wrapping_sub(self.last_at) as i64;
-        // Times are whole microseconds (the recorder's): store them so, the varint a byte shorter.
-        let dt_ns = if dt_ns % 1000 == 0 {
-            dt_ns / 1000 * 2
-        } else {
-            dt_ns * 2 + 1
-        };
+        if batches(event) {
+            let (at, opened) = (self.direct, self.opened);
+            let batch = self.open.entry(event.stream).or_insert_with(|| OpenBatch {
+                at,
+                opened,
+                first_at: event.at_ns,
+                last_at: event.at_ns,
+                payloads: Vec::new(),
+            });
+            if batch.payloads.is_empty() {
+                self.opened += 1;
+            }
+            batch.payloads.push(payload);
+            batch.last_at = event.at_ns;
+            self.waiting += 1;
+            return Ok(());
+        }
+        // The stream's other calls stay in order: its batch goes first.
+        if let Some(batch) = self.open.remove(&event.stream) {
+            self.write_batch(event.stream, batch)?;
+        }
+        let dt_ns = encode_dt(event.at_ns.wrapping_sub(self.last_at) as i64);
         self.last_at = event.at_ns;
+        self.direct += 1;
         self.push(&InnerRef::Event {
             stream: event.stream,
             dt_ns,
@@ -128,11 +227,44 @@ impl BlockEncoder {
         })
     }
 
+    /// Write `batch` of `stream`, defining its sequence if the block has not yet.
+    fn write_batch(&mut self, stream: Stream, batch: OpenBatch) -> Result<(), EncodeError> {
+        self.waiting -= batch.payloads.len();
+        let next = self.sequences.len() as u32;
+        let sequence = match self.sequences.get(&batch.payloads) {
+            Some(&n) => n,
+            None => {
+                self.push(&InnerRef::Sequence {
+                    payloads: &batch.payloads,
+                })?;
+                self.sequences.insert(batch.payloads, next);
+                next
+            }
+        };
+        self.push(&InnerRef::Batch {
+            stream,
+            at: batch.at,
+            opened: batch.opened,
+            dt_ns: encode_dt(batch.first_at.wrapping_sub(self.last_at) as i64),
+            span_ns: encode_dt(batch.last_at.wrapping_sub(batch.first_at) as i64),
+            sequence,
+        })
+    }
+
+    /// Write every open batch, in the order they opened.
+    fn write_open_batches(&mut self) -> Result<(), EncodeError> {
+        let mut open: Vec<(Stream, OpenBatch)> = self.open.drain().collect();
+        open.sort_by_key(|(_, batch)| batch.opened);
+        open.into_iter()
+            .try_for_each(|(stream, batch)| self.write_batch(stream, batch))
+    }
+
     /// Add the end record (after `events` events) to the open block.
     pub(crate) fn push_end(&mut self, events: u64) -> Result<(), EncodeError> {
         if self.buf.is_empty() {
             self.push(&InnerRef::Block { first_seq: events })?;
         }
+        self.write_open_batches()?;
         self.push(&InnerRef::End { events })
     }
 
@@ -145,9 +277,9 @@ impl BlockEncoder {
         Ok(())
     }
 
-    /// Uncompressed bytes in the open block.
+    /// Uncompressed bytes in the open block (an open batch's exits counted at two bytes each).
     pub(crate) fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + 2 * self.waiting
     }
 
     /// Whether the open block holds nothing.
@@ -157,12 +289,16 @@ impl BlockEncoder {
 
     /// Close the open block: its whole outer frame, compressed. The next event opens a new one.
     pub(crate) fn finish_block(&mut self) -> Result<Vec<u8>, EncodeError> {
+        self.write_open_batches()?;
         let compressed = ruzstd::encoding::compress_to_vec(
             &self.buf[..],
             ruzstd::encoding::CompressionLevel::Fastest,
         );
         self.buf.clear();
         self.payloads.clear();
+        self.sequences.clear();
+        self.direct = 0;
+        self.opened = 0;
         encode_raw_frame(&compressed)
     }
 }
@@ -173,6 +309,146 @@ pub(crate) struct Decoded {
     pub(crate) end: Option<u64>,
     /// Set when the block stopped early: why.
     pub(crate) problem: Option<String>,
+}
+
+/// A decoded batch, waiting for its place among the block's events.
+struct PlacedBatch {
+    at: u32,
+    opened: u32,
+    stream: Stream,
+    first_at: u64,
+    span_ns: i64,
+    sequence: u32,
+}
+
+type Payload = (TraceCall, Outcome, Option<String>);
+
+/// The records of a block, as read so far.
+#[derive(Default)]
+struct BlockRecords {
+    first_seq: Option<u64>,
+    payloads: Vec<Payload>,
+    sequences: Vec<Vec<u32>>,
+    /// `Event` records: stream, time, payload number.
+    direct: Vec<(Stream, u64, u32)>,
+    batches: Vec<PlacedBatch>,
+    at: u64,
+}
+
+impl BlockRecords {
+    /// Take one record; `Err` says why the block cannot be read past it.
+    fn take(&mut self, record: Inner) -> Result<Option<u64>, String> {
+        let first_seq = self.first_seq;
+        match record {
+            Inner::Block { first_seq } if self.first_seq.is_none() => {
+                self.first_seq = Some(first_seq)
+            }
+            Inner::Block { .. } => return Err("a block opens twice".into()),
+            _ if first_seq.is_none() => return Err("a block does not open with its number".into()),
+            Inner::Payload {
+                call,
+                outcome,
+                detail,
+            } => self.payloads.push((call, outcome, detail)),
+            Inner::Event {
+                stream,
+                dt_ns,
+                payload,
+            } => {
+                if payload as usize >= self.payloads.len() {
+                    return Err(format!(
+                        "an event refers to payload {payload}, which the block does not define"
+                    ));
+                }
+                self.at = self.at.wrapping_add(decode_dt(dt_ns) as u64);
+                self.direct.push((stream, self.at, payload));
+            }
+            Inner::End { events } => return Ok(Some(events)),
+            Inner::Sequence { payloads } => {
+                if let Some(p) = payloads
+                    .iter()
+                    .find(|&&p| p as usize >= self.payloads.len())
+                {
+                    return Err(format!(
+                        "a sequence refers to payload {p}, which the block does not define"
+                    ));
+                }
+                self.sequences.push(payloads);
+            }
+            Inner::Batch {
+                stream,
+                at,
+                opened,
+                dt_ns,
+                span_ns,
+                sequence,
+            } => {
+                if sequence as usize >= self.sequences.len() {
+                    return Err(format!(
+                        "a batch refers to sequence {sequence}, which the block does not define"
+                    ));
+                }
+                if at as usize > self.direct.len() {
+                    return Err(format!(
+                        "a batch stands before event record {at}, which the block has not reached"
+                    ));
+                }
+                self.batches.push(PlacedBatch {
+                    at,
+                    opened,
+                    stream,
+                    first_at: self.at.wrapping_add(decode_dt(dt_ns) as u64),
+                    span_ns: decode_dt(span_ns),
+                    sequence,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// The block's events in order: each batch's exits where its first stood.
+    fn into_events(mut self) -> Vec<Event> {
+        self.batches.sort_by_key(|b| (b.at, b.opened));
+        let Some(first_seq) = self.first_seq else {
+            return Vec::new();
+        };
+        let runs: usize = self
+            .batches
+            .iter()
+            .map(|b| self.sequences[b.sequence as usize].len())
+            .sum();
+        let mut events = Vec::with_capacity(self.direct.len() + runs);
+        let mut batches = self.batches.iter().peekable();
+        let event = |seq: usize, stream: Stream, at_ns: u64, payload: &Payload| Event {
+            seq: first_seq + seq as u64,
+            stream,
+            call: payload.0.clone(),
+            outcome: payload.1.clone(),
+            detail: payload.2.clone(),
+            at_ns,
+        };
+        for i in 0..=self.direct.len() {
+            while let Some(batch) = batches.next_if(|b| b.at as usize <= i) {
+                let exits = &self.sequences[batch.sequence as usize];
+                let gaps = exits.len().saturating_sub(1).max(1) as i128;
+                for (k, &p) in exits.iter().enumerate() {
+                    let offset = i128::from(batch.span_ns) * k as i128 / gaps;
+                    let at_ns = batch.first_at.wrapping_add(offset as u64);
+                    let payload = &self.payloads[p as usize];
+                    events.push(event(events.len(), batch.stream, at_ns, payload));
+                }
+            }
+            if let Some(&(stream, at_ns, p)) = self.direct.get(i) {
+                events.push(event(
+                    events.len(),
+                    stream,
+                    at_ns,
+                    &self.payloads[p as usize],
+                ));
+            }
+        }
+        events
+    }
 }
 
 /// Decompress `compressed` (a whole block, or the part of one a cut left) and read its inner
@@ -194,14 +470,8 @@ pub(crate) fn decode_block(compressed: &[u8], whole: bool) -> Decoded {
             }
         }
     }
-    let mut out = Decoded {
-        events: Vec::new(),
-        end: None,
-        problem,
-    };
-    let mut payloads: Vec<(TraceCall, Outcome, Option<String>)> = Vec::new();
-    let mut seq: Option<u64> = None;
-    let mut at: u64 = 0;
+    let mut records = BlockRecords::default();
+    let mut end = None;
     let mut pos = 0;
     while pos < raw.len() {
         let decoded = bincode::serde::decode_from_slice::<Inner, _>(
@@ -211,66 +481,34 @@ pub(crate) fn decode_block(compressed: &[u8], whole: bool) -> Decoded {
         let record = match decoded {
             Ok((record, used)) => {
                 pos += used;
-                Ok(record)
+                record
             }
             // A block cut short ends inside its last record: the records before it are whole.
             Err(_) if !whole => break,
-            Err(e) => Err(format!(
-                "cannot decode record at byte {pos} of the block: {e}"
-            )),
-        };
-        match record {
-            Ok(Inner::Block { first_seq }) if seq.is_none() => seq = Some(first_seq),
-            Ok(Inner::Payload {
-                call,
-                outcome,
-                detail,
-            }) => payloads.push((call, outcome, detail)),
-            Ok(Inner::Event {
-                stream,
-                dt_ns,
-                payload,
-            }) => {
-                let (Some(s), Some((call, outcome, detail))) =
-                    (seq, payloads.get(payload as usize))
-                else {
-                    out.problem = Some(format!(
-                        "an event refers to payload {payload}, which the block does not define"
-                    ));
-                    break;
-                };
-                // Even: microseconds; odd: nanoseconds (see the encoder).
-                let dt = if dt_ns % 2 == 0 {
-                    dt_ns / 2 * 1000
-                } else {
-                    (dt_ns - 1) / 2
-                };
-                at = at.wrapping_add(dt as u64);
-                out.events.push(Event {
-                    seq: s,
-                    stream,
-                    call: call.clone(),
-                    outcome: outcome.clone(),
-                    detail: detail.clone(),
-                    at_ns: at,
-                });
-                seq = Some(s + 1);
-            }
-            Ok(Inner::End { events }) => {
-                out.end = Some(events);
+            Err(e) => {
+                problem = Some(format!(
+                    "cannot decode record at byte {pos} of the block: {e}"
+                ));
                 break;
             }
-            Ok(Inner::Block { .. }) => {
-                out.problem = Some("a block opens twice".into());
+        };
+        match records.take(record) {
+            Ok(None) => {}
+            Ok(Some(events)) => {
+                end = Some(events);
                 break;
             }
             Err(reason) => {
-                out.problem = Some(reason);
+                problem = Some(reason);
                 break;
             }
         }
     }
-    out
+    Decoded {
+        events: records.into_events(),
+        end,
+        problem,
+    }
 }
 
 /// A whole trace in the current format: `header` (its version set to this crate's), `events`,

@@ -102,7 +102,7 @@ impl Recorder {
         let seq = state.next_seq;
         state.next_seq += 1;
         // Whole microseconds: what `trace show` prints, and a trace's times then cost a byte or
-        // two each (format 3 stores their differences).
+        // two each (formats 3 and 4 store their differences).
         let at_ns = u64::try_from(self.shared.start.elapsed().as_micros())
             .unwrap_or(u64::MAX / 1000)
             .saturating_mul(1000);

@@ -3,11 +3,14 @@
 mod common;
 
 use common::{header, scratch, table};
-use recorder::{Corruption, Cut, Event, Recorder, Trace, TraceEnd, TraceError, TraceWriter};
+use recorder::{
+    Corruption, Cut, Event, Recorder, Trace, TraceCall, TraceEnd, TraceError, TraceWriter,
+};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use vcpu::{
-    Call, Errno, Failure, Origin, Reply, Stream, SystemCall, VcpuCall, VcpuExit, VcpuId, VmCall,
-    VmId,
+    Call, Errno, Failure, Origin, Outcome, Reply, RunDecision, Stream, SystemCall, VcpuCall,
+    VcpuExit, VcpuId, VmCall, VmId,
 };
 
 const PREAMBLE: usize = 12;
@@ -514,14 +517,14 @@ fn an_unknown_format_version_is_named() {
             err,
             TraceError::UnsupportedVersion {
                 found: 7,
-                supported: 3
+                supported: recorder::FORMAT_VERSION
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "unsupported trace format version 7: this vmfleet reads versions 1 to 3"
+        "unsupported trace format version 7: this vmfleet reads versions 1 to 4"
     );
     bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
     assert!(matches!(
@@ -733,7 +736,135 @@ fn a_block_trace_stores_repeated_payloads_once() {
     );
     let trace = Trace::open(&path).unwrap();
     assert!(trace.is_complete());
-    assert_eq!(trace.events, recorder.events());
+    let recorded = recorder.events();
+    // One batch: the same calls, the first and last with their own times.
+    assert_eq!(by_stream(&trace.events), by_stream(&recorded));
+    assert_eq!(trace.events[0].at_ns, recorded[0].at_ns);
+    assert_eq!(trace.events[1999].at_ns, recorded[1999].at_ns);
+}
+
+/// A trace's calls, stream by stream, without times or sequence numbers: what format 4 keeps of
+/// a stream's consecutive `RUN`s (one batch, where its first stood).
+fn by_stream(events: &[Event]) -> BTreeMap<Stream, Vec<(TraceCall, Outcome, Option<String>)>> {
+    let mut streams: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for event in events {
+        streams.entry(event.stream).or_default().push((
+            event.call.clone(),
+            event.outcome.clone(),
+            event.detail.clone(),
+        ));
+    }
+    streams
+}
+
+/// Record a fleet's shape: two VMs of two vCPUs whose guests exit alike and interleave with each
+/// other and with VM calls, each vCPU ending with a call that closes its batch (or not).
+fn record_interleaved(recorder: &Recorder) {
+    let exit = |n: u8| {
+        Ok(Reply::Exit(VcpuExit::IoOut {
+            port: 0x511,
+            data: vec![n],
+        }))
+    };
+    for vm in 0..2 {
+        recorder.record(
+            Stream::Vm(VmId(vm)),
+            Call::Vm(VmCall::CreateVcpu { vcpu: VcpuId(0) }),
+            Ok(Reply::Done),
+            None,
+        );
+    }
+    for round in 0..40u8 {
+        for vm in 0..2 {
+            for vcpu in 0..2 {
+                let stream = Stream::Vcpu(VmId(vm), VcpuId(vcpu));
+                recorder.record(stream, Call::Vcpu(VcpuCall::Run), exit(round % 7), None);
+                if round == 20 && vcpu == 1 {
+                    recorder.record(
+                        stream,
+                        Call::Decision,
+                        Ok(Reply::Decision(RunDecision::Run)),
+                        None,
+                    );
+                }
+            }
+            if round % 10 == 0 {
+                recorder.record(
+                    Stream::Vm(VmId(vm)),
+                    Call::Vm(VmCall::Destroy),
+                    Ok(Reply::Done),
+                    None,
+                );
+            }
+        }
+    }
+    recorder.record(
+        Stream::Vcpu(VmId(0), VcpuId(0)),
+        Call::Vcpu(VcpuCall::Run),
+        Ok(Reply::Exit(VcpuExit::Hlt)),
+        None,
+    );
+    recorder.record(
+        Stream::Vcpu(VmId(0), VcpuId(0)),
+        Call::Vcpu(VcpuCall::Destroy),
+        Ok(Reply::Done),
+        None,
+    );
+}
+
+/// Format 4 stores a stream's consecutive `RUN`s as one batch where its first stood: every
+/// stream reads back with its calls in order, sequence numbers consecutive, and a trace cut at
+/// any byte reads back, stream by stream, to a prefix of what was recorded (never corrupt, never
+/// other calls).
+#[test]
+fn batched_runs_read_back_stream_by_stream_whole_and_cut_at_every_byte() {
+    let path = scratch("batches-v4.trace");
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header()).unwrap();
+    record_interleaved(&recorder);
+    writer.finish().unwrap();
+    let recorded = recorder.events();
+    let bytes = std::fs::read(&path).unwrap();
+    let whole = Trace::from_bytes(&bytes).unwrap();
+    assert_eq!(by_stream(&whole.events), by_stream(&recorded));
+    assert!(
+        whole
+            .events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64)
+    );
+    // A stream's first RUN keeps its time, and so does its last.
+    let runs = |events: &[Event], stream| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e.stream == stream && e.call == TraceCall::from(Call::Vcpu(VcpuCall::Run)))
+            .map(|e| e.at_ns)
+            .collect()
+    };
+    let stream = Stream::Vcpu(VmId(1), VcpuId(1));
+    let (read, written) = (runs(&whole.events, stream), runs(&recorded, stream));
+    assert_eq!(read.first(), written.first());
+    assert_eq!(read.last(), written.last());
+    let written_streams = by_stream(&recorded);
+    let header_end = {
+        let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
+        PREAMBLE + 8 + len
+    };
+    for cut in header_end..bytes.len() {
+        let trace = Trace::from_bytes_lenient(&bytes[..cut])
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert!(
+            !matches!(trace.end, TraceEnd::Corrupt { .. }),
+            "cut at {cut} read as corrupt: {}",
+            trace.end
+        );
+        for (stream, calls) in by_stream(&trace.events) {
+            assert!(
+                written_streams[&stream].starts_with(&calls),
+                "cut at {cut}: {stream} reads back other calls"
+            );
+        }
+    }
 }
 
 /// Format 3: a flipped byte anywhere after the header is damage (the block's checksum), never a

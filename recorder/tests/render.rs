@@ -212,7 +212,7 @@ fn show_text_lists_every_event_and_how_the_trace_ends() {
     let trace = write("show.trace", true);
     let text = show_text(&trace);
     assert!(
-        text.starts_with("trace format: 3\nvmfleet:      0.1.0-test\nguest arch:   x86_64\n"),
+        text.starts_with("trace format: 4\nvmfleet:      0.1.0-test\nguest arch:   x86_64\n"),
         "{text}"
     );
     assert!(text.contains("kvm module:   kvm_intel\n"), "{text}");

@@ -323,8 +323,9 @@ pub enum TraceCommand {
         #[arg(long = "call", value_name = "KIND")]
         calls: Vec<String>,
     },
-    /// Rewrite a trace in the current format (format 3: compressed blocks), events and times as
-    /// they were; a trace cut short stays cut short. Exit status: 0, 4 (bad_input) for a corrupt
+    /// Rewrite a trace in the current format (format 4: compressed blocks), each stream's calls
+    /// as they were (a stream's consecutive RUNs become one batch where the first stood, the exits
+    /// between its first and last getting even times); a trace cut short stays cut short. Exit status: 0, 4 (bad_input) for a corrupt
     /// or foreign trace, 5 (incomplete) when it was cut short (it is converted all the same), 10
     /// for an existing OUT without --force.
     Convert {
