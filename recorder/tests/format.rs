@@ -15,6 +15,12 @@ use vcpu::{
 
 const PREAMBLE: usize = 12;
 
+/// Where a trace's header frame ends (the first byte of its events).
+fn header_end(bytes: &[u8]) -> usize {
+    let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
+    PREAMBLE + 8 + len
+}
+
 /// Record a small but varied set of events into `recorder`.
 fn record_sample(recorder: &Recorder) {
     let vcpu = Stream::Vcpu(VmId(0), VcpuId(1));
@@ -679,10 +685,7 @@ fn end_marker_checks() {
 #[test]
 fn a_block_trace_cut_at_every_byte_reads_back_to_its_last_whole_event() {
     let (bytes, events) = sample_trace_v3("cut-v3.trace");
-    let header_end = {
-        let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
-        PREAMBLE + 8 + len
-    };
+    let header_end = header_end(&bytes);
     let mut most = 0;
     for cut in header_end..=bytes.len() {
         let trace = Trace::from_bytes_lenient(&bytes[..cut])
@@ -846,10 +849,7 @@ fn batched_runs_read_back_stream_by_stream_whole_and_cut_at_every_byte() {
     assert_eq!(read.first(), written.first());
     assert_eq!(read.last(), written.last());
     let written_streams = by_stream(&recorded);
-    let header_end = {
-        let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
-        PREAMBLE + 8 + len
-    };
+    let header_end = header_end(&bytes);
     for cut in header_end..bytes.len() {
         let trace = Trace::from_bytes_lenient(&bytes[..cut])
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
@@ -872,10 +872,7 @@ fn batched_runs_read_back_stream_by_stream_whole_and_cut_at_every_byte() {
 #[test]
 fn a_flipped_byte_in_a_block_trace_is_damage_never_different_events() {
     let (bytes, events) = sample_trace_v3("flip-v3.trace");
-    let header_end = {
-        let len = u32::from_le_bytes(bytes[PREAMBLE..PREAMBLE + 4].try_into().unwrap()) as usize;
-        PREAMBLE + 8 + len
-    };
+    let header_end = header_end(&bytes);
     for i in header_end..bytes.len() {
         for mask in [0x01u8, 0x80] {
             let mut damaged = bytes.clone();
