@@ -519,6 +519,7 @@ impl VmLoop {
             }
             Ok(Some(outcome)) => {
                 vcpu_report.exits = outcome.exits();
+                vcpu_report.exits_counted = outcome.counted();
                 vcpu_report.end = describe_end(outcome.end());
                 vcpu_report.run_end = run_end(outcome.end());
                 // A vCPU stopped before its guest finished one pass saw nothing to check; that
@@ -736,6 +737,7 @@ fn run_end(end: &ProbeEnd) -> RunEnd {
         ProbeEnd::Call(_) => RunEnd::CallFailed,
         ProbeEnd::ExitBudget => RunEnd::ExitBudget,
         ProbeEnd::Stopped => RunEnd::Stopped,
+        ProbeEnd::EndedBeyondBudget(_) => RunEnd::EndedBeyondBudget,
     }
 }
 
@@ -747,5 +749,9 @@ pub(super) fn describe_end(end: &ProbeEnd) -> String {
         ProbeEnd::Call(e) => format!("call failed: {e}"),
         ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
         ProbeEnd::Stopped => "stopped by request".into(),
+        ProbeEnd::EndedBeyondBudget(exit) => format!(
+            "ended past the record_exits budget ({exit}), where exits are counted, not decoded: \
+             the passes after the budget were not checked"
+        ),
     }
 }

@@ -142,6 +142,7 @@ fn drift_is_data_bit_by_bit_and_matches_the_lines() {
         guest: None,
         arm64_guest: None,
         exits: 0,
+        exits_counted: 0,
         end: String::new(),
         run_end: RunEnd::Halted,
         held: CpuidTable::default(),
