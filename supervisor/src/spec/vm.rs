@@ -7,8 +7,9 @@ use super::position::Source;
 use super::raw::{RawFleet, RawVm};
 use super::top::{TopLevel, check_name};
 use super::{
-    CpuSpec, DEFAULT_RECORD_EXITS, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS, MAX_MEMORY_MIB, MAX_PROBE_REPEATS,
-    MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run, arm64, template, x86,
+    CpuSpec, DEFAULT_RECORD_EXITS, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS,
+    MAX_MEMORY_MIB, MAX_PROBE_REPEATS, MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run,
+    arm64, template, x86,
 };
 use std::collections::HashMap;
 use toml::Spanned;

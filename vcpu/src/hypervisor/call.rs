@@ -341,19 +341,25 @@ impl ExitSummary {
     }
 }
 
+impl ExitSummary {
+    /// `INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: each kind in name order with its count,
+    /// and its digest when its exits carry data (not `HLT`, `SHUTDOWN`, `INTR`).
+    pub fn kinds_text(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|(name, kind)| match name.as_str() {
+                "HLT" | "SHUTDOWN" | "INTR" => format!("{name} x{}", kind.count),
+                _ => format!("{name} x{} (digest {:08x})", kind.count, kind.digest),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl fmt::Display for ExitSummary {
-    /// `COUNTED x1224567: IO_OUT x1224560 (digest 1a2b3c4d), INTR x7 (digest ...)`.
+    /// `COUNTED x1224567: INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "COUNTED x{}", self.runs)?;
-        for (i, (name, kind)) in self.kinds.iter().enumerate() {
-            let sep = if i == 0 { ": " } else { ", " };
-            write!(
-                f,
-                "{sep}{name} x{} (digest {:08x})",
-                kind.count, kind.digest
-            )?;
-        }
-        Ok(())
+        write!(f, "COUNTED x{}: {}", self.runs, self.kinds_text())
     }
 }
 
@@ -595,7 +601,10 @@ mod tests {
         assert_eq!(whole.kinds["IO_OUT"].count, 3);
         assert_ne!(io(1, 1).digest(), io(1, 2).digest());
         let text = whole.to_string();
-        assert!(text.starts_with("COUNTED x4: INTR x1 (digest "), "{text}");
+        assert!(
+            text.starts_with("COUNTED x4: INTR x1, IO_OUT x3 (digest "),
+            "{text}"
+        );
         assert!(text.contains(", IO_OUT x3 (digest "), "{text}");
     }
 }

@@ -499,7 +499,11 @@ mod tests {
             ..bounded(8)
         };
         let (outcome, _) = run_bounded(script, limits, &RunControl::new());
-        assert!(matches!(outcome.end, ProbeEnd::ExitBudget), "{}", outcome.end);
+        assert!(
+            matches!(outcome.end, ProbeEnd::ExitBudget),
+            "{}",
+            outcome.end
+        );
         assert_eq!((outcome.exits, outcome.counted), (12, 4));
     }
 
