@@ -16,8 +16,9 @@
 //! memory_mib = 16
 //! probe_repeats = 1         # 0 = probe forever
 //! # fault_after_passes = 1  # optional: the guest triple-faults after this many passes
-//! # record_exits = 10000     # exits per vCPU decoded and recorded one by one (default 10000;
-//! #                          # "all" = no limit); later ones are counted and summarised
+//! # record_exits = 10000     # exits per vCPU decoded and recorded one by one ("all": no limit;
+//! #                          # default 10000 with probe_repeats = 0, else "all"); later ones
+//! #                          # are counted, not decoded, and summarised in a trace
 //! cpu = { base = "host", hide = ["avx512f", "pdpe1gb"] }
 //!
 //! [[vm.after_run]]          # checks of the pre-run lock, once the VM has run
@@ -94,8 +95,9 @@ pub const MAX_MEMORY_MIB: u32 = 16 * 1024;
 pub const MAX_PROBE_REPEATS: u32 = 100_000;
 /// The most VMs in a fleet, after `count` expansion.
 pub const MAX_VMS: usize = 4096;
-/// `record_exits` when a VM does not say: well above what the built-in guests take at their
-/// default settings (about 340 exits per vCPU on x86, 175 on arm64), so they are recorded whole.
+/// `record_exits` when a VM whose guest repeats forever (`probe_repeats = 0`) does not say: well
+/// above what one pass of the built-in guests takes (about 340 exits per vCPU on x86, 175 on
+/// arm64), so its first passes are decoded and recorded whole.
 pub const DEFAULT_RECORD_EXITS: u64 = 10_000;
 /// The most copies one `[[vm]]` entry can ask for with `count`.
 pub const MAX_COUNT: u32 = 1000;
@@ -134,9 +136,10 @@ pub struct VmSpec {
     /// At most `probe_repeats` unless that is 0, so the fault always happens.
     pub fault_after_passes: Option<u32>,
     /// `record_exits`: how many exits per vCPU are decoded and recorded one by one (`None`:
-    /// `"all"`, no limit; default [`DEFAULT_RECORD_EXITS`]). Past it the run loop only counts I/O
-    /// and MMIO exits and a trace keeps summaries of them, so a guest that keeps running has a
-    /// bounded trace.
+    /// `"all"`, no limit). Default: [`DEFAULT_RECORD_EXITS`] for a guest that repeats forever
+    /// (`probe_repeats = 0`), `"all"` for one with a number of passes (they bound its exits).
+    /// Past it the run loop only counts I/O and MMIO exits and a trace keeps summaries of them,
+    /// so a guest that keeps running has a bounded trace.
     pub record_exits: Option<u64>,
     /// The x86 CPUID model (`cpu`; empty on aarch64).
     pub cpu: CpuSpec,

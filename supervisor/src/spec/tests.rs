@@ -259,6 +259,11 @@ fn record_exits_is_a_count_or_all() {
     let ok = |text: &str| parse(text, "f.toml").unwrap().vms[0].record_exits;
     assert_eq!(
         ok("[[vm]]\nname = \"a\"\n"),
+        None,
+        "a finite guest is whole"
+    );
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nprobe_repeats = 0\n"),
         Some(super::DEFAULT_RECORD_EXITS)
     );
     assert_eq!(ok("[[vm]]\nname = \"a\"\nrecord_exits = 1\n"), Some(1));
@@ -277,13 +282,18 @@ fn record_exits_is_a_count_or_all() {
         let e = err(&format!("[[vm]]\nname = \"a\"\nrecord_exits = {value}\n"));
         assert_eq!((e.line, e.column), (3, 16), "{e}");
         assert!(
-            e.message.starts_with(&format!("`record_exits` {what}; it must be an integer >= 1")),
+            e.message.starts_with(&format!(
+                "`record_exits` {what}; it must be an integer >= 1"
+            )),
             "{e}"
         );
         assert!(e.message.contains("or \"all\""), "{e}");
     }
     let e = err("[[vm]]\nname = \"a\"\nrecord_exit = 5\n");
-    assert!(e.message.contains("record_exits"), "a near miss is named: {e}");
+    assert!(
+        e.message.contains("record_exits"),
+        "a near miss is named: {e}"
+    );
 }
 
 #[test]

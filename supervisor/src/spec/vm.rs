@@ -128,15 +128,20 @@ fn sizes(vm: &RawVm, arch: GuestArch, src: &Source<'_>) -> Result<Sizes, SpecErr
         memory_mib,
         probe_repeats,
         fault_after_passes,
-        record_exits: record_exits(vm, src)?,
+        record_exits: record_exits(vm, probe_repeats, src)?,
     })
 }
 
-/// `record_exits`: an integer >= 1, or `"all"` (`None`: no limit); default
-/// [`DEFAULT_RECORD_EXITS`].
-fn record_exits(vm: &RawVm, src: &Source<'_>) -> Result<Option<u64>, SpecError> {
+/// `record_exits`: an integer >= 1, or `"all"` (`None`: no limit). Default: for a guest that
+/// repeats forever (`probe_repeats = 0`) [`DEFAULT_RECORD_EXITS`]; a guest with a number of passes
+/// is recorded whole (its passes bound its exits, and its report stays complete).
+fn record_exits(
+    vm: &RawVm,
+    probe_repeats: u32,
+    src: &Source<'_>,
+) -> Result<Option<u64>, SpecError> {
     let Some(value) = &vm.record_exits else {
-        return Ok(Some(DEFAULT_RECORD_EXITS));
+        return Ok((probe_repeats == 0).then_some(DEFAULT_RECORD_EXITS));
     };
     let refuse = |what: String| {
         src.at(
