@@ -254,8 +254,29 @@ pub fn show_text_filtered(trace: &Trace, filter: &ShowFilter) -> String {
     if !filter.is_all() {
         let _ = writeln!(out, "({hidden} event(s) left out by the filter)");
     }
+    if let Some(line) = summaries_line(&trace.events) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "end: {}", trace.end);
     out
+}
+
+/// What a trace summarised, when it did: `summaries: 4 event(s) stand for 1224567 exits past the
+/// record_exits budget (counted, not decoded)`.
+fn summaries_line(events: &[Event]) -> Option<String> {
+    let (count, exits) = events
+        .iter()
+        .filter_map(|e| match counted_exit(e) {
+            Some(VcpuExit::Counted(summary)) => Some(summary.runs),
+            _ => None,
+        })
+        .fold((0u64, 0u64), |(n, runs), r| (n + 1, runs + r));
+    (count > 0).then(|| {
+        format!(
+            "summaries: {count} event(s) stand for {exits} exits past the record_exits budget \
+             (counted, not decoded)"
+        )
+    })
 }
 
 /// The schema every line of `trace show --json` names (`supervisor/schemas/trace-show.v1.schema.json`).

@@ -180,3 +180,48 @@ fn summaries_split_in_time_render_as_one_line() {
     );
     assert_eq!(render_streams(&split), render_streams(&events));
 }
+
+#[test]
+fn a_trace_file_keeps_summaries_and_trace_show_counts_them() {
+    let (_, events) = record(1000, limits(10), false);
+    let path = common::scratch("summaries.trace");
+    let (recorder, writer) = recorder::TraceWriter::create(&path, &common::header()).unwrap();
+    for e in events.clone() {
+        recorder.record(e.stream, e.call, e.outcome, e.detail);
+    }
+    writer.finish().unwrap();
+    let trace = recorder::Trace::open(&path).unwrap();
+    let read: Vec<String> = trace
+        .events
+        .iter()
+        .map(|e| format!("{} {:?}", e.call, e.outcome))
+        .collect();
+    let written: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {:?}", e.call, e.outcome))
+        .collect();
+    assert_eq!(read, written);
+    let text = recorder::show_text(&trace);
+    assert!(
+        text.contains(" vm0/vcpu0 RUN_COUNTED -> COUNTED x990: IO_OUT x990 (digest "),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\nsummaries: 1 event(s) stand for 990 exits past the record_exits budget \
+             (counted, not decoded)\nend: "
+        ),
+        "{text}"
+    );
+    let json = recorder::show_json_lines(&trace);
+    let summary = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["call"] == "RUN_COUNTED")
+        .unwrap();
+    assert_eq!(
+        summary["raw"]["outcome"]["Ok"]["Exit"]["Counted"]["runs"],
+        990
+    );
+    let _ = std::fs::remove_file(&path);
+}
