@@ -142,13 +142,12 @@ impl Vm for RecordingVm {
             |_| Reply::Done,
         );
         let inner = result?;
-        Ok(Box::new(RecordingVcpu {
-            vm: self.id,
-            id: vcpu,
+        Ok(Box::new(RecordingVcpu::new(
+            self.id,
+            vcpu,
             inner,
-            recorder: self.recorder.clone(),
-            pending: None,
-        }))
+            self.recorder.clone(),
+        )))
     }
 
     fn guest_memory(&self) -> &GuestMemoryMmap {
@@ -181,6 +180,18 @@ pub struct RecordingVcpu {
 }
 
 impl RecordingVcpu {
+    /// Wrap `inner`, vCPU `id` of VM `vm`: its calls go to `recorder` on its stream (what
+    /// [`RecordingVm`]'s `create_vcpu` does with the vCPUs it creates).
+    pub fn new(vm: VmId, id: VcpuId, inner: Box<dyn Vcpu>, recorder: Recorder) -> Self {
+        RecordingVcpu {
+            vm,
+            id,
+            inner,
+            recorder,
+            pending: None,
+        }
+    }
+
     /// Fold `exit` (of a `RUN_COUNTED`) into the pending summary; record the summary if it has
     /// been pending for [`SUMMARY_INTERVAL`].
     fn fold(&mut self, exit: &VcpuExit) {

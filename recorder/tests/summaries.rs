@@ -225,3 +225,65 @@ fn a_trace_file_keeps_summaries_and_trace_show_counts_them() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A vCPU whose every run takes 17 ms: 64 of them (the recorder's folds between two looks at the
+/// clock) take over a second.
+struct Slow;
+
+impl vcpu::Vcpu for Slow {
+    fn id(&self) -> (VmId, VcpuId) {
+        (VmId(0), VcpuId(0))
+    }
+    fn call(&mut self, call: &VcpuCall) -> Result<Reply, vcpu::CallError> {
+        Ok(match call {
+            VcpuCall::Run | VcpuCall::RunCounted => {
+                std::thread::sleep(std::time::Duration::from_millis(17));
+                Reply::Exit(VcpuExit::IoOut {
+                    port: 1,
+                    data: vec![2],
+                })
+            }
+            _ => Reply::Done,
+        })
+    }
+    fn note_refused(&mut self, _: &VcpuCall, _: &vcpu::LockRefusal) -> Result<(), vcpu::CallError> {
+        Ok(())
+    }
+    fn kicker(&self) -> std::sync::Arc<dyn vcpu::Kick> {
+        std::sync::Arc::new(vcpu::NoKick)
+    }
+    fn control_point(
+        &mut self,
+        wanted: vcpu::RunDecision,
+    ) -> Result<vcpu::RunDecision, vcpu::CallError> {
+        Ok(wanted)
+    }
+}
+
+#[test]
+fn a_summary_pending_for_a_second_is_recorded() {
+    let recorder = Recorder::in_memory();
+    let mut vcpu =
+        recorder::RecordingVcpu::new(VmId(0), VcpuId(0), Box::new(Slow), recorder.clone());
+    let started = std::time::Instant::now();
+    for _ in 0..70 {
+        vcpu::Vcpu::call(&mut vcpu, &VcpuCall::RunCounted).unwrap();
+    }
+    assert!(started.elapsed() >= recorder::SUMMARY_INTERVAL);
+    let runs = |events: &[Event]| -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match &e.outcome {
+                Ok(Reply::Exit(VcpuExit::Counted(s))) => Some(s.runs),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(runs(&recorder.events()), vec![64], "due after a second");
+    drop(vcpu);
+    assert_eq!(
+        runs(&recorder.events()),
+        vec![64, 6],
+        "the rest when dropped"
+    );
+}
