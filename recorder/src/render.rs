@@ -273,7 +273,7 @@ fn summaries_line(events: &[Event]) -> Option<String> {
         .fold((0u64, 0u64), |(n, runs), r| (n + 1, runs + r));
     (count > 0).then(|| {
         format!(
-            "summaries: {count} event(s) stand for {exits} exits past the record_exits budget \
+            "summaries: {count} event(s) stand for {exits} exits beyond the record_exits budget \
              (counted, not decoded)"
         )
     })

@@ -208,7 +208,7 @@ fn a_trace_file_keeps_summaries_and_trace_show_counts_them() {
     );
     assert!(
         text.contains(
-            "\nsummaries: 1 event(s) stand for 990 exits past the record_exits budget \
+            "\nsummaries: 1 event(s) stand for 990 exits beyond the record_exits budget \
              (counted, not decoded)\nend: "
         ),
         "{text}"

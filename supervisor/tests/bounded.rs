@@ -145,7 +145,7 @@ fn a_guest_running_past_its_budget_is_summarised_and_replays() {
     }
     let live_transcript = report::transcript(&live, &header.host, &recorder.events());
     assert!(
-        live_transcript.contains("past the record_exits budget: counted, not decoded"),
+        live_transcript.contains("beyond the record_exits budget: counted, not decoded"),
         "{live_transcript}"
     );
     assert!(

@@ -20,7 +20,7 @@ pub const GROWTH_RECORD_EXITS: u64 = 1000;
 pub const GROWTH_SETTLE: Duration = Duration::from_millis(300);
 /// The second run runs this much longer than the first.
 pub const GROWTH_WINDOW: Duration = Duration::from_secs(4);
-/// Trace growth per VM-hour past the budget, at most.
+/// Trace growth per VM-hour beyond the budget, at most.
 pub const GROWTH_TARGET_BYTES_PER_VM_HOUR: u64 = 1 << 20;
 
 /// The spec of the measured fleet.
@@ -101,7 +101,7 @@ fn recorded_bytes(vcpus: u32, running: Duration, path: &Path) -> Result<u64, Ben
                 "vmfleet",
                 1,
                 format!(
-                    "vcpu{} did not run past its record_exits budget ({} exits)",
+                    "vcpu{} did not run beyond its record_exits budget ({} exits)",
                     v.id, v.exits
                 ),
             )),

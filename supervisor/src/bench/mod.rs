@@ -308,7 +308,7 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         recording,
         "KiB",
         format!(
-            "<= {} KiB per VM-hour past the budget",
+            "<= {} KiB per VM-hour beyond the budget",
             GROWTH_TARGET_BYTES_PER_VM_HOUR / 1024
         ),
         &|| {

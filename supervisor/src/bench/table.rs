@@ -149,7 +149,7 @@ pub fn table(report: &BenchReport) -> String {
         ("replay peak memory".to_string(), &trace.replay_peak_memory),
         (
             format!(
-                "trace growth per VM-hour past the record_exits budget (1 VM x {} vCPUs)",
+                "trace growth per VM-hour beyond the record_exits budget (1 VM x {} vCPUs)",
                 report.vcpus_per_vm
             ),
             &report.trace_growth,

@@ -227,7 +227,7 @@ fn the_table_names_every_figure() {
         "stop latency",
         "SIGTERM to serve with 1000 running VMs x 2 vCPUs -> process exited, trace whole",
         "pause answered after an abandoned wait",
-        "trace growth per VM-hour past the record_exits budget (1 VM x 2 vCPUs)",
+        "trace growth per VM-hour beyond the record_exits budget (1 VM x 2 vCPUs)",
         "skipped (not asked for)",
         "recording: vmfleet's start recorded to a trace vs not",
         "1.010x",

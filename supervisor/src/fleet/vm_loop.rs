@@ -750,7 +750,7 @@ pub(super) fn describe_end(end: &ProbeEnd) -> String {
         ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
         ProbeEnd::Stopped => "stopped by request".into(),
         ProbeEnd::EndedBeyondBudget(exit) => format!(
-            "ended past the record_exits budget ({exit}), where exits are counted, not decoded: \
+            "ended beyond the record_exits budget ({exit}), where exits are counted, not decoded: \
              the passes after the budget were not checked"
         ),
     }

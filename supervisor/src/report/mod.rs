@@ -202,7 +202,7 @@ impl VcpuReport {
             return format!("{} exits", self.exits);
         }
         format!(
-            "{} exits ({} past the record_exits budget: counted, not decoded)",
+            "{} exits ({} beyond the record_exits budget: counted, not decoded)",
             self.exits, self.exits_counted
         )
     }
@@ -250,7 +250,7 @@ impl RunEnd {
             RunEnd::ExitBudget => "exit budget",
             RunEnd::ThreadPanicked => "thread panicked",
             RunEnd::Stopped => "stopped",
-            RunEnd::EndedBeyondBudget => "ended past budget",
+            RunEnd::EndedBeyondBudget => "ended beyond budget",
         }
     }
 }

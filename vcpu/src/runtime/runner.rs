@@ -60,7 +60,7 @@ impl fmt::Display for ProbeEnd {
             ProbeEnd::Stopped => f.write_str("stopped by request"),
             ProbeEnd::EndedBeyondBudget(exit) => write!(
                 f,
-                "the guest ended past its record_exits budget ({exit}): its last exits were \
+                "the guest ended beyond its record_exits budget ({exit}): its last exits were \
                  counted, not decoded"
             ),
         }
