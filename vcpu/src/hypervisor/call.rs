@@ -320,7 +320,14 @@ impl ExitSummary {
             return;
         }
         self.runs += 1;
-        let kind = self.kinds.entry(exit.kind().to_string()).or_default();
+        let name = exit.kind();
+        // Looked up before inserting: no allocation per exit once a kind is known.
+        if !self.kinds.contains_key(name) {
+            self.kinds.insert(name.to_string(), KindSummary::default());
+        }
+        let Some(kind) = self.kinds.get_mut(name) else {
+            return;
+        };
         kind.count += 1;
         kind.digest = kind.digest.wrapping_add(exit.digest());
     }
