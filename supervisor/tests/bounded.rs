@@ -164,3 +164,80 @@ fn a_guest_running_past_its_budget_is_summarised_and_replays() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A trace recorded before `record_exits` existed: its spec does not say, every exit is a `RUN`,
+/// and a vCPU took more than the default budget. It replays as recorded.
+#[test]
+fn a_trace_without_counted_exits_replays_every_exit_decoded() {
+    let Some(kvm) = kvm("a_trace_without_counted_exits_replays_every_exit_decoded") else {
+        return;
+    };
+    const OLD: &str = "name = \"old\"\n[[vm]]\nname = \"spin\"\nprobe_repeats = 0\n";
+    let dir = std::env::temp_dir().join(format!("vmfleet-bounded-old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.trace");
+    let header = TraceHeader::new(
+        "test",
+        GuestArch::X86_64,
+        HostFingerprint::default(),
+        JobInputs {
+            command: COMMAND_SERVE.into(),
+            spec_source: "OLD".into(),
+            spec_text: OLD.into(),
+        },
+    );
+    let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
+    let hv: Arc<dyn Hypervisor> =
+        Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
+    let spec = spec::parse(OLD, "OLD").unwrap();
+    assert_eq!(spec.vms[0].record_exits, Some(spec::DEFAULT_RECORD_EXITS));
+    // Recorded as the vmfleet before `record_exits` did: every exit decoded and recorded.
+    let whole = spec.recorded_whole();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let live = runtime.block_on(async {
+        let fleet = Fleet::new(hv, &whole.name)
+            .await
+            .unwrap()
+            .with_control_log(recorder.clone());
+        for result in fleet.create_all(whole.vms.clone()).await {
+            result.unwrap();
+        }
+        for (vm, result) in fleet.start_all(StartMode::Running, |_, _| {}).await {
+            result.unwrap_or_else(|e| panic!("{vm}: {e}"));
+        }
+        let limit = spec::DEFAULT_RECORD_EXITS as usize + 2000;
+        let started = std::time::Instant::now();
+        while recorder.recorded() < limit as u64 && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ControlValue::Shutdown(report) = fleet.handle(Request::Shutdown).await.unwrap() else {
+            panic!("shutdown reports")
+        };
+        *report
+    });
+    writer.finish().unwrap();
+    let v = &live.vms[0].vcpus[0];
+    if v.exits <= spec::DEFAULT_RECORD_EXITS {
+        vcpu::skip::skipped(
+            "a_trace_without_counted_exits_replays_every_exit_decoded",
+            format!("the guest took only {} exits in a minute", v.exits),
+        );
+        return;
+    }
+    assert_eq!(v.exits_counted, 0);
+    let live_transcript = report::transcript(&live, &header.host, &recorder.events());
+    let trace = Trace::open(&path).unwrap();
+    let outcome = replay_trace(&trace, &spec).unwrap();
+    if let Some(d) = &outcome.divergence {
+        panic!("{d}");
+    }
+    assert_eq!(
+        outcome.transcript.as_deref(),
+        Some(live_transcript.as_str())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

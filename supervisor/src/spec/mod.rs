@@ -122,6 +122,21 @@ pub struct FleetSpec {
     pub vms: Vec<VmSpec>,
 }
 
+impl FleetSpec {
+    /// This spec with every VM's `record_exits` set to `"all"`: how a trace in which no exit was
+    /// counted (no `RUN_COUNTED` event) is replayed. Its vCPUs never went beyond a budget, so
+    /// decoding every exit issues the same calls; and a trace recorded before `record_exits`
+    /// existed, whose guests may have taken more exits than the default budget, replays as it
+    /// was recorded.
+    pub fn recorded_whole(&self) -> FleetSpec {
+        let mut spec = self.clone();
+        for vm in &mut spec.vms {
+            vm.record_exits = None;
+        }
+        spec
+    }
+}
+
 /// One VM of the fleet (a `[[vm]]` entry with `count = N` gives N of them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmSpec {
