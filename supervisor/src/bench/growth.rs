@@ -6,9 +6,12 @@
 //! the real recorder, as `vmfleet run --record` records, twice: stopped [`GROWTH_SETTLE`] after its
 //! start (its budget long spent), and [`GROWTH_WINDOW`] later. The difference of the two traces'
 //! sizes is what the window added (everything else, the start, the budget's exits, the shutdown
-//! and the end record, is in both), extrapolated to an hour.
+//! and the end record, is in both), extrapolated to an hour. The pair is measured
+//! [`GROWTH_RUNS`] times and the median taken: how a window's summaries fall into the trace's
+//! compressed blocks varies by a few hundred bytes from run to run.
 
 use super::BenchError;
+use super::measure::median;
 use super::record::Scratch;
 use super::vmfleet::{bench_runtime, wrong};
 use std::path::Path;
@@ -20,6 +23,8 @@ pub const GROWTH_RECORD_EXITS: u64 = 1000;
 pub const GROWTH_SETTLE: Duration = Duration::from_millis(300);
 /// The second run runs this much longer than the first.
 pub const GROWTH_WINDOW: Duration = Duration::from_secs(4);
+/// Pairs of runs measured; the figure is their median.
+pub const GROWTH_RUNS: usize = 3;
 /// Trace growth per VM-hour beyond the budget, at most.
 pub const GROWTH_TARGET_BYTES_PER_VM_HOUR: u64 = 1 << 20;
 
@@ -35,14 +40,18 @@ fn growth_spec_text(vcpus: u32) -> String {
 /// `vcpus` vCPUs; see the module documentation).
 pub fn vmfleet_trace_growth(vcpus: u32) -> Result<f64, BenchError> {
     let dir = Scratch::new("growth")?;
-    let short = recorded_bytes(vcpus, GROWTH_SETTLE, &dir.path().join("short.trace"))?;
-    let long = recorded_bytes(
-        vcpus,
-        GROWTH_SETTLE + GROWTH_WINDOW,
-        &dir.path().join("long.trace"),
-    )?;
-    let added = long.saturating_sub(short) as f64;
-    Ok(added * 3600.0 / GROWTH_WINDOW.as_secs_f64())
+    let mut per_hour = Vec::with_capacity(GROWTH_RUNS);
+    for _ in 0..GROWTH_RUNS {
+        let short = recorded_bytes(vcpus, GROWTH_SETTLE, &dir.path().join("short.trace"))?;
+        let long = recorded_bytes(
+            vcpus,
+            GROWTH_SETTLE + GROWTH_WINDOW,
+            &dir.path().join("long.trace"),
+        )?;
+        let added = long.saturating_sub(short) as f64;
+        per_hour.push(added * 3600.0 / GROWTH_WINDOW.as_secs_f64());
+    }
+    median(&per_hour).ok_or_else(|| wrong("vmfleet", 1, "no sample"))
 }
 
 /// Record the growth fleet for `running` after its start, stop it, and return the trace's size.

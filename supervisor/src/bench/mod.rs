@@ -51,8 +51,8 @@ pub use figures::{
     Verdict,
 };
 pub use growth::{
-    GROWTH_RECORD_EXITS, GROWTH_SETTLE, GROWTH_TARGET_BYTES_PER_VM_HOUR, GROWTH_WINDOW,
-    vmfleet_trace_growth,
+    GROWTH_RECORD_EXITS, GROWTH_RUNS, GROWTH_SETTLE, GROWTH_TARGET_BYTES_PER_VM_HOUR,
+    GROWTH_WINDOW, vmfleet_trace_growth,
 };
 pub use measure::{
     StartSample, Stopwatch, median, median_duration, parse_status_bytes, parse_vm_rss, rss_bytes,
