@@ -40,7 +40,7 @@ pub use diff::describe_difference;
 pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION};
 pub use output::{Output, OutputError};
 pub use reader::{Corruption, Cut, Trace, TraceEnd, TraceError};
-pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm};
+pub use recording::{RecordingHypervisor, RecordingVcpu, RecordingVm, SUMMARY_INTERVAL};
 pub use render::{
     ShowFilter, TRACE_SHOW_SCHEMA, call_kind, render_streams, show_json_lines,
     show_json_lines_filtered, show_text, show_text_filtered,

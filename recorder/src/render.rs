@@ -7,7 +7,7 @@ use crate::trace::Event;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use vcpu::{Failure, Origin, Outcome, Reply, Stream, VcpuCall};
+use vcpu::{ExitSummary, Failure, Origin, Outcome, Reply, Stream, VcpuCall, VcpuExit};
 
 /// An outcome as transcripts print it: `ok`, the reply, or `EINVAL (kernel)` /
 /// `EINVAL (refused by vmfleet)`.
@@ -41,7 +41,10 @@ fn stream_order(stream: &Stream) -> StreamOrder {
 /// The canonical transcript of `events`: calls grouped by stream, without sequence numbers or
 /// times (those differ between a live run and its replay), so a live run and its replay render
 /// identically. One `call -> outcome` line per call, except that consecutive `RUN`s collapse into
-/// one line with their count and a summary of their exits (`RUN x451 -> IO_OUT x450, HLT x1`). An
+/// one line with their count and a summary of their exits (`RUN x451 -> IO_OUT x450, HLT x1`), and
+/// consecutive `RUN_COUNTED`s (summaries of exits past the `record_exits` budget, and the exits
+/// recorded whole among them) into one line adding them up (`RUN_COUNTED x1224567 -> INTR x7,
+/// IO_OUT x1224560 (digest 1a2b3c4d)`), so how a run cut its summaries in time does not show. An
 /// event's detail (a lock refusal's explanation) follows on an indented line.
 pub fn render_streams(events: &[Event]) -> String {
     let mut by_stream: BTreeMap<StreamOrder, (Stream, Vec<&Event>)> = BTreeMap::new();
@@ -61,6 +64,15 @@ pub fn render_streams(events: &[Event]) -> String {
         let _ = writeln!(out, "{stream}");
         let mut rest = stream_events.as_slice();
         while let Some((first, _)) = rest.split_first() {
+            let counted = rest
+                .iter()
+                .take_while(|e| counted_exit(e).is_some())
+                .count();
+            if counted > 0 {
+                let _ = writeln!(out, "  {}", counted_line(&rest[..counted]));
+                rest = &rest[counted..];
+                continue;
+            }
             let runs = rest.iter().take_while(|e| is_plain_run(e)).count();
             if runs > 1 {
                 let _ = writeln!(out, "  RUN x{runs} -> {}", run_summary(&rest[..runs]));
@@ -81,6 +93,24 @@ pub fn render_streams(events: &[Event]) -> String {
 
 fn is_plain_run(event: &Event) -> bool {
     matches!(event.call, TraceCall::Vcpu(VcpuCall::Run)) && event.detail.is_none()
+}
+
+/// The exit of a `RUN_COUNTED` event that answered with one (a summary or an exit recorded whole).
+fn counted_exit(event: &Event) -> Option<&VcpuExit> {
+    match (&event.call, &event.outcome, &event.detail) {
+        (TraceCall::Vcpu(VcpuCall::RunCounted), Ok(Reply::Exit(exit)), None) => Some(exit),
+        _ => None,
+    }
+}
+
+/// `RUN_COUNTED x1224567 -> INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: consecutive
+/// `RUN_COUNTED` events added up into one summary.
+fn counted_line(events: &[&Event]) -> String {
+    let mut summary = ExitSummary::default();
+    for exit in events.iter().filter_map(|e| counted_exit(e)) {
+        summary.add(exit);
+    }
+    format!("RUN_COUNTED x{} -> {}", summary.runs, summary.kinds_text())
 }
 
 /// `IO_OUT x450, HLT x1`: outcome kinds in order of first appearance, with counts.
@@ -224,8 +254,29 @@ pub fn show_text_filtered(trace: &Trace, filter: &ShowFilter) -> String {
     if !filter.is_all() {
         let _ = writeln!(out, "({hidden} event(s) left out by the filter)");
     }
+    if let Some(line) = summaries_line(&trace.events) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "end: {}", trace.end);
     out
+}
+
+/// What a trace summarised, when it did: `summaries: 4 event(s) stand for 1224567 exits past the
+/// record_exits budget (counted, not decoded)`.
+fn summaries_line(events: &[Event]) -> Option<String> {
+    let (count, exits) = events
+        .iter()
+        .filter_map(|e| match counted_exit(e) {
+            Some(VcpuExit::Counted(summary)) => Some(summary.runs),
+            _ => None,
+        })
+        .fold((0u64, 0u64), |(n, runs), r| (n + 1, runs + r));
+    (count > 0).then(|| {
+        format!(
+            "summaries: {count} event(s) stand for {exits} exits beyond the record_exits budget \
+             (counted, not decoded)"
+        )
+    })
 }
 
 /// The schema every line of `trace show --json` names (`supervisor/schemas/trace-show.v1.schema.json`).

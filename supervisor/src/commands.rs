@@ -234,6 +234,7 @@ pub struct ReplayOutcome {
 /// the recorded one, and every backend call must match the trace, stream by stream.
 pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
     trace.require_complete()?;
+    let spec = &as_recorded(&trace.events, spec);
     let replay =
         ReplayHypervisor::from_events(trace.header.guest_arch, trace.events.iter().cloned());
     replay_on(
@@ -248,10 +249,22 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
 /// copied, so a large trace is held once (what `vmfleet replay` does).
 pub fn replay_trace_owned(mut trace: Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
     trace.require_complete()?;
+    let spec = &as_recorded(&trace.events, spec);
     let control: Vec<Event> = trace.control_events().cloned().collect();
     let events = std::mem::take(&mut trace.events);
     let replay = ReplayHypervisor::from_events(trace.header.guest_arch, events);
     replay_on(&trace.header, control, replay, spec)
+}
+
+/// `spec`, or [`FleetSpec::recorded_whole`] when `events` counted no exit (a trace recorded
+/// before `record_exits` existed, or whose guests all stayed within their budgets).
+fn as_recorded(events: &[Event], spec: &FleetSpec) -> FleetSpec {
+    let counted = recorder::TraceCall::Vcpu(vcpu::VcpuCall::RunCounted);
+    if events.iter().any(|e| e.call == counted) {
+        spec.clone()
+    } else {
+        spec.recorded_whole()
+    }
 }
 
 /// The replay itself, on a backend built from the trace's events; `control` are the trace's

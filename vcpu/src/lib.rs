@@ -40,7 +40,8 @@ pub mod skip;
 
 pub use hypervisor::backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
 pub use hypervisor::call::{
-    Call, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall, VcpuExit, VmCall,
+    Call, ExitSummary, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall,
+    VcpuExit, VmCall,
 };
 pub use hypervisor::errno::Errno;
 pub use hypervisor::error::{CallError, ReplayFailure};

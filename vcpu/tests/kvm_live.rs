@@ -429,6 +429,7 @@ fn kicks_pause_resume_and_stop_a_spinning_guest() {
                 points: &points,
                 repeats: 0,
                 exit_budget: None,
+                record_exits: None,
                 pause_at_first_exit: false,
             };
             run_controlled(&vcpu, &probe, &control, &mut |n| {

@@ -211,7 +211,7 @@ impl Vcpu for ScriptedVcpu {
             VcpuCall::ArmVcpuInit { .. }
             | VcpuCall::ArmVcpuFinalize { .. }
             | VcpuCall::ArmPmuV3Init => Err(CallError::Kernel(Errno::ENOSYS)),
-            VcpuCall::Run => {
+            VcpuCall::Run | VcpuCall::RunCounted => {
                 let n = self.runs;
                 self.runs += 1;
                 if n < self.runs_before_halt {

@@ -305,6 +305,8 @@ pub struct BenchReport {
     pub pause_after_abandoned_wait: Figure,
     /// `vmfleet baseline` of 1,000 fingerprints (no KVM).
     pub baseline: Figure,
+    /// Trace growth per VM-hour of a guest running past its `record_exits` budget.
+    pub trace_growth: Figure,
 }
 
 impl BenchReport {
@@ -321,6 +323,7 @@ impl BenchReport {
                 &self.shutdown,
                 &self.pause_after_abandoned_wait,
                 &self.baseline,
+                &self.trace_growth,
             ]
             .iter()
             .any(|f| bad(&f.verdict))

@@ -13,6 +13,7 @@
 //! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
 //! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
+//! | trace growth | one VM x [`VCPUS_PER_VM`] vCPUs of the long-running guest with a small `record_exits` budget, recorded as `vmfleet run --record` records, twice, the second run [`GROWTH_WINDOW`] longer: the traces' size difference per VM-hour (module `growth`) | <= [`GROWTH_TARGET_BYTES_PER_VM_HOUR`] |
 //! | pause after an abandoned wait | a `wait` for a running VM whose client went away, then `pause` of another VM: the pause's answer | <= [`ABANDONED_WAIT_PAUSE_TARGET`] |
 //!
 //! The vmfleet side of each figure lives in one function ([`vmfleet_start_to_first_exit`],
@@ -37,6 +38,7 @@ pub use baseline::{BASELINE_HOSTS, BASELINE_TARGET, vmfleet_baseline};
 pub mod baseline;
 mod control;
 mod figures;
+mod growth;
 mod measure;
 mod plot;
 mod record;
@@ -47,6 +49,10 @@ pub use control::{vmfleet_pause_after_abandoned_wait, vmfleet_shutdown};
 pub use figures::{
     BenchHost, BenchReport, Figure, PhaseMedians, RecordRow, StartRow, StartSide, TraceFigures,
     Verdict,
+};
+pub use growth::{
+    GROWTH_RECORD_EXITS, GROWTH_RUNS, GROWTH_SETTLE, GROWTH_TARGET_BYTES_PER_VM_HOUR,
+    GROWTH_WINDOW, vmfleet_trace_growth,
 };
 pub use measure::{
     StartSample, Stopwatch, median, median_duration, parse_status_bytes, parse_vm_rss, rss_bytes,
@@ -298,6 +304,21 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         Vec::new()
     };
     let trace = record::trace_figures(options.trace_vms, recording);
+    let trace_growth = measure_if(
+        recording,
+        "KiB",
+        format!(
+            "<= {} KiB per VM-hour beyond the budget",
+            GROWTH_TARGET_BYTES_PER_VM_HOUR / 1024
+        ),
+        &|| {
+            let bytes = vmfleet_trace_growth(VCPUS_PER_VM)?;
+            Ok((
+                bytes / 1024.0,
+                bytes <= GROWTH_TARGET_BYTES_PER_VM_HOUR as f64,
+            ))
+        },
+    );
     let measure = |unit, target, how: &dyn Fn() -> Result<(f64, bool), BenchError>| {
         measure_if(others, unit, target, how)
     };
@@ -365,6 +386,7 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         shutdown,
         pause_after_abandoned_wait,
         baseline,
+        trace_growth,
     })
 }
 

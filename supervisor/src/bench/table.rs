@@ -149,6 +149,13 @@ pub fn table(report: &BenchReport) -> String {
         ("replay peak memory".to_string(), &trace.replay_peak_memory),
         (
             format!(
+                "trace growth per VM-hour beyond the record_exits budget (1 VM x {} vCPUs)",
+                report.vcpus_per_vm
+            ),
+            &report.trace_growth,
+        ),
+        (
+            format!(
                 "scale ({} VMs x {} vCPUs)",
                 report.scale_vms, report.vcpus_per_vm
             ),

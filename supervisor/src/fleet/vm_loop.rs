@@ -519,12 +519,15 @@ impl VmLoop {
             }
             Ok(Some(outcome)) => {
                 vcpu_report.exits = outcome.exits();
+                vcpu_report.exits_counted = outcome.counted();
                 vcpu_report.end = describe_end(outcome.end());
                 vcpu_report.run_end = run_end(outcome.end());
-                // A vCPU stopped before its guest finished one pass saw nothing to check; that
-                // is not a mismatch.
-                let saw_nothing =
-                    matches!(outcome.end(), ProbeEnd::Stopped) && outcome.passes() == 0;
+                // A vCPU stopped, or past its record_exits budget, before its guest finished one
+                // decoded pass saw nothing to check; that is not a mismatch.
+                let saw_nothing = matches!(
+                    outcome.end(),
+                    ProbeEnd::Stopped | ProbeEnd::EndedBeyondBudget(_)
+                ) && outcome.passes() == 0;
                 self.guest.judge(index, &outcome, saw_nothing, vcpu_report);
                 (!matches!(outcome.end(), ProbeEnd::Halted | ProbeEnd::Stopped))
                     .then(|| format!("vcpu{index}: {}", vcpu_report.end))
@@ -736,6 +739,7 @@ fn run_end(end: &ProbeEnd) -> RunEnd {
         ProbeEnd::Call(_) => RunEnd::CallFailed,
         ProbeEnd::ExitBudget => RunEnd::ExitBudget,
         ProbeEnd::Stopped => RunEnd::Stopped,
+        ProbeEnd::EndedBeyondBudget(_) => RunEnd::EndedBeyondBudget,
     }
 }
 
@@ -747,5 +751,8 @@ pub(super) fn describe_end(end: &ProbeEnd) -> String {
         ProbeEnd::Call(e) => format!("call failed: {e}"),
         ProbeEnd::ExitBudget => "exit budget exhausted before the guest halted".into(),
         ProbeEnd::Stopped => "stopped by request".into(),
+        ProbeEnd::EndedBeyondBudget(exit) => {
+            format!("ended beyond the record_exits budget ({exit}; counted, not decoded)")
+        }
     }
 }

@@ -165,7 +165,7 @@ impl Vcpu for ModelVcpu {
             _ => Reply::Done,
         };
         let reply = ask(&self.engine, stream, Call::Vcpu(call.clone()), trivial)?;
-        if matches!(call, VcpuCall::Run) {
+        if matches!(call, VcpuCall::Run | VcpuCall::RunCounted) {
             return Err(CallError::Backend(CANNOT_RUN.to_string()));
         }
         Ok(reply)

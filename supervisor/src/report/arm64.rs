@@ -181,7 +181,7 @@ pub(super) fn arm64_transcript(out: &mut String, vm: &VmReport, arm64: &Arm64VmR
         let _ = writeln!(out, "drift: {d}");
     }
     for v in &vm.vcpus {
-        let _ = writeln!(out, "vcpu{}: {} exits; {}", v.id, v.exits, v.end);
+        let _ = writeln!(out, "vcpu{}: {}; {}", v.id, v.exits_text(), v.end);
         match &v.arm64_guest {
             None => {
                 let _ = writeln!(out, "  guest: did not report");

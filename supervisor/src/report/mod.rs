@@ -179,6 +179,8 @@ pub struct VcpuReport {
     pub arm64_guest: Option<Arm64GuestSummary>,
     /// Guest exits the vCPU took.
     pub exits: u64,
+    /// Of `exits`, those past the VM's `record_exits` budget: counted, not decoded.
+    pub exits_counted: u64,
     /// How the run ended, in full (the transcript's words).
     pub end: String,
     /// How the run ended, in a word (the table's).
@@ -193,6 +195,18 @@ pub struct VcpuReport {
 }
 
 impl VcpuReport {
+    /// `N exits`, and when some were past the `record_exits` budget how many: the transcript's
+    /// words for both arches.
+    pub fn exits_text(&self) -> String {
+        if self.exits_counted == 0 {
+            return format!("{} exits", self.exits);
+        }
+        format!(
+            "{} exits ({} beyond the record_exits budget: counted, not decoded)",
+            self.exits, self.exits_counted
+        )
+    }
+
     /// Set the drift from the kernel's read-back: the transcript's lines and JSON's data.
     pub fn set_drift(&mut self, report: &DriftReport) {
         self.drift = report.lines();
@@ -220,6 +234,8 @@ pub enum RunEnd {
     ThreadPanicked,
     /// The control plane stopped the vCPU.
     Stopped,
+    /// The guest ended past its `record_exits` budget, where exits are counted, not decoded.
+    EndedBeyondBudget,
 }
 
 impl RunEnd {
@@ -234,6 +250,7 @@ impl RunEnd {
             RunEnd::ExitBudget => "exit budget",
             RunEnd::ThreadPanicked => "thread panicked",
             RunEnd::Stopped => "stopped",
+            RunEnd::EndedBeyondBudget => "ended beyond budget",
         }
     }
 }

@@ -142,6 +142,7 @@ fn drift_is_data_bit_by_bit_and_matches_the_lines() {
         guest: None,
         arm64_guest: None,
         exits: 0,
+        exits_counted: 0,
         end: String::new(),
         run_end: RunEnd::Halted,
         held: CpuidTable::default(),
@@ -150,6 +151,36 @@ fn drift_is_data_bit_by_bit_and_matches_the_lines() {
     vcpu.set_drift(&report);
     assert_eq!(vcpu.drift, report.lines());
     assert_eq!(vcpu.drift_changes, changes);
+}
+
+#[test]
+fn counted_exits_are_said_only_when_there_are_some() {
+    let mut vcpu = VcpuReport {
+        id: 0,
+        drift: Vec::new(),
+        drift_changes: Vec::new(),
+        not_honoured: Vec::new(),
+        already_absent: Vec::new(),
+        guest: None,
+        arm64_guest: None,
+        exits: 339,
+        exits_counted: 0,
+        end: String::new(),
+        run_end: RunEnd::EndedBeyondBudget,
+        held: CpuidTable::default(),
+        hidden: Vec::new(),
+    };
+    assert_eq!(vcpu.exits_text(), "339 exits");
+    vcpu.exits = 1_234_567;
+    vcpu.exits_counted = 1_224_567;
+    assert_eq!(
+        vcpu.exits_text(),
+        "1234567 exits (1224567 beyond the record_exits budget: counted, not decoded)"
+    );
+    let json = serde_json::to_value(&vcpu).unwrap();
+    assert_eq!(json["exits_counted"], 1_224_567);
+    assert_eq!(json["run_end"], "ended_beyond_budget");
+    assert_eq!(RunEnd::EndedBeyondBudget.label(), "ended beyond budget");
 }
 
 #[test]

@@ -67,11 +67,11 @@ fn x86_transcript(out: &mut String, vm: &VmReport) {
     for v in &vm.vcpus {
         let _ = writeln!(
             out,
-            "vcpu{}: kernel holds {} entries (digest {:08x}); {} exits; {}",
+            "vcpu{}: kernel holds {} entries (digest {:08x}); {}; {}",
             v.id,
             v.held.len(),
             v.held.digest(),
-            v.exits,
+            v.exits_text(),
             v.end
         );
         for d in &v.drift {

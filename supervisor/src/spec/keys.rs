@@ -26,6 +26,7 @@ const VM_KEYS: &[&str] = &[
     "memory_mib",
     "probe_repeats",
     "fault_after_passes",
+    "record_exits",
     "cpu",
     "arm64",
     "template",

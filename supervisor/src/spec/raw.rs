@@ -32,6 +32,8 @@ pub(super) struct RawVm {
     pub(super) memory_mib: Option<Spanned<i64>>,
     pub(super) probe_repeats: Option<Spanned<i64>>,
     pub(super) fault_after_passes: Option<Spanned<i64>>,
+    /// An integer >= 1 or `"all"` (checked in `vm::record_exits`).
+    pub(super) record_exits: Option<Spanned<toml::Value>>,
     pub(super) cpu: Option<RawCpu>,
     pub(super) arm64: Option<Spanned<Arm64ModelSpec>>,
     pub(super) template: Option<Spanned<String>>,

@@ -255,6 +255,48 @@ fn probe_repeats_zero_means_forever() {
 }
 
 #[test]
+fn record_exits_is_a_count_or_all() {
+    let ok = |text: &str| parse(text, "f.toml").unwrap().vms[0].record_exits;
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\n"),
+        None,
+        "a finite guest is whole"
+    );
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\nprobe_repeats = 0\n"),
+        Some(super::DEFAULT_RECORD_EXITS)
+    );
+    assert_eq!(ok("[[vm]]\nname = \"a\"\nrecord_exits = 1\n"), Some(1));
+    assert_eq!(
+        ok("[[vm]]\nname = \"a\"\ncount = 2\nrecord_exits = 200\n"),
+        Some(200)
+    );
+    assert_eq!(ok("[[vm]]\nname = \"a\"\nrecord_exits = \"all\"\n"), None);
+    for (value, what) in [
+        ("0", "is 0"),
+        ("-5", "is -5"),
+        ("\"some\"", "is \"some\""),
+        ("1.5", "is a float"),
+        ("true", "is a boolean"),
+    ] {
+        let e = err(&format!("[[vm]]\nname = \"a\"\nrecord_exits = {value}\n"));
+        assert_eq!((e.line, e.column), (3, 16), "{e}");
+        assert!(
+            e.message.starts_with(&format!(
+                "`record_exits` {what}; it must be an integer >= 1"
+            )),
+            "{e}"
+        );
+        assert!(e.message.contains("or \"all\""), "{e}");
+    }
+    let e = err("[[vm]]\nname = \"a\"\nrecord_exit = 5\n");
+    assert!(
+        e.message.contains("record_exits"),
+        "a near miss is named: {e}"
+    );
+}
+
+#[test]
 fn fault_after_passes_rules() {
     let ok = |text: &str| parse(text, "f.toml").unwrap().vms[0].fault_after_passes;
     assert_eq!(

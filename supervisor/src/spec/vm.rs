@@ -1,5 +1,5 @@
 //! One `[[vm]]` entry: its name, its sizes (`count`, `vcpus`, `memory_mib`, `probe_repeats`,
-//! `fault_after_passes`), the fleet-wide limits counting every copy, the copies' names (unique
+//! `fault_after_passes`, `record_exits`), the fleet-wide limits counting every copy, the copies' names (unique
 //! across the fleet), and the [`VmSpec`] it gives, with the CPU model (`x86`, `arm64`) and the
 //! after-run actions (`after_run`) each read by its own module.
 
@@ -7,8 +7,9 @@ use super::position::Source;
 use super::raw::{RawFleet, RawVm};
 use super::top::{TopLevel, check_name};
 use super::{
-    CpuSpec, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS, MAX_MEMORY_MIB, MAX_PROBE_REPEATS,
-    MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run, arm64, template, x86,
+    CpuSpec, DEFAULT_RECORD_EXITS, MAX_COUNT, MAX_FAULT_MEMORY_MIB, MAX_FLEET_VCPUS,
+    MAX_MEMORY_MIB, MAX_PROBE_REPEATS, MAX_VCPUS_PER_VM, MAX_VMS, SpecError, VmSpec, after_run,
+    arm64, template, x86,
 };
 use std::collections::HashMap;
 use toml::Spanned;
@@ -34,6 +35,7 @@ struct Sizes {
     memory_mib: u32,
     probe_repeats: u32,
     fault_after_passes: Option<u32>,
+    record_exits: Option<u64>,
 }
 
 /// Every `[[vm]]` entry, in file order, each expanded to its copies.
@@ -79,6 +81,7 @@ pub(super) fn vms(
             memory_mib: sizes.memory_mib,
             probe_repeats: sizes.probe_repeats,
             fault_after_passes: sizes.fault_after_passes,
+            record_exits: sizes.record_exits,
             cpu,
             arm64,
             template: template.map(|t| t.name),
@@ -125,7 +128,39 @@ fn sizes(vm: &RawVm, arch: GuestArch, src: &Source<'_>) -> Result<Sizes, SpecErr
         memory_mib,
         probe_repeats,
         fault_after_passes,
+        record_exits: record_exits(vm, probe_repeats, src)?,
     })
+}
+
+/// `record_exits`: an integer >= 1, or `"all"` (`None`: no limit). Default: for a guest that
+/// repeats forever (`probe_repeats = 0`) [`DEFAULT_RECORD_EXITS`]; a guest with a number of passes
+/// is recorded whole (its passes bound its exits, and its report stays complete).
+fn record_exits(
+    vm: &RawVm,
+    probe_repeats: u32,
+    src: &Source<'_>,
+) -> Result<Option<u64>, SpecError> {
+    let Some(value) = &vm.record_exits else {
+        return Ok((probe_repeats == 0).then_some(DEFAULT_RECORD_EXITS));
+    };
+    let refuse = |what: String| {
+        src.at(
+            Some(value.span()),
+            format!(
+                "`record_exits` is {what}; it must be an integer >= 1 (exits per vCPU decoded and \
+                 recorded one by one) or \"all\" (no limit)"
+            ),
+        )
+    };
+    match value.get_ref() {
+        toml::Value::Integer(n) => match u64::try_from(*n) {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(refuse(n.to_string())),
+        },
+        toml::Value::String(s) if s == "all" => Ok(None),
+        toml::Value::String(s) => Err(refuse(format!("{s:?}"))),
+        other => Err(refuse(format!("a {}", other.type_str()))),
+    }
 }
 
 /// `fault_after_passes`: x86 only, within the passes the guest makes, and with guest memory

@@ -9,6 +9,7 @@ use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
 use crate::hypervisor::ids::{VcpuId, VmId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Calls on the system (`/dev/kvm`) stream.
@@ -128,6 +129,12 @@ pub enum VcpuCall {
     /// otherwise. Without an in-kernel irqchip no overflow interrupt is set first. Reply:
     /// [`Reply::Done`]. (Last, so traces recorded before it keep their variant numbers.)
     ArmPmuV3Init,
+    /// `KVM_RUN` until the next exit to userspace, like [`VcpuCall::Run`], for a run past its
+    /// `record_exits` budget: the caller counts its I/O and MMIO exits without decoding them, so a
+    /// recorder may fold them into an [`ExitSummary`] instead of writing each down, and a replay
+    /// may answer with [`VcpuExit::Counted`]. Reply: [`Reply::Exit`]. (After `ArmPmuV3Init`, so
+    /// traces recorded before it keep their variant numbers.)
+    RunCounted,
 }
 
 impl VcpuCall {
@@ -267,6 +274,100 @@ pub enum VcpuExit {
         /// `kvm_run.exit_reason` (`KVM_EXIT_*`).
         reason: u32,
     },
+    /// Many I/O and MMIO exits of [`VcpuCall::RunCounted`] calls, recorded as one summary (only a
+    /// replay answers with it: KVM never does). The run loop counts `runs` exits and goes on.
+    /// (Last, so traces recorded before it keep their variant numbers.)
+    Counted(ExitSummary),
+}
+
+/// Exits counted rather than recorded one by one: how many, and per exit kind a count and an
+/// order-insensitive digest, so two summaries merge by adding ([`ExitSummary::merge`]) and how a
+/// live run cut its summaries in time does not change what they add up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitSummary {
+    /// `KVM_RUN` calls summarised (each returned one exit).
+    pub runs: u64,
+    /// Per exit kind ([`VcpuExit::kind`]): count and digest.
+    pub kinds: BTreeMap<String, KindSummary>,
+}
+
+/// The exits of one kind in an [`ExitSummary`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindSummary {
+    /// How many exits of this kind.
+    pub count: u64,
+    /// The wrapping sum of [`VcpuExit::digest`] over them (order-insensitive).
+    pub digest: u32,
+}
+
+impl ExitSummary {
+    /// Whether an exit of [`VcpuCall::RunCounted`] may be folded into a summary: I/O and MMIO
+    /// exits, the ones the run loop counts and goes on from.
+    pub fn folds(exit: &VcpuExit) -> bool {
+        matches!(
+            exit,
+            VcpuExit::IoOut { .. }
+                | VcpuExit::IoIn { .. }
+                | VcpuExit::MmioWrite { .. }
+                | VcpuExit::MmioRead { .. }
+        )
+    }
+
+    /// Count one exit (one `KVM_RUN`). A [`VcpuExit::Counted`] is merged instead.
+    pub fn add(&mut self, exit: &VcpuExit) {
+        if let VcpuExit::Counted(summary) = exit {
+            self.merge(summary);
+            return;
+        }
+        self.runs += 1;
+        let name = exit.kind();
+        // Looked up before inserting: no allocation per exit once a kind is known.
+        if !self.kinds.contains_key(name) {
+            self.kinds.insert(name.to_string(), KindSummary::default());
+        }
+        let Some(kind) = self.kinds.get_mut(name) else {
+            return;
+        };
+        kind.count += 1;
+        kind.digest = kind.digest.wrapping_add(exit.digest());
+    }
+
+    /// Add `other`'s exits to these.
+    pub fn merge(&mut self, other: &ExitSummary) {
+        self.runs += other.runs;
+        for (name, theirs) in &other.kinds {
+            let kind = self.kinds.entry(name.clone()).or_default();
+            kind.count += theirs.count;
+            kind.digest = kind.digest.wrapping_add(theirs.digest);
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.runs == 0
+    }
+}
+
+impl ExitSummary {
+    /// `INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: each kind in name order with its count,
+    /// and its digest when its exits carry data (not `HLT`, `SHUTDOWN`, `INTR`).
+    pub fn kinds_text(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|(name, kind)| match name.as_str() {
+                "HLT" | "SHUTDOWN" | "INTR" => format!("{name} x{}", kind.count),
+                _ => format!("{name} x{} (digest {:08x})", kind.count, kind.digest),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for ExitSummary {
+    /// `COUNTED x1224567: INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "COUNTED x{}: {}", self.runs, self.kinds_text())
+    }
 }
 
 impl VcpuExit {
@@ -284,7 +385,52 @@ impl VcpuExit {
             VcpuExit::InternalError { .. } => "INTERNAL_ERROR",
             VcpuExit::Interrupted => "INTR",
             VcpuExit::Other { .. } => "OTHER",
+            VcpuExit::Counted(_) => "COUNTED",
         }
+    }
+
+    /// A CRC-32 of a stable encoding of the exit (its kind and fields, little-endian), for
+    /// [`ExitSummary`]'s digests: the same exit always gives the same digest, on every host.
+    pub fn digest(&self) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(self.kind().as_bytes());
+        match self {
+            VcpuExit::IoOut { port, data } => {
+                hasher.update(&port.to_le_bytes());
+                hasher.update(data);
+            }
+            VcpuExit::IoIn { port, size } => {
+                hasher.update(&port.to_le_bytes());
+                hasher.update(&[*size]);
+            }
+            VcpuExit::MmioWrite { addr, data } => {
+                hasher.update(&addr.to_le_bytes());
+                hasher.update(data);
+            }
+            VcpuExit::MmioRead { addr, len } => {
+                hasher.update(&addr.to_le_bytes());
+                hasher.update(&[*len]);
+            }
+            VcpuExit::SystemEvent { kind, data } => {
+                hasher.update(&kind.to_le_bytes());
+                for word in data {
+                    hasher.update(&word.to_le_bytes());
+                }
+            }
+            VcpuExit::FailEntry { reason } => hasher.update(&reason.to_le_bytes()),
+            VcpuExit::InternalError { suberror } => hasher.update(&suberror.to_le_bytes()),
+            VcpuExit::Other { reason } => hasher.update(&reason.to_le_bytes()),
+            VcpuExit::Counted(summary) => {
+                hasher.update(&summary.runs.to_le_bytes());
+                for (name, kind) in &summary.kinds {
+                    hasher.update(name.as_bytes());
+                    hasher.update(&kind.count.to_le_bytes());
+                    hasher.update(&kind.digest.to_le_bytes());
+                }
+            }
+            VcpuExit::Hlt | VcpuExit::Shutdown | VcpuExit::Interrupted => {}
+        }
+        hasher.finalize()
     }
 }
 
@@ -379,6 +525,7 @@ impl fmt::Display for VcpuCall {
             VcpuCall::ArmPmuV3Init => f.write_str("ARM_PMU_V3_INIT"),
             VcpuCall::SetBootState { entry } => write!(f, "SET_BOOT_STATE entry={entry:#x}"),
             VcpuCall::Run => f.write_str("RUN"),
+            VcpuCall::RunCounted => f.write_str("RUN_COUNTED"),
             VcpuCall::Destroy => f.write_str("DESTROY_VCPU"),
         }
     }
@@ -412,6 +559,7 @@ impl fmt::Display for VcpuExit {
                 write!(f, "INTERNAL_ERROR suberror={suberror}")
             }
             VcpuExit::Other { reason } => write!(f, "OTHER reason={reason}"),
+            VcpuExit::Counted(summary) => summary.fmt(f),
             other => f.write_str(other.kind()),
         }
     }
@@ -432,5 +580,38 @@ impl fmt::Display for Reply {
             Reply::Decision(d) => d.fmt(f),
             Reply::Control(line) => f.write_str(line),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(port: u16, byte: u8) -> VcpuExit {
+        VcpuExit::IoOut {
+            port,
+            data: vec![byte],
+        }
+    }
+
+    #[test]
+    fn summaries_merge_by_adding_whatever_the_order_or_split() {
+        let exits = [io(1, 1), io(1, 2), VcpuExit::Interrupted, io(2, 3)];
+        let mut whole = ExitSummary::default();
+        exits.iter().for_each(|e| whole.add(e));
+        let (mut first, mut second) = (ExitSummary::default(), ExitSummary::default());
+        exits.iter().rev().take(1).for_each(|e| first.add(e));
+        exits.iter().rev().skip(1).for_each(|e| second.add(e));
+        first.add(&VcpuExit::Counted(second));
+        assert_eq!(first, whole);
+        assert_eq!(whole.runs, 4);
+        assert_eq!(whole.kinds["IO_OUT"].count, 3);
+        assert_ne!(io(1, 1).digest(), io(1, 2).digest());
+        let text = whole.to_string();
+        assert!(
+            text.starts_with("COUNTED x4: INTR x1, IO_OUT x3 (digest "),
+            "{text}"
+        );
+        assert!(text.contains(", IO_OUT x3 (digest "), "{text}");
     }
 }

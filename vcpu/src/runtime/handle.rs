@@ -415,6 +415,18 @@ impl VcpuHandle {
         }
     }
 
+    /// `KVM_RUN` once, as a run past its `record_exits` budget ([`VcpuCall::RunCounted`]): the
+    /// caller counts its I/O and MMIO exits without decoding them. Live it is the same `KVM_RUN`
+    /// as [`VcpuHandle::run`]; a replay may answer with [`VcpuExit::Counted`], many exits at once.
+    /// Seals the VM's CPU model first.
+    pub fn run_counted(&self) -> Result<VcpuExit, HandleError> {
+        self.lock.seal_for_run(self.id);
+        match self.backend_call(&VcpuCall::RunCounted)? {
+            Reply::Exit(exit) => Ok(exit),
+            other => Err(self.unexpected(&VcpuCall::RunCounted, &other)),
+        }
+    }
+
     /// What makes this vCPU leave `KVM_RUN` from another thread.
     pub fn kicker(&self) -> Arc<dyn Kick> {
         Arc::clone(&self.kick)
@@ -472,10 +484,12 @@ impl VcpuHandle {
                 ),
             ));
         }
-        if call == VcpuCall::Run {
+        if matches!(call, VcpuCall::Run | VcpuCall::RunCounted) {
             return Err(self.error(
                 &call,
-                CallError::Backend("KVM_RUN must go through run(), which seals the lock".into()),
+                CallError::Backend(
+                    "KVM_RUN must go through run() or run_counted(), which seal the lock".into(),
+                ),
             ));
         }
         self.backend_call(&call)

@@ -10,9 +10,16 @@
 //! [`VcpuHandle::control_point`] what to do: run on, park until the wish changes, or stop. Only
 //! looking at control after a kick is what makes the decisions replayable: they sit at recorded
 //! exits, not at whatever instant a flag happened to be read.
+//!
+//! Bounded recording ([`RunLimits::record_exits`]): a vCPU's first exits go through
+//! [`VcpuHandle::run`] and the guest's decoder, one by one. Past the budget the loop calls
+//! [`VcpuHandle::run_counted`] instead and only *counts* I/O and MMIO exits (the decoder does not
+//! see them), so a recorder may summarise them; kicks, control points and faults are handled as
+//! before, and any other exit ends the run as [`ProbeEnd::EndedBeyondBudget`]. A replay may answer
+//! `run_counted` with [`VcpuExit::Counted`], many counted exits at once.
 
 use crate::guests::{ExitDecoder, GuestReport, ProbeDecoder, Step};
-use crate::hypervisor::call::{RunDecision, VcpuExit};
+use crate::hypervisor::call::{ExitSummary, RunDecision, VcpuExit};
 use crate::runtime::control::RunControl;
 use crate::runtime::handle::{HandleError, VcpuHandle};
 use std::fmt;
@@ -35,6 +42,11 @@ pub enum ProbeEnd {
     ExitBudget,
     /// The control plane stopped the vCPU.
     Stopped,
+    /// Past the `record_exits` budget, the guest ended with an exit the loop only counts I/O
+    /// and MMIO exits past (`HLT`, `SYSTEM_EVENT`, or another); the exit, described. The decoder
+    /// did not see the exits past the budget, so the report holds only the passes decoded before
+    /// it, and whether the guest finished its passes is unknown.
+    EndedBeyondBudget(String),
 }
 
 impl fmt::Display for ProbeEnd {
@@ -46,6 +58,11 @@ impl fmt::Display for ProbeEnd {
             ProbeEnd::Call(error) => write!(f, "call failed: {error}"),
             ProbeEnd::ExitBudget => f.write_str("the exit budget ran out"),
             ProbeEnd::Stopped => f.write_str("stopped by request"),
+            ProbeEnd::EndedBeyondBudget(exit) => write!(
+                f,
+                "the guest ended beyond its record_exits budget ({exit}): its last exits were \
+                 counted, not decoded"
+            ),
         }
     }
 }
@@ -61,6 +78,8 @@ pub struct RunOutcome<R> {
     pub report: R,
     /// `KVM_RUN` calls that returned an exit (including `Interrupted` and the final one).
     pub exits: u64,
+    /// Of `exits`, those past the `record_exits` budget: counted, not decoded.
+    pub counted: u64,
     /// Why the run ended.
     pub end: ProbeEnd,
 }
@@ -83,6 +102,7 @@ pub fn run_probe(
         points,
         repeats,
         exit_budget,
+        record_exits: None,
         pause_at_first_exit: false,
     };
     run_controlled(vcpu, &probe, &RunControl::new(), &mut |_| {})
@@ -97,6 +117,8 @@ pub struct Probe<'a> {
     pub repeats: u32,
     /// Stop with [`ProbeEnd::ExitBudget`] after that many exits.
     pub exit_budget: Option<u64>,
+    /// Decode that many exits one by one, then only count them ([`RunLimits::record_exits`]).
+    pub record_exits: Option<u64>,
     /// Take a control point right after the first guest exit (before acting on it), so a VM
     /// started paused parks there: every vCPU has entered its guest once, and none runs on until
     /// it is resumed. The point is at a fixed place in the vCPU's stream, so replays take it too.
@@ -124,6 +146,7 @@ pub fn run_controlled(
 ) -> ProbeOutcome {
     let limits = RunLimits {
         exit_budget: probe.exit_budget,
+        record_exits: probe.record_exits,
         pause_at_first_exit: probe.pause_at_first_exit,
     };
     run_decoded(
@@ -140,6 +163,10 @@ pub fn run_controlled(
 pub struct RunLimits {
     /// Stop with [`ProbeEnd::ExitBudget`] after that many exits (`None`: no limit).
     pub exit_budget: Option<u64>,
+    /// The `record_exits` budget: this many exits (at least the first) go through
+    /// [`VcpuHandle::run`] and the decoder; the later ones through [`VcpuHandle::run_counted`],
+    /// counted and not decoded (`None`: no limit, every exit is decoded).
+    pub record_exits: Option<u64>,
     /// Take a control point right after the first guest exit, as [`Probe::pause_at_first_exit`].
     pub pause_at_first_exit: bool,
 }
@@ -157,15 +184,32 @@ pub fn run_decoded<D: ExitDecoder>(
     kick.bind_current_thread();
     let _unbind = Unbind(kick.as_ref());
     let mut exits = 0u64;
+    let mut counted = 0u64;
     let end = loop {
         if limits.exit_budget.is_some_and(|budget| exits >= budget) {
             break ProbeEnd::ExitBudget;
         }
-        let exit = match vcpu.run() {
+        let beyond = limits
+            .record_exits
+            .is_some_and(|budget| exits >= budget.max(1));
+        let result = if beyond {
+            vcpu.run_counted()
+        } else {
+            vcpu.run()
+        };
+        let exit = match result {
+            Ok(VcpuExit::Counted(summary)) if beyond => {
+                exits += summary.runs;
+                counted += summary.runs;
+                continue;
+            }
             Ok(exit) => exit,
             Err(error) => break ProbeEnd::Call(error),
         };
         exits += 1;
+        if beyond {
+            counted += 1;
+        }
         if exits == 1 {
             notify(VcpuNotice::FirstExit);
             if limits.pause_at_first_exit && exit != VcpuExit::Interrupted {
@@ -186,6 +230,12 @@ pub fn run_decoded<D: ExitDecoder>(
         if let Some(fault) = guest_fault(&exit) {
             break ProbeEnd::GuestFault(format!("exit #{exits}: {fault}"));
         }
+        if beyond {
+            if ExitSummary::folds(&exit) {
+                continue;
+            }
+            break ProbeEnd::EndedBeyondBudget(format!("exit #{exits}: {exit}"));
+        }
         match decoder.feed(&exit) {
             Ok(Step::Continue) => {}
             Ok(Step::Done) => break ProbeEnd::Halted,
@@ -195,6 +245,7 @@ pub fn run_decoded<D: ExitDecoder>(
     RunOutcome {
         report: decoder.finish(),
         exits,
+        counted,
         end,
     }
 }
@@ -283,9 +334,10 @@ mod tests {
     use std::collections::VecDeque;
     use vm_memory::GuestMemoryMmap;
 
-    /// A vCPU that answers `Run` from a script.
+    /// A vCPU that answers `Run` and `RunCounted` from a script, and notes which was called.
     struct Scripted {
         exits: VecDeque<Result<VcpuExit, CallError>>,
+        calls: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl Vcpu for Scripted {
@@ -294,10 +346,15 @@ mod tests {
         }
         fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
             match call {
-                VcpuCall::Run => match self.exits.pop_front() {
-                    Some(exit) => exit.map(Reply::Exit),
-                    None => Err(CallError::Backend("script exhausted".into())),
-                },
+                VcpuCall::Run | VcpuCall::RunCounted => {
+                    if let Ok(mut calls) = self.calls.lock() {
+                        calls.push(call.to_string());
+                    }
+                    match self.exits.pop_front() {
+                        Some(exit) => exit.map(Reply::Exit),
+                        None => Err(CallError::Backend("script exhausted".into())),
+                    }
+                }
                 _ => Ok(Reply::Done),
             }
         }
@@ -315,6 +372,7 @@ mod tests {
     struct ScriptedVm {
         memory: GuestMemoryMmap,
         script: Option<Vec<Result<VcpuExit, CallError>>>,
+        calls: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl Vm for ScriptedVm {
@@ -326,7 +384,8 @@ mod tests {
         }
         fn create_vcpu(&mut self, _: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
             let exits = self.script.take().unwrap_or_default().into();
-            Ok(Box::new(Scripted { exits }))
+            let calls = Arc::clone(&self.calls);
+            Ok(Box::new(Scripted { exits, calls }))
         }
         fn guest_memory(&self) -> &GuestMemoryMmap {
             &self.memory
@@ -334,15 +393,118 @@ mod tests {
     }
 
     fn vcpu(script: Vec<Result<VcpuExit, CallError>>) -> VcpuHandle {
+        vcpu_noting(script).0
+    }
+
+    /// A scripted vCPU, and the run calls it was given (`RUN` or `RUN_COUNTED`), in order.
+    fn vcpu_noting(
+        script: Vec<Result<VcpuExit, CallError>>,
+    ) -> (VcpuHandle, Arc<std::sync::Mutex<Vec<String>>>) {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let vm = VmHandle::new(
             Box::new(ScriptedVm {
                 memory: GuestMemoryMmap::new(),
                 script: Some(script),
+                calls: Arc::clone(&calls),
             }),
             "scripted",
             crate::GuestArch::X86_64,
         );
-        vm.create_vcpu(VcpuId(0)).unwrap()
+        (vm.create_vcpu(VcpuId(0)).unwrap(), calls)
+    }
+
+    fn bounded(record_exits: u64) -> RunLimits {
+        RunLimits {
+            exit_budget: None,
+            record_exits: Some(record_exits),
+            pause_at_first_exit: false,
+        }
+    }
+
+    fn run_bounded(
+        script: Vec<Result<VcpuExit, CallError>>,
+        limits: RunLimits,
+        control: &RunControl,
+    ) -> (ProbeOutcome, Vec<String>) {
+        let (vcpu, calls) = vcpu_noting(script);
+        let decoder = ProbeDecoder::new(&POINTS, 0);
+        let outcome = run_decoded(&vcpu, decoder, limits, control, &mut |_| {});
+        let calls = calls.lock().unwrap().clone();
+        (outcome, calls)
+    }
+
+    #[test]
+    fn past_the_budget_exits_are_counted_not_decoded() {
+        // One whole pass decoded (8 exits), then garbage the decoder would refuse: counted only.
+        let mut script = one_pass(0);
+        script.extend([out(0x1234, 7), out(PORT_PASS_END, 9)]);
+        script.push(Ok(VcpuExit::Interrupted));
+        script.push(out(PORT_RESULT, 1));
+        let control = RunControl::new();
+        control.request(RunDecision::Stop);
+        let (outcome, calls) = run_bounded(script, bounded(8), &control);
+        assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
+        assert_eq!((outcome.exits, outcome.counted), (11, 3));
+        assert_eq!(outcome.report.passes, 1);
+        assert_eq!(calls[..8], vec!["RUN".to_string(); 8]);
+        assert_eq!(calls[8..], vec!["RUN_COUNTED".to_string(); 3]);
+    }
+
+    #[test]
+    fn a_replayed_summary_counts_its_runs_and_goes_on() {
+        let mut summary = ExitSummary::default();
+        for _ in 0..1000 {
+            summary.add(&VcpuExit::IoOut {
+                port: PORT_RESULT,
+                data: vec![0; 4],
+            });
+        }
+        let mut script = one_pass(0);
+        script.push(Ok(VcpuExit::Counted(summary)));
+        script.push(Ok(VcpuExit::Interrupted));
+        let control = RunControl::new();
+        control.request(RunDecision::Stop);
+        let (outcome, _) = run_bounded(script, bounded(8), &control);
+        assert!(matches!(outcome.end, ProbeEnd::Stopped), "{}", outcome.end);
+        assert_eq!((outcome.exits, outcome.counted), (1009, 1001));
+    }
+
+    #[test]
+    fn past_the_budget_other_ends_and_faults_end_the_run() {
+        let mut script = one_pass(0);
+        script.push(out(PORT_RESULT, 1));
+        script.push(Ok(VcpuExit::Hlt));
+        let (outcome, _) = run_bounded(script, bounded(8), &RunControl::new());
+        let ProbeEnd::EndedBeyondBudget(what) = &outcome.end else {
+            panic!("{}", outcome.end)
+        };
+        assert!(what.contains("exit #10: HLT"), "{what}");
+        assert_eq!((outcome.exits, outcome.counted), (10, 2));
+        let mut script = one_pass(0);
+        script.push(Ok(VcpuExit::Shutdown));
+        let (outcome, _) = run_bounded(script, bounded(8), &RunControl::new());
+        assert!(
+            matches!(&outcome.end, ProbeEnd::GuestFault(f) if f.contains("exit #9: SHUTDOWN")),
+            "{}",
+            outcome.end
+        );
+    }
+
+    #[test]
+    fn the_exit_budget_counts_counted_exits_too() {
+        let mut script = one_pass(0);
+        script.extend((0..10).map(|_| out(PORT_RESULT, 1)));
+        let limits = RunLimits {
+            exit_budget: Some(12),
+            ..bounded(8)
+        };
+        let (outcome, _) = run_bounded(script, limits, &RunControl::new());
+        assert!(
+            matches!(outcome.end, ProbeEnd::ExitBudget),
+            "{}",
+            outcome.end
+        );
+        assert_eq!((outcome.exits, outcome.counted), (12, 4));
     }
 
     fn out(port: u16, value: u32) -> Result<VcpuExit, CallError> {
@@ -493,6 +655,7 @@ mod tests {
             points: &POINTS,
             repeats: 0,
             exit_budget: None,
+            record_exits: None,
             pause_at_first_exit: false,
         };
         let outcome = run_controlled(&vcpu(script), &probe, &control, &mut |n| notices.push(n));
@@ -519,6 +682,7 @@ mod tests {
                 points: &POINTS,
                 repeats: 1,
                 exit_budget: None,
+                record_exits: None,
                 pause_at_first_exit,
             };
             run_controlled(&vcpu, &probe, &control, &mut |n| tx.send(n).unwrap())

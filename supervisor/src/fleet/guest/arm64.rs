@@ -208,6 +208,7 @@ impl Arm64Guest {
             finish,
             limits: RunLimits {
                 exit_budget,
+                record_exits: vm.spec.record_exits,
                 pause_at_first_exit,
             },
         })

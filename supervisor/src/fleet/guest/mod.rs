@@ -298,6 +298,14 @@ impl VcpuOutcome {
         }
     }
 
+    /// Of [`VcpuOutcome::exits`], those past the `record_exits` budget.
+    pub fn counted(&self) -> u64 {
+        match self {
+            VcpuOutcome::X86(o) => o.counted,
+            VcpuOutcome::Arm64(o) => o.counted,
+        }
+    }
+
     pub fn end(&self) -> &ProbeEnd {
         match self {
             VcpuOutcome::X86(o) => &o.end,
@@ -334,6 +342,7 @@ fn unstarted_vcpu(id: u32) -> VcpuReport {
         guest: None,
         arm64_guest: None,
         exits: 0,
+        exits_counted: 0,
         end: "not started".into(),
         run_end: crate::report::RunEnd::NotStarted,
         held: vcpu::hypervisor::cpuid::CpuidTable::default(),

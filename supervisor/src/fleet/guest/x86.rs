@@ -98,6 +98,7 @@ impl X86Guest {
                 guest: previous.and_then(|p| p.guest.clone()),
                 arm64_guest: None,
                 exits: previous.map_or(0, |p| p.exits),
+                exits_counted: previous.map_or(0, |p| p.exits_counted),
                 run_end: previous.map_or(RunEnd::NotStarted, |p| p.run_end),
                 end: previous.map_or_else(|| "not started".into(), |p| p.end.clone()),
             });
@@ -126,6 +127,7 @@ pub(in crate::fleet) struct Launch {
     points: Vec<(u32, u32)>,
     repeats: u32,
     exit_budget: Option<u64>,
+    record_exits: Option<u64>,
     pub(super) pause_at_first_exit: bool,
 }
 
@@ -140,6 +142,7 @@ impl Launch {
             points: &self.points,
             repeats: self.repeats,
             exit_budget: self.exit_budget,
+            record_exits: self.record_exits,
             pause_at_first_exit: self.pause_at_first_exit,
         };
         runner::run_controlled(vcpu, &probe, control, notify)
@@ -173,6 +176,7 @@ pub(super) fn load(vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch,
         points,
         repeats,
         exit_budget,
+        record_exits: vm.spec.record_exits,
         pause_at_first_exit,
     })
 }

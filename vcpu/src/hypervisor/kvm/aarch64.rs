@@ -109,9 +109,9 @@ pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError
         VcpuCall::SetCpuid2 { .. } | VcpuCall::GetCpuid2 => {
             Err(other_arch(call, GuestArch::X86_64))
         }
-        VcpuCall::Run | VcpuCall::Destroy => Err(CallError::Backend(format!(
-            "{call} is not an architecture-specific vCPU call"
-        ))),
+        VcpuCall::Run | VcpuCall::RunCounted | VcpuCall::Destroy => Err(CallError::Backend(
+            format!("{call} is not an architecture-specific vCPU call"),
+        )),
     }
 }
 

@@ -53,7 +53,8 @@ impl Vcpu for KvmVcpu {
         match call {
             // KVM_RUN until the next exit to userspace (see `exit::run`).
             // A kick leaves `immediate_exit` set: clear it before anyone decides what comes next.
-            VcpuCall::Run => {
+            // `RunCounted` is the same `KVM_RUN`: only its caller and the recorder treat it apart.
+            VcpuCall::Run | VcpuCall::RunCounted => {
                 let exit = exit::run(fd)?;
                 if exit == VcpuExit::Interrupted {
                     self.kick.clear_after_exit();

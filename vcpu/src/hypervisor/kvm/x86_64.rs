@@ -59,9 +59,9 @@ pub(super) fn vcpu_call(fd: &VcpuFd, call: &VcpuCall) -> Result<Reply, CallError
         | VcpuCall::ArmVcpuInit { .. }
         | VcpuCall::ArmVcpuFinalize { .. }
         | VcpuCall::ArmPmuV3Init => Err(other_arch(call, GuestArch::Aarch64)),
-        VcpuCall::Run | VcpuCall::Destroy => Err(CallError::Backend(format!(
-            "{call} is not an architecture-specific vCPU call"
-        ))),
+        VcpuCall::Run | VcpuCall::RunCounted | VcpuCall::Destroy => Err(CallError::Backend(
+            format!("{call} is not an architecture-specific vCPU call"),
+        )),
     }
 }
 

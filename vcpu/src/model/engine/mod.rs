@@ -269,7 +269,7 @@ impl Engine {
         let facts = &self.facts;
         let state = self.vms.entry(vm).or_default();
         match call {
-            VcpuCall::Run => {
+            VcpuCall::Run | VcpuCall::RunCounted => {
                 if !state.ran && facts.arch == GuestArch::Aarch64 {
                     arm64::first_run(facts, state, vcpu);
                 }
