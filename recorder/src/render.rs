@@ -5,6 +5,7 @@ use crate::call::TraceCall;
 use crate::reader::Trace;
 use crate::trace::Event;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use vcpu::{Failure, Origin, Outcome, Reply, Stream, VcpuCall};
@@ -43,64 +44,138 @@ fn stream_order(stream: &Stream) -> StreamOrder {
 /// identically. One `call -> outcome` line per call, except that consecutive `RUN`s collapse into
 /// one line with their count and a summary of their exits (`RUN x451 -> IO_OUT x450, HLT x1`). An
 /// event's detail (a lock refusal's explanation) follows on an indented line.
+///
+/// It is [`TranscriptFold`] fed the events in `seq` order, so a run that folds its events as they
+/// come renders exactly this.
 pub fn render_streams(events: &[Event]) -> String {
-    let mut by_stream: BTreeMap<StreamOrder, (Stream, Vec<&Event>)> = BTreeMap::new();
-    for event in events {
-        by_stream
-            .entry(stream_order(&event.stream))
-            .or_insert_with(|| (event.stream, Vec::new()))
-            .1
-            .push(event);
+    let mut in_order: Vec<&Event> = events.iter().collect();
+    in_order.sort_by_key(|e| e.seq);
+    let mut fold = TranscriptFold::default();
+    for event in in_order {
+        fold.push(event);
     }
-    let mut out = String::new();
-    for (i, (stream, mut stream_events)) in by_stream.into_values().enumerate() {
-        stream_events.sort_by_key(|e| e.seq);
-        if i > 0 {
-            out.push('\n');
+    fold.render()
+}
+
+/// The canonical transcript ([`render_streams`]) built as events come, without keeping them:
+/// each stream's finished lines, the `RUN`s it is collapsing (a count and their exit kinds), and
+/// the control events (few, and compared one by one after a replay).
+#[derive(Clone, Debug, Default)]
+pub struct TranscriptFold {
+    streams: BTreeMap<StreamOrder, StreamLines>,
+    control: Vec<Event>,
+}
+
+/// One stream's part of a [`TranscriptFold`].
+#[derive(Clone, Debug)]
+struct StreamLines {
+    stream: Stream,
+    /// The finished lines.
+    text: String,
+    /// The plain `RUN`s since the last other call.
+    runs: Runs,
+}
+
+/// Consecutive plain `RUN`s: how many, the first one's outcome (printed alone when it is the only
+/// one), and their outcome kinds in order of first appearance, with counts.
+#[derive(Clone, Debug, Default)]
+struct Runs {
+    count: usize,
+    first: Option<Outcome>,
+    kinds: Vec<(Cow<'static, str>, usize)>,
+}
+
+impl Runs {
+    fn push(&mut self, outcome: &Outcome) {
+        if self.count == 0 {
+            self.first = Some(outcome.clone());
         }
-        let _ = writeln!(out, "{stream}");
-        let mut rest = stream_events.as_slice();
-        while let Some((first, _)) = rest.split_first() {
-            let runs = rest.iter().take_while(|e| is_plain_run(e)).count();
-            if runs > 1 {
-                let _ = writeln!(out, "  RUN x{runs} -> {}", run_summary(&rest[..runs]));
-                rest = &rest[runs..];
-                continue;
+        self.count += 1;
+        let kind: Cow<'static, str> = match outcome {
+            Ok(Reply::Exit(exit)) => Cow::Borrowed(exit.kind()),
+            other => Cow::Owned(self::outcome(other)),
+        };
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.kinds.push((kind, 1)),
+        }
+    }
+
+    /// The line (if any) these runs print.
+    fn write(&self, out: &mut String) {
+        match (self.count, &self.first) {
+            (0, _) | (_, None) => {}
+            (1, Some(first)) => {
+                let _ = writeln!(out, "  {} -> {}", VcpuCall::Run, outcome(first));
             }
-            let _ = writeln!(out, "  {} -> {}", first.call, outcome(&first.outcome));
-            if let Some(detail) = &first.detail {
-                for line in detail.lines() {
-                    let _ = writeln!(out, "      {line}");
+            (count, Some(_)) => {
+                let _ = write!(out, "  RUN x{count} -> ");
+                for (i, (kind, n)) in self.kinds.iter().enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    let _ = write!(out, "{sep}{kind} x{n}");
                 }
+                out.push('\n');
             }
-            rest = &rest[1..];
         }
     }
-    out
+}
+
+impl TranscriptFold {
+    /// Fold in the next event of its stream (each stream's events must come in `seq` order;
+    /// streams may interleave).
+    pub fn push(&mut self, event: &Event) {
+        if event.stream == Stream::Control {
+            self.control.push(event.clone());
+        }
+        let lines = self
+            .streams
+            .entry(stream_order(&event.stream))
+            .or_insert_with(|| StreamLines {
+                stream: event.stream,
+                text: String::new(),
+                runs: Runs::default(),
+            });
+        if is_plain_run(event) {
+            lines.runs.push(&event.outcome);
+            return;
+        }
+        let runs = std::mem::take(&mut lines.runs);
+        runs.write(&mut lines.text);
+        let _ = writeln!(
+            lines.text,
+            "  {} -> {}",
+            event.call,
+            outcome(&event.outcome)
+        );
+        if let Some(detail) = &event.detail {
+            for line in detail.lines() {
+                let _ = writeln!(lines.text, "      {line}");
+            }
+        }
+    }
+
+    /// The control events folded in, in the order they came.
+    pub fn control_events(&self) -> &[Event] {
+        &self.control
+    }
+
+    /// The transcript so far, exactly as [`render_streams`] renders the events folded in.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, lines) in self.streams.values().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", lines.stream);
+            out.push_str(&lines.text);
+            lines.runs.write(&mut out);
+        }
+        out
+    }
 }
 
 fn is_plain_run(event: &Event) -> bool {
     matches!(event.call, TraceCall::Vcpu(VcpuCall::Run)) && event.detail.is_none()
-}
-
-/// `IO_OUT x450, HLT x1`: outcome kinds in order of first appearance, with counts.
-fn run_summary(runs: &[&Event]) -> String {
-    let mut kinds: Vec<(String, usize)> = Vec::new();
-    for event in runs {
-        let kind = match &event.outcome {
-            Ok(Reply::Exit(exit)) => exit.kind().to_string(),
-            other => outcome(other),
-        };
-        match kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((kind, 1)),
-        }
-    }
-    kinds
-        .iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `+1.234567s`: an event's time since the trace started.

@@ -16,6 +16,7 @@ use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
 use anyhow::{Context, Result, bail};
 use protocol::Request;
+use recorder::render::TranscriptFold;
 use recorder::{
     Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceError,
     TraceHeader, TraceOptions, TraceWriter,
@@ -71,20 +72,24 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         },
     );
 
-    // Keep events in memory only for a transcript: a long-running fleet records a lot.
+    // Fold events into the transcript only when one is asked for, and keep none of them: a
+    // long-running fleet records a lot.
     let keep = args.transcript.is_some();
     let (recorder, writer) = match &args.record {
         Some(path) => {
             let options = TraceOptions {
-                keep_events: keep,
+                keep_events: false,
                 replace: args.force,
             };
             let (recorder, writer) = TraceWriter::create_with(path, &header, options)
                 .with_context(|| format!("creating trace {}", path.display()))?;
+            if keep {
+                recorder.fold_transcript();
+            }
             say_where_the_trace_goes(&writer);
             (Some(recorder), Some(writer))
         }
-        None if keep => (Some(Recorder::in_memory()), None),
+        None if keep => (Some(Recorder::folding()), None),
         None => (None, None),
     };
     let hv: Arc<dyn Hypervisor> = match &recorder {
@@ -113,8 +118,8 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         }
     }
     let report = report?;
-    let events = recorder.map(|r| r.events()).unwrap_or_default();
-    finish_report(&report, &header, &events, transcript.as_ref(), args.json)
+    let calls = recorder.and_then(|r| r.transcript()).unwrap_or_default();
+    finish_report(&report, &header, &calls, transcript.as_ref(), args.json)
 }
 
 /// SIGINT and SIGTERM, as `shutdown for exit` requests: every VM stopped and reported, and the
@@ -191,12 +196,12 @@ impl JobProgress for Progress {
 fn finish_report(
     report: &JobReport,
     header: &TraceHeader,
-    events: &[Event],
+    calls: &TranscriptFold,
     transcript: Option<&Output>,
     json: bool,
 ) -> Result<Status> {
     if let Some(output) = transcript {
-        let text = report::transcript(report, &header.host, events);
+        let text = report::transcript_folded(report, &header.host, calls);
         output
             .write_all(text.as_bytes())
             .with_context(|| format!("writing transcript {}", output.target().display()))?;
@@ -278,7 +283,8 @@ fn replay_on(
         })
         .collect::<Result<_>>()?;
     let monitor = replay.monitor();
-    let recorder = Recorder::in_memory();
+    // The replayed calls are folded into the transcript as they come, not kept.
+    let recorder = Recorder::folding();
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(replay), recorder.clone()));
     crate::fleet::check_arch(spec.arch, hv.arch())?;
@@ -293,11 +299,11 @@ fn replay_on(
         };
         anyhow::Ok(report)
     });
-    let events = recorder.events();
+    let calls = recorder.transcript().unwrap_or_default();
     let divergence = monitor
         .finish()
         .err()
-        .or_else(|| control_divergence(&recorded, &events));
+        .or_else(|| control_divergence(&recorded, calls.control_events()));
     let report = match report {
         Ok(report) => Some(report),
         // A job that could not even start is a divergence if the trace says it did.
@@ -308,7 +314,7 @@ fn replay_on(
         Err(e) => return Err(e),
     };
     let transcript = match (&report, &divergence) {
-        (Some(report), None) => Some(report::transcript(report, &header.host, &events)),
+        (Some(report), None) => Some(report::transcript_folded(report, &header.host, &calls)),
         _ => None,
     };
     Ok(ReplayOutcome {
