@@ -19,7 +19,7 @@ use protocol::Request;
 use recorder::render::TranscriptFold;
 use recorder::{
     Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceError,
-    TraceHeader, TraceOptions, TraceWriter,
+    TraceHeader, TraceOptions, TraceStream, TraceWriter,
 };
 use serde::Serialize;
 use std::fs;
@@ -267,21 +267,41 @@ fn replay_on(
     replay: ReplayHypervisor,
     spec: &FleetSpec,
 ) -> Result<ReplayOutcome> {
+    let requests: Vec<Request> = control.iter().map(control_request).collect::<Result<_>>()?;
+    replay_job(
+        header,
+        futures::stream::iter(requests),
+        replay,
+        spec,
+        move || Ok(control),
+    )
+}
+
+/// The request a control event recorded.
+pub(crate) fn control_request(e: &Event) -> Result<Request> {
+    match &e.call {
+        recorder::TraceCall::Control(request) => Ok(request.clone()),
+        other => Err(anyhow::anyhow!(
+            "event #{} on the control stream is {other}, not a control request",
+            e.seq
+        )),
+    }
+}
+
+/// The replay itself: the job `header` records, on `replay`, carrying out `requests` in order.
+/// Once the job is over, `settle` gives the recorded control events (a streamed replay reads the
+/// rest of its trace there, and fails if the trace is cut short or damaged).
+pub(crate) fn replay_job(
+    header: &TraceHeader,
+    requests: impl futures::Stream<Item = Request> + Unpin,
+    replay: ReplayHypervisor,
+    spec: &FleetSpec,
+    settle: impl FnOnce() -> Result<Vec<Event>>,
+) -> Result<ReplayOutcome> {
     let command = header.job.command.as_str();
     if command != COMMAND_RUN && command != COMMAND_SERVE {
         bail!("the trace records a `{command}` job; this vmfleet replays `run` and `serve` jobs");
     }
-    let recorded: Vec<&Event> = control.iter().collect();
-    let requests: Vec<Request> = recorded
-        .iter()
-        .map(|e| match &e.call {
-            recorder::TraceCall::Control(request) => Ok(request.clone()),
-            other => Err(anyhow::anyhow!(
-                "event #{} on the control stream is {other}, not a control request",
-                e.seq
-            )),
-        })
-        .collect::<Result<_>>()?;
     let monitor = replay.monitor();
     // The replayed calls are folded into the transcript as they come, not kept.
     let recorder = Recorder::folding();
@@ -293,12 +313,15 @@ fn replay_on(
             .await?
             .with_control_log(recorder.clone());
         let report = if command == COMMAND_RUN {
-            run_on(&fleet, spec, &mut Quiet, futures::stream::iter(requests)).await
+            run_on(&fleet, spec, &mut Quiet, requests).await
         } else {
             serve_replay(&fleet, spec, requests).await
         };
         anyhow::Ok(report)
     });
+    // The trace's own faults (cut short, damaged) come before anything the replay found.
+    let control = settle()?;
+    let recorded: Vec<&Event> = control.iter().collect();
     let calls = recorder.transcript().unwrap_or_default();
     let divergence = monitor
         .finish()
@@ -328,13 +351,18 @@ fn replay_on(
 /// requests one after the other, shut down (unless the last request already did). A recorded
 /// `shutdown for exit` is carried out as recorded: the replay's threads and objects stay until
 /// the replaying process ends, and no `DESTROY` call is issued, as none was recorded.
-async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<Request>) -> JobReport {
+async fn serve_replay(
+    fleet: &Fleet,
+    spec: &FleetSpec,
+    mut requests: impl futures::Stream<Item = Request> + Unpin,
+) -> JobReport {
+    use futures::StreamExt as _;
     if !spec.vms.is_empty() {
         fleet.create_all(spec.vms.clone()).await;
         fleet.start_all(StartMode::Running, |_, _| {}).await;
     }
     let mut report = None;
-    for request in requests {
+    while let Some(request) = requests.next().await {
         if let Ok(ControlValue::Shutdown(done)) = fleet.handle(request).await {
             report = Some(*done);
         }
@@ -383,18 +411,17 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
         ),
         None => None,
     };
-    let trace = open_trace(&args.trace, |p| Trace::open(p))?;
-    // A trace cut short cannot be replayed to its end: say so with its own status.
-    trace
-        .require_complete()
-        .with_context(|| format!("replaying trace {}", args.trace.display()))
-        .or_status(Status::Incomplete)?;
-    let job = &trace.header.job;
+    // Read as the replay goes: a trace cut short or damaged ends the replay with its error.
+    let path = &args.trace;
+    let stream =
+        TraceStream::open(path).map_err(|e| crate::replay_stream::trace_failure(e.into(), path))?;
+    let header = stream.header();
+    let job = &header.job;
     let spec = if job.command == COMMAND_SERVE && job.spec_text.trim().is_empty() {
         // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
         FleetSpec {
             name: DEFAULT_FLEET_NAME.to_string(),
-            arch: trace.header.guest_arch,
+            arch: header.guest_arch,
             cross_check: false,
             vms: Vec::new(),
         }
@@ -403,7 +430,9 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
             .context("the fleet spec stored in the trace header")
             .or_status(Status::BadInput)?
     };
-    let outcome = replay_trace_owned(trace, &spec)?;
+    let outcome =
+        crate::replay_stream::replay_stream(stream, &spec, crate::replay_stream::DEFAULT_WINDOW)
+            .map_err(|e| crate::replay_stream::trace_failure(e, path))?;
     if let Some(divergence) = &outcome.divergence {
         crate::note!(
             "vmfleet: replay of {} diverged from the trace",
