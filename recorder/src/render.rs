@@ -233,6 +233,11 @@ impl ShowFilter {
         }
         let present: std::collections::BTreeSet<String> =
             events.map(|e| call_kind(&e.call)).collect();
+        self.unknown_calls_among(&present)
+    }
+
+    /// [`ShowFilter::unknown_calls`], given the call kinds a trace has (gathered as it is read).
+    pub fn unknown_calls_among(&self, present: &std::collections::BTreeSet<String>) -> Vec<String> {
         self.calls
             .iter()
             .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
@@ -268,38 +273,52 @@ pub fn show_text(trace: &Trace) -> String {
 /// [`show_text`] of the events `filter` shows (the header and the footer always; a filtered
 /// listing says how many events it left out).
 pub fn show_text_filtered(trace: &Trace, filter: &ShowFilter) -> String {
-    let mut out = String::new();
-    let _ = write!(out, "{}", trace.header);
-    let _ = writeln!(out, "events:");
+    let mut out = show_text_header(&trace.header);
     let mut hidden = 0u64;
     for event in &trace.events {
-        if !filter.shows(event) {
+        if filter.shows(event) {
+            show_text_event(&mut out, event);
+        } else {
             hidden += 1;
-            continue;
-        }
-        let result = match &event.outcome {
-            Ok(reply) => reply.to_string(),
-            Err(f) => format!("{} [{}]", f.errno, f.origin),
-        };
-        let _ = writeln!(
-            out,
-            "  #{} {} {} {} -> {}",
-            event.seq,
-            time(event.at_ns),
-            event.stream,
-            event.call,
-            result
-        );
-        if let Some(detail) = &event.detail {
-            for line in detail.lines() {
-                let _ = writeln!(out, "      {line}");
-            }
         }
     }
+    out + &show_text_footer(filter, hidden, &trace.end)
+}
+
+/// The start of [`show_text`]: the header and the `events:` line.
+pub fn show_text_header(header: &crate::trace::TraceHeader) -> String {
+    format!("{header}events:\n")
+}
+
+/// One event as [`show_text`] prints it (its line, and its detail's lines), appended to `out`.
+pub fn show_text_event(out: &mut String, event: &Event) {
+    let _ = write!(
+        out,
+        "  #{} {} {} {} -> ",
+        event.seq,
+        time(event.at_ns),
+        event.stream,
+        event.call,
+    );
+    let _ = match &event.outcome {
+        Ok(reply) => writeln!(out, "{reply}"),
+        Err(f) => writeln!(out, "{} [{}]", f.errno, f.origin),
+    };
+    if let Some(detail) = &event.detail {
+        for line in detail.lines() {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+}
+
+/// The end of [`show_text_filtered`]: how many events `filter` left out (if it is not
+/// [`ShowFilter::is_all`]), and how the trace ends.
+pub fn show_text_footer(filter: &ShowFilter, hidden: u64, end: &crate::reader::TraceEnd) -> String {
+    let mut out = String::new();
     if !filter.is_all() {
         let _ = writeln!(out, "({hidden} event(s) left out by the filter)");
     }
-    let _ = writeln!(out, "end: {}", trace.end);
+    let _ = writeln!(out, "end: {end}");
     out
 }
 
@@ -468,8 +487,16 @@ pub fn show_json_lines(trace: &Trace) -> String {
 
 /// [`show_json_lines`] of the events `filter` shows (the header and end lines always).
 pub fn show_json_lines_filtered(trace: &Trace, filter: &ShowFilter) -> String {
-    let h = &trace.header;
-    let mut out = json_line(&HeaderLine {
+    let mut out = show_json_header(&trace.header);
+    for event in trace.events.iter().filter(|e| filter.shows(e)) {
+        out += &show_json_event(event);
+    }
+    out + &show_json_end(&trace.end)
+}
+
+/// The first line of [`show_json_lines`]: the header.
+pub fn show_json_header(h: &crate::trace::TraceHeader) -> String {
+    json_line(&HeaderLine {
         schema: TRACE_SHOW_SCHEMA,
         kind: "header",
         format_version: h.format_version,
@@ -477,23 +504,28 @@ pub fn show_json_lines_filtered(trace: &Trace, filter: &ShowFilter) -> String {
         guest_arch: h.guest_arch.to_string(),
         host: &h.host,
         job: &h.job,
-    });
-    for event in trace.events.iter().filter(|e| filter.shows(e)) {
-        out += &json_line(&EventLine {
-            schema: TRACE_SHOW_SCHEMA,
-            kind: "event",
-            seq: event.seq,
-            at_ns: event.at_ns,
-            stream: stream_json(&event.stream),
-            call: event.call.to_string(),
-            outcome: outcome_json(&event.outcome),
-            detail: event.detail.as_deref(),
-            raw: RawEvent {
-                call: &event.call,
-                outcome: &event.outcome,
-            },
-        });
-    }
-    out += &json_line(&end_line(&trace.end));
-    out
+    })
+}
+
+/// One event's line of [`show_json_lines`].
+pub fn show_json_event(event: &Event) -> String {
+    json_line(&EventLine {
+        schema: TRACE_SHOW_SCHEMA,
+        kind: "event",
+        seq: event.seq,
+        at_ns: event.at_ns,
+        stream: stream_json(&event.stream),
+        call: event.call.to_string(),
+        outcome: outcome_json(&event.outcome),
+        detail: event.detail.as_deref(),
+        raw: RawEvent {
+            call: &event.call,
+            outcome: &event.outcome,
+        },
+    })
+}
+
+/// The last line of [`show_json_lines`]: how the trace ends.
+pub fn show_json_end(end: &crate::reader::TraceEnd) -> String {
+    json_line(&end_line(end))
 }

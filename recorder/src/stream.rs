@@ -29,9 +29,10 @@ const LOOKAHEAD_FOR_DAMAGE: usize = 2 * (MAX_FRAME_LEN + FRAME_HEADER_LEN);
 /// The bytes of the source from the reader's position on, as far as read.
 struct Window<R> {
     source: R,
+    /// Storage: `buf[start..end]` holds the bytes read and not yet passed.
     buf: Vec<u8>,
-    /// Where in `buf` the reader is.
     start: usize,
+    end: usize,
     /// The file offset of `buf[start]`.
     offset: u64,
     /// Whether the source has no more bytes.
@@ -44,55 +45,49 @@ impl<R: Read> Window<R> {
             source,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             offset: 0,
             eof: false,
         }
     }
 
     fn rest(&self) -> &[u8] {
-        self.buf.get(self.start..).unwrap_or_default()
+        self.buf.get(self.start..self.end).unwrap_or_default()
     }
 
     /// Make the window hold at least `want` bytes from the position, or everything to the end of
-    /// the source.
+    /// the source. The storage grows a chunk at a time, as bytes arrive (`want` may be far past
+    /// the end of the file).
     fn fill(&mut self, want: usize) -> std::io::Result<()> {
-        if self.rest().len() >= want || self.eof {
+        if self.end - self.start >= want || self.eof {
             return Ok(());
         }
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        while self.buf.len() < want && !self.eof {
-            let have = self.buf.len();
-            // Never more than a chunk ahead of what was read: `want` may be far past the end.
-            self.buf.resize(have + READ_CHUNK, 0);
-            let read = loop {
-                match self.source.read(&mut self.buf[have..]) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
+        while self.end < want && !self.eof {
+            if self.end == self.buf.len() {
+                self.buf.resize(self.end + READ_CHUNK, 0);
+            }
+            let read = match self.source.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => other?,
             };
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(have + n);
-            self.eof = n == 0;
+            self.end += read;
+            self.eof = read == 0;
         }
         Ok(())
     }
 
     fn advance(&mut self, n: usize) {
-        let n = n.min(self.rest().len());
+        let n = n.min(self.end - self.start);
         self.start += n;
         self.offset += n as u64;
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
     }
 

@@ -9,30 +9,100 @@ use crate::common::{emit, emit_json};
 use crate::exit::{Status, StatusExt};
 use crate::fingerprint::Fingerprint;
 use anyhow::{Context, Result};
-use recorder::{Output, Trace, TraceEnd};
+use recorder::{Output, Trace, TraceEnd, TraceStream};
+use std::io::Write as _;
 use std::path::Path;
 
 /// `vmfleet trace show`: everything readable, then how the trace ends. Exit status: success for
 /// a complete trace, incomplete for one cut short, bad input for a corrupt one (its readable
-/// part is still shown, and stderr says where the damage is).
+/// part is still shown, and stderr says where the damage is). Printed as the trace is read: its
+/// memory does not grow with the trace.
 pub fn trace_show(path: &Path, json: bool, filter: &recorder::ShowFilter) -> Result<Status> {
-    let trace = open_trace(path, |p| Trace::open_lenient(p))?;
-    for unknown in filter.unknown_calls(trace.events.iter()) {
+    let mut stream = TraceStream::open(path).map_err(|e| open_failure(e, path))?;
+    let mut out = Printer::default();
+    out.print(&if json {
+        recorder::render::show_json_header(stream.header())
+    } else {
+        recorder::render::show_text_header(stream.header())
+    })?;
+    // The call kinds the trace has, to name a filter's kind that matches none.
+    let mut present = std::collections::BTreeSet::new();
+    let mut hidden = 0u64;
+    let mut text = String::new();
+    for event in stream.by_ref() {
+        if !filter.calls.is_empty() {
+            present.insert(recorder::call_kind(&event.call));
+        }
+        if !filter.shows(&event) {
+            hidden += 1;
+            continue;
+        }
+        if json {
+            out.print(&recorder::render::show_json_event(&event))?;
+        } else {
+            text.clear();
+            recorder::render::show_text_event(&mut text, &event);
+            out.print(&text)?;
+        }
+    }
+    let end = stream.finish().map_err(|e| open_failure(e, path))?;
+    out.print(&if json {
+        recorder::render::show_json_end(&end)
+    } else {
+        recorder::render::show_text_footer(filter, hidden, &end)
+    })?;
+    out.flush()?;
+    for unknown in filter.unknown_calls_among(&present) {
         eprintln!("vmfleet: {}: {unknown}", path.display());
     }
-    if json {
-        emit(&recorder::show_json_lines_filtered(&trace, filter))?;
-    } else {
-        emit(&recorder::show_text_filtered(&trace, filter))?;
-    }
-    Ok(match &trace.end {
+    Ok(match &end {
         TraceEnd::Complete { .. } => Status::Success,
         TraceEnd::Truncated { .. } => Status::Incomplete,
         TraceEnd::Corrupt { .. } => {
-            eprintln!("vmfleet: {}: {}", path.display(), trace.end);
+            eprintln!("vmfleet: {}: {end}", path.display());
             Status::BadInput
         }
     })
+}
+
+/// A trace that cannot be read, with the status [`open_trace`] gives it.
+fn open_failure(e: recorder::TraceError, path: &Path) -> anyhow::Error {
+    open_trace(path, |_| Err(e))
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("reading trace {}", path.display()))
+}
+
+/// Buffered stdout; a reader that went away (`vmfleet trace show T | head`) ends the output
+/// quietly, as [`crate::common::emit`] does.
+#[derive(Default)]
+struct Printer {
+    buf: String,
+    gone: bool,
+}
+
+impl Printer {
+    fn print(&mut self, text: &str) -> Result<()> {
+        self.buf.push_str(text);
+        if self.buf.len() >= 64 << 10 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.gone && !self.buf.is_empty() {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(self.buf.as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.gone = true,
+                other => other.context("writing to stdout")?,
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// `vmfleet trace convert IN OUT`: IN rewritten in the current format, its events and times
