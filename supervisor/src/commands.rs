@@ -229,6 +229,9 @@ pub struct ReplayOutcome {
     pub transcript: Option<String>,
     /// The first divergence (or the trace left unconsumed), if the run differs from the trace.
     pub divergence: Option<vcpu::ReplayFailure>,
+    /// A streamed replay's window of queued events when it ended (larger than the one asked for
+    /// if every call had to wait for an event beyond it); `None` for a trace held whole.
+    pub window: Option<usize>,
 }
 
 /// Replay a trace with `spec` (normally the one in its header) and render its transcript.
@@ -273,7 +276,7 @@ fn replay_on(
         futures::stream::iter(requests),
         replay,
         spec,
-        move || Ok(control),
+        move || Ok((control, None)),
     )
 }
 
@@ -289,14 +292,14 @@ pub(crate) fn control_request(e: &Event) -> Result<Request> {
 }
 
 /// The replay itself: the job `header` records, on `replay`, carrying out `requests` in order.
-/// Once the job is over, `settle` gives the recorded control events (a streamed replay reads the
-/// rest of its trace there, and fails if the trace is cut short or damaged).
+/// Once the job is over, `settle` gives the recorded control events and the window (a streamed
+/// replay reads the rest of its trace there, and fails if the trace is cut short or damaged).
 pub(crate) fn replay_job(
     header: &TraceHeader,
     requests: impl futures::Stream<Item = Request> + Unpin,
     replay: ReplayHypervisor,
     spec: &FleetSpec,
-    settle: impl FnOnce() -> Result<Vec<Event>>,
+    settle: impl FnOnce() -> Result<(Vec<Event>, Option<usize>)>,
 ) -> Result<ReplayOutcome> {
     let command = header.job.command.as_str();
     if command != COMMAND_RUN && command != COMMAND_SERVE {
@@ -320,7 +323,7 @@ pub(crate) fn replay_job(
         anyhow::Ok(report)
     });
     // The trace's own faults (cut short, damaged) come before anything the replay found.
-    let control = settle()?;
+    let (control, window) = settle()?;
     let recorded: Vec<&Event> = control.iter().collect();
     let calls = recorder.transcript().unwrap_or_default();
     let divergence = monitor
@@ -344,6 +347,7 @@ pub(crate) fn replay_job(
         report,
         transcript,
         divergence,
+        window,
     })
 }
 

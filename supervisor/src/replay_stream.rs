@@ -48,11 +48,12 @@ pub fn replay_stream<R: Read + Send + 'static>(
     };
     let (replay, feed) = ReplayHypervisor::streaming(stream, window, on_control)?;
     replay_job(&header, received, replay, spec, move || {
+        let window = feed.window();
         feed.finish()?.require_complete()?;
         let mut kept = recorded.lock().unwrap_or_else(PoisonError::into_inner);
         match kept.1.take() {
             Some(e) => Err(e),
-            None => Ok(std::mem::take(&mut kept.0)),
+            None => Ok((std::mem::take(&mut kept.0), Some(window))),
         }
     })
 }

@@ -31,7 +31,7 @@ use vcpu::{CallError, Outcome, Stream};
 
 /// How many events a streamed replay queues before the feeder waits (the window, unless it had
 /// to grow).
-pub const DEFAULT_WINDOW: usize = 65_536;
+pub const DEFAULT_WINDOW: usize = 8_192;
 
 /// How long a full window may see no event taken before it grows.
 const STALL: Duration = Duration::from_millis(25);
@@ -182,6 +182,11 @@ impl ReplayFeed {
         }
     }
 
+    /// How many events the window holds now: the window asked for, or more if it had to grow.
+    pub fn window(&self) -> usize {
+        lock(&self.shared).feed.as_ref().map_or(0, |f| f.window)
+    }
+
     fn drain(&self) {
         if let Some(feed) = lock(&self.shared).feed.as_mut() {
             feed.draining = true;
@@ -208,7 +213,12 @@ fn feed<R: Read>(
     loop {
         wait_for_room(shared);
         let mut fed = None;
-        for event in stream.by_ref().take(BATCH) {
+        let room = lock(shared)
+            .feed
+            .as_ref()
+            .map_or(BATCH, |f| f.window)
+            .min(BATCH);
+        for event in stream.by_ref().take(room) {
             fed = Some(event.seq.saturating_add(1));
             if event.stream == Stream::Control {
                 on_control(&event);
