@@ -49,6 +49,6 @@ pub use render::{
 pub use replay::{
     DEFAULT_WINDOW, ReplayFeed, ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm,
 };
-pub use stream::TraceStream;
+pub use stream::{ConvertError, Converted, TraceStream, encode_stream};
 pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
 pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

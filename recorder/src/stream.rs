@@ -501,3 +501,73 @@ fn read_preamble_and_header<R: Read>(window: &mut Window<R>) -> Result<TraceHead
         }
     }
 }
+
+/// What [`encode_stream`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Converted {
+    /// The events read and written.
+    pub events: u64,
+    /// The bytes written.
+    pub bytes: u64,
+    /// How the trace read ends (complete or cut short; damage is an error).
+    pub end: TraceEnd,
+}
+
+/// Why [`encode_stream`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The trace read is unreadable or damaged (as [`crate::Trace::open`] says).
+    #[error(transparent)]
+    Read(#[from] TraceError),
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] crate::format::EncodeError),
+    /// The output could not be written.
+    #[error("cannot write the converted trace: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// [`crate::encode_trace`] as the trace is read: `stream`'s header (its version set to this
+/// crate's) and events, in the current format, to `out`, one block at a time; the end record
+/// only if the trace read is complete (a trace cut short stays cut short). Damage found on the
+/// way is an error (the caller discards what was written), as [`crate::Trace::open`] refuses it.
+pub fn encode_stream<R: Read>(
+    mut stream: TraceStream<R>,
+    out: &mut impl std::io::Write,
+) -> Result<Converted, ConvertError> {
+    let header = TraceHeader {
+        format_version: FORMAT_VERSION,
+        ..stream.header().clone()
+    };
+    let mut bytes = 0u64;
+    let mut write = |chunk: &[u8]| -> Result<(), ConvertError> {
+        out.write_all(chunk)?;
+        bytes += chunk.len() as u64;
+        Ok(())
+    };
+    write(&crate::format::preamble())?;
+    write(&crate::format::encode_frame(&header)?)?;
+    let mut encoder = crate::block::BlockEncoder::default();
+    let mut events = 0u64;
+    for event in stream.by_ref() {
+        encoder.push_event(&event)?;
+        events += 1;
+        if encoder.len() >= crate::block::BLOCK_BYTES {
+            write(&encoder.finish_block()?)?;
+        }
+    }
+    let end = stream.finish()?;
+    if let TraceEnd::Corrupt {
+        offset, problem, ..
+    } = end
+    {
+        return Err(TraceError::Corrupt { offset, problem }.into());
+    }
+    if matches!(end, TraceEnd::Complete { .. }) {
+        encoder.push_end(events)?;
+    }
+    if !encoder.is_empty() {
+        write(&encoder.finish_block()?)?;
+    }
+    Ok(Converted { events, bytes, end })
+}

@@ -109,23 +109,46 @@ impl Printer {
 /// as they were ([`recorder::encode_trace`]); a trace cut short is converted as far as it reads
 /// and stays cut short ([`Status::Incomplete`]).
 pub fn trace_convert(input: &Path, output: &Path, force: bool) -> Result<Status> {
-    let trace = open_trace(input, |p| Trace::open(p))?;
+    let stream = TraceStream::open(input).map_err(|e| open_failure(e, input))?;
+    let from_version = stream.header().format_version;
     let out = Output::check(output, force)
         .with_context(|| format!("cannot write the trace {}", output.display()))?;
-    let bytes = recorder::encode_trace(&trace.header, &trace.events, trace.is_complete())
-        .with_context(|| format!("encoding {}", input.display()))?;
-    out.write_all(&bytes)
-        .with_context(|| format!("writing {}", output.display()))?;
+    // Written as it is read, to the partial file; renamed into place only when whole.
+    let mut file = std::io::BufWriter::new(
+        out.create_partial()
+            .with_context(|| format!("cannot write the trace {}", output.display()))?,
+    );
+    let converted = recorder::encode_stream(stream, &mut file).and_then(|converted| {
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(converted)
+    });
+    let converted = match converted {
+        Ok(converted) => converted,
+        Err(e) => {
+            out.discard();
+            return Err(match e {
+                recorder::ConvertError::Read(e) => open_failure(e, input),
+                other => anyhow::Error::new(other).context(format!("writing {}", output.display())),
+            });
+        }
+    };
+    if let Err(e) = out.publish() {
+        if !matches!(e, recorder::OutputError::Appeared { .. }) {
+            out.discard();
+        }
+        return Err(anyhow::Error::new(e).context(format!("writing {}", output.display())));
+    }
     eprintln!(
         "vmfleet: {} (format {}, {} events) -> {} (format {}, {} bytes)",
         input.display(),
-        trace.header.format_version,
-        trace.events.len(),
+        from_version,
+        converted.events,
         output.display(),
         recorder::FORMAT_VERSION,
-        bytes.len()
+        converted.bytes
     );
-    Ok(if trace.is_complete() {
+    Ok(if matches!(converted.end, TraceEnd::Complete { .. }) {
         Status::Success
     } else {
         Status::Incomplete
