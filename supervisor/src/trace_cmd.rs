@@ -1,7 +1,8 @@
 //! The `vmfleet trace` subcommands that read a trace file and print or rewrite it: `trace show`
 //! (filtered by VM, vCPU and call kind), `trace convert` (to the current format) and `trace
-//! fingerprint` (the host it was recorded on). Reading goes through
-//! [`crate::commands::open_trace`], which gives every command the same exit statuses for a cut,
+//! fingerprint` (the host it was recorded on). Each reads the trace as a stream
+//! ([`recorder::TraceStream`]), so its memory does not grow with the trace; a file that cannot be
+//! read gets the exit status [`crate::commands::open_trace`] gives every command for a cut,
 //! corrupt or foreign file.
 
 use crate::commands::open_trace;
@@ -155,10 +156,38 @@ pub fn trace_convert(input: &Path, output: &Path, force: bool) -> Result<Status>
     })
 }
 
-/// `vmfleet trace fingerprint`: the fingerprint a whole trace records (a trace cut short is
+/// `vmfleet trace fingerprint`: the fingerprint a whole trace records (the facts it is made of
+/// never look at runs, control points or control requests, so those are not kept) (a trace cut short is
 /// [`Status::Incomplete`], a corrupt or foreign one [`Status::BadInput`]).
 pub fn trace_fingerprint(path: &Path, json: bool) -> Result<Status> {
-    let trace = open_trace(path, |p| Trace::open(p))?;
+    // Read as a stream, keeping only what the fingerprint is made of: its runs, control points
+    // and control requests (most of a long trace) are dropped as they are read.
+    let mut stream = TraceStream::open(path).map_err(|e| open_failure(e, path))?;
+    let header = stream.header().clone();
+    let events: Vec<recorder::Event> = stream
+        .by_ref()
+        .filter(|e| {
+            !matches!(
+                e.call,
+                recorder::TraceCall::Vcpu(vcpu::VcpuCall::Run)
+                    | recorder::TraceCall::Decision
+                    | recorder::TraceCall::Control(_)
+            )
+        })
+        .collect();
+    let end = stream.finish().map_err(|e| open_failure(e, path))?;
+    if let TraceEnd::Corrupt {
+        offset, problem, ..
+    } = end
+    {
+        let corrupt = recorder::TraceError::Corrupt { offset, problem };
+        return Err(open_failure(corrupt, path));
+    }
+    let trace = Trace {
+        header,
+        events,
+        end,
+    };
     // A trace cut short may lack the calls the fingerprint is made of: say so with its status.
     trace
         .require_complete()

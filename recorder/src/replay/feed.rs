@@ -96,10 +96,20 @@ pub(super) fn expect_fed(
         state = wait(shared, state);
     }
     let result = state.expect(stream, actual);
-    if let Some(feed) = state.feed.as_mut().filter(|_| result.is_ok()) {
+    let State { queues, feed, .. } = &mut *state;
+    if let Some(feed) = feed.as_mut().filter(|_| result.is_ok()) {
+        // A queue keeps its largest size unless shrunk: summed over thousands of streams, that
+        // is the whole trace again.
+        if let Some(queue) = queues.get_mut(&stream) {
+            if queue.capacity() > 4 * queue.len().max(16) {
+                queue.shrink_to(2 * queue.len().max(16));
+            }
+        }
         feed.queued = feed.queued.saturating_sub(1);
         feed.taken += 1;
-        if feed.feeder_waiting {
+        // Wake the feeder once half the window is free, not for every event taken.
+        if feed.feeder_waiting && feed.queued <= feed.window / 2 {
+            feed.feeder_waiting = false;
             shared.room.notify_one();
         }
     }
