@@ -5,7 +5,7 @@
 //!   a trace was recorded, and one [`Event`] per backend call or control request with its
 //!   outcome ([`TraceCall`], [`call`]);
 //! - the trace file format ([`mod@format`]), its background writer ([`writer`]) and its reader
-//!   ([`reader`]), which reads a trace cut short up to its last whole event and names the byte
+//!   ([`reader`], streaming in [`stream`]), which reads a trace cut short up to its last whole event and names the byte
 //!   offset of any damage;
 //! - safe output files ([`output`]): never through a link, never over an existing file unless
 //!   asked, written beside the target (mode 0600) and renamed into place when complete;
@@ -31,6 +31,7 @@ pub mod reader;
 pub mod recording;
 pub mod render;
 pub mod replay;
+pub mod stream;
 pub mod trace;
 pub mod writer;
 
@@ -45,6 +46,9 @@ pub use render::{
     ShowFilter, TRACE_SHOW_SCHEMA, call_kind, render_streams, show_json_lines,
     show_json_lines_filtered, show_text, show_text_filtered,
 };
-pub use replay::{ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm};
+pub use replay::{
+    DEFAULT_WINDOW, ReplayFeed, ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm,
+};
+pub use stream::{ConvertError, Converted, TraceStream, encode_stream};
 pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
 pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

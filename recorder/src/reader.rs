@@ -1,5 +1,6 @@
 //! Reading a trace back: strictly (replay needs every event and the end marker) or leniently
-//! (`trace show` prints whatever is readable and then says where and why it stopped).
+//! (`trace show` prints whatever is readable and then says where and why it stopped). A whole
+//! [`Trace`] is the stream of [`crate::stream`] collected, so both read every trace alike.
 //!
 //! Reading never panics and never allocates by a length it read: frame lengths are capped at
 //! [`MAX_FRAME_LEN`] and checked against the bytes actually present before anything is sliced,
@@ -13,11 +14,11 @@
 //! If there is one, the length field is what is damaged, and the frame is reported corrupt at its
 //! own offset. A real cut leaves no such payload (short of a 1 in 2^32 checksum coincidence).
 
-use crate::format::{
-    BLOCK_FORMAT_VERSION, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN,
-    OLDEST_FORMAT_VERSION, PREAMBLE_LEN, decode_payload,
-};
-use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1};
+#[cfg(doc)]
+use crate::format::FORMAT_VERSION;
+use crate::format::{FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN, OLDEST_FORMAT_VERSION};
+use crate::stream::TraceStream;
+use crate::trace::{Event, TraceHeader};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -290,14 +291,14 @@ impl TraceError {
 }
 
 /// One step through the frames.
-enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     Eof,
-    Whole { payload: &'a [u8], next: usize },
+    Whole { payload: &'a [u8] },
     Cut(Cut),
     Corrupt(Corruption),
 }
 
-fn next_frame(bytes: &[u8], pos: usize) -> Frame<'_> {
+pub(crate) fn next_frame(bytes: &[u8], pos: usize) -> Frame<'_> {
     let rest = bytes.get(pos..).unwrap_or_default();
     if rest.is_empty() {
         return Frame::Eof;
@@ -339,10 +340,7 @@ fn next_frame(bytes: &[u8], pos: usize) -> Frame<'_> {
             None => Frame::Corrupt(Corruption::BadChecksum { stored, computed }),
         };
     }
-    Frame::Whole {
-        payload,
-        next: pos + FRAME_HEADER_LEN + payload.len(),
-    }
+    Frame::Whole { payload }
 }
 
 /// The length of a prefix of `body` (at most [`MAX_FRAME_LEN`]) whose checksum is `stored` and
@@ -383,111 +381,26 @@ fn plausible_frame_start(rest: &[u8]) -> bool {
     }
 }
 
-/// Where reading stopped at damage: at byte `pos`, after `events` whole events.
-fn corrupt_at(pos: usize, events: &[Event], problem: Corruption) -> TraceEnd {
-    TraceEnd::Corrupt {
-        offset: pos as u64,
-        whole_events: events.len() as u64,
-        problem,
-    }
-}
-
-/// Append `event` if its sequence number follows on (every format numbers events 0, 1, ...).
-fn push_in_sequence(events: &mut Vec<Event>, event: Event) -> Result<(), Corruption> {
-    let expected = events.len() as u64;
-    if event.seq != expected {
-        return Err(Corruption::OutOfSequence {
-            expected,
-            found: event.seq,
-        });
-    }
-    events.push(event);
-    Ok(())
-}
-
-/// How a trace whose end record (in the frame at `at`, the next frame at `next`) says
-/// `end_says` events ends, after `events` were read from `bytes`: complete, or damaged.
-fn end_verdict(bytes: &[u8], at: usize, next: usize, events: &[Event], end_says: u64) -> TraceEnd {
-    let read = events.len() as u64;
-    if end_says != read {
-        return corrupt_at(at, events, Corruption::EndCountMismatch { end_says, read });
-    }
-    if next < bytes.len() {
-        let problem = Corruption::DataAfterEnd {
-            bytes: (bytes.len() - next) as u64,
-        };
-        return corrupt_at(next, events, problem);
-    }
-    TraceEnd::Complete { events: read }
-}
-
-/// Format 3: the blocks after the header, from `pos`, each decoded whole
-/// ([`crate::block::decode_block`]); a block cut short gives its whole events and the trace ends
-/// there. How the trace ends.
-fn read_blocks(bytes: &[u8], mut pos: usize, events: &mut Vec<Event>) -> TraceEnd {
-    // Append a block's events, refusing any that do not follow on.
-    let take = |decoded: Vec<Event>, events: &mut Vec<Event>| -> Result<(), Corruption> {
-        decoded
-            .into_iter()
-            .try_for_each(|event| push_in_sequence(events, event))
-    };
-    loop {
-        match next_frame(bytes, pos) {
-            Frame::Whole { payload, next } => {
-                let block = crate::block::decode_block(payload, true);
-                if let Err(problem) = take(block.events, events) {
-                    return corrupt_at(pos, events, problem);
-                }
-                if let Some(reason) = block.problem {
-                    return corrupt_at(pos, events, Corruption::Undecodable { reason });
-                }
-                if let Some(end_says) = block.end {
-                    return end_verdict(bytes, pos, next, events, end_says);
-                }
-                pos = next;
-            }
-            Frame::Eof => {
-                return TraceEnd::Truncated {
-                    offset: pos as u64,
-                    whole_events: events.len() as u64,
-                    reason: Cut::MissingEnd,
-                };
-            }
-            Frame::Cut(reason) => {
-                // What the cut left of the block: its whole events still count.
-                if let Some(rest) = bytes.get(pos + FRAME_HEADER_LEN..) {
-                    let block = crate::block::decode_block(rest, false);
-                    if let Err(problem) = take(block.events, events) {
-                        return corrupt_at(pos, events, problem);
-                    }
-                }
-                return TraceEnd::Truncated {
-                    offset: pos as u64,
-                    whole_events: events.len() as u64,
-                    reason,
-                };
-            }
-            Frame::Corrupt(problem) => return corrupt_at(pos, events, problem),
-        }
-    }
-}
-
 impl Trace {
     /// Read a trace file strictly: damage anywhere is an error; a trace cut short is returned with
     /// [`TraceEnd::Truncated`] (use [`Trace::require_complete`] where every event is needed).
     pub fn open(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
-        Trace::from_bytes(&read(path.as_ref())?)
+        Trace::strict(Trace::open_lenient(path)?)
     }
 
     /// Read a trace file leniently: damage after the header ends the event list with
     /// [`TraceEnd::Corrupt`] instead of failing.
     pub fn open_lenient(path: impl AsRef<Path>) -> Result<Trace, TraceError> {
-        Trace::from_bytes_lenient(&read(path.as_ref())?)
+        Trace::collect(TraceStream::open(path)?)
     }
 
     /// [`Trace::open`] on bytes in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Trace, TraceError> {
-        let trace = Trace::from_bytes_lenient(bytes)?;
+        Trace::strict(Trace::from_bytes_lenient(bytes)?)
+    }
+
+    /// A trace read leniently, read strictly: damage is an error.
+    fn strict(trace: Trace) -> Result<Trace, TraceError> {
         match trace.end {
             TraceEnd::Corrupt {
                 offset, problem, ..
@@ -498,51 +411,14 @@ impl Trace {
 
     /// [`Trace::open_lenient`] on bytes in memory.
     pub fn from_bytes_lenient(bytes: &[u8]) -> Result<Trace, TraceError> {
-        let header = read_preamble_and_header(bytes)?;
-        let (header, mut pos) = header;
-        let mut events = Vec::new();
-        if header.format_version >= BLOCK_FORMAT_VERSION {
-            let end = read_blocks(bytes, pos, &mut events);
-            return Ok(Trace {
-                header,
-                events,
-                end,
-            });
-        }
-        let end = loop {
-            let (payload, next) = match next_frame(bytes, pos) {
-                Frame::Whole { payload, next } => (payload, next),
-                Frame::Eof => {
-                    break TraceEnd::Truncated {
-                        offset: pos as u64,
-                        whole_events: events.len() as u64,
-                        reason: Cut::MissingEnd,
-                    };
-                }
-                Frame::Cut(reason) => {
-                    break TraceEnd::Truncated {
-                        offset: pos as u64,
-                        whole_events: events.len() as u64,
-                        reason,
-                    };
-                }
-                Frame::Corrupt(problem) => break corrupt_at(pos, &events, problem),
-            };
-            match decode_payload::<Record>(payload) {
-                Err(reason) => {
-                    break corrupt_at(pos, &events, Corruption::Undecodable { reason });
-                }
-                Ok(Record::Event(event)) => {
-                    if let Err(problem) = push_in_sequence(&mut events, event) {
-                        break corrupt_at(pos, &events, problem);
-                    }
-                }
-                Ok(Record::End { events: end_says }) => {
-                    break end_verdict(bytes, pos, next, &events, end_says);
-                }
-            }
-            pos = next;
-        };
+        Trace::collect(TraceStream::from_bytes(bytes)?)
+    }
+
+    /// Every event of `stream` and how it ends (leniently: damage is [`TraceEnd::Corrupt`]).
+    pub fn collect<R: std::io::Read>(mut stream: TraceStream<R>) -> Result<Trace, TraceError> {
+        let events: Vec<Event> = stream.by_ref().collect();
+        let header = stream.header().clone();
+        let end = stream.finish()?;
         Ok(Trace {
             header,
             events,
@@ -566,7 +442,15 @@ impl Trace {
     /// The check replay needs: the trace ends with its end marker. Otherwise the error says where
     /// it stopped ("trace was cut short at byte N after event #M") or what is damaged.
     pub fn require_complete(&self) -> Result<(), TraceError> {
-        match &self.end {
+        self.end.require_complete()
+    }
+}
+
+impl TraceEnd {
+    /// [`Trace::require_complete`] for a trace read as a stream: `Ok` for a complete trace, else
+    /// the error saying where it was cut short or what is damaged.
+    pub fn require_complete(&self) -> Result<(), TraceError> {
+        match self {
             TraceEnd::Complete { .. } => Ok(()),
             TraceEnd::Truncated {
                 offset,
@@ -614,75 +498,6 @@ impl fmt::Display for TraceEnd {
                 "corrupt at byte {offset} {}: {problem}",
                 after(*whole_events)
             ),
-        }
-    }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TraceError> {
-    std::fs::read(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Check magic and version and decode the header frame; returns the header and the offset of the
-/// first event frame.
-fn read_preamble_and_header(bytes: &[u8]) -> Result<(TraceHeader, usize), TraceError> {
-    if bytes.is_empty() {
-        return Err(TraceError::Empty);
-    }
-    let magic_part = &bytes[..bytes.len().min(MAGIC.len())];
-    if magic_part != &MAGIC[..magic_part.len()] {
-        return Err(TraceError::NotATrace {
-            found: magic_part.to_vec(),
-        });
-    }
-    let Some(version) = bytes
-        .get(MAGIC.len()..PREAMBLE_LEN)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes)
-    else {
-        return Err(TraceError::HeaderCut {
-            offset: bytes.len() as u64,
-            what: "inside the magic and format version",
-        });
-    };
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-        return Err(TraceError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let pos = PREAMBLE_LEN;
-    let corrupt = |problem| TraceError::Corrupt {
-        offset: pos as u64,
-        problem,
-    };
-    match next_frame(bytes, pos) {
-        Frame::Eof => Err(TraceError::HeaderCut {
-            offset: bytes.len() as u64,
-            what: "before the header frame",
-        }),
-        Frame::Cut(_) => Err(TraceError::HeaderCut {
-            offset: bytes.len() as u64,
-            what: "inside the header frame",
-        }),
-        Frame::Corrupt(problem) => Err(corrupt(problem)),
-        Frame::Whole { payload, next } => {
-            // Format 1's header has fewer host facts (see `crate::format`).
-            let header: TraceHeader = if version == OLDEST_FORMAT_VERSION {
-                decode_payload::<TraceHeaderV1>(payload).map(TraceHeader::from)
-            } else {
-                decode_payload(payload)
-            }
-            .map_err(|reason| corrupt(Corruption::Undecodable { reason }))?;
-            if header.format_version != version {
-                return Err(corrupt(Corruption::HeaderVersionMismatch {
-                    header: header.format_version,
-                    preamble: version,
-                }));
-            }
-            Ok((header, next))
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::call::TraceCall;
 use crate::reader::Trace;
 use crate::trace::Event;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use vcpu::{ExitSummary, Failure, Origin, Outcome, Reply, Stream, VcpuCall, VcpuExit};
@@ -46,49 +47,168 @@ fn stream_order(stream: &Stream) -> StreamOrder {
 /// recorded whole among them) into one line adding them up (`RUN_COUNTED x1224567 -> INTR x7,
 /// IO_OUT x1224560 (digest 1a2b3c4d)`), so how a run cut its summaries in time does not show. An
 /// event's detail (a lock refusal's explanation) follows on an indented line.
+///
+/// It is [`TranscriptFold`] fed the events in `seq` order, so a run that folds its events as they
+/// come renders exactly this.
 pub fn render_streams(events: &[Event]) -> String {
-    let mut by_stream: BTreeMap<StreamOrder, (Stream, Vec<&Event>)> = BTreeMap::new();
-    for event in events {
-        by_stream
-            .entry(stream_order(&event.stream))
-            .or_insert_with(|| (event.stream, Vec::new()))
-            .1
-            .push(event);
+    let mut in_order: Vec<&Event> = events.iter().collect();
+    in_order.sort_by_key(|e| e.seq);
+    let mut fold = TranscriptFold::default();
+    for event in in_order {
+        fold.push(event);
     }
-    let mut out = String::new();
-    for (i, (stream, mut stream_events)) in by_stream.into_values().enumerate() {
-        stream_events.sort_by_key(|e| e.seq);
-        if i > 0 {
-            out.push('\n');
+    fold.render()
+}
+
+/// The canonical transcript ([`render_streams`]) built as events come, without keeping them:
+/// each stream's finished lines, the `RUN`s it is collapsing (a count and their exit kinds), and
+/// the control events (few, and compared one by one after a replay).
+#[derive(Clone, Debug, Default)]
+pub struct TranscriptFold {
+    streams: BTreeMap<StreamOrder, StreamLines>,
+    control: Vec<Event>,
+}
+
+/// One stream's part of a [`TranscriptFold`].
+#[derive(Clone, Debug)]
+struct StreamLines {
+    stream: Stream,
+    /// The finished lines.
+    text: String,
+    /// The plain `RUN`s since the last other call.
+    runs: Runs,
+    /// The `RUN_COUNTED`s since the last other call, added up.
+    counted: Option<ExitSummary>,
+}
+
+impl StreamLines {
+    /// Write the `RUN`s or `RUN_COUNTED`s being collapsed (at most one of them is open).
+    fn close(&mut self) {
+        std::mem::take(&mut self.runs).write(&mut self.text);
+        if let Some(summary) = self.counted.take() {
+            write_counted(&mut self.text, &summary);
         }
-        let _ = writeln!(out, "{stream}");
-        let mut rest = stream_events.as_slice();
-        while let Some((first, _)) = rest.split_first() {
-            let counted = rest
-                .iter()
-                .take_while(|e| counted_exit(e).is_some())
-                .count();
-            if counted > 0 {
-                let _ = writeln!(out, "  {}", counted_line(&rest[..counted]));
-                rest = &rest[counted..];
-                continue;
+    }
+}
+
+/// `RUN_COUNTED x1224567 -> INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: consecutive
+/// `RUN_COUNTED` events added up into one summary.
+fn write_counted(out: &mut String, summary: &ExitSummary) {
+    let _ = writeln!(
+        out,
+        "  RUN_COUNTED x{} -> {}",
+        summary.runs,
+        summary.kinds_text()
+    );
+}
+
+/// Consecutive plain `RUN`s: how many, the first one's outcome (printed alone when it is the only
+/// one), and their outcome kinds in order of first appearance, with counts.
+#[derive(Clone, Debug, Default)]
+struct Runs {
+    count: usize,
+    first: Option<Outcome>,
+    kinds: Vec<(Cow<'static, str>, usize)>,
+}
+
+impl Runs {
+    fn push(&mut self, outcome: &Outcome) {
+        if self.count == 0 {
+            self.first = Some(outcome.clone());
+        }
+        self.count += 1;
+        let kind: Cow<'static, str> = match outcome {
+            Ok(Reply::Exit(exit)) => Cow::Borrowed(exit.kind()),
+            other => Cow::Owned(self::outcome(other)),
+        };
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.kinds.push((kind, 1)),
+        }
+    }
+
+    /// The line (if any) these runs print.
+    fn write(&self, out: &mut String) {
+        match (self.count, &self.first) {
+            (0, _) | (_, None) => {}
+            (1, Some(first)) => {
+                let _ = writeln!(out, "  {} -> {}", VcpuCall::Run, outcome(first));
             }
-            let runs = rest.iter().take_while(|e| is_plain_run(e)).count();
-            if runs > 1 {
-                let _ = writeln!(out, "  RUN x{runs} -> {}", run_summary(&rest[..runs]));
-                rest = &rest[runs..];
-                continue;
-            }
-            let _ = writeln!(out, "  {} -> {}", first.call, outcome(&first.outcome));
-            if let Some(detail) = &first.detail {
-                for line in detail.lines() {
-                    let _ = writeln!(out, "      {line}");
+            (count, Some(_)) => {
+                let _ = write!(out, "  RUN x{count} -> ");
+                for (i, (kind, n)) in self.kinds.iter().enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    let _ = write!(out, "{sep}{kind} x{n}");
                 }
+                out.push('\n');
             }
-            rest = &rest[1..];
         }
     }
-    out
+}
+
+impl TranscriptFold {
+    /// Fold in the next event of its stream (each stream's events must come in `seq` order;
+    /// streams may interleave).
+    pub fn push(&mut self, event: &Event) {
+        if event.stream == Stream::Control {
+            self.control.push(event.clone());
+        }
+        let lines = self
+            .streams
+            .entry(stream_order(&event.stream))
+            .or_insert_with(|| StreamLines {
+                stream: event.stream,
+                text: String::new(),
+                runs: Runs::default(),
+                counted: None,
+            });
+        if let Some(exit) = counted_exit(event) {
+            std::mem::take(&mut lines.runs).write(&mut lines.text);
+            lines.counted.get_or_insert_default().add(exit);
+            return;
+        }
+        if is_plain_run(event) {
+            if let Some(summary) = lines.counted.take() {
+                write_counted(&mut lines.text, &summary);
+            }
+            lines.runs.push(&event.outcome);
+            return;
+        }
+        lines.close();
+        let _ = writeln!(
+            lines.text,
+            "  {} -> {}",
+            event.call,
+            outcome(&event.outcome)
+        );
+        if let Some(detail) = &event.detail {
+            for line in detail.lines() {
+                let _ = writeln!(lines.text, "      {line}");
+            }
+        }
+    }
+
+    /// The control events folded in, in the order they came.
+    pub fn control_events(&self) -> &[Event] {
+        &self.control
+    }
+
+    /// The transcript so far, exactly as [`render_streams`] renders the events folded in.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, lines) in self.streams.values().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{}", lines.stream);
+            out.push_str(&lines.text);
+            lines.runs.write(&mut out);
+            if let Some(summary) = &lines.counted {
+                write_counted(&mut out, summary);
+            }
+        }
+        out
+    }
 }
 
 fn is_plain_run(event: &Event) -> bool {
@@ -101,36 +221,6 @@ fn counted_exit(event: &Event) -> Option<&VcpuExit> {
         (TraceCall::Vcpu(VcpuCall::RunCounted), Ok(Reply::Exit(exit)), None) => Some(exit),
         _ => None,
     }
-}
-
-/// `RUN_COUNTED x1224567 -> INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: consecutive
-/// `RUN_COUNTED` events added up into one summary.
-fn counted_line(events: &[&Event]) -> String {
-    let mut summary = ExitSummary::default();
-    for exit in events.iter().filter_map(|e| counted_exit(e)) {
-        summary.add(exit);
-    }
-    format!("RUN_COUNTED x{} -> {}", summary.runs, summary.kinds_text())
-}
-
-/// `IO_OUT x450, HLT x1`: outcome kinds in order of first appearance, with counts.
-fn run_summary(runs: &[&Event]) -> String {
-    let mut kinds: Vec<(String, usize)> = Vec::new();
-    for event in runs {
-        let kind = match &event.outcome {
-            Ok(Reply::Exit(exit)) => exit.kind().to_string(),
-            other => outcome(other),
-        };
-        match kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((kind, 1)),
-        }
-    }
-    kinds
-        .iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `+1.234567s`: an event's time since the trace started.
@@ -188,6 +278,11 @@ impl ShowFilter {
         }
         let present: std::collections::BTreeSet<String> =
             events.map(|e| call_kind(&e.call)).collect();
+        self.unknown_calls_among(&present)
+    }
+
+    /// [`ShowFilter::unknown_calls`], given the call kinds a trace has (gathered as it is read).
+    pub fn unknown_calls_among(&self, present: &std::collections::BTreeSet<String>) -> Vec<String> {
         self.calls
             .iter()
             .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
@@ -223,58 +318,93 @@ pub fn show_text(trace: &Trace) -> String {
 /// [`show_text`] of the events `filter` shows (the header and the footer always; a filtered
 /// listing says how many events it left out).
 pub fn show_text_filtered(trace: &Trace, filter: &ShowFilter) -> String {
-    let mut out = String::new();
-    let _ = write!(out, "{}", trace.header);
-    let _ = writeln!(out, "events:");
+    let mut out = show_text_header(&trace.header);
     let mut hidden = 0u64;
+    let mut summaries = SummaryTally::default();
     for event in &trace.events {
-        if !filter.shows(event) {
+        summaries.add(event);
+        if filter.shows(event) {
+            show_text_event(&mut out, event);
+        } else {
             hidden += 1;
-            continue;
-        }
-        let result = match &event.outcome {
-            Ok(reply) => reply.to_string(),
-            Err(f) => format!("{} [{}]", f.errno, f.origin),
-        };
-        let _ = writeln!(
-            out,
-            "  #{} {} {} {} -> {}",
-            event.seq,
-            time(event.at_ns),
-            event.stream,
-            event.call,
-            result
-        );
-        if let Some(detail) = &event.detail {
-            for line in detail.lines() {
-                let _ = writeln!(out, "      {line}");
-            }
         }
     }
+    out + &show_text_footer(filter, hidden, &summaries, &trace.end)
+}
+
+/// The start of [`show_text`]: the header and the `events:` line.
+pub fn show_text_header(header: &crate::trace::TraceHeader) -> String {
+    format!("{header}events:\n")
+}
+
+/// One event as [`show_text`] prints it (its line, and its detail's lines), appended to `out`.
+pub fn show_text_event(out: &mut String, event: &Event) {
+    let _ = write!(
+        out,
+        "  #{} {} {} {} -> ",
+        event.seq,
+        time(event.at_ns),
+        event.stream,
+        event.call,
+    );
+    let _ = match &event.outcome {
+        Ok(reply) => writeln!(out, "{reply}"),
+        Err(f) => writeln!(out, "{} [{}]", f.errno, f.origin),
+    };
+    if let Some(detail) = &event.detail {
+        for line in detail.lines() {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+}
+
+/// The end of [`show_text_filtered`]: how many events `filter` left out (if it is not
+/// [`ShowFilter::is_all`]), and how the trace ends.
+pub fn show_text_footer(
+    filter: &ShowFilter,
+    hidden: u64,
+    summaries: &SummaryTally,
+    end: &crate::reader::TraceEnd,
+) -> String {
+    let mut out = String::new();
     if !filter.is_all() {
         let _ = writeln!(out, "({hidden} event(s) left out by the filter)");
     }
-    if let Some(line) = summaries_line(&trace.events) {
+    if let Some(line) = summaries_line(summaries) {
         let _ = writeln!(out, "{line}");
     }
-    let _ = writeln!(out, "end: {}", trace.end);
+    let _ = writeln!(out, "end: {end}");
     out
 }
 
-/// What a trace summarised, when it did: `summaries: 4 event(s) stand for 1224567 exits past the
-/// record_exits budget (counted, not decoded)`.
-fn summaries_line(events: &[Event]) -> Option<String> {
-    let (count, exits) = events
-        .iter()
-        .filter_map(|e| match counted_exit(e) {
-            Some(VcpuExit::Counted(summary)) => Some(summary.runs),
-            _ => None,
-        })
-        .fold((0u64, 0u64), |(n, runs), r| (n + 1, runs + r));
-    (count > 0).then(|| {
+/// The summary events `trace show` met (`RUN_COUNTED -> COUNTED`) and the exits they stand for,
+/// counted as it reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SummaryTally {
+    /// Summary events.
+    pub events: u64,
+    /// The exits they stand for.
+    pub exits: u64,
+}
+
+impl SummaryTally {
+    /// Count `event` if it is a summary.
+    pub fn add(&mut self, event: &Event) {
+        if let Some(VcpuExit::Counted(summary)) = counted_exit(event) {
+            self.events += 1;
+            self.exits += summary.runs;
+        }
+    }
+}
+
+/// What a trace summarised, when it did: `summaries: 4 event(s) stand for 1224567 exits beyond
+/// the record_exits budget (counted, not decoded)`.
+fn summaries_line(tally: &SummaryTally) -> Option<String> {
+    (tally.events > 0).then(|| {
         format!(
-            "summaries: {count} event(s) stand for {exits} exits beyond the record_exits budget \
-             (counted, not decoded)"
+            "summaries: {} event(s) stand for {} exits beyond the record_exits budget \
+             (counted, not decoded)",
+            tally.events, tally.exits
         )
     })
 }
@@ -444,8 +574,16 @@ pub fn show_json_lines(trace: &Trace) -> String {
 
 /// [`show_json_lines`] of the events `filter` shows (the header and end lines always).
 pub fn show_json_lines_filtered(trace: &Trace, filter: &ShowFilter) -> String {
-    let h = &trace.header;
-    let mut out = json_line(&HeaderLine {
+    let mut out = show_json_header(&trace.header);
+    for event in trace.events.iter().filter(|e| filter.shows(e)) {
+        out += &show_json_event(event);
+    }
+    out + &show_json_end(&trace.end)
+}
+
+/// The first line of [`show_json_lines`]: the header.
+pub fn show_json_header(h: &crate::trace::TraceHeader) -> String {
+    json_line(&HeaderLine {
         schema: TRACE_SHOW_SCHEMA,
         kind: "header",
         format_version: h.format_version,
@@ -453,23 +591,28 @@ pub fn show_json_lines_filtered(trace: &Trace, filter: &ShowFilter) -> String {
         guest_arch: h.guest_arch.to_string(),
         host: &h.host,
         job: &h.job,
-    });
-    for event in trace.events.iter().filter(|e| filter.shows(e)) {
-        out += &json_line(&EventLine {
-            schema: TRACE_SHOW_SCHEMA,
-            kind: "event",
-            seq: event.seq,
-            at_ns: event.at_ns,
-            stream: stream_json(&event.stream),
-            call: event.call.to_string(),
-            outcome: outcome_json(&event.outcome),
-            detail: event.detail.as_deref(),
-            raw: RawEvent {
-                call: &event.call,
-                outcome: &event.outcome,
-            },
-        });
-    }
-    out += &json_line(&end_line(&trace.end));
-    out
+    })
+}
+
+/// One event's line of [`show_json_lines`].
+pub fn show_json_event(event: &Event) -> String {
+    json_line(&EventLine {
+        schema: TRACE_SHOW_SCHEMA,
+        kind: "event",
+        seq: event.seq,
+        at_ns: event.at_ns,
+        stream: stream_json(&event.stream),
+        call: event.call.to_string(),
+        outcome: outcome_json(&event.outcome),
+        detail: event.detail.as_deref(),
+        raw: RawEvent {
+            call: &event.call,
+            outcome: &event.outcome,
+        },
+    })
+}
+
+/// The last line of [`show_json_lines`]: how the trace ends.
+pub fn show_json_end(end: &crate::reader::TraceEnd) -> String {
+    json_line(&end_line(end))
 }

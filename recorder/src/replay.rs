@@ -19,13 +19,18 @@ use crate::diff::describe_difference;
 use crate::reader::{Trace, TraceError};
 use crate::trace::Event;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use vcpu::{
     Call, CallError, Errno, GuestArch, Hypervisor, Kick, LockRefusal, NoKick, Origin, Outcome,
     ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall,
     VmId,
 };
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+mod feed;
+
+pub use feed::{DEFAULT_WINDOW, ReplayFeed};
+use feed::{Feed, expect_fed};
 
 const END_OF_STREAM: &str = "end of stream";
 
@@ -38,6 +43,8 @@ struct State {
     /// The `seq` of the last event served on each stream.
     last_served: BTreeMap<Stream, u64>,
     first_divergence: Option<(Position, ReplayFailure)>,
+    /// For a replay fed from a stream as it goes ([`ReplayHypervisor::streaming`]).
+    feed: Option<Feed>,
 }
 
 /// What this run did at the point a recorded event is expected.
@@ -149,6 +156,17 @@ impl State {
             .iter()
             .filter_map(|(stream, queue)| queue.front().map(|e| (e, *stream, queue.len())))
             .min_by_key(|(e, _, _)| e.seq);
+        // A streamed replay: events after the queued ones were counted, not queued.
+        let leftover = match (leftover, &self.feed) {
+            (Some((event, stream, left)), Some(feed)) => {
+                Some((event, stream, left + feed.drained_on(stream)))
+            }
+            (None, Some(feed)) => feed
+                .first_drained
+                .as_ref()
+                .map(|e| (e, e.stream, feed.drained_on(e.stream))),
+            (leftover, None) => leftover,
+        };
         match leftover {
             None => Ok(()),
             Some((event, stream, left)) => Err(ReplayFailure {
@@ -162,16 +180,29 @@ impl State {
     }
 }
 
-type Shared = Arc<Mutex<State>>;
+type Shared = Arc<Inner>;
+
+/// The replay's state, and for a streamed replay the feeder's signals.
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    /// The feeder queued events (or stopped): calls waiting for their stream's next event.
+    fed: Condvar,
+    /// A call took an event (or the replay is over): the feeder waiting for room.
+    room: Condvar,
+}
 
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
     // `expect` mutates only after all checks, with whole pops and inserts, so a poisoned lock
     // still holds a consistent state.
-    state.lock().unwrap_or_else(|poison| poison.into_inner())
+    state
+        .state
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 fn serve(state: &Shared, stream: Stream, call: Call) -> Result<Reply, CallError> {
-    let outcome = lock(state).expect(stream, Actual::Call(&call.into()))?;
+    let outcome = expect_fed(state, stream, Actual::Call(&call.into()))?;
     outcome.map_err(|failure| CallError::from_kernel_failure(&failure))
 }
 
@@ -217,8 +248,26 @@ impl ReplayHypervisor {
         }
         ReplayHypervisor {
             arch,
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(Inner {
+                state: Mutex::new(state),
+                ..Inner::default()
+            }),
         }
+    }
+
+    /// Replay a trace as it is read: a feeder thread queues at most about `window` events
+    /// ([`DEFAULT_WINDOW`]; the window grows when every call waits beyond it) and hands the
+    /// control events to `on_control`, in order. The trace's end (a trace cut short or damaged
+    /// is found only when the feeder gets there) comes from [`ReplayFeed::finish`]: check it
+    /// before trusting the verdict.
+    pub fn streaming<R: std::io::Read + Send + 'static>(
+        stream: crate::stream::TraceStream<R>,
+        window: usize,
+        on_control: impl FnMut(&Event) + Send + 'static,
+    ) -> Result<(ReplayHypervisor, ReplayFeed), TraceError> {
+        let replay = ReplayHypervisor::from_events(stream.header().guest_arch, []);
+        let feed = ReplayFeed::start(Arc::clone(&replay.state), stream, window, on_control)?;
+        Ok((replay, feed))
     }
 
     /// A handle on this replay's verdict, to keep once the backend is boxed away.
@@ -236,9 +285,10 @@ impl ReplayHypervisor {
 
 impl ReplayMonitor {
     /// The replay's verdict: the earliest divergence, else the earliest recorded event no call
-    /// consumed ("expected X, got end of stream"), else `Ok`. Call it once the run is over.
+    /// consumed ("expected X, got end of stream"), else `Ok`. Call it once the run is over (a
+    /// streamed replay's feeder then reads the rest of the trace, counting what is left).
     pub fn finish(&self) -> Result<(), ReplayFailure> {
-        lock(&self.state).verdict()
+        feed::settle(&self.state).verdict()
     }
 
     /// The earliest divergence so far, if any.
@@ -367,9 +417,7 @@ impl Vcpu for ReplayVcpu {
     fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
         let call = TraceCall::Vcpu(call.clone());
         let stream = Stream::Vcpu(self.vm, self.id);
-        lock(&self.state)
-            .expect(stream, Actual::Refused(&call, refusal.errno))
-            .map(drop)
+        expect_fed(&self.state, stream, Actual::Refused(&call, refusal.errno)).map(drop)
     }
 
     /// Replayed runs never block: their kicks are the recorded `INTR` exits.

@@ -19,6 +19,7 @@ use crate::block::{BLOCK_BYTES, BlockEncoder};
 use crate::call::TraceCall;
 use crate::format::{EncodeError, FORMAT_VERSION, encode_frame, preamble};
 use crate::output::{Output, OutputError};
+use crate::render::TranscriptFold;
 use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -56,6 +57,9 @@ struct State {
     to_writer: Option<SyncSender<Message>>,
     /// The events recorded so far, when this recorder keeps them.
     kept: Option<Vec<Event>>,
+    /// The canonical transcript of the events recorded so far, when this recorder folds them
+    /// (boxed: most recorders do not).
+    folded: Option<Box<TranscriptFold>>,
 }
 
 #[derive(Debug)]
@@ -83,6 +87,7 @@ impl Recorder {
                     next_seq: 0,
                     to_writer,
                     kept: keep.then(Vec::new),
+                    folded: None,
                 }),
             }),
         }
@@ -117,11 +122,41 @@ impl Recorder {
         if let Some(kept) = state.kept.as_mut() {
             kept.push(event.clone());
         }
+        if let Some(folded) = state.folded.as_mut() {
+            folded.push(&event);
+        }
         if let Some(tx) = &state.to_writer {
             // A send only fails if the writer thread is gone (it panicked); finish reports that.
             let _ = tx.send(Message::Event(Box::new(event)));
         }
         seq
+    }
+
+    /// A recorder that keeps no events, only their canonical transcript as they come (see
+    /// [`Recorder::transcript`]): what a replay or `vmfleet run --transcript` needs, in memory
+    /// that grows with the transcript's lines, not with the events.
+    pub fn folding() -> Recorder {
+        let recorder = Recorder::with(None, false);
+        recorder.fold_transcript();
+        recorder
+    }
+
+    /// From now on, fold events into their canonical transcript (see [`Recorder::transcript`])
+    /// instead of keeping them: a writer's recorder, for `vmfleet run --record --transcript`.
+    /// Events kept so far are folded in first.
+    pub fn fold_transcript(&self) {
+        let mut state = self.state();
+        let mut fold = TranscriptFold::default();
+        for event in state.kept.take().unwrap_or_default() {
+            fold.push(&event);
+        }
+        state.folded = Some(Box::new(fold));
+    }
+
+    /// The canonical transcript of the events recorded so far, with the control events, when
+    /// this recorder folds them ([`Recorder::folding`], [`Recorder::fold_transcript`]).
+    pub fn transcript(&self) -> Option<TranscriptFold> {
+        self.state().folded.as_deref().cloned()
     }
 
     /// How many events were recorded so far (the next `seq`).

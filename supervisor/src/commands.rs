@@ -16,9 +16,10 @@ use crate::report::{self, JobReport};
 use crate::spec::{self, FleetSpec};
 use anyhow::{Context, Result, bail};
 use protocol::Request;
+use recorder::render::TranscriptFold;
 use recorder::{
     Event, JobInputs, Output, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceError,
-    TraceHeader, TraceOptions, TraceWriter,
+    TraceHeader, TraceOptions, TraceStream, TraceWriter,
 };
 use serde::Serialize;
 use std::fs;
@@ -71,20 +72,24 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         },
     );
 
-    // Keep events in memory only for a transcript: a long-running fleet records a lot.
+    // Fold events into the transcript only when one is asked for, and keep none of them: a
+    // long-running fleet records a lot.
     let keep = args.transcript.is_some();
     let (recorder, writer) = match &args.record {
         Some(path) => {
             let options = TraceOptions {
-                keep_events: keep,
+                keep_events: false,
                 replace: args.force,
             };
             let (recorder, writer) = TraceWriter::create_with(path, &header, options)
                 .with_context(|| format!("creating trace {}", path.display()))?;
+            if keep {
+                recorder.fold_transcript();
+            }
             say_where_the_trace_goes(&writer);
             (Some(recorder), Some(writer))
         }
-        None if keep => (Some(Recorder::in_memory()), None),
+        None if keep => (Some(Recorder::folding()), None),
         None => (None, None),
     };
     let hv: Arc<dyn Hypervisor> = match &recorder {
@@ -113,8 +118,8 @@ pub fn run(args: &RunArgs) -> Result<Status> {
         }
     }
     let report = report?;
-    let events = recorder.map(|r| r.events()).unwrap_or_default();
-    finish_report(&report, &header, &events, transcript.as_ref(), args.json)
+    let calls = recorder.and_then(|r| r.transcript()).unwrap_or_default();
+    finish_report(&report, &header, &calls, transcript.as_ref(), args.json)
 }
 
 /// SIGINT and SIGTERM, as `shutdown for exit` requests: every VM stopped and reported, and the
@@ -191,12 +196,12 @@ impl JobProgress for Progress {
 fn finish_report(
     report: &JobReport,
     header: &TraceHeader,
-    events: &[Event],
+    calls: &TranscriptFold,
     transcript: Option<&Output>,
     json: bool,
 ) -> Result<Status> {
     if let Some(output) = transcript {
-        let text = report::transcript(report, &header.host, events);
+        let text = report::transcript_folded(report, &header.host, calls);
         output
             .write_all(text.as_bytes())
             .with_context(|| format!("writing transcript {}", output.target().display()))?;
@@ -224,6 +229,9 @@ pub struct ReplayOutcome {
     pub transcript: Option<String>,
     /// The first divergence (or the trace left unconsumed), if the run differs from the trace.
     pub divergence: Option<vcpu::ReplayFailure>,
+    /// A streamed replay's window of queued events when it ended (larger than the one asked for
+    /// if every call had to wait for an event beyond it); `None` for a trace held whole.
+    pub window: Option<usize>,
 }
 
 /// Replay a trace with `spec` (normally the one in its header) and render its transcript.
@@ -275,23 +283,44 @@ fn replay_on(
     replay: ReplayHypervisor,
     spec: &FleetSpec,
 ) -> Result<ReplayOutcome> {
+    let requests: Vec<Request> = control.iter().map(control_request).collect::<Result<_>>()?;
+    replay_job(
+        header,
+        futures::stream::iter(requests),
+        replay,
+        spec,
+        move || Ok((control, None)),
+    )
+}
+
+/// The request a control event recorded.
+pub(crate) fn control_request(e: &Event) -> Result<Request> {
+    match &e.call {
+        recorder::TraceCall::Control(request) => Ok(request.clone()),
+        other => Err(anyhow::anyhow!(
+            "event #{} on the control stream is {other}, not a control request",
+            e.seq
+        )),
+    }
+}
+
+/// The replay itself: the job `header` records, on `replay`, carrying out `requests` in order.
+/// Once the job is over, `settle` gives the recorded control events and the window (a streamed
+/// replay reads the rest of its trace there, and fails if the trace is cut short or damaged).
+pub(crate) fn replay_job(
+    header: &TraceHeader,
+    requests: impl futures::Stream<Item = Request> + Unpin,
+    replay: ReplayHypervisor,
+    spec: &FleetSpec,
+    settle: impl FnOnce() -> Result<(Vec<Event>, Option<usize>)>,
+) -> Result<ReplayOutcome> {
     let command = header.job.command.as_str();
     if command != COMMAND_RUN && command != COMMAND_SERVE {
         bail!("the trace records a `{command}` job; this vmfleet replays `run` and `serve` jobs");
     }
-    let recorded: Vec<&Event> = control.iter().collect();
-    let requests: Vec<Request> = recorded
-        .iter()
-        .map(|e| match &e.call {
-            recorder::TraceCall::Control(request) => Ok(request.clone()),
-            other => Err(anyhow::anyhow!(
-                "event #{} on the control stream is {other}, not a control request",
-                e.seq
-            )),
-        })
-        .collect::<Result<_>>()?;
     let monitor = replay.monitor();
-    let recorder = Recorder::in_memory();
+    // The replayed calls are folded into the transcript as they come, not kept.
+    let recorder = Recorder::folding();
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(replay), recorder.clone()));
     crate::fleet::check_arch(spec.arch, hv.arch())?;
@@ -300,17 +329,20 @@ fn replay_on(
             .await?
             .with_control_log(recorder.clone());
         let report = if command == COMMAND_RUN {
-            run_on(&fleet, spec, &mut Quiet, futures::stream::iter(requests)).await
+            run_on(&fleet, spec, &mut Quiet, requests).await
         } else {
             serve_replay(&fleet, spec, requests).await
         };
         anyhow::Ok(report)
     });
-    let events = recorder.events();
+    // The trace's own faults (cut short, damaged) come before anything the replay found.
+    let (control, window) = settle()?;
+    let recorded: Vec<&Event> = control.iter().collect();
+    let calls = recorder.transcript().unwrap_or_default();
     let divergence = monitor
         .finish()
         .err()
-        .or_else(|| control_divergence(&recorded, &events));
+        .or_else(|| control_divergence(&recorded, calls.control_events()));
     let report = match report {
         Ok(report) => Some(report),
         // A job that could not even start is a divergence if the trace says it did.
@@ -321,13 +353,14 @@ fn replay_on(
         Err(e) => return Err(e),
     };
     let transcript = match (&report, &divergence) {
-        (Some(report), None) => Some(report::transcript(report, &header.host, &events)),
+        (Some(report), None) => Some(report::transcript_folded(report, &header.host, &calls)),
         _ => None,
     };
     Ok(ReplayOutcome {
         report,
         transcript,
         divergence,
+        window,
     })
 }
 
@@ -335,13 +368,18 @@ fn replay_on(
 /// requests one after the other, shut down (unless the last request already did). A recorded
 /// `shutdown for exit` is carried out as recorded: the replay's threads and objects stay until
 /// the replaying process ends, and no `DESTROY` call is issued, as none was recorded.
-async fn serve_replay(fleet: &Fleet, spec: &FleetSpec, requests: Vec<Request>) -> JobReport {
+async fn serve_replay(
+    fleet: &Fleet,
+    spec: &FleetSpec,
+    mut requests: impl futures::Stream<Item = Request> + Unpin,
+) -> JobReport {
+    use futures::StreamExt as _;
     if !spec.vms.is_empty() {
         fleet.create_all(spec.vms.clone()).await;
         fleet.start_all(StartMode::Running, |_, _| {}).await;
     }
     let mut report = None;
-    for request in requests {
+    while let Some(request) = requests.next().await {
         if let Ok(ControlValue::Shutdown(done)) = fleet.handle(request).await {
             report = Some(*done);
         }
@@ -390,18 +428,17 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
         ),
         None => None,
     };
-    let trace = open_trace(&args.trace, |p| Trace::open(p))?;
-    // A trace cut short cannot be replayed to its end: say so with its own status.
-    trace
-        .require_complete()
-        .with_context(|| format!("replaying trace {}", args.trace.display()))
-        .or_status(Status::Incomplete)?;
-    let job = &trace.header.job;
+    // Read as the replay goes: a trace cut short or damaged ends the replay with its error.
+    let path = &args.trace;
+    let stream =
+        TraceStream::open(path).map_err(|e| crate::replay_stream::trace_failure(e.into(), path))?;
+    let header = stream.header();
+    let job = &header.job;
     let spec = if job.command == COMMAND_SERVE && job.spec_text.trim().is_empty() {
         // `vmfleet serve` started without a spec: an empty fleet, every VM created by request.
         FleetSpec {
             name: DEFAULT_FLEET_NAME.to_string(),
-            arch: trace.header.guest_arch,
+            arch: header.guest_arch,
             cross_check: false,
             vms: Vec::new(),
         }
@@ -410,7 +447,9 @@ pub fn replay(args: &ReplayArgs) -> Result<Status> {
             .context("the fleet spec stored in the trace header")
             .or_status(Status::BadInput)?
     };
-    let outcome = replay_trace_owned(trace, &spec)?;
+    let outcome =
+        crate::replay_stream::replay_stream(stream, &spec, crate::replay_stream::DEFAULT_WINDOW)
+            .map_err(|e| crate::replay_stream::trace_failure(e, path))?;
     if let Some(divergence) = &outcome.divergence {
         crate::note!(
             "vmfleet: replay of {} diverged from the trace",

@@ -33,6 +33,7 @@ pub mod host;
 pub mod job;
 pub mod model_cmd;
 pub mod nfd;
+pub mod replay_stream;
 pub mod report;
 pub mod serve;
 pub mod socket;

@@ -43,7 +43,7 @@ pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
             spec_text: text,
         },
     );
-    let recorder = Recorder::in_memory();
+    let recorder = Recorder::folding();
     let model = ModelHypervisor::new(Engine::new(host.facts));
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(model), recorder.clone()));
@@ -58,8 +58,8 @@ pub fn run(fingerprint: &Path, args: &RunArgs) -> Result<Status> {
             vm.state = VmState::AtFirstRun;
         }
     }
-    let events = recorder.events();
-    let transcript = report::transcript(&report, &header.host, &events);
+    let calls = recorder.transcript().unwrap_or_default();
+    let transcript = report::transcript_folded(&report, &header.host, &calls);
     if let Some(output) = &transcript_file {
         output
             .write_all(transcript.as_bytes())

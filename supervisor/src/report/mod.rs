@@ -32,7 +32,7 @@ pub use guest::GuestSummary;
 pub use json::{JobJson, RUN_SCHEMA, VmJson, json};
 pub use table::{table, table_colored};
 pub use template::{TemplateUse, TemplateVerdict, template_lines};
-pub use transcript::{TRANSCRIPT_VERSION, transcript};
+pub use transcript::{TRANSCRIPT_VERSION, transcript, transcript_folded};
 
 /// What a job did: every VM of the fleet, in fleet order.
 #[derive(Clone, Debug, Serialize)]

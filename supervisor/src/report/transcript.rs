@@ -4,6 +4,7 @@
 
 use super::arm64::arm64_transcript;
 use super::{AfterRunReport, JobReport, VmReport};
+use recorder::render::TranscriptFold;
 use recorder::{Event, HostFingerprint};
 use std::fmt::Write as _;
 
@@ -12,6 +13,21 @@ pub const TRANSCRIPT_VERSION: u32 = 1;
 
 /// The transcript: the report in full, then every call per stream.
 pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) -> String {
+    transcript_with(report, host, &recorder::render_streams(events))
+}
+
+/// [`transcript`] from the calls folded as they came ([`recorder::Recorder::folding`]): the same
+/// text, without keeping every event.
+pub fn transcript_folded(
+    report: &JobReport,
+    host: &HostFingerprint,
+    calls: &TranscriptFold,
+) -> String {
+    transcript_with(report, host, &calls.render())
+}
+
+/// The transcript, its calls section (`render_streams`' text) given.
+fn transcript_with(report: &JobReport, host: &HostFingerprint, calls: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "vmfleet transcript v{TRANSCRIPT_VERSION}");
     let _ = writeln!(out, "fleet: {} ({} VMs)", report.fleet, report.vms.len());
@@ -57,7 +73,7 @@ pub fn transcript(report: &JobReport, host: &HostFingerprint, events: &[Event]) 
         after_run_transcript(&mut out, &vm.after_run);
     }
     let _ = writeln!(out, "\n== calls");
-    out.push_str(&recorder::render_streams(events));
+    out.push_str(calls);
     out
 }
 
