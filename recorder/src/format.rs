@@ -17,9 +17,10 @@
 //! never inserted, so format-1 event bytes mean what they meant). Format 3 keeps format 2's
 //! preamble and header frame; after it, every frame is a compressed block of events
 //! ([`crate::block`]: payloads stored once per block, times as deltas, sequence numbers implied,
-//! zstd), the end record inside the last block. Format 4 adds two records inside blocks: a
-//! stream's consecutive `RUN`s stored as one batch, and the batches' exit sequences once per
-//! block. Formats 1 to 3 still read.
+//! zstd), the end record inside the last block. Format 4 adds one field at the end of the
+//! header (`TraceHeader::exit_budgets`: the recording applied `record_exits`) and two records
+//! inside blocks: a stream's consecutive `RUN`s stored as one batch, and the batches' exit
+//! sequences once per block. Formats 1 to 3 still read.
 //!
 //! The version sits outside any frame so that a reader can refuse a newer layout before trying to
 //! parse it. The `End` frame lets a reader tell a complete trace from one cut exactly at a frame

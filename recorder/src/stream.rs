@@ -16,7 +16,7 @@ use crate::format::{
     OLDEST_FORMAT_VERSION, PREAMBLE_LEN, decode_payload,
 };
 use crate::reader::{Corruption, Cut, Frame, TraceEnd, TraceError, next_frame};
-use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1};
+use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1, TraceHeaderV2};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -482,11 +482,14 @@ fn read_preamble_and_header<R: Read>(window: &mut Window<R>) -> Result<TraceHead
                 .rest()
                 .get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)
                 .unwrap_or_default();
-            // Format 1's header has fewer host facts (see `crate::format`).
-            let header: TraceHeader = if version == OLDEST_FORMAT_VERSION {
-                decode_payload::<TraceHeaderV1>(payload).map(TraceHeader::from)
-            } else {
-                decode_payload(payload)
+            // Format 1's header has fewer host facts, formats 2 and 3 no `exit_budgets` (see
+            // `crate::format`).
+            let header: TraceHeader = match version {
+                OLDEST_FORMAT_VERSION => {
+                    decode_payload::<TraceHeaderV1>(payload).map(TraceHeader::from)
+                }
+                2 | 3 => decode_payload::<TraceHeaderV2>(payload).map(TraceHeader::from),
+                _ => decode_payload(payload),
             }
             .map_err(|reason| corrupt(Corruption::Undecodable { reason }))?;
             if header.format_version != version {

@@ -21,6 +21,10 @@ pub struct TraceHeader {
     pub host: HostFingerprint,
     /// What vmfleet was asked to do.
     pub job: JobInputs,
+    /// Whether the recording applied the spec's `record_exits` budgets (every trace vmfleet
+    /// records since format 4). A trace without them recorded every exit one by one, and replays
+    /// with every VM's `record_exits` set to `"all"`. `trace convert` keeps it as it was.
+    pub exit_budgets: bool,
 }
 
 impl TraceHeader {
@@ -37,6 +41,7 @@ impl TraceHeader {
             guest_arch,
             host,
             job,
+            exit_budgets: true,
         }
     }
 }
@@ -59,6 +64,30 @@ impl fmt::Display for TraceHeader {
             writeln!(f, "  {line}")?;
         }
         Ok(())
+    }
+}
+
+/// A format-2 or format-3 header: [`TraceHeader`] without `exit_budgets` (those formats came
+/// before `record_exits`, so it becomes `false`).
+#[derive(Deserialize)]
+pub(crate) struct TraceHeaderV2 {
+    format_version: u32,
+    vmfleet_version: String,
+    guest_arch: GuestArch,
+    host: HostFingerprint,
+    job: JobInputs,
+}
+
+impl From<TraceHeaderV2> for TraceHeader {
+    fn from(v2: TraceHeaderV2) -> TraceHeader {
+        TraceHeader {
+            format_version: v2.format_version,
+            vmfleet_version: v2.vmfleet_version,
+            guest_arch: v2.guest_arch,
+            host: v2.host,
+            job: v2.job,
+            exit_budgets: false,
+        }
     }
 }
 
@@ -110,6 +139,7 @@ impl From<TraceHeaderV1> for TraceHeader {
                 emulated_cpuid: None,
             },
             job: v1.job,
+            exit_budgets: false,
         }
     }
 }

@@ -105,7 +105,16 @@ fn sample_trace(name: &str) -> (Vec<u8>, Vec<Event>) {
     let (_, events) = sample_trace_v3(name);
     let mut bytes = b"VMFLTRC\0".to_vec();
     bytes.extend_from_slice(&2u32.to_le_bytes());
-    bytes.extend(frame(&encode(&header_v2())));
+    let v2 = header_v2();
+    // A format-2 header: every field but the last (`exit_budgets`), in order.
+    let fields = (
+        v2.format_version,
+        &v2.vmfleet_version,
+        v2.guest_arch,
+        &v2.host,
+        &v2.job,
+    );
+    bytes.extend(frame(&encode(&fields)));
     for event in &events {
         bytes.extend(frame(&encode(&Record::Event(event))));
     }
@@ -119,6 +128,7 @@ fn sample_trace(name: &str) -> (Vec<u8>, Vec<Event>) {
 fn header_v2() -> recorder::TraceHeader {
     recorder::TraceHeader {
         format_version: 2,
+        exit_budgets: false,
         ..header()
     }
 }
@@ -895,4 +905,20 @@ fn a_flipped_byte_in_a_block_trace_is_damage_never_different_events() {
             }
         }
     }
+}
+
+/// A trace vmfleet records now says it applied `record_exits` budgets; one from before format 4
+/// says it did not, and keeps saying so once converted to the current format (a replay then
+/// replays every exit one by one, as they were recorded).
+#[test]
+fn exit_budgets_are_set_by_new_traces_and_kept_by_convert() {
+    let (v2_bytes, _) = sample_trace("budgets-v2.trace");
+    let v2 = Trace::from_bytes(&v2_bytes).unwrap();
+    assert!(!v2.header.exit_budgets);
+    let bytes = recorder::encode_trace(&v2.header, &v2.events, true).unwrap();
+    let converted = Trace::from_bytes(&bytes).unwrap();
+    assert_eq!(converted.header.format_version, recorder::FORMAT_VERSION);
+    assert!(!converted.header.exit_budgets);
+    let (v4_bytes, _) = sample_trace_v3("budgets-v4.trace");
+    assert!(Trace::from_bytes(&v4_bytes).unwrap().header.exit_budgets);
 }

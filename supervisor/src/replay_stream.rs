@@ -6,7 +6,7 @@
 //! the trace's error (cut short: [`Status::Incomplete`], damaged: [`Status::BadInput`]), as if
 //! the trace had been read whole first, never with a divergence.
 
-use crate::commands::{ReplayOutcome, control_request, replay_job};
+use crate::commands::{ReplayOutcome, as_recorded, control_request, replay_job};
 use crate::exit::{Failure, Status};
 use crate::spec::FleetSpec;
 use anyhow::Result;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub use recorder::DEFAULT_WINDOW;
 
-/// Replay `stream` with `spec`, holding about `window` recorded events at a time (the window
+/// Replay `stream` with `spec` (as the trace recorded it: see [`as_recorded`]), holding about `window` recorded events at a time (the window
 /// grows when every call waits for an event beyond it). An error that is the trace's own
 /// (cut short, damaged, unreadable) is a [`TraceError`] inside the [`anyhow::Error`]; see
 /// [`trace_failure`].
@@ -47,6 +47,7 @@ pub fn replay_stream<R: Read + Send + 'static>(
         kept.0.push(event.clone());
     };
     let (replay, feed) = ReplayHypervisor::streaming(stream, window, on_control)?;
+    let spec = &as_recorded(&header, spec);
     replay_job(&header, received, replay, spec, move || {
         let window = feed.window();
         feed.finish()?.require_complete()?;
