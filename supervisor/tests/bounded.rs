@@ -168,8 +168,8 @@ fn a_guest_running_past_its_budget_is_summarised_and_replays() {
 /// A trace recorded before `record_exits` existed: its spec does not say, every exit is a `RUN`,
 /// and a vCPU took more than the default budget. It replays as recorded.
 #[test]
-fn a_trace_without_counted_exits_replays_every_exit_decoded() {
-    let Some(kvm) = kvm("a_trace_without_counted_exits_replays_every_exit_decoded") else {
+fn a_trace_without_exit_budgets_replays_every_exit_decoded() {
+    let Some(kvm) = kvm("a_trace_without_exit_budgets_replays_every_exit_decoded") else {
         return;
     };
     const OLD: &str = "name = \"old\"\n[[vm]]\nname = \"spin\"\nprobe_repeats = 0\n";
@@ -177,16 +177,20 @@ fn a_trace_without_counted_exits_replays_every_exit_decoded() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("old.trace");
-    let header = TraceHeader::new(
-        "test",
-        GuestArch::X86_64,
-        HostFingerprint::default(),
-        JobInputs {
-            command: COMMAND_SERVE.into(),
-            spec_source: "OLD".into(),
-            spec_text: OLD.into(),
-        },
-    );
+    // The header of a trace from before `record_exits` (format 3 and older say so).
+    let header = TraceHeader {
+        exit_budgets: false,
+        ..TraceHeader::new(
+            "test",
+            GuestArch::X86_64,
+            HostFingerprint::default(),
+            JobInputs {
+                command: COMMAND_SERVE.into(),
+                spec_source: "OLD".into(),
+                spec_text: OLD.into(),
+            },
+        )
+    };
     let (recorder, writer) = TraceWriter::create_keeping_events(&path, &header).unwrap();
     let hv: Arc<dyn Hypervisor> =
         Arc::new(RecordingHypervisor::new(Box::new(kvm), recorder.clone()));
@@ -223,7 +227,7 @@ fn a_trace_without_counted_exits_replays_every_exit_decoded() {
     let v = &live.vms[0].vcpus[0];
     if v.exits <= spec::DEFAULT_RECORD_EXITS {
         vcpu::skip::skipped(
-            "a_trace_without_counted_exits_replays_every_exit_decoded",
+            "a_trace_without_exit_budgets_replays_every_exit_decoded",
             format!("the guest took only {} exits in a minute", v.exits),
         );
         return;
