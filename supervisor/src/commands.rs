@@ -242,7 +242,7 @@ pub struct ReplayOutcome {
 /// the recorded one, and every backend call must match the trace, stream by stream.
 pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
     trace.require_complete()?;
-    let spec = &as_recorded(&trace.header, spec);
+    let spec = &crate::replay_stream::as_recorded(&trace.header, spec);
     let replay =
         ReplayHypervisor::from_events(trace.header.guest_arch, trace.events.iter().cloned());
     replay_on(
@@ -257,21 +257,11 @@ pub fn replay_trace(trace: &Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
 /// copied, so a large trace is held once (what `vmfleet replay` does).
 pub fn replay_trace_owned(mut trace: Trace, spec: &FleetSpec) -> Result<ReplayOutcome> {
     trace.require_complete()?;
-    let spec = &as_recorded(&trace.header, spec);
+    let spec = &crate::replay_stream::as_recorded(&trace.header, spec);
     let control: Vec<Event> = trace.control_events().cloned().collect();
     let events = std::mem::take(&mut trace.events);
     let replay = ReplayHypervisor::from_events(trace.header.guest_arch, events);
     replay_on(&trace.header, control, replay, spec)
-}
-
-/// `spec`, or [`FleetSpec::recorded_whole`] for a trace recorded without `record_exits` budgets
-/// (before format 4: every exit was recorded one by one, so every exit is replayed so).
-pub(crate) fn as_recorded(header: &TraceHeader, spec: &FleetSpec) -> FleetSpec {
-    if header.exit_budgets {
-        spec.clone()
-    } else {
-        spec.recorded_whole()
-    }
 }
 
 /// The replay itself, on a backend built from the trace's events; `control` are the trace's

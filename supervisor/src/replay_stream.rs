@@ -6,12 +6,12 @@
 //! the trace's error (cut short: [`Status::Incomplete`], damaged: [`Status::BadInput`]), as if
 //! the trace had been read whole first, never with a divergence.
 
-use crate::commands::{ReplayOutcome, as_recorded, control_request, replay_job};
+use crate::commands::{ReplayOutcome, control_request, replay_job};
 use crate::exit::{Failure, Status};
 use crate::spec::FleetSpec;
 use anyhow::Result;
 use protocol::Request;
-use recorder::{Event, ReplayHypervisor, TraceError, TraceStream};
+use recorder::{Event, ReplayHypervisor, TraceError, TraceHeader, TraceStream};
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -74,4 +74,14 @@ pub fn trace_failure(error: anyhow::Error, path: &Path) -> anyhow::Error {
     };
     let error = error.context(format!("{doing} trace {}", path.display()));
     Failure::new(status, error).into()
+}
+
+/// `spec`, or [`FleetSpec::recorded_whole`] for a trace recorded without `record_exits` budgets
+/// (before format 4: every exit was recorded one by one, so every exit is replayed so).
+pub(crate) fn as_recorded(header: &TraceHeader, spec: &FleetSpec) -> FleetSpec {
+    if header.exit_budgets {
+        spec.clone()
+    } else {
+        spec.recorded_whole()
+    }
 }
