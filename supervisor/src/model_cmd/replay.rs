@@ -9,8 +9,8 @@
 use super::load_facts;
 use crate::cli::ReplayArgs;
 use crate::common::{emit, emit_json};
-use crate::exit::{Status, StatusExt};
-use anyhow::{Context, Result};
+use crate::exit::Status;
+use anyhow::Result;
 use recorder::{Trace, TraceCall, render};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -50,15 +50,25 @@ pub struct ModelReplay {
 /// Send every backend call of `trace` (control requests aside) to an engine over `facts`, in
 /// sequence order (each stream's calls stay in their order), and compare.
 pub fn compare(trace: &Trace, facts: HostFacts) -> ModelReplay {
-    let mut engine = Engine::new(facts);
     let mut events: Vec<_> = trace.events.iter().collect();
     events.sort_by_key(|e| e.seq);
+    compare_events(events, facts)
+}
+
+/// [`compare`] on events already in sequence order (a trace read as a stream): only the
+/// differences are kept.
+pub fn compare_events(
+    events: impl IntoIterator<Item = impl std::borrow::Borrow<recorder::Event>>,
+    facts: HostFacts,
+) -> ModelReplay {
+    let mut engine = Engine::new(facts);
     let mut result = ModelReplay {
         judged: 0,
         not_judged: 0,
         differences: Vec::new(),
     };
     for event in events {
+        let event = event.borrow();
         let call = match &event.call {
             TraceCall::System(c) => Call::System(c.clone()),
             TraceCall::Vm(c) => Call::Vm(c.clone()),
@@ -134,12 +144,16 @@ fn text(trace: &Path, fingerprint: &Path, result: &ModelReplay) -> String {
 /// `vmfleet replay --model FP TRACE [--json]`.
 pub fn run(fingerprint: &Path, args: &ReplayArgs) -> Result<Status> {
     let facts = load_facts(fingerprint)?;
-    let trace = crate::commands::open_trace(&args.trace, |p| Trace::open(p))?;
-    trace
-        .require_complete()
-        .with_context(|| format!("replaying trace {}", args.trace.display()))
-        .or_status(Status::Incomplete)?;
-    let result = compare(&trace, facts);
+    // Compared as the trace is read; a trace cut short or damaged is refused at its end, as it
+    // was when read whole first.
+    let path = &args.trace;
+    let failure = |e: recorder::TraceError| crate::replay_stream::trace_failure(e.into(), path);
+    let mut stream = recorder::TraceStream::open(path).map_err(failure)?;
+    let result = compare_events(stream.by_ref(), facts);
+    stream
+        .finish()
+        .and_then(|end| end.require_complete())
+        .map_err(failure)?;
     if args.json {
         emit_json(&Json {
             schema: MODEL_REPLAY_SCHEMA,
