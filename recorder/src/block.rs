@@ -44,8 +44,18 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use vcpu::{Outcome, Stream, VcpuCall};
 
-/// A block is closed once its uncompressed records reach this size (or when the writer flushes).
+/// A block is closed once its uncompressed records reach this size, or it holds
+/// [`BLOCK_EVENTS`] events (or when the writer flushes).
 pub const BLOCK_BYTES: usize = 1 << 20;
+
+/// A block is closed once it holds this many events. A reader decodes a block into its events, so
+/// their number bounds its memory as much as the block's bytes do: batches make a `RUN` cost a
+/// byte or two, and a megabyte of them would be half a million events (~100 MB decoded).
+pub const BLOCK_EVENTS: usize = 16_384;
+
+/// The most events a block may decode into; more is damage, never an allocation (a writer closes
+/// its blocks at [`BLOCK_EVENTS`]).
+pub const MAX_BLOCK_EVENTS: usize = 1 << 18;
 
 /// One record inside a block (see the module). New variants go at the end: a variant's number is
 /// its place.
@@ -166,6 +176,8 @@ pub(crate) struct BlockEncoder {
     opened: u32,
     /// `RUN`s waiting in open batches (for [`BlockEncoder::len`]).
     waiting: usize,
+    /// `RUN`s in the batches written to the open block.
+    written_runs: usize,
     /// The time of the open block's previous `Event` record.
     last_at: u64,
 }
@@ -230,6 +242,7 @@ impl BlockEncoder {
     /// Write `batch` of `stream`, defining its sequence if the block has not yet.
     fn write_batch(&mut self, stream: Stream, batch: OpenBatch) -> Result<(), EncodeError> {
         self.waiting -= batch.payloads.len();
+        self.written_runs += batch.payloads.len();
         let next = self.sequences.len() as u32;
         let sequence = match self.sequences.get(&batch.payloads) {
             Some(&n) => n,
@@ -277,9 +290,12 @@ impl BlockEncoder {
         Ok(())
     }
 
-    /// Uncompressed bytes in the open block (an open batch's exits counted at two bytes each).
+    /// How full the open block is, in bytes, by the closing rule: its uncompressed records, or its
+    /// events at `BLOCK_BYTES / BLOCK_EVENTS` bytes each if that is more (compare with
+    /// [`BLOCK_BYTES`]).
     pub(crate) fn len(&self) -> usize {
-        self.buf.len() + 2 * self.waiting
+        let events = self.direct as usize + self.waiting + self.written_runs;
+        self.buf.len().max(events * (BLOCK_BYTES / BLOCK_EVENTS))
     }
 
     /// Whether the open block holds nothing.
@@ -299,6 +315,7 @@ impl BlockEncoder {
         self.sequences.clear();
         self.direct = 0;
         self.opened = 0;
+        self.written_runs = 0;
         encode_raw_frame(&compressed)
     }
 }
@@ -332,6 +349,8 @@ struct BlockRecords {
     /// `Event` records: stream, time, payload number.
     direct: Vec<(Stream, u64, u32)>,
     batches: Vec<PlacedBatch>,
+    /// Events the batches so far stand for.
+    batched: usize,
     at: u64,
 }
 
@@ -360,6 +379,12 @@ impl BlockRecords {
                         "an event refers to payload {payload}, which the block does not define"
                     ));
                 }
+                if self.direct.len() + self.batched >= MAX_BLOCK_EVENTS {
+                    return Err(format!(
+                        "the block holds more than {MAX_BLOCK_EVENTS} events, more than any \
+                         writer puts in one"
+                    ));
+                }
                 self.at = self.at.wrapping_add(decode_dt(dt_ns) as u64);
                 self.direct.push((stream, self.at, payload));
             }
@@ -386,6 +411,13 @@ impl BlockRecords {
                 if sequence as usize >= self.sequences.len() {
                     return Err(format!(
                         "a batch refers to sequence {sequence}, which the block does not define"
+                    ));
+                }
+                self.batched += self.sequences[sequence as usize].len();
+                if self.direct.len() + self.batched > MAX_BLOCK_EVENTS {
+                    return Err(format!(
+                        "the block holds more than {MAX_BLOCK_EVENTS} events, more than any \
+                         writer puts in one"
                     ));
                 }
                 if at as usize > self.direct.len() {
