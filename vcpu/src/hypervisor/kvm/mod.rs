@@ -11,7 +11,7 @@
 //! - `kick`: interrupting `KVM_RUN` from another thread (`immediate_exit` + a signal);
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
-//! - `thread`: the scheduling priority of vCPU threads;
+//! - `thread`: the scheduling priority of vCPU threads and of the trace writer;
 //! - `allocator`: the C allocator's arenas in a process with many VMs;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
@@ -28,7 +28,9 @@ mod thread;
 mod unavailable;
 
 pub use allocator::one_malloc_arena;
-pub use thread::{VCPU_NICE, deprioritize_vcpu_thread};
+pub use thread::{
+    BACKGROUND_NICE, VCPU_NICE, deprioritize_background_thread, deprioritize_vcpu_thread,
+};
 
 pub use unavailable::KvmUnavailable;
 
