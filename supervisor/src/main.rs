@@ -8,9 +8,6 @@ use supervisor::cli::{Cli, Command, ModelCommand, TemplateCommand, TraceCommand}
 use supervisor::commands;
 
 fn main() -> ExitCode {
-    // Before any other thread: one malloc arena, so that heap growth never changes a mapping that
-    // every KVM VM's MMU notifier must hear about (see the function's documentation).
-    let _ = vcpu::hypervisor::kvm::one_malloc_arena();
     // clap colours its own help and errors: tell it what `--color` will say (it parses later).
     let matches = Cli::command()
         .color(clap_color(std::env::args_os()))

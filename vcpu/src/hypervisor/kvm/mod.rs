@@ -12,7 +12,6 @@
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
 //! - `thread`: the scheduling priority of vCPU threads and of the trace writer;
-//! - `allocator`: the C allocator's arenas in a process with many VMs;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
 //! - [`floor`]: the minimal start loop `vmfleet bench` measures vmfleet against (x86_64 hosts;
@@ -22,12 +21,10 @@
 //! still compiles: [`KvmHypervisor::open`] returns [`KvmUnavailable::UnsupportedArch`].
 #![allow(unsafe_code)]
 
-mod allocator;
 pub mod floor;
 mod thread;
 mod unavailable;
 
-pub use allocator::one_malloc_arena;
 pub use thread::{
     BACKGROUND_NICE, VCPU_NICE, deprioritize_background_thread, deprioritize_vcpu_thread,
 };
