@@ -548,6 +548,10 @@ pub struct BenchArgs {
     /// figures.
     #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only"])]
     pub record_only: bool,
+    /// Measure only the scale and supervisor-memory figures (the scale fleet, `--scale-vms`) and
+    /// the stop latency.
+    #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only", "record_only"])]
+    pub scale_only: bool,
     /// VM counts of the recording figure (vmfleet's start recorded vs not, 2 vCPUs per VM).
     #[arg(
         long,

@@ -770,6 +770,7 @@ pub fn bench(args: &BenchArgs) -> Result<Status> {
         record_counts: args.record_counts.clone(),
         trace_vms: args.trace_vms,
         record_only: args.record_only,
+        scale_only: args.scale_only,
         scale_vms: args.scale_vms,
     };
     let report = bench::run(&floor, &options)?;

@@ -181,6 +181,8 @@ pub struct BenchOptions {
     pub trace_vms: u32,
     /// Only the recording, trace and replay figures.
     pub record_only: bool,
+    /// Only the scale, supervisor-memory and stop-latency figures.
+    pub scale_only: bool,
     /// VMs of the scale and supervisor-memory figures.
     pub scale_vms: u32,
 }
@@ -197,6 +199,7 @@ impl Default for BenchOptions {
             record_counts: RECORD_COUNTS.to_vec(),
             trace_vms: TRACE_VMS,
             record_only: false,
+            scale_only: false,
             scale_vms: SCALE_VMS,
         }
     }
@@ -235,6 +238,15 @@ impl BenchOptions {
                     .into(),
             ));
         }
+        if self.scale_only
+            && (self.floor_only || self.start_only || self.control_only || self.record_only)
+        {
+            return Err(BenchError::Options(
+                "--scale-only cannot be combined with --floor-only, --start-only, --control-only \
+                 or --record-only"
+                    .into(),
+            ));
+        }
         if let Some(bad) = self
             .record_counts
             .iter()
@@ -265,7 +277,7 @@ impl BenchOptions {
 pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchError> {
     options.check()?;
     let mut start = Vec::with_capacity(options.counts.len());
-    if !(options.control_only || options.record_only) {
+    if !(options.control_only || options.record_only || options.scale_only) {
         for &vms in &options.counts {
             start.push(start_row(floor, vms, options)?);
         }
@@ -290,9 +302,13 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
             verdict,
         }
     };
-    let only = options.floor_only || options.start_only || options.control_only;
+    let only =
+        options.floor_only || options.start_only || options.control_only || options.scale_only;
     let others = !(only || options.record_only);
-    let control = !(options.floor_only || options.start_only || options.record_only);
+    // The figures of the scale fleet (scale, memory) and the stop latency.
+    let scale_figures = others || options.scale_only;
+    let control =
+        !(options.floor_only || options.start_only || options.record_only || options.scale_only);
     let recording = !only;
     let record = if recording {
         options
@@ -323,11 +339,17 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
         measure_if(others, unit, target, how)
     };
     let scale_vms = options.scale_vms;
-    let scale = measure("VMs", format!("{scale_vms} VMs running"), &|| {
-        let running = vmfleet_scale(scale_vms, VCPUS_PER_VM)?;
-        Ok((f64::from(running), running >= scale_vms))
-    });
-    let memory_per_vm = measure(
+    let scale = measure_if(
+        scale_figures,
+        "VMs",
+        format!("{scale_vms} VMs running"),
+        &|| {
+            let running = vmfleet_scale(scale_vms, VCPUS_PER_VM)?;
+            Ok((f64::from(running), running >= scale_vms))
+        },
+    );
+    let memory_per_vm = measure_if(
+        scale_figures,
         "KiB",
         format!("<= {} KiB", MEMORY_TARGET_BYTES / 1024),
         &|| {
@@ -335,10 +357,15 @@ pub fn run(floor: &Floor, options: &BenchOptions) -> Result<BenchReport, BenchEr
             Ok((bytes as f64 / 1024.0, bytes <= MEMORY_TARGET_BYTES))
         },
     );
-    let stop_latency = measure("ms", format!("<= {} ms", STOP_TARGET.as_millis()), &|| {
-        let latency = vmfleet_stop_latency(VCPUS_PER_VM)?;
-        Ok((latency.as_secs_f64() * 1e3, latency <= STOP_TARGET))
-    });
+    let stop_latency = measure_if(
+        scale_figures,
+        "ms",
+        format!("<= {} ms", STOP_TARGET.as_millis()),
+        &|| {
+            let latency = vmfleet_stop_latency(VCPUS_PER_VM)?;
+            Ok((latency.as_secs_f64() * 1e3, latency <= STOP_TARGET))
+        },
+    );
     let shutdown = measure_if(
         control,
         "ms",

@@ -135,6 +135,11 @@ fn options_are_checked() {
             ..Default::default()
         },
         BenchOptions {
+            scale_only: true,
+            record_only: true,
+            ..Default::default()
+        },
+        BenchOptions {
             scale_vms: 0,
             ..Default::default()
         },

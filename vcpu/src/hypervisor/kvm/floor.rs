@@ -24,10 +24,20 @@
 //!    - for each vCPU, the real-mode boot state (`KVM_GET_SREGS`, `KVM_SET_SREGS`,
 //!      `KVM_SET_REGS`), the very code vmfleet's backend runs for `SetBootState`;
 //!    - each vCPU handed to its thread, which calls `KVM_RUN` once: the guest runs until its
-//!      first exit (for the probe guest, its `OUT` of pass number 0 to its pass-begin port); the
-//!      VM's thread joins them.
-//! 3. Every VM stays alive until the last vCPU has exited once, so that, as in vmfleet, all of
-//!    them exist at the same time; then all are closed (timed separately as teardown).
+//!      first exit (for the probe guest, its `OUT` of pass number 0 to its pass-begin port), and
+//!      hands the exit back to the VM's thread.
+//! 3. Every VM, and every thread of the run, stays alive until the last vCPU has exited once, so
+//!    that, as in vmfleet, all of them exist at the same time: vmfleet's start (paused, as the
+//!    bench measures it) parks each vCPU thread at its first exit, and its VM loop threads live
+//!    on with their VMs. Then the threads are let go and joined, and all VMs are closed (timed
+//!    separately as teardown).
+//!
+//! Why the threads stay, too: `KVM_CREATE_VM` registers an MMU notifier, which walks every
+//! mapping of the process (`mm_take_all_locks`) under the `mmap` lock, and each thread holds
+//! four mappings (its stack and guard page, Rust's signal stack and its guard page). A floor
+//! whose threads ended at their first exit created its later VMs in a process with a third of
+//! the mappings of any VMM whose VMs can run on, and at 1,000 VMs that alone made it start
+//! about 1.5 times as fast: a difference of shape, not of anything vmfleet adds.
 //!
 //! The ioctls are the backend's own helpers (the `x86_64`, `vm` and `exit` modules), so the floor
 //! and vmfleet differ only in what vmfleet adds around them. What the ioctls write (the tables,
@@ -243,6 +253,7 @@ mod imp {
     use crate::hypervisor::kvm::{KVM_PATH, exit, kernel, x86_64};
     use kvm_ioctls::{Kvm, VcpuFd, VmFd};
     use std::path::Path;
+    use std::sync::{RwLock, mpsc};
     use std::time::Instant;
     use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap};
 
@@ -321,31 +332,58 @@ mod imp {
             workload,
             supported: &supported,
         };
-        let started: Vec<Result<StartedVm, FloorError>> = std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..vms)
-                .map(|index| {
-                    let vm = VmId(index);
-                    let input = &input;
-                    std::thread::Builder::new()
-                        .name(format!("floor-vm{index}"))
-                        .stack_size(THREAD_STACK)
-                        .spawn_scoped(scope, move || start_vm(input, vm, vcpus_per_vm))
-                        .map_err(|e| spawn_failed(Stream::Vm(vm), &e))
-                })
-                .collect();
-            threads
-                .into_iter()
-                .enumerate()
-                .map(|(index, thread)| {
-                    thread?
-                        .join()
-                        .map_err(|_| panicked(Stream::Vm(VmId(index as u32))))?
-                })
-                .collect()
+        // Every thread of the run, once its VM or vCPU has got where the run takes it, waits here
+        // until the last vCPU has exited once: as in vmfleet, where every VM loop and vCPU thread
+        // lives on (paused) with its VM.
+        let release = RwLock::new(());
+        let (done_tx, done_rx) = mpsc::channel::<(u32, Result<StartedVm, FloorError>)>();
+        let (elapsed, mut started, mut failed) = std::thread::scope(|scope| {
+            let gate = release.write().unwrap_or_else(|p| p.into_inner());
+            let mut failed = None;
+            let mut threads = Vec::with_capacity(vms as usize);
+            for index in 0..vms {
+                let vm = VmId(index);
+                let (input, release, done) = (&input, &release, done_tx.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("floor-vm{index}"))
+                    .stack_size(THREAD_STACK)
+                    .spawn_scoped(scope, move || {
+                        let mut vcpu_threads = Vec::with_capacity(vcpus_per_vm as usize);
+                        let started =
+                            start_vm(scope, input, vm, vcpus_per_vm, release, &mut vcpu_threads);
+                        let _ = done.send((index, started));
+                        drop(done);
+                        hold(release);
+                        // A vCPU thread that panicked did not answer: `start_vm` said so.
+                        for thread in vcpu_threads {
+                            let _ = thread.join();
+                        }
+                    });
+                match thread {
+                    Ok(thread) => threads.push((vm, thread)),
+                    Err(e) => {
+                        failed.get_or_insert(spawn_failed(Stream::Vm(vm), &e));
+                    }
+                }
+            }
+            drop(done_tx);
+            let mut started = Vec::with_capacity(threads.len());
+            while started.len() < threads.len() {
+                // All senders gone before every VM answered: a thread panicked (joined below).
+                let Ok(answer) = done_rx.recv() else { break };
+                started.push(answer);
+            }
+            let elapsed = start.elapsed();
+            drop(gate);
+            for (vm, thread) in threads {
+                if thread.join().is_err() {
+                    failed.get_or_insert(panicked(Stream::Vm(vm)));
+                }
+            }
+            (elapsed, started, failed)
         });
-        let elapsed = start.elapsed();
-        let mut failed = None;
-        for vm in started {
+        started.sort_by_key(|(index, _)| *index);
+        for (_, vm) in started {
             match vm {
                 Ok(vm) => {
                     phases.add(&vm.phases);
@@ -380,6 +418,11 @@ mod imp {
         vm: FloorVm,
         phases: FloorPhases,
         first_exits: Vec<FirstExit>,
+    }
+
+    /// Wait until the run lets its threads go (the last vCPU has exited once).
+    fn hold(release: &RwLock<()>) {
+        drop(release.read().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// A thread for `stream` could not be spawned.
@@ -422,8 +465,16 @@ mod imp {
     }
 
     /// One VM from `KVM_CREATE_VM` to the first exit of each of its vCPUs, on the calling thread
-    /// (the VM's), each vCPU's `KVM_RUN` on a thread of its own.
-    fn start_vm(input: &RunInput<'_>, vm: VmId, vcpus: u32) -> Result<StartedVm, FloorError> {
+    /// (the VM's), each vCPU's `KVM_RUN` on a thread of its own (in `scope`, handed out in
+    /// `threads` for the caller to join), which then holds on until `release` lets it go.
+    fn start_vm<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        input: &'scope RunInput<'_>,
+        vm: VmId,
+        vcpus: u32,
+        release: &'scope RwLock<()>,
+        threads: &mut Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    ) -> Result<StartedVm, FloorError> {
         let mut phases = FloorPhases::default();
         let mut clock = Lap::new(Instant::now());
         let vm_step = |step, source| FloorError::Step {
@@ -492,77 +543,91 @@ mod imp {
 
         // As vmfleet's VM loop does once its VM is configured: one thread per vCPU, spawned
         // ahead of the start and waiting for it (here: for its vCPU's fd, handed over once the
-        // guest is loaded and every boot state set).
+        // guest is loaded and every boot state set). After its first exit it hands the fd and the
+        // exit back and stays, as a vCPU of vmfleet's paused start parks at its first exit.
         let vcpu0_held = vcpu0_held.unwrap_or_default();
-        let first_exits = std::thread::scope(|scope| {
-            let mut launches = Vec::with_capacity(vcpus as usize);
-            let mut threads = Vec::with_capacity(vcpus as usize);
-            for index in 0..vcpus {
-                let (launch, launched) = std::sync::mpsc::channel::<VcpuFd>();
-                let thread = std::thread::Builder::new()
-                    .name(format!("floor-vm{}-vcpu{index}", vm.0))
-                    .stack_size(THREAD_STACK)
-                    .spawn_scoped(scope, move || {
-                        // No fd: the VM failed before its start and the thread just ends.
-                        let mut fd = launched.recv().ok()?;
-                        let exit = exit::run(&mut fd);
-                        Some((fd, exit))
-                    })
-                    .map_err(|e| spawn_failed(Stream::Vcpu(vm, VcpuId(index)), &e))?;
-                launches.push(launch);
-                threads.push(thread);
-            }
-            phases.vcpu_threads += clock.lap();
+        type Back = (usize, Option<(VcpuFd, Result<VcpuExit, CallError>)>);
+        let (back_tx, back_rx) = mpsc::channel::<Back>();
+        let mut launches = Vec::with_capacity(vcpus as usize);
+        for index in 0..vcpus {
+            let (launch, launched) = mpsc::channel::<VcpuFd>();
+            let back = back_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("floor-vm{}-vcpu{index}", vm.0))
+                .stack_size(THREAD_STACK)
+                .spawn_scoped(scope, move || {
+                    // No fd: the VM failed before its start and the thread just ends.
+                    let Ok(mut fd) = launched.recv() else {
+                        let _ = back.send((index as usize, None));
+                        return;
+                    };
+                    let exit = exit::run(&mut fd);
+                    let _ = back.send((index as usize, Some((fd, exit))));
+                    drop(back);
+                    hold(release);
+                })
+                .map_err(|e| spawn_failed(Stream::Vcpu(vm, VcpuId(index)), &e))?;
+            launches.push(launch);
+            threads.push(thread);
+        }
+        drop(back_tx);
+        phases.vcpu_threads += clock.lap();
 
-            workload
-                // Always vCPU 0's table: a run has at least one vCPU (checked first).
-                .load(&floor_vm.memory, &vcpu0_held)
-                .map_err(|source| FloorError::Guest { vm, source })?;
-            phases.load_guest += clock.lap();
+        workload
+            // Always vCPU 0's table: a run has at least one vCPU (checked first).
+            .load(&floor_vm.memory, &vcpu0_held)
+            .map_err(|source| FloorError::Guest { vm, source })?;
+        phases.load_guest += clock.lap();
 
-            let entry = workload.entry();
-            let boot = VcpuCall::SetBootState { entry };
-            for (index, fd) in floor_vm.vcpus.iter().enumerate() {
-                x86_64::set_boot_state(fd, &boot, entry)
-                    .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
-            }
-            phases.boot_state += clock.lap();
+        let entry = workload.entry();
+        let boot = VcpuCall::SetBootState { entry };
+        for (index, fd) in floor_vm.vcpus.iter().enumerate() {
+            x86_64::set_boot_state(fd, &boot, entry)
+                .map_err(|e| vcpu_step(VcpuId(index as u32), "boot state", e))?;
+        }
+        phases.boot_state += clock.lap();
 
-            for (launch, fd) in launches.iter().zip(floor_vm.vcpus.drain(..)) {
-                // A thread that cannot take its fd has ended; joining it says why.
-                let _ = launch.send(fd);
+        for (launch, fd) in launches.iter().zip(floor_vm.vcpus.drain(..)) {
+            // A thread that cannot take its fd has ended; its missing answer says so.
+            let _ = launch.send(fd);
+        }
+        let mut answers: Vec<Option<Back>> = (0..vcpus).map(|_| None).collect();
+        // Ends early only when every thread is gone: one panicked before it answered.
+        while let Ok(answer) = back_rx.recv() {
+            let index = answer.0;
+            if let Some(slot) = answers.get_mut(index) {
+                *slot = Some(answer);
             }
-            let mut first_exits = Vec::with_capacity(vcpus as usize);
-            let mut failed = None;
-            for (index, thread) in threads.into_iter().enumerate() {
-                let vcpu = VcpuId(index as u32);
-                let stream = Stream::Vcpu(vm, vcpu);
-                match thread.join() {
-                    Ok(Some((fd, exit))) => {
-                        floor_vm.vcpus.push(fd);
-                        match exit {
-                            Ok(exit) => first_exits.push(FirstExit { vm, vcpu, exit }),
-                            Err(e) => {
-                                failed.get_or_insert(vcpu_step(vcpu, "KVM_RUN", e));
-                            }
+        }
+        let mut first_exits = Vec::with_capacity(vcpus as usize);
+        let mut failed = None;
+        for (index, answer) in answers.into_iter().enumerate() {
+            let vcpu = VcpuId(index as u32);
+            let stream = Stream::Vcpu(vm, vcpu);
+            match answer {
+                Some((_, Some((fd, exit)))) => {
+                    floor_vm.vcpus.push(fd);
+                    match exit {
+                        Ok(exit) => first_exits.push(FirstExit { vm, vcpu, exit }),
+                        Err(e) => {
+                            failed.get_or_insert(vcpu_step(vcpu, "KVM_RUN", e));
                         }
                     }
-                    Ok(None) => {
-                        failed.get_or_insert(FloorError::Thread {
-                            stream,
-                            what: "its thread ended before it was handed its vCPU".into(),
-                        });
-                    }
-                    Err(_) => {
-                        failed.get_or_insert(panicked(stream));
-                    }
+                }
+                Some((_, None)) => {
+                    failed.get_or_insert(FloorError::Thread {
+                        stream,
+                        what: "its thread ended before it was handed its vCPU".into(),
+                    });
+                }
+                None => {
+                    failed.get_or_insert(panicked(stream));
                 }
             }
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(first_exits),
-            }
-        })?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
         phases.first_run += clock.lap();
         Ok(StartedVm {
             vm: floor_vm,
