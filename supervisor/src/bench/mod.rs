@@ -90,10 +90,11 @@ pub fn start_runs(vms: u32, runs: u32) -> u32 {
 
 /// vmfleet's start throughput must be at least the floor's divided by this.
 pub const START_TARGET_RATIO: f64 = 1.10;
-/// VMs of the scale and supervisor-memory figures (`--scale-vms`).
-pub const SCALE_VMS: u32 = 500;
-/// Supervisor memory per running VM, guest memory not counted.
-pub const MEMORY_TARGET_BYTES: u64 = 1 << 20;
+/// VMs of the scale and supervisor-memory figures (`--scale-vms`): the 1,000, all
+/// running at once.
+pub const SCALE_VMS: u32 = 1000;
+/// Supervisor memory per running VM, guest memory not counted: 100 KiB.
+pub const MEMORY_TARGET_BYTES: u64 = 100 << 10;
 /// Stop request to all vCPU threads joined.
 pub const STOP_TARGET: Duration = Duration::from_millis(50);
 /// Running VMs of the shutdown figure (`--shutdown-vms`).
