@@ -8,9 +8,11 @@
 //! `seq` order. The writer thread encodes and buffers, and flushes whenever it has held unwritten
 //! data for [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace
 //! (which then reads back as cut short). An I/O error (disk full) stops the writing, never the
-//! recorders; [`TraceWriter::finish`] reports it. The writer thread runs at a lower priority than
-//! the fleet's threads and takes its queue in batches ([`WRITER_NAP`]), so that recording costs
-//! the recorded threads little more than a mutex and a queue push per event.
+//! recorders; [`TraceWriter::finish`] reports it. The writer thread keeps the fleet's priority,
+//! above the vCPU threads', and is woken by every event it waits for: a writer as low as
+//! thousands of spinning guests, or one that naps between batches, falls behind, its queue fills,
+//! and every recorded call (a VM's start among them) waits for it (1,000 running VMs recorded by
+//! `vmfleet serve` did not all start in minutes).
 //!
 //! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
 //! name by [`TraceWriter::finish`]; a killed process leaves the partial file, which reads back to
@@ -35,14 +37,6 @@ use vcpu::{Outcome, Stream};
 
 /// The longest the writer thread keeps written-but-unflushed events.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-
-/// How long the writer thread sleeps once it has emptied its queue, before it looks again (it
-/// waits for the next event only when nothing came in meanwhile). A writer that waited on the
-/// queue right away would be woken by every single event, and each wake-up is a futex call in the
-/// recording thread and a context switch on a CPU the fleet's threads need: at a fleet's start,
-/// that cost more than all the rest of recording (measured by `vmfleet bench`). A nap is well
-/// within [`FLUSH_INTERVAL`], and [`WRITER_BACKLOG`] events queue without waiting.
-pub const WRITER_NAP: Duration = Duration::from_millis(10);
 
 /// The shared handle that records events. Cheap to clone; every clone feeds the same trace.
 #[derive(Clone, Debug)]
@@ -505,20 +499,10 @@ fn write_loop(
         Ok(block.len() as u64)
     };
 
-    // Behind the threads that start and run VMs: it catches up from its queue. A writer that
-    // keeps its priority (the call cannot fail for one's own thread) only costs the fleet time.
-    let _ = vcpu::hypervisor::kvm::deprioritize_background_thread();
-    // Whether events came since the writer last napped (see WRITER_NAP).
-    let mut busy = false;
     let finish_events = loop {
         let message = match rx.try_recv() {
             Ok(message) => Ok(message),
             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-            Err(TryRecvError::Empty) if busy => {
-                busy = false;
-                std::thread::sleep(WRITER_NAP);
-                continue;
-            }
             Err(TryRecvError::Empty) => match dirty_since {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(since) => rx.recv_timeout(
@@ -526,7 +510,6 @@ fn write_loop(
                 ),
             },
         };
-        busy = true;
         match message {
             Ok(Message::Event(event)) => {
                 if failed.is_some() {

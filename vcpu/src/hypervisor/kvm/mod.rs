@@ -25,9 +25,7 @@ pub mod floor;
 mod thread;
 mod unavailable;
 
-pub use thread::{
-    BACKGROUND_NICE, VCPU_NICE, deprioritize_background_thread, deprioritize_vcpu_thread,
-};
+pub use thread::{VCPU_NICE, deprioritize_vcpu_thread};
 
 pub use unavailable::KvmUnavailable;
 

@@ -1,4 +1,4 @@
-//! Scheduling of vCPU threads (and of the trace writer, which may lag as they may).
+//! Scheduling of vCPU threads.
 //!
 //! A fleet's guests may spin forever, with many more vCPU threads than host CPUs. The threads that
 //! create, configure, pause and stop VMs must still get the CPU promptly, or the control plane
@@ -9,21 +9,9 @@
 /// The nice value vCPU threads take (the rest of the process stays at its own).
 pub const VCPU_NICE: i32 = 10;
 
-/// The nice value of threads whose work may wait while VMs start: the trace writer, which
-/// catches up from its backlog.
-pub const BACKGROUND_NICE: i32 = VCPU_NICE;
-
 /// Lower the calling thread's priority to [`VCPU_NICE`] (raising a nice value needs no privilege).
 pub fn deprioritize_vcpu_thread() -> std::io::Result<()> {
     set_own_nice(VCPU_NICE)
-}
-
-/// Lower the calling thread's priority to [`BACKGROUND_NICE`], for a thread whose work may lag
-/// behind the threads that create, start and control VMs (the trace writer: recorders hand it
-/// events over a bounded queue, so it catches up while they wait on KVM, and holds them back only
-/// when the queue is full).
-pub fn deprioritize_background_thread() -> std::io::Result<()> {
-    set_own_nice(BACKGROUND_NICE)
 }
 
 fn set_own_nice(nice: i32) -> std::io::Result<()> {
