@@ -13,7 +13,7 @@
 use super::BenchError;
 use super::measure::median;
 use super::record::Scratch;
-use super::vmfleet::{bench_runtime, wrong};
+use super::vmfleet::{bench_runtime, bench_trace, wrong};
 use std::path::Path;
 use std::time::Duration;
 
@@ -60,28 +60,7 @@ fn recorded_bytes(vcpus: u32, running: Duration, path: &Path) -> Result<u64, Ben
     let spec = crate::spec::parse(&text, "the growth fleet")?;
     let kvm =
         vcpu::hypervisor::kvm::KvmHypervisor::open().map_err(|e| BenchError::Floor(e.into()))?;
-    let header = recorder::TraceHeader::new(
-        env!("CARGO_PKG_VERSION"),
-        vcpu::Hypervisor::arch(&kvm),
-        crate::host::fingerprint(&kvm),
-        recorder::JobInputs {
-            command: crate::common::COMMAND_RUN.into(),
-            spec_source: "the growth fleet".into(),
-            spec_text: text.clone(),
-        },
-    );
-    let options = recorder::TraceOptions {
-        keep_events: false,
-        replace: true,
-    };
-    let (recorder, writer) =
-        recorder::TraceWriter::create_with(path, &header, options).map_err(|e| {
-            wrong(
-                "vmfleet",
-                1,
-                format!("creating the trace {}: {e}", path.display()),
-            )
-        })?;
+    let (recorder, writer) = bench_trace(&kvm, &text, "the growth fleet", path, 1)?;
     let hv: std::sync::Arc<dyn vcpu::Hypervisor> = std::sync::Arc::new(
         recorder::RecordingHypervisor::new(Box::new(kvm), recorder.clone()),
     );

@@ -108,28 +108,7 @@ fn vmfleet_start(
     let (hv, recorder, writer): (std::sync::Arc<dyn vcpu::Hypervisor>, _, _) = match record {
         None => (std::sync::Arc::new(kvm), None, None),
         Some(path) => {
-            let header = recorder::TraceHeader::new(
-                env!("CARGO_PKG_VERSION"),
-                vcpu::Hypervisor::arch(&kvm),
-                crate::host::fingerprint(&kvm),
-                recorder::JobInputs {
-                    command: crate::common::COMMAND_RUN.into(),
-                    spec_source: "the bench fleet".into(),
-                    spec_text: text.clone(),
-                },
-            );
-            let options = recorder::TraceOptions {
-                keep_events: false,
-                replace: true,
-            };
-            let (recorder, writer) = recorder::TraceWriter::create_with(path, &header, options)
-                .map_err(|e| {
-                    wrong(
-                        "vmfleet",
-                        vms,
-                        format!("creating the trace {}: {e}", path.display()),
-                    )
-                })?;
+            let (recorder, writer) = bench_trace(&kvm, &text, "the bench fleet", path, vms)?;
             let hv = recorder::RecordingHypervisor::new(Box::new(kvm), recorder.clone());
             (std::sync::Arc::new(hv), Some(recorder), Some(writer))
         }
@@ -302,5 +281,38 @@ pub fn vmfleet_stop_latency(vcpus_per_vm: u32) -> Result<Duration, BenchError> {
         }
         fleet.shutdown().await;
         median_duration(&samples).ok_or_else(|| wrong("vmfleet", 1, "no sample"))
+    })
+}
+
+/// The trace `vmfleet run --record` would write for the bench fleet `text` (named `source`) on
+/// `kvm`, at `path` (replaced if it exists): its recorder and writer. A failure is `vms` VMs'
+/// figure gone wrong.
+pub(super) fn bench_trace(
+    kvm: &vcpu::hypervisor::kvm::KvmHypervisor,
+    text: &str,
+    source: &str,
+    path: &std::path::Path,
+    vms: u32,
+) -> Result<(recorder::Recorder, recorder::TraceWriter), BenchError> {
+    let header = recorder::TraceHeader::new(
+        env!("CARGO_PKG_VERSION"),
+        vcpu::Hypervisor::arch(kvm),
+        crate::host::fingerprint(kvm),
+        recorder::JobInputs {
+            command: crate::common::COMMAND_RUN.into(),
+            spec_source: source.into(),
+            spec_text: text.into(),
+        },
+    );
+    let options = recorder::TraceOptions {
+        keep_events: false,
+        replace: true,
+    };
+    recorder::TraceWriter::create_with(path, &header, options).map_err(|e| {
+        wrong(
+            "vmfleet",
+            vms,
+            format!("creating the trace {}: {e}", path.display()),
+        )
     })
 }
