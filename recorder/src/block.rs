@@ -38,10 +38,11 @@
 
 use crate::call::TraceCall;
 use crate::format::{EncodeError, encode_raw_frame};
-use crate::trace::Event;
+use crate::trace::{Event, EventBody};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::sync::Arc;
 use vcpu::{Outcome, Stream, VcpuCall};
 
 /// A block is closed once its uncompressed records reach this size, or it holds
@@ -322,10 +323,22 @@ impl BlockEncoder {
 
 /// What one block held: its events and, if it closed the trace, the end's count.
 pub(crate) struct Decoded {
-    pub(crate) events: Vec<Event>,
+    /// Each distinct call, outcome and detail of the block once.
+    pub(crate) bodies: Arc<[EventBody]>,
+    /// The block's events in order (their `seq`s follow on from the block's first).
+    pub(crate) events: Vec<Placed>,
     pub(crate) end: Option<u64>,
     /// Set when the block stopped early: why.
     pub(crate) problem: Option<String>,
+}
+
+/// An event of a decoded block: where it stands and which of the block's bodies it says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placed {
+    pub(crate) seq: u64,
+    pub(crate) stream: Stream,
+    pub(crate) at_ns: u64,
+    pub(crate) body: u32,
 }
 
 /// A decoded batch, waiting for its place among the block's events.
@@ -338,13 +351,12 @@ struct PlacedBatch {
     sequence: u32,
 }
 
-type Payload = (TraceCall, Outcome, Option<String>);
-
 /// The records of a block, as read so far.
 #[derive(Default)]
 struct BlockRecords {
     first_seq: Option<u64>,
-    payloads: Vec<Payload>,
+    /// Each payload once.
+    payloads: Vec<EventBody>,
     sequences: Vec<Vec<u32>>,
     /// `Event` records: stream, time, payload number.
     direct: Vec<(Stream, u64, u32)>,
@@ -368,7 +380,11 @@ impl BlockRecords {
                 call,
                 outcome,
                 detail,
-            } => self.payloads.push((call, outcome, detail)),
+            } => self.payloads.push(EventBody {
+                call,
+                outcome,
+                detail,
+            }),
             Inner::Event {
                 stream,
                 dt_ns,
@@ -439,7 +455,7 @@ impl BlockRecords {
     }
 
     /// The block's events in order: each batch's exits where its first stood.
-    fn into_events(mut self) -> Vec<Event> {
+    fn place_events(&mut self) -> Vec<Placed> {
         self.batches.sort_by_key(|b| (b.at, b.opened));
         let Some(first_seq) = self.first_seq else {
             return Vec::new();
@@ -451,13 +467,11 @@ impl BlockRecords {
             .sum();
         let mut events = Vec::with_capacity(self.direct.len() + runs);
         let mut batches = self.batches.iter().peekable();
-        let event = |seq: usize, stream: Stream, at_ns: u64, payload: &Payload| Event {
+        let event = |seq: usize, stream: Stream, at_ns: u64, body: u32| Placed {
             seq: first_seq + seq as u64,
             stream,
-            call: payload.0.clone(),
-            outcome: payload.1.clone(),
-            detail: payload.2.clone(),
             at_ns,
+            body,
         };
         for i in 0..=self.direct.len() {
             while let Some(batch) = batches.next_if(|b| b.at as usize <= i) {
@@ -466,17 +480,11 @@ impl BlockRecords {
                 for (k, &p) in exits.iter().enumerate() {
                     let offset = i128::from(batch.span_ns) * k as i128 / gaps;
                     let at_ns = batch.first_at.wrapping_add(offset as u64);
-                    let payload = &self.payloads[p as usize];
-                    events.push(event(events.len(), batch.stream, at_ns, payload));
+                    events.push(event(events.len(), batch.stream, at_ns, p));
                 }
             }
             if let Some(&(stream, at_ns, p)) = self.direct.get(i) {
-                events.push(event(
-                    events.len(),
-                    stream,
-                    at_ns,
-                    &self.payloads[p as usize],
-                ));
+                events.push(event(events.len(), stream, at_ns, p));
             }
         }
         events
@@ -536,8 +544,10 @@ pub(crate) fn decode_block(compressed: &[u8], whole: bool) -> Decoded {
             }
         }
     }
+    let events = records.place_events();
     Decoded {
-        events: records.into_events(),
+        bodies: records.payloads.into(),
+        events,
         end,
         problem,
     }

@@ -50,5 +50,7 @@ pub use replay::{
     DEFAULT_WINDOW, ReplayFeed, ReplayHypervisor, ReplayMonitor, ReplayVcpu, ReplayVm,
 };
 pub use stream::{ConvertError, Converted, TraceStream, encode_stream};
-pub use trace::{Capability, Event, HostFingerprint, JobInputs, TraceHeader};
+pub use trace::{
+    Capability, Event, EventBody, EventRun, HostFingerprint, JobInputs, RunEvent, TraceHeader,
+};
 pub use writer::{FLUSH_INTERVAL, Recorder, TraceOptions, TraceWriter, WriteError, WriteSummary};

@@ -17,9 +17,10 @@
 use crate::call::TraceCall;
 use crate::diff::describe_difference;
 use crate::reader::{Trace, TraceError};
-use crate::trace::Event;
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use crate::trace::{Event, EventBody, EventRun};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use vcpu::{
     Call, CallError, Errno, GuestArch, Hypervisor, Kick, LockRefusal, NoKick, Origin, Outcome,
     ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall,
@@ -29,22 +30,99 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 mod feed;
 
+use feed::Feed;
 pub use feed::{DEFAULT_WINDOW, ReplayFeed};
-use feed::{Feed, expect_fed};
 
 const END_OF_STREAM: &str = "end of stream";
 
 /// A position in the trace: expected `seq`, then stream to break ties.
 type Position = (u64, Stream);
 
+/// How many queued runs a queue keeps room for: a queue keeps its largest size unless shrunk,
+/// and summed over thousands of streams that adds up.
+const EMPTY_QUEUE_ROOM: usize = 4;
+
+/// Recorded events of one stream waiting in its queue, in order: a run of consecutive events
+/// as the trace stream read them ([`EventRun`]), and how many of them were served. Their bodies
+/// are shared with the block they came from; nothing is copied or counted per event.
+#[derive(Debug)]
+struct Queued {
+    run: EventRun,
+    served: usize,
+}
+
+impl Queued {
+    fn new(run: EventRun) -> Self {
+        Queued { run, served: 0 }
+    }
+
+    /// The `seq` and body of the next event to serve (a queued run always has one).
+    fn next(&self) -> Option<(u64, &EventBody)> {
+        let body = self.run.body(self.served)?;
+        Some((self.run.first_seq + self.served as u64, body))
+    }
+
+    fn left(&self) -> usize {
+        self.run.events.len() - self.served
+    }
+}
+
+/// One stream's recorded events not yet served. Each replayed object holds its stream's queue,
+/// so a call takes only its own stream's lock: the calls of thousands of vCPU threads do not
+/// meet, except in the rare first divergence.
 #[derive(Debug, Default)]
-struct State {
-    queues: BTreeMap<Stream, VecDeque<Event>>,
-    /// The `seq` of the last event served on each stream.
-    last_served: BTreeMap<Stream, u64>,
-    first_divergence: Option<(Position, ReplayFailure)>,
-    /// For a replay fed from a stream as it goes ([`ReplayHypervisor::streaming`]).
-    feed: Option<Feed>,
+struct StreamQueue {
+    state: Mutex<QueueState>,
+    /// The feeder queued an event on this stream, stopped, or a divergence was found.
+    fed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Runs with events left to serve, in order.
+    events: VecDeque<Queued>,
+    /// The `seq` of the last event served.
+    last_served: Option<u64>,
+    /// Calls waiting for the feeder to queue this stream's next event.
+    waiting: usize,
+}
+
+impl QueueState {
+    /// Where the stream's next call stands: at its next event, right after its last one once the
+    /// stream ran out, or nowhere (after everything) for a stream the trace never had.
+    fn position(&self, stream: Stream) -> Position {
+        let seq = match (self.next(), self.last_served) {
+            (Some((seq, _)), _) => seq,
+            (None, Some(last)) => last.saturating_add(1),
+            (None, None) => u64::MAX,
+        };
+        (seq, stream)
+    }
+
+    /// The `seq` and body of the stream's next event, if queued.
+    fn next(&self) -> Option<(u64, &EventBody)> {
+        self.events.front().and_then(Queued::next)
+    }
+
+    /// How many events are queued.
+    fn len(&self) -> usize {
+        self.events.iter().map(Queued::left).sum()
+    }
+
+    /// Mark the next event served.
+    fn pop(&mut self) {
+        let Some(front) = self.events.front_mut() else {
+            return;
+        };
+        self.last_served = Some(front.run.first_seq + front.served as u64);
+        front.served += 1;
+        if front.left() == 0 {
+            self.events.pop_front();
+            if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
+                self.events.shrink_to(EMPTY_QUEUE_ROOM);
+            }
+        }
+    }
 }
 
 /// What this run did at the point a recorded event is expected.
@@ -55,75 +133,110 @@ enum Actual<'a> {
     Refused(&'a TraceCall, Errno),
 }
 
-impl State {
-    fn position(&self, stream: Stream) -> Position {
-        let seq = match (
-            self.queues.get(&stream).and_then(VecDeque::front),
-            self.last_served.get(&stream),
-        ) {
-            (Some(next), _) => next.seq,
-            (None, Some(last)) => last.saturating_add(1),
-            (None, None) => u64::MAX,
-        };
-        (seq, stream)
+impl Actual<'_> {
+    fn call(&self) -> &TraceCall {
+        match self {
+            Actual::Call(call) | Actual::Refused(call, _) => call,
+        }
+    }
+}
+
+/// Why the recorded event `expected` does not match what this run did, or `None` if it does.
+fn mismatch(expected: &EventBody, actual: &Actual<'_>) -> Option<String> {
+    let (actual_call, refused) = match actual {
+        Actual::Call(call) => (*call, None),
+        Actual::Refused(call, errno) => (*call, Some(*errno)),
+    };
+    if expected.call != *actual_call {
+        return Some(describe_difference(&expected.call, actual_call));
+    }
+    match (&expected.outcome, refused) {
+        (Err(f), None) if f.origin == Origin::Lock => Some(format!(
+            "the recorded run's lock refused this call ({}); this run passed it to the backend",
+            f.errno
+        )),
+        (Err(f), Some(errno)) if f.origin == Origin::Lock && f.errno != errno => Some(format!(
+            "the recorded run's lock refused this call with {}; this run's with {errno}",
+            f.errno
+        )),
+        (Err(f), Some(_)) if f.origin == Origin::Lock => None,
+        (recorded, Some(errno)) => Some(format!(
+            "this run's lock refused this call ({errno}); the recorded run passed it to the \
+             backend, which answered {}",
+            crate::render::outcome(recorded)
+        )),
+        (_, None) => None,
+    }
+}
+
+type Shared = Arc<Inner>;
+
+/// The replay's state: the streams' queues, the first divergence, the feeder's signals.
+#[derive(Debug)]
+struct Inner {
+    /// Every stream's queue. Looked up once per replayed object and by the feeder once per
+    /// stream, never per call.
+    streams: RwLock<HashMap<Stream, Arc<StreamQueue>>>,
+    /// The `seq` of the earliest divergence so far (`u64::MAX`: none), read by every call
+    /// without a lock; `divergence` holds it whole.
+    first_seq: AtomicU64,
+    divergence: Mutex<Option<(Position, ReplayFailure)>>,
+    feed: Feed,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutation under these locks is whole (a push, a pop, an insert), so a poisoned lock
+    // still holds a consistent state.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn new(queues: HashMap<Stream, Arc<StreamQueue>>, feed: Feed) -> Shared {
+        Arc::new(Inner {
+            streams: RwLock::new(queues),
+            first_seq: AtomicU64::new(u64::MAX),
+            divergence: Mutex::new(None),
+            feed,
+        })
     }
 
-    fn expect(&mut self, stream: Stream, actual: Actual<'_>) -> Result<Outcome, CallError> {
-        let position = self.position(stream);
-        if let Some((first, failure)) = &self.first_divergence {
-            if position >= *first {
-                return Err(CallError::Replay(Box::new(failure.clone())));
-            }
+    /// `stream`'s queue, made empty if the trace has not had it yet.
+    fn queue(&self, stream: Stream) -> Arc<StreamQueue> {
+        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = streams.get(&stream) {
+            return Arc::clone(queue);
         }
-        let (actual_call, refused) = match actual {
-            Actual::Call(call) => (call, None),
-            Actual::Refused(call, errno) => (call, Some(errno)),
-        };
-        let Some(expected) = self.queues.get(&stream).and_then(VecDeque::front) else {
-            return Err(self.diverge(
-                position,
-                None,
-                END_OF_STREAM.into(),
-                actual_call,
-                String::new(),
-            ));
-        };
-        let detail = if expected.call != *actual_call {
-            Some(describe_difference(&expected.call, actual_call))
-        } else {
-            match (&expected.outcome, refused) {
-                (Err(f), None) if f.origin == Origin::Lock => Some(format!(
-                    "the recorded run's lock refused this call ({}); this run passed it to the backend",
-                    f.errno
-                )),
-                (Err(f), Some(errno)) if f.origin == Origin::Lock && f.errno != errno => {
-                    Some(format!(
-                        "the recorded run's lock refused this call with {}; this run's with {errno}",
-                        f.errno
-                    ))
-                }
-                (Err(f), Some(_)) if f.origin == Origin::Lock => None,
-                (recorded, Some(errno)) => Some(format!(
-                    "this run's lock refused this call ({errno}); the recorded run passed it to the \
-                     backend, which answered {}",
-                    crate::render::outcome(recorded)
-                )),
-                (_, None) => None,
-            }
-        };
-        if let Some(detail) = detail {
-            let seq = Some(expected.seq);
-            let recorded = expected.call.to_string();
-            return Err(self.diverge(position, seq, recorded, actual_call, detail));
-        }
-        let event = self.queues.get_mut(&stream).and_then(VecDeque::pop_front);
-        let event = event.expect("the expected event was just looked at");
-        self.last_served.insert(stream, event.seq);
-        Ok(event.outcome)
+        drop(streams);
+        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(streams.entry(stream).or_default())
     }
 
+    fn queues(&self) -> Vec<(Stream, Arc<StreamQueue>)> {
+        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        streams.iter().map(|(s, q)| (*s, Arc::clone(q))).collect()
+    }
+
+    /// The earliest divergence, if one is known at or before `position`.
+    fn diverged_by(&self, position: Position) -> Option<ReplayFailure> {
+        if self.first_seq.load(Ordering::Acquire) > position.0 {
+            return None;
+        }
+        let divergence = lock(&self.divergence);
+        divergence
+            .as_ref()
+            .filter(|(first, _)| position >= *first)
+            .map(|(_, failure)| failure.clone())
+    }
+
+    /// The earliest divergence, if any.
+    fn first_failure(&self) -> Option<ReplayFailure> {
+        lock(&self.divergence).as_ref().map(|(_, f)| f.clone())
+    }
+
+    /// Remember a divergence at `position` (if it is the earliest yet), wake every waiting call
+    /// (each may now fail fast), and return it as the call's error. Called with no stream locked.
     fn diverge(
-        &mut self,
+        &self,
         position: Position,
         seq: Option<u64>,
         expected: String,
@@ -137,42 +250,106 @@ impl State {
             actual: actual.to_string(),
             detail,
         };
-        let earlier = self
-            .first_divergence
+        let mut divergence = lock(&self.divergence);
+        if divergence
             .as_ref()
-            .is_none_or(|(first, _)| position < *first);
-        if earlier {
-            self.first_divergence = Some((position, failure.clone()));
+            .is_none_or(|(first, _)| position < *first)
+        {
+            *divergence = Some((position, failure.clone()));
+            self.first_seq.store(position.0, Ordering::Release);
         }
+        drop(divergence);
+        self.wake_all();
         CallError::Replay(Box::new(failure))
     }
 
-    fn verdict(&self) -> Result<(), ReplayFailure> {
-        if let Some((_, failure)) = &self.first_divergence {
-            return Err(failure.clone());
-        }
-        let leftover = self
-            .queues
-            .iter()
-            .filter_map(|(stream, queue)| queue.front().map(|e| (e, *stream, queue.len())))
-            .min_by_key(|(e, _, _)| e.seq);
-        // A streamed replay: events after the queued ones were counted, not queued.
-        let leftover = match (leftover, &self.feed) {
-            (Some((event, stream, left)), Some(feed)) => {
-                Some((event, stream, left + feed.drained_on(stream)))
+    /// Wake every call waiting for the feeder (it stopped, or a divergence was found). Each
+    /// queue is locked to notify it, so a call about to wait cannot miss the news.
+    fn wake_all(&self) {
+        for (_, queue) in self.queues() {
+            let state = lock(&queue.state);
+            if state.waiting > 0 {
+                queue.fed.notify_all();
             }
-            (None, Some(feed)) => feed
-                .first_drained
-                .as_ref()
-                .map(|e| (e, e.stream, feed.drained_on(e.stream))),
-            (leftover, None) => leftover,
+        }
+    }
+
+    /// Serve one call on `stream` (whose queue is `queue`): wait until its next recorded event
+    /// is queued or the trace is read to its end, then check the call against it and answer
+    /// with the recorded outcome.
+    fn expect(
+        &self,
+        queue: &StreamQueue,
+        stream: Stream,
+        actual: Actual<'_>,
+    ) -> Result<Outcome, CallError> {
+        let mut state = lock(&queue.state);
+        while state.events.is_empty() && self.feed.is_feeding() {
+            // This call's position is at least `fed`: at or past a known divergence, it fails
+            // fast, as it would with the whole trace queued.
+            if self.first_seq.load(Ordering::Acquire) <= self.feed.fed() {
+                if let Some(failure) = self.first_failure() {
+                    return Err(CallError::Replay(Box::new(failure)));
+                }
+            }
+            state.waiting += 1;
+            state = queue
+                .fed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
+        }
+        let position = state.position(stream);
+        if let Some(failure) = self.diverged_by(position) {
+            return Err(CallError::Replay(Box::new(failure)));
+        }
+        let Some((seq, expected)) = state.next() else {
+            drop(state);
+            let end = END_OF_STREAM.into();
+            return Err(self.diverge(position, None, end, actual.call(), String::new()));
+        };
+        if let Some(detail) = mismatch(expected, &actual) {
+            let recorded = expected.call.to_string();
+            drop(state);
+            return Err(self.diverge(position, Some(seq), recorded, actual.call(), detail));
+        }
+        let outcome = expected.outcome.clone();
+        state.pop();
+        drop(state);
+        self.feed.took_one();
+        Ok(outcome)
+    }
+
+    /// The verdict once the run is over and the feeder has read the whole trace.
+    fn verdict(&self) -> Result<(), ReplayFailure> {
+        if let Some(failure) = self.first_failure() {
+            return Err(failure);
+        }
+        // The earliest event no call took: queued, or (a streamed replay's rest, read after the
+        // run) counted.
+        let mut leftover: Option<(u64, Stream, String, usize)> = None;
+        for (stream, queue) in self.queues() {
+            let state = lock(&queue.state);
+            if let Some((seq, body)) = state.next() {
+                if leftover.as_ref().is_none_or(|(first, ..)| seq < *first) {
+                    leftover = Some((seq, stream, body.call.to_string(), state.len()));
+                }
+            }
+        }
+        let drained = self.feed.drained();
+        let leftover = match leftover {
+            Some((seq, stream, call, left)) => Some((seq, stream, call, left + drained.on(stream))),
+            None => drained.first.as_ref().map(|e| {
+                let left = drained.on(e.stream);
+                (e.seq, e.stream, e.call.to_string(), left)
+            }),
         };
         match leftover {
             None => Ok(()),
-            Some((event, stream, left)) => Err(ReplayFailure {
-                seq: Some(event.seq),
+            Some((seq, stream, expected, left)) => Err(ReplayFailure {
+                seq: Some(seq),
                 stream,
-                expected: event.call.to_string(),
+                expected,
                 actual: END_OF_STREAM.into(),
                 detail: format!("{left} recorded event(s) left on {stream}"),
             }),
@@ -180,43 +357,29 @@ impl State {
     }
 }
 
-type Shared = Arc<Inner>;
-
-/// The replay's state, and for a streamed replay the feeder's signals.
-#[derive(Debug, Default)]
-struct Inner {
-    state: Mutex<State>,
-    /// The feeder queued events (or stopped): calls waiting for their stream's next event.
-    fed: Condvar,
-    /// A call took an event (or the replay is over): the feeder waiting for room.
-    room: Condvar,
-}
-
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    // `expect` mutates only after all checks, with whole pops and inserts, so a poisoned lock
-    // still holds a consistent state.
-    state
-        .state
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
-}
-
-fn serve(state: &Shared, stream: Stream, call: Call) -> Result<Reply, CallError> {
-    let outcome = expect_fed(state, stream, Actual::Call(&call.into()))?;
+/// Serve `call` on `stream` and turn a recorded kernel failure into this call's error.
+fn serve(
+    inner: &Inner,
+    queue: &StreamQueue,
+    stream: Stream,
+    call: Call,
+) -> Result<Reply, CallError> {
+    let outcome = inner.expect(queue, stream, Actual::Call(&call.into()))?;
     outcome.map_err(|failure| CallError::from_kernel_failure(&failure))
 }
 
 /// A [`Hypervisor`] that answers from a trace.
 pub struct ReplayHypervisor {
     arch: GuestArch,
-    state: Shared,
+    inner: Shared,
+    host: Arc<StreamQueue>,
 }
 
 /// A handle on a replay's verdict that outlives the [`ReplayHypervisor`] (which is usually moved
 /// into a `Box<dyn Hypervisor>`, possibly inside a [`crate::RecordingHypervisor`]).
 #[derive(Clone)]
 pub struct ReplayMonitor {
-    state: Shared,
+    inner: Shared,
 }
 
 impl ReplayHypervisor {
@@ -236,23 +399,40 @@ impl ReplayHypervisor {
     ) -> ReplayHypervisor {
         let mut events: Vec<Event> = events.into_iter().collect();
         events.sort_by_key(|e| e.seq);
-        let mut state = State::default();
+        let mut queues: HashMap<Stream, Arc<StreamQueue>> = HashMap::new();
+        let mut states: HashMap<Stream, QueueState> = HashMap::new();
         // Control requests are not calls to a backend: the supervisor's replay re-issues them to
         // its own control plane (see `Trace::control_events`) and compares the replies.
         for event in events.into_iter().filter(|e| e.stream != Stream::Control) {
-            state
-                .queues
-                .entry(event.stream)
-                .or_default()
-                .push_back(event);
+            let run = EventRun {
+                stream: event.stream,
+                first_seq: event.seq,
+                events: vec![crate::trace::RunEvent {
+                    body: 0,
+                    at_ns: event.at_ns,
+                }],
+                bodies: Arc::new([EventBody {
+                    call: event.call,
+                    outcome: event.outcome,
+                    detail: event.detail,
+                }]),
+            };
+            let state = states.entry(run.stream).or_default();
+            state.events.push_back(Queued::new(run));
         }
-        ReplayHypervisor {
-            arch,
-            state: Arc::new(Inner {
+        for (stream, state) in states {
+            let queue = StreamQueue {
                 state: Mutex::new(state),
-                ..Inner::default()
-            }),
+                fed: Condvar::new(),
+            };
+            queues.insert(stream, Arc::new(queue));
         }
+        ReplayHypervisor::with(arch, Inner::new(queues, Feed::none()))
+    }
+
+    fn with(arch: GuestArch, inner: Shared) -> ReplayHypervisor {
+        let host = inner.queue(Stream::Host);
+        ReplayHypervisor { arch, inner, host }
     }
 
     /// Replay a trace as it is read: a feeder thread queues at most about `window` events
@@ -265,15 +445,17 @@ impl ReplayHypervisor {
         window: usize,
         on_control: impl FnMut(&Event) + Send + 'static,
     ) -> Result<(ReplayHypervisor, ReplayFeed), TraceError> {
-        let replay = ReplayHypervisor::from_events(stream.header().guest_arch, []);
-        let feed = ReplayFeed::start(Arc::clone(&replay.state), stream, window, on_control)?;
+        let arch = stream.header().guest_arch;
+        let inner = Inner::new(HashMap::new(), Feed::streaming(window));
+        let replay = ReplayHypervisor::with(arch, inner);
+        let feed = ReplayFeed::start(Arc::clone(&replay.inner), stream, on_control)?;
         Ok((replay, feed))
     }
 
     /// A handle on this replay's verdict, to keep once the backend is boxed away.
     pub fn monitor(&self) -> ReplayMonitor {
         ReplayMonitor {
-            state: Arc::clone(&self.state),
+            inner: Arc::clone(&self.inner),
         }
     }
 
@@ -288,20 +470,19 @@ impl ReplayMonitor {
     /// consumed ("expected X, got end of stream"), else `Ok`. Call it once the run is over (a
     /// streamed replay's feeder then reads the rest of the trace, counting what is left).
     pub fn finish(&self) -> Result<(), ReplayFailure> {
-        feed::settle(&self.state).verdict()
+        feed::settle(&self.inner);
+        self.inner.verdict()
     }
 
     /// The earliest divergence so far, if any.
     pub fn first_divergence(&self) -> Option<ReplayFailure> {
-        lock(&self.state)
-            .first_divergence
-            .as_ref()
-            .map(|(_, f)| f.clone())
+        self.inner.first_failure()
     }
 
     /// How many recorded events have not been served yet.
     pub fn remaining(&self) -> usize {
-        lock(&self.state).queues.values().map(VecDeque::len).sum()
+        let queues = self.inner.queues();
+        queues.iter().map(|(_, q)| lock(&q.state).len()).sum()
     }
 }
 
@@ -316,7 +497,12 @@ impl Hypervisor for ReplayHypervisor {
                 "CREATE_VM must go through create_vm".into(),
             ));
         }
-        serve(&self.state, Stream::Host, Call::System(call.clone()))
+        serve(
+            &self.inner,
+            &self.host,
+            Stream::Host,
+            Call::System(call.clone()),
+        )
     }
 
     fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError> {
@@ -324,10 +510,12 @@ impl Hypervisor for ReplayHypervisor {
             vm,
             name: name.to_string(),
         });
-        serve(&self.state, Stream::Vm(vm), call)?;
+        let queue = self.inner.queue(Stream::Vm(vm));
+        serve(&self.inner, &queue, Stream::Vm(vm), call)?;
         Ok(Box::new(ReplayVm {
             id: vm,
-            state: Arc::clone(&self.state),
+            inner: Arc::clone(&self.inner),
+            queue,
             memory: GuestMemoryMmap::new(),
         }))
     }
@@ -336,7 +524,8 @@ impl Hypervisor for ReplayHypervisor {
 /// A replayed VM. Guest memory is real anonymous memory, so guest programs load as in a live run.
 pub struct ReplayVm {
     id: VmId,
-    state: Shared,
+    inner: Shared,
+    queue: Arc<StreamQueue>,
     memory: GuestMemoryMmap,
 }
 
@@ -365,7 +554,8 @@ impl Vm for ReplayVm {
                 "CREATE_VCPU must go through create_vcpu".into(),
             ));
         }
-        let reply = serve(&self.state, Stream::Vm(self.id), Call::Vm(call.clone()))?;
+        let stream = Stream::Vm(self.id);
+        let reply = serve(&self.inner, &self.queue, stream, Call::Vm(call.clone()))?;
         if let VmCall::AddMemory {
             guest_phys_addr,
             size,
@@ -379,11 +569,14 @@ impl Vm for ReplayVm {
 
     fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
         let call = Call::Vm(VmCall::CreateVcpu { vcpu });
-        serve(&self.state, Stream::Vcpu(self.id, vcpu), call)?;
+        let stream = Stream::Vcpu(self.id, vcpu);
+        let queue = self.inner.queue(stream);
+        serve(&self.inner, &queue, stream, call)?;
         Ok(Box::new(ReplayVcpu {
             vm: self.id,
             id: vcpu,
-            state: Arc::clone(&self.state),
+            inner: Arc::clone(&self.inner),
+            queue,
         }))
     }
 
@@ -396,7 +589,8 @@ impl Vm for ReplayVm {
 pub struct ReplayVcpu {
     vm: VmId,
     id: VcpuId,
-    state: Shared,
+    inner: Shared,
+    queue: Arc<StreamQueue>,
 }
 
 impl Vcpu for ReplayVcpu {
@@ -405,11 +599,8 @@ impl Vcpu for ReplayVcpu {
     }
 
     fn call(&mut self, call: &VcpuCall) -> Result<Reply, CallError> {
-        serve(
-            &self.state,
-            Stream::Vcpu(self.vm, self.id),
-            Call::Vcpu(call.clone()),
-        )
+        let stream = Stream::Vcpu(self.vm, self.id);
+        serve(&self.inner, &self.queue, stream, Call::Vcpu(call.clone()))
     }
 
     /// Checks that the recorded run's lock refused the same call at the same point, with the same
@@ -417,7 +608,8 @@ impl Vcpu for ReplayVcpu {
     fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
         let call = TraceCall::Vcpu(call.clone());
         let stream = Stream::Vcpu(self.vm, self.id);
-        expect_fed(&self.state, stream, Actual::Refused(&call, refusal.errno)).map(drop)
+        let actual = Actual::Refused(&call, refusal.errno);
+        self.inner.expect(&self.queue, stream, actual).map(drop)
     }
 
     /// Replayed runs never block: their kicks are the recorded `INTR` exits.
@@ -428,7 +620,8 @@ impl Vcpu for ReplayVcpu {
     /// The recorded decision, whatever this run's control plane wants right now (the handle then
     /// waits for it to want the same; see `VcpuHandle::control_point`).
     fn control_point(&mut self, _wanted: RunDecision) -> Result<RunDecision, CallError> {
-        match serve(&self.state, Stream::Vcpu(self.vm, self.id), Call::Decision)? {
+        let stream = Stream::Vcpu(self.vm, self.id);
+        match serve(&self.inner, &self.queue, stream, Call::Decision)? {
             Reply::Decision(decision) => Ok(decision),
             other => Err(CallError::Backend(format!(
                 "the trace answers a control point with {other}, not a decision"

@@ -11,14 +11,18 @@
 //! after the frame header, so the window then grows to `2 * (MAX_FRAME_LEN + 8)` bytes (or to the
 //! end of the file) once, at the point where reading stops anyway.
 
+use crate::block::{Decoded, Placed};
 use crate::format::{
     BLOCK_FORMAT_VERSION, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC, MAX_FRAME_LEN,
     OLDEST_FORMAT_VERSION, PREAMBLE_LEN, decode_payload,
 };
 use crate::reader::{Corruption, Cut, Frame, TraceEnd, TraceError, next_frame};
-use crate::trace::{Event, Record, TraceHeader, TraceHeaderV1, TraceHeaderV2};
+use crate::trace::{
+    Event, EventBody, EventRun, Record, RunEvent, TraceHeader, TraceHeaderV1, TraceHeaderV2,
+};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How many bytes the window reads at a time.
 const READ_CHUNK: usize = 256 << 10;
@@ -147,6 +151,55 @@ impl Step {
     }
 }
 
+/// The events of the block being served (formats 1-2: of the frame), and how far it is served.
+struct Pending {
+    bodies: Arc<[EventBody]>,
+    events: Vec<Placed>,
+    next: usize,
+}
+
+impl Pending {
+    fn none() -> Self {
+        Pending {
+            bodies: Arc::new([]),
+            events: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn of(block: Decoded) -> Self {
+        Pending {
+            bodies: block.bodies,
+            events: block.events,
+            next: 0,
+        }
+    }
+
+    /// A frame of format 1 or 2: one event.
+    fn single(event: Event) -> Self {
+        let placed = Placed {
+            seq: event.seq,
+            stream: event.stream,
+            at_ns: event.at_ns,
+            body: 0,
+        };
+        let body = EventBody {
+            call: event.call,
+            outcome: event.outcome,
+            detail: event.detail,
+        };
+        Pending {
+            bodies: Arc::new([body]),
+            events: vec![placed],
+            next: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<&Placed> {
+        self.events.get(self.next)
+    }
+}
+
 /// What follows the events of the block being served.
 enum Tail {
     /// Read the next frame.
@@ -166,7 +219,7 @@ pub struct TraceStream<R> {
     window: Window<R>,
     path: PathBuf,
     /// The events of the block being served, and what comes after them.
-    pending: std::vec::IntoIter<Event>,
+    pending: Pending,
     tail: Tail,
     /// The file offset of the frame (block) being served.
     frame_at: u64,
@@ -208,7 +261,7 @@ impl<R: Read> TraceStream<R> {
             header,
             window,
             path: path.to_path_buf(),
-            pending: Vec::new().into_iter(),
+            pending: Pending::none(),
             tail: Tail::Read,
             frame_at: 0,
             served: 0,
@@ -230,7 +283,7 @@ impl<R: Read> TraceStream<R> {
     /// [`crate::Trace::open`] for the strict reading), or the file could not be read. Events not
     /// yet served are read (and dropped) first, so this is the verdict on the whole file.
     pub fn finish(mut self) -> Result<TraceEnd, TraceError> {
-        while self.next().is_some() {}
+        while self.next_run(usize::MAX).is_some() {}
         self.end.unwrap_or(Err(TraceError::Io {
             path: self.path,
             source: std::io::Error::other("the trace stream stopped without a verdict"),
@@ -244,7 +297,7 @@ impl<R: Read> TraceStream<R> {
 
     fn stop(&mut self, end: TraceEnd) {
         self.end = Some(Ok(end));
-        self.pending = Vec::new().into_iter();
+        self.pending = Pending::none();
     }
 
     fn corrupt(&mut self, offset: u64, problem: Corruption) {
@@ -268,21 +321,21 @@ impl<R: Read> TraceStream<R> {
             path: self.path.clone(),
             source,
         }));
-        self.pending = Vec::new().into_iter();
+        self.pending = Pending::none();
     }
 
-    /// Serve `event` if its sequence number follows on, else stop at the frame.
-    fn serve(&mut self, event: Event) -> Option<Event> {
-        if event.seq != self.served {
+    /// Whether an event numbered `seq` follows on (it is then served); else stop at the frame.
+    fn serve(&mut self, seq: u64) -> bool {
+        if seq != self.served {
             let problem = Corruption::OutOfSequence {
                 expected: self.served,
-                found: event.seq,
+                found: seq,
             };
             self.corrupt(self.frame_at, problem);
-            return None;
+            return false;
         }
         self.served += 1;
-        Some(event)
+        true
     }
 
     /// The end record (in the frame at `frame_at`, the window now after it) says `end_says`.
@@ -305,37 +358,37 @@ impl<R: Read> TraceStream<R> {
 
     /// Read the next frame: an event (formats 1-2), a block's events into `pending` (format 3),
     /// or the end.
-    fn read_frame(&mut self) -> Option<Event> {
+    fn read_frame(&mut self) {
         self.frame_at = self.window.offset;
         let step = match self.window.frame() {
             Ok(step) => step,
             Err(e) => {
                 self.io_failed(e);
-                return None;
+                return;
             }
         };
         let len = match step {
             Step::Whole { len } => len,
             Step::Eof => {
                 self.truncated(self.frame_at, Cut::MissingEnd);
-                return None;
+                return;
             }
             Step::Cut(reason) => {
                 if self.header.format_version >= BLOCK_FORMAT_VERSION {
                     // What the cut left of the block: its whole events still count.
                     if let Some(rest) = self.window.rest().get(FRAME_HEADER_LEN..) {
                         let block = crate::block::decode_block(rest, false);
-                        self.pending = block.events.into_iter();
+                        self.pending = Pending::of(block);
                         self.tail = Tail::Cut(reason);
-                        return None;
+                        return;
                     }
                 }
                 self.truncated(self.frame_at, reason);
-                return None;
+                return;
             }
             Step::Corrupt(problem) => {
                 self.corrupt(self.frame_at, problem);
-                return None;
+                return;
             }
         };
         let payload = self
@@ -346,26 +399,20 @@ impl<R: Read> TraceStream<R> {
         if self.header.format_version >= BLOCK_FORMAT_VERSION {
             let block = crate::block::decode_block(payload, true);
             self.window.advance(FRAME_HEADER_LEN + len);
-            self.pending = block.events.into_iter();
-            self.tail = match (block.problem, block.end) {
-                (Some(reason), _) => Tail::Problem(reason),
+            self.tail = match (&block.problem, block.end) {
+                (Some(reason), _) => Tail::Problem(reason.clone()),
                 (None, Some(end_says)) => Tail::End(end_says),
                 (None, None) => Tail::Read,
             };
-            return None;
+            self.pending = Pending::of(block);
+            return;
         }
         let record = decode_payload::<Record>(payload);
         self.window.advance(FRAME_HEADER_LEN + len);
         match record {
-            Err(reason) => {
-                self.corrupt(self.frame_at, Corruption::Undecodable { reason });
-                None
-            }
-            Ok(Record::Event(event)) => self.serve(event),
-            Ok(Record::End { events }) => {
-                self.end_record(events);
-                None
-            }
+            Err(reason) => self.corrupt(self.frame_at, Corruption::Undecodable { reason }),
+            Ok(Record::Event(event)) => self.pending = Pending::single(event),
+            Ok(Record::End { events }) => self.end_record(events),
         }
     }
 }
@@ -374,12 +421,65 @@ impl<R: Read> Iterator for TraceStream<R> {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
+        let placed = *self.next_placed()?;
+        if !self.serve(placed.seq) {
+            return None;
+        }
+        self.pending.next += 1;
+        let body = self.pending.bodies.get(placed.body as usize)?.clone();
+        Some(Event {
+            seq: placed.seq,
+            stream: placed.stream,
+            call: body.call,
+            outcome: body.outcome,
+            detail: body.detail,
+            at_ns: placed.at_ns,
+        })
+    }
+}
+
+impl<R: Read> TraceStream<R> {
+    /// The next events, as long as they are of one stream, at most `max` (at least one): their
+    /// bodies shared with the rest of their block (see [`EventRun`]), not copied. What a replay
+    /// queues; [`Iterator::next`] gives the same events one by one, copied out.
+    pub fn next_run(&mut self, max: usize) -> Option<EventRun> {
+        let first = *self.next_placed()?;
+        let mut events = Vec::new();
+        while events.len() < max.max(1) {
+            match self.pending.peek() {
+                Some(next) if next.stream == first.stream => {
+                    let next = *next;
+                    if !self.serve(next.seq) {
+                        break;
+                    }
+                    self.pending.next += 1;
+                    events.push(RunEvent {
+                        body: next.body,
+                        at_ns: next.at_ns,
+                    });
+                }
+                _ => break,
+            }
+        }
+        if events.is_empty() {
+            return None;
+        }
+        Some(EventRun {
+            stream: first.stream,
+            first_seq: first.seq,
+            bodies: Arc::clone(&self.pending.bodies),
+            events,
+        })
+    }
+
+    /// The next event to serve, reading frames until there is one or the trace ends.
+    fn next_placed(&mut self) -> Option<&Placed> {
         loop {
             if self.end.is_some() {
                 return None;
             }
-            if let Some(event) = self.pending.next() {
-                return self.serve(event);
+            if self.pending.peek().is_some() {
+                return self.pending.peek();
             }
             match std::mem::replace(&mut self.tail, Tail::Read) {
                 Tail::Problem(reason) => {
@@ -387,11 +487,7 @@ impl<R: Read> Iterator for TraceStream<R> {
                 }
                 Tail::End(end_says) => self.end_record(end_says),
                 Tail::Cut(reason) => self.truncated(self.frame_at, reason),
-                Tail::Read => {
-                    if let Some(event) = self.read_frame() {
-                        return Some(event);
-                    }
-                }
+                Tail::Read => self.read_frame(),
             }
         }
     }

@@ -253,6 +253,66 @@ pub struct Event {
     pub at_ns: u64,
 }
 
+/// What an event says, apart from where it stands: the call, what it came to, and the detail.
+/// Decoded trace blocks hold each distinct one once and share it between the events that say it
+/// (every VM's exits alike), so readers that keep events ([`SharedEvent`]) pay for it once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventBody {
+    /// See [`Event::call`].
+    pub call: TraceCall,
+    /// See [`Event::outcome`].
+    pub outcome: Outcome,
+    /// See [`Event::detail`].
+    pub detail: Option<String>,
+}
+
+/// Events of one stream that follow one another in a trace (consecutive `seq`s), their bodies
+/// shared with the rest of the block they were decoded from: what the streaming reader hands a
+/// replay, which queues events by the thousand and must neither copy each one's payload nor
+/// count references to it one by one.
+#[derive(Clone, Debug)]
+pub struct EventRun {
+    /// The stream of every event of the run.
+    pub stream: Stream,
+    /// The `seq` of the run's first event; the others follow on.
+    pub first_seq: u64,
+    /// The bodies the run's events refer to (a decoded block's, each once).
+    pub bodies: std::sync::Arc<[EventBody]>,
+    /// The run's events in order.
+    pub events: Vec<RunEvent>,
+}
+
+/// One event of an [`EventRun`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunEvent {
+    /// Its body: an index into [`EventRun::bodies`].
+    pub body: u32,
+    /// See [`Event::at_ns`].
+    pub at_ns: u64,
+}
+
+impl EventRun {
+    /// The body of the run's `k`-th event.
+    pub fn body(&self, k: usize) -> Option<&EventBody> {
+        let event = self.events.get(k)?;
+        self.bodies.get(event.body as usize)
+    }
+
+    /// The run's `k`-th event on its own (its body copied).
+    pub fn event(&self, k: usize) -> Option<Event> {
+        let at_ns = self.events.get(k)?.at_ns;
+        let body = self.body(k)?.clone();
+        Some(Event {
+            seq: self.first_seq + k as u64,
+            stream: self.stream,
+            call: body.call,
+            outcome: body.outcome,
+            detail: body.detail,
+            at_ns,
+        })
+    }
+}
+
 /// What every frame after the header holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Record {

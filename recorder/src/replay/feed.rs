@@ -2,13 +2,19 @@
 //!
 //! A feeder thread pulls events from a [`TraceStream`] into the per-stream queues, at most
 //! `window` queued at a time; control events go to a callback instead (the supervisor re-issues
-//! them). A call whose stream queue is empty waits until the feeder queues more or has read the
-//! whole trace; only then is its stream at its end.
+//! them). A call whose stream queue is empty waits on its own stream until the feeder queues
+//! more for it or has read the whole trace; only then is its stream at its end. The feeder wakes
+//! only the streams it queued for, and the calls tell it when half the window is free: no
+//! thread is woken for another's event.
 //!
 //! The window is soft. The live run's threads need not consume the trace in file order (a vCPU
 //! may wait on another VM's progress, which replay schedules differently), so every call may be
 //! waiting for an event beyond the window: when the window is full and no call took an event for
 //! [`STALL`], it doubles (logged at debug level). Replay never deadlocks on the window.
+//!
+//! The events are queued as runs of one stream with their bodies shared ([`EventRun`]): a
+//! decoded block holds each distinct call and outcome once, however many VMs' vCPUs made it, and
+//! the feeder takes a stream's lock once per run, not per event.
 //!
 //! First-divergence determinism (see [`super`]) holds: a waiting call's position is at least the
 //! next `seq` the feeder will read, so once a divergence at or before that is known, the call
@@ -18,16 +24,17 @@
 //! reads the rest of the trace without queuing it, counting what is left per stream (for the
 //! "left on" verdict) and reaching the trace's end verdict: complete, cut short, damaged.
 
-use super::{Actual, Shared, State, lock};
+use super::{Inner, Queued, Shared, StreamQueue, lock};
 use crate::reader::{TraceEnd, TraceError};
 use crate::stream::TraceStream;
-use crate::trace::Event;
-use std::collections::BTreeMap;
+use crate::trace::{Event, EventRun};
+use std::collections::HashMap;
 use std::io::Read;
-use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vcpu::{CallError, Outcome, Stream};
+use vcpu::Stream;
 
 /// How many events a streamed replay queues before the feeder waits (the window, unless it had
 /// to grow).
@@ -36,136 +43,189 @@ pub const DEFAULT_WINDOW: usize = 8_192;
 /// How long a full window may see no event taken before it grows.
 const STALL: Duration = Duration::from_millis(25);
 
-/// How many events the feeder reads between taking the lock.
+/// How many events the feeder reads between looking at the window.
 const BATCH: usize = 512;
 
-/// The feeder's side of a streamed replay's state.
+/// The feeder's side of a replay's state: counters every call updates without a lock, and the
+/// signals between the feeder and the calls. A replay of events in memory has no feeder
+/// ([`Feed::none`]): it is never feeding.
 #[derive(Debug)]
 pub(super) struct Feed {
-    /// Events queued and not yet taken.
-    queued: usize,
-    /// How many may be queued before the feeder waits.
-    window: usize,
-    /// Every event with a smaller `seq` is queued, taken, or was a control event.
-    fed: u64,
     /// The feeder has not read the whole trace yet.
-    feeding: bool,
+    feeding: AtomicBool,
+    /// Every event with a smaller `seq` is queued, taken, or was a control event.
+    fed: AtomicU64,
+    /// Events queued and not yet taken (0 for a replay without a feeder).
+    queued: AtomicUsize,
     /// Bumped whenever a call takes an event.
-    taken: u64,
+    taken: AtomicU64,
+    /// How many may be queued before the feeder waits.
+    window: AtomicUsize,
     /// The run is over: count the rest, do not queue it.
-    draining: bool,
-    /// Events counted, not queued, per stream.
-    drained: BTreeMap<Stream, usize>,
-    /// The first event counted, not queued.
-    pub(super) first_drained: Option<Event>,
-    /// Calls waiting for the feeder.
-    waiting: usize,
-    /// The feeder waits for room.
-    feeder_waiting: bool,
+    draining: AtomicBool,
+    /// The feeder waits for room (on `room_freed`).
+    feeder_waiting: AtomicBool,
+    room: Mutex<()>,
+    room_freed: Condvar,
+    /// The feeder is done (`true` from the start without a feeder).
+    done: Mutex<bool>,
+    done_signal: Condvar,
+    /// What the feeder counted instead of queuing.
+    drained: Mutex<Drained>,
+}
+
+/// The events a feeder counted, not queued, once the run was over.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Drained {
+    per_stream: HashMap<Stream, usize>,
+    /// The first of them.
+    pub(super) first: Option<Event>,
+}
+
+impl Drained {
+    /// Events left on `stream` that were counted, not queued.
+    pub(super) fn on(&self, stream: Stream) -> usize {
+        self.per_stream.get(&stream).copied().unwrap_or(0)
+    }
 }
 
 impl Feed {
-    /// Events left on `stream` that were counted, not queued.
-    pub(super) fn drained_on(&self, stream: Stream) -> usize {
-        self.drained.get(&stream).copied().unwrap_or(0)
-    }
-}
-
-fn poisoned<T>(poison: std::sync::PoisonError<T>) -> T {
-    poison.into_inner()
-}
-
-/// [`State::expect`], for a streamed replay after waiting until the stream's next event is queued
-/// or the trace is read to its end.
-pub(super) fn expect_fed(
-    shared: &Shared,
-    stream: Stream,
-    actual: Actual<'_>,
-) -> Result<Outcome, CallError> {
-    let mut state = lock(shared);
-    loop {
-        let has_next = state.queues.get(&stream).is_some_and(|q| !q.is_empty());
-        let first = state.first_divergence.as_ref().map(|(p, f)| (p.0, f));
-        let Some(feed) = state.feed.as_ref().filter(|f| f.feeding && !has_next) else {
-            break;
-        };
-        // This call's position is at least `fed`: at or past a known divergence, it fails fast.
-        if let Some((_, failure)) = first.filter(|(seq, _)| *seq <= feed.fed) {
-            return Err(CallError::Replay(Box::new(failure.clone())));
+    fn new(feeding: bool, window: usize) -> Feed {
+        Feed {
+            feeding: AtomicBool::new(feeding),
+            fed: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
+            window: AtomicUsize::new(window.max(1)),
+            draining: AtomicBool::new(false),
+            feeder_waiting: AtomicBool::new(false),
+            room: Mutex::new(()),
+            room_freed: Condvar::new(),
+            done: Mutex::new(!feeding),
+            done_signal: Condvar::new(),
+            drained: Mutex::new(Drained::default()),
         }
-        state = wait(shared, state);
     }
-    let result = state.expect(stream, actual);
-    let State { queues, feed, .. } = &mut *state;
-    if let Some(feed) = feed.as_mut().filter(|_| result.is_ok()) {
-        // A queue keeps its largest size unless shrunk: summed over thousands of streams, that
-        // is the whole trace again.
-        if let Some(queue) = queues.get_mut(&stream) {
-            if queue.capacity() > 4 * queue.len().max(16) {
-                queue.shrink_to(2 * queue.len().max(16));
+
+    /// No feeder: every event is queued up front.
+    pub(super) fn none() -> Feed {
+        Feed::new(false, usize::MAX)
+    }
+
+    /// A feeder queuing about `window` events at a time.
+    pub(super) fn streaming(window: usize) -> Feed {
+        Feed::new(true, window)
+    }
+
+    /// Whether the feeder may still queue events.
+    pub(super) fn is_feeding(&self) -> bool {
+        self.feeding.load(Ordering::Acquire)
+    }
+
+    /// Every event before this `seq` is queued, taken, or was a control event.
+    pub(super) fn fed(&self) -> u64 {
+        self.fed.load(Ordering::Acquire)
+    }
+
+    /// A call took an event: wake the feeder once half the window is free, not for every event.
+    pub(super) fn took_one(&self) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        let Ok(before) = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| q.checked_sub(1))
+        else {
+            return;
+        };
+        if self.feeder_waiting.load(Ordering::SeqCst)
+            && before - 1 <= self.window.load(Ordering::Relaxed) / 2
+        {
+            let _room = lock(&self.room);
+            self.room_freed.notify_one();
+        }
+    }
+
+    /// What the feeder counted instead of queuing (complete once it is done).
+    pub(super) fn drained(&self) -> Drained {
+        lock(&self.drained).clone()
+    }
+
+    /// The run is over: count the rest of the trace, do not queue it.
+    fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let _room = lock(&self.room);
+        self.room_freed.notify_all();
+    }
+
+    /// Wait until the window has room (or the run is over), growing a window that stalls.
+    fn wait_for_room(&self) {
+        let mut room = lock(&self.room);
+        loop {
+            let window = self.window.load(Ordering::Relaxed);
+            if self.draining.load(Ordering::SeqCst) || self.queued.load(Ordering::SeqCst) < window {
+                return;
+            }
+            let taken = self.taken.load(Ordering::Relaxed);
+            self.feeder_waiting.store(true, Ordering::SeqCst);
+            // A call that took an event before the flag was up did not signal: look again.
+            if self.queued.load(Ordering::SeqCst) < window {
+                self.feeder_waiting.store(false, Ordering::SeqCst);
+                return;
+            }
+            let (next, timeout) = self
+                .room_freed
+                .wait_timeout(room, STALL)
+                .unwrap_or_else(PoisonError::into_inner);
+            room = next;
+            self.feeder_waiting.store(false, Ordering::SeqCst);
+            let stalled = timeout.timed_out()
+                && self.taken.load(Ordering::Relaxed) == taken
+                && self.queued.load(Ordering::SeqCst) >= window;
+            if stalled {
+                let grown = window.saturating_mul(2);
+                tracing::debug!(
+                    "replay window: no queued event taken for {STALL:?} with {} queued; every \
+                     call waits for an event beyond it, so it grows to {grown}",
+                    self.queued.load(Ordering::SeqCst)
+                );
+                self.window.store(grown, Ordering::Relaxed);
             }
         }
-        feed.queued = feed.queued.saturating_sub(1);
-        feed.taken += 1;
-        // Wake the feeder once half the window is free, not for every event taken.
-        if feed.feeder_waiting && feed.queued <= feed.window / 2 {
-            feed.feeder_waiting = false;
-            shared.room.notify_one();
-        }
     }
-    result
-}
 
-/// Wait (counted) for the feeder to signal.
-fn wait<'a>(shared: &'a Shared, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-    if let Some(feed) = state.feed.as_mut() {
-        feed.waiting += 1;
+    /// The feeder is done: no more events will be queued.
+    fn finished(&self) {
+        *lock(&self.done) = true;
+        self.done_signal.notify_all();
     }
-    let mut state = shared.fed.wait(state).unwrap_or_else(poisoned);
-    if let Some(feed) = state.feed.as_mut() {
-        feed.waiting = feed.waiting.saturating_sub(1);
-    }
-    state
 }
 
 /// The run is over: let the feeder count the rest of the trace, and wait until it has.
-pub(super) fn settle(shared: &Shared) -> MutexGuard<'_, State> {
-    let mut state = lock(shared);
-    while let Some(feed) = state.feed.as_mut().filter(|f| f.feeding) {
-        feed.draining = true;
-        shared.room.notify_all();
-        state = wait(shared, state);
+pub(super) fn settle(inner: &Inner) {
+    inner.feed.drain();
+    let mut done = lock(&inner.feed.done);
+    while !*done {
+        done = inner
+            .feed
+            .done_signal
+            .wait(done)
+            .unwrap_or_else(PoisonError::into_inner);
     }
-    state
 }
 
 /// The feeder thread of a streamed replay; [`ReplayFeed::finish`] gives the trace's end.
 pub struct ReplayFeed {
-    shared: Shared,
+    inner: Shared,
     thread: Option<JoinHandle<Result<TraceEnd, TraceError>>>,
 }
 
 impl ReplayFeed {
-    /// Start feeding `stream` into a replay's `shared` state.
+    /// Start feeding `stream` into a replay's state (made with [`Feed::streaming`]).
     pub(super) fn start<R: Read + Send + 'static>(
-        shared: Shared,
+        inner: Shared,
         stream: TraceStream<R>,
-        window: usize,
         on_control: impl FnMut(&Event) + Send + 'static,
     ) -> Result<ReplayFeed, TraceError> {
-        lock(&shared).feed = Some(Feed {
-            queued: 0,
-            window: window.max(1),
-            fed: 0,
-            feeding: true,
-            taken: 0,
-            draining: false,
-            drained: BTreeMap::new(),
-            first_drained: None,
-            waiting: 0,
-            feeder_waiting: false,
-        });
-        let feeder = Shared::clone(&shared);
+        let feeder = Shared::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("replay-feed".into())
             .spawn(move || feed(&feeder, stream, on_control))
@@ -174,7 +234,7 @@ impl ReplayFeed {
                 source,
             })?;
         Ok(ReplayFeed {
-            shared,
+            inner,
             thread: Some(thread),
         })
     }
@@ -182,7 +242,7 @@ impl ReplayFeed {
     /// Read the rest of the trace without queuing it (the run is over) and say how it ends:
     /// complete, cut short or damaged ([`TraceEnd`]), or unreadable.
     pub fn finish(mut self) -> Result<TraceEnd, TraceError> {
-        self.drain();
+        self.inner.feed.drain();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(end)) => end,
             _ => Err(TraceError::Io {
@@ -194,105 +254,72 @@ impl ReplayFeed {
 
     /// How many events the window holds now: the window asked for, or more if it had to grow.
     pub fn window(&self) -> usize {
-        lock(&self.shared).feed.as_ref().map_or(0, |f| f.window)
-    }
-
-    fn drain(&self) {
-        if let Some(feed) = lock(&self.shared).feed.as_mut() {
-            feed.draining = true;
-        }
-        self.shared.room.notify_all();
+        self.inner.feed.window.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for ReplayFeed {
     /// The feeder reads the rest of the trace without queuing it, and stops.
     fn drop(&mut self) {
-        self.drain();
+        self.inner.feed.drain();
     }
 }
 
-/// The feeder: queue events in batches while the window has room, hand control events to
-/// `on_control`, then mark the feed done and return the trace's end.
+/// The feeder: queue runs of events while the window has room, hand control events to
+/// `on_control`, count what the run no longer wants, then mark the feed done and return the
+/// trace's end.
 fn feed<R: Read>(
-    shared: &Shared,
+    inner: &Inner,
     mut stream: TraceStream<R>,
     mut on_control: impl FnMut(&Event),
 ) -> Result<TraceEnd, TraceError> {
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let feed = &inner.feed;
+    // The queues this feeder has met: the shared map is locked once per stream, not per run.
+    let mut queues: HashMap<Stream, Arc<StreamQueue>> = HashMap::new();
     loop {
-        wait_for_room(shared);
-        let mut fed = None;
-        let room = lock(shared)
-            .feed
-            .as_ref()
-            .map_or(BATCH, |f| f.window)
-            .min(BATCH);
-        for event in stream.by_ref().take(room) {
-            fed = Some(event.seq.saturating_add(1));
-            if event.stream == Stream::Control {
-                on_control(&event);
-            } else {
-                batch.push(event);
+        feed.wait_for_room();
+        let room = feed.window.load(Ordering::Relaxed).min(BATCH);
+        let Some(run) = stream.next_run(room) else {
+            break;
+        };
+        let next = run.first_seq + run.events.len() as u64;
+        if run.stream == Stream::Control {
+            for k in 0..run.events.len() {
+                if let Some(event) = run.event(k) {
+                    on_control(&event);
+                }
             }
-        }
-        let Some(fed) = fed else { break };
-        let mut state = lock(shared);
-        let State { queues, feed, .. } = &mut *state;
-        let Some(feed) = feed.as_mut() else { break };
-        feed.fed = fed;
-        if feed.draining {
-            for event in batch.drain(..) {
-                *feed.drained.entry(event.stream).or_insert(0) += 1;
-                feed.first_drained.get_or_insert(event);
+        } else if feed.draining.load(Ordering::Relaxed) {
+            let mut drained = lock(&feed.drained);
+            *drained.per_stream.entry(run.stream).or_insert(0) += run.events.len();
+            if drained.first.is_none() {
+                drained.first = run.event(0);
             }
         } else {
-            feed.queued += batch.len();
-            for event in batch.drain(..) {
-                queues.entry(event.stream).or_default().push_back(event);
-            }
-            if feed.waiting > 0 {
-                shared.fed.notify_all();
-            }
+            queue_run(inner, &mut queues, run);
         }
+        feed.fed.store(next, Ordering::Release);
     }
     drop(on_control);
-    if let Some(feed) = lock(shared).feed.as_mut() {
-        feed.feeding = false;
-    }
-    shared.fed.notify_all();
+    feed.feeding.store(false, Ordering::SeqCst);
+    inner.wake_all();
+    feed.finished();
     stream.finish()
 }
 
-/// Wait until the window has room (or the run is over), growing a window that stalls.
-fn wait_for_room(shared: &Shared) {
-    let mut state = lock(shared);
-    loop {
-        let Some(feed) = state.feed.as_mut() else {
-            return;
-        };
-        if feed.draining || feed.queued < feed.window {
-            return;
-        }
-        let taken = feed.taken;
-        feed.feeder_waiting = true;
-        let (next, timeout) = shared
-            .room
-            .wait_timeout(state, STALL)
-            .unwrap_or_else(poisoned);
-        state = next;
-        let Some(feed) = state.feed.as_mut() else {
-            return;
-        };
-        feed.feeder_waiting = false;
-        if timeout.timed_out() && feed.taken == taken && feed.queued >= feed.window {
-            let grown = feed.window.saturating_mul(2);
-            tracing::debug!(
-                "replay window: no queued event taken for {STALL:?} with {} queued; every call \
-                 waits for an event beyond it, so it grows to {grown}",
-                feed.queued
-            );
-            feed.window = grown;
-        }
+/// Queue `run` on its stream and wake a call waiting there.
+fn queue_run(inner: &Inner, queues: &mut HashMap<Stream, Arc<StreamQueue>>, run: EventRun) {
+    let queue = queues
+        .entry(run.stream)
+        .or_insert_with(|| inner.queue(run.stream));
+    // Counted before they can be taken, so `queued` never goes below what is queued.
+    inner
+        .feed
+        .queued
+        .fetch_add(run.events.len(), Ordering::SeqCst);
+    let mut state: MutexGuard<'_, _> = lock(&queue.state);
+    state.events.push_back(Queued::new(run));
+    if state.waiting > 0 {
+        queue.fed.notify_all();
     }
 }
