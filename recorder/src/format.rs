@@ -115,3 +115,29 @@ pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> 
         Err(e) => Err(format!("cannot decode the payload: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bincode_config;
+    use vcpu::hypervisor::call::ExitData;
+
+    /// An exit's bytes are kept inline now; traces written when they were a `Vec<u8>` must read
+    /// the same, and new traces must be what old readers read.
+    #[test]
+    fn exit_bytes_encode_exactly_as_a_vec_did() {
+        for bytes in [
+            vec![],
+            vec![0x41],
+            vec![1, 2, 3, 4],
+            (0..40).collect::<Vec<u8>>(),
+        ] {
+            let inline = ExitData::from_slice(&bytes);
+            let old = bincode::serde::encode_to_vec(&bytes, bincode_config()).unwrap();
+            let new = bincode::serde::encode_to_vec(&inline, bincode_config()).unwrap();
+            assert_eq!(old, new, "{} bytes", bytes.len());
+            let (back, _): (ExitData, usize) =
+                bincode::serde::decode_from_slice(&old, bincode_config()).unwrap();
+            assert_eq!(back.as_slice(), bytes.as_slice());
+        }
+    }
+}

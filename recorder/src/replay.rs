@@ -109,19 +109,20 @@ impl QueueState {
         self.events.iter().map(Queued::left).sum()
     }
 
-    /// Mark the next event served.
-    fn pop(&mut self) {
-        let Some(front) = self.events.front_mut() else {
-            return;
-        };
+    /// Mark the next event served; when that was its run's last, the run's length (the feeder
+    /// counts queued events back a run at a time, not per event).
+    fn pop(&mut self) -> Option<usize> {
+        let front = self.events.front_mut()?;
         self.last_served = Some(front.run.first_seq + front.served as u64);
         front.served += 1;
-        if front.left() == 0 {
-            self.events.pop_front();
-            if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
-                self.events.shrink_to(EMPTY_QUEUE_ROOM);
-            }
+        if front.left() > 0 {
+            return None;
         }
+        let done = self.events.pop_front().map(|q| q.run.events.len());
+        if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
+            self.events.shrink_to(EMPTY_QUEUE_ROOM);
+        }
+        done
     }
 }
 
@@ -314,9 +315,11 @@ impl Inner {
             return Err(self.diverge(position, Some(seq), recorded, actual.call(), detail));
         }
         let outcome = expected.outcome.clone();
-        state.pop();
+        let run_done = state.pop();
         drop(state);
-        self.feed.took_one();
+        if let Some(events) = run_done {
+            self.feed.took(events);
+        }
         Ok(outcome)
     }
 

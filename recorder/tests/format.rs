@@ -75,7 +75,7 @@ fn record_sample(recorder: &Recorder) {
         Call::Vcpu(VcpuCall::Run),
         Ok(Reply::Exit(VcpuExit::IoOut {
             port: 0x3f8,
-            data: vec![b'h'],
+            data: vec![b'h'].into(),
         })),
         None,
     );
@@ -736,7 +736,7 @@ fn a_block_trace_stores_repeated_payloads_once() {
             Call::Vcpu(VcpuCall::Run),
             Ok(Reply::Exit(VcpuExit::IoOut {
                 port: 0x511,
-                data: vec![0, 0, 0, 0],
+                data: vec![0, 0, 0, 0].into(),
             })),
             None,
         );
@@ -776,7 +776,7 @@ fn record_interleaved(recorder: &Recorder) {
     let exit = |n: u8| {
         Ok(Reply::Exit(VcpuExit::IoOut {
             port: 0x511,
-            data: vec![n],
+            data: vec![n].into(),
         }))
     };
     for vm in 0..2 {

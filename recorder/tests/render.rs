@@ -23,7 +23,7 @@ fn event(seq: u64, stream: Stream, call: Call, outcome: Outcome, detail: Option<
 fn out(byte: u8) -> Outcome {
     Ok(Reply::Exit(VcpuExit::IoOut {
         port: 0x3f8,
-        data: vec![byte],
+        data: vec![byte].into(),
     }))
 }
 

@@ -155,7 +155,7 @@ fn summaries_split_in_time_render_as_one_line() {
                 for _ in 0..summary.runs / 2 {
                     first.add(&VcpuExit::IoOut {
                         port: 0,
-                        data: vec![],
+                        data: vec![].into(),
                     });
                 }
                 let mut second = summary.clone();
@@ -240,7 +240,7 @@ impl vcpu::Vcpu for Slow {
                 std::thread::sleep(std::time::Duration::from_millis(17));
                 Reply::Exit(VcpuExit::IoOut {
                     port: 1,
-                    data: vec![2],
+                    data: vec![2].into(),
                 })
             }
             _ => Reply::Done,

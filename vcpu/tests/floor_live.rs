@@ -48,7 +48,7 @@ fn every_vcpu_reaches_the_first_pass_begin() {
             first.exit,
             VcpuExit::IoOut {
                 port: PORT_PASS_BEGIN,
-                data: 0u32.to_le_bytes().to_vec(),
+                data: 0u32.to_le_bytes()[..].into(),
             },
             "{}/{}",
             first.vm,

@@ -57,7 +57,7 @@ pub(super) struct Feed {
     fed: AtomicU64,
     /// Events queued and not yet taken (0 for a replay without a feeder).
     queued: AtomicUsize,
-    /// Bumped whenever a call takes an event.
+    /// Bumped whenever calls have taken a whole run of events.
     taken: AtomicU64,
     /// How many may be queued before the feeder waits.
     window: AtomicUsize,
@@ -127,17 +127,21 @@ impl Feed {
         self.fed.load(Ordering::Acquire)
     }
 
-    /// A call took an event: wake the feeder once half the window is free, not for every event.
-    pub(super) fn took_one(&self) {
+    /// Calls took the last of a run of `events` queued events (counted back a run at a time, so
+    /// the counters are not a contended cache line per event): wake the feeder once half the
+    /// window is free.
+    pub(super) fn took(&self, events: usize) {
         self.taken.fetch_add(1, Ordering::Relaxed);
         let Ok(before) = self
             .queued
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| q.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                q.checked_sub(events)
+            })
         else {
             return;
         };
         if self.feeder_waiting.load(Ordering::SeqCst)
-            && before - 1 <= self.window.load(Ordering::Relaxed) / 2
+            && before - events <= self.window.load(Ordering::Relaxed) / 2
         {
             let _room = lock(&self.room);
             self.room_freed.notify_one();

@@ -215,7 +215,7 @@ impl Vcpu for ScriptedVcpu {
                 let n = self.runs;
                 self.runs += 1;
                 if n < self.runs_before_halt {
-                    let data = vec![b'a' + (n % 26) as u8];
+                    let data = vec![b'a' + (n % 26) as u8].into();
                     Ok(Reply::Exit(VcpuExit::IoOut { port: 0x3f8, data }))
                 } else {
                     Ok(Reply::Exit(VcpuExit::Hlt))

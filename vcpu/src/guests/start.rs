@@ -73,7 +73,7 @@ mod tests {
     fn the_first_pass_begin_is_recognised() {
         let begin = |port, data: &[u8]| VcpuExit::IoOut {
             port,
-            data: data.to_vec(),
+            data: data.into(),
         };
         assert!(is_first_pass_begin(&begin(0x510, &[0, 0, 0, 0])));
         assert!(!is_first_pass_begin(&begin(0x510, &[1, 0, 0, 0])));

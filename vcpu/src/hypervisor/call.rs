@@ -215,6 +215,11 @@ pub enum Reply {
     Control(String),
 }
 
+/// The bytes of one I/O or MMIO exit: 1 to 8 for one access (string I/O may hold more). Kept
+/// inline, so an exit, its recording and its replay cost no allocation; serialized exactly as a
+/// `Vec<u8>` (a length, then the bytes), so traces are unchanged.
+pub type ExitData = smallvec::SmallVec<[u8; 8]>;
+
 /// Why `KVM_RUN` returned to userspace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VcpuExit {
@@ -225,7 +230,7 @@ pub enum VcpuExit {
         /// The I/O port.
         port: u16,
         /// The bytes written, in order.
-        data: Vec<u8>,
+        data: ExitData,
     },
     /// `IN` from an I/O port (vmfleet's guests never read ports; the reply is all ones).
     IoIn {
@@ -239,7 +244,7 @@ pub enum VcpuExit {
         /// The guest-physical address written.
         addr: u64,
         /// The bytes written, in order.
-        data: Vec<u8>,
+        data: ExitData,
     },
     /// A read from unbacked guest-physical memory (vmfleet answers zeros).
     MmioRead {
@@ -590,7 +595,7 @@ mod tests {
     fn io(port: u16, byte: u8) -> VcpuExit {
         VcpuExit::IoOut {
             port,
-            data: vec![byte],
+            data: vec![byte].into(),
         }
     }
 

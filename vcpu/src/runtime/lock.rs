@@ -20,7 +20,7 @@
 
 use crate::hypervisor::ids::{VcpuId, VmId};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Whether a VM's CPU model can still change.
@@ -41,6 +41,9 @@ pub struct ModelLock {
     vm: VmId,
     /// Fast path for runs once the VM is sealed (monotonic: never goes back to false).
     sealed: AtomicBool,
+    /// The vCPU that sealed the VM, valid once `sealed` is set (so a sealed VM's runs read it
+    /// without the mutex).
+    first_run: AtomicU32,
     seal: Mutex<Seal>,
     /// A kernel probe's scratch VM ([`ModelLock::for_kernel_probe`]): never sealed.
     kernel_probe: bool,
@@ -64,6 +67,7 @@ impl ModelLock {
         ModelLock {
             vm,
             sealed: AtomicBool::new(false),
+            first_run: AtomicU32::new(0),
             seal: Mutex::new(Seal::Open),
             kernel_probe: false,
         }
@@ -109,12 +113,14 @@ impl ModelLock {
             return Seal::Open;
         }
         if self.sealed.load(Ordering::Acquire) {
-            return self.state();
+            let first_run = VcpuId(self.first_run.load(Ordering::Relaxed));
+            return Seal::Sealed { first_run };
         }
         let mut seal = self.lock_state();
         let before = *seal;
         if before == Seal::Open {
             *seal = Seal::Sealed { first_run: vcpu };
+            self.first_run.store(vcpu.0, Ordering::Relaxed);
             self.sealed.store(true, Ordering::Release);
         }
         before
@@ -164,6 +170,13 @@ mod tests {
         assert_eq!(fleet.seal_for_run(VcpuId(1)), Seal::Open);
         assert_eq!(
             fleet.state(),
+            Seal::Sealed {
+                first_run: VcpuId(1)
+            }
+        );
+        // A sealed VM's runs read the seal without the mutex, and it names the first vCPU.
+        assert_eq!(
+            fleet.seal_for_run(VcpuId(0)),
             Seal::Sealed {
                 first_run: VcpuId(1)
             }

@@ -456,7 +456,7 @@ mod tests {
         for _ in 0..1000 {
             summary.add(&VcpuExit::IoOut {
                 port: PORT_RESULT,
-                data: vec![0; 4],
+                data: vec![0; 4].into(),
             });
         }
         let mut script = one_pass(0);
@@ -510,7 +510,7 @@ mod tests {
     fn out(port: u16, value: u32) -> Result<VcpuExit, CallError> {
         Ok(VcpuExit::IoOut {
             port,
-            data: value.to_le_bytes().to_vec(),
+            data: value.to_le_bytes()[..].into(),
         })
     }
 

@@ -453,7 +453,7 @@ mod sim {
                     );
                     self.exits.push(VcpuExit::MmioWrite {
                         addr,
-                        data: self.x[rd].to_le_bytes().to_vec(),
+                        data: self.x[rd].to_le_bytes()[..].into(),
                     });
                 } else if w & 0xffc0_0000 == 0x9100_0000 {
                     self.x[rd] = self.x[rn] + u64::from(w >> 10 & 0xfff);

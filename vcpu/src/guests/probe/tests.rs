@@ -5,7 +5,7 @@ use super::*;
 fn out(port: u16, value: u32) -> VcpuExit {
     VcpuExit::IoOut {
         port,
-        data: value.to_le_bytes().to_vec(),
+        data: value.to_le_bytes()[..].into(),
     }
 }
 
@@ -226,7 +226,7 @@ fn wrong_size() {
     let mut decoder = ProbeDecoder::new(&POINTS, 1);
     let exit = VcpuExit::IoOut {
         port: PORT_PASS_BEGIN,
-        data: vec![0],
+        data: vec![0].into(),
     };
     let error = decoder.feed(&exit).unwrap_err();
     assert!(
@@ -411,7 +411,7 @@ fn other_exits_and_exits_after_halt() {
     let error = decoder
         .feed(&VcpuExit::MmioWrite {
             addr: 0xd000,
-            data: vec![1],
+            data: vec![1].into(),
         })
         .unwrap_err();
     assert!(

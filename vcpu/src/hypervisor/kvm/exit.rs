@@ -46,7 +46,7 @@ fn translate(exit: KvmExit<'_>) -> Translated {
     Translated::Exit(match exit {
         KvmExit::IoOut(port, data) => VcpuExit::IoOut {
             port,
-            data: data.to_vec(),
+            data: data.into(),
         },
         KvmExit::IoIn(port, data) => {
             data.fill(0xff);
@@ -57,7 +57,7 @@ fn translate(exit: KvmExit<'_>) -> Translated {
         }
         KvmExit::MmioWrite(addr, data) => VcpuExit::MmioWrite {
             addr,
-            data: data.to_vec(),
+            data: data.into(),
         },
         KvmExit::MmioRead(addr, data) => {
             data.fill(0);

@@ -26,7 +26,7 @@ fn program(repeats: u32, finish: Finish) -> Arm64GuestProgram<'static> {
 fn store(addr: u64, word: u64) -> VcpuExit {
     VcpuExit::MmioWrite {
         addr,
-        data: word.to_le_bytes().to_vec(),
+        data: word.to_le_bytes()[..].into(),
     }
 }
 
@@ -303,7 +303,7 @@ fn wrong_size() {
     let p = program(1, Finish::PowerOff);
     let exit = VcpuExit::MmioWrite {
         addr: REPORT_TAG,
-        data: vec![0; 4],
+        data: vec![0; 4].into(),
     };
     let error = first_error(&p, &[exit]);
     assert_eq!(
@@ -610,7 +610,7 @@ fn other_exits() {
         (
             VcpuExit::IoOut {
                 port: 0x510,
-                data: vec![0; 4],
+                data: vec![0; 4].into(),
             },
             "IO_OUT port=0x510",
         ),
