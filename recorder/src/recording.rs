@@ -77,6 +77,10 @@ impl Hypervisor for RecordingHypervisor {
         self.inner.arch()
     }
 
+    fn spawns_vcpu_threads_ahead(&self) -> bool {
+        self.inner.spawns_vcpu_threads_ahead()
+    }
+
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         let result = self.inner.call(call);
         record(

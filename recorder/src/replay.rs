@@ -494,6 +494,12 @@ impl Hypervisor for ReplayHypervisor {
         self.arch
     }
 
+    /// No: a replayed VM's threads are spawned when it starts (see the trait), so a replay of a
+    /// fleet that creates every VM before starting any does not hold every VM's threads at once.
+    fn spawns_vcpu_threads_ahead(&self) -> bool {
+        false
+    }
+
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         if matches!(call, SystemCall::CreateVm { .. }) {
             return Err(CallError::Backend(

@@ -28,6 +28,15 @@ pub trait Hypervisor: Send + Sync {
 
     /// `KVM_CREATE_VM`, naming the VM by the supervisor's logical id.
     fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError>;
+
+    /// Whether a created VM's vCPU threads are worth spawning before it is started, so that a
+    /// `start` is a message to threads already up rather than a spawn (KVM: yes, a start's
+    /// latency is what a fleet waits for). A replay answers from its trace at once and says no:
+    /// its threads are spawned when a VM starts, so a replayed fleet holds threads for the VMs its
+    /// trace has running, not for every VM it created.
+    fn spawns_vcpu_threads_ahead(&self) -> bool {
+        true
+    }
 }
 
 /// The VM layer.

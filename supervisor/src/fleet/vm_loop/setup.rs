@@ -152,14 +152,14 @@ fn vm_thread(
     // its vCPU threads find their launch waiting when they start; the drift lines, which nothing
     // on the way to a first exit needs, are worked out while the guests enter. Otherwise the
     // threads are started now, while the control plane handles the answer, and wait for a
-    // `start`.
+    // `start` (unless the backend says a start need not wait for them: a replay).
     let mut started_early = false;
     while let Ok(command) = this.commands.try_recv() {
         started_early |= matches!(command, Command::Start { .. });
         this.command(command);
         this.settle();
     }
-    if this.lifecycle == Lifecycle::Created {
+    if this.lifecycle == Lifecycle::Created && this.hv.spawns_vcpu_threads_ahead() {
         this.spawn_ready_threads();
     }
     let mut view = this.model_view();
