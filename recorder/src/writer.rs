@@ -159,14 +159,15 @@ impl Recorder {
 
     /// From now on, fold events into their canonical transcript (see [`Recorder::transcript`])
     /// instead of keeping them: a writer's recorder, for `vmfleet run --record --transcript`.
-    /// Events kept so far are folded in first.
+    /// Events kept so far are folded in first; a recorder that already folds keeps its fold (the
+    /// streams its recording objects fold into stay the transcript's).
     pub fn fold_transcript(&self) {
         let mut state = self.state();
-        let mut fold = TranscriptFold::default();
-        for event in state.kept.take().unwrap_or_default() {
-            fold.push(&event);
+        let kept = state.kept.take().unwrap_or_default();
+        let fold = state.folded.get_or_insert_with(Box::default);
+        for event in &kept {
+            fold.push(event);
         }
-        state.folded = Some(Box::new(fold));
     }
 
     /// For a folding-only recorder ([`Recorder::folding`]), the part of `stream` in its

@@ -183,3 +183,26 @@ fn refusal() -> LockRefusal {
         note: None,
     }
 }
+
+#[test]
+fn folding_again_keeps_what_was_folded() {
+    let recorder = Recorder::folding();
+    let hv = RecordingHypervisor::new(
+        Box::new(Scripted {
+            runs_before_halt: 3,
+        }),
+        recorder.clone(),
+    );
+    let mut vm = hv.create_vm(VmId(0), "alpha").unwrap();
+    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    vcpu.call(&VcpuCall::Run).unwrap();
+    let before = transcript(&recorder);
+    recorder.fold_transcript();
+    assert_eq!(transcript(&recorder), before);
+    vcpu.call(&VcpuCall::Run).unwrap();
+    assert!(
+        transcript(&recorder).contains("RUN x2"),
+        "{}",
+        transcript(&recorder)
+    );
+}
