@@ -187,7 +187,8 @@ impl Recorder {
         self.state().folded.as_deref().cloned()
     }
 
-    /// How many events were recorded so far (the next `seq`).
+    /// How many events were recorded so far (the next `seq`; for a folding-only recorder, every
+    /// event folded, on every stream).
     pub fn recorded(&self) -> u64 {
         let state = self.state();
         match &state.folded {
