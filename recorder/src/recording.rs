@@ -17,6 +17,11 @@
 //! vCPU's stream; vCPU calls and control decisions on [`Stream::Vcpu`]. Fleet control requests are
 //! recorded by the supervisor itself on [`Stream::Control`] ([`Recorder::record`]).
 //!
+//! Each recording object holds its stream's `Sink`: under a folding-only recorder
+//! ([`Recorder::folding`], a replay) the stream's part of the transcript, taken once when the
+//! object is created, into which its calls fold without the recorder's lock and, for a `RUN`,
+//! without building an event or cloning the outcome; under any other recorder, the recorder.
+//!
 //! Summaries (bounded recording): a [`VcpuCall::RunCounted`] whose exit is an I/O or MMIO exit
 //! (or a replay's [`VcpuExit::Counted`]) is not recorded on its own but folded into the vCPU's
 //! pending [`ExitSummary`]. The pending summary is recorded as one event, call `RUN_COUNTED`,
@@ -25,7 +30,9 @@
 //! control point and kick's `INTR` is still recorded one by one, so a replay checks all of them; a
 //! guest that keeps running adds about one event per vCPU per second.
 
+use crate::render::{CallKind, OutcomeRef, StreamFold};
 use crate::writer::Recorder;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vcpu::{
@@ -34,36 +41,140 @@ use vcpu::{
 };
 use vm_memory::GuestMemoryMmap;
 
-/// Record `result` of `call` on `stream` if it is an answer to the call.
-fn record<T>(
-    recorder: &Recorder,
+/// A call as a recording object holds it: borrowed, cloned into a [`Call`] only when the
+/// recorder builds an event of it.
+#[derive(Clone, Copy)]
+enum CallRef<'a> {
+    System(&'a SystemCall),
+    Vm(&'a VmCall),
+    Vcpu(&'a VcpuCall),
+    Decision,
+}
+
+impl CallRef<'_> {
+    fn to_call(self) -> Call {
+        match self {
+            CallRef::System(c) => Call::System(c.clone()),
+            CallRef::Vm(c) => Call::Vm(c.clone()),
+            CallRef::Vcpu(c) => Call::Vcpu(c.clone()),
+            CallRef::Decision => Call::Decision,
+        }
+    }
+
+    fn kind(self) -> CallKind {
+        match self {
+            CallRef::Vcpu(c) => CallKind::of_vcpu(c),
+            _ => CallKind::Other,
+        }
+    }
+}
+
+impl fmt::Display for CallRef<'_> {
+    /// As the call's [`Call`] (and so its event's call) prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallRef::System(c) => fmt::Display::fmt(c, f),
+            CallRef::Vm(c) => fmt::Display::fmt(c, f),
+            CallRef::Vcpu(c) => fmt::Display::fmt(c, f),
+            CallRef::Decision => fmt::Display::fmt(&Call::Decision, f),
+        }
+    }
+}
+
+/// Where one recording object's calls go, on its stream: straight into the stream's part of the
+/// transcript when the recorder only folds (taken once, see [`Recorder::stream_fold`]), else
+/// through [`Recorder::record`].
+struct Sink {
+    recorder: Recorder,
     stream: Stream,
-    call: Call,
-    result: &Result<T, CallError>,
-    reply: impl FnOnce(&T) -> Reply,
-) {
-    let outcome = match result {
-        Ok(value) => Ok(reply(value)),
-        Err(CallError::Kernel(errno)) => Err(Failure {
-            errno: *errno,
-            origin: Origin::Kernel,
-        }),
-        Err(CallError::Backend(_) | CallError::Replay(_) | CallError::Refused(_)) => return,
-    };
-    recorder.record(stream, call, outcome, None);
+    fold: Option<StreamFold>,
+}
+
+impl Sink {
+    fn new(recorder: Recorder, stream: Stream) -> Sink {
+        let fold = recorder.stream_fold(stream);
+        Sink {
+            recorder,
+            stream,
+            fold,
+        }
+    }
+
+    /// Record `result` of `call` if it is an answer to the call, the reply borrowed.
+    fn reply(&self, call: CallRef<'_>, result: &Result<Reply, CallError>) {
+        let failure;
+        let outcome = match result {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Kernel(errno)) => {
+                failure = kernel_failure(*errno);
+                Err(&failure)
+            }
+            Err(CallError::Backend(_) | CallError::Replay(_) | CallError::Refused(_)) => return,
+        };
+        self.outcome(call, outcome, None);
+    }
+
+    /// Record `result` of `call` if it is an answer to the call, the reply made by `reply`.
+    fn result<T>(
+        &self,
+        call: CallRef<'_>,
+        result: &Result<T, CallError>,
+        reply: impl FnOnce(&T) -> Reply,
+    ) {
+        let (made, failure);
+        let outcome = match result {
+            Ok(value) => {
+                made = reply(value);
+                Ok(&made)
+            }
+            Err(CallError::Kernel(errno)) => {
+                failure = kernel_failure(*errno);
+                Err(&failure)
+            }
+            Err(CallError::Backend(_) | CallError::Replay(_) | CallError::Refused(_)) => return,
+        };
+        self.outcome(call, outcome, None);
+    }
+
+    fn outcome(&self, call: CallRef<'_>, outcome: OutcomeRef<'_>, detail: Option<String>) {
+        match &self.fold {
+            Some(fold) => fold.push(call.kind(), &call, outcome, detail.as_deref()),
+            None => {
+                let outcome = match outcome {
+                    Ok(reply) => Ok(reply.clone()),
+                    Err(failure) => Err(failure.clone()),
+                };
+                self.recorder
+                    .record(self.stream, call.to_call(), outcome, detail);
+            }
+        }
+    }
+}
+
+fn kernel_failure(errno: vcpu::Errno) -> Failure {
+    Failure {
+        errno,
+        origin: Origin::Kernel,
+    }
 }
 
 /// A [`Hypervisor`] that records every call to the one it wraps.
 pub struct RecordingHypervisor {
     inner: Box<dyn Hypervisor>,
     recorder: Recorder,
+    host: Sink,
 }
 
 impl RecordingHypervisor {
     /// Wrap `inner`: the answer to every call on it, and on the VMs and vCPUs it creates, goes to
     /// `recorder` (the module documentation says which errors are not answers).
     pub fn new(inner: Box<dyn Hypervisor>, recorder: Recorder) -> Self {
-        RecordingHypervisor { inner, recorder }
+        let host = Sink::new(recorder.clone(), Stream::Host);
+        RecordingHypervisor {
+            inner,
+            recorder,
+            host,
+        }
     }
 
     /// The recorder the calls go to.
@@ -83,30 +194,23 @@ impl Hypervisor for RecordingHypervisor {
 
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         let result = self.inner.call(call);
-        record(
-            &self.recorder,
-            Stream::Host,
-            Call::System(call.clone()),
-            &result,
-            Reply::clone,
-        );
+        self.host.reply(CallRef::System(call), &result);
         result
     }
 
     fn create_vm(&self, vm: VmId, name: &str) -> Result<Box<dyn Vm>, CallError> {
         let result = self.inner.create_vm(vm, name);
-        let call = Call::System(SystemCall::CreateVm {
+        let call = SystemCall::CreateVm {
             vm,
             name: name.to_string(),
-        });
-        record(&self.recorder, Stream::Vm(vm), call, &result, |_| {
-            Reply::Done
-        });
+        };
+        let sink = Sink::new(self.recorder.clone(), Stream::Vm(vm));
+        sink.result(CallRef::System(&call), &result, |_| Reply::Done);
         let inner = result?;
         Ok(Box::new(RecordingVm {
             id: vm,
             inner,
-            recorder: self.recorder.clone(),
+            sink,
         }))
     }
 }
@@ -115,7 +219,7 @@ impl Hypervisor for RecordingHypervisor {
 pub struct RecordingVm {
     id: VmId,
     inner: Box<dyn Vm>,
-    recorder: Recorder,
+    sink: Sink,
 }
 
 impl Vm for RecordingVm {
@@ -125,32 +229,18 @@ impl Vm for RecordingVm {
 
     fn call(&mut self, call: &VmCall) -> Result<Reply, CallError> {
         let result = self.inner.call(call);
-        record(
-            &self.recorder,
-            Stream::Vm(self.id),
-            Call::Vm(call.clone()),
-            &result,
-            Reply::clone,
-        );
+        self.sink.reply(CallRef::Vm(call), &result);
         result
     }
 
     fn create_vcpu(&mut self, vcpu: VcpuId) -> Result<Box<dyn Vcpu>, CallError> {
         let result = self.inner.create_vcpu(vcpu);
-        let call = Call::Vm(VmCall::CreateVcpu { vcpu });
-        record(
-            &self.recorder,
-            Stream::Vcpu(self.id, vcpu),
-            call,
-            &result,
-            |_| Reply::Done,
-        );
+        let call = VmCall::CreateVcpu { vcpu };
+        let sink = Sink::new(self.sink.recorder.clone(), Stream::Vcpu(self.id, vcpu));
+        sink.result(CallRef::Vm(&call), &result, |_| Reply::Done);
         let inner = result?;
-        Ok(Box::new(RecordingVcpu::new(
-            self.id,
-            vcpu,
-            inner,
-            self.recorder.clone(),
+        Ok(Box::new(RecordingVcpu::with_sink(
+            self.id, vcpu, inner, sink,
         )))
     }
 
@@ -179,7 +269,7 @@ pub struct RecordingVcpu {
     vm: VmId,
     id: VcpuId,
     inner: Box<dyn Vcpu>,
-    recorder: Recorder,
+    sink: Sink,
     pending: Option<Pending>,
 }
 
@@ -187,11 +277,15 @@ impl RecordingVcpu {
     /// Wrap `inner`, vCPU `id` of VM `vm`: its calls go to `recorder` on its stream (what
     /// [`RecordingVm`]'s `create_vcpu` does with the vCPUs it creates).
     pub fn new(vm: VmId, id: VcpuId, inner: Box<dyn Vcpu>, recorder: Recorder) -> Self {
+        RecordingVcpu::with_sink(vm, id, inner, Sink::new(recorder, Stream::Vcpu(vm, id)))
+    }
+
+    fn with_sink(vm: VmId, id: VcpuId, inner: Box<dyn Vcpu>, sink: Sink) -> Self {
         RecordingVcpu {
             vm,
             id,
             inner,
-            recorder,
+            sink,
             pending: None,
         }
     }
@@ -217,12 +311,9 @@ impl RecordingVcpu {
     /// Record the pending summary, if any, as one `RUN_COUNTED` event.
     fn flush(&mut self) {
         if let Some(pending) = self.pending.take() {
-            self.recorder.record(
-                Stream::Vcpu(self.vm, self.id),
-                Call::Vcpu(VcpuCall::RunCounted),
-                Ok(Reply::Exit(VcpuExit::Counted(pending.summary))),
-                None,
-            );
+            let reply = Reply::Exit(VcpuExit::Counted(pending.summary));
+            self.sink
+                .outcome(CallRef::Vcpu(&VcpuCall::RunCounted), Ok(&reply), None);
         }
     }
 }
@@ -259,14 +350,7 @@ impl Vcpu for RecordingVcpu {
             return result;
         }
         self.flush();
-        let stream = Stream::Vcpu(self.vm, self.id);
-        record(
-            &self.recorder,
-            stream,
-            Call::Vcpu(call.clone()),
-            &result,
-            Reply::clone,
-        );
+        self.sink.reply(CallRef::Vcpu(call), &result);
         result
     }
 
@@ -274,15 +358,12 @@ impl Vcpu for RecordingVcpu {
     /// backend.
     fn note_refused(&mut self, call: &VcpuCall, refusal: &LockRefusal) -> Result<(), CallError> {
         self.flush();
-        self.recorder.record(
-            Stream::Vcpu(self.vm, self.id),
-            Call::Vcpu(call.clone()),
-            Err(Failure {
-                errno: refusal.errno,
-                origin: Origin::Lock,
-            }),
-            Some(refusal.recorded()),
-        );
+        let failure = Failure {
+            errno: refusal.errno,
+            origin: Origin::Lock,
+        };
+        self.sink
+            .outcome(CallRef::Vcpu(call), Err(&failure), Some(refusal.recorded()));
         self.inner.note_refused(call, refusal)
     }
 
@@ -294,13 +375,9 @@ impl Vcpu for RecordingVcpu {
     fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
         let result = self.inner.control_point(wanted);
         self.flush();
-        record(
-            &self.recorder,
-            Stream::Vcpu(self.vm, self.id),
-            Call::Decision,
-            &result,
-            |decision| Reply::Decision(*decision),
-        );
+        self.sink.result(CallRef::Decision, &result, |decision| {
+            Reply::Decision(*decision)
+        });
         result
     }
 }

@@ -5,24 +5,36 @@ use crate::call::TraceCall;
 use crate::reader::Trace;
 use crate::trace::Event;
 use serde::Serialize;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use vcpu::{ExitSummary, Failure, Origin, Outcome, Reply, Stream, VcpuCall, VcpuExit};
+use std::fmt::{self, Write as _};
+use vcpu::{Failure, Origin, Outcome, Reply, Stream, VcpuExit};
+
+mod fold;
+
+pub use fold::TranscriptFold;
+use fold::counted_exit;
+pub(crate) use fold::{CallKind, StreamFold};
 
 /// An outcome as transcripts print it: `ok`, the reply, or `EINVAL (kernel)` /
 /// `EINVAL (refused by vmfleet)`.
 pub fn outcome(outcome: &Outcome) -> String {
-    match outcome {
-        Ok(reply) => reply.to_string(),
-        Err(failure) => failure_text(failure),
-    }
+    OutcomeText(outcome.as_ref()).to_string()
 }
 
-fn failure_text(failure: &Failure) -> String {
-    match failure.origin {
-        Origin::Kernel => format!("{} (kernel)", failure.errno),
-        Origin::Lock => format!("{} (refused by vmfleet)", failure.errno),
+/// An outcome borrowed: what the fold takes, so a recording object need not build one.
+pub(crate) type OutcomeRef<'a> = Result<&'a Reply, &'a Failure>;
+
+/// An outcome as [`outcome`] prints it, written straight into a line.
+pub(crate) struct OutcomeText<'a>(pub(crate) OutcomeRef<'a>);
+
+impl fmt::Display for OutcomeText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(reply) => fmt::Display::fmt(reply, f),
+            Err(failure) => match failure.origin {
+                Origin::Kernel => write!(f, "{} (kernel)", failure.errno),
+                Origin::Lock => write!(f, "{} (refused by vmfleet)", failure.errno),
+            },
+        }
     }
 }
 
@@ -58,169 +70,6 @@ pub fn render_streams(events: &[Event]) -> String {
         fold.push(event);
     }
     fold.render()
-}
-
-/// The canonical transcript ([`render_streams`]) built as events come, without keeping them:
-/// each stream's finished lines, the `RUN`s it is collapsing (a count and their exit kinds), and
-/// the control events (few, and compared one by one after a replay).
-#[derive(Clone, Debug, Default)]
-pub struct TranscriptFold {
-    streams: BTreeMap<StreamOrder, StreamLines>,
-    control: Vec<Event>,
-}
-
-/// One stream's part of a [`TranscriptFold`].
-#[derive(Clone, Debug)]
-struct StreamLines {
-    stream: Stream,
-    /// The finished lines.
-    text: String,
-    /// The plain `RUN`s since the last other call.
-    runs: Runs,
-    /// The `RUN_COUNTED`s since the last other call, added up.
-    counted: Option<ExitSummary>,
-}
-
-impl StreamLines {
-    /// Write the `RUN`s or `RUN_COUNTED`s being collapsed (at most one of them is open).
-    fn close(&mut self) {
-        std::mem::take(&mut self.runs).write(&mut self.text);
-        if let Some(summary) = self.counted.take() {
-            write_counted(&mut self.text, &summary);
-        }
-    }
-}
-
-/// `RUN_COUNTED x1224567 -> INTR x7, IO_OUT x1224560 (digest 1a2b3c4d)`: consecutive
-/// `RUN_COUNTED` events added up into one summary.
-fn write_counted(out: &mut String, summary: &ExitSummary) {
-    let _ = writeln!(
-        out,
-        "  RUN_COUNTED x{} -> {}",
-        summary.runs,
-        summary.kinds_text()
-    );
-}
-
-/// Consecutive plain `RUN`s: how many, the first one's outcome (printed alone when it is the only
-/// one), and their outcome kinds in order of first appearance, with counts.
-#[derive(Clone, Debug, Default)]
-struct Runs {
-    count: usize,
-    first: Option<Outcome>,
-    kinds: Vec<(Cow<'static, str>, usize)>,
-}
-
-impl Runs {
-    fn push(&mut self, outcome: &Outcome) {
-        if self.count == 0 {
-            self.first = Some(outcome.clone());
-        }
-        self.count += 1;
-        let kind: Cow<'static, str> = match outcome {
-            Ok(Reply::Exit(exit)) => Cow::Borrowed(exit.kind()),
-            other => Cow::Owned(self::outcome(other)),
-        };
-        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => self.kinds.push((kind, 1)),
-        }
-    }
-
-    /// The line (if any) these runs print.
-    fn write(&self, out: &mut String) {
-        match (self.count, &self.first) {
-            (0, _) | (_, None) => {}
-            (1, Some(first)) => {
-                let _ = writeln!(out, "  {} -> {}", VcpuCall::Run, outcome(first));
-            }
-            (count, Some(_)) => {
-                let _ = write!(out, "  RUN x{count} -> ");
-                for (i, (kind, n)) in self.kinds.iter().enumerate() {
-                    let sep = if i > 0 { ", " } else { "" };
-                    let _ = write!(out, "{sep}{kind} x{n}");
-                }
-                out.push('\n');
-            }
-        }
-    }
-}
-
-impl TranscriptFold {
-    /// Fold in the next event of its stream (each stream's events must come in `seq` order;
-    /// streams may interleave).
-    pub fn push(&mut self, event: &Event) {
-        if event.stream == Stream::Control {
-            self.control.push(event.clone());
-        }
-        let lines = self
-            .streams
-            .entry(stream_order(&event.stream))
-            .or_insert_with(|| StreamLines {
-                stream: event.stream,
-                text: String::new(),
-                runs: Runs::default(),
-                counted: None,
-            });
-        if let Some(exit) = counted_exit(event) {
-            std::mem::take(&mut lines.runs).write(&mut lines.text);
-            lines.counted.get_or_insert_default().add(exit);
-            return;
-        }
-        if is_plain_run(event) {
-            if let Some(summary) = lines.counted.take() {
-                write_counted(&mut lines.text, &summary);
-            }
-            lines.runs.push(&event.outcome);
-            return;
-        }
-        lines.close();
-        let _ = writeln!(
-            lines.text,
-            "  {} -> {}",
-            event.call,
-            outcome(&event.outcome)
-        );
-        if let Some(detail) = &event.detail {
-            for line in detail.lines() {
-                let _ = writeln!(lines.text, "      {line}");
-            }
-        }
-    }
-
-    /// The control events folded in, in the order they came.
-    pub fn control_events(&self) -> &[Event] {
-        &self.control
-    }
-
-    /// The transcript so far, exactly as [`render_streams`] renders the events folded in.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (i, lines) in self.streams.values().enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            let _ = writeln!(out, "{}", lines.stream);
-            out.push_str(&lines.text);
-            lines.runs.write(&mut out);
-            if let Some(summary) = &lines.counted {
-                write_counted(&mut out, summary);
-            }
-        }
-        out
-    }
-}
-
-fn is_plain_run(event: &Event) -> bool {
-    matches!(event.call, TraceCall::Vcpu(VcpuCall::Run)) && event.detail.is_none()
-}
-
-/// The exit of a `RUN_COUNTED` event that answered with one (a summary or an exit recorded whole).
-fn counted_exit(event: &Event) -> Option<&VcpuExit> {
-    match (&event.call, &event.outcome, &event.detail) {
-        (TraceCall::Vcpu(VcpuCall::RunCounted), Ok(Reply::Exit(exit)), None) => Some(exit),
-        _ => None,
-    }
 }
 
 /// `+1.234567s`: an event's time since the trace started.

@@ -14,6 +14,12 @@
 //! and every recorded call (a VM's start among them) waits for it (1,000 running VMs recorded by
 //! `vmfleet serve` did not all start in minutes).
 //!
+//! A folding-only recorder ([`Recorder::folding`]: a replay, `run --transcript` without a trace)
+//! writes no trace and numbers nothing, so its recording objects fold their calls straight into
+//! their stream's part of the transcript ([`Recorder::stream_fold`], taken once per object): no
+//! fleet-wide lock and no event built per call. Recorders that write a trace or keep events
+//! always take the one mutex, so their `seq`s and files are as they were.
+//!
 //! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
 //! name by [`TraceWriter::finish`]; a killed process leaves the partial file, which reads back to
 //! its last whole event. The header is flushed as soon as the writer thread starts, so even a
@@ -23,7 +29,7 @@ use crate::block::{BLOCK_BYTES, BlockEncoder};
 use crate::call::TraceCall;
 use crate::format::{EncodeError, FORMAT_VERSION, encode_frame, preamble};
 use crate::output::{Output, OutputError};
-use crate::render::TranscriptFold;
+use crate::render::{StreamFold, TranscriptFold};
 use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -47,6 +53,9 @@ pub struct Recorder {
 #[derive(Debug)]
 struct Shared {
     start: Instant,
+    /// Made by [`Recorder::folding`]: no writer, no kept events, ever; its recording objects
+    /// fold into their streams' parts directly.
+    fold_only: bool,
     state: Mutex<State>,
 }
 
@@ -80,13 +89,14 @@ enum Message {
 impl Recorder {
     /// A recorder that only keeps its events in memory (see [`Recorder::events`]).
     pub fn in_memory() -> Recorder {
-        Recorder::with(None, true)
+        Recorder::with(None, true, false)
     }
 
-    fn with(to_writer: Option<SyncSender<Message>>, keep: bool) -> Recorder {
+    fn with(to_writer: Option<SyncSender<Message>>, keep: bool, fold_only: bool) -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
+                fold_only,
                 state: Mutex::new(State {
                     next_seq: 0,
                     to_writer,
@@ -100,6 +110,8 @@ impl Recorder {
     /// Record one event and return its `seq`. Blocks only while the writer is
     /// [`WRITER_BACKLOG`] events behind. Events recorded after the
     /// trace file was finished are kept in memory (if this recorder keeps events) but not written.
+    /// A folding-only recorder ([`Recorder::folding`]) numbers only the events recorded here, not
+    /// those its recording objects fold themselves (it writes no `seq` anywhere).
     pub fn record(
         &self,
         stream: Stream,
@@ -140,21 +152,33 @@ impl Recorder {
     /// [`Recorder::transcript`]): what a replay or `vmfleet run --transcript` needs, in memory
     /// that grows with the transcript's lines, not with the events.
     pub fn folding() -> Recorder {
-        let recorder = Recorder::with(None, false);
+        let recorder = Recorder::with(None, false, true);
         recorder.fold_transcript();
         recorder
     }
 
     /// From now on, fold events into their canonical transcript (see [`Recorder::transcript`])
     /// instead of keeping them: a writer's recorder, for `vmfleet run --record --transcript`.
-    /// Events kept so far are folded in first.
+    /// Events kept so far are folded in first; a recorder that already folds keeps its fold (the
+    /// streams its recording objects fold into stay the transcript's).
     pub fn fold_transcript(&self) {
         let mut state = self.state();
-        let mut fold = TranscriptFold::default();
-        for event in state.kept.take().unwrap_or_default() {
-            fold.push(&event);
+        let kept = state.kept.take().unwrap_or_default();
+        let fold = state.folded.get_or_insert_with(Box::default);
+        for event in &kept {
+            fold.push(event);
         }
-        state.folded = Some(Box::new(fold));
+    }
+
+    /// For a folding-only recorder ([`Recorder::folding`]), the part of `stream` in its
+    /// transcript, registered now if it has none yet: a recording object takes it once, when it is
+    /// created, and folds its calls into it without this recorder's lock. `None` for every other
+    /// recorder (its events go through [`Recorder::record`]).
+    pub(crate) fn stream_fold(&self, stream: Stream) -> Option<StreamFold> {
+        if !self.shared.fold_only {
+            return None;
+        }
+        self.state().folded.as_mut().map(|fold| fold.stream(stream))
     }
 
     /// The canonical transcript of the events recorded so far, with the control events, when
@@ -163,9 +187,15 @@ impl Recorder {
         self.state().folded.as_deref().cloned()
     }
 
-    /// How many events were recorded so far (the next `seq`).
+    /// How many events were recorded so far (the next `seq`; for a folding-only recorder, every
+    /// event folded, on every stream).
     pub fn recorded(&self) -> u64 {
-        self.state().next_seq
+        let state = self.state();
+        match &state.folded {
+            // Its recording objects fold most events without numbering them.
+            Some(fold) if self.shared.fold_only => fold.events(),
+            _ => state.next_seq,
+        }
     }
 
     /// Whether [`Recorder::events`] returns the recorded events (in-memory recorders and
@@ -370,7 +400,7 @@ impl TraceWriter {
         let written = (preamble().len() + header_frame.len()) as u64;
 
         let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
-        let recorder = Recorder::with(Some(tx), keep);
+        let recorder = Recorder::with(Some(tx), keep, false);
         let thread_path = writing_to.clone();
         let thread = std::thread::Builder::new()
             .name("vmfleet-trace-writer".into())
