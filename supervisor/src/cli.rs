@@ -552,6 +552,10 @@ pub struct BenchArgs {
     /// the stop latency.
     #[arg(long, conflicts_with_all = ["floor_only", "start_only", "control_only", "record_only"])]
     pub scale_only: bool,
+    /// The bench's own child process for the scale and memory figures: bring `--scale-vms` VMs
+    /// up in this fresh process, measure, stop them, print the measurement as one JSON line.
+    #[arg(long, hide = true, conflicts_with_all = ["floor_only", "start_only", "control_only", "record_only", "scale_only", "json"])]
+    pub scale_child: bool,
     /// VM counts of the recording figure (vmfleet's start recorded vs not, 2 vCPUs per VM).
     #[arg(
         long,

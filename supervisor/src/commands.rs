@@ -757,6 +757,9 @@ pub const BENCH_SCHEMA: &str = "vmfleet.bench.v1";
 /// `vmfleet bench`: success when every measured figure is met, [`Status::TargetMissed`] when one
 /// is missed or its measurement failed, [`Status::NoKvm`] without a usable KVM.
 pub fn bench(args: &BenchArgs) -> Result<Status> {
+    if args.scale_child {
+        return bench::scale_child_command(args.scale_vms);
+    }
     let floor = vcpu::hypervisor::kvm::floor::Floor::open()
         .context("vmfleet bench measures vmfleet on this host's KVM")
         .or_status(Status::NoKvm)?;

@@ -436,7 +436,7 @@ pub fn model_text(model: &ModelView) -> String {
         if v.drift.is_empty() {
             out += "  drift: none (the kernel holds what was asked)\n";
         }
-        for d in &v.drift {
+        for d in v.drift.iter() {
             let _ = writeln!(out, "  drift: {d}");
         }
         if !v.not_honoured.is_empty() {
@@ -461,6 +461,7 @@ pub fn model_text(model: &ModelView) -> String {
 mod tests {
     use super::*;
     use crate::fleet::lifecycle::VcpuModelView;
+    use std::sync::Arc;
 
     #[test]
     fn uptimes_read_naturally() {
@@ -510,8 +511,8 @@ mod tests {
                 vcpu: 0,
                 entries: 83,
                 digest: "8525d951".into(),
-                drift: vec![],
-                drift_changes: vec![],
+                drift: Arc::new([]),
+                drift_changes: Default::default(),
                 not_honoured: vec![],
                 already_absent: vec![],
             }],
@@ -540,8 +541,8 @@ mod tests {
                 vcpu: 0,
                 entries: 42,
                 digest: "0badcafe".into(),
-                drift: vec!["0x1.0.ecx: x2apic 0 -> 1".into()],
-                drift_changes: vec![],
+                drift: Arc::new(["0x1.0.ecx: x2apic 0 -> 1".into()]),
+                drift_changes: Default::default(),
                 not_honoured: vec!["avx2".into()],
                 already_absent: vec![],
             }],

@@ -59,6 +59,9 @@ pub async fn run_on(
             tracing::warn!("{e}");
         }
     }
+    // The models `create` answered are not needed past here (with 1,000s of VMs, not kept for
+    // the whole run).
+    drop(created);
     fleet
         .start_all(StartMode::Running, |vm, result| {
             let result = result.as_ref().map(drop).map_err(Clone::clone);

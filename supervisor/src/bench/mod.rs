@@ -9,8 +9,8 @@
 //! | recording | vmfleet's start as above, recorded to a trace file with the real recorder (as `vmfleet run --record`) and not, interleaved, for [`RECORD_COUNTS`] VMs; medians, min and max | recorded within [`RECORD_TARGET_RATIO`]x of unrecorded |
 //! | trace size | `vmfleet run --record` of [`TRACE_VMS`] VMs (a child process): trace bytes per VM | <= [`TRACE_TARGET_BYTES_PER_VM`] (1 MiB per 1,000 VMs) |
 //! | replay | `vmfleet replay` of that trace (a child process): events/s, its time / the live run's, its peak memory (`VmHWM`, also the live run's) | >= [`REPLAY_TARGET_EVENTS_PER_SECOND`] events/s, <= [`REPLAY_TARGET_RATIO`], <= [`REPLAY_TARGET_PEAK_BYTES`] |
-//! | scale | [`SCALE_VMS`] VMs (`--scale-vms`) x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once | all of them run |
-//! | supervisor memory | process RSS per running VM ([`rss_bytes`]), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
+//! | scale | [`SCALE_VMS`] VMs (`--scale-vms`) x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once, in a fresh child process (`vmfleet bench --scale-child`) | all of them run |
+//! | supervisor memory | the scale fleet's child process: its RSS per running VM ([`rss_bytes`], running - before the fleet), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
 //! | shutdown | SIGTERM to a `vmfleet serve --record` child process with [`SHUTDOWN_VMS`] running VMs x [`VCPUS_PER_VM`] vCPUs (`--shutdown-vms`), to the process exited (reaped); its trace must then read back whole | <= [`SHUTDOWN_TARGET`] |
 //! | trace growth | one VM x [`VCPUS_PER_VM`] vCPUs of the long-running guest with a small `record_exits` budget, recorded as `vmfleet run --record` records, twice, the second run [`GROWTH_WINDOW`] longer: the traces' size difference per VM-hour (module `growth`) | <= [`GROWTH_TARGET_BYTES_PER_VM_HOUR`] |
@@ -66,8 +66,8 @@ pub use record::{
 };
 pub use table::table;
 pub use vmfleet::{
-    vmfleet_memory_per_vm, vmfleet_scale, vmfleet_start_recorded, vmfleet_start_to_first_exit,
-    vmfleet_stop_latency,
+    ScaleRun, scale_child_command, scale_run_here, vmfleet_memory_per_vm, vmfleet_scale,
+    vmfleet_start_recorded, vmfleet_start_to_first_exit, vmfleet_stop_latency,
 };
 
 /// vCPUs per VM in every figure.

@@ -239,6 +239,53 @@ fn child(command: &mut Command, log: &Path, what: &str) -> Result<(Duration, u64
     Ok((took, peak))
 }
 
+/// Run `command` (stdout captured, stderr to `log`) to its exit, which must be a success, within
+/// [`CHILD_HANG`]: what it printed on stdout (a short answer: it must fit the pipe's buffer, as
+/// it is read once the child has exited).
+pub(super) fn child_output(
+    command: &mut Command,
+    log: &Path,
+    what: &str,
+) -> Result<String, String> {
+    use std::io::Read as _;
+    let stderr =
+        std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let clock = Stopwatch::start();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if clock.elapsed() < CHILD_HANG => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} still running after {CHILD_HANG:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
+        }
+    };
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{what} exited with {status}: {}", tail.join(" | ")));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut out)
+            .map_err(|e| format!("reading what {what} printed: {e}"))?;
+    }
+    Ok(out)
+}
+
 /// The trace and replay figures of a fleet of `vms` VMs, measured if `wanted`.
 pub(super) fn trace_figures(vms: u32, wanted: bool) -> TraceFigures {
     let figure = |unit, target: String| Figure {

@@ -155,19 +155,27 @@ fn vmfleet_start(
 }
 
 /// What one run of the scale fleet measured (shared by the scale and memory figures, so the
-/// scale fleet is brought up once).
-#[derive(Clone, Copy, Debug)]
-struct ScaleRun {
-    vms: u32,
-    running: u32,
-    rss_before: u64,
-    rss_running: u64,
-    guest_resident: u64,
+/// scale fleet is brought up once). The line a `vmfleet bench --scale-child` prints.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ScaleRun {
+    /// VMs in the fleet.
+    pub vms: u32,
+    /// VMs running at the same moment.
+    pub running: u32,
+    /// The process's RSS before the fleet was created.
+    pub rss_before: u64,
+    /// Its RSS with every VM running.
+    pub rss_running: u64,
+    /// Of `rss_running`, the guest memory resident in the process.
+    pub guest_resident: u64,
 }
 
 static SCALE_RUN: std::sync::Mutex<Option<ScaleRun>> = std::sync::Mutex::new(None);
 
-/// Bring the scale fleet up once (cached for the figures that share it), measure, stop it.
+/// Bring the scale fleet up once (cached for the figures that share it), measure, stop it: in a
+/// fresh `vmfleet bench --scale-child` process, so the memory figure counts what the running VMs
+/// cost the supervisor, not what the figures measured before it left in the bench's own heap
+/// (grown by the start figures, the same fleet read ~57 KiB/VM after them and ~118 KiB/VM alone).
 fn scale_run(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
     let mut cached = SCALE_RUN.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(run) = *cached {
@@ -175,11 +183,63 @@ fn scale_run(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
             return Ok(run);
         }
     }
+    let run = scale_child(vms, vcpus_per_vm)?;
+    *cached = Some(run);
+    Ok(run)
+}
+
+/// Run `vmfleet bench --scale-child` for `vms` VMs of `vcpus_per_vm` vCPUs and read what it
+/// measured (its one line of JSON on stdout).
+fn scale_child(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
+    let fail = |what: String| wrong("vmfleet", vms, what);
+    if vcpus_per_vm != super::VCPUS_PER_VM {
+        return Err(fail(format!(
+            "the scale child runs {} vCPUs per VM, not {vcpus_per_vm}",
+            super::VCPUS_PER_VM
+        )));
+    }
+    let dir = super::record::Scratch::new("scale")?;
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("finding the vmfleet executable: {e}")))?;
+    let mut command = std::process::Command::new(&exe);
+    command
+        .args(["bench", "--scale-child", "--scale-vms"])
+        .arg(vms.to_string());
+    let out = super::record::child_output(
+        &mut command,
+        &dir.path().join("scale.err"),
+        "vmfleet bench --scale-child",
+    )
+    .map_err(&fail)?;
+    serde_json::from_str(out.trim()).map_err(|e| {
+        fail(format!(
+            "vmfleet bench --scale-child printed {:?}, not a scale run: {e}",
+            out.trim()
+        ))
+    })
+}
+
+/// `vmfleet bench --scale-child --scale-vms VMS`: [`scale_run_here`], printed as one JSON
+/// object on stdout (what [`scale_child`] reads). A failure exits with `target_missed`.
+pub fn scale_child_command(vms: u32) -> anyhow::Result<crate::exit::Status> {
+    use crate::exit::StatusExt as _;
+    use anyhow::Context as _;
+    let run = scale_run_here(vms)
+        .context("vmfleet bench --scale-child")
+        .or_status(crate::exit::Status::TargetMissed)?;
+    crate::common::emit_json(&run)?;
+    Ok(crate::exit::Status::Success)
+}
+
+/// The fleet of `vmfleet bench --scale-child`: bring `vms` VMs of [`super::VCPUS_PER_VM`] vCPUs
+/// up in this process (fresh: nothing else measured in it), measure, stop them.
+pub fn scale_run_here(vms: u32) -> Result<ScaleRun, BenchError> {
+    let vcpus_per_vm = super::VCPUS_PER_VM;
     let spec = bench_spec(vms, vcpus_per_vm, 0)?;
     let hv = kvm_backend()?;
     let runtime = bench_runtime()?;
     let rss_before = rss_bytes().map_err(|e| wrong("vmfleet", vms, e))?;
-    let run = runtime.block_on(async {
+    runtime.block_on(async {
         let fleet = crate::fleet::Fleet::new(hv, &spec.name)
             .await
             .map_err(|e| wrong("vmfleet", vms, e))?;
@@ -218,9 +278,7 @@ fn scale_run(vms: u32, vcpus_per_vm: u32) -> Result<ScaleRun, BenchError> {
             rss_running,
             guest_resident,
         })
-    })?;
-    *cached = Some(run);
-    Ok(run)
+    })
 }
 
 /// vmfleet's side of the scale figure: run `vms` VMs of `vcpus_per_vm` vCPUs, each on the

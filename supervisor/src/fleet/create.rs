@@ -131,6 +131,7 @@ impl Fleet {
             spec,
             hv: Arc::clone(&self.hv),
             supported: Arc::clone(&self.supported),
+            shared: Arc::clone(&self.shared),
         };
         let mut entry = Entry {
             id,

@@ -1,8 +1,10 @@
 //! A VM's life as the control plane sees it, and the views of a VM the control API hands out.
 
+use crate::report::{Arm64Drift, DriftChange, ModelDrift};
 use protocol::Op;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use vcpu::GuestArch;
 
 /// Where a VM is in its life.
@@ -191,16 +193,68 @@ pub struct VcpuModelView {
     /// A digest of what the kernel holds (the CPUID table, or the ID registers), as 8 hex
     /// digits: models compared at a glance.
     pub digest: String,
-    /// Bits the kernel changed from the request, by name (one line per register).
-    pub drift: Vec<String>,
+    /// Bits the kernel changed from the request, by name (one line per register); x86: the
+    /// report's own lines, shared.
+    pub drift: Arc<[String]>,
     /// The same changes as data: x86 one per bit (as `run --json`'s `drift`), arm64 one per
     /// register. Only sent: `ctl` renders the lines.
     #[serde(default, skip_deserializing)]
-    pub drift_changes: Vec<crate::report::ModelDrift>,
+    pub drift_changes: ModelDrifts,
     /// Hidden features the kernel still shows.
     pub not_honoured: Vec<String>,
     /// Hidden features the host never offered.
     pub already_absent: Vec<String>,
+}
+
+/// The drift of a [`VcpuModelView`] as data, shared with the report it comes from (x86) rather
+/// than copied into every view: on the wire, a list of [`ModelDrift`]s (each change as its
+/// architecture's object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelDrifts {
+    /// x86: one change per CPUID bit (or value, or entry).
+    X86(Arc<[DriftChange]>),
+    /// arm64: one change per register.
+    Arm64(Arc<[Arm64Drift]>),
+}
+
+impl ModelDrifts {
+    /// How many changes.
+    pub fn len(&self) -> usize {
+        match self {
+            ModelDrifts::X86(changes) => changes.len(),
+            ModelDrifts::Arm64(changes) => changes.len(),
+        }
+    }
+
+    /// No change at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The changes, each as a [`ModelDrift`].
+    pub fn to_vec(&self) -> Vec<ModelDrift> {
+        match self {
+            ModelDrifts::X86(changes) => changes.iter().cloned().map(ModelDrift::X86).collect(),
+            ModelDrifts::Arm64(changes) => changes.iter().cloned().map(ModelDrift::Arm64).collect(),
+        }
+    }
+}
+
+impl Default for ModelDrifts {
+    fn default() -> Self {
+        ModelDrifts::X86(Arc::new([]))
+    }
+}
+
+impl Serialize for ModelDrifts {
+    /// As the list of [`ModelDrift`]s it stands for (`ModelDrift` is untagged: each change as
+    /// its own object).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ModelDrifts::X86(changes) => changes.serialize(serializer),
+            ModelDrifts::Arm64(changes) => changes.serialize(serializer),
+        }
+    }
 }
 
 /// The architecture a [`ModelView`] from before the field existed describes.

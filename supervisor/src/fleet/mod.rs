@@ -124,6 +124,8 @@ pub struct Fleet {
     name: String,
     hv: Arc<dyn Hypervisor>,
     supported: Arc<HostQueries>,
+    /// What its VMs share of their models and reports (`guest/shared.rs`).
+    shared: Arc<guest::SharedModels>,
     entries: Mutex<Vec<Entry>>,
     next_id: AtomicU32,
     control_log: Option<Recorder>,
@@ -145,6 +147,7 @@ impl Fleet {
             name: name.to_string(),
             hv,
             supported,
+            shared: Arc::default(),
             entries: Mutex::new(Vec::new()),
             next_id: AtomicU32::new(0),
             control_log: None,

@@ -92,6 +92,8 @@ struct VmLoop {
     hv: Arc<dyn Hypervisor>,
     spec: VmSpec,
     supported: Arc<super::supported::HostQueries>,
+    /// What the fleet's VMs share of their models and reports.
+    shared: Arc<super::guest::SharedModels>,
     vm: VmHandle,
     vcpus: Vec<Arc<VcpuHandle>>,
     control: Arc<RunControl>,

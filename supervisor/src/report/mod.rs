@@ -13,6 +13,7 @@
 //! report, its table cell and transcript section).
 
 use serde::Serialize;
+use std::sync::Arc;
 use vcpu::VmId;
 use vcpu::hypervisor::cpuid::CpuidTable;
 use vcpu::model::x86::catalog::Feature;
@@ -161,13 +162,14 @@ pub struct VcpuReport {
     /// Its index in the VM.
     pub id: u32,
     /// Bits the kernel changed between the requested table and the read-back, by name: one line
-    /// per register, as the transcript prints them.
+    /// per register, as the transcript prints them. Shared by every vCPU of the fleet with the
+    /// same requested and held tables (the fleet works them out once).
     #[serde(skip)]
-    pub drift: Vec<String>,
+    pub drift: Arc<[String]>,
     /// The same changes as data, one per bit (or per multi-bit value, or per entry): JSON's
-    /// `drift`.
+    /// `drift`. Shared like `drift`.
     #[serde(rename = "drift")]
-    pub drift_changes: Vec<DriftChange>,
+    pub drift_changes: Arc<[DriftChange]>,
     /// Requested-hidden features the kernel still holds as present.
     pub not_honoured: Vec<String>,
     /// Requested-hidden features the host never offered.
@@ -186,9 +188,9 @@ pub struct VcpuReport {
     /// How the run ended, in a word (the table's).
     pub run_end: RunEnd,
     /// The CPUID table the kernel holds (x86), read back after the write (the transcript
-    /// prints its size and digest).
+    /// prints its size and digest). One copy per fleet of each table held.
     #[serde(skip)]
-    pub held: CpuidTable,
+    pub held: Arc<CpuidTable>,
     /// The catalog features the spec hides (x86), against which the guest's view is checked.
     #[serde(skip)]
     pub hidden: Vec<&'static Feature>,
@@ -209,8 +211,8 @@ impl VcpuReport {
 
     /// Set the drift from the kernel's read-back: the transcript's lines and JSON's data.
     pub fn set_drift(&mut self, report: &DriftReport) {
-        self.drift = report.lines();
-        self.drift_changes = drift_changes(report);
+        self.drift = report.lines().into();
+        self.drift_changes = drift_changes(report).into();
     }
 }
 

@@ -83,7 +83,7 @@ impl VmReport {
         let template = self.template.as_ref()?;
         let mut changed: Vec<DriftChange> = Vec::new();
         for vcpu in &self.vcpus {
-            for change in &vcpu.drift_changes {
+            for change in vcpu.drift_changes.iter() {
                 if change.kind == DriftKind::TracksGuestState {
                     continue;
                 }

@@ -135,8 +135,8 @@ fn drift_is_data_bit_by_bit_and_matches_the_lines() {
     // The transcript keeps its lines.
     let mut vcpu = VcpuReport {
         id: 0,
-        drift: Vec::new(),
-        drift_changes: Vec::new(),
+        drift: Default::default(),
+        drift_changes: Default::default(),
         not_honoured: Vec::new(),
         already_absent: Vec::new(),
         guest: None,
@@ -145,20 +145,20 @@ fn drift_is_data_bit_by_bit_and_matches_the_lines() {
         exits_counted: 0,
         end: String::new(),
         run_end: RunEnd::Halted,
-        held: CpuidTable::default(),
+        held: Default::default(),
         hidden: Vec::new(),
     };
     vcpu.set_drift(&report);
-    assert_eq!(vcpu.drift, report.lines());
-    assert_eq!(vcpu.drift_changes, changes);
+    assert_eq!(*vcpu.drift, *report.lines());
+    assert_eq!(*vcpu.drift_changes, *changes);
 }
 
 #[test]
 fn counted_exits_are_said_only_when_there_are_some() {
     let mut vcpu = VcpuReport {
         id: 0,
-        drift: Vec::new(),
-        drift_changes: Vec::new(),
+        drift: Default::default(),
+        drift_changes: Default::default(),
         not_honoured: Vec::new(),
         already_absent: Vec::new(),
         guest: None,
@@ -167,7 +167,7 @@ fn counted_exits_are_said_only_when_there_are_some() {
         exits_counted: 0,
         end: String::new(),
         run_end: RunEnd::EndedBeyondBudget,
-        held: CpuidTable::default(),
+        held: Default::default(),
         hidden: Vec::new(),
     };
     assert_eq!(vcpu.exits_text(), "339 exits");

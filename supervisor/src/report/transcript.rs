@@ -90,7 +90,7 @@ fn x86_transcript(out: &mut String, vm: &VmReport) {
             v.exits_text(),
             v.end
         );
-        for d in &v.drift {
+        for d in v.drift.iter() {
             let _ = writeln!(out, "  drift: {d}");
         }
         if !v.already_absent.is_empty() {

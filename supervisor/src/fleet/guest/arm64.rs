@@ -11,11 +11,11 @@ use super::{VmParts, refusal_text};
 use crate::fleet::error::{
     AfterRunError, ConfigureError, CrossCheckError, HostQueryError, StartError,
 };
-use crate::fleet::lifecycle::VcpuModelView;
+use crate::fleet::lifecycle::{ModelDrifts, VcpuModelView};
 use crate::fleet::probe::ProbeAnswer;
 use crate::report::{
     AfterRunCrossCheck, Arm64Drift, Arm64GuestSummary, Arm64VmReport, Arm64WriteReport, DriftKind,
-    ModelDrift, VcpuReport, VmReport,
+    VcpuReport, VmReport,
 };
 pub(in crate::fleet) use after_run::{Probing, RefusedAfterRun, try_after_run};
 use std::collections::BTreeMap;
@@ -227,15 +227,11 @@ impl Arm64Guest {
         let (drift, drift_changes) = match &report.arm64 {
             Some(arm64) => (
                 arm64.drift.iter().map(ToString::to_string).collect(),
-                arm64.drift.iter().cloned().map(ModelDrift::Arm64).collect(),
+                ModelDrifts::Arm64(arm64.drift.as_slice().into()),
             ),
             None => (
-                v.drift.clone(),
-                v.drift_changes
-                    .iter()
-                    .cloned()
-                    .map(ModelDrift::X86)
-                    .collect(),
+                Arc::clone(&v.drift),
+                ModelDrifts::X86(Arc::clone(&v.drift_changes)),
             ),
         };
         Some(VcpuModelView {

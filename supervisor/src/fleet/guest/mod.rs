@@ -13,6 +13,7 @@
 //! ([`VmParts`]) and gets reports and errors back.
 
 mod arm64;
+mod shared;
 mod x86;
 
 use super::error::{AfterRunError, ConfigureError, FleetError, ModelError, StartError};
@@ -21,6 +22,7 @@ use super::supported::HostQueries;
 use crate::report::{AfterRunCrossCheck, AfterRunReport, VcpuReport, VmReport};
 use crate::spec::{AfterRun, VmSpec};
 pub(in crate::fleet) use arm64::RefusedAfterRun;
+pub(in crate::fleet) use shared::SharedModels;
 use std::sync::Arc;
 use vcpu::guests::arm64::decoder::Arm64GuestReport;
 use vcpu::model::arm64::model::Assignments;
@@ -36,6 +38,8 @@ pub(super) struct VmParts<'a> {
     pub vm: &'a VmHandle,
     pub vcpus: &'a [Arc<VcpuHandle>],
     pub report: &'a mut VmReport,
+    /// What the fleet's VMs share of their models and reports (x86: held tables, drift).
+    pub shared: &'a SharedModels,
 }
 
 /// What `set-model` asks of a VM: x86 features to hide, or arm64 writes (a VM refuses the
@@ -199,10 +203,11 @@ impl Guest {
         })
     }
 
-    /// Work out what configuring left for later (x86's drift lines), before the report is read.
-    pub fn finish_drift(&mut self, report: &mut VmReport) {
+    /// Work out what configuring left for later (x86's drift lines, or take them from `shared`),
+    /// before the report is read.
+    pub fn finish_drift(&mut self, shared: &SharedModels, report: &mut VmReport) {
         match self {
-            Guest::X86(guest) => guest.finish_drift(report),
+            Guest::X86(guest) => guest.finish_drift(shared, report),
             Guest::Arm64(_) => {}
         }
     }
@@ -335,8 +340,8 @@ pub(super) fn refusal_text(e: &HandleError) -> String {
 fn unstarted_vcpu(id: u32) -> VcpuReport {
     VcpuReport {
         id,
-        drift: Vec::new(),
-        drift_changes: Vec::new(),
+        drift: Arc::new([]),
+        drift_changes: Arc::new([]),
         not_honoured: Vec::new(),
         already_absent: Vec::new(),
         guest: None,
@@ -345,7 +350,7 @@ fn unstarted_vcpu(id: u32) -> VcpuReport {
         exits_counted: 0,
         end: "not started".into(),
         run_end: crate::report::RunEnd::NotStarted,
-        held: vcpu::hypervisor::cpuid::CpuidTable::default(),
+        held: Arc::default(),
         hidden: Vec::new(),
     }
 }

@@ -4,12 +4,11 @@
 //! judging what the guest saw, the after-run writes (`hide`, `rewrite-identical`) and the
 //! per-vCPU view `model` answers.
 
+use super::shared::SharedModels;
 use super::{VmParts, refusal_text};
 use crate::fleet::error::{AfterRunError, ConfigureError, StartError};
-use crate::fleet::lifecycle::VcpuModelView;
-use crate::report::{
-    AfterRunReport, GuestSummary, ModelDrift, RunEnd, VcpuReport, Verdict, VmReport,
-};
+use crate::fleet::lifecycle::{ModelDrifts, VcpuModelView};
+use crate::report::{AfterRunReport, GuestSummary, RunEnd, VcpuReport, Verdict, VmReport};
 use crate::spec::AfterRun;
 use std::sync::Arc;
 use vcpu::guests::x86 as guest;
@@ -29,10 +28,11 @@ pub(super) const MEMORY: (u64, u64) = (0, guest::MEMORY_SIZE);
 /// The x86 state of one VM.
 #[derive(Default)]
 pub(in crate::fleet) struct X86Guest {
-    /// Drift lines not worked out yet: (vCPU index, the table that was requested). They are the
-    /// costliest CPU work of configuring a VM, and nothing on the way to its first exit needs
-    /// them, so they are worked out when first read ([`X86Guest::finish_drift`]).
-    pending_drift: Vec<(usize, CpuidTable)>,
+    /// Drift lines not worked out yet: (vCPU index, the table that was requested, interned).
+    /// They are the costliest CPU work of configuring a VM, and nothing on the way to its first
+    /// exit needs them, so they are worked out when first read ([`X86Guest::finish_drift`]), or
+    /// found worked out by an earlier VM of the fleet with the same tables.
+    pending_drift: Vec<(usize, Arc<CpuidTable>)>,
 }
 
 impl X86Guest {
@@ -66,10 +66,10 @@ impl X86Guest {
                     source,
                 })?;
             let table = match (unchanged, vm.report.vcpus.get(index)) {
-                (true, Some(current)) => current.held.clone(),
-                _ => requested.table.clone(),
+                (true, Some(current)) => &current.held,
+                _ => &requested.table,
             };
-            let write = vcpu.set_cpuid(&table).map_err(|e| match &e.source {
+            let write = vcpu.set_cpuid(table).map_err(|e| match &e.source {
                 vcpu::CallError::Refused(refusal) => ConfigureError::Refused {
                     vm: vm.spec.name.clone(),
                     shown: refusal.to_string(),
@@ -77,13 +77,13 @@ impl X86Guest {
                 },
                 _ => ConfigureError::Call(e),
             })?;
-            let hidden = requested.hidden.clone();
+            let hidden = requested.hidden;
             let previous = vm.report.vcpus.get(index);
-            pending.push((index, requested.table.clone()));
+            pending.push((index, vm.shared.table(requested.table)));
             reports.push(VcpuReport {
                 id: index as u32,
-                drift: Vec::new(),
-                drift_changes: Vec::new(),
+                drift: Arc::new([]),
+                drift_changes: Arc::new([]),
                 not_honoured: drift::not_honoured(&hidden, &write.held)
                     .iter()
                     .map(|f| f.name.to_string())
@@ -93,7 +93,7 @@ impl X86Guest {
                     .iter()
                     .map(|f| f.name.to_string())
                     .collect(),
-                held: write.held,
+                held: vm.shared.table(write.held),
                 hidden,
                 guest: previous.and_then(|p| p.guest.clone()),
                 arm64_guest: None,
@@ -110,12 +110,14 @@ impl X86Guest {
         Ok(())
     }
 
-    /// Work out the drift lines still pending (see `pending_drift`).
-    pub(super) fn finish_drift(&mut self, report: &mut VmReport) {
+    /// Work out the drift lines still pending (see `pending_drift`), or take them from the
+    /// fleet's `shared` when a VM before this one had the same tables.
+    pub(super) fn finish_drift(&mut self, shared: &SharedModels, report: &mut VmReport) {
         for (index, requested) in std::mem::take(&mut self.pending_drift) {
             if let Some(vcpu) = report.vcpus.get_mut(index) {
-                let report = drift::drift(&requested, &vcpu.held);
-                vcpu.set_drift(&report);
+                let drift = shared.drift(&requested, &vcpu.held);
+                vcpu.drift = drift.lines;
+                vcpu.drift_changes = drift.changes;
             }
         }
     }
@@ -253,13 +255,8 @@ pub(super) fn view(v: &VcpuReport) -> VcpuModelView {
         vcpu: v.id,
         entries: v.held.len(),
         digest: format!("{:08x}", v.held.digest()),
-        drift: v.drift.clone(),
-        drift_changes: v
-            .drift_changes
-            .iter()
-            .cloned()
-            .map(ModelDrift::X86)
-            .collect(),
+        drift: Arc::clone(&v.drift),
+        drift_changes: ModelDrifts::X86(Arc::clone(&v.drift_changes)),
         not_honoured: v.not_honoured.clone(),
         already_absent: v.already_absent.clone(),
     }

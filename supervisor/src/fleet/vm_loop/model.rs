@@ -17,6 +17,7 @@ impl VmLoop {
                 vm: &self.vm,
                 vcpus: &self.vcpus,
                 report: &mut self.report,
+                shared: &self.shared,
             },
         )
     }
@@ -31,7 +32,7 @@ impl VmLoop {
 
     /// Work out what configuring left for later (see [`Guest::finish_drift`]).
     pub(super) fn finish_drift(&mut self) {
-        self.guest.finish_drift(&mut self.report);
+        self.guest.finish_drift(&self.shared, &mut self.report);
     }
 
     pub(super) fn model_view(&mut self) -> ModelView {

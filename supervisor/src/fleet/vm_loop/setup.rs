@@ -15,6 +15,8 @@ pub(in crate::fleet) struct VmSetup {
     pub spec: VmSpec,
     pub hv: Arc<dyn Hypervisor>,
     pub supported: Arc<crate::fleet::supported::HostQueries>,
+    /// What the fleet's VMs share of their models and reports.
+    pub shared: Arc<crate::fleet::guest::SharedModels>,
 }
 
 /// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
@@ -111,6 +113,7 @@ fn vm_thread(
         hv: Arc::clone(&setup.hv),
         spec: setup.spec,
         supported: setup.supported,
+        shared: setup.shared,
         vm,
         vcpus: Vec::new(),
         control,
