@@ -2,14 +2,10 @@
 //! that owns the background thread writing a trace file.
 //!
 //! A [`Recorder::record`] call takes one small mutex, assigns the event its `seq` and time, and
-//! appends it to the batch the writer thread takes next: it waits for the disk only when the
+//! hands it to the writer thread over a bounded channel: it waits for the disk only when the
 //! writer is [`WRITER_BACKLOG`] events behind (backpressure on the vCPU threads of a huge fleet
 //! rather than unbounded memory). Because both happen under the same mutex, the file order is the
-//! `seq` order. The hand-off costs no allocation and, while events come fast, no wake-up per
-//! event: an idle writer is woken by the first event; once it is back from a batch it waits up to
-//! [`WRITER_TICK`] for the next to gather, or until [`WAKE_BATCH`] events are waiting, whichever
-//! comes first. (A wake-up per event, a futex call and a context switch on a busy host, was most
-//! of what recording cost a fleet.) The writer thread encodes and buffers, and flushes whenever it has held unwritten
+//! `seq` order. The writer thread encodes and buffers, and flushes whenever it has held unwritten
 //! data for [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace
 //! (which then reads back as cut short). An I/O error (disk full) stops the writing, never the
 //! recorders; [`TraceWriter::finish`] reports it. The writer thread keeps the fleet's priority,
@@ -38,7 +34,8 @@ use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -60,18 +57,7 @@ struct Shared {
     /// fold into their streams' parts directly.
     fold_only: bool,
     state: Mutex<State>,
-    /// Wakes the writer thread (see [`Writing::writer`]).
-    wake_writer: Condvar,
-    /// Wakes recorders waiting for the writer to take a full backlog.
-    room: Condvar,
 }
-
-/// How long the writer thread, back from a batch, waits for more events to gather before it
-/// takes what is there.
-pub const WRITER_TICK: Duration = Duration::from_millis(1);
-
-/// How many waiting events wake a writer that is gathering them (see [`WRITER_TICK`]).
-pub const WAKE_BATCH: usize = 4_096;
 
 /// How many events may wait for the writer thread before recorders wait for it (about 10 MiB of
 /// queued events at the sizes vmfleet records).
@@ -80,8 +66,8 @@ pub const WRITER_BACKLOG: usize = 65_536;
 #[derive(Debug)]
 struct State {
     next_seq: u64,
-    /// For the writer thread; `None` for in-memory recorders and once the writer stopped.
-    writing: Option<Writing>,
+    /// To the writer thread; `None` for in-memory recorders and after the writer was closed.
+    to_writer: Option<SyncSender<Message>>,
     /// The events recorded so far, when this recorder keeps them.
     kept: Option<Vec<Event>>,
     /// The canonical transcript of the events recorded so far, when this recorder folds them
@@ -89,48 +75,34 @@ struct State {
     folded: Option<Box<TranscriptFold>>,
 }
 
-/// What the writer thread takes next, under the recorder's mutex.
-#[derive(Debug, Default)]
-struct Writing {
-    /// Recorded and not yet taken, in `seq` order.
-    pending: Vec<Event>,
-    /// What the writer thread is doing, so a recorder wakes it only when that is due.
-    writer: WriterState,
-    /// Asked to stop once `pending` is written: with the end marker for this many events
-    /// (`Some`), or without one, the writer being dropped (`None`).
-    stop: Option<Option<u64>>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum WriterState {
-    /// Encoding a batch: nobody wakes it, it looks again when done.
-    #[default]
-    Busy,
-    /// Nothing to write: the next event wakes it.
-    Idle,
-    /// Back from a batch, letting the next gather: [`WAKE_BATCH`] waiting events wake it.
-    Gathering,
+#[derive(Debug)]
+enum Message {
+    Event(Box<Event>),
+    /// Write the end marker, flush, sync, stop.
+    Finish {
+        events: u64,
+    },
+    /// Flush what was written and stop without an end marker (the writer was dropped).
+    Abandon,
 }
 
 impl Recorder {
     /// A recorder that only keeps its events in memory (see [`Recorder::events`]).
     pub fn in_memory() -> Recorder {
-        Recorder::with(false, true, false)
+        Recorder::with(None, true, false)
     }
 
-    fn with(writing: bool, keep: bool, fold_only: bool) -> Recorder {
+    fn with(to_writer: Option<SyncSender<Message>>, keep: bool, fold_only: bool) -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
                 fold_only,
                 state: Mutex::new(State {
                     next_seq: 0,
-                    writing: writing.then(Writing::default),
+                    to_writer,
                     kept: keep.then(Vec::new),
                     folded: None,
                 }),
-                wake_writer: Condvar::new(),
-                room: Condvar::new(),
             }),
         }
     }
@@ -169,29 +141,9 @@ impl Recorder {
         if let Some(folded) = state.folded.as_mut() {
             folded.push(&event);
         }
-        if let Some(writing) = state.writing.as_mut() {
-            writing.pending.push(event);
-            let wake = match writing.writer {
-                WriterState::Busy => false,
-                WriterState::Idle => true,
-                WriterState::Gathering => writing.pending.len() >= WAKE_BATCH,
-            };
-            if wake {
-                writing.writer = WriterState::Busy;
-                self.shared.wake_writer.notify_one();
-            }
-            // Backpressure: the writer is a whole backlog behind (or gone: `writing` is `None`).
-            while state
-                .writing
-                .as_ref()
-                .is_some_and(|w| w.pending.len() >= WRITER_BACKLOG)
-            {
-                state = self
-                    .shared
-                    .room
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
+        if let Some(tx) = &state.to_writer {
+            // A send only fails if the writer thread is gone (it panicked); finish reports that.
+            let _ = tx.send(Message::Event(Box::new(event)));
         }
         seq
     }
@@ -200,7 +152,7 @@ impl Recorder {
     /// [`Recorder::transcript`]): what a replay or `vmfleet run --transcript` needs, in memory
     /// that grows with the transcript's lines, not with the events.
     pub fn folding() -> Recorder {
-        let recorder = Recorder::with(false, false, true);
+        let recorder = Recorder::with(None, false, true);
         recorder.fold_transcript();
         recorder
     }
@@ -447,12 +399,12 @@ impl TraceWriter {
         out.write_all(&header_frame).map_err(io)?;
         let written = (preamble().len() + header_frame.len()) as u64;
 
-        let recorder = Recorder::with(true, keep, false);
+        let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
+        let recorder = Recorder::with(Some(tx), keep, false);
         let thread_path = writing_to.clone();
-        let shared = Arc::clone(&recorder.shared);
         let thread = std::thread::Builder::new()
             .name("vmfleet-trace-writer".into())
-            .spawn(move || write_loop(thread_path, out, written, &shared))
+            .spawn(move || write_loop(thread_path, out, written, rx))
             .map_err(io)?;
         Ok((
             recorder.clone(),
@@ -508,11 +460,15 @@ impl TraceWriter {
         let thread = self.thread.take()?;
         {
             let mut state = self.recorder.state();
-            let events = state.next_seq;
-            if let Some(writing) = state.writing.as_mut() {
-                writing.stop = Some(clean.then_some(events));
-                writing.writer = WriterState::Busy;
-                self.recorder.shared.wake_writer.notify_one();
+            if let Some(tx) = state.to_writer.take() {
+                let message = if clean {
+                    Message::Finish {
+                        events: state.next_seq,
+                    }
+                } else {
+                    Message::Abandon
+                };
+                let _ = tx.send(message);
             }
         }
         thread.join().ok()
@@ -535,96 +491,13 @@ fn check_version(path: &Path, header: &TraceHeader) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// What the writer thread found when it looked for work.
-enum Work {
-    /// Events to write (in the batch handed back).
-    Events,
-    /// Nothing came for a while and written data waits for its flush.
-    FlushDue,
-    /// Stop once the batch is written: with the end marker for this many events, or without.
-    Stop(Option<u64>),
-}
-
-/// Marks the writer gone however its thread ends, so no recorder waits for it forever.
-struct WriterGone<'a>(&'a Shared);
-
-impl Drop for WriterGone<'_> {
-    fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.writing = None;
-        self.0.room.notify_all();
-    }
-}
-
-/// Wait for work and take the pending events into `batch` (emptied first). `dirty_since`: since
-/// when written data waits for a flush; `gathered`: whether the writer just wrote a batch (it
-/// then lets the next one gather for up to [`WRITER_TICK`]).
-fn take_work(
-    shared: &Shared,
-    batch: &mut Vec<Event>,
-    dirty_since: Option<Instant>,
-    gathered: bool,
-) -> Work {
-    batch.clear();
-    let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut gathering = gathered;
-    loop {
-        let Some(writing) = state.writing.as_mut() else {
-            return Work::Stop(None);
-        };
-        let full = writing.pending.len() >= WAKE_BATCH;
-        if writing.stop.is_some() || full || (!gathering && !writing.pending.is_empty()) {
-            std::mem::swap(batch, &mut writing.pending);
-            writing.writer = WriterState::Busy;
-            let stop = writing.stop;
-            if stop.is_some() {
-                // Events recorded from now on are kept (if kept) but not written.
-                state.writing = None;
-            }
-            shared.room.notify_all();
-            return stop.map_or(Work::Events, Work::Stop);
-        }
-        let (writer, timeout) = if writing.pending.is_empty() && !gathering {
-            let flush_in = dirty_since
-                .map(|since| (since + FLUSH_INTERVAL).saturating_duration_since(Instant::now()));
-            (WriterState::Idle, flush_in)
-        } else {
-            (WriterState::Gathering, Some(WRITER_TICK))
-        };
-        writing.writer = writer;
-        state = match timeout {
-            None => shared
-                .wake_writer
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner),
-            Some(timeout) => {
-                let (state, waited) = shared
-                    .wake_writer
-                    .wait_timeout(state, timeout)
-                    .unwrap_or_else(PoisonError::into_inner);
-                if waited.timed_out() && writer == WriterState::Idle {
-                    if let Some(writing) = state.writing.as_ref() {
-                        if writing.pending.is_empty() && writing.stop.is_none() {
-                            return Work::FlushDue;
-                        }
-                    }
-                }
-                state
-            }
-        };
-        // Gathered for a tick (or woken): whatever is there is taken next time round.
-        gathering = false;
-    }
-}
-
-/// The writer thread: encode, buffer, flush regularly; on stop, end marker + flush + fsync.
+/// The writer thread: encode, buffer, flush regularly; on `Finish`, end marker + flush + fsync.
 fn write_loop(
     path: PathBuf,
     mut out: BufWriter<File>,
     mut bytes: u64,
-    shared: &Shared,
+    rx: Receiver<Message>,
 ) -> Result<WriteSummary, WriteError> {
-    let _gone = WriterGone(shared);
     let io = |source| WriteError::Io {
         path: path.clone(),
         source,
@@ -656,53 +529,66 @@ fn write_loop(
         Ok(block.len() as u64)
     };
 
-    let mut batch: Vec<Event> = Vec::new();
-    let mut gathered = false;
     let finish_events = loop {
-        let work = take_work(shared, &mut batch, dirty_since, gathered);
-        gathered = !batch.is_empty();
-        for event in batch.drain(..) {
-            if failed.is_some() {
-                continue;
-            }
-            let seq = event.seq;
-            let pushed = encoder
-                .push_event(&event)
-                .map_err(|source| WriteError::Encode {
-                    path: path.clone(),
-                    seq,
-                    source,
-                });
-            if let Err(e) = pushed {
-                failed = Some(e);
-                continue;
-            }
-            events += 1;
-            dirty_since.get_or_insert_with(Instant::now);
-            if encoder.len() >= BLOCK_BYTES {
-                match write_block(&mut encoder, &mut out, seq) {
-                    Ok(n) => bytes += n,
-                    Err(e) => failed = Some(e),
+        let message = match rx.try_recv() {
+            Ok(message) => Ok(message),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => match dirty_since {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => rx.recv_timeout(
+                    (since + FLUSH_INTERVAL).saturating_duration_since(Instant::now()),
+                ),
+            },
+        };
+        match message {
+            Ok(Message::Event(event)) => {
+                if failed.is_some() {
+                    continue;
+                }
+                let seq = event.seq;
+                let pushed = encoder
+                    .push_event(&event)
+                    .map_err(|source| WriteError::Encode {
+                        path: path.clone(),
+                        seq,
+                        source,
+                    });
+                if let Err(e) = pushed {
+                    failed = Some(e);
+                    continue;
+                }
+                events += 1;
+                let since = *dirty_since.get_or_insert_with(Instant::now);
+                let due = since.elapsed() >= FLUSH_INTERVAL;
+                if due || encoder.len() >= BLOCK_BYTES {
+                    match write_block(&mut encoder, &mut out, seq) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if due && failed.is_none() {
+                    if let Err(e) = out.flush() {
+                        failed = Some(io(e));
+                    }
+                    dirty_since = None;
                 }
             }
-        }
-        let flush_due = dirty_since.is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
-        if flush_due || matches!(work, Work::FlushDue) {
-            if failed.is_none() {
-                match write_block(&mut encoder, &mut out, events) {
-                    Ok(n) => bytes += n,
-                    Err(e) => failed = Some(e),
+            Err(RecvTimeoutError::Timeout) => {
+                if failed.is_none() {
+                    match write_block(&mut encoder, &mut out, events) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
+                    }
                 }
-            }
-            if failed.is_none() {
-                if let Err(e) = out.flush() {
-                    failed = Some(io(e));
+                if failed.is_none() {
+                    if let Err(e) = out.flush() {
+                        failed = Some(io(e));
+                    }
                 }
+                dirty_since = None;
             }
-            dirty_since = None;
-        }
-        if let Work::Stop(end) = work {
-            break end;
+            Ok(Message::Finish { events }) => break Some(events),
+            Ok(Message::Abandon) | Err(RecvTimeoutError::Disconnected) => break None,
         }
     };
 

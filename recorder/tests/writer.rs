@@ -59,40 +59,6 @@ fn concurrent_recorders_number_events_in_file_order() {
     assert!(trace.events.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
 }
 
-/// More events than the writer's backlog, from several threads at once: recorders wait for the
-/// writer (never forever), and every event reaches the file in `seq` order.
-#[test]
-fn recorders_a_backlog_ahead_of_the_writer_wait_and_lose_nothing() {
-    let path = scratch("backlog.trace");
-    let (recorder, writer) = TraceWriter::create(&path, &header()).unwrap();
-    let per_thread = recorder::writer::WRITER_BACKLOG as u64 / 2 + 1_000;
-    std::thread::scope(|s| {
-        for t in 0..4u32 {
-            let recorder = recorder.clone();
-            s.spawn(move || {
-                for i in 0..per_thread {
-                    let stream = Stream::Vcpu(VmId(t), VcpuId(0));
-                    recorder.record(stream, reg(i % 7), Ok(Reply::Value(i % 3)), None);
-                }
-            });
-        }
-    });
-    let summary = writer.finish().unwrap();
-    assert_eq!(summary.events, 4 * per_thread);
-    let trace = Trace::open(&path).unwrap();
-    assert_eq!(
-        trace.end,
-        TraceEnd::Complete {
-            events: 4 * per_thread
-        }
-    );
-    for t in 0..4u32 {
-        let stream = Stream::Vcpu(VmId(t), VcpuId(0));
-        let n = trace.events.iter().filter(|e| e.stream == stream).count();
-        assert_eq!(n as u64, per_thread, "{stream}");
-    }
-}
-
 #[test]
 fn the_writer_flushes_while_the_run_goes_on() {
     let path = scratch("flush.trace");
