@@ -4,28 +4,11 @@
 
 mod common;
 
-use common::{Drive, Scripted, Variant, drive, header, scratch, table};
-use recorder::{
-    Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceCall, TraceWriter, render_streams,
-};
+use common::{Drive, Scripted, Variant, drive, record_trace, refusal, table};
+use recorder::{Recorder, RecordingHypervisor, ReplayHypervisor, TraceCall, render_streams};
 use vcpu::{
-    CallError, Errno, GuestArch, Hypervisor, LockRefusal, Reply, Stream, SystemCall, VcpuCall,
-    VcpuId, Vm, VmId,
+    CallError, Errno, GuestArch, Hypervisor, Reply, Stream, SystemCall, VcpuCall, VcpuId, Vm, VmId,
 };
-
-fn record(name: &str, opts: &Drive) -> Trace {
-    let path = scratch(name);
-    let (recorder, writer) = TraceWriter::create(&path, &header()).unwrap();
-    let hv = RecordingHypervisor::new(
-        Box::new(Scripted {
-            runs_before_halt: 5,
-        }),
-        recorder,
-    );
-    drive(&hv, opts).unwrap();
-    writer.finish().unwrap();
-    Trace::open(&path).unwrap()
-}
 
 fn transcript(recorder: &Recorder) -> String {
     recorder.transcript().expect("a folding recorder").render()
@@ -42,7 +25,7 @@ fn a_folded_replay_renders_what_its_events_render() {
             threads,
             variant: Variant::Reference,
         };
-        let trace = record(name, &opts);
+        let (trace, _) = record_trace(name, &opts);
         for _ in 0..3 {
             let replay = ReplayHypervisor::new(&trace).unwrap();
             let monitor = replay.monitor();
@@ -80,8 +63,11 @@ fn control_events_fold_in_order_beside_the_objects_streams() {
             vcpu.call(&VcpuCall::Run).unwrap();
         }
         // A refusal, with its detail, between two runs of RUNs.
-        vcpu.note_refused(&VcpuCall::SetCpuid2 { table: table() }, &refusal())
-            .unwrap();
+        vcpu.note_refused(
+            &VcpuCall::SetCpuid2 { table: table() },
+            &refusal(Errno::EINVAL),
+        )
+        .unwrap();
         let _ = vcpu.call(&VcpuCall::Run);
         r.record(
             Stream::Control,
@@ -169,19 +155,6 @@ fn a_stream_with_no_answer_has_no_part() {
         text.ends_with("\n\nvm7\n  CREATE_VM vm7 name=\"big\" -> ENOMEM (kernel)\n"),
         "{text}"
     );
-}
-
-fn refusal() -> LockRefusal {
-    LockRefusal {
-        vm: VmId(0),
-        vcpu: VcpuId(0),
-        first_run: VcpuId(0),
-        errno: Errno::EINVAL,
-        write: "SET_CPUID2".into(),
-        differences: vec!["0x7.0.ebx: avx2 1->0".into()],
-        changes: vec!["CPUID 0x7.0.ebx avx2 1 → 0".into()],
-        note: None,
-    }
 }
 
 #[test]

@@ -3,31 +3,17 @@
 
 mod common;
 
-use common::{Drive, Scripted, Variant, drive, header, scratch, table};
+use common::{Drive, Scripted, Variant, drive, header, record_trace, refusal, scratch, table};
 use recorder::{
     Event, Recorder, RecordingHypervisor, ReplayHypervisor, Trace, TraceCall, TraceWriter,
     render_streams,
 };
 use vcpu::{
-    CallError, Errno, Failure, GuestArch, Hypervisor, LockRefusal, Origin, ReplayFailure, Reply,
-    Stream, SystemCall, VcpuCall, VcpuId, VmCall, VmId,
+    CallError, Errno, Failure, GuestArch, Hypervisor, Origin, ReplayFailure, Reply, Stream,
+    SystemCall, VcpuCall, VcpuId, VmCall, VmId,
 };
 
 /// Record `opts` live through a trace file; returns the trace read back and the drive's log.
-fn record(name: &str, opts: &Drive) -> (Trace, Vec<String>) {
-    let path = scratch(name);
-    let (recorder, writer) = TraceWriter::create(&path, &header()).unwrap();
-    let hv = RecordingHypervisor::new(
-        Box::new(Scripted {
-            runs_before_halt: 5,
-        }),
-        recorder,
-    );
-    let log = drive(&hv, opts).unwrap();
-    writer.finish().unwrap();
-    (Trace::open(&path).unwrap(), log)
-}
-
 /// What a replay came to: the drive's log (or its divergence), the verdict, the replayed events.
 struct Replayed {
     log: Result<Vec<String>, ReplayFailure>,
@@ -69,7 +55,7 @@ fn find(trace: &Trace, stream: Stream, pred: impl Fn(&TraceCall) -> bool) -> &Ev
 #[test]
 fn replaying_the_same_calls_returns_the_same_outcomes() {
     let reference = opts(2, false, Variant::Reference);
-    let (trace, live_log) = record("same.trace", &reference);
+    let (trace, live_log) = record_trace("same.trace", &reference);
     // The drive hit kernel errors, real guest memory and a lock refusal; all were recorded.
     assert!(
         live_log
@@ -133,7 +119,7 @@ fn replaying_the_same_calls_returns_the_same_outcomes() {
 
 #[test]
 fn a_different_argument_diverges_naming_the_expected_event() {
-    let (trace, _) = record("arg.trace", &opts(2, false, Variant::Reference));
+    let (trace, _) = record_trace("arg.trace", &opts(2, false, Variant::Reference));
     let stream = Stream::Vcpu(VmId(0), VcpuId(1));
     let expected = find(&trace, stream, |c| {
         matches!(c, TraceCall::Vcpu(VcpuCall::SetBootState { .. }))
@@ -158,7 +144,7 @@ fn a_different_argument_diverges_naming_the_expected_event() {
 
 #[test]
 fn a_different_cpuid_table_names_the_first_differing_entry() {
-    let (trace, _) = record("table.trace", &opts(1, false, Variant::Reference));
+    let (trace, _) = record_trace("table.trace", &opts(1, false, Variant::Reference));
     let Replayed {
         log, verdict: _, ..
     } = replay(&trace, &opts(1, false, Variant::OtherTable));
@@ -180,7 +166,7 @@ fn a_different_cpuid_table_names_the_first_differing_entry() {
 
 #[test]
 fn an_extra_call_diverges() {
-    let (trace, _) = record("extra.trace", &opts(1, false, Variant::Reference));
+    let (trace, _) = record_trace("extra.trace", &opts(1, false, Variant::Reference));
     let stream = Stream::Vcpu(VmId(0), VcpuId(0));
     let expected = find(&trace, stream, |c| {
         matches!(c, TraceCall::Vcpu(VcpuCall::SetBootState { .. }))
@@ -196,7 +182,7 @@ fn an_extra_call_diverges() {
 #[test]
 fn a_call_past_the_end_of_its_stream_diverges() {
     let reference = opts(1, false, Variant::Reference);
-    let (trace, _) = record("past-end.trace", &reference);
+    let (trace, _) = record_trace("past-end.trace", &reference);
     let replay = ReplayHypervisor::new(&trace).unwrap();
     drive(&replay, &reference).unwrap();
     replay.finish().unwrap();
@@ -222,7 +208,7 @@ fn a_call_past_the_end_of_its_stream_diverges() {
 
 #[test]
 fn a_missing_call_is_reported_at_finish() {
-    let (trace, _) = record("missing.trace", &opts(1, false, Variant::Reference));
+    let (trace, _) = record_trace("missing.trace", &opts(1, false, Variant::Reference));
     let destroy = find(&trace, Stream::Vm(VmId(0)), |c| {
         *c == TraceCall::Vm(VmCall::Destroy)
     });
@@ -233,19 +219,6 @@ fn a_missing_call_is_reported_at_finish() {
     assert_eq!(failure.expected, "DESTROY_VM");
     assert_eq!(failure.actual, "end of stream");
     assert_eq!(failure.detail, "1 recorded event(s) left on vm0");
-}
-
-fn refusal(errno: Errno) -> LockRefusal {
-    LockRefusal {
-        vm: VmId(0),
-        vcpu: VcpuId(0),
-        first_run: VcpuId(0),
-        errno,
-        write: "SET_CPUID2".into(),
-        differences: vec!["0x7.0.ebx: avx2 1->0".into()],
-        changes: vec!["CPUID 0x7.0.ebx avx2 1 → 0".into()],
-        note: None,
-    }
 }
 
 /// Record: create a VM and vCPU, then one `SET_CPUID2`, refused by the lock or passed on.
@@ -344,7 +317,7 @@ fn a_refusal_where_the_recorded_run_passed_the_call_diverges() {
 
 #[test]
 fn after_a_divergence_every_later_call_fails_fast() {
-    let (trace, _) = record("fail-fast.trace", &opts(1, false, Variant::Reference));
+    let (trace, _) = record_trace("fail-fast.trace", &opts(1, false, Variant::Reference));
     let replay = ReplayHypervisor::new(&trace).unwrap();
     let Err(CallError::Replay(first)) = replay.call(&SystemCall::GetVcpuMmapSize) else {
         panic!()
@@ -362,7 +335,7 @@ fn after_a_divergence_every_later_call_fails_fast() {
 #[test]
 fn multithreaded_replays_are_identical() {
     let threaded = opts(4, true, Variant::Reference);
-    let (trace, live_log) = record("threads.trace", &threaded);
+    let (trace, live_log) = record_trace("threads.trace", &threaded);
     let live_render = render_streams(&trace.events);
     let mut replays = Vec::new();
     for _ in 0..2 {
@@ -383,7 +356,7 @@ fn multithreaded_replays_are_identical() {
 
 #[test]
 fn multithreaded_divergences_report_the_earliest_one_every_time() {
-    let (trace, _) = record("threads-diverge.trace", &opts(4, true, Variant::Reference));
+    let (trace, _) = record_trace("threads-diverge.trace", &opts(4, true, Variant::Reference));
     // Every thread diverges at its first RUN; the earliest of those in the trace must be reported.
     let earliest = (0..4)
         .map(|i| {
@@ -498,7 +471,7 @@ fn replay_needs_a_complete_trace() {
 
 #[test]
 fn replayed_guest_memory_is_real() {
-    let (trace, _) = record("memory.trace", &opts(1, false, Variant::Reference));
+    let (trace, _) = record_trace("memory.trace", &opts(1, false, Variant::Reference));
     let replay = ReplayHypervisor::new(&trace).unwrap();
     replay.call(&SystemCall::GetApiVersion).unwrap();
     let mut vm = replay.create_vm(VmId(0), "alpha").unwrap();

@@ -416,3 +416,33 @@ pub fn drive(hv: &dyn Hypervisor, opts: &Drive) -> Result<Vec<String>, ReplayFai
     }
     Ok(out)
 }
+
+/// The lock's refusal of an avx2 change on vm0/vcpu0's `SET_CPUID2`, with `errno`.
+pub fn refusal(errno: Errno) -> LockRefusal {
+    LockRefusal {
+        vm: VmId(0),
+        vcpu: VcpuId(0),
+        first_run: VcpuId(0),
+        errno,
+        write: "SET_CPUID2".into(),
+        differences: vec!["0x7.0.ebx: avx2 1->0".into()],
+        changes: vec!["CPUID 0x7.0.ebx avx2 1 → 0".into()],
+        note: None,
+    }
+}
+
+/// Record [`drive`] of a scripted backend (5 runs per vCPU) to the trace `name`: the trace read
+/// back, and the drive's log.
+pub fn record_trace(name: &str, opts: &Drive) -> (recorder::Trace, Vec<String>) {
+    let path = scratch(name);
+    let (recorder, writer) = recorder::TraceWriter::create(&path, &header()).unwrap();
+    let hv = recorder::RecordingHypervisor::new(
+        Box::new(Scripted {
+            runs_before_halt: 5,
+        }),
+        recorder,
+    );
+    let log = drive(&hv, opts).unwrap();
+    writer.finish().unwrap();
+    (recorder::Trace::open(&path).unwrap(), log)
+}
