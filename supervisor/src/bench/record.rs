@@ -195,41 +195,16 @@ pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<Recorded
 /// time from spawn to exit (within [`PEAK_POLL`]) and the peak of its `VmHWM`, read every
 /// [`PEAK_POLL`] while it runs.
 fn child(command: &mut Command, log: &Path, what: &str) -> Result<(Duration, u64), String> {
-    let stderr =
-        std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-    let clock = Stopwatch::start();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("starting {what}: {e}"))?;
-    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut status_file = PathBuf::new();
     let mut peak = 0;
-    let status = loop {
+    let (_, took) = run_child(command, Stdio::null(), log, what, PEAK_POLL, |pid| {
+        status_file = PathBuf::from(format!("/proc/{pid}/status"));
         if let Ok(text) = std::fs::read_to_string(&status_file) {
             if let Some(hwm) = parse_status_bytes(&text, "VmHWM:") {
                 peak = peak.max(hwm);
             }
         }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if clock.elapsed() < CHILD_HANG => std::thread::sleep(PEAK_POLL),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{what} still running after {CHILD_HANG:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {what}: {e}")),
-        }
-    };
-    let took = clock.elapsed();
-    if !status.success() {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!("{what} exited with {status}: {}", tail.join(" | ")));
-    }
+    })?;
     if peak == 0 {
         return Err(format!(
             "{what}: no VmHWM read from {}",
@@ -248,21 +223,42 @@ pub(super) fn child_output(
     what: &str,
 ) -> Result<String, String> {
     use std::io::Read as _;
+    let poll = Duration::from_millis(50);
+    let (mut child, _) = run_child(command, Stdio::piped(), log, what, poll, |_| {})?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut out)
+            .map_err(|e| format!("reading what {what} printed: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// Spawn `command` (stdin closed, stdout to `stdout`, stderr to `log`), call `poll` with its pid
+/// every `every` until it exits, and require a success within [`CHILD_HANG`] (killed past it; a
+/// failure quotes the last lines of `log`): the exited child and the time from spawn to exit.
+fn run_child(
+    command: &mut Command,
+    stdout: Stdio,
+    log: &Path,
+    what: &str,
+    every: Duration,
+    mut poll: impl FnMut(u32),
+) -> Result<(std::process::Child, Duration), String> {
     let stderr =
         std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let clock = Stopwatch::start();
     let mut child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .map_err(|e| format!("starting {what}: {e}"))?;
     let status = loop {
+        poll(child.id());
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if clock.elapsed() < CHILD_HANG => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Ok(None) if clock.elapsed() < CHILD_HANG => std::thread::sleep(every),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -271,19 +267,14 @@ pub(super) fn child_output(
             Err(e) => return Err(format!("waiting for {what}: {e}")),
         }
     };
+    let took = clock.elapsed();
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(format!("{what} exited with {status}: {}", tail.join(" | ")));
     }
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout
-            .read_to_string(&mut out)
-            .map_err(|e| format!("reading what {what} printed: {e}"))?;
-    }
-    Ok(out)
+    Ok((child, took))
 }
 
 /// The trace and replay figures of a fleet of `vms` VMs, measured if `wanted`.
