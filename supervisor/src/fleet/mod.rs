@@ -31,6 +31,7 @@ mod guest;
 pub mod lifecycle;
 pub(crate) mod probe;
 mod supported;
+pub(crate) mod threads;
 mod vm_loop;
 
 use crate::report::{JobReport, VmReport, VmState};

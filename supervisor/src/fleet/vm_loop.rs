@@ -28,6 +28,7 @@
 use super::error::{AfterRunError, ConfigureError, LinkError, ModelError, StartError, VmError};
 use super::guest::{Guest, ModelRequest, VcpuOutcome, VmParts};
 use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelView, VmStatus};
+use crate::fleet::threads::PooledThread;
 use crate::report::{RunEnd, VmReport, VmState};
 use crate::spec::VmSpec;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -37,7 +38,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 use vcpu::runtime::runner::{ProbeEnd, VcpuNotice};
 use vcpu::{
@@ -55,10 +55,6 @@ mod vcpu_thread;
 pub(super) use link::{Answer, Command, VmLink};
 use setup::park_for_good;
 pub(super) use setup::{CreateResult, VmSetup, spawn};
-
-/// Stack size of the VM loop thread and of each vCPU thread. Neither recurses nor keeps large
-/// frames; small stacks keep a 500-VM fleet's address space (and page tables) small.
-pub(super) const THREAD_STACK: usize = 256 << 10;
 
 /// Where one vCPU thread is, as its notices tell.
 #[derive(Clone, Copy, Debug, Default)]
@@ -103,7 +99,7 @@ struct VmLoop {
     /// Asked to [`Command::Exit`]: answer with the report and keep everything.
     exiting: bool,
     /// One per vCPU once started (`None` once joined).
-    threads: Vec<Option<JoinHandle<Option<VcpuOutcome>>>>,
+    threads: Vec<Option<PooledThread<Option<VcpuOutcome>>>>,
     /// vCPU threads spawned ahead of `start`, waiting for their launch (or why they could not be
     /// spawned, which `start` reports).
     ready: Result<Vec<ReadyThread>, StartError>,

@@ -145,6 +145,11 @@ impl CpuidTable {
         self.entries.iter().find(|e| e.matches(leaf, subleaf))
     }
 
+    /// Where in the table the entry [`CpuidTable::lookup`] finds is.
+    pub fn position(&self, leaf: u32, subleaf: u32) -> Option<usize> {
+        self.entries.iter().position(|e| e.matches(leaf, subleaf))
+    }
+
     /// [`CpuidTable::lookup`], to change the entry in place.
     pub fn lookup_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidEntry> {
         self.entries.iter_mut().find(|e| e.matches(leaf, subleaf))

@@ -48,7 +48,7 @@ pub(in crate::fleet) struct VmLink {
     /// Shared with the loop and its vCPU threads: once set, a thread that ends parks for good
     /// instead of returning (see [`VmLink::linger`]).
     pub(super) linger: Arc<AtomicBool>,
-    pub(super) thread: Option<JoinHandle<()>>,
+    pub(super) thread: Option<crate::fleet::threads::PooledThread<()>>,
 }
 
 impl VmLink {

@@ -45,10 +45,8 @@ pub(in crate::fleet) fn spawn(
     let loop_wake = Arc::clone(&wake);
     let control = Arc::new(RunControl::new());
     let linger = Arc::new(AtomicBool::new(false));
-    let thread = std::thread::Builder::new()
-        .name(format!("vm-{name}"))
-        .stack_size(THREAD_STACK)
-        .spawn({
+    let thread = crate::fleet::threads::pool()
+        .spawn(format!("vm-{name}"), {
             let control = Arc::clone(&control);
             let linger = Arc::clone(&linger);
             move || {

@@ -3,12 +3,12 @@
 //! (first exit, parked, unparked, ended) over a channel and an eventfd. Apart from the loop
 //! because a thread shares nothing with the loop but these notices and the run control.
 
-use super::{THREAD_STACK, park_for_good};
+use super::park_for_good;
 use crate::fleet::guest::{Launch, VcpuOutcome};
+use crate::fleet::threads::{self, PooledThread};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::thread::JoinHandle;
 use vcpu::runtime::runner::VcpuNotice;
 use vcpu::{RunControl, VcpuHandle};
 use vmm_sys_util::eventfd::EventFd;
@@ -43,7 +43,7 @@ impl Drop for EndNotice {
 /// A vCPU thread spawned ahead of `start`.
 pub(super) struct ReadyThread {
     pub launch: Sender<Launch>,
-    pub thread: JoinHandle<Option<VcpuOutcome>>,
+    pub thread: PooledThread<Option<VcpuOutcome>>,
 }
 
 /// Spawn vCPU `index`'s thread: it waits for its [`Launch`] (ending with `None` if the VM is torn
@@ -58,46 +58,43 @@ pub(super) fn spawn_vcpu(
     name: String,
 ) -> std::io::Result<ReadyThread> {
     let (launch, launched) = mpsc::channel::<Launch>();
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            let launch = launched.recv().ok()?;
-            let mut end = EndNotice {
-                index,
-                tx: tx.clone(),
-                wake: Arc::clone(&wake),
-                handed_over: None,
-            };
-            let parks_at_first_exit = launch.pauses_at_first_exit();
-            let mut notify = |notice| {
-                if notice == VcpuNotice::FirstExit {
-                    // From here on the thread runs the guest, not the start path: let the VM
-                    // loops and the control plane win the CPU from spinning guests.
-                    if let Err(e) = vcpu::hypervisor::kvm::deprioritize_vcpu_thread() {
-                        tracing::debug!("vCPU thread keeps its priority: {e}");
-                    }
+    let thread = threads::pool().spawn(name, move || {
+        let launch = launched.recv().ok()?;
+        let mut end = EndNotice {
+            index,
+            tx: tx.clone(),
+            wake: Arc::clone(&wake),
+            handed_over: None,
+        };
+        let parks_at_first_exit = launch.pauses_at_first_exit();
+        let mut notify = |notice| {
+            if notice == VcpuNotice::FirstExit {
+                // From here on the thread runs the guest, not the start path: let the VM
+                // loops and the control plane win the CPU from spinning guests.
+                if let Err(e) = vcpu::hypervisor::kvm::deprioritize_vcpu_thread() {
+                    tracing::debug!("vCPU thread keeps its priority: {e}");
                 }
-                let _ = tx.send((index, Notice::Run(notice)));
-                // A thread that parks right after its first exit wakes its loop once, for both
-                // notices: the loop reads them in order either way, and has nothing to do at the
-                // first one alone (a paused start is answered when every vCPU has parked). The
-                // first-exit control point always ends in a park or a stop (each wakes the loop):
-                // while a VM starts paused nothing can ask it to run (`resume` needs `paused`).
-                if !(parks_at_first_exit && notice == VcpuNotice::FirstExit) {
-                    let _ = wake.write(1);
-                }
-            };
-            let outcome = launch.run(&vcpu, &control, &mut notify);
-            if linger.load(Ordering::SeqCst) {
-                // The process is about to exit: hand the outcome over and keep this thread (its
-                // stack) and the vCPU it holds until then.
-                end.handed_over = Some(Box::new(outcome));
-                drop(end);
-                park_for_good();
             }
+            let _ = tx.send((index, Notice::Run(notice)));
+            // A thread that parks right after its first exit wakes its loop once, for both
+            // notices: the loop reads them in order either way, and has nothing to do at the
+            // first one alone (a paused start is answered when every vCPU has parked). The
+            // first-exit control point always ends in a park or a stop (each wakes the loop):
+            // while a VM starts paused nothing can ask it to run (`resume` needs `paused`).
+            if !(parks_at_first_exit && notice == VcpuNotice::FirstExit) {
+                let _ = wake.write(1);
+            }
+        };
+        let outcome = launch.run(&vcpu, &control, &mut notify);
+        if linger.load(Ordering::SeqCst) {
+            // The process is about to exit: hand the outcome over and keep this thread (its
+            // stack) and the vCPU it holds until then.
+            end.handed_over = Some(Box::new(outcome));
             drop(end);
-            Some(outcome)
-        })?;
+            park_for_good();
+        }
+        drop(end);
+        Some(outcome)
+    })?;
     Ok(ReadyThread { launch, thread })
 }

@@ -11,7 +11,7 @@
 //! - `kick`: interrupting `KVM_RUN` from another thread (`immediate_exit` + a signal);
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
-//! - `thread`: the scheduling priority of vCPU threads and of the trace writer;
+//! - `thread`: the scheduling priority of vCPU threads and of the trace writer, and thread names;
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
 //! - [`floor`]: the minimal start loop `vmfleet bench` measures vmfleet against (x86_64 hosts;
@@ -25,7 +25,7 @@ pub mod floor;
 mod thread;
 mod unavailable;
 
-pub use thread::{VCPU_NICE, deprioritize_vcpu_thread};
+pub use thread::{VCPU_NICE, deprioritize_vcpu_thread, own_nice, set_own_name, set_own_nice};
 
 pub use unavailable::KvmUnavailable;
 

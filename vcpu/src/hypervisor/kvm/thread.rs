@@ -14,12 +14,54 @@ pub fn deprioritize_vcpu_thread() -> std::io::Result<()> {
     set_own_nice(VCPU_NICE)
 }
 
-fn set_own_nice(nice: i32) -> std::io::Result<()> {
+/// The calling thread's nice value (each Linux thread has its own).
+pub fn own_nice() -> std::io::Result<i32> {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // getpriority answers -1 both for a nice of -1 and for a failure: only errno tells them apart.
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority with PRIO_PROCESS and a thread id of this process reads only that
+    // thread's nice value; no memory is passed.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if nice == -1 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(0) {
+            return Err(error);
+        }
+    }
+    Ok(nice)
+}
+
+/// Set the calling thread's nice value. Raising it needs no privilege; lowering it back may
+/// (`EACCES` without `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`).
+pub fn set_own_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
     // SAFETY: setpriority with PRIO_PROCESS and a thread id of this process changes only that
     // thread's nice value (Linux applies it per thread); no memory is passed.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Name the calling thread as the system shows it (`top -H`, `/proc/<pid>/task/*/comm`,
+/// debuggers): the first 15 bytes of `name`, cut at a character boundary. A thread reused for
+/// other work (the fleet's thread pool) takes the name of the work it now does.
+pub fn set_own_name(name: &str) -> std::io::Result<()> {
+    let mut bytes = [0u8; 16];
+    let mut len = 0;
+    for c in name.chars().filter(|&c| c != '\0') {
+        if len + c.len_utf8() > 15 {
+            break;
+        }
+        len += c.encode_utf8(&mut bytes[len..]).len();
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer:
+    // `bytes` is 16 bytes, at most 15 written, the rest zero, and it outlives the call.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr(), 0, 0, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
