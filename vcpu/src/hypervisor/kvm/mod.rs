@@ -12,7 +12,6 @@
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
 //! - `thread`: the scheduling priority of vCPU threads and of the trace writer, and thread names;
-//! - `unavailable`: why KVM cannot be used, worded for the person at the terminal.
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
 //! - [`floor`]: the minimal start loop `vmfleet bench` measures vmfleet against (x86_64 hosts;
 //!   a stub that says so elsewhere).

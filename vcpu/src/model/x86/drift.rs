@@ -288,10 +288,7 @@ pub fn check_guest_view(
         .collect();
     let mut reached = vec![false; held.entries.len()];
     for (s, &at) in seen.iter().zip(&found) {
-        let Some(e) = at.map(|at| {
-            reached[at] = true;
-            &held.entries[at]
-        }) else {
+        let Some(at) = at else {
             check.mismatches.push(format!(
                 "{}: the guest saw eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x} where the kernel \
                  holds no entry",
@@ -303,6 +300,8 @@ pub fn check_guest_view(
             ));
             continue;
         };
+        reached[at] = true;
+        let e = &held.entries[at];
         // Report under the entry's own key, so names resolve (leaf 1 probed with subleaf 5 is 1.0).
         let (leaf, subleaf) = key(e);
         for reg in CpuidReg::ALL {
