@@ -1,24 +1,34 @@
 //! Recording events: the [`Recorder`] that every backend object shares, and the [`TraceWriter`]
 //! that owns the background thread writing a trace file.
 //!
-//! A [`Recorder::record`] call takes one small mutex, assigns the event its `seq` and time, and
-//! hands it to the writer thread over a bounded channel: it waits for the disk only when the
-//! writer is [`WRITER_BACKLOG`] events behind (backpressure on the vCPU threads of a huge fleet
-//! rather than unbounded memory). Because both happen under the same mutex, the file order is the
-//! `seq` order. The writer thread encodes and buffers, and flushes whenever it has held unwritten
-//! data for [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace
-//! (which then reads back as cut short). An I/O error (disk full) stops the writing, never the
+//! A recorder that only writes a trace (it keeps no events and folds no transcript: what
+//! `vmfleet run --record` and `vmfleet serve --record` use) takes no lock per event: a
+//! [`Recorder::record`] call stamps the event's time and hands it to the writer thread over a
+//! bounded channel, and the writer numbers events in the order they reach it, so the file order
+//! is the `seq` order. A call that returned before another began is written first (the channel
+//! is linearizable). A fleet-wide mutex there became a convoy: thousands of vCPU threads at a
+//! low priority queued on it, each handing it to a sleeper that waited for the CPU, and 1,000
+//! VMs of `vmfleet serve --record` took minutes to start. An event whose time is earlier than
+//! the one written before it (its thread was preempted between the stamp and the send) takes that
+//! time, so a trace's times never go backwards.
+//!
+//! Recorders that keep events or fold a transcript number them under one small mutex and send
+//! them to the writer under it, so their `seq`s, their files and what they keep agree.
+//!
+//! Either way a recorder waits for the disk only when the writer is [`WRITER_BACKLOG`] events
+//! behind (backpressure on the vCPU threads of a huge fleet rather than unbounded memory). The
+//! writer thread encodes and buffers, and flushes whenever it has held unwritten data for
+//! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
+//! then reads back as cut short). An I/O error (disk full) stops the writing, never the
 //! recorders; [`TraceWriter::finish`] reports it. The writer thread keeps the fleet's priority,
 //! above the vCPU threads', and is woken by every event it waits for: a writer as low as
 //! thousands of spinning guests, or one that naps between batches, falls behind, its queue fills,
-//! and every recorded call (a VM's start among them) waits for it (1,000 running VMs recorded by
-//! `vmfleet serve` did not all start in minutes).
+//! and every recorded call (a VM's start among them) waits for it.
 //!
 //! A folding-only recorder ([`Recorder::folding`]: a replay, `run --transcript` without a trace)
 //! writes no trace and numbers nothing, so its recording objects fold their calls straight into
 //! their stream's part of the transcript ([`Recorder::stream_fold`], taken once per object): no
-//! fleet-wide lock and no event built per call. Recorders that write a trace or keep events
-//! always take the one mutex, so their `seq`s and files are as they were.
+//! fleet-wide lock and no event built per call.
 //!
 //! The file is written as `<trace>.partial` (mode 0600, see [`crate::output`]) and renamed to its
 //! name by [`TraceWriter::finish`]; a killed process leaves the partial file, which reads back to
@@ -34,6 +44,7 @@ use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -56,6 +67,13 @@ struct Shared {
     /// Made by [`Recorder::folding`]: no writer, no kept events, ever; its recording objects
     /// fold into their streams' parts directly.
     fold_only: bool,
+    /// The writer's channel, for events recorded without the mutex while [`Shared::write_only`].
+    direct: Option<SyncSender<Message>>,
+    /// Whether this recorder only writes (it keeps no events and folds no transcript): its
+    /// events then go to the writer without the mutex, numbered by the writer.
+    write_only: AtomicBool,
+    /// Events sent on the write-only path (they are not in `State::next_seq`).
+    sent: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -79,9 +97,7 @@ struct State {
 enum Message {
     Event(Box<Event>),
     /// Write the end marker, flush, sync, stop.
-    Finish {
-        events: u64,
-    },
+    Finish,
     /// Flush what was written and stop without an end marker (the writer was dropped).
     Abandon,
 }
@@ -97,6 +113,9 @@ impl Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
                 fold_only,
+                direct: to_writer.clone(),
+                write_only: AtomicBool::new(to_writer.is_some() && !keep),
+                sent: AtomicU64::new(0),
                 state: Mutex::new(State {
                     next_seq: 0,
                     to_writer,
@@ -107,34 +126,31 @@ impl Recorder {
         }
     }
 
-    /// Record one event and return its `seq`. Blocks only while the writer is
-    /// [`WRITER_BACKLOG`] events behind. Events recorded after the
-    /// trace file was finished are kept in memory (if this recorder keeps events) but not written.
-    /// A folding-only recorder ([`Recorder::folding`]) numbers only the events recorded here, not
-    /// those its recording objects fold themselves (it writes no `seq` anywhere).
+    /// Record one event. Blocks only while the writer is [`WRITER_BACKLOG`] events behind.
+    /// Events recorded after the trace file was finished are kept in memory (if this recorder
+    /// keeps events) but not written.
     pub fn record(
         &self,
         stream: Stream,
         call: impl Into<TraceCall>,
         outcome: Outcome,
         detail: Option<String>,
-    ) -> u64 {
+    ) {
+        if self.shared.write_only.load(Ordering::Acquire)
+            && let Some(tx) = &self.shared.direct
+        {
+            // The writer numbers it (see the module documentation).
+            let event = self.event(0, stream, call.into(), outcome, detail);
+            self.shared.sent.fetch_add(1, Ordering::Relaxed);
+            // A send only fails once the writer has stopped (finished, or panicked: `finish`
+            // reports that); the event is then not written, like any after `finish`.
+            let _ = tx.send(Message::Event(Box::new(event)));
+            return;
+        }
         let mut state = self.state();
         let seq = state.next_seq;
         state.next_seq += 1;
-        // Whole microseconds: what `trace show` prints, and a trace's times then cost a byte or
-        // two each (formats 3 and 4 store their differences).
-        let at_ns = u64::try_from(self.shared.start.elapsed().as_micros())
-            .unwrap_or(u64::MAX / 1000)
-            .saturating_mul(1000);
-        let event = Event {
-            seq,
-            stream,
-            call: call.into(),
-            outcome,
-            detail,
-            at_ns,
-        };
+        let event = self.event(seq, stream, call.into(), outcome, detail);
         if let Some(kept) = state.kept.as_mut() {
             kept.push(event.clone());
         }
@@ -145,7 +161,30 @@ impl Recorder {
             // A send only fails if the writer thread is gone (it panicked); finish reports that.
             let _ = tx.send(Message::Event(Box::new(event)));
         }
-        seq
+    }
+
+    /// An event stamped with the time since the recorder was made.
+    fn event(
+        &self,
+        seq: u64,
+        stream: Stream,
+        call: TraceCall,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> Event {
+        // Whole microseconds: what `trace show` prints, and a trace's times then cost a byte or
+        // two each (formats 3 and 4 store their differences).
+        let at_ns = u64::try_from(self.shared.start.elapsed().as_micros())
+            .unwrap_or(u64::MAX / 1000)
+            .saturating_mul(1000);
+        Event {
+            seq,
+            stream,
+            call,
+            outcome,
+            detail,
+            at_ns,
+        }
     }
 
     /// A recorder that keeps no events, only their canonical transcript as they come (see
@@ -161,8 +200,12 @@ impl Recorder {
     /// instead of keeping them: a writer's recorder, for `vmfleet run --record --transcript`.
     /// Events kept so far are folded in first; a recorder that already folds keeps its fold (the
     /// streams its recording objects fold into stay the transcript's).
+    ///
+    /// Call it before the recorder is handed to anything that records: events recorded while it
+    /// switches a write-only recorder over may miss the transcript.
     pub fn fold_transcript(&self) {
         let mut state = self.state();
+        self.shared.write_only.store(false, Ordering::Release);
         let kept = state.kept.take().unwrap_or_default();
         let fold = state.folded.get_or_insert_with(Box::default);
         for event in &kept {
@@ -194,7 +237,7 @@ impl Recorder {
         match &state.folded {
             // Its recording objects fold most events without numbering them.
             Some(fold) if self.shared.fold_only => fold.events(),
-            _ => state.next_seq,
+            _ => state.next_seq + self.shared.sent.load(Ordering::Relaxed),
         }
     }
 
@@ -462,9 +505,7 @@ impl TraceWriter {
             let mut state = self.recorder.state();
             if let Some(tx) = state.to_writer.take() {
                 let message = if clean {
-                    Message::Finish {
-                        events: state.next_seq,
-                    }
+                    Message::Finish
                 } else {
                     Message::Abandon
                 };
@@ -506,6 +547,7 @@ fn write_loop(
     // its header, which reads back as a trace cut short before any event.
     let mut failed: Option<WriteError> = out.flush().err().map(io);
     let mut events: u64 = 0;
+    let mut last_at: u64 = 0;
     let mut dirty_since: Option<Instant> = None;
     let mut encoder = BlockEncoder::default();
     let write_block = |encoder: &mut BlockEncoder,
@@ -529,7 +571,7 @@ fn write_loop(
         Ok(block.len() as u64)
     };
 
-    let finish_events = loop {
+    let finished = loop {
         let message = match rx.try_recv() {
             Ok(message) => Ok(message),
             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
@@ -541,11 +583,16 @@ fn write_loop(
             },
         };
         match message {
-            Ok(Message::Event(event)) => {
+            Ok(Message::Event(mut event)) => {
                 if failed.is_some() {
                     continue;
                 }
-                let seq = event.seq;
+                // The file order is the `seq` order, and times never go backwards (see the
+                // module documentation).
+                let seq = events;
+                event.seq = seq;
+                event.at_ns = event.at_ns.max(last_at);
+                last_at = event.at_ns;
                 let pushed = encoder
                     .push_event(&event)
                     .map_err(|source| WriteError::Encode {
@@ -587,27 +634,18 @@ fn write_loop(
                 }
                 dirty_since = None;
             }
-            Ok(Message::Finish { events }) => break Some(events),
-            Ok(Message::Abandon) | Err(RecvTimeoutError::Disconnected) => break None,
+            Ok(Message::Finish) => break true,
+            Ok(Message::Abandon) | Err(RecvTimeoutError::Disconnected) => break false,
         }
     };
 
     if let Some(e) = failed {
         return Err(e);
     }
-    let Some(expected) = finish_events else {
+    if !finished {
         bytes += write_block(&mut encoder, &mut out, events)?;
         out.flush().map_err(io)?;
         return Ok(WriteSummary { events, bytes });
-    };
-    if expected != events {
-        // Cannot happen: the recorder numbers and sends under one mutex, and `Finish` is sent
-        // under it too. Refuse to write an end marker that would not match.
-        write_block(&mut encoder, &mut out, events)?;
-        out.flush().map_err(io)?;
-        return Err(io(std::io::Error::other(format!(
-            "{expected} events were recorded but {events} reached the writer"
-        ))));
     }
     encoder
         .push_end(events)
