@@ -44,26 +44,35 @@ const EMPTY_QUEUE_ROOM: usize = 4;
 
 /// Recorded events of one stream waiting in its queue, in order: a run of consecutive events
 /// as the trace stream read them ([`EventRun`]), and how many of them were served. Their bodies
-/// are shared with the block they came from; nothing is copied or counted per event.
+/// are shared with the block they came from, and each event is only its body's number (4 bytes:
+/// a replay checks calls and serves outcomes, never times), so the window can hold most of a
+/// large fleet's trace in a few MiB.
 #[derive(Debug)]
 struct Queued {
-    run: EventRun,
+    first_seq: u64,
+    bodies: Arc<[EventBody]>,
+    events: Box<[u32]>,
     served: usize,
 }
 
 impl Queued {
     fn new(run: EventRun) -> Self {
-        Queued { run, served: 0 }
+        Queued {
+            first_seq: run.first_seq,
+            events: run.events.iter().map(|e| e.body).collect(),
+            bodies: run.bodies,
+            served: 0,
+        }
     }
 
     /// The `seq` and body of the next event to serve (a queued run always has one).
     fn next(&self) -> Option<(u64, &EventBody)> {
-        let body = self.run.body(self.served)?;
-        Some((self.run.first_seq + self.served as u64, body))
+        let body = self.bodies.get(*self.events.get(self.served)? as usize)?;
+        Some((self.first_seq + self.served as u64, body))
     }
 
     fn left(&self) -> usize {
-        self.run.events.len() - self.served
+        self.events.len() - self.served
     }
 }
 
@@ -113,12 +122,12 @@ impl QueueState {
     /// counts queued events back a run at a time, not per event).
     fn pop(&mut self) -> Option<usize> {
         let front = self.events.front_mut()?;
-        self.last_served = Some(front.run.first_seq + front.served as u64);
+        self.last_served = Some(front.first_seq + front.served as u64);
         front.served += 1;
         if front.left() > 0 {
             return None;
         }
-        let done = self.events.pop_front().map(|q| q.run.events.len());
+        let done = self.events.pop_front().map(|q| q.events.len());
         if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
             self.events.shrink_to(EMPTY_QUEUE_ROOM);
         }

@@ -37,8 +37,13 @@ use std::time::Duration;
 use vcpu::Stream;
 
 /// How many events a streamed replay queues before the feeder waits (the window, unless it had
-/// to grow).
-pub const DEFAULT_WINDOW: usize = 8_192;
+/// to grow). A queued event costs 4 bytes (its body's number) plus its share of the decoded
+/// block it came from, whose distinct calls and outcomes are held once: about 1 MiB of numbers
+/// and a few blocks. A window this wide lets the calls of a large fleet run as they come instead
+/// of in step with the feeder: a 1,000-VM trace (919,001 events) replays in ~0.4 s where a
+/// window of 8,192 took ~0.6 s, and in less memory, because VMs finish and let go of their
+/// threads sooner.
+pub const DEFAULT_WINDOW: usize = 262_144;
 
 /// How long a full window may see no event taken before it grows.
 const STALL: Duration = Duration::from_millis(25);
