@@ -153,16 +153,20 @@ pub(super) fn guest_resident_bytes(guest_kib: u64) -> io::Result<u64> {
 /// The longest [`settle`] waits.
 pub const SETTLE_LIMIT: Duration = Duration::from_millis(500);
 
-/// This process's thread count (`Threads:` in `/proc/self/status`), if readable.
+/// This process's threads that are not waiting for work in the fleet's thread pool
+/// (`Threads:` in `/proc/self/status` less the pool's free threads), if readable. A free pool
+/// thread costs a run nothing, and it stays for the pool's idle limit, longer than a run.
 pub fn thread_count() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = text.lines().find(|l| l.starts_with("Threads:"))?;
-    line["Threads:".len()..].trim().parse().ok()
+    let threads: u64 = line["Threads:".len()..].trim().parse().ok()?;
+    Some(threads.saturating_sub(crate::fleet::threads::pool().free_threads() as u64))
 }
 
-/// Wait (at most [`SETTLE_LIMIT`]) until this process has no more than `threads` threads: a
-/// side's run returns before every thread it started has ended (vmfleet's runtime and VM loops
-/// wind down in the background), and the next run, of either side, must not pay for that.
+/// Wait (at most [`SETTLE_LIMIT`]) until this process has no more than `threads` busy threads
+/// ([`thread_count`]): a side's run returns before every thread it started has ended (vmfleet's
+/// runtime and VM loops wind down in the background), and the next run, of either side, must not
+/// pay for that.
 pub fn settle(threads: Option<u64>) {
     let Some(threads) = threads else { return };
     let clock = Instant::now();
