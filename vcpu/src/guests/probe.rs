@@ -486,7 +486,11 @@ impl ProbeDecoder {
     fn complete_pass(&mut self) {
         let report = &mut self.report;
         if report.passes == 0 {
-            report.first_pass = std::mem::take(&mut self.current);
+            // One allocation here, not a `Vec` grown from nothing point by point in the second
+            // pass: a fleet's spinning vCPU threads that all allocate at once queue on the
+            // allocator's arena locks, and a control thread that allocates waits in that queue.
+            let room = Vec::with_capacity(self.points.len());
+            report.first_pass = std::mem::replace(&mut self.current, room);
         } else {
             // Both passes reported the same points in table order, so only the results can differ.
             let difference = report
