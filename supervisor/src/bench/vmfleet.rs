@@ -248,10 +248,19 @@ pub fn scale_run_here(vms: u32) -> Result<ScaleRun, BenchError> {
         // would make every later start compete with the guests already spinning.
         fleet.start_all(StartMode::Paused, |_, _| {}).await;
         let names: Vec<String> = fleet.list().into_iter().map(|vm| vm.name).collect();
-        futures::stream::iter(names.iter().map(|name| fleet.resume(name)))
+        let resumed = futures::stream::iter(names.iter().map(|name| fleet.resume(name)))
             .buffer_unordered(SCALE_RESUME_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
+        // A VM that did not resume is not counted as running; say why, for whoever reads the
+        // child's stderr (the figure itself is the count).
+        let failed: Vec<String> = resumed
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        if let Some(first) = failed.first() {
+            tracing::warn!("{} VM(s) did not resume; the first: {first}", failed.len());
+        }
         let running = fleet.list().iter().filter(|v| v.state == "running").count() as u32;
         let rss_running = rss_bytes().map_err(|e| wrong("vmfleet", vms, e))?;
         let guest_resident = guest_resident_bytes(1024).map_err(|e| wrong("vmfleet", vms, e))?;
