@@ -67,8 +67,10 @@ struct Shared {
     /// Made by [`Recorder::folding`]: no writer, no kept events, ever; its recording objects
     /// fold into their streams' parts directly.
     fold_only: bool,
-    /// The writer's channel, for events recorded without the mutex while [`Shared::write_only`].
-    direct: Option<SyncSender<Message>>,
+    /// To the writer thread; `None` for in-memory and folding-only recorders. Held here, not
+    /// under the mutex, so that write-only events reach it without the mutex. Once the writer
+    /// has finished, sends fail (its end of the channel is gone) and events are not written.
+    writer: Option<SyncSender<Message>>,
     /// Whether this recorder only writes (it keeps no events and folds no transcript): its
     /// events then go to the writer without the mutex, numbered by the writer.
     write_only: AtomicBool,
@@ -84,8 +86,6 @@ pub const WRITER_BACKLOG: usize = 65_536;
 #[derive(Debug)]
 struct State {
     next_seq: u64,
-    /// To the writer thread; `None` for in-memory recorders and after the writer was closed.
-    to_writer: Option<SyncSender<Message>>,
     /// The events recorded so far, when this recorder keeps them.
     kept: Option<Vec<Event>>,
     /// The canonical transcript of the events recorded so far, when this recorder folds them
@@ -108,17 +108,16 @@ impl Recorder {
         Recorder::with(None, true, false)
     }
 
-    fn with(to_writer: Option<SyncSender<Message>>, keep: bool, fold_only: bool) -> Recorder {
+    fn with(writer: Option<SyncSender<Message>>, keep: bool, fold_only: bool) -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
                 fold_only,
-                direct: to_writer.clone(),
-                write_only: AtomicBool::new(to_writer.is_some() && !keep),
+                write_only: AtomicBool::new(writer.is_some() && !keep),
+                writer,
                 sent: AtomicU64::new(0),
                 state: Mutex::new(State {
                     next_seq: 0,
-                    to_writer,
                     kept: keep.then(Vec::new),
                     folded: None,
                 }),
@@ -137,7 +136,7 @@ impl Recorder {
         detail: Option<String>,
     ) {
         if self.shared.write_only.load(Ordering::Acquire)
-            && let Some(tx) = &self.shared.direct
+            && let Some(tx) = &self.shared.writer
         {
             // The writer numbers it (see the module documentation).
             let event = self.event(0, stream, call.into(), outcome, detail);
@@ -157,8 +156,9 @@ impl Recorder {
         if let Some(folded) = state.folded.as_mut() {
             folded.push(&event);
         }
-        if let Some(tx) = &state.to_writer {
-            // A send only fails if the writer thread is gone (it panicked); finish reports that.
+        if let Some(tx) = &self.shared.writer {
+            // Sent under the mutex, so the writer's numbering is this one. A send only fails once
+            // the writer has stopped (finished, or panicked: `finish` reports that).
             let _ = tx.send(Message::Event(Box::new(event)));
         }
     }
@@ -501,16 +501,13 @@ impl TraceWriter {
     /// Tell the thread to stop and join it; `None` if it was already stopped or it panicked.
     fn stop(&mut self, clean: bool) -> Option<Result<WriteSummary, WriteError>> {
         let thread = self.thread.take()?;
-        {
-            let mut state = self.recorder.state();
-            if let Some(tx) = state.to_writer.take() {
-                let message = if clean {
-                    Message::Finish
-                } else {
-                    Message::Abandon
-                };
-                let _ = tx.send(message);
-            }
+        if let Some(tx) = &self.recorder.shared.writer {
+            // Events sent after this one are never written: the writer stops at it.
+            let _ = tx.send(if clean {
+                Message::Finish
+            } else {
+                Message::Abandon
+            });
         }
         thread.join().ok()
     }
