@@ -153,15 +153,18 @@ pub struct StartRow {
 pub struct RecordRow {
     /// VMs per run.
     pub vms: u32,
-    /// Runs per side.
+    /// Pairs of runs, one side each, not counting the warm-up pair.
     pub runs: u32,
     /// The start without recording (`None` when not measured, see `verdict`).
     pub off: Option<StartSide>,
     /// The start recorded to a trace file, as `vmfleet run --record` records.
     pub on: Option<StartSide>,
-    /// Unrecorded VMs/s divided by recorded VMs/s (medians; what recording costs the start); the
-    /// target is at most [`RECORD_TARGET_RATIO`](super::RECORD_TARGET_RATIO).
+    /// What recording costs the start: the median over adjacent pairs of runs of the recorded
+    /// time divided by the unrecorded time; the target is at most
+    /// [`RECORD_TARGET_RATIO`](super::RECORD_TARGET_RATIO).
     pub ratio: Option<f64>,
+    /// Each pair's ratio, in run order (the spread of `ratio`).
+    pub pair_ratios: Vec<f64>,
     /// The recorded start's trace, in bytes per VM (of its last run).
     pub trace_bytes_per_vm: Option<f64>,
     /// Whether the ratio meets the target.
@@ -177,6 +180,7 @@ impl RecordRow {
             off: None,
             on: None,
             ratio: None,
+            pair_ratios: Vec::new(),
             trace_bytes_per_vm: None,
             verdict,
         }

@@ -168,9 +168,81 @@ pub fn thread_count() -> Option<u64> {
 /// runtime and VM loops wind down in the background), and the next run, of either side, must not
 /// pay for that.
 pub fn settle(threads: Option<u64>) {
-    let Some(threads) = threads else { return };
+    if let Some(threads) = threads {
+        let clock = Instant::now();
+        while thread_count().is_some_and(|now| now > threads) && clock.elapsed() < SETTLE_LIMIT {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    quiet_host();
+}
+
+/// The longest [`quiet_host`] waits.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(2);
+/// The slice of time over which [`quiet_host`] judges the host's CPUs.
+const QUIET_SLICE: Duration = Duration::from_millis(20);
+/// The share of the host's CPU time that must be idle over a slice for the host to be quiet.
+const QUIET_IDLE: f64 = 0.9;
+
+/// Wait (at most [`QUIET_LIMIT`]) until the host's CPUs are idle ([`QUIET_IDLE`] of a
+/// [`QUIET_SLICE`], from `/proc/stat`). A run leaves the kernel work behind it: VMs and their
+/// memory freed after the last file closes, RCU callbacks, a trace's writeback. Starting the next
+/// run on top of that made adjacent runs differ by up to 2x, far more than the 2% the recording
+/// figure must resolve.
+pub fn quiet_host() {
     let clock = Instant::now();
-    while thread_count().is_some_and(|now| now > threads) && clock.elapsed() < SETTLE_LIMIT {
-        std::thread::sleep(Duration::from_micros(200));
+    let Some(mut before) = read_cpu_times() else {
+        return;
+    };
+    while clock.elapsed() < QUIET_LIMIT {
+        std::thread::sleep(QUIET_SLICE);
+        let Some(now) = read_cpu_times() else { return };
+        if now
+            .idle_share_since(&before)
+            .is_some_and(|idle| idle >= QUIET_IDLE)
+        {
+            return;
+        }
+        before = now;
+    }
+}
+
+fn read_cpu_times() -> Option<CpuTimes> {
+    CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The host's CPU time so far, all CPUs together, from the `cpu` line of `/proc/stat` (in
+/// clock ticks): idle (idle + iowait) and everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Ticks idle or waiting for I/O.
+    pub idle: u64,
+    /// All ticks.
+    pub total: u64,
+}
+
+impl CpuTimes {
+    /// The times of a `/proc/stat` text; `None` without a readable `cpu ` line.
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+        let (idle, iowait) = (*ticks.get(3)?, ticks.get(4).copied().unwrap_or(0));
+        Some(CpuTimes {
+            idle: idle + iowait,
+            total: ticks.iter().take(8).sum(),
+        })
+    }
+
+    /// The idle share of the CPU time between `earlier` and `self`; `None` if no tick passed.
+    pub fn idle_share_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| idle as f64 / total as f64)
     }
 }

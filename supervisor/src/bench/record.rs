@@ -9,17 +9,22 @@
 //! [`PEAK_POLL`] until they exit.
 
 use super::figures::{Figure, RecordRow, StartSide, TraceFigures, Verdict};
-use super::measure::{StartSample, Stopwatch, parse_status_bytes, settle, thread_count};
+use super::measure::{StartSample, Stopwatch, median, parse_status_bytes, settle, thread_count};
 use super::vmfleet::{vmfleet_start_recorded, vmfleet_start_to_first_exit, wrong};
-use super::{BenchError, VCPUS_PER_VM, start_runs};
+use super::{BenchError, VCPUS_PER_VM};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The VM counts of the recording figure (`--record-counts`).
 pub const RECORD_COUNTS: [u32; 2] = [100, 1000];
-/// vmfleet's start recorded may take at most this many times as long as unrecorded (medians).
+/// vmfleet's start recorded may take at most this many times as long as unrecorded (the median
+/// of adjacent pairs' ratios).
 pub const RECORD_TARGET_RATIO: f64 = 1.02;
+/// The fewest pairs of runs of the recording figure ([`record_pairs`]).
+pub const RECORD_MIN_PAIRS: u32 = 9;
+/// VMs started per side of the recording figure, at least ([`record_pairs`]).
+pub const RECORD_VMS_SAMPLED: u32 = 4000;
 /// VMs of the fleet whose trace is measured and replayed (`--trace-vms`).
 pub const TRACE_VMS: u32 = 1000;
 /// A trace of 1,000 VMs x 2 vCPUs in at most 1 MiB: 1 MiB / 1,000 bytes per VM (rounded down).
@@ -64,17 +69,22 @@ impl Drop for Scratch {
     }
 }
 
-/// The recording figure for `vms` VMs: unrecorded and recorded starts, interleaved (the order
-/// alternates run by run, so neither side always runs on a host the other just warmed or
-/// loaded), [`start_runs`] times each; the recorded start's trace size per VM (of its last run).
+/// The recording figure for `vms` VMs: unrecorded and recorded starts in adjacent pairs (the
+/// order alternates pair by pair, so neither side always runs on a host the other just warmed or
+/// loaded), [`record_pairs`] pairs after one pair that is not counted (the first runs of a process
+/// pay for its caches and the kernel's); the recorded start's trace size per VM (of its last run).
+///
+/// The figure is the median of the pairs' ratios, not the ratio of the two sides' medians: a
+/// host's speed drifts over a benchmark by far more than the 2% recording may cost, and two
+/// adjacent runs share most of that drift.
 pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
-    let runs = start_runs(vms, runs);
+    let runs = record_pairs(vms, runs);
     let measured = Scratch::new("record").and_then(|dir| {
         let trace = dir.path().join("start.trace");
         let (mut off, mut on, mut bytes) = (Vec::new(), Vec::new(), 0);
-        // Each run starts once the threads of the one before have ended.
+        // Each run starts once the threads of the one before have ended and the host is quiet.
         let threads = thread_count();
-        for run in 0..runs {
+        for run in 0..=runs {
             let mut recorded = || -> Result<StartSample, BenchError> {
                 let (sample, summary) = vmfleet_start_recorded(vms, VCPUS_PER_VM, &trace)?;
                 settle(threads);
@@ -86,12 +96,17 @@ pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
                 settle(threads);
                 Ok(sample)
             };
-            if run % 2 == 0 {
-                off.push(unrecorded()?);
-                on.push(recorded()?);
+            let (off_sample, on_sample) = if run % 2 == 0 {
+                let off = unrecorded()?;
+                (off, recorded()?)
             } else {
-                on.push(recorded()?);
-                off.push(unrecorded()?);
+                let on = recorded()?;
+                (unrecorded()?, on)
+            };
+            // Pair 0 warms up.
+            if run > 0 {
+                off.push(off_sample);
+                on.push(on_sample);
             }
         }
         Ok((off, on, bytes))
@@ -100,11 +115,9 @@ pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
         Ok(sides) => sides,
         Err(e) => return RecordRow::failed(vms, runs, Verdict::from_error(&e)),
     };
+    let pair_ratios = pair_ratios(&off, &on);
+    let ratio = median(&pair_ratios);
     let (off, on) = (StartSide::from_samples(&off), StartSide::from_samples(&on));
-    let ratio = match (&off, &on) {
-        (Some(off), Some(on)) => Some(off.median_vms_per_second / on.median_vms_per_second),
-        _ => None,
-    };
     RecordRow {
         vms,
         runs,
@@ -115,8 +128,28 @@ pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
         off,
         on,
         ratio,
+        pair_ratios,
         trace_bytes_per_vm: Some(bytes as f64 / f64::from(vms.max(1))),
     }
+}
+
+/// Pairs of runs of the recording figure at `vms` VMs: at least `runs`, [`RECORD_MIN_PAIRS`],
+/// and enough to start [`RECORD_VMS_SAMPLED`] VMs per side. Adjacent starts on this kind of host
+/// differ by 10-20%, so a 2% figure needs many pairs (the median's error shrinks with their
+/// square root); small fleets get more, they are cheap.
+pub fn record_pairs(vms: u32, runs: u32) -> u32 {
+    runs.max(RECORD_MIN_PAIRS)
+        .max(RECORD_VMS_SAMPLED.div_ceil(vms.max(1)))
+}
+
+/// Each adjacent pair's recorded time divided by its unrecorded time, in run order (pairs with
+/// an unrecorded time of zero are left out).
+pub fn pair_ratios(off: &[StartSample], on: &[StartSample]) -> Vec<f64> {
+    off.iter()
+        .zip(on)
+        .filter(|(off, _)| !off.elapsed.is_zero())
+        .map(|(off, on)| on.elapsed.as_secs_f64() / off.elapsed.as_secs_f64())
+        .collect()
 }
 
 /// What [`vmfleet_record_and_replay`] measured.

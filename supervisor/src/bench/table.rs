@@ -89,12 +89,17 @@ pub fn table(report: &BenchReport) -> String {
     if !report.record.is_empty() {
         let _ = writeln!(
             out,
-            "\nrecording: vmfleet's start recorded to a trace vs not, interleaved (target: recorded within {RECORD_TARGET_RATIO}x)"
+            "\nrecording: vmfleet's start recorded to a trace vs not, in adjacent pairs after one warm-up pair (target: the pairs' median ratio within {RECORD_TARGET_RATIO}x)"
         );
         let _ = writeln!(
             out,
-            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  verdict",
-            "VMs", "runs", "off ms (min-max)", "on ms (min-max)", "ratio", "trace B/VM"
+            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>10}  verdict",
+            "VMs",
+            "pairs",
+            "off ms (min-max)",
+            "on ms (min-max)",
+            "ratio (pairs min-max)",
+            "trace B/VM"
         );
         for row in &report.record {
             let side = |s: &Option<super::StartSide>| {
@@ -110,13 +115,23 @@ pub fn table(report: &BenchReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>6}  {:>10}  {}",
+                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>10}  {}",
                 row.vms,
                 row.runs,
                 side(&row.off),
                 side(&row.on),
-                row.ratio
-                    .map_or_else(|| "-".to_string(), |r| format!("{r:.3}x")),
+                row.ratio.map_or_else(
+                    || "-".to_string(),
+                    |r| {
+                        let lo = row
+                            .pair_ratios
+                            .iter()
+                            .copied()
+                            .fold(f64::INFINITY, f64::min);
+                        let hi = row.pair_ratios.iter().copied().fold(0.0, f64::max);
+                        format!("{r:.3}x ({lo:.2}-{hi:.2})")
+                    }
+                ),
                 row.trace_bytes_per_vm
                     .map_or_else(|| "-".to_string(), |b| format!("{b:.0}")),
                 row.verdict

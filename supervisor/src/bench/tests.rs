@@ -22,6 +22,45 @@ fn vm_rss_is_parsed() {
 }
 
 #[test]
+fn recording_pairs_give_ratios_in_run_order() {
+    let sample = |ms| StartSample {
+        vms: 10,
+        vcpus_per_vm: 2,
+        elapsed: Duration::from_millis(ms),
+    };
+    let off = [sample(100), sample(200), sample(0), sample(50)];
+    let on = [sample(110), sample(190), sample(5), sample(50)];
+    assert_eq!(super::record::pair_ratios(&off, &on), vec![1.1, 0.95, 1.0]);
+    assert_eq!(
+        super::record::pair_ratios(&off[..1], &on[..0]),
+        Vec::<f64>::new()
+    );
+    assert_eq!(super::record::record_pairs(100, 5), 40);
+    assert_eq!(super::record::record_pairs(1000, 5), 9);
+    assert_eq!(super::record::record_pairs(1000, 12), 12);
+}
+
+#[test]
+fn cpu_times_are_parsed_and_compared() {
+    let before = CpuTimes::parse("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 1 2 3 4 5\n").unwrap();
+    assert_eq!(
+        before,
+        CpuTimes {
+            idle: 845,
+            total: 1000
+        }
+    );
+    let after = CpuTimes::parse("cpu  150 5 100 880 45 0 0 0 0 0\n").unwrap();
+    let idle = after.idle_share_since(&before).unwrap();
+    assert!((idle - 80.0 / 180.0).abs() < 1e-9, "{idle}");
+    assert_eq!(before.idle_share_since(&before), None, "no tick passed");
+    assert_eq!(before.idle_share_since(&after), None, "times never go back");
+    assert_eq!(CpuTimes::parse("cpu0 1 2 3 4\n"), None);
+    assert_eq!(CpuTimes::parse("cpu  1 2 x 4\n"), None);
+    assert_eq!(CpuTimes::parse("cpu  1 2 3\n"), None);
+}
+
+#[test]
 fn own_rss_is_readable() {
     let rss = rss_bytes().expect("/proc/self/status");
     assert!(rss > 0 && rss % 1024 == 0, "{rss}");
@@ -190,6 +229,7 @@ fn report(verdict: Verdict) -> BenchReport {
             off: Some(side.clone()),
             on: Some(side.clone()),
             ratio: Some(1.01),
+            pair_ratios: vec![0.99, 1.01, 1.03],
             trace_bytes_per_vm: Some(4000.0),
             verdict,
         }],
