@@ -192,6 +192,10 @@ impl Hypervisor for RecordingHypervisor {
         self.inner.spawns_vcpu_threads_ahead()
     }
 
+    fn runs_guests(&self) -> bool {
+        self.inner.runs_guests()
+    }
+
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         let result = self.inner.call(call);
         self.host.reply(CallRef::System(call), &result);

@@ -509,6 +509,11 @@ impl Hypervisor for ReplayHypervisor {
         false
     }
 
+    /// No: a replayed vCPU serves recorded exits, it never spins.
+    fn runs_guests(&self) -> bool {
+        false
+    }
+
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         if matches!(call, SystemCall::CreateVm { .. }) {
             return Err(CallError::Backend(

@@ -181,6 +181,22 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
         );
     }
     assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    // `--runs 1` at 100 VMs: 800 VMs per side, 8 pairs, each with its ratio; the figure is
+    // their median.
+    assert_eq!(row["runs"], 8, "{row}");
+    let mut pairs: Vec<f64> = row["pair_ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(pairs.len(), 8, "{row}");
+    pairs.sort_by(f64::total_cmp);
+    let median = (pairs[3] + pairs[4]) / 2.0;
+    assert!(
+        (row["ratio"].as_f64().unwrap() - median).abs() < 1e-9,
+        "{row}"
+    );
     assert!(row["trace_bytes_per_vm"].as_f64().unwrap() > 0.0, "{row}");
     let status = &row["verdict"]["status"];
     assert!(status == "met" || status == "missed", "{row}");

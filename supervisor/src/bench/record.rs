@@ -21,10 +21,8 @@ pub const RECORD_COUNTS: [u32; 2] = [100, 1000];
 /// vmfleet's start recorded may take at most this many times as long as unrecorded (the median
 /// of adjacent pairs' ratios).
 pub const RECORD_TARGET_RATIO: f64 = 1.02;
-/// The fewest pairs of runs of the recording figure ([`record_pairs`]).
-pub const RECORD_MIN_PAIRS: u32 = 9;
-/// VMs started per side of the recording figure, at least ([`record_pairs`]).
-pub const RECORD_VMS_SAMPLED: u32 = 4000;
+/// VMs started per side of the recording figure, at least, for each of `--runs` ([`record_pairs`]).
+pub const RECORD_VMS_PER_RUN: u32 = 800;
 /// VMs of the fleet whose trace is measured and replayed (`--trace-vms`).
 pub const TRACE_VMS: u32 = 1000;
 /// A trace of 1,000 VMs x 2 vCPUs in at most 1 MiB: 1 MiB / 1,000 bytes per VM (rounded down).
@@ -133,13 +131,14 @@ pub(super) fn record_row(vms: u32, runs: u32) -> RecordRow {
     }
 }
 
-/// Pairs of runs of the recording figure at `vms` VMs: at least `runs`, [`RECORD_MIN_PAIRS`],
-/// and enough to start [`RECORD_VMS_SAMPLED`] VMs per side. Adjacent starts on this kind of host
-/// differ by 10-20%, so a 2% figure needs many pairs (the median's error shrinks with their
-/// square root); small fleets get more, they are cheap.
+/// Pairs of runs of the recording figure at `vms` VMs for `--runs runs`: `2 * runs - 1` (9 by
+/// default), or enough to start [`RECORD_VMS_PER_RUN`] x `runs` VMs per side (4,000 by default:
+/// 40 pairs of 100 VMs) if that is more. Adjacent starts on this kind of host differ by 10-20%,
+/// so a 2% figure needs many pairs (the median's error shrinks with their square root); small
+/// fleets get more, they are cheap.
 pub fn record_pairs(vms: u32, runs: u32) -> u32 {
-    runs.max(RECORD_MIN_PAIRS)
-        .max(RECORD_VMS_SAMPLED.div_ceil(vms.max(1)))
+    let runs = runs.max(1);
+    (2 * runs - 1).max((RECORD_VMS_PER_RUN * runs).div_ceil(vms.max(1)))
 }
 
 /// Each adjacent pair's recorded time divided by its unrecorded time, in run order (pairs with

@@ -160,7 +160,7 @@ pub enum LinkError {
     /// The loop has ended, so nothing reads the request.
     #[error("its event loop has ended")]
     LoopEnded,
-    /// Writing the loop's command eventfd failed.
+    /// Writing the loop's wake-up eventfd failed.
     #[error("cannot wake its event loop: {0}")]
     Wake(Arc<std::io::Error>),
 }
@@ -339,15 +339,12 @@ pub enum AfterRunError {
 /// own setup do not name it (the caller does); the others do.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum VmError {
-    /// The eventfd the control plane wakes the loop with could not be created.
-    #[error("cannot create its command eventfd: {0}")]
-    CommandEventfd(Arc<std::io::Error>),
+    /// The eventfd the control plane and the vCPU threads wake the loop with could not be created.
+    #[error("cannot create its wake-up eventfd: {0}")]
+    WakeEventfd(Arc<std::io::Error>),
     /// The VM's event-loop thread could not be spawned.
     #[error("cannot start its event loop thread: {0}")]
     LoopThread(Arc<std::io::Error>),
-    /// The eventfd vCPU threads wake the loop with could not be created.
-    #[error("cannot create its notice eventfd: {0}")]
-    NoticeEventfd(Arc<std::io::Error>),
     /// The backend could not create the VM.
     #[error("CREATE_VM: {0}")]
     CreateVm(CallError),
@@ -360,7 +357,7 @@ pub enum VmError {
     /// An eventfd could not be added to the event manager.
     #[error("cannot watch its {what} eventfd: {source}")]
     Watch {
-        /// Which eventfd (`command`, `notice`).
+        /// Which eventfd (`wake-up`).
         what: &'static str,
         /// Why adding it failed.
         source: Arc<event_manager::Error>,

@@ -1,9 +1,9 @@
 //! One VM's event loop: a thread of its own, built on `event-manager`, that owns the VM, its vCPU
 //! threads and its lifecycle.
 //!
-//! Two eventfds wake it: one for commands from the async control plane (over an `mpsc` channel;
-//! replies go back on tokio `oneshot`s), one for notices from its vCPU threads (first exit, parked,
-//! unparked, ended). vCPU threads run the guest and decode its exits themselves (one OS thread
+//! One eventfd wakes it, for commands from the async control plane (over an `mpsc` channel;
+//! replies go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit, parked,
+//! unparked, ended; over a second channel). vCPU threads run the guest and decode its exits themselves (one OS thread
 //! each, `KVM_RUN` blocks); the loop handles what changes the VM's life: a start completing, a
 //! pause settling, a vCPU ending or failing, a stop, a removal. Nothing here blocks on a guest: a
 //! pause or a stop kicks the vCPUs and is answered when the notices say it took effect.
@@ -76,9 +76,10 @@ enum ModelChange {
     },
 }
 
-/// Which eventfd woke the loop.
-const COMMANDS: u32 = 1;
-const NOTICES: u32 = 2;
+/// The loop's one eventfd, written by the control plane after a command and by vCPU threads
+/// after a notice: one fd per VM, not two (a 1,000-VM fleet made, watched and closed 2,000), and
+/// a loop woken by both at once wakes once.
+const WAKE: u32 = 1;
 
 struct VmLoop {
     /// The guests' architecture (the backend's: the host's, or the recorded trace's) and its
@@ -108,10 +109,10 @@ struct VmLoop {
     status: watch::Sender<VmStatus>,
     report: VmReport,
     commands: Receiver<Command>,
-    command_fd: Arc<EventFd>,
+    /// Wakes the loop for commands and notices alike ([`WAKE`]).
+    wake: Arc<EventFd>,
     notice_rx: Receiver<(usize, Notice)>,
     notice_tx: Sender<(usize, Notice)>,
-    notice_fd: Arc<EventFd>,
     starting: Vec<Answer<VmStatus>>,
     /// How the VM was started (what `starting` waits for).
     start_mode: StartMode,
@@ -130,41 +131,33 @@ struct VmLoop {
 
 impl MutEventSubscriber for VmLoop {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        match events.data() {
-            COMMANDS => {
-                // Nonblocking: the count is irrelevant, the channel holds the commands.
-                let _ = self.command_fd.read();
-                while let Ok(command) = self.commands.try_recv() {
-                    self.command(command);
-                }
-            }
-            NOTICES => {
-                let _ = self.notice_fd.read();
-                // Settle after every single notice, not after a batch: a vCPU's notices arrive in
-                // its own order (first exit before ended, unparked before ended), so answers that
-                // are due at a notice are given in the state right after it, however the notices
-                // of a live run happened to be batched. That is what makes them replayable.
-                while let Ok((index, notice)) = self.notice_rx.try_recv() {
-                    self.notice(index, notice);
-                    self.settle();
-                }
-            }
-            _ => {}
+        if events.data() != WAKE {
+            return;
+        }
+        // Nonblocking, and read before the channels: the count is irrelevant, the channels hold
+        // the commands and notices, and one written after this read wakes the loop again.
+        let _ = self.wake.read();
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(command);
+        }
+        // Settle after every single notice, not after a batch: a vCPU's notices arrive in its
+        // own order (first exit before ended, unparked before ended), so answers that are due at
+        // a notice are given in the state right after it, however the notices of a live run
+        // happened to be batched. That is what makes them replayable. (Commands and notices that
+        // wait together are taken in either order: live, their wake-ups race.)
+        while let Ok((index, notice)) = self.notice_rx.try_recv() {
+            self.notice(index, notice);
+            self.settle();
         }
         self.settle();
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for (fd, data, what) in [
-            (&self.command_fd, COMMANDS, "command"),
-            (&self.notice_fd, NOTICES, "notice"),
-        ] {
-            if let Err(e) = ops.add(Events::with_data(fd.as_ref(), data, EventSet::IN)) {
-                self.broken = Some(VmError::Watch {
-                    what,
-                    source: Arc::new(e),
-                });
-            }
+        if let Err(e) = ops.add(Events::with_data(self.wake.as_ref(), WAKE, EventSet::IN)) {
+            self.broken = Some(VmError::Watch {
+                what: "wake-up",
+                source: Arc::new(e),
+            });
         }
     }
 }
@@ -456,8 +449,9 @@ impl VmLoop {
             Arc::clone(&self.control),
             Arc::clone(&self.linger),
             self.notice_tx.clone(),
-            Arc::clone(&self.notice_fd),
+            Arc::clone(&self.wake),
             format!("{}-{}", self.name(), vcpu.id()),
+            self.hv.runs_guests(),
         )
         .map_err(|e| StartError::Thread {
             vcpu: vcpu.id(),

@@ -61,6 +61,11 @@ impl Hypervisor for ModelHypervisor {
         self.arch
     }
 
+    /// No: the model answers every exit from data.
+    fn runs_guests(&self) -> bool {
+        false
+    }
+
     fn call(&self, call: &SystemCall) -> Result<Reply, CallError> {
         let trivial = match call {
             SystemCall::GetApiVersion => Reply::Value(12),

@@ -38,7 +38,7 @@ pub(in crate::fleet) fn spawn(
     };
     let wake = EventFd::new(EFD_NONBLOCK)
         .map(Arc::new)
-        .map_err(|e| fail(VmError::CommandEventfd(Arc::new(e))))?;
+        .map_err(|e| fail(VmError::WakeEventfd(Arc::new(e))))?;
     let (commands_tx, commands) = mpsc::channel();
     let (status_tx, status) = watch::channel(VmStatus::new(Lifecycle::Creating));
     let name = setup.spec.name.clone();
@@ -91,13 +91,6 @@ fn vm_thread(
         ))));
         (why, Box::new(report.clone()))
     };
-    let notices = match EventFd::new(EFD_NONBLOCK) {
-        Ok(fd) => Arc::new(fd),
-        Err(e) => {
-            let _ = created.send(Err(fail(VmError::NoticeEventfd(Arc::new(e)))));
-            return;
-        }
-    };
     let vm = match setup.hv.create_vm(setup.id, &setup.spec.name) {
         Ok(vm) => VmHandle::new(vm, setup.spec.name.clone(), setup.hv.arch()),
         Err(e) => {
@@ -123,10 +116,9 @@ fn vm_thread(
         status,
         report,
         commands,
-        command_fd: wake,
+        wake,
         notice_rx,
         notice_tx,
-        notice_fd: notices,
         starting: Vec::new(),
         start_mode: StartMode::Running,
         pausing: Vec::new(),

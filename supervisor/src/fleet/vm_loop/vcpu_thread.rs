@@ -47,7 +47,9 @@ pub(super) struct ReadyThread {
 }
 
 /// Spawn vCPU `index`'s thread: it waits for its [`Launch`] (ending with `None` if the VM is torn
-/// down first), then runs the guest until the guest or the control plane ends the run.
+/// down first), then runs the guest until the guest or the control plane ends the run. It gives
+/// up its priority at the first exit when `runs_guest` (see [`vcpu::Hypervisor::runs_guests`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn_vcpu(
     index: usize,
     vcpu: Arc<VcpuHandle>,
@@ -56,6 +58,7 @@ pub(super) fn spawn_vcpu(
     tx: Sender<(usize, Notice)>,
     wake: Arc<EventFd>,
     name: String,
+    runs_guest: bool,
 ) -> std::io::Result<ReadyThread> {
     let (launch, launched) = mpsc::channel::<Launch>();
     let thread = threads::pool().spawn(name, move || {
@@ -68,7 +71,7 @@ pub(super) fn spawn_vcpu(
         };
         let parks_at_first_exit = launch.pauses_at_first_exit();
         let mut notify = |notice| {
-            if notice == VcpuNotice::FirstExit {
+            if runs_guest && notice == VcpuNotice::FirstExit {
                 // From here on the thread runs the guest, not the start path: let the VM
                 // loops and the control plane win the CPU from spinning guests.
                 if let Err(e) = vcpu::hypervisor::kvm::deprioritize_vcpu_thread() {
