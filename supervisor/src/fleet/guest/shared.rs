@@ -40,8 +40,10 @@ pub(in crate::fleet) struct SharedModels {
 
 #[derive(Default)]
 struct Inner {
-    /// Every table handed out, by content.
-    tables: HashSet<Arc<CpuidTable>>,
+    /// Every table handed out, by content. Hashed with foldhash, not SipHash: a table is ~500
+    /// words, every VM's loop interns a few under this fleet-wide lock, and SipHash took ~2 µs
+    /// of it per table (no key here comes from an adversary: the tables are the fleet's own).
+    tables: HashSet<Arc<CpuidTable>, foldhash::fast::RandomState>,
     /// Drop unused tables when `tables` reaches this size.
     tables_prune_at: usize,
     /// The drift of (requested, held), keyed by the addresses of the two interned tables; each
