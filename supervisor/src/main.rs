@@ -32,10 +32,6 @@ fn main() -> ExitCode {
         ),
         Err(e) => tracing::warn!("could not raise the open-files limit to the hard limit: {e}"),
     }
-    // Heaps grown in big steps: each step is an mprotect that every live VM hears about.
-    if !vcpu::hypervisor::kvm::tune_allocator() {
-        tracing::debug!("the allocator keeps its own top pad");
-    }
     let result = match cli.command {
         Command::Run(args) => commands::run(&args),
         Command::Replay(args) => commands::replay(&args),

@@ -12,7 +12,6 @@
 //! - `exit`: translating `kvm_ioctls::VcpuExit` into vmfleet's [`crate::VcpuExit`];
 //! - `x86_64` / `aarch64`: the architecture-specific ioctls, compiled only on that host;
 //! - `thread`: the scheduling priority of vCPU threads and of the trace writer, and thread names;
-//! - `alloc`: the allocator's tuning for a process that holds VMs (heaps grown in big steps);
 //! - `unavailable`: why KVM cannot be used, worded for the person at the terminal;
 //! - [`floor`]: the minimal start loop `vmfleet bench` measures vmfleet against (x86_64 hosts;
 //!   a stub that says so elsewhere).
@@ -21,12 +20,10 @@
 //! still compiles: [`KvmHypervisor::open`] returns [`KvmUnavailable::UnsupportedArch`].
 #![allow(unsafe_code)]
 
-mod alloc;
 pub mod floor;
 mod thread;
 mod unavailable;
 
-pub use alloc::{HEAP_TOP_PAD, tune_allocator};
 pub use thread::{VCPU_NICE, deprioritize_vcpu_thread, own_nice, set_own_name, set_own_nice};
 
 pub use unavailable::KvmUnavailable;
