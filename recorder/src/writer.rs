@@ -598,6 +598,9 @@ fn write_loop(
                 }
             }
         }
+        if found {
+            handoff.took_round();
+        }
         // Taken everything queued before the word to stop (events queued after it are refused).
         match handoff.stop() {
             Stop::Finish if handoff.is_empty() => break true,
