@@ -26,7 +26,6 @@ pub mod block;
 pub mod call;
 pub mod diff;
 pub mod format;
-pub mod handoff;
 pub mod output;
 pub mod reader;
 pub mod recording;

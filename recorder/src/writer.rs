@@ -15,18 +15,15 @@
 //! Recorders that keep events or fold a transcript number them under one small mutex and send
 //! them to the writer under it, so their `seq`s, their files and what they keep agree.
 //!
-//! Either way events reach the writer through a [`Handoff`]: a bounded lock-free queue that wakes
-//! the writer only when [`crate::handoff::WAKE_AT`] events wait, while the writer naps between
-//! rounds (2 ms while events come, up to 64 ms while none do). A channel woke it for every event:
-//! a 100-VM start recorded paid ~2,300 writer wake-ups and ~5% of its time for them. A recorder
-//! waits for the disk only when the writer is [`WRITER_BACKLOG`] events behind (backpressure on
-//! the vCPU threads of a huge fleet rather than unbounded memory). The writer thread encodes and
-//! buffers, and flushes whenever it has held unwritten data for [`FLUSH_INTERVAL`], so a killed
-//! process loses at most the last moments of its trace (which then reads back as cut short). An
-//! I/O error (disk full) stops the writing, never the recorders; [`TraceWriter::finish`] reports
-//! it. The writer thread keeps the fleet's priority, above the vCPU threads': a writer as low as
-//! thousands of spinning guests falls behind, its queue fills, and every recorded call (a VM's
-//! start among them) waits for it.
+//! Either way a recorder waits for the disk only when the writer is [`WRITER_BACKLOG`] events
+//! behind (backpressure on the vCPU threads of a huge fleet rather than unbounded memory). The
+//! writer thread encodes and buffers, and flushes whenever it has held unwritten data for
+//! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
+//! then reads back as cut short). An I/O error (disk full) stops the writing, never the
+//! recorders; [`TraceWriter::finish`] reports it. The writer thread keeps the fleet's priority,
+//! above the vCPU threads', and is woken by every event it waits for: a writer as low as
+//! thousands of spinning guests, or one that naps between batches, falls behind, its queue fills,
+//! and every recorded call (a VM's start among them) waits for it.
 //!
 //! A folding-only recorder ([`Recorder::folding`]: a replay, `run --transcript` without a trace)
 //! writes no trace and numbers nothing, so its recording objects fold their calls straight into
@@ -41,7 +38,6 @@
 use crate::block::{BLOCK_BYTES, BlockEncoder};
 use crate::call::TraceCall;
 use crate::format::{EncodeError, FORMAT_VERSION, encode_frame, preamble};
-use crate::handoff::{Handoff, NAP_MIN, Stop, next_nap};
 use crate::output::{Output, OutputError};
 use crate::render::{StreamFold, TranscriptFold};
 use crate::trace::{Event, TraceHeader};
@@ -49,6 +45,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -72,8 +69,8 @@ struct Shared {
     fold_only: bool,
     /// To the writer thread; `None` for in-memory and folding-only recorders. Held here, not
     /// under the mutex, so that write-only events reach it without the mutex. Once the writer
-    /// has been told to stop, pushes fail and events are not written.
-    writer: Option<Arc<Handoff<Box<Event>>>>,
+    /// has finished, sends fail (its end of the channel is gone) and events are not written.
+    writer: Option<SyncSender<Message>>,
     /// Whether this recorder only writes (it keeps no events and folds no transcript): its
     /// events then go to the writer without the mutex, numbered by the writer.
     write_only: AtomicBool,
@@ -96,13 +93,22 @@ struct State {
     folded: Option<Box<TranscriptFold>>,
 }
 
+#[derive(Debug)]
+enum Message {
+    Event(Box<Event>),
+    /// Write the end marker, flush, sync, stop.
+    Finish,
+    /// Flush what was written and stop without an end marker (the writer was dropped).
+    Abandon,
+}
+
 impl Recorder {
     /// A recorder that only keeps its events in memory (see [`Recorder::events`]).
     pub fn in_memory() -> Recorder {
         Recorder::with(None, true, false)
     }
 
-    fn with(writer: Option<Arc<Handoff<Box<Event>>>>, keep: bool, fold_only: bool) -> Recorder {
+    fn with(writer: Option<SyncSender<Message>>, keep: bool, fold_only: bool) -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
                 start: Instant::now(),
@@ -135,9 +141,9 @@ impl Recorder {
             // The writer numbers it (see the module documentation).
             let event = self.event(0, stream, call.into(), outcome, detail);
             self.shared.sent.fetch_add(1, Ordering::Relaxed);
-            // A push only fails once the writer was told to stop; the event is then not
-            // written, like any after `finish`.
-            let _ = tx.push(Box::new(event));
+            // A send only fails once the writer has stopped (finished, or panicked: `finish`
+            // reports that); the event is then not written, like any after `finish`.
+            let _ = tx.send(Message::Event(Box::new(event)));
             return;
         }
         let mut state = self.state();
@@ -151,9 +157,9 @@ impl Recorder {
             folded.push(&event);
         }
         if let Some(tx) = &self.shared.writer {
-            // Queued under the mutex, so the writer's numbering is this one. A push only fails
-            // once the writer was told to stop.
-            let _ = tx.push(Box::new(event));
+            // Sent under the mutex, so the writer's numbering is this one. A send only fails once
+            // the writer has stopped (finished, or panicked: `finish` reports that).
+            let _ = tx.send(Message::Event(Box::new(event)));
         }
     }
 
@@ -436,12 +442,12 @@ impl TraceWriter {
         out.write_all(&header_frame).map_err(io)?;
         let written = (preamble().len() + header_frame.len()) as u64;
 
-        let handoff = Arc::new(Handoff::new(WRITER_BACKLOG));
-        let recorder = Recorder::with(Some(Arc::clone(&handoff)), keep, false);
+        let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
+        let recorder = Recorder::with(Some(tx), keep, false);
         let thread_path = writing_to.clone();
         let thread = std::thread::Builder::new()
             .name("vmfleet-trace-writer".into())
-            .spawn(move || write_loop(thread_path, out, written, &handoff))
+            .spawn(move || write_loop(thread_path, out, written, rx))
             .map_err(io)?;
         Ok((
             recorder.clone(),
@@ -496,9 +502,12 @@ impl TraceWriter {
     fn stop(&mut self, clean: bool) -> Option<Result<WriteSummary, WriteError>> {
         let thread = self.thread.take()?;
         if let Some(tx) = &self.recorder.shared.writer {
-            // Events queued after this are never written: the writer takes what is queued and
-            // stops.
-            tx.tell_stop(if clean { Stop::Finish } else { Stop::Abandon });
+            // Events sent after this one are never written: the writer stops at it.
+            let _ = tx.send(if clean {
+                Message::Finish
+            } else {
+                Message::Abandon
+            });
         }
         thread.join().ok()
     }
@@ -525,9 +534,8 @@ fn write_loop(
     path: PathBuf,
     mut out: BufWriter<File>,
     mut bytes: u64,
-    handoff: &Handoff<Box<Event>>,
+    rx: Receiver<Message>,
 ) -> Result<WriteSummary, WriteError> {
-    handoff.writer_started();
     let io = |source| WriteError::Io {
         path: path.clone(),
         source,
@@ -560,71 +568,72 @@ fn write_loop(
         Ok(block.len() as u64)
     };
 
-    let mut nap = NAP_MIN;
     let finished = loop {
-        let mut found = false;
-        // At most a queue's worth per round, so a writer that never catches up still flushes.
-        for _ in 0..WRITER_BACKLOG {
-            let Some(mut event) = handoff.pop() else {
-                break;
-            };
-            found = true;
-            if failed.is_some() {
-                continue;
-            }
-            // The file order is the `seq` order, and times never go backwards (see the module
-            // documentation).
-            let seq = events;
-            event.seq = seq;
-            event.at_ns = event.at_ns.max(last_at);
-            last_at = event.at_ns;
-            let pushed = encoder
-                .push_event(&event)
-                .map_err(|source| WriteError::Encode {
-                    path: path.clone(),
-                    seq,
-                    source,
-                });
-            if let Err(e) = pushed {
-                failed = Some(e);
-                continue;
-            }
-            events += 1;
-            dirty_since.get_or_insert_with(Instant::now);
-            if encoder.len() >= BLOCK_BYTES {
-                match write_block(&mut encoder, &mut out, seq) {
-                    Ok(n) => bytes += n,
-                    Err(e) => failed = Some(e),
+        let message = match rx.try_recv() {
+            Ok(message) => Ok(message),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => match dirty_since {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => rx.recv_timeout(
+                    (since + FLUSH_INTERVAL).saturating_duration_since(Instant::now()),
+                ),
+            },
+        };
+        match message {
+            Ok(Message::Event(mut event)) => {
+                if failed.is_some() {
+                    continue;
+                }
+                // The file order is the `seq` order, and times never go backwards (see the
+                // module documentation).
+                let seq = events;
+                event.seq = seq;
+                event.at_ns = event.at_ns.max(last_at);
+                last_at = event.at_ns;
+                let pushed = encoder
+                    .push_event(&event)
+                    .map_err(|source| WriteError::Encode {
+                        path: path.clone(),
+                        seq,
+                        source,
+                    });
+                if let Err(e) = pushed {
+                    failed = Some(e);
+                    continue;
+                }
+                events += 1;
+                let since = *dirty_since.get_or_insert_with(Instant::now);
+                let due = since.elapsed() >= FLUSH_INTERVAL;
+                if due || encoder.len() >= BLOCK_BYTES {
+                    match write_block(&mut encoder, &mut out, seq) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if due && failed.is_none() {
+                    if let Err(e) = out.flush() {
+                        failed = Some(io(e));
+                    }
+                    dirty_since = None;
                 }
             }
-        }
-        if found {
-            handoff.took_round();
-        }
-        // Taken everything queued before the word to stop (events queued after it are refused).
-        match handoff.stop() {
-            Stop::Finish if handoff.is_empty() => break true,
-            Stop::Abandon if handoff.is_empty() => break false,
-            Stop::No => {}
-            // Events that raced the word: taken on the next round.
-            _ => continue,
-        }
-        if dirty_since.is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL) {
-            if failed.is_none() {
-                match write_block(&mut encoder, &mut out, events) {
-                    Ok(n) => bytes += n,
-                    Err(e) => failed = Some(e),
+            Err(RecvTimeoutError::Timeout) => {
+                if failed.is_none() {
+                    match write_block(&mut encoder, &mut out, events) {
+                        Ok(n) => bytes += n,
+                        Err(e) => failed = Some(e),
+                    }
                 }
+                if failed.is_none() {
+                    if let Err(e) = out.flush() {
+                        failed = Some(io(e));
+                    }
+                }
+                dirty_since = None;
             }
-            if failed.is_none()
-                && let Err(e) = out.flush()
-            {
-                failed = Some(io(e));
-            }
-            dirty_since = None;
+            Ok(Message::Finish) => break true,
+            Ok(Message::Abandon) | Err(RecvTimeoutError::Disconnected) => break false,
         }
-        nap = next_nap(nap, found);
-        handoff.nap(nap);
     };
 
     if let Some(e) = failed {
