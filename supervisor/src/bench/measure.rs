@@ -166,7 +166,8 @@ pub fn thread_count() -> Option<u64> {
 /// Wait (at most [`SETTLE_LIMIT`]) until this process has no more than `threads` busy threads
 /// ([`thread_count`]): a side's run returns before every thread it started has ended (vmfleet's
 /// runtime and VM loops wind down in the background), and the next run, of either side, must not
-/// pay for that.
+/// pay for that. Then wait for a quiet host ([`quiet_host`]): nor must it pay for the kernel's
+/// share of the teardown.
 pub fn settle(threads: Option<u64>) {
     if let Some(threads) = threads {
         let clock = Instant::now();

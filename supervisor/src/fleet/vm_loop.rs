@@ -2,9 +2,9 @@
 //! threads and its lifecycle.
 //!
 //! One eventfd wakes it, for commands from the async control plane (over an `mpsc` channel;
-//! replies go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit, parked,
-//! unparked, ended; over a second channel). vCPU threads run the guest and decode its exits themselves (one OS thread
-//! each, `KVM_RUN` blocks); the loop handles what changes the VM's life: a start completing, a
+//! replies go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit,
+//! parked, unparked, ended; over a second channel). vCPU threads run the guest and decode its
+//! exits themselves (one OS thread each, `KVM_RUN` blocks); the loop handles what changes the VM's life: a start completing, a
 //! pause settling, a vCPU ending or failing, a stop, a removal. Nothing here blocks on a guest: a
 //! pause or a stop kicks the vCPUs and is answered when the notices say it took effect.
 //!
@@ -140,6 +140,9 @@ impl MutEventSubscriber for VmLoop {
         while let Ok(command) = self.commands.try_recv() {
             self.command(command);
         }
+        // The commands' answers are given before any notice is taken, as they were when the two
+        // had an eventfd each and each wake-up ended in a settle.
+        self.settle();
         // Settle after every single notice, not after a batch: a vCPU's notices arrive in its
         // own order (first exit before ended, unparked before ended), so answers that are due at
         // a notice are given in the state right after it, however the notices of a live run

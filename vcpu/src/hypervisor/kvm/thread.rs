@@ -54,9 +54,10 @@ pub fn set_own_nice(nice: i32) -> std::io::Result<()> {
     // thread's nice value (Linux applies it per thread); no memory is passed.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc != 0 {
+        let error = std::io::Error::last_os_error();
         // Whatever it is now, it is read again next time.
         OWN_NICE.set(None);
-        return Err(std::io::Error::last_os_error());
+        return Err(error);
     }
     // The kernel clamps to -20..=19.
     OWN_NICE.set(Some(nice.clamp(-20, 19)));
