@@ -195,7 +195,10 @@ impl Fleet {
                     tracing::debug!("tearing down {name} after a failed create: {e}");
                 }
             }
-            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+            let end = lock(&link).take_end();
+            if let Some(end) = end {
+                end.wait().await;
+            }
         });
         futures::future::join_all(teardowns).await;
         self.entries()
@@ -223,7 +226,10 @@ impl Fleet {
     /// A VM that failed to come up: its loop has ended; keep its report.
     pub(super) async fn retire(&self, name: &str, report: Option<VmReport>) {
         if let Ok(link) = self.link(name) {
-            let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+            let end = lock(&link).take_end();
+            if let Some(end) = end {
+                end.wait().await;
+            }
         }
         let mut entries = self.entries();
         if let Some(entry) = entries.iter_mut().rev().find(|e| e.name == name) {

@@ -342,7 +342,7 @@ pub enum VmError {
     /// The eventfd the control plane and the vCPU threads wake the loop with could not be created.
     #[error("cannot create its wake-up eventfd: {0}")]
     WakeEventfd(Arc<std::io::Error>),
-    /// The VM's event-loop thread could not be spawned.
+    /// The VM's event loop could not be given a thread (its own, or a loop host's).
     #[error("cannot start its event loop thread: {0}")]
     LoopThread(Arc<std::io::Error>),
     /// The backend could not create the VM.

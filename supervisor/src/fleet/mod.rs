@@ -1,7 +1,8 @@
 //! The fleet: many VMs under one async control plane.
 //!
 //! [`Fleet`] is the control plane. It lives on tokio and never blocks: every VM has its own event
-//! loop thread (`vm_loop.rs`, built on `event-manager`) that owns the VM, its vCPU threads and its
+//! loop (`vm_loop.rs`, built on `event-manager`; on a thread of its own for real guests, on a
+//! shared loop host for a replay or a model) that owns the VM, its vCPU threads and its
 //! lifecycle; the fleet sends it commands and awaits the answers. So VM lifecycles proceed
 //! concurrently, a VM that misbehaves only delays requests about itself, and a guest spinning in
 //! `KVM_RUN` is stopped by kicks, never waited for.
@@ -355,10 +356,13 @@ impl Fleet {
         self.forget_loop(name, report).await
     }
 
-    /// A VM whose removal was answered: join its loop thread, keep its final report.
+    /// A VM whose removal was answered: wait until its loop is dropped, keep its final report.
     async fn forget_loop(&self, name: &str, report: VmReport) -> Result<VmReport, ControlError> {
         let link = self.link(name)?;
-        let _ = tokio::task::spawn_blocking(move || lock(&link).join()).await;
+        let end = lock(&link).take_end();
+        if let Some(end) = end {
+            end.wait().await;
+        }
         if let Some(entry) = self.entries().iter_mut().rev().find(|e| e.name == name) {
             entry.link = None;
             entry.report = Some(report.clone());
@@ -366,8 +370,8 @@ impl Fleet {
         Ok(report)
     }
 
-    /// A VM whose loop answered [`Command::Exit`]: keep its final report; its loop thread stays
-    /// parked until the process exits (dropping its handle detaches it, nothing is joined).
+    /// A VM whose loop answered [`Command::Exit`]: keep its final report; its loop (its thread
+    /// parked, or kept by its loop host) stays until the process exits (nothing is waited for).
     fn leave_loop(&self, name: &str, report: VmReport) -> VmReport {
         if let Some(entry) = self.entries().iter_mut().rev().find(|e| e.name == name) {
             entry.link = None;

@@ -1,5 +1,6 @@
-//! One VM's event loop: a thread of its own, built on `event-manager`, that owns the VM, its vCPU
-//! threads and its lifecycle.
+//! One VM's event loop, built on `event-manager`, that owns the VM, its vCPU threads and its
+//! lifecycle. It runs on a thread of its own when its backend runs guests, else on one of a few
+//! loop hosts shared by many VMs (`host.rs`).
 //!
 //! One eventfd wakes it, for commands from the async control plane (over an `mpsc` channel;
 //! replies go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit,
@@ -22,8 +23,8 @@
 //! program, what a vCPU thread runs, judging what it saw, after-run writes) is asked of
 //! [`Guest`], the fleet's one guest-architecture seam (`fleet/guest/`). Around the loop: its
 //! setup, run once before there are events (`setup.rs`), the control plane's end of it
-//! (`link.rs`), the vCPU threads (`vcpu_thread.rs`) and the CPU model as the loop asks for it
-//! (`model.rs`).
+//! (`link.rs`), where it runs (`host.rs`), the vCPU threads (`vcpu_thread.rs`) and the CPU model
+//! as the loop asks for it (`model.rs`).
 
 use super::error::{AfterRunError, ConfigureError, LinkError, ModelError, StartError, VmError};
 use super::guest::{Guest, ModelRequest, VcpuOutcome, VmParts};
@@ -31,10 +32,8 @@ use super::lifecycle::{ExitReason, Lifecycle, ModelView, StartMode, VcpuModelVie
 use crate::fleet::threads::PooledThread;
 use crate::report::{RunEnd, VmReport, VmState};
 use crate::spec::VmSpec;
-use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventOps, Events, MutEventSubscriber};
 use protocol::Op;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -47,6 +46,7 @@ use vcpu_thread::{Notice, ReadyThread, spawn_vcpu};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+mod host;
 mod link;
 mod model;
 mod setup;
@@ -127,6 +127,8 @@ struct VmLoop {
     done: bool,
     /// Set by `init` when the loop could not register its eventfds.
     broken: Option<VmError>,
+    /// Dropped with the loop: tells [`VmLink::take_end`]'s waiter that the VM and its objects are gone.
+    _ended: oneshot::Sender<()>,
 }
 
 impl MutEventSubscriber for VmLoop {

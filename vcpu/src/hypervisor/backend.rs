@@ -41,7 +41,8 @@ pub trait Hypervisor: Send + Sync {
     /// Whether its vCPUs run real guests, which may spin for ever: their threads then give up
     /// their priority at the first exit, so that the control plane wins the CPU from them (KVM:
     /// yes). A replay or a model answers from data, its threads never spin, and says no: a
-    /// thousand-VM replay saves two `setpriority` calls per vCPU and the pool's restoring them.
+    /// thousand-VM replay saves two `setpriority` calls per vCPU and the pool's restoring them,
+    /// and its VM loops share a few threads instead of one each (the supervisor's loop hosts).
     fn runs_guests(&self) -> bool {
         true
     }

@@ -37,6 +37,16 @@ pub(in crate::fleet) enum Command {
     Exit(Answer<VmReport>),
 }
 
+/// The end of a VM loop, to be awaited: see [`VmLink::take_end`].
+pub(in crate::fleet) struct LoopEnd(oneshot::Receiver<()>);
+
+impl LoopEnd {
+    /// Wait until the loop has been dropped.
+    pub(in crate::fleet) async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
 /// The control plane's end of a VM loop.
 pub(in crate::fleet) struct VmLink {
     pub(super) commands: Sender<Command>,
@@ -48,7 +58,8 @@ pub(in crate::fleet) struct VmLink {
     /// Shared with the loop and its vCPU threads: once set, a thread that ends parks for good
     /// instead of returning (see [`VmLink::linger`]).
     pub(super) linger: Arc<AtomicBool>,
-    pub(super) thread: Option<crate::fleet::threads::PooledThread<()>>,
+    /// Closed when the loop has been dropped: its VM and everything it held are gone.
+    pub(super) ended: Option<oneshot::Receiver<()>>,
 }
 
 impl VmLink {
@@ -76,10 +87,10 @@ impl VmLink {
         self.linger.store(true, Ordering::SeqCst);
     }
 
-    /// Join the loop thread (after `Remove` was answered).
-    pub(in crate::fleet) fn join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    /// What tells that the loop has been dropped, on its own thread or on a loop host (await it
+    /// after `Remove` was answered: the VM and everything it held are gone then). Nothing is
+    /// ever sent on it: it closes when the loop drops its end. `None` once taken.
+    pub(in crate::fleet) fn take_end(&mut self) -> Option<LoopEnd> {
+        self.ended.take().map(LoopEnd)
     }
 }

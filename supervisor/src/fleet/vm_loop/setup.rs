@@ -19,7 +19,8 @@ pub(in crate::fleet) struct VmSetup {
     pub shared: Arc<crate::fleet::guest::SharedModels>,
 }
 
-/// Start a VM loop thread: it creates and configures the VM, answers `created` (with the model,
+/// Start a VM loop (on a thread of its own or on a loop host, see `host.rs`): it creates and
+/// configures the VM, answers `created` (with the model,
 /// or with the report of a VM that failed to come up, after tearing it down), then serves
 /// commands until the VM is removed.
 #[allow(
@@ -45,24 +46,26 @@ pub(in crate::fleet) fn spawn(
     let loop_wake = Arc::clone(&wake);
     let control = Arc::new(RunControl::new());
     let linger = Arc::new(AtomicBool::new(false));
-    let thread = crate::fleet::threads::pool()
-        .spawn(format!("vm-{name}"), {
-            let control = Arc::clone(&control);
-            let linger = Arc::clone(&linger);
-            move || {
-                vm_thread(
-                    setup, control, &linger, loop_wake, commands, status_tx, created,
-                )
-            }
-        })
-        .map_err(|e| fail(VmError::LoopThread(Arc::new(e))))?;
+    // Closed when the loop is dropped (or its setup ends early), wherever it was served.
+    let (ended_tx, ended) = oneshot::channel();
+    let hosted = !setup.hv.runs_guests();
+    host::run(&name, hosted, {
+        let control = Arc::clone(&control);
+        let linger = Arc::clone(&linger);
+        move || {
+            set_up(
+                setup, control, &linger, loop_wake, commands, status_tx, created, ended_tx,
+            )
+        }
+    })
+    .map_err(|e| fail(VmError::LoopThread(Arc::new(e))))?;
     Ok(VmLink {
         commands: commands_tx,
         wake,
         status,
         control,
         linger,
-        thread: Some(thread),
+        ended: Some(ended),
     })
 }
 
@@ -74,7 +77,11 @@ pub(super) fn park_for_good() -> ! {
     }
 }
 
-fn vm_thread(
+/// Create and configure the VM, answer `created`, carry out the commands queued behind the
+/// creation: the loop, ready to serve its events, or `None` if the VM did not come up (its
+/// report went with the answer).
+#[allow(clippy::too_many_arguments)]
+fn set_up(
     setup: VmSetup,
     control: Arc<RunControl>,
     linger: &Arc<AtomicBool>,
@@ -82,7 +89,8 @@ fn vm_thread(
     commands: Receiver<Command>,
     status: watch::Sender<VmStatus>,
     created: oneshot::Sender<CreateResult>,
-) {
+    ended: oneshot::Sender<()>,
+) -> Option<VmLoop> {
     let mut report = VmReport::new(setup.id, &setup.spec);
     let mut fail = |why: VmError| {
         report.state = VmState::Failed(why.to_string());
@@ -95,7 +103,7 @@ fn vm_thread(
         Ok(vm) => VmHandle::new(vm, setup.spec.name.clone(), setup.hv.arch()),
         Err(e) => {
             let _ = created.send(Err(fail(VmError::CreateVm(e))));
-            return;
+            return None;
         }
     };
     let (notice_tx, notice_rx) = mpsc::channel();
@@ -130,13 +138,14 @@ fn vm_thread(
         exiting: false,
         done: false,
         broken: None,
+        _ended: ended,
     };
     if let Err(why) = this.configure() {
         this.report.state = VmState::Failed(why.to_string());
         this.teardown();
         this.set_lifecycle(Lifecycle::Exited(ExitReason::Failed(why.to_string())));
         let _ = created.send(Err((why.into(), Box::new(this.report.clone()))));
-        return;
+        return None;
     }
     this.set_lifecycle(Lifecycle::Created);
     // What `create` answers is the VM as configured, whatever a queued command does next.
@@ -161,30 +170,5 @@ fn vm_thread(
     }
     let _ = created.send(Ok((view, status)));
 
-    let shared = Rc::new(RefCell::new(this));
-    let mut manager = match EventManager::<Rc<RefCell<VmLoop>>>::new() {
-        Ok(manager) => manager,
-        Err(e) => {
-            shared
-                .borrow_mut()
-                .abandon(VmError::EventManager(Arc::new(e)));
-            return;
-        }
-    };
-    manager.add_subscriber(Rc::clone(&shared));
-    if let Some(why) = shared.borrow_mut().broken.take() {
-        shared.borrow_mut().abandon(why);
-        return;
-    }
-    while !shared.borrow().done {
-        if let Err(e) = manager.run() {
-            shared.borrow_mut().abandon(VmError::EventLoop(Arc::new(e)));
-            return;
-        }
-    }
-    if shared.borrow().exiting {
-        // Answered with the final report: keep the VM, its vCPUs and its memory (and this
-        // thread's stack) until the process exits.
-        park_for_good();
-    }
+    Some(this)
 }
