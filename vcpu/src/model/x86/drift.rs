@@ -272,6 +272,38 @@ impl GuestViewCheck {
     }
 }
 
+/// A table's entry positions sorted by leaf (table order within a leaf), so that
+/// [`CpuidTable::position`]'s answer takes a binary search instead of a scan: checking a guest's
+/// view looks up every probe and every entry, ~75 each, for every vCPU of a fleet (the scans
+/// were 3% of a 1,000-VM replay).
+struct ByLeaf<'a> {
+    table: &'a CpuidTable,
+    order: Vec<(u32, usize)>,
+}
+
+impl<'a> ByLeaf<'a> {
+    fn new(table: &'a CpuidTable) -> Self {
+        let mut order: Vec<(u32, usize)> = table
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(at, e)| (e.function, at))
+            .collect();
+        order.sort_unstable();
+        ByLeaf { table, order }
+    }
+
+    /// The first entry that `(leaf, subleaf)` reaches, as [`CpuidTable::position`] says.
+    fn position(&self, leaf: u32, subleaf: u32) -> Option<usize> {
+        let from = self.order.partition_point(|&(function, _)| function < leaf);
+        self.order[from..]
+            .iter()
+            .take_while(|&&(function, _)| function == leaf)
+            .map(|&(_, at)| at)
+            .find(|&at| self.table.entries[at].matches(leaf, subleaf))
+    }
+}
+
 /// Compare what the guest `seen` at each probed point with the `held` table, and look for
 /// `hidden` features the guest can still see.
 pub fn check_guest_view(
@@ -280,11 +312,12 @@ pub fn check_guest_view(
     hidden: &[&'static Feature],
 ) -> GuestViewCheck {
     let mut check = GuestViewCheck::default();
-    // The held entry each probe reached (one lookup per probe: a table and a probe list are
-    // each ~75 long, and this runs for every vCPU of a fleet).
+    // The held entry each probe reached (one indexed lookup per probe: a table and a probe list
+    // are each ~75 long, and this runs for every vCPU of a fleet).
+    let index = ByLeaf::new(held);
     let found: Vec<Option<usize>> = seen
         .iter()
-        .map(|s| held.position(s.leaf, s.subleaf))
+        .map(|s| index.position(s.leaf, s.subleaf))
         .collect();
     let mut reached = vec![false; held.entries.len()];
     for (s, &at) in seen.iter().zip(&found) {
@@ -320,13 +353,13 @@ pub fn check_guest_view(
     }
     for (at, e) in held.entries.iter().enumerate() {
         // An entry shadowed by an earlier one with the same key cannot be reached; not "unseen".
-        let reachable = held.position(e.function, e.probe_subleaf()) == Some(at);
+        let reachable = index.position(e.function, e.probe_subleaf()) == Some(at);
         if !reached[at] && reachable {
             check.unseen.push(key(e));
         }
     }
     for f in hidden {
-        let target = held.position(f.leaf, f.subleaf);
+        let target = index.position(f.leaf, f.subleaf);
         let visible = seen.iter().zip(&found).any(|(s, &at)| {
             let same_point = (s.leaf, s.subleaf) == (f.leaf, f.subleaf)
                 || (s.leaf == f.leaf && target.is_some() && at == target);
