@@ -330,6 +330,8 @@ pub(crate) struct Decoded {
     pub(crate) end: Option<u64>,
     /// Set when the block stopped early: why.
     pub(crate) problem: Option<String>,
+    /// The block's size uncompressed: what its bodies cost in memory is about proportional.
+    pub(crate) raw_bytes: usize,
 }
 
 /// An event of a decoded block: where it stands and which of the block's bodies it says.
@@ -555,6 +557,7 @@ pub(crate) fn decode_block(compressed: &[u8], whole: bool) -> Decoded {
         events,
         end,
         problem,
+        raw_bytes: raw.len(),
     }
 }
 

@@ -376,6 +376,10 @@ impl Vcpu for RecordingVcpu {
         self.inner.kicker()
     }
 
+    fn run_is_at_hand(&self) -> bool {
+        self.inner.run_is_at_hand()
+    }
+
     fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {
         let result = self.inner.control_point(wanted);
         self.flush();

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use vcpu::{
     Call, CallError, Errno, GuestArch, Hypervisor, Kick, LockRefusal, NoKick, Origin, Outcome,
-    ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm, VmCall,
-    VmId,
+    ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuExit, VcpuId, Vm,
+    VmCall, VmId,
 };
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
@@ -53,6 +53,8 @@ struct Queued {
     bodies: Arc<[EventBody]>,
     events: Box<[u32]>,
     served: usize,
+    /// What the window counts for it ([`EventRun::weight`]), given back once it is served.
+    weight: usize,
 }
 
 impl Queued {
@@ -62,6 +64,7 @@ impl Queued {
             events: run.events.iter().map(|e| e.body).collect(),
             bodies: run.bodies,
             served: 0,
+            weight: run.weight,
         }
     }
 
@@ -118,8 +121,8 @@ impl QueueState {
         self.events.iter().map(Queued::left).sum()
     }
 
-    /// Mark the next event served; when that was its run's last, the run's length (the feeder
-    /// counts queued events back a run at a time, not per event).
+    /// Mark the next event served; when that was its run's last, the run's weight (the feeder
+    /// counts the window back a run at a time, not per event).
     fn pop(&mut self) -> Option<usize> {
         let front = self.events.front_mut()?;
         self.last_served = Some(front.first_seq + front.served as u64);
@@ -127,7 +130,7 @@ impl QueueState {
         if front.left() > 0 {
             return None;
         }
-        let done = self.events.pop_front().map(|q| q.events.len());
+        let done = self.events.pop_front().map(|q| q.weight);
         if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
             self.events.shrink_to(EMPTY_QUEUE_ROOM);
         }
@@ -326,8 +329,8 @@ impl Inner {
         let outcome = expected.outcome.clone();
         let run_done = state.pop();
         drop(state);
-        if let Some(events) = run_done {
-            self.feed.took(events);
+        if let Some(weight) = run_done {
+            self.feed.took(weight);
         }
         Ok(outcome)
     }
@@ -428,6 +431,8 @@ impl ReplayHypervisor {
                     outcome: event.outcome,
                     detail: event.detail,
                 }]),
+                // Held whole, with no window: the weight counts for nothing.
+                weight: 0,
             };
             let state = states.entry(run.stream).or_default();
             state.events.push_back(Queued::new(run));
@@ -638,6 +643,46 @@ impl Vcpu for ReplayVcpu {
     /// Replayed runs never block: their kicks are the recorded `INTR` exits.
     fn kicker(&self) -> Arc<dyn Kick> {
         Arc::new(NoKick)
+    }
+
+    /// Yes when the stream's queued events hold the run's exits up to one that ends the guest
+    /// (halt, shutdown, a system event, a failed entry or an internal error), or up to a call
+    /// that is not a run, with no kick (`INTR`) and no control decision on the way. Calls before
+    /// the first run (the thread's setup) are passed over. The run may still end earlier (its
+    /// decoder says so); it never needs an event the feeder has not queued.
+    fn run_is_at_hand(&self) -> bool {
+        let state = lock(&self.queue.state);
+        let mut running = false;
+        for queued in &state.events {
+            for &body in &queued.events[queued.served..] {
+                let Some(body) = queued.bodies.get(body as usize) else {
+                    return false;
+                };
+                match (&body.call, &body.outcome) {
+                    (
+                        TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted),
+                        Ok(Reply::Exit(exit)),
+                    ) => {
+                        running = true;
+                        match exit {
+                            VcpuExit::Interrupted => return false,
+                            VcpuExit::Hlt
+                            | VcpuExit::Shutdown
+                            | VcpuExit::SystemEvent { .. }
+                            | VcpuExit::FailEntry { .. }
+                            | VcpuExit::InternalError { .. } => return true,
+                            _ => {}
+                        }
+                    }
+                    // A run that failed ends the run.
+                    (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), _) => return true,
+                    (TraceCall::Decision, _) => return false,
+                    _ if running => return true,
+                    _ => {}
+                }
+            }
+        }
+        false
     }
 
     /// The recorded decision, whatever this run's control plane wants right now (the handle then

@@ -156,7 +156,20 @@ struct Pending {
     bodies: Arc<[EventBody]>,
     events: Vec<Placed>,
     next: usize,
+    /// What holding one of its events costs (see [`EventRun::weight`]).
+    weight_per_event: usize,
 }
+
+/// What a queued event costs besides its body: its body's number.
+const EVENT_BYTES: usize = 4;
+
+/// A block's bodies in memory, per byte of the block uncompressed, at most: bincode's varints
+/// decode into fixed-width fields, and tables and strings get heap headers.
+const DECODED_PER_RAW_BYTE: usize = 4;
+
+/// What one event of a format 1-2 frame costs held (its own body, of no known size): a generous
+/// guess at a body with a CPUID table's worth of payload.
+const SINGLE_EVENT_BYTES: usize = 2048;
 
 impl Pending {
     fn none() -> Self {
@@ -164,11 +177,14 @@ impl Pending {
             bodies: Arc::new([]),
             events: Vec::new(),
             next: 0,
+            weight_per_event: EVENT_BYTES,
         }
     }
 
     fn of(block: Decoded) -> Self {
+        let bodies = block.raw_bytes.saturating_mul(DECODED_PER_RAW_BYTE);
         Pending {
+            weight_per_event: EVENT_BYTES + bodies.div_ceil(block.events.len().max(1)),
             bodies: block.bodies,
             events: block.events,
             next: 0,
@@ -192,6 +208,7 @@ impl Pending {
             bodies: Arc::new([body]),
             events: vec![placed],
             next: 0,
+            weight_per_event: EVENT_BYTES + SINGLE_EVENT_BYTES,
         }
     }
 
@@ -468,6 +485,7 @@ impl<R: Read> TraceStream<R> {
             stream: first.stream,
             first_seq: first.seq,
             bodies: Arc::clone(&self.pending.bodies),
+            weight: events.len().saturating_mul(self.pending.weight_per_event),
             events,
         })
     }

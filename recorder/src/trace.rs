@@ -280,6 +280,11 @@ pub struct EventRun {
     pub bodies: std::sync::Arc<[EventBody]>,
     /// The run's events in order.
     pub events: Vec<RunEvent>,
+    /// About what holding the run costs, in bytes: 4 per event (its body's number) plus its
+    /// share of the block's bodies. What a streamed replay's window counts, so that a trace
+    /// whose events share few bodies (a fleet of like VMs) streams far ahead in little memory,
+    /// and one whose every event is distinct is held a little at a time.
+    pub weight: usize,
 }
 
 /// One event of an [`EventRun`].

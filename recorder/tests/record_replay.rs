@@ -527,3 +527,106 @@ fn the_emulated_cpuid_call_records_and_replays() {
     assert_eq!(failure.expected, "GET_EMULATED_CPUID");
     assert_eq!(failure.stream, Stream::Host);
 }
+
+/// A replayed vCPU's run is at hand (it may run on a thread that serves other work) only when
+/// its stream holds every exit up to one that ends the guest, with no kick and no control
+/// decision on the way; calls before the first run are passed over, and a served exit is gone.
+#[test]
+fn a_run_is_at_hand_only_when_every_exit_to_the_end_is_queued_and_nothing_waits() {
+    use vcpu::{RunDecision, VcpuExit};
+    let (vm, vcpu) = (VmId(0), VcpuId(0));
+    let exit = |e: VcpuExit| (TraceCall::Vcpu(VcpuCall::Run), Ok(Reply::Exit(e)));
+    let io = || {
+        exit(VcpuExit::IoOut {
+            port: 0x511,
+            data: [1u8, 0, 0, 0].into_iter().collect(),
+        })
+    };
+    let at_hand = |runs: Vec<(TraceCall, Result<Reply, Failure>)>| {
+        let mut calls = vec![
+            (
+                TraceCall::System(SystemCall::CreateVm {
+                    vm,
+                    name: "a".into(),
+                }),
+                Stream::Vm(vm),
+                Ok(Reply::Done),
+            ),
+            (
+                TraceCall::Vm(VmCall::CreateVcpu { vcpu }),
+                Stream::Vcpu(vm, vcpu),
+                Ok(Reply::Done),
+            ),
+            (
+                TraceCall::Vcpu(VcpuCall::SetBootState { entry: 0x1000 }),
+                Stream::Vcpu(vm, vcpu),
+                Ok(Reply::Done),
+            ),
+        ];
+        calls.extend(
+            runs.into_iter()
+                .map(|(call, outcome)| (call, Stream::Vcpu(vm, vcpu), outcome)),
+        );
+        let events = calls
+            .into_iter()
+            .enumerate()
+            .map(|(seq, (call, stream, outcome))| Event {
+                seq: seq as u64,
+                stream,
+                call,
+                outcome,
+                detail: None,
+                at_ns: 0,
+            });
+        let replay = ReplayHypervisor::from_events(GuestArch::X86_64, events);
+        let mut created = replay.create_vm(vm, "a").unwrap();
+        let mut replayed = created.create_vcpu(vcpu).unwrap();
+        let before = replayed.run_is_at_hand();
+        replayed
+            .call(&VcpuCall::SetBootState { entry: 0x1000 })
+            .unwrap();
+        let set_up = replayed.run_is_at_hand();
+        assert_eq!(before, set_up, "calls before the first run are passed over");
+        let served = if set_up {
+            replayed.call(&VcpuCall::Run).unwrap();
+            replayed.run_is_at_hand()
+        } else {
+            false
+        };
+        (set_up, served)
+    };
+    // To the halt, or to the first call that is not a run: at hand, and still after one exit.
+    assert_eq!(at_hand(vec![io(), io(), exit(VcpuExit::Hlt)]), (true, true));
+    assert_eq!(
+        at_hand(vec![
+            io(),
+            io(),
+            (TraceCall::Vcpu(VcpuCall::Destroy), Ok(Reply::Done))
+        ]),
+        (true, true)
+    );
+    // The halt is its last exit: once served, nothing is left to run.
+    assert_eq!(at_hand(vec![io(), exit(VcpuExit::Hlt)]), (true, true));
+    assert!(at_hand(vec![exit(VcpuExit::Hlt)]).0);
+    // The queue ends before the guest does: the rest may wait for the feeder.
+    assert_eq!(at_hand(vec![io(), io()]), (false, false));
+    // A kick takes a control point, which may wait for the control plane.
+    assert_eq!(
+        at_hand(vec![io(), exit(VcpuExit::Interrupted), exit(VcpuExit::Hlt)]),
+        (false, false)
+    );
+    assert_eq!(
+        at_hand(vec![
+            io(),
+            (TraceCall::Decision, Ok(Reply::Decision(RunDecision::Stop))),
+            exit(VcpuExit::Hlt)
+        ]),
+        (false, false)
+    );
+    // A real vCPU never says yes: its runs wait on the guest.
+    let scripted = Scripted {
+        runs_before_halt: 1,
+    };
+    let mut live_vm = scripted.create_vm(vm, "a").unwrap();
+    assert!(!live_vm.create_vcpu(vcpu).unwrap().run_is_at_hand());
+}

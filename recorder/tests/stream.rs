@@ -147,3 +147,57 @@ fn converting_as_the_trace_is_read_writes_what_encode_trace_writes() {
         }
     }
 }
+
+/// What a run weighs (what a streamed replay's window counts): at least its events' numbers, and
+/// its block's bodies shared out evenly over the block's events, so that runs of one block weigh
+/// the same per event, and a trace of like VMs, whose blocks hold few distinct bodies, weighs a
+/// few bytes per event.
+#[test]
+fn runs_weigh_their_numbers_and_a_share_of_their_block() {
+    for (path, bytes) in fixtures() {
+        // Each fixture as recorded (format 1: one body per event) and as this vmfleet writes it.
+        let trace = Trace::from_bytes(&bytes).unwrap();
+        let converted =
+            recorder::encode_trace(&trace.header, &trace.events, trace.is_complete()).unwrap();
+        let (single, blocks) = (weigh(&path, &bytes), weigh(&path, &converted));
+        assert!(blocks <= single, "{}: {blocks} > {single}", path.display());
+        if path.ends_with("fleet.trace") {
+            assert!(blocks < 100, "{}: {blocks} bytes an event", path.display());
+        }
+    }
+}
+
+/// The trace's runs' weight per event, on average, after checking each run's.
+fn weigh(path: &std::path::Path, bytes: &[u8]) -> usize {
+    let mut stream = TraceStream::from_bytes(bytes).unwrap();
+    let mut last: Option<(std::sync::Arc<[recorder::EventBody]>, usize)> = None;
+    let (mut events, mut weight) = (0usize, 0usize);
+    while let Some(run) = stream.next_run(512) {
+        let per_event = run.weight / run.events.len();
+        assert_eq!(
+            per_event * run.events.len(),
+            run.weight,
+            "{}",
+            path.display()
+        );
+        assert!(
+            per_event > 4,
+            "{}: {per_event} bytes an event",
+            path.display()
+        );
+        if let Some((bodies, before)) = &last {
+            if std::sync::Arc::ptr_eq(bodies, &run.bodies) {
+                assert_eq!(
+                    *before,
+                    per_event,
+                    "{}: one block, two weights",
+                    path.display()
+                );
+            }
+        }
+        last = Some((std::sync::Arc::clone(&run.bodies), per_event));
+        events += run.events.len();
+        weight += run.weight;
+    }
+    weight / events.max(1)
+}

@@ -1,7 +1,7 @@
 //! Feeding a replay from a trace stream as it goes, holding a bounded window of events.
 //!
 //! A feeder thread pulls events from a [`TraceStream`] into the per-stream queues, at most
-//! `window` queued at a time; control events go to a callback instead (the supervisor re-issues
+//! `window` bytes of them queued at a time (as [`EventRun::weight`] counts them); control events go to a callback instead (the supervisor re-issues
 //! them). A call whose stream queue is empty waits on its own stream until the feeder queues
 //! more for it or has read the whole trace; only then is its stream at its end. The feeder wakes
 //! only the streams it queued for, and the calls tell it when half the window is free: no
@@ -36,14 +36,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use vcpu::Stream;
 
-/// How many events a streamed replay queues before the feeder waits (the window, unless it had
-/// to grow). A queued event costs 4 bytes (its body's number) plus its share of the decoded
-/// block it came from, whose distinct calls and outcomes are held once: about 1 MiB of numbers
-/// and a few blocks. A window this wide lets the calls of a large fleet run as they come instead
-/// of in step with the feeder: a 1,000-VM trace (919,001 events) replays in ~0.4 s where a
-/// window of 8,192 took ~0.6 s, and in less memory, because VMs finish and let go of their
-/// threads sooner.
-pub const DEFAULT_WINDOW: usize = 262_144;
+/// How much a streamed replay queues before the feeder waits (the window, unless it had to
+/// grow), in bytes as [`EventRun::weight`] counts them: a queued event costs 4 bytes (its body's
+/// number) plus its share of the decoded block it came from, whose distinct calls and outcomes
+/// are held once. A fleet of like VMs shares most bodies (a 1,000-VM trace: ~5 bytes an event),
+/// so its whole trace fits, and its VMs run as they come instead of waiting for the feeder: in
+/// events, a window of 262,144 replayed a 1,000-VM trace (919,001 events) in 0.23-0.30 s and
+/// 41-43 MiB, one of 1,048,576 in 0.18-0.26 s and 37-38 MiB (VMs finish sooner and let go of
+/// their threads). A trace whose every event is distinct is held ~100k events at a time.
+pub const DEFAULT_WINDOW: usize = 16 << 20;
 
 /// How long a full window may see no event taken before it grows.
 const STALL: Duration = Duration::from_millis(25);
@@ -60,11 +61,12 @@ pub(super) struct Feed {
     feeding: AtomicBool,
     /// Every event with a smaller `seq` is queued, taken, or was a control event.
     fed: AtomicU64,
-    /// Events queued and not yet taken (0 for a replay without a feeder).
+    /// What is queued and not yet taken, in bytes as [`EventRun::weight`] counts them (0 for a
+    /// replay without a feeder).
     queued: AtomicUsize,
     /// Bumped whenever calls have taken a whole run of events.
     taken: AtomicU64,
-    /// How many may be queued before the feeder waits.
+    /// How much may be queued before the feeder waits, in the same bytes.
     window: AtomicUsize,
     /// The run is over: count the rest, do not queue it.
     draining: AtomicBool,
@@ -117,7 +119,7 @@ impl Feed {
         Feed::new(false, usize::MAX)
     }
 
-    /// A feeder queuing about `window` events at a time.
+    /// A feeder queuing about `window` bytes of events at a time.
     pub(super) fn streaming(window: usize) -> Feed {
         Feed::new(true, window)
     }
@@ -132,9 +134,9 @@ impl Feed {
         self.fed.load(Ordering::Acquire)
     }
 
-    /// Calls took the last of a run of `events` queued events (counted back a run at a time, so
-    /// the counters are not a contended cache line per event): wake the feeder once half the
-    /// window is free.
+    /// Calls took the last event of a queued run that weighed `events` (counted back a run at a
+    /// time, so the counters are not a contended cache line per event): wake the feeder once
+    /// half the window is free.
     pub(super) fn took(&self, events: usize) {
         self.taken.fetch_add(1, Ordering::Relaxed);
         let Ok(before) = self
@@ -322,10 +324,7 @@ fn queue_run(inner: &Inner, queues: &mut HashMap<Stream, Arc<StreamQueue>>, run:
         .entry(run.stream)
         .or_insert_with(|| inner.queue(run.stream));
     // Counted before they can be taken, so `queued` never goes below what is queued.
-    inner
-        .feed
-        .queued
-        .fetch_add(run.events.len(), Ordering::SeqCst);
+    inner.feed.queued.fetch_add(run.weight, Ordering::SeqCst);
     let mut state: MutexGuard<'_, _> = lock(&queue.state);
     state.events.push_back(Queued::new(run));
     if state.waiting > 0 {

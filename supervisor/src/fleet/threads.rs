@@ -66,6 +66,15 @@ pub struct PooledThread<T> {
 }
 
 impl<T> PooledThread<T> {
+    /// Do `work` on this thread now and hold its result (or its panic) as a finished job's: for
+    /// work known never to block (a replayed vCPU whose whole run is at hand), which needs no
+    /// thread of its own.
+    pub fn run_here<F: FnOnce() -> T>(work: F) -> PooledThread<T> {
+        let (tx, result) = mpsc::sync_channel(1);
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(work)));
+        PooledThread { result }
+    }
+
     /// Wait for the job to end: its value, or the payload of its panic.
     pub fn join(self) -> std::thread::Result<T> {
         self.result.recv().unwrap_or_else(|_| {

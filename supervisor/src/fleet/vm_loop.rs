@@ -42,7 +42,7 @@ use vcpu::runtime::runner::{ProbeEnd, VcpuNotice};
 use vcpu::{
     Hypervisor, RunControl, RunDecision, Seal, VcpuCall, VcpuHandle, VcpuId, VmCall, VmHandle,
 };
-use vcpu_thread::{Notice, ReadyThread, spawn_vcpu};
+use vcpu_thread::{Notice, ReadyThread, VcpuRunner, spawn_vcpu};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -411,12 +411,25 @@ impl VmLoop {
         let launch = guest.load(vm, paused)?;
         let ready = std::mem::replace(&mut self.ready, Ok(Vec::new()))?;
         if ready.is_empty() {
-            // Not started ahead: each thread starts with its launch already waiting.
-            for index in 0..self.vcpus.len() {
+            // Not started ahead: each thread starts with its launch already waiting. A vCPU
+            // whose whole run is at hand (a replay's, with nothing in it that waits) runs here,
+            // after the threads of the others started: it needs no thread, and its notices
+            // reach this loop as a thread's do.
+            let here: Vec<bool> = self
+                .vcpus
+                .iter()
+                .map(|vcpu| !self.hv.runs_guests() && !paused && vcpu.run_is_at_hand())
+                .collect();
+            let mut threads: Vec<_> = (0..self.vcpus.len()).map(|_| None).collect();
+            for index in (0..self.vcpus.len()).filter(|&i| !here[i]) {
                 let spawned = self.spawn_thread(index)?;
                 let _ = spawned.launch.send(launch.clone());
-                self.threads.push(Some(spawned.thread));
+                threads[index] = Some(spawned.thread);
             }
+            for index in (0..self.vcpus.len()).filter(|&i| here[i]) {
+                threads[index] = Some(self.runner(index).run_here(launch.clone()));
+            }
+            self.threads = threads;
             return Ok(());
         }
         for ready in ready {
@@ -445,22 +458,27 @@ impl VmLoop {
         self.ready = Ok(ready);
     }
 
+    /// What vCPU `index`'s run needs besides its launch.
+    fn runner(&self, index: usize) -> VcpuRunner {
+        VcpuRunner {
+            index,
+            vcpu: Arc::clone(&self.vcpus[index]),
+            control: Arc::clone(&self.control),
+            linger: Arc::clone(&self.linger),
+            tx: self.notice_tx.clone(),
+            wake: Arc::clone(&self.wake),
+            runs_guest: self.hv.runs_guests(),
+        }
+    }
+
     /// Spawn vCPU `index`'s thread, waiting for its [`Launch`](crate::fleet::guest::Launch).
     fn spawn_thread(&self, index: usize) -> Result<ReadyThread, StartError> {
         let vcpu = &self.vcpus[index];
-        spawn_vcpu(
-            index,
-            Arc::clone(vcpu),
-            Arc::clone(&self.control),
-            Arc::clone(&self.linger),
-            self.notice_tx.clone(),
-            Arc::clone(&self.wake),
-            format!("{}-{}", self.name(), vcpu.id()),
-            self.hv.runs_guests(),
-        )
-        .map_err(|e| StartError::Thread {
-            vcpu: vcpu.id(),
-            source: Arc::new(e),
+        spawn_vcpu(self.runner(index), format!("{}-{}", self.name(), vcpu.id())).map_err(|e| {
+            StartError::Thread {
+                vcpu: vcpu.id(),
+                source: Arc::new(e),
+            }
         })
     }
 

@@ -84,6 +84,15 @@ pub trait Vcpu: Send {
     /// backend decides `wanted`; the recorder writes the decision down; the replay backend answers
     /// the recorded decision instead, which the caller then waits for its control plane to reach.
     fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError>;
+
+    /// Whether a run from here to the guest's end is known already and waits for nothing: every
+    /// exit up to one that ends the guest is at hand, and none is a kick (whose control point may
+    /// wait for the control plane). Then the run may go on a thread that serves other work too,
+    /// since it cannot block it. A replay can say yes (its exits are in the trace); a real vCPU
+    /// never does (`KVM_RUN` waits on the guest).
+    fn run_is_at_hand(&self) -> bool {
+        false
+    }
 }
 
 /// Interrupting a vCPU that may be inside `KVM_RUN`, from any thread.

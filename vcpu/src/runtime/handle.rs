@@ -427,6 +427,12 @@ impl VcpuHandle {
         }
     }
 
+    /// Whether its backend knows the whole run from here and nothing in it waits (see
+    /// [`crate::hypervisor::backend::Vcpu::run_is_at_hand`]).
+    pub fn run_is_at_hand(&self) -> bool {
+        self.backend().run_is_at_hand()
+    }
+
     /// What makes this vCPU leave `KVM_RUN` from another thread.
     pub fn kicker(&self) -> Arc<dyn Kick> {
         Arc::clone(&self.kick)

@@ -46,23 +46,33 @@ pub(super) struct ReadyThread {
     pub thread: PooledThread<Option<VcpuOutcome>>,
 }
 
-/// Spawn vCPU `index`'s thread: it waits for its [`Launch`] (ending with `None` if the VM is torn
-/// down first), then runs the guest until the guest or the control plane ends the run. It gives
-/// up its priority at the first exit when `runs_guest` (see [`vcpu::Hypervisor::runs_guests`]).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn spawn_vcpu(
-    index: usize,
-    vcpu: Arc<VcpuHandle>,
-    control: Arc<RunControl>,
-    linger: Arc<AtomicBool>,
-    tx: Sender<(usize, Notice)>,
-    wake: Arc<EventFd>,
-    name: String,
-    runs_guest: bool,
-) -> std::io::Result<ReadyThread> {
-    let (launch, launched) = mpsc::channel::<Launch>();
-    let thread = threads::pool().spawn(name, move || {
-        let launch = launched.recv().ok()?;
+/// What a vCPU's run needs besides its launch: its vCPU, the VM's run control, where its notices
+/// go, and how its thread behaves.
+pub(super) struct VcpuRunner {
+    pub index: usize,
+    pub vcpu: Arc<VcpuHandle>,
+    pub control: Arc<RunControl>,
+    pub linger: Arc<AtomicBool>,
+    pub tx: Sender<(usize, Notice)>,
+    pub wake: Arc<EventFd>,
+    /// It gives up its priority at the first exit (see [`vcpu::Hypervisor::runs_guests`]).
+    pub runs_guest: bool,
+}
+
+impl VcpuRunner {
+    /// Run the guest until the guest or the control plane ends the run, telling the loop what
+    /// happens. On a thread of its own (`own_thread`) that ends while the process is about to
+    /// exit, hand the outcome over and park for good; else return it.
+    fn run(self, launch: Launch, own_thread: bool) -> Option<VcpuOutcome> {
+        let VcpuRunner {
+            index,
+            vcpu,
+            control,
+            linger,
+            tx,
+            wake,
+            runs_guest,
+        } = self;
         let mut end = EndNotice {
             index,
             tx: tx.clone(),
@@ -89,7 +99,7 @@ pub(super) fn spawn_vcpu(
             }
         };
         let outcome = launch.run(&vcpu, &control, &mut notify);
-        if linger.load(Ordering::SeqCst) {
+        if own_thread && linger.load(Ordering::SeqCst) {
             // The process is about to exit: hand the outcome over and keep this thread (its
             // stack) and the vCPU it holds until then.
             end.handed_over = Some(Box::new(outcome));
@@ -98,6 +108,24 @@ pub(super) fn spawn_vcpu(
         }
         drop(end);
         Some(outcome)
+    }
+
+    /// Run it on the calling thread, now (for a run that cannot block: see
+    /// [`vcpu::VcpuHandle::run_is_at_hand`]); its notices are queued for the loop as a thread's
+    /// are, and the result is held as a finished thread's.
+    pub fn run_here(self, launch: Launch) -> PooledThread<Option<VcpuOutcome>> {
+        PooledThread::run_here(move || self.run(launch, false))
+    }
+}
+
+/// Spawn vCPU `index`'s thread (named `name`): it waits for its [`Launch`] (ending with `None` if
+/// the VM is torn down first), then runs the guest until the guest or the control plane ends the
+/// run.
+pub(super) fn spawn_vcpu(runner: VcpuRunner, name: String) -> std::io::Result<ReadyThread> {
+    let (launch, launched) = mpsc::channel::<Launch>();
+    let thread = threads::pool().spawn(name, move || {
+        let launch = launched.recv().ok()?;
+        runner.run(launch, true)
     })?;
     Ok(ReadyThread { launch, thread })
 }
