@@ -39,7 +39,7 @@ const MAX_HOSTS: usize = 4;
 
 /// A VM loop as a host holds it: the loop and the id its host gave it.
 pub(super) struct Hosted {
-    vm: VmLoop,
+    vm: Box<VmLoop>,
     id: Option<SubscriberId>,
 }
 
@@ -153,7 +153,7 @@ fn serve(manager: &mut EventManager<Hosted>) -> ! {
 pub(super) fn run(
     name: &str,
     hosted: bool,
-    set_up: impl FnOnce() -> Option<VmLoop> + Send + 'static,
+    set_up: impl FnOnce() -> Option<Box<VmLoop>> + Send + 'static,
 ) -> std::io::Result<()> {
     if hosted {
         if let Some(hosts) = hosts() {
@@ -189,9 +189,9 @@ pub(super) fn run(
 
 /// Serve `vm` on this thread until it is done; a VM of a process about to exit then keeps the
 /// thread (parked) with everything it holds.
-fn serve_here(vm: VmLoop) {
+fn serve_here(vm: Box<VmLoop>) {
     let shared = std::rc::Rc::new(RefCell::new(vm));
-    let mut manager = match EventManager::<std::rc::Rc<RefCell<VmLoop>>>::new() {
+    let mut manager = match EventManager::<std::rc::Rc<RefCell<Box<VmLoop>>>>::new() {
         Ok(manager) => manager,
         Err(e) => {
             shared
