@@ -146,7 +146,7 @@ impl Fleet {
             let _shared = self.gate.read().await;
             let _turn = turn.lock().await;
             let mut entries = self.entries();
-            let bound = match entries.iter_mut().rev().find(|e| e.name == name) {
+            let bound = match entries.newest_mut(name) {
                 None => Err(ControlError::UnknownVm(name.to_string())),
                 Some(entry) => match entry.status.clone() {
                     None => Err(ControlError::Removed {

@@ -121,7 +121,7 @@ impl Fleet {
     }
 
     /// Add a VM to the fleet and spawn its loop (which creates it).
-    pub(super) fn push_vm(&self, entries: &mut Vec<Entry>, spec: VmSpec) -> (String, Created) {
+    pub(super) fn push_vm(&self, entries: &mut Entries, spec: VmSpec) -> (String, Created) {
         let id = VmId(self.next_id.fetch_add(1, Ordering::SeqCst));
         let name = spec.name.clone();
         let vcpus = spec.vcpus;
@@ -232,7 +232,7 @@ impl Fleet {
             }
         }
         let mut entries = self.entries();
-        if let Some(entry) = entries.iter_mut().rev().find(|e| e.name == name) {
+        if let Some(entry) = entries.newest_mut(name) {
             entry.link = None;
             if report.is_some() {
                 entry.report = report;
