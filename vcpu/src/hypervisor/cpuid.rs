@@ -157,21 +157,18 @@ impl CpuidTable {
 
     /// A short, stable fingerprint of the whole table (order included), for transcripts.
     pub fn digest(&self) -> u32 {
-        // One update per entry, not per word: the CRC's per-call setup cost 4-byte updates
-        // more than the hashing (2% of a fleet replay, which digests every table it serves).
-        // Not a bigger buffer: this runs deep in every VM loop's stack, and 896 bytes of buffer
-        // here made each of a 1,000-VM replay's ~1,300 threads touch one more stack page
-        // (+5 MiB at its peak).
-        let mut hasher = crc32fast::Hasher::new();
-        let mut bytes = [0u8; 28];
+        // One update for the whole table, from a copy on the heap: the CRC's per-call setup cost
+        // more than the hashing when it ran per word, and still ~2% of a fleet replay (whose
+        // transcript names every table's digest) when it ran per entry. Not a buffer on the
+        // stack: this runs deep in every VM loop's stack, and 896 bytes of stack buffer here
+        // made each of a 1,000-VM fleet's loop threads touch one more stack page.
+        let mut bytes = Vec::with_capacity(self.entries.len() * 28);
         for e in &self.entries {
-            let words = [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx];
-            for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
-                chunk.copy_from_slice(&word.to_le_bytes());
+            for word in [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx] {
+                bytes.extend_from_slice(&word.to_le_bytes());
             }
-            hasher.update(&bytes);
         }
-        hasher.finalize()
+        crc32fast::hash(&bytes)
     }
 
     /// `(leaf, subleaf)` pairs a guest must execute to see every entry of this table.
