@@ -179,7 +179,8 @@ impl Fleet {
         let Some(failure) = failure else {
             return Ok(models);
         };
-        // All or nothing: tear down what came up, join every loop, forget the request's VMs.
+        // All or nothing: tear down what came up, wait until every loop is dropped, forget the
+        // request's VMs.
         let teardowns = ids.iter().map(|(name, id)| async move {
             let link = {
                 let entries = self.entries();
