@@ -1,11 +1,11 @@
 //! Feeding a replay from a trace stream as it goes, holding a bounded window of events.
 //!
-//! A feeder thread pulls events from a [`TraceStream`] into the per-stream queues, at most
-//! `window` bytes of them queued at a time (as [`EventRun::weight`] counts them); control events go to a callback instead (the supervisor re-issues
-//! them). A call whose stream queue is empty waits on its own stream until the feeder queues
-//! more for it or has read the whole trace; only then is its stream at its end. The feeder wakes
-//! only the streams it queued for, and the calls tell it when half the window is free: no
-//! thread is woken for another's event.
+//! A feeder thread pulls events from a [`TraceStream`] into the per-stream queues, at most `window`
+//! bytes of them queued at a time (as [`EventRun::weight`] counts them); control events go to a
+//! callback instead (the supervisor re-issues them). A call whose stream queue is empty waits on
+//! its own stream until the feeder queues more for it or has read the whole trace; only then is its
+//! stream at its end. The feeder wakes only the streams it queued for, and the calls tell it when
+//! half the window is free: no thread is woken for another's event.
 //!
 //! The window is soft. The live run's threads need not consume the trace in file order (a vCPU
 //! may wait on another VM's progress, which replay schedules differently), so every call may be
@@ -134,21 +134,21 @@ impl Feed {
         self.fed.load(Ordering::Acquire)
     }
 
-    /// Calls took the last event of a queued run that weighed `events` (counted back a run at a
+    /// Calls took the last event of a queued run that weighed `weight` (counted back a run at a
     /// time, so the counters are not a contended cache line per event): wake the feeder once
     /// half the window is free.
-    pub(super) fn took(&self, events: usize) {
+    pub(super) fn took(&self, weight: usize) {
         self.taken.fetch_add(1, Ordering::Relaxed);
         let Ok(before) = self
             .queued
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
-                q.checked_sub(events)
+                q.checked_sub(weight)
             })
         else {
             return;
         };
         if self.feeder_waiting.load(Ordering::SeqCst)
-            && before - events <= self.window.load(Ordering::Relaxed) / 2
+            && before - weight <= self.window.load(Ordering::Relaxed) / 2
         {
             let _room = lock(&self.room);
             self.room_freed.notify_one();

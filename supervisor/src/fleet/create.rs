@@ -196,10 +196,7 @@ impl Fleet {
                     tracing::debug!("tearing down {name} after a failed create: {e}");
                 }
             }
-            let end = lock(&link).take_end();
-            if let Some(end) = end {
-                end.wait().await;
-            }
+            loop_dropped(&link).await;
         });
         futures::future::join_all(teardowns).await;
         self.entries()
@@ -227,10 +224,7 @@ impl Fleet {
     /// A VM that failed to come up: its loop has ended; keep its report.
     pub(super) async fn retire(&self, name: &str, report: Option<VmReport>) {
         if let Ok(link) = self.link(name) {
-            let end = lock(&link).take_end();
-            if let Some(end) = end {
-                end.wait().await;
-            }
+            loop_dropped(&link).await;
         }
         let mut entries = self.entries();
         if let Some(entry) = entries.newest_mut(name) {

@@ -359,10 +359,7 @@ impl Fleet {
     /// A VM whose removal was answered: wait until its loop is dropped, keep its final report.
     async fn forget_loop(&self, name: &str, report: VmReport) -> Result<VmReport, ControlError> {
         let link = self.link(name)?;
-        let end = lock(&link).take_end();
-        if let Some(end) = end {
-            end.wait().await;
-        }
+        loop_dropped(&link).await;
         if let Some(entry) = self.entries().newest_mut(name) {
             entry.link = None;
             entry.report = Some(report.clone());
@@ -692,6 +689,15 @@ fn newest<'a>(entries: &'a Entries, name: &str) -> Option<&'a Entry> {
 /// is taken again only once its VM was removed.
 fn live<'a>(entries: &'a Entries, name: &str) -> Option<&'a Entry> {
     newest(entries, name).filter(|e| e.link.is_some())
+}
+
+/// Wait until the loop behind `link` has been dropped (after it answered `Remove`, or failed to
+/// come up), wherever it ran; at once if it was waited for already.
+async fn loop_dropped(link: &Mutex<VmLink>) {
+    let end = lock(link).take_end();
+    if let Some(end) = end {
+        end.wait().await;
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -2,12 +2,14 @@
 //! lifecycle. It runs on a thread of its own when its backend runs guests, else on one of a few
 //! loop hosts shared by many VMs (`host.rs`).
 //!
-//! One eventfd wakes it, for commands from the async control plane (over an `mpsc` channel;
-//! replies go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit,
-//! parked, unparked, ended; over a second channel). vCPU threads run the guest and decode its
-//! exits themselves (one OS thread each, `KVM_RUN` blocks); the loop handles what changes the VM's life: a start completing, a
-//! pause settling, a vCPU ending or failing, a stop, a removal. Nothing here blocks on a guest: a
-//! pause or a stop kicks the vCPUs and is answered when the notices say it took effect.
+//! One eventfd wakes it, for commands from the async control plane (over an `mpsc` channel; replies
+//! go back on tokio `oneshot`s) and for notices from its vCPU threads (first exit, parked,
+//! unparked, ended; over a second channel). vCPU threads run the guest and decode its exits
+//! themselves (one OS thread each, `KVM_RUN` blocks; a replayed vCPU whose whole run is at hand
+//! runs on the loop's own thread instead); the loop handles what changes the VM's life:
+//! a start completing, a pause settling, a vCPU ending or failing, a stop, a removal. Nothing here
+//! blocks on a guest: a pause or a stop kicks the vCPUs and is answered when the notices say it
+//! took effect.
 //!
 //! A vCPU that fails (its guest faults, a call fails, its thread panics) stops the VM's other
 //! vCPUs and marks the VM failed; other VMs never notice.
@@ -127,7 +129,8 @@ struct VmLoop {
     done: bool,
     /// Set by `init` when the loop could not register its eventfds.
     broken: Option<VmError>,
-    /// Dropped with the loop: tells [`VmLink::take_end`]'s waiter that the VM and its objects are gone.
+    /// Dropped with the loop: tells [`VmLink::take_end`]'s waiter that the VM and its objects are
+    /// gone.
     _ended: oneshot::Sender<()>,
 }
 
@@ -418,7 +421,7 @@ impl VmLoop {
             let here: Vec<bool> = self
                 .vcpus
                 .iter()
-                .map(|vcpu| !self.hv.runs_guests() && !paused && vcpu.run_is_at_hand())
+                .map(|vcpu| !paused && vcpu.run_is_at_hand())
                 .collect();
             let mut threads: Vec<_> = (0..self.vcpus.len()).map(|_| None).collect();
             for index in (0..self.vcpus.len()).filter(|&i| !here[i]) {
