@@ -478,7 +478,7 @@ fn run_faulting_guest(
         repeats,
         fault_after,
     };
-    vm.with_memory(|mem| x86::load_with(mem, &program))
+    vm.with_memory(|mem| x86::load_with(mem, &program, vcpu::guests::Placement::Write))
         .expect("load the guest");
     vcpu.set_boot_state(ENTRY).expect("boot state");
     let outcome = run_probe(vcpu, &points, repeats, Some(100_000));

@@ -83,12 +83,12 @@ pub use decoder::{Arm64Decoder, Arm64Difference, Arm64GuestReport, Arm64Protocol
 pub use protocol::{Tag, TagKind};
 pub use smccc::{SmcccCall, SmcccResult, SmcccStatus};
 
-use crate::guests::GuestError;
+use crate::guests::{GuestError, Placement, place};
 use asm::{
     Asm, ELR_EL1, ESR_EL1, FAR_EL1, ISB, SysRegOperand, UDF, VBAR_EL1, WFI, X0, X1, X2, X3, X9,
     X19, X20, X21, add_imm, hvc, movz, mrs, msr, str_imm, sub_imm,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Where guest memory starts.
 pub const MEMORY_BASE: u64 = 0x4000_0000;
@@ -320,8 +320,13 @@ fn main(asm: &mut Asm, program: &Arm64GuestProgram<'_>) -> Result<(), GuestError
 /// Generate `program` and write it at [`CODE_ADDR`] into `mem`, which must cover
 /// [`MEMORY_BASE`]`..`+ the program's length ([`MEMORY_SIZE`] always suffices) and must leave
 /// the report window ([`REPORT_BASE`], [`REPORT_SIZE`] bytes) uncovered, or the reports would
-/// land in memory instead of exiting ([`GuestError::ReportInMemory`]).
-pub fn load(mem: &GuestMemoryMmap, program: &Arm64GuestProgram<'_>) -> Result<(), GuestError> {
+/// land in memory instead of exiting ([`GuestError::ReportInMemory`]). With
+/// [`Placement::Check`], nothing is written, and the answer is the same.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    program: &Arm64GuestProgram<'_>,
+    placement: Placement,
+) -> Result<(), GuestError> {
     let window = REPORT_BASE..REPORT_BASE + REPORT_SIZE;
     if let Some(region) = mem.iter().find(|region| {
         let start = region.start_addr().0;
@@ -334,13 +339,7 @@ pub fn load(mem: &GuestMemoryMmap, program: &Arm64GuestProgram<'_>) -> Result<()
         });
     }
     let code = self::program(program)?;
-    mem.write_slice(&code, GuestAddress(CODE_ADDR))
-        .map_err(|source| GuestError::Memory {
-            what: "arm64 program",
-            addr: CODE_ADDR,
-            len: code.len(),
-            source,
-        })
+    place(mem, placement, "arm64 program", CODE_ADDR, &code)
 }
 
 #[cfg(test)]

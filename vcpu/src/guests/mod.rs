@@ -32,6 +32,7 @@ pub use probe::{
 
 use crate::hypervisor::call::VcpuExit;
 use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Turns a guest program's exits into its report; one per guest architecture's program
 /// ([`ProbeDecoder`] for x86, [`arm64::Arm64Decoder`] for arm64). The runtime's run loop is
@@ -44,6 +45,39 @@ pub trait ExitDecoder {
     fn feed(&mut self, exit: &VcpuExit) -> Result<Step, String>;
     /// The report of the complete passes so far.
     fn finish(self) -> Self::Report;
+}
+
+/// What a loader does with a guest program's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Write them into guest memory: a guest runs from it.
+    Write,
+    /// Only check that guest memory has room for every byte, failing exactly as the write
+    /// would. For a VM whose guest never runs (a replayed or modelled one): nothing reads its
+    /// memory, and writing would fault in pages of every such VM, whose teardown then costs a
+    /// TLB shootdown each.
+    Check,
+}
+
+/// Place `bytes` at guest-physical `addr` of `mem` as `placement` says; `what` names them in the
+/// error. A check that finds no room writes, so that it fails with the write's own error.
+pub(crate) fn place(
+    mem: &GuestMemoryMmap,
+    placement: Placement,
+    what: &'static str,
+    addr: u64,
+    bytes: &[u8],
+) -> Result<(), GuestError> {
+    if placement == Placement::Check && mem.check_range(GuestAddress(addr), bytes.len()) {
+        return Ok(());
+    }
+    mem.write_slice(bytes, GuestAddress(addr))
+        .map_err(|source| GuestError::Memory {
+            what,
+            addr,
+            len: bytes.len(),
+            source,
+        })
 }
 
 /// A guest program could not be prepared or loaded.

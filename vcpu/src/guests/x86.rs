@@ -53,8 +53,8 @@
 //! The program keeps all of its state in registers and never writes memory, so several vCPUs can
 //! run the same copy of it against the same table at once.
 
-use crate::guests::GuestError;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use crate::guests::{GuestError, Placement, place};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Size of the guest memory the program expects at guest-physical address 0.
 pub const MEMORY_SIZE: u64 = 0x10000;
@@ -223,14 +223,20 @@ pub fn load(mem: &GuestMemoryMmap, points: &[(u32, u32)], repeats: u32) -> Resul
             repeats,
             fault_after: 0,
         },
+        Placement::Write,
     )
 }
 
 /// Write the program at [`CODE_ADDR`] and the probe table of `program` at [`TABLE_ADDR`] into
 /// `mem`, which must cover `0..MEMORY_SIZE` (at least up to the end of the table). A program that
 /// faults on purpose also needs the vector table at [`FAULT_IDT_BASE`] to be outside `mem` (see
-/// the module docs); otherwise this fails with [`GuestError::FaultIdtInMemory`].
-pub fn load_with(mem: &GuestMemoryMmap, program: &GuestProgram<'_>) -> Result<(), GuestError> {
+/// the module docs); otherwise this fails with [`GuestError::FaultIdtInMemory`]. With
+/// [`Placement::Check`], nothing is written, and the answer is the same.
+pub fn load_with(
+    mem: &GuestMemoryMmap,
+    program: &GuestProgram<'_>,
+    placement: Placement,
+) -> Result<(), GuestError> {
     let table = encode_table(program)?;
     if program.fault_after != 0 {
         let idt = FAULT_IDT_BASE..FAULT_IDT_BASE + VECTOR_TABLE_SIZE;
@@ -245,29 +251,14 @@ pub fn load_with(mem: &GuestMemoryMmap, program: &GuestProgram<'_>) -> Result<()
             });
         }
     }
-    write(mem, "program", CODE_ADDR, self::program())?;
-    write(mem, "probe table", TABLE_ADDR, &table)
-}
-
-/// Write `bytes` at guest-physical `addr`, all or nothing.
-fn write(
-    mem: &GuestMemoryMmap,
-    what: &'static str,
-    addr: u64,
-    bytes: &[u8],
-) -> Result<(), GuestError> {
-    mem.write_slice(bytes, GuestAddress(addr))
-        .map_err(|source| GuestError::Memory {
-            what,
-            addr,
-            len: bytes.len(),
-            source,
-        })
+    place(mem, placement, "program", CODE_ADDR, self::program())?;
+    place(mem, placement, "probe table", TABLE_ADDR, &table)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::{Bytes, GuestAddress};
 
     /// Offset of the fault path's IDT descriptor in [`PROGRAM`].
     const FAULT_IDT_OFFSET: usize = 0x87;
@@ -426,7 +417,12 @@ mod tests {
                 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0x80, 0, 0, 0, 0
             ]
         );
-        load_with(&mem, &program_of(&[(0x8000_0001, 0)], 0, 7)).unwrap();
+        load_with(
+            &mem,
+            &program_of(&[(0x8000_0001, 0)], 0, 7),
+            Placement::Write,
+        )
+        .unwrap();
         mem.read_slice(&mut table, GuestAddress(TABLE_ADDR))
             .unwrap();
         assert_eq!(
@@ -448,7 +444,7 @@ mod tests {
         ])
         .unwrap();
         load(&mem, &[], 0).unwrap();
-        let error = load_with(&mem, &program_of(&[], 0, 1)).unwrap_err();
+        let error = load_with(&mem, &program_of(&[], 0, 1), Placement::Write).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -467,7 +463,7 @@ mod tests {
             (GuestAddress(FAULT_IDT_BASE - 0x1000), 0x1000),
         ])
         .unwrap();
-        load_with(&below, &program_of(&[], 0, 1)).unwrap();
+        load_with(&below, &program_of(&[], 0, 1), Placement::Write).unwrap();
     }
 
     #[test]
@@ -496,5 +492,26 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// A check writes nothing, and answers what the write would: room, or the write's error.
+    #[test]
+    fn a_check_writes_nothing_and_fails_as_the_write_would() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEMORY_SIZE as usize)]).unwrap();
+        let probe = program_of(&[(0x8000_0001, 0)], 3, 0);
+        load_with(&mem, &probe, Placement::Check).unwrap();
+        let mut code = vec![0xffu8; program().len()];
+        mem.read_slice(&mut code, GuestAddress(CODE_ADDR)).unwrap();
+        assert!(code.iter().all(|&b| b == 0), "a check wrote the program");
+        let mut table = [0xffu8; 20];
+        mem.read_slice(&mut table, GuestAddress(TABLE_ADDR))
+            .unwrap();
+        assert_eq!(table, [0; 20], "a check wrote the probe table");
+        let small = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        for memory in [GuestMemoryMmap::new(), small] {
+            let written = load_with(&memory, &probe, Placement::Write).unwrap_err();
+            let checked = load_with(&memory, &probe, Placement::Check).unwrap_err();
+            assert_eq!(checked.to_string(), written.to_string());
+        }
     }
 }

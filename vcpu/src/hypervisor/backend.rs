@@ -42,7 +42,9 @@ pub trait Hypervisor: Send + Sync {
     /// their priority at the first exit, so that the control plane wins the CPU from them (KVM:
     /// yes). A replay or a model answers from data, its threads never spin, and says no: a
     /// thousand-VM replay saves two `setpriority` calls per vCPU and the pool's restoring them,
-    /// and its VM loops share a few threads instead of one each (the supervisor's loop hosts).
+    /// and its VM loops share a few threads instead of one each (the supervisor's loop hosts),
+    /// and its guest programs are only checked against guest memory, not written into it
+    /// ([`crate::guests::Placement::Check`]).
     fn runs_guests(&self) -> bool {
         true
     }

@@ -190,7 +190,7 @@ impl Arm64Guest {
             finish,
         };
         vm.vm
-            .with_memory(|mem| guest::load(mem, &program))
+            .with_memory(|mem| guest::load(mem, &program, super::placement(vm.hv)))
             .map_err(|e| StartError::Load(Arc::new(e)))?;
         for vcpu in vm.vcpus {
             vcpu.set_boot_state(guest::ENTRY)?;

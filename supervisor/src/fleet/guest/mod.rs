@@ -232,6 +232,16 @@ impl Guest {
     }
 }
 
+/// How a guest program goes into a VM's memory: written where a guest runs from it, only
+/// checked where none ever runs (a replay, a model: see [`Hypervisor::runs_guests`]).
+pub(super) fn placement(hv: &Arc<dyn Hypervisor>) -> vcpu::guests::Placement {
+    if hv.runs_guests() {
+        vcpu::guests::Placement::Write
+    } else {
+        vcpu::guests::Placement::Check
+    }
+}
+
 /// Ask the host, ahead of the VM loops, what VMs of `arch` will need for their CPU models (see
 /// `supported.rs`). Errors reach every VM through its own loop, which asks the same cell.
 pub(super) fn prefetch(arch: GuestArch, host: &HostQueries) {

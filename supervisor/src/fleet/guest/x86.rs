@@ -5,7 +5,7 @@
 //! per-vCPU view `model` answers.
 
 use super::shared::SharedModels;
-use super::{VmParts, refusal_text};
+use super::{VmParts, placement, refusal_text};
 use crate::fleet::error::{AfterRunError, ConfigureError, StartError};
 use crate::fleet::lifecycle::{ModelDrifts, VcpuModelView};
 use crate::report::{AfterRunReport, GuestSummary, RunEnd, VcpuReport, Verdict, VmReport};
@@ -166,7 +166,7 @@ pub(super) fn load(vm: VmParts<'_>, pause_at_first_exit: bool) -> Result<Launch,
         fault_after: vm.spec.fault_after_passes.unwrap_or(0),
     };
     vm.vm
-        .with_memory(|mem| guest::load_with(mem, &program))
+        .with_memory(|mem| guest::load_with(mem, &program, placement(vm.hv)))
         .map_err(|e| StartError::Load(Arc::new(e)))?;
     for vcpu in vm.vcpus {
         vcpu.set_boot_state(guest::ENTRY)?;

@@ -7,6 +7,7 @@ use crate::guests::Step;
 use crate::hypervisor::call::VcpuExit;
 use crate::model::arm64::catalog::{self, CTR_EL0, ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1};
 use crate::model::arm64::smccc::*;
+use vm_memory::{Bytes, GuestAddress};
 
 const REGS: [SysReg; 4] = [ID_AA64ISAR0_EL1, ID_AA64PFR0_EL1, MIDR_EL1, CTR_EL0];
 const CALLS: [SmcccCall; 6] = [
@@ -280,7 +281,7 @@ fn memory(ranges: &[(u64, usize)]) -> GuestMemoryMmap {
 fn load_writes_the_program() {
     let mem = memory(&[(MEMORY_BASE, MEMORY_SIZE as usize)]);
     let p = program_of(&REGS, &CALLS, 2, Finish::PowerOff);
-    load(&mem, &p).unwrap();
+    load(&mem, &p, Placement::Write).unwrap();
     let code = program(&p).unwrap();
     let mut back = vec![0u8; code.len()];
     mem.read_slice(&mut back, GuestAddress(CODE_ADDR)).unwrap();
@@ -291,7 +292,7 @@ fn load_writes_the_program() {
 fn load_keeps_reports_out_of_memory() {
     // Memory from 0 up past the report window: the reports would be plain stores.
     let mem = memory(&[(0, 0x1000_1000), (MEMORY_BASE, MEMORY_SIZE as usize)]);
-    let error = load(&mem, &Arm64GuestProgram::default()).unwrap_err();
+    let error = load(&mem, &Arm64GuestProgram::default(), Placement::Write).unwrap_err();
     assert!(
         matches!(
             error,
@@ -309,13 +310,13 @@ fn load_keeps_reports_out_of_memory() {
         (0, REPORT_BASE as usize),
         (MEMORY_BASE, MEMORY_SIZE as usize),
     ]);
-    load(&mem, &Arm64GuestProgram::default()).unwrap();
+    load(&mem, &Arm64GuestProgram::default(), Placement::Write).unwrap();
 }
 
 #[test]
 fn load_needs_memory_at_the_base() {
     let mem = memory(&[(0, 0x1_0000)]);
-    let error = load(&mem, &Arm64GuestProgram::default()).unwrap_err();
+    let error = load(&mem, &Arm64GuestProgram::default(), Placement::Write).unwrap_err();
     assert!(
         matches!(
             error,
@@ -327,6 +328,22 @@ fn load_needs_memory_at_the_base() {
         ),
         "{error}"
     );
+}
+
+/// A check writes nothing, and answers what the write would: room, or the write's error.
+#[test]
+fn a_check_writes_nothing_and_fails_as_the_write_would() {
+    let mem = memory(&[(MEMORY_BASE, MEMORY_SIZE as usize)]);
+    let p = program_of(&REGS, &CALLS, 2, Finish::PowerOff);
+    load(&mem, &p, Placement::Check).unwrap();
+    let mut back = vec![0xffu8; program(&p).unwrap().len()];
+    mem.read_slice(&mut back, GuestAddress(CODE_ADDR)).unwrap();
+    assert!(back.iter().all(|&b| b == 0), "a check wrote the program");
+    for mem in [memory(&[(0, 0x1_0000)]), memory(&[(MEMORY_BASE, 0x10)])] {
+        let written = load(&mem, &p, Placement::Write).unwrap_err();
+        let checked = load(&mem, &p, Placement::Check).unwrap_err();
+        assert_eq!(checked.to_string(), written.to_string());
+    }
 }
 
 /// A model of the A64 subset the generator emits, precise enough to run a generated program and
