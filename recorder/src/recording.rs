@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vcpu::{
     Call, CallError, ExitSummary, Failure, GuestArch, Hypervisor, Kick, LockRefusal, Origin, Reply,
-    RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuExit, VcpuId, Vm, VmCall, VmId,
+    RunDecision, Stream, SystemCall, TakeExit, Vcpu, VcpuCall, VcpuExit, VcpuId, Vm, VmCall, VmId,
 };
 use vm_memory::GuestMemoryMmap;
 
@@ -134,6 +134,19 @@ impl Sink {
             Err(CallError::Backend(_) | CallError::Replay(_) | CallError::Refused(_)) => return,
         };
         self.outcome(call, outcome, None);
+    }
+
+    /// Record a plain `RUN` that returned `exit` (one [`Vcpu::run_known`] served).
+    fn run_exit(&self, exit: &VcpuExit) {
+        match &self.fold {
+            Some(fold) => fold.push_run_exit(exit),
+            None => self.recorder.record(
+                self.stream,
+                Call::Vcpu(VcpuCall::Run),
+                Ok(Reply::Exit(exit.clone())),
+                None,
+            ),
+        }
     }
 
     fn outcome(&self, call: CallRef<'_>, outcome: OutcomeRef<'_>, detail: Option<String>) {
@@ -314,11 +327,15 @@ impl RecordingVcpu {
 
     /// Record the pending summary, if any, as one `RUN_COUNTED` event.
     fn flush(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            let reply = Reply::Exit(VcpuExit::Counted(pending.summary));
-            self.sink
-                .outcome(CallRef::Vcpu(&VcpuCall::RunCounted), Ok(&reply), None);
-        }
+        flush(&self.sink, &mut self.pending);
+    }
+}
+
+/// Record `pending`'s summary, if any, to `sink` as one `RUN_COUNTED` event.
+fn flush(sink: &Sink, pending: &mut Option<Pending>) {
+    if let Some(pending) = pending.take() {
+        let reply = Reply::Exit(VcpuExit::Counted(pending.summary));
+        sink.outcome(CallRef::Vcpu(&VcpuCall::RunCounted), Ok(&reply), None);
     }
 }
 
@@ -378,6 +395,20 @@ impl Vcpu for RecordingVcpu {
 
     fn run_is_at_hand(&self) -> bool {
         self.inner.run_is_at_hand()
+    }
+
+    /// Records each exit taken as the plain `RUN` that returned it.
+    fn run_known(&mut self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
+        let (sink, pending) = (&self.sink, &mut self.pending);
+        self.inner.run_known(&mut |exit| {
+            let answer = take(exit);
+            if answer != TakeExit::Leave {
+                // As `call` does for a call that is not folded.
+                flush(sink, pending);
+                sink.run_exit(exit);
+            }
+            answer
+        })
     }
 
     fn control_point(&mut self, wanted: RunDecision) -> Result<RunDecision, CallError> {

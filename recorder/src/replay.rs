@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use vcpu::{
     Call, CallError, Errno, GuestArch, Hypervisor, Kick, LockRefusal, NoKick, Origin, Outcome,
-    ReplayFailure, Reply, RunDecision, Stream, SystemCall, Vcpu, VcpuCall, VcpuExit, VcpuId, Vm,
-    VmCall, VmId,
+    ReplayFailure, Reply, RunDecision, Stream, SystemCall, TakeExit, Vcpu, VcpuCall, VcpuExit,
+    VcpuId, Vm, VmCall, VmId,
 };
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
@@ -683,6 +683,39 @@ impl Vcpu for ReplayVcpu {
             }
         }
         false
+    }
+
+    /// Offers the queued events that are plain runs answered with an exit, in order, until
+    /// `take` leaves one or the queue holds something else (a call of another kind, a run that
+    /// failed, nothing yet): that one is served by a call of its own, which checks it and
+    /// reports a divergence. So does everything once a divergence at or before the next event
+    /// is known.
+    fn run_known(&mut self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
+        let (mut taken, mut weight) = (0, 0);
+        let mut state = lock(&self.queue.state);
+        while let Some((seq, body)) = state.next() {
+            let exit = match (&body.call, &body.outcome) {
+                (TraceCall::Vcpu(VcpuCall::Run), Ok(Reply::Exit(exit))) => exit,
+                _ => break,
+            };
+            if self.inner.first_seq.load(Ordering::Acquire) <= seq {
+                break;
+            }
+            let answer = take(exit);
+            if answer == TakeExit::Leave {
+                break;
+            }
+            taken += 1;
+            weight += state.pop().unwrap_or(0);
+            if answer == TakeExit::Last {
+                break;
+            }
+        }
+        drop(state);
+        if weight > 0 {
+            self.inner.feed.took(weight);
+        }
+        taken
     }
 
     /// The recorded decision, whatever this run's control plane wants right now (the handle then

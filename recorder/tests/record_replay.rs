@@ -630,3 +630,116 @@ fn a_run_is_at_hand_only_when_every_exit_to_the_end_is_queued_and_nothing_waits(
     let mut live_vm = scripted.create_vm(vm, "a").unwrap();
     assert!(!live_vm.create_vcpu(vcpu).unwrap().run_is_at_hand());
 }
+
+/// A replayed vCPU offers its queued plain runs' exits, in order, until the taker leaves one or
+/// the queue holds anything else (a decision, a call of another kind); what is left is served
+/// by calls, which still check it. Recorded through the decorator, each exit taken is the
+/// plain `RUN` event it was, and the transcript folds them as it folds called runs.
+#[test]
+fn known_runs_are_the_queued_plain_runs_and_calls_serve_the_rest() {
+    use vcpu::{RunDecision, TakeExit, VcpuExit};
+    let (vm, vcpu) = (VmId(0), VcpuId(0));
+    let on_vcpu = Stream::Vcpu(vm, vcpu);
+    let exit = |e: VcpuExit| (TraceCall::Vcpu(VcpuCall::Run), on_vcpu, Ok(Reply::Exit(e)));
+    let io = |value: u8| {
+        exit(VcpuExit::IoOut {
+            port: 0x511,
+            data: [value, 0, 0, 0].into_iter().collect(),
+        })
+    };
+    let calls = vec![
+        (
+            TraceCall::System(SystemCall::CreateVm {
+                vm,
+                name: "a".into(),
+            }),
+            Stream::Vm(vm),
+            Ok(Reply::Done),
+        ),
+        (
+            TraceCall::Vm(VmCall::CreateVcpu { vcpu }),
+            on_vcpu,
+            Ok(Reply::Done),
+        ),
+        io(1),
+        io(2),
+        exit(VcpuExit::Interrupted),
+        (
+            TraceCall::Decision,
+            on_vcpu,
+            Ok(Reply::Decision(RunDecision::Run)),
+        ),
+        io(3),
+        io(4),
+        io(5),
+        exit(VcpuExit::Hlt),
+        (TraceCall::Vcpu(VcpuCall::Destroy), on_vcpu, Ok(Reply::Done)),
+    ];
+    let events: Vec<Event> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(seq, (call, stream, outcome))| Event {
+            seq: seq as u64,
+            stream,
+            call,
+            outcome,
+            detail: None,
+            at_ns: 0,
+        })
+        .collect();
+    let replay = ReplayHypervisor::from_events(GuestArch::X86_64, events.clone());
+    let monitor = replay.monitor();
+    let recorder = Recorder::in_memory();
+    let hv = RecordingHypervisor::new(Box::new(replay), recorder.clone());
+    let mut created = hv.create_vm(vm, "a").unwrap();
+    let mut replayed = created.create_vcpu(vcpu).unwrap();
+    let mut seen = Vec::new();
+    // Everything up to the decision, the kick included (whether to take it is the taker's).
+    let taken = replayed.run_known(&mut |exit| {
+        seen.push(exit.clone());
+        TakeExit::Take
+    });
+    assert_eq!(taken, 3);
+    assert_eq!(seen.last(), Some(&VcpuExit::Interrupted));
+    // A decision is not a run: nothing is offered until it is served by its call.
+    assert_eq!(replayed.run_known(&mut |_| TakeExit::Take), 0);
+    assert_eq!(
+        replayed.control_point(RunDecision::Run).unwrap(),
+        RunDecision::Run
+    );
+    // A left exit stays queued: the next call is served it, and checked.
+    let mut offered = 0;
+    let taken = replayed.run_known(&mut |_| {
+        offered += 1;
+        if offered == 2 {
+            TakeExit::Leave
+        } else {
+            TakeExit::Take
+        }
+    });
+    assert_eq!((taken, offered), (1, 2));
+    let left = replayed.call(&VcpuCall::Run).unwrap();
+    assert_eq!(Ok(left), events[7].outcome);
+    // The last one taken ends the offer, though the queue holds more runs.
+    assert_eq!(replayed.run_known(&mut |_| TakeExit::Last), 1);
+    // The halt is still queued: a call of another kind diverges, the offer did not hide it.
+    let error = replayed.call(&VcpuCall::Destroy).unwrap_err();
+    let CallError::Replay(failure) = error else {
+        panic!("{error}")
+    };
+    assert_eq!(failure.seq, Some(9), "{failure}");
+    assert!(monitor.finish().is_err());
+    // Recorded, the taken exits are the plain runs they were, in order.
+    let recorded: Vec<(TraceCall, Result<Reply, Failure>)> = recorder
+        .events()
+        .into_iter()
+        .filter(|e| e.stream == on_vcpu && e.call == TraceCall::Vcpu(VcpuCall::Run))
+        .map(|e| (e.call, e.outcome))
+        .collect();
+    let expected: Vec<(TraceCall, Result<Reply, Failure>)> = events[2..9]
+        .iter()
+        .filter(|e| e.call == TraceCall::Vcpu(VcpuCall::Run))
+        .map(|e| (e.call.clone(), e.outcome.clone()))
+        .collect();
+    assert_eq!(recorded, expected);
+}

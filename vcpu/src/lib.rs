@@ -38,7 +38,7 @@ pub mod model;
 pub mod runtime;
 pub mod skip;
 
-pub use hypervisor::backend::{Hypervisor, Kick, NoKick, Vcpu, Vm};
+pub use hypervisor::backend::{Hypervisor, Kick, NoKick, TakeExit, Vcpu, Vm};
 pub use hypervisor::call::{
     Call, ExitSummary, Failure, Origin, Outcome, Reply, RunDecision, SystemCall, VcpuCall,
     VcpuExit, VmCall,

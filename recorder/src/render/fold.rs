@@ -147,6 +147,13 @@ impl StreamFold {
     }
 }
 
+impl StreamFold {
+    /// Fold in a plain `RUN` that returned `exit` (as [`StreamFold::push`] does).
+    pub(crate) fn push_run_exit(&self, exit: &VcpuExit) {
+        self.lock().push_run_exit(exit);
+    }
+}
+
 /// What a call is to the fold: a plain `RUN` (collapsed with its neighbours), a `RUN_COUNTED`
 /// (added up with its neighbours when it answered with an exit), or any other call (a line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +234,15 @@ impl StreamLines {
         }
     }
 
+    /// [`StreamLines::push`] of a plain `RUN` that returned `exit`.
+    fn push_run_exit(&mut self, exit: &VcpuExit) {
+        self.events += 1;
+        if let Some(summary) = self.counted.take() {
+            write_counted(&mut self.text, &summary);
+        }
+        self.runs.push_exit(exit);
+    }
+
     /// Write the `RUN`s or `RUN_COUNTED`s being collapsed (at most one of them is open).
     fn close(&mut self) {
         self.runs.write_and_clear(&mut self.text);
@@ -275,6 +291,9 @@ struct Runs {
 
 impl Runs {
     fn push(&mut self, outcome: OutcomeRef<'_>) {
+        if let Ok(Reply::Exit(exit)) = outcome {
+            return self.push_exit(exit);
+        }
         if self.count == 0 {
             self.first = Some(match outcome {
                 Ok(reply) => Ok(reply.clone()),
@@ -282,18 +301,23 @@ impl Runs {
             });
         }
         self.count += 1;
-        if let Ok(Reply::Exit(exit)) = outcome {
-            let kind = exit.kind();
-            match self.kinds.iter_mut().find(|(k, _)| k.as_str() == kind) {
-                Some((_, n)) => *n += 1,
-                None => self.kinds.push((RunKind::Exit(kind), 1)),
-            }
-            return;
-        }
         let text = OutcomeText(outcome).to_string();
         match self.kinds.iter_mut().find(|(k, _)| k.as_str() == text) {
             Some((_, n)) => *n += 1,
             None => self.kinds.push((RunKind::Text(text), 1)),
+        }
+    }
+
+    /// [`Runs::push`] of a `RUN` that returned `exit`.
+    fn push_exit(&mut self, exit: &VcpuExit) {
+        if self.count == 0 {
+            self.first = Some(Ok(Reply::Exit(exit.clone())));
+        }
+        self.count += 1;
+        let kind = exit.kind();
+        match self.kinds.iter_mut().find(|(k, _)| k.as_str() == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.kinds.push((RunKind::Exit(kind), 1)),
         }
     }
 

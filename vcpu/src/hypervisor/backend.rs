@@ -9,7 +9,7 @@
 //! decorator and the replay backend. The supervisor never holds these objects directly; it goes
 //! through the runtime's handles (`runtime::handle`), which routes every CPU-model write through the pre-run lock.
 
-use crate::hypervisor::call::{Reply, RunDecision, SystemCall, VcpuCall, VmCall};
+use crate::hypervisor::call::{Reply, RunDecision, SystemCall, VcpuCall, VcpuExit, VmCall};
 use crate::hypervisor::error::CallError;
 use crate::hypervisor::ids::GuestArch;
 use crate::hypervisor::ids::{VcpuId, VmId};
@@ -95,6 +95,30 @@ pub trait Vcpu: Send {
     fn run_is_at_hand(&self) -> bool {
         false
     }
+
+    /// Serve `RUN`s whose exits the backend knows already without a call each: offer each coming
+    /// run's exit to `take`, in order and by reference, until it leaves one or takes its last,
+    /// or the backend knows no more; how many it took. A taken exit is the answer of one `RUN`,
+    /// exactly as [`Vcpu::call`] would have given it; a left one is still to come. A replay
+    /// knows the exits its queue holds, and a thousand-VM replay's runs are mostly such exits,
+    /// which one call each (a lock, a check and a copy of the exit, at every layer) would serve
+    /// many times slower. A real vCPU knows none (`KVM_RUN` asks the guest), and never offers.
+    fn run_known(&mut self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
+        let _ = take;
+        0
+    }
+}
+
+/// What the caller of [`Vcpu::run_known`] does with an exit it is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeExit {
+    /// Take it (its `RUN` returned it), and be offered the next.
+    Take,
+    /// Take it, and be offered no more: the run ends here.
+    Last,
+    /// Leave it: the caller runs this one with a call of its own ([`Vcpu::call`]), because it
+    /// does more with it than the offer allows (a kick's control point, a first exit's notice).
+    Leave,
 }
 
 /// Interrupting a vCPU that may be inside `KVM_RUN`, from any thread.

@@ -6,7 +6,7 @@
 //! [`VcpuHandle::run`], which seals the lock first. Nothing else hands out the backend objects, so
 //! no code path can write the CPU model without the lock seeing it.
 
-use crate::hypervisor::backend::{Kick, Vcpu, Vm};
+use crate::hypervisor::backend::{Kick, TakeExit, Vcpu, Vm};
 use crate::hypervisor::call::{Call, Reply, RunDecision, VcpuCall, VcpuExit, VmCall};
 use crate::hypervisor::cpuid::CpuidTable;
 use crate::hypervisor::errno::Errno;
@@ -425,6 +425,14 @@ impl VcpuHandle {
             Reply::Exit(exit) => Ok(exit),
             other => Err(self.unexpected(&VcpuCall::RunCounted, &other)),
         }
+    }
+
+    /// Serve the runs whose exits the backend knows already, each exit offered to `take` by
+    /// reference until it leaves one (see [`crate::hypervisor::backend::Vcpu::run_known`]); how
+    /// many it took. Seals the VM's CPU model first, as [`VcpuHandle::run`] does.
+    pub fn run_known(&self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
+        self.lock.seal_for_run(self.id);
+        self.backend().run_known(take)
     }
 
     /// Whether its backend knows the whole run from here and nothing in it waits (see
