@@ -211,6 +211,22 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
     ] {
         assert!(trace[value].as_f64().unwrap() > 0.0, "{value}: {trace}");
     }
+    // The replay time is the median of every replay's.
+    let runs: Vec<f64> = trace["replay_runs_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ms| ms.as_f64().unwrap())
+        .collect();
+    assert_eq!(runs.len(), supervisor::bench::REPLAY_RUNS, "{trace}");
+    assert!(runs.iter().all(|&ms| ms > 0.0), "{trace}");
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        trace["replay_ms"].as_f64(),
+        Some(sorted[sorted.len() / 2]),
+        "{trace}"
+    );
     for figure in [
         "bytes_per_vm",
         "replay_events_per_second",

@@ -199,8 +199,10 @@ pub struct TraceFigures {
     pub trace_bytes: Option<u64>,
     /// `vmfleet run --record`, spawn to exit, ms.
     pub live_ms: Option<f64>,
-    /// `vmfleet replay`, spawn to exit, ms.
+    /// `vmfleet replay`, spawn to exit, ms: the median of `replay_runs_ms`.
     pub replay_ms: Option<f64>,
+    /// Every replay of the trace, spawn to exit, ms, in run order.
+    pub replay_runs_ms: Vec<f64>,
     /// Peak resident memory of `vmfleet run --record`, MiB (no target).
     pub run_peak_memory_mib: Option<f64>,
     /// The trace's bytes per VM.

@@ -8,7 +8,7 @@
 //! | start throughput | VMs/s from nothing to every vCPU's first guest exit, for 1, 10, 100 and 1,000 VMs of [`VCPUS_PER_VM`] vCPUs; vmfleet and the floor ([`vcpu::hypervisor::kvm::floor`], which starts the VMs with vmfleet's parallelism: a thread per VM, a thread per vCPU) run side by side, alternating, [`DEFAULT_RUNS`] times each; medians are compared | vmfleet within [`START_TARGET_RATIO`]x of the floor |
 //! | recording | vmfleet's start as above, recorded to a trace file with the real recorder (as `vmfleet run --record`) and not, in adjacent pairs (order alternating, one warm-up pair not counted, each run on a quiet host), for [`RECORD_COUNTS`] VMs; the median of the pairs' ratios, their spread | recorded within [`RECORD_TARGET_RATIO`]x of unrecorded |
 //! | trace size | `vmfleet run --record` of [`TRACE_VMS`] VMs (a child process): trace bytes per VM | <= [`TRACE_TARGET_BYTES_PER_VM`] (1 MiB per 1,000 VMs) |
-//! | replay | `vmfleet replay` of that trace (a child process): events/s, its time / the live run's, its peak memory (`VmHWM`, also the live run's) | >= [`REPLAY_TARGET_EVENTS_PER_SECOND`] events/s, <= [`REPLAY_TARGET_RATIO`], <= [`REPLAY_TARGET_PEAK_BYTES`] |
+//! | replay | `vmfleet replay` of that trace (a child process, [`REPLAY_RUNS`] times; the median time, the highest peak): events/s, its time / the live run's, its peak memory (`VmHWM`, also the live run's) | >= [`REPLAY_TARGET_EVENTS_PER_SECOND`] events/s, <= [`REPLAY_TARGET_RATIO`], <= [`REPLAY_TARGET_PEAK_BYTES`] |
 //! | scale | [`SCALE_VMS`] VMs (`--scale-vms`) x [`VCPUS_PER_VM`] vCPUs running the long-running guest at once, in a fresh child process (`vmfleet bench --scale-child`) | all of them run |
 //! | supervisor memory | the scale fleet's child process: its RSS per running VM ([`rss_bytes`], running - before the fleet), guest memory not counted | <= [`MEMORY_TARGET_BYTES`] |
 //! | stop latency | stop request to all vCPU threads joined, for a VM whose guest spins | <= [`STOP_TARGET`] |
@@ -60,7 +60,7 @@ pub use measure::{
 };
 pub use plot::plot;
 pub use record::{
-    PEAK_POLL, RECORD_COUNTS, RECORD_TARGET_RATIO, REPLAY_TARGET_EVENTS_PER_SECOND,
+    PEAK_POLL, RECORD_COUNTS, RECORD_TARGET_RATIO, REPLAY_RUNS, REPLAY_TARGET_EVENTS_PER_SECOND,
     REPLAY_TARGET_PEAK_BYTES, REPLAY_TARGET_RATIO, RecordedRun, TRACE_TARGET_BYTES_PER_VM,
     TRACE_VMS, vmfleet_record_and_replay,
 };

@@ -9,7 +9,9 @@
 //! [`PEAK_POLL`] until they exit.
 
 use super::figures::{Figure, RecordRow, StartSide, TraceFigures, Verdict};
-use super::measure::{StartSample, Stopwatch, median, parse_status_bytes, settle, thread_count};
+use super::measure::{
+    StartSample, Stopwatch, median, median_duration, parse_status_bytes, settle, thread_count,
+};
 use super::vmfleet::{vmfleet_start_recorded, vmfleet_start_to_first_exit, wrong};
 use super::{BenchError, VCPUS_PER_VM};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ pub const TRACE_TARGET_BYTES_PER_VM: u64 = (1 << 20) / 1000;
 pub const REPLAY_TARGET_EVENTS_PER_SECOND: f64 = 2e6;
 /// Replay time / live time, at most (replay at least 100x faster than the live run).
 pub const REPLAY_TARGET_RATIO: f64 = 0.01;
+/// Times `vmfleet replay` replays the trace: one run of a fraction of a second swings by a third
+/// with the host's load, so the replay figures take the median time (and the highest peak).
+pub const REPLAY_RUNS: usize = 5;
 /// Peak resident memory of `vmfleet replay`, at most.
 pub const REPLAY_TARGET_PEAK_BYTES: u64 = 64 << 20;
 /// How often a child's `VmHWM` is read while it runs.
@@ -152,7 +157,7 @@ pub fn pair_ratios(off: &[StartSample], on: &[StartSample]) -> Vec<f64> {
 }
 
 /// What [`vmfleet_record_and_replay`] measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RecordedRun {
     /// VMs of the recorded fleet.
     pub vms: u32,
@@ -164,15 +169,16 @@ pub struct RecordedRun {
     pub live: Duration,
     /// Its peak resident memory (`VmHWM`), bytes.
     pub live_peak: u64,
-    /// `vmfleet replay` of the trace: start to exit.
-    pub replay: Duration,
-    /// Its peak resident memory (`VmHWM`), bytes.
+    /// `vmfleet replay` of the trace, [`REPLAY_RUNS`] times: start to exit, in run order.
+    pub replays: Vec<Duration>,
+    /// The highest of their peak resident memories (`VmHWM`), bytes.
     pub replay_peak: u64,
 }
 
 /// Run `vmfleet run --record` of `vms` VMs x `vcpus_per_vm` vCPUs of the probe guest (once each)
-/// as a child process, then `vmfleet replay` of its trace: each one's time from spawn to exit and
-/// peak memory, and the trace's size and events. The replay must succeed (exit status 0).
+/// as a child process, then `vmfleet replay` of its trace [`REPLAY_RUNS`] times: each one's time
+/// from spawn to exit and peak memory, and the trace's size and events. Every replay must succeed
+/// (exit status 0).
 pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<RecordedRun, BenchError> {
     let dir = Scratch::new("trace")?;
     let fail = |what: String| wrong("vmfleet", vms, what);
@@ -204,21 +210,26 @@ pub fn vmfleet_record_and_replay(vms: u32, vcpus_per_vm: u32) -> Result<Recorded
         .map_err(|e| fail(format!("reading the trace {}: {e}", trace.display())))?
         .events
         .len() as u64;
-    let mut replay = Command::new(&exe);
-    replay.arg("replay").arg(&trace);
-    let (replay, replay_peak) = child(
-        &mut replay,
-        &dir.path().join("replay.err"),
-        "vmfleet replay",
-    )
-    .map_err(&fail)?;
+    let (mut replays, mut replay_peak) = (Vec::with_capacity(REPLAY_RUNS), 0);
+    for _ in 0..REPLAY_RUNS {
+        let mut replay = Command::new(&exe);
+        replay.arg("replay").arg(&trace);
+        let (took, peak) = child(
+            &mut replay,
+            &dir.path().join("replay.err"),
+            "vmfleet replay",
+        )
+        .map_err(&fail)?;
+        replays.push(took);
+        replay_peak = replay_peak.max(peak);
+    }
     Ok(RecordedRun {
         vms,
         events,
         bytes,
         live,
         live_peak,
-        replay,
+        replays,
         replay_peak,
     })
 }
@@ -323,6 +334,7 @@ pub(super) fn trace_figures(vms: u32, wanted: bool) -> TraceFigures {
         trace_bytes: None,
         live_ms: None,
         replay_ms: None,
+        replay_runs_ms: Vec::new(),
         run_peak_memory_mib: None,
         bytes_per_vm: figure(
             "bytes",
@@ -354,11 +366,12 @@ pub(super) fn trace_figures(vms: u32, wanted: bool) -> TraceFigures {
         }
     };
     let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
-    let replay_s = run.replay.as_secs_f64();
+    let replay_s = median_duration(&run.replays).map_or(0.0, |d| d.as_secs_f64());
     figures.events = Some(run.events);
     figures.trace_bytes = Some(run.bytes);
     figures.live_ms = Some(run.live.as_secs_f64() * 1e3);
     figures.replay_ms = Some(replay_s * 1e3);
+    figures.replay_runs_ms = run.replays.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     figures.run_peak_memory_mib = Some(mib(run.live_peak));
     let per_vm = run.bytes as f64 / f64::from(vms.max(1));
     figures

@@ -143,13 +143,20 @@ pub fn table(report: &BenchReport) -> String {
         let _ = writeln!(
             out,
             "\ntrace of `vmfleet run --record` of {} VMs x {} vCPUs, replayed by `vmfleet replay`: \
-             {} events, {} bytes; live {} ms, replay {} ms; run peak memory {} MiB",
+             {} events, {} bytes; live {} ms, replay {} ms (median of {}: {}); run peak memory {} MiB",
             trace.vms,
             report.vcpus_per_vm,
             opt(trace.events.map(|e| e as f64), 0),
             opt(trace.trace_bytes.map(|e| e as f64), 0),
             opt(trace.live_ms, 1),
             opt(trace.replay_ms, 1),
+            trace.replay_runs_ms.len(),
+            trace
+                .replay_runs_ms
+                .iter()
+                .map(|ms| format!("{ms:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             opt(trace.run_peak_memory_mib, 1),
         );
     }
