@@ -16,7 +16,12 @@
 //! them to the writer under it, so their `seq`s, their files and what they keep agree.
 //!
 //! Either way a recorder waits for the disk only when the writer is [`WRITER_BACKLOG`] events
-//! behind (backpressure on the vCPU threads of a huge fleet rather than unbounded memory). The
+//! behind (backpressure on the vCPU threads of a huge fleet rather than unbounded memory). An
+//! event travels in the channel by value, never boxed: boxed, each event was a heap block that
+//! the recording thread allocated and the writer freed, so the writer took the arena locks of
+//! the vCPU and loop threads event by event (a recorded 100-VM run made 39,500 `futex` calls
+//! instead of 900 unrecorded) and their heaps grew and shrank under it (2,800 `mprotect`s
+//! instead of 970, each one a round of every KVM VM's MMU notifiers). The
 //! writer thread encodes and buffers, and flushes whenever it has held unwritten data for
 //! [`FLUSH_INTERVAL`], so a killed process loses at most the last moments of its trace (which
 //! then reads back as cut short). An I/O error (disk full) stops the writing, never the
@@ -45,7 +50,7 @@ use crate::trace::{Event, TraceHeader};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -88,9 +93,10 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// How many events may wait for the writer thread before recorders wait for it (about 10 MiB of
-/// queued events at the sizes vmfleet records).
-pub const WRITER_BACKLOG: usize = 65_536;
+/// How many events may wait for the writer thread before recorders wait for it. The channel holds
+/// each event whole in a slot of its own (~170 bytes; slots are made as the queue first reaches
+/// them), so a queue this deep holds under 3 MiB besides the events' tables.
+pub const WRITER_BACKLOG: usize = 16_384;
 
 #[derive(Debug)]
 struct State {
@@ -104,7 +110,7 @@ struct State {
 
 #[derive(Debug)]
 enum Message {
-    Event(Box<Event>),
+    Event(Event),
     /// Write the end marker, flush, sync, stop.
     Finish,
     /// Flush what was written and stop without an end marker (the writer was dropped).
@@ -152,7 +158,7 @@ impl Recorder {
             self.shared.sent.fetch_add(1, Ordering::Relaxed);
             // A send only fails once the writer has stopped (finished, or panicked: `finish`
             // reports that); the event is then not written, like any after `finish`.
-            let _ = tx.send(Message::Event(Box::new(event)));
+            let _ = tx.send(Message::Event(event));
             return;
         }
         let mut state = self.state();
@@ -168,7 +174,7 @@ impl Recorder {
         if let Some(tx) = &self.shared.writer {
             // Sent under the mutex, so the writer's numbering is this one. A send only fails once
             // the writer has stopped (finished, or panicked: `finish` reports that).
-            let _ = tx.send(Message::Event(Box::new(event)));
+            let _ = tx.send(Message::Event(event));
         }
     }
 
@@ -364,6 +370,9 @@ pub struct TraceWriter {
     output: Option<Output>,
     recorder: Recorder,
     thread: Option<JoinHandle<Result<WriteSummary, WriteError>>>,
+    /// The writer thread's id as the kernel knows it, once the thread has started (0 before, or
+    /// where `/proc` cannot tell it).
+    thread_id: Arc<AtomicU32>,
 }
 
 impl TraceWriter {
@@ -454,9 +463,14 @@ impl TraceWriter {
         let (tx, rx) = mpsc::sync_channel(WRITER_BACKLOG);
         let recorder = Recorder::with(Some(tx), keep, false);
         let thread_path = writing_to.clone();
+        let thread_id = Arc::new(AtomicU32::new(0));
+        let its_id = Arc::clone(&thread_id);
         let thread = std::thread::Builder::new()
             .name("vmfleet-trace-writer".into())
-            .spawn(move || write_loop(thread_path, out, written, rx))
+            .spawn(move || {
+                its_id.store(own_thread_id().unwrap_or(0), Ordering::Relaxed);
+                write_loop(thread_path, out, written, rx)
+            })
             .map_err(io)?;
         Ok((
             recorder.clone(),
@@ -465,8 +479,28 @@ impl TraceWriter {
                 output,
                 recorder,
                 thread: Some(thread),
+                thread_id,
             },
         ))
+    }
+
+    /// The CPU time the writer thread has used so far (`/proc/self/task/<tid>/schedstat`), or
+    /// `None` where it cannot be read (not Linux, the thread not started yet or gone): how
+    /// `vmfleet bench` accounts for the writer's share of what recording costs a start.
+    pub fn writer_cpu_time(&self) -> Option<Duration> {
+        // A thread just spawned may not have run yet: give it a moment to say who it is.
+        let asked = Instant::now();
+        let mut tid = self.thread_id.load(Ordering::Relaxed);
+        while tid == 0 && self.thread.is_some() && asked.elapsed() < Duration::from_millis(200) {
+            std::thread::sleep(Duration::from_micros(100));
+            tid = self.thread_id.load(Ordering::Relaxed);
+        }
+        if tid == 0 {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        let on_cpu_ns = text.split_whitespace().next()?.parse().ok()?;
+        Some(Duration::from_nanos(on_cpu_ns))
     }
 
     /// The trace's name (where it is once finished).
@@ -520,6 +554,13 @@ impl TraceWriter {
         }
         thread.join().ok()
     }
+}
+
+/// The calling thread's id as the kernel knows it (`/proc/thread-self` links to
+/// `<pid>/task/<tid>`), or `None` where `/proc` cannot tell it.
+fn own_thread_id() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
 }
 
 impl Drop for TraceWriter {

@@ -197,6 +197,21 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
         (row["ratio"].as_f64().unwrap() - median).abs() < 1e-9,
         "{row}"
     );
+    // The median's interval holds it; every recorded start's work was measured, some of it,
+    // and less than the start (the accounted ratio is finite and above 1).
+    let interval = row["ratio_interval"].as_array().unwrap();
+    let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
+    assert!(low <= median && median <= high, "{row}");
+    let work: Vec<f64> = row["recording_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ms| ms.as_f64().unwrap())
+        .collect();
+    assert_eq!(work.len(), 8, "{row}");
+    assert!(work.iter().all(|&ms| ms > 0.0), "{row}");
+    let accounted = row["accounted_ratio"].as_f64().unwrap();
+    assert!(accounted > 1.0 && accounted.is_finite(), "{row}");
     assert!(row["trace_bytes_per_vm"].as_f64().unwrap() > 0.0, "{row}");
     let status = &row["verdict"]["status"];
     assert!(status == "met" || status == "missed", "{row}");

@@ -144,7 +144,9 @@ pub struct StartRow {
     /// Floor VMs/s divided by vmfleet VMs/s (how many times slower vmfleet is); the target is at
     /// most [`START_TARGET_RATIO`](super::START_TARGET_RATIO).
     pub ratio: Option<f64>,
-    /// Whether the ratio meets the target.
+    /// Met when recording costs at most [`RECORD_TARGET_RATIO`](super::RECORD_TARGET_RATIO) by
+    /// its own account (`accounted_ratio`) and the pairs do not show it costing more (the low
+    /// end of `ratio_interval` is within the target too).
     pub verdict: Verdict,
 }
 
@@ -159,12 +161,21 @@ pub struct RecordRow {
     pub off: Option<StartSide>,
     /// The start recorded to a trace file, as `vmfleet run --record` records.
     pub on: Option<StartSide>,
-    /// What recording costs the start: the median over adjacent pairs of runs of the recorded
-    /// time divided by the unrecorded time; the target is at most
-    /// [`RECORD_TARGET_RATIO`](super::RECORD_TARGET_RATIO).
+    /// What recording costs the start, measured side by side: the median over adjacent pairs of
+    /// runs of the recorded time divided by the unrecorded time.
     pub ratio: Option<f64>,
+    /// The 95% confidence interval of `ratio` (distribution-free, from the pairs' order
+    /// statistics): how finely this host's noise lets the pairs tell.
+    pub ratio_interval: Option<[f64; 2]>,
     /// Each pair's ratio, in run order (the spread of `ratio`).
     pub pair_ratios: Vec<f64>,
+    /// What recording costs the start, accounted inside each recorded run: the median of its
+    /// time divided by its time less the work recording did meanwhile (`recording_ms`), an
+    /// upper bound as if all of that work had stood in the start's way.
+    pub accounted_ratio: Option<f64>,
+    /// The work recording did during each recorded start, ms, in run order: the recording calls'
+    /// time on every thread plus the writer thread's CPU time.
+    pub recording_ms: Vec<f64>,
     /// The recorded start's trace, in bytes per VM (of its last run).
     pub trace_bytes_per_vm: Option<f64>,
     /// Whether the ratio meets the target.
@@ -180,7 +191,10 @@ impl RecordRow {
             off: None,
             on: None,
             ratio: None,
+            ratio_interval: None,
             pair_ratios: Vec::new(),
+            accounted_ratio: None,
+            recording_ms: Vec::new(),
             trace_bytes_per_vm: None,
             verdict,
         }

@@ -89,16 +89,18 @@ pub fn table(report: &BenchReport) -> String {
     if !report.record.is_empty() {
         let _ = writeln!(
             out,
-            "\nrecording: vmfleet's start recorded to a trace vs not, in adjacent pairs after one warm-up pair (target: the pairs' median ratio within {RECORD_TARGET_RATIO}x)"
+            "\nrecording: vmfleet's start recorded to a trace vs not, in adjacent pairs after one warm-up pair; and recording's own work in each recorded start (target: within {RECORD_TARGET_RATIO}x by its own account, and the pairs' median's 95% interval reaching down to it)"
         );
         let _ = writeln!(
             out,
-            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>10}  verdict",
+            "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>15}  {:>22}  {:>10}  verdict",
             "VMs",
             "pairs",
             "off ms (min-max)",
             "on ms (min-max)",
             "ratio (pairs min-max)",
+            "95% interval",
+            "accounted (work ms)",
             "trace B/VM"
         );
         for row in &report.record {
@@ -115,7 +117,7 @@ pub fn table(report: &BenchReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>10}  {}",
+                "  {:>5}  {:>5}  {:>22}  {:>22}  {:>22}  {:>15}  {:>22}  {:>10}  {}",
                 row.vms,
                 row.runs,
                 side(&row.off),
@@ -130,6 +132,17 @@ pub fn table(report: &BenchReport) -> String {
                             .fold(f64::INFINITY, f64::min);
                         let hi = row.pair_ratios.iter().copied().fold(0.0, f64::max);
                         format!("{r:.3}x ({lo:.2}-{hi:.2})")
+                    }
+                ),
+                row.ratio_interval.map_or_else(
+                    || "-".to_string(),
+                    |[low, high]| format!("{low:.3}-{high:.3}")
+                ),
+                row.accounted_ratio.map_or_else(
+                    || "-".to_string(),
+                    |a| {
+                        let work = super::measure::median(&row.recording_ms).unwrap_or(0.0);
+                        format!("{a:.4}x ({work:.2})")
                     }
                 ),
                 row.trace_bytes_per_vm

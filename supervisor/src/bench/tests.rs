@@ -46,6 +46,44 @@ fn recording_pairs_give_ratios_in_run_order() {
     assert_eq!(super::record::record_pairs(1000, 0), 1);
 }
 
+/// The median's 95% interval comes from the order statistics the binomial law gives (40 pairs:
+/// the 14th and 27th of the sorted ratios), and spans everything when there are too few.
+#[test]
+fn the_median_interval_is_the_binomial_order_statistics() {
+    use super::record::median_interval;
+    let ratios: Vec<f64> = (1..=40).rev().map(f64::from).collect();
+    assert_eq!(median_interval(&ratios), Some((14.0, 27.0)));
+    let ratios: Vec<f64> = (1..=9).map(f64::from).collect();
+    // P(B <= 1) = 10/512 <= 2.5% < P(B <= 2): the 2nd and 8th of 9.
+    assert_eq!(median_interval(&ratios), Some((2.0, 8.0)));
+    assert_eq!(median_interval(&[3.0, 1.0, 2.0]), Some((1.0, 3.0)));
+    assert_eq!(median_interval(&[1.5]), Some((1.5, 1.5)));
+    assert_eq!(median_interval(&[]), None);
+    assert_eq!(median_interval(&[1.0, f64::NAN]), None);
+}
+
+/// A recorded start's accounted ratio is its time over that time less recording's work; work
+/// that took the whole start makes it infinite.
+#[test]
+fn accounted_ratios_take_the_work_out_of_each_start() {
+    let sample = |ms| StartSample {
+        vms: 10,
+        vcpus_per_vm: 2,
+        elapsed: Duration::from_millis(ms),
+    };
+    let ratios = super::record::accounted_ratios(
+        &[sample(100), sample(50), sample(20)],
+        &[
+            Duration::from_millis(2),
+            Duration::ZERO,
+            Duration::from_millis(20),
+        ],
+    );
+    assert!((ratios[0] - 100.0 / 98.0).abs() < 1e-12, "{ratios:?}");
+    assert_eq!(ratios[1], 1.0);
+    assert_eq!(ratios[2], f64::INFINITY);
+}
+
 #[test]
 fn cpu_times_are_parsed_and_compared() {
     let before = CpuTimes::parse("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 1 2 3 4 5\n").unwrap();
@@ -235,7 +273,10 @@ fn report(verdict: Verdict) -> BenchReport {
             off: Some(side.clone()),
             on: Some(side.clone()),
             ratio: Some(1.01),
+            ratio_interval: Some([0.99, 1.03]),
             pair_ratios: vec![0.99, 1.01, 1.03],
+            accounted_ratio: Some(1.004),
+            recording_ms: vec![0.4, 0.5, 0.3],
             trace_bytes_per_vm: Some(4000.0),
             verdict,
         }],

@@ -77,7 +77,21 @@ pub(super) fn wrong(side: &'static str, vms: u32, what: impl fmt::Display) -> Be
 /// returns: every VM's start is answered once each of its vCPUs has left the guest once. Teardown
 /// is not timed. Not recorded, as `vmfleet run` without `--record`.
 pub fn vmfleet_start_to_first_exit(vms: u32, vcpus_per_vm: u32) -> Result<StartSample, BenchError> {
-    Ok(vmfleet_start(vms, vcpus_per_vm, None)?.0)
+    Ok(vmfleet_start(vms, vcpus_per_vm, None)?.sample)
+}
+
+/// What [`vmfleet_start_recorded`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordedStart {
+    /// The start, timed as an unrecorded one is.
+    pub sample: StartSample,
+    /// The trace, once closed.
+    pub summary: recorder::WriteSummary,
+    /// The work recording did while the clock ran: the writer thread's CPU time
+    /// ([`recorder::TraceWriter::writer_cpu_time`]) plus the recording calls' (see
+    /// [`recording_calls_time`]). Had all of it stood in the start's way, the start unrecorded
+    /// would have taken this much less.
+    pub recording_work: Duration,
 }
 
 /// [`vmfleet_start_to_first_exit`], recorded to the trace `trace` as `vmfleet run --record` records
@@ -89,10 +103,25 @@ pub fn vmfleet_start_recorded(
     vms: u32,
     vcpus_per_vm: u32,
     trace: &std::path::Path,
-) -> Result<(StartSample, recorder::WriteSummary), BenchError> {
-    let (sample, summary) = vmfleet_start(vms, vcpus_per_vm, Some(trace))?;
-    let summary = summary.ok_or_else(|| wrong("vmfleet", vms, "the trace was not written"))?;
-    Ok((sample, summary))
+) -> Result<RecordedStart, BenchError> {
+    let started = vmfleet_start(vms, vcpus_per_vm, Some(trace))?;
+    let (summary, recording_work) = started
+        .summary
+        .zip(started.recording_work)
+        .ok_or_else(|| wrong("vmfleet", vms, "the trace was not written"))?;
+    Ok(RecordedStart {
+        sample: started.sample,
+        summary,
+        recording_work,
+    })
+}
+
+/// What [`vmfleet_start`] measured: the start, and when recorded, the trace and the recording's
+/// work (see [`RecordedStart`]).
+struct Started {
+    sample: StartSample,
+    summary: Option<recorder::WriteSummary>,
+    recording_work: Option<Duration>,
 }
 
 /// The start of [`vmfleet_start_to_first_exit`], recorded to `record` if given.
@@ -100,7 +129,7 @@ fn vmfleet_start(
     vms: u32,
     vcpus_per_vm: u32,
     record: Option<&std::path::Path>,
-) -> Result<(StartSample, Option<recorder::WriteSummary>), BenchError> {
+) -> Result<Started, BenchError> {
     let text = bench_spec_text(vms, vcpus_per_vm, 1);
     let spec = crate::spec::parse(&text, "the bench fleet")?;
     let kvm =
@@ -114,6 +143,14 @@ fn vmfleet_start(
         }
     };
     let runtime = bench_runtime()?;
+    // What the writer does while the clock runs is accounted (see `RecordedStart`).
+    let writer_cpu = || {
+        writer
+            .as_ref()
+            .and_then(recorder::TraceWriter::writer_cpu_time)
+    };
+    let writer_cpu_before = writer_cpu();
+    let mut writer_work = None;
     let sample = runtime.block_on(async {
         let clock = Stopwatch::start();
         let mut fleet = crate::fleet::Fleet::new(hv, &spec.name)
@@ -124,6 +161,13 @@ fn vmfleet_start(
         }
         let started = fleet.launch_all(spec.vms.clone(), StartMode::Paused).await;
         let elapsed = clock.elapsed();
+        if recorder.is_some() {
+            // A writer whose time cannot be read counts as having spent the whole start.
+            writer_work = Some(match (writer_cpu_before, writer_cpu()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => elapsed,
+            });
+        }
         let failed = started
             .iter()
             .find_map(|(vm, r)| r.as_ref().err().map(|e| (vm, e)));
@@ -151,7 +195,44 @@ fn vmfleet_start(
         }
         None => None,
     };
-    Ok((sample?, summary))
+    let sample = sample?;
+    let recording_work = match (writer_work, record) {
+        (Some(writer), Some(path)) => {
+            let calls = recording_calls_time(path).map_err(|e| wrong("vmfleet", vms, e))?;
+            Some(writer + calls)
+        }
+        _ => None,
+    };
+    Ok(Started {
+        sample,
+        summary,
+        recording_work,
+    })
+}
+
+/// The recording calls' share of a recorded start's work: the time this thread takes to record
+/// the events of the trace at `path` again, in order, as the recording objects did (each call
+/// and outcome copied, the event stamped and handed to a writer), into a scratch trace beside
+/// it. Measured apart from the start, because there hundreds of threads preempt one another
+/// inside their calls, and a clock around each call would count that too.
+pub fn recording_calls_time(path: &std::path::Path) -> Result<Duration, String> {
+    let trace = recorder::Trace::open(path)
+        .map_err(|e| format!("reading the trace {}: {e}", path.display()))?;
+    let again = path.with_extension("again");
+    let _ = std::fs::remove_file(&again);
+    let (recorder, writer) = recorder::TraceWriter::create(&again, &trace.header)
+        .map_err(|e| format!("creating {}: {e}", again.display()))?;
+    let clock = Stopwatch::start();
+    for event in &trace.events {
+        let (call, outcome) = (event.call.clone(), event.outcome.clone());
+        recorder.record(event.stream, call, outcome, event.detail.clone());
+    }
+    let took = clock.elapsed();
+    writer
+        .finish()
+        .map_err(|e| format!("closing {}: {e}", again.display()))?;
+    let _ = std::fs::remove_file(&again);
+    Ok(took)
 }
 
 /// What one run of the scale fleet measured (shared by the scale and memory figures, so the
