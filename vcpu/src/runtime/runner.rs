@@ -3,7 +3,10 @@
 //! breaks the protocol, a call fails, the control plane stops it, or an exit budget runs out.
 //!
 //! The loop only ever goes through [`VcpuHandle::run`], so the VM's CPU model is sealed before the
-//! first `KVM_RUN`, and it works the same over KVM, the recorder and the replay backend.
+//! first `KVM_RUN`, and it works the same over KVM, the recorder and the replay backend. Past the
+//! first exit it also takes the exits a backend knows already ([`VcpuHandle::run_known`]: a
+//! replay's queued runs) as they are offered, exactly as if its own `RUN`s had returned them,
+//! and leaves to a call each exit it does more with than decode (a kick, a budget reached).
 //!
 //! Control ([`run_controlled`]): the thread binds itself as the target of its vCPU's kicks. A kick
 //! makes `KVM_RUN` return [`VcpuExit::Interrupted`]; there, and only there, the thread asks
