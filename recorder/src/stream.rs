@@ -461,7 +461,13 @@ impl<R: Read> TraceStream<R> {
     /// queues; [`Iterator::next`] gives the same events one by one, copied out.
     pub fn next_run(&mut self, max: usize) -> Option<EventRun> {
         let first = *self.next_placed()?;
-        let mut events = Vec::new();
+        // Made to size: the run's events are the pending ones of its stream from here on.
+        let len = self.pending.events[self.pending.next..]
+            .iter()
+            .take(max.max(1))
+            .take_while(|placed| placed.stream == first.stream)
+            .count();
+        let mut events = Vec::with_capacity(len);
         while events.len() < max.max(1) {
             match self.pending.peek() {
                 Some(next) if next.stream == first.stream => {

@@ -113,6 +113,28 @@ fn a_transcript_is_a_snapshot() {
     assert_ne!(transcript(&recorder), text);
 }
 
+/// A transcript taken is the same text a copy renders, and the recorder has none left.
+#[test]
+fn a_taken_transcript_is_the_copy_and_leaves_none() {
+    let recorder = Recorder::folding();
+    let hv = RecordingHypervisor::new(
+        Box::new(Scripted {
+            runs_before_halt: 3,
+        }),
+        recorder.clone(),
+    );
+    let mut vm = hv.create_vm(VmId(0), "alpha").unwrap();
+    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    vcpu.call(&VcpuCall::Run).unwrap();
+    vcpu.call(&VcpuCall::Run).unwrap();
+    let copy = recorder.transcript().unwrap().render();
+    assert!(copy.contains("RUN x2"), "{copy}");
+    let taken = recorder.take_transcript().unwrap();
+    assert_eq!(taken.render(), copy);
+    assert!(recorder.take_transcript().is_none());
+    assert!(recorder.transcript().is_none());
+}
+
 /// A backend whose every call fails before reaching a kernel: nothing is an answer.
 struct Broken;
 

@@ -327,7 +327,7 @@ pub(crate) fn replay_job(
     // The trace's own faults (cut short, damaged) come before anything the replay found.
     let (control, window) = settle()?;
     let recorded: Vec<&Event> = control.iter().collect();
-    let calls = recorder.transcript().unwrap_or_default();
+    let calls = recorder.take_transcript().unwrap_or_default();
     let divergence = monitor
         .finish()
         .err()
