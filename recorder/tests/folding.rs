@@ -7,7 +7,8 @@ mod common;
 use common::{Drive, Scripted, Variant, drive, record_trace, refusal, table};
 use recorder::{Recorder, RecordingHypervisor, ReplayHypervisor, TraceCall, render_streams};
 use vcpu::{
-    CallError, Errno, GuestArch, Hypervisor, Reply, Stream, SystemCall, VcpuCall, VcpuId, Vm, VmId,
+    CallError, Errno, GuestArch, Hypervisor, Reply, Stream, SystemCall, Vcpu, VcpuCall, VcpuId, Vm,
+    VmId,
 };
 
 fn transcript(recorder: &Recorder) -> String {
@@ -94,9 +95,8 @@ fn control_events_fold_in_order_beside_the_objects_streams() {
     assert_eq!(recorder.recorded(), events.len() as u64);
 }
 
-#[test]
-fn a_transcript_is_a_snapshot() {
-    let recorder = Recorder::folding();
+/// VM `alpha` and its vCPU 0 on a scripted backend, recorded by `recorder`.
+fn alpha_vcpu(recorder: &Recorder) -> (Box<dyn Vm>, Box<dyn Vcpu>) {
     let hv = RecordingHypervisor::new(
         Box::new(Scripted {
             runs_before_halt: 3,
@@ -104,7 +104,14 @@ fn a_transcript_is_a_snapshot() {
         recorder.clone(),
     );
     let mut vm = hv.create_vm(VmId(0), "alpha").unwrap();
-    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    let vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    (vm, vcpu)
+}
+
+#[test]
+fn a_transcript_is_a_snapshot() {
+    let recorder = Recorder::folding();
+    let (_vm, mut vcpu) = alpha_vcpu(&recorder);
     vcpu.call(&VcpuCall::Run).unwrap();
     let before = recorder.transcript().unwrap();
     let text = before.render();
@@ -117,14 +124,7 @@ fn a_transcript_is_a_snapshot() {
 #[test]
 fn a_taken_transcript_is_the_copy_and_leaves_none() {
     let recorder = Recorder::folding();
-    let hv = RecordingHypervisor::new(
-        Box::new(Scripted {
-            runs_before_halt: 3,
-        }),
-        recorder.clone(),
-    );
-    let mut vm = hv.create_vm(VmId(0), "alpha").unwrap();
-    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    let (_vm, mut vcpu) = alpha_vcpu(&recorder);
     vcpu.call(&VcpuCall::Run).unwrap();
     vcpu.call(&VcpuCall::Run).unwrap();
     let copy = recorder.transcript().unwrap().render();
@@ -182,14 +182,7 @@ fn a_stream_with_no_answer_has_no_part() {
 #[test]
 fn folding_again_keeps_what_was_folded() {
     let recorder = Recorder::folding();
-    let hv = RecordingHypervisor::new(
-        Box::new(Scripted {
-            runs_before_halt: 3,
-        }),
-        recorder.clone(),
-    );
-    let mut vm = hv.create_vm(VmId(0), "alpha").unwrap();
-    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    let (_vm, mut vcpu) = alpha_vcpu(&recorder);
     vcpu.call(&VcpuCall::Run).unwrap();
     let before = transcript(&recorder);
     recorder.fold_transcript();

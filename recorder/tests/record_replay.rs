@@ -528,6 +528,22 @@ fn the_emulated_cpuid_call_records_and_replays() {
     assert_eq!(failure.stream, Stream::Host);
 }
 
+/// The events of `calls` (each with its stream and outcome), numbered in order from 0.
+fn numbered(calls: Vec<(TraceCall, Stream, Result<Reply, Failure>)>) -> Vec<Event> {
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(seq, (call, stream, outcome))| Event {
+            seq: seq as u64,
+            stream,
+            call,
+            outcome,
+            detail: None,
+            at_ns: 0,
+        })
+        .collect()
+}
+
 /// A replayed vCPU's run is at hand (it may run on a thread that serves other work) only when
 /// its stream holds every exit up to one that ends the guest, with no kick and no control
 /// decision on the way; calls before the first run are passed over, and a served exit is gone.
@@ -567,18 +583,7 @@ fn a_run_is_at_hand_only_when_every_exit_to_the_end_is_queued_and_nothing_waits(
             runs.into_iter()
                 .map(|(call, outcome)| (call, Stream::Vcpu(vm, vcpu), outcome)),
         );
-        let events = calls
-            .into_iter()
-            .enumerate()
-            .map(|(seq, (call, stream, outcome))| Event {
-                seq: seq as u64,
-                stream,
-                call,
-                outcome,
-                detail: None,
-                at_ns: 0,
-            });
-        let replay = ReplayHypervisor::from_events(GuestArch::X86_64, events);
+        let replay = ReplayHypervisor::from_events(GuestArch::X86_64, numbered(calls));
         let mut created = replay.create_vm(vm, "a").unwrap();
         let mut replayed = created.create_vcpu(vcpu).unwrap();
         let before = replayed.run_is_at_hand();
@@ -675,18 +680,7 @@ fn known_runs_are_the_queued_plain_runs_and_calls_serve_the_rest() {
         exit(VcpuExit::Hlt),
         (TraceCall::Vcpu(VcpuCall::Destroy), on_vcpu, Ok(Reply::Done)),
     ];
-    let events: Vec<Event> = calls
-        .into_iter()
-        .enumerate()
-        .map(|(seq, (call, stream, outcome))| Event {
-            seq: seq as u64,
-            stream,
-            call,
-            outcome,
-            detail: None,
-            at_ns: 0,
-        })
-        .collect();
+    let events = numbered(calls);
     let replay = ReplayHypervisor::from_events(GuestArch::X86_64, events.clone());
     let monitor = replay.monitor();
     let recorder = Recorder::in_memory();

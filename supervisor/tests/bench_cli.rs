@@ -7,6 +7,16 @@ fn vmfleet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmfleet"))
 }
 
+/// A JSON array of numbers, as numbers.
+fn numbers(value: &serde_json::Value) -> Vec<f64> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_f64().unwrap())
+        .collect()
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -184,12 +194,7 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
     // `--runs 1` at 100 VMs: 800 VMs per side, 8 pairs, each with its ratio; the figure is
     // their median.
     assert_eq!(row["runs"], 8, "{row}");
-    let mut pairs: Vec<f64> = row["pair_ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_f64().unwrap())
-        .collect();
+    let mut pairs: Vec<f64> = numbers(&row["pair_ratios"]);
     assert_eq!(pairs.len(), 8, "{row}");
     pairs.sort_by(f64::total_cmp);
     let median = (pairs[3] + pairs[4]) / 2.0;
@@ -202,12 +207,7 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
     let interval = row["ratio_interval"].as_array().unwrap();
     let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
     assert!(low <= median && median <= high, "{row}");
-    let work: Vec<f64> = row["recording_ms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ms| ms.as_f64().unwrap())
-        .collect();
+    let work: Vec<f64> = numbers(&row["recording_ms"]);
     assert_eq!(work.len(), 8, "{row}");
     assert!(work.iter().all(|&ms| ms > 0.0), "{row}");
     let accounted = row["accounted_ratio"].as_f64().unwrap();
@@ -227,12 +227,7 @@ fn the_recording_figures_are_measured_on_a_small_fleet() {
         assert!(trace[value].as_f64().unwrap() > 0.0, "{value}: {trace}");
     }
     // The replay time is the median of every replay's.
-    let runs: Vec<f64> = trace["replay_runs_ms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ms| ms.as_f64().unwrap())
-        .collect();
+    let runs: Vec<f64> = numbers(&trace["replay_runs_ms"]);
     assert_eq!(runs.len(), supervisor::bench::REPLAY_RUNS, "{trace}");
     assert!(runs.iter().all(|&ms| ms > 0.0), "{trace}");
     let mut sorted = runs.clone();
