@@ -74,9 +74,15 @@ pub const HELD_EVENTS: usize = 4096;
 /// event since its last nap) before it looks again; only a nap that found nothing sends it to
 /// sleep in `recv`, where every sender that finds it asleep must wake it. Woken per event, the
 /// writer cost a 100-VM start ~2,300 wake-ups (a futex call for the recorder, two context
-/// switches), ~40% more switches than the same start unrecorded. Blocked senders still sleep
-/// in the channel (backpressure), never poll: polling recorders starved the writer under load.
-pub const BURST_NAP: Duration = Duration::from_millis(1);
+/// switches), ~40% more switches than the same start unrecorded. Each nap is a timer wake-up
+/// too (~15 µs of the writer's CPU on a nested host): napping 1 ms, the writer's share of a
+/// 100-VM start was ~1.1 ms of CPU, napping 8 ms ~0.3 ms. Events taken in a burst are held
+/// anyway (see [`HELD_EVENTS`]), so a longer nap delays nothing that would be written sooner;
+/// the channel ([`WRITER_BACKLOG`] slots) fills in one nap only past 2M events/s, and
+/// `serve --record` of 1,000 VMs x 2 spinning vCPUs stays all running (the bench's SIGTERM
+/// figure). Blocked senders still sleep in the channel (backpressure), never poll: polling
+/// recorders starved the writer under load.
+pub const BURST_NAP: Duration = Duration::from_millis(8);
 
 /// The shared handle that records events. Cheap to clone; every clone feeds the same trace.
 #[derive(Clone, Debug)]
