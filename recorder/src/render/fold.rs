@@ -315,7 +315,12 @@ impl Runs {
         }
         self.count += 1;
         let kind = exit.kind();
-        match self.kinds.iter_mut().find(|(k, _)| k.as_str() == kind) {
+        // Kinds are `'static` names: the same pointer almost always (no `memcmp` per exit).
+        let same = |k: &RunKind| match k {
+            RunKind::Exit(k) => std::ptr::eq(*k, kind) || *k == kind,
+            RunKind::Text(text) => text == kind,
+        };
+        match self.kinds.iter_mut().find(|(k, _)| same(k)) {
             Some((_, n)) => *n += 1,
             None => self.kinds.push((RunKind::Exit(kind), 1)),
         }

@@ -49,6 +49,38 @@ fn passes_that_agree() {
 }
 
 #[test]
+fn a_repeated_guest_view_is_judged_as_a_new_one_would_be() {
+    // Views that alternate (as a VM's vCPUs do) and differ in one register or in what is
+    // hidden: each judged as the check itself judges it, however often it came before.
+    let tables = [
+        held(),
+        CpuidTable::new(vec![entry(0x7, 0, 0x28), entry(0x8000_0001, 0, 0)]),
+    ];
+    let views: Vec<Vec<GuestSeen>> = tables
+        .iter()
+        .map(|t| t.entries.iter().map(seen).collect())
+        .collect();
+    let hidden = [vcpu::model::x86::catalog::by_name("avx2").expect("avx2 is in the catalog")];
+    for round in 0..3 {
+        for (held, first_pass) in tables.iter().zip(&views) {
+            for view in [&views[0], first_pass] {
+                for hidden in [&hidden[..], &[]] {
+                    let judged = guest::check_guest_view(held, view, hidden);
+                    let fresh = drift::check_guest_view(held, view, hidden);
+                    assert_eq!(
+                        judged, fresh,
+                        "round {round}, view {view:?}, hidden {hidden:?}"
+                    );
+                }
+            }
+        }
+    }
+    // The first table seen as the second one is: a mismatch, found again from the cache.
+    let judged = guest::check_guest_view(&tables[0], &views[1], &[]);
+    assert_eq!(judged.mismatches.len(), 1, "{:?}", judged.mismatches);
+}
+
+#[test]
 fn passes_that_differ_are_mismatches() {
     let held = held();
     let first = seen(&held.entries[0]);
