@@ -30,7 +30,7 @@
 //! control point and kick's `INTR` is still recorded one by one, so a replay checks all of them; a
 //! guest that keeps running adds about one event per vCPU per second.
 
-use crate::render::{CallKind, OutcomeRef, StreamFold};
+use crate::render::{CallKind, OutcomeRef, RunExits, StreamFold};
 use crate::writer::Recorder;
 use std::fmt;
 use std::sync::Arc;
@@ -400,6 +400,24 @@ impl Vcpu for RecordingVcpu {
     /// Records each exit taken as the plain `RUN` that returned it.
     fn run_known(&mut self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
         let (sink, pending) = (&self.sink, &mut self.pending);
+        if let Some(fold) = &sink.fold {
+            // Added up here and folded at once: `take` records nothing, so nothing can come
+            // between these exits on this stream.
+            let mut exits = RunExits::default();
+            let taken = self.inner.run_known(&mut |exit| {
+                let answer = take(exit);
+                if answer != TakeExit::Leave {
+                    exits.push(exit);
+                }
+                answer
+            });
+            if !exits.is_empty() {
+                // As `call` does for a call that is not folded.
+                flush(sink, pending);
+                fold.push_run_exits(exits);
+            }
+            return taken;
+        }
         self.inner.run_known(&mut |exit| {
             let answer = take(exit);
             if answer != TakeExit::Leave {

@@ -12,7 +12,7 @@ mod fold;
 
 pub use fold::TranscriptFold;
 use fold::counted_exit;
-pub(crate) use fold::{CallKind, StreamFold};
+pub(crate) use fold::{CallKind, RunExits, StreamFold};
 
 /// An outcome as transcripts print it: `ok`, the reply, or `EINVAL (kernel)` /
 /// `EINVAL (refused by vmfleet)`.

@@ -152,6 +152,35 @@ impl StreamFold {
     pub(crate) fn push_run_exit(&self, exit: &VcpuExit) {
         self.lock().push_run_exit(exit);
     }
+
+    /// Fold in plain `RUN`s added up apart, in their order: as [`StreamFold::push_run_exit`] of
+    /// each of them, under one lock.
+    pub(crate) fn push_run_exits(&self, exits: RunExits) {
+        if exits.runs.count > 0 {
+            self.lock().push_run_exits(exits.runs);
+        }
+    }
+}
+
+/// Plain `RUN`s that returned an exit each, added up apart from their stream's part (for the
+/// runs a backend serves in one go, [`vcpu::Vcpu::run_known`]: hundreds of exits a vCPU, each
+/// folded without the part's lock) and then folded into it at once
+/// ([`StreamFold::push_run_exits`]).
+#[derive(Debug, Default)]
+pub(crate) struct RunExits {
+    runs: Runs,
+}
+
+impl RunExits {
+    /// Add a `RUN` that returned `exit`.
+    pub(crate) fn push(&mut self, exit: &VcpuExit) {
+        self.runs.push_exit(exit);
+    }
+
+    /// Whether no run was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.count == 0
+    }
 }
 
 /// What a call is to the fold: a plain `RUN` (collapsed with its neighbours), a `RUN_COUNTED`
@@ -243,6 +272,15 @@ impl StreamLines {
         self.runs.push_exit(exit);
     }
 
+    /// [`StreamLines::push_run_exit`] of each of `exits`' runs, in order.
+    fn push_run_exits(&mut self, exits: Runs) {
+        self.events += exits.count as u64;
+        if let Some(summary) = self.counted.take() {
+            write_counted(&mut self.text, &summary);
+        }
+        self.runs.absorb(exits);
+    }
+
     /// Write the `RUN`s or `RUN_COUNTED`s being collapsed (at most one of them is open).
     fn close(&mut self) {
         self.runs.write_and_clear(&mut self.text);
@@ -326,6 +364,25 @@ impl Runs {
         }
     }
 
+    /// Take in `later`, the runs that came after these: as if each had been pushed here (the
+    /// first of all stays first, kinds keep the order they first came in).
+    fn absorb(&mut self, later: Runs) {
+        if self.count == 0 {
+            self.first = later.first;
+        }
+        self.count += later.count;
+        for (kind, n) in later.kinds {
+            match self
+                .kinds
+                .iter_mut()
+                .find(|(k, _)| k.as_str() == kind.as_str())
+            {
+                Some((_, count)) => *count += n,
+                None => self.kinds.push((kind, n)),
+            }
+        }
+    }
+
     /// The line (if any) these runs print.
     fn write(&self, out: &mut String) {
         match (self.count, &self.first) {
@@ -363,5 +420,80 @@ pub(super) fn counted_exit(event: &Event) -> Option<&VcpuExit> {
     match (&event.call, &event.outcome, &event.detail) {
         (TraceCall::Vcpu(VcpuCall::RunCounted), Ok(Reply::Exit(exit)), None) => Some(exit),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcpu::hypervisor::call::ExitData;
+    use vcpu::{VcpuId, VmId};
+
+    /// An `OUT` to `port` (exits of one kind that differ in their bytes).
+    fn out(port: u16, byte: u8) -> VcpuExit {
+        VcpuExit::IoOut {
+            port,
+            data: ExitData::from_slice(&[byte]),
+        }
+    }
+
+    /// Exits as a vCPU's runs return them, with kinds that come and come back.
+    fn exits() -> Vec<VcpuExit> {
+        let mut exits = vec![VcpuExit::Interrupted, out(0x10, 1)];
+        exits.extend((0..7).map(|i| out(0x11, i)));
+        exits.extend([VcpuExit::Interrupted, out(0x12, 9), VcpuExit::Hlt]);
+        exits
+    }
+
+    /// The part of a stream that folded `exits` between a `RUN_COUNTED` and another call, each
+    /// `RUN` on its own, or in batches of `batch` added up apart.
+    fn part(exits: &[VcpuExit], batch: Option<usize>) -> String {
+        let mut fold = TranscriptFold::default();
+        let stream = fold.stream(Stream::Vcpu(VmId(0), VcpuId(0)));
+        let counted = Reply::Exit(out(0x13, 0));
+        stream.push(
+            CallKind::RunCounted,
+            &VcpuCall::RunCounted,
+            Ok(&counted),
+            None,
+        );
+        match batch {
+            None => exits.iter().for_each(|exit| stream.push_run_exit(exit)),
+            Some(batch) => {
+                for chunk in exits.chunks(batch) {
+                    let mut apart = RunExits::default();
+                    chunk.iter().for_each(|exit| apart.push(exit));
+                    stream.push_run_exits(apart);
+                }
+            }
+        }
+        stream.push(
+            CallKind::Other,
+            &VcpuCall::GetCpuid2,
+            Ok(&Reply::Done),
+            None,
+        );
+        fold.render()
+    }
+
+    #[test]
+    fn runs_added_up_apart_fold_as_runs_pushed_one_by_one() {
+        for len in [1, 2, exits().len()] {
+            let exits = &exits()[..len];
+            let one_by_one = part(exits, None);
+            assert!(one_by_one.contains("RUN"), "{one_by_one}");
+            for batch in 1..=len {
+                assert_eq!(
+                    part(exits, Some(batch)),
+                    one_by_one,
+                    "{len} exits, batch {batch}"
+                );
+            }
+        }
+        // An empty batch folds nothing (not even an event).
+        let mut fold = TranscriptFold::default();
+        let stream = fold.stream(Stream::Vcpu(VmId(0), VcpuId(0)));
+        stream.push_run_exits(RunExits::default());
+        assert_eq!(fold.events(), 0);
     }
 }

@@ -284,7 +284,7 @@ fn take_known<D: ExitDecoder>(
     limits: &RunLimits,
     ended: &mut Option<ProbeEnd>,
 ) -> TakeExit {
-    if *exit == VcpuExit::Interrupted
+    if matches!(exit, VcpuExit::Interrupted)
         || limits.exit_budget.is_some_and(|budget| *exits >= budget)
         || limits
             .record_exits
