@@ -148,6 +148,8 @@ impl MutEventSubscriber for VmLoop {
         // The commands' answers are given before any notice is taken, as they were when the two
         // had an eventfd each and each wake-up ended in a settle.
         self.settle();
+        // Notices of the runs a `start` above served on this thread are queued already, without
+        // a wake-up of their own (see `VcpuRunner::run`): they are taken here, like the others.
         // Settle after every single notice, not after a batch: a vCPU's notices arrive in its
         // own order (first exit before ended, unparked before ended), so answers that are due at
         // a notice are given in the state right after it, however the notices of a live run

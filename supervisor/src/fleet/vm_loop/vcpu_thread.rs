@@ -27,7 +27,8 @@ pub(super) enum Notice {
 pub(super) struct EndNotice {
     index: usize,
     tx: Sender<(usize, Notice)>,
-    wake: Arc<EventFd>,
+    /// The loop's wake-up; `None` for a run on the loop's own thread (see [`VcpuRunner::run`]).
+    wake: Option<Arc<EventFd>>,
     handed_over: Option<Box<VcpuOutcome>>,
 }
 
@@ -36,7 +37,9 @@ impl Drop for EndNotice {
         let _ = self
             .tx
             .send((self.index, Notice::Ended(self.handed_over.take())));
-        let _ = self.wake.write(1);
+        if let Some(wake) = &self.wake {
+            let _ = wake.write(1);
+        }
     }
 }
 
@@ -63,6 +66,11 @@ impl VcpuRunner {
     /// Run the guest until the guest or the control plane ends the run, telling the loop what
     /// happens. On a thread of its own (`own_thread`) that ends while the process is about to
     /// exit, hand the outcome over and park for good; else return it.
+    ///
+    /// A run on the loop's own thread (not `own_thread`: [`VcpuRunner::run_here`], served by the
+    /// loop's `start` command) queues its notices without waking the loop: the loop takes them
+    /// in the same round, after its commands (a wake-up would only bring it back to an empty
+    /// queue: two `write`s, an `epoll_wait` and a `read` per vCPU of a replay).
     fn run(self, launch: Launch, own_thread: bool) -> Option<VcpuOutcome> {
         let VcpuRunner {
             index,
@@ -73,10 +81,11 @@ impl VcpuRunner {
             wake,
             runs_guest,
         } = self;
+        let wake = own_thread.then_some(wake);
         let mut end = EndNotice {
             index,
             tx: tx.clone(),
-            wake: Arc::clone(&wake),
+            wake: wake.clone(),
             handed_over: None,
         };
         let parks_at_first_exit = launch.pauses_at_first_exit();
@@ -94,7 +103,9 @@ impl VcpuRunner {
             // first one alone (a paused start is answered when every vCPU has parked). The
             // first-exit control point always ends in a park or a stop (each wakes the loop):
             // while a VM starts paused nothing can ask it to run (`resume` needs `paused`).
-            if !(parks_at_first_exit && notice == VcpuNotice::FirstExit) {
+            if let Some(wake) = &wake
+                && !(parks_at_first_exit && notice == VcpuNotice::FirstExit)
+            {
                 let _ = wake.write(1);
             }
         };
