@@ -195,6 +195,12 @@ struct Inner {
     first_seq: AtomicU64,
     divergence: Mutex<Option<(Position, ReplayFailure)>>,
     feed: Feed,
+    /// The guest memory regions handed out, by guest-physical address and size: every replayed
+    /// VM with a region of that layout gets the same one. A replay never writes guest memory
+    /// (its loaders only check that a program fits: `vcpu::guests::Placement::Check`) and runs
+    /// no guest, so the memory is only a layout; mapped and unmapped per VM, it cost a 1,000-VM
+    /// replay 2,000 `mmap`/`munmap` calls, each taking the process's memory map for writing.
+    regions: Mutex<HashMap<(u64, usize), Arc<GuestRegionMmap>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,6 +216,7 @@ impl Inner {
             first_seq: AtomicU64::new(u64::MAX),
             divergence: Mutex::new(None),
             feed,
+            regions: Mutex::default(),
         })
     }
 
@@ -561,11 +568,23 @@ impl ReplayVm {
     fn add_memory(&mut self, guest_phys_addr: u64, size: u64) -> Result<(), CallError> {
         let size = usize::try_from(size)
             .map_err(|_| CallError::Backend(format!("guest memory size {size:#x} does not fit")))?;
-        let region = GuestRegionMmap::from_range(GuestAddress(guest_phys_addr), size, None)
-            .map_err(|e| CallError::Backend(format!("cannot allocate guest memory: {e}")))?;
+        let region = {
+            let mut regions = lock(&self.inner.regions);
+            match regions.entry((guest_phys_addr, size)) {
+                std::collections::hash_map::Entry::Occupied(shared) => Arc::clone(shared.get()),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let region =
+                        GuestRegionMmap::from_range(GuestAddress(guest_phys_addr), size, None)
+                            .map_err(|e| {
+                                CallError::Backend(format!("cannot allocate guest memory: {e}"))
+                            })?;
+                    Arc::clone(vacant.insert(Arc::new(region)))
+                }
+            }
+        };
         self.memory = self
             .memory
-            .insert_region(Arc::new(region))
+            .insert_region(region)
             .map_err(|e| CallError::Backend(format!("cannot add guest memory: {e}")))?;
         Ok(())
     }

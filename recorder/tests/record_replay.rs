@@ -737,3 +737,49 @@ fn known_runs_are_the_queued_plain_runs_and_calls_serve_the_rest() {
         .collect();
     assert_eq!(recorded, expected);
 }
+
+/// Replayed VMs whose memory has the same layout share one mapping (a replay only checks that
+/// programs fit), a different layout gets its own, and each VM's memory is the layout it asked
+/// for.
+#[test]
+fn replayed_vms_of_one_memory_layout_share_one_mapping() {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let add = |slot, size| VmCall::AddMemory {
+        slot,
+        guest_phys_addr: 0,
+        size,
+    };
+    let layouts = [(VmId(0), 0x10000), (VmId(1), 0x10000), (VmId(2), 0x20000)];
+    let mut calls = Vec::new();
+    for &(vm, size) in &layouts {
+        let name = format!("vm{}", vm.0);
+        calls.push((
+            TraceCall::System(SystemCall::CreateVm { vm, name }),
+            Stream::Vm(vm),
+            Ok(Reply::Done),
+        ));
+        calls.push((TraceCall::Vm(add(0, size)), Stream::Vm(vm), Ok(Reply::Done)));
+    }
+    let replay = ReplayHypervisor::from_events(GuestArch::X86_64, numbered(calls));
+    let vms: Vec<_> = layouts
+        .iter()
+        .map(|&(vm, size)| {
+            let mut created = replay.create_vm(vm, &format!("vm{}", vm.0)).unwrap();
+            created.call(&add(0, size)).unwrap();
+            created
+        })
+        .collect();
+    let region = |k: usize| {
+        let memory = vms[k].guest_memory();
+        assert_eq!(memory.num_regions(), 1);
+        let region = memory.iter().next().unwrap();
+        assert_eq!(
+            region.len(),
+            layouts[k].1,
+            "vm{k}'s memory is its own layout"
+        );
+        region.as_ptr()
+    };
+    assert_eq!(region(0), region(1), "one layout, one mapping");
+    assert_ne!(region(0), region(2), "another layout, another mapping");
+}
