@@ -51,6 +51,8 @@ const EMPTY_QUEUE_ROOM: usize = 4;
 struct Queued {
     first_seq: u64,
     bodies: Arc<[EventBody]>,
+    /// Each body's [`RunRole`], shared with the other runs of its block.
+    roles: Arc<[RunRole]>,
     events: Box<[u32]>,
     served: usize,
     /// What the window counts for it ([`EventRun::weight`]), given back once it is served.
@@ -58,10 +60,11 @@ struct Queued {
 }
 
 impl Queued {
-    fn new(run: EventRun) -> Self {
+    fn new(run: EventRun, roles: &mut RunRoles) -> Self {
         Queued {
             first_seq: run.first_seq,
             events: run.events.iter().map(|e| e.body).collect(),
+            roles: roles.of(&run.bodies),
             bodies: run.bodies,
             served: 0,
             weight: run.weight,
@@ -76,6 +79,66 @@ impl Queued {
 
     fn left(&self) -> usize {
         self.events.len() - self.served
+    }
+}
+
+/// What an event is to [`ReplayVcpu::run_is_at_hand`], worked out once per body of a block
+/// ([`RunRoles`]) rather than from the body at every look: a look goes through a vCPU's every
+/// queued exit, and the bodies of a block lie far apart in memory (each look touched hundreds of
+/// them: ~3% of a 1,000-VM replay's CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunRole {
+    /// A run answered with an exit after which the guest goes on.
+    Goes,
+    /// A run answered with an exit that ends the guest, or a run that failed: the run ends.
+    Ends,
+    /// A run answered with a kick (its control point may wait for the control plane), or a
+    /// control decision: the run is not at hand.
+    Waits,
+    /// Any other call: past a run, the run ended before it.
+    Other,
+}
+
+impl RunRole {
+    fn of(body: &EventBody) -> RunRole {
+        match (&body.call, &body.outcome) {
+            (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), Ok(Reply::Exit(exit))) => {
+                match exit {
+                    VcpuExit::Interrupted => RunRole::Waits,
+                    VcpuExit::Hlt
+                    | VcpuExit::Shutdown
+                    | VcpuExit::SystemEvent { .. }
+                    | VcpuExit::FailEntry { .. }
+                    | VcpuExit::InternalError { .. } => RunRole::Ends,
+                    _ => RunRole::Goes,
+                }
+            }
+            (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), _) => RunRole::Ends,
+            (TraceCall::Decision, _) => RunRole::Waits,
+            _ => RunRole::Other,
+        }
+    }
+}
+
+/// The [`RunRole`]s of the bodies of the block whose runs are being queued: worked out when its
+/// first run is, and shared by the rest of its runs (a block's runs come one after another).
+#[derive(Debug, Default)]
+pub(super) struct RunRoles {
+    bodies: Option<Arc<[EventBody]>>,
+    roles: Option<Arc<[RunRole]>>,
+}
+
+impl RunRoles {
+    fn of(&mut self, bodies: &Arc<[EventBody]>) -> Arc<[RunRole]> {
+        match (&self.bodies, &self.roles) {
+            (Some(known), Some(roles)) if Arc::ptr_eq(known, bodies) => Arc::clone(roles),
+            _ => {
+                let roles: Arc<[RunRole]> = bodies.iter().map(RunRole::of).collect();
+                self.bodies = Some(Arc::clone(bodies));
+                self.roles = Some(Arc::clone(&roles));
+                roles
+            }
+        }
     }
 }
 
@@ -423,6 +486,7 @@ impl ReplayHypervisor {
         events.sort_by_key(|e| e.seq);
         let mut queues: HashMap<Stream, Arc<StreamQueue>> = HashMap::new();
         let mut states: HashMap<Stream, QueueState> = HashMap::new();
+        let mut roles = RunRoles::default();
         // Control requests are not calls to a backend: the supervisor's replay re-issues them to
         // its own control plane (see `Trace::control_events`) and compares the replies.
         for event in events.into_iter().filter(|e| e.stream != Stream::Control) {
@@ -442,7 +506,7 @@ impl ReplayHypervisor {
                 weight: 0,
             };
             let state = states.entry(run.stream).or_default();
-            state.events.push_back(Queued::new(run));
+            state.events.push_back(Queued::new(run, &mut roles));
         }
         for (stream, state) in states {
             let queue = StreamQueue {
@@ -674,30 +738,15 @@ impl Vcpu for ReplayVcpu {
         let mut running = false;
         for queued in &state.events {
             for &body in &queued.events[queued.served..] {
-                let Some(body) = queued.bodies.get(body as usize) else {
+                let Some(&role) = queued.roles.get(body as usize) else {
                     return false;
                 };
-                match (&body.call, &body.outcome) {
-                    (
-                        TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted),
-                        Ok(Reply::Exit(exit)),
-                    ) => {
-                        running = true;
-                        match exit {
-                            VcpuExit::Interrupted => return false,
-                            VcpuExit::Hlt
-                            | VcpuExit::Shutdown
-                            | VcpuExit::SystemEvent { .. }
-                            | VcpuExit::FailEntry { .. }
-                            | VcpuExit::InternalError { .. } => return true,
-                            _ => {}
-                        }
-                    }
-                    // A run that failed ends the run.
-                    (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), _) => return true,
-                    (TraceCall::Decision, _) => return false,
-                    _ if running => return true,
-                    _ => {}
+                match role {
+                    RunRole::Goes => running = true,
+                    RunRole::Ends => return true,
+                    RunRole::Waits => return false,
+                    RunRole::Other if running => return true,
+                    RunRole::Other => {}
                 }
             }
         }

@@ -24,7 +24,7 @@
 //! reads the rest of the trace without queuing it, counting what is left per stream (for the
 //! "left on" verdict) and reaching the trace's end verdict: complete, cut short, damaged.
 
-use super::{Inner, Queued, Shared, StreamQueue, lock};
+use super::{Inner, Queued, RunRoles, Shared, StreamQueue, lock};
 use crate::reader::{TraceEnd, TraceError};
 use crate::stream::TraceStream;
 use crate::trace::{Event, EventRun};
@@ -287,6 +287,7 @@ fn feed<R: Read>(
     let feed = &inner.feed;
     // The queues this feeder has met: the shared map is locked once per stream, not per run.
     let mut queues: HashMap<Stream, Arc<StreamQueue>> = HashMap::new();
+    let mut roles = RunRoles::default();
     loop {
         feed.wait_for_room();
         let room = feed.window.load(Ordering::Relaxed).min(BATCH);
@@ -307,7 +308,7 @@ fn feed<R: Read>(
                 drained.first = run.event(0);
             }
         } else {
-            queue_run(inner, &mut queues, run);
+            queue_run(inner, &mut queues, &mut roles, run);
         }
         feed.fed.store(next, Ordering::Release);
     }
@@ -319,14 +320,19 @@ fn feed<R: Read>(
 }
 
 /// Queue `run` on its stream and wake a call waiting there.
-fn queue_run(inner: &Inner, queues: &mut HashMap<Stream, Arc<StreamQueue>>, run: EventRun) {
+fn queue_run(
+    inner: &Inner,
+    queues: &mut HashMap<Stream, Arc<StreamQueue>>,
+    roles: &mut RunRoles,
+    run: EventRun,
+) {
     let queue = queues
         .entry(run.stream)
         .or_insert_with(|| inner.queue(run.stream));
     // Counted before they can be taken, so `queued` never goes below what is queued.
     inner.feed.queued.fetch_add(run.weight, Ordering::SeqCst);
     let mut state: MutexGuard<'_, _> = lock(&queue.state);
-    state.events.push_back(Queued::new(run));
+    state.events.push_back(Queued::new(run, roles));
     if state.waiting > 0 {
         queue.fed.notify_all();
     }
