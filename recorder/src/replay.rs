@@ -193,7 +193,12 @@ impl QueueState {
         if front.left() > 0 {
             return None;
         }
-        let done = self.events.pop_front().map(|q| q.weight);
+        Some(self.finish_front())
+    }
+
+    /// Drop the front run, all served: its weight.
+    fn finish_front(&mut self) -> usize {
+        let done = self.events.pop_front().map_or(0, |q| q.weight);
         if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
             self.events.shrink_to(EMPTY_QUEUE_ROOM);
         }
@@ -761,23 +766,45 @@ impl Vcpu for ReplayVcpu {
     fn run_known(&mut self, take: &mut dyn FnMut(&VcpuExit) -> TakeExit) -> u64 {
         let (mut taken, mut weight) = (0, 0);
         let mut state = lock(&self.queue.state);
-        while let Some((seq, body)) = state.next() {
-            let exit = match (&body.call, &body.outcome) {
-                (TraceCall::Vcpu(VcpuCall::Run), Ok(Reply::Exit(exit))) => exit,
-                _ => break,
+        // A queued run at a time, its events in a tight loop (served as `QueueState::pop`
+        // serves them one by one; `last_served` set once at the end).
+        let (mut last_served, mut stop) = (None, false);
+        while !stop {
+            let Some(front) = state.events.front_mut() else {
+                break;
             };
-            if self.inner.first_seq.load(Ordering::Acquire) <= seq {
+            while let Some(&body) = front.events.get(front.served) {
+                let seq = front.first_seq + front.served as u64;
+                let exit = match front.bodies.get(body as usize) {
+                    Some(EventBody {
+                        call: TraceCall::Vcpu(VcpuCall::Run),
+                        outcome: Ok(Reply::Exit(exit)),
+                        ..
+                    }) if self.inner.first_seq.load(Ordering::Acquire) > seq => exit,
+                    _ => {
+                        stop = true;
+                        break;
+                    }
+                };
+                let answer = take(exit);
+                if answer == TakeExit::Leave {
+                    stop = true;
+                    break;
+                }
+                (taken, last_served) = (taken + 1, Some(seq));
+                front.served += 1;
+                if answer == TakeExit::Last {
+                    stop = true;
+                    break;
+                }
+            }
+            if front.left() > 0 {
                 break;
             }
-            let answer = take(exit);
-            if answer == TakeExit::Leave {
-                break;
-            }
-            taken += 1;
-            weight += state.pop().unwrap_or(0);
-            if answer == TakeExit::Last {
-                break;
-            }
+            weight += state.finish_front();
+        }
+        if last_served.is_some() {
+            state.last_served = last_served;
         }
         drop(state);
         if weight > 0 {
