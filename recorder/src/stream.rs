@@ -467,22 +467,20 @@ impl<R: Read> TraceStream<R> {
             .take(max.max(1))
             .take_while(|placed| placed.stream == first.stream)
             .count();
+        // Those `len` are of the run's stream: no need to compare streams again.
         let mut events = Vec::with_capacity(len);
-        while events.len() < max.max(1) {
-            match self.pending.peek() {
-                Some(next) if next.stream == first.stream => {
-                    let next = *next;
-                    if !self.serve(next.seq) {
-                        break;
-                    }
-                    self.pending.next += 1;
-                    events.push(RunEvent {
-                        body: next.body,
-                        at_ns: next.at_ns,
-                    });
-                }
-                _ => break,
+        while events.len() < len {
+            let Some(&next) = self.pending.peek() else {
+                break;
+            };
+            if !self.serve(next.seq) {
+                break;
             }
+            self.pending.next += 1;
+            events.push(RunEvent {
+                body: next.body,
+                at_ns: next.at_ns,
+            });
         }
         if events.is_empty() {
             return None;

@@ -188,7 +188,7 @@ enum Phase {
     /// Between passes: PASS_BEGIN of the next pass, or HLT once every pass is in.
     Idle,
     /// In a pass, waiting for word `word` of the next point.
-    Results { word: usize, values: [u32; 6] },
+    Results { word: usize },
     /// Every point of the pass is in: PASS_END.
     End,
     /// HLT after the last pass.
@@ -206,6 +206,9 @@ pub struct ProbeDecoder {
     /// The pass in progress (at most one entry per point).
     current: Vec<GuestSeen>,
     phase: Phase,
+    /// The words of the point in progress reported so far (`Phase::Results` says how many):
+    /// here, not in the phase, so that each exit does not copy them in and out of it.
+    words: [u32; 6],
 }
 
 impl crate::guests::ExitDecoder for ProbeDecoder {
@@ -234,6 +237,7 @@ impl ProbeDecoder {
             },
             current: Vec::with_capacity(points.len()),
             phase: Phase::Idle,
+            words: [0; 6],
         }
     }
 
@@ -384,16 +388,13 @@ impl ProbeDecoder {
         self.phase = if self.points.is_empty() {
             Phase::End
         } else {
-            Phase::Results {
-                word: 0,
-                values: [0; 6],
-            }
+            Phase::Results { word: 0 }
         };
         Ok(Step::Continue)
     }
 
     fn result(&mut self, value: u32) -> Result<Step, GuestProtocolError> {
-        let Phase::Results { word, mut values } = self.phase else {
+        let Phase::Results { word } = self.phase else {
             return Err(self.out_of_order(format!("RESULT word {value:#x}")));
         };
         let index = self.current.len();
@@ -407,15 +408,12 @@ impl ProbeDecoder {
             }
             _ => {}
         }
-        values[word] = value;
+        self.words[word] = value;
         if word + 1 < WORDS.len() {
-            self.phase = Phase::Results {
-                word: word + 1,
-                values,
-            };
+            self.phase = Phase::Results { word: word + 1 };
             return Ok(Step::Continue);
         }
-        let [leaf, subleaf, eax, ebx, ecx, edx] = values;
+        let [leaf, subleaf, eax, ebx, ecx, edx] = self.words;
         self.current.push(GuestSeen {
             leaf,
             subleaf,
@@ -427,10 +425,7 @@ impl ProbeDecoder {
         self.phase = if self.current.len() == self.points.len() {
             Phase::End
         } else {
-            Phase::Results {
-                word: 0,
-                values: [0; 6],
-            }
+            Phase::Results { word: 0 }
         };
         Ok(Step::Continue)
     }
