@@ -18,7 +18,7 @@ use crate::call::TraceCall;
 use crate::diff::describe_difference;
 use crate::reader::{Trace, TraceError};
 use crate::trace::{Event, EventBody, EventRun};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use vcpu::{
@@ -29,182 +29,16 @@ use vcpu::{
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 mod feed;
+mod queue;
 
 use feed::Feed;
 pub use feed::{DEFAULT_WINDOW, ReplayFeed};
+use queue::{QueueState, Queued, RunRole, RunRoles, StreamQueue};
 
 const END_OF_STREAM: &str = "end of stream";
 
 /// A position in the trace: expected `seq`, then stream to break ties.
 type Position = (u64, Stream);
-
-/// How many queued runs a queue keeps room for: a queue keeps its largest size unless shrunk,
-/// and summed over thousands of streams that adds up.
-const EMPTY_QUEUE_ROOM: usize = 4;
-
-/// Recorded events of one stream waiting in its queue, in order: a run of consecutive events
-/// as the trace stream read them ([`EventRun`]), and how many of them were served. Their bodies
-/// are shared with the block they came from, and each event is only its body's number (4 bytes:
-/// a replay checks calls and serves outcomes, never times), so the window can hold most of a
-/// large fleet's trace in a few MiB.
-#[derive(Debug)]
-struct Queued {
-    first_seq: u64,
-    bodies: Arc<[EventBody]>,
-    /// Each body's [`RunRole`], shared with the other runs of its block.
-    roles: Arc<[RunRole]>,
-    events: Box<[u32]>,
-    served: usize,
-    /// What the window counts for it ([`EventRun::weight`]), given back once it is served.
-    weight: usize,
-}
-
-impl Queued {
-    fn new(run: EventRun, roles: &mut RunRoles) -> Self {
-        Queued {
-            first_seq: run.first_seq,
-            events: run.events.iter().map(|e| e.body).collect(),
-            roles: roles.of(&run.bodies),
-            bodies: run.bodies,
-            served: 0,
-            weight: run.weight,
-        }
-    }
-
-    /// The `seq` and body of the next event to serve (a queued run always has one).
-    fn next(&self) -> Option<(u64, &EventBody)> {
-        let body = self.bodies.get(*self.events.get(self.served)? as usize)?;
-        Some((self.first_seq + self.served as u64, body))
-    }
-
-    fn left(&self) -> usize {
-        self.events.len() - self.served
-    }
-}
-
-/// What an event is to [`ReplayVcpu::run_is_at_hand`], worked out once per body of a block
-/// ([`RunRoles`]) rather than from the body at every look: a look goes through a vCPU's every
-/// queued exit, and the bodies of a block lie far apart in memory (each look touched hundreds of
-/// them: ~3% of a 1,000-VM replay's CPU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RunRole {
-    /// A run answered with an exit after which the guest goes on.
-    Goes,
-    /// A run answered with an exit that ends the guest, or a run that failed: the run ends.
-    Ends,
-    /// A run answered with a kick (its control point may wait for the control plane), or a
-    /// control decision: the run is not at hand.
-    Waits,
-    /// Any other call: past a run, the run ended before it.
-    Other,
-}
-
-impl RunRole {
-    fn of(body: &EventBody) -> RunRole {
-        match (&body.call, &body.outcome) {
-            (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), Ok(Reply::Exit(exit))) => {
-                match exit {
-                    VcpuExit::Interrupted => RunRole::Waits,
-                    VcpuExit::Hlt
-                    | VcpuExit::Shutdown
-                    | VcpuExit::SystemEvent { .. }
-                    | VcpuExit::FailEntry { .. }
-                    | VcpuExit::InternalError { .. } => RunRole::Ends,
-                    _ => RunRole::Goes,
-                }
-            }
-            (TraceCall::Vcpu(VcpuCall::Run | VcpuCall::RunCounted), _) => RunRole::Ends,
-            (TraceCall::Decision, _) => RunRole::Waits,
-            _ => RunRole::Other,
-        }
-    }
-}
-
-/// The [`RunRole`]s of the bodies of the block whose runs are being queued: worked out when its
-/// first run is, and shared by the rest of its runs (a block's runs come one after another).
-#[derive(Debug, Default)]
-pub(super) struct RunRoles {
-    bodies: Option<Arc<[EventBody]>>,
-    roles: Option<Arc<[RunRole]>>,
-}
-
-impl RunRoles {
-    fn of(&mut self, bodies: &Arc<[EventBody]>) -> Arc<[RunRole]> {
-        match (&self.bodies, &self.roles) {
-            (Some(known), Some(roles)) if Arc::ptr_eq(known, bodies) => Arc::clone(roles),
-            _ => {
-                let roles: Arc<[RunRole]> = bodies.iter().map(RunRole::of).collect();
-                self.bodies = Some(Arc::clone(bodies));
-                self.roles = Some(Arc::clone(&roles));
-                roles
-            }
-        }
-    }
-}
-
-/// One stream's recorded events not yet served. Each replayed object holds its stream's queue,
-/// so a call takes only its own stream's lock: the calls of thousands of vCPU threads do not
-/// meet, except in the rare first divergence.
-#[derive(Debug, Default)]
-struct StreamQueue {
-    state: Mutex<QueueState>,
-    /// The feeder queued an event on this stream, stopped, or a divergence was found.
-    fed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    /// Runs with events left to serve, in order.
-    events: VecDeque<Queued>,
-    /// The `seq` of the last event served.
-    last_served: Option<u64>,
-    /// Calls waiting for the feeder to queue this stream's next event.
-    waiting: usize,
-}
-
-impl QueueState {
-    /// Where the stream's next call stands: at its next event, right after its last one once the
-    /// stream ran out, or nowhere (after everything) for a stream the trace never had.
-    fn position(&self, stream: Stream) -> Position {
-        let seq = match (self.next(), self.last_served) {
-            (Some((seq, _)), _) => seq,
-            (None, Some(last)) => last.saturating_add(1),
-            (None, None) => u64::MAX,
-        };
-        (seq, stream)
-    }
-
-    /// The `seq` and body of the stream's next event, if queued.
-    fn next(&self) -> Option<(u64, &EventBody)> {
-        self.events.front().and_then(Queued::next)
-    }
-
-    /// How many events are queued.
-    fn len(&self) -> usize {
-        self.events.iter().map(Queued::left).sum()
-    }
-
-    /// Mark the next event served; when that was its run's last, the run's weight (the feeder
-    /// counts the window back a run at a time, not per event).
-    fn pop(&mut self) -> Option<usize> {
-        let front = self.events.front_mut()?;
-        self.last_served = Some(front.first_seq + front.served as u64);
-        front.served += 1;
-        if front.left() > 0 {
-            return None;
-        }
-        Some(self.finish_front())
-    }
-
-    /// Drop the front run, all served: its weight.
-    fn finish_front(&mut self) -> usize {
-        let done = self.events.pop_front().map_or(0, |q| q.weight);
-        if self.events.capacity() > EMPTY_QUEUE_ROOM.max(2 * self.events.len()) {
-            self.events.shrink_to(EMPTY_QUEUE_ROOM);
-        }
-        done
-    }
-}
 
 /// What this run did at the point a recorded event is expected.
 enum Actual<'a> {
@@ -625,7 +459,8 @@ impl Hypervisor for ReplayHypervisor {
     }
 }
 
-/// A replayed VM. Guest memory is real anonymous memory, so guest programs load as in a live run.
+/// A replayed VM. Guest memory is real anonymous memory, so guest programs are checked against
+/// it as in a live run (shared by the VMs of one layout, see `Inner::regions`).
 pub struct ReplayVm {
     id: VmId,
     inner: Shared,
