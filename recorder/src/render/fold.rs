@@ -339,11 +339,7 @@ impl Runs {
             });
         }
         self.count += 1;
-        let text = OutcomeText(outcome).to_string();
-        match self.kinds.iter_mut().find(|(k, _)| k.as_str() == text) {
-            Some((_, n)) => *n += 1,
-            None => self.kinds.push((RunKind::Text(text), 1)),
-        }
+        self.count_kind(RunKind::Text(OutcomeText(outcome).to_string()), 1);
     }
 
     /// [`Runs::push`] of a `RUN` that returned `exit`.
@@ -353,14 +349,31 @@ impl Runs {
         }
         self.count += 1;
         let kind = exit.kind();
-        // Kinds are `'static` names: the same pointer almost always (no `memcmp` per exit).
-        let same = |k: &RunKind| match k {
-            RunKind::Exit(k) => std::ptr::eq(*k, kind) || *k == kind,
-            RunKind::Text(text) => text == kind,
-        };
-        match self.kinds.iter_mut().find(|(k, _)| same(k)) {
-            Some((_, n)) => *n += 1,
-            None => self.kinds.push((RunKind::Exit(kind), 1)),
+        if !self.count_named(kind, 1) {
+            self.kinds.push((RunKind::Exit(kind), 1));
+        }
+    }
+
+    /// Count `n` more runs of `kind`, after the kinds seen so far if it is new.
+    fn count_kind(&mut self, kind: RunKind, n: usize) {
+        if !self.count_named(kind.as_str(), n) {
+            self.kinds.push((kind, n));
+        }
+    }
+
+    /// Count `n` more runs of the kind named `name` if it was seen before; whether it was.
+    fn count_named(&mut self, name: &str, n: usize) -> bool {
+        // An exit kind is a `'static` name: the same pointer almost always (no `memcmp` per exit).
+        let found = self
+            .kinds
+            .iter_mut()
+            .find(|(seen, _)| std::ptr::eq(seen.as_str(), name) || seen.as_str() == name);
+        match found {
+            Some((_, count)) => {
+                *count += n;
+                true
+            }
+            None => false,
         }
     }
 
@@ -372,14 +385,7 @@ impl Runs {
         }
         self.count += later.count;
         for (kind, n) in later.kinds {
-            match self
-                .kinds
-                .iter_mut()
-                .find(|(k, _)| k.as_str() == kind.as_str())
-            {
-                Some((_, count)) => *count += n,
-                None => self.kinds.push((kind, n)),
-            }
+            self.count_kind(kind, n);
         }
     }
 

@@ -92,22 +92,26 @@ impl RunRole {
     }
 }
 
+/// A decoded block's bodies, shared by its runs.
+type Bodies = Arc<[EventBody]>;
+/// The [`RunRole`] of each of a block's bodies.
+type Roles = Arc<[RunRole]>;
+
 /// The [`RunRole`]s of the bodies of the block whose runs are being queued: worked out when its
 /// first run is, and shared by the rest of its runs (a block's runs come one after another).
 #[derive(Debug, Default)]
 pub(super) struct RunRoles {
-    pub(super) bodies: Option<Arc<[EventBody]>>,
-    pub(super) roles: Option<Arc<[RunRole]>>,
+    /// The block's bodies and their roles.
+    known: Option<(Bodies, Roles)>,
 }
 
 impl RunRoles {
     pub(super) fn of(&mut self, bodies: &Arc<[EventBody]>) -> Arc<[RunRole]> {
-        match (&self.bodies, &self.roles) {
-            (Some(known), Some(roles)) if Arc::ptr_eq(known, bodies) => Arc::clone(roles),
+        match &self.known {
+            Some((known, roles)) if Arc::ptr_eq(known, bodies) => Arc::clone(roles),
             _ => {
                 let roles: Arc<[RunRole]> = bodies.iter().map(RunRole::of).collect();
-                self.bodies = Some(Arc::clone(bodies));
-                self.roles = Some(Arc::clone(&roles));
+                self.known = Some((Arc::clone(bodies), Arc::clone(&roles)));
                 roles
             }
         }
